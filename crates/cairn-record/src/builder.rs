@@ -1,0 +1,339 @@
+//! Builders for the record shapes cairn produces: management events, S3 and DynamoDB data
+//! events, and events sent by applications through PutAuditEvents.
+
+use crate::arn::Arn;
+use crate::record::{category, EventRecord, Resource, UserIdentity, EVENT_VERSION};
+use crate::time::whole_seconds;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+
+/// Services whose events are recorded in us-east-1 ("global service events").
+pub const GLOBAL_SERVICE_SOURCES: &[&str] = &[
+    "iam.amazonaws.com",
+    "sts.amazonaws.com",
+    "cloudfront.amazonaws.com",
+    "route53.amazonaws.com",
+];
+
+/// True when `event_source` is a global service (recorded in us-east-1).
+pub fn is_global_service(event_source: &str) -> bool {
+    GLOBAL_SERVICE_SOURCES.contains(&event_source)
+}
+
+/// A new record with every required field set and the rest empty.
+pub fn base(
+    event_source: &str,
+    event_name: &str,
+    region: &str,
+    time: DateTime<Utc>,
+    category_name: &str,
+) -> EventRecord {
+    let region = if is_global_service(event_source) {
+        "us-east-1"
+    } else {
+        region
+    };
+    EventRecord {
+        event_version: EVENT_VERSION.into(),
+        user_identity: None,
+        event_time: whole_seconds(time),
+        event_source: event_source.into(),
+        event_name: event_name.into(),
+        aws_region: region.into(),
+        source_ip_address: None,
+        user_agent: None,
+        error_code: None,
+        error_message: None,
+        request_parameters: None,
+        response_elements: None,
+        additional_event_data: None,
+        request_id: Some(uuid::Uuid::new_v4().to_string()),
+        event_id: uuid::Uuid::new_v4().to_string(),
+        read_only: None,
+        resources: None,
+        event_type: "AwsApiCall".into(),
+        api_version: None,
+        management_event: None,
+        recipient_account_id: None,
+        service_event_details: None,
+        shared_event_id: None,
+        vpc_endpoint_id: None,
+        event_category: category_name.into(),
+        addendum: None,
+        edge_device_details: None,
+        tls_details: None,
+        session_credential_from_console: None,
+        insight_details: None,
+        extra: Map::new(),
+    }
+}
+
+/// A management event (`AwsApiCall`, `managementEvent: true`).
+pub fn management(
+    event_source: &str,
+    event_name: &str,
+    region: &str,
+    time: DateTime<Utc>,
+    identity: UserIdentity,
+    read_only: bool,
+) -> EventRecord {
+    let mut r = base(event_source, event_name, region, time, category::MANAGEMENT);
+    r.recipient_account_id = identity.account_id.clone();
+    r.user_identity = Some(identity);
+    r.read_only = Some(read_only);
+    r.management_event = Some(true);
+    r
+}
+
+/// Whether an S3 object-level call reads or writes.
+pub fn s3_read_only(event_name: &str) -> bool {
+    matches!(
+        event_name,
+        "GetObject"
+            | "HeadObject"
+            | "GetObjectAcl"
+            | "GetObjectTagging"
+            | "GetObjectAttributes"
+            | "ListObjects"
+            | "ListObjectVersions"
+            | "ListParts"
+            | "HeadBucket"
+            | "GetObjectRetention"
+            | "GetObjectLegalHold"
+    )
+}
+
+/// An S3 data event for an object-level call (`GetObject`, `PutObject`, `DeleteObject`, …).
+/// `key` is `None` for bucket-scoped data events (`ListObjects` uses [`s3_list`]).
+#[allow(clippy::too_many_arguments)]
+pub fn s3_object(
+    event_name: &str,
+    region: &str,
+    time: DateTime<Utc>,
+    identity: UserIdentity,
+    bucket_owner: &str,
+    bucket: &str,
+    key: &str,
+    host: &str,
+) -> EventRecord {
+    let mut r = base("s3.amazonaws.com", event_name, region, time, category::DATA);
+    r.recipient_account_id = Some(bucket_owner.to_string());
+    r.user_identity = Some(identity);
+    r.read_only = Some(s3_read_only(event_name));
+    r.management_event = Some(false);
+    r.request_parameters = Some(json!({"bucketName": bucket, "Host": host, "key": key}));
+    r.resources = Some(vec![
+        Resource {
+            account_id: None,
+            resource_type: "AWS::S3::Object".into(),
+            arn: Some(Arn::s3_object(bucket, key).to_string()),
+            arn_prefix: None,
+        },
+        Resource {
+            account_id: Some(bucket_owner.into()),
+            resource_type: "AWS::S3::Bucket".into(),
+            arn: Some(Arn::s3_bucket(bucket).to_string()),
+            arn_prefix: None,
+        },
+    ]);
+    r
+}
+
+/// A `ListObjects` data event (V2 calls are logged with `"list-type": "2"`).
+#[allow(clippy::too_many_arguments)]
+pub fn s3_list(
+    region: &str,
+    time: DateTime<Utc>,
+    identity: UserIdentity,
+    bucket_owner: &str,
+    bucket: &str,
+    prefix: &str,
+    v2: bool,
+    host: &str,
+) -> EventRecord {
+    let mut r = base("s3.amazonaws.com", "ListObjects", region, time, category::DATA);
+    r.recipient_account_id = Some(bucket_owner.to_string());
+    r.user_identity = Some(identity);
+    r.read_only = Some(true);
+    r.management_event = Some(false);
+    let mut params = Map::new();
+    if v2 {
+        params.insert("list-type".into(), json!("2"));
+    }
+    params.insert("bucketName".into(), json!(bucket));
+    params.insert("prefix".into(), json!(prefix));
+    params.insert("Host".into(), json!(host));
+    r.request_parameters = Some(Value::Object(params));
+    r.resources = Some(vec![
+        Resource {
+            account_id: None,
+            resource_type: "AWS::S3::Object".into(),
+            arn: None,
+            arn_prefix: Some(format!("{}/{prefix}", Arn::s3_bucket(bucket))),
+        },
+        Resource {
+            account_id: Some(bucket_owner.into()),
+            resource_type: "AWS::S3::Bucket".into(),
+            arn: Some(Arn::s3_bucket(bucket).to_string()),
+            arn_prefix: None,
+        },
+    ]);
+    r
+}
+
+/// Whether a DynamoDB data-plane call reads.
+pub fn dynamodb_read_only(event_name: &str) -> bool {
+    matches!(
+        event_name,
+        "GetItem"
+            | "BatchGetItem"
+            | "Query"
+            | "Scan"
+            | "TransactGetItems"
+            | "GetRecords"
+            | "GetShardIterator"
+    )
+}
+
+/// A DynamoDB data event. `request_parameters` must already be redacted (key values and
+/// attribute *names* only, never item values — spec §2.5).
+pub fn dynamodb(
+    event_name: &str,
+    region: &str,
+    time: DateTime<Utc>,
+    identity: UserIdentity,
+    account: &str,
+    table: &str,
+    request_parameters: Value,
+) -> EventRecord {
+    let mut r = base("dynamodb.amazonaws.com", event_name, region, time, category::DATA);
+    r.recipient_account_id = Some(account.into());
+    r.user_identity = Some(identity);
+    r.read_only = Some(dynamodb_read_only(event_name));
+    r.management_event = Some(false);
+    r.api_version = Some("2012-08-10".into());
+    r.request_parameters = Some(request_parameters);
+    r.resources = Some(vec![Resource {
+        account_id: Some(account.into()),
+        resource_type: "AWS::DynamoDB::Table".into(),
+        arn: Some(Arn::dynamodb_table(region, account, table).to_string()),
+        arn_prefix: None,
+    }]);
+    r
+}
+
+/// The stored form of one PutAuditEvents entry (CloudTrail Lake integration schema):
+/// `eventData` wrapped with `eventCategory: ActivityAuditLog`, `eventType: ActivityLog`.
+pub fn audit_event(
+    event_data: &Value,
+    region: &str,
+    account: &str,
+    channel_arn: &str,
+    ingestion_time: DateTime<Utc>,
+) -> Option<EventRecord> {
+    let obj = event_data.as_object()?;
+    let s = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
+    let event_time = s("eventTime")
+        .and_then(|t| {
+            crate::time::parse_iso(&t).or_else(|| crate::time::parse_iso(&format!("{t}Z")))
+        })
+        .unwrap_or(ingestion_time);
+    let mut r = base(
+        &s("eventSource")?,
+        &s("eventName")?,
+        region,
+        event_time,
+        category::ACTIVITY_AUDIT_LOG,
+    );
+    r.event_type = "ActivityLog".into();
+    r.aws_region = region.into();
+    r.recipient_account_id = Some(account.into());
+    if let Some(ui) = obj.get("userIdentity").and_then(Value::as_object) {
+        let mut id = UserIdentity {
+            identity_type: ui.get("type").and_then(Value::as_str).unwrap_or("").into(),
+            principal_id: ui.get("principalId").and_then(Value::as_str).map(Into::into),
+            ..Default::default()
+        };
+        if let Some(d) = ui.get("details") {
+            id.extra.insert("details".into(), d.clone());
+        }
+        r.user_identity = Some(id);
+    }
+    r.user_agent = s("userAgent");
+    r.source_ip_address = s("sourceIPAddress");
+    r.error_code = s("errorCode");
+    r.error_message = s("errorMessage");
+    r.request_parameters = obj.get("requestParameters").cloned();
+    r.response_elements = obj.get("responseElements").cloned();
+    r.additional_event_data = obj.get("additionalEventData").cloned();
+    if let Some(uid) = s("UID") {
+        r.extra.insert("UID".into(), json!(uid));
+    }
+    r.extra.insert(
+        "metadata".into(),
+        json!({"ingestionTime": crate::time::iso(ingestion_time), "channelARN": channel_arn}),
+    );
+    Some(r)
+}
+
+/// `Root` identity of an account.
+pub fn root_identity(account: &str, access_key_id: Option<&str>) -> UserIdentity {
+    UserIdentity {
+        identity_type: "Root".into(),
+        principal_id: Some(account.into()),
+        arn: Some(format!("arn:aws:iam::{account}:root")),
+        account_id: Some(account.into()),
+        access_key_id: access_key_id.map(Into::into),
+        ..Default::default()
+    }
+}
+
+/// `IAMUser` identity.
+pub fn iam_user_identity(
+    account: &str,
+    user: &str,
+    principal_id: &str,
+    access_key_id: &str,
+) -> UserIdentity {
+    UserIdentity {
+        identity_type: "IAMUser".into(),
+        principal_id: Some(principal_id.into()),
+        arn: Some(format!("arn:aws:iam::{account}:user/{user}")),
+        account_id: Some(account.into()),
+        access_key_id: Some(access_key_id.into()),
+        user_name: Some(user.into()),
+        ..Default::default()
+    }
+}
+
+/// `AssumedRole` identity with its `sessionContext`.
+pub fn assumed_role_identity(
+    account: &str,
+    role: &str,
+    role_id: &str,
+    session: &str,
+    access_key_id: &str,
+    created: DateTime<Utc>,
+) -> UserIdentity {
+    UserIdentity {
+        identity_type: "AssumedRole".into(),
+        principal_id: Some(format!("{role_id}:{session}")),
+        arn: Some(format!("arn:aws:sts::{account}:assumed-role/{role}/{session}")),
+        account_id: Some(account.into()),
+        access_key_id: Some(access_key_id.into()),
+        session_context: Some(crate::record::SessionContext {
+            session_issuer: Some(json!({
+                "type": "Role", "principalId": role_id,
+                "arn": format!("arn:aws:iam::{account}:role/{role}"),
+                "accountId": account, "userName": role
+            })),
+            web_id_federation_data: Some(json!({})),
+            attributes: Some(json!({
+                "creationDate": crate::time::iso(created),
+                "mfaAuthenticated": "false"
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
