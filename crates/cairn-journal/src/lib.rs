@@ -1,1 +1,504 @@
+//! A segmented, append-only, checksummed write-ahead journal.
+//!
+//! * **Durable appends.** [`Journal::append`] returns only after the record is written and
+//!   `fdatasync`ed. Concurrent appends are group-committed: a single writer thread takes every
+//!   record queued since its last write, writes them with one `write` and one `fdatasync`, then
+//!   wakes all of their callers.
+//! * **Bounded memory, back-pressure.** Queued bytes are capped ([`JournalOptions::max_pending_bytes`]);
+//!   appenders block while the queue is full.
+//! * **Fail-closed.** A failed write or sync fails every append of that batch with the I/O
+//!   error; the partial batch is truncated away and the journal continues in a fresh segment,
+//!   so it keeps working once space returns. A failed `fdatasync` is never retried and then
+//!   acknowledged (fsyncgate).
+//! * **Recovery.** On open every segment is checked. A torn tail (a partial or bad record at
+//!   the end of the newest segment, with nothing valid after it) is truncated: it was never
+//!   acknowledged. A bad record anywhere else is [`JournalError::Corrupt`]: reported, never
+//!   skipped.
+//! * **Consumers** keep durable cursors; a segment is deleted only once every registered
+//!   consumer has passed it.
+//!
+//! Frame layout (little endian): `magic u32 | len u32 | seq u64 | crc32c u32 | payload`, the
+//! CRC covering `len`, `seq` and the payload.
 
+mod reader;
+mod segment;
+
+pub use reader::JournalReader;
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+pub(crate) const MAGIC: u32 = 0xCA12_4A01;
+pub(crate) const HEADER: usize = 20;
+/// Largest payload accepted (CloudTrail events are at most 256 KB).
+pub const MAX_RECORD_BYTES: usize = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal I/O error: {0}")]
+    Io(#[from] io::Error),
+    #[error("journal corrupt in {segment} at offset {offset}: {reason}")]
+    Corrupt {
+        segment: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("record of {0} bytes exceeds the {MAX_RECORD_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("journal is closed")]
+    Closed,
+    #[error("invalid consumer name {0:?}")]
+    BadConsumer(String),
+}
+
+impl JournalError {
+    fn clone_for_waiter(&self) -> JournalError {
+        match self {
+            JournalError::Io(e) => JournalError::Io(io::Error::new(e.kind(), e.to_string())),
+            JournalError::Corrupt {
+                segment,
+                offset,
+                reason,
+            } => JournalError::Corrupt {
+                segment: segment.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            },
+            JournalError::TooLarge(n) => JournalError::TooLarge(*n),
+            JournalError::Closed => JournalError::Closed,
+            JournalError::BadConsumer(s) => JournalError::BadConsumer(s.clone()),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, JournalError>;
+
+/// Injects I/O failures into the writer, for tests of the fail-closed paths.
+pub trait FaultInjector: Send + Sync {
+    /// Called before each batch write; an error is treated as the write failing.
+    fn before_write(&self, _bytes: usize) -> io::Result<()> {
+        Ok(())
+    }
+    /// Called before each `fdatasync`; an error is treated as the sync failing.
+    fn before_sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+pub struct JournalOptions {
+    /// A segment is closed once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// Appenders block while this many bytes are queued and not yet durable.
+    pub max_pending_bytes: usize,
+    pub faults: Option<Arc<dyn FaultInjector>>,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        JournalOptions {
+            segment_bytes: 64 << 20,
+            max_pending_bytes: 64 << 20,
+            faults: None,
+        }
+    }
+}
+
+/// What happened to one group-commit batch.
+enum BatchOutcome {
+    Durable { first_seq: u64 },
+    Failed(JournalError),
+}
+
+struct BatchResult {
+    outcome: BatchOutcome,
+    waiters: usize,
+}
+
+struct State {
+    /// Framed records (seq and CRC not yet stamped) waiting for the writer.
+    buf: Vec<u8>,
+    offsets: Vec<usize>,
+    /// Id of the batch currently being filled.
+    filling: u64,
+    /// Appenders waiting on the batch being filled.
+    filling_waiters: usize,
+    /// Highest batch id whose outcome is known.
+    done: Option<u64>,
+    results: HashMap<u64, BatchResult>,
+    pending_bytes: usize,
+    /// Next sequence number to assign; all below are durable.
+    next_seq: u64,
+    segments: Vec<(u64, PathBuf)>,
+    closed: bool,
+}
+
+struct Shared {
+    dir: PathBuf,
+    opts: JournalOptions,
+    state: Mutex<State>,
+    wake_writer: Condvar,
+    batch_done: Condvar,
+    space: Condvar,
+}
+
+/// The journal. Cheap to share behind an `Arc`; `append` may be called from many threads.
+pub struct Journal {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic while holding the lock cannot leave State inconsistent in a way that matters
+    // more than refusing service would, so recover the guard.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal in `dir`, recovering as described above.
+    pub fn open(dir: impl AsRef<Path>, opts: JournalOptions) -> Result<Journal> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(dir.join("cursors"))?;
+        let recovered = segment::recover(&dir)?;
+        let mut segments = recovered.segments;
+        let next_seq = recovered.next_seq;
+        if segments.is_empty() {
+            let path = segment::create(&dir, next_seq)?;
+            segments.push((next_seq, path));
+        }
+        let active_path = segments.last().map(|s| s.1.clone()).unwrap_or_default();
+        let active = OpenOptions::new().append(true).open(&active_path)?;
+        let active_len = active.metadata()?.len();
+        let shared = Arc::new(Shared {
+            dir,
+            opts,
+            state: Mutex::new(State {
+                buf: Vec::new(),
+                offsets: Vec::new(),
+                filling: 0,
+                filling_waiters: 0,
+                done: None,
+                results: HashMap::new(),
+                pending_bytes: 0,
+                next_seq,
+                segments,
+                closed: false,
+            }),
+            wake_writer: Condvar::new(),
+            batch_done: Condvar::new(),
+            space: Condvar::new(),
+        });
+        let s2 = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer_loop(s2, active, active_len))?;
+        Ok(Journal {
+            shared,
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Appends one record; returns its sequence number once it is durable.
+    pub fn append(&self, payload: &[u8]) -> Result<u64> {
+        self.append_batch(&[payload]).map(|r| r.start)
+    }
+
+    /// Appends several records atomically with respect to ordering (they get consecutive
+    /// sequence numbers) and returns their range once all are durable.
+    pub fn append_batch(&self, payloads: &[&[u8]]) -> Result<std::ops::Range<u64>> {
+        let bytes: usize = payloads.iter().map(|p| p.len() + HEADER).sum();
+        if let Some(p) = payloads.iter().find(|p| p.len() > MAX_RECORD_BYTES) {
+            return Err(JournalError::TooLarge(p.len()));
+        }
+        let sh = &self.shared;
+        let mut st = lock(&sh.state);
+        // Back-pressure: wait for room, unless the queue is empty (a huge batch still goes).
+        while !st.closed && st.pending_bytes > 0 && st.pending_bytes + bytes > sh.opts.max_pending_bytes {
+            st = sh.space.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.closed {
+            return Err(JournalError::Closed);
+        }
+        let batch = st.filling;
+        let index = st.offsets.len() as u64;
+        for p in payloads {
+            let off = st.buf.len();
+            st.offsets.push(off);
+            st.buf.extend_from_slice(&MAGIC.to_le_bytes());
+            st.buf.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            st.buf.extend_from_slice(&[0u8; 12]);
+            st.buf.extend_from_slice(p);
+        }
+        st.pending_bytes += bytes;
+        st.filling_waiters += 1;
+        sh.wake_writer.notify_one();
+        while st.done.is_none_or(|d| d < batch) {
+            st = sh.batch_done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        let res = st.results.get_mut(&batch).map(|r| {
+            r.waiters -= 1;
+            let out = match &r.outcome {
+                BatchOutcome::Durable { first_seq } => {
+                    Ok(first_seq + index..first_seq + index + payloads.len() as u64)
+                }
+                BatchOutcome::Failed(e) => Err(e.clone_for_waiter()),
+            };
+            (out, r.waiters == 0)
+        });
+        match res {
+            Some((out, last)) => {
+                if last {
+                    st.results.remove(&batch);
+                }
+                out
+            }
+            None => Err(JournalError::Closed),
+        }
+    }
+
+    /// The sequence number the next durable record will get; every lower one is durable.
+    pub fn next_seq(&self) -> u64 {
+        lock(&self.shared.state).next_seq
+    }
+
+    /// A reader positioned at `seq` (which may equal [`Journal::next_seq`]).
+    pub fn reader(&self, seq: u64) -> Result<JournalReader> {
+        JournalReader::new(self.shared.clone(), seq)
+    }
+
+    /// Registers a consumer (its cursor starts at the oldest record still held) if unknown,
+    /// and returns its cursor.
+    pub fn register_consumer(&self, name: &str) -> Result<u64> {
+        if let Some(c) = self.cursor(name)? {
+            return Ok(c);
+        }
+        let oldest = lock(&self.shared.state)
+            .segments
+            .first()
+            .map(|s| s.0)
+            .unwrap_or(0);
+        self.commit_cursor(name, oldest)?;
+        Ok(oldest)
+    }
+
+    /// A consumer's durable cursor: the next sequence number it needs.
+    pub fn cursor(&self, name: &str) -> Result<Option<u64>> {
+        let path = self.cursor_path(name)?;
+        match fs::read(&path) {
+            Ok(b) if b.len() == 12 => {
+                let v = u64::from_le_bytes(b[0..8].try_into().unwrap_or_default());
+                let crc = u32::from_le_bytes(b[8..12].try_into().unwrap_or_default());
+                if crc32c::crc32c(&b[0..8]) != crc {
+                    return Err(JournalError::Corrupt {
+                        segment: path,
+                        offset: 0,
+                        reason: "cursor checksum mismatch".into(),
+                    });
+                }
+                Ok(Some(v))
+            }
+            Ok(_) => Err(JournalError::Corrupt {
+                segment: path,
+                offset: 0,
+                reason: "cursor file has the wrong length".into(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Durably moves a consumer's cursor, then deletes segments every consumer has passed.
+    pub fn commit_cursor(&self, name: &str, seq: u64) -> Result<()> {
+        let path = self.cursor_path(name)?;
+        let mut b = seq.to_le_bytes().to_vec();
+        b.extend_from_slice(&crc32c::crc32c(&b).to_le_bytes());
+        let tmp = path.with_extension("tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&b)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &path)?;
+        File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
+        self.remove_consumed_segments()
+    }
+
+    fn cursor_path(&self, name: &str) -> Result<PathBuf> {
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(JournalError::BadConsumer(name.into()));
+        }
+        Ok(self.shared.dir.join("cursors").join(name))
+    }
+
+    fn remove_consumed_segments(&self) -> Result<()> {
+        let mut min: Option<u64> = None;
+        for e in fs::read_dir(self.shared.dir.join("cursors"))? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.ends_with(".tmp") {
+                continue;
+            }
+            if let Some(c) = self.cursor(&name)? {
+                min = Some(min.map_or(c, |m| m.min(c)));
+            }
+        }
+        let Some(min) = min else { return Ok(()) };
+        let doomed: Vec<PathBuf> = {
+            let mut st = lock(&self.shared.state);
+            let mut out = vec![];
+            // Segment i holds [first_i, first_{i+1}); removable when first_{i+1} <= min.
+            while st.segments.len() > 1 && st.segments[1].0 <= min {
+                out.push(st.segments.remove(0).1);
+            }
+            out
+        };
+        for p in &doomed {
+            fs::remove_file(p)?;
+            tracing::debug!(segment = %p.display(), "removed consumed journal segment");
+        }
+        if !doomed.is_empty() {
+            File::open(&self.shared.dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Number of segment files currently held.
+    pub fn segment_count(&self) -> usize {
+        lock(&self.shared.state).segments.len()
+    }
+
+    /// Stops the writer after it has finished every queued batch.
+    pub fn close(&self) {
+        lock(&self.shared.state).closed = true;
+        self.shared.wake_writer.notify_all();
+        self.shared.space.notify_all();
+        if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
+    loop {
+        let (mut buf, offsets, batch, waiters, mut seq) = {
+            let mut st = lock(&sh.state);
+            while st.buf.is_empty() && !st.closed {
+                st = sh.wake_writer.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if st.buf.is_empty() && st.closed {
+                return;
+            }
+            let buf = std::mem::take(&mut st.buf);
+            let offsets = std::mem::take(&mut st.offsets);
+            let batch = st.filling;
+            let waiters = std::mem::take(&mut st.filling_waiters);
+            st.filling += 1;
+            (buf, offsets, batch, waiters, st.next_seq)
+        };
+        let first_seq = seq;
+        for &off in &offsets {
+            let len = u32::from_le_bytes(buf[off + 4..off + 8].try_into().unwrap_or_default()) as usize;
+            buf[off + 8..off + 16].copy_from_slice(&seq.to_le_bytes());
+            let mut crc = crc32c::crc32c(&buf[off + 4..off + 16]);
+            crc = crc32c::crc32c_append(crc, &buf[off + HEADER..off + HEADER + len]);
+            buf[off + 16..off + 20].copy_from_slice(&crc.to_le_bytes());
+            seq += 1;
+        }
+        let n = offsets.len() as u64;
+        let mut new_segment = None;
+        let outcome = (|| -> Result<()> {
+            if active_len > 0 && active_len + buf.len() as u64 > sh.opts.segment_bytes {
+                let path = segment::create(&sh.dir, first_seq)?;
+                active = OpenOptions::new().append(true).open(&path)?;
+                active_len = 0;
+                new_segment = Some((first_seq, path));
+            }
+            if let Some(f) = &sh.opts.faults {
+                f.before_write(buf.len())?;
+            }
+            active.write_all(&buf)?;
+            if let Some(f) = &sh.opts.faults {
+                f.before_sync()?;
+            }
+            active.sync_data()?;
+            Ok(())
+        })();
+        let outcome = match outcome {
+            Ok(()) => {
+                active_len += buf.len() as u64;
+                BatchOutcome::Durable { first_seq }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "journal batch failed; its appends are refused");
+                // Drop whatever part of the batch reached the file, then move to a fresh
+                // segment so no later acknowledgement depends on pages a failed sync touched.
+                let healed = active
+                    .set_len(active_len)
+                    .and_then(|_| active.sync_all())
+                    .map_err(JournalError::from)
+                    .and_then(|_| {
+                        let path = segment::create(&sh.dir, first_seq)?;
+                        let f = OpenOptions::new().append(true).open(&path)?;
+                        Ok((f, path))
+                    });
+                match healed {
+                    Ok((f, path)) => {
+                        // An empty segment left behind by a failed roll is harmless; replace it.
+                        if let Some((s, p)) = new_segment.take() {
+                            if p != path {
+                                let _ = fs::remove_file(&p);
+                            }
+                            let _ = s;
+                        }
+                        active = f;
+                        active_len = 0;
+                        new_segment = Some((first_seq, path));
+                    }
+                    Err(e2) => {
+                        tracing::error!(error = %e2, "journal cannot recover from a failed write; closing");
+                        lock(&sh.state).closed = true;
+                    }
+                }
+                BatchOutcome::Failed(e)
+            }
+        };
+        let mut st = lock(&sh.state);
+        if let Some((s, p)) = new_segment {
+            if st.segments.last().map(|x| x.0) == Some(s) {
+                st.segments.pop();
+            }
+            st.segments.push((s, p));
+        }
+        if matches!(outcome, BatchOutcome::Durable { .. }) {
+            st.next_seq = first_seq + n;
+        }
+        st.results.insert(batch, BatchResult { outcome, waiters });
+        if waiters == 0 {
+            st.results.remove(&batch);
+        }
+        st.done = Some(batch);
+        st.pending_bytes = st.pending_bytes.saturating_sub(buf.len());
+        drop(st);
+        sh.batch_done.notify_all();
+        sh.space.notify_all();
+    }
+}

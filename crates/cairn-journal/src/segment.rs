@@ -1,0 +1,142 @@
+//! Segment files: naming, creation, and recovery scanning.
+
+use crate::{JournalError, Result, HEADER, MAGIC, MAX_RECORD_BYTES};
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+pub(crate) fn name(first_seq: u64) -> String {
+    format!("seg-{first_seq:020}.log")
+}
+
+pub(crate) fn parse_name(name: &str) -> Option<u64> {
+    name.strip_prefix("seg-")?.strip_suffix(".log")?.parse().ok()
+}
+
+/// Creates an empty segment whose first record will be `first_seq`, durably.
+pub(crate) fn create(dir: &Path, first_seq: u64) -> Result<PathBuf> {
+    let path = dir.join(name(first_seq));
+    let f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)?;
+    f.sync_all()?;
+    File::open(dir)?.sync_all()?;
+    Ok(path)
+}
+
+pub(crate) struct Recovered {
+    pub segments: Vec<(u64, PathBuf)>,
+    pub next_seq: u64,
+}
+
+/// Why a frame at some offset is not a valid record.
+pub(crate) enum FrameCheck {
+    Ok { len: usize },
+    Bad(String),
+}
+
+/// Checks the frame at `off` in `data`, expecting sequence `expect` (or any when `None`).
+pub(crate) fn check_frame(data: &[u8], off: usize, expect: Option<u64>) -> FrameCheck {
+    if data.len() - off < HEADER {
+        return FrameCheck::Bad("truncated header".into());
+    }
+    let h = &data[off..off + HEADER];
+    let magic = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+    if magic != MAGIC {
+        return FrameCheck::Bad("bad magic".into());
+    }
+    let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+    if len > MAX_RECORD_BYTES {
+        return FrameCheck::Bad(format!("implausible length {len}"));
+    }
+    if data.len() - off - HEADER < len {
+        return FrameCheck::Bad("truncated payload".into());
+    }
+    let seq = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
+    let crc = u32::from_le_bytes([h[16], h[17], h[18], h[19]]);
+    let mut c = crc32c::crc32c(&h[4..16]);
+    c = crc32c::crc32c_append(c, &data[off + HEADER..off + HEADER + len]);
+    if c != crc {
+        return FrameCheck::Bad("checksum mismatch".into());
+    }
+    if let Some(e) = expect {
+        if seq != e {
+            return FrameCheck::Bad(format!("sequence {seq}, expected {e}"));
+        }
+    }
+    FrameCheck::Ok { len }
+}
+
+/// Scans every segment. Truncates a torn tail of the newest one; any other bad frame is
+/// [`JournalError::Corrupt`].
+pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
+    let mut segments: Vec<(u64, PathBuf)> = vec![];
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        if let Some(first) = parse_name(&e.file_name().to_string_lossy()) {
+            segments.push((first, e.path()));
+        }
+    }
+    segments.sort();
+    let mut next_seq = segments.first().map(|s| s.0).unwrap_or(0);
+    let count = segments.len();
+    for (i, (first, path)) in segments.iter().enumerate() {
+        let last = i + 1 == count;
+        if *first != next_seq {
+            return Err(JournalError::Corrupt {
+                segment: path.clone(),
+                offset: 0,
+                reason: format!("segment starts at {first}, expected {next_seq}: records missing"),
+            });
+        }
+        let mut data = Vec::new();
+        File::open(path)?.read_to_end(&mut data)?;
+        let mut off = 0usize;
+        while off < data.len() {
+            match check_frame(&data, off, Some(next_seq)) {
+                FrameCheck::Ok { len, .. } => {
+                    off += HEADER + len;
+                    next_seq += 1;
+                }
+                FrameCheck::Bad(reason) => {
+                    if !last || valid_frame_after(&data, off + 1) {
+                        tracing::error!(segment = %path.display(), offset = off, %reason, "journal corruption");
+                        return Err(JournalError::Corrupt {
+                            segment: path.clone(),
+                            offset: off as u64,
+                            reason,
+                        });
+                    }
+                    tracing::warn!(segment = %path.display(), offset = off, %reason,
+                        dropped = data.len() - off, "truncating torn journal tail");
+                    let f = OpenOptions::new().write(true).open(path)?;
+                    f.set_len(off as u64)?;
+                    f.sync_all()?;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(Recovered { segments, next_seq })
+}
+
+/// Whether any complete, checksum-valid frame starts at or after `from`: if so, a bad frame
+/// before it is corruption in the middle of the log, not a torn tail.
+fn valid_frame_after(data: &[u8], from: usize) -> bool {
+    let magic = MAGIC.to_le_bytes();
+    let mut i = from;
+    while i + HEADER <= data.len() {
+        match data[i..].windows(4).position(|w| w == magic) {
+            Some(p) => {
+                if matches!(check_frame(data, i + p, None), FrameCheck::Ok { .. }) {
+                    return true;
+                }
+                i += p + 1;
+            }
+            None => return false,
+        }
+    }
+    false
+}
