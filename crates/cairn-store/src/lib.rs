@@ -1,1 +1,163 @@
+//! Object storage behind one trait, [`ObjectStore`].
+//!
+//! * [`EmbeddedStore`] — the default: object bodies in files named by random ids (keys are
+//!   opaque strings and never become paths), written crash-safely (temp file, fsync, rename,
+//!   directory fsync), metadata in an embedded database (redb), MD5 checked on every read.
+//! * [`RemoteStore`] — any S3-compatible service, through the `object_store` crate.
+//!
+//! Listing is by prefix and marker in byte-wise lexicographic order, as S3 ListObjects V1.
 
+mod embedded;
+mod remote;
+
+pub use embedded::EmbeddedStore;
+pub use remote::{RemoteConfig, RemoteStore};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Longest key S3 accepts, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("The specified bucket does not exist: {0}")]
+    NoSuchBucket(String),
+    #[error("The specified key does not exist: {bucket}/{key}")]
+    NoSuchKey { bucket: String, key: String },
+    #[error("At least one of the pre-conditions you specified did not hold")]
+    PreconditionFailed,
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    #[error("invalid bucket name: {0}")]
+    InvalidBucketName(String),
+    #[error("stored object {bucket}/{key} is corrupt: {reason}")]
+    Corrupt {
+        bucket: String,
+        key: String,
+        reason: String,
+    },
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("metadata database error: {0}")]
+    Db(String),
+    #[error("remote store error: {0}")]
+    Remote(String),
+    #[error("not supported by this store: {0}")]
+    Unsupported(String),
+}
+
+impl StoreError {
+    /// The S3 error code for this error.
+    pub fn s3_code(&self) -> &'static str {
+        match self {
+            StoreError::NoSuchBucket(_) => "NoSuchBucket",
+            StoreError::NoSuchKey { .. } => "NoSuchKey",
+            StoreError::PreconditionFailed => "PreconditionFailed",
+            StoreError::InvalidKey(_) => "KeyTooLongError",
+            StoreError::InvalidBucketName(_) => "InvalidBucketName",
+            _ => "InternalError",
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Options of a PUT.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    /// User metadata, names without the `x-amz-meta-` prefix (lowercase).
+    pub metadata: BTreeMap<String, String>,
+    /// Conditional create (`If-None-Match: *`): fail with [`StoreError::PreconditionFailed`]
+    /// when the key exists.
+    pub if_none_match: bool,
+}
+
+/// What HEAD returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// Quoted hex MD5, as S3 sends it.
+    pub etag: String,
+    pub last_modified: DateTime<Utc>,
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub info: ObjectInfo,
+    pub body: Vec<u8>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    pub objects: Vec<ObjectInfo>,
+    pub is_truncated: bool,
+}
+
+/// Object storage. Synchronous: the embedded store is file I/O; the remote store runs its
+/// own runtime. Callers in async code use `spawn_blocking`.
+pub trait ObjectStore: Send + Sync {
+    /// Creates a bucket; succeeds if it already exists.
+    fn create_bucket(&self, bucket: &str) -> Result<()>;
+    fn bucket_exists(&self, bucket: &str) -> Result<bool>;
+    fn put(&self, bucket: &str, key: &str, body: &[u8], opts: &PutOptions) -> Result<ObjectInfo>;
+    fn get(&self, bucket: &str, key: &str) -> Result<Object>;
+    fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo>;
+    fn delete(&self, bucket: &str, key: &str) -> Result<()>;
+    /// Keys starting with `prefix` and greater than `marker`, ascending, at most `max_keys`.
+    fn list(&self, bucket: &str, prefix: &str, marker: Option<&str>, max_keys: usize)
+        -> Result<ListPage>;
+}
+
+/// Lists every key under `prefix` (following pages).
+pub fn list_all(store: &dyn ObjectStore, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>> {
+    let mut out = vec![];
+    let mut marker: Option<String> = None;
+    loop {
+        let page = store.list(bucket, prefix, marker.as_deref(), 1000)?;
+        marker = page.objects.last().map(|o| o.key.clone());
+        out.extend(page.objects);
+        if !page.is_truncated || marker.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+pub(crate) fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(StoreError::InvalidKey(format!(
+            "key must be 1 to {MAX_KEY_BYTES} bytes, got {}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// S3 bucket naming rules (3–63 chars, lowercase letters, digits, `.` and `-`, starting and
+/// ending with a letter or digit, not an IP address).
+pub fn check_bucket_name(b: &str) -> Result<()> {
+    let ok = (3..=63).contains(&b.len())
+        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.as_bytes()[0].is_ascii_alphanumeric()
+        && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric()
+        && !b.contains("..")
+        && b.parse::<std::net::Ipv4Addr>().is_err();
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidBucketName(b.to_string()))
+    }
+}
+
+pub(crate) fn etag_of(body: &[u8]) -> String {
+    use md5::Digest;
+    format!("\"{}\"", hex::encode(md5::Md5::digest(body)))
+}

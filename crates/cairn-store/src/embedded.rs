@@ -1,0 +1,238 @@
+//! The embedded store: bodies in files named by random ids, metadata in redb.
+
+use crate::{check_bucket_name, check_key, etag_of, ListPage, Object, ObjectInfo, ObjectStore, PutOptions, Result, StoreError};
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
+const OBJECTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("objects");
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    blob: String,
+    info: ObjectInfo,
+}
+
+/// Object store on the local disk. Safe to share between threads.
+pub struct EmbeddedStore {
+    db: Database,
+    blobs: PathBuf,
+    tmp: PathBuf,
+}
+
+fn db_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+impl EmbeddedStore {
+    /// Opens (creating) the store under `dir`; removes temp files and bodies no metadata
+    /// names (left by a crash between writing a body and committing its metadata).
+    pub fn open(dir: impl AsRef<Path>) -> Result<EmbeddedStore> {
+        let dir = dir.as_ref();
+        let blobs = dir.join("blobs");
+        let tmp = dir.join("tmp");
+        fs::create_dir_all(&blobs)?;
+        fs::create_dir_all(&tmp)?;
+        let db = Database::create(dir.join("meta.redb")).map_err(db_err)?;
+        {
+            let w = db.begin_write().map_err(db_err)?;
+            w.open_table(BUCKETS).map_err(db_err)?;
+            w.open_table(OBJECTS).map_err(db_err)?;
+            w.commit().map_err(db_err)?;
+        }
+        let store = EmbeddedStore { db, blobs, tmp };
+        store.sweep()?;
+        Ok(store)
+    }
+
+    fn sweep(&self) -> Result<()> {
+        for e in fs::read_dir(&self.tmp)? {
+            fs::remove_file(e?.path())?;
+        }
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(OBJECTS).map_err(db_err)?;
+        let mut live = HashSet::new();
+        for item in t.iter().map_err(db_err)? {
+            let (_, v) = item.map_err(db_err)?;
+            if let Ok(s) = serde_json::from_slice::<Stored>(v.value()) {
+                live.insert(s.blob);
+            }
+        }
+        for e in fs::read_dir(&self.blobs)? {
+            let e = e?;
+            if !live.contains(e.file_name().to_string_lossy().as_ref()) {
+                tracing::info!(blob = %e.path().display(), "removing unreferenced object body");
+                fs::remove_file(e.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn stored(&self, bucket: &str, key: &str) -> Result<Stored> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        if r.open_table(BUCKETS).map_err(db_err)?.get(bucket).map_err(db_err)?.is_none() {
+            return Err(StoreError::NoSuchBucket(bucket.into()));
+        }
+        let t = r.open_table(OBJECTS).map_err(db_err)?;
+        let v = t.get((bucket, key)).map_err(db_err)?.ok_or_else(|| StoreError::NoSuchKey {
+            bucket: bucket.into(),
+            key: key.into(),
+        })?;
+        serde_json::from_slice(v.value()).map_err(db_err)
+    }
+
+    fn sync_dir(p: &Path) -> Result<()> {
+        File::open(p)?.sync_all()?;
+        Ok(())
+    }
+}
+
+impl ObjectStore for EmbeddedStore {
+    fn create_bucket(&self, bucket: &str) -> Result<()> {
+        check_bucket_name(bucket)?;
+        let w = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = w.open_table(BUCKETS).map_err(db_err)?;
+            if t.get(bucket).map_err(db_err)?.is_none() {
+                let created = chrono::Utc::now().to_rfc3339();
+                t.insert(bucket, created.as_bytes()).map_err(db_err)?;
+            }
+        }
+        w.commit().map_err(db_err)
+    }
+
+    fn bucket_exists(&self, bucket: &str) -> Result<bool> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(BUCKETS).map_err(db_err)?;
+        Ok(t.get(bucket).map_err(db_err)?.is_some())
+    }
+
+    fn put(&self, bucket: &str, key: &str, body: &[u8], opts: &PutOptions) -> Result<ObjectInfo> {
+        check_key(key)?;
+        if !self.bucket_exists(bucket)? {
+            return Err(StoreError::NoSuchBucket(bucket.into()));
+        }
+        let blob = uuid::Uuid::new_v4().simple().to_string();
+        let tmp = self.tmp.join(&blob);
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(body)?;
+            f.sync_all()?;
+        }
+        let dest = self.blobs.join(&blob);
+        fs::rename(&tmp, &dest)?;
+        Self::sync_dir(&self.blobs)?;
+        let info = ObjectInfo {
+            key: key.into(),
+            size: body.len() as u64,
+            etag: etag_of(body),
+            last_modified: chrono::Utc::now(),
+            content_type: opts.content_type.clone(),
+            content_encoding: opts.content_encoding.clone(),
+            metadata: opts.metadata.clone(),
+        };
+        let stored = Stored { blob: blob.clone(), info: info.clone() };
+        let value = serde_json::to_vec(&stored).map_err(db_err)?;
+        let result = (|| -> Result<Option<String>> {
+            let w = self.db.begin_write().map_err(db_err)?;
+            let old = {
+                let mut t = w.open_table(OBJECTS).map_err(db_err)?;
+                let old = t
+                    .get((bucket, key))
+                    .map_err(db_err)?
+                    .and_then(|v| serde_json::from_slice::<Stored>(v.value()).ok())
+                    .map(|s| s.blob);
+                if old.is_some() && opts.if_none_match {
+                    return Err(StoreError::PreconditionFailed);
+                }
+                t.insert((bucket, key), value.as_slice()).map_err(db_err)?;
+                old
+            };
+            w.commit().map_err(db_err)?;
+            Ok(old)
+        })();
+        match result {
+            Ok(old) => {
+                if let Some(old) = old {
+                    let _ = fs::remove_file(self.blobs.join(old));
+                }
+                Ok(info)
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&dest);
+                Err(e)
+            }
+        }
+    }
+
+    fn get(&self, bucket: &str, key: &str) -> Result<Object> {
+        let s = self.stored(bucket, key)?;
+        let body = fs::read(self.blobs.join(&s.blob))?;
+        if body.len() as u64 != s.info.size || etag_of(&body) != s.info.etag {
+            return Err(StoreError::Corrupt {
+                bucket: bucket.into(),
+                key: key.into(),
+                reason: "body does not match its recorded size and MD5".into(),
+            });
+        }
+        Ok(Object { info: s.info, body })
+    }
+
+    fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
+        Ok(self.stored(bucket, key)?.info)
+    }
+
+    fn delete(&self, bucket: &str, key: &str) -> Result<()> {
+        if !self.bucket_exists(bucket)? {
+            return Err(StoreError::NoSuchBucket(bucket.into()));
+        }
+        let w = self.db.begin_write().map_err(db_err)?;
+        let old = {
+            let mut t = w.open_table(OBJECTS).map_err(db_err)?;
+            let old = t
+                .remove((bucket, key))
+                .map_err(db_err)?
+                .and_then(|v| serde_json::from_slice::<Stored>(v.value()).ok());
+            old
+        };
+        w.commit().map_err(db_err)?;
+        if let Some(old) = old {
+            let _ = fs::remove_file(self.blobs.join(old.blob));
+        }
+        Ok(())
+    }
+
+    fn list(&self, bucket: &str, prefix: &str, marker: Option<&str>, max_keys: usize) -> Result<ListPage> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        if r.open_table(BUCKETS).map_err(db_err)?.get(bucket).map_err(db_err)?.is_none() {
+            return Err(StoreError::NoSuchBucket(bucket.into()));
+        }
+        let t = r.open_table(OBJECTS).map_err(db_err)?;
+        let start = match marker {
+            Some(m) if m >= prefix => m,
+            _ => prefix,
+        };
+        let mut page = ListPage::default();
+        for item in t.range((bucket, start)..).map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let (b, key) = k.value();
+            if b != bucket || !key.starts_with(prefix) {
+                break;
+            }
+            if marker.is_some_and(|m| key <= m) {
+                continue;
+            }
+            if page.objects.len() == max_keys {
+                page.is_truncated = true;
+                break;
+            }
+            let s: Stored = serde_json::from_slice(v.value()).map_err(db_err)?;
+            page.objects.push(s.info);
+        }
+        Ok(page)
+    }
+}
