@@ -1,0 +1,688 @@
+use crate::config::{TrailCommand, TrailConfig, TrailState};
+use crate::digest::{digest_json, sha256_hex, signing_string, DeliveredFile, DigestInput, DigestLink};
+use crate::entry::{self, Entry, EventHeader};
+use crate::keys::{sign_hex, KeyRing, PublicKeyInfo, RootKey};
+use crate::logfile::{LogFile, LogFileBuilder};
+use crate::names;
+use crate::{Result, TrailError};
+use cairn_journal::{Journal, JournalReader};
+use cairn_record::selector::{TrailScope, TrailSelectors};
+use cairn_record::time::{iso, whole_seconds};
+use cairn_record::{Clock, EventRecord};
+use cairn_store::{ObjectStore, PutOptions};
+use chrono::{DateTime, Duration, Utc};
+use flate2::{Compression, GzBuilder};
+use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The journal consumer name of trail delivery.
+pub const DELIVERY_CONSUMER: &str = "delivery";
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const TRAILS: TableDefinition<&str, &[u8]> = TableDefinition::new("trails");
+const CHAINS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("chains");
+const INTENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("intents");
+
+/// 50 MB compressed is CloudTrail's largest log file; close a file a little before.
+pub const MAX_FILE_BYTES: usize = 50_000_000 - (1 << 20);
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub account: String,
+    pub delivery_interval: Duration,
+    pub digest_interval: Duration,
+    pub max_file_bytes: usize,
+    pub gzip_level: u32,
+    /// The regions this installation serves: a multi-region trail keeps a digest chain in each.
+    pub regions: Vec<String>,
+    /// Records consumed per [`TrailEngine::pump`] call at most (keeps calls short).
+    pub max_records_per_pump: usize,
+}
+
+impl EngineOptions {
+    pub fn new(account: &str) -> EngineOptions {
+        EngineOptions {
+            account: account.into(),
+            delivery_interval: Duration::minutes(5),
+            digest_interval: Duration::hours(1),
+            max_file_bytes: MAX_FILE_BYTES,
+            gzip_level: 6,
+            regions: vec!["us-east-1".into(), "us-east-2".into(), "us-west-2".into(), "eu-west-1".into()],
+            max_records_per_pump: 100_000,
+        }
+    }
+}
+
+/// A digest chain of one (trail, region).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ChainState {
+    active: bool,
+    window_start: DateTime<Utc>,
+    /// The newest digest written (when active), or the last one of the ended chain.
+    prev: Option<DigestLink>,
+    /// Set on a chain's first digest: the last digest of the chain before it.
+    previous_chain: Option<DigestLink>,
+    /// Files delivered and not yet listed by a digest.
+    pending: Vec<DeliveredFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Snapshot {
+    selectors: TrailSelectors,
+    scope: TrailScope,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FileIntent {
+    trail: String,
+    region: String,
+    bucket: String,
+    key: String,
+    sha256: String,
+    snapshot: Snapshot,
+}
+
+/// Committed before any file of an epoch is written; removed once all are stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EpochIntent {
+    epoch: u64,
+    seq_from: u64,
+    seq_to: u64,
+    delivered_at: DateTime<Utc>,
+    files: Vec<FileIntent>,
+}
+
+struct OpenEpoch {
+    seq_from: u64,
+    opened_at: Option<DateTime<Utc>>,
+    batches: BTreeMap<(String, String), LogFileBuilder>,
+    full: bool,
+}
+
+impl OpenEpoch {
+    fn new(seq_from: u64) -> OpenEpoch {
+        OpenEpoch { seq_from, opened_at: None, batches: BTreeMap::new(), full: false }
+    }
+}
+
+struct Inner {
+    reader: JournalReader,
+    open: OpenEpoch,
+    cursor: u64,
+    epoch: u64,
+    trails: BTreeMap<String, TrailState>,
+    chains: BTreeMap<(String, String), ChainState>,
+    intents: BTreeMap<u64, EpochIntent>,
+}
+
+/// What one [`TrailEngine::pump`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PumpReport {
+    pub records: u64,
+    pub files: u64,
+    pub digests: u64,
+    /// True when the journal had more records than this call consumed.
+    pub more: bool,
+}
+
+pub struct TrailEngine {
+    journal: Arc<Journal>,
+    store: Arc<dyn ObjectStore>,
+    db: Arc<Database>,
+    keys: KeyRing,
+    clock: Arc<dyn Clock>,
+    opts: EngineOptions,
+    inner: Mutex<Inner>,
+}
+
+fn db_err(e: impl std::fmt::Display) -> TrailError {
+    TrailError::Db(e.to_string())
+}
+
+fn js<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(db_err)
+}
+
+impl TrailEngine {
+    /// Opens the engine's state in `state_dir`, then finishes any delivery a crash interrupted.
+    pub fn open(
+        state_dir: &Path,
+        journal: Arc<Journal>,
+        store: Arc<dyn ObjectStore>,
+        clock: Arc<dyn Clock>,
+        root: RootKey,
+        opts: EngineOptions,
+    ) -> Result<TrailEngine> {
+        std::fs::create_dir_all(state_dir)?;
+        let db = Arc::new(Database::create(state_dir.join("trail.redb")).map_err(db_err)?);
+        {
+            let w = db.begin_write().map_err(db_err)?;
+            w.open_table(META).map_err(db_err)?;
+            w.open_table(TRAILS).map_err(db_err)?;
+            w.open_table(CHAINS).map_err(db_err)?;
+            w.open_table(INTENTS).map_err(db_err)?;
+            w.commit().map_err(db_err)?;
+        }
+        let keys = KeyRing::new(db.clone(), root)?;
+        let jcursor = journal.register_consumer(DELIVERY_CONSUMER)?;
+        let (cursor, epoch, trails, chains, intents) = {
+            let r = db.begin_read().map_err(db_err)?;
+            let meta = r.open_table(META).map_err(db_err)?;
+            let cursor = meta.get("cursor").map_err(db_err)?.map(|v| v.value()).unwrap_or(jcursor);
+            let epoch = meta.get("epoch").map_err(db_err)?.map(|v| v.value()).unwrap_or(0);
+            let mut trails = BTreeMap::new();
+            for item in r.open_table(TRAILS).map_err(db_err)?.iter().map_err(db_err)? {
+                let (k, v) = item.map_err(db_err)?;
+                trails.insert(k.value().to_string(), serde_json::from_slice(v.value()).map_err(db_err)?);
+            }
+            let mut chains = BTreeMap::new();
+            for item in r.open_table(CHAINS).map_err(db_err)?.iter().map_err(db_err)? {
+                let (k, v) = item.map_err(db_err)?;
+                let (t, reg) = k.value();
+                chains.insert((t.to_string(), reg.to_string()), serde_json::from_slice(v.value()).map_err(db_err)?);
+            }
+            let mut intents = BTreeMap::new();
+            for item in r.open_table(INTENTS).map_err(db_err)?.iter().map_err(db_err)? {
+                let (k, v) = item.map_err(db_err)?;
+                intents.insert(k.value(), serde_json::from_slice(v.value()).map_err(db_err)?);
+            }
+            (cursor, epoch, trails, chains, intents)
+        };
+        let reader = journal.reader(cursor)?;
+        let engine = TrailEngine {
+            journal,
+            store,
+            db,
+            keys,
+            clock,
+            opts,
+            inner: Mutex::new(Inner { reader, open: OpenEpoch::new(cursor), cursor, epoch, trails, chains, intents }),
+        };
+        {
+            let mut inner = engine.lock();
+            let now = engine.clock.now();
+            engine.retry_intents(&mut inner, now)?;
+        }
+        Ok(engine)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Appends an event durably; returns its journal sequence number.
+    pub fn append_event(&self, rec: &EventRecord) -> Result<u64> {
+        Ok(self.journal.append(&entry::encode_event(rec))?)
+    }
+
+    /// Appends a trail command durably (after validating what can be validated up front).
+    pub fn command(&self, cmd: TrailCommand) -> Result<u64> {
+        if let TrailCommand::Put { config, .. } = &cmd {
+            crate::validate_trail_name(&config.name).map_err(TrailError::Invalid)?;
+            config.selectors.validate().map_err(|e| TrailError::Invalid(e.message))?;
+        }
+        Ok(self.journal.append(&entry::encode_command(&cmd))?)
+    }
+
+    /// One step of delivery at the clock's current time: consume journal records, deliver an
+    /// epoch when due, write due digests. Bounded work; call repeatedly.
+    pub fn pump(&self) -> Result<PumpReport> {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        let mut rep = PumpReport::default();
+        self.retry_intents(&mut inner, now)?;
+        while (rep.records as usize) < self.opts.max_records_per_pump {
+            let Some((seq, bytes)) = inner.reader.next_record()? else { break };
+            rep.records += 1;
+            match entry::decode(&bytes)? {
+                Entry::Event { header, json } => {
+                    self.route(&mut inner, &header, &json, now);
+                    if inner.open.full {
+                        rep.files += self.close_epoch(&mut inner, seq + 1, now)?;
+                    }
+                }
+                Entry::Command(cmd) => {
+                    rep.files += self.close_epoch(&mut inner, seq, now)?;
+                    rep.digests += self.emit_due_digests(&mut inner, now)?;
+                    rep.digests += self.apply(&mut inner, seq, cmd, now)?;
+                }
+            }
+        }
+        rep.more = (rep.records as usize) >= self.opts.max_records_per_pump;
+        let pos = inner.reader.position();
+        match inner.open.opened_at {
+            Some(t) if now - t >= self.opts.delivery_interval => {
+                rep.files += self.close_epoch(&mut inner, pos, now)?;
+            }
+            None => inner.open.seq_from = pos,
+            _ => {}
+        }
+        rep.digests += self.emit_due_digests(&mut inner, now)?;
+        Ok(rep)
+    }
+
+    /// Consumes everything in the journal and delivers it now, then closes every open digest
+    /// window at the current time (the next window starts there).
+    pub fn flush(&self) -> Result<PumpReport> {
+        let mut total = PumpReport::default();
+        loop {
+            let r = self.pump()?;
+            total.records += r.records;
+            total.files += r.files;
+            total.digests += r.digests;
+            if !r.more {
+                break;
+            }
+        }
+        let now = whole_seconds(self.clock.now());
+        let mut inner = self.lock();
+        let pos = inner.reader.position();
+        total.files += self.close_epoch(&mut inner, pos, now)?;
+        if !inner.intents.is_empty() {
+            return Ok(total);
+        }
+        let keys: Vec<_> = inner.chains.iter().filter(|(_, c)| c.active && c.window_start < now).map(|(k, _)| k.clone()).collect();
+        for k in keys {
+            if self.emit_digest(&mut inner, &k, now, None, now)? {
+                total.digests += 1;
+            }
+        }
+        Ok(total)
+    }
+
+    fn route(&self, inner: &mut Inner, h: &EventHeader, json: &[u8], now: DateTime<Utc>) {
+        let level = self.opts.gzip_level;
+        let Inner { trails, open, .. } = inner;
+        for (name, st) in trails.iter() {
+            if !st.logging || !st.config.scope().admits(&h.facts) || !st.config.selectors.matches(&h.facts) {
+                continue;
+            }
+            let b = open
+                .batches
+                .entry((name.clone(), h.facts.region.clone()))
+                .or_insert_with(|| LogFileBuilder::new(level));
+            b.push(json, h.time);
+            if b.compressed_len() >= self.opts.max_file_bytes {
+                open.full = true;
+            }
+            open.opened_at.get_or_insert(now);
+        }
+    }
+
+    /// Turns the open epoch into delivered files. Returns how many files were written.
+    fn close_epoch(&self, inner: &mut Inner, seq_to: u64, now: DateTime<Utc>) -> Result<u64> {
+        if inner.open.batches.is_empty() {
+            inner.open = OpenEpoch::new(seq_to);
+            return Ok(0);
+        }
+        let epoch = inner.epoch;
+        let open = std::mem::replace(&mut inner.open, OpenEpoch::new(seq_to));
+        let mut files = vec![];
+        let mut intents = vec![];
+        for (i, ((trail, region), b)) in open.batches.into_iter().enumerate() {
+            let Some(st) = inner.trails.get(&trail) else { continue };
+            let cfg = &st.config;
+            let key = names::log_file_key(cfg.prefix(), &cfg.account, &region, now, &names::unique_part(epoch, i as u32));
+            let f = b.finish();
+            intents.push(FileIntent {
+                trail: trail.clone(),
+                region,
+                bucket: cfg.s3_bucket.clone(),
+                key,
+                sha256: f.sha256.clone(),
+                snapshot: Snapshot { selectors: cfg.selectors.clone(), scope: cfg.scope() },
+            });
+            files.push(f);
+        }
+        let intent = EpochIntent { epoch, seq_from: open.seq_from, seq_to, delivered_at: now, files: intents };
+        inner.epoch += 1;
+        inner.cursor = seq_to;
+        inner.intents.insert(epoch, intent.clone());
+        let w = self.db.begin_write().map_err(db_err)?;
+        {
+            w.open_table(INTENTS).map_err(db_err)?.insert(epoch, js(&intent)?.as_slice()).map_err(db_err)?;
+            let mut m = w.open_table(META).map_err(db_err)?;
+            m.insert("cursor", seq_to).map_err(db_err)?;
+            m.insert("epoch", inner.epoch).map_err(db_err)?;
+        }
+        w.commit().map_err(db_err)?;
+        let n = files.len() as u64;
+        self.deliver(inner, &intent, files, now)?;
+        Ok(n)
+    }
+
+    /// Delivers intents left pending by a crash or a failed write, oldest first.
+    fn retry_intents(&self, inner: &mut Inner, now: DateTime<Utc>) -> Result<()> {
+        let pending: Vec<EpochIntent> = inner.intents.values().cloned().collect();
+        for intent in pending {
+            let files = self.rebuild(&intent)?;
+            if !self.deliver(inner, &intent, files, now)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds an epoch's files from its journal range: the same bytes as the first time.
+    fn rebuild(&self, intent: &EpochIntent) -> Result<Vec<LogFile>> {
+        let mut builders: Vec<LogFileBuilder> = intent.files.iter().map(|_| LogFileBuilder::new(self.opts.gzip_level)).collect();
+        let mut r = self.journal.reader(intent.seq_from)?;
+        while r.position() < intent.seq_to {
+            let Some((_, bytes)) = r.next_record()? else { break };
+            if let Entry::Event { header, json } = entry::decode(&bytes)? {
+                for (fi, b) in intent.files.iter().zip(builders.iter_mut()) {
+                    if fi.region == header.facts.region && fi.snapshot.scope.admits(&header.facts) && fi.snapshot.selectors.matches(&header.facts) {
+                        b.push(&json, header.time);
+                    }
+                }
+            }
+        }
+        let files: Vec<LogFile> = builders.into_iter().map(LogFileBuilder::finish).collect();
+        for (fi, f) in intent.files.iter().zip(&files) {
+            if f.sha256 != fi.sha256 {
+                return Err(TrailError::Nondeterministic { key: fi.key.clone(), got: f.sha256.clone(), want: fi.sha256.clone() });
+            }
+        }
+        Ok(files)
+    }
+
+    /// Writes an epoch's files; on success records them for their digests and drops the
+    /// intent. Returns false (intent kept, error recorded in the trail status) on failure.
+    fn deliver(&self, inner: &mut Inner, intent: &EpochIntent, files: Vec<LogFile>, now: DateTime<Utc>) -> Result<bool> {
+        for (fi, f) in intent.files.iter().zip(&files) {
+            let opts = PutOptions { content_type: Some("application/json".into()), content_encoding: Some("gzip".into()), ..Default::default() };
+            if let Err(e) = self.store.put(&fi.bucket, &fi.key, &f.gz, &opts) {
+                tracing::warn!(trail = %fi.trail, key = %fi.key, error = %e, "log file delivery failed; will retry");
+                if let Some(st) = inner.trails.get_mut(&fi.trail) {
+                    st.latest_delivery_attempt_time = Some(now);
+                    st.latest_delivery_error = Some(e.s3_code().to_string());
+                }
+                self.save_trails(inner)?;
+                return Ok(false);
+            }
+        }
+        for (fi, f) in intent.files.iter().zip(&files) {
+            let df = DeliveredFile { bucket: fi.bucket.clone(), key: fi.key.clone(), sha256: f.sha256.clone(), oldest: f.oldest, newest: f.newest, delivered_at: intent.delivered_at };
+            let home_start = inner.chains.get(&(fi.trail.clone(), inner.trails.get(&fi.trail).map(|s| s.config.home_region.clone()).unwrap_or_default())).map(|c| c.window_start);
+            if let Some(st) = inner.trails.get_mut(&fi.trail) {
+                st.latest_delivery_time = Some(now);
+                st.latest_delivery_attempt_time = Some(now);
+                st.latest_delivery_error = None;
+                if st.logging && st.config.log_file_validation {
+                    let chain = inner.chains.entry((fi.trail.clone(), fi.region.clone())).or_insert_with(|| ChainState {
+                        active: true,
+                        window_start: home_start.unwrap_or(whole_seconds(intent.delivered_at)),
+                        prev: None,
+                        previous_chain: None,
+                        pending: vec![],
+                    });
+                    if !chain.active {
+                        *chain = ChainState { active: true, window_start: whole_seconds(intent.delivered_at), previous_chain: chain.prev.take(), prev: None, pending: vec![] };
+                    }
+                    chain.pending.push(df);
+                }
+            }
+        }
+        inner.intents.remove(&intent.epoch);
+        let w = self.db.begin_write().map_err(db_err)?;
+        w.open_table(INTENTS).map_err(db_err)?.remove(intent.epoch).map_err(db_err)?;
+        self.write_state(&w, inner)?;
+        w.commit().map_err(db_err)?;
+        let keep_from = inner.intents.values().map(|i| i.seq_from).min().unwrap_or(inner.cursor).min(inner.cursor);
+        self.journal.commit_cursor(DELIVERY_CONSUMER, keep_from.min(inner.open.seq_from))?;
+        Ok(true)
+    }
+
+    fn write_state(&self, w: &WriteTransaction, inner: &Inner) -> Result<()> {
+        {
+            let mut t = w.open_table(TRAILS).map_err(db_err)?;
+            let names: Vec<String> = t.iter().map_err(db_err)?.filter_map(|i| i.ok().map(|(k, _)| k.value().to_string())).collect();
+            for n in names {
+                if !inner.trails.contains_key(&n) {
+                    t.remove(n.as_str()).map_err(db_err)?;
+                }
+            }
+            for (name, st) in &inner.trails {
+                t.insert(name.as_str(), js(st)?.as_slice()).map_err(db_err)?;
+            }
+        }
+        {
+            let mut t = w.open_table(CHAINS).map_err(db_err)?;
+            for ((tr, reg), c) in &inner.chains {
+                t.insert((tr.as_str(), reg.as_str()), js(c)?.as_slice()).map_err(db_err)?;
+            }
+        }
+        let mut m = w.open_table(META).map_err(db_err)?;
+        m.insert("cursor", inner.cursor).map_err(db_err)?;
+        m.insert("epoch", inner.epoch).map_err(db_err)?;
+        Ok(())
+    }
+
+    fn save_trails(&self, inner: &Inner) -> Result<()> {
+        let w = self.db.begin_write().map_err(db_err)?;
+        self.write_state(&w, inner)?;
+        w.commit().map_err(db_err)
+    }
+
+    fn regions_of(&self, cfg: &TrailConfig) -> Vec<String> {
+        let mut r = vec![cfg.home_region.clone()];
+        if cfg.multi_region {
+            r.extend(self.opts.regions.iter().cloned());
+            if cfg.include_global_service_events {
+                r.push("us-east-1".into());
+            }
+        }
+        r.sort();
+        r.dedup();
+        r
+    }
+
+    /// Applies a trail command at journal position `seq`. Returns digests written.
+    fn apply(&self, inner: &mut Inner, seq: u64, cmd: TrailCommand, now: DateTime<Utc>) -> Result<u64> {
+        let mut digests = 0;
+        let start = whole_seconds(now);
+        match cmd {
+            TrailCommand::Put { config, .. } => {
+                let name = config.name.clone();
+                let st = inner.trails.entry(name.clone()).or_insert_with(|| TrailState::new(config.clone()));
+                let was_validating = st.logging && st.config.log_file_validation;
+                st.config = config;
+                let logging = st.logging;
+                let validating = logging && st.config.log_file_validation;
+                let regions = self.regions_of(&st.config);
+                if was_validating && !validating {
+                    digests += self.end_chains(inner, &name, now, "LogFileValidationDisabled")?;
+                } else if validating {
+                    self.start_chains(inner, &name, &regions, start);
+                }
+            }
+            TrailCommand::StartLogging { name, at } => {
+                if let Some(st) = inner.trails.get_mut(&name) {
+                    if !st.logging {
+                        st.logging = true;
+                        st.start_logging_time = Some(at);
+                        if st.config.log_file_validation {
+                            let regions = self.regions_of(&st.config);
+                            self.start_chains(inner, &name, &regions, start);
+                        }
+                    }
+                }
+            }
+            TrailCommand::StopLogging { name, at } => {
+                if inner.trails.get(&name).is_some_and(|s| s.logging) {
+                    digests += self.end_chains(inner, &name, now, "StopLogging")?;
+                    if let Some(st) = inner.trails.get_mut(&name) {
+                        st.logging = false;
+                        st.stop_logging_time = Some(at);
+                    }
+                }
+            }
+            TrailCommand::Delete { name, .. } => {
+                if inner.trails.get(&name).is_some_and(|s| s.logging) {
+                    digests += self.end_chains(inner, &name, now, "DeleteTrail")?;
+                }
+                inner.trails.remove(&name);
+                let gone: Vec<_> = inner.chains.keys().filter(|k| k.0 == name).cloned().collect();
+                let w = self.db.begin_write().map_err(db_err)?;
+                {
+                    let mut t = w.open_table(CHAINS).map_err(db_err)?;
+                    for k in &gone {
+                        t.remove((k.0.as_str(), k.1.as_str())).map_err(db_err)?;
+                        inner.chains.remove(k);
+                    }
+                }
+                w.commit().map_err(db_err)?;
+            }
+        }
+        inner.cursor = seq + 1;
+        inner.open.seq_from = seq + 1;
+        self.save_trails(inner)?;
+        Ok(digests)
+    }
+
+    fn start_chains(&self, inner: &mut Inner, name: &str, regions: &[String], start: DateTime<Utc>) {
+        for region in regions {
+            let c = inner.chains.entry((name.to_string(), region.clone())).or_insert_with(|| ChainState {
+                active: false,
+                window_start: start,
+                prev: None,
+                previous_chain: None,
+                pending: vec![],
+            });
+            if !c.active {
+                *c = ChainState { active: true, window_start: start, previous_chain: c.prev.take(), prev: None, pending: vec![] };
+            }
+        }
+    }
+
+    /// Final digests for every chain of a trail; the chains end.
+    fn end_chains(&self, inner: &mut Inner, name: &str, now: DateTime<Utc>, why: &str) -> Result<u64> {
+        let mut n = 0;
+        let end = whole_seconds(now);
+        let keys: Vec<_> = inner.chains.iter().filter(|(k, c)| k.0 == name && c.active).map(|(k, _)| k.clone()).collect();
+        for k in keys {
+            let c = &inner.chains[&k];
+            if c.window_start < end || !c.pending.is_empty() {
+                let end = end.max(c.window_start + Duration::seconds(1));
+                if self.emit_digest(inner, &k, end, Some(why), now)? {
+                    n += 1;
+                }
+            }
+            if let Some(c) = inner.chains.get_mut(&k) {
+                c.active = false;
+            }
+        }
+        Ok(n)
+    }
+
+    fn emit_due_digests(&self, inner: &mut Inner, now: DateTime<Utc>) -> Result<u64> {
+        let mut n = 0;
+        let oldest_pending = inner.intents.values().map(|i| i.delivered_at).min();
+        let keys: Vec<_> = inner.chains.iter().filter(|(_, c)| c.active).map(|(k, _)| k.clone()).collect();
+        for k in keys {
+            loop {
+                let Some(c) = inner.chains.get(&k) else { break };
+                let end = c.window_start + self.opts.digest_interval;
+                // A digest is written only after every file delivered in its window is stored.
+                if end > now || oldest_pending.is_some_and(|p| p < end) {
+                    break;
+                }
+                if !self.emit_digest(inner, &k, end, None, now)? {
+                    break;
+                }
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Writes the digest of `key`'s chain for the window ending at `end`. Returns false when
+    /// the write failed (recorded in the trail status; retried later).
+    fn emit_digest(&self, inner: &mut Inner, k: &(String, String), end: DateTime<Utc>, why: Option<&str>, now: DateTime<Utc>) -> Result<bool> {
+        let Some(st) = inner.trails.get(&k.0) else { return Ok(false) };
+        let Some(chain) = inner.chains.get(k) else { return Ok(false) };
+        let cfg = &st.config;
+        let files: Vec<DeliveredFile> = chain.pending.iter().filter(|f| why.is_some() || f.delivered_at < end).cloned().collect();
+        let key = names::digest_key(cfg.prefix(), &cfg.account, &k.1, &cfg.name, &cfg.home_region, end);
+        let (fp, kp) = self.keys.signing_key(&k.1, end)?;
+        let previous_chain = if chain.prev.is_none() { chain.previous_chain.as_ref() } else { None };
+        let chain_event = why.or(if chain.prev.is_none() && previous_chain.is_some() { Some("StartLogging") } else { None });
+        let json = digest_json(&DigestInput {
+            account: &cfg.account,
+            bucket: &cfg.s3_bucket,
+            key: &key,
+            start: chain.window_start,
+            end,
+            fingerprint: &fp,
+            previous: chain.prev.as_ref(),
+            files: &files,
+            previous_chain,
+            chain_event,
+        });
+        let hash = sha256_hex(&json);
+        let sts = signing_string(&iso(end), &cfg.s3_bucket, &key, &hash, chain.prev.as_ref().map(|p| p.signature.as_str()));
+        let sig = sign_hex(&kp, sts.as_bytes())?;
+        let mut gz = GzBuilder::new().mtime(0).write(Vec::new(), Compression::new(6));
+        gz.write_all(&json)?;
+        let gz = gz.finish()?;
+        let mut opts = PutOptions { content_type: Some("application/json".into()), content_encoding: Some("gzip".into()), ..Default::default() };
+        opts.metadata.insert("signature".into(), sig.clone());
+        opts.metadata.insert("signature-algorithm".into(), "SHA256withRSA".into());
+        let bucket = cfg.s3_bucket.clone();
+        if let Err(e) = self.store.put(&bucket, &key, &gz, &opts) {
+            tracing::warn!(trail = %k.0, region = %k.1, error = %e, "digest delivery failed; will retry");
+            if let Some(st) = inner.trails.get_mut(&k.0) {
+                st.latest_digest_delivery_error = Some(e.s3_code().to_string());
+            }
+            self.save_trails(inner)?;
+            return Ok(false);
+        }
+        if let Some(c) = inner.chains.get_mut(k) {
+            c.prev = Some(DigestLink { bucket, key, sha256: hash, signature: sig });
+            c.previous_chain = None;
+            c.window_start = end;
+            c.pending.retain(|f| why.is_none() && f.delivered_at >= end);
+        }
+        if let Some(st) = inner.trails.get_mut(&k.0) {
+            st.latest_digest_delivery_time = Some(now);
+            st.latest_digest_delivery_error = None;
+        }
+        self.save_trails(inner)?;
+        Ok(true)
+    }
+
+    /// Every trail's state.
+    pub fn trails(&self) -> Vec<TrailState> {
+        self.lock().trails.values().cloned().collect()
+    }
+
+    pub fn trail(&self, name: &str) -> Option<TrailState> {
+        self.lock().trails.get(name).cloned()
+    }
+
+    /// ListPublicKeys for `region`.
+    pub fn public_keys(&self, region: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<PublicKeyInfo>> {
+        self.keys.public_keys(region, start, end)
+    }
+
+    pub fn key_ring(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// Journal position up to which delivery has consumed.
+    pub fn position(&self) -> u64 {
+        self.lock().reader.position()
+    }
+}
