@@ -221,7 +221,10 @@ impl Journal {
         let sh = &self.shared;
         let mut st = lock(&sh.state);
         // Back-pressure: wait for room, unless the queue is empty (a huge batch still goes).
-        while !st.closed && st.pending_bytes > 0 && st.pending_bytes + bytes > sh.opts.max_pending_bytes {
+        while !st.closed
+            && st.pending_bytes > 0
+            && st.pending_bytes + bytes > sh.opts.max_pending_bytes
+        {
             st = sh.space.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         if st.closed {
@@ -416,7 +419,8 @@ fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
         };
         let first_seq = seq;
         for &off in &offsets {
-            let len = u32::from_le_bytes(buf[off + 4..off + 8].try_into().unwrap_or_default()) as usize;
+            let len =
+                u32::from_le_bytes(buf[off + 4..off + 8].try_into().unwrap_or_default()) as usize;
             buf[off + 8..off + 16].copy_from_slice(&seq.to_le_bytes());
             let mut crc = crc32c::crc32c(&buf[off + 4..off + 16]);
             crc = crc32c::crc32c_append(crc, &buf[off + HEADER..off + HEADER + len]);

@@ -35,12 +35,7 @@ impl JournalReader {
     pub fn next_record(&mut self) -> Result<Option<(u64, Vec<u8>)>> {
         let (durable, seg) = {
             let st = lock(&self.shared.state);
-            let seg = st
-                .segments
-                .iter()
-                .rev()
-                .find(|s| s.0 <= self.next)
-                .cloned();
+            let seg = st.segments.iter().rev().find(|s| s.0 <= self.next).cloned();
             (st.next_seq, seg)
         };
         if self.next >= durable {

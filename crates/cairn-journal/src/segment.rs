@@ -10,7 +10,10 @@ pub(crate) fn name(first_seq: u64) -> String {
 }
 
 pub(crate) fn parse_name(name: &str) -> Option<u64> {
-    name.strip_prefix("seg-")?.strip_suffix(".log")?.parse().ok()
+    name.strip_prefix("seg-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
 }
 
 /// Creates an empty segment whose first record will be `first_seq`, durably.

@@ -44,21 +44,34 @@ fn concurrent_appends_share_fsyncs_and_get_unique_sequence_numbers() {
     let j = Arc::new(
         Journal::open(
             d.path(),
-            JournalOptions { faults: Some(Arc::new(Count(syncs.clone()))), ..Default::default() },
+            JournalOptions {
+                faults: Some(Arc::new(Count(syncs.clone()))),
+                ..Default::default()
+            },
         )
         .unwrap(),
     );
     let threads: Vec<_> = (0..16)
         .map(|t| {
             let j = j.clone();
-            std::thread::spawn(move || (0..200).map(|i| j.append(format!("{t}:{i}").as_bytes()).unwrap()).collect::<Vec<_>>())
+            std::thread::spawn(move || {
+                (0..200)
+                    .map(|i| j.append(format!("{t}:{i}").as_bytes()).unwrap())
+                    .collect::<Vec<_>>()
+            })
         })
         .collect();
-    let mut seqs: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let mut seqs: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     seqs.sort();
     assert_eq!(seqs, (0..3200).collect::<Vec<_>>());
     let n = syncs.load(Ordering::SeqCst);
-    assert!(n < 3200, "group commit must share fsyncs: {n} syncs for 3200 appends");
+    assert!(
+        n < 3200,
+        "group commit must share fsyncs: {n} syncs for 3200 appends"
+    );
 }
 
 #[test]
@@ -70,7 +83,11 @@ fn torn_tail_is_truncated_and_acknowledged_records_survive() {
             j.append(&i.to_le_bytes()).unwrap();
         }
     }
-    let seg = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "log")).unwrap();
+    let seg = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .unwrap();
     // A half-written record at the end, as a crash mid-write leaves it.
     let mut data = std::fs::read(&seg).unwrap();
     let full = data.len();
@@ -93,7 +110,11 @@ fn corruption_in_the_middle_is_reported_not_skipped() {
             j.append(format!("record number {i}").as_bytes()).unwrap();
         }
     }
-    let seg = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "log")).unwrap();
+    let seg = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .unwrap();
     let mut data = std::fs::read(&seg).unwrap();
     data[20 + 3] ^= 0xff; // inside record 0's payload
     std::fs::write(&seg, &data).unwrap();
@@ -111,29 +132,51 @@ fn corruption_in_the_middle_is_reported_not_skipped() {
 fn corrupt_last_record_of_older_segment_is_reported() {
     let d = tempfile::tempdir().unwrap();
     {
-        let j = Journal::open(d.path(), JournalOptions { segment_bytes: 200, ..Default::default() }).unwrap();
+        let j = Journal::open(
+            d.path(),
+            JournalOptions {
+                segment_bytes: 200,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         for i in 0..20u32 {
             j.append(format!("record number {i}").as_bytes()).unwrap();
         }
         assert!(j.segment_count() > 2);
     }
-    let mut segs: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+    let mut segs: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
     segs.sort();
     let mut data = std::fs::read(&segs[0]).unwrap();
     let n = data.len();
     data[n - 1] ^= 1;
     std::fs::write(&segs[0], &data).unwrap();
-    assert!(matches!(Journal::open(d.path(), JournalOptions::default()), Err(JournalError::Corrupt { .. })));
+    assert!(matches!(
+        Journal::open(d.path(), JournalOptions::default()),
+        Err(JournalError::Corrupt { .. })
+    ));
 }
 
 #[test]
 fn segments_are_removed_only_after_every_consumer_passed_them() {
     let d = tempfile::tempdir().unwrap();
-    let j = Journal::open(d.path(), JournalOptions { segment_bytes: 256, ..Default::default() }).unwrap();
+    let j = Journal::open(
+        d.path(),
+        JournalOptions {
+            segment_bytes: 256,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     j.register_consumer("a").unwrap();
     j.register_consumer("b").unwrap();
     for i in 0..50u32 {
-        j.append(format!("record number {i:04}").as_bytes()).unwrap();
+        j.append(format!("record number {i:04}").as_bytes())
+            .unwrap();
     }
     let before = j.segment_count();
     assert!(before > 3);
@@ -167,7 +210,14 @@ impl FaultInjector for FailSyncs {
 fn fsync_failure_fails_the_append_and_the_journal_recovers() {
     let d = tempfile::tempdir().unwrap();
     let faults = Arc::new(FailSyncs(AtomicUsize::new(0)));
-    let j = Journal::open(d.path(), JournalOptions { faults: Some(faults.clone()), ..Default::default() }).unwrap();
+    let j = Journal::open(
+        d.path(),
+        JournalOptions {
+            faults: Some(faults.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     j.append(b"one").unwrap();
     faults.0.store(2, Ordering::SeqCst);
     assert!(matches!(j.append(b"lost-a"), Err(JournalError::Io(_))));
@@ -176,16 +226,41 @@ fn fsync_failure_fails_the_append_and_the_journal_recovers() {
     drop(j);
     let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
     let recs: Vec<Vec<u8>> = read_all(&j, 0).into_iter().map(|r| r.1).collect();
-    assert_eq!(recs, vec![b"one".to_vec(), b"two".to_vec()], "failed appends must not appear");
+    assert_eq!(
+        recs,
+        vec![b"one".to_vec(), b"two".to_vec()],
+        "failed appends must not appear"
+    );
 }
 
 #[test]
 fn back_pressure_bounds_pending_bytes() {
     let d = tempfile::tempdir().unwrap();
-    let j = Arc::new(Journal::open(d.path(), JournalOptions { max_pending_bytes: 4096, ..Default::default() }).unwrap());
+    let j = Arc::new(
+        Journal::open(
+            d.path(),
+            JournalOptions {
+                max_pending_bytes: 4096,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
     let payload = vec![1u8; 1000];
-    let hs: Vec<_> = (0..8).map(|_| { let j = j.clone(); let p = payload.clone(); std::thread::spawn(move || { for _ in 0..50 { j.append(&p).unwrap(); } }) }).collect();
-    for h in hs { h.join().unwrap(); }
+    let hs: Vec<_> = (0..8)
+        .map(|_| {
+            let j = j.clone();
+            let p = payload.clone();
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    j.append(&p).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
     assert_eq!(j.next_seq(), 400);
 }
 
@@ -193,5 +268,8 @@ fn back_pressure_bounds_pending_bytes() {
 fn oversized_records_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
-    assert!(matches!(j.append(&vec![0u8; MAX_RECORD_BYTES + 1]), Err(JournalError::TooLarge(_))));
+    assert!(matches!(
+        j.append(&vec![0u8; MAX_RECORD_BYTES + 1]),
+        Err(JournalError::TooLarge(_))
+    ));
 }

@@ -122,7 +122,10 @@ mod tests {
 
     #[test]
     fn s3_arns_have_empty_region_and_account() {
-        assert_eq!(Arn::s3_object("b", "a/b.txt").to_string(), "arn:aws:s3:::b/a/b.txt");
+        assert_eq!(
+            Arn::s3_object("b", "a/b.txt").to_string(),
+            "arn:aws:s3:::b/a/b.txt"
+        );
         let a: Arn = "arn:aws:s3:::bucket/key:with:colons".parse().unwrap();
         assert_eq!(a.resource, "bucket/key:with:colons");
     }

@@ -151,7 +151,13 @@ pub fn s3_list(
     v2: bool,
     host: &str,
 ) -> EventRecord {
-    let mut r = base("s3.amazonaws.com", "ListObjects", region, time, category::DATA);
+    let mut r = base(
+        "s3.amazonaws.com",
+        "ListObjects",
+        region,
+        time,
+        category::DATA,
+    );
     r.recipient_account_id = Some(bucket_owner.to_string());
     r.user_identity = Some(identity);
     r.read_only = Some(true);
@@ -206,7 +212,13 @@ pub fn dynamodb(
     table: &str,
     request_parameters: Value,
 ) -> EventRecord {
-    let mut r = base("dynamodb.amazonaws.com", event_name, region, time, category::DATA);
+    let mut r = base(
+        "dynamodb.amazonaws.com",
+        event_name,
+        region,
+        time,
+        category::DATA,
+    );
     r.recipient_account_id = Some(account.into());
     r.user_identity = Some(identity);
     r.read_only = Some(dynamodb_read_only(event_name));
@@ -251,7 +263,10 @@ pub fn audit_event(
     if let Some(ui) = obj.get("userIdentity").and_then(Value::as_object) {
         let mut id = UserIdentity {
             identity_type: ui.get("type").and_then(Value::as_str).unwrap_or("").into(),
-            principal_id: ui.get("principalId").and_then(Value::as_str).map(Into::into),
+            principal_id: ui
+                .get("principalId")
+                .and_then(Value::as_str)
+                .map(Into::into),
             ..Default::default()
         };
         if let Some(d) = ui.get("details") {
@@ -318,7 +333,9 @@ pub fn assumed_role_identity(
     UserIdentity {
         identity_type: "AssumedRole".into(),
         principal_id: Some(format!("{role_id}:{session}")),
-        arn: Some(format!("arn:aws:sts::{account}:assumed-role/{role}/{session}")),
+        arn: Some(format!(
+            "arn:aws:sts::{account}:assumed-role/{role}/{session}"
+        )),
         account_id: Some(account.into()),
         access_key_id: Some(access_key_id.into()),
         session_context: Some(crate::record::SessionContext {

@@ -16,7 +16,11 @@ pub const EVENT_VERSION: &str = "1.11";
 pub struct EventRecord {
     #[serde(rename = "eventVersion")]
     pub event_version: String,
-    #[serde(rename = "userIdentity", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "userIdentity",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub user_identity: Option<UserIdentity>,
     #[serde(rename = "eventTime", with = "crate::time::iso_seconds")]
     pub event_time: DateTime<Utc>,
@@ -26,19 +30,31 @@ pub struct EventRecord {
     pub event_name: String,
     #[serde(rename = "awsRegion")]
     pub aws_region: String,
-    #[serde(rename = "sourceIPAddress", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "sourceIPAddress",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub source_ip_address: Option<String>,
     #[serde(rename = "userAgent", skip_serializing_if = "Option::is_none", default)]
     pub user_agent: Option<String>,
     #[serde(rename = "errorCode", skip_serializing_if = "Option::is_none", default)]
     pub error_code: Option<String>,
-    #[serde(rename = "errorMessage", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "errorMessage",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub error_message: Option<String>,
     #[serde(rename = "requestParameters", default)]
     pub request_parameters: Option<Value>,
     #[serde(rename = "responseElements", default)]
     pub response_elements: Option<Value>,
-    #[serde(rename = "additionalEventData", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "additionalEventData",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub additional_event_data: Option<Value>,
     #[serde(rename = "requestID", skip_serializing_if = "Option::is_none", default)]
     pub request_id: Option<String>,
@@ -50,25 +66,57 @@ pub struct EventRecord {
     pub resources: Option<Vec<Resource>>,
     #[serde(rename = "eventType")]
     pub event_type: String,
-    #[serde(rename = "apiVersion", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "apiVersion",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub api_version: Option<String>,
-    #[serde(rename = "managementEvent", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "managementEvent",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub management_event: Option<bool>,
-    #[serde(rename = "recipientAccountId", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "recipientAccountId",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub recipient_account_id: Option<String>,
-    #[serde(rename = "serviceEventDetails", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "serviceEventDetails",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub service_event_details: Option<Value>,
-    #[serde(rename = "sharedEventID", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "sharedEventID",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub shared_event_id: Option<String>,
-    #[serde(rename = "vpcEndpointId", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "vpcEndpointId",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub vpc_endpoint_id: Option<String>,
     #[serde(rename = "eventCategory")]
     pub event_category: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub addendum: Option<Value>,
-    #[serde(rename = "edgeDeviceDetails", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "edgeDeviceDetails",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub edge_device_details: Option<Value>,
-    #[serde(rename = "tlsDetails", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "tlsDetails",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub tls_details: Option<TlsDetails>,
     #[serde(
         rename = "sessionCredentialFromConsole",
@@ -76,7 +124,11 @@ pub struct EventRecord {
         default
     )]
     pub session_credential_from_console: Option<String>,
-    #[serde(rename = "insightDetails", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "insightDetails",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub insight_details: Option<Value>,
     /// Fields newer than this model (`eventContext`, `inScopeOf`, `omitted`, …) and the
     /// `metadata` of PutAuditEvents records.
@@ -89,25 +141,49 @@ pub struct EventRecord {
 pub struct UserIdentity {
     #[serde(rename = "type")]
     pub identity_type: String,
-    #[serde(rename = "principalId", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "principalId",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub principal_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub arn: Option<String>,
     #[serde(rename = "accountId", skip_serializing_if = "Option::is_none", default)]
     pub account_id: Option<String>,
-    #[serde(rename = "accessKeyId", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "accessKeyId",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub access_key_id: Option<String>,
     #[serde(rename = "userName", skip_serializing_if = "Option::is_none", default)]
     pub user_name: Option<String>,
-    #[serde(rename = "sessionContext", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "sessionContext",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub session_context: Option<SessionContext>,
     #[serde(rename = "invokedBy", skip_serializing_if = "Option::is_none", default)]
     pub invoked_by: Option<String>,
-    #[serde(rename = "identityProvider", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "identityProvider",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub identity_provider: Option<String>,
-    #[serde(rename = "credentialId", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "credentialId",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub credential_id: Option<String>,
-    #[serde(rename = "onBehalfOf", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "onBehalfOf",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub on_behalf_of: Option<Value>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -115,16 +191,32 @@ pub struct UserIdentity {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct SessionContext {
-    #[serde(rename = "sessionIssuer", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "sessionIssuer",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub session_issuer: Option<Value>,
-    #[serde(rename = "webIdFederationData", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "webIdFederationData",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub web_id_federation_data: Option<Value>,
     /// `creationDate` (ISO time) and `mfaAuthenticated` (the *string* "true"/"false").
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub attributes: Option<Value>,
-    #[serde(rename = "sourceIdentity", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "sourceIdentity",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub source_identity: Option<String>,
-    #[serde(rename = "ec2RoleDelivery", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "ec2RoleDelivery",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub ec2_role_delivery: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,

@@ -365,7 +365,10 @@ pub fn validate_advanced(selectors: &[AdvancedEventSelector]) -> Result<(), Inva
                 ));
             }
         }
-        let cat = s.field_selectors.iter().find(|f| f.field == "eventCategory");
+        let cat = s
+            .field_selectors
+            .iter()
+            .find(|f| f.field == "eventCategory");
         let Some(cat) = cat else {
             return Err(InvalidEventSelectors::new(
                 "Each advanced event selector must include an eventCategory field selector.",
@@ -375,7 +378,12 @@ pub fn validate_advanced(selectors: &[AdvancedEventSelector]) -> Result<(), Inva
             .equals
             .as_ref()
             .is_some_and(|v| v.iter().any(|c| c == category::DATA));
-        if data && !s.field_selectors.iter().any(|f| f.field == "resources.type") {
+        if data
+            && !s
+                .field_selectors
+                .iter()
+                .any(|f| f.field == "resources.type")
+        {
             return Err(InvalidEventSelectors::new(
                 "Advanced event selectors for data events must include a resources.type field selector.",
             ));
@@ -412,7 +420,9 @@ impl TrailSelectors {
             TrailSelectors::Advanced(a) => a.iter().any(|s| {
                 s.field_selectors.iter().any(|f| {
                     f.field == "eventCategory"
-                        && f.equals.as_ref().is_some_and(|v| v.iter().any(|c| c == "Data"))
+                        && f.equals
+                            .as_ref()
+                            .is_some_and(|v| v.iter().any(|c| c == "Data"))
                 })
             }),
         }
@@ -477,9 +487,10 @@ fn s3_value_matches(value: &str, ev: &EventFacts) -> bool {
         .collect();
     if objects.is_empty() {
         // Bucket-scoped data events (HeadBucket) need the whole bucket selected.
-        return ev.resources.iter().any(|(t, a, _)| {
-            t == "AWS::S3::Bucket" && (v == format!("{a}/") || v == a.as_str())
-        });
+        return ev
+            .resources
+            .iter()
+            .any(|(t, a, _)| t == "AWS::S3::Bucket" && (v == format!("{a}/") || v == a.as_str()));
     }
     objects.iter().any(|(_, a, is_prefix)| {
         if *is_prefix {
@@ -540,9 +551,10 @@ impl AdvancedEventSelector {
                 }
                 "resources.type" => ev.resources.iter().any(|(t, _, _)| f.admits(t)),
                 // resources.ARN applies to the resources of the selected type.
-                "resources.ARN" => ev.resources.iter().any(|(t, a, _)| {
-                    type_sel.is_none_or(|ts| ts.admits(t)) && f.admits(a)
-                }),
+                "resources.ARN" => ev
+                    .resources
+                    .iter()
+                    .any(|(t, a, _)| type_sel.is_none_or(|ts| ts.admits(t)) && f.admits(a)),
                 _ => false,
             }
         })
@@ -579,7 +591,10 @@ pub fn basic_to_advanced(sel: &EventSelector) -> Vec<AdvancedEventSelector> {
             let mut fs = vec![eq("eventCategory", &[category::DATA])];
             fs.push(eq("resources.type", &[&d.resource_type]));
             rw(&mut fs);
-            let all = matches!(v.as_str(), "arn:aws:s3" | "arn:aws:dynamodb" | "arn:aws:lambda");
+            let all = matches!(
+                v.as_str(),
+                "arn:aws:s3" | "arn:aws:dynamodb" | "arn:aws:lambda"
+            );
             if !all && d.resource_type != "AWS::S3::Object" {
                 fs.push(eq("resources.ARN", &[v]));
             } else if !all && v != "arn:aws:s3:::" {
@@ -645,7 +660,11 @@ mod tests {
                     format!("arn:aws:s3:::{bucket}/{key}"),
                     false,
                 ),
-                ("AWS::S3::Bucket".into(), format!("arn:aws:s3:::{bucket}"), false),
+                (
+                    "AWS::S3::Bucket".into(),
+                    format!("arn:aws:s3:::{bucket}"),
+                    false,
+                ),
             ],
             ..Default::default()
         }
@@ -715,7 +734,10 @@ mod tests {
         let too_many = vec![EventSelector::default(); 6];
         let e = validate_basic(&too_many).unwrap_err();
         assert!(e.message.contains("at most 5"));
-        assert_eq!(InvalidEventSelectors::CODE, "InvalidEventSelectorsException");
+        assert_eq!(
+            InvalidEventSelectors::CODE,
+            "InvalidEventSelectorsException"
+        );
         let bad_type = vec![EventSelector {
             data_resources: vec![DataResource {
                 resource_type: "AWS::EC2::Instance".into(),

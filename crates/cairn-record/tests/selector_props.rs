@@ -13,8 +13,15 @@ fn facts() -> impl Strategy<Value = EventFacts> {
     ];
     let bucket = prop_oneof![Just("artifacts"), Just("logs"), Just("art")];
     let key = "[a-z]{0,3}(/[a-z]{0,3})?";
-    (cat, src, proptest::option::of(any::<bool>()), bucket, key, any::<bool>()).prop_map(
-        |(category, source, read_only, bucket, key, ddb)| {
+    (
+        cat,
+        src,
+        proptest::option::of(any::<bool>()),
+        bucket,
+        key,
+        any::<bool>(),
+    )
+        .prop_map(|(category, source, read_only, bucket, key, ddb)| {
             let resources = if category == "Data" {
                 if ddb {
                     vec![(
@@ -24,8 +31,16 @@ fn facts() -> impl Strategy<Value = EventFacts> {
                     )]
                 } else {
                     vec![
-                        ("AWS::S3::Object".to_string(), format!("arn:aws:s3:::{bucket}/{key}"), false),
-                        ("AWS::S3::Bucket".to_string(), format!("arn:aws:s3:::{bucket}"), false),
+                        (
+                            "AWS::S3::Object".to_string(),
+                            format!("arn:aws:s3:::{bucket}/{key}"),
+                            false,
+                        ),
+                        (
+                            "AWS::S3::Bucket".to_string(),
+                            format!("arn:aws:s3:::{bucket}"),
+                            false,
+                        ),
                     ]
                 }
             } else {
@@ -42,8 +57,7 @@ fn facts() -> impl Strategy<Value = EventFacts> {
                 console: None,
                 resources,
             }
-        },
-    )
+        })
 }
 
 fn selector() -> impl Strategy<Value = EventSelector> {
@@ -62,20 +76,36 @@ fn selector() -> impl Strategy<Value = EventSelector> {
         Just("arn:aws:dynamodb".to_string()),
         Just("arn:aws:dynamodb:us-east-1:111122223333:table/logs".to_string()),
     ];
-    (rw, any::<bool>(), proptest::collection::vec(s3v, 0..3), proptest::collection::vec(ddbv, 0..2), any::<bool>())
+    (
+        rw,
+        any::<bool>(),
+        proptest::collection::vec(s3v, 0..3),
+        proptest::collection::vec(ddbv, 0..2),
+        any::<bool>(),
+    )
         .prop_map(|(rw, mgmt, s3, ddb, excl)| {
             let mut data_resources = vec![];
             if !s3.is_empty() {
-                data_resources.push(DataResource { resource_type: "AWS::S3::Object".into(), values: s3 });
+                data_resources.push(DataResource {
+                    resource_type: "AWS::S3::Object".into(),
+                    values: s3,
+                });
             }
             if !ddb.is_empty() {
-                data_resources.push(DataResource { resource_type: "AWS::DynamoDB::Table".into(), values: ddb });
+                data_resources.push(DataResource {
+                    resource_type: "AWS::DynamoDB::Table".into(),
+                    values: ddb,
+                });
             }
             EventSelector {
                 read_write_type: rw,
                 include_management_events: mgmt,
                 data_resources,
-                exclude_management_event_sources: if excl { vec!["kms.amazonaws.com".into()] } else { vec![] },
+                exclude_management_event_sources: if excl {
+                    vec!["kms.amazonaws.com".into()]
+                } else {
+                    vec![]
+                },
             }
         })
 }

@@ -92,7 +92,11 @@ fn round_trip(src: &str) -> EventRecord {
     let rec: EventRecord = serde_json::from_str(src).unwrap();
     let back: Value = serde_json::from_slice(&rec.to_json()).unwrap();
     assert_eq!(back, original, "content differs after round trip");
-    assert_eq!(keys_in_order(&back), keys_in_order(&original), "key order differs");
+    assert_eq!(
+        keys_in_order(&back),
+        keys_in_order(&original),
+        "key order differs"
+    );
     rec
 }
 
@@ -101,7 +105,10 @@ fn s3_get_object_example_round_trips() {
     let r = round_trip(GET_OBJECT);
     assert_eq!(r.event_version, "1.11");
     assert_eq!(r.read_only, Some(true));
-    assert_eq!(r.resources.as_ref().unwrap()[0].arn.as_deref(), Some("arn:aws:s3:::example-bucket/reports/q1.csv"));
+    assert_eq!(
+        r.resources.as_ref().unwrap()[0].arn.as_deref(),
+        Some("arn:aws:s3:::example-bucket/reports/q1.csv")
+    );
     assert_eq!(r.tls_details.as_ref().unwrap().tls_version, "TLSv1.3");
 }
 
@@ -110,7 +117,10 @@ fn dynamodb_put_item_example_round_trips() {
     let r = round_trip(PUT_ITEM);
     let sc = r.user_identity.unwrap().session_context.unwrap();
     // mfaAuthenticated is a string in CloudTrail, not a boolean.
-    assert_eq!(sc.attributes.unwrap()["mfaAuthenticated"], Value::String("false".into()));
+    assert_eq!(
+        sc.attributes.unwrap()["mfaAuthenticated"],
+        Value::String("false".into())
+    );
     assert_eq!(r.api_version.as_deref(), Some("2012-08-10"));
 }
 
@@ -120,7 +130,9 @@ fn management_event_example_round_trips() {
     assert!(r.is_management());
     assert!(r.response_elements.is_none());
     // responseElements is emitted as null, not omitted.
-    assert!(String::from_utf8(r.to_json()).unwrap().contains("\"responseElements\":null"));
+    assert!(String::from_utf8(r.to_json())
+        .unwrap()
+        .contains("\"responseElements\":null"));
 }
 
 #[test]
@@ -134,16 +146,36 @@ fn error_fields_and_unknown_newer_fields_survive() {
 fn builders_emit_spec_shapes() {
     use cairn_record::builder;
     use chrono::TimeZone;
-    let t = chrono::Utc.with_ymd_and_hms(2025, 3, 4, 10, 15, 30).unwrap();
+    let t = chrono::Utc
+        .with_ymd_and_hms(2025, 3, 4, 10, 15, 30)
+        .unwrap();
     let id = builder::iam_user_identity("111122223333", "alice", "AIDAEXAMPLE", "AKIAEXAMPLE");
-    let r = builder::s3_object("PutObject", "us-east-1", t, id.clone(), "111122223333", "b", "k", "b.s3.amazonaws.com");
+    let r = builder::s3_object(
+        "PutObject",
+        "us-east-1",
+        t,
+        id.clone(),
+        "111122223333",
+        "b",
+        "k",
+        "b.s3.amazonaws.com",
+    );
     let v: Value = serde_json::from_slice(&r.to_json()).unwrap();
     assert_eq!(v["eventTime"], "2025-03-04T10:15:30Z");
     assert_eq!(v["readOnly"], false);
     assert_eq!(v["managementEvent"], false);
     assert_eq!(v["eventCategory"], "Data");
     assert_eq!(v["resources"][0]["ARN"], "arn:aws:s3:::b/k");
-    let l = builder::s3_list("us-east-1", t, id.clone(), "111122223333", "b", "", true, "h");
+    let l = builder::s3_list(
+        "us-east-1",
+        t,
+        id.clone(),
+        "111122223333",
+        "b",
+        "",
+        true,
+        "h",
+    );
     let v: Value = serde_json::from_slice(&l.to_json()).unwrap();
     assert_eq!(v["eventName"], "ListObjects");
     assert_eq!(v["requestParameters"]["list-type"], "2");

@@ -1,6 +1,9 @@
 //! The embedded store: bodies in files named by random ids, metadata in redb.
 
-use crate::{check_bucket_name, check_key, etag_of, ListPage, Object, ObjectInfo, ObjectStore, PutOptions, Result, StoreError};
+use crate::{
+    check_bucket_name, check_key, etag_of, ListPage, Object, ObjectInfo, ObjectStore, PutOptions,
+    Result, StoreError,
+};
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -74,14 +77,22 @@ impl EmbeddedStore {
 
     fn stored(&self, bucket: &str, key: &str) -> Result<Stored> {
         let r = self.db.begin_read().map_err(db_err)?;
-        if r.open_table(BUCKETS).map_err(db_err)?.get(bucket).map_err(db_err)?.is_none() {
+        if r.open_table(BUCKETS)
+            .map_err(db_err)?
+            .get(bucket)
+            .map_err(db_err)?
+            .is_none()
+        {
             return Err(StoreError::NoSuchBucket(bucket.into()));
         }
         let t = r.open_table(OBJECTS).map_err(db_err)?;
-        let v = t.get((bucket, key)).map_err(db_err)?.ok_or_else(|| StoreError::NoSuchKey {
-            bucket: bucket.into(),
-            key: key.into(),
-        })?;
+        let v = t
+            .get((bucket, key))
+            .map_err(db_err)?
+            .ok_or_else(|| StoreError::NoSuchKey {
+                bucket: bucket.into(),
+                key: key.into(),
+            })?;
         serde_json::from_slice(v.value()).map_err(db_err)
     }
 
@@ -135,7 +146,10 @@ impl ObjectStore for EmbeddedStore {
             content_encoding: opts.content_encoding.clone(),
             metadata: opts.metadata.clone(),
         };
-        let stored = Stored { blob: blob.clone(), info: info.clone() };
+        let stored = Stored {
+            blob: blob.clone(),
+            info: info.clone(),
+        };
         let value = serde_json::to_vec(&stored).map_err(db_err)?;
         let result = (|| -> Result<Option<String>> {
             let w = self.db.begin_write().map_err(db_err)?;
@@ -206,9 +220,20 @@ impl ObjectStore for EmbeddedStore {
         Ok(())
     }
 
-    fn list(&self, bucket: &str, prefix: &str, marker: Option<&str>, max_keys: usize) -> Result<ListPage> {
+    fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        marker: Option<&str>,
+        max_keys: usize,
+    ) -> Result<ListPage> {
         let r = self.db.begin_read().map_err(db_err)?;
-        if r.open_table(BUCKETS).map_err(db_err)?.get(bucket).map_err(db_err)?.is_none() {
+        if r.open_table(BUCKETS)
+            .map_err(db_err)?
+            .get(bucket)
+            .map_err(db_err)?
+            .is_none()
+        {
             return Err(StoreError::NoSuchBucket(bucket.into()));
         }
         let t = r.open_table(OBJECTS).map_err(db_err)?;

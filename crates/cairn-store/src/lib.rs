@@ -113,8 +113,13 @@ pub trait ObjectStore: Send + Sync {
     fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo>;
     fn delete(&self, bucket: &str, key: &str) -> Result<()>;
     /// Keys starting with `prefix` and greater than `marker`, ascending, at most `max_keys`.
-    fn list(&self, bucket: &str, prefix: &str, marker: Option<&str>, max_keys: usize)
-        -> Result<ListPage>;
+    fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        marker: Option<&str>,
+        max_keys: usize,
+    ) -> Result<ListPage>;
 }
 
 /// Lists every key under `prefix` (following pages).
@@ -145,7 +150,8 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
 /// ending with a letter or digit, not an IP address).
 pub fn check_bucket_name(b: &str) -> Result<()> {
     let ok = (3..=63).contains(&b.len())
-        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
         && b.as_bytes()[0].is_ascii_alphanumeric()
         && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric()
         && !b.contains("..")

@@ -7,7 +7,9 @@ use crate::{check_key, ListPage, Object, ObjectInfo, ObjectStore, PutOptions, Re
 use futures::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
-use object_store::{Attribute, AttributeValue, Attributes, GetOptions, ObjectStore as _, PutMode, PutPayload};
+use object_store::{
+    Attribute, AttributeValue, Attributes, GetOptions, ObjectStore as _, PutMode, PutPayload,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -39,7 +41,11 @@ impl RemoteStore {
             .worker_threads(2)
             .enable_all()
             .build()?;
-        Ok(RemoteStore { cfg, rt, clients: Mutex::new(HashMap::new()) })
+        Ok(RemoteStore {
+            cfg,
+            rt,
+            clients: Mutex::new(HashMap::new()),
+        })
     }
 
     fn client(&self, bucket: &str) -> Result<Arc<AmazonS3>> {
@@ -66,15 +72,24 @@ impl RemoteStore {
         check_key(key)?;
         let p = Path::parse(key).map_err(|e| StoreError::InvalidKey(format!("{key:?}: {e}")))?;
         if p.as_ref() != key {
-            return Err(StoreError::InvalidKey(format!("{key:?} is not representable upstream")));
+            return Err(StoreError::InvalidKey(format!(
+                "{key:?} is not representable upstream"
+            )));
         }
         Ok(p)
     }
 
-    fn not_found<'a>(bucket: &'a str, key: &'a str) -> impl Fn(object_store::Error) -> StoreError + 'a {
+    fn not_found<'a>(
+        bucket: &'a str,
+        key: &'a str,
+    ) -> impl Fn(object_store::Error) -> StoreError + 'a {
         move |e| match e {
-            object_store::Error::NotFound { .. } => StoreError::NoSuchKey { bucket: bucket.into(), key: key.into() },
-            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => StoreError::PreconditionFailed,
+            object_store::Error::NotFound { .. } => StoreError::NoSuchKey {
+                bucket: bucket.into(),
+                key: key.into(),
+            },
+            object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. } => StoreError::PreconditionFailed,
             e => remote(e),
         }
     }
@@ -110,7 +125,9 @@ impl ObjectStore for RemoteStore {
         if self.bucket_exists(bucket)? {
             Ok(())
         } else {
-            Err(StoreError::Unsupported(format!("create bucket {bucket} on the upstream service first")))
+            Err(StoreError::Unsupported(format!(
+                "create bucket {bucket} on the upstream service first"
+            )))
         }
     }
 
@@ -138,10 +155,17 @@ impl ObjectStore for RemoteStore {
             attrs.insert(Attribute::ContentEncoding, AttributeValue::from(ce.clone()));
         }
         for (k, v) in &opts.metadata {
-            attrs.insert(Attribute::Metadata(k.clone().into()), AttributeValue::from(v.clone()));
+            attrs.insert(
+                Attribute::Metadata(k.clone().into()),
+                AttributeValue::from(v.clone()),
+            );
         }
         let put = object_store::PutOptions {
-            mode: if opts.if_none_match { PutMode::Create } else { PutMode::Overwrite },
+            mode: if opts.if_none_match {
+                PutMode::Create
+            } else {
+                PutMode::Overwrite
+            },
             attributes: attrs,
             ..Default::default()
         };
@@ -165,7 +189,10 @@ impl ObjectStore for RemoteStore {
         let path = Self::path(key)?;
         let c = self.client(bucket)?;
         self.rt.block_on(async {
-            let r = c.get_opts(&path, GetOptions::default()).await.map_err(Self::not_found(bucket, key))?;
+            let r = c
+                .get_opts(&path, GetOptions::default())
+                .await
+                .map_err(Self::not_found(bucket, key))?;
             let info = Self::info(key, &r.meta, &r.attributes);
             let body = r.bytes().await.map_err(remote)?.to_vec();
             Ok(Object { info, body })
@@ -176,8 +203,14 @@ impl ObjectStore for RemoteStore {
         let path = Self::path(key)?;
         let c = self.client(bucket)?;
         self.rt.block_on(async {
-            let opts = GetOptions { head: true, ..Default::default() };
-            let r = c.get_opts(&path, opts).await.map_err(Self::not_found(bucket, key))?;
+            let opts = GetOptions {
+                head: true,
+                ..Default::default()
+            };
+            let r = c
+                .get_opts(&path, opts)
+                .await
+                .map_err(Self::not_found(bucket, key))?;
             Ok(Self::info(key, &r.meta, &r.attributes))
         })
     }
@@ -191,15 +224,27 @@ impl ObjectStore for RemoteStore {
         }
     }
 
-    fn list(&self, bucket: &str, prefix: &str, marker: Option<&str>, max_keys: usize) -> Result<ListPage> {
+    fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        marker: Option<&str>,
+        max_keys: usize,
+    ) -> Result<ListPage> {
         let c = self.client(bucket)?;
         // object_store prefixes are whole path segments; list the enclosing "directory" and
         // filter by the exact string prefix here.
         let dir = prefix.rfind('/').map(|i| &prefix[..i]).unwrap_or("");
-        let dir_path = if dir.is_empty() { None } else { Some(Path::parse(dir).map_err(|e| StoreError::InvalidKey(e.to_string()))?) };
+        let dir_path = if dir.is_empty() {
+            None
+        } else {
+            Some(Path::parse(dir).map_err(|e| StoreError::InvalidKey(e.to_string()))?)
+        };
         self.rt.block_on(async {
             let offset = match marker {
-                Some(m) if m >= prefix => Some(Path::parse(m).map_err(|e| StoreError::InvalidKey(e.to_string()))?),
+                Some(m) if m >= prefix => {
+                    Some(Path::parse(m).map_err(|e| StoreError::InvalidKey(e.to_string()))?)
+                }
                 _ => None,
             };
             let mut stream = match &offset {
@@ -211,7 +256,10 @@ impl ObjectStore for RemoteStore {
                 let meta = item.map_err(remote)?;
                 let key = meta.location.as_ref().to_string();
                 if !key.starts_with(prefix) {
-                    if key.as_str() > prefix && !prefix.is_empty() && key.as_str() > &format!("{prefix}\u{10FFFF}")[..] {
+                    if key.as_str() > prefix
+                        && !prefix.is_empty()
+                        && key.as_str() > &format!("{prefix}\u{10FFFF}")[..]
+                    {
                         break;
                     }
                     continue;
@@ -220,7 +268,8 @@ impl ObjectStore for RemoteStore {
                     page.is_truncated = true;
                     break;
                 }
-                page.objects.push(Self::info(&key, &meta, &Attributes::new()));
+                page.objects
+                    .push(Self::info(&key, &meta, &Attributes::new()));
             }
             Ok(page)
         })

@@ -13,22 +13,39 @@ fn put_get_head_keep_body_type_encoding_and_user_metadata() {
     let (_d, s) = store();
     let mut md = BTreeMap::new();
     md.insert("signature".to_string(), "abc".to_string());
-    let opts = PutOptions { content_type: Some("application/json".into()), content_encoding: Some("gzip".into()), metadata: md.clone(), if_none_match: false };
+    let opts = PutOptions {
+        content_type: Some("application/json".into()),
+        content_encoding: Some("gzip".into()),
+        metadata: md.clone(),
+        if_none_match: false,
+    };
     let info = s.put("logs", "a/b.json.gz", b"hello", &opts).unwrap();
     assert_eq!(info.etag, "\"5d41402abc4b2a76b9719d911017c592\"");
     let o = s.get("logs", "a/b.json.gz").unwrap();
     assert_eq!(o.body, b"hello");
     assert_eq!(o.info.metadata, md);
     assert_eq!(o.info.content_encoding.as_deref(), Some("gzip"));
-    assert_eq!(s.head("logs", "a/b.json.gz").unwrap().content_type.as_deref(), Some("application/json"));
+    assert_eq!(
+        s.head("logs", "a/b.json.gz")
+            .unwrap()
+            .content_type
+            .as_deref(),
+        Some("application/json")
+    );
 }
 
 #[test]
 fn conditional_create_refuses_an_existing_key() {
     let (_d, s) = store();
-    let create = PutOptions { if_none_match: true, ..Default::default() };
+    let create = PutOptions {
+        if_none_match: true,
+        ..Default::default()
+    };
     s.put("logs", "k", b"1", &create).unwrap();
-    assert!(matches!(s.put("logs", "k", b"2", &create), Err(StoreError::PreconditionFailed)));
+    assert!(matches!(
+        s.put("logs", "k", b"2", &create),
+        Err(StoreError::PreconditionFailed)
+    ));
     assert_eq!(s.get("logs", "k").unwrap().body, b"1");
 }
 
@@ -36,11 +53,18 @@ fn conditional_create_refuses_an_existing_key() {
 fn list_by_prefix_and_marker_is_lexicographic_and_paged() {
     let (_d, s) = store();
     for k in ["b/2", "a/1", "b/10", "b/1", "c", "b/"] {
-        s.put("logs", k, k.as_bytes(), &PutOptions::default()).unwrap();
+        s.put("logs", k, k.as_bytes(), &PutOptions::default())
+            .unwrap();
     }
     let keys = |p: ListPage| p.objects.into_iter().map(|o| o.key).collect::<Vec<_>>();
-    assert_eq!(keys(s.list("logs", "b/", None, 100).unwrap()), ["b/", "b/1", "b/10", "b/2"]);
-    assert_eq!(keys(s.list("logs", "b/", Some("b/1"), 100).unwrap()), ["b/10", "b/2"]);
+    assert_eq!(
+        keys(s.list("logs", "b/", None, 100).unwrap()),
+        ["b/", "b/1", "b/10", "b/2"]
+    );
+    assert_eq!(
+        keys(s.list("logs", "b/", Some("b/1"), 100).unwrap()),
+        ["b/10", "b/2"]
+    );
     let p = s.list("logs", "", None, 2).unwrap();
     assert!(p.is_truncated);
     assert_eq!(keys(p), ["a/1", "b/"]);
@@ -50,32 +74,59 @@ fn list_by_prefix_and_marker_is_lexicographic_and_paged() {
 #[test]
 fn keys_are_opaque_strings_never_paths() {
     let (d, s) = store();
-    for k in ["../../etc/passwd", "a/../b", "b", "/abs", "a//b", "nul\0byte", "./x"] {
-        s.put("logs", k, k.as_bytes(), &PutOptions::default()).unwrap();
+    for k in [
+        "../../etc/passwd",
+        "a/../b",
+        "b",
+        "/abs",
+        "a//b",
+        "nul\0byte",
+        "./x",
+    ] {
+        s.put("logs", k, k.as_bytes(), &PutOptions::default())
+            .unwrap();
     }
     assert_eq!(s.get("logs", "a/../b").unwrap().body, b"a/../b");
     assert_eq!(s.get("logs", "b").unwrap().body, b"b");
-    assert_eq!(s.get("logs", "../../etc/passwd").unwrap().body, b"../../etc/passwd");
+    assert_eq!(
+        s.get("logs", "../../etc/passwd").unwrap().body,
+        b"../../etc/passwd"
+    );
     // Nothing escaped the store directory.
     assert!(!d.path().parent().unwrap().join("etc").exists());
-    assert!(matches!(s.put("logs", &"k".repeat(1025), b"", &PutOptions::default()), Err(StoreError::InvalidKey(_))));
+    assert!(matches!(
+        s.put("logs", &"k".repeat(1025), b"", &PutOptions::default()),
+        Err(StoreError::InvalidKey(_))
+    ));
 }
 
 #[test]
 fn missing_things_have_s3_error_codes() {
     let (_d, s) = store();
     assert_eq!(s.get("logs", "nope").unwrap_err().s3_code(), "NoSuchKey");
-    assert_eq!(s.get("other", "nope").unwrap_err().s3_code(), "NoSuchBucket");
+    assert_eq!(
+        s.get("other", "nope").unwrap_err().s3_code(),
+        "NoSuchBucket"
+    );
     assert!(s.create_bucket("Bad_Name").is_err());
 }
 
 #[test]
 fn bit_rot_in_a_body_is_detected_on_read() {
     let (d, s) = store();
-    s.put("logs", "k", b"original", &PutOptions::default()).unwrap();
-    let blob = std::fs::read_dir(d.path().join("blobs")).unwrap().next().unwrap().unwrap().path();
+    s.put("logs", "k", b"original", &PutOptions::default())
+        .unwrap();
+    let blob = std::fs::read_dir(d.path().join("blobs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     std::fs::write(&blob, b"originaX").unwrap();
-    assert!(matches!(s.get("logs", "k"), Err(StoreError::Corrupt { .. })));
+    assert!(matches!(
+        s.get("logs", "k"),
+        Err(StoreError::Corrupt { .. })
+    ));
 }
 
 #[test]
@@ -93,5 +144,8 @@ fn overwrite_and_delete_leave_no_orphan_bodies_and_survive_reopen() {
     std::fs::write(d.path().join("blobs").join("orphan"), b"x").unwrap();
     let s = EmbeddedStore::open(d.path()).unwrap();
     assert_eq!(s.get("logs", "k").unwrap().body, b"2");
-    assert_eq!(std::fs::read_dir(d.path().join("blobs")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(d.path().join("blobs")).unwrap().count(),
+        1
+    );
 }

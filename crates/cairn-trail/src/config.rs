@@ -67,10 +67,15 @@ pub fn validate_trail_name(name: &str) -> Result<(), String> {
     if !b[n - 1].is_ascii_alphanumeric() {
         return Err("Trail name must ends with a letter or number.".into());
     }
-    if !b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-')) {
+    if !b
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+    {
         return Err("Trail name or ARN can only contain uppercase letters, lowercase letters, numbers, periods (.), hyphens (-), and underscores (_).".into());
     }
-    if b.windows(2).any(|w| !w[0].is_ascii_alphanumeric() && !w[1].is_ascii_alphanumeric()) {
+    if b.windows(2)
+        .any(|w| !w[0].is_ascii_alphanumeric() && !w[1].is_ascii_alphanumeric())
+    {
         return Err("Trail name cannot contain consecutive special characters.".into());
     }
     if name.parse::<std::net::Ipv4Addr>().is_ok() {
@@ -84,10 +89,22 @@ pub fn validate_trail_name(name: &str) -> Result<(), String> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TrailCommand {
     /// Create or replace a trail's configuration.
-    Put { config: TrailConfig, at: DateTime<Utc> },
-    StartLogging { name: String, at: DateTime<Utc> },
-    StopLogging { name: String, at: DateTime<Utc> },
-    Delete { name: String, at: DateTime<Utc> },
+    Put {
+        config: TrailConfig,
+        at: DateTime<Utc>,
+    },
+    StartLogging {
+        name: String,
+        at: DateTime<Utc>,
+    },
+    StopLogging {
+        name: String,
+        at: DateTime<Utc>,
+    },
+    Delete {
+        name: String,
+        at: DateTime<Utc>,
+    },
 }
 
 /// The persisted state of a trail, and what GetTrailStatus reports.

@@ -43,7 +43,9 @@ pub struct DigestInput<'a> {
 }
 
 fn t(secs: i64) -> String {
-    DateTime::<Utc>::from_timestamp(secs, 0).map(iso).unwrap_or_default()
+    DateTime::<Utc>::from_timestamp(secs, 0)
+        .map(iso)
+        .unwrap_or_default()
 }
 
 /// The digest JSON, fields in the order AWS emits them; cairn's extra fields (accepted by the
@@ -78,10 +80,22 @@ pub fn digest_json(d: &DigestInput) -> Vec<u8> {
     });
     if let Some(obj) = v.as_object_mut() {
         if let Some(pc) = d.previous_chain {
-            obj.insert("cairnPreviousChainDigestS3Bucket".into(), Value::from(pc.bucket.clone()));
-            obj.insert("cairnPreviousChainDigestS3Object".into(), Value::from(pc.key.clone()));
-            obj.insert("cairnPreviousChainDigestHashValue".into(), Value::from(pc.sha256.clone()));
-            obj.insert("cairnPreviousChainDigestSignature".into(), Value::from(pc.signature.clone()));
+            obj.insert(
+                "cairnPreviousChainDigestS3Bucket".into(),
+                Value::from(pc.bucket.clone()),
+            );
+            obj.insert(
+                "cairnPreviousChainDigestS3Object".into(),
+                Value::from(pc.key.clone()),
+            );
+            obj.insert(
+                "cairnPreviousChainDigestHashValue".into(),
+                Value::from(pc.sha256.clone()),
+            );
+            obj.insert(
+                "cairnPreviousChainDigestSignature".into(),
+                Value::from(pc.signature.clone()),
+            );
         }
         if let Some(e) = d.chain_event {
             obj.insert("cairnChainEvent".into(), Value::from(e));
@@ -96,6 +110,15 @@ pub fn sha256_hex(b: &[u8]) -> String {
 }
 
 /// The four-line signing string of spec §3.5.
-pub fn signing_string(end_time: &str, bucket: &str, key: &str, digest_sha256: &str, previous_signature: Option<&str>) -> String {
-    format!("{end_time}\n{bucket}/{key}\n{digest_sha256}\n{}", previous_signature.unwrap_or("null"))
+pub fn signing_string(
+    end_time: &str,
+    bucket: &str,
+    key: &str,
+    digest_sha256: &str,
+    previous_signature: Option<&str>,
+) -> String {
+    format!(
+        "{end_time}\n{bucket}/{key}\n{digest_sha256}\n{}",
+        previous_signature.unwrap_or("null")
+    )
 }

@@ -1,5 +1,7 @@
 use crate::config::{TrailCommand, TrailConfig, TrailState};
-use crate::digest::{digest_json, sha256_hex, signing_string, DeliveredFile, DigestInput, DigestLink};
+use crate::digest::{
+    digest_json, sha256_hex, signing_string, DeliveredFile, DigestInput, DigestLink,
+};
 use crate::entry::{self, Entry, EventHeader};
 use crate::keys::{sign_hex, KeyRing, PublicKeyInfo, RootKey};
 use crate::logfile::{LogFile, LogFileBuilder};
@@ -51,7 +53,12 @@ impl EngineOptions {
             digest_interval: Duration::hours(1),
             max_file_bytes: MAX_FILE_BYTES,
             gzip_level: 6,
-            regions: vec!["us-east-1".into(), "us-east-2".into(), "us-west-2".into(), "eu-west-1".into()],
+            regions: vec![
+                "us-east-1".into(),
+                "us-east-2".into(),
+                "us-west-2".into(),
+                "eu-west-1".into(),
+            ],
             max_records_per_pump: 100_000,
         }
     }
@@ -105,7 +112,12 @@ struct OpenEpoch {
 
 impl OpenEpoch {
     fn new(seq_from: u64) -> OpenEpoch {
-        OpenEpoch { seq_from, opened_at: None, batches: BTreeMap::new(), full: false }
+        OpenEpoch {
+            seq_from,
+            opened_at: None,
+            batches: BTreeMap::new(),
+            full: false,
+        }
     }
 }
 
@@ -172,23 +184,55 @@ impl TrailEngine {
         let (cursor, epoch, trails, chains, intents) = {
             let r = db.begin_read().map_err(db_err)?;
             let meta = r.open_table(META).map_err(db_err)?;
-            let cursor = meta.get("cursor").map_err(db_err)?.map(|v| v.value()).unwrap_or(jcursor);
-            let epoch = meta.get("epoch").map_err(db_err)?.map(|v| v.value()).unwrap_or(0);
+            let cursor = meta
+                .get("cursor")
+                .map_err(db_err)?
+                .map(|v| v.value())
+                .unwrap_or(jcursor);
+            let epoch = meta
+                .get("epoch")
+                .map_err(db_err)?
+                .map(|v| v.value())
+                .unwrap_or(0);
             let mut trails = BTreeMap::new();
-            for item in r.open_table(TRAILS).map_err(db_err)?.iter().map_err(db_err)? {
+            for item in r
+                .open_table(TRAILS)
+                .map_err(db_err)?
+                .iter()
+                .map_err(db_err)?
+            {
                 let (k, v) = item.map_err(db_err)?;
-                trails.insert(k.value().to_string(), serde_json::from_slice(v.value()).map_err(db_err)?);
+                trails.insert(
+                    k.value().to_string(),
+                    serde_json::from_slice(v.value()).map_err(db_err)?,
+                );
             }
             let mut chains = BTreeMap::new();
-            for item in r.open_table(CHAINS).map_err(db_err)?.iter().map_err(db_err)? {
+            for item in r
+                .open_table(CHAINS)
+                .map_err(db_err)?
+                .iter()
+                .map_err(db_err)?
+            {
                 let (k, v) = item.map_err(db_err)?;
                 let (t, reg) = k.value();
-                chains.insert((t.to_string(), reg.to_string()), serde_json::from_slice(v.value()).map_err(db_err)?);
+                chains.insert(
+                    (t.to_string(), reg.to_string()),
+                    serde_json::from_slice(v.value()).map_err(db_err)?,
+                );
             }
             let mut intents = BTreeMap::new();
-            for item in r.open_table(INTENTS).map_err(db_err)?.iter().map_err(db_err)? {
+            for item in r
+                .open_table(INTENTS)
+                .map_err(db_err)?
+                .iter()
+                .map_err(db_err)?
+            {
                 let (k, v) = item.map_err(db_err)?;
-                intents.insert(k.value(), serde_json::from_slice(v.value()).map_err(db_err)?);
+                intents.insert(
+                    k.value(),
+                    serde_json::from_slice(v.value()).map_err(db_err)?,
+                );
             }
             (cursor, epoch, trails, chains, intents)
         };
@@ -200,7 +244,15 @@ impl TrailEngine {
             keys,
             clock,
             opts,
-            inner: Mutex::new(Inner { reader, open: OpenEpoch::new(cursor), cursor, epoch, trails, chains, intents }),
+            inner: Mutex::new(Inner {
+                reader,
+                open: OpenEpoch::new(cursor),
+                cursor,
+                epoch,
+                trails,
+                chains,
+                intents,
+            }),
         };
         {
             let mut inner = engine.lock();
@@ -231,7 +283,10 @@ impl TrailEngine {
     pub fn command(&self, cmd: TrailCommand) -> Result<u64> {
         if let TrailCommand::Put { config, .. } = &cmd {
             crate::validate_trail_name(&config.name).map_err(TrailError::Invalid)?;
-            config.selectors.validate().map_err(|e| TrailError::Invalid(e.message))?;
+            config
+                .selectors
+                .validate()
+                .map_err(|e| TrailError::Invalid(e.message))?;
         }
         Ok(self.journal.append(&entry::encode_command(&cmd))?)
     }
@@ -244,7 +299,9 @@ impl TrailEngine {
         let mut rep = PumpReport::default();
         self.retry_intents(&mut inner, now)?;
         while (rep.records as usize) < self.opts.max_records_per_pump {
-            let Some((seq, bytes)) = inner.reader.next_record()? else { break };
+            let Some((seq, bytes)) = inner.reader.next_record()? else {
+                break;
+            };
             rep.records += 1;
             match entry::decode(&bytes)? {
                 Entry::Event { header, json } => {
@@ -293,7 +350,12 @@ impl TrailEngine {
         if !inner.intents.is_empty() {
             return Ok(total);
         }
-        let keys: Vec<_> = inner.chains.iter().filter(|(_, c)| c.active && c.window_start < now).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<_> = inner
+            .chains
+            .iter()
+            .filter(|(_, c)| c.active && c.window_start < now)
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in keys {
             if self.emit_digest(&mut inner, &k, now, None, now)? {
                 total.digests += 1;
@@ -306,7 +368,10 @@ impl TrailEngine {
         let level = self.opts.gzip_level;
         let Inner { trails, open, .. } = inner;
         for (name, st) in trails.iter() {
-            if !st.logging || !st.config.scope().admits(&h.facts) || !st.config.selectors.matches(&h.facts) {
+            if !st.logging
+                || !st.config.scope().admits(&h.facts)
+                || !st.config.selectors.matches(&h.facts)
+            {
                 continue;
             }
             let b = open
@@ -332,9 +397,17 @@ impl TrailEngine {
         let mut files = vec![];
         let mut intents = vec![];
         for (i, ((trail, region), b)) in open.batches.into_iter().enumerate() {
-            let Some(st) = inner.trails.get(&trail) else { continue };
+            let Some(st) = inner.trails.get(&trail) else {
+                continue;
+            };
             let cfg = &st.config;
-            let key = names::log_file_key(cfg.prefix(), &cfg.account, &region, now, &names::unique_part(epoch, i as u32));
+            let key = names::log_file_key(
+                cfg.prefix(),
+                &cfg.account,
+                &region,
+                now,
+                &names::unique_part(epoch, i as u32),
+            );
             let f = b.finish();
             intents.push(FileIntent {
                 trail: trail.clone(),
@@ -342,17 +415,29 @@ impl TrailEngine {
                 bucket: cfg.s3_bucket.clone(),
                 key,
                 sha256: f.sha256.clone(),
-                snapshot: Snapshot { selectors: cfg.selectors.clone(), scope: cfg.scope() },
+                snapshot: Snapshot {
+                    selectors: cfg.selectors.clone(),
+                    scope: cfg.scope(),
+                },
             });
             files.push(f);
         }
-        let intent = EpochIntent { epoch, seq_from: open.seq_from, seq_to, delivered_at: now, files: intents };
+        let intent = EpochIntent {
+            epoch,
+            seq_from: open.seq_from,
+            seq_to,
+            delivered_at: now,
+            files: intents,
+        };
         inner.epoch += 1;
         inner.cursor = seq_to;
         inner.intents.insert(epoch, intent.clone());
         let w = self.db.begin_write().map_err(db_err)?;
         {
-            w.open_table(INTENTS).map_err(db_err)?.insert(epoch, js(&intent)?.as_slice()).map_err(db_err)?;
+            w.open_table(INTENTS)
+                .map_err(db_err)?
+                .insert(epoch, js(&intent)?.as_slice())
+                .map_err(db_err)?;
             let mut m = w.open_table(META).map_err(db_err)?;
             m.insert("cursor", seq_to).map_err(db_err)?;
             m.insert("epoch", inner.epoch).map_err(db_err)?;
@@ -377,13 +462,22 @@ impl TrailEngine {
 
     /// Rebuilds an epoch's files from its journal range: the same bytes as the first time.
     fn rebuild(&self, intent: &EpochIntent) -> Result<Vec<LogFile>> {
-        let mut builders: Vec<LogFileBuilder> = intent.files.iter().map(|_| LogFileBuilder::new(self.opts.gzip_level)).collect();
+        let mut builders: Vec<LogFileBuilder> = intent
+            .files
+            .iter()
+            .map(|_| LogFileBuilder::new(self.opts.gzip_level))
+            .collect();
         let mut r = self.journal.reader(intent.seq_from)?;
         while r.position() < intent.seq_to {
-            let Some((_, bytes)) = r.next_record()? else { break };
+            let Some((_, bytes)) = r.next_record()? else {
+                break;
+            };
             if let Entry::Event { header, json } = entry::decode(&bytes)? {
                 for (fi, b) in intent.files.iter().zip(builders.iter_mut()) {
-                    if fi.region == header.facts.region && fi.snapshot.scope.admits(&header.facts) && fi.snapshot.selectors.matches(&header.facts) {
+                    if fi.region == header.facts.region
+                        && fi.snapshot.scope.admits(&header.facts)
+                        && fi.snapshot.selectors.matches(&header.facts)
+                    {
                         b.push(&json, header.time);
                     }
                 }
@@ -392,7 +486,11 @@ impl TrailEngine {
         let files: Vec<LogFile> = builders.into_iter().map(LogFileBuilder::finish).collect();
         for (fi, f) in intent.files.iter().zip(&files) {
             if f.sha256 != fi.sha256 {
-                return Err(TrailError::Nondeterministic { key: fi.key.clone(), got: f.sha256.clone(), want: fi.sha256.clone() });
+                return Err(TrailError::Nondeterministic {
+                    key: fi.key.clone(),
+                    got: f.sha256.clone(),
+                    want: fi.sha256.clone(),
+                });
             }
         }
         Ok(files)
@@ -400,9 +498,19 @@ impl TrailEngine {
 
     /// Writes an epoch's files; on success records them for their digests and drops the
     /// intent. Returns false (intent kept, error recorded in the trail status) on failure.
-    fn deliver(&self, inner: &mut Inner, intent: &EpochIntent, files: Vec<LogFile>, now: DateTime<Utc>) -> Result<bool> {
+    fn deliver(
+        &self,
+        inner: &mut Inner,
+        intent: &EpochIntent,
+        files: Vec<LogFile>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         for (fi, f) in intent.files.iter().zip(&files) {
-            let opts = PutOptions { content_type: Some("application/json".into()), content_encoding: Some("gzip".into()), ..Default::default() };
+            let opts = PutOptions {
+                content_type: Some("application/json".into()),
+                content_encoding: Some("gzip".into()),
+                ..Default::default()
+            };
             if let Err(e) = self.store.put(&fi.bucket, &fi.key, &f.gz, &opts) {
                 tracing::warn!(trail = %fi.trail, key = %fi.key, error = %e, "log file delivery failed; will retry");
                 if let Some(st) = inner.trails.get_mut(&fi.trail) {
@@ -414,22 +522,48 @@ impl TrailEngine {
             }
         }
         for (fi, f) in intent.files.iter().zip(&files) {
-            let df = DeliveredFile { bucket: fi.bucket.clone(), key: fi.key.clone(), sha256: f.sha256.clone(), oldest: f.oldest, newest: f.newest, delivered_at: intent.delivered_at };
-            let home_start = inner.chains.get(&(fi.trail.clone(), inner.trails.get(&fi.trail).map(|s| s.config.home_region.clone()).unwrap_or_default())).map(|c| c.window_start);
+            let df = DeliveredFile {
+                bucket: fi.bucket.clone(),
+                key: fi.key.clone(),
+                sha256: f.sha256.clone(),
+                oldest: f.oldest,
+                newest: f.newest,
+                delivered_at: intent.delivered_at,
+            };
+            let home_start = inner
+                .chains
+                .get(&(
+                    fi.trail.clone(),
+                    inner
+                        .trails
+                        .get(&fi.trail)
+                        .map(|s| s.config.home_region.clone())
+                        .unwrap_or_default(),
+                ))
+                .map(|c| c.window_start);
             if let Some(st) = inner.trails.get_mut(&fi.trail) {
                 st.latest_delivery_time = Some(now);
                 st.latest_delivery_attempt_time = Some(now);
                 st.latest_delivery_error = None;
                 if st.logging && st.config.log_file_validation {
-                    let chain = inner.chains.entry((fi.trail.clone(), fi.region.clone())).or_insert_with(|| ChainState {
-                        active: true,
-                        window_start: home_start.unwrap_or(whole_seconds(intent.delivered_at)),
-                        prev: None,
-                        previous_chain: None,
-                        pending: vec![],
-                    });
+                    let chain = inner
+                        .chains
+                        .entry((fi.trail.clone(), fi.region.clone()))
+                        .or_insert_with(|| ChainState {
+                            active: true,
+                            window_start: home_start.unwrap_or(whole_seconds(intent.delivered_at)),
+                            prev: None,
+                            previous_chain: None,
+                            pending: vec![],
+                        });
                     if !chain.active {
-                        *chain = ChainState { active: true, window_start: whole_seconds(intent.delivered_at), previous_chain: chain.prev.take(), prev: None, pending: vec![] };
+                        *chain = ChainState {
+                            active: true,
+                            window_start: whole_seconds(intent.delivered_at),
+                            previous_chain: chain.prev.take(),
+                            prev: None,
+                            pending: vec![],
+                        };
                     }
                     chain.pending.push(df);
                 }
@@ -437,31 +571,47 @@ impl TrailEngine {
         }
         inner.intents.remove(&intent.epoch);
         let w = self.db.begin_write().map_err(db_err)?;
-        w.open_table(INTENTS).map_err(db_err)?.remove(intent.epoch).map_err(db_err)?;
+        w.open_table(INTENTS)
+            .map_err(db_err)?
+            .remove(intent.epoch)
+            .map_err(db_err)?;
         self.write_state(&w, inner)?;
         w.commit().map_err(db_err)?;
-        let keep_from = inner.intents.values().map(|i| i.seq_from).min().unwrap_or(inner.cursor).min(inner.cursor);
-        self.journal.commit_cursor(DELIVERY_CONSUMER, keep_from.min(inner.open.seq_from))?;
+        let keep_from = inner
+            .intents
+            .values()
+            .map(|i| i.seq_from)
+            .min()
+            .unwrap_or(inner.cursor)
+            .min(inner.cursor);
+        self.journal
+            .commit_cursor(DELIVERY_CONSUMER, keep_from.min(inner.open.seq_from))?;
         Ok(true)
     }
 
     fn write_state(&self, w: &WriteTransaction, inner: &Inner) -> Result<()> {
         {
             let mut t = w.open_table(TRAILS).map_err(db_err)?;
-            let names: Vec<String> = t.iter().map_err(db_err)?.filter_map(|i| i.ok().map(|(k, _)| k.value().to_string())).collect();
+            let names: Vec<String> = t
+                .iter()
+                .map_err(db_err)?
+                .filter_map(|i| i.ok().map(|(k, _)| k.value().to_string()))
+                .collect();
             for n in names {
                 if !inner.trails.contains_key(&n) {
                     t.remove(n.as_str()).map_err(db_err)?;
                 }
             }
             for (name, st) in &inner.trails {
-                t.insert(name.as_str(), js(st)?.as_slice()).map_err(db_err)?;
+                t.insert(name.as_str(), js(st)?.as_slice())
+                    .map_err(db_err)?;
             }
         }
         {
             let mut t = w.open_table(CHAINS).map_err(db_err)?;
             for ((tr, reg), c) in &inner.chains {
-                t.insert((tr.as_str(), reg.as_str()), js(c)?.as_slice()).map_err(db_err)?;
+                t.insert((tr.as_str(), reg.as_str()), js(c)?.as_slice())
+                    .map_err(db_err)?;
             }
         }
         let mut m = w.open_table(META).map_err(db_err)?;
@@ -490,13 +640,22 @@ impl TrailEngine {
     }
 
     /// Applies a trail command at journal position `seq`. Returns digests written.
-    fn apply(&self, inner: &mut Inner, seq: u64, cmd: TrailCommand, now: DateTime<Utc>) -> Result<u64> {
+    fn apply(
+        &self,
+        inner: &mut Inner,
+        seq: u64,
+        cmd: TrailCommand,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
         let mut digests = 0;
         let start = whole_seconds(now);
         match cmd {
             TrailCommand::Put { config, .. } => {
                 let name = config.name.clone();
-                let st = inner.trails.entry(name.clone()).or_insert_with(|| TrailState::new(config.clone()));
+                let st = inner
+                    .trails
+                    .entry(name.clone())
+                    .or_insert_with(|| TrailState::new(config.clone()));
                 let was_validating = st.logging && st.config.log_file_validation;
                 st.config = config;
                 let logging = st.logging;
@@ -534,7 +693,12 @@ impl TrailEngine {
                     digests += self.end_chains(inner, &name, now, "DeleteTrail")?;
                 }
                 inner.trails.remove(&name);
-                let gone: Vec<_> = inner.chains.keys().filter(|k| k.0 == name).cloned().collect();
+                let gone: Vec<_> = inner
+                    .chains
+                    .keys()
+                    .filter(|k| k.0 == name)
+                    .cloned()
+                    .collect();
                 let w = self.db.begin_write().map_err(db_err)?;
                 {
                     let mut t = w.open_table(CHAINS).map_err(db_err)?;
@@ -552,26 +716,52 @@ impl TrailEngine {
         Ok(digests)
     }
 
-    fn start_chains(&self, inner: &mut Inner, name: &str, regions: &[String], start: DateTime<Utc>) {
+    fn start_chains(
+        &self,
+        inner: &mut Inner,
+        name: &str,
+        regions: &[String],
+        start: DateTime<Utc>,
+    ) {
         for region in regions {
-            let c = inner.chains.entry((name.to_string(), region.clone())).or_insert_with(|| ChainState {
-                active: false,
-                window_start: start,
-                prev: None,
-                previous_chain: None,
-                pending: vec![],
-            });
+            let c = inner
+                .chains
+                .entry((name.to_string(), region.clone()))
+                .or_insert_with(|| ChainState {
+                    active: false,
+                    window_start: start,
+                    prev: None,
+                    previous_chain: None,
+                    pending: vec![],
+                });
             if !c.active {
-                *c = ChainState { active: true, window_start: start, previous_chain: c.prev.take(), prev: None, pending: vec![] };
+                *c = ChainState {
+                    active: true,
+                    window_start: start,
+                    previous_chain: c.prev.take(),
+                    prev: None,
+                    pending: vec![],
+                };
             }
         }
     }
 
     /// Final digests for every chain of a trail; the chains end.
-    fn end_chains(&self, inner: &mut Inner, name: &str, now: DateTime<Utc>, why: &str) -> Result<u64> {
+    fn end_chains(
+        &self,
+        inner: &mut Inner,
+        name: &str,
+        now: DateTime<Utc>,
+        why: &str,
+    ) -> Result<u64> {
         let mut n = 0;
         let end = whole_seconds(now);
-        let keys: Vec<_> = inner.chains.iter().filter(|(k, c)| k.0 == name && c.active).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<_> = inner
+            .chains
+            .iter()
+            .filter(|(k, c)| k.0 == name && c.active)
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in keys {
             let c = &inner.chains[&k];
             if c.window_start < end || !c.pending.is_empty() {
@@ -590,7 +780,12 @@ impl TrailEngine {
     fn emit_due_digests(&self, inner: &mut Inner, now: DateTime<Utc>) -> Result<u64> {
         let mut n = 0;
         let oldest_pending = inner.intents.values().map(|i| i.delivered_at).min();
-        let keys: Vec<_> = inner.chains.iter().filter(|(_, c)| c.active).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<_> = inner
+            .chains
+            .iter()
+            .filter(|(_, c)| c.active)
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in keys {
             loop {
                 let Some(c) = inner.chains.get(&k) else { break };
@@ -610,15 +805,46 @@ impl TrailEngine {
 
     /// Writes the digest of `key`'s chain for the window ending at `end`. Returns false when
     /// the write failed (recorded in the trail status; retried later).
-    fn emit_digest(&self, inner: &mut Inner, k: &(String, String), end: DateTime<Utc>, why: Option<&str>, now: DateTime<Utc>) -> Result<bool> {
-        let Some(st) = inner.trails.get(&k.0) else { return Ok(false) };
-        let Some(chain) = inner.chains.get(k) else { return Ok(false) };
+    fn emit_digest(
+        &self,
+        inner: &mut Inner,
+        k: &(String, String),
+        end: DateTime<Utc>,
+        why: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let Some(st) = inner.trails.get(&k.0) else {
+            return Ok(false);
+        };
+        let Some(chain) = inner.chains.get(k) else {
+            return Ok(false);
+        };
         let cfg = &st.config;
-        let files: Vec<DeliveredFile> = chain.pending.iter().filter(|f| why.is_some() || f.delivered_at < end).cloned().collect();
-        let key = names::digest_key(cfg.prefix(), &cfg.account, &k.1, &cfg.name, &cfg.home_region, end);
+        let files: Vec<DeliveredFile> = chain
+            .pending
+            .iter()
+            .filter(|f| why.is_some() || f.delivered_at < end)
+            .cloned()
+            .collect();
+        let key = names::digest_key(
+            cfg.prefix(),
+            &cfg.account,
+            &k.1,
+            &cfg.name,
+            &cfg.home_region,
+            end,
+        );
         let (fp, kp) = self.keys.signing_key(&k.1, end)?;
-        let previous_chain = if chain.prev.is_none() { chain.previous_chain.as_ref() } else { None };
-        let chain_event = why.or(if chain.prev.is_none() && previous_chain.is_some() { Some("StartLogging") } else { None });
+        let previous_chain = if chain.prev.is_none() {
+            chain.previous_chain.as_ref()
+        } else {
+            None
+        };
+        let chain_event = why.or(if chain.prev.is_none() && previous_chain.is_some() {
+            Some("StartLogging")
+        } else {
+            None
+        });
         let json = digest_json(&DigestInput {
             account: &cfg.account,
             bucket: &cfg.s3_bucket,
@@ -632,14 +858,27 @@ impl TrailEngine {
             chain_event,
         });
         let hash = sha256_hex(&json);
-        let sts = signing_string(&iso(end), &cfg.s3_bucket, &key, &hash, chain.prev.as_ref().map(|p| p.signature.as_str()));
+        let sts = signing_string(
+            &iso(end),
+            &cfg.s3_bucket,
+            &key,
+            &hash,
+            chain.prev.as_ref().map(|p| p.signature.as_str()),
+        );
         let sig = sign_hex(&kp, sts.as_bytes())?;
-        let mut gz = GzBuilder::new().mtime(0).write(Vec::new(), Compression::new(6));
+        let mut gz = GzBuilder::new()
+            .mtime(0)
+            .write(Vec::new(), Compression::new(6));
         gz.write_all(&json)?;
         let gz = gz.finish()?;
-        let mut opts = PutOptions { content_type: Some("application/json".into()), content_encoding: Some("gzip".into()), ..Default::default() };
+        let mut opts = PutOptions {
+            content_type: Some("application/json".into()),
+            content_encoding: Some("gzip".into()),
+            ..Default::default()
+        };
         opts.metadata.insert("signature".into(), sig.clone());
-        opts.metadata.insert("signature-algorithm".into(), "SHA256withRSA".into());
+        opts.metadata
+            .insert("signature-algorithm".into(), "SHA256withRSA".into());
         let bucket = cfg.s3_bucket.clone();
         if let Err(e) = self.store.put(&bucket, &key, &gz, &opts) {
             tracing::warn!(trail = %k.0, region = %k.1, error = %e, "digest delivery failed; will retry");
@@ -650,7 +889,12 @@ impl TrailEngine {
             return Ok(false);
         }
         if let Some(c) = inner.chains.get_mut(k) {
-            c.prev = Some(DigestLink { bucket, key, sha256: hash, signature: sig });
+            c.prev = Some(DigestLink {
+                bucket,
+                key,
+                sha256: hash,
+                signature: sig,
+            });
             c.previous_chain = None;
             c.window_start = end;
             c.pending.retain(|f| why.is_none() && f.delivered_at >= end);
@@ -673,7 +917,12 @@ impl TrailEngine {
     }
 
     /// ListPublicKeys for `region`.
-    pub fn public_keys(&self, region: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<PublicKeyInfo>> {
+    pub fn public_keys(
+        &self,
+        region: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<PublicKeyInfo>> {
         self.keys.public_keys(region, start, end)
     }
 

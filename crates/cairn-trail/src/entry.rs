@@ -32,7 +32,10 @@ pub fn encode_event(rec: &EventRecord) -> Vec<u8> {
 
 /// As [`encode_event`] when the record's JSON is already at hand.
 pub fn encode_event_json(rec: &EventRecord, json: &[u8]) -> Vec<u8> {
-    let header = EventHeader { facts: EventFacts::from(rec), time: rec.event_time.timestamp() };
+    let header = EventHeader {
+        facts: EventFacts::from(rec),
+        time: rec.event_time.timestamp(),
+    };
     let h = serde_json::to_vec(&header).unwrap_or_default();
     let mut out = Vec::with_capacity(5 + h.len() + json.len());
     out.push(KIND_EVENT);
@@ -54,11 +57,18 @@ pub fn decode(bytes: &[u8]) -> Result<Entry> {
         Some(&KIND_EVENT) => {
             let n = bytes.get(1..5).ok_or_else(|| bad("short event"))?;
             let n = u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize;
-            let h = bytes.get(5..5 + n).ok_or_else(|| bad("short event header"))?;
+            let h = bytes
+                .get(5..5 + n)
+                .ok_or_else(|| bad("short event header"))?;
             let header: EventHeader = serde_json::from_slice(h).map_err(|e| bad(&e.to_string()))?;
-            Ok(Entry::Event { header, json: bytes[5 + n..].to_vec() })
+            Ok(Entry::Event {
+                header,
+                json: bytes[5 + n..].to_vec(),
+            })
         }
-        Some(&KIND_COMMAND) => Ok(Entry::Command(serde_json::from_slice(&bytes[1..]).map_err(|e| bad(&e.to_string()))?)),
+        Some(&KIND_COMMAND) => Ok(Entry::Command(
+            serde_json::from_slice(&bytes[1..]).map_err(|e| bad(&e.to_string()))?,
+        )),
         _ => Err(bad("unknown entry kind")),
     }
 }

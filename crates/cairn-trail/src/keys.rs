@@ -30,10 +30,13 @@ impl RootKey {
     /// Reads `path`, or creates it (mode 0600) with fresh random bytes.
     pub fn load_or_create(path: &Path) -> Result<RootKey> {
         let bytes = match std::fs::read_to_string(path) {
-            Ok(s) => hex::decode(s.trim()).map_err(|_| TrailError::Key("root key file is not hex".into()))?,
+            Ok(s) => hex::decode(s.trim())
+                .map_err(|_| TrailError::Key("root key file is not hex".into()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut b = [0u8; 32];
-                SystemRandom::new().fill(&mut b).map_err(|_| TrailError::Key("no randomness".into()))?;
+                SystemRandom::new()
+                    .fill(&mut b)
+                    .map_err(|_| TrailError::Key("no randomness".into()))?;
                 write_secret_file(path, hex::encode(b).as_bytes())?;
                 tracing::info!(path = %path.display(), "created root key");
                 b.to_vec()
@@ -47,17 +50,24 @@ impl RootKey {
         if b.len() != 32 {
             return Err(TrailError::Key("root key must be 32 bytes".into()));
         }
-        let k = UnboundKey::new(&AES_256_GCM, b).map_err(|_| TrailError::Key("bad root key".into()))?;
+        let k =
+            UnboundKey::new(&AES_256_GCM, b).map_err(|_| TrailError::Key("bad root key".into()))?;
         Ok(RootKey(LessSafeKey::new(k)))
     }
 
     /// `nonce || ciphertext+tag`, bound to `context`.
     pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>> {
         let mut nonce = [0u8; 12];
-        SystemRandom::new().fill(&mut nonce).map_err(|_| TrailError::Key("no randomness".into()))?;
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| TrailError::Key("no randomness".into()))?;
         let mut buf = plaintext.to_vec();
         self.0
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context), &mut buf)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(context),
+                &mut buf,
+            )
             .map_err(|_| TrailError::Key("encryption failed".into()))?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
@@ -69,12 +79,17 @@ impl RootKey {
             return Err(TrailError::Key("sealed secret too short".into()));
         }
         let (n, ct) = sealed.split_at(12);
-        let nonce = Nonce::try_assume_unique_for_key(n).map_err(|_| TrailError::Key("bad nonce".into()))?;
+        let nonce =
+            Nonce::try_assume_unique_for_key(n).map_err(|_| TrailError::Key("bad nonce".into()))?;
         let mut buf = ct.to_vec();
         let pt = self
             .0
             .open_in_place(nonce, Aad::from(context), &mut buf)
-            .map_err(|_| TrailError::Key("cannot decrypt a signing key: wrong root key or tampered data".into()))?;
+            .map_err(|_| {
+                TrailError::Key(
+                    "cannot decrypt a signing key: wrong root key or tampered data".into(),
+                )
+            })?;
         Ok(pt.to_vec())
     }
 }
@@ -86,7 +101,11 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     Ok(())
@@ -135,7 +154,11 @@ impl KeyRing {
         let w = db.begin_write().map_err(db_err)?;
         w.open_table(KEYS).map_err(db_err)?;
         w.commit().map_err(db_err)?;
-        Ok(KeyRing { db, root, cache: Mutex::new(HashMap::new()) })
+        Ok(KeyRing {
+            db,
+            root,
+            cache: Mutex::new(HashMap::new()),
+        })
     }
 
     fn load(&self, region: &str) -> Result<Vec<StoredKey>> {
@@ -151,27 +174,56 @@ impl KeyRing {
     /// a new one when none is valid at `t` or the newest is about to expire.
     pub fn signing_key(&self, region: &str, t: DateTime<Utc>) -> Result<(String, Arc<KeyPair>)> {
         let keys = self.load(region)?;
-        let newest = keys.iter().filter(|k| k.valid_from <= t && t < k.valid_to).max_by_key(|k| k.valid_from).cloned();
+        let newest = keys
+            .iter()
+            .filter(|k| k.valid_from <= t && t < k.valid_to)
+            .max_by_key(|k| k.valid_from)
+            .cloned();
         let key = match newest {
             Some(k) if k.valid_to - t > ROTATE_BEFORE => k,
             _ => self.create(region, t)?,
         };
-        if let Some(kp) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key.fingerprint) {
+        if let Some(kp) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key.fingerprint)
+        {
             return Ok((key.fingerprint.clone(), kp.clone()));
         }
-        let pkcs8 = self.root.open(&key.private_sealed, aad(region, &key.fingerprint).as_bytes())?;
-        let kp = Arc::new(KeyPair::from_pkcs8(&pkcs8).map_err(|e| TrailError::Key(format!("stored key unreadable: {e}")))?);
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key.fingerprint.clone(), kp.clone());
+        let pkcs8 = self.root.open(
+            &key.private_sealed,
+            aad(region, &key.fingerprint).as_bytes(),
+        )?;
+        let kp = Arc::new(
+            KeyPair::from_pkcs8(&pkcs8)
+                .map_err(|e| TrailError::Key(format!("stored key unreadable: {e}")))?,
+        );
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.fingerprint.clone(), kp.clone());
         Ok((key.fingerprint, kp))
     }
 
     fn create(&self, region: &str, t: DateTime<Utc>) -> Result<StoredKey> {
-        let kp = KeyPair::generate(KeySize::Rsa2048).map_err(|_| TrailError::Key("RSA key generation failed".into()))?;
+        let kp = KeyPair::generate(KeySize::Rsa2048)
+            .map_err(|_| TrailError::Key("RSA key generation failed".into()))?;
         let public_der = kp.public_key().as_ref().to_vec();
-        let pkcs8 = kp.as_der().map_err(|_| TrailError::Key("cannot encode private key".into()))?;
+        let pkcs8 = kp
+            .as_der()
+            .map_err(|_| TrailError::Key("cannot encode private key".into()))?;
         let fp = fingerprint(&public_der);
-        let sealed = self.root.seal(pkcs8.as_ref(), aad(region, &fp).as_bytes())?;
-        let key = StoredKey { fingerprint: fp.clone(), public_der, private_sealed: sealed, valid_from: t, valid_to: t + KEY_VALIDITY };
+        let sealed = self
+            .root
+            .seal(pkcs8.as_ref(), aad(region, &fp).as_bytes())?;
+        let key = StoredKey {
+            fingerprint: fp.clone(),
+            public_der,
+            private_sealed: sealed,
+            valid_from: t,
+            valid_to: t + KEY_VALIDITY,
+        };
         let w = self.db.begin_write().map_err(db_err)?;
         {
             let mut tb = w.open_table(KEYS).map_err(db_err)?;
@@ -189,12 +241,22 @@ impl KeyRing {
     }
 
     /// Public keys of `region` whose validity window intersects `[start, end]` (ListPublicKeys).
-    pub fn public_keys(&self, region: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<PublicKeyInfo>> {
+    pub fn public_keys(
+        &self,
+        region: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<PublicKeyInfo>> {
         Ok(self
             .load(region)?
             .into_iter()
             .filter(|k| k.valid_from <= end && start <= k.valid_to)
-            .map(|k| PublicKeyInfo { value: k.public_der, validity_start: k.valid_from, validity_end: k.valid_to, fingerprint: k.fingerprint })
+            .map(|k| PublicKeyInfo {
+                value: k.public_der,
+                validity_start: k.valid_from,
+                validity_end: k.valid_to,
+                fingerprint: k.fingerprint,
+            })
             .collect())
     }
 
@@ -217,7 +279,8 @@ fn aad(region: &str, fp: &str) -> String {
 /// RSASSA-PKCS1-v1_5 with SHA-256, lowercase hex.
 pub fn sign_hex(kp: &KeyPair, msg: &[u8]) -> Result<String> {
     let mut sig = vec![0u8; kp.public_modulus_len()];
-    kp.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), msg, &mut sig).map_err(|_| TrailError::Key("signing failed".into()))?;
+    kp.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), msg, &mut sig)
+        .map_err(|_| TrailError::Key("signing failed".into()))?;
     Ok(hex::encode(sig))
 }
 
@@ -242,7 +305,9 @@ mod tests {
         assert_eq!(der.len(), 270);
         assert_eq!(&der[..4], &[0x30, 0x82, 0x01, 0x0a]);
         use base64::Engine;
-        assert!(base64::engine::general_purpose::STANDARD.encode(der).starts_with("MIIBCgKCAQEA"));
+        assert!(base64::engine::general_purpose::STANDARD
+            .encode(der)
+            .starts_with("MIIBCgKCAQEA"));
         assert_eq!(fp, fingerprint(der));
     }
 
@@ -253,13 +318,28 @@ mod tests {
         let (a, _) = r.signing_key("eu-west-1", t0).unwrap();
         let (same, _) = r.signing_key("eu-west-1", t0 + Duration::days(10)).unwrap();
         assert_eq!(a, same);
-        let (b, _) = r.signing_key("eu-west-1", t0 + Duration::days(29) + Duration::hours(1)).unwrap();
+        let (b, _) = r
+            .signing_key("eu-west-1", t0 + Duration::days(29) + Duration::hours(1))
+            .unwrap();
         assert_ne!(a, b);
-        let all = r.public_keys("eu-west-1", t0, t0 + Duration::days(60)).unwrap();
+        let all = r
+            .public_keys("eu-west-1", t0, t0 + Duration::days(60))
+            .unwrap();
         assert_eq!(all.len(), 2);
-        assert!(all.iter().all(|k| k.validity_end - k.validity_start == KEY_VALIDITY));
-        assert_eq!(r.public_keys("eu-west-1", t0 - Duration::days(9), t0 - Duration::days(8)).unwrap().len(), 0);
-        assert_eq!(r.public_keys("us-east-1", t0, t0).unwrap().len(), 0, "keys are per region");
+        assert!(all
+            .iter()
+            .all(|k| k.validity_end - k.validity_start == KEY_VALIDITY));
+        assert_eq!(
+            r.public_keys("eu-west-1", t0 - Duration::days(9), t0 - Duration::days(8))
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(
+            r.public_keys("us-east-1", t0, t0).unwrap().len(),
+            0,
+            "keys are per region"
+        );
     }
 
     #[test]
@@ -268,7 +348,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("root.key");
         let k = RootKey::load_or_create(&p).unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let sealed = k.seal(b"secret", b"ctx").unwrap();
         assert_eq!(k.open(&sealed, b"ctx").unwrap(), b"secret");
         assert!(k.open(&sealed, b"other").is_err());

@@ -41,7 +41,11 @@ pub enum TrailError {
     #[error("{0}")]
     Invalid(String),
     #[error("rebuilt log file {key} differs from the original (sha256 {got}, expected {want})")]
-    Nondeterministic { key: String, got: String, want: String },
+    Nondeterministic {
+        key: String,
+        got: String,
+        want: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, TrailError>;

@@ -33,8 +33,17 @@ const TAIL: &[u8] = b"]}";
 impl LogFileBuilder {
     pub fn new(level: u32) -> LogFileBuilder {
         // mtime 0 and no file name: the gzip header carries nothing that varies between runs.
-        let gz = GzBuilder::new().mtime(0).write(Vec::with_capacity(64 << 10), Compression::new(level));
-        let mut b = LogFileBuilder { gz, sha: Sha256::new(), count: 0, raw_len: 0, oldest: i64::MAX, newest: i64::MIN };
+        let gz = GzBuilder::new()
+            .mtime(0)
+            .write(Vec::with_capacity(64 << 10), Compression::new(level));
+        let mut b = LogFileBuilder {
+            gz,
+            sha: Sha256::new(),
+            count: 0,
+            raw_len: 0,
+            oldest: i64::MAX,
+            newest: i64::MIN,
+        };
         b.write(HEAD);
         b
     }
@@ -87,7 +96,10 @@ mod tests {
     #[test]
     fn empty_file_hash_matches_the_spec_vector() {
         let f = LogFileBuilder::new(6).finish();
-        assert_eq!(f.sha256, "26a792db36a3afba23b1dd277fcc9f15a7313c4a92e4e4cc0494846af345ecff");
+        assert_eq!(
+            f.sha256,
+            "26a792db36a3afba23b1dd277fcc9f15a7313c4a92e4e4cc0494846af345ecff"
+        );
         let mut out = Vec::new();
         let mut d = flate2::read::GzDecoder::new(&f.gz[..]);
         std::io::Read::read_to_end(&mut d, &mut out).unwrap();
@@ -99,7 +111,11 @@ mod tests {
         let build = || {
             let mut b = LogFileBuilder::new(6);
             for i in 0..1000 {
-                b.push(format!("{{\"eventID\":\"{i}\",\"pad\":\"{}\"}}", "x".repeat(i % 97)).as_bytes(), i as i64);
+                b.push(
+                    format!("{{\"eventID\":\"{i}\",\"pad\":\"{}\"}}", "x".repeat(i % 97))
+                        .as_bytes(),
+                    i as i64,
+                );
             }
             b.finish()
         };

@@ -74,7 +74,10 @@ pub fn log_folder(prefix: Option<&str>, account: &str, region: &str) -> String {
 
 /// The prefix the AWS CLI lists digests with: `[prefix/]AWSLogs/<acct>/CloudTrail-Digest/<region>`.
 pub fn digest_list_prefix(prefix: Option<&str>, account: &str, region: &str) -> String {
-    with_prefix(prefix, format!("AWSLogs/{account}/CloudTrail-Digest/{region}"))
+    with_prefix(
+        prefix,
+        format!("AWSLogs/{account}/CloudTrail-Digest/{region}"),
+    )
 }
 
 #[cfg(test)]
@@ -94,7 +97,14 @@ mod tests {
     #[test]
     fn digest_key_matches_the_spec_example_and_the_cli_slice() {
         let t = Utc.with_ymd_and_hms(2015, 8, 17, 15, 1, 31).unwrap();
-        let k = digest_key(None, "111122223333", "us-east-2", "your-trail-name", "us-east-2", t);
+        let k = digest_key(
+            None,
+            "111122223333",
+            "us-east-2",
+            "your-trail-name",
+            "us-east-2",
+            t,
+        );
         assert_eq!(k, "AWSLogs/111122223333/CloudTrail-Digest/us-east-2/2015/08/17/111122223333_CloudTrail-Digest_us-east-2_your-trail-name_us-east-2_20150817T150131Z.json.gz");
         // The CLI reads the timestamp as key[-24:-8].
         assert_eq!(&k[k.len() - 24..k.len() - 8], "20150817T150131Z");

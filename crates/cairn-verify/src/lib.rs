@@ -31,7 +31,12 @@ pub struct PublicKey {
 
 /// Where public keys come from: the CloudTrail API, a data directory, or a file.
 pub trait PublicKeySource: Send + Sync {
-    fn list(&self, region: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<PublicKey>, String>;
+    fn list(
+        &self,
+        region: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<PublicKey>, String>;
 }
 
 /// Keys given as the JSON output of `aws cloudtrail list-public-keys`.
@@ -41,20 +46,37 @@ impl PublicKeyFile {
     pub fn parse(json: &[u8]) -> Result<PublicKeyFile, String> {
         use base64::Engine;
         let v: serde_json::Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
-        let list = v.get("PublicKeyList").and_then(|l| l.as_array()).ok_or("no PublicKeyList")?;
+        let list = v
+            .get("PublicKeyList")
+            .and_then(|l| l.as_array())
+            .ok_or("no PublicKeyList")?;
         let time = |x: Option<&serde_json::Value>| -> Result<DateTime<Utc>, String> {
             match x {
-                Some(serde_json::Value::Number(n)) => DateTime::from_timestamp(n.as_f64().unwrap_or(0.0) as i64, 0).ok_or("bad time".into()),
-                Some(serde_json::Value::String(s)) => cairn_record::time::parse_iso(s).ok_or(format!("bad time {s}")),
+                Some(serde_json::Value::Number(n)) => {
+                    DateTime::from_timestamp(n.as_f64().unwrap_or(0.0) as i64, 0)
+                        .ok_or("bad time".into())
+                }
+                Some(serde_json::Value::String(s)) => {
+                    cairn_record::time::parse_iso(s).ok_or(format!("bad time {s}"))
+                }
                 _ => Err("missing time".into()),
             }
         };
         let mut out = vec![];
         for k in list {
-            let value = k.get("Value").and_then(|x| x.as_str()).ok_or("missing Value")?;
+            let value = k
+                .get("Value")
+                .and_then(|x| x.as_str())
+                .ok_or("missing Value")?;
             out.push(PublicKey {
-                der: base64::engine::general_purpose::STANDARD.decode(value).map_err(|e| e.to_string())?,
-                fingerprint: k.get("Fingerprint").and_then(|x| x.as_str()).ok_or("missing Fingerprint")?.to_string(),
+                der: base64::engine::general_purpose::STANDARD
+                    .decode(value)
+                    .map_err(|e| e.to_string())?,
+                fingerprint: k
+                    .get("Fingerprint")
+                    .and_then(|x| x.as_str())
+                    .ok_or("missing Fingerprint")?
+                    .to_string(),
                 valid_from: time(k.get("ValidityStartTime"))?,
                 valid_to: time(k.get("ValidityEndTime"))?,
             });
@@ -64,8 +86,18 @@ impl PublicKeyFile {
 }
 
 impl PublicKeySource for PublicKeyFile {
-    fn list(&self, _region: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<PublicKey>, String> {
-        Ok(self.0.iter().filter(|k| k.valid_from <= end && start <= k.valid_to).cloned().collect())
+    fn list(
+        &self,
+        _region: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<PublicKey>, String> {
+        Ok(self
+            .0
+            .iter()
+            .filter(|k| k.valid_from <= end && start <= k.valid_to)
+            .cloned()
+            .collect())
     }
 }
 
@@ -115,10 +147,18 @@ pub struct Report {
 
 impl Report {
     pub fn stdout(&self) -> String {
-        self.lines.iter().filter(|l| l.0 == Stream::Out).map(|l| l.1.as_str()).collect()
+        self.lines
+            .iter()
+            .filter(|l| l.0 == Stream::Out)
+            .map(|l| l.1.as_str())
+            .collect()
     }
     pub fn stderr(&self) -> String {
-        self.lines.iter().filter(|l| l.0 == Stream::Err).map(|l| l.1.as_str()).collect()
+        self.lines
+            .iter()
+            .filter(|l| l.0 == Stream::Err)
+            .map(|l| l.1.as_str())
+            .collect()
     }
 }
 
