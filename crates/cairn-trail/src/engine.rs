@@ -14,6 +14,7 @@ use cairn_record::{Clock, EventRecord};
 use cairn_store::{ObjectStore, PutOptions};
 use chrono::{DateTime, Duration, Utc};
 use flate2::{Compression, GzBuilder};
+use rayon::prelude::*;
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -29,8 +30,12 @@ const TRAILS: TableDefinition<&str, &[u8]> = TableDefinition::new("trails");
 const CHAINS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("chains");
 const INTENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("intents");
 
-/// 50 MB compressed is CloudTrail's largest log file; close a file a little before.
-pub const MAX_FILE_BYTES: usize = 50_000_000 - (1 << 20);
+/// CloudTrail's largest log file is 50 MB compressed. A file is closed once it holds this many
+/// *uncompressed* bytes, so its compressed size is always below 50 MB whatever the data.
+pub const MAX_FILE_BYTES: usize = 48_000_000;
+/// Uncompressed bytes an open epoch may buffer across all its files before it is delivered
+/// early: the bound on delivery's memory.
+pub const MAX_EPOCH_BYTES: usize = 256 << 20;
 
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -38,6 +43,7 @@ pub struct EngineOptions {
     pub delivery_interval: Duration,
     pub digest_interval: Duration,
     pub max_file_bytes: usize,
+    pub max_epoch_bytes: usize,
     pub gzip_level: u32,
     /// The regions this installation serves: a multi-region trail keeps a digest chain in each.
     pub regions: Vec<String>,
@@ -52,6 +58,7 @@ impl EngineOptions {
             delivery_interval: Duration::minutes(5),
             digest_interval: Duration::hours(1),
             max_file_bytes: MAX_FILE_BYTES,
+            max_epoch_bytes: MAX_EPOCH_BYTES,
             gzip_level: 6,
             regions: vec![
                 "us-east-1".into(),
@@ -107,6 +114,7 @@ struct OpenEpoch {
     seq_from: u64,
     opened_at: Option<DateTime<Utc>>,
     batches: BTreeMap<(String, String), LogFileBuilder>,
+    bytes: usize,
     full: bool,
 }
 
@@ -116,6 +124,7 @@ impl OpenEpoch {
             seq_from,
             opened_at: None,
             batches: BTreeMap::new(),
+            bytes: 0,
             full: false,
         }
     }
@@ -139,6 +148,47 @@ pub struct PumpReport {
     pub digests: u64,
     /// True when the journal had more records than this call consumed.
     pub more: bool,
+}
+
+/// Read-only view of an engine's state directory, for tools that run while the engine does
+/// not (the offline validator, `cairn status`).
+pub struct StateReader {
+    db: Database,
+}
+
+impl StateReader {
+    pub fn open(state_dir: &Path) -> Result<StateReader> {
+        let path = state_dir.join("trail.redb");
+        if !path.exists() {
+            return Err(TrailError::Invalid(format!(
+                "no trail state at {}",
+                path.display()
+            )));
+        }
+        Ok(StateReader {
+            db: Database::open(path).map_err(db_err)?,
+        })
+    }
+
+    pub fn trails(&self) -> Result<Vec<TrailState>> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(TRAILS).map_err(db_err)?;
+        let mut out = vec![];
+        for item in t.iter().map_err(db_err)? {
+            let (_, v) = item.map_err(db_err)?;
+            out.push(serde_json::from_slice(v.value()).map_err(db_err)?);
+        }
+        Ok(out)
+    }
+
+    pub fn public_keys(
+        &self,
+        region: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<PublicKeyInfo>> {
+        crate::keys::list_public_keys(&self.db, region, start, end)
+    }
 }
 
 pub struct TrailEngine {
@@ -294,11 +344,17 @@ impl TrailEngine {
     /// One step of delivery at the clock's current time: consume journal records, deliver an
     /// epoch when due, write due digests. Bounded work; call repeatedly.
     pub fn pump(&self) -> Result<PumpReport> {
+        self.pump_limited(self.opts.max_records_per_pump)
+    }
+
+    /// As [`TrailEngine::pump`], consuming at most `max_records` records (drivers of simulated
+    /// time use small steps so delivery times follow event times).
+    pub fn pump_limited(&self, max_records: usize) -> Result<PumpReport> {
         let now = self.clock.now();
         let mut inner = self.lock();
         let mut rep = PumpReport::default();
         self.retry_intents(&mut inner, now)?;
-        while (rep.records as usize) < self.opts.max_records_per_pump {
+        while (rep.records as usize) < max_records {
             let Some((seq, bytes)) = inner.reader.next_record()? else {
                 break;
             };
@@ -317,7 +373,7 @@ impl TrailEngine {
                 }
             }
         }
-        rep.more = (rep.records as usize) >= self.opts.max_records_per_pump;
+        rep.more = (rep.records as usize) >= max_records;
         let pos = inner.reader.position();
         match inner.open.opened_at {
             Some(t) if now - t >= self.opts.delivery_interval => {
@@ -379,7 +435,8 @@ impl TrailEngine {
                 .entry((name.clone(), h.facts.region.clone()))
                 .or_insert_with(|| LogFileBuilder::new(level));
             b.push(json, h.time);
-            if b.compressed_len() >= self.opts.max_file_bytes {
+            open.bytes += json.len() + 1;
+            if b.raw_len() >= self.opts.max_file_bytes || open.bytes >= self.opts.max_epoch_bytes {
                 open.full = true;
             }
             open.opened_at.get_or_insert(now);
@@ -483,7 +540,10 @@ impl TrailEngine {
                 }
             }
         }
-        let files: Vec<LogFile> = builders.into_iter().map(LogFileBuilder::finish).collect();
+        let files: Vec<LogFile> = builders
+            .into_par_iter()
+            .map(LogFileBuilder::finish)
+            .collect();
         for (fi, f) in intent.files.iter().zip(&files) {
             if f.sha256 != fi.sha256 {
                 return Err(TrailError::Nondeterministic {
@@ -787,8 +847,7 @@ impl TrailEngine {
             .map(|(k, _)| k.clone())
             .collect();
         for k in keys {
-            loop {
-                let Some(c) = inner.chains.get(&k) else { break };
+            while let Some(c) = inner.chains.get(&k) {
                 let end = c.window_start + self.opts.digest_interval;
                 // A digest is written only after every file delivered in its window is stored.
                 if end > now || oldest_pending.is_some_and(|p| p < end) {

@@ -272,6 +272,36 @@ impl KeyRing {
     }
 }
 
+/// Public keys of `region` valid at some point of `[start, end]`, read straight from a state
+/// database (no root key needed: public keys are not secret).
+pub fn list_public_keys(
+    db: &Database,
+    region: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<Vec<PublicKeyInfo>> {
+    let r = db.begin_read().map_err(db_err)?;
+    let t = match r.open_table(KEYS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+        Err(e) => return Err(db_err(e)),
+    };
+    let keys: Vec<StoredKey> = match t.get(region).map_err(db_err)? {
+        Some(v) => serde_json::from_slice(v.value()).map_err(db_err)?,
+        None => vec![],
+    };
+    Ok(keys
+        .into_iter()
+        .filter(|k| k.valid_from <= end && start <= k.valid_to)
+        .map(|k| PublicKeyInfo {
+            value: k.public_der,
+            validity_start: k.valid_from,
+            validity_end: k.valid_to,
+            fingerprint: k.fingerprint,
+        })
+        .collect())
+}
+
 fn aad(region: &str, fp: &str) -> String {
     format!("cairn-signing-key|{region}|{fp}")
 }

@@ -19,7 +19,7 @@ pub mod logfile;
 pub mod names;
 
 pub use config::{validate_trail_name, TrailCommand, TrailConfig, TrailState};
-pub use engine::{EngineOptions, PumpReport, TrailEngine, DELIVERY_CONSUMER};
+pub use engine::{EngineOptions, PumpReport, StateReader, TrailEngine, DELIVERY_CONSUMER};
 pub use keys::{KeyRing, PublicKeyInfo, RootKey};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,17 +1,18 @@
 //! Building one log file: `{"Records":[...]}`, compact, one gzip member, hashed uncompressed.
+//!
+//! Records are buffered uncompressed and compressed in one call when the file closes, so a
+//! file rebuilt from the same records is byte-identical (same key, same bytes on retry) and
+//! the files of one delivery epoch can be compressed on all cores at once. The buffer is
+//! capped by the engine ([`crate::EngineOptions::max_file_bytes`]).
 
-use flate2::write::GzEncoder;
 use flate2::{Compression, GzBuilder};
 use sha2::{Digest as _, Sha256};
 use std::io::Write;
 
-/// A log file being filled. The exact sequence of writes is part of the contract: rebuilding
-/// a file from the same events must give the same bytes (same key, same bytes on retry).
 pub struct LogFileBuilder {
-    gz: GzEncoder<Vec<u8>>,
-    sha: Sha256,
+    raw: Vec<u8>,
+    level: u32,
     count: u64,
-    raw_len: u64,
     pub oldest: i64,
     pub newest: i64,
 }
@@ -32,57 +33,53 @@ const TAIL: &[u8] = b"]}";
 
 impl LogFileBuilder {
     pub fn new(level: u32) -> LogFileBuilder {
-        // mtime 0 and no file name: the gzip header carries nothing that varies between runs.
-        let gz = GzBuilder::new()
-            .mtime(0)
-            .write(Vec::with_capacity(64 << 10), Compression::new(level));
-        let mut b = LogFileBuilder {
-            gz,
-            sha: Sha256::new(),
+        let mut raw = Vec::with_capacity(256 << 10);
+        raw.extend_from_slice(HEAD);
+        LogFileBuilder {
+            raw,
+            level,
             count: 0,
-            raw_len: 0,
             oldest: i64::MAX,
             newest: i64::MIN,
-        };
-        b.write(HEAD);
-        b
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Writing into a Vec cannot fail.
-        let _ = self.gz.write_all(bytes);
-        self.sha.update(bytes);
-        self.raw_len += bytes.len() as u64;
+        }
     }
 
     /// Adds one record (compact JSON) with its event time (epoch seconds).
     pub fn push(&mut self, json: &[u8], event_time: i64) {
         if self.count > 0 {
-            self.write(b",");
+            self.raw.push(b',');
         }
-        self.write(json);
+        self.raw.extend_from_slice(json);
         self.count += 1;
         self.oldest = self.oldest.min(event_time);
         self.newest = self.newest.max(event_time);
     }
 
-    /// Compressed bytes produced so far (a lower bound of the final size).
-    pub fn compressed_len(&self) -> usize {
-        self.gz.get_ref().len()
+    /// Uncompressed bytes so far.
+    pub fn raw_len(&self) -> usize {
+        self.raw.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
 
+    /// Compresses (one gzip member, mtime 0, no name: nothing varies between runs) and hashes.
     pub fn finish(mut self) -> LogFile {
-        self.write(TAIL);
-        let gz = self.gz.finish().unwrap_or_default();
+        self.raw.extend_from_slice(TAIL);
+        let sha256 = hex::encode(Sha256::digest(&self.raw));
+        let mut gz = GzBuilder::new().mtime(0).write(
+            Vec::with_capacity(self.raw.len() / 6 + 64),
+            Compression::new(self.level),
+        );
+        // Writing into a Vec cannot fail.
+        let _ = gz.write_all(&self.raw);
+        let gz = gz.finish().unwrap_or_default();
         LogFile {
             gz,
-            sha256: hex::encode(self.sha.finalize()),
+            sha256,
             count: self.count,
-            raw_len: self.raw_len,
+            raw_len: self.raw.len() as u64,
             oldest: self.oldest,
             newest: self.newest,
         }
@@ -123,5 +120,21 @@ mod tests {
         assert_eq!(a.gz, b.gz);
         assert_eq!(a.sha256, b.sha256);
         assert_eq!((a.oldest, a.newest, a.count), (0, 999, 1000));
+    }
+
+    #[test]
+    fn output_is_a_single_gzip_member() {
+        let mut b = LogFileBuilder::new(6);
+        b.push(b"{\"a\":1}", 0);
+        let f = b.finish();
+        let mut cur = std::io::Cursor::new(&f.gz[..]);
+        let mut out = vec![];
+        std::io::Read::read_to_end(&mut flate2::bufread::GzDecoder::new(&mut cur), &mut out)
+            .unwrap();
+        assert_eq!(
+            cur.position() as usize,
+            f.gz.len(),
+            "nothing after the first member"
+        );
     }
 }

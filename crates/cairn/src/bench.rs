@@ -1,0 +1,441 @@
+//! `cairn bench ingest`: synthetic records through the journal and delivery into the
+//! embedded store, over simulated hours (an injectable clock: no sleeping), with a same-run
+//! bound (gzip + SHA-256 of the same bytes on one core) to compare against.
+
+use crate::install::Installation;
+use crate::synth::{Synth, REGIONS};
+use anyhow::Result;
+use cairn_record::selector::{DataResource, EventSelector, ReadWriteType, TrailSelectors};
+use cairn_record::time::iso;
+use cairn_record::ManualClock;
+use cairn_store::ObjectStore;
+use cairn_trail::{TrailCommand, TrailConfig};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use clap::Args;
+use rayon::prelude::*;
+use serde_json::json;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Number of events to write.
+    #[arg(long, default_value_t = 200_000)]
+    pub events: usize,
+    /// Target rate in events per second (default: as fast as possible).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Simulated hours the events are spread over (with an idle stretch and a stop/start gap
+    /// when long enough).
+    #[arg(long, default_value_t = 1.0)]
+    pub hours: f64,
+    /// Concurrent appenders (each append waits for its own durability).
+    #[arg(long, default_value_t = 64)]
+    pub producers: usize,
+    #[arg(long, default_value_t = 6)]
+    pub gzip_level: u32,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print everything as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Only append to the journal (no delivery): a baseline for the journal's share.
+    #[arg(long)]
+    pub journal_only: bool,
+}
+
+fn peak_rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Schedule {
+    t0: DateTime<Utc>,
+    span: f64,
+    idle: Option<(f64, f64)>,
+    stop: Option<(f64, f64)>,
+    n: usize,
+}
+
+impl Schedule {
+    fn time_of(&self, i: usize) -> DateTime<Utc> {
+        let idle_len = self.idle.map(|(a, b)| b - a).unwrap_or(0.0);
+        let mut x = (i as f64 / self.n.max(1) as f64) * (self.span - idle_len);
+        if let Some((a, _)) = self.idle {
+            if x >= a {
+                x += idle_len;
+            }
+        }
+        self.t0 + Duration::milliseconds((x * 1000.0) as i64)
+    }
+    fn index_at(&self, secs: f64) -> usize {
+        (0..self.n)
+            .find(|&i| self.time_of(i) >= self.t0 + Duration::milliseconds((secs * 1000.0) as i64))
+            .unwrap_or(self.n)
+    }
+}
+
+pub fn ingest(a: IngestArgs) -> Result<()> {
+    anyhow::ensure!(
+        a.events > 0 && a.producers > 0,
+        "--events and --producers must be positive"
+    );
+    let hours = a.hours.max(0.05);
+    let span = hours * 3600.0;
+    let now = Utc::now().trunc_subsecs(0);
+    let t0 = now - Duration::seconds((span + 7200.0) as i64);
+    let clock = ManualClock::new(t0);
+    let inst = Installation::open(&a.data_dir, None, Arc::new(clock.clone()), |o| {
+        o.gzip_level = a.gzip_level;
+        o.regions = REGIONS.iter().map(|s| s.to_string()).collect();
+    })?;
+    let account = inst.config.account_id.clone();
+    let engine = inst.engine.clone();
+    let bucket = "cairn-bench-logs";
+    inst.store.create_bucket(bucket)?;
+    let existing: Vec<String> = engine.trails().into_iter().map(|t| t.config.name).collect();
+    let name = (1..)
+        .map(|k| {
+            if k == 1 {
+                "bench".to_string()
+            } else {
+                format!("bench-{k}")
+            }
+        })
+        .find(|n| !existing.contains(n))
+        .unwrap_or_default();
+    let mut cfg = TrailConfig::new(&name, &account, "us-east-1", bucket);
+    cfg.multi_region = true;
+    cfg.log_file_validation = true;
+    cfg.selectors = TrailSelectors::Basic(vec![EventSelector {
+        read_write_type: ReadWriteType::All,
+        include_management_events: true,
+        data_resources: vec![
+            DataResource {
+                resource_type: "AWS::S3::Object".into(),
+                values: vec!["arn:aws:s3".into()],
+            },
+            DataResource {
+                resource_type: "AWS::DynamoDB::Table".into(),
+                values: vec!["arn:aws:dynamodb".into()],
+            },
+        ],
+        exclude_management_event_sources: vec![],
+    }]);
+    let arn = cfg.arn();
+    engine.command(TrailCommand::Put {
+        config: cfg,
+        at: t0,
+    })?;
+    engine.command(TrailCommand::StartLogging {
+        name: name.clone(),
+        at: t0,
+    })?;
+    engine.pump()?;
+
+    let sched = Schedule {
+        t0,
+        span,
+        idle: (hours >= 6.0).then_some((0.3 * span, 0.3 * span + 7200.0)),
+        stop: (hours >= 8.0).then_some((0.6 * span, 0.6 * span + 5400.0)),
+        n: a.events,
+    };
+    let (stop_i, start_i) = match sched.stop {
+        Some((s, e)) => (sched.index_at(s), sched.index_at(e)),
+        None => (usize::MAX, usize::MAX),
+    };
+
+    // Generate outside the timed section: the benchmark measures ingest, not JSON encoding.
+    if !a.json {
+        eprintln!("generating {} events…", a.events);
+    }
+    let chunk = 4096;
+    let entries: Vec<(i64, Vec<u8>, usize)> = (0..a.events.div_ceil(chunk))
+        .into_par_iter()
+        .flat_map_iter(|c| {
+            let mut s = Synth::new(
+                &account,
+                a.seed.wrapping_mul(1_000_003).wrapping_add(c as u64),
+            );
+            let sched = &sched;
+            (c * chunk..((c + 1) * chunk).min(a.events)).map(move |i| {
+                let t = sched.time_of(i);
+                let r = s.event(t);
+                let json = r.to_json();
+                (
+                    t.timestamp_millis(),
+                    cairn_trail::entry::encode_event_json(&r, &json),
+                    json.len(),
+                )
+            })
+        })
+        .collect();
+    let raw_bytes: usize = entries.iter().map(|e| e.2).sum();
+    let rss_generated = peak_rss_kib("VmRSS:");
+
+    let next = AtomicUsize::new(0);
+    let sim_now = AtomicI64::new(t0.timestamp_millis());
+    // Event time of each journal record, so the delivery clock can follow the stream.
+    let base_seq = inst.journal.next_seq();
+    let times: Vec<AtomicI64> = (0..a.events + 8).map(|_| AtomicI64::new(0)).collect();
+    let journal = inst.journal.clone();
+    let done = AtomicBool::new(false);
+    let latencies = Mutex::new(Vec::<u32>::with_capacity(a.events));
+    let error: Mutex<Option<String>> = Mutex::new(None);
+    let bar = if a.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(a.events as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("bench-pump".into())
+            .spawn_scoped(s, || {
+                if a.journal_only {
+                    return;
+                }
+                // Deliver in steps of at most STEP records, the clock set to the newest event
+                // time among them: files close every delivery interval of *simulated* time.
+                const STEP: u64 = 256;
+                let mut clock_ms = t0.timestamp_millis();
+                loop {
+                    let pos = engine.position();
+                    let durable = journal.next_seq();
+                    if pos >= durable {
+                        if done.load(Ordering::Acquire) {
+                            return;
+                        }
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                        continue;
+                    }
+                    let n = (durable - pos).min(STEP);
+                    for seq in pos..pos + n {
+                        if let Some(t) = seq
+                            .checked_sub(base_seq)
+                            .and_then(|i| times.get(i as usize))
+                        {
+                            clock_ms = clock_ms.max(t.load(Ordering::Acquire));
+                        }
+                    }
+                    clock.set(DateTime::from_timestamp_millis(clock_ms).unwrap_or(t0));
+                    if let Err(e) = engine.pump_limited(n as usize) {
+                        *error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                        return;
+                    }
+                }
+            })
+            .expect("spawn the delivery thread");
+        let producers: Vec<_> = (0..a.producers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut lat = Vec::with_capacity(a.events / a.producers + 1);
+                    loop {
+                        let i = next.fetch_add(1, Ordering::AcqRel);
+                        if i >= a.events {
+                            break;
+                        }
+                        if let Some(rate) = a.rate {
+                            let due = started + std::time::Duration::from_secs_f64(i as f64 / rate);
+                            if let Some(d) = due.checked_duration_since(Instant::now()) {
+                                std::thread::sleep(d);
+                            }
+                        }
+                        let at = sched.time_of(i);
+                        let mark = |seq: u64| {
+                            if let Some(t) = seq
+                                .checked_sub(base_seq)
+                                .and_then(|i| times.get(i as usize))
+                            {
+                                t.store(at.timestamp_millis(), Ordering::Release);
+                            }
+                        };
+                        if i == stop_i {
+                            if let Ok(seq) = engine.command(TrailCommand::StopLogging {
+                                name: name.clone(),
+                                at,
+                            }) {
+                                mark(seq);
+                            }
+                        }
+                        if i == start_i {
+                            if let Ok(seq) = engine.command(TrailCommand::StartLogging {
+                                name: name.clone(),
+                                at,
+                            }) {
+                                mark(seq);
+                            }
+                        }
+                        let (t, payload, _) = &entries[i];
+                        let t1 = Instant::now();
+                        match engine.journal().append(payload) {
+                            Ok(seq) => mark(seq),
+                            Err(e) => {
+                                *error.lock().unwrap_or_else(|e| e.into_inner()) =
+                                    Some(e.to_string());
+                                break;
+                            }
+                        }
+                        lat.push(t1.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        sim_now.fetch_max(*t, Ordering::AcqRel);
+                        bar.inc(1);
+                    }
+                    latencies
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend(lat);
+                })
+            })
+            .collect();
+        for p in producers {
+            let _ = p.join();
+        }
+        let appended = started.elapsed();
+        done.store(true, Ordering::Release);
+        appended
+    });
+    if let Some(e) = error.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        anyhow::bail!("ingest failed: {e}");
+    }
+    // Drain: deliver what is left and let the last digest windows close.
+    while !a.journal_only && engine.position() < journal.next_seq() {
+        engine.pump()?;
+    }
+    let last = DateTime::from_timestamp_millis(sim_now.load(Ordering::Acquire)).unwrap_or(t0);
+    if !a.journal_only {
+        clock.set(last + Duration::minutes(6));
+        while engine.pump()?.more {}
+        clock.set(t0 + Duration::seconds(span as i64) + Duration::minutes(118));
+        while engine.pump()?.more {}
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+
+    let mut lat = latencies.into_inner().unwrap_or_default();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    let objects =
+        cairn_store::list_all(inst.store.as_ref(), bucket, &format!("AWSLogs/{account}/"))?;
+    let is_digest = |k: &str| k.contains("/CloudTrail-Digest/");
+    let log_bytes: u64 = objects
+        .iter()
+        .filter(|o| !is_digest(&o.key))
+        .map(|o| o.size)
+        .sum();
+    let digest_bytes: u64 = objects
+        .iter()
+        .filter(|o| is_digest(&o.key))
+        .map(|o| o.size)
+        .sum();
+    let log_files = objects.iter().filter(|o| !is_digest(&o.key)).count();
+    let digests_home = objects
+        .iter()
+        .filter(|o| {
+            o.key.contains("/CloudTrail-Digest/us-east-1/") && o.key.contains(&format!("_{name}_"))
+        })
+        .count();
+    let digests = objects.iter().filter(|o| is_digest(&o.key)).count();
+    let stopped = start_i.saturating_sub(stop_i);
+
+    // Same-run bound: compress and hash the same record bytes on one core.
+    let mut joined = Vec::with_capacity(raw_bytes + a.events);
+    for (_, p, n) in &entries {
+        joined.extend_from_slice(&p[p.len() - n..]);
+        joined.push(b',');
+    }
+    let tb = Instant::now();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(a.gzip_level));
+    for c in joined.chunks(1 << 20) {
+        gz.write_all(c)?;
+    }
+    let compressed = gz.finish()?.len();
+    let _ = <sha2::Sha256 as sha2::Digest>::digest(&joined);
+    let bound_secs = tb.elapsed().as_secs_f64();
+    let bound_eps = a.events as f64 / bound_secs;
+    let eps = a.events as f64 / elapsed;
+    let start_time = iso(t0);
+    let out = json!({
+        "events": a.events,
+        "events_while_stopped": stopped,
+        "producers": a.producers,
+        "rate_target": a.rate,
+        "simulated_hours": hours,
+        "record_bytes": raw_bytes,
+        "mean_record_bytes": raw_bytes / a.events,
+        "elapsed_s": elapsed,
+        "events_per_s": eps,
+        "mb_per_s": raw_bytes as f64 / elapsed / 1e6,
+        "append_p50_ms": pct(0.50),
+        "append_p99_ms": pct(0.99),
+        "append_max_ms": pct(1.0),
+        "log_files": log_files,
+        "digests": digests,
+        "digests_home_region": digests_home,
+        "stored_log_bytes": log_bytes,
+        "stored_digest_bytes": digest_bytes,
+        "stored_bytes_per_event": (log_bytes + digest_bytes) as f64 / a.events as f64,
+        "peak_rss_mib": peak_rss_kib("VmHWM:") as f64 / 1024.0,
+        "rss_after_generation_mib": rss_generated as f64 / 1024.0,
+        "bound_events_per_s": bound_eps,
+        "bound_compressed_bytes": compressed,
+        "ratio_to_bound": eps / bound_eps,
+        "trail_arn": arn,
+        "start_time": start_time,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!(
+            "events           {} ({} mean bytes; {} while logging was stopped)",
+            a.events,
+            raw_bytes / a.events,
+            stopped
+        );
+        println!(
+            "elapsed          {elapsed:.2} s (append, deliver, digest; {} producers)",
+            a.producers
+        );
+        println!(
+            "throughput       {eps:.0} events/s, {:.1} MB/s of records",
+            raw_bytes as f64 / elapsed / 1e6
+        );
+        println!(
+            "append latency   p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            pct(0.5),
+            pct(0.99),
+            pct(1.0)
+        );
+        println!("stored           {:.1} bytes/event ({log_files} log files, {digests} digests, {digests_home} in us-east-1)", (log_bytes + digest_bytes) as f64 / a.events as f64);
+        println!(
+            "peak RSS         {:.0} MiB ({:.0} MiB after generating the events)",
+            peak_rss_kib("VmHWM:") as f64 / 1024.0,
+            rss_generated as f64 / 1024.0
+        );
+        println!("same-run bound   {bound_eps:.0} events/s (gzip-{} + SHA-256 of the same bytes, one core); ratio {:.2}", a.gzip_level, eps / bound_eps);
+        println!("trail ARN        {arn}");
+        println!("--start-time     {start_time}");
+        println!("\nvalidate with:   cairn validate-logs --data-dir {} --trail-arn {arn} --start-time {start_time}", a.data_dir.display());
+    }
+    Ok(())
+}

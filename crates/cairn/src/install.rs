@@ -1,0 +1,114 @@
+//! A cairn data directory: where each part keeps its state.
+//!
+//! ```text
+//! DIR/cairn.json   the account id (created at first start)
+//! DIR/root.key     the root key, mode 0600 (unless supplied by the operator)
+//! DIR/journal/     the write-ahead journal
+//! DIR/store/       the embedded object store
+//! DIR/trail/       trail state, digest chains, signing keys
+//! ```
+
+use anyhow::{Context, Result};
+use cairn_journal::{Journal, JournalOptions};
+use cairn_record::Clock;
+use cairn_store::EmbeddedStore;
+use cairn_trail::{EngineOptions, RootKey, TrailEngine};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstallConfig {
+    pub account_id: String,
+}
+
+pub struct Installation {
+    pub config: InstallConfig,
+    pub journal: Arc<Journal>,
+    pub store: Arc<EmbeddedStore>,
+    pub engine: Arc<TrailEngine>,
+}
+
+/// Loads the root key: `CAIRN_ROOT_KEY` (64 hex chars) if set, else `DIR/root.key`, created
+/// with mode 0600 on first use.
+pub fn root_key(dir: &Path) -> Result<RootKey> {
+    if let Ok(hexkey) = std::env::var("CAIRN_ROOT_KEY") {
+        let b = hex::decode(hexkey.trim()).context("CAIRN_ROOT_KEY must be 64 hex characters")?;
+        return Ok(RootKey::from_bytes(&b)?);
+    }
+    Ok(RootKey::load_or_create(&dir.join("root.key"))?)
+}
+
+fn random_account() -> String {
+    use rand::Rng;
+    let mut r = rand::thread_rng();
+    let mut s = r.gen_range(1..=9).to_string();
+    for _ in 0..11 {
+        s.push(char::from(b'0' + r.gen_range(0..10u8)));
+    }
+    s
+}
+
+/// Reads (or creates) `DIR/cairn.json`.
+pub fn install_config(dir: &Path, account: Option<&str>) -> Result<InstallConfig> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("cairn.json");
+    if let Ok(b) = std::fs::read(&path) {
+        let c: InstallConfig =
+            serde_json::from_slice(&b).with_context(|| format!("reading {}", path.display()))?;
+        if let Some(a) = account {
+            anyhow::ensure!(
+                a == c.account_id,
+                "data directory belongs to account {}, not {a}",
+                c.account_id
+            );
+        }
+        return Ok(c);
+    }
+    let account_id = account.map(str::to_string).unwrap_or_else(random_account);
+    anyhow::ensure!(
+        cairn_record::arn::is_account_id(&account_id),
+        "account id must be 12 digits"
+    );
+    let c = InstallConfig { account_id };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&c)?)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(c)
+}
+
+impl Installation {
+    pub fn open(
+        dir: &Path,
+        account: Option<&str>,
+        clock: Arc<dyn Clock>,
+        tune: impl FnOnce(&mut EngineOptions),
+    ) -> Result<Installation> {
+        let config = install_config(dir, account)?;
+        let journal = Arc::new(
+            Journal::open(dir.join("journal"), JournalOptions::default())
+                .context("opening the journal")?,
+        );
+        let store =
+            Arc::new(EmbeddedStore::open(dir.join("store")).context("opening the object store")?);
+        let mut opts = EngineOptions::new(&config.account_id);
+        tune(&mut opts);
+        let engine = Arc::new(
+            TrailEngine::open(
+                &dir.join("trail"),
+                journal.clone(),
+                store.clone(),
+                clock,
+                root_key(dir)?,
+                opts,
+            )
+            .context("opening the trail engine")?,
+        );
+        Ok(Installation {
+            config,
+            journal,
+            store,
+            engine,
+        })
+    }
+}
