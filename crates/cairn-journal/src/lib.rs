@@ -58,7 +58,10 @@ pub enum JournalError {
 impl JournalError {
     fn clone_for_waiter(&self) -> JournalError {
         match self {
-            JournalError::Io(e) => JournalError::Io(io::Error::new(e.kind(), e.to_string())),
+            JournalError::Io(e) => JournalError::Io(match e.raw_os_error() {
+                Some(code) => io::Error::from_raw_os_error(code),
+                None => io::Error::new(e.kind(), e.to_string()),
+            }),
             JournalError::Corrupt {
                 segment,
                 offset,

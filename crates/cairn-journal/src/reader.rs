@@ -3,7 +3,7 @@
 use crate::segment::{check_frame, FrameCheck};
 use crate::{lock, JournalError, Result, Shared, HEADER};
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -60,7 +60,7 @@ impl JournalReader {
             while seq < self.next {
                 r.read_exact(&mut self.header)?;
                 let len = u32::from_le_bytes(self.header[4..8].try_into().unwrap_or_default());
-                r.seek(SeekFrom::Current(len as i64))?;
+                r.seek_relative(len as i64)?;
                 off += (HEADER as u64) + len as u64;
                 seq += 1;
             }

@@ -44,6 +44,9 @@ pub struct EngineOptions {
     pub digest_interval: Duration,
     pub max_file_bytes: usize,
     pub max_epoch_bytes: usize,
+    /// Events an epoch may hold before it is delivered early. Bounds the work a crash can
+    /// throw away (and redo) and so guarantees progress under repeated crashes.
+    pub max_epoch_records: usize,
     pub gzip_level: u32,
     /// The regions this installation serves: a multi-region trail keeps a digest chain in each.
     pub regions: Vec<String>,
@@ -59,6 +62,7 @@ impl EngineOptions {
             digest_interval: Duration::hours(1),
             max_file_bytes: MAX_FILE_BYTES,
             max_epoch_bytes: MAX_EPOCH_BYTES,
+            max_epoch_records: 200_000,
             gzip_level: 6,
             regions: vec![
                 "us-east-1".into(),
@@ -115,6 +119,7 @@ struct OpenEpoch {
     opened_at: Option<DateTime<Utc>>,
     batches: BTreeMap<(String, String), LogFileBuilder>,
     bytes: usize,
+    records: usize,
     full: bool,
 }
 
@@ -125,6 +130,7 @@ impl OpenEpoch {
             opened_at: None,
             batches: BTreeMap::new(),
             bytes: 0,
+            records: 0,
             full: false,
         }
     }
@@ -199,6 +205,8 @@ pub struct TrailEngine {
     clock: Arc<dyn Clock>,
     opts: EngineOptions,
     inner: Mutex<Inner>,
+    /// Deliveries a crash had interrupted, finished when this engine opened.
+    recovered: usize,
 }
 
 fn db_err(e: impl std::fmt::Display) -> TrailError {
@@ -287,6 +295,7 @@ impl TrailEngine {
             (cursor, epoch, trails, chains, intents)
         };
         let reader = journal.reader(cursor)?;
+        let recovered = intents.len();
         let engine = TrailEngine {
             journal,
             store,
@@ -303,6 +312,7 @@ impl TrailEngine {
                 chains,
                 intents,
             }),
+            recovered,
         };
         {
             let mut inner = engine.lock();
@@ -436,7 +446,11 @@ impl TrailEngine {
                 .or_insert_with(|| LogFileBuilder::new(level));
             b.push(json, h.time);
             open.bytes += json.len() + 1;
-            if b.raw_len() >= self.opts.max_file_bytes || open.bytes >= self.opts.max_epoch_bytes {
+            open.records += 1;
+            if b.raw_len() >= self.opts.max_file_bytes
+                || open.bytes >= self.opts.max_epoch_bytes
+                || open.records >= self.opts.max_epoch_records
+            {
                 open.full = true;
             }
             open.opened_at.get_or_insert(now);
@@ -500,6 +514,7 @@ impl TrailEngine {
             m.insert("epoch", inner.epoch).map_err(db_err)?;
         }
         w.commit().map_err(db_err)?;
+        crate::failpoint::crash_point("after-intent");
         let n = files.len() as u64;
         self.deliver(inner, &intent, files, now)?;
         Ok(n)
@@ -580,6 +595,7 @@ impl TrailEngine {
                 self.save_trails(inner)?;
                 return Ok(false);
             }
+            crate::failpoint::crash_point("after-log-put");
         }
         for (fi, f) in intent.files.iter().zip(&files) {
             let df = DeliveredFile {
@@ -629,6 +645,7 @@ impl TrailEngine {
                 }
             }
         }
+        tracing::debug!(epoch = intent.epoch, files = files.len(), "delivered epoch");
         inner.intents.remove(&intent.epoch);
         let w = self.db.begin_write().map_err(db_err)?;
         w.open_table(INTENTS)
@@ -947,6 +964,7 @@ impl TrailEngine {
             self.save_trails(inner)?;
             return Ok(false);
         }
+        crate::failpoint::crash_point("after-digest-put");
         if let Some(c) = inner.chains.get_mut(k) {
             c.prev = Some(DigestLink {
                 bucket,
@@ -987,6 +1005,11 @@ impl TrailEngine {
 
     pub fn key_ring(&self) -> &KeyRing {
         &self.keys
+    }
+
+    /// How many deliveries interrupted by a crash this engine finished when it opened.
+    pub fn recovered_deliveries(&self) -> usize {
+        self.recovered
     }
 
     /// Journal position up to which delivery has consumed.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod digest;
 mod engine;
 pub mod entry;
+pub mod failpoint;
 pub mod keys;
 pub mod logfile;
 pub mod names;

@@ -55,15 +55,32 @@ pub struct CrashWorkerArgs {
 
 fn open(dir: &Path) -> Result<Installation> {
     Installation::open(dir, Some(ACCOUNT), Arc::new(SystemClock), |o| {
-        o.delivery_interval = Duration::milliseconds(300);
-        o.digest_interval = Duration::seconds(3);
+        o.delivery_interval = Duration::milliseconds(40);
+        o.digest_interval = Duration::seconds(1);
         o.regions = vec!["us-east-1".into()];
+        // Small epochs and pumps: a worker lives 30–300 ms, and must make progress in that time.
+        o.max_epoch_records = 2_000;
+        o.max_records_per_pump = 2_000;
     })
 }
 
 pub fn worker(a: CrashWorkerArgs) -> Result<()> {
+    let t = Instant::now();
     let inst = open(&a.data_dir)?;
+    tracing::info!(
+        run = a.run,
+        open_ms = t.elapsed().as_millis() as u64,
+        recovered = inst.engine.recovered_deliveries(),
+        "worker opened"
+    );
     let engine = inst.engine.clone();
+    if engine.recovered_deliveries() > 0 {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(a.data_dir.join("recoveries.txt"))?;
+        f.write_all(format!("{} {}\n", a.run, engine.recovered_deliveries()).as_bytes())?;
+    }
     inst.store.create_bucket(BUCKET)?;
     if engine.trail(TRAIL).is_none_or(|t| !t.logging) {
         let mut cfg = TrailConfig::new(TRAIL, ACCOUNT, "us-east-1", BUCKET);
@@ -101,12 +118,16 @@ pub fn worker(a: CrashWorkerArgs) -> Result<()> {
     std::thread::scope(|s| -> Result<()> {
         let pump = s.spawn(|| -> Result<()> {
             while !stop.load(Ordering::Acquire) {
-                engine.pump()?;
+                if let Err(e) = engine.pump() {
+                    // Delivery is broken: fail the worker now, loudly, so the harness sees it.
+                    eprintln!("delivery failed: {e}");
+                    std::process::exit(3);
+                }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             Ok(())
         });
-        let producers: Vec<_> = (0..4)
+        let producers: Vec<_> = (0..2)
             .map(|t| {
                 let (engine, ledger) = (&engine, &ledger);
                 s.spawn(move || -> Result<()> {
@@ -153,9 +174,20 @@ pub fn harness(a: CrashTestArgs) -> Result<i32> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let log = |run: u32| dir.join(format!("worker-{run}.log"));
-    for run in 0..a.kills {
+    let mut failpoint_crashes = 0u32;
+    // Run workers until `kills` of them have died by SIGKILL; failpoint crashes come on top.
+    let mut sigkills = 0u32;
+    let mut run = 0u32;
+    while sigkills < a.kills {
         let errf = std::fs::File::create(log(run))?;
+        // A third of the runs also arm named crash points inside delivery and digests.
+        let failpoints = if run % 3 == 2 {
+            "after-intent=0.2,after-log-put=0.2,after-digest-put=0.2"
+        } else {
+            ""
+        };
         let mut child = Command::new(&exe)
+            .env("CAIRN_FAILPOINTS", failpoints)
             .args(["crash-worker", "--data-dir"])
             .arg(&dir)
             .arg("--ledger")
@@ -170,28 +202,37 @@ pub fn harness(a: CrashTestArgs) -> Result<i32> {
         if let Some(status) = child.try_wait()? {
             let mut msg = String::new();
             std::fs::File::open(log(run))?.read_to_string(&mut msg)?;
-            anyhow::bail!("worker {run} exited by itself ({status}) before it was killed:\n{msg}");
+            if !msg.contains("failpoint ") {
+                anyhow::bail!(
+                    "worker {run} exited by itself ({status}) before it was killed:\n{msg}"
+                );
+            }
+            failpoint_crashes += 1;
+        } else {
+            child.kill()?; // SIGKILL
+            child.wait()?;
+            sigkills += 1;
+            bar.inc(1);
         }
-        child.kill()?; // SIGKILL
-        child.wait()?;
         let _ = std::fs::remove_file(log(run));
-        bar.inc(1);
+        run += 1;
     }
     bar.finish_and_clear();
-    let errf = std::fs::File::create(log(a.kills))?;
+    let errf = std::fs::File::create(log(run))?;
     let status = Command::new(&exe)
         .args(["crash-worker", "--drain", "--data-dir"])
         .arg(&dir)
         .arg("--ledger")
         .arg(&ledger)
-        .args(["--run", &a.kills.to_string()])
+        .args(["--run", &run.to_string()])
         .stdout(Stdio::null())
         .stderr(errf)
         .status()?;
     if !status.success() {
-        let msg = std::fs::read_to_string(log(a.kills)).unwrap_or_default();
+        let msg = std::fs::read_to_string(log(run)).unwrap_or_default();
         anyhow::bail!("draining worker failed ({status}):\n{msg}");
     }
+    println!("crashes at failpoints  {failpoint_crashes} (on top of {sigkills} SIGKILLs)");
     let verdict = check(&dir, &ledger, a.kills)?;
     if verdict == 0 && a.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -294,6 +335,11 @@ fn check(dir: &Path, ledger: &Path, kills: u32) -> Result<i32> {
         logs.len(),
         digests.len()
     );
+    let recoveries = std::fs::read_to_string(dir.join("recoveries.txt"))
+        .unwrap_or_default()
+        .lines()
+        .count();
+    println!("interrupted deliveries finished on restart  {recoveries}");
     println!("lost (acked, absent)  {}", lost.len());
     println!("duplicated            {}", dups.len());
     println!(
