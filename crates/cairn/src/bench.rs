@@ -44,6 +44,13 @@ pub struct IngestArgs {
     /// Print everything as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Deliver into this S3-compatible endpoint instead of the embedded store (credentials from
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; the bucket must exist).
+    #[arg(long)]
+    pub s3_endpoint: Option<String>,
+    /// Bucket the trail delivers to.
+    #[arg(long, default_value = "cairn-bench-logs")]
+    pub bucket: String,
     /// Only append to the journal (no delivery): a baseline for the journal's share.
     #[arg(long)]
     pub journal_only: bool,
@@ -97,14 +104,26 @@ pub fn ingest(a: IngestArgs) -> Result<()> {
     let now = Utc::now().trunc_subsecs(0);
     let t0 = now - Duration::seconds((span + 7200.0) as i64);
     let clock = ManualClock::new(t0);
-    let inst = Installation::open(&a.data_dir, None, Arc::new(clock.clone()), |o| {
+    let remote: Option<Arc<dyn ObjectStore>> = match &a.s3_endpoint {
+        Some(ep) => Some(Arc::new(cairn_store::RemoteStore::new(
+            cairn_store::RemoteConfig {
+                endpoint: ep.clone(),
+                region: "us-east-1".into(),
+                access_key_id: std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_default(),
+                secret_access_key: std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_default(),
+                virtual_hosted: false,
+            },
+        )?)),
+        None => None,
+    };
+    let inst = Installation::open_with(&a.data_dir, None, Arc::new(clock.clone()), remote, |o| {
         o.gzip_level = a.gzip_level;
         o.regions = REGIONS.iter().map(|s| s.to_string()).collect();
     })?;
     let account = inst.config.account_id.clone();
     let engine = inst.engine.clone();
-    let bucket = "cairn-bench-logs";
-    inst.store.create_bucket(bucket)?;
+    let bucket = a.bucket.as_str();
+    inst.trail_store.create_bucket(bucket)?;
     let existing: Vec<String> = engine.trails().into_iter().map(|t| t.config.name).collect();
     let name = (1..)
         .map(|k| {
@@ -335,8 +354,11 @@ pub fn ingest(a: IngestArgs) -> Result<()> {
             .unwrap_or(0) as f64
             / 1000.0
     };
-    let objects =
-        cairn_store::list_all(inst.store.as_ref(), bucket, &format!("AWSLogs/{account}/"))?;
+    let objects = cairn_store::list_all(
+        inst.trail_store.as_ref(),
+        bucket,
+        &format!("AWSLogs/{account}/"),
+    )?;
     let is_digest = |k: &str| k.contains("/CloudTrail-Digest/");
     let log_bytes: u64 = objects
         .iter()

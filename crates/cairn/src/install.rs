@@ -11,7 +11,7 @@
 use anyhow::{Context, Result};
 use cairn_journal::{Journal, JournalOptions};
 use cairn_record::Clock;
-use cairn_store::EmbeddedStore;
+use cairn_store::{EmbeddedStore, ObjectStore};
 use cairn_trail::{EngineOptions, RootKey, TrailEngine};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -26,6 +26,8 @@ pub struct Installation {
     pub config: InstallConfig,
     pub journal: Arc<Journal>,
     pub store: Arc<EmbeddedStore>,
+    /// Where trails deliver: the embedded store, or a remote S3-compatible one.
+    pub trail_store: Arc<dyn ObjectStore>,
     pub engine: Arc<TrailEngine>,
 }
 
@@ -84,6 +86,17 @@ impl Installation {
         clock: Arc<dyn Clock>,
         tune: impl FnOnce(&mut EngineOptions),
     ) -> Result<Installation> {
+        Self::open_with(dir, account, clock, None, tune)
+    }
+
+    /// As [`Installation::open`], delivering into `trail_store` when given.
+    pub fn open_with(
+        dir: &Path,
+        account: Option<&str>,
+        clock: Arc<dyn Clock>,
+        trail_store: Option<Arc<dyn ObjectStore>>,
+        tune: impl FnOnce(&mut EngineOptions),
+    ) -> Result<Installation> {
         let config = install_config(dir, account)?;
         let journal = Arc::new(
             Journal::open(dir.join("journal"), JournalOptions::default())
@@ -93,11 +106,12 @@ impl Installation {
             Arc::new(EmbeddedStore::open(dir.join("store")).context("opening the object store")?);
         let mut opts = EngineOptions::new(&config.account_id);
         tune(&mut opts);
+        let trail_store: Arc<dyn ObjectStore> = trail_store.unwrap_or_else(|| store.clone());
         let engine = Arc::new(
             TrailEngine::open(
                 &dir.join("trail"),
                 journal.clone(),
-                store.clone(),
+                trail_store.clone(),
                 clock,
                 root_key(dir)?,
                 opts,
@@ -106,6 +120,7 @@ impl Installation {
         );
         Ok(Installation {
             config,
+            trail_store,
             journal,
             store,
             engine,
