@@ -25,7 +25,6 @@ mod segment;
 
 pub use reader::JournalReader;
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -112,27 +111,28 @@ impl Default for JournalOptions {
 }
 
 /// What happened to one group-commit batch.
+#[derive(Debug)]
 enum BatchOutcome {
     Durable { first_seq: u64 },
     Failed(JournalError),
 }
 
-struct BatchResult {
-    outcome: BatchOutcome,
-    waiters: usize,
+/// Where the callers of one batch wait for its outcome. Each batch has its own, so waking a
+/// batch's callers never contends with the writer or with new appends.
+#[derive(Default)]
+struct BatchSlot {
+    outcome: Mutex<Option<BatchOutcome>>,
+    done: Condvar,
 }
 
 struct State {
     /// Framed records (seq and CRC not yet stamped) waiting for the writer.
     buf: Vec<u8>,
     offsets: Vec<usize>,
-    /// Id of the batch currently being filled.
-    filling: u64,
-    /// Appenders waiting on the batch being filled.
-    filling_waiters: usize,
-    /// Highest batch id whose outcome is known.
-    done: Option<u64>,
-    results: HashMap<u64, BatchResult>,
+    /// The slot of the batch being filled.
+    filling: Arc<BatchSlot>,
+    /// True while the writer sleeps waiting for work.
+    writer_idle: bool,
     pending_bytes: usize,
     /// Next sequence number to assign; all below are durable.
     next_seq: u64,
@@ -145,7 +145,6 @@ struct Shared {
     opts: JournalOptions,
     state: Mutex<State>,
     wake_writer: Condvar,
-    batch_done: Condvar,
     space: Condvar,
 }
 
@@ -182,17 +181,14 @@ impl Journal {
             state: Mutex::new(State {
                 buf: Vec::new(),
                 offsets: Vec::new(),
-                filling: 0,
-                filling_waiters: 0,
-                done: None,
-                results: HashMap::new(),
+                filling: Arc::new(BatchSlot::default()),
+                writer_idle: false,
                 pending_bytes: 0,
                 next_seq,
                 segments,
                 closed: false,
             }),
             wake_writer: Condvar::new(),
-            batch_done: Condvar::new(),
             space: Condvar::new(),
         });
         let s2 = shared.clone();
@@ -233,7 +229,7 @@ impl Journal {
         if st.closed {
             return Err(JournalError::Closed);
         }
-        let batch = st.filling;
+        let slot = st.filling.clone();
         let index = st.offsets.len() as u64;
         for p in payloads {
             let off = st.buf.len();
@@ -244,28 +240,20 @@ impl Journal {
             st.buf.extend_from_slice(p);
         }
         st.pending_bytes += bytes;
-        st.filling_waiters += 1;
-        sh.wake_writer.notify_one();
-        while st.done.is_none_or(|d| d < batch) {
-            st = sh.batch_done.wait(st).unwrap_or_else(|e| e.into_inner());
+        if st.writer_idle {
+            st.writer_idle = false;
+            sh.wake_writer.notify_one();
         }
-        let res = st.results.get_mut(&batch).map(|r| {
-            r.waiters -= 1;
-            let out = match &r.outcome {
-                BatchOutcome::Durable { first_seq } => {
-                    Ok(first_seq + index..first_seq + index + payloads.len() as u64)
-                }
-                BatchOutcome::Failed(e) => Err(e.clone_for_waiter()),
-            };
-            (out, r.waiters == 0)
-        });
-        match res {
-            Some((out, last)) => {
-                if last {
-                    st.results.remove(&batch);
-                }
-                out
+        drop(st);
+        let mut outcome = slot.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        while outcome.is_none() {
+            outcome = slot.done.wait(outcome).unwrap_or_else(|e| e.into_inner());
+        }
+        match outcome.as_ref() {
+            Some(BatchOutcome::Durable { first_seq }) => {
+                Ok(first_seq + index..first_seq + index + payloads.len() as u64)
             }
+            Some(BatchOutcome::Failed(e)) => Err(e.clone_for_waiter()),
             None => Err(JournalError::Closed),
         }
     }
@@ -405,20 +393,22 @@ impl Drop for Journal {
 
 fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
     loop {
-        let (mut buf, offsets, batch, waiters, mut seq) = {
+        let (mut buf, offsets, slot, mut seq) = {
             let mut st = lock(&sh.state);
             while st.buf.is_empty() && !st.closed {
+                st.writer_idle = true;
                 st = sh.wake_writer.wait(st).unwrap_or_else(|e| e.into_inner());
             }
+            st.writer_idle = false;
             if st.buf.is_empty() && st.closed {
                 return;
             }
-            let buf = std::mem::take(&mut st.buf);
+            // Keep the next batch's buffer as large as this one was, to avoid regrowing.
+            let cap = st.buf.capacity();
+            let buf = std::mem::replace(&mut st.buf, Vec::with_capacity(cap));
             let offsets = std::mem::take(&mut st.offsets);
-            let batch = st.filling;
-            let waiters = std::mem::take(&mut st.filling_waiters);
-            st.filling += 1;
-            (buf, offsets, batch, waiters, st.next_seq)
+            let slot = std::mem::replace(&mut st.filling, Arc::new(BatchSlot::default()));
+            (buf, offsets, slot, st.next_seq)
         };
         let first_seq = seq;
         for &off in &offsets {
@@ -498,14 +488,10 @@ fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
         if matches!(outcome, BatchOutcome::Durable { .. }) {
             st.next_seq = first_seq + n;
         }
-        st.results.insert(batch, BatchResult { outcome, waiters });
-        if waiters == 0 {
-            st.results.remove(&batch);
-        }
-        st.done = Some(batch);
         st.pending_bytes = st.pending_bytes.saturating_sub(buf.len());
         drop(st);
-        sh.batch_done.notify_all();
         sh.space.notify_all();
+        *slot.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+        slot.done.notify_all();
     }
 }

@@ -13,12 +13,10 @@ use cairn_record::time::{iso, whole_seconds};
 use cairn_record::{Clock, EventRecord};
 use cairn_store::{ObjectStore, PutOptions};
 use chrono::{DateTime, Duration, Utc};
-use flate2::{Compression, GzBuilder};
 use rayon::prelude::*;
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -942,11 +940,7 @@ impl TrailEngine {
             chain.prev.as_ref().map(|p| p.signature.as_str()),
         );
         let sig = sign_hex(&kp, sts.as_bytes())?;
-        let mut gz = GzBuilder::new()
-            .mtime(0)
-            .write(Vec::new(), Compression::new(6));
-        gz.write_all(&json)?;
-        let gz = gz.finish()?;
+        let gz = crate::logfile::gzip(&json, 6);
         let mut opts = PutOptions {
             content_type: Some("application/json".into()),
             content_encoding: Some("gzip".into()),

@@ -5,9 +5,7 @@
 //! the files of one delivery epoch can be compressed on all cores at once. The buffer is
 //! capped by the engine ([`crate::EngineOptions::max_file_bytes`]).
 
-use flate2::{Compression, GzBuilder};
 use sha2::{Digest as _, Sha256};
-use std::io::Write;
 
 pub struct LogFileBuilder {
     raw: Vec<u8>,
@@ -68,13 +66,7 @@ impl LogFileBuilder {
     pub fn finish(mut self) -> LogFile {
         self.raw.extend_from_slice(TAIL);
         let sha256 = hex::encode(Sha256::digest(&self.raw));
-        let mut gz = GzBuilder::new().mtime(0).write(
-            Vec::with_capacity(self.raw.len() / 6 + 64),
-            Compression::new(self.level),
-        );
-        // Writing into a Vec cannot fail.
-        let _ = gz.write_all(&self.raw);
-        let gz = gz.finish().unwrap_or_default();
+        let gz = gzip(&self.raw, self.level);
         LogFile {
             gz,
             sha256,
@@ -84,6 +76,18 @@ impl LogFileBuilder {
             newest: self.newest,
         }
     }
+}
+
+/// One gzip member of `raw`, with libdeflate (one-shot: the whole buffer at once, which is
+/// what makes it both fast and deterministic).
+pub fn gzip(raw: &[u8], level: u32) -> Vec<u8> {
+    let lvl = libdeflater::CompressionLvl::new(level.clamp(0, 12) as i32).unwrap_or_default();
+    let mut c = libdeflater::Compressor::new(lvl);
+    let mut out = vec![0u8; c.gzip_compress_bound(raw.len())];
+    // The bound guarantees room, so this cannot fail.
+    let n = c.gzip_compress(raw, &mut out).unwrap_or(0);
+    out.truncate(n);
+    out
 }
 
 #[cfg(test)]
