@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, NaiveDateTime, TimeZone, Utc};
 use rayon::prelude::*;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
 fn disp(t: DateTime<Utc>) -> String {
@@ -436,8 +436,6 @@ pub fn validate(
     let mut bucket = o.bucket.clone();
     // Strict: what the next digest must hash and sign to, from the newer digest's link.
     let mut expect: Option<(String, String, String)> = None;
-    // Strict: a chain start's signed link to the previous chain's last digest.
-    let mut expect_chain: Option<(String, String, String, String)> = None;
 
     let mut cur = get_last(&mut digests, None);
     let mut last_start = cur.as_ref().map(|c| c.1);
@@ -583,9 +581,19 @@ pub fn validate(
                                                 steps.push(Step::Status(format!("Digest file\ts3://{lb}/{lk}\tINVALID: not found (the last digest before the chain restart at {from})"), true));
                                             }
                                             Err(e) => return Err(store_abort(e)),
-                                            Ok(_) => {
-                                                expect_chain =
-                                                    Some((lb.into(), lk.into(), lh, ls2));
+                                            Ok(o) => {
+                                                let h = gunzip_one_member(&o.body)
+                                                    .map(|(raw, _)| {
+                                                        hex::encode(Sha256::digest(&raw))
+                                                    })
+                                                    .unwrap_or_default();
+                                                if h != lh
+                                                    || o.info.metadata.get("signature")
+                                                        != Some(&ls2)
+                                                {
+                                                    invalid_digests += 1;
+                                                    steps.push(Step::Status(format!("Digest file\ts3://{lb}/{lk}\tINVALID: does not match the signed link in {from}"), true));
+                                                }
                                             }
                                         }
                                     }
@@ -598,7 +606,6 @@ pub fn validate(
                                 }
                             }
                         }
-                        let _ = expect_chain.take();
                         cur = next;
                     }
                 }
@@ -881,6 +888,5 @@ pub fn validate(
             }
         }
     }
-    let _ = BTreeMap::<u8, u8>::new();
     Ok(r)
 }
