@@ -369,6 +369,12 @@ impl Journal {
         Ok(())
     }
 
+    /// Whether a cursor at `seq` would let the oldest segment go.
+    pub fn would_free_segments(&self, seq: u64) -> bool {
+        let st = lock(&self.shared.state);
+        st.segments.len() > 1 && st.segments[1].0 <= seq
+    }
+
     /// Number of segment files currently held.
     pub fn segment_count(&self) -> usize {
         lock(&self.shared.state).segments.len()

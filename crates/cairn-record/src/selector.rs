@@ -634,12 +634,26 @@ impl TrailScope {
     /// Global service events (IAM, STS, …, recorded in us-east-1) reach a trail only when it
     /// includes them and either covers all regions or lives in us-east-1.
     pub fn admits(&self, ev: &EventFacts) -> bool {
-        if is_global_service(&ev.source) {
-            return self.include_global_service_events
-                && (self.multi_region || self.home_region == "us-east-1");
-        }
-        self.multi_region || ev.region == self.home_region
+        scope_admits(
+            &self.home_region,
+            self.multi_region,
+            self.include_global_service_events,
+            ev,
+        )
     }
+}
+
+/// [`TrailScope::admits`] without building a `TrailScope`.
+pub fn scope_admits(
+    home_region: &str,
+    multi_region: bool,
+    include_global: bool,
+    ev: &EventFacts,
+) -> bool {
+    if is_global_service(&ev.source) {
+        return include_global && (multi_region || home_region == "us-east-1");
+    }
+    multi_region || ev.region == home_region
 }
 
 #[cfg(test)]

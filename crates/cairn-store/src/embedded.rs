@@ -1,8 +1,8 @@
 //! The embedded store: bodies in files named by random ids, metadata in redb.
 
 use crate::{
-    check_bucket_name, check_key, etag_of, ListPage, Object, ObjectInfo, ObjectStore, PutOptions,
-    Result, StoreError,
+    check_bucket_name, check_key, etag_of, ListPage, Object, ObjectInfo, ObjectStore, PutItem,
+    PutOptions, Result, StoreError,
 };
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -123,61 +123,121 @@ impl ObjectStore for EmbeddedStore {
     }
 
     fn put(&self, bucket: &str, key: &str, body: &[u8], opts: &PutOptions) -> Result<ObjectInfo> {
-        check_key(key)?;
-        if !self.bucket_exists(bucket)? {
-            return Err(StoreError::NoSuchBucket(bucket.into()));
+        let item = PutItem {
+            bucket,
+            key,
+            body,
+            opts,
+        };
+        Ok(self.put_many(std::slice::from_ref(&item))?.remove(0))
+    }
+
+    /// Writes every body to a temp file and syncs them concurrently, renames them into place
+    /// with one directory sync, then commits all their metadata in one transaction.
+    fn put_many(&self, items: &[PutItem<'_>]) -> Result<Vec<ObjectInfo>> {
+        for i in items {
+            check_key(i.key)?;
+            if !self.bucket_exists(i.bucket)? {
+                return Err(StoreError::NoSuchBucket(i.bucket.into()));
+            }
         }
-        let blob = uuid::Uuid::new_v4().simple().to_string();
-        let tmp = self.tmp.join(&blob);
-        {
-            let mut f = File::create(&tmp)?;
+        let blobs: Vec<String> = items
+            .iter()
+            .map(|_| uuid::Uuid::new_v4().simple().to_string())
+            .collect();
+        let write = |blob: &str, body: &[u8]| -> Result<()> {
+            let mut f = File::create(self.tmp.join(blob))?;
             f.write_all(body)?;
-            f.sync_all()?;
+            f.sync_data()?;
+            Ok(())
+        };
+        let written: Vec<Result<()>> = if items.len() == 1 {
+            vec![write(&blobs[0], items[0].body)]
+        } else {
+            std::thread::scope(|s| {
+                let hs: Vec<_> = items
+                    .iter()
+                    .zip(&blobs)
+                    .map(|(i, b)| s.spawn(move || write(b, i.body)))
+                    .collect();
+                hs.into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(StoreError::Io(std::io::Error::other("writer panicked")))
+                        })
+                    })
+                    .collect()
+            })
+        };
+        let cleanup = |blobs: &[String]| {
+            for b in blobs {
+                let _ = fs::remove_file(self.tmp.join(b));
+                let _ = fs::remove_file(self.blobs.join(b));
+            }
+        };
+        if let Some(Err(e)) = written.into_iter().find(|r| r.is_err()) {
+            cleanup(&blobs);
+            return Err(e);
         }
-        let dest = self.blobs.join(&blob);
-        fs::rename(&tmp, &dest)?;
-        Self::sync_dir(&self.blobs)?;
-        let info = ObjectInfo {
-            key: key.into(),
-            size: body.len() as u64,
-            etag: etag_of(body),
-            last_modified: chrono::Utc::now(),
-            content_type: opts.content_type.clone(),
-            content_encoding: opts.content_encoding.clone(),
-            metadata: opts.metadata.clone(),
-        };
-        let stored = Stored {
-            blob: blob.clone(),
-            info: info.clone(),
-        };
-        let value = serde_json::to_vec(&stored).map_err(db_err)?;
-        let result = (|| -> Result<Option<String>> {
+        for b in &blobs {
+            if let Err(e) = fs::rename(self.tmp.join(b), self.blobs.join(b)) {
+                cleanup(&blobs);
+                return Err(e.into());
+            }
+        }
+        if let Err(e) = Self::sync_dir(&self.blobs) {
+            cleanup(&blobs);
+            return Err(e);
+        }
+        let now = chrono::Utc::now();
+        let infos: Vec<ObjectInfo> = items
+            .iter()
+            .map(|i| ObjectInfo {
+                key: i.key.into(),
+                size: i.body.len() as u64,
+                etag: etag_of(i.body),
+                last_modified: now,
+                content_type: i.opts.content_type.clone(),
+                content_encoding: i.opts.content_encoding.clone(),
+                metadata: i.opts.metadata.clone(),
+            })
+            .collect();
+        let result = (|| -> Result<Vec<String>> {
             let w = self.db.begin_write().map_err(db_err)?;
-            let old = {
+            let mut old_blobs = vec![];
+            {
                 let mut t = w.open_table(OBJECTS).map_err(db_err)?;
-                let old = t
-                    .get((bucket, key))
-                    .map_err(db_err)?
-                    .and_then(|v| serde_json::from_slice::<Stored>(v.value()).ok())
-                    .map(|s| s.blob);
-                if old.is_some() && opts.if_none_match {
-                    return Err(StoreError::PreconditionFailed);
+                for ((i, blob), info) in items.iter().zip(&blobs).zip(&infos) {
+                    let old = t
+                        .get((i.bucket, i.key))
+                        .map_err(db_err)?
+                        .and_then(|v| serde_json::from_slice::<Stored>(v.value()).ok())
+                        .map(|s| s.blob);
+                    if old.is_some() && i.opts.if_none_match {
+                        return Err(StoreError::PreconditionFailed);
+                    }
+                    let value = serde_json::to_vec(&Stored {
+                        blob: blob.clone(),
+                        info: info.clone(),
+                    })
+                    .map_err(db_err)?;
+                    t.insert((i.bucket, i.key), value.as_slice())
+                        .map_err(db_err)?;
+                    old_blobs.extend(old);
                 }
-                t.insert((bucket, key), value.as_slice()).map_err(db_err)?;
-                old
-            };
+            }
             w.commit().map_err(db_err)?;
-            Ok(old)
+            Ok(old_blobs)
         })();
         match result {
             Ok(old) => {
-                if let Some(old) = old {
-                    let _ = fs::remove_file(self.blobs.join(old));
+                for b in old {
+                    let _ = fs::remove_file(self.blobs.join(b));
                 }
-                Ok(info)
+                Ok(infos)
             }
             Err(e) => {
-                let _ = fs::remove_file(&dest);
+                cleanup(&blobs);
                 Err(e)
             }
         }

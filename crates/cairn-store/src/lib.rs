@@ -120,6 +120,23 @@ pub trait ObjectStore: Send + Sync {
         marker: Option<&str>,
         max_keys: usize,
     ) -> Result<ListPage>;
+
+    /// Several PUTs; stores may make them durable together (one directory sync, one metadata
+    /// commit). On error some may have been written: callers retry the whole set.
+    fn put_many(&self, items: &[PutItem<'_>]) -> Result<Vec<ObjectInfo>> {
+        items
+            .iter()
+            .map(|i| self.put(i.bucket, i.key, i.body, i.opts))
+            .collect()
+    }
+}
+
+/// One object of [`ObjectStore::put_many`].
+pub struct PutItem<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    pub body: &'a [u8],
+    pub opts: &'a PutOptions,
 }
 
 /// Lists every key under `prefix` (following pages).

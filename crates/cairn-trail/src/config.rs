@@ -46,6 +46,16 @@ impl TrailConfig {
         }
     }
 
+    /// Whether an event's region (and global-service origin) belongs in this trail.
+    pub fn admits_region(&self, ev: &cairn_record::selector::EventFacts) -> bool {
+        cairn_record::selector::scope_admits(
+            &self.home_region,
+            self.multi_region,
+            self.include_global_service_events,
+            ev,
+        )
+    }
+
     pub fn prefix(&self) -> Option<&str> {
         self.s3_key_prefix.as_deref().filter(|p| !p.is_empty())
     }

@@ -11,7 +11,7 @@ use cairn_journal::{Journal, JournalReader};
 use cairn_record::selector::{TrailScope, TrailSelectors};
 use cairn_record::time::{iso, whole_seconds};
 use cairn_record::{Clock, EventRecord};
-use cairn_store::{ObjectStore, PutOptions};
+use cairn_store::{ObjectStore, PutItem, PutOptions};
 use chrono::{DateTime, Duration, Utc};
 use rayon::prelude::*;
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
@@ -115,7 +115,8 @@ struct EpochIntent {
 struct OpenEpoch {
     seq_from: u64,
     opened_at: Option<DateTime<Utc>>,
-    batches: BTreeMap<(String, String), LogFileBuilder>,
+    /// trail → region → file being filled.
+    batches: BTreeMap<String, BTreeMap<String, LogFileBuilder>>,
     bytes: usize,
     records: usize,
     full: bool,
@@ -433,15 +434,24 @@ impl TrailEngine {
         let Inner { trails, open, .. } = inner;
         for (name, st) in trails.iter() {
             if !st.logging
-                || !st.config.scope().admits(&h.facts)
+                || !st.config.admits_region(&h.facts)
                 || !st.config.selectors.matches(&h.facts)
             {
                 continue;
             }
-            let b = open
-                .batches
-                .entry((name.clone(), h.facts.region.clone()))
-                .or_insert_with(|| LogFileBuilder::new(level));
+            // Look up without allocating; allocate the keys only for a new file.
+            if !open.batches.contains_key(name.as_str()) {
+                open.batches.insert(name.clone(), BTreeMap::new());
+            }
+            let Some(regions) = open.batches.get_mut(name.as_str()) else {
+                continue;
+            };
+            if !regions.contains_key(h.facts.region.as_str()) {
+                regions.insert(h.facts.region.clone(), LogFileBuilder::new(level));
+            }
+            let Some(b) = regions.get_mut(h.facts.region.as_str()) else {
+                continue;
+            };
             b.push(json, h.time);
             open.bytes += json.len() + 1;
             open.records += 1;
@@ -463,9 +473,26 @@ impl TrailEngine {
         }
         let epoch = inner.epoch;
         let open = std::mem::replace(&mut inner.open, OpenEpoch::new(seq_to));
-        let mut files = vec![];
+        let batches: Vec<(String, String, LogFileBuilder)> = open
+            .batches
+            .into_iter()
+            .filter(|(t, _)| inner.trails.contains_key(t))
+            .flat_map(|(t, regions)| regions.into_iter().map(move |(r, b)| (t.clone(), r, b)))
+            .collect();
+        // Compress and hash every file of the epoch on all cores.
+        let mut files: Vec<LogFile> = vec![];
+        let mut names_of: Vec<(String, String)> = vec![];
+        let (builders, keys): (Vec<LogFileBuilder>, Vec<(String, String)>) =
+            batches.into_iter().map(|(t, r, b)| (b, (t, r))).unzip();
+        files.extend(
+            builders
+                .into_par_iter()
+                .map(LogFileBuilder::finish)
+                .collect::<Vec<_>>(),
+        );
+        names_of.extend(keys);
         let mut intents = vec![];
-        for (i, ((trail, region), b)) in open.batches.into_iter().enumerate() {
+        for (i, ((trail, region), f)) in names_of.into_iter().zip(&files).enumerate() {
             let Some(st) = inner.trails.get(&trail) else {
                 continue;
             };
@@ -477,7 +504,6 @@ impl TrailEngine {
                 now,
                 &names::unique_part(epoch, i as u32),
             );
-            let f = b.finish();
             intents.push(FileIntent {
                 trail: trail.clone(),
                 region,
@@ -489,7 +515,6 @@ impl TrailEngine {
                     scope: cfg.scope(),
                 },
             });
-            files.push(f);
         }
         let intent = EpochIntent {
             epoch,
@@ -578,23 +603,34 @@ impl TrailEngine {
         files: Vec<LogFile>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        for (fi, f) in intent.files.iter().zip(&files) {
-            let opts = PutOptions {
-                content_type: Some("application/json".into()),
-                content_encoding: Some("gzip".into()),
-                ..Default::default()
-            };
-            if let Err(e) = self.store.put(&fi.bucket, &fi.key, &f.gz, &opts) {
-                tracing::warn!(trail = %fi.trail, key = %fi.key, error = %e, "log file delivery failed; will retry");
+        let opts = PutOptions {
+            content_type: Some("application/json".into()),
+            content_encoding: Some("gzip".into()),
+            ..Default::default()
+        };
+        let items: Vec<PutItem> = intent
+            .files
+            .iter()
+            .zip(&files)
+            .map(|(fi, f)| PutItem {
+                bucket: &fi.bucket,
+                key: &fi.key,
+                body: &f.gz,
+                opts: &opts,
+            })
+            .collect();
+        if let Err(e) = self.store.put_many(&items) {
+            tracing::warn!(epoch = intent.epoch, error = %e, "log file delivery failed; will retry");
+            for fi in &intent.files {
                 if let Some(st) = inner.trails.get_mut(&fi.trail) {
                     st.latest_delivery_attempt_time = Some(now);
                     st.latest_delivery_error = Some(e.s3_code().to_string());
                 }
-                self.save_trails(inner)?;
-                return Ok(false);
             }
-            crate::failpoint::crash_point("after-log-put");
+            self.save_trails(inner)?;
+            return Ok(false);
         }
+        crate::failpoint::crash_point("after-log-put");
         for (fi, f) in intent.files.iter().zip(&files) {
             let df = DeliveredFile {
                 bucket: fi.bucket.clone(),
@@ -659,8 +695,12 @@ impl TrailEngine {
             .min()
             .unwrap_or(inner.cursor)
             .min(inner.cursor);
-        self.journal
-            .commit_cursor(DELIVERY_CONSUMER, keep_from.min(inner.open.seq_from))?;
+        // The journal's copy of the cursor only decides which segments may go (the
+        // authoritative one is in the state database), so move it only when that frees one.
+        let keep_from = keep_from.min(inner.open.seq_from);
+        if self.journal.would_free_segments(keep_from) {
+            self.journal.commit_cursor(DELIVERY_CONSUMER, keep_from)?;
+        }
         Ok(true)
     }
 

@@ -475,3 +475,140 @@ pub fn ingest(a: IngestArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct ValidateBenchArgs {
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    #[arg(long)]
+    pub trail_arn: String,
+    #[arg(long)]
+    pub start_time: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `cairn bench validate`: the validator over a data directory, against a same-run bound —
+/// reading, gunzipping and hashing the same log files on every core.
+pub fn validate(a: ValidateBenchArgs) -> Result<()> {
+    use cairn_verify::{PublicKey, PublicKeySource};
+    let start = cairn_record::time::parse_cli_time(&a.start_time)
+        .ok_or_else(|| anyhow::anyhow!("bad --start-time"))?;
+    let reader = cairn_trail::StateReader::open(&a.data_dir.join("trail"))?;
+    let trail = reader
+        .trails()?
+        .into_iter()
+        .find(|t| t.config.arn() == a.trail_arn)
+        .ok_or_else(|| anyhow::anyhow!("no trail {}", a.trail_arn))?;
+    let store = cairn_store::EmbeddedStore::open(a.data_dir.join("store"))?;
+    struct Keys(cairn_trail::StateReader);
+    impl PublicKeySource for Keys {
+        fn list(
+            &self,
+            r: &str,
+            s: DateTime<Utc>,
+            e: DateTime<Utc>,
+        ) -> std::result::Result<Vec<PublicKey>, String> {
+            Ok(self
+                .0
+                .public_keys(r, s, e)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|k| PublicKey {
+                    der: k.value,
+                    fingerprint: k.fingerprint,
+                    valid_from: k.validity_start,
+                    valid_to: k.validity_end,
+                })
+                .collect())
+        }
+    }
+    let opts = cairn_verify::ValidateOptions {
+        trail_arn: a.trail_arn.clone(),
+        start,
+        end: Utc::now(),
+        bucket: trail.config.s3_bucket.clone(),
+        prefix: trail.config.s3_key_prefix.clone(),
+        account: None,
+        source_region: None,
+        verbose: false,
+        strict: false,
+        since_digest: None,
+        state_file: None,
+        pinned_fingerprints: vec![],
+        progress: None,
+    };
+    let keys = Keys(reader);
+    let t = Instant::now();
+    let report =
+        cairn_verify::validate(&store, &keys, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        report.exit_code == 0,
+        "validation failed:\n{}{}",
+        report.stdout(),
+        report.stderr()
+    );
+    // Bound: the same log files, read from the store, gunzipped and hashed on all cores.
+    let region_folder = cairn_trail::names::log_folder(
+        trail.config.prefix(),
+        &trail.config.account,
+        &trail.config.home_region,
+    );
+    let files = cairn_store::list_all(&store, &opts.bucket, &region_folder)?;
+    let tb = Instant::now();
+    let raw: u64 = files
+        .par_iter()
+        .map(|o| {
+            let body = store
+                .get(&opts.bucket, &o.key)
+                .map(|x| x.body)
+                .unwrap_or_default();
+            let mut d = flate2::read::GzDecoder::new(&body[..]);
+            let mut h = <sha2::Sha256 as sha2::Digest>::new();
+            let mut buf = vec![0u8; 64 << 10];
+            let mut n = 0u64;
+            while let Ok(k) = std::io::Read::read(&mut d, &mut buf) {
+                if k == 0 {
+                    break;
+                }
+                sha2::Digest::update(&mut h, &buf[..k]);
+                n += k as u64;
+            }
+            let _ = sha2::Digest::finalize(h);
+            n
+        })
+        .sum();
+    let bound = tb.elapsed().as_secs_f64();
+    let compressed: u64 = files.iter().map(|o| o.size).sum();
+    let out = json!({
+        "log_files": report.valid_logs,
+        "digests": report.valid_digests,
+        "log_bytes_uncompressed": raw,
+        "log_bytes_compressed": compressed,
+        "validate_s": secs,
+        "validate_mb_per_s": raw as f64 / secs / 1e6,
+        "bound_s": bound,
+        "bound_mb_per_s": raw as f64 / bound / 1e6,
+        "ratio_to_bound": bound / secs,
+        "threads": rayon::current_num_threads(),
+    });
+    if a.json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!(
+            "validated        {} digests, {} log files ({:.1} MB uncompressed, {:.1} MB stored)",
+            report.valid_digests,
+            report.valid_logs,
+            raw as f64 / 1e6,
+            compressed as f64 / 1e6
+        );
+        println!(
+            "validate-logs    {secs:.2} s, {:.0} MB/s",
+            raw as f64 / secs / 1e6
+        );
+        println!("same-run bound   {bound:.2} s, {:.0} MB/s (read + gunzip + SHA-256 of the same files, {} threads)", raw as f64 / bound / 1e6, rayon::current_num_threads());
+        println!("ratio            {:.2}", bound / secs);
+    }
+    Ok(())
+}

@@ -46,6 +46,8 @@ enum Cmd {
 enum BenchCmd {
     /// Synthetic events through journal and delivery into the embedded store.
     Ingest(bench::IngestArgs),
+    /// validate-logs over a data directory against a same-run gunzip + SHA-256 bound.
+    Validate(bench::ValidateBenchArgs),
 }
 
 fn status(dir: PathBuf, json: bool) -> anyhow::Result<()> {
@@ -103,6 +105,7 @@ fn main() {
         Cmd::ListPublicKeys(a) => report(validate_cmd::list_public_keys(a)),
         Cmd::Status { data_dir, json } => report(status(data_dir, json)),
         Cmd::Bench(BenchCmd::Ingest(a)) => report(bench::ingest(a)),
+        Cmd::Bench(BenchCmd::Validate(a)) => report(bench::validate(a)),
         Cmd::CrashTest(a) => match crash::harness(a) {
             Ok(c) => c,
             Err(e) => {
