@@ -143,6 +143,15 @@ struct Inner {
     trails: BTreeMap<String, TrailState>,
     chains: BTreeMap<(String, String), ChainState>,
     intents: BTreeMap<u64, EpochIntent>,
+    /// An epoch whose files are being compressed in the background. Nothing about it is
+    /// durable yet: a crash now simply re-reads its records from the journal.
+    inflight: Option<InFlight>,
+}
+
+/// A closed epoch being compressed: everything of its intent but the file hashes.
+struct InFlight {
+    intent: EpochIntent,
+    files: std::sync::mpsc::Receiver<Vec<LogFile>>,
 }
 
 /// What one [`TrailEngine::pump`] did.
@@ -310,6 +319,7 @@ impl TrailEngine {
                 trails,
                 chains,
                 intents,
+                inflight: None,
             }),
             recovered,
         };
@@ -363,6 +373,7 @@ impl TrailEngine {
         let mut inner = self.lock();
         let mut rep = PumpReport::default();
         self.retry_intents(&mut inner, now)?;
+        rep.files += self.settle_inflight(&mut inner, false)?;
         while (rep.records as usize) < max_records {
             let Some((seq, bytes)) = inner.reader.next_record()? else {
                 break;
@@ -391,6 +402,10 @@ impl TrailEngine {
             None => inner.open.seq_from = pos,
             _ => {}
         }
+        if !rep.more {
+            // Caught up: nothing to overlap with, so land the files now.
+            rep.files += self.finish_inflight(&mut inner)?;
+        }
         rep.digests += self.emit_due_digests(&mut inner, now)?;
         Ok(rep)
     }
@@ -412,6 +427,7 @@ impl TrailEngine {
         let mut inner = self.lock();
         let pos = inner.reader.position();
         total.files += self.close_epoch(&mut inner, pos, now)?;
+        total.files += self.finish_inflight(&mut inner)?;
         if !inner.intents.is_empty() {
             return Ok(total);
         }
@@ -465,57 +481,47 @@ impl TrailEngine {
         }
     }
 
-    /// Turns the open epoch into delivered files. Returns how many files were written.
+    /// Closes the open epoch: fixes its files' keys and snapshots now and compresses them in
+    /// the background, so routing goes on meanwhile. The previous in-flight epoch is finished
+    /// first (intents and cursors advance in order). Returns files finished by this call.
     fn close_epoch(&self, inner: &mut Inner, seq_to: u64, now: DateTime<Utc>) -> Result<u64> {
+        let mut done = self.finish_inflight(inner)?;
         if inner.open.batches.is_empty() {
             inner.open = OpenEpoch::new(seq_to);
-            return Ok(0);
+            return Ok(done);
         }
         let epoch = inner.epoch;
         let open = std::mem::replace(&mut inner.open, OpenEpoch::new(seq_to));
-        let batches: Vec<(String, String, LogFileBuilder)> = open
-            .batches
-            .into_iter()
-            .filter(|(t, _)| inner.trails.contains_key(t))
-            .flat_map(|(t, regions)| regions.into_iter().map(move |(r, b)| (t.clone(), r, b)))
-            .collect();
-        // Compress and hash every file of the epoch on all cores.
-        let mut files: Vec<LogFile> = vec![];
-        let mut names_of: Vec<(String, String)> = vec![];
-        let (builders, keys): (Vec<LogFileBuilder>, Vec<(String, String)>) =
-            batches.into_iter().map(|(t, r, b)| (b, (t, r))).unzip();
-        files.extend(
-            builders
-                .into_par_iter()
-                .map(LogFileBuilder::finish)
-                .collect::<Vec<_>>(),
-        );
-        names_of.extend(keys);
+        let mut builders = vec![];
         let mut intents = vec![];
-        for (i, ((trail, region), f)) in names_of.into_iter().zip(&files).enumerate() {
+        for (trail, regions) in open.batches {
             let Some(st) = inner.trails.get(&trail) else {
                 continue;
             };
             let cfg = &st.config;
-            let key = names::log_file_key(
-                cfg.prefix(),
-                &cfg.account,
-                &region,
-                now,
-                &names::unique_part(epoch, i as u32),
-            );
-            intents.push(FileIntent {
-                trail: trail.clone(),
-                region,
-                bucket: cfg.s3_bucket.clone(),
-                key,
-                sha256: f.sha256.clone(),
-                snapshot: Snapshot {
-                    selectors: cfg.selectors.clone(),
-                    scope: cfg.scope(),
-                },
-            });
+            for (region, b) in regions {
+                let key = names::log_file_key(
+                    cfg.prefix(),
+                    &cfg.account,
+                    &region,
+                    now,
+                    &names::unique_part(epoch, intents.len() as u32),
+                );
+                intents.push(FileIntent {
+                    trail: trail.clone(),
+                    region,
+                    bucket: cfg.s3_bucket.clone(),
+                    key,
+                    sha256: String::new(),
+                    snapshot: Snapshot {
+                        selectors: cfg.selectors.clone(),
+                        scope: cfg.scope(),
+                    },
+                });
+                builders.push(b);
+            }
         }
+        inner.epoch += 1;
         let intent = EpochIntent {
             epoch,
             seq_from: open.seq_from,
@@ -523,8 +529,54 @@ impl TrailEngine {
             delivered_at: now,
             files: intents,
         };
-        inner.epoch += 1;
-        inner.cursor = seq_to;
+        // Compress and hash every file of the epoch on all cores, in the background.
+        let (tx, rx) = std::sync::mpsc::channel();
+        rayon::spawn(move || {
+            let files: Vec<LogFile> = builders
+                .into_par_iter()
+                .map(LogFileBuilder::finish)
+                .collect();
+            let _ = tx.send(files);
+        });
+        inner.inflight = Some(InFlight { intent, files: rx });
+        if open.full {
+            // A full epoch means a backlog: finish now rather than let memory grow.
+            done += self.finish_inflight(inner)?;
+        }
+        Ok(done)
+    }
+
+    /// Commits the in-flight epoch's intent (with its file hashes and the new cursor), then
+    /// writes its files. Returns how many files it wrote.
+    fn finish_inflight(&self, inner: &mut Inner) -> Result<u64> {
+        self.settle_inflight(inner, true)
+    }
+
+    /// As [`Self::finish_inflight`]; without `block`, only if compression has already ended.
+    fn settle_inflight(&self, inner: &mut Inner, block: bool) -> Result<u64> {
+        let Some(f) = inner.inflight.take() else {
+            return Ok(0);
+        };
+        let received = if block {
+            f.files.recv().map_err(|_| ())
+        } else {
+            match f.files.try_recv() {
+                Ok(v) => Ok(v),
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    inner.inflight = Some(f);
+                    return Ok(0);
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(()),
+            }
+        };
+        let files =
+            received.map_err(|_| TrailError::Invalid("log file compression failed".into()))?;
+        let mut intent = f.intent;
+        for (fi, lf) in intent.files.iter_mut().zip(&files) {
+            fi.sha256 = lf.sha256.clone();
+        }
+        let epoch = intent.epoch;
+        inner.cursor = intent.seq_to;
         inner.intents.insert(epoch, intent.clone());
         let w = self.db.begin_write().map_err(db_err)?;
         {
@@ -533,12 +585,13 @@ impl TrailEngine {
                 .insert(epoch, js(&intent)?.as_slice())
                 .map_err(db_err)?;
             let mut m = w.open_table(META).map_err(db_err)?;
-            m.insert("cursor", seq_to).map_err(db_err)?;
+            m.insert("cursor", intent.seq_to).map_err(db_err)?;
             m.insert("epoch", inner.epoch).map_err(db_err)?;
         }
         w.commit().map_err(db_err)?;
         crate::failpoint::crash_point("after-intent");
         let n = files.len() as u64;
+        let now = self.clock.now();
         self.deliver(inner, &intent, files, now)?;
         Ok(n)
     }
@@ -762,6 +815,9 @@ impl TrailEngine {
         cmd: TrailCommand,
         now: DateTime<Utc>,
     ) -> Result<u64> {
+        // Everything before the command must be durable before the command moves the cursor
+        // past it or ends a chain.
+        self.finish_inflight(inner)?;
         let mut digests = 0;
         let start = whole_seconds(now);
         match cmd {
@@ -894,6 +950,14 @@ impl TrailEngine {
 
     fn emit_due_digests(&self, inner: &mut Inner, now: DateTime<Utc>) -> Result<u64> {
         let mut n = 0;
+        let due = inner
+            .chains
+            .values()
+            .any(|c| c.active && c.window_start + self.opts.digest_interval <= now);
+        if due {
+            // The in-flight epoch may belong in a window about to close.
+            self.finish_inflight(inner)?;
+        }
         let oldest_pending = inner.intents.values().map(|i| i.delivered_at).min();
         let keys: Vec<_> = inner
             .chains
