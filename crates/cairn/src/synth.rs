@@ -12,13 +12,16 @@ pub const REGIONS: &[&str] = &["us-east-1", "us-east-2", "us-west-2", "eu-west-1
 pub struct Synth {
     rng: SmallRng,
     account: String,
+    regions: usize,
 }
 
 impl Synth {
-    pub fn new(account: &str, seed: u64) -> Synth {
+    /// Events spread over the first `regions` of [`REGIONS`].
+    pub fn new(account: &str, seed: u64, regions: usize) -> Synth {
         Synth {
             rng: SmallRng::seed_from_u64(seed),
             account: account.into(),
+            regions: regions.clamp(1, REGIONS.len()),
         }
     }
 
@@ -69,7 +72,7 @@ impl Synth {
 
     /// One event at time `t`.
     pub fn event(&mut self, t: DateTime<Utc>) -> EventRecord {
-        let region = REGIONS[self.rng.gen_range(0..REGIONS.len())];
+        let region = REGIONS[self.rng.gen_range(0..self.regions)];
         let id = self.identity(t);
         let account = self.account.clone();
         let roll = self.rng.gen_range(0..100);
