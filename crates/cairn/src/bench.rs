@@ -497,7 +497,6 @@ pub struct ValidateBenchArgs {
 /// `cairn bench validate`: the validator over a data directory, against a same-run bound —
 /// reading, gunzipping and hashing the same log files on every core.
 pub fn validate(a: ValidateBenchArgs) -> Result<()> {
-    use cairn_verify::{PublicKey, PublicKeySource};
     let start = cairn_record::time::parse_cli_time(&a.start_time)
         .ok_or_else(|| anyhow::anyhow!("bad --start-time"))?;
     let reader = cairn_trail::StateReader::open(&a.data_dir.join("trail"))?;
@@ -507,28 +506,6 @@ pub fn validate(a: ValidateBenchArgs) -> Result<()> {
         .find(|t| t.config.arn() == a.trail_arn)
         .ok_or_else(|| anyhow::anyhow!("no trail {}", a.trail_arn))?;
     let store = cairn_store::EmbeddedStore::open(a.data_dir.join("store"))?;
-    struct Keys(cairn_trail::StateReader);
-    impl PublicKeySource for Keys {
-        fn list(
-            &self,
-            r: &str,
-            s: DateTime<Utc>,
-            e: DateTime<Utc>,
-        ) -> std::result::Result<Vec<PublicKey>, String> {
-            Ok(self
-                .0
-                .public_keys(r, s, e)
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(|k| PublicKey {
-                    der: k.value,
-                    fingerprint: k.fingerprint,
-                    valid_from: k.validity_start,
-                    valid_to: k.validity_end,
-                })
-                .collect())
-        }
-    }
     let opts = cairn_verify::ValidateOptions {
         trail_arn: a.trail_arn.clone(),
         start,
@@ -544,7 +521,7 @@ pub fn validate(a: ValidateBenchArgs) -> Result<()> {
         pinned_fingerprints: vec![],
         progress: None,
     };
-    let keys = Keys(reader);
+    let keys = crate::validate_cmd::DataDirKeys(reader);
     let t = Instant::now();
     let report =
         cairn_verify::validate(&store, &keys, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;

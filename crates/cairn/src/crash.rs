@@ -285,29 +285,7 @@ fn check(dir: &Path, ledger: &Path, kills: u32) -> Result<i32> {
     )
     .map(|t| t - Duration::hours(2))
     .unwrap_or_else(chrono::Utc::now);
-    struct Keys(StateReader);
-    impl cairn_verify::PublicKeySource for Keys {
-        fn list(
-            &self,
-            region: &str,
-            s: chrono::DateTime<chrono::Utc>,
-            e: chrono::DateTime<chrono::Utc>,
-        ) -> std::result::Result<Vec<cairn_verify::PublicKey>, String> {
-            Ok(self
-                .0
-                .public_keys(region, s, e)
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(|k| cairn_verify::PublicKey {
-                    der: k.value,
-                    fingerprint: k.fingerprint,
-                    valid_from: k.validity_start,
-                    valid_to: k.validity_end,
-                })
-                .collect())
-        }
-    }
-    let keys = Keys(reader);
+    let keys = crate::validate_cmd::DataDirKeys(reader);
     let mut opts = cairn_verify::ValidateOptions {
         trail_arn: format!("arn:aws:cloudtrail:us-east-1:{ACCOUNT}:trail/{TRAIL}"),
         start,

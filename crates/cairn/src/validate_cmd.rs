@@ -65,8 +65,9 @@ pub struct ValidateArgs {
     pub pin_fingerprints: Vec<String>,
 }
 
-struct ReaderKeys(StateReader);
-impl PublicKeySource for ReaderKeys {
+/// A data directory's digest public keys, for the validator.
+pub struct DataDirKeys(pub StateReader);
+impl PublicKeySource for DataDirKeys {
     fn list(
         &self,
         region: &str,
@@ -156,7 +157,7 @@ fn run_inner(a: ValidateArgs) -> Result<i32> {
             PublicKeyFile::parse(&std::fs::read(p)?)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
         ),
-        (None, Some(r)) => Box::new(ReaderKeys(r)),
+        (None, Some(r)) => Box::new(DataDirKeys(r)),
         (None, None) => anyhow::bail!("give --public-keys or --data-dir"),
     };
     let bar = indicatif::ProgressBar::new(0);
