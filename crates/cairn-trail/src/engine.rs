@@ -734,24 +734,32 @@ impl TrailEngine {
         }
         tracing::debug!(epoch = intent.epoch, files = files.len(), "delivered epoch");
         inner.intents.remove(&intent.epoch);
-        let w = self.db.begin_write().map_err(db_err)?;
-        w.open_table(INTENTS)
-            .map_err(db_err)?
-            .remove(intent.epoch)
-            .map_err(db_err)?;
-        self.write_state(&w, inner)?;
-        w.commit().map_err(db_err)?;
         let keep_from = inner
             .intents
             .values()
             .map(|i| i.seq_from)
             .min()
             .unwrap_or(inner.cursor)
-            .min(inner.cursor);
+            .min(inner.cursor)
+            .min(inner.open.seq_from);
         // The journal's copy of the cursor only decides which segments may go (the
         // authoritative one is in the state database), so move it only when that frees one.
-        let keep_from = keep_from.min(inner.open.seq_from);
-        if self.journal.would_free_segments(keep_from) {
+        let free = self.journal.would_free_segments(keep_from);
+        let mut w = self.db.begin_write().map_err(db_err)?;
+        if !free {
+            // Losing this commit in a crash only means the intent is still pending at the
+            // next start: the same files are rewritten with the same bytes. The next durable
+            // commit (the next intent) persists it. Segments a pending intent could need are
+            // freed only after a durable commit (below).
+            w.set_durability(redb::Durability::None);
+        }
+        w.open_table(INTENTS)
+            .map_err(db_err)?
+            .remove(intent.epoch)
+            .map_err(db_err)?;
+        self.write_state(&w, inner)?;
+        w.commit().map_err(db_err)?;
+        if free {
             self.journal.commit_cursor(DELIVERY_CONSUMER, keep_from)?;
         }
         Ok(true)
@@ -790,6 +798,16 @@ impl TrailEngine {
 
     fn save_trails(&self, inner: &Inner) -> Result<()> {
         let w = self.db.begin_write().map_err(db_err)?;
+        self.write_state(&w, inner)?;
+        w.commit().map_err(db_err)
+    }
+
+    /// Saves state that a crash may roll back without harm (re-derived identically from the
+    /// durable state and the journal): digest-chain advances and status fields. Made
+    /// durable by the next durable commit.
+    fn save_trails_lazily(&self, inner: &Inner) -> Result<()> {
+        let mut w = self.db.begin_write().map_err(db_err)?;
+        w.set_durability(redb::Durability::None);
         self.write_state(&w, inner)?;
         w.commit().map_err(db_err)
     }
@@ -1078,7 +1096,8 @@ impl TrailEngine {
             st.latest_digest_delivery_time = Some(now);
             st.latest_digest_delivery_error = None;
         }
-        self.save_trails(inner)?;
+        // A crash losing this re-emits the same digest (same window, files, link, key).
+        self.save_trails_lazily(inner)?;
         Ok(true)
     }
 
