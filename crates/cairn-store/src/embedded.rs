@@ -151,24 +151,27 @@ impl ObjectStore for EmbeddedStore {
             f.sync_data()?;
             Ok(())
         };
-        let written: Vec<Result<()>> = if items.len() == 1 {
-            vec![write(&blobs[0], items[0].body)]
-        } else {
+        // Bodies are written and synced concurrently, at most SYNC_WIDTH at a time.
+        const SYNC_WIDTH: usize = 8;
+        let mut written: Vec<Result<()>> = Vec::with_capacity(items.len());
+        for (chunk, chunk_blobs) in items.chunks(SYNC_WIDTH).zip(blobs.chunks(SYNC_WIDTH)) {
+            if chunk.len() == 1 {
+                written.push(write(&chunk_blobs[0], chunk[0].body));
+                continue;
+            }
             std::thread::scope(|s| {
-                let hs: Vec<_> = items
+                let hs: Vec<_> = chunk
                     .iter()
-                    .zip(&blobs)
+                    .zip(chunk_blobs)
                     .map(|(i, b)| s.spawn(move || write(b, i.body)))
                     .collect();
-                hs.into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(StoreError::Io(std::io::Error::other("writer panicked")))
-                        })
-                    })
-                    .collect()
-            })
-        };
+                for h in hs {
+                    written.push(h.join().unwrap_or_else(|_| {
+                        Err(StoreError::Io(std::io::Error::other("writer panicked")))
+                    }));
+                }
+            });
+        }
         let cleanup = |blobs: &[String]| {
             for b in blobs {
                 let _ = fs::remove_file(self.tmp.join(b));

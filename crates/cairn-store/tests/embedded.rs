@@ -149,3 +149,58 @@ fn overwrite_and_delete_leave_no_orphan_bodies_and_survive_reopen() {
         1
     );
 }
+
+#[test]
+fn put_many_stores_every_object_or_none() {
+    let (d, s) = store();
+    let bodies: Vec<Vec<u8>> = (0..20).map(|i| format!("body {i}").into_bytes()).collect();
+    let keys: Vec<String> = (0..20).map(|i| format!("k/{i:02}")).collect();
+    let opts = PutOptions::default();
+    let items: Vec<PutItem> = keys
+        .iter()
+        .zip(&bodies)
+        .map(|(k, b)| PutItem {
+            bucket: "logs",
+            key: k,
+            body: b,
+            opts: &opts,
+        })
+        .collect();
+    assert_eq!(s.put_many(&items).unwrap().len(), 20);
+    for (k, b) in keys.iter().zip(&bodies) {
+        assert_eq!(&s.get("logs", k).unwrap().body, b);
+    }
+    // One conditional create that fails refuses the whole set, and leaves no bodies behind.
+    let create = PutOptions {
+        if_none_match: true,
+        ..Default::default()
+    };
+    let fresh = b"fresh".to_vec();
+    let batch = [
+        PutItem {
+            bucket: "logs",
+            key: "new/1",
+            body: &fresh,
+            opts: &create,
+        },
+        PutItem {
+            bucket: "logs",
+            key: "k/03",
+            body: &fresh,
+            opts: &create,
+        },
+    ];
+    assert!(matches!(
+        s.put_many(&batch),
+        Err(StoreError::PreconditionFailed)
+    ));
+    assert!(matches!(
+        s.get("logs", "new/1"),
+        Err(StoreError::NoSuchKey { .. })
+    ));
+    assert_eq!(s.get("logs", "k/03").unwrap().body, b"body 3");
+    assert_eq!(
+        std::fs::read_dir(d.path().join("blobs")).unwrap().count(),
+        20
+    );
+}
