@@ -40,6 +40,19 @@ enum Cmd {
     CrashTest(crash::CrashTestArgs),
     #[command(hide = true)]
     CrashWorker(crash::CrashWorkerArgs),
+    /// Appends records to a journal and reports each outcome, or reads them back (`--read`):
+    /// for fault-injection tests that need a process of their own (libfiu).
+    #[command(hide = true)]
+    JournalProbe {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        #[arg(long, default_value = "probe")]
+        label: String,
+        #[arg(long)]
+        read: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -114,8 +127,32 @@ fn main() {
             }
         },
         Cmd::CrashWorker(a) => report(crash::worker(a)),
+        Cmd::JournalProbe {
+            dir,
+            count,
+            label,
+            read,
+        } => report(journal_probe(dir, count, &label, read)),
     };
     std::process::exit(code);
+}
+
+fn journal_probe(dir: PathBuf, count: u32, label: &str, read: bool) -> anyhow::Result<()> {
+    let j = cairn_journal::Journal::open(&dir, cairn_journal::JournalOptions::default())?;
+    if read {
+        let mut r = j.reader(0)?;
+        while let Some((seq, p)) = r.next_record()? {
+            println!("{seq} {}", String::from_utf8_lossy(&p));
+        }
+        return Ok(());
+    }
+    for i in 0..count {
+        match j.append(format!("{label}-{i}").as_bytes()) {
+            Ok(seq) => println!("ok {seq}"),
+            Err(e) => println!("err {e}"),
+        }
+    }
+    Ok(())
 }
 
 fn report(r: anyhow::Result<()>) -> i32 {
