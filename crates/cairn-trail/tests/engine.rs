@@ -408,3 +408,29 @@ fn invalid_trail_names_and_selectors_are_refused_before_reaching_the_journal() {
         .is_err());
     assert_eq!(e.journal().next_seq(), before, "nothing was recorded");
 }
+
+#[test]
+fn flush_delivers_pending_events_and_closes_the_digest_window_now() {
+    let env = Env::new();
+    let e = env.engine();
+    start(&e, &env.clock, validating("trl"));
+    for i in 0..5 {
+        e.append_event(&mgmt(&env.clock, &format!("Op{i}")))
+            .unwrap();
+    }
+    env.clock.advance(Duration::seconds(20));
+    let r = e.flush().unwrap();
+    assert_eq!(r.files, 1);
+    assert_eq!(r.digests, 1);
+    assert_eq!(env.records().len(), 5);
+    let d = env.keys("CloudTrail-Digest");
+    assert_eq!(d.len(), 1);
+    // The window ended now (08:03:29), 20 s after the chain started, not an hour later.
+    assert!(d[0].ends_with("_20250601T080329Z.json.gz"), "{}", d[0]);
+    // The next window starts where this one ended: an hour later exactly one more digest.
+    env.clock.advance(Duration::hours(1));
+    e.pump().unwrap();
+    let d = env.keys("CloudTrail-Digest");
+    assert_eq!(d.len(), 2);
+    assert!(d[1].ends_with("_20250601T090329Z.json.gz"), "{}", d[1]);
+}
