@@ -475,9 +475,10 @@ pub fn ingest(a: IngestArgs) -> Result<()> {
             rss_generated as f64 / 1024.0
         );
         println!("same-run bound   {bound_eps:.0} events/s (gzip-{} + SHA-256 of the same bytes, one core); ratio {:.2}", a.gzip_level, eps / bound_eps);
+        eprintln!("validate with:   cairn validate-logs --data-dir {} --trail-arn {arn} --start-time {start_time}", a.data_dir.display());
+        // The ARN and the start time come last, as the issue asks.
         println!("trail ARN        {arn}");
         println!("--start-time     {start_time}");
-        println!("\nvalidate with:   cairn validate-logs --data-dir {} --trail-arn {arn} --start-time {start_time}", a.data_dir.display());
     }
     Ok(())
 }
