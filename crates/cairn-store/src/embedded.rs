@@ -20,6 +20,19 @@ struct Stored {
     info: ObjectInfo,
 }
 
+/// `NoSuchBucket` unless `bucket` exists, as seen by read transaction `r`.
+fn require_bucket(r: &redb::ReadTransaction, bucket: &str) -> Result<()> {
+    match r
+        .open_table(BUCKETS)
+        .map_err(db_err)?
+        .get(bucket)
+        .map_err(db_err)?
+    {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NoSuchBucket(bucket.into())),
+    }
+}
+
 /// Object store on the local disk. Safe to share between threads.
 pub struct EmbeddedStore {
     db: Database,
@@ -77,14 +90,7 @@ impl EmbeddedStore {
 
     fn stored(&self, bucket: &str, key: &str) -> Result<Stored> {
         let r = self.db.begin_read().map_err(db_err)?;
-        if r.open_table(BUCKETS)
-            .map_err(db_err)?
-            .get(bucket)
-            .map_err(db_err)?
-            .is_none()
-        {
-            return Err(StoreError::NoSuchBucket(bucket.into()));
-        }
+        require_bucket(&r, bucket)?;
         let t = r.open_table(OBJECTS).map_err(db_err)?;
         let v = t
             .get((bucket, key))
@@ -291,14 +297,7 @@ impl ObjectStore for EmbeddedStore {
         max_keys: usize,
     ) -> Result<ListPage> {
         let r = self.db.begin_read().map_err(db_err)?;
-        if r.open_table(BUCKETS)
-            .map_err(db_err)?
-            .get(bucket)
-            .map_err(db_err)?
-            .is_none()
-        {
-            return Err(StoreError::NoSuchBucket(bucket.into()));
-        }
+        require_bucket(&r, bucket)?;
         let t = r.open_table(OBJECTS).map_err(db_err)?;
         let start = match marker {
             Some(m) if m >= prefix => m,

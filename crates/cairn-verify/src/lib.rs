@@ -127,6 +127,33 @@ pub struct ValidateOptions {
     pub progress: Option<ProgressFn>,
 }
 
+impl ValidateOptions {
+    /// AWS-CLI mode over `[start, end]` for a trail whose files are in `bucket`; every other
+    /// option at its default (no prefix, the ARN's account and home region, not verbose).
+    pub fn new(
+        trail_arn: impl Into<String>,
+        bucket: impl Into<String>,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> ValidateOptions {
+        ValidateOptions {
+            trail_arn: trail_arn.into(),
+            start,
+            end,
+            bucket: bucket.into(),
+            prefix: None,
+            account: None,
+            source_region: None,
+            verbose: false,
+            strict: false,
+            since_digest: None,
+            state_file: None,
+            pinned_fingerprints: vec![],
+            progress: None,
+        }
+    }
+}
+
 /// Which stream a line goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {

@@ -142,21 +142,16 @@ impl World {
     }
 
     fn opts(&self, strict: bool) -> ValidateOptions {
-        ValidateOptions {
-            trail_arn: format!("arn:aws:cloudtrail:us-east-1:{ACCOUNT}:trail/audit"),
-            start: self.t0,
-            end: self.clock.now(),
-            bucket: BUCKET.into(),
-            prefix: None,
-            account: None,
-            source_region: None,
-            verbose: true,
-            strict,
-            since_digest: None,
-            state_file: Some(self.state.clone()),
-            pinned_fingerprints: vec![],
-            progress: None,
-        }
+        let mut o = ValidateOptions::new(
+            format!("arn:aws:cloudtrail:us-east-1:{ACCOUNT}:trail/audit"),
+            BUCKET,
+            self.t0,
+            self.clock.now(),
+        );
+        o.verbose = true;
+        o.strict = strict;
+        o.state_file = Some(self.state.clone());
+        o
     }
 
     fn aws(&self) -> Report {

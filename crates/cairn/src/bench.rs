@@ -507,21 +507,13 @@ pub fn validate(a: ValidateBenchArgs) -> Result<()> {
         .find(|t| t.config.arn() == a.trail_arn)
         .ok_or_else(|| anyhow::anyhow!("no trail {}", a.trail_arn))?;
     let store = cairn_store::EmbeddedStore::open(a.data_dir.join("store"))?;
-    let opts = cairn_verify::ValidateOptions {
-        trail_arn: a.trail_arn.clone(),
+    let mut opts = cairn_verify::ValidateOptions::new(
+        &a.trail_arn,
+        &trail.config.s3_bucket,
         start,
-        end: Utc::now(),
-        bucket: trail.config.s3_bucket.clone(),
-        prefix: trail.config.s3_key_prefix.clone(),
-        account: None,
-        source_region: None,
-        verbose: false,
-        strict: false,
-        since_digest: None,
-        state_file: None,
-        pinned_fingerprints: vec![],
-        progress: None,
-    };
+        Utc::now(),
+    );
+    opts.prefix = trail.config.s3_key_prefix.clone();
     let keys = crate::validate_cmd::DataDirKeys(reader);
     let t = Instant::now();
     let report =

@@ -286,21 +286,12 @@ fn check(dir: &Path, ledger: &Path, kills: u32) -> Result<i32> {
     .map(|t| t - Duration::hours(2))
     .unwrap_or_else(chrono::Utc::now);
     let keys = crate::validate_cmd::DataDirKeys(reader);
-    let mut opts = cairn_verify::ValidateOptions {
-        trail_arn: format!("arn:aws:cloudtrail:us-east-1:{ACCOUNT}:trail/{TRAIL}"),
+    let mut opts = cairn_verify::ValidateOptions::new(
+        format!("arn:aws:cloudtrail:us-east-1:{ACCOUNT}:trail/{TRAIL}"),
+        BUCKET,
         start,
-        end: chrono::Utc::now(),
-        bucket: BUCKET.into(),
-        prefix: None,
-        account: None,
-        source_region: None,
-        verbose: false,
-        strict: false,
-        since_digest: None,
-        state_file: None,
-        pinned_fingerprints: vec![],
-        progress: None,
-    };
+        chrono::Utc::now(),
+    );
     let aws = cairn_verify::validate(&store, &keys, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     opts.strict = true;
     let strict =
