@@ -1,0 +1,509 @@
+//! AWS Signature Version 4 verification (trust-and-testing §4.1).
+//!
+//! Flow for a server: [`parse`] the request's authorization (header or query) → look up the
+//! secret of [`Authorization::access_key_id`] → [`verify`]. Errors carry what the client did
+//! wrong; [`AuthError::code`] maps them to the error code and HTTP status of the protocol.
+
+use aws_lc_rs::hmac;
+use chrono::{DateTime, Duration, NaiveDateTime, TimeZone, Utc};
+use sha2::{Digest, Sha256};
+
+pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+pub const X_AMZ_DATE: &str = "x-amz-date";
+pub const X_AMZ_CONTENT_SHA256: &str = "x-amz-content-sha256";
+pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+/// Largest accepted difference between the request's time and ours.
+pub const MAX_SKEW: Duration = Duration::minutes(15);
+/// Longest presigned URL lifetime (the signing key is valid for 7 days).
+pub const MAX_PRESIGN_SECONDS: i64 = 604_800;
+
+/// The parts of an HTTP request that signing covers, as received.
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// Raw path, percent-encoded as sent (without the query).
+    pub path: &'a str,
+    /// Raw query string, without `?`.
+    pub query: &'a str,
+    /// Header names in any case; repeated names allowed.
+    pub headers: &'a [(String, String)],
+    /// Hex SHA-256 of the body.
+    pub body_sha256: &'a str,
+    /// S3 rules: the path is used as sent, and `x-amz-content-sha256` gives the payload hash.
+    pub s3: bool,
+}
+
+impl Request<'_> {
+    fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.header_values(name).into_iter().next()
+    }
+}
+
+/// The parsed authorization of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorization {
+    pub access_key_id: String,
+    pub date: String,
+    pub region: String,
+    pub service: String,
+    pub signed_headers: Vec<String>,
+    pub signature: String,
+    /// `X-Amz-Date` (header or query).
+    pub amz_date: String,
+    /// Presigned: lifetime in seconds.
+    pub expires: Option<i64>,
+}
+
+impl Authorization {
+    pub fn scope(&self) -> String {
+        format!(
+            "{}/{}/{}/aws4_request",
+            self.date, self.region, self.service
+        )
+    }
+    pub fn presigned(&self) -> bool {
+        self.expires.is_some()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("Request is missing Authentication Token")]
+    Missing,
+    #[error("{0}")]
+    Malformed(String),
+    #[error("The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.")]
+    SignatureMismatch,
+    #[error("Signature expired: {request} is now earlier than {limit} ({now} - 15 min.)")]
+    Skewed {
+        request: String,
+        limit: String,
+        now: String,
+    },
+    #[error("Request has expired")]
+    PresignExpired,
+    #[error("Request is not yet valid")]
+    PresignNotYetValid,
+    #[error("X-Amz-Expires must be between 1 and 604800 seconds")]
+    BadExpires,
+    #[error("There were headers present in the request which were not signed: {0}")]
+    UnsignedHeader(String),
+    #[error("Missing required header for this request: x-amz-content-sha256")]
+    MissingContentSha256,
+    #[error("The provided 'x-amz-content-sha256' header does not match what was computed.")]
+    ContentSha256Mismatch,
+}
+
+/// Wire protocol families, which name the same failures differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// awsJson 1.1 (CloudTrail, KMS, DynamoDB).
+    Json,
+    /// REST-XML (S3).
+    S3,
+    /// Query (IAM, STS).
+    Query,
+}
+
+impl AuthError {
+    /// The AWS error code and HTTP status for this failure in `p` (trust-and-testing §3.5).
+    pub fn code(&self, p: Protocol) -> (&'static str, u16) {
+        use AuthError::*;
+        match (self, p) {
+            (Missing, Protocol::S3) => ("AccessDenied", 403),
+            (Missing, _) => ("MissingAuthenticationToken", 403),
+            (Malformed(_), Protocol::S3) => ("AuthorizationHeaderMalformed", 400),
+            (Malformed(_), _) => ("IncompleteSignature", 400),
+            (SignatureMismatch, Protocol::S3) => ("SignatureDoesNotMatch", 403),
+            (SignatureMismatch, Protocol::Json) => ("InvalidSignatureException", 400),
+            (SignatureMismatch, Protocol::Query) => ("SignatureDoesNotMatch", 403),
+            (Skewed { .. }, Protocol::S3) => ("RequestTimeTooSkewed", 403),
+            (Skewed { .. }, Protocol::Json) => ("InvalidSignatureException", 400),
+            (Skewed { .. }, Protocol::Query) => ("RequestExpired", 400),
+            (PresignExpired | PresignNotYetValid, _) => ("AccessDenied", 403),
+            (BadExpires, Protocol::S3) => ("AuthorizationQueryParametersError", 400),
+            (BadExpires, _) => ("IncompleteSignature", 400),
+            (UnsignedHeader(_), Protocol::S3) => ("AccessDenied", 403),
+            (UnsignedHeader(_), _) => ("IncompleteSignature", 400),
+            (MissingContentSha256, _) => ("InvalidRequest", 400),
+            (ContentSha256Mismatch, _) => ("XAmzContentSHA256Mismatch", 400),
+        }
+    }
+}
+
+fn malformed(m: impl Into<String>) -> AuthError {
+    AuthError::Malformed(m.into())
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (
+                (b[i + 1] as char).to_digit(16),
+                (b[i + 2] as char).to_digit(16),
+            ) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// RFC 3986 encoding as SigV4 wants it: unreserved characters kept, everything else `%XX`
+/// (uppercase), `/` kept when `keep_slash`.
+fn uri_encode(bytes: &[u8], keep_slash: bool) -> String {
+    let mut out = String::with_capacity(bytes.len() * 3);
+    for &c in bytes {
+        if c.is_ascii_alphanumeric()
+            || matches!(c, b'-' | b'_' | b'.' | b'~')
+            || (keep_slash && c == b'/')
+        {
+            out.push(c as char);
+        } else {
+            out.push_str(&format!("%{c:02X}"));
+        }
+    }
+    out
+}
+
+/// RFC 3986 §5.2.4 dot-segment removal, also collapsing empty segments (what AWS services
+/// other than S3 sign).
+fn normalize_path(path: &str) -> String {
+    if path.is_empty() {
+        return "/".into();
+    }
+    let mut out: Vec<&str> = vec![];
+    for seg in path.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let first = if path.starts_with('/') { "/" } else { "" };
+    let last = if path.ends_with('/') && !out.is_empty() {
+        "/"
+    } else {
+        ""
+    };
+    format!("{first}{}{last}", out.join("/"))
+}
+
+fn canonical_uri(req: &Request) -> String {
+    if req.s3 {
+        if req.path.is_empty() {
+            "/".into()
+        } else {
+            req.path.to_string()
+        }
+    } else {
+        uri_encode(normalize_path(req.path).as_bytes(), true)
+    }
+}
+
+fn canonical_query(query: &str, skip_signature: bool) -> String {
+    let mut pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (
+                uri_encode(&percent_decode(k), false),
+                uri_encode(&percent_decode(v), false),
+            )
+        })
+        .filter(|(k, _)| !(skip_signature && k == "X-Amz-Signature"))
+        .collect();
+    pairs.sort();
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn query_param(query: &str, name: &str) -> Result<Option<String>, AuthError> {
+    let mut found = None;
+    for p in query.split('&') {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        if percent_decode(k) == name.as_bytes() {
+            if found.is_some() {
+                return Err(malformed(format!("duplicate query parameter {name}")));
+            }
+            found = Some(
+                String::from_utf8(percent_decode(v))
+                    .map_err(|_| malformed(format!("{name} is not UTF-8")))?,
+            );
+        }
+    }
+    Ok(found)
+}
+
+fn parse_credential(cred: &str) -> Result<(String, String, String, String), AuthError> {
+    let parts: Vec<&str> = cred.split('/').collect();
+    if parts.len() != 5 || parts[4] != "aws4_request" || parts.iter().any(|p| p.is_empty()) {
+        return Err(malformed(format!(
+            "Credential should be scoped with a valid terminator: 'aws4_request', not '{cred}'"
+        )));
+    }
+    Ok((
+        parts[0].into(),
+        parts[1].into(),
+        parts[2].into(),
+        parts[3].into(),
+    ))
+}
+
+/// Reads the request's SigV4 authorization from the `Authorization` header or the query.
+pub fn parse(req: &Request) -> Result<Authorization, AuthError> {
+    if let Some(h) = req.header("authorization") {
+        let rest = h
+            .strip_prefix(ALGORITHM)
+            .ok_or_else(|| malformed("Unsupported authorization algorithm"))?;
+        let mut cred = None;
+        let mut signed = None;
+        let mut sig = None;
+        for part in rest.split(',') {
+            let part = part.trim();
+            if let Some(v) = part.strip_prefix("Credential=") {
+                cred = Some(v);
+            } else if let Some(v) = part.strip_prefix("SignedHeaders=") {
+                signed = Some(v);
+            } else if let Some(v) = part.strip_prefix("Signature=") {
+                sig = Some(v);
+            } else if !part.is_empty() {
+                return Err(malformed(format!("Authorization header requires 'Credential', 'SignedHeaders' and 'Signature'; got '{part}'")));
+            }
+        }
+        let (Some(cred), Some(signed), Some(sig)) = (cred, signed, sig) else {
+            return Err(malformed("Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' parameters"));
+        };
+        let (ak, date, region, service) = parse_credential(cred)?;
+        let amz_date = req
+            .header(X_AMZ_DATE)
+            .ok_or_else(|| malformed("Authorization requires the X-Amz-Date header"))?
+            .to_string();
+        return Ok(Authorization {
+            access_key_id: ak,
+            date,
+            region,
+            service,
+            signed_headers: signed.split(';').map(str::to_string).collect(),
+            signature: sig.to_string(),
+            amz_date,
+            expires: None,
+        });
+    }
+    let Some(alg) = query_param(req.query, "X-Amz-Algorithm")? else {
+        return Err(AuthError::Missing);
+    };
+    if alg != ALGORITHM {
+        return Err(malformed(
+            "X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\"",
+        ));
+    }
+    let get = |n: &str| -> Result<String, AuthError> {
+        query_param(req.query, n)?.ok_or_else(|| {
+            malformed(format!(
+                "Query-string authentication requires the {n} parameter"
+            ))
+        })
+    };
+    let (ak, date, region, service) = parse_credential(&get("X-Amz-Credential")?)?;
+    let expires: i64 = get("X-Amz-Expires")?
+        .parse()
+        .map_err(|_| AuthError::BadExpires)?;
+    if !(1..=MAX_PRESIGN_SECONDS).contains(&expires) {
+        return Err(AuthError::BadExpires);
+    }
+    Ok(Authorization {
+        access_key_id: ak,
+        date,
+        region,
+        service,
+        signed_headers: get("X-Amz-SignedHeaders")?
+            .split(';')
+            .map(str::to_string)
+            .collect(),
+        signature: get("X-Amz-Signature")?,
+        amz_date: get("X-Amz-Date")?,
+        expires: Some(expires),
+    })
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
+    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data)
+        .as_ref()
+        .to_vec()
+}
+
+/// The signing key for a scope: HMAC chain date → region → service → `aws4_request`.
+pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8> {
+    let k = hmac_sha256(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+    let k = hmac_sha256(&k, region.as_bytes());
+    let k = hmac_sha256(&k, service.as_bytes());
+    hmac_sha256(&k, b"aws4_request")
+}
+
+/// The canonical request of spec §4.1 for `auth`'s signed headers.
+pub fn canonical_request(req: &Request, auth: &Authorization) -> Result<String, AuthError> {
+    let mut headers = String::new();
+    for name in &auth.signed_headers {
+        let values = req.header_values(name);
+        if values.is_empty() {
+            return Err(malformed(format!("signed header {name} is not present")));
+        }
+        let joined: Vec<String> = values
+            .iter()
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        headers.push_str(&format!("{name}:{}\n", joined.join(",")));
+    }
+    let payload = if req.s3 {
+        match (req.header(X_AMZ_CONTENT_SHA256), auth.presigned()) {
+            (Some(v), _) => v.to_string(),
+            (None, true) => UNSIGNED_PAYLOAD.to_string(),
+            (None, false) => return Err(AuthError::MissingContentSha256),
+        }
+    } else {
+        req.header(X_AMZ_CONTENT_SHA256)
+            .map(str::to_string)
+            .unwrap_or_else(|| req.body_sha256.to_string())
+    };
+    Ok(format!(
+        "{}\n{}\n{}\n{headers}\n{}\n{payload}",
+        req.method.to_ascii_uppercase(),
+        canonical_uri(req),
+        canonical_query(req.query, auth.presigned()),
+        auth.signed_headers.join(";"),
+    ))
+}
+
+fn parse_amz_date(s: &str) -> Result<DateTime<Utc>, AuthError> {
+    NaiveDateTime::parse_from_str(s, "%Y%m%dT%H%M%SZ")
+        .map(|n| Utc.from_utc_datetime(&n))
+        .map_err(|_| malformed(format!("invalid X-Amz-Date {s:?}")))
+}
+
+/// Checks the request's signature with `secret` at time `now`: the scope, the required
+/// signed headers, the clock (±15 min, or the presigned lifetime), the payload hash (S3),
+/// then the signature itself, compared in constant time.
+pub fn verify(
+    req: &Request,
+    auth: &Authorization,
+    secret: &str,
+    now: DateTime<Utc>,
+) -> Result<(), AuthError> {
+    let t = parse_amz_date(&auth.amz_date)?;
+    if auth.amz_date.get(..8) != Some(auth.date.as_str()) {
+        return Err(AuthError::SignatureMismatch);
+    }
+    // `host` must always be signed; `x-amz-date` too, unless it travels in a presigned query.
+    for required in ["host", X_AMZ_DATE] {
+        let needed = !auth.presigned() || required == "host";
+        if needed && !auth.signed_headers.iter().any(|h| h == required) {
+            return Err(AuthError::UnsignedHeader(required.into()));
+        }
+    }
+    if req.s3 {
+        // Every x-amz-* header sent must be signed (an unsigned copy source or tagging header
+        // would change the request's meaning).
+        for (k, _) in req.headers {
+            let k = k.to_ascii_lowercase();
+            if k.starts_with("x-amz-")
+                && !auth.signed_headers.contains(&k)
+                && !(auth.presigned() && k == X_AMZ_CONTENT_SHA256)
+            {
+                return Err(AuthError::UnsignedHeader(k));
+            }
+        }
+    }
+    match auth.expires {
+        Some(exp) => {
+            if now + MAX_SKEW < t {
+                return Err(AuthError::PresignNotYetValid);
+            }
+            if now > t + Duration::seconds(exp) {
+                return Err(AuthError::PresignExpired);
+            }
+        }
+        None => {
+            if (now - t).abs() > MAX_SKEW {
+                let f = |d: DateTime<Utc>| d.format("%Y%m%dT%H%M%SZ").to_string();
+                return Err(AuthError::Skewed {
+                    request: f(t),
+                    limit: f(now - MAX_SKEW),
+                    now: f(now),
+                });
+            }
+        }
+    }
+    if req.s3 && !auth.presigned() {
+        let declared = req
+            .header(X_AMZ_CONTENT_SHA256)
+            .ok_or(AuthError::MissingContentSha256)?;
+        let is_hash = declared.len() == 64 && declared.bytes().all(|b| b.is_ascii_hexdigit());
+        if is_hash && !declared.eq_ignore_ascii_case(req.body_sha256) {
+            return Err(AuthError::ContentSha256Mismatch);
+        }
+    }
+    let cr = canonical_request(req, auth)?;
+    let sts = format!(
+        "{ALGORITHM}\n{}\n{}\n{}",
+        auth.amz_date,
+        auth.scope(),
+        hex::encode(Sha256::digest(cr.as_bytes()))
+    );
+    let key = signing_key(secret, &auth.date, &auth.region, &auth.service);
+    let expected = hex::encode(hmac_sha256(&key, sts.as_bytes()));
+    let provided = auth.signature.to_ascii_lowercase();
+    aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), provided.as_bytes())
+        .map_err(|_| AuthError::SignatureMismatch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signing_key_matches_the_aws_documentation_example() {
+        let k = signing_key(
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            "20150830",
+            "us-east-1",
+            "iam",
+        );
+        assert_eq!(
+            hex::encode(k),
+            "c4afb1cc5771d871763a393e44b703571b55cc28424d1a5e86da6ed3c154a4b9"
+        );
+    }
+
+    #[test]
+    fn paths_and_queries_canonicalize_like_botocore() {
+        assert_eq!(normalize_path("/a/./b/../c//d/"), "/a/c/d/");
+        assert_eq!(normalize_path(""), "/");
+        assert_eq!(uri_encode(b"a b+c/~", true), "a%20b%2Bc/~");
+        assert_eq!(canonical_query("b=2&a=1&a=0&c", false), "a=0&a=1&b=2&c=");
+        assert_eq!(
+            canonical_query("prefix=AWSLogs%2F&marker=x", false),
+            "marker=x&prefix=AWSLogs%2F"
+        );
+        assert_eq!(canonical_query("X-Amz-Signature=abc&k=v", true), "k=v");
+    }
+}
