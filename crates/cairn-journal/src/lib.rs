@@ -134,6 +134,8 @@ struct State {
     /// True while the writer sleeps waiting for work.
     writer_idle: bool,
     pending_bytes: usize,
+    /// Highest `pending_bytes` ever reached (the back-pressure bound is observable).
+    peak_pending_bytes: usize,
     /// Next sequence number to assign; all below are durable.
     next_seq: u64,
     segments: Vec<(u64, PathBuf)>,
@@ -184,6 +186,7 @@ impl Journal {
                 filling: Arc::new(BatchSlot::default()),
                 writer_idle: false,
                 pending_bytes: 0,
+                peak_pending_bytes: 0,
                 next_seq,
                 segments,
                 closed: false,
@@ -199,10 +202,6 @@ impl Journal {
             shared,
             writer: Mutex::new(Some(writer)),
         })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.shared.dir
     }
 
     /// Appends one record; returns its sequence number once it is durable.
@@ -240,6 +239,7 @@ impl Journal {
             st.buf.extend_from_slice(p);
         }
         st.pending_bytes += bytes;
+        st.peak_pending_bytes = st.peak_pending_bytes.max(st.pending_bytes);
         if st.writer_idle {
             st.writer_idle = false;
             sh.wake_writer.notify_one();
@@ -373,6 +373,11 @@ impl Journal {
     pub fn would_free_segments(&self, seq: u64) -> bool {
         let st = lock(&self.shared.state);
         st.segments.len() > 1 && st.segments[1].0 <= seq
+    }
+
+    /// The most bytes ever queued and not yet durable at once.
+    pub fn peak_pending_bytes(&self) -> usize {
+        lock(&self.shared.state).peak_pending_bytes
     }
 
     /// Number of segment files currently held.

@@ -233,26 +233,39 @@ fn fsync_failure_fails_the_append_and_the_journal_recovers() {
     );
 }
 
+/// Slows every write so appenders pile up behind the writer.
+struct SlowWriter;
+impl FaultInjector for SlowWriter {
+    fn before_write(&self, _bytes: usize) -> io::Result<()> {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        Ok(())
+    }
+}
+
 #[test]
 fn back_pressure_bounds_pending_bytes() {
     let d = tempfile::tempdir().unwrap();
+    let max = 4096;
     let j = Arc::new(
         Journal::open(
             d.path(),
             JournalOptions {
-                max_pending_bytes: 4096,
+                max_pending_bytes: max,
+                faults: Some(Arc::new(SlowWriter)),
                 ..Default::default()
             },
         )
         .unwrap(),
     );
+    // 8 appenders of 1,020-byte frames would queue 8,160 bytes behind a slow writer without
+    // back-pressure.
     let payload = vec![1u8; 1000];
     let hs: Vec<_> = (0..8)
         .map(|_| {
             let j = j.clone();
             let p = payload.clone();
             std::thread::spawn(move || {
-                for _ in 0..50 {
+                for _ in 0..25 {
                     j.append(&p).unwrap();
                 }
             })
@@ -261,7 +274,16 @@ fn back_pressure_bounds_pending_bytes() {
     for h in hs {
         h.join().unwrap();
     }
-    assert_eq!(j.next_seq(), 400);
+    assert_eq!(j.next_seq(), 200);
+    let peak = j.peak_pending_bytes();
+    assert!(
+        peak >= 2 * 1020,
+        "appenders never queued together ({peak} bytes): the test proves nothing"
+    );
+    assert!(
+        peak <= max,
+        "{peak} bytes queued, above the {max}-byte bound"
+    );
 }
 
 #[test]

@@ -412,26 +412,6 @@ impl TrailSelectors {
             TrailSelectors::Advanced(a) => a.iter().any(|s| s.matches(ev)),
         }
     }
-
-    /// Whether any selector can admit data events.
-    pub fn has_data_events(&self) -> bool {
-        match self {
-            TrailSelectors::Basic(b) => b.iter().any(|s| !s.data_resources.is_empty()),
-            TrailSelectors::Advanced(a) => a.iter().any(|s| {
-                s.field_selectors.iter().any(|f| {
-                    f.field == "eventCategory"
-                        && f.equals
-                            .as_ref()
-                            .is_some_and(|v| v.iter().any(|c| c == "Data"))
-                })
-            }),
-        }
-    }
-
-    /// Whether these differ from the default (GetTrail's `HasCustomEventSelectors`).
-    pub fn is_custom(&self) -> bool {
-        *self != TrailSelectors::default()
-    }
 }
 
 impl EventSelector {

@@ -339,10 +339,6 @@ impl TrailEngine {
         &self.journal
     }
 
-    pub fn options(&self) -> &EngineOptions {
-        &self.opts
-    }
-
     /// Appends an event durably; returns its journal sequence number.
     pub fn append_event(&self, rec: &EventRecord) -> Result<u64> {
         Ok(self.journal.append(&entry::encode_event(rec))?)
@@ -1118,10 +1114,6 @@ impl TrailEngine {
         end: DateTime<Utc>,
     ) -> Result<Vec<PublicKeyInfo>> {
         self.keys.public_keys(region, start, end)
-    }
-
-    pub fn key_ring(&self) -> &KeyRing {
-        &self.keys
     }
 
     /// How many deliveries interrupted by a crash this engine finished when it opened.

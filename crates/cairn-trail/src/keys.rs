@@ -161,19 +161,10 @@ impl KeyRing {
         })
     }
 
-    fn load(&self, region: &str) -> Result<Vec<StoredKey>> {
-        let r = self.db.begin_read().map_err(db_err)?;
-        let t = r.open_table(KEYS).map_err(db_err)?;
-        match t.get(region).map_err(db_err)? {
-            Some(v) => serde_json::from_slice(v.value()).map_err(db_err),
-            None => Ok(vec![]),
-        }
-    }
-
     /// The key that signs a digest ending at `t` in `region`, creating (and durably storing)
     /// a new one when none is valid at `t` or the newest is about to expire.
     pub fn signing_key(&self, region: &str, t: DateTime<Utc>) -> Result<(String, Arc<KeyPair>)> {
-        let keys = self.load(region)?;
+        let keys = read_keys(&self.db, region)?;
         let newest = keys
             .iter()
             .filter(|k| k.valid_from <= t && t < k.valid_to)
@@ -247,31 +238,9 @@ impl KeyRing {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<Vec<PublicKeyInfo>> {
-        Ok(self
-            .load(region)?
-            .into_iter()
-            .filter(|k| k.valid_from <= end && start <= k.valid_to)
-            .map(|k| PublicKeyInfo {
-                value: k.public_der,
-                validity_start: k.valid_from,
-                validity_end: k.valid_to,
-                fingerprint: k.fingerprint,
-            })
-            .collect())
-    }
-
-    /// Every region that has keys.
-    pub fn regions(&self) -> Result<Vec<String>> {
-        let r = self.db.begin_read().map_err(db_err)?;
-        let t = r.open_table(KEYS).map_err(db_err)?;
-        let mut out = vec![];
-        for item in t.iter().map_err(db_err)? {
-            out.push(item.map_err(db_err)?.0.value().to_string());
-        }
-        Ok(out)
+        list_public_keys(&self.db, region, start, end)
     }
 }
-
 /// Public keys of `region` valid at some point of `[start, end]`, read straight from a state
 /// database (no root key needed: public keys are not secret).
 pub fn list_public_keys(
@@ -280,16 +249,7 @@ pub fn list_public_keys(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<Vec<PublicKeyInfo>> {
-    let r = db.begin_read().map_err(db_err)?;
-    let t = match r.open_table(KEYS) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
-        Err(e) => return Err(db_err(e)),
-    };
-    let keys: Vec<StoredKey> = match t.get(region).map_err(db_err)? {
-        Some(v) => serde_json::from_slice(v.value()).map_err(db_err)?,
-        None => vec![],
-    };
+    let keys = read_keys(db, region)?;
     Ok(keys
         .into_iter()
         .filter(|k| k.valid_from <= end && start <= k.valid_to)
@@ -300,6 +260,20 @@ pub fn list_public_keys(
             fingerprint: k.fingerprint,
         })
         .collect())
+}
+
+/// Every key of `region`, oldest first (none when the table does not exist yet).
+fn read_keys(db: &Database, region: &str) -> Result<Vec<StoredKey>> {
+    let r = db.begin_read().map_err(db_err)?;
+    let t = match r.open_table(KEYS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+        Err(e) => return Err(db_err(e)),
+    };
+    match t.get(region).map_err(db_err)? {
+        Some(v) => serde_json::from_slice(v.value()).map_err(db_err),
+        None => Ok(vec![]),
+    }
 }
 
 fn aad(region: &str, fp: &str) -> String {

@@ -21,7 +21,6 @@ pub struct LogFile {
     /// Lowercase hex SHA-256 of the uncompressed JSON.
     pub sha256: String,
     pub count: u64,
-    pub raw_len: u64,
     pub oldest: i64,
     pub newest: i64,
 }
@@ -58,10 +57,6 @@ impl LogFileBuilder {
         self.raw.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     /// Compresses (one gzip member, mtime 0, no name: nothing varies between runs) and hashes.
     pub fn finish(mut self) -> LogFile {
         self.raw.extend_from_slice(TAIL);
@@ -71,7 +66,6 @@ impl LogFileBuilder {
             gz,
             sha256,
             count: self.count,
-            raw_len: self.raw.len() as u64,
             oldest: self.oldest,
             newest: self.newest,
         }
