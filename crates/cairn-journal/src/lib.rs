@@ -123,6 +123,52 @@ enum BatchOutcome {
 struct BatchSlot {
     outcome: Mutex<Option<BatchOutcome>>,
     done: Condvar,
+    /// Async appenders waiting on this batch ([`Append`]).
+    wakers: Mutex<Vec<std::task::Waker>>,
+}
+
+impl BatchSlot {
+    fn result(&self, outcome: &BatchOutcome, index: u64, n: u64) -> Result<std::ops::Range<u64>> {
+        match outcome {
+            BatchOutcome::Durable { first_seq } => Ok(first_seq + index..first_seq + index + n),
+            BatchOutcome::Failed(e) => Err(e.clone_for_waiter()),
+        }
+    }
+}
+
+/// A queued append, resolved once its batch is durable (or failed). Returned by
+/// [`Journal::try_append_async`]; lets an async server wait without holding an OS thread.
+pub struct Append {
+    slot: Arc<BatchSlot>,
+    index: u64,
+    n: u64,
+}
+
+impl std::future::Future for Append {
+    type Output = Result<std::ops::Range<u64>>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let check = |slot: &BatchSlot| {
+            let o = slot.outcome.lock().unwrap_or_else(|e| e.into_inner());
+            o.as_ref().map(|o| slot.result(o, self.index, self.n))
+        };
+        if let Some(r) = check(&self.slot) {
+            return std::task::Poll::Ready(r);
+        }
+        self.slot
+            .wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(cx.waker().clone());
+        // The writer may have finished between the check and the registration.
+        match check(&self.slot) {
+            Some(r) => std::task::Poll::Ready(r),
+            None => std::task::Poll::Pending,
+        }
+    }
 }
 
 struct State {
@@ -212,6 +258,28 @@ impl Journal {
     /// Appends several records atomically with respect to ordering (they get consecutive
     /// sequence numbers) and returns their range once all are durable.
     pub fn append_batch(&self, payloads: &[&[u8]]) -> Result<std::ops::Range<u64>> {
+        let Some(pending) = self.enqueue(payloads, true)? else {
+            return Err(JournalError::Closed);
+        };
+        let slot = pending.slot;
+        let mut outcome = slot.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        while outcome.is_none() {
+            outcome = slot.done.wait(outcome).unwrap_or_else(|e| e.into_inner());
+        }
+        match outcome.as_ref() {
+            Some(o) => slot.result(o, pending.index, pending.n),
+            None => Err(JournalError::Closed),
+        }
+    }
+
+    /// Queues `payloads` without blocking and returns a future that resolves once they are
+    /// durable, or `Ok(None)` when the queue is full (back-pressure: the caller should wait,
+    /// e.g. with a blocking [`Journal::append_batch`] on a blocking thread).
+    pub fn try_append_async(&self, payloads: &[&[u8]]) -> Result<Option<Append>> {
+        self.enqueue(payloads, false)
+    }
+
+    fn enqueue(&self, payloads: &[&[u8]], wait_for_room: bool) -> Result<Option<Append>> {
         let bytes: usize = payloads.iter().map(|p| p.len() + HEADER).sum();
         if let Some(p) = payloads.iter().find(|p| p.len() > MAX_RECORD_BYTES) {
             return Err(JournalError::TooLarge(p.len()));
@@ -223,6 +291,9 @@ impl Journal {
             && st.pending_bytes > 0
             && st.pending_bytes + bytes > sh.opts.max_pending_bytes
         {
+            if !wait_for_room {
+                return Ok(None);
+            }
             st = sh.space.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         if st.closed {
@@ -245,17 +316,11 @@ impl Journal {
             sh.wake_writer.notify_one();
         }
         drop(st);
-        let mut outcome = slot.outcome.lock().unwrap_or_else(|e| e.into_inner());
-        while outcome.is_none() {
-            outcome = slot.done.wait(outcome).unwrap_or_else(|e| e.into_inner());
-        }
-        match outcome.as_ref() {
-            Some(BatchOutcome::Durable { first_seq }) => {
-                Ok(first_seq + index..first_seq + index + payloads.len() as u64)
-            }
-            Some(BatchOutcome::Failed(e)) => Err(e.clone_for_waiter()),
-            None => Err(JournalError::Closed),
-        }
+        Ok(Some(Append {
+            slot,
+            index,
+            n: payloads.len() as u64,
+        }))
     }
 
     /// The sequence number the next durable record will get; every lower one is durable.
@@ -504,5 +569,8 @@ fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
         sh.space.notify_all();
         *slot.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
         slot.done.notify_all();
+        for w in std::mem::take(&mut *slot.wakers.lock().unwrap_or_else(|e| e.into_inner())) {
+            w.wake();
+        }
     }
 }

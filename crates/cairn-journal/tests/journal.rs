@@ -295,3 +295,56 @@ fn oversized_records_are_refused() {
         Err(JournalError::TooLarge(_))
     ));
 }
+
+#[test]
+fn async_appends_resolve_once_durable_with_their_own_sequence_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+    let futs: Vec<_> = (0..100u32)
+        .map(|i| {
+            let p = i.to_le_bytes();
+            j.try_append_async(&[&p[..]]).unwrap().expect("queue has room")
+        })
+        .collect();
+    let seqs: Vec<u64> = futures::executor::block_on(futures::future::join_all(futs))
+        .into_iter()
+        .map(|r| r.unwrap().start)
+        .collect();
+    assert_eq!(seqs, (0..100).collect::<Vec<_>>());
+    let back = read_all(&j, 0);
+    for (i, (seq, payload)) in back.iter().enumerate() {
+        assert_eq!(*seq, i as u64);
+        assert_eq!(payload, &(i as u32).to_le_bytes().to_vec());
+    }
+}
+
+#[test]
+fn async_append_reports_full_queue_instead_of_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(
+        dir.path(),
+        JournalOptions {
+            max_pending_bytes: 64,
+            ..JournalOptions::default()
+        },
+    )
+    .unwrap();
+    // Fill the queue faster than the writer can drain it; at some point try_append_async must
+    // say "full" rather than block or exceed the bound.
+    let mut saw_full = false;
+    let mut futs = Vec::new();
+    for _ in 0..10_000 {
+        match j.try_append_async(&[&[7u8; 40][..]]).unwrap() {
+            Some(f) => futs.push(f),
+            None => {
+                saw_full = true;
+                break;
+            }
+        }
+    }
+    assert!(saw_full, "a 64-byte bound must refuse a burst of 60-byte records");
+    assert!(j.peak_pending_bytes() <= 64 + 60);
+    for r in futures::executor::block_on(futures::future::join_all(futs)) {
+        r.unwrap();
+    }
+}
