@@ -371,7 +371,7 @@ impl Directory {
             .filter(|k| k.owner == KeyOwner::Root)
             .cloned()
             .collect();
-        v.sort_by(|a, b| a.created.cmp(&b.created));
+        v.sort_by_key(|k| k.created);
         v
     }
 

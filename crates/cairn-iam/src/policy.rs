@@ -529,7 +529,7 @@ mod tests {
         let u = user();
         let stop = ctx(&u, "cloudtrail:StopLogging", TRAIL, &k);
         let get = ctx(&u, "cloudtrail:GetTrailStatus", TRAIL, &k);
-        assert_eq!(evaluate(&[allow.clone()], &stop), Decision::Allow);
+        assert_eq!(evaluate(std::slice::from_ref(&allow), &stop), Decision::Allow);
         assert_eq!(
             evaluate(&[allow.clone(), deny.clone()], &stop),
             Decision::ExplicitDeny
