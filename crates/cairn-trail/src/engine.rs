@@ -213,6 +213,9 @@ pub struct TrailEngine {
     clock: Arc<dyn Clock>,
     opts: EngineOptions,
     inner: Mutex<Inner>,
+    /// Trail states and the consumed position as of the end of the last pump, readable while
+    /// a pump holds `inner` (status reads never wait for a delivery).
+    published: std::sync::RwLock<(u64, Arc<BTreeMap<String, TrailState>>)>,
     /// Deliveries a crash had interrupted, finished when this engine opened.
     recovered: usize,
 }
@@ -304,6 +307,7 @@ impl TrailEngine {
         };
         let reader = journal.reader(cursor)?;
         let recovered = intents.len();
+        let published = std::sync::RwLock::new((cursor, Arc::new(trails.clone())));
         let engine = TrailEngine {
             journal,
             store,
@@ -321,14 +325,21 @@ impl TrailEngine {
                 intents,
                 inflight: None,
             }),
+            published,
             recovered,
         };
         {
             let mut inner = engine.lock();
             let now = engine.clock.now();
             engine.retry_intents(&mut inner, now)?;
+            engine.publish(&inner);
         }
         Ok(engine)
+    }
+
+    fn publish(&self, inner: &Inner) {
+        *self.published.write().unwrap_or_else(|e| e.into_inner()) =
+            (inner.reader.position(), Arc::new(inner.trails.clone()));
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -342,6 +353,19 @@ impl TrailEngine {
     /// Appends an event durably; returns its journal sequence number.
     pub fn append_event(&self, rec: &EventRecord) -> Result<u64> {
         Ok(self.journal.append(&entry::encode_event(rec))?)
+    }
+
+    /// Queues an event without blocking; the returned future resolves once it is durable.
+    /// `Ok(None)`: the journal's queue is full; use [`TrailEngine::append_event`] on a blocking
+    /// thread instead.
+    pub fn try_append_event_async(
+        &self,
+        rec: &EventRecord,
+        json: &[u8],
+    ) -> Result<Option<cairn_journal::Append>> {
+        Ok(self
+            .journal
+            .try_append_async(&[&entry::encode_event_json(rec, json)])?)
     }
 
     /// Appends a trail command durably (after validating what can be validated up front).
@@ -403,6 +427,7 @@ impl TrailEngine {
             rep.files += self.finish_inflight(&mut inner)?;
         }
         rep.digests += self.emit_due_digests(&mut inner, now)?;
+        self.publish(&inner);
         Ok(rep)
     }
 
@@ -1098,12 +1123,20 @@ impl TrailEngine {
     }
 
     /// Every trail's state.
+    /// Every trail's state as of the last pump.
     pub fn trails(&self) -> Vec<TrailState> {
-        self.lock().trails.values().cloned().collect()
+        self.snapshot().1.values().cloned().collect()
     }
 
     pub fn trail(&self, name: &str) -> Option<TrailState> {
-        self.lock().trails.get(name).cloned()
+        self.snapshot().1.get(name).cloned()
+    }
+
+    fn snapshot(&self) -> (u64, Arc<BTreeMap<String, TrailState>>) {
+        self.published
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// ListPublicKeys for `region`.
@@ -1121,8 +1154,17 @@ impl TrailEngine {
         self.recovered
     }
 
-    /// Journal position up to which delivery has consumed.
+    /// Journal position up to which delivery has consumed (and whose effects [`TrailEngine::trail`]
+    /// shows).
     pub fn position(&self) -> u64 {
-        self.lock().reader.position()
+        self.snapshot().0
+    }
+
+    /// Pumps until every record below `seq` has been applied (read-your-writes for commands).
+    pub fn apply_through(&self, seq: u64) -> Result<()> {
+        while self.position() <= seq {
+            self.pump()?;
+        }
+        Ok(())
     }
 }

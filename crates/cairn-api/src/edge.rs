@@ -1,0 +1,711 @@
+//! The edge: every request passes here. Classify (service, protocol, operation) →
+//! authenticate (SigV4 against the directory) → dispatch to the service, which authorizes
+//! through [`Ctx::authorize`] → record the request as an event, durably → answer.
+//!
+//! Handlers receive a [`Ctx`], which only exists for an authenticated [`Caller`]; an
+//! unauthenticated request is answered (and recorded) here without reaching any handler.
+
+use crate::wire::{self, ApiError, Protocol, Reply};
+use crate::Api;
+use bytes::Bytes;
+use cairn_iam::identity::{Directory, KeyOwner, KeyStatus};
+use cairn_iam::policy::{self, Decision, Policy, Principal, RequestContext};
+use cairn_iam::sigv4::{self, AuthError};
+use cairn_record::builder;
+use cairn_record::record::TlsDetails;
+use cairn_record::{EventRecord, Resource, UserIdentity};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// TLS facts of a connection, for `tlsDetails` and `aws:SecureTransport`.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    pub version: String,
+    pub cipher: String,
+}
+
+/// A request as received (headers lower-cased, body complete).
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    pub peer: IpAddr,
+    pub tls: Option<TlsInfo>,
+    /// Set when a header could not be accepted (non-ASCII value, duplicated auth header).
+    pub bad_header: Option<String>,
+}
+
+impl HttpRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Query parameters, percent-decoded.
+    pub fn query_params(&self) -> Vec<(String, String)> {
+        form_urlencoded::parse(self.query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query_params()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// The services cairn speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    CloudTrail,
+    CloudTrailData,
+    Iam,
+    Sts,
+    S3,
+}
+
+impl Service {
+    pub fn protocol(self) -> Protocol {
+        match self {
+            Service::CloudTrail => Protocol::Json,
+            Service::CloudTrailData => Protocol::RestJson,
+            Service::Iam | Service::Sts => Protocol::Query,
+            Service::S3 => Protocol::S3,
+        }
+    }
+
+    pub fn event_source(self) -> &'static str {
+        match self {
+            Service::CloudTrail => "cloudtrail.amazonaws.com",
+            Service::CloudTrailData => "cloudtrail-data.amazonaws.com",
+            Service::Iam => "iam.amazonaws.com",
+            Service::Sts => "sts.amazonaws.com",
+            Service::S3 => "s3.amazonaws.com",
+        }
+    }
+
+    fn from_signing_name(s: &str) -> Option<Service> {
+        Some(match s {
+            "cloudtrail" => Service::CloudTrail,
+            "cloudtrail-data" => Service::CloudTrailData,
+            "iam" => Service::Iam,
+            "sts" => Service::Sts,
+            "s3" => Service::S3,
+            _ => return None,
+        })
+    }
+}
+
+/// The verified caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub access_key_id: String,
+    pub owner: KeyOwner,
+    pub identity: UserIdentity,
+    pub principal: Principal,
+    pub policies: Arc<Vec<Policy>>,
+}
+
+impl Caller {
+    pub fn is_root(&self) -> bool {
+        self.owner == KeyOwner::Root
+    }
+
+    /// What LookupEvents reports as `Username`.
+    pub fn lookup_username(&self) -> String {
+        match &self.owner {
+            KeyOwner::Root => "root".into(),
+            KeyOwner::User(u) => u.clone(),
+            KeyOwner::Session(s) => s.session_name.clone(),
+        }
+    }
+}
+
+/// What a handler tells the edge about the event to record.
+#[derive(Debug, Default)]
+pub struct Audit {
+    pub event_name: String,
+    pub read_only: bool,
+    pub request_parameters: Option<Value>,
+    pub response_elements: Option<Value>,
+    pub resources: Option<Vec<Resource>>,
+    pub additional_event_data: Option<Value>,
+    /// A data event built by the handler (S3 object calls); replaces the management event.
+    pub data_event: Option<EventRecord>,
+}
+
+/// A handler's view of one authenticated request.
+pub struct Ctx<'a> {
+    pub api: &'a Arc<Api>,
+    pub caller: &'a Caller,
+    pub region: String,
+    pub req: &'a HttpRequest,
+    pub now: DateTime<Utc>,
+    pub request_id: String,
+    pub audit: Audit,
+    authorized: bool,
+}
+
+impl Ctx<'_> {
+    /// Condition keys every request carries.
+    pub fn condition_keys(&self) -> HashMap<String, String> {
+        let mut k = HashMap::new();
+        k.insert(
+            "aws:SecureTransport".into(),
+            self.req.tls.is_some().to_string(),
+        );
+        k.insert("aws:SourceIp".into(), self.req.peer.to_string());
+        if let Some(ua) = self.req.header("user-agent") {
+            k.insert("aws:UserAgent".into(), ua.into());
+        }
+        k.insert("aws:CurrentTime".into(), cairn_record::time::iso(self.now));
+        k.insert("aws:RequestedRegion".into(), self.region.clone());
+        k
+    }
+
+    /// Authorizes `action` on `resource` for the caller: the account root may do everything;
+    /// anyone else needs an Allow from their identity policies and no Deny (plus `extra`
+    /// resource policies, e.g. a bucket policy).
+    pub fn authorize_with(
+        &mut self,
+        action: &str,
+        resource: &str,
+        resource_policies: &[Policy],
+    ) -> Result<(), ApiError> {
+        self.authorized = true;
+        let keys = self.condition_keys();
+        let rc = RequestContext {
+            principal: &self.caller.principal,
+            action,
+            resource,
+            keys: &keys,
+        };
+        let mut all: Vec<Policy> = self.caller.policies.as_ref().clone();
+        all.extend_from_slice(resource_policies);
+        let decision = if self.caller.is_root() {
+            // Root is subject only to explicit denies in resource policies.
+            match policy::evaluate(resource_policies, &rc) {
+                Decision::ExplicitDeny => Decision::ExplicitDeny,
+                _ => Decision::Allow,
+            }
+        } else {
+            policy::evaluate(&all, &rc)
+        };
+        match decision {
+            Decision::Allow => Ok(()),
+            d => Err(access_denied(
+                Protocol::Json,
+                &self.caller.principal.arn,
+                action,
+                resource,
+                d,
+            )),
+        }
+    }
+
+    pub fn authorize(&mut self, action: &str, resource: &str) -> Result<(), ApiError> {
+        self.authorize_with(action, resource, &[])
+    }
+
+    /// Marks a request that needs no authorization (e.g. GetCallerIdentity, which AWS allows
+    /// to everyone).
+    pub fn no_authorization_needed(&mut self) {
+        self.authorized = true;
+    }
+
+}
+
+pub fn access_denied(
+    protocol: Protocol,
+    who: &str,
+    action: &str,
+    resource: &str,
+    d: Decision,
+) -> ApiError {
+    let why = match d {
+        Decision::ExplicitDeny => "with an explicit deny in an identity-based policy".to_string(),
+        _ => format!("because no identity-based policy allows the {action} action"),
+    };
+    let message =
+        format!("User: {who} is not authorized to perform: {action} on resource: {resource} {why}");
+    match protocol {
+        Protocol::Json | Protocol::RestJson => ApiError::client("AccessDeniedException", message),
+        Protocol::Query => ApiError::new("AccessDenied", 403, message),
+        Protocol::S3 => ApiError::new("AccessDenied", 403, "Access Denied"),
+    }
+}
+
+/// How the request was classified before authentication.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub service: Service,
+    pub op: String,
+}
+
+fn classify(req: &HttpRequest, scope_service: Option<&str>) -> Result<Route, (Protocol, ApiError)> {
+    let target = req.header(wire::X_AMZ_TARGET);
+    let service = match scope_service {
+        Some(s) => match Service::from_signing_name(s) {
+            Some(svc) => svc,
+            None => {
+                return Err((
+                    if target.is_some() { Protocol::Json } else { Protocol::Query },
+                    ApiError::client(
+                        "UnknownOperationException",
+                        format!("cairn does not serve the '{s}' service"),
+                    ),
+                ))
+            }
+        },
+        None => {
+            if target.is_some() {
+                Service::CloudTrail
+            } else if req.path.starts_with("/PutAuditEvents")
+                || req.path.starts_with("/channels")
+            {
+                Service::CloudTrailData
+            } else if req.method == "POST"
+                && req
+                    .header("content-type")
+                    .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
+            {
+                let action = form_param(&req.body, "Action").unwrap_or_default();
+                if crate::sts::OPERATIONS.contains(&action.as_str()) {
+                    Service::Sts
+                } else {
+                    Service::Iam
+                }
+            } else {
+                Service::S3
+            }
+        }
+    };
+    let op = match service {
+        Service::CloudTrail => {
+            let t = target.unwrap_or_default();
+            match t.strip_prefix(wire::CLOUDTRAIL_TARGET_PREFIX) {
+                Some(op) if !op.is_empty() => op.to_string(),
+                _ => {
+                    return Err((
+                        Protocol::Json,
+                        ApiError::client(
+                            "UnknownOperationException",
+                            format!("Unknown operation: {t}"),
+                        ),
+                    ))
+                }
+            }
+        }
+        Service::Iam | Service::Sts => {
+            let mut action = form_param(&req.body, "Action");
+            if action.is_none() {
+                action = req.query_param("Action");
+            }
+            match action {
+                Some(a) if !a.is_empty() => a,
+                _ => {
+                    return Err((
+                        Protocol::Query,
+                        ApiError::client("MissingAction", "Missing Action"),
+                    ))
+                }
+            }
+        }
+        Service::CloudTrailData => crate::cloudtrail_data::operation(req),
+        Service::S3 => crate::s3::operation(req),
+    };
+    Ok(Route { service, op })
+}
+
+pub fn form_param(body: &[u8], name: &str) -> Option<String> {
+    form_urlencoded::parse(body)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn region_of(auth: Option<&sigv4::Authorization>, api: &Api) -> String {
+    auth.map(|a| a.region.clone())
+        .filter(|r| !r.is_empty() && r.len() <= 32)
+        .unwrap_or_else(|| api.opts.default_region.clone())
+}
+
+fn unknown_key_error(protocol: Protocol) -> ApiError {
+    match protocol {
+        Protocol::S3 => ApiError::new(
+            "InvalidAccessKeyId",
+            403,
+            "The AWS Access Key Id you provided does not exist in our records.",
+        ),
+        Protocol::Query => ApiError::new(
+            "InvalidClientTokenId",
+            403,
+            "The security token included in the request is invalid.",
+        ),
+        _ => ApiError::client(
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        ),
+    }
+}
+
+fn bad_token_error(protocol: Protocol) -> ApiError {
+    match protocol {
+        Protocol::S3 => ApiError::client(
+            "InvalidToken",
+            "The provided token is malformed or otherwise invalid.",
+        ),
+        p => unknown_key_error(p),
+    }
+}
+
+fn auth_error(protocol: Protocol, e: &AuthError) -> ApiError {
+    let (code, status) = e.code(protocol.auth_protocol());
+    let mut err = ApiError::new(code, status, e.to_string());
+    if let AuthError::UnsignedHeader(h) = e {
+        if protocol == Protocol::S3 {
+            err = err.with("HeadersNotSigned", h.clone());
+        }
+    }
+    if matches!(e, AuthError::PresignExpired) && protocol == Protocol::S3 {
+        err.message = "Request has expired".into();
+    }
+    err
+}
+
+/// Authenticates the request: SigV4 signature by a known, active key (and, for session keys,
+/// the matching session token).
+fn authenticate(
+    api: &Api,
+    req: &HttpRequest,
+    auth: &Result<sigv4::Authorization, AuthError>,
+    protocol: Protocol,
+    now: DateTime<Utc>,
+) -> Result<Caller, ApiError> {
+    let auth = auth.as_ref().map_err(|e| auth_error(protocol, e))?;
+    let (key_secret, owner, created) = if api.opts.dev_credentials && auth.access_key_id == "test"
+    {
+        ("test".to_string(), KeyOwner::Root, now)
+    } else {
+        let k = api
+            .iam
+            .access_key(&auth.access_key_id, now)
+            .filter(|k| k.status == KeyStatus::Active)
+            .ok_or_else(|| unknown_key_error(protocol))?;
+        if matches!(k.owner, KeyOwner::Session(_)) {
+            let token = req
+                .header("x-amz-security-token")
+                .map(str::to_string)
+                .or_else(|| req.query_param("X-Amz-Security-Token"));
+            match token {
+                Some(t) if Directory::session_token_matches(&k, &t) => {}
+                _ => return Err(bad_token_error(protocol)),
+            }
+        }
+        (k.secret, k.owner, k.created)
+    };
+    let body_sha = hex::encode(Sha256::digest(&req.body));
+    let sreq = sigv4::Request {
+        method: &req.method,
+        path: &req.path,
+        query: &req.query,
+        headers: &req.headers,
+        body_sha256: &body_sha,
+        s3: protocol == Protocol::S3,
+    };
+    sigv4::verify(&sreq, auth, &key_secret, now).map_err(|e| auth_error(protocol, &e))?;
+    let account = api.opts.account.clone();
+    let akid = auth.access_key_id.clone();
+    let (identity, principal) = match &owner {
+        KeyOwner::Root => (
+            builder::root_identity(&account, Some(&akid)),
+            Principal {
+                arn: format!("arn:aws:iam::{account}:root"),
+                account: account.clone(),
+                role_arn: None,
+                service: None,
+            },
+        ),
+        KeyOwner::User(u) => {
+            let uid = api
+                .iam
+                .get_user(u)
+                .map(|x| x.user_id)
+                .unwrap_or_else(|_| u.clone());
+            (
+                builder::iam_user_identity(&account, u, &uid, &akid),
+                Principal {
+                    arn: format!("arn:aws:iam::{account}:user/{u}"),
+                    account: account.clone(),
+                    role_arn: None,
+                    service: None,
+                },
+            )
+        }
+        KeyOwner::Session(s) => (
+            builder::assumed_role_identity(
+                &account,
+                &s.role,
+                &s.role_id,
+                &s.session_name,
+                &akid,
+                s.created,
+            ),
+            Principal {
+                arn: format!(
+                    "arn:aws:sts::{account}:assumed-role/{}/{}",
+                    s.role, s.session_name
+                ),
+                account: account.clone(),
+                role_arn: Some(format!("arn:aws:iam::{account}:role/{}", s.role)),
+                service: None,
+            },
+        ),
+    };
+    let _ = created;
+    let policies = api.iam.policies_of(&owner);
+    Ok(Caller {
+        access_key_id: akid,
+        owner,
+        identity,
+        principal,
+        policies,
+    })
+}
+
+/// The identity recorded for a request that failed authentication.
+fn unauthenticated_identity(api: &Api, claimed: Option<&str>) -> UserIdentity {
+    UserIdentity {
+        identity_type: "Unknown".into(),
+        account_id: claimed.map(|_| api.opts.account.clone()),
+        access_key_id: claimed.map(str::to_string),
+        ..Default::default()
+    }
+}
+
+/// Checks the request is acceptable before anything else reads it (B22, B17).
+fn precheck(api: &Api, req: &HttpRequest, protocol: Protocol) -> Result<(), ApiError> {
+    if let Some(h) = &req.bad_header {
+        let code = match protocol {
+            Protocol::S3 => "InvalidArgument",
+            Protocol::Query => "InvalidParameterValue",
+            _ => "SerializationException",
+        };
+        return Err(ApiError::client(code, h.clone()));
+    }
+    if req.body.len() > api.opts.max_body_bytes {
+        return Err(match protocol {
+            Protocol::S3 => ApiError::client(
+                "EntityTooLarge",
+                "Your proposed upload exceeds the maximum allowed object size.",
+            ),
+            _ => ApiError::new(
+                "RequestEntityTooLargeException",
+                413,
+                format!(
+                    "Request body of {} bytes exceeds the limit of {} bytes",
+                    req.body.len(),
+                    api.opts.max_body_bytes
+                ),
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Handles one request end to end. Never panics on client input; errors are AWS-shaped.
+pub async fn handle(api: &Arc<Api>, req: HttpRequest) -> Reply {
+    let started = std::time::Instant::now();
+    let now = api.clock.now();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let presented = {
+        let sreq = sigv4::Request {
+            method: &req.method,
+            path: &req.path,
+            query: &req.query,
+            headers: &req.headers,
+            body_sha256: "",
+            s3: false,
+        };
+        sigv4::parse(&sreq)
+    };
+    let scope_service = presented.as_ref().ok().map(|a| a.service.clone());
+    let route = match classify(&req, scope_service.as_deref()) {
+        Ok(r) => r,
+        Err((protocol, e)) => {
+            // Unroutable: still recorded, as a CloudTrail-sourced failure.
+            let region = region_of(presented.as_ref().ok(), api);
+            let mut rec = builder::management(
+                "cloudtrail.amazonaws.com",
+                "UnknownOperation",
+                &region,
+                now,
+                unauthenticated_identity(api, presented.as_ref().ok().map(|a| a.access_key_id.as_str())),
+                false,
+            );
+            rec.error_code = Some(e.code.clone());
+            rec.error_message = Some(e.message.clone());
+            rec.recipient_account_id = Some(api.opts.account.clone());
+            return finish(api, &req, rec, Err(e), protocol, &request_id, started, "unknown").await;
+        }
+    };
+    let protocol = route.service.protocol();
+    let region = region_of(presented.as_ref().ok(), api);
+    let head = req.method == "HEAD";
+    let pre = precheck(api, &req, protocol);
+    let caller = pre.and_then(|_| authenticate(api, &req, &presented, protocol, now));
+    let caller = match caller {
+        Ok(c) => c,
+        Err(e) => {
+            let claimed = presented.as_ref().ok().map(|a| a.access_key_id.clone());
+            let mut rec = builder::management(
+                route.service.event_source(),
+                &route.op,
+                &region,
+                now,
+                unauthenticated_identity(api, claimed.as_deref()),
+                false,
+            );
+            rec.error_code = Some(e.code.clone());
+            rec.error_message = Some(e.message.clone());
+            rec.recipient_account_id = Some(api.opts.account.clone());
+            rec.request_id = Some(request_id.clone());
+            let _ = head;
+            return finish(api, &req, rec, Err(e), protocol, &request_id, started, &route.op).await;
+        }
+    };
+    let mut ctx = Ctx {
+        api,
+        caller: &caller,
+        region: region.clone(),
+        req: &req,
+        now,
+        request_id: request_id.clone(),
+        audit: Audit {
+            event_name: route.op.clone(),
+            ..Default::default()
+        },
+        authorized: false,
+    };
+    let result = match route.service {
+        Service::CloudTrail => crate::cloudtrail::handle(&mut ctx, &route.op).await,
+        Service::CloudTrailData => crate::cloudtrail_data::handle(&mut ctx, &route.op).await,
+        Service::Iam => crate::iam_api::handle(&mut ctx, &route.op).await,
+        Service::Sts => crate::sts::handle(&mut ctx, &route.op).await,
+        Service::S3 => crate::s3::handle(&mut ctx, &route.op).await,
+    };
+    let result = match result {
+        Ok(_) if !ctx.authorized => Err(ApiError::internal(format!(
+            "handler for {} returned without authorizing",
+            route.op
+        ))),
+        r => r,
+    };
+    let result = result.map_err(|e| fix_denied_protocol(e, protocol));
+    let rec = build_record(&ctx, route.service, &result);
+    finish(api, &req, rec, result, protocol, &request_id, started, &route.op).await
+}
+
+/// Access-denied errors are built before the protocol is known to the helper; give them the
+/// right shape here.
+fn fix_denied_protocol(mut e: ApiError, protocol: Protocol) -> ApiError {
+    if e.code == "AccessDeniedException" {
+        match protocol {
+            Protocol::Query => {
+                e.code = "AccessDenied".into();
+                e.status = 403;
+            }
+            Protocol::S3 => {
+                e.code = "AccessDenied".into();
+                e.status = 403;
+                e.message = "Access Denied".into();
+            }
+            _ => {}
+        }
+    }
+    e
+}
+
+fn build_record(ctx: &Ctx, service: Service, result: &Result<Reply, ApiError>) -> EventRecord {
+    let a = &ctx.audit;
+    let mut rec = match &a.data_event {
+        Some(d) => d.clone(),
+        None => {
+            let mut r = builder::management(
+                service.event_source(),
+                &a.event_name,
+                &ctx.region,
+                ctx.now,
+                ctx.caller.identity.clone(),
+                a.read_only,
+            );
+            r.request_parameters = a.request_parameters.clone();
+            r.resources = a.resources.clone();
+            r
+        }
+    };
+    rec.user_identity = Some(ctx.caller.identity.clone());
+    rec.recipient_account_id = Some(ctx.api.opts.account.clone());
+    rec.request_id = Some(ctx.request_id.clone());
+    if a.additional_event_data.is_some() {
+        rec.additional_event_data = a.additional_event_data.clone();
+    }
+    match result {
+        Ok(_) => rec.response_elements = a.response_elements.clone(),
+        Err(e) => {
+            rec.error_code = Some(e.code.clone());
+            rec.error_message = Some(e.message.clone());
+            rec.response_elements = None;
+        }
+    }
+    rec
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    api: &Arc<Api>,
+    req: &HttpRequest,
+    mut rec: EventRecord,
+    result: Result<Reply, ApiError>,
+    protocol: Protocol,
+    request_id: &str,
+    started: std::time::Instant,
+    op: &str,
+) -> Reply {
+    rec.request_id = Some(request_id.to_string());
+    rec.source_ip_address = Some(req.peer.to_string());
+    rec.user_agent = req.header("user-agent").map(str::to_string);
+    if let Some(t) = &req.tls {
+        rec.tls_details = Some(TlsDetails {
+            tls_version: t.version.clone(),
+            cipher_suite: t.cipher.clone(),
+            client_provided_host_header: req.header("host").unwrap_or_default().to_string(),
+        });
+    }
+    let head = req.method == "HEAD";
+    let recorded = api.record(&rec).await;
+    let reply = match (recorded, result) {
+        (Ok(()), Ok(r)) => r,
+        (Ok(()), Err(e)) => wire::error_reply(protocol, &e, request_id, head),
+        (Err(e), _) => wire::error_reply(protocol, &e, request_id, head),
+    };
+    let reply = match protocol {
+        Protocol::S3 => reply
+            .header("x-amz-request-id", request_id)
+            .header("x-amz-id-2", request_id),
+        _ => reply.header("x-amzn-requestid", request_id),
+    };
+    api.metrics
+        .observe(op, reply.status, started.elapsed().as_secs_f64());
+    reply
+}

@@ -1,0 +1,527 @@
+//! The S3 read path (restXml): enough for validators and people to read the log bucket —
+//! GetBucketLocation, ListObjects V1 and V2, GetObject, HeadObject, HeadBucket — with
+//! path-style and virtual-host-style addressing. Object calls are data events (spec §2.3).
+
+use crate::edge::{Ctx, HttpRequest};
+use crate::wire::{xml_escape, ApiError, Reply, S3_XMLNS};
+use base64::Engine;
+use cairn_record::builder;
+use cairn_store::{ObjectInfo, StoreError};
+
+/// Bucket and key a request addresses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub bucket: Option<String>,
+    pub key: Option<String>,
+    pub virtual_host: bool,
+}
+
+fn decode_path(p: &str) -> String {
+    percent_encoding::percent_decode_str(p)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Virtual-host style when the Host is `BUCKET.s3…` or `BUCKET.localhost`; otherwise path style.
+pub fn target(req: &HttpRequest) -> Target {
+    let host = req.header("host").unwrap_or_default();
+    let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+    if let Some((first, rest)) = host.split_once('.') {
+        let vhost = (rest.starts_with("s3") || rest == "localhost" || rest.ends_with(".localhost"))
+            && host.parse::<std::net::IpAddr>().is_err()
+            && cairn_store::check_bucket_name(first).is_ok();
+        if vhost {
+            let key = req.path.strip_prefix('/').unwrap_or(&req.path);
+            return Target {
+                bucket: Some(first.to_string()),
+                key: (!key.is_empty()).then(|| decode_path(key)),
+                virtual_host: true,
+            };
+        }
+    }
+    let p = req.path.strip_prefix('/').unwrap_or(&req.path);
+    let (b, k) = match p.split_once('/') {
+        Some((b, k)) => (b, Some(k)),
+        None => (p, None),
+    };
+    Target {
+        bucket: (!b.is_empty()).then(|| decode_path(b)),
+        key: k.filter(|k| !k.is_empty()).map(decode_path),
+        virtual_host: false,
+    }
+}
+
+fn has_param(req: &HttpRequest, name: &str) -> bool {
+    req.query
+        .split('&')
+        .any(|kv| kv.split('=').next() == Some(name))
+}
+
+/// The operation name (also the event name) of an S3 request.
+pub fn operation(req: &HttpRequest) -> String {
+    let t = target(req);
+    let m = req.method.as_str();
+    match (m, &t.bucket, &t.key) {
+        ("GET", None, _) => "ListBuckets",
+        ("GET", Some(_), None) if has_param(req, "location") => "GetBucketLocation",
+        ("GET", Some(_), None) if has_param(req, "versions") => "ListObjectVersions",
+        ("GET", Some(_), None) if req.query_param("list-type").as_deref() == Some("2") => {
+            "ListObjectsV2"
+        }
+        ("GET", Some(_), None) if req.query.is_empty() || !has_subresource(req) => "ListObjects",
+        ("HEAD", Some(_), None) => "HeadBucket",
+        ("GET", Some(_), Some(_)) if !has_subresource(req) => "GetObject",
+        ("HEAD", Some(_), Some(_)) => "HeadObject",
+        ("PUT", Some(_), Some(_)) => "PutObject",
+        ("PUT", Some(_), None) => "CreateBucket",
+        ("DELETE", Some(_), Some(_)) => "DeleteObject",
+        ("DELETE", Some(_), None) => "DeleteBucket",
+        ("POST", _, _) => "PostObject",
+        _ => "UnsupportedS3Operation",
+    }
+    .to_string()
+}
+
+/// Query parameters that select a sub-resource rather than filter a listing or an object.
+fn has_subresource(req: &HttpRequest) -> bool {
+    const LISTING: &[&str] = &[
+        "prefix", "marker", "max-keys", "delimiter", "encoding-type", "list-type",
+        "continuation-token", "start-after", "fetch-owner", "versionId", "partNumber",
+        "response-content-type", "response-content-disposition", "response-cache-control",
+        "response-content-encoding", "response-content-language", "response-expires",
+        "X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+        "X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Security-Token", "x-id",
+    ];
+    req.query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .any(|kv| !LISTING.contains(&kv.split('=').next().unwrap_or("")))
+}
+
+fn store_error(e: StoreError, bucket: &str, key: Option<&str>) -> ApiError {
+    match e {
+        StoreError::NoSuchBucket(_) => ApiError::new(
+            "NoSuchBucket",
+            404,
+            "The specified bucket does not exist",
+        )
+        .with("BucketName", bucket),
+        StoreError::NoSuchKey { .. } => {
+            ApiError::new("NoSuchKey", 404, "The specified key does not exist.")
+                .with("Key", key.unwrap_or_default())
+        }
+        StoreError::InvalidKey(_) => ApiError::client(
+            "KeyTooLongError",
+            "Your key is too long",
+        ),
+        StoreError::InvalidBucketName(_) => ApiError::client(
+            "InvalidBucketName",
+            "The specified bucket is not valid.",
+        )
+        .with("BucketName", bucket),
+        e => ApiError::internal(e),
+    }
+}
+
+fn http_date(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+fn s3_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+fn object_headers(mut r: Reply, info: &ObjectInfo) -> Reply {
+    r.headers.retain(|(k, _)| k != "content-type");
+    r = r
+        .header("etag", info.etag.clone())
+        .header("last-modified", http_date(info.last_modified))
+        .header("accept-ranges", "bytes")
+        .header(
+            "content-type",
+            info.content_type
+                .clone()
+                .unwrap_or_else(|| "binary/octet-stream".into()),
+        );
+    if let Some(enc) = &info.content_encoding {
+        r = r.header("content-encoding", enc.clone());
+    }
+    for (k, v) in &info.metadata {
+        r = r.header(&format!("x-amz-meta-{k}"), v.clone());
+    }
+    r
+}
+
+fn url_enc(s: &str) -> String {
+    // What S3 applies with encoding-type=url: everything but unreserved characters and '/'.
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/');
+    percent_encoding::utf8_percent_encode(s, SET).to_string()
+}
+
+pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
+    let t = target(ctx.req);
+    let account = ctx.api.opts.account.clone();
+    let host = ctx.req.header("host").unwrap_or_default().to_string();
+    let bucket = t.bucket.clone().unwrap_or_default();
+    match op {
+        "GetBucketLocation" => {
+            ctx.audit.read_only = true;
+            ctx.audit.request_parameters =
+                Some(serde_json::json!({"bucketName": bucket, "Host": host, "location": ""}));
+            ctx.authorize("s3:GetBucketLocation", &format!("arn:aws:s3:::{bucket}"))?;
+            bucket_must_exist(ctx, &bucket)?;
+            let region = ctx.api.bucket_region(&bucket);
+            let body = match region.as_deref() {
+                None | Some("us-east-1") => format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LocationConstraint xmlns=\"{S3_XMLNS}\"/>"
+                ),
+                Some(r) => format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LocationConstraint xmlns=\"{S3_XMLNS}\">{}</LocationConstraint>",
+                    xml_escape(r)
+                ),
+            };
+            Ok(Reply::xml(200, body).header("content-type", "application/xml"))
+        }
+        "ListObjects" | "ListObjectsV2" => list(ctx, &bucket, op == "ListObjectsV2", &host).await,
+        "HeadBucket" => {
+            ctx.audit.data_event = Some({
+                let mut r = builder::base(
+                    "s3.amazonaws.com",
+                    "HeadBucket",
+                    &ctx.region,
+                    ctx.now,
+                    cairn_record::record::category::DATA,
+                );
+                r.read_only = Some(true);
+                r.management_event = Some(false);
+                r.request_parameters = Some(serde_json::json!({"bucketName": bucket, "Host": host}));
+                r.resources = Some(vec![cairn_record::Resource {
+                    account_id: Some(account.clone()),
+                    resource_type: "AWS::S3::Bucket".into(),
+                    arn: Some(format!("arn:aws:s3:::{bucket}")),
+                    arn_prefix: None,
+                }]);
+                r
+            });
+            ctx.authorize("s3:ListBucket", &format!("arn:aws:s3:::{bucket}"))?;
+            bucket_must_exist(ctx, &bucket)?;
+            let region = ctx.api.bucket_region(&bucket).unwrap_or_else(|| "us-east-1".into());
+            Ok(Reply::xml(200, String::new()).header("x-amz-bucket-region", region))
+        }
+        "GetObject" | "HeadObject" => {
+            let key = t.key.clone().unwrap_or_default();
+            ctx.audit.data_event = Some(builder::s3_object(
+                op,
+                &ctx.region,
+                ctx.now,
+                ctx.caller.identity.clone(),
+                &account,
+                &bucket,
+                &key,
+                &host,
+            ));
+            ctx.authorize("s3:GetObject", &format!("arn:aws:s3:::{bucket}/{key}"))?;
+            let store = ctx.api.store.clone();
+            let (b2, k2) = (bucket.clone(), key.clone());
+            let head = op == "HeadObject";
+            let got = ctx
+                .api
+                .blocking(move || {
+                    if head {
+                        store.head(&b2, &k2).map(|i| (i, Vec::new()))
+                    } else {
+                        store.get(&b2, &k2).map(|o| (o.info, o.body))
+                    }
+                    .map_err(|e| store_error(e, &b2, Some(&k2)))
+                })
+                .await?;
+            let (info, body) = got;
+            let size = info.size;
+            ctx.audit.additional_event_data = Some(serde_json::json!({
+                "SignatureVersion": "SigV4",
+                "AuthenticationMethod": if ctx.req.header("authorization").is_some() { "AuthHeader" } else { "QueryString" },
+                "bytesTransferredIn": 0,
+                "bytesTransferredOut": if head { 0 } else { size },
+                "x-amz-id-2": ctx.request_id,
+            }));
+            let r = Reply {
+                status: 200,
+                headers: vec![],
+                body: bytes::Bytes::from(body),
+            };
+            let mut r = object_headers(r, &info);
+            if head {
+                r.body = bytes::Bytes::new();
+                r = r.header("content-length", size.to_string());
+            }
+            Ok(r)
+        }
+        _ => {
+            ctx.no_authorization_needed();
+            Err(ApiError::new(
+                "NotImplemented",
+                501,
+                "A header or query you provided implies functionality that is not implemented.",
+            ))
+        }
+    }
+}
+
+fn bucket_must_exist(ctx: &Ctx<'_>, bucket: &str) -> Result<(), ApiError> {
+    if cairn_store::check_bucket_name(bucket).is_err() {
+        return Err(ApiError::client(
+            "InvalidBucketName",
+            "The specified bucket is not valid.",
+        )
+        .with("BucketName", bucket));
+    }
+    match ctx.api.store.bucket_exists(bucket) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(store_error(StoreError::NoSuchBucket(bucket.into()), bucket, None)),
+        Err(e) => Err(store_error(e, bucket, None)),
+    }
+}
+
+async fn list(ctx: &mut Ctx<'_>, bucket: &str, v2: bool, host: &str) -> Result<Reply, ApiError> {
+    let account = ctx.api.opts.account.clone();
+    let q = |k: &str| ctx.req.query_param(k);
+    let prefix = q("prefix").unwrap_or_default();
+    let delimiter = q("delimiter").filter(|d| !d.is_empty());
+    let url = match q("encoding-type").as_deref() {
+        None => false,
+        Some("url") => true,
+        Some(_) => {
+            ctx.no_authorization_needed();
+            return Err(ApiError::client(
+                "InvalidArgument",
+                "Invalid Encoding Method specified in Request",
+            ));
+        }
+    };
+    let max_keys = match q("max-keys") {
+        None => 1000,
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if n >= 0 => n.min(1000) as usize,
+            _ => {
+                ctx.no_authorization_needed();
+                return Err(ApiError::client(
+                    "InvalidArgument",
+                    "Provided max-keys not an integer or within integer range",
+                ));
+            }
+        },
+    };
+    let (marker, cont_token) = if v2 {
+        let token = q("continuation-token");
+        let from_token = match &token {
+            Some(t) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(t)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| {
+                        ApiError::client(
+                            "InvalidArgument",
+                            "The continuation token provided is incorrect",
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        (from_token.or_else(|| q("start-after")), token)
+    } else {
+        (q("marker"), None)
+    };
+    ctx.audit.data_event = Some(builder::s3_list(
+        &ctx.region,
+        ctx.now,
+        ctx.caller.identity.clone(),
+        &account,
+        bucket,
+        &prefix,
+        v2,
+        host,
+    ));
+    ctx.authorize("s3:ListBucket", &format!("arn:aws:s3:::{bucket}"))?;
+    bucket_must_exist(ctx, bucket)?;
+    let store = ctx.api.store.clone();
+    let (b2, p2, d2, m2) = (
+        bucket.to_string(),
+        prefix.clone(),
+        delimiter.clone(),
+        marker.clone(),
+    );
+    // Contents and common prefixes together count against max-keys, as in S3.
+    let (contents, prefixes, truncated, last) = ctx
+        .api
+        .blocking(move || {
+            let mut contents: Vec<ObjectInfo> = Vec::new();
+            let mut prefixes: Vec<String> = Vec::new();
+            let mut cursor = m2.clone();
+            let mut last: Option<String> = None;
+            loop {
+                let page = store
+                    .list(&b2, &p2, cursor.as_deref(), 1000)
+                    .map_err(|e| store_error(e, &b2, None))?;
+                let n = page.objects.len();
+                for o in page.objects {
+                    cursor = Some(o.key.clone());
+                    let rolled = d2.as_ref().and_then(|d| {
+                        o.key[p2.len()..]
+                            .find(d.as_str())
+                            .map(|i| o.key[..p2.len() + i + d.len()].to_string())
+                    });
+                    match rolled {
+                        Some(cp) => {
+                            if prefixes.last() == Some(&cp) {
+                                continue;
+                            }
+                            if contents.len() + prefixes.len() == max_keys {
+                                return Ok((contents, prefixes, true, last));
+                            }
+                            last = Some(cp.clone());
+                            prefixes.push(cp);
+                        }
+                        None => {
+                            if contents.len() + prefixes.len() == max_keys {
+                                return Ok((contents, prefixes, true, last));
+                            }
+                            last = Some(o.key.clone());
+                            contents.push(o);
+                        }
+                    }
+                }
+                if !page.is_truncated || n == 0 {
+                    return Ok((contents, prefixes, false, last));
+                }
+            }
+        })
+        .await?;
+    let enc = |s: &str| {
+        if url {
+            url_enc(s)
+        } else {
+            s.to_string()
+        }
+    };
+    let mut x = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult xmlns=\"{S3_XMLNS}\"><Name>{}</Name><Prefix>{}</Prefix>",
+        xml_escape(bucket),
+        xml_escape(&enc(&prefix))
+    );
+    if v2 {
+        if let Some(t) = &cont_token {
+            x.push_str(&format!("<ContinuationToken>{}</ContinuationToken>", xml_escape(t)));
+        }
+        if let Some(s) = q("start-after") {
+            x.push_str(&format!("<StartAfter>{}</StartAfter>", xml_escape(&enc(&s))));
+        }
+        x.push_str(&format!(
+            "<KeyCount>{}</KeyCount>",
+            contents.len() + prefixes.len()
+        ));
+        if truncated {
+            if let Some(l) = &last {
+                let tok = base64::engine::general_purpose::STANDARD.encode(l.as_bytes());
+                x.push_str(&format!(
+                    "<NextContinuationToken>{tok}</NextContinuationToken>"
+                ));
+            }
+        }
+    } else {
+        x.push_str(&format!(
+            "<Marker>{}</Marker>",
+            xml_escape(&enc(marker.as_deref().unwrap_or("")))
+        ));
+        if truncated && delimiter.is_some() {
+            if let Some(l) = &last {
+                x.push_str(&format!("<NextMarker>{}</NextMarker>", xml_escape(&enc(l))));
+            }
+        }
+    }
+    x.push_str(&format!("<MaxKeys>{max_keys}</MaxKeys>"));
+    if let Some(d) = &delimiter {
+        x.push_str(&format!("<Delimiter>{}</Delimiter>", xml_escape(&enc(d))));
+    }
+    if url {
+        x.push_str("<EncodingType>url</EncodingType>");
+    }
+    x.push_str(&format!("<IsTruncated>{truncated}</IsTruncated>"));
+    let owner = format!(
+        "<Owner><ID>{account}</ID><DisplayName>{account}</DisplayName></Owner>"
+    );
+    let fetch_owner = !v2 || q("fetch-owner").as_deref() == Some("true");
+    for o in &contents {
+        x.push_str(&format!(
+            "<Contents><Key>{}</Key><LastModified>{}</LastModified><ETag>{}</ETag><Size>{}</Size>{}<StorageClass>STANDARD</StorageClass></Contents>",
+            xml_escape(&enc(&o.key)),
+            s3_time(o.last_modified),
+            xml_escape(&o.etag),
+            o.size,
+            if fetch_owner { owner.as_str() } else { "" }
+        ));
+    }
+    for p in &prefixes {
+        x.push_str(&format!(
+            "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>",
+            xml_escape(&enc(p))
+        ));
+    }
+    x.push_str("</ListBucketResult>");
+    Ok(Reply::xml(200, x).header("content-type", "application/xml"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, host: &str, path: &str, query: &str) -> HttpRequest {
+        HttpRequest {
+            method: method.into(),
+            path: path.into(),
+            query: query.into(),
+            headers: vec![("host".into(), host.into())],
+            body: bytes::Bytes::new(),
+            peer: "127.0.0.1".parse().unwrap(),
+            tls: None,
+            bad_header: None,
+        }
+    }
+
+    #[test]
+    fn path_and_virtual_host_addressing() {
+        let t = target(&req("GET", "127.0.0.1:4566", "/logs/AWSLogs/1/a%20b.gz", ""));
+        assert_eq!(t.bucket.as_deref(), Some("logs"));
+        assert_eq!(t.key.as_deref(), Some("AWSLogs/1/a b.gz"));
+        let t = target(&req("GET", "logs.s3.localhost:4566", "/AWSLogs/x", ""));
+        assert_eq!(t.bucket.as_deref(), Some("logs"));
+        assert_eq!(t.key.as_deref(), Some("AWSLogs/x"));
+        assert!(t.virtual_host);
+        let t = target(&req("GET", "localhost:4566", "/logs", ""));
+        assert_eq!(t.bucket.as_deref(), Some("logs"));
+        assert_eq!(t.key, None);
+        // `..` stays part of an opaque key.
+        let t = target(&req("GET", "127.0.0.1", "/logs/a/../b", ""));
+        assert_eq!(t.key.as_deref(), Some("a/../b"));
+    }
+
+    #[test]
+    fn operations_by_method_and_subresource() {
+        assert_eq!(operation(&req("GET", "h", "/b", "location")), "GetBucketLocation");
+        assert_eq!(operation(&req("GET", "h", "/b", "list-type=2&prefix=a")), "ListObjectsV2");
+        assert_eq!(operation(&req("GET", "h", "/b", "marker=x&encoding-type=url")), "ListObjects");
+        assert_eq!(operation(&req("GET", "h", "/b/k", "")), "GetObject");
+        assert_eq!(operation(&req("HEAD", "h", "/b/k", "")), "HeadObject");
+        assert_eq!(operation(&req("GET", "h", "/b/k", "acl")), "UnsupportedS3Operation");
+    }
+
+    #[test]
+    fn url_encoding_keeps_slashes_and_unreserved() {
+        assert_eq!(url_enc("AWSLogs/1 2+3~é"), "AWSLogs/1%202%2B3~%C3%A9");
+    }
+}

@@ -1,0 +1,229 @@
+//! Wire constants, the request/response types handlers see, and AWS error rendering — one
+//! place per protocol.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+pub const X_AMZ_TARGET: &str = "x-amz-target";
+pub const CLOUDTRAIL_TARGET_PREFIX: &str = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.";
+pub const AMZ_JSON_1_1: &str = "application/x-amz-json-1.1";
+pub const S3_XMLNS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
+pub const IAM_XMLNS: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
+pub const STS_XMLNS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
+
+/// Wire protocol of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// awsJson 1.1 (CloudTrail).
+    Json,
+    /// restJson (CloudTrail Data).
+    RestJson,
+    /// query (IAM, STS).
+    Query,
+    /// restXml (S3).
+    S3,
+}
+
+impl Protocol {
+    pub fn auth_protocol(self) -> cairn_iam::sigv4::Protocol {
+        match self {
+            Protocol::Json | Protocol::RestJson => cairn_iam::sigv4::Protocol::Json,
+            Protocol::Query => cairn_iam::sigv4::Protocol::Query,
+            Protocol::S3 => cairn_iam::sigv4::Protocol::S3,
+        }
+    }
+}
+
+/// An AWS error: code, message, HTTP status, plus extra XML elements for S3.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub code: String,
+    pub message: String,
+    pub status: u16,
+    pub extra: Vec<(String, String)>,
+}
+
+impl ApiError {
+    pub fn new(code: &str, status: u16, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: code.into(),
+            message: message.into(),
+            status,
+            extra: Vec::new(),
+        }
+    }
+
+    /// A 400 client error (every modelled CloudTrail exception).
+    pub fn client(code: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(code, 400, message)
+    }
+
+    pub fn with(mut self, k: &str, v: impl Into<String>) -> ApiError {
+        self.extra.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %e, "internal error");
+        ApiError::new(
+            "InternalFailure",
+            500,
+            "The request processing has failed because of an unknown error, exception or failure.",
+        )
+    }
+
+    /// The journal refused the request's event: fail closed.
+    pub fn unavailable(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %e, "journal refused an event; failing the request");
+        ApiError::new(
+            "ServiceUnavailable",
+            503,
+            "The audit journal cannot record this request right now; nothing was done. Try again later.",
+        )
+    }
+
+    pub fn serialization(message: impl Into<String>) -> ApiError {
+        ApiError::client("SerializationException", message)
+    }
+}
+
+/// A response as handlers produce it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(v: &Value) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![("content-type".into(), AMZ_JSON_1_1.into())],
+            body: Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+        }
+    }
+
+    pub fn rest_json(v: &Value) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+        }
+    }
+
+    pub fn xml(status: u16, body: String) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type".into(), "text/xml".into())],
+            body: Bytes::from(body),
+        }
+    }
+
+    pub fn header(mut self, k: &str, v: impl Into<String>) -> Reply {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+}
+
+/// XML text escaping (element content and attribute values).
+pub fn xml_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {
+                o.push_str(&format!("&#x{:x};", c as u32))
+            }
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// Renders `e` in `protocol`'s error shape.
+pub fn error_reply(protocol: Protocol, e: &ApiError, request_id: &str, head: bool) -> Reply {
+    let mut r = match protocol {
+        Protocol::Json => Reply {
+            status: e.status,
+            headers: vec![("content-type".into(), AMZ_JSON_1_1.into())],
+            body: Bytes::from(
+                serde_json::to_vec(&serde_json::json!({"__type": e.code, "message": e.message}))
+                    .unwrap_or_default(),
+            ),
+        },
+        Protocol::RestJson => Reply {
+            status: e.status,
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("x-amzn-errortype".into(), e.code.clone()),
+            ],
+            body: Bytes::from(
+                serde_json::to_vec(&serde_json::json!({"__type": e.code, "message": e.message}))
+                    .unwrap_or_default(),
+            ),
+        },
+        Protocol::Query => {
+            let kind = if e.status >= 500 { "Receiver" } else { "Sender" };
+            Reply::xml(
+                e.status,
+                format!(
+                    "<ErrorResponse xmlns=\"{IAM_XMLNS}\"><Error><Type>{kind}</Type><Code>{}</Code><Message>{}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>",
+                    xml_escape(&e.code),
+                    xml_escape(&e.message)
+                ),
+            )
+        }
+        Protocol::S3 => {
+            let mut extra = String::new();
+            for (k, v) in &e.extra {
+                extra.push_str(&format!("<{k}>{}</{k}>", xml_escape(v)));
+            }
+            let body = if head {
+                String::new()
+            } else {
+                format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message>{extra}<RequestId>{request_id}</RequestId><HostId>{request_id}</HostId></Error>",
+                    xml_escape(&e.code),
+                    xml_escape(&e.message)
+                )
+            };
+            Reply::xml(e.status, body).header("content-type", "application/xml")
+        }
+    };
+    if protocol == Protocol::S3 {
+        r.headers.retain(|(k, v)| k != "content-type" || v == "application/xml");
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_escape_neutralises_markup_and_control_characters() {
+        assert_eq!(
+            xml_escape("a<b>&\"c'\u{1}"),
+            "a&lt;b&gt;&amp;&quot;c&apos;&#x1;"
+        );
+    }
+
+    #[test]
+    fn json_errors_use_type_and_message() {
+        let r = error_reply(
+            Protocol::Json,
+            &ApiError::client("TrailNotFoundException", "Unknown trail: x"),
+            "rid",
+            false,
+        );
+        assert_eq!(r.status, 400);
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["__type"], "TrailNotFoundException");
+        assert_eq!(v["message"], "Unknown trail: x");
+    }
+}
