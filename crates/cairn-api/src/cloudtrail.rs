@@ -507,6 +507,16 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
         "ListTags" => list_tags(ctx, &args)?,
         "ListPublicKeys" => list_public_keys(ctx, &args)?,
         "LookupEvents" => lookup_events(ctx, &args).await?,
+        // cairn extension: deliver what is pending and close open digest windows now.
+        "CairnFlushTrail" => {
+            let t = trail_arg(ctx, &args, "Name", "cloudtrail:CairnFlushTrail")?;
+            let engine = ctx.api.engine.clone();
+            let rep = ctx
+                .api
+                .blocking(move || engine.flush().map_err(ApiError::internal))
+                .await?;
+            json!({"TrailARN": t.config.arn(), "LogFiles": rep.files, "DigestFiles": rep.digests})
+        }
         "CreateChannel" | "GetChannel" | "ListChannels" | "DeleteChannel" => {
             crate::cloudtrail_data::channel_op(ctx, op, &args).await?
         }
@@ -525,7 +535,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             ));
         }
     };
-    if !ctx.audit.read_only {
+    // CloudTrail logs responseElements for writes with a body; null otherwise.
+    if !ctx.audit.read_only && out.as_object().is_some_and(|m| !m.is_empty()) {
         ctx.audit.response_elements = Some(logged_response(&out));
     }
     Ok(Reply::json(&out))

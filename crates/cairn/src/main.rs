@@ -1,8 +1,11 @@
 //! The `cairn` binary: wires the crates together; holds no logic another crate should own.
 
 mod bench;
+mod client;
+mod config;
 mod crash;
 mod install;
+mod serve;
 mod synth;
 mod validate_cmd;
 
@@ -26,10 +29,22 @@ enum Cmd {
     ValidateLogs(Box<validate_cmd::ValidateArgs>),
     /// Print a data directory's digest public keys as ListPublicKeys does.
     ListPublicKeys(validate_cmd::ListKeysArgs),
-    /// Trails of a data directory and their status.
+    /// Run the server: the AWS APIs on one listener, trail delivery, event history.
+    Serve(serve::ServeArgs),
+    /// Initialise a data directory: account, root key, root access key (printed once).
+    Init(serve::InitArgs),
+    /// Trail operations against a running server.
+    #[command(subcommand)]
+    Trail(TrailCmd),
+    /// Trails and their status: from a running server (signed with AWS_ACCESS_KEY_ID /
+    /// AWS_SECRET_ACCESS_KEY), or from the data directory when no server runs.
     Status {
         #[arg(long, default_value = "./cairn-data")]
         data_dir: PathBuf,
+        #[arg(long, default_value = "http://127.0.0.1:4566")]
+        endpoint: String,
+        #[arg(long)]
+        region: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -56,6 +71,18 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
+enum TrailCmd {
+    /// Deliver what is pending and close every open digest window now.
+    Flush {
+        name: String,
+        #[arg(long, default_value = "http://127.0.0.1:4566")]
+        endpoint: String,
+        #[arg(long)]
+        region: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchCmd {
     /// Synthetic events through journal and delivery into the embedded store.
     Ingest(bench::IngestArgs),
@@ -63,44 +90,121 @@ enum BenchCmd {
     Validate(bench::ValidateBenchArgs),
 }
 
-fn status(dir: PathBuf, json: bool) -> anyhow::Result<()> {
+/// One line of `cairn status`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct StatusRow {
+    name: String,
+    #[serde(rename = "TrailARN")]
+    trail_arn: String,
+    s3_bucket_name: String,
+    is_multi_region_trail: bool,
+    log_file_validation_enabled: bool,
+    is_logging: bool,
+    start_logging_time: Option<String>,
+    stop_logging_time: Option<String>,
+    latest_delivery_time: Option<String>,
+    latest_delivery_error: Option<String>,
+    latest_digest_delivery_time: Option<String>,
+    latest_digest_delivery_error: Option<String>,
+}
+
+fn rows_offline(dir: &std::path::Path) -> anyhow::Result<Vec<StatusRow>> {
     let r = cairn_trail::StateReader::open(&dir.join("trail"))?;
-    let trails = r.trails()?;
+    let iso = |x: Option<chrono::DateTime<chrono::Utc>>| x.map(cairn_record::time::iso);
+    Ok(r.trails()?
+        .into_iter()
+        .map(|t| StatusRow {
+            name: t.config.name.clone(),
+            trail_arn: t.config.arn(),
+            s3_bucket_name: t.config.s3_bucket.clone(),
+            is_multi_region_trail: t.config.multi_region,
+            log_file_validation_enabled: t.config.log_file_validation,
+            is_logging: t.logging,
+            start_logging_time: iso(t.start_logging_time),
+            stop_logging_time: iso(t.stop_logging_time),
+            latest_delivery_time: iso(t.latest_delivery_time),
+            latest_delivery_error: t.latest_delivery_error,
+            latest_digest_delivery_time: iso(t.latest_digest_delivery_time),
+            latest_digest_delivery_error: t.latest_digest_delivery_error,
+        })
+        .collect())
+}
+
+fn rows_online(c: &client::Client) -> anyhow::Result<Vec<StatusRow>> {
+    let trails = c.cloudtrail("DescribeTrails", &serde_json::json!({}))?;
+    let mut rows = Vec::new();
+    for t in trails["trailList"].as_array().into_iter().flatten() {
+        let arn = t["TrailARN"].as_str().unwrap_or_default().to_string();
+        let s = c.cloudtrail("GetTrailStatus", &serde_json::json!({"Name": arn}))?;
+        let time = |k: &str| {
+            s[k].as_f64().map(|x| {
+                cairn_record::time::iso(cairn_api::history::from_epoch(x as i64))
+            })
+        };
+        let text = |k: &str| s[k].as_str().map(str::to_string);
+        rows.push(StatusRow {
+            name: t["Name"].as_str().unwrap_or_default().into(),
+            trail_arn: arn,
+            s3_bucket_name: t["S3BucketName"].as_str().unwrap_or_default().into(),
+            is_multi_region_trail: t["IsMultiRegionTrail"].as_bool().unwrap_or(false),
+            log_file_validation_enabled: t["LogFileValidationEnabled"].as_bool().unwrap_or(false),
+            is_logging: s["IsLogging"].as_bool().unwrap_or(false),
+            start_logging_time: time("StartLoggingTime"),
+            stop_logging_time: time("StopLoggingTime"),
+            latest_delivery_time: time("LatestDeliveryTime"),
+            latest_delivery_error: text("LatestDeliveryError"),
+            latest_digest_delivery_time: time("LatestDigestDeliveryTime"),
+            latest_digest_delivery_error: text("LatestDigestDeliveryError"),
+        });
+    }
+    Ok(rows)
+}
+
+fn status(
+    dir: PathBuf,
+    endpoint: &str,
+    region: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    // A running server holds the data directory's databases; ask it. Otherwise read them.
+    let rows = match rows_offline(&dir) {
+        Ok(r) => r,
+        Err(offline) => {
+            let c = client::Client::from_env(endpoint, region)
+                .map_err(|e| offline.context(format!("and no server to ask: {e:#}")))?;
+            rows_online(&c)?
+        }
+    };
     if json {
-        let v: Vec<_> = trails.iter().map(|t| serde_json::json!({
-            "Name": t.config.name, "TrailARN": t.config.arn(), "S3BucketName": t.config.s3_bucket,
-            "IsMultiRegionTrail": t.config.multi_region, "LogFileValidationEnabled": t.config.log_file_validation,
-            "IsLogging": t.logging,
-            "StartLoggingTime": t.start_logging_time.map(cairn_record::time::iso),
-            "StopLoggingTime": t.stop_logging_time.map(cairn_record::time::iso),
-            "LatestDeliveryTime": t.latest_delivery_time.map(cairn_record::time::iso),
-            "LatestDeliveryError": t.latest_delivery_error,
-            "LatestDigestDeliveryTime": t.latest_digest_delivery_time.map(cairn_record::time::iso),
-            "LatestDigestDeliveryError": t.latest_digest_delivery_error,
-        })).collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     println!(
         "{:<24} {:<8} {:<24} {:<22} {:<22} ERROR",
         "NAME", "LOGGING", "BUCKET", "LATEST DELIVERY", "LATEST DIGEST"
     );
-    for t in trails {
-        let f = |x: Option<chrono::DateTime<chrono::Utc>>| {
-            x.map(cairn_record::time::iso).unwrap_or_else(|| "-".into())
-        };
+    for t in rows {
+        let f = |x: &Option<String>| x.clone().unwrap_or_else(|| "-".into());
         println!(
             "{:<24} {:<8} {:<24} {:<22} {:<22} {}",
-            t.config.name,
-            t.logging,
-            t.config.s3_bucket,
-            f(t.latest_delivery_time),
-            f(t.latest_digest_delivery_time),
+            t.name,
+            t.is_logging,
+            t.s3_bucket_name,
+            f(&t.latest_delivery_time),
+            f(&t.latest_digest_delivery_time),
             t.latest_delivery_error
                 .or(t.latest_digest_delivery_error)
                 .unwrap_or_default()
         );
     }
+    Ok(())
+}
+
+fn trail_flush(name: &str, endpoint: &str, region: Option<&str>) -> anyhow::Result<()> {
+    let c = client::Client::from_env(endpoint, region)?;
+    let r = c.cloudtrail("CairnFlushTrail", &serde_json::json!({"Name": name}))?;
+    println!("{}", serde_json::to_string_pretty(&r)?);
     Ok(())
 }
 
@@ -116,7 +220,19 @@ fn main() {
     let code = match cli.cmd {
         Cmd::ValidateLogs(a) => validate_cmd::run(*a),
         Cmd::ListPublicKeys(a) => report(validate_cmd::list_public_keys(a)),
-        Cmd::Status { data_dir, json } => report(status(data_dir, json)),
+        Cmd::Serve(a) => report(serve::serve(a)),
+        Cmd::Init(a) => report(serve::init(a)),
+        Cmd::Trail(TrailCmd::Flush {
+            name,
+            endpoint,
+            region,
+        }) => report(trail_flush(&name, &endpoint, region.as_deref())),
+        Cmd::Status {
+            data_dir,
+            endpoint,
+            region,
+            json,
+        } => report(status(data_dir, &endpoint, region.as_deref(), json)),
         Cmd::Bench(BenchCmd::Ingest(a)) => report(bench::ingest(a)),
         Cmd::Bench(BenchCmd::Validate(a)) => report(bench::validate(a)),
         Cmd::CrashTest(a) => match crash::harness(a) {

@@ -1,0 +1,112 @@
+//! A minimal signed CloudTrail client for cairn's own commands (`trail flush`, `status`)
+//! against a running server: HTTP/1.1 over loopback, SigV4 with the caller's credentials
+//! (`AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`, optionally `AWS_SESSION_TOKEN`).
+
+use anyhow::{bail, Context, Result};
+use cairn_record::{Clock, SystemClock};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+pub struct Client {
+    host: String,
+    region: String,
+    key: String,
+    secret: String,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn from_env(endpoint: &str, region: Option<&str>) -> Result<Client> {
+        let host = endpoint
+            .strip_prefix("http://")
+            .with_context(|| format!("endpoint {endpoint} must be http://HOST:PORT"))?
+            .trim_end_matches('/')
+            .to_string();
+        let key = std::env::var("AWS_ACCESS_KEY_ID").context("AWS_ACCESS_KEY_ID is not set")?;
+        let secret =
+            std::env::var("AWS_SECRET_ACCESS_KEY").context("AWS_SECRET_ACCESS_KEY is not set")?;
+        let region = region
+            .map(str::to_string)
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .unwrap_or_else(|| "us-east-1".into());
+        Ok(Client {
+            host,
+            region,
+            key,
+            secret,
+            token: std::env::var("AWS_SESSION_TOKEN").ok(),
+        })
+    }
+
+    /// Calls a CloudTrail operation; returns the JSON response or the AWS error.
+    pub fn cloudtrail(&self, op: &str, body: &Value) -> Result<Value> {
+        let body = serde_json::to_vec(body)?;
+        let sha = hex::encode(Sha256::digest(&body));
+        let mut headers = vec![
+            ("host".to_string(), self.host.clone()),
+            (
+                "x-amz-target".to_string(),
+                format!("com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.{op}"),
+            ),
+            (
+                "content-type".to_string(),
+                "application/x-amz-json-1.1".to_string(),
+            ),
+        ];
+        if let Some(t) = &self.token {
+            headers.push(("x-amz-security-token".into(), t.clone()));
+        }
+        let req = cairn_iam::sigv4::Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body_sha256: &sha,
+            s3: false,
+        };
+        let added = cairn_iam::sigv4::sign(
+            &req,
+            &self.key,
+            &self.secret,
+            &self.region,
+            "cloudtrail",
+            SystemClock.now(),
+        );
+        let mut msg = String::from("POST / HTTP/1.1\r\n");
+        for (k, v) in headers.iter().chain(added.iter()) {
+            msg.push_str(&format!("{k}: {v}\r\n"));
+        }
+        msg.push_str(&format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        ));
+        let mut s = TcpStream::connect(&self.host)
+            .with_context(|| format!("connecting to {}", self.host))?;
+        s.write_all(msg.as_bytes())?;
+        s.write_all(&body)?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp)?;
+        let text = String::from_utf8_lossy(&resp);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .context("malformed HTTP response")?;
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("malformed HTTP status line")?;
+        let v: Value = serde_json::from_str(body.trim()).unwrap_or(Value::Null);
+        if status != 200 {
+            bail!(
+                "{} ({}): {}",
+                v["__type"].as_str().unwrap_or("error"),
+                status,
+                v["message"].as_str().unwrap_or(body)
+            );
+        }
+        Ok(v)
+    }
+}

@@ -1,0 +1,196 @@
+//! `cairn.toml`: every key, documented where it is declared. Command-line flags override the
+//! file; the file overrides the defaults.
+//!
+//! ```toml
+//! listen = "127.0.0.1:4566"        # address of the one HTTP(S) listener
+//! account_id = "123456789012"      # used when the data directory is first initialised
+//! regions = ["us-east-1", "us-east-2", "us-west-2", "eu-west-1"]
+//! default_region = "us-east-1"     # for requests whose signature names no region
+//! delivery_interval = "5m"         # how often log files are delivered
+//! digest_interval = "1h"           # digest window length
+//! dev = false                      # accept the well-known test/test credentials as root
+//! history_days = 90                # LookupEvents retention
+//! lookup_extensions = false        # LookupEvents: AND of several attributes, data events
+//! max_body_bytes = 16777216        # largest request body
+//!
+//! [tls]                            # optional; serve HTTPS instead of HTTP
+//! cert = "cert.pem"
+//! key = "key.pem"
+//!
+//! [[bucket]]                       # buckets created at start if missing
+//! name = "acme-cloudtrail-logs"
+//! region = "us-east-1"
+//!
+//! [[trail]]                        # trails applied idempotently at start
+//! name = "acme-audit-trail"
+//! bucket = "acme-cloudtrail-logs"
+//! home_region = "us-east-1"
+//! prefix = ""                      # S3 key prefix
+//! multi_region = true
+//! include_global_service_events = true
+//! log_file_validation = true
+//! logging = true                   # StartLogging / StopLogging to reach this state
+//! # event_selectors / advanced_event_selectors: the JSON shapes of PutEventSelectors
+//! event_selectors = '[{"ReadWriteType":"All","IncludeManagementEvents":true}]'
+//! ```
+
+use anyhow::{bail, Context, Result};
+use cairn_record::selector::{AdvancedEventSelector, EventSelector, TrailSelectors};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub account_id: Option<String>,
+    pub regions: Option<Vec<String>>,
+    pub default_region: Option<String>,
+    pub delivery_interval: Option<String>,
+    pub digest_interval: Option<String>,
+    pub dev: Option<bool>,
+    pub history_days: Option<i64>,
+    pub lookup_extensions: Option<bool>,
+    pub max_body_bytes: Option<usize>,
+    pub tls: Option<TlsConfig>,
+    #[serde(default, rename = "bucket")]
+    pub buckets: Vec<BucketConfig>,
+    #[serde(default, rename = "trail")]
+    pub trails: Vec<TrailDecl>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketConfig {
+    pub name: String,
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrailDecl {
+    pub name: String,
+    pub bucket: String,
+    pub home_region: Option<String>,
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub multi_region: bool,
+    #[serde(default = "yes")]
+    pub include_global_service_events: bool,
+    #[serde(default)]
+    pub log_file_validation: bool,
+    #[serde(default = "yes")]
+    pub logging: bool,
+    pub kms_key_id: Option<String>,
+    /// JSON text of PutEventSelectors' `EventSelectors`.
+    pub event_selectors: Option<String>,
+    /// JSON text of PutEventSelectors' `AdvancedEventSelectors`.
+    pub advanced_event_selectors: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl TrailDecl {
+    pub fn selectors(&self) -> Result<TrailSelectors> {
+        match (&self.event_selectors, &self.advanced_event_selectors) {
+            (Some(_), Some(_)) => bail!(
+                "trail {}: set event_selectors or advanced_event_selectors, not both",
+                self.name
+            ),
+            (Some(b), None) => Ok(TrailSelectors::Basic(
+                serde_json::from_str::<Vec<EventSelector>>(b)
+                    .with_context(|| format!("trail {}: event_selectors", self.name))?,
+            )),
+            (None, Some(a)) => Ok(TrailSelectors::Advanced(
+                serde_json::from_str::<Vec<AdvancedEventSelector>>(a)
+                    .with_context(|| format!("trail {}: advanced_event_selectors", self.name))?,
+            )),
+            (None, None) => Ok(TrailSelectors::default()),
+        }
+    }
+}
+
+impl FileConfig {
+    /// Reads `path`; a missing file is an empty configuration only when `required` is false.
+    pub fn load(path: &Path, required: bool) -> Result<FileConfig> {
+        match std::fs::read_to_string(path) {
+            Ok(s) => toml::from_str(&s).with_context(|| format!("reading {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(FileConfig::default())
+            }
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+}
+
+/// `500ms`, `30s`, `5m`, `1h`, `2d`.
+pub fn parse_duration(s: &str) -> Result<chrono::Duration> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: i64 = num
+        .parse()
+        .with_context(|| format!("invalid duration {s:?}"))?;
+    let d = match unit {
+        "ms" => chrono::Duration::milliseconds(n),
+        "s" | "" => chrono::Duration::seconds(n),
+        "m" => chrono::Duration::minutes(n),
+        "h" => chrono::Duration::hours(n),
+        "d" => chrono::Duration::days(n),
+        _ => bail!("invalid duration {s:?}: use ms, s, m, h or d"),
+    };
+    if d <= chrono::Duration::zero() {
+        bail!("duration {s:?} must be positive");
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m").unwrap(), chrono::Duration::minutes(5));
+        assert_eq!(
+            parse_duration("250ms").unwrap(),
+            chrono::Duration::milliseconds(250)
+        );
+        assert_eq!(parse_duration("10").unwrap(), chrono::Duration::seconds(10));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5 weeks").is_err());
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("config.rs");
+        let example: String = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.trim_start_matches("//!").trim_start_matches(' '))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c: FileConfig = toml::from_str(&example).unwrap();
+        assert_eq!(c.trails.len(), 1);
+        assert_eq!(c.buckets[0].name, "acme-cloudtrail-logs");
+        assert!(c.trails[0].selectors().is_ok());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<FileConfig>("listen = \"x\"\nlisten_port = 1").is_err());
+    }
+}

@@ -1,0 +1,362 @@
+//! `cairn serve` and `cairn init`: initialise a data directory, apply `cairn.toml`, run the
+//! listener, the delivery pump and the history indexer; stop gracefully on SIGTERM.
+
+use crate::config::{parse_duration, FileConfig};
+use crate::install::{self, Installation};
+use anyhow::{bail, Context, Result};
+use cairn_api::{history::History, meta::Meta, Api, ApiOptions, TlsFiles};
+use cairn_iam::identity::{Directory, Sealer};
+use cairn_record::{Clock, SystemClock};
+use cairn_store::ObjectStore;
+use cairn_trail::{RootKey, TrailCommand, TrailConfig};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Data directory (created and initialised on first start).
+    #[arg(long, default_value = "./cairn-data")]
+    pub data_dir: PathBuf,
+    /// Configuration file (default: ./cairn.toml if it exists).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Listen address.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// PEM certificate chain: serve HTTPS.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// 12-digit account id for a new data directory.
+    #[arg(long)]
+    pub account_id: Option<String>,
+    /// Development mode: also accept the well-known `test`/`test` credentials as the root.
+    #[arg(long)]
+    pub dev: bool,
+    /// Log file delivery interval (e.g. 5m, 30s, 500ms).
+    #[arg(long)]
+    pub delivery_interval: Option<String>,
+    /// Digest window length (e.g. 1h, 10s).
+    #[arg(long)]
+    pub digest_interval: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InitArgs {
+    #[arg(long, default_value = "./cairn-data")]
+    pub data_dir: PathBuf,
+    #[arg(long)]
+    pub account_id: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Seals IAM secrets under the installation's root key.
+struct RootSealer(RootKey);
+
+impl Sealer for RootSealer {
+    fn seal(&self, p: &[u8], ctx: &[u8]) -> std::result::Result<Vec<u8>, String> {
+        self.0.seal(p, ctx).map_err(|e| e.to_string())
+    }
+    fn open(&self, s: &[u8], ctx: &[u8]) -> std::result::Result<Vec<u8>, String> {
+        self.0.open(s, ctx).map_err(|e| e.to_string())
+    }
+}
+
+fn open_directory(dir: &Path, account: &str) -> Result<Arc<Directory>> {
+    let sealer = Arc::new(RootSealer(install::root_key(dir)?));
+    Ok(Arc::new(
+        Directory::open(&dir.join("iam.redb"), account, sealer)
+            .context("opening the identity directory")?,
+    ))
+}
+
+/// The root access key given by the environment, if any.
+fn env_root_key() -> Result<Option<(String, String)>> {
+    match (
+        std::env::var("CAIRN_ROOT_ACCESS_KEY_ID").ok(),
+        std::env::var("CAIRN_ROOT_SECRET_ACCESS_KEY").ok(),
+    ) {
+        (Some(id), Some(secret)) => Ok(Some((id, secret))),
+        (None, None) => Ok(None),
+        _ => bail!("set both CAIRN_ROOT_ACCESS_KEY_ID and CAIRN_ROOT_SECRET_ACCESS_KEY, or neither"),
+    }
+}
+
+/// Ensures the account has a root access key; returns it when created now (the only time its
+/// secret is shown).
+fn ensure_root_key(iam: &Directory) -> Result<Option<(String, String)>> {
+    let now = SystemClock.now();
+    if let Some((id, secret)) = env_root_key()? {
+        let existed = iam.root_keys().iter().any(|k| k.id == id);
+        iam.add_root_key(Some((&id, &secret)), now)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        return Ok((!existed).then_some((id, String::new())));
+    }
+    if !iam.root_keys().is_empty() {
+        return Ok(None);
+    }
+    let k = iam
+        .add_root_key(None, now)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Some((k.id, k.secret)))
+}
+
+pub fn init(a: InitArgs) -> Result<()> {
+    let cfg = install::install_config(&a.data_dir, a.account_id.as_deref())?;
+    let iam = open_directory(&a.data_dir, &cfg.account_id)?;
+    let created = ensure_root_key(&iam)?;
+    let existing = iam.root_keys().first().map(|k| k.id.clone());
+    let (id, secret) = match &created {
+        Some((id, s)) if !s.is_empty() => (id.clone(), Some(s.clone())),
+        _ => (existing.unwrap_or_default(), None),
+    };
+    if a.json {
+        let mut v = serde_json::json!({"AccountId": cfg.account_id, "AccessKeyId": id});
+        if let Some(s) = &secret {
+            v["SecretAccessKey"] = serde_json::json!(s);
+        }
+        println!("{v}");
+    } else {
+        println!("account:           {}", cfg.account_id);
+        println!("root access key:   {id}");
+        match &secret {
+            Some(s) => println!("root secret key:   {s}\n(shown once; it is stored encrypted)"),
+            None => println!("(already initialised; the secret is not shown again)"),
+        }
+    }
+    Ok(())
+}
+
+fn apply_buckets(
+    file: &FileConfig,
+    store: &dyn ObjectStore,
+    meta: &Meta,
+) -> Result<()> {
+    for b in &file.buckets {
+        if !store.bucket_exists(&b.name)? {
+            store.create_bucket(&b.name)?;
+            tracing::info!(bucket = %b.name, "created bucket from cairn.toml");
+        }
+        if let Some(r) = &b.region {
+            meta.put(&format!("bucket-region/{}", b.name), r)
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies the trails declared in cairn.toml: creates or updates configuration and reaches
+/// the declared logging state. Idempotent: an unchanged declaration issues no command.
+fn apply_trails(file: &FileConfig, inst: &Installation, account: &str) -> Result<()> {
+    let engine = &inst.engine;
+    let now = SystemClock.now();
+    for d in &file.trails {
+        let home = d.home_region.clone().unwrap_or_else(|| "us-east-1".into());
+        let mut c = TrailConfig::new(&d.name, account, &home, &d.bucket);
+        c.s3_key_prefix = d.prefix.clone().filter(|p| !p.is_empty());
+        c.multi_region = d.multi_region;
+        c.include_global_service_events = d.include_global_service_events;
+        c.log_file_validation = d.log_file_validation;
+        c.kms_key_id = d.kms_key_id.clone();
+        c.selectors = d.selectors()?;
+        let current = engine.trail(&d.name);
+        let mut last = None;
+        if current.as_ref().map(|t| &t.config) != Some(&c) {
+            last = Some(engine.command(TrailCommand::Put {
+                config: c.clone(),
+                at: now,
+            })?);
+        }
+        let logging = current.as_ref().is_some_and(|t| t.logging);
+        if d.logging != logging {
+            let name = d.name.clone();
+            last = Some(engine.command(if d.logging {
+                TrailCommand::StartLogging { name, at: now }
+            } else {
+                TrailCommand::StopLogging { name, at: now }
+            })?);
+        }
+        if let Some(seq) = last {
+            engine.apply_through(seq)?;
+            tracing::info!(trail = %d.name, "applied trail from cairn.toml");
+        }
+    }
+    Ok(())
+}
+
+pub fn serve(a: ServeArgs) -> Result<()> {
+    let config_path = a.config.clone().unwrap_or_else(|| PathBuf::from("cairn.toml"));
+    let file = FileConfig::load(&config_path, a.config.is_some())?;
+    let account = a.account_id.clone().or(file.account_id.clone());
+    let delivery = parse_duration(
+        a.delivery_interval
+            .as_deref()
+            .or(file.delivery_interval.as_deref())
+            .unwrap_or("5m"),
+    )?;
+    let digest = parse_duration(
+        a.digest_interval
+            .as_deref()
+            .or(file.digest_interval.as_deref())
+            .unwrap_or("1h"),
+    )?;
+    let regions = file.regions.clone();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let inst = Installation::open(&a.data_dir, account.as_deref(), clock.clone(), |o| {
+        o.delivery_interval = delivery;
+        o.digest_interval = digest;
+        if let Some(r) = &regions {
+            o.regions = r.clone();
+        }
+    })?;
+    let account = inst.config.account_id.clone();
+    let iam = open_directory(&a.data_dir, &account)?;
+    if let Some((id, secret)) = ensure_root_key(&iam)? {
+        if !secret.is_empty() {
+            // Printed once, on the first start; stored sealed under the root key.
+            eprintln!("cairn: created the root access key for account {account}:");
+            eprintln!("  AWS_ACCESS_KEY_ID={id}");
+            eprintln!("  AWS_SECRET_ACCESS_KEY={secret}");
+            eprintln!("  (shown once; `cairn init` can create it non-interactively)");
+        }
+    }
+    std::fs::create_dir_all(a.data_dir.join("api"))?;
+    let meta = Arc::new(
+        Meta::open(&a.data_dir.join("api").join("meta.redb"))
+            .map_err(|e| anyhow::anyhow!("opening control metadata: {e}"))?,
+    );
+    let history = History::open(&a.data_dir.join("api").join("history.redb"), inst.journal.clone())
+        .map_err(|e| anyhow::anyhow!("opening event history: {e}"))?;
+    apply_buckets(&file, inst.store.as_ref(), &meta)?;
+    apply_trails(&file, &inst, &account)?;
+
+    let mut opts = ApiOptions::new(&account);
+    if let Some(r) = &file.regions {
+        opts.regions = r.clone();
+    }
+    if let Some(r) = &file.default_region {
+        opts.default_region = r.clone();
+    }
+    opts.dev_credentials = a.dev || file.dev.unwrap_or(false);
+    if let Some(d) = file.history_days {
+        opts.history_days = d;
+    }
+    opts.lookup_extensions = file.lookup_extensions.unwrap_or(false);
+    if let Some(m) = file.max_body_bytes {
+        opts.max_body_bytes = m;
+    }
+    if opts.dev_credentials {
+        tracing::warn!("DEVELOPMENT MODE: the well-known credentials test/test are accepted as the account root. Never use --dev with data you care about.");
+        eprintln!("cairn: WARNING: development mode accepts AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test as the account root");
+    }
+    let tls = match (&a.tls_cert, &a.tls_key, &file.tls) {
+        (Some(c), Some(k), _) => Some(TlsFiles {
+            cert: c.clone(),
+            key: k.clone(),
+        }),
+        (_, _, Some(t)) => Some(TlsFiles {
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+        }),
+        _ => None,
+    };
+    let listen = a
+        .listen
+        .clone()
+        .or(file.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:4566".into());
+    let store: Arc<dyn ObjectStore> = inst.store.clone();
+    let api = Api::new(
+        opts,
+        inst.engine.clone(),
+        store,
+        inst.trail_store.clone(),
+        iam,
+        meta,
+        history.clone(),
+        clock,
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let indexer = history.spawn();
+    let pump = {
+        let engine = inst.engine.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("delivery".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    match engine.pump() {
+                        Ok(r) if r.more => continue,
+                        Ok(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+                        Err(e) => {
+                            tracing::error!(error = %e, "delivery failed; retrying");
+                            std::thread::sleep(std::time::Duration::from_secs(1));
+                        }
+                    }
+                }
+            })?
+    };
+    let pruner = {
+        let history = history.clone();
+        let regions = api.opts.regions.clone();
+        let days = api.opts.history_days;
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("history-retention".into())
+            .spawn(move || {
+                let mut last = std::time::Instant::now() - std::time::Duration::from_secs(3600);
+                while !stop.load(Ordering::Acquire) {
+                    if last.elapsed() >= std::time::Duration::from_secs(3600) {
+                        last = std::time::Instant::now();
+                        let cut = SystemClock.now() - chrono::Duration::days(days);
+                        if let Err(e) = history.prune(&regions, cut) {
+                            tracing::warn!(error = %e, "pruning event history failed");
+                        }
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            })?
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cairn-http")
+        .build()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        let server = cairn_api::serve(api.clone(), listener, tls)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("cairn listening on {scheme}://{} (account {account})", server.local_addr);
+        tracing::info!(addr = %server.local_addr, "listening");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        tracing::info!("shutting down: no new connections; finishing in-flight requests");
+        server.shutdown(std::time::Duration::from_secs(30)).await;
+        anyhow::Ok(())
+    })?;
+    stop.store(true, Ordering::Release);
+    let _ = pump.join();
+    let _ = pruner.join();
+    let flushed = inst.engine.flush()?;
+    history.stop();
+    let _ = indexer.join();
+    inst.journal.close();
+    eprintln!(
+        "cairn: stopped ({} log files, {} digests delivered at shutdown)",
+        flushed.files, flushed.digests
+    );
+    Ok(())
+}
