@@ -1,5 +1,7 @@
 """Shared fixtures: the cairn binary, a moto S3 server on loopback, free ports."""
+import json
 import os
+import signal
 import shutil
 import socket
 import subprocess
@@ -53,3 +55,89 @@ def moto():
     yield f"http://127.0.0.1:{port}"
     proc.kill()
     proc.wait()
+
+
+class CairnServer:
+    """A `cairn serve` on a free loopback port with its own data directory, initialised with
+    `cairn init --json`. Stops with SIGTERM and checks the exit status."""
+
+    def __init__(self, binary, workdir, *, account="123456789012", delivery="1s", digest="4s", config="", dev=False, extra=()):
+        self.binary, self.workdir, self.account = binary, Path(workdir), account
+        self.data = self.workdir / "data"
+        init = subprocess.run([binary, "init", "--data-dir", str(self.data), "--account-id", account, "--json"],
+                              capture_output=True, text=True, check=True)
+        creds = json.loads(init.stdout)
+        assert creds["AccountId"] == account
+        self.key, self.secret = creds["AccessKeyId"], creds["SecretAccessKey"]
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        cfg = self.workdir / "cairn.toml"
+        cfg.write_text(config)
+        args = [binary, "serve", "--data-dir", str(self.data), "--config", str(cfg), "--listen", f"127.0.0.1:{self.port}",
+                "--delivery-interval", delivery, "--digest-interval", digest, *extra]
+        if dev:
+            args.append("--dev")
+        self.log = open(self.workdir / "serve.log", "w")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    self.proc.kill()
+                    pytest.fail("cairn serve did not start: " + (self.workdir / "serve.log").read_text())
+                time.sleep(0.05)
+
+    def env(self, key=None, secret=None, token=None, region="us-east-1"):
+        e = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        e.update({"AWS_ACCESS_KEY_ID": key or self.key, "AWS_SECRET_ACCESS_KEY": secret or self.secret,
+                  "AWS_DEFAULT_REGION": region, "AWS_ENDPOINT_URL": self.endpoint,
+                  "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"})
+        if token:
+            e["AWS_SESSION_TOKEN"] = token
+        return e
+
+    def client(self, service, key=None, secret=None, token=None, region="us-east-1"):
+        import boto3
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=region,
+                            aws_access_key_id=key or self.key, aws_secret_access_key=secret or self.secret,
+                            aws_session_token=token)
+
+    def aws(self, aws_bin, *args, env=None, check=True):
+        r = subprocess.run([aws_bin, *args], env=env or self.env(), capture_output=True, text=True)
+        if check and r.returncode != 0:
+            raise AssertionError(f"aws {' '.join(args)} failed ({r.returncode}): {r.stdout}{r.stderr}")
+        return r
+
+    def flush(self, trail):
+        r = subprocess.run([self.binary, "trail", "flush", trail, "--endpoint", self.endpoint], env=self.env(),
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return json.loads(r.stdout)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                raise
+            assert rc == 0, f"cairn serve exited {rc}: " + (self.workdir / "serve.log").read_text()[-3000:]
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def cairn_server_factory(cairn_bin, tmp_path_factory):
+    started = []
+
+    def make(**kw):
+        s = CairnServer(cairn_bin, tmp_path_factory.mktemp("cairn-server"), **kw)
+        started.append(s)
+        return s
+
+    yield make
+    for s in started:
+        s.stop()

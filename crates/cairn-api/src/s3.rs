@@ -261,6 +261,37 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             }
             Ok(r)
         }
+        "PutObject" | "DeleteObject" => {
+            let key = t.key.clone().unwrap_or_default();
+            ctx.audit.data_event = Some(builder::s3_object(
+                op,
+                &ctx.region,
+                ctx.now,
+                ctx.caller.identity.clone(),
+                &account,
+                &bucket,
+                &key,
+                &host,
+            ));
+            ctx.authorize(&format!("s3:{op}"), &format!("arn:aws:s3:::{bucket}/{key}"))?;
+            bucket_must_exist(ctx, &bucket)?;
+            if op == "DeleteObject" {
+                let store = ctx.api.store.clone();
+                let (b2, k2) = (bucket.clone(), key.clone());
+                ctx.api
+                    .blocking(move || match store.delete(&b2, &k2) {
+                        Ok(()) | Err(StoreError::NoSuchKey { .. }) => Ok(()),
+                        Err(e) => Err(store_error(e, &b2, Some(&k2))),
+                    })
+                    .await?;
+                return Ok(Reply {
+                    status: 204,
+                    headers: vec![],
+                    body: bytes::Bytes::new(),
+                });
+            }
+            put_object(ctx, &bucket, &key).await
+        }
         _ => {
             ctx.no_authorization_needed();
             Err(ApiError::new(
@@ -270,6 +301,74 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             ))
         }
     }
+}
+
+/// PutObject with a plain (non-chunked) body: Content-MD5 checked, user metadata kept.
+async fn put_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply, ApiError> {
+    let req = ctx.req;
+    if req
+        .header("x-amz-content-sha256")
+        .is_some_and(|v| v.starts_with("STREAMING-"))
+    {
+        return Err(ApiError::new(
+            "NotImplemented",
+            501,
+            "aws-chunked uploads are not implemented yet; send the body unchunked.",
+        ));
+    }
+    if key.len() > cairn_store::MAX_KEY_BYTES {
+        return Err(ApiError::client("KeyTooLongError", "Your key is too long"));
+    }
+    let body = req.body.clone();
+    if let Some(md5) = req.header("content-md5") {
+        use md5::Digest as _;
+        let given = base64::engine::general_purpose::STANDARD
+            .decode(md5)
+            .ok()
+            .filter(|b| b.len() == 16)
+            .ok_or_else(|| {
+                ApiError::client("InvalidDigest", "The Content-MD5 you specified was invalid.")
+            })?;
+        if given.as_slice() != md5::Md5::digest(&body).as_slice() {
+            return Err(ApiError::client(
+                "BadDigest",
+                "The Content-MD5 you specified did not match what we received.",
+            ));
+        }
+    }
+    let mut opts = cairn_store::PutOptions {
+        content_type: req.header("content-type").map(str::to_string),
+        content_encoding: req.header("content-encoding").map(str::to_string),
+        ..Default::default()
+    };
+    for (k, v) in &req.headers {
+        if let Some(name) = k.strip_prefix("x-amz-meta-") {
+            opts.metadata.insert(name.to_string(), v.clone());
+        }
+    }
+    let size = body.len();
+    let store = ctx.api.store.clone();
+    let (b2, k2) = (bucket.to_string(), key.to_string());
+    let info = ctx
+        .api
+        .blocking(move || {
+            store
+                .put(&b2, &k2, &body, &opts)
+                .map_err(|e| store_error(e, &b2, Some(&k2)))
+        })
+        .await?;
+    ctx.audit.additional_event_data = Some(serde_json::json!({
+        "SignatureVersion": "SigV4",
+        "AuthenticationMethod": "AuthHeader",
+        "bytesTransferredIn": size,
+        "bytesTransferredOut": 0,
+        "x-amz-id-2": ctx.request_id,
+    }));
+    Ok(Reply {
+        status: 200,
+        headers: vec![("etag".into(), info.etag)],
+        body: bytes::Bytes::new(),
+    })
 }
 
 fn bucket_must_exist(ctx: &Ctx<'_>, bucket: &str) -> Result<(), ApiError> {
