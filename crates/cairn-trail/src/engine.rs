@@ -450,6 +450,7 @@ impl TrailEngine {
         total.files += self.close_epoch(&mut inner, pos, now)?;
         total.files += self.finish_inflight(&mut inner)?;
         if !inner.intents.is_empty() {
+            self.publish(&inner);
             return Ok(total);
         }
         let keys: Vec<_> = inner
@@ -463,6 +464,7 @@ impl TrailEngine {
                 total.digests += 1;
             }
         }
+        self.publish(&inner);
         Ok(total)
     }
 
