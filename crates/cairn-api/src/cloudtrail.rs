@@ -435,6 +435,16 @@ fn apply_trail_fields(
 }
 
 pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
+    // awsJson 1.1 bodies only (SDKs send application/x-amz-json-1.1).
+    if let Some(ct) = ctx.req.header("content-type") {
+        let ct = ct.to_ascii_lowercase();
+        if !(ct.starts_with("application/x-amz-json") || ct.starts_with("application/json")) {
+            ctx.no_authorization_needed();
+            return Err(ApiError::serialization(format!(
+                "Unsupported content type {ct}; expected application/x-amz-json-1.1"
+            )));
+        }
+    }
     let args = Args::parse(&ctx.req.body)?;
     ctx.audit.read_only =
         op.starts_with("Get") || op.starts_with("Describe") || op.starts_with("List") || op == "LookupEvents";

@@ -40,6 +40,8 @@ pub struct HttpRequest {
     pub tls: Option<TlsInfo>,
     /// Set when a header could not be accepted (non-ASCII value, duplicated auth header).
     pub bad_header: Option<String>,
+    /// Set when the body could not be read completely (declared length not sent).
+    pub bad_body: Option<String>,
 }
 
 impl HttpRequest {
@@ -92,6 +94,16 @@ impl Service {
             Service::Iam => "iam.amazonaws.com",
             Service::Sts => "sts.amazonaws.com",
             Service::S3 => "s3.amazonaws.com",
+        }
+    }
+
+    pub fn signing_name(self) -> &'static str {
+        match self {
+            Service::CloudTrail => "cloudtrail",
+            Service::CloudTrailData => "cloudtrail-data",
+            Service::Iam => "iam",
+            Service::Sts => "sts",
+            Service::S3 => "s3",
         }
     }
 
@@ -255,7 +267,16 @@ pub struct Route {
 
 fn classify(req: &HttpRequest, scope_service: Option<&str>) -> Result<Route, (Protocol, ApiError)> {
     let target = req.header(wire::X_AMZ_TARGET);
-    let service = match scope_service {
+    // The request's shape names its service when it can; the signature's scope must then agree
+    // (checked by the caller), so a request signed for another service is an auth failure.
+    let shaped = if target.is_some_and(|t| t.starts_with(wire::CLOUDTRAIL_TARGET_PREFIX)) {
+        Some(Service::CloudTrail)
+    } else if req.path == "/PutAuditEvents" {
+        Some(Service::CloudTrailData)
+    } else {
+        None
+    };
+    let service = match shaped.map(|s| s.signing_name()).or(scope_service) {
         Some(s) => match Service::from_signing_name(s) {
             Some(svc) => svc,
             None => {
@@ -503,6 +524,16 @@ fn precheck(api: &Api, req: &HttpRequest, protocol: Protocol) -> Result<(), ApiE
         };
         return Err(ApiError::client(code, h.clone()));
     }
+    if let Some(b) = &req.bad_body {
+        return Err(match protocol {
+            Protocol::S3 => ApiError::client(
+                "IncompleteBody",
+                "You did not provide the number of bytes specified by the Content-Length HTTP header.",
+            ),
+            Protocol::Query => ApiError::client("MalformedInput", b.clone()),
+            _ => ApiError::serialization(b.clone()),
+        });
+    }
     if req.body.len() > api.opts.max_body_bytes {
         return Err(match protocol {
             Protocol::S3 => ApiError::client(
@@ -561,6 +592,13 @@ pub async fn handle(api: &Arc<Api>, req: HttpRequest) -> Reply {
     };
     let protocol = route.service.protocol();
     let region = region_of(presented.as_ref().ok(), api);
+    let presented = match presented {
+        Ok(a) if a.service != route.service.signing_name() => Err(AuthError::BadScope(format!(
+            "Credential should be scoped to correct service: '{}'.",
+            route.service.signing_name()
+        ))),
+        other => other,
+    };
     let head = req.method == "HEAD";
     let pre = precheck(api, &req, protocol);
     let caller = pre.and_then(|_| authenticate(api, &req, &presented, protocol, now));

@@ -113,17 +113,18 @@ async fn to_request(
     tls: Option<TlsInfo>,
 ) -> Result<HttpRequest, hyper::Response<Full<Bytes>>> {
     let (parts, body) = req.into_parts();
-    let (headers, mut bad) = header_problem(&parts);
+    let (headers, bad) = header_problem(&parts);
     // Read at most one byte over the limit: the edge then refuses the request with the
     // protocol's "too large" error instead of buffering an unbounded body.
     let limit = api.opts.max_body_bytes + 1;
+    let mut bad_body = None;
     let body = match Limited::new(body, limit).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                 Bytes::from(vec![0u8; limit])
             } else {
-                bad.get_or_insert_with(|| format!("could not read the request body: {e}"));
+                bad_body = Some(format!("could not read the request body: {e}"));
                 Bytes::new()
             }
         }
@@ -137,6 +138,7 @@ async fn to_request(
         peer: peer.ip(),
         tls,
         bad_header: bad,
+        bad_body,
     })
 }
 
@@ -223,7 +225,8 @@ pub async fn serve(
             };
             let _ = stream.set_nodelay(true);
             let api = api.clone();
-            let builder = hyper::server::conn::http1::Builder::new();
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.half_close(true);
             match &acceptor {
                 None => {
                     let svc = service_fn(move |req| respond(api.clone(), req, peer, None));

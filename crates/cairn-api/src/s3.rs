@@ -316,6 +316,13 @@ async fn put_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply,
             "aws-chunked uploads are not implemented yet; send the body unchunked.",
         ));
     }
+    if req.header("content-length").is_none() && req.header("transfer-encoding").is_none() {
+        return Err(ApiError::new(
+            "MissingContentLength",
+            411,
+            "You must provide the Content-Length HTTP header.",
+        ));
+    }
     if key.len() > cairn_store::MAX_KEY_BYTES {
         return Err(ApiError::client("KeyTooLongError", "Your key is too long"));
     }
@@ -589,6 +596,7 @@ mod tests {
             peer: "127.0.0.1".parse().unwrap(),
             tls: None,
             bad_header: None,
+            bad_body: None,
         }
     }
 

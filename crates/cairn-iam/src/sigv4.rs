@@ -78,6 +78,9 @@ pub enum AuthError {
     Missing,
     #[error("{0}")]
     Malformed(String),
+    /// The credential scope names the wrong service or terminator.
+    #[error("{0}")]
+    BadScope(String),
     #[error("The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.")]
     SignatureMismatch,
     #[error("Signature expired: {request} is now earlier than {limit} ({now} - 15 min.)")]
@@ -120,6 +123,9 @@ impl AuthError {
             (Missing, _) => ("MissingAuthenticationToken", 403),
             (Malformed(_), Protocol::S3) => ("AuthorizationHeaderMalformed", 400),
             (Malformed(_), _) => ("IncompleteSignature", 400),
+            (BadScope(_), Protocol::S3) => ("AuthorizationHeaderMalformed", 400),
+            (BadScope(_), Protocol::Json) => ("InvalidSignatureException", 400),
+            (BadScope(_), Protocol::Query) => ("SignatureDoesNotMatch", 403),
             (SignatureMismatch, Protocol::S3) => ("SignatureDoesNotMatch", 403),
             (SignatureMismatch, Protocol::Json) => ("InvalidSignatureException", 400),
             (SignatureMismatch, Protocol::Query) => ("SignatureDoesNotMatch", 403),
@@ -256,7 +262,13 @@ fn query_param(query: &str, name: &str) -> Result<Option<String>, AuthError> {
 
 fn parse_credential(cred: &str) -> Result<(String, String, String, String), AuthError> {
     let parts: Vec<&str> = cred.split('/').collect();
-    if parts.len() != 5 || parts[4] != "aws4_request" || parts.iter().any(|p| p.is_empty()) {
+    if parts.len() == 5 && parts[4] != "aws4_request" {
+        return Err(AuthError::BadScope(format!(
+            "Credential should be scoped with a valid terminator: 'aws4_request', not '{}'.",
+            parts[4]
+        )));
+    }
+    if parts.len() != 5 || parts.iter().any(|p| p.is_empty()) {
         return Err(malformed(format!(
             "Credential should be scoped with a valid terminator: 'aws4_request', not '{cred}'"
         )));
