@@ -269,7 +269,7 @@ fn classify(req: &HttpRequest, scope_service: Option<&str>) -> Result<Route, (Pr
     let target = req.header(wire::X_AMZ_TARGET);
     // The request's shape names its service when it can; the signature's scope must then agree
     // (checked by the caller), so a request signed for another service is an auth failure.
-    let shaped = if target.is_some_and(|t| t.starts_with(wire::CLOUDTRAIL_TARGET_PREFIX)) {
+    let shaped = if target.is_some_and(|t| wire::cloudtrail_operation(t).is_some()) {
         Some(Service::CloudTrail)
     } else if req.path == "/PutAuditEvents" {
         Some(Service::CloudTrailData)
@@ -315,8 +315,8 @@ fn classify(req: &HttpRequest, scope_service: Option<&str>) -> Result<Route, (Pr
     let op = match service {
         Service::CloudTrail => {
             let t = target.unwrap_or_default();
-            match t.strip_prefix(wire::CLOUDTRAIL_TARGET_PREFIX) {
-                Some(op) if !op.is_empty() => op.to_string(),
+            match wire::cloudtrail_operation(t) {
+                Some(op) => op.to_string(),
                 _ => {
                     return Err((
                         Protocol::Json,

@@ -6,6 +6,16 @@ use serde_json::Value;
 
 pub const X_AMZ_TARGET: &str = "x-amz-target";
 pub const CLOUDTRAIL_TARGET_PREFIX: &str = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.";
+/// The short form the AWS SDK for Go v2 (and so Terraform) sends.
+pub const CLOUDTRAIL_TARGET_SHORT_PREFIX: &str = "CloudTrail_20131101.";
+
+/// The CloudTrail operation named by an `X-Amz-Target`, in either form.
+pub fn cloudtrail_operation(target: &str) -> Option<&str> {
+    target
+        .strip_prefix(CLOUDTRAIL_TARGET_PREFIX)
+        .or_else(|| target.strip_prefix(CLOUDTRAIL_TARGET_SHORT_PREFIX))
+        .filter(|op| !op.is_empty())
+}
 pub const AMZ_JSON_1_1: &str = "application/x-amz-json-1.1";
 pub const S3_XMLNS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 pub const IAM_XMLNS: &str = "https://iam.amazonaws.com/doc/2010-05-08/";

@@ -1,0 +1,80 @@
+"""Terraform's AWS provider (5.100, from the machine's filesystem mirror) applies the seed's
+`aws_cloudtrail` resource against cairn, and a second plan shows no changes."""
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+CONFIG = """
+[[bucket]]
+name = "acme-artifacts-cloudtrail-logs-tf"
+[[bucket]]
+name = "acme-artifacts"
+"""
+
+
+def mirror():
+    for cand in [os.environ.get("CAIRN_TF_MIRROR"), "/opt/tf-plugins", os.path.expanduser("~/.terraform.d/plugins")]:
+        if cand and list(Path(cand).glob("registry.terraform.io/hashicorp/aws/5.100.0/*/terraform-provider-aws*")):
+            return cand
+    return None
+
+
+@pytest.fixture(scope="module")
+def tf(cairn_server_factory, tmp_path_factory):
+    exe = shutil.which("terraform")
+    mir = mirror()
+    if not exe or not mir:
+        if os.environ.get("CAIRN_REQUIRE_TERRAFORM"):
+            pytest.fail(f"terraform ({exe}) or the AWS provider mirror ({mir}) is missing")
+        pytest.skip("terraform or the AWS provider mirror is not installed")
+    srv = cairn_server_factory(config=CONFIG)
+    work = tmp_path_factory.mktemp("tf")
+    shutil.copy(HERE / "terraform" / "main.tf", work / "main.tf")
+    rc = work / "terraformrc"
+    rc.write_text(f'''provider_installation {{
+  filesystem_mirror {{
+    path    = "{mir}"
+    include = ["registry.terraform.io/hashicorp/aws"]
+  }}
+  direct {{
+    exclude = ["registry.terraform.io/hashicorp/aws"]
+  }}
+}}
+''')
+    env = {**srv.env(), "TF_CLI_CONFIG_FILE": str(rc), "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1",
+           "TF_VAR_endpoint": srv.endpoint, "HOME": str(work)}
+
+    def run(*args, check=True):
+        r = subprocess.run([exe, *args], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        if check and r.returncode != 0:
+            raise AssertionError(f"terraform {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
+        return r
+
+    run("init", "-input=false", "-no-color")
+    return {"run": run, "srv": srv}
+
+
+def test_apply_then_plan_shows_no_changes(tf):
+    run, srv = tf["run"], tf["srv"]
+    run("apply", "-auto-approve", "-input=false", "-no-color")
+    out = json.loads(run("output", "-json").stdout)
+    arn = "arn:aws:cloudtrail:us-east-1:123456789012:trail/acme-audit-trail"
+    assert out["trail_arn"]["value"] == arn
+    ct = srv.client("cloudtrail")
+    t = ct.get_trail(Name="acme-audit-trail")["Trail"]
+    assert t["IsMultiRegionTrail"] and t["IncludeGlobalServiceEvents"] and t["LogFileValidationEnabled"]
+    assert t["HasCustomEventSelectors"]
+    sel = ct.get_event_selectors(TrailName="acme-audit-trail")["EventSelectors"]
+    assert [s["DataResources"][0]["Type"] for s in sel] == ["AWS::S3::Object", "AWS::DynamoDB::Table"]
+    assert ct.get_trail_status(Name="acme-audit-trail")["IsLogging"] is True
+    assert ct.list_tags(ResourceIdList=[arn])["ResourceTagList"][0]["TagsList"] == [{"Key": "Project", "Value": "acme"}]
+    plan = run("plan", "-detailed-exitcode", "-input=false", "-no-color", check=False)
+    assert plan.returncode == 0, f"second plan is not empty:\n{plan.stdout}\n{plan.stderr}"
+    # And destroy removes it.
+    run("destroy", "-auto-approve", "-input=false", "-no-color")
+    assert ct.list_trails()["Trails"] == []
