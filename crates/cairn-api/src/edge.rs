@@ -558,7 +558,7 @@ fn precheck(api: &Api, req: &HttpRequest, protocol: Protocol) -> Result<(), ApiE
 pub async fn handle(api: &Arc<Api>, req: HttpRequest) -> Reply {
     let started = std::time::Instant::now();
     let now = api.clock.now();
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = builder::fast_uuid();
     let presented = {
         let sreq = sigv4::Request {
             method: &req.method,

@@ -20,10 +20,10 @@ use std::sync::Arc;
 
 pub const CONSUMER: &str = "history";
 
-/// (partition, newest-first time, seq) → the LookupEvents `Event` JSON.
-const EVENTS: TableDefinition<(&str, u64, u64), &[u8]> = TableDefinition::new("events");
-/// (partition, attribute, value, newest-first time, seq) → ().
-const ATTRS: TableDefinition<(&str, u8, &str, u64, u64), u8> = TableDefinition::new("attrs");
+/// key: partition ‖ 0 ‖ newest-first time (u64 BE) ‖ seq (u64 BE) → the record JSON.
+const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
+/// key: partition ‖ 0 ‖ attribute ‖ value ‖ 0 ‖ newest-first time ‖ seq → ().
+const ATTRS: TableDefinition<&[u8], ()> = TableDefinition::new("attrs");
 const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
 
 /// The lookup attribute keys, in botocore's enum spelling.
@@ -51,76 +51,180 @@ fn partition(region: &str, data: bool) -> String {
     }
 }
 
-/// What LookupEvents reports as `Username`.
-fn username(rec: &EventRecord) -> Option<String> {
-    let id = rec.user_identity.as_ref()?;
-    match id.identity_type.as_str() {
+fn event_key(part: &str, t: u64, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(part.len() + 17);
+    k.extend_from_slice(part.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&t.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn attr_prefix(part: &str, attr: u8, value: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(part.len() + value.len() + 20);
+    k.extend_from_slice(part.as_bytes());
+    k.push(0);
+    k.push(attr);
+    k.extend_from_slice(value.as_bytes());
+    k.push(0);
+    k
+}
+
+fn attr_key(part: &str, attr: u8, value: &str, t: u64, seq: u64) -> Vec<u8> {
+    let mut k = attr_prefix(part, attr, value);
+    k.extend_from_slice(&t.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The (time, seq) suffix of an index key.
+fn tail(key: &[u8]) -> (u64, u64) {
+    let n = key.len();
+    let b = |r: std::ops::Range<usize>| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&key[r]);
+        u64::from_be_bytes(a)
+    };
+    (b(n - 16..n - 8), b(n - 8..n))
+}
+
+/// The few record fields the index needs beyond the journal entry's header; the rest of the
+/// record is skipped, not parsed.
+#[derive(serde::Deserialize)]
+struct Lite<'a> {
+    #[serde(rename = "eventID", borrow)]
+    event_id: std::borrow::Cow<'a, str>,
+    #[serde(rename = "userIdentity", borrow, default)]
+    user_identity: Option<LiteIdentity<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct LiteIdentity<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(rename = "accessKeyId", borrow, default)]
+    access_key_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "userName", borrow, default)]
+    user_name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    arn: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// What LookupEvents reports as `Username`: `root` for the root user, the user name, or the
+/// session name of an assumed role.
+fn lookup_username(kind: &str, user_name: Option<&str>, arn: Option<&str>) -> Option<String> {
+    match kind {
         "Root" => Some("root".into()),
-        "IAMUser" => id.user_name.clone(),
-        "AssumedRole" => id
-            .arn
-            .as_deref()
-            .and_then(|a| a.rsplit('/').next())
-            .map(str::to_string),
-        _ => id.user_name.clone(),
+        "AssumedRole" => arn.and_then(|a| a.rsplit('/').next()).map(str::to_string),
+        _ => user_name
+            .map(str::to_string)
+            .or_else(|| arn.and_then(|a| a.rsplit('/').next()).map(str::to_string)),
     }
 }
 
-/// The `Event` shape of LookupEvents, and the attribute values to index.
-fn lookup_event(rec: &EventRecord, json: &[u8]) -> (Value, Vec<(u8, String)>) {
+/// The attribute values an event is indexed under.
+fn attributes(header: &entry::EventHeader, lite: &Lite) -> Vec<(u8, String)> {
+    let f = &header.facts;
     let mut attrs = vec![
-        (0u8, rec.event_id.clone()),
-        (1, rec.event_name.clone()),
-        (6, rec.event_source.clone()),
+        (0u8, lite.event_id.to_string()),
+        (1, f.name.clone()),
+        (6, f.source.clone()),
     ];
-    if let Some(ro) = rec.read_only {
-        attrs.push((2, ro.to_string()));
-    }
-    let user = username(rec);
-    if let Some(u) = &user {
-        attrs.push((3, u.clone()));
-    }
-    let akid = rec
-        .user_identity
-        .as_ref()
-        .and_then(|i| i.access_key_id.clone());
-    if let Some(a) = &akid {
-        attrs.push((7, a.clone()));
-    }
-    let mut resources = Vec::new();
-    for r in rec.resources.iter().flatten() {
-        let name = r.arn.clone().or_else(|| r.arn_prefix.clone());
-        attrs.push((4, r.resource_type.clone()));
-        if let Some(n) = &name {
-            attrs.push((5, n.clone()));
+    // ReadOnly (two values) is answered by filtering the time index, not indexed.
+    if let Some(id) = &lite.user_identity {
+        if let Some(u) = lookup_username(&id.kind, id.user_name.as_deref(), id.arn.as_deref()) {
+            attrs.push((3, u));
         }
-        resources.push(json!({"ResourceType": r.resource_type, "ResourceName": name}));
+        if let Some(a) = &id.access_key_id {
+            attrs.push((7, a.to_string()));
+        }
     }
+    for (ty, name, _) in &f.resources {
+        attrs.push((4, ty.clone()));
+        attrs.push((5, name.clone()));
+    }
+    attrs.sort();
+    attrs.dedup();
+    // NUL separates key parts; a value containing it is not indexed (nor can it be asked for).
+    attrs.retain(|(_, v)| !v.as_bytes().contains(&0));
+    attrs
+}
+
+/// The `Event` shape of LookupEvents for a stored record.
+fn lookup_event(json: &[u8]) -> Option<Value> {
+    let rec: EventRecord = serde_json::from_slice(json).ok()?;
+    let id = rec.user_identity.as_ref();
     let mut ev = serde_json::Map::new();
     ev.insert("EventId".into(), json!(rec.event_id));
     ev.insert("EventName".into(), json!(rec.event_name));
     if let Some(ro) = rec.read_only {
         ev.insert("ReadOnly".into(), json!(ro.to_string()));
     }
-    if let Some(a) = akid {
+    if let Some(a) = id.and_then(|i| i.access_key_id.clone()) {
         ev.insert("AccessKeyId".into(), json!(a));
     }
     ev.insert("EventTime".into(), json!(rec.event_time.timestamp()));
     ev.insert("EventSource".into(), json!(rec.event_source));
-    if let Some(u) = user {
+    if let Some(u) = id.and_then(|i| {
+        lookup_username(&i.identity_type, i.user_name.as_deref(), i.arn.as_deref())
+    }) {
         ev.insert("Username".into(), json!(u));
     }
+    let resources: Vec<Value> = rec
+        .resources
+        .iter()
+        .flatten()
+        .map(|r| {
+            json!({"ResourceType": r.resource_type, "ResourceName": r.arn.clone().or_else(|| r.arn_prefix.clone())})
+        })
+        .collect();
     ev.insert("Resources".into(), Value::Array(resources));
     ev.insert(
         "CloudTrailEvent".into(),
         json!(String::from_utf8_lossy(json)),
     );
-    (Value::Object(ev), attrs)
+    Some(Value::Object(ev))
+}
+
+/// `"true"`/`"false"` from a stored record's `readOnly`.
+fn read_only_of(json: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Ro {
+        #[serde(rename = "readOnly", default)]
+        read_only: Option<bool>,
+    }
+    serde_json::from_slice::<Ro>(json)
+        .ok()?
+        .read_only
+        .map(|b| b.to_string())
+}
+
+/// The attribute values of a stored record (for AND filters and pruning).
+fn stored_attributes(json: &[u8]) -> Vec<(u8, String)> {
+    let Ok(rec) = serde_json::from_slice::<EventRecord>(json) else {
+        return Vec::new();
+    };
+    let header = entry::EventHeader {
+        facts: cairn_record::selector::EventFacts::from(&rec),
+        time: rec.event_time.timestamp(),
+    };
+    let Ok(lite) = serde_json::from_slice::<Lite>(json) else {
+        return Vec::new();
+    };
+    attributes(&header, &lite)
 }
 
 pub struct History {
     db: Database,
     journal: Arc<Journal>,
+    /// Kept between steps: opening a reader seeks through its segment.
+    reader: std::sync::Mutex<Option<cairn_journal::JournalReader>>,
+    /// Position of the last commit known to be on disk (the journal cursor may move up to it).
+    durable_position: AtomicU64,
+    last_durable: std::sync::Mutex<std::time::Instant>,
+    force_durable: AtomicBool,
+    /// Set by readers that wait for fresh events; wakes the indexer early.
+    nudge: (std::sync::Mutex<bool>, std::sync::Condvar),
     position: AtomicU64,
     watch: tokio::sync::watch::Sender<u64>,
     stop: AtomicBool,
@@ -182,6 +286,11 @@ impl History {
         Ok(Arc::new(History {
             db,
             journal,
+            reader: std::sync::Mutex::new(None),
+            durable_position: AtomicU64::new(start),
+            last_durable: std::sync::Mutex::new(std::time::Instant::now()),
+            force_durable: AtomicBool::new(false),
+            nudge: (std::sync::Mutex::new(false), std::sync::Condvar::new()),
             position: AtomicU64::new(start),
             watch,
             stop: AtomicBool::new(false),
@@ -197,8 +306,30 @@ impl History {
     /// Returns the number of records consumed.
     pub fn step(&self, max: usize) -> Result<usize, String> {
         let from = self.position();
-        let mut reader = self.journal.reader(from).map_err(|e| e.to_string())?;
-        let tx = self.db.begin_write().map_err(|e| e.to_string())?;
+        let mut slot = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().map(|r| r.position()) != Some(from) {
+            *slot = Some(self.journal.reader(from).map_err(|e| e.to_string())?);
+        }
+        let Some(reader) = slot.as_mut() else {
+            return Ok(0);
+        };
+        let mut tx = self.db.begin_write().map_err(|e| e.to_string())?;
+        // Most commits skip the fsync: a crash loses only index entries the journal still
+        // holds (its cursor moves only to positions committed durably), and they are re-indexed.
+        let durable = {
+            let mut last = self.last_durable.lock().unwrap_or_else(|e| e.into_inner());
+            if last.elapsed() >= std::time::Duration::from_secs(2)
+                || self.force_durable.swap(false, Ordering::AcqRel)
+            {
+                *last = std::time::Instant::now();
+                true
+            } else {
+                false
+            }
+        };
+        if !durable {
+            tx.set_durability(redb::Durability::None);
+        }
         let mut n = 0;
         {
             let mut events = tx.open_table(EVENTS).map_err(|e| e.to_string())?;
@@ -208,26 +339,24 @@ impl History {
                     break;
                 };
                 n += 1;
-                let Ok(Entry::Event { json, .. }) = entry::decode(&bytes) else {
+                let Ok(Entry::Event { header, json }) = entry::decode(&bytes) else {
                     continue;
                 };
-                let Ok(rec) = serde_json::from_slice::<EventRecord>(&json) else {
-                    continue;
-                };
-                let data = rec.event_category == cairn_record::record::category::DATA;
-                if !(rec.is_management() || data) {
+                let data = header.facts.category == cairn_record::record::category::DATA;
+                if !(data || header.facts.category == cairn_record::record::category::MANAGEMENT) {
                     continue;
                 }
-                let part = partition(&rec.aws_region, data);
-                let t = rev(rec.event_time.timestamp_millis());
-                let (ev, keys) = lookup_event(&rec, &json);
-                let ev = serde_json::to_vec(&ev).map_err(|e| e.to_string())?;
+                let Ok(lite) = serde_json::from_slice::<Lite>(&json) else {
+                    continue;
+                };
+                let part = partition(&header.facts.region, data);
+                let t = rev(header.time * 1000);
                 events
-                    .insert((part.as_str(), t, seq), ev.as_slice())
+                    .insert(event_key(&part, t, seq).as_slice(), json.as_slice())
                     .map_err(|e| e.to_string())?;
-                for (k, v) in keys {
+                for (k, v) in attributes(&header, &lite) {
                     attrs
-                        .insert((part.as_str(), k, v.as_str(), t, seq), 0u8)
+                        .insert(attr_key(&part, k, &v, t, seq).as_slice(), ())
                         .map_err(|e| e.to_string())?;
                 }
             }
@@ -235,12 +364,15 @@ impl History {
             st.insert("position", reader.position())
                 .map_err(|e| e.to_string())?;
         }
-        if n == 0 {
+        if n == 0 && !durable {
             tx.abort().map_err(|e| e.to_string())?;
             return Ok(0);
         }
         tx.commit().map_err(|e| e.to_string())?;
         let pos = reader.position();
+        if durable {
+            self.durable_position.store(pos, Ordering::Release);
+        }
         self.position.store(pos, Ordering::Release);
         self.watch.send_replace(pos);
         Ok(n)
@@ -254,8 +386,10 @@ impl History {
             .spawn(move || {
                 let mut last_cursor = std::time::Instant::now();
                 while !h.stop.load(Ordering::Acquire) {
-                    match h.step(20_000) {
-                        Ok(0) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                    match h.step(50_000) {
+                        // Index in batches: a larger transaction amortises the B-tree work.
+                        // A LookupEvents waiting for fresh events nudges the thread awake.
+                        Ok(n) if n < 50_000 => h.nap(std::time::Duration::from_millis(100)),
                         Ok(_) => {}
                         Err(e) => {
                             tracing::error!(error = %e, "event history indexing failed; retrying");
@@ -264,23 +398,49 @@ impl History {
                     }
                     if last_cursor.elapsed() > std::time::Duration::from_secs(5) {
                         last_cursor = std::time::Instant::now();
-                        if let Err(e) = h.journal.commit_cursor(CONSUMER, h.position()) {
+                        let pos = h.durable_position.load(Ordering::Acquire);
+                        if let Err(e) = h.journal.commit_cursor(CONSUMER, pos) {
                             tracing::warn!(error = %e, "committing the history cursor failed");
                         }
                     }
                 }
-                let _ = h.journal.commit_cursor(CONSUMER, h.position());
+                // One last durable commit, then the cursor may move to it.
+                h.force_durable.store(true, Ordering::Release);
+                let _ = h.step(0);
+                let _ = h
+                    .journal
+                    .commit_cursor(CONSUMER, h.durable_position.load(Ordering::Acquire));
             })
             .unwrap_or_else(|_| std::thread::spawn(|| {}))
     }
 
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        *self.nudge.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.nudge.1.notify_one();
+    }
+
+    /// Sleeps up to `d`, or until nudged.
+    fn nap(&self, d: std::time::Duration) {
+        let g = self.nudge.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut g, _) = self
+            .nudge
+            .1
+            .wait_timeout_while(g, d, |nudged| !*nudged)
+            .unwrap_or_else(|e| e.into_inner());
+        *g = false;
     }
 
     /// Waits (up to `timeout`) until every record below `seq` is indexed.
     pub async fn caught_up(&self, seq: u64, timeout: std::time::Duration) {
         let mut rx = self.watch.subscribe();
+        if self.position() < seq {
+            self.wake();
+        }
         let _ = tokio::time::timeout(timeout, rx.wait_for(|p| *p >= seq)).await;
     }
 
@@ -290,6 +450,8 @@ impl History {
         let tx = self.db.begin_read().map_err(ApiError::internal)?;
         let events = tx.open_table(EVENTS).map_err(ApiError::internal)?;
         let part = partition(&q.region, q.data_events);
+        // Newest first: the scan runs from the end time (inclusive, to the last millisecond
+        // of its second) towards the start time.
         let lo_t = rev(q.end.timestamp_millis() + 999);
         let hi_t = rev(q.start.timestamp_millis());
         let (from_t, from_seq) = match q.after {
@@ -297,78 +459,82 @@ impl History {
             None => (lo_t, 0),
         };
         let mut out = Vec::new();
-        let mut next = None;
-        let want = q.max_results;
-        let matches_rest = |ev: &Value| -> bool {
-            q.attributes.iter().skip(1).all(|(k, v)| attr_matches(ev, *k, v))
-        };
-        match q.attributes.first() {
-            None => {
-                let range = events
-                    .range((part.as_str(), from_t, from_seq)..=(part.as_str(), hi_t, u64::MAX))
-                    .map_err(ApiError::internal)?;
-                for row in range {
-                    let (k, v) = row.map_err(ApiError::internal)?;
-                    if out.len() == want {
-                        break;
+        let mut last = None;
+        let mut more = false;
+        // ReadOnly is not indexed: it and any further attributes (AND, an opt-in extension)
+        // filter the hits of the first indexed attribute, or of the time index.
+        let mut indexed: Option<&(u8, String)> = q.attributes.iter().find(|(k, _)| *k != 2);
+        let filters: Vec<&(u8, String)> = q
+            .attributes
+            .iter()
+            .filter(|a| Some(*a) != indexed)
+            .collect();
+        let mut take = |json: &[u8], t: u64, s: u64| -> bool {
+            if !filters.is_empty() {
+                let have = stored_attributes(json);
+                let ok = filters.iter().all(|(k, v)| {
+                    if *k == 2 {
+                        read_only_of(json).as_deref() == Some(v.as_str())
+                    } else {
+                        have.iter().any(|(hk, hv)| hk == k && hv == v)
                     }
-                    let (_, t, s) = k.value();
-                    let ev: Value = serde_json::from_slice(v.value()).map_err(ApiError::internal)?;
-                    out.push(ev);
-                    next = Some((t, s));
+                });
+                if !ok {
+                    return true;
                 }
-                if out.len() < want {
-                    next = None;
-                } else if let Some((t, s)) = next {
-                    // Only hand out a token when something follows.
-                    let more = events
-                        .range((part.as_str(), t, s + 1)..=(part.as_str(), hi_t, u64::MAX))
-                        .map_err(ApiError::internal)?
-                        .next()
-                        .is_some();
-                    if !more {
-                        next = None;
+            }
+            if out.len() == q.max_results {
+                more = true;
+                return false;
+            }
+            if let Some(ev) = lookup_event(json) {
+                out.push(ev);
+                last = Some((t, s));
+            }
+            true
+        };
+        match indexed.take() {
+            None => {
+                let lo = event_key(&part, from_t, from_seq);
+                let hi = event_key(&part, hi_t, u64::MAX);
+                for row in events
+                    .range(lo.as_slice()..=hi.as_slice())
+                    .map_err(ApiError::internal)?
+                {
+                    let (k, v) = row.map_err(ApiError::internal)?;
+                    let (t, s) = tail(k.value());
+                    if !take(v.value(), t, s) {
+                        break;
                     }
                 }
             }
-            Some((k, v)) => {
+            Some((attr, value)) => {
                 let attrs = tx.open_table(ATTRS).map_err(ApiError::internal)?;
-                let range = attrs
-                    .range(
-                        (part.as_str(), *k, v.as_str(), from_t, from_seq)
-                            ..=(part.as_str(), *k, v.as_str(), hi_t, u64::MAX),
-                    )
-                    .map_err(ApiError::internal)?;
-                let mut last = None;
-                let mut more = false;
-                for row in range {
-                    let (key, _) = row.map_err(ApiError::internal)?;
-                    let (_, _, _, t, s) = key.value();
-                    if Some((t, s)) == last {
-                        continue;
-                    }
-                    let Some(ev) = events
-                        .get((part.as_str(), t, s))
+                let mut lo = attr_prefix(&part, *attr, value);
+                let mut hi = lo.clone();
+                lo.extend_from_slice(&from_t.to_be_bytes());
+                lo.extend_from_slice(&from_seq.to_be_bytes());
+                hi.extend_from_slice(&hi_t.to_be_bytes());
+                hi.extend_from_slice(&u64::MAX.to_be_bytes());
+                for row in attrs
+                    .range(lo.as_slice()..=hi.as_slice())
+                    .map_err(ApiError::internal)?
+                {
+                    let (k, _) = row.map_err(ApiError::internal)?;
+                    let (t, s) = tail(k.value());
+                    let Some(v) = events
+                        .get(event_key(&part, t, s).as_slice())
                         .map_err(ApiError::internal)?
                     else {
                         continue;
                     };
-                    let ev: Value =
-                        serde_json::from_slice(ev.value()).map_err(ApiError::internal)?;
-                    if !matches_rest(&ev) {
-                        continue;
-                    }
-                    if out.len() == want {
-                        more = true;
+                    if !take(v.value(), t, s) {
                         break;
                     }
-                    out.push(ev);
-                    last = Some((t, s));
                 }
-                next = if more { last } else { None };
             }
         }
-        Ok((out, next))
+        Ok((out, if more { last } else { None }))
     }
 
     /// Drops events older than `before` (retention).
@@ -382,26 +548,22 @@ impl History {
             for r in regions {
                 for data in [false, true] {
                     let part = partition(r, data);
-                    let old: Vec<(u64, u64, Vec<u8>)> = events
-                        .range((part.as_str(), cut, 0)..=(part.as_str(), u64::MAX, u64::MAX))
+                    let lo = event_key(&part, cut, 0);
+                    let hi = event_key(&part, u64::MAX, u64::MAX);
+                    let old: Vec<(Vec<u8>, Vec<u8>)> = events
+                        .range(lo.as_slice()..=hi.as_slice())
                         .map_err(|e| e.to_string())?
                         .filter_map(|row| row.ok())
-                        .map(|(k, v)| {
-                            let (_, t, s) = k.value();
-                            (t, s, v.value().to_vec())
-                        })
+                        .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
                         .collect();
-                    for (t, s, v) in old {
-                        if let Ok(ev) = serde_json::from_slice::<Value>(&v) {
-                            for (k, val) in index_values(&ev) {
-                                attrs
-                                    .remove((part.as_str(), k, val.as_str(), t, s))
-                                    .map_err(|e| e.to_string())?;
-                            }
+                    for (k, json) in old {
+                        let (t, s) = tail(&k);
+                        for (a, v) in stored_attributes(&json) {
+                            attrs
+                                .remove(attr_key(&part, a, &v, t, s).as_slice())
+                                .map_err(|e| e.to_string())?;
                         }
-                        events
-                            .remove((part.as_str(), t, s))
-                            .map_err(|e| e.to_string())?;
+                        events.remove(k.as_slice()).map_err(|e| e.to_string())?;
                         n += 1;
                     }
                 }
@@ -410,29 +572,6 @@ impl History {
         tx.commit().map_err(|e| e.to_string())?;
         Ok(n)
     }
-}
-
-fn index_values(ev: &Value) -> Vec<(u8, String)> {
-    let mut v = Vec::new();
-    let s = |k: &str| ev.get(k).and_then(Value::as_str).map(str::to_string);
-    for (code, key) in [(0u8, "EventId"), (1, "EventName"), (2, "ReadOnly"), (3, "Username"), (6, "EventSource"), (7, "AccessKeyId")] {
-        if let Some(x) = s(key) {
-            v.push((code, x));
-        }
-    }
-    for r in ev.get("Resources").and_then(Value::as_array).into_iter().flatten() {
-        if let Some(t) = r.get("ResourceType").and_then(Value::as_str) {
-            v.push((4, t.to_string()));
-        }
-        if let Some(n) = r.get("ResourceName").and_then(Value::as_str) {
-            v.push((5, n.to_string()));
-        }
-    }
-    v
-}
-
-fn attr_matches(ev: &Value, k: u8, want: &str) -> bool {
-    index_values(ev).iter().any(|(code, v)| *code == k && v == want)
 }
 
 /// Epoch seconds → time (for tokens and tests).
