@@ -16,16 +16,44 @@ use serde_json::{json, Map, Value};
 /// Operations of the model that cairn does not implement (answered with
 /// UnsupportedOperationException rather than "unknown").
 const UNSUPPORTED: &[&str] = &[
-    "CancelQuery", "CreateDashboard", "CreateEventDataStore", "DeleteDashboard",
-    "DeleteEventDataStore", "DeleteResourcePolicy", "DeregisterOrganizationDelegatedAdmin",
-    "DescribeQuery", "DisableFederation", "EnableFederation", "GenerateQuery", "GetDashboard",
-    "GetEventConfiguration", "GetEventDataStore", "GetImport", "GetQueryResults",
-    "GetResourcePolicy", "ListDashboards", "ListEventDataStores", "ListImportFailures",
-    "ListImports", "ListInsightsData", "ListInsightsMetricData", "ListQueries",
-    "PutEventConfiguration", "PutResourcePolicy", "RegisterOrganizationDelegatedAdmin",
-    "RestoreEventDataStore", "SearchSampleQueries", "StartDashboardRefresh",
-    "StartEventDataStoreIngestion", "StartImport", "StartQuery", "StopEventDataStoreIngestion",
-    "StopImport", "UpdateChannel", "UpdateDashboard", "UpdateEventDataStore",
+    "CancelQuery",
+    "CreateDashboard",
+    "CreateEventDataStore",
+    "DeleteDashboard",
+    "DeleteEventDataStore",
+    "DeleteResourcePolicy",
+    "DeregisterOrganizationDelegatedAdmin",
+    "DescribeQuery",
+    "DisableFederation",
+    "EnableFederation",
+    "GenerateQuery",
+    "GetDashboard",
+    "GetEventConfiguration",
+    "GetEventDataStore",
+    "GetImport",
+    "GetQueryResults",
+    "GetResourcePolicy",
+    "ListDashboards",
+    "ListEventDataStores",
+    "ListImportFailures",
+    "ListImports",
+    "ListInsightsData",
+    "ListInsightsMetricData",
+    "ListQueries",
+    "PutEventConfiguration",
+    "PutResourcePolicy",
+    "RegisterOrganizationDelegatedAdmin",
+    "RestoreEventDataStore",
+    "SearchSampleQueries",
+    "StartDashboardRefresh",
+    "StartEventDataStoreIngestion",
+    "StartImport",
+    "StartQuery",
+    "StopEventDataStoreIngestion",
+    "StopImport",
+    "UpdateChannel",
+    "UpdateDashboard",
+    "UpdateEventDataStore",
 ];
 
 /// A request body: a JSON object with typed accessors that fail like AWS's deserializer.
@@ -84,7 +112,9 @@ impl Args {
             Some(Value::Number(n)) => {
                 let f = n.as_f64().unwrap_or(f64::NAN);
                 if !f.is_finite() || f.abs() > 1e11 {
-                    return Err(ApiError::serialization(format!("Invalid timestamp for {k}")));
+                    return Err(ApiError::serialization(format!(
+                        "Invalid timestamp for {k}"
+                    )));
                 }
                 let ms = (f * 1000.0).round() as i64;
                 Ok(Utc.timestamp_millis_opt(ms).single())
@@ -144,11 +174,9 @@ fn logged_params(args: &Args) -> Option<Value> {
 
 fn logged_response(v: &Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| (lower_first(k), v.clone()))
-                .collect(),
-        ),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (lower_first(k), v.clone())).collect())
+        }
         v => v.clone(),
     }
 }
@@ -418,8 +446,7 @@ fn apply_trail_fields(
     if let Some(r) = args.str("CloudWatchLogsRoleArn")? {
         extra.cloud_watch_logs_role_arn = (!r.is_empty()).then_some(r);
     }
-    if extra.cloud_watch_logs_log_group_arn.is_some() != extra.cloud_watch_logs_role_arn.is_some()
-    {
+    if extra.cloud_watch_logs_log_group_arn.is_some() != extra.cloud_watch_logs_role_arn.is_some() {
         return Err(ApiError::client(
             "InvalidCloudWatchLogsLogGroupArnException",
             "You must specify both a log group ARN and a role ARN.",
@@ -446,8 +473,10 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
         }
     }
     let args = Args::parse(&ctx.req.body)?;
-    ctx.audit.read_only =
-        op.starts_with("Get") || op.starts_with("Describe") || op.starts_with("List") || op == "LookupEvents";
+    ctx.audit.read_only = op.starts_with("Get")
+        || op.starts_with("Describe")
+        || op.starts_with("List")
+        || op == "LookupEvents";
     ctx.audit.request_parameters = logged_params(&args);
     let out = match op {
         "CreateTrail" => create_trail(ctx, &args).await?,
@@ -640,7 +669,11 @@ async fn create_trail(ctx: &mut Ctx<'_>, args: &Args) -> Result<Value, ApiError>
     let t = ctx.find_trail(&name)?;
     let mut out = ctx.trail_json(&t)?;
     if let Value::Object(m) = &mut out {
-        for k in ["HomeRegion", "HasCustomEventSelectors", "HasInsightSelectors"] {
+        for k in [
+            "HomeRegion",
+            "HasCustomEventSelectors",
+            "HasInsightSelectors",
+        ] {
             m.remove(k);
         }
     }
@@ -670,7 +703,11 @@ async fn update_trail(ctx: &mut Ctx<'_>, args: &Args) -> Result<Value, ApiError>
     let t = ctx.find_trail(&c.name)?;
     let mut out = ctx.trail_json(&t)?;
     if let Value::Object(m) = &mut out {
-        for k in ["HomeRegion", "HasCustomEventSelectors", "HasInsightSelectors"] {
+        for k in [
+            "HomeRegion",
+            "HasCustomEventSelectors",
+            "HasInsightSelectors",
+        ] {
             m.remove(k);
         }
     }
@@ -730,9 +767,7 @@ fn describe_trails(ctx: &mut Ctx<'_>, args: &Args) -> Result<Value, ApiError> {
 fn trail_status(t: &TrailState) -> Value {
     let mut m = Map::new();
     m.insert("IsLogging".into(), json!(t.logging));
-    let iso = |x: Option<DateTime<Utc>>| {
-        x.map(cairn_record::time::iso).unwrap_or_default()
-    };
+    let iso = |x: Option<DateTime<Utc>>| x.map(cairn_record::time::iso).unwrap_or_default();
     if let Some(e) = &t.latest_delivery_error {
         m.insert("LatestDeliveryError".into(), json!(e));
     }
@@ -766,7 +801,10 @@ fn trail_status(t: &TrailState) -> Value {
             String::new()
         }),
     );
-    m.insert("TimeLoggingStarted".into(), json!(iso(t.start_logging_time)));
+    m.insert(
+        "TimeLoggingStarted".into(),
+        json!(iso(t.start_logging_time)),
+    );
     m.insert("TimeLoggingStopped".into(), json!(iso(t.stop_logging_time)));
     Value::Object(m)
 }
@@ -776,28 +814,30 @@ async fn put_event_selectors(ctx: &mut Ctx<'_>, args: &Args) -> Result<Value, Ap
     ctx.require_home(&t)?;
     let invalid = |m: String| ApiError::client("InvalidEventSelectorsException", m);
     let basic = args.0.get("EventSelectors").filter(|v| !v.is_null());
-    let advanced = args.0.get("AdvancedEventSelectors").filter(|v| !v.is_null());
-    let selectors = match (basic, advanced) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::client(
+    let advanced = args
+        .0
+        .get("AdvancedEventSelectors")
+        .filter(|v| !v.is_null());
+    let selectors =
+        match (basic, advanced) {
+            (Some(_), Some(_)) => return Err(ApiError::client(
                 "InvalidParameterCombinationException",
                 "You cannot specify both EventSelectors and AdvancedEventSelectors in a request.",
-            ))
-        }
-        (None, None) => {
-            return Err(invalid(
-                "You must specify either EventSelectors or AdvancedEventSelectors.".into(),
-            ))
-        }
-        (Some(b), None) => TrailSelectors::Basic(
-            serde_json::from_value::<Vec<EventSelector>>(b.clone())
-                .map_err(|e| invalid(format!("Invalid EventSelectors: {e}")))?,
-        ),
-        (None, Some(a)) => TrailSelectors::Advanced(
-            serde_json::from_value::<Vec<AdvancedEventSelector>>(a.clone())
-                .map_err(|e| invalid(format!("Invalid AdvancedEventSelectors: {e}")))?,
-        ),
-    };
+            )),
+            (None, None) => {
+                return Err(invalid(
+                    "You must specify either EventSelectors or AdvancedEventSelectors.".into(),
+                ))
+            }
+            (Some(b), None) => TrailSelectors::Basic(
+                serde_json::from_value::<Vec<EventSelector>>(b.clone())
+                    .map_err(|e| invalid(format!("Invalid EventSelectors: {e}")))?,
+            ),
+            (None, Some(a)) => TrailSelectors::Advanced(
+                serde_json::from_value::<Vec<AdvancedEventSelector>>(a.clone())
+                    .map_err(|e| invalid(format!("Invalid AdvancedEventSelectors: {e}")))?,
+            ),
+        };
     selectors.validate().map_err(|e| invalid(e.message))?;
     let api = ctx.api.clone();
     let _guard = api.control.lock().await;
@@ -869,7 +909,11 @@ fn tag_resource(ctx: &Ctx<'_>, id: &str) -> Result<TrailState, ApiError> {
 fn change_tags(ctx: &mut Ctx<'_>, args: &Args, add: bool) -> Result<Value, ApiError> {
     let id = args.str("ResourceId")?.unwrap_or_default();
     ctx.authorize(
-        if add { "cloudtrail:AddTags" } else { "cloudtrail:RemoveTags" },
+        if add {
+            "cloudtrail:AddTags"
+        } else {
+            "cloudtrail:RemoveTags"
+        },
         &id,
     )?;
     let t = tag_resource(ctx, &id)?;
@@ -963,7 +1007,8 @@ async fn lookup_events(ctx: &mut Ctx<'_>, args: &Args) -> Result<Value, ApiError
     ctx.authorize("cloudtrail:LookupEvents", "*")?;
     let ext = ctx.api.opts.lookup_extensions;
     let attrs = args.list("LookupAttributes")?.unwrap_or_default();
-    let invalid_attr = |m: &str| ApiError::client("InvalidLookupAttributesException", m.to_string());
+    let invalid_attr =
+        |m: &str| ApiError::client("InvalidLookupAttributesException", m.to_string());
     if attrs.len() > 1 && !ext {
         return Err(invalid_attr(
             "You cannot specify more than one lookup attribute.",
@@ -972,7 +1017,10 @@ async fn lookup_events(ctx: &mut Ctx<'_>, args: &Args) -> Result<Value, ApiError
     let mut attributes = Vec::new();
     for a in &attrs {
         let key = a.get("AttributeKey").and_then(Value::as_str).unwrap_or("");
-        let value = a.get("AttributeValue").and_then(Value::as_str).unwrap_or("");
+        let value = a
+            .get("AttributeValue")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let code = ATTRIBUTE_KEYS
             .iter()
             .position(|k| *k == key)

@@ -25,7 +25,10 @@ struct Channel {
 
 impl Channel {
     fn arn(&self, account: &str) -> String {
-        format!("arn:aws:cloudtrail:{}:{account}:channel/{}", self.region, self.id)
+        format!(
+            "arn:aws:cloudtrail:{}:{account}:channel/{}",
+            self.region, self.id
+        )
     }
 }
 
@@ -54,7 +57,10 @@ fn find_channel(ctx: &Ctx<'_>, given: &str, data_api: bool) -> Result<Channel, A
             && parts[4] == ctx.api.opts.account;
         if !ok {
             return Err(if data_api {
-                ApiError::client("InvalidChannelARN", format!("Channel ARN {given} is invalid."))
+                ApiError::client(
+                    "InvalidChannelARN",
+                    format!("Channel ARN {given} is invalid."),
+                )
             } else {
                 ApiError::client(
                     "ChannelARNInvalidException",
@@ -186,18 +192,16 @@ const REQUIRED: [&str; 7] = [
 ];
 
 /// Checks one audit event; `Err((code, message))` is a per-event failure.
-fn check_event(
-    entry: &Value,
-    account: &str,
-) -> Result<(String, Value), (&'static str, String)> {
+fn check_event(entry: &Value, account: &str) -> Result<(String, Value), (&'static str, String)> {
     let data = entry
         .get("eventData")
         .and_then(Value::as_str)
         .ok_or(("FieldNotFound", "eventData is required.".to_string()))?;
     if let Some(sum) = entry.get("eventDataChecksum").and_then(Value::as_str) {
-        let want = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(data.as_bytes()));
-        if !aws_lc_rs::constant_time::verify_slices_are_equal(sum.as_bytes(), want.as_bytes())
-            .is_ok()
+        let want =
+            base64::engine::general_purpose::STANDARD.encode(Sha256::digest(data.as_bytes()));
+        if aws_lc_rs::constant_time::verify_slices_are_equal(sum.as_bytes(), want.as_bytes())
+            .is_err()
         {
             return Err((
                 "InvalidChecksum",
@@ -311,7 +315,10 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
     }]);
     ctx.audit.data_event = Some(rec);
     if given.is_empty() {
-        return Err(ApiError::client("InvalidChannelARN", "channelArn is required."));
+        return Err(ApiError::client(
+            "InvalidChannelARN",
+            "channelArn is required.",
+        ));
     }
     if let Some(ext) = ctx.req.query_param("externalId") {
         let ok = (2..=1224).contains(&ext.len())
@@ -327,8 +334,9 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
     }
     let channel = find_channel(ctx, &given, true)?;
     let channel_arn = channel.arn(&account);
-    let body: Value = serde_json::from_slice(&ctx.req.body)
-        .map_err(|_| ApiError::client("ValidationException", "The request body is not valid JSON."))?;
+    let body: Value = serde_json::from_slice(&ctx.req.body).map_err(|_| {
+        ApiError::client("ValidationException", "The request body is not valid JSON.")
+    })?;
     let entries = body
         .get("auditEvents")
         .and_then(Value::as_array)
@@ -354,9 +362,15 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
     let mut failed = Vec::new();
     let mut records = Vec::new();
     for e in &entries {
-        let id = e.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+        let id = e
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let id_ok = (1..=128).contains(&id.len())
-            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !id_ok {
             failed.push(json!({"id": id, "errorCode": "InvalidData", "errorMessage": "id must be 1-128 characters of [-_A-Za-z0-9]."}));
             continue;

@@ -235,7 +235,6 @@ impl Ctx<'_> {
     pub fn no_authorization_needed(&mut self) {
         self.authorized = true;
     }
-
 }
 
 pub fn access_denied(
@@ -281,7 +280,11 @@ fn classify(req: &HttpRequest, scope_service: Option<&str>) -> Result<Route, (Pr
             Some(svc) => svc,
             None => {
                 return Err((
-                    if target.is_some() { Protocol::Json } else { Protocol::Query },
+                    if target.is_some() {
+                        Protocol::Json
+                    } else {
+                        Protocol::Query
+                    },
                     ApiError::client(
                         "UnknownOperationException",
                         format!("cairn does not serve the '{s}' service"),
@@ -292,9 +295,7 @@ fn classify(req: &HttpRequest, scope_service: Option<&str>) -> Result<Route, (Pr
         None => {
             if target.is_some() {
                 Service::CloudTrail
-            } else if req.path.starts_with("/PutAuditEvents")
-                || req.path.starts_with("/channels")
-            {
+            } else if req.path.starts_with("/PutAuditEvents") || req.path.starts_with("/channels") {
                 Service::CloudTrailData
             } else if req.method == "POST"
                 && req
@@ -414,8 +415,7 @@ fn authenticate(
     now: DateTime<Utc>,
 ) -> Result<Caller, ApiError> {
     let auth = auth.as_ref().map_err(|e| auth_error(protocol, e))?;
-    let (key_secret, owner, created) = if api.opts.dev_credentials && auth.access_key_id == "test"
-    {
+    let (key_secret, owner, created) = if api.opts.dev_credentials && auth.access_key_id == "test" {
         ("test".to_string(), KeyOwner::Root, now)
     } else {
         let k = api
@@ -581,13 +581,26 @@ pub async fn handle(api: &Arc<Api>, req: HttpRequest) -> Reply {
                 "UnknownOperation",
                 &region,
                 now,
-                unauthenticated_identity(api, presented.as_ref().ok().map(|a| a.access_key_id.as_str())),
+                unauthenticated_identity(
+                    api,
+                    presented.as_ref().ok().map(|a| a.access_key_id.as_str()),
+                ),
                 false,
             );
             rec.error_code = Some(e.code.clone());
             rec.error_message = Some(e.message.clone());
             rec.recipient_account_id = Some(api.opts.account.clone());
-            return finish(api, &req, rec, Err(e), protocol, &request_id, started, "unknown").await;
+            return finish(
+                api,
+                &req,
+                rec,
+                Err(e),
+                protocol,
+                &request_id,
+                started,
+                "unknown",
+            )
+            .await;
         }
     };
     let protocol = route.service.protocol();
@@ -619,7 +632,17 @@ pub async fn handle(api: &Arc<Api>, req: HttpRequest) -> Reply {
             rec.recipient_account_id = Some(api.opts.account.clone());
             rec.request_id = Some(request_id.clone());
             let _ = head;
-            return finish(api, &req, rec, Err(e), protocol, &request_id, started, &route.op).await;
+            return finish(
+                api,
+                &req,
+                rec,
+                Err(e),
+                protocol,
+                &request_id,
+                started,
+                &route.op,
+            )
+            .await;
         }
     };
     let mut ctx = Ctx {
@@ -651,7 +674,17 @@ pub async fn handle(api: &Arc<Api>, req: HttpRequest) -> Reply {
     };
     let result = result.map_err(|e| fix_denied_protocol(e, protocol));
     let rec = build_record(&ctx, route.service, &result);
-    finish(api, &req, rec, result, protocol, &request_id, started, &route.op).await
+    finish(
+        api,
+        &req,
+        rec,
+        result,
+        protocol,
+        &request_id,
+        started,
+        &route.op,
+    )
+    .await
 }
 
 /// Access-denied errors are built before the protocol is known to the helper; give them the

@@ -165,9 +165,9 @@ fn lookup_event(json: &[u8]) -> Option<Value> {
     }
     ev.insert("EventTime".into(), json!(rec.event_time.timestamp()));
     ev.insert("EventSource".into(), json!(rec.event_source));
-    if let Some(u) = id.and_then(|i| {
-        lookup_username(&i.identity_type, i.user_name.as_deref(), i.arn.as_deref())
-    }) {
+    if let Some(u) =
+        id.and_then(|i| lookup_username(&i.identity_type, i.user_name.as_deref(), i.arn.as_deref()))
+    {
         ev.insert("Username".into(), json!(u));
     }
     let resources: Vec<Value> = rec
@@ -230,6 +230,9 @@ pub struct History {
     stop: AtomicBool,
 }
 
+/// A page of `Event` values and, when more remain, the position after the last one.
+pub type Page = (Vec<Value>, Option<(u64, u64)>);
+
 /// One LookupEvents query, validated.
 #[derive(Debug, Clone)]
 pub struct Query {
@@ -271,13 +274,18 @@ impl History {
                 tx.open_table(EVENTS).map_err(|e| e.to_string())?;
                 tx.open_table(ATTRS).map_err(|e| e.to_string())?;
                 let t = tx.open_table(STATE).map_err(|e| e.to_string())?;
-                let p = t.get("position").map_err(|e| e.to_string())?.map(|v| v.value());
+                let p = t
+                    .get("position")
+                    .map_err(|e| e.to_string())?
+                    .map(|v| v.value());
                 p
             };
             tx.commit().map_err(|e| e.to_string())?;
             pos
         };
-        let registered = journal.register_consumer(CONSUMER).map_err(|e| e.to_string())?;
+        let registered = journal
+            .register_consumer(CONSUMER)
+            .map_err(|e| e.to_string())?;
         if start.is_none() {
             start = Some(registered);
         }
@@ -446,7 +454,7 @@ impl History {
 
     /// Runs `q`; returns the page of `Event` JSON values and the position after the last one
     /// when more remain.
-    pub fn lookup(&self, q: &Query) -> Result<(Vec<Value>, Option<(u64, u64)>), ApiError> {
+    pub fn lookup(&self, q: &Query) -> Result<Page, ApiError> {
         let tx = self.db.begin_read().map_err(ApiError::internal)?;
         let events = tx.open_table(EVENTS).map_err(ApiError::internal)?;
         let part = partition(&q.region, q.data_events);

@@ -93,12 +93,22 @@ fn header_problem(parts: &hyper::http::request::Parts) -> (Vec<(String, String)>
             Ok(s) => headers.push((k.as_str().to_string(), s.to_string())),
             Err(_) => {
                 bad.get_or_insert_with(|| {
-                    format!("Header {} contains characters that are not allowed", k.as_str())
+                    format!(
+                        "Header {} contains characters that are not allowed",
+                        k.as_str()
+                    )
                 });
             }
         }
     }
-    for single in ["authorization", "x-amz-date", "x-amz-content-sha256", "host", "x-amz-target", "x-amz-security-token"] {
+    for single in [
+        "authorization",
+        "x-amz-date",
+        "x-amz-content-sha256",
+        "host",
+        "x-amz-target",
+        "x-amz-security-token",
+    ] {
         if parts.headers.get_all(single).iter().count() > 1 {
             bad.get_or_insert_with(|| format!("Header {single} must not be repeated"));
         }
@@ -121,7 +131,9 @@ async fn to_request(
     let body = match Limited::new(body, limit).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Bytes::from(vec![0u8; limit])
             } else {
                 bad_body = Some(format!("could not read the request body: {e}"));
@@ -155,7 +167,8 @@ async fn respond(
         }
         "/_cairn/metrics" => {
             let m = &api.metrics;
-            m.journal_next_seq.set(api.engine.journal().next_seq() as i64);
+            m.journal_next_seq
+                .set(api.engine.journal().next_seq() as i64);
             m.delivery_position.set(api.engine.position() as i64);
             m.history_position.set(api.history.position() as i64);
             let mut r = hyper::Response::new(Full::new(Bytes::from(m.render())));
@@ -180,8 +193,8 @@ async fn respond(
     } else {
         reply.body.clone()
     }));
-    *resp.status_mut() =
-        hyper::StatusCode::from_u16(reply.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    *resp.status_mut() = hyper::StatusCode::from_u16(reply.status)
+        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     for (k, v) in &reply.headers {
         if let (Ok(k), Ok(v)) = (
             hyper::header::HeaderName::from_bytes(k.as_bytes()),
@@ -252,8 +265,12 @@ pub async fn serve(
                         let (_, session) = tls.get_ref();
                         let info = TlsInfo {
                             version: match session.protocol_version() {
-                                Some(tokio_rustls::rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
-                                Some(tokio_rustls::rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
+                                Some(tokio_rustls::rustls::ProtocolVersion::TLSv1_3) => {
+                                    "TLSv1.3".into()
+                                }
+                                Some(tokio_rustls::rustls::ProtocolVersion::TLSv1_2) => {
+                                    "TLSv1.2".into()
+                                }
                                 Some(v) => format!("{v:?}"),
                                 None => "unknown".into(),
                             },

@@ -38,7 +38,8 @@ impl Meta {
         let tx = self.db.begin_write().map_err(ApiError::internal)?;
         {
             let mut t = tx.open_table(META).map_err(ApiError::internal)?;
-            t.insert(key, bytes.as_slice()).map_err(ApiError::internal)?;
+            t.insert(key, bytes.as_slice())
+                .map_err(ApiError::internal)?;
         }
         tx.commit().map_err(ApiError::internal)
     }

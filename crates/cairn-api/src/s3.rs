@@ -85,12 +85,31 @@ pub fn operation(req: &HttpRequest) -> String {
 /// Query parameters that select a sub-resource rather than filter a listing or an object.
 fn has_subresource(req: &HttpRequest) -> bool {
     const LISTING: &[&str] = &[
-        "prefix", "marker", "max-keys", "delimiter", "encoding-type", "list-type",
-        "continuation-token", "start-after", "fetch-owner", "versionId", "partNumber",
-        "response-content-type", "response-content-disposition", "response-cache-control",
-        "response-content-encoding", "response-content-language", "response-expires",
-        "X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
-        "X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Security-Token", "x-id",
+        "prefix",
+        "marker",
+        "max-keys",
+        "delimiter",
+        "encoding-type",
+        "list-type",
+        "continuation-token",
+        "start-after",
+        "fetch-owner",
+        "versionId",
+        "partNumber",
+        "response-content-type",
+        "response-content-disposition",
+        "response-cache-control",
+        "response-content-encoding",
+        "response-content-language",
+        "response-expires",
+        "X-Amz-Algorithm",
+        "X-Amz-Credential",
+        "X-Amz-Date",
+        "X-Amz-Expires",
+        "X-Amz-SignedHeaders",
+        "X-Amz-Signature",
+        "X-Amz-Security-Token",
+        "x-id",
     ];
     req.query
         .split('&')
@@ -100,25 +119,19 @@ fn has_subresource(req: &HttpRequest) -> bool {
 
 fn store_error(e: StoreError, bucket: &str, key: Option<&str>) -> ApiError {
     match e {
-        StoreError::NoSuchBucket(_) => ApiError::new(
-            "NoSuchBucket",
-            404,
-            "The specified bucket does not exist",
-        )
-        .with("BucketName", bucket),
+        StoreError::NoSuchBucket(_) => {
+            ApiError::new("NoSuchBucket", 404, "The specified bucket does not exist")
+                .with("BucketName", bucket)
+        }
         StoreError::NoSuchKey { .. } => {
             ApiError::new("NoSuchKey", 404, "The specified key does not exist.")
                 .with("Key", key.unwrap_or_default())
         }
-        StoreError::InvalidKey(_) => ApiError::client(
-            "KeyTooLongError",
-            "Your key is too long",
-        ),
-        StoreError::InvalidBucketName(_) => ApiError::client(
-            "InvalidBucketName",
-            "The specified bucket is not valid.",
-        )
-        .with("BucketName", bucket),
+        StoreError::InvalidKey(_) => ApiError::client("KeyTooLongError", "Your key is too long"),
+        StoreError::InvalidBucketName(_) => {
+            ApiError::client("InvalidBucketName", "The specified bucket is not valid.")
+                .with("BucketName", bucket)
+        }
         e => ApiError::internal(e),
     }
 }
@@ -199,7 +212,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                 );
                 r.read_only = Some(true);
                 r.management_event = Some(false);
-                r.request_parameters = Some(serde_json::json!({"bucketName": bucket, "Host": host}));
+                r.request_parameters =
+                    Some(serde_json::json!({"bucketName": bucket, "Host": host}));
                 r.resources = Some(vec![cairn_record::Resource {
                     account_id: Some(account.clone()),
                     resource_type: "AWS::S3::Bucket".into(),
@@ -210,7 +224,10 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             });
             ctx.authorize("s3:ListBucket", &format!("arn:aws:s3:::{bucket}"))?;
             bucket_must_exist(ctx, &bucket)?;
-            let region = ctx.api.bucket_region(&bucket).unwrap_or_else(|| "us-east-1".into());
+            let region = ctx
+                .api
+                .bucket_region(&bucket)
+                .unwrap_or_else(|| "us-east-1".into());
             Ok(Reply::xml(200, String::new()).header("x-amz-bucket-region", region))
         }
         "GetObject" | "HeadObject" => {
@@ -334,7 +351,10 @@ async fn put_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply,
             .ok()
             .filter(|b| b.len() == 16)
             .ok_or_else(|| {
-                ApiError::client("InvalidDigest", "The Content-MD5 you specified was invalid.")
+                ApiError::client(
+                    "InvalidDigest",
+                    "The Content-MD5 you specified was invalid.",
+                )
             })?;
         if given.as_slice() != md5::Md5::digest(&body).as_slice() {
             return Err(ApiError::client(
@@ -380,15 +400,18 @@ async fn put_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply,
 
 fn bucket_must_exist(ctx: &Ctx<'_>, bucket: &str) -> Result<(), ApiError> {
     if cairn_store::check_bucket_name(bucket).is_err() {
-        return Err(ApiError::client(
-            "InvalidBucketName",
-            "The specified bucket is not valid.",
-        )
-        .with("BucketName", bucket));
+        return Err(
+            ApiError::client("InvalidBucketName", "The specified bucket is not valid.")
+                .with("BucketName", bucket),
+        );
     }
     match ctx.api.store.bucket_exists(bucket) {
         Ok(true) => Ok(()),
-        Ok(false) => Err(store_error(StoreError::NoSuchBucket(bucket.into()), bucket, None)),
+        Ok(false) => Err(store_error(
+            StoreError::NoSuchBucket(bucket.into()),
+            bucket,
+            None,
+        )),
         Err(e) => Err(store_error(e, bucket, None)),
     }
 }
@@ -522,10 +545,16 @@ async fn list(ctx: &mut Ctx<'_>, bucket: &str, v2: bool, host: &str) -> Result<R
     );
     if v2 {
         if let Some(t) = &cont_token {
-            x.push_str(&format!("<ContinuationToken>{}</ContinuationToken>", xml_escape(t)));
+            x.push_str(&format!(
+                "<ContinuationToken>{}</ContinuationToken>",
+                xml_escape(t)
+            ));
         }
         if let Some(s) = q("start-after") {
-            x.push_str(&format!("<StartAfter>{}</StartAfter>", xml_escape(&enc(&s))));
+            x.push_str(&format!(
+                "<StartAfter>{}</StartAfter>",
+                xml_escape(&enc(&s))
+            ));
         }
         x.push_str(&format!(
             "<KeyCount>{}</KeyCount>",
@@ -558,9 +587,7 @@ async fn list(ctx: &mut Ctx<'_>, bucket: &str, v2: bool, host: &str) -> Result<R
         x.push_str("<EncodingType>url</EncodingType>");
     }
     x.push_str(&format!("<IsTruncated>{truncated}</IsTruncated>"));
-    let owner = format!(
-        "<Owner><ID>{account}</ID><DisplayName>{account}</DisplayName></Owner>"
-    );
+    let owner = format!("<Owner><ID>{account}</ID><DisplayName>{account}</DisplayName></Owner>");
     let fetch_owner = !v2 || q("fetch-owner").as_deref() == Some("true");
     for o in &contents {
         x.push_str(&format!(
@@ -602,7 +629,12 @@ mod tests {
 
     #[test]
     fn path_and_virtual_host_addressing() {
-        let t = target(&req("GET", "127.0.0.1:4566", "/logs/AWSLogs/1/a%20b.gz", ""));
+        let t = target(&req(
+            "GET",
+            "127.0.0.1:4566",
+            "/logs/AWSLogs/1/a%20b.gz",
+            "",
+        ));
         assert_eq!(t.bucket.as_deref(), Some("logs"));
         assert_eq!(t.key.as_deref(), Some("AWSLogs/1/a b.gz"));
         let t = target(&req("GET", "logs.s3.localhost:4566", "/AWSLogs/x", ""));
@@ -619,12 +651,24 @@ mod tests {
 
     #[test]
     fn operations_by_method_and_subresource() {
-        assert_eq!(operation(&req("GET", "h", "/b", "location")), "GetBucketLocation");
-        assert_eq!(operation(&req("GET", "h", "/b", "list-type=2&prefix=a")), "ListObjectsV2");
-        assert_eq!(operation(&req("GET", "h", "/b", "marker=x&encoding-type=url")), "ListObjects");
+        assert_eq!(
+            operation(&req("GET", "h", "/b", "location")),
+            "GetBucketLocation"
+        );
+        assert_eq!(
+            operation(&req("GET", "h", "/b", "list-type=2&prefix=a")),
+            "ListObjectsV2"
+        );
+        assert_eq!(
+            operation(&req("GET", "h", "/b", "marker=x&encoding-type=url")),
+            "ListObjects"
+        );
         assert_eq!(operation(&req("GET", "h", "/b/k", "")), "GetObject");
         assert_eq!(operation(&req("HEAD", "h", "/b/k", "")), "HeadObject");
-        assert_eq!(operation(&req("GET", "h", "/b/k", "acl")), "UnsupportedS3Operation");
+        assert_eq!(
+            operation(&req("GET", "h", "/b/k", "acl")),
+            "UnsupportedS3Operation"
+        );
     }
 
     #[test]

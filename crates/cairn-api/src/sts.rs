@@ -116,7 +116,10 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                 .iam
                 .issue_session(&role.name, &session, duration, ctx.now)
                 .map_err(iam_error)?;
-            let assumed_arn = format!("arn:aws:sts::{account}:assumed-role/{}/{session}", role.name);
+            let assumed_arn = format!(
+                "arn:aws:sts::{account}:assumed-role/{}/{session}",
+                role.name
+            );
             let assumed_id = format!("{}:{session}", role.role_id);
             let expiration = cairn_record::time::iso(s.expiration);
             // Logged without the secret or the session token.

@@ -5,7 +5,8 @@ use bytes::Bytes;
 use serde_json::Value;
 
 pub const X_AMZ_TARGET: &str = "x-amz-target";
-pub const CLOUDTRAIL_TARGET_PREFIX: &str = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.";
+pub const CLOUDTRAIL_TARGET_PREFIX: &str =
+    "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.";
 /// The short form the AWS SDK for Go v2 (and so Terraform) sends.
 pub const CLOUDTRAIL_TARGET_SHORT_PREFIX: &str = "CloudTrail_20131101.";
 
@@ -178,7 +179,11 @@ pub fn error_reply(protocol: Protocol, e: &ApiError, request_id: &str, head: boo
             ),
         },
         Protocol::Query => {
-            let kind = if e.status >= 500 { "Receiver" } else { "Sender" };
+            let kind = if e.status >= 500 {
+                "Receiver"
+            } else {
+                "Sender"
+            };
             Reply::xml(
                 e.status,
                 format!(
@@ -206,7 +211,8 @@ pub fn error_reply(protocol: Protocol, e: &ApiError, request_id: &str, head: boo
         }
     };
     if protocol == Protocol::S3 {
-        r.headers.retain(|(k, v)| k != "content-type" || v == "application/xml");
+        r.headers
+            .retain(|(k, v)| k != "content-type" || v == "application/xml");
     }
     r
 }

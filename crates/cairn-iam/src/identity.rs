@@ -292,7 +292,10 @@ impl Directory {
     }
 
     fn reparse(st: &mut State, key: &str, docs: &BTreeMap<String, String>) {
-        let parsed: Vec<Policy> = docs.values().filter_map(|d| Policy::parse(d).ok()).collect();
+        let parsed: Vec<Policy> = docs
+            .values()
+            .filter_map(|d| Policy::parse(d).ok())
+            .collect();
         st.parsed.insert(key.to_string(), Arc::new(parsed));
     }
 
@@ -525,9 +528,7 @@ impl Directory {
             .get_mut(id)
             .filter(|k| k.owner == KeyOwner::User(user.into()))
             .ok_or_else(|| {
-                IamError::NoSuchEntity(format!(
-                    "The Access Key with id {id} cannot be found."
-                ))
+                IamError::NoSuchEntity(format!("The Access Key with id {id} cannot be found."))
             })
     }
 
@@ -559,7 +560,11 @@ impl Directory {
         Self::policy_name_ok(name)?;
         Policy::parse(doc)?;
         let mut st = self.write();
-        let mut u = st.users.get(user).cloned().ok_or_else(|| Self::no_user(user))?;
+        let mut u = st
+            .users
+            .get(user)
+            .cloned()
+            .ok_or_else(|| Self::no_user(user))?;
         u.policies.insert(name.into(), doc.into());
         self.persist(&[Self::json(format!("user/{user}"), &u)?])?;
         Self::reparse(&mut st, &format!("user/{user}"), &u.policies);
@@ -583,7 +588,11 @@ impl Directory {
 
     pub fn delete_user_policy(&self, user: &str, name: &str) -> Result<()> {
         let mut st = self.write();
-        let mut u = st.users.get(user).cloned().ok_or_else(|| Self::no_user(user))?;
+        let mut u = st
+            .users
+            .get(user)
+            .cloned()
+            .ok_or_else(|| Self::no_user(user))?;
         if u.policies.remove(name).is_none() {
             return Err(Self::no_policy(name, "user"));
         }
@@ -670,7 +679,11 @@ impl Directory {
         Self::policy_name_ok(name)?;
         Policy::parse(doc)?;
         let mut st = self.write();
-        let mut r = st.roles.get(role).cloned().ok_or_else(|| Self::no_role(role))?;
+        let mut r = st
+            .roles
+            .get(role)
+            .cloned()
+            .ok_or_else(|| Self::no_role(role))?;
         r.policies.insert(name.into(), doc.into());
         self.persist(&[Self::json(format!("role/{role}"), &r)?])?;
         Self::reparse(&mut st, &format!("role/{role}"), &r.policies);
@@ -688,7 +701,11 @@ impl Directory {
 
     pub fn delete_role_policy(&self, role: &str, name: &str) -> Result<()> {
         let mut st = self.write();
-        let mut r = st.roles.get(role).cloned().ok_or_else(|| Self::no_role(role))?;
+        let mut r = st
+            .roles
+            .get(role)
+            .cloned()
+            .ok_or_else(|| Self::no_role(role))?;
         if r.policies.remove(name).is_none() {
             return Err(Self::no_policy(name, "role"));
         }
@@ -750,8 +767,10 @@ impl Directory {
             .filter(|k| matches!(&k.owner, KeyOwner::Session(s) if s.expires <= now))
             .map(|k| k.id.clone())
             .collect();
-        let mut changes: Vec<(String, Option<Vec<u8>>)> =
-            expired.iter().map(|id| (format!("key/{id}"), None)).collect();
+        let mut changes: Vec<(String, Option<Vec<u8>>)> = expired
+            .iter()
+            .map(|id| (format!("key/{id}"), None))
+            .collect();
         changes.push(self.key_record(&k)?);
         self.persist(&changes)?;
         for id in expired {
@@ -803,7 +822,11 @@ mod tests {
             if tag != &pad[..4] {
                 return Err("wrong context".into());
             }
-            Ok(body.iter().enumerate().map(|(i, b)| b ^ pad[i % 32]).collect())
+            Ok(body
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ pad[i % 32])
+                .collect())
         }
     }
 
@@ -845,7 +868,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let dir = open(d.path());
         let now = Utc::now();
-        assert_eq!(dir.get_user("nobody").unwrap_err().code(), ("NoSuchEntity", 404));
+        assert_eq!(
+            dir.get_user("nobody").unwrap_err().code(),
+            ("NoSuchEntity", 404)
+        );
         dir.create_user("bob", None, now).unwrap();
         assert_eq!(
             dir.create_user("bob", None, now).unwrap_err().code().0,
@@ -857,9 +883,15 @@ mod tests {
             dir.create_access_key("bob", now).unwrap_err().code().0,
             "LimitExceeded"
         );
-        assert_eq!(dir.delete_user("bob").unwrap_err().code().0, "DeleteConflict");
         assert_eq!(
-            dir.put_user_policy("bob", "p", "{not json").unwrap_err().code().0,
+            dir.delete_user("bob").unwrap_err().code().0,
+            "DeleteConflict"
+        );
+        assert_eq!(
+            dir.put_user_policy("bob", "p", "{not json")
+                .unwrap_err()
+                .code()
+                .0,
             "MalformedPolicyDocument"
         );
         assert_eq!(

@@ -183,8 +183,7 @@ fn principal(v: &Value) -> Result<PrincipalSpec, MalformedPolicy> {
 impl Policy {
     /// Parses a policy document (JSON text).
     pub fn parse(text: &str) -> Result<Policy, MalformedPolicy> {
-        let v: Value =
-            serde_json::from_str(text).map_err(|_| bad("Syntax errors in policy."))?;
+        let v: Value = serde_json::from_str(text).map_err(|_| bad("Syntax errors in policy."))?;
         let obj = v
             .as_object()
             .ok_or_else(|| bad("Syntax errors in policy."))?;
@@ -529,7 +528,10 @@ mod tests {
         let u = user();
         let stop = ctx(&u, "cloudtrail:StopLogging", TRAIL, &k);
         let get = ctx(&u, "cloudtrail:GetTrailStatus", TRAIL, &k);
-        assert_eq!(evaluate(std::slice::from_ref(&allow), &stop), Decision::Allow);
+        assert_eq!(
+            evaluate(std::slice::from_ref(&allow), &stop),
+            Decision::Allow
+        );
         assert_eq!(
             evaluate(&[allow.clone(), deny.clone()], &stop),
             Decision::ExplicitDeny

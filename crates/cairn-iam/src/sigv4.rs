@@ -507,7 +507,10 @@ pub fn sign(
         headers.push((X_AMZ_CONTENT_SHA256.into(), req.body_sha256.into()));
         added.push((X_AMZ_CONTENT_SHA256.into(), req.body_sha256.into()));
     }
-    let mut names: Vec<String> = headers.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
+    let mut names: Vec<String> = headers
+        .iter()
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .collect();
     names.sort();
     names.dedup();
     let auth = Authorization {
@@ -565,11 +568,24 @@ mod sign_tests {
             s3: false,
         };
         let mut all = headers.clone();
-        all.extend(sign(&base, "AKIDEXAMPLE", "secret", "us-east-1", "cloudtrail", now));
-        let req = Request { headers: &all, ..base };
+        all.extend(sign(
+            &base,
+            "AKIDEXAMPLE",
+            "secret",
+            "us-east-1",
+            "cloudtrail",
+            now,
+        ));
+        let req = Request {
+            headers: &all,
+            ..base
+        };
         let auth = parse(&req).unwrap();
         verify(&req, &auth, "secret", now).unwrap();
-        assert_eq!(verify(&req, &auth, "other", now), Err(AuthError::SignatureMismatch));
+        assert_eq!(
+            verify(&req, &auth, "other", now),
+            Err(AuthError::SignatureMismatch)
+        );
     }
 }
 

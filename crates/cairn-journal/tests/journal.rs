@@ -303,7 +303,9 @@ fn async_appends_resolve_once_durable_with_their_own_sequence_numbers() {
     let futs: Vec<_> = (0..100u32)
         .map(|i| {
             let p = i.to_le_bytes();
-            j.try_append_async(&[&p[..]]).unwrap().expect("queue has room")
+            j.try_append_async(&[&p[..]])
+                .unwrap()
+                .expect("queue has room")
         })
         .collect();
     let seqs: Vec<u64> = futures::executor::block_on(futures::future::join_all(futs))
@@ -342,7 +344,10 @@ fn async_append_reports_full_queue_instead_of_blocking() {
             }
         }
     }
-    assert!(saw_full, "a 64-byte bound must refuse a burst of 60-byte records");
+    assert!(
+        saw_full,
+        "a 64-byte bound must refuse a burst of 60-byte records"
+    );
     assert!(j.peak_pending_bytes() <= 64 + 60);
     for r in futures::executor::block_on(futures::future::join_all(futs)) {
         r.unwrap();

@@ -170,20 +170,34 @@ async fn drive(
 
 pub fn api(a: ApiBenchArgs) -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let dir = a.data_dir.clone().unwrap_or_else(|| tmp.path().join("data"));
+    let dir = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().join("data"));
     let exe = std::env::current_exe()?;
     let init = std::process::Command::new(&exe)
-        .args(["init", "--json", "--account-id", "123456789012", "--data-dir"])
+        .args([
+            "init",
+            "--json",
+            "--account-id",
+            "123456789012",
+            "--data-dir",
+        ])
         .arg(&dir)
         .output()?;
     anyhow::ensure!(init.status.success(), "cairn init failed");
     let creds: serde_json::Value = serde_json::from_slice(&init.stdout)?;
-    let key = creds["AccessKeyId"].as_str().unwrap_or_default().to_string();
+    let key = creds["AccessKeyId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let secret = creds["SecretAccessKey"]
         .as_str()
         .context("the data directory was already initialised; use a fresh one")?
         .to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let addr = format!("127.0.0.1:{port}");
     let config = tmp.path().join("cairn.toml");
     std::fs::write(
@@ -191,7 +205,14 @@ pub fn api(a: ApiBenchArgs) -> Result<()> {
         "[[bucket]]\nname = \"bench-logs\"\n[[trail]]\nname = \"bench-trail\"\nbucket = \"bench-logs\"\nmulti_region = true\nlog_file_validation = true\n",
     )?;
     let mut server = std::process::Command::new(&exe)
-        .args(["serve", "--listen", &addr, "--delivery-interval", "5s", "--config"])
+        .args([
+            "serve",
+            "--listen",
+            &addr,
+            "--delivery-interval",
+            "5s",
+            "--config",
+        ])
         .arg(&config)
         .arg("--data-dir")
         .arg(&dir)
@@ -295,17 +316,39 @@ pub fn api(a: ApiBenchArgs) -> Result<()> {
 }
 
 const NAMES: &[&str] = &[
-    "CreateTrail", "GetTrailStatus", "DescribeTrails", "StartLogging", "StopLogging",
-    "PutEventSelectors", "CreateUser", "GetUser", "ListUsers", "CreateAccessKey", "AssumeRole",
-    "GetCallerIdentity", "CreateBucket", "PutBucketPolicy", "GetBucketAcl", "ConsoleLogin",
-    "RunInstances", "TerminateInstances", "DescribeInstances", "CreateKey",
+    "CreateTrail",
+    "GetTrailStatus",
+    "DescribeTrails",
+    "StartLogging",
+    "StopLogging",
+    "PutEventSelectors",
+    "CreateUser",
+    "GetUser",
+    "ListUsers",
+    "CreateAccessKey",
+    "AssumeRole",
+    "GetCallerIdentity",
+    "CreateBucket",
+    "PutBucketPolicy",
+    "GetBucketAcl",
+    "ConsoleLogin",
+    "RunInstances",
+    "TerminateInstances",
+    "DescribeInstances",
+    "CreateKey",
 ];
 
 pub fn lookup(a: LookupBenchArgs) -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let dir = a.data_dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let dir = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir)?;
-    let journal = Arc::new(Journal::open(dir.join("journal"), JournalOptions::default())?);
+    let journal = Arc::new(Journal::open(
+        dir.join("journal"),
+        JournalOptions::default(),
+    )?);
     let history = History::open(&dir.join("history.redb"), journal.clone())
         .map_err(|e| anyhow::anyhow!(e))?;
     let now = Utc::now();

@@ -83,7 +83,9 @@ fn env_root_key() -> Result<Option<(String, String)>> {
     ) {
         (Some(id), Some(secret)) => Ok(Some((id, secret))),
         (None, None) => Ok(None),
-        _ => bail!("set both CAIRN_ROOT_ACCESS_KEY_ID and CAIRN_ROOT_SECRET_ACCESS_KEY, or neither"),
+        _ => {
+            bail!("set both CAIRN_ROOT_ACCESS_KEY_ID and CAIRN_ROOT_SECRET_ACCESS_KEY, or neither")
+        }
     }
 }
 
@@ -132,11 +134,7 @@ pub fn init(a: InitArgs) -> Result<()> {
     Ok(())
 }
 
-fn apply_buckets(
-    file: &FileConfig,
-    store: &dyn ObjectStore,
-    meta: &Meta,
-) -> Result<()> {
+fn apply_buckets(file: &FileConfig, store: &dyn ObjectStore, meta: &Meta) -> Result<()> {
     for b in &file.buckets {
         if !store.bucket_exists(&b.name)? {
             store.create_bucket(&b.name)?;
@@ -190,7 +188,10 @@ fn apply_trails(file: &FileConfig, inst: &Installation, account: &str) -> Result
 }
 
 pub fn serve(a: ServeArgs) -> Result<()> {
-    let config_path = a.config.clone().unwrap_or_else(|| PathBuf::from("cairn.toml"));
+    let config_path = a
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("cairn.toml"));
     let file = FileConfig::load(&config_path, a.config.is_some())?;
     let account = a.account_id.clone().or(file.account_id.clone());
     let delivery = parse_duration(
@@ -230,8 +231,11 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         Meta::open(&a.data_dir.join("api").join("meta.redb"))
             .map_err(|e| anyhow::anyhow!("opening control metadata: {e}"))?,
     );
-    let history = History::open(&a.data_dir.join("api").join("history.redb"), inst.journal.clone())
-        .map_err(|e| anyhow::anyhow!("opening event history: {e}"))?;
+    let history = History::open(
+        &a.data_dir.join("api").join("history.redb"),
+        inst.journal.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("opening event history: {e}"))?;
     apply_buckets(&file, inst.store.as_ref(), &meta)?;
     apply_trails(&file, &inst, &account)?;
 
@@ -336,7 +340,10 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         let server = cairn_api::serve(api.clone(), listener, tls)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        println!("cairn listening on {scheme}://{} (account {account})", server.local_addr);
+        println!(
+            "cairn listening on {scheme}://{} (account {account})",
+            server.local_addr
+        );
         tracing::info!(addr = %server.local_addr, "listening");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
