@@ -1,0 +1,303 @@
+//! The edge in-process: fail-closed recording, and the event history index.
+
+use cairn_api::history::{History, Query};
+use cairn_api::meta::Meta;
+use cairn_api::{Api, ApiOptions};
+use cairn_iam::identity::{Directory, Sealer};
+use cairn_journal::{FaultInjector, Journal, JournalOptions};
+use cairn_record::{builder, Clock, SystemClock};
+use cairn_store::{EmbeddedStore, ObjectStore};
+use cairn_trail::{EngineOptions, RootKey, TrailEngine};
+use chrono::{Duration, Utc};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+struct Plain;
+impl Sealer for Plain {
+    fn seal(&self, p: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
+        Ok(p.to_vec())
+    }
+    fn open(&self, s: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
+        Ok(s.to_vec())
+    }
+}
+
+/// Fails every fdatasync while armed.
+struct Switch(Arc<AtomicBool>);
+impl FaultInjector for Switch {
+    fn before_sync(&self) -> std::io::Result<()> {
+        if self.0.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected EIO"));
+        }
+        Ok(())
+    }
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    api: Arc<Api>,
+    key: String,
+    secret: String,
+    fail: Arc<AtomicBool>,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let fail = Arc::new(AtomicBool::new(false));
+    let journal = Arc::new(
+        Journal::open(
+            dir.path().join("journal"),
+            JournalOptions {
+                faults: Some(Arc::new(Switch(fail.clone()))),
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let store = Arc::new(EmbeddedStore::open(dir.path().join("store")).unwrap());
+    store.create_bucket("logs").unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let engine = Arc::new(
+        TrailEngine::open(
+            &dir.path().join("trail"),
+            journal.clone(),
+            store.clone(),
+            clock.clone(),
+            RootKey::from_bytes(&[7u8; 32]).unwrap(),
+            EngineOptions::new("123456789012"),
+        )
+        .unwrap(),
+    );
+    let iam = Arc::new(
+        Directory::open(
+            &dir.path().join("iam.redb"),
+            "123456789012",
+            Arc::new(Plain),
+        )
+        .unwrap(),
+    );
+    let k = iam.add_root_key(None, Utc::now()).unwrap();
+    let meta = Arc::new(Meta::open(&dir.path().join("meta.redb")).unwrap());
+    let history = History::open(&dir.path().join("history.redb"), journal).unwrap();
+    let s: Arc<dyn ObjectStore> = store;
+    let api = Api::new(
+        ApiOptions::new("123456789012"),
+        engine,
+        s.clone(),
+        s,
+        iam,
+        meta,
+        history,
+        clock,
+    );
+    World {
+        _dir: dir,
+        api,
+        key: k.id,
+        secret: k.secret,
+        fail,
+    }
+}
+
+/// Sends a signed CloudTrail request; returns (status, body).
+fn call(addr: &str, w: &World, op: &str, body: &str) -> (u16, String) {
+    let sha = hex::encode(Sha256::digest(body.as_bytes()));
+    let headers = vec![
+        ("host".to_string(), addr.to_string()),
+        (
+            "x-amz-target".to_string(),
+            format!("com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.{op}"),
+        ),
+        (
+            "content-type".to_string(),
+            "application/x-amz-json-1.1".to_string(),
+        ),
+    ];
+    let req = cairn_iam::sigv4::Request {
+        method: "POST",
+        path: "/",
+        query: "",
+        headers: &headers,
+        body_sha256: &sha,
+        s3: false,
+    };
+    let added = cairn_iam::sigv4::sign(
+        &req,
+        &w.key,
+        &w.secret,
+        "us-east-1",
+        "cloudtrail",
+        Utc::now(),
+    );
+    let mut m = String::from("POST / HTTP/1.1\r\n");
+    for (k, v) in headers.iter().chain(added.iter()) {
+        m.push_str(&format!("{k}: {v}\r\n"));
+    }
+    m.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(m.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .unwrap();
+    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (status, body.to_string())
+}
+
+#[test]
+fn a_request_whose_event_cannot_be_made_durable_fails_closed_and_changes_nothing() {
+    let w = world();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let server = rt
+        .block_on(cairn_api::serve(w.api.clone(), listener, None))
+        .unwrap();
+    let addr = server.local_addr.to_string();
+    let (st, _) = call(&addr, &w, "ListTrails", "{}");
+    assert_eq!(st, 200);
+
+    w.fail.store(true, Ordering::SeqCst);
+    let (st, body) = call(
+        &addr,
+        &w,
+        "CreateTrail",
+        r#"{"Name":"t1","S3BucketName":"logs"}"#,
+    );
+    assert_eq!(st, 503, "{body}");
+    assert!(body.contains("ServiceUnavailable"), "{body}");
+    let (st, body) = call(&addr, &w, "ListTrails", "{}");
+    assert_eq!(
+        st, 503,
+        "a read is refused too: its event cannot be recorded: {body}"
+    );
+
+    w.fail.store(false, Ordering::SeqCst);
+    assert!(
+        w.api.engine.trail("t1").is_none(),
+        "the refused CreateTrail was never acknowledged and never applied"
+    );
+    let (st, body) = call(&addr, &w, "ListTrails", "{}");
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body, r#"{"Trails":[]}"#);
+    rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
+}
+
+#[test]
+fn history_pages_newest_first_filters_and_prunes() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Arc::new(Journal::open(dir.path().join("j"), JournalOptions::default()).unwrap());
+    let h = History::open(&dir.path().join("h.redb"), journal.clone()).unwrap();
+    let now = Utc::now();
+    for i in 0..120i64 {
+        let id = builder::iam_user_identity(
+            "123456789012",
+            if i % 3 == 0 { "alice" } else { "bob" },
+            "AIDA1",
+            "AKIA1",
+        );
+        let name = if i % 2 == 0 {
+            "GetTrail"
+        } else {
+            "StopLogging"
+        };
+        let at = now - Duration::minutes(200 - i);
+        let rec = builder::management(
+            "cloudtrail.amazonaws.com",
+            name,
+            if i % 10 == 0 {
+                "eu-west-1"
+            } else {
+                "us-east-1"
+            },
+            at,
+            id,
+            i % 2 == 0,
+        );
+        journal
+            .append(&cairn_trail::entry::encode_event(&rec))
+            .unwrap();
+    }
+    // A data event goes to its own partition.
+    let data = builder::s3_object(
+        "GetObject",
+        "us-east-1",
+        now,
+        builder::root_identity("123456789012", None),
+        "123456789012",
+        "b",
+        "k",
+        "h",
+    );
+    journal
+        .append(&cairn_trail::entry::encode_event(&data))
+        .unwrap();
+    while h.step(1000).unwrap() > 0 {}
+
+    let q = |attrs: Vec<(u8, &str)>, max: usize| Query {
+        region: "us-east-1".into(),
+        attributes: attrs.into_iter().map(|(k, v)| (k, v.to_string())).collect(),
+        start: now - Duration::days(1),
+        end: now,
+        max_results: max,
+        data_events: false,
+        after: None,
+    };
+    let mut all = Vec::new();
+    let mut query = q(vec![], 7);
+    loop {
+        let (page, next) = h.lookup(&query).unwrap();
+        assert!(page.len() <= 7);
+        all.extend(page);
+        match next {
+            Some(n) => query.after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(all.len(), 108, "us-east-1 management events only");
+    let times: Vec<i64> = all
+        .iter()
+        .map(|e| e["EventTime"].as_i64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
+
+    let (stops, _) = h.lookup(&q(vec![(1, "StopLogging")], 50)).unwrap();
+    assert_eq!(stops.len(), 50);
+    assert!(stops.iter().all(|e| e["EventName"] == "StopLogging"));
+    let (ro, _) = h.lookup(&q(vec![(2, "true")], 50)).unwrap();
+    assert!(!ro.is_empty() && ro.iter().all(|e| e["ReadOnly"] == "true"));
+    let (alice_stops, _) = h
+        .lookup(&q(vec![(3, "alice"), (1, "StopLogging")], 50))
+        .unwrap();
+    assert!(alice_stops
+        .iter()
+        .all(|e| e["Username"] == "alice" && e["EventName"] == "StopLogging"));
+    assert!(!alice_stops.is_empty());
+    let mut dq = q(vec![], 50);
+    dq.data_events = true;
+    let (d, _) = h.lookup(&dq).unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0]["EventName"], "GetObject");
+
+    let pruned = h
+        .prune(
+            &["us-east-1".into(), "eu-west-1".into()],
+            now - Duration::minutes(100),
+        )
+        .unwrap();
+    assert!(pruned > 0);
+    let (after_prune, _) = h.lookup(&q(vec![(1, "StopLogging")], 50)).unwrap();
+    assert!(after_prune
+        .iter()
+        .all(|e| e["EventTime"].as_i64().unwrap() >= (now - Duration::minutes(100)).timestamp()));
+    let _ = SystemClock.now();
+}
