@@ -61,24 +61,28 @@ class CairnServer:
     """A `cairn serve` on a free loopback port with its own data directory, initialised with
     `cairn init --json`. Stops with SIGTERM and checks the exit status."""
 
-    def __init__(self, binary, workdir, *, account="123456789012", delivery="1s", digest="4s", config="", dev=False, extra=()):
+    def __init__(self, binary, workdir, *, account="123456789012", delivery="1s", digest="4s", config="", dev=False, extra=(),
+                 init_env=None):
         self.binary, self.workdir, self.account = binary, Path(workdir), account
         self.data = self.workdir / "data"
         init = subprocess.run([binary, "init", "--data-dir", str(self.data), "--account-id", account, "--json"],
-                              capture_output=True, text=True, check=True)
+                              capture_output=True, text=True, check=True, env={**os.environ, **(init_env or {})})
         creds = json.loads(init.stdout)
         assert creds["AccountId"] == account
-        self.key, self.secret = creds["AccessKeyId"], creds["SecretAccessKey"]
+        self.key, self.secret = creds["AccessKeyId"], creds.get("SecretAccessKey")
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         cfg = self.workdir / "cairn.toml"
         cfg.write_text(config)
-        args = [binary, "serve", "--data-dir", str(self.data), "--config", str(cfg), "--listen", f"127.0.0.1:{self.port}",
-                "--delivery-interval", delivery, "--digest-interval", digest, *extra]
+        self.args = [binary, "serve", "--data-dir", str(self.data), "--config", str(cfg), "--listen", f"127.0.0.1:{self.port}",
+                     "--delivery-interval", delivery, "--digest-interval", digest, *extra]
         if dev:
-            args.append("--dev")
-        self.log = open(self.workdir / "serve.log", "w")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+            self.args.append("--dev")
+        self.start()
+
+    def start(self):
+        self.log = open(self.workdir / "serve.log", "a")
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 30
         while True:
             try:
@@ -127,6 +131,10 @@ class CairnServer:
                 raise
             assert rc == 0, f"cairn serve exited {rc}: " + (self.workdir / "serve.log").read_text()[-3000:]
         self.log.close()
+
+    def restart(self):
+        self.stop()
+        self.start()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,98 @@
+"""`cairn serve` configuration: trails declared in cairn.toml apply idempotently across
+restarts, no default credentials exist outside --dev, the root key can come from the
+environment, and the opt-in LookupEvents extensions."""
+import json
+
+import pytest
+from botocore.exceptions import ClientError
+
+ACCOUNT = "123456789012"
+
+
+def trail_config(logging):
+    return f"""
+[[bucket]]
+name = "declared-logs"
+region = "us-east-1"
+[[trail]]
+name = "declared-trail"
+bucket = "declared-logs"
+multi_region = true
+log_file_validation = true
+logging = {str(logging).lower()}
+event_selectors = '[{{"ReadWriteType":"WriteOnly","IncludeManagementEvents":true}}]'
+"""
+
+
+def test_declared_trails_apply_idempotently_across_restarts(cairn_server_factory):
+    srv = cairn_server_factory(config=trail_config(True))
+    ct = srv.client("cloudtrail")
+    t = ct.get_trail(Name="declared-trail")["Trail"]
+    assert t["IsMultiRegionTrail"] and t["LogFileValidationEnabled"] and t["HasCustomEventSelectors"]
+    assert ct.get_event_selectors(TrailName="declared-trail")["EventSelectors"][0]["ReadWriteType"] == "WriteOnly"
+    started = ct.get_trail_status(Name="declared-trail")["StartLoggingTime"]
+    srv.restart()
+    ct = srv.client("cloudtrail")
+    st = ct.get_trail_status(Name="declared-trail")
+    assert st["IsLogging"] is True and st["StartLoggingTime"] == started, "an unchanged declaration issues no command"
+    (srv.workdir / "cairn.toml").write_text(trail_config(False))
+    srv.restart()
+    ct = srv.client("cloudtrail")
+    assert ct.get_trail_status(Name="declared-trail")["IsLogging"] is False
+    # Declared buckets answer GetBucketLocation with their region.
+    s3 = srv.client("s3")
+    assert s3.get_bucket_location(Bucket="declared-logs")["LocationConstraint"] is None
+
+
+def test_no_default_credentials_outside_dev_mode(cairn_server_factory):
+    dev = cairn_server_factory(dev=True)
+    ct = dev.client("cloudtrail", key="test", secret="test")
+    assert ct.list_trails()["Trails"] == []
+    ident = dev.client("sts", key="test", secret="test").get_caller_identity()
+    assert ident["Arn"] == f"arn:aws:iam::{ACCOUNT}:root"
+    log = (dev.workdir / "serve.log").read_text()
+    assert "development mode" in log.lower()
+
+    prod = cairn_server_factory()
+    with pytest.raises(ClientError) as e:
+        prod.client("cloudtrail", key="test", secret="test").list_trails()
+    assert e.value.response["Error"]["Code"] == "UnrecognizedClientException"
+
+
+def test_root_access_key_from_the_environment(cairn_server_factory):
+    key, secret = "AKIACAIRNAUTOMATION1", "automation-secret-0123456789abcdef"
+    srv = cairn_server_factory(init_env={"CAIRN_ROOT_ACCESS_KEY_ID": key, "CAIRN_ROOT_SECRET_ACCESS_KEY": secret})
+    assert srv.key == key
+    ident = srv.client("sts", key=key, secret=secret).get_caller_identity()
+    assert ident["Arn"] == f"arn:aws:iam::{ACCOUNT}:root"
+    # The secret is stored sealed, never in clear.
+    raw = b"".join(p.read_bytes() for p in srv.data.rglob("*") if p.is_file())
+    assert secret.encode() not in raw
+
+
+def test_lookup_extensions_are_opt_in(cairn_server_factory):
+    plain = cairn_server_factory()
+    with pytest.raises(ClientError) as e:
+        plain.client("cloudtrail").lookup_events(LookupAttributes=[
+            {"AttributeKey": "EventName", "AttributeValue": "ListTrails"},
+            {"AttributeKey": "Username", "AttributeValue": "root"}])
+    assert e.value.response["Error"]["Code"] == "InvalidLookupAttributesException"
+
+    srv = cairn_server_factory(config='lookup_extensions = true\n[[bucket]]\nname = "ext-bucket"\n')
+    ct = srv.client("cloudtrail")
+    ct.list_trails()
+    iam = srv.client("iam")
+    iam.create_user(UserName="ext-user")
+    k = iam.create_access_key(UserName="ext-user")["AccessKey"]
+    iam.put_user_policy(UserName="ext-user", PolicyName="p", PolicyDocument=json.dumps(
+        {"Statement": [{"Effect": "Allow", "Action": "cloudtrail:ListTrails", "Resource": "*"}]}))
+    srv.client("cloudtrail", key=k["AccessKeyId"], secret=k["SecretAccessKey"]).list_trails()
+    both = ct.lookup_events(LookupAttributes=[
+        {"AttributeKey": "EventName", "AttributeValue": "ListTrails"},
+        {"AttributeKey": "Username", "AttributeValue": "ext-user"}])["Events"]
+    assert len(both) == 1 and both[0]["Username"] == "ext-user"
+    srv.client("s3").put_object(Bucket="ext-bucket", Key="a.txt", Body=b"x")
+    data = ct.lookup_events(EventCategory="data")["Events"]
+    assert [e["EventName"] for e in data] == ["PutObject"]
+    mgmt = ct.lookup_events()["Events"]
+    assert "PutObject" not in {e["EventName"] for e in mgmt}
