@@ -281,3 +281,16 @@ def test_no_case_returned_500_and_failures_are_recorded(srv):
     assert {"InvalidSignatureException", "UnrecognizedClientException", "MissingAuthenticationToken"} <= codes
     unknown = [json.loads(e["CloudTrailEvent"]) for e in evs if json.loads(e["CloudTrailEvent"]).get("errorCode") == "UnrecognizedClientException"]
     assert unknown[0]["userIdentity"] == {"type": "Unknown", "accountId": "123456789012", "accessKeyId": "AKIAUNKNOWNUNKNOWN00"}
+
+
+def test_client_chosen_operation_names_do_not_become_metric_labels(srv):
+    for i in range(5):
+        body = f"Action=Made{i}Up&Version=2010-05-08".encode()
+        send(srv, "POST", "/", {"Host": "x", "Content-Type": "application/x-www-form-urlencoded"}, body)
+        h = ct_headers(srv, f"Invented{i}")
+        send(srv, "POST", "/", h, b"{}")
+    c = http.client.HTTPConnection("127.0.0.1", srv.port)
+    c.request("GET", "/_cairn/metrics")
+    text = c.getresponse().read().decode()
+    assert "Made0Up" not in text and "Invented0" not in text
+    assert 'operation="unknown"' in text

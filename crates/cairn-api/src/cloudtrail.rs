@@ -15,7 +15,16 @@ use serde_json::{json, Map, Value};
 
 /// Operations of the model that cairn does not implement (answered with
 /// UnsupportedOperationException rather than "unknown").
-const UNSUPPORTED: &[&str] = &[
+/// The CloudTrail operations cairn implements.
+pub const OPERATIONS: &[&str] = &[
+    "CreateTrail", "UpdateTrail", "DeleteTrail", "GetTrail", "DescribeTrails", "ListTrails",
+    "GetTrailStatus", "StartLogging", "StopLogging", "PutEventSelectors", "GetEventSelectors",
+    "PutInsightSelectors", "GetInsightSelectors", "AddTags", "RemoveTags", "ListTags",
+    "ListPublicKeys", "LookupEvents", "CreateChannel", "GetChannel", "ListChannels",
+    "DeleteChannel", "CairnFlushTrail",
+];
+
+pub const UNSUPPORTED: &[&str] = &[
     "CancelQuery",
     "CreateDashboard",
     "CreateEventDataStore",

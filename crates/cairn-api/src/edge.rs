@@ -687,6 +687,22 @@ pub async fn handle(api: &Arc<Api>, req: HttpRequest) -> Reply {
     .await
 }
 
+/// The operation label of a request's metrics: a known operation name, else `unknown` (the
+/// name comes from the client; unbounded labels would let anyone grow the metrics).
+fn metric_label(op: &str) -> &str {
+    let known = crate::cloudtrail::OPERATIONS.contains(&op)
+        || crate::cloudtrail::UNSUPPORTED.contains(&op)
+        || crate::iam_api::OPERATIONS.contains(&op)
+        || crate::sts::OPERATIONS.contains(&op)
+        || op == "PutAuditEvents"
+        || crate::s3::OPERATIONS.contains(&op);
+    if known {
+        op
+    } else {
+        "unknown"
+    }
+}
+
 /// Access-denied errors are built before the protocol is known to the helper; give them the
 /// right shape here.
 fn fix_denied_protocol(mut e: ApiError, protocol: Protocol) -> ApiError {
@@ -777,6 +793,6 @@ async fn finish(
         _ => reply.header("x-amzn-requestid", request_id),
     };
     api.metrics
-        .observe(op, reply.status, started.elapsed().as_secs_f64());
+        .observe(metric_label(op), reply.status, started.elapsed().as_secs_f64());
     reply
 }

@@ -397,7 +397,7 @@ impl History {
                     match h.step(50_000) {
                         // Index in batches: a larger transaction amortises the B-tree work.
                         // A LookupEvents waiting for fresh events nudges the thread awake.
-                        Ok(n) if n < 50_000 => h.nap(std::time::Duration::from_millis(100)),
+                        Ok(n) if n < 50_000 => h.nap(std::time::Duration::from_millis(250)),
                         Ok(_) => {}
                         Err(e) => {
                             tracing::error!(error = %e, "event history indexing failed; retrying");

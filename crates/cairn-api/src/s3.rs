@@ -57,6 +57,13 @@ fn has_param(req: &HttpRequest, name: &str) -> bool {
         .any(|kv| kv.split('=').next() == Some(name))
 }
 
+/// Every name [`operation`] returns.
+pub const OPERATIONS: &[&str] = &[
+    "ListBuckets", "GetBucketLocation", "ListObjectVersions", "ListObjectsV2", "ListObjects",
+    "HeadBucket", "GetObject", "HeadObject", "PutObject", "CreateBucket", "DeleteObject",
+    "DeleteBucket", "PostObject", "UnsupportedS3Operation",
+];
+
 /// The operation name (also the event name) of an S3 request.
 pub fn operation(req: &HttpRequest) -> String {
     let t = target(req);
