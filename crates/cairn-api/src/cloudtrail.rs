@@ -17,11 +17,29 @@ use serde_json::{json, Map, Value};
 /// UnsupportedOperationException rather than "unknown").
 /// The CloudTrail operations cairn implements.
 pub const OPERATIONS: &[&str] = &[
-    "CreateTrail", "UpdateTrail", "DeleteTrail", "GetTrail", "DescribeTrails", "ListTrails",
-    "GetTrailStatus", "StartLogging", "StopLogging", "PutEventSelectors", "GetEventSelectors",
-    "PutInsightSelectors", "GetInsightSelectors", "AddTags", "RemoveTags", "ListTags",
-    "ListPublicKeys", "LookupEvents", "CreateChannel", "GetChannel", "ListChannels",
-    "DeleteChannel", "CairnFlushTrail",
+    "CreateTrail",
+    "UpdateTrail",
+    "DeleteTrail",
+    "GetTrail",
+    "DescribeTrails",
+    "ListTrails",
+    "GetTrailStatus",
+    "StartLogging",
+    "StopLogging",
+    "PutEventSelectors",
+    "GetEventSelectors",
+    "PutInsightSelectors",
+    "GetInsightSelectors",
+    "AddTags",
+    "RemoveTags",
+    "ListTags",
+    "ListPublicKeys",
+    "LookupEvents",
+    "CreateChannel",
+    "GetChannel",
+    "ListChannels",
+    "DeleteChannel",
+    "CairnFlushTrail",
 ];
 
 pub const UNSUPPORTED: &[&str] = &[

@@ -792,7 +792,10 @@ async fn finish(
             .header("x-amz-id-2", request_id),
         _ => reply.header("x-amzn-requestid", request_id),
     };
-    api.metrics
-        .observe(metric_label(op), reply.status, started.elapsed().as_secs_f64());
+    api.metrics.observe(
+        metric_label(op),
+        reply.status,
+        started.elapsed().as_secs_f64(),
+    );
     reply
 }

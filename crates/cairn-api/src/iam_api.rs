@@ -134,10 +134,26 @@ fn key_meta_xml(user: &str, k: &AccessKey) -> String {
 
 /// The IAM actions cairn implements.
 pub const OPERATIONS: &[&str] = &[
-    "CreateUser", "GetUser", "ListUsers", "DeleteUser", "CreateAccessKey", "ListAccessKeys",
-    "UpdateAccessKey", "DeleteAccessKey", "PutUserPolicy", "GetUserPolicy", "DeleteUserPolicy",
-    "ListUserPolicies", "CreateRole", "GetRole", "ListRoles", "DeleteRole", "PutRolePolicy",
-    "GetRolePolicy", "DeleteRolePolicy", "ListRolePolicies",
+    "CreateUser",
+    "GetUser",
+    "ListUsers",
+    "DeleteUser",
+    "CreateAccessKey",
+    "ListAccessKeys",
+    "UpdateAccessKey",
+    "DeleteAccessKey",
+    "PutUserPolicy",
+    "GetUserPolicy",
+    "DeleteUserPolicy",
+    "ListUserPolicies",
+    "CreateRole",
+    "GetRole",
+    "ListRoles",
+    "DeleteRole",
+    "PutRolePolicy",
+    "GetRolePolicy",
+    "DeleteRolePolicy",
+    "ListRolePolicies",
 ];
 
 const READ_ONLY: &[&str] = &[

@@ -59,9 +59,20 @@ fn has_param(req: &HttpRequest, name: &str) -> bool {
 
 /// Every name [`operation`] returns.
 pub const OPERATIONS: &[&str] = &[
-    "ListBuckets", "GetBucketLocation", "ListObjectVersions", "ListObjectsV2", "ListObjects",
-    "HeadBucket", "GetObject", "HeadObject", "PutObject", "CreateBucket", "DeleteObject",
-    "DeleteBucket", "PostObject", "UnsupportedS3Operation",
+    "ListBuckets",
+    "GetBucketLocation",
+    "ListObjectVersions",
+    "ListObjectsV2",
+    "ListObjects",
+    "HeadBucket",
+    "GetObject",
+    "HeadObject",
+    "PutObject",
+    "CreateBucket",
+    "DeleteObject",
+    "DeleteBucket",
+    "PostObject",
+    "UnsupportedS3Operation",
 ];
 
 /// The operation name (also the event name) of an S3 request.
