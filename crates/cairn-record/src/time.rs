@@ -13,7 +13,28 @@ pub const DIGEST_NAME_SECONDS: &str = "%Y%m%dT%H%M%SZ";
 
 /// Formats an instant as `YYYY-MM-DDTHH:MM:SSZ` (sub-seconds dropped).
 pub fn iso(t: DateTime<Utc>) -> String {
-    t.format(ISO_SECONDS).to_string()
+    use chrono::{Datelike, Timelike};
+    // Written directly: every record carries a time, and chrono's strftime reinterprets the
+    // format string on each call.
+    let y = t.year();
+    if !(0..=9999).contains(&y) {
+        return t.format(ISO_SECONDS).to_string();
+    }
+    let mut b = *b"0000-00-00T00:00:00Z";
+    let mut put = |at: usize, v: u32, width: usize| {
+        let mut v = v;
+        for i in (0..width).rev() {
+            b[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, y as u32, 4);
+    put(5, t.month(), 2);
+    put(8, t.day(), 2);
+    put(11, t.hour(), 2);
+    put(14, t.minute(), 2);
+    put(17, t.second(), 2);
+    String::from_utf8_lossy(&b).into_owned()
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SSZ`; also accepts RFC 3339 with an offset or fraction.
@@ -121,6 +142,14 @@ pub fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso_matches_chrono_formatting() {
+        for secs in [0i64, 1_440_938_160, 1_795_830_807, 253_402_300_799] {
+            let t = Utc.timestamp_opt(secs, 0).unwrap();
+            assert_eq!(iso(t), t.format(ISO_SECONDS).to_string());
+        }
+    }
 
     #[test]
     fn iso_round_trips_and_has_z() {

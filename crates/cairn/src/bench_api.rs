@@ -398,13 +398,13 @@ pub fn lookup(a: LookupBenchArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     let index_secs = t.elapsed().as_secs_f64();
-    // Query mix: newest page, attribute page, NextToken continuation (5 pages deep), and an
-    // attribute with a one-day time range.
+    // Query mix: newest page, EventName page, Username with NextToken continuation (5 pages
+    // deep), EventName within a one-day range, ReadOnly=true.
     let mut lat: Vec<u32> = Vec::with_capacity(a.pages);
     let mut results = 0usize;
     let mut i = 0;
     while lat.len() < a.pages {
-        let kind = i % 4;
+        let kind = i % 5;
         i += 1;
         let (attributes, start, end) = match kind {
             0 => (vec![], now - Duration::days(90), now),
@@ -415,6 +415,12 @@ pub fn lookup(a: LookupBenchArgs) -> Result<()> {
             ),
             2 => (
                 vec![(3u8, format!("user{}", rng.gen_range(0..200)))],
+                now - Duration::days(90),
+                now,
+            ),
+            // ReadOnly is answered by filtering the time index.
+            4 => (
+                vec![(2u8, "true".to_string())],
                 now - Duration::days(90),
                 now,
             ),
