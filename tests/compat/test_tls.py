@@ -15,9 +15,14 @@ def tls_srv(cairn_server_factory, tmp_path_factory):
     if not shutil.which("openssl"):
         pytest.fail("openssl is needed to make a test certificate")
     d = tmp_path_factory.mktemp("tls")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-                    "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")], check=True, capture_output=True)
+    # A test CA and a server certificate it issued, as a deployment would have.
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True, cwd=d)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=cairn test CA",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "leaf.csr")
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    run("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-extfile", "ext.cnf", "-out", "cert.pem")
     config = f"""
 [tls]
 cert = "{d / 'cert.pem'}"
@@ -31,7 +36,7 @@ logging = true
 """
     srv = cairn_server_factory(config=config)
     srv.endpoint = srv.endpoint.replace("http://", "https://")
-    srv.ca = str(d / "cert.pem")
+    srv.ca = str(d / "ca.pem")
     return srv
 
 
@@ -44,6 +49,12 @@ def test_cli_and_boto3_over_tls_with_tls_details_in_records(tls_srv, aws_bin):
     ct = boto3.client("cloudtrail", endpoint_url=tls_srv.endpoint, region_name="us-east-1", verify=tls_srv.ca,
                       aws_access_key_id=tls_srv.key, aws_secret_access_key=tls_srv.secret)
     ct.add_tags(ResourceId="arn:aws:cloudtrail:us-east-1:123456789012:trail/tls-trail", TagsList=[{"Key": "k", "Value": "v"}])
+    flush = subprocess.run([tls_srv.binary, "trail", "flush", "tls-trail", "--endpoint", tls_srv.endpoint], env=env,
+                           capture_output=True, text=True)
+    assert flush.returncode == 0, flush.stderr
+    status = subprocess.run([tls_srv.binary, "status", "--json", "--data-dir", str(tls_srv.data), "--endpoint", tls_srv.endpoint],
+                            env=env, capture_output=True, text=True)
+    assert status.returncode == 0 and json.loads(status.stdout)[0]["Name"] == "tls-trail", status.stderr
     evs = ct.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "AddTags"}])["Events"]
     rec = json.loads(evs[0]["CloudTrailEvent"])
     tls = rec["tlsDetails"]

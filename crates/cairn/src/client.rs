@@ -1,6 +1,7 @@
 //! A minimal signed CloudTrail client for cairn's own commands (`trail flush`, `status`)
-//! against a running server: HTTP/1.1 over loopback, SigV4 with the caller's credentials
-//! (`AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`, optionally `AWS_SESSION_TOKEN`).
+//! against a running server: HTTP/1.1, or HTTPS trusting `AWS_CA_BUNDLE` (as the AWS CLI
+//! does), SigV4 with the caller's credentials (`AWS_ACCESS_KEY_ID` /
+//! `AWS_SECRET_ACCESS_KEY`, optionally `AWS_SESSION_TOKEN`).
 
 use anyhow::{bail, Context, Result};
 use cairn_record::{Clock, SystemClock};
@@ -11,6 +12,7 @@ use std::net::TcpStream;
 
 pub struct Client {
     host: String,
+    tls: bool,
     region: String,
     key: String,
     secret: String,
@@ -19,11 +21,15 @@ pub struct Client {
 
 impl Client {
     pub fn from_env(endpoint: &str, region: Option<&str>) -> Result<Client> {
-        let host = endpoint
-            .strip_prefix("http://")
-            .with_context(|| format!("endpoint {endpoint} must be http://HOST:PORT"))?
-            .trim_end_matches('/')
-            .to_string();
+        let (tls, rest) = match (
+            endpoint.strip_prefix("https://"),
+            endpoint.strip_prefix("http://"),
+        ) {
+            (Some(r), _) => (true, r),
+            (None, Some(r)) => (false, r),
+            _ => bail!("endpoint {endpoint} must be http://HOST:PORT or https://HOST:PORT"),
+        };
+        let host = rest.trim_end_matches('/').to_string();
         let key = std::env::var("AWS_ACCESS_KEY_ID").context("AWS_ACCESS_KEY_ID is not set")?;
         let secret =
             std::env::var("AWS_SECRET_ACCESS_KEY").context("AWS_SECRET_ACCESS_KEY is not set")?;
@@ -34,6 +40,7 @@ impl Client {
             .unwrap_or_else(|| "us-east-1".into());
         Ok(Client {
             host,
+            tls,
             region,
             key,
             secret,
@@ -85,10 +92,23 @@ impl Client {
         ));
         let mut s = TcpStream::connect(&self.host)
             .with_context(|| format!("connecting to {}", self.host))?;
-        s.write_all(msg.as_bytes())?;
-        s.write_all(&body)?;
         let mut resp = Vec::new();
-        s.read_to_end(&mut resp)?;
+        if self.tls {
+            let mut t = self.tls_stream(s)?;
+            t.write_all(msg.as_bytes())?;
+            t.write_all(&body)?;
+            // The server closes after answering (connection: close); a missing TLS
+            // close_notify at that point is not an error for a complete response.
+            if let Err(e) = t.read_to_end(&mut resp) {
+                if e.kind() != std::io::ErrorKind::UnexpectedEof || resp.is_empty() {
+                    return Err(e.into());
+                }
+            }
+        } else {
+            s.write_all(msg.as_bytes())?;
+            s.write_all(&body)?;
+            s.read_to_end(&mut resp)?;
+        }
         let text = String::from_utf8_lossy(&resp);
         let (head, body) = text
             .split_once("\r\n\r\n")
@@ -108,5 +128,35 @@ impl Client {
             );
         }
         Ok(v)
+    }
+
+    fn tls_stream(
+        &self,
+        tcp: TcpStream,
+    ) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+        let mut roots = rustls::RootCertStore::empty();
+        let bundle = std::env::var("AWS_CA_BUNDLE")
+            .context("https endpoints need AWS_CA_BUNDLE (the CA or certificate to trust)")?;
+        let mut rd = std::io::BufReader::new(
+            std::fs::File::open(&bundle).with_context(|| format!("opening {bundle}"))?,
+        );
+        for c in rustls_pemfile::certs(&mut rd) {
+            roots.add(c?)?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = self
+            .host
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(&self.host)
+            .to_string();
+        let server = rustls::pki_types::ServerName::try_from(name)?;
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), server)?;
+        Ok(rustls::StreamOwned::new(conn, tcp))
     }
 }
