@@ -57,8 +57,47 @@ fn has_param(req: &HttpRequest, name: &str) -> bool {
         .any(|kv| kv.split('=').next() == Some(name))
 }
 
+/// Bucket sub-resources cairn answers with AWS's "not configured" (or default) reply, as the
+/// AWS provider for Terraform reads them for every bucket: (query parameter, operation).
+const BUCKET_CONFIG_READS: &[(&str, &str)] = &[
+    ("policy", "GetBucketPolicy"),
+    ("cors", "GetBucketCors"),
+    ("website", "GetBucketWebsite"),
+    ("versioning", "GetBucketVersioning"),
+    ("accelerate", "GetBucketAccelerateConfiguration"),
+    ("requestPayment", "GetBucketRequestPayment"),
+    ("logging", "GetBucketLogging"),
+    ("lifecycle", "GetBucketLifecycle"),
+    ("replication", "GetBucketReplication"),
+    ("encryption", "GetBucketEncryption"),
+    ("object-lock", "GetObjectLockConfiguration"),
+    ("tagging", "GetBucketTagging"),
+    ("acl", "GetBucketAcl"),
+    ("publicAccessBlock", "GetBucketPublicAccessBlock"),
+    ("notification", "GetBucketNotification"),
+    ("ownershipControls", "GetBucketOwnershipControls"),
+    ("policyStatus", "GetBucketPolicyStatus"),
+];
+
 /// Every name [`operation`] returns.
 pub const OPERATIONS: &[&str] = &[
+    "GetBucketPolicy",
+    "GetBucketCors",
+    "GetBucketWebsite",
+    "GetBucketVersioning",
+    "GetBucketAccelerateConfiguration",
+    "GetBucketRequestPayment",
+    "GetBucketLogging",
+    "GetBucketLifecycle",
+    "GetBucketReplication",
+    "GetBucketEncryption",
+    "GetObjectLockConfiguration",
+    "GetBucketTagging",
+    "GetBucketAcl",
+    "GetBucketPublicAccessBlock",
+    "GetBucketNotification",
+    "GetBucketOwnershipControls",
+    "GetBucketPolicyStatus",
     "ListBuckets",
     "GetBucketLocation",
     "ListObjectVersions",
@@ -82,6 +121,13 @@ pub fn operation(req: &HttpRequest) -> String {
     match (m, &t.bucket, &t.key) {
         ("GET", None, _) => "ListBuckets",
         ("GET", Some(_), None) if has_param(req, "location") => "GetBucketLocation",
+        ("GET", Some(_), None) if BUCKET_CONFIG_READS.iter().any(|(p, _)| has_param(req, p)) => {
+            BUCKET_CONFIG_READS
+                .iter()
+                .find(|(p, _)| has_param(req, p))
+                .map(|(_, op)| *op)
+                .unwrap_or("UnsupportedS3Operation")
+        }
         ("GET", Some(_), None) if has_param(req, "versions") => "ListObjectVersions",
         ("GET", Some(_), None) if req.query_param("list-type").as_deref() == Some("2") => {
             "ListObjectsV2"
@@ -91,9 +137,9 @@ pub fn operation(req: &HttpRequest) -> String {
         ("GET", Some(_), Some(_)) if !has_subresource(req) => "GetObject",
         ("HEAD", Some(_), Some(_)) => "HeadObject",
         ("PUT", Some(_), Some(_)) => "PutObject",
-        ("PUT", Some(_), None) => "CreateBucket",
+        ("PUT", Some(_), None) if req.query.is_empty() => "CreateBucket",
         ("DELETE", Some(_), Some(_)) => "DeleteObject",
-        ("DELETE", Some(_), None) => "DeleteBucket",
+        ("DELETE", Some(_), None) if req.query.is_empty() => "DeleteBucket",
         ("POST", _, _) => "PostObject",
         _ => "UnsupportedS3Operation",
     }
@@ -145,6 +191,12 @@ fn store_error(e: StoreError, bucket: &str, key: Option<&str>) -> ApiError {
             ApiError::new("NoSuchKey", 404, "The specified key does not exist.")
                 .with("Key", key.unwrap_or_default())
         }
+        StoreError::BucketNotEmpty(_) => ApiError::new(
+            "BucketNotEmpty",
+            409,
+            "The bucket you tried to delete is not empty",
+        )
+        .with("BucketName", bucket),
         StoreError::InvalidKey(_) => ApiError::client("KeyTooLongError", "Your key is too long"),
         StoreError::InvalidBucketName(_) => {
             ApiError::client("InvalidBucketName", "The specified bucket is not valid.")
@@ -219,6 +271,52 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             Ok(Reply::xml(200, body).header("content-type", "application/xml"))
         }
         "ListObjects" | "ListObjectsV2" => list(ctx, &bucket, op == "ListObjectsV2", &host).await,
+        "ListBuckets" => {
+            ctx.audit.read_only = true;
+            ctx.audit.request_parameters = Some(serde_json::json!({"Host": host}));
+            ctx.authorize("s3:ListAllMyBuckets", "*")?;
+            let store = ctx.api.store.clone();
+            let buckets = ctx
+                .api
+                .blocking(move || store.list_buckets().map_err(ApiError::internal))
+                .await?;
+            let mut x = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListAllMyBucketsResult xmlns=\"{S3_XMLNS}\"><Owner><ID>{account}</ID><DisplayName>{account}</DisplayName></Owner><Buckets>"
+            );
+            for (name, created) in buckets {
+                x.push_str(&format!(
+                    "<Bucket><Name>{}</Name><CreationDate>{}</CreationDate></Bucket>",
+                    xml_escape(&name),
+                    s3_time(created)
+                ));
+            }
+            x.push_str("</Buckets></ListAllMyBucketsResult>");
+            Ok(Reply::xml(200, x).header("content-type", "application/xml"))
+        }
+        "CreateBucket" => create_bucket(ctx, &bucket, &host).await,
+        "DeleteBucket" => {
+            ctx.audit.request_parameters =
+                Some(serde_json::json!({"bucketName": bucket, "Host": host}));
+            ctx.authorize("s3:DeleteBucket", &format!("arn:aws:s3:::{bucket}"))?;
+            let store = ctx.api.store.clone();
+            let b2 = bucket.clone();
+            ctx.api
+                .blocking(move || {
+                    store
+                        .delete_bucket(&b2)
+                        .map_err(|e| store_error(e, &b2, None))
+                })
+                .await?;
+            let _ = ctx.api.meta.delete(&format!("bucket-region/{bucket}"));
+            Ok(Reply {
+                status: 204,
+                headers: vec![],
+                body: bytes::Bytes::new(),
+            })
+        }
+        op if BUCKET_CONFIG_READS.iter().any(|(_, o)| *o == op) => {
+            bucket_config_read(ctx, op, &bucket, &host, &account)
+        }
         "HeadBucket" => {
             ctx.audit.data_event = Some({
                 let mut r = builder::base(
@@ -414,6 +512,176 @@ async fn put_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply,
         headers: vec![("etag".into(), info.etag)],
         body: bytes::Bytes::new(),
     })
+}
+
+/// CreateBucket: the location constraint must name the region the request was signed for
+/// (none means us-east-1), as AWS requires.
+async fn create_bucket(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<Reply, ApiError> {
+    let body = String::from_utf8_lossy(&ctx.req.body).to_string();
+    let constraint = body
+        .split("<LocationConstraint>")
+        .nth(1)
+        .and_then(|r| r.split("</LocationConstraint>").next())
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string);
+    let mut params = serde_json::json!({"bucketName": bucket, "Host": host});
+    if let Some(c) = &constraint {
+        params["CreateBucketConfiguration"] = serde_json::json!({"LocationConstraint": c});
+    }
+    ctx.audit.request_parameters = Some(params);
+    ctx.authorize("s3:CreateBucket", &format!("arn:aws:s3:::{bucket}"))?;
+    if !body.trim().is_empty() && !body.contains("CreateBucketConfiguration") {
+        return Err(ApiError::client(
+            "MalformedXML",
+            "The XML you provided was not well-formed or did not validate against our published schema.",
+        ));
+    }
+    if cairn_store::check_bucket_name(bucket).is_err() {
+        return Err(
+            ApiError::client("InvalidBucketName", "The specified bucket is not valid.")
+                .with("BucketName", bucket),
+        );
+    }
+    let region = constraint.clone().unwrap_or_else(|| "us-east-1".into());
+    if region != ctx.region {
+        return Err(ApiError::client(
+            "IllegalLocationConstraintException",
+            if constraint.is_none() {
+                "The unspecified location constraint is incompatible for the region specific endpoint this request was sent to.".to_string()
+            } else {
+                format!(
+                    "The {region} location constraint is incompatible for the region specific endpoint this request was sent to."
+                )
+            },
+        ));
+    }
+    let store = ctx.api.store.clone();
+    let b2 = bucket.to_string();
+    let existed = ctx
+        .api
+        .blocking(move || {
+            let existed = store
+                .bucket_exists(&b2)
+                .map_err(|e| store_error(e, &b2, None))?;
+            if !existed {
+                store
+                    .create_bucket(&b2)
+                    .map_err(|e| store_error(e, &b2, None))?;
+            }
+            Ok(existed)
+        })
+        .await?;
+    // us-east-1 answers 200 to the owner re-creating a bucket; other regions refuse.
+    if existed && region != "us-east-1" {
+        return Err(ApiError::new(
+            "BucketAlreadyOwnedByYou",
+            409,
+            "Your previous request to create the named bucket succeeded and you already own it.",
+        )
+        .with("BucketName", bucket));
+    }
+    if region != "us-east-1" {
+        ctx.api
+            .meta
+            .put(&format!("bucket-region/{bucket}"), &region)?;
+    }
+    Ok(Reply {
+        status: 200,
+        headers: vec![("location".into(), format!("/{bucket}"))],
+        body: bytes::Bytes::new(),
+    })
+}
+
+/// The bucket configuration reads for which nothing can be configured yet: AWS's answer for
+/// a bucket without that configuration (or its default).
+fn bucket_config_read(
+    ctx: &mut Ctx<'_>,
+    op: &str,
+    bucket: &str,
+    host: &str,
+    account: &str,
+) -> Result<Reply, ApiError> {
+    ctx.audit.read_only = true;
+    let sub = BUCKET_CONFIG_READS
+        .iter()
+        .find(|(_, o)| *o == op)
+        .map(|(p, _)| *p)
+        .unwrap_or("");
+    ctx.audit.request_parameters =
+        Some(serde_json::json!({"bucketName": bucket, "Host": host, sub: ""}));
+    let action = match op {
+        "GetBucketLifecycle" => "s3:GetLifecycleConfiguration".to_string(),
+        "GetBucketReplication" => "s3:GetReplicationConfiguration".to_string(),
+        "GetBucketEncryption" => "s3:GetEncryptionConfiguration".to_string(),
+        "GetBucketCors" => "s3:GetBucketCORS".to_string(),
+        "GetBucketAccelerateConfiguration" => "s3:GetAccelerateConfiguration".to_string(),
+        o => format!("s3:{o}"),
+    };
+    ctx.authorize(&action, &format!("arn:aws:s3:::{bucket}"))?;
+    bucket_must_exist(ctx, bucket)?;
+    let missing =
+        |code: &str, msg: &str| Err(ApiError::new(code, 404, msg).with("BucketName", bucket));
+    let ok = |inner: &str, root: &str| {
+        Ok(Reply::xml(
+            200,
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{root} xmlns=\"{S3_XMLNS}\">{inner}</{root}>"
+            ),
+        )
+        .header("content-type", "application/xml"))
+    };
+    match op {
+        "GetBucketPolicy" => missing("NoSuchBucketPolicy", "The bucket policy does not exist"),
+        "GetBucketPolicyStatus" => missing("NoSuchBucketPolicy", "The bucket policy does not exist"),
+        "GetBucketCors" => missing("NoSuchCORSConfiguration", "The CORS configuration does not exist"),
+        "GetBucketWebsite" => missing(
+            "NoSuchWebsiteConfiguration",
+            "The specified bucket does not have a website configuration",
+        ),
+        "GetBucketLifecycle" => missing(
+            "NoSuchLifecycleConfiguration",
+            "The lifecycle configuration does not exist",
+        ),
+        "GetBucketReplication" => missing(
+            "ReplicationConfigurationNotFoundError",
+            "The replication configuration was not found",
+        ),
+        "GetObjectLockConfiguration" => missing(
+            "ObjectLockConfigurationNotFoundError",
+            "Object Lock configuration does not exist for this bucket",
+        ),
+        "GetBucketTagging" => missing("NoSuchTagSet", "The TagSet does not exist"),
+        "GetBucketPublicAccessBlock" => missing(
+            "NoSuchPublicAccessBlockConfiguration",
+            "The public access block configuration was not found",
+        ),
+        "GetBucketOwnershipControls" => missing(
+            "OwnershipControlsNotFoundError",
+            "The bucket ownership controls were not found",
+        ),
+        "GetBucketVersioning" => ok("", "VersioningConfiguration"),
+        "GetBucketAccelerateConfiguration" => ok("", "AccelerateConfiguration"),
+        "GetBucketRequestPayment" => ok("<Payer>BucketOwner</Payer>", "RequestPaymentConfiguration"),
+        "GetBucketLogging" => ok("", "BucketLoggingStatus"),
+        "GetBucketNotification" => ok("", "NotificationConfiguration"),
+        // Every bucket is encrypted with SSE-S3 by default, as on AWS since 2023.
+        "GetBucketEncryption" => ok(
+            "<Rule><ApplyServerSideEncryptionByDefault><SSEAlgorithm>AES256</SSEAlgorithm></ApplyServerSideEncryptionByDefault><BucketKeyEnabled>false</BucketKeyEnabled></Rule>",
+            "ServerSideEncryptionConfiguration",
+        ),
+        "GetBucketAcl" => ok(
+            &format!(
+                "<Owner><ID>{account}</ID><DisplayName>{account}</DisplayName></Owner><AccessControlList><Grant><Grantee xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"CanonicalUser\"><ID>{account}</ID><DisplayName>{account}</DisplayName></Grantee><Permission>FULL_CONTROL</Permission></Grant></AccessControlList>"
+            ),
+            "AccessControlPolicy",
+        ),
+        _ => Err(ApiError::new(
+            "NotImplemented",
+            501,
+            "A header or query you provided implies functionality that is not implemented.",
+        )),
+    }
 }
 
 fn bucket_must_exist(ctx: &Ctx<'_>, bucket: &str) -> Result<(), ApiError> {

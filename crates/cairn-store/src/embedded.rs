@@ -128,6 +128,45 @@ impl ObjectStore for EmbeddedStore {
         Ok(t.get(bucket).map_err(db_err)?.is_some())
     }
 
+    fn list_buckets(&self) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>)>> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(BUCKETS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            let created = std::str::from_utf8(v.value())
+                .ok()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                .map(|d| d.with_timezone(&chrono::Utc))
+                .unwrap_or_default();
+            out.push((k.value().to_string(), created));
+        }
+        Ok(out)
+    }
+
+    fn delete_bucket(&self, bucket: &str) -> Result<()> {
+        let w = self.db.begin_write().map_err(db_err)?;
+        {
+            let objects = w.open_table(OBJECTS).map_err(db_err)?;
+            let mut any = objects
+                .range((bucket, "")..)
+                .map_err(db_err)?
+                .take(1)
+                .filter_map(|r| r.ok())
+                .filter(|(k, _)| k.value().0 == bucket);
+            if any.next().is_some() {
+                return Err(StoreError::BucketNotEmpty(bucket.into()));
+            }
+            drop(any);
+            drop(objects);
+            let mut t = w.open_table(BUCKETS).map_err(db_err)?;
+            if t.remove(bucket).map_err(db_err)?.is_none() {
+                return Err(StoreError::NoSuchBucket(bucket.into()));
+            }
+        }
+        w.commit().map_err(db_err)
+    }
+
     fn put(&self, bucket: &str, key: &str, body: &[u8], opts: &PutOptions) -> Result<ObjectInfo> {
         let item = PutItem {
             bucket,

@@ -46,6 +46,8 @@ pub enum StoreError {
     Remote(String),
     #[error("not supported by this store: {0}")]
     Unsupported(String),
+    #[error("The bucket you tried to delete is not empty: {0}")]
+    BucketNotEmpty(String),
 }
 
 impl StoreError {
@@ -57,6 +59,7 @@ impl StoreError {
             StoreError::PreconditionFailed => "PreconditionFailed",
             StoreError::InvalidKey(_) => "KeyTooLongError",
             StoreError::InvalidBucketName(_) => "InvalidBucketName",
+            StoreError::BucketNotEmpty(_) => "BucketNotEmpty",
             _ => "InternalError",
         }
     }
@@ -108,6 +111,14 @@ pub trait ObjectStore: Send + Sync {
     /// Creates a bucket; succeeds if it already exists.
     fn create_bucket(&self, bucket: &str) -> Result<()>;
     fn bucket_exists(&self, bucket: &str) -> Result<bool>;
+    /// Every bucket with its creation time, by name.
+    fn list_buckets(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
+        Err(StoreError::Unsupported("listing buckets".into()))
+    }
+    /// Deletes an empty bucket ([`StoreError::BucketNotEmpty`] otherwise).
+    fn delete_bucket(&self, bucket: &str) -> Result<()> {
+        Err(StoreError::Unsupported(format!("deleting bucket {bucket}")))
+    }
     fn put(&self, bucket: &str, key: &str, body: &[u8], opts: &PutOptions) -> Result<ObjectInfo>;
     fn get(&self, bucket: &str, key: &str) -> Result<Object>;
     fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo>;

@@ -204,3 +204,31 @@ fn put_many_stores_every_object_or_none() {
         20
     );
 }
+
+#[test]
+fn buckets_are_listed_by_name_and_only_empty_ones_can_be_deleted() {
+    let d = tempfile::tempdir().unwrap();
+    let s = EmbeddedStore::open(d.path()).unwrap();
+    s.create_bucket("zeta-bucket").unwrap();
+    s.create_bucket("alpha-bucket").unwrap();
+    let names: Vec<String> = s.list_buckets().unwrap().into_iter().map(|b| b.0).collect();
+    assert_eq!(names, vec!["alpha-bucket", "zeta-bucket"]);
+    s.put("alpha-bucket", "k", b"x", &PutOptions::default())
+        .unwrap();
+    assert!(matches!(
+        s.delete_bucket("alpha-bucket"),
+        Err(StoreError::BucketNotEmpty(_))
+    ));
+    // Keys of a bucket whose name merely starts with this one's do not count.
+    s.create_bucket("alpha").unwrap();
+    s.delete_bucket("alpha").unwrap();
+    s.delete_bucket("zeta-bucket").unwrap();
+    assert!(!s.bucket_exists("zeta-bucket").unwrap());
+    assert!(matches!(
+        s.delete_bucket("zeta-bucket"),
+        Err(StoreError::NoSuchBucket(_))
+    ));
+    s.delete("alpha-bucket", "k").unwrap();
+    s.delete_bucket("alpha-bucket").unwrap();
+    assert!(s.list_buckets().unwrap().is_empty());
+}
