@@ -203,7 +203,8 @@ async fn respond(
             resp.headers_mut().append(k, v);
         }
     }
-    if head {
+    // A HEAD answer declares the length its GET would have (handlers set it when they know).
+    if head && !resp.headers().contains_key(hyper::header::CONTENT_LENGTH) {
         if let Ok(v) = hyper::header::HeaderValue::from_str(&reply.body.len().to_string()) {
             resp.headers_mut().insert(hyper::header::CONTENT_LENGTH, v);
         }

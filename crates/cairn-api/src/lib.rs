@@ -19,6 +19,7 @@ pub mod iam_api;
 pub mod meta;
 pub mod metrics;
 pub mod s3;
+pub mod s3_multipart;
 pub mod sts;
 pub mod wire;
 
@@ -49,6 +50,8 @@ pub struct ApiOptions {
     /// Documented LookupEvents extensions: several attributes combined with AND, and
     /// `EventCategory: data` for data events. Off by default (AWS refuses both).
     pub lookup_extensions: bool,
+    /// Where multipart upload parts wait until completed.
+    pub multipart_dir: std::path::PathBuf,
 }
 
 impl ApiOptions {
@@ -66,6 +69,7 @@ impl ApiOptions {
             max_body_bytes: 16 << 20,
             history_days: 90,
             lookup_extensions: false,
+            multipart_dir: std::env::temp_dir().join("cairn-multipart"),
         }
     }
 }

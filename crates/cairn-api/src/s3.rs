@@ -98,6 +98,12 @@ pub const OPERATIONS: &[&str] = &[
     "GetBucketNotification",
     "GetBucketOwnershipControls",
     "GetBucketPolicyStatus",
+    "CreateMultipartUpload",
+    "UploadPart",
+    "CompleteMultipartUpload",
+    "AbortMultipartUpload",
+    "ListParts",
+    "ListMultipartUploads",
     "ListBuckets",
     "GetBucketLocation",
     "ListObjectVersions",
@@ -129,6 +135,12 @@ pub fn operation(req: &HttpRequest) -> String {
                 .unwrap_or("UnsupportedS3Operation")
         }
         ("GET", Some(_), None) if has_param(req, "versions") => "ListObjectVersions",
+        ("GET", Some(_), None) if has_param(req, "uploads") => "ListMultipartUploads",
+        ("POST", Some(_), Some(_)) if has_param(req, "uploads") => "CreateMultipartUpload",
+        ("POST", Some(_), Some(_)) if has_param(req, "uploadId") => "CompleteMultipartUpload",
+        ("PUT", Some(_), Some(_)) if has_param(req, "uploadId") => "UploadPart",
+        ("DELETE", Some(_), Some(_)) if has_param(req, "uploadId") => "AbortMultipartUpload",
+        ("GET", Some(_), Some(_)) if has_param(req, "uploadId") => "ListParts",
         ("GET", Some(_), None) if req.query_param("list-type").as_deref() == Some("2") => {
             "ListObjectsV2"
         }
@@ -136,9 +148,9 @@ pub fn operation(req: &HttpRequest) -> String {
         ("HEAD", Some(_), None) => "HeadBucket",
         ("GET", Some(_), Some(_)) if !has_subresource(req) => "GetObject",
         ("HEAD", Some(_), Some(_)) => "HeadObject",
-        ("PUT", Some(_), Some(_)) => "PutObject",
+        ("PUT", Some(_), Some(_)) if !has_subresource(req) => "PutObject",
         ("PUT", Some(_), None) if req.query.is_empty() => "CreateBucket",
-        ("DELETE", Some(_), Some(_)) => "DeleteObject",
+        ("DELETE", Some(_), Some(_)) if !has_subresource(req) => "DeleteObject",
         ("DELETE", Some(_), None) if req.query.is_empty() => "DeleteBucket",
         ("POST", _, _) => "PostObject",
         _ => "UnsupportedS3Operation",
@@ -375,24 +387,130 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                 .await?;
             let (info, body) = got;
             let size = info.size;
+            // Conditional requests (RFC 9110): If-Match before If-None-Match.
+            if let Some(m) = ctx.req.header("if-match") {
+                if !etag_matches(m, &info.etag) {
+                    return Err(ApiError::new(
+                        "PreconditionFailed",
+                        412,
+                        "At least one of the pre-conditions you specified did not hold",
+                    )
+                    .with("Condition", "If-Match"));
+                }
+            }
+            if let Some(m) = ctx.req.header("if-none-match") {
+                if etag_matches(m, &info.etag) {
+                    return Ok(Reply {
+                        status: 304,
+                        headers: vec![("etag".into(), info.etag.clone())],
+                        body: bytes::Bytes::new(),
+                    });
+                }
+            }
+            let range = match ctx.req.header("range") {
+                Some(r) if !head => match byte_range(r, size) {
+                    RangeAnswer::Whole => None,
+                    RangeAnswer::Part(a, b) => Some((a, b)),
+                    RangeAnswer::Unsatisfiable => {
+                        return Err(ApiError::new(
+                            "InvalidRange",
+                            416,
+                            "The requested range is not satisfiable",
+                        )
+                        .with("RangeRequested", r)
+                        .with("ActualObjectSize", size.to_string()));
+                    }
+                },
+                _ => None,
+            };
+            let (status, body) = match range {
+                Some((a, b)) => (206, body[a as usize..=b as usize].to_vec()),
+                None => (200, body),
+            };
+            let sent = if head { 0 } else { body.len() as u64 };
             ctx.audit.additional_event_data = Some(serde_json::json!({
                 "SignatureVersion": "SigV4",
                 "AuthenticationMethod": if ctx.req.header("authorization").is_some() { "AuthHeader" } else { "QueryString" },
                 "bytesTransferredIn": 0,
-                "bytesTransferredOut": if head { 0 } else { size },
+                "bytesTransferredOut": sent,
                 "x-amz-id-2": ctx.request_id,
             }));
             let r = Reply {
-                status: 200,
+                status,
                 headers: vec![],
                 body: bytes::Bytes::from(body),
             };
             let mut r = object_headers(r, &info);
+            if let Some((a, b)) = range {
+                r = r.header("content-range", format!("bytes {a}-{b}/{size}"));
+            }
             if head {
                 r.body = bytes::Bytes::new();
                 r = r.header("content-length", size.to_string());
             }
             Ok(r)
+        }
+        "CreateMultipartUpload"
+        | "UploadPart"
+        | "CompleteMultipartUpload"
+        | "AbortMultipartUpload"
+        | "ListParts" => {
+            let key = t.key.clone().unwrap_or_default();
+            ctx.audit.data_event = Some(builder::s3_object(
+                op,
+                &ctx.region,
+                ctx.now,
+                ctx.caller.identity.clone(),
+                &account,
+                &bucket,
+                &key,
+                &host,
+            ));
+            let action = match op {
+                "AbortMultipartUpload" => "s3:AbortMultipartUpload",
+                "ListParts" => "s3:ListMultipartUploadParts",
+                _ => "s3:PutObject",
+            };
+            ctx.authorize(action, &format!("arn:aws:s3:::{bucket}/{key}"))?;
+            bucket_must_exist(ctx, &bucket)?;
+            let id = ctx.req.query_param("uploadId").unwrap_or_default();
+            if let (Some(rec), false) = (ctx.audit.data_event.as_mut(), id.is_empty()) {
+                if let Some(serde_json::Value::Object(m)) = rec.request_parameters.as_mut() {
+                    m.insert("uploadId".into(), serde_json::json!(id));
+                }
+            }
+            match op {
+                "CreateMultipartUpload" => crate::s3_multipart::create(ctx, &bucket, &key).await,
+                "UploadPart" => {
+                    let n = ctx.req.query_param("partNumber").unwrap_or_default();
+                    crate::s3_multipart::upload_part(ctx, &bucket, &key, &id, &n).await
+                }
+                "CompleteMultipartUpload" => {
+                    crate::s3_multipart::complete(ctx, &bucket, &key, &id).await
+                }
+                "AbortMultipartUpload" => crate::s3_multipart::abort(ctx, &bucket, &key, &id).await,
+                _ => crate::s3_multipart::list_parts(ctx, &bucket, &key, &id).await,
+            }
+        }
+        "ListMultipartUploads" => {
+            let mut rec = builder::s3_object(
+                op,
+                &ctx.region,
+                ctx.now,
+                ctx.caller.identity.clone(),
+                &account,
+                &bucket,
+                "",
+                &host,
+            );
+            rec.read_only = Some(true);
+            ctx.audit.data_event = Some(rec);
+            ctx.authorize(
+                "s3:ListBucketMultipartUploads",
+                &format!("arn:aws:s3:::{bucket}"),
+            )?;
+            bucket_must_exist(ctx, &bucket)?;
+            crate::s3_multipart::list_uploads(ctx, &bucket).await
         }
         "PutObject" | "DeleteObject" => {
             let key = t.key.clone().unwrap_or_default();
@@ -684,6 +802,58 @@ fn bucket_config_read(
     }
 }
 
+/// Whether an `If-Match`/`If-None-Match` value names `etag` (or is `*`).
+fn etag_matches(header: &str, etag: &str) -> bool {
+    header.split(',').map(str::trim).any(|v| {
+        v == "*" || v == etag || v.trim_start_matches("W/") == etag || format!("\"{v}\"") == etag
+    })
+}
+
+enum RangeAnswer {
+    Whole,
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+/// A single `bytes=` range against an object of `size` bytes. Syntax S3 does not understand
+/// (several ranges, other units) means the whole object, as S3 answers.
+fn byte_range(header: &str, size: u64) -> RangeAnswer {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return RangeAnswer::Whole;
+    };
+    if spec.contains(',') {
+        return RangeAnswer::Whole;
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return RangeAnswer::Whole;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    match (a.parse::<u64>().ok(), b.parse::<u64>().ok()) {
+        (None, Some(n)) if a.is_empty() => {
+            if n == 0 || size == 0 {
+                RangeAnswer::Unsatisfiable
+            } else {
+                RangeAnswer::Part(size - n.min(size), size - 1)
+            }
+        }
+        (Some(start), None) if b.is_empty() => {
+            if start >= size {
+                RangeAnswer::Unsatisfiable
+            } else {
+                RangeAnswer::Part(start, size - 1)
+            }
+        }
+        (Some(start), Some(end)) if start <= end => {
+            if start >= size {
+                RangeAnswer::Unsatisfiable
+            } else {
+                RangeAnswer::Part(start, end.min(size - 1))
+            }
+        }
+        _ => RangeAnswer::Whole,
+    }
+}
+
 fn bucket_must_exist(ctx: &Ctx<'_>, bucket: &str) -> Result<(), ApiError> {
     if cairn_store::check_bucket_name(bucket).is_err() {
         return Err(
@@ -955,6 +1125,26 @@ mod tests {
             operation(&req("GET", "h", "/b/k", "acl")),
             "UnsupportedS3Operation"
         );
+    }
+
+    #[test]
+    fn byte_ranges() {
+        let p = |h: &str, n: u64| match byte_range(h, n) {
+            RangeAnswer::Whole => "whole".to_string(),
+            RangeAnswer::Part(a, b) => format!("{a}-{b}"),
+            RangeAnswer::Unsatisfiable => "416".to_string(),
+        };
+        assert_eq!(p("bytes=0-9", 100), "0-9");
+        assert_eq!(p("bytes=90-200", 100), "90-99");
+        assert_eq!(p("bytes=10-", 100), "10-99");
+        assert_eq!(p("bytes=-10", 100), "90-99");
+        assert_eq!(p("bytes=-500", 100), "0-99");
+        assert_eq!(p("bytes=100-", 100), "416");
+        assert_eq!(p("bytes=-0", 100), "416");
+        assert_eq!(p("bytes=5-1", 100), "whole");
+        assert_eq!(p("bytes=0-1,5-6", 100), "whole");
+        assert_eq!(p("items=0-1", 100), "whole");
+        assert_eq!(p("bytes=0-0", 0), "416");
     }
 
     #[test]

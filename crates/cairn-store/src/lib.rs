@@ -77,6 +77,9 @@ pub struct PutOptions {
     /// Conditional create (`If-None-Match: *`): fail with [`StoreError::PreconditionFailed`]
     /// when the key exists.
     pub if_none_match: bool,
+    /// The ETag to report instead of the body's MD5 (a multipart upload's `md5-of-md5s-N`).
+    /// The body's own MD5 is still what reads are checked against.
+    pub etag: Option<String>,
 }
 
 /// What HEAD returns.

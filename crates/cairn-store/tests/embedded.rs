@@ -18,6 +18,7 @@ fn put_get_head_keep_body_type_encoding_and_user_metadata() {
         content_encoding: Some("gzip".into()),
         metadata: md.clone(),
         if_none_match: false,
+        ..Default::default()
     };
     let info = s.put("logs", "a/b.json.gz", b"hello", &opts).unwrap();
     assert_eq!(info.etag, "\"5d41402abc4b2a76b9719d911017c592\"");

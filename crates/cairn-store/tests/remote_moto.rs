@@ -98,6 +98,7 @@ fn remote_store_against_moto_server() {
         content_encoding: Some("gzip".into()),
         metadata: md.clone(),
         if_none_match: false,
+        ..Default::default()
     };
     s.put(
         "trail-bucket",

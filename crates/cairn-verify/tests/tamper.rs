@@ -195,7 +195,7 @@ impl World {
             content_type: o.info.content_type.clone(),
             content_encoding: o.info.content_encoding.clone(),
             metadata: o.info.metadata.clone(),
-            if_none_match: false,
+            ..Default::default()
         };
         self.store.put(BUCKET, key, &f(o.body), &opts).unwrap();
     }

@@ -251,6 +251,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         opts.history_days = d;
     }
     opts.lookup_extensions = file.lookup_extensions.unwrap_or(false);
+    opts.multipart_dir = a.data_dir.join("multipart");
+    std::fs::create_dir_all(&opts.multipart_dir)?;
     if let Some(m) = file.max_body_bytes {
         opts.max_body_bytes = m;
     }

@@ -1,0 +1,114 @@
+"""S3 objects through the aws CLI and boto3: cp up and down (multipart for large files),
+head-object, and the multipart API with its error cases."""
+import hashlib
+import json
+import os
+
+import pytest
+from botocore.exceptions import ClientError
+
+BUCKET = "objects-bucket"
+
+
+@pytest.fixture(scope="module")
+def srv(cairn_server_factory):
+    return cairn_server_factory(config=f'[[bucket]]\nname = "{BUCKET}"\n')
+
+
+def code(e):
+    return e.value.response["Error"]["Code"], e.value.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def test_cp_large_file_up_and_down_uses_multipart(srv, aws_bin, tmp_path):
+    data = os.urandom(20_000_000)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    srv.aws(aws_bin, "s3", "cp", str(src), f"s3://{BUCKET}/dir/big.bin")
+    head = json.loads(srv.aws(aws_bin, "s3api", "head-object", "--bucket", BUCKET, "--key", "dir/big.bin").stdout)
+    assert head["ContentLength"] == 20_000_000 and head["ETag"].endswith('-3"')
+    dst = tmp_path / "back.bin"
+    srv.aws(aws_bin, "s3", "cp", f"s3://{BUCKET}/dir/big.bin", str(dst))
+    assert hashlib.sha256(dst.read_bytes()).digest() == hashlib.sha256(data).digest()
+    assert "dir/big.bin" in srv.aws(aws_bin, "s3", "ls", f"s3://{BUCKET}/", "--recursive").stdout
+    srv.aws(aws_bin, "s3", "rm", f"s3://{BUCKET}/dir/big.bin")
+    assert "big.bin" not in srv.aws(aws_bin, "s3", "ls", f"s3://{BUCKET}/", "--recursive").stdout
+
+
+def test_multipart_api_and_errors(srv):
+    s3 = srv.client("s3")
+    up = s3.create_multipart_upload(Bucket=BUCKET, Key="mp.bin", ContentType="application/x-test", Metadata={"who": "me"})
+    uid = up["UploadId"]
+    assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=BUCKET)["Uploads"]] == [uid]
+    p1 = os.urandom(5 << 20)
+    p2 = b"tail"
+    e1 = s3.upload_part(Bucket=BUCKET, Key="mp.bin", UploadId=uid, PartNumber=1, Body=p1)["ETag"]
+    e2 = s3.upload_part(Bucket=BUCKET, Key="mp.bin", UploadId=uid, PartNumber=2, Body=p2)["ETag"]
+    parts = s3.list_parts(Bucket=BUCKET, Key="mp.bin", UploadId=uid)["Parts"]
+    assert [(p["PartNumber"], p["ETag"], p["Size"]) for p in parts] == [(1, e1, len(p1)), (2, e2, 4)]
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket=BUCKET, Key="mp.bin", UploadId=uid,
+                                     MultipartUpload={"Parts": [{"PartNumber": 2, "ETag": e2}, {"PartNumber": 1, "ETag": e1}]})
+    assert code(e) == ("InvalidPartOrder", 400)
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket=BUCKET, Key="mp.bin", UploadId=uid,
+                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e2}, {"PartNumber": 2, "ETag": e2}]})
+    assert code(e) == ("InvalidPart", 400)
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket=BUCKET, Key="mp.bin", UploadId=uid,
+                                     MultipartUpload={"Parts": [{"PartNumber": 2, "ETag": e2}, {"PartNumber": 3, "ETag": e2}]})
+    assert code(e) == ("InvalidPart", 400)
+    done = s3.complete_multipart_upload(Bucket=BUCKET, Key="mp.bin", UploadId=uid,
+                                        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
+    md5s = hashlib.md5(p1).digest() + hashlib.md5(p2).digest()
+    assert done["ETag"] == f'"{hashlib.md5(md5s).hexdigest()}-2"'
+    got = s3.get_object(Bucket=BUCKET, Key="mp.bin")
+    assert got["Body"].read() == p1 + p2 and got["Metadata"] == {"who": "me"} and got["ContentType"] == "application/x-test"
+    with pytest.raises(ClientError) as e:
+        s3.list_parts(Bucket=BUCKET, Key="mp.bin", UploadId=uid)
+    assert code(e) == ("NoSuchUpload", 404)
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_small_parts_abort_and_bad_ids(srv):
+    s3 = srv.client("s3")
+    uid = s3.create_multipart_upload(Bucket=BUCKET, Key="small.bin")["UploadId"]
+    e1 = s3.upload_part(Bucket=BUCKET, Key="small.bin", UploadId=uid, PartNumber=1, Body=b"a" * 100)["ETag"]
+    e2 = s3.upload_part(Bucket=BUCKET, Key="small.bin", UploadId=uid, PartNumber=2, Body=b"b")["ETag"]
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket=BUCKET, Key="small.bin", UploadId=uid,
+                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
+    assert code(e) == ("EntityTooSmall", 400)
+    with pytest.raises(ClientError) as e:
+        s3.upload_part(Bucket=BUCKET, Key="small.bin", UploadId=uid, PartNumber=10001, Body=b"x")
+    assert code(e) == ("InvalidArgument", 400)
+    s3.abort_multipart_upload(Bucket=BUCKET, Key="small.bin", UploadId=uid)
+    with pytest.raises(ClientError) as e:
+        s3.upload_part(Bucket=BUCKET, Key="small.bin", UploadId=uid, PartNumber=3, Body=b"x")
+    assert code(e) == ("NoSuchUpload", 404)
+    for bad in ["../../etc", "0" * 31 + "G", "x"]:
+        with pytest.raises(ClientError) as e:
+            s3.list_parts(Bucket=BUCKET, Key="small.bin", UploadId=bad)
+        assert code(e) == ("NoSuchUpload", 404)
+    with pytest.raises(ClientError):
+        s3.get_object(Bucket=BUCKET, Key="small.bin")
+
+
+def test_ranges_and_conditional_gets(srv):
+    s3 = srv.client("s3")
+    body = bytes(range(256)) * 4
+    etag = s3.put_object(Bucket=BUCKET, Key="r.bin", Body=body)["ETag"]
+    r = s3.get_object(Bucket=BUCKET, Key="r.bin", Range="bytes=10-19")
+    assert r["Body"].read() == body[10:20] and r["ContentRange"] == f"bytes 10-19/{len(body)}"
+    assert r["ResponseMetadata"]["HTTPStatusCode"] == 206
+    assert s3.get_object(Bucket=BUCKET, Key="r.bin", Range="bytes=-5")["Body"].read() == body[-5:]
+    assert s3.get_object(Bucket=BUCKET, Key="r.bin", Range="bytes=1000-")["Body"].read() == body[1000:]
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=BUCKET, Key="r.bin", Range="bytes=5000-")
+    assert code(e) == ("InvalidRange", 416)
+    assert s3.get_object(Bucket=BUCKET, Key="r.bin", IfMatch=etag)["Body"].read() == body
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=BUCKET, Key="r.bin", IfMatch='"0000"')
+    assert code(e) == ("PreconditionFailed", 412)
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=BUCKET, Key="r.bin", IfNoneMatch=etag)
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
