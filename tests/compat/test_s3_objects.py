@@ -112,3 +112,67 @@ def test_ranges_and_conditional_gets(srv):
     with pytest.raises(ClientError) as e:
         s3.get_object(Bucket=BUCKET, Key="r.bin", IfNoneMatch=etag)
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
+
+
+def test_sync_rm_recursive_and_server_side_copy(srv, aws_bin, tmp_path):
+    src = tmp_path / "tree"
+    (src / "a" / "b").mkdir(parents=True)
+    for p in ["x.txt", "a/y.txt", "a/b/z.txt"]:
+        (src / p).write_text(p)
+    srv.aws(aws_bin, "s3", "sync", str(src), f"s3://{BUCKET}/tree/")
+    listed = srv.aws(aws_bin, "s3", "ls", f"s3://{BUCKET}/tree/", "--recursive").stdout
+    assert all(f"tree/{p}" in listed for p in ["x.txt", "a/y.txt", "a/b/z.txt"])
+    srv.aws(aws_bin, "s3", "cp", f"s3://{BUCKET}/tree/x.txt", f"s3://{BUCKET}/copied/x.txt")
+    s3 = srv.client("s3")
+    assert s3.get_object(Bucket=BUCKET, Key="copied/x.txt")["Body"].read() == b"x.txt"
+    (src / "x.txt").unlink()
+    srv.aws(aws_bin, "s3", "sync", str(src), f"s3://{BUCKET}/tree/", "--delete")
+    listed = srv.aws(aws_bin, "s3", "ls", f"s3://{BUCKET}/tree/", "--recursive").stdout
+    assert "tree/x.txt" not in listed and "tree/a/y.txt" in listed
+    srv.aws(aws_bin, "s3", "rm", f"s3://{BUCKET}/tree/", "--recursive")
+    assert "tree/" not in srv.aws(aws_bin, "s3", "ls", f"s3://{BUCKET}/", "--recursive").stdout
+
+
+def test_delete_objects_reports_per_key_results(srv):
+    s3 = srv.client("s3")
+    for k in ["d/1", "d/2"]:
+        s3.put_object(Bucket=BUCKET, Key=k, Body=b"x")
+    out = s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": "d/1"}, {"Key": "d/2"}, {"Key": "d/never"}]})
+    assert sorted(d["Key"] for d in out["Deleted"]) == ["d/1", "d/2", "d/never"]
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="d/")["KeyCount"] == 0
+
+
+def test_copy_source_is_opaque_and_authorized_against_its_own_bucket(srv):
+    s3 = srv.client("s3")
+    s3.create_bucket(Bucket="secret-bucket")
+    s3.put_object(Bucket="secret-bucket", Key="k", Body=b"secret")
+    s3.put_object(Bucket=BUCKET, Key="a/../k", Body=b"dotdot")
+    # `..` in a copy source is part of the key, never a path step into another bucket.
+    s3.copy_object(Bucket=BUCKET, Key="c1", CopySource=f"{BUCKET}/a/../k")
+    assert s3.get_object(Bucket=BUCKET, Key="c1")["Body"].read() == b"dotdot"
+    with pytest.raises(ClientError) as e:
+        s3.copy_object(Bucket=BUCKET, Key="c2", CopySource=f"{BUCKET}/../secret-bucket/k")
+    assert code(e) == ("NoSuchKey", 404)
+    # A user who may write here but not read the other bucket cannot copy out of it.
+    iam = srv.client("iam")
+    iam.create_user(UserName="writer")
+    iam.put_user_policy(UserName="writer", PolicyName="p", PolicyDocument=json.dumps({"Statement": [
+        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"], "Resource": f"arn:aws:s3:::{BUCKET}/*"}]}))
+    k = iam.create_access_key(UserName="writer")["AccessKey"]
+    w = srv.client("s3", key=k["AccessKeyId"], secret=k["SecretAccessKey"])
+    w.copy_object(Bucket=BUCKET, Key="c3", CopySource=f"{BUCKET}/c1")
+    with pytest.raises(ClientError) as e:
+        w.copy_object(Bucket=BUCKET, Key="c4", CopySource="secret-bucket/k")
+    assert code(e) == ("AccessDenied", 403)
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=BUCKET, Key="c4")
+
+
+def test_bad_content_md5(srv):
+    s3 = srv.client("s3")
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket=BUCKET, Key="md5", Body=b"abc", ContentMD5="AAAAAAAAAAAAAAAAAAAAAA==")
+    assert code(e) == ("BadDigest", 400)
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket=BUCKET, Key="md5", Body=b"abc", ContentMD5="not base64!")
+    assert code(e) == ("InvalidDigest", 400)

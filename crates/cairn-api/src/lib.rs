@@ -22,6 +22,7 @@ pub mod s3;
 pub mod s3_multipart;
 pub mod sts;
 pub mod wire;
+pub mod xml;
 
 use cairn_iam::identity::Directory;
 use cairn_record::{Clock, EventRecord};

@@ -104,6 +104,8 @@ pub const OPERATIONS: &[&str] = &[
     "AbortMultipartUpload",
     "ListParts",
     "ListMultipartUploads",
+    "DeleteObjects",
+    "CopyObject",
     "ListBuckets",
     "GetBucketLocation",
     "ListObjectVersions",
@@ -148,7 +150,13 @@ pub fn operation(req: &HttpRequest) -> String {
         ("HEAD", Some(_), None) => "HeadBucket",
         ("GET", Some(_), Some(_)) if !has_subresource(req) => "GetObject",
         ("HEAD", Some(_), Some(_)) => "HeadObject",
+        ("PUT", Some(_), Some(_))
+            if !has_subresource(req) && req.header("x-amz-copy-source").is_some() =>
+        {
+            "CopyObject"
+        }
         ("PUT", Some(_), Some(_)) if !has_subresource(req) => "PutObject",
+        ("POST", Some(_), None) if has_param(req, "delete") => "DeleteObjects",
         ("PUT", Some(_), None) if req.query.is_empty() => "CreateBucket",
         ("DELETE", Some(_), Some(_)) if !has_subresource(req) => "DeleteObject",
         ("DELETE", Some(_), None) if req.query.is_empty() => "DeleteBucket",
@@ -512,6 +520,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             bucket_must_exist(ctx, &bucket)?;
             crate::s3_multipart::list_uploads(ctx, &bucket).await
         }
+        "DeleteObjects" => delete_objects(ctx, &bucket, &host).await,
+        "CopyObject" => copy_object(ctx, &bucket, t.key.as_deref().unwrap_or(""), &host).await,
         "PutObject" | "DeleteObject" => {
             let key = t.key.clone().unwrap_or_default();
             ctx.audit.data_event = Some(builder::s3_object(
@@ -578,25 +588,7 @@ async fn put_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply,
         return Err(ApiError::client("KeyTooLongError", "Your key is too long"));
     }
     let body = req.body.clone();
-    if let Some(md5) = req.header("content-md5") {
-        use md5::Digest as _;
-        let given = base64::engine::general_purpose::STANDARD
-            .decode(md5)
-            .ok()
-            .filter(|b| b.len() == 16)
-            .ok_or_else(|| {
-                ApiError::client(
-                    "InvalidDigest",
-                    "The Content-MD5 you specified was invalid.",
-                )
-            })?;
-        if given.as_slice() != md5::Md5::digest(&body).as_slice() {
-            return Err(ApiError::client(
-                "BadDigest",
-                "The Content-MD5 you specified did not match what we received.",
-            ));
-        }
-    }
+    check_content_md5(req)?;
     let mut opts = cairn_store::PutOptions {
         content_type: req.header("content-type").map(str::to_string),
         content_encoding: req.header("content-encoding").map(str::to_string),
@@ -632,14 +624,276 @@ async fn put_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply,
     })
 }
 
+/// Checks `Content-MD5` when sent: BadDigest on mismatch, InvalidDigest when not base64 of
+/// 16 bytes (B19).
+fn check_content_md5(req: &HttpRequest) -> Result<(), ApiError> {
+    use md5::Digest as _;
+    let Some(given) = req.header("content-md5") else {
+        return Ok(());
+    };
+    let given = base64::engine::general_purpose::STANDARD
+        .decode(given)
+        .ok()
+        .filter(|b| b.len() == 16)
+        .ok_or_else(|| {
+            ApiError::client(
+                "InvalidDigest",
+                "The Content-MD5 you specified was invalid.",
+            )
+        })?;
+    if given.as_slice() != md5::Md5::digest(&req.body).as_slice() {
+        return Err(ApiError::client(
+            "BadDigest",
+            "The Content-MD5 you specified did not match what we received.",
+        ));
+    }
+    Ok(())
+}
+
+fn malformed_xml() -> ApiError {
+    ApiError::client(
+        "MalformedXML",
+        "The XML you provided was not well-formed or did not validate against our published schema.",
+    )
+}
+
+/// DeleteObjects (POST /bucket?delete): up to 1000 keys, each authorized as s3:DeleteObject;
+/// per-key failures are reported in the answer, as S3 does. One data event for the call.
+async fn delete_objects(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<Reply, ApiError> {
+    let account = ctx.api.opts.account.clone();
+    let mut rec = builder::s3_object(
+        "DeleteObjects",
+        &ctx.region,
+        ctx.now,
+        ctx.caller.identity.clone(),
+        &account,
+        bucket,
+        "",
+        host,
+    );
+    rec.read_only = Some(false);
+    rec.request_parameters =
+        Some(serde_json::json!({"bucketName": bucket, "Host": host, "delete": ""}));
+    rec.resources = Some(vec![cairn_record::Resource {
+        account_id: Some(account.clone()),
+        resource_type: "AWS::S3::Bucket".into(),
+        arn: Some(format!("arn:aws:s3:::{bucket}")),
+        arn_prefix: None,
+    }]);
+    ctx.audit.data_event = Some(rec);
+    if let Err(e) = check_content_md5(ctx.req) {
+        ctx.no_authorization_needed();
+        return Err(e);
+    }
+    let doc = crate::xml::parse(&ctx.req.body).filter(|d| d.name == "Delete");
+    let Some(doc) = doc else {
+        ctx.no_authorization_needed();
+        return Err(malformed_xml());
+    };
+    let keys: Vec<String> = doc
+        .children_named("Object")
+        .map(|o| o.child_text("Key").unwrap_or("").to_string())
+        .collect();
+    if keys.is_empty() || keys.len() > 1000 {
+        ctx.no_authorization_needed();
+        return Err(malformed_xml());
+    }
+    let quiet = doc.child_text("Quiet").map(str::trim) == Some("true");
+    if let Err(e) = bucket_must_exist(ctx, bucket) {
+        ctx.no_authorization_needed();
+        return Err(e);
+    }
+    let mut deleted = Vec::new();
+    let mut errors = Vec::new();
+    for key in keys {
+        if ctx
+            .authorize("s3:DeleteObject", &format!("arn:aws:s3:::{bucket}/{key}"))
+            .is_err()
+        {
+            errors.push((key, "AccessDenied".to_string(), "Access Denied".to_string()));
+            continue;
+        }
+        let store = ctx.api.store.clone();
+        let (b2, k2) = (bucket.to_string(), key.clone());
+        let r = ctx
+            .api
+            .blocking(move || match store.delete(&b2, &k2) {
+                Ok(()) | Err(StoreError::NoSuchKey { .. }) => Ok(()),
+                Err(e) => Err(store_error(e, &b2, Some(&k2))),
+            })
+            .await;
+        match r {
+            Ok(()) => deleted.push(key),
+            Err(e) => errors.push((key, e.code, e.message)),
+        }
+    }
+    ctx.audit.additional_event_data = Some(serde_json::json!({
+        "deleted": deleted.len(), "errors": errors.len(),
+        "SignatureVersion": "SigV4", "AuthenticationMethod": "AuthHeader"
+    }));
+    let mut x = String::new();
+    if !quiet {
+        for k in &deleted {
+            x.push_str(&format!("<Deleted><Key>{}</Key></Deleted>", xml_escape(k)));
+        }
+    }
+    for (k, c, m) in &errors {
+        x.push_str(&format!(
+            "<Error><Key>{}</Key><Code>{}</Code><Message>{}</Message></Error>",
+            xml_escape(k),
+            xml_escape(c),
+            xml_escape(m)
+        ));
+    }
+    Ok(Reply::xml(
+        200,
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DeleteResult xmlns=\"{S3_XMLNS}\">{x}</DeleteResult>"
+        ),
+    )
+    .header("content-type", "application/xml"))
+}
+
+/// CopyObject: the source (`x-amz-copy-source: /bucket/key` or `bucket/key`, percent-encoded)
+/// is read with the caller's rights on *its* bucket; its key is opaque (`..` is just text).
+async fn copy_object(
+    ctx: &mut Ctx<'_>,
+    bucket: &str,
+    key: &str,
+    host: &str,
+) -> Result<Reply, ApiError> {
+    let account = ctx.api.opts.account.clone();
+    ctx.audit.data_event = Some(builder::s3_object(
+        "CopyObject",
+        &ctx.region,
+        ctx.now,
+        ctx.caller.identity.clone(),
+        &account,
+        bucket,
+        key,
+        host,
+    ));
+    let raw = ctx
+        .req
+        .header("x-amz-copy-source")
+        .unwrap_or_default()
+        .to_string();
+    let raw = raw.split('?').next().unwrap_or("").to_string();
+    let decoded = percent_encoding::percent_decode_str(raw.trim_start_matches('/'))
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .ok();
+    let Some((src_bucket, src_key)) = decoded
+        .as_deref()
+        .and_then(|d| d.split_once('/'))
+        .map(|(b, k)| (b.to_string(), k.to_string()))
+        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+    else {
+        ctx.no_authorization_needed();
+        return Err(ApiError::client(
+            "InvalidArgument",
+            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+        )
+        .with("ArgumentName", "x-amz-copy-source"));
+    };
+    if let Some(serde_json::Value::Object(m)) = ctx
+        .audit
+        .data_event
+        .as_mut()
+        .and_then(|r| r.request_parameters.as_mut())
+    {
+        m.insert("x-amz-copy-source".into(), serde_json::json!(raw));
+    }
+    ctx.authorize(
+        "s3:GetObject",
+        &format!("arn:aws:s3:::{src_bucket}/{src_key}"),
+    )?;
+    ctx.authorize("s3:PutObject", &format!("arn:aws:s3:::{bucket}/{key}"))?;
+    bucket_must_exist(ctx, bucket)?;
+    let replace = match ctx.req.header("x-amz-metadata-directive") {
+        None | Some("COPY") => false,
+        Some("REPLACE") => true,
+        Some(_) => {
+            return Err(ApiError::client(
+                "InvalidArgument",
+                "Unknown metadata directive.",
+            ))
+        }
+    };
+    if !replace && src_bucket == bucket && src_key == key {
+        return Err(ApiError::client(
+            "InvalidRequest",
+            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
+        ));
+    }
+    let store = ctx.api.store.clone();
+    let (sb, sk) = (src_bucket.clone(), src_key.clone());
+    let src = ctx
+        .api
+        .blocking(move || {
+            store
+                .get(&sb, &sk)
+                .map_err(|e| store_error(e, &sb, Some(&sk)))
+        })
+        .await?;
+    let mut opts = cairn_store::PutOptions {
+        content_type: src.info.content_type.clone(),
+        content_encoding: src.info.content_encoding.clone(),
+        metadata: src.info.metadata.clone(),
+        ..Default::default()
+    };
+    if replace {
+        opts.content_type = ctx.req.header("content-type").map(str::to_string);
+        opts.content_encoding = ctx.req.header("content-encoding").map(str::to_string);
+        opts.metadata = ctx
+            .req
+            .headers
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("x-amz-meta-")
+                    .map(|n| (n.to_string(), v.clone()))
+            })
+            .collect();
+    }
+    let store = ctx.api.store.clone();
+    let (b2, k2) = (bucket.to_string(), key.to_string());
+    let info = ctx
+        .api
+        .blocking(move || {
+            store
+                .put(&b2, &k2, &src.body, &opts)
+                .map_err(|e| store_error(e, &b2, Some(&k2)))
+        })
+        .await?;
+    Ok(Reply::xml(
+        200,
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult xmlns=\"{S3_XMLNS}\"><LastModified>{}</LastModified><ETag>{}</ETag></CopyObjectResult>",
+            s3_time(info.last_modified),
+            xml_escape(&info.etag)
+        ),
+    )
+    .header("content-type", "application/xml"))
+}
+
 /// CreateBucket: the location constraint must name the region the request was signed for
 /// (none means us-east-1), as AWS requires.
 async fn create_bucket(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<Reply, ApiError> {
-    let body = String::from_utf8_lossy(&ctx.req.body).to_string();
-    let constraint = body
-        .split("<LocationConstraint>")
-        .nth(1)
-        .and_then(|r| r.split("</LocationConstraint>").next())
+    let body = ctx.req.body.clone();
+    let doc = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match crate::xml::parse(&body) {
+            Some(d) if d.name == "CreateBucketConfiguration" => Some(d),
+            _ => {
+                ctx.no_authorization_needed();
+                return Err(malformed_xml());
+            }
+        }
+    };
+    let constraint = doc
+        .as_ref()
+        .and_then(|d| d.child_text("LocationConstraint"))
         .map(str::trim)
         .filter(|c| !c.is_empty())
         .map(str::to_string);
@@ -649,12 +903,6 @@ async fn create_bucket(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<Re
     }
     ctx.audit.request_parameters = Some(params);
     ctx.authorize("s3:CreateBucket", &format!("arn:aws:s3:::{bucket}"))?;
-    if !body.trim().is_empty() && !body.contains("CreateBucketConfiguration") {
-        return Err(ApiError::client(
-            "MalformedXML",
-            "The XML you provided was not well-formed or did not validate against our published schema.",
-        ));
-    }
     if cairn_store::check_bucket_name(bucket).is_err() {
         return Err(
             ApiError::client("InvalidBucketName", "The specified bucket is not valid.")
