@@ -106,6 +106,7 @@ pub const OPERATIONS: &[&str] = &[
     "ListMultipartUploads",
     "DeleteObjects",
     "CopyObject",
+    "PutBucketVersioning",
     "ListBuckets",
     "GetBucketLocation",
     "ListObjectVersions",
@@ -157,6 +158,7 @@ pub fn operation(req: &HttpRequest) -> String {
         }
         ("PUT", Some(_), Some(_)) if !has_subresource(req) => "PutObject",
         ("POST", Some(_), None) if has_param(req, "delete") => "DeleteObjects",
+        ("PUT", Some(_), None) if has_param(req, "versioning") => "PutBucketVersioning",
         ("PUT", Some(_), None) if req.query.is_empty() => "CreateBucket",
         ("DELETE", Some(_), Some(_)) if !has_subresource(req) => "DeleteObject",
         ("DELETE", Some(_), None) if req.query.is_empty() => "DeleteBucket",
@@ -211,6 +213,20 @@ fn store_error(e: StoreError, bucket: &str, key: Option<&str>) -> ApiError {
             ApiError::new("NoSuchKey", 404, "The specified key does not exist.")
                 .with("Key", key.unwrap_or_default())
         }
+        StoreError::NoSuchVersion(v) => ApiError::new(
+            "NoSuchVersion",
+            404,
+            "The specified version does not exist.",
+        )
+        .with("Key", key.unwrap_or_default())
+        .with("VersionId", v),
+        StoreError::DeleteMarker(_) => ApiError::new(
+            "MethodNotAllowed",
+            405,
+            "The specified method is not allowed against this resource.",
+        )
+        .with("Method", "GET")
+        .with("ResourceType", "DeleteMarker"),
         StoreError::BucketNotEmpty(_) => ApiError::new(
             "BucketNotEmpty",
             409,
@@ -378,17 +394,36 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                 &key,
                 &host,
             ));
-            ctx.authorize("s3:GetObject", &format!("arn:aws:s3:::{bucket}/{key}"))?;
+            let vid = ctx.req.query_param("versionId");
+            ctx.authorize(
+                if vid.is_some() {
+                    "s3:GetObjectVersion"
+                } else {
+                    "s3:GetObject"
+                },
+                &format!("arn:aws:s3:::{bucket}/{key}"),
+            )?;
+            if let (Some(v), Some(serde_json::Value::Object(m))) = (
+                &vid,
+                ctx.audit
+                    .data_event
+                    .as_mut()
+                    .and_then(|r| r.request_parameters.as_mut()),
+            ) {
+                m.insert("versionId".into(), serde_json::json!(v));
+            }
             let store = ctx.api.store.clone();
             let (b2, k2) = (bucket.clone(), key.clone());
             let head = op == "HeadObject";
             let got = ctx
                 .api
                 .blocking(move || {
-                    if head {
-                        store.head(&b2, &k2).map(|i| (i, Vec::new()))
-                    } else {
-                        store.get(&b2, &k2).map(|o| (o.info, o.body))
+                    match (&vid, head) {
+                        (Some(v), _) => store
+                            .get_version(&b2, &k2, v)
+                            .map(|o| (o.info, if head { Vec::new() } else { o.body })),
+                        (None, true) => store.head(&b2, &k2).map(|i| (i, Vec::new())),
+                        (None, false) => store.get(&b2, &k2).map(|o| (o.info, o.body)),
                     }
                     .map_err(|e| store_error(e, &b2, Some(&k2)))
                 })
@@ -449,6 +484,9 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                 body: bytes::Bytes::from(body),
             };
             let mut r = object_headers(r, &info);
+            if let Some(v) = &info.version_id {
+                r = r.header("x-amz-version-id", v.clone());
+            }
             if let Some((a, b)) = range {
                 r = r.header("content-range", format!("bytes {a}-{b}/{size}"));
             }
@@ -521,6 +559,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             crate::s3_multipart::list_uploads(ctx, &bucket).await
         }
         "DeleteObjects" => delete_objects(ctx, &bucket, &host).await,
+        "PutBucketVersioning" => put_bucket_versioning(ctx, &bucket, &host).await,
+        "ListObjectVersions" => list_versions(ctx, &bucket, &host).await,
         "CopyObject" => copy_object(ctx, &bucket, t.key.as_deref().unwrap_or(""), &host).await,
         "PutObject" | "DeleteObject" => {
             let key = t.key.clone().unwrap_or_default();
@@ -539,17 +579,33 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             if op == "DeleteObject" {
                 let store = ctx.api.store.clone();
                 let (b2, k2) = (bucket.clone(), key.clone());
-                ctx.api
-                    .blocking(move || match store.delete(&b2, &k2) {
-                        Ok(()) | Err(StoreError::NoSuchKey { .. }) => Ok(()),
-                        Err(e) => Err(store_error(e, &b2, Some(&k2))),
+                let vid = ctx.req.query_param("versionId");
+                let outcome = ctx
+                    .api
+                    .blocking(move || {
+                        match &vid {
+                            Some(v) => store.delete_version(&b2, &k2, v),
+                            None => store.delete_object(&b2, &k2),
+                        }
+                        .or_else(|e| match e {
+                            StoreError::NoSuchKey { .. } => Ok(Default::default()),
+                            e => Err(e),
+                        })
+                        .map_err(|e| store_error(e, &b2, Some(&k2)))
                     })
                     .await?;
-                return Ok(Reply {
+                let mut r = Reply {
                     status: 204,
                     headers: vec![],
                     body: bytes::Bytes::new(),
-                });
+                };
+                if let Some(v) = outcome.version_id {
+                    r = r.header("x-amz-version-id", v);
+                }
+                if outcome.delete_marker {
+                    r = r.header("x-amz-delete-marker", "true");
+                }
+                return Ok(r);
             }
             put_object(ctx, &bucket, &key).await
         }
@@ -617,9 +673,13 @@ async fn put_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply,
         "bytesTransferredOut": 0,
         "x-amz-id-2": ctx.request_id,
     }));
+    let mut headers = vec![("etag".into(), info.etag)];
+    if let Some(v) = info.version_id {
+        headers.push(("x-amz-version-id".into(), v));
+    }
     Ok(Reply {
         status: 200,
-        headers: vec![("etag".into(), info.etag)],
+        headers,
         body: bytes::Bytes::new(),
     })
 }
@@ -648,6 +708,146 @@ fn check_content_md5(req: &HttpRequest) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// PutBucketVersioning: `Status` Enabled or Suspended (MFA Delete is not supported).
+async fn put_bucket_versioning(
+    ctx: &mut Ctx<'_>,
+    bucket: &str,
+    host: &str,
+) -> Result<Reply, ApiError> {
+    let doc = crate::xml::parse(&ctx.req.body).filter(|d| d.name == "VersioningConfiguration");
+    let status = doc
+        .as_ref()
+        .and_then(|d| d.child_text("Status"))
+        .map(str::trim)
+        .map(str::to_string);
+    ctx.audit.request_parameters = Some(serde_json::json!({
+        "bucketName": bucket, "Host": host, "versioning": "",
+        "VersioningConfiguration": {"Status": status}
+    }));
+    ctx.authorize("s3:PutBucketVersioning", &format!("arn:aws:s3:::{bucket}"))?;
+    let Some(doc) = doc else {
+        return Err(malformed_xml());
+    };
+    if doc.child_text("MfaDelete").map(str::trim) == Some("Enabled") {
+        return Err(ApiError::new(
+            "NotImplemented",
+            501,
+            "MFA Delete is not supported by cairn.",
+        ));
+    }
+    let state = match status.as_deref() {
+        Some("Enabled") => cairn_store::Versioning::Enabled,
+        Some("Suspended") => cairn_store::Versioning::Suspended,
+        _ => return Err(malformed_xml()),
+    };
+    bucket_must_exist(ctx, bucket)?;
+    let store = ctx.api.store.clone();
+    let b2 = bucket.to_string();
+    ctx.api
+        .blocking(move || {
+            store
+                .set_versioning(&b2, state)
+                .map_err(|e| store_error(e, &b2, None))
+        })
+        .await?;
+    Ok(Reply {
+        status: 200,
+        headers: vec![],
+        body: bytes::Bytes::new(),
+    })
+}
+
+/// ListObjectVersions: versions and delete markers, by key then newest first.
+async fn list_versions(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<Reply, ApiError> {
+    let account = ctx.api.opts.account.clone();
+    let q = |k: &str| ctx.req.query_param(k);
+    let prefix = q("prefix").unwrap_or_default();
+    let key_marker = q("key-marker").filter(|m| !m.is_empty());
+    let vid_marker = q("version-id-marker").filter(|m| !m.is_empty());
+    let url = q("encoding-type").as_deref() == Some("url");
+    let max: usize = q("max-keys")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(1000)
+        .min(1000);
+    let mut rec = builder::s3_list(
+        &ctx.region,
+        ctx.now,
+        ctx.caller.identity.clone(),
+        &account,
+        bucket,
+        &prefix,
+        false,
+        host,
+    );
+    rec.event_name = "ListObjectVersions".into();
+    ctx.audit.data_event = Some(rec);
+    ctx.authorize("s3:ListBucketVersions", &format!("arn:aws:s3:::{bucket}"))?;
+    bucket_must_exist(ctx, bucket)?;
+    let store = ctx.api.store.clone();
+    let (b2, p2, km, vm) = (
+        bucket.to_string(),
+        prefix.clone(),
+        key_marker.clone(),
+        vid_marker.clone(),
+    );
+    let (entries, truncated) = ctx
+        .api
+        .blocking(move || {
+            let after = km.as_deref().map(|k| (k, vm.as_deref()));
+            store
+                .list_versions(&b2, &p2, after, max)
+                .map_err(|e| store_error(e, &b2, None))
+        })
+        .await?;
+    let enc = |s: &str| if url { url_enc(s) } else { s.to_string() };
+    let owner = format!("<Owner><ID>{account}</ID><DisplayName>{account}</DisplayName></Owner>");
+    let mut x = format!(
+        "<Name>{}</Name><Prefix>{}</Prefix><KeyMarker>{}</KeyMarker><VersionIdMarker>{}</VersionIdMarker><MaxKeys>{max}</MaxKeys>",
+        xml_escape(bucket),
+        xml_escape(&enc(&prefix)),
+        xml_escape(&enc(key_marker.as_deref().unwrap_or(""))),
+        xml_escape(vid_marker.as_deref().unwrap_or(""))
+    );
+    if url {
+        x.push_str("<EncodingType>url</EncodingType>");
+    }
+    x.push_str(&format!("<IsTruncated>{truncated}</IsTruncated>"));
+    if truncated {
+        if let Some(last) = entries.last() {
+            x.push_str(&format!(
+                "<NextKeyMarker>{}</NextKeyMarker><NextVersionIdMarker>{}</NextVersionIdMarker>",
+                xml_escape(&enc(&last.info.key)),
+                xml_escape(last.info.version_id.as_deref().unwrap_or("null"))
+            ));
+        }
+    }
+    for e in &entries {
+        let common = format!(
+            "<Key>{}</Key><VersionId>{}</VersionId><IsLatest>{}</IsLatest><LastModified>{}</LastModified>",
+            xml_escape(&enc(&e.info.key)),
+            xml_escape(e.info.version_id.as_deref().unwrap_or("null")),
+            e.is_latest,
+            s3_time(e.info.last_modified)
+        );
+        if e.delete_marker {
+            x.push_str(&format!("<DeleteMarker>{common}{owner}</DeleteMarker>"));
+        } else {
+            x.push_str(&format!(
+                "<Version>{common}<ETag>{}</ETag><Size>{}</Size>{owner}<StorageClass>STANDARD</StorageClass></Version>",
+                xml_escape(&e.info.etag),
+                e.info.size
+            ));
+        }
+    }
+    Ok(Reply::xml(
+        200,
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListVersionsResult xmlns=\"{S3_XMLNS}\">{x}</ListVersionsResult>"
+        ),
+    )
+    .header("content-type", "application/xml"))
 }
 
 fn malformed_xml() -> ApiError {
@@ -690,9 +890,16 @@ async fn delete_objects(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<R
         ctx.no_authorization_needed();
         return Err(malformed_xml());
     };
-    let keys: Vec<String> = doc
+    let keys: Vec<(String, Option<String>)> = doc
         .children_named("Object")
-        .map(|o| o.child_text("Key").unwrap_or("").to_string())
+        .map(|o| {
+            (
+                o.child_text("Key").unwrap_or("").to_string(),
+                o.child_text("VersionId")
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string),
+            )
+        })
         .collect();
     if keys.is_empty() || keys.len() > 1000 {
         ctx.no_authorization_needed();
@@ -705,25 +912,37 @@ async fn delete_objects(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<R
     }
     let mut deleted = Vec::new();
     let mut errors = Vec::new();
-    for key in keys {
+    for (key, vid) in keys {
+        let action = if vid.is_some() {
+            "s3:DeleteObjectVersion"
+        } else {
+            "s3:DeleteObject"
+        };
         if ctx
-            .authorize("s3:DeleteObject", &format!("arn:aws:s3:::{bucket}/{key}"))
+            .authorize(action, &format!("arn:aws:s3:::{bucket}/{key}"))
             .is_err()
         {
             errors.push((key, "AccessDenied".to_string(), "Access Denied".to_string()));
             continue;
         }
         let store = ctx.api.store.clone();
-        let (b2, k2) = (bucket.to_string(), key.clone());
+        let (b2, k2, v2) = (bucket.to_string(), key.clone(), vid.clone());
         let r = ctx
             .api
-            .blocking(move || match store.delete(&b2, &k2) {
-                Ok(()) | Err(StoreError::NoSuchKey { .. }) => Ok(()),
-                Err(e) => Err(store_error(e, &b2, Some(&k2))),
+            .blocking(move || {
+                match &v2 {
+                    Some(v) => store.delete_version(&b2, &k2, v),
+                    None => store.delete_object(&b2, &k2),
+                }
+                .or_else(|e| match e {
+                    StoreError::NoSuchKey { .. } => Ok(Default::default()),
+                    e => Err(e),
+                })
+                .map_err(|e| store_error(e, &b2, Some(&k2)))
             })
             .await;
         match r {
-            Ok(()) => deleted.push(key),
+            Ok(o) => deleted.push((key, vid, o)),
             Err(e) => errors.push((key, e.code, e.message)),
         }
     }
@@ -733,8 +952,21 @@ async fn delete_objects(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<R
     }));
     let mut x = String::new();
     if !quiet {
-        for k in &deleted {
-            x.push_str(&format!("<Deleted><Key>{}</Key></Deleted>", xml_escape(k)));
+        for (k, asked, o) in &deleted {
+            let mut d = format!("<Key>{}</Key>", xml_escape(k));
+            if let Some(v) = asked {
+                d.push_str(&format!("<VersionId>{}</VersionId>", xml_escape(v)));
+            }
+            if o.delete_marker {
+                d.push_str("<DeleteMarker>true</DeleteMarker>");
+                if let (None, Some(v)) = (asked, &o.version_id) {
+                    d.push_str(&format!(
+                        "<DeleteMarkerVersionId>{}</DeleteMarkerVersionId>",
+                        xml_escape(v)
+                    ));
+                }
+            }
+            x.push_str(&format!("<Deleted>{d}</Deleted>"));
         }
     }
     for (k, c, m) in &errors {
@@ -1026,7 +1258,19 @@ fn bucket_config_read(
             "OwnershipControlsNotFoundError",
             "The bucket ownership controls were not found",
         ),
-        "GetBucketVersioning" => ok("", "VersioningConfiguration"),
+        "GetBucketVersioning" => {
+            let state = ctx
+                .api
+                .store
+                .versioning(bucket)
+                .map_err(|e| store_error(e, bucket, None))?;
+            let inner = match state {
+                None => String::new(),
+                Some(cairn_store::Versioning::Enabled) => "<Status>Enabled</Status>".into(),
+                Some(cairn_store::Versioning::Suspended) => "<Status>Suspended</Status>".into(),
+            };
+            ok(&inner, "VersioningConfiguration")
+        }
         "GetBucketAccelerateConfiguration" => ok("", "AccelerateConfiguration"),
         "GetBucketRequestPayment" => ok("<Payer>BucketOwner</Payer>", "RequestPaymentConfiguration"),
         "GetBucketLogging" => ok("", "BucketLoggingStatus"),

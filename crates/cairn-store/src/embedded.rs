@@ -1,8 +1,8 @@
 //! The embedded store: bodies in files named by random ids, metadata in redb.
 
 use crate::{
-    check_bucket_name, check_key, etag_of, ListPage, Object, ObjectInfo, ObjectStore, PutItem,
-    PutOptions, Result, StoreError,
+    check_bucket_name, check_key, etag_of, DeleteOutcome, ListPage, Object, ObjectInfo,
+    ObjectStore, PutItem, PutOptions, Result, StoreError, VersionEntry, Versioning,
 };
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -13,8 +13,131 @@ use std::path::{Path, PathBuf};
 
 const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
 const OBJECTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("objects");
+/// Non-current versions and delete markers: (bucket, key, u64::MAX - seq) → StoredVersion,
+/// so a key's versions iterate newest first. The current version stays in OBJECTS.
+const VERSIONS: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("versions");
+const SEQ: TableDefinition<&str, u64> = TableDefinition::new("seq");
+
+type VersionsTable<'t> = redb::Table<'t, (&'static str, &'static str, u64), &'static [u8]>;
 
 #[derive(Serialize, Deserialize)]
+struct BucketRecord {
+    created: String,
+    #[serde(default)]
+    versioning: Option<Versioning>,
+}
+
+/// A bucket's record; early stores kept only the creation time.
+fn bucket_record(v: &[u8]) -> BucketRecord {
+    serde_json::from_slice(v).unwrap_or_else(|_| BucketRecord {
+        created: String::from_utf8_lossy(v).into_owned(),
+        versioning: None,
+    })
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+struct StoredVersion {
+    blob: Option<String>,
+    info: ObjectInfo,
+    #[serde(default)]
+    md5: Option<String>,
+    #[serde(default)]
+    delete_marker: bool,
+}
+
+fn new_version_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn vid_of(info: &ObjectInfo) -> String {
+    info.version_id.clone().unwrap_or_else(|| "null".into())
+}
+
+fn next_seq(w: &redb::WriteTransaction) -> Result<u64> {
+    let mut t = w.open_table(SEQ).map_err(db_err)?;
+    let n = t
+        .get("version")
+        .map_err(db_err)?
+        .map(|v| v.value())
+        .unwrap_or(0)
+        + 1;
+    t.insert("version", n).map_err(db_err)?;
+    Ok(n)
+}
+
+/// Moves a current object into the version table.
+fn archive(w: &redb::WriteTransaction, bucket: &str, key: &str, s: Stored) -> Result<()> {
+    let seq = next_seq(w)?;
+    let mut info = s.info;
+    info.version_id = Some(vid_of(&info));
+    let v = StoredVersion {
+        blob: Some(s.blob),
+        info,
+        md5: s.md5,
+        delete_marker: false,
+    };
+    let mut t = w.open_table(VERSIONS).map_err(db_err)?;
+    t.insert(
+        (bucket, key, u64::MAX - seq),
+        serde_json::to_vec(&v).map_err(db_err)?.as_slice(),
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+fn key_versions(t: &VersionsTable, bucket: &str, key: &str) -> Result<Vec<(u64, StoredVersion)>> {
+    let mut out = Vec::new();
+    for row in t
+        .range((bucket, key, 0)..=(bucket, key, u64::MAX))
+        .map_err(db_err)?
+    {
+        let (k, v) = row.map_err(db_err)?;
+        out.push((
+            k.value().2,
+            serde_json::from_slice(v.value()).map_err(db_err)?,
+        ));
+    }
+    Ok(out)
+}
+
+/// Removes a key's null versions (replaced when versioning is suspended); returns their blobs.
+fn drop_null_versions(w: &redb::WriteTransaction, bucket: &str, key: &str) -> Result<Vec<String>> {
+    let mut t = w.open_table(VERSIONS).map_err(db_err)?;
+    let mut blobs = Vec::new();
+    for (order, v) in key_versions(&t, bucket, key)? {
+        if v.info.version_id.as_deref() == Some("null") {
+            t.remove((bucket, key, order)).map_err(db_err)?;
+            blobs.extend(v.blob);
+        }
+    }
+    Ok(blobs)
+}
+
+/// After the current version went away: the newest remaining version becomes current unless
+/// it is a delete marker.
+fn promote(w: &redb::WriteTransaction, bucket: &str, key: &str) -> Result<()> {
+    let mut vt = w.open_table(VERSIONS).map_err(db_err)?;
+    let newest = key_versions(&vt, bucket, key)?.into_iter().next();
+    if let Some((order, v)) = newest {
+        if let (false, Some(blob)) = (v.delete_marker, v.blob) {
+            vt.remove((bucket, key, order)).map_err(db_err)?;
+            let mut ot = w.open_table(OBJECTS).map_err(db_err)?;
+            let s = Stored {
+                blob,
+                info: v.info,
+                md5: v.md5,
+            };
+            ot.insert(
+                (bucket, key),
+                serde_json::to_vec(&s).map_err(db_err)?.as_slice(),
+            )
+            .map_err(db_err)?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize, Deserialize, Clone)]
 struct Stored {
     blob: String,
     info: ObjectInfo,
@@ -61,6 +184,8 @@ impl EmbeddedStore {
             let w = db.begin_write().map_err(db_err)?;
             w.open_table(BUCKETS).map_err(db_err)?;
             w.open_table(OBJECTS).map_err(db_err)?;
+            w.open_table(VERSIONS).map_err(db_err)?;
+            w.open_table(SEQ).map_err(db_err)?;
             w.commit().map_err(db_err)?;
         }
         let store = EmbeddedStore { db, blobs, tmp };
@@ -79,6 +204,13 @@ impl EmbeddedStore {
             let (_, v) = item.map_err(db_err)?;
             if let Ok(s) = serde_json::from_slice::<Stored>(v.value()) {
                 live.insert(s.blob);
+            }
+        }
+        let vt = r.open_table(VERSIONS).map_err(db_err)?;
+        for item in vt.iter().map_err(db_err)? {
+            let (_, v) = item.map_err(db_err)?;
+            if let Ok(StoredVersion { blob: Some(b), .. }) = serde_json::from_slice(v.value()) {
+                live.insert(b);
             }
         }
         for e in fs::read_dir(&self.blobs)? {
@@ -118,8 +250,12 @@ impl ObjectStore for EmbeddedStore {
         {
             let mut t = w.open_table(BUCKETS).map_err(db_err)?;
             if t.get(bucket).map_err(db_err)?.is_none() {
-                let created = chrono::Utc::now().to_rfc3339();
-                t.insert(bucket, created.as_bytes()).map_err(db_err)?;
+                let rec = BucketRecord {
+                    created: chrono::Utc::now().to_rfc3339(),
+                    versioning: None,
+                };
+                t.insert(bucket, serde_json::to_vec(&rec).map_err(db_err)?.as_slice())
+                    .map_err(db_err)?;
             }
         }
         w.commit().map_err(db_err)
@@ -137,9 +273,8 @@ impl ObjectStore for EmbeddedStore {
         let mut out = Vec::new();
         for row in t.iter().map_err(db_err)? {
             let (k, v) = row.map_err(db_err)?;
-            let created = std::str::from_utf8(v.value())
+            let created = chrono::DateTime::parse_from_rfc3339(&bucket_record(v.value()).created)
                 .ok()
-                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
                 .map(|d| d.with_timezone(&chrono::Utc))
                 .unwrap_or_default();
             out.push((k.value().to_string(), created));
@@ -162,6 +297,17 @@ impl ObjectStore for EmbeddedStore {
             }
             drop(any);
             drop(objects);
+            let versions = w.open_table(VERSIONS).map_err(db_err)?;
+            let has_versions = versions
+                .range((bucket, "", 0)..)
+                .map_err(db_err)?
+                .next()
+                .and_then(|r| r.ok())
+                .is_some_and(|(k, _)| k.value().0 == bucket);
+            if has_versions {
+                return Err(StoreError::BucketNotEmpty(bucket.into()));
+            }
+            drop(versions);
             let mut t = w.open_table(BUCKETS).map_err(db_err)?;
             if t.remove(bucket).map_err(db_err)?.is_none() {
                 return Err(StoreError::NoSuchBucket(bucket.into()));
@@ -241,7 +387,7 @@ impl ObjectStore for EmbeddedStore {
             return Err(e);
         }
         let now = chrono::Utc::now();
-        let infos: Vec<ObjectInfo> = items
+        let mut infos: Vec<ObjectInfo> = items
             .iter()
             .map(|i| ObjectInfo {
                 key: i.key.into(),
@@ -251,22 +397,53 @@ impl ObjectStore for EmbeddedStore {
                 content_type: i.opts.content_type.clone(),
                 content_encoding: i.opts.content_encoding.clone(),
                 metadata: i.opts.metadata.clone(),
+                version_id: None,
             })
             .collect();
         let result = (|| -> Result<Vec<String>> {
             let w = self.db.begin_write().map_err(db_err)?;
             let mut old_blobs = vec![];
             {
-                let mut t = w.open_table(OBJECTS).map_err(db_err)?;
-                for ((i, blob), info) in items.iter().zip(&blobs).zip(&infos) {
-                    let old = t
-                        .get((i.bucket, i.key))
-                        .map_err(db_err)?
-                        .and_then(|v| serde_json::from_slice::<Stored>(v.value()).ok())
-                        .map(|s| s.blob);
+                for ((i, blob), info) in items.iter().zip(&blobs).zip(infos.iter_mut()) {
+                    let state = {
+                        let bt = w.open_table(BUCKETS).map_err(db_err)?;
+                        let rec = bt.get(i.bucket).map_err(db_err)?;
+                        rec.and_then(|v| bucket_record(v.value()).versioning)
+                    };
+                    let old = {
+                        let t = w.open_table(OBJECTS).map_err(db_err)?;
+                        let old = t
+                            .get((i.bucket, i.key))
+                            .map_err(db_err)?
+                            .and_then(|v| serde_json::from_slice::<Stored>(v.value()).ok());
+                        old
+                    };
                     if old.is_some() && i.opts.if_none_match {
                         return Err(StoreError::PreconditionFailed);
                     }
+                    info.version_id = match state {
+                        None => None,
+                        Some(Versioning::Enabled) => Some(new_version_id()),
+                        Some(Versioning::Suspended) => Some("null".into()),
+                    };
+                    // The previous current version: gone (unversioned, or a null version being
+                    // replaced), or kept as a non-current version.
+                    let old = match (state, old) {
+                        (None, Some(o)) => Some(o.blob),
+                        (Some(st), Some(o)) => {
+                            if st == Versioning::Suspended && vid_of(&o.info) == "null" {
+                                Some(o.blob)
+                            } else {
+                                archive(&w, i.bucket, i.key, o)?;
+                                None
+                            }
+                        }
+                        (_, None) => None,
+                    };
+                    if state == Some(Versioning::Suspended) {
+                        old_blobs.extend(drop_null_versions(&w, i.bucket, i.key)?);
+                    }
+                    let mut t = w.open_table(OBJECTS).map_err(db_err)?;
                     let value = serde_json::to_vec(&Stored {
                         blob: blob.clone(),
                         info: info.clone(),
@@ -314,9 +491,11 @@ impl ObjectStore for EmbeddedStore {
     }
 
     fn delete(&self, bucket: &str, key: &str) -> Result<()> {
-        if !self.bucket_exists(bucket)? {
-            return Err(StoreError::NoSuchBucket(bucket.into()));
-        }
+        self.delete_object(bucket, key).map(|_| ())
+    }
+
+    fn delete_object(&self, bucket: &str, key: &str) -> Result<DeleteOutcome> {
+        let state = self.versioning(bucket)?;
         let w = self.db.begin_write().map_err(db_err)?;
         let old = {
             let mut t = w.open_table(OBJECTS).map_err(db_err)?;
@@ -326,11 +505,262 @@ impl ObjectStore for EmbeddedStore {
                 .and_then(|v| serde_json::from_slice::<Stored>(v.value()).ok());
             old
         };
+        let mut dead = Vec::new();
+        let outcome = match state {
+            None => {
+                dead.extend(old.map(|o| o.blob));
+                DeleteOutcome::default()
+            }
+            Some(st) => {
+                if let Some(o) = old {
+                    if st == Versioning::Suspended && vid_of(&o.info) == "null" {
+                        dead.push(o.blob);
+                    } else {
+                        archive(&w, bucket, key, o)?;
+                    }
+                }
+                if st == Versioning::Suspended {
+                    dead.extend(drop_null_versions(&w, bucket, key)?);
+                }
+                let vid = match st {
+                    Versioning::Enabled => new_version_id(),
+                    Versioning::Suspended => "null".into(),
+                };
+                let marker = StoredVersion {
+                    blob: None,
+                    info: ObjectInfo {
+                        key: key.into(),
+                        size: 0,
+                        etag: String::new(),
+                        last_modified: chrono::Utc::now(),
+                        content_type: None,
+                        content_encoding: None,
+                        metadata: Default::default(),
+                        version_id: Some(vid.clone()),
+                    },
+                    md5: None,
+                    delete_marker: true,
+                };
+                let seq = next_seq(&w)?;
+                let mut vt = w.open_table(VERSIONS).map_err(db_err)?;
+                vt.insert(
+                    (bucket, key, u64::MAX - seq),
+                    serde_json::to_vec(&marker).map_err(db_err)?.as_slice(),
+                )
+                .map_err(db_err)?;
+                DeleteOutcome {
+                    version_id: Some(vid),
+                    delete_marker: true,
+                }
+            }
+        };
         w.commit().map_err(db_err)?;
-        if let Some(old) = old {
-            let _ = fs::remove_file(self.blobs.join(old.blob));
+        for b in dead {
+            let _ = fs::remove_file(self.blobs.join(b));
         }
-        Ok(())
+        Ok(outcome)
+    }
+
+    fn versioning(&self, bucket: &str) -> Result<Option<Versioning>> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(BUCKETS).map_err(db_err)?;
+        match t.get(bucket).map_err(db_err)? {
+            Some(v) => Ok(bucket_record(v.value()).versioning),
+            None => Err(StoreError::NoSuchBucket(bucket.into())),
+        }
+    }
+
+    fn set_versioning(&self, bucket: &str, state: Versioning) -> Result<()> {
+        let w = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = w.open_table(BUCKETS).map_err(db_err)?;
+            let mut rec = match t.get(bucket).map_err(db_err)? {
+                Some(v) => bucket_record(v.value()),
+                None => return Err(StoreError::NoSuchBucket(bucket.into())),
+            };
+            rec.versioning = Some(state);
+            t.insert(bucket, serde_json::to_vec(&rec).map_err(db_err)?.as_slice())
+                .map_err(db_err)?;
+        }
+        w.commit().map_err(db_err)
+    }
+
+    fn delete_version(&self, bucket: &str, key: &str, version_id: &str) -> Result<DeleteOutcome> {
+        if !self.bucket_exists(bucket)? {
+            return Err(StoreError::NoSuchBucket(bucket.into()));
+        }
+        let w = self.db.begin_write().map_err(db_err)?;
+        let dead;
+        let mut marker = false;
+        {
+            let mut ot = w.open_table(OBJECTS).map_err(db_err)?;
+            let current = ot
+                .get((bucket, key))
+                .map_err(db_err)?
+                .and_then(|v| serde_json::from_slice::<Stored>(v.value()).ok());
+            match current {
+                Some(c) if vid_of(&c.info) == version_id => {
+                    ot.remove((bucket, key)).map_err(db_err)?;
+                    dead = Some(c.blob);
+                }
+                _ => {
+                    drop(ot);
+                    let mut vt = w.open_table(VERSIONS).map_err(db_err)?;
+                    let hit = key_versions(&vt, bucket, key)?
+                        .into_iter()
+                        .find(|(_, v)| vid_of(&v.info) == version_id);
+                    let Some((order, v)) = hit else {
+                        return Err(StoreError::NoSuchVersion(version_id.into()));
+                    };
+                    vt.remove((bucket, key, order)).map_err(db_err)?;
+                    dead = v.blob;
+                    marker = v.delete_marker;
+                }
+            }
+        }
+        let has_current = {
+            let ot = w.open_table(OBJECTS).map_err(db_err)?;
+            let present = ot.get((bucket, key)).map_err(db_err)?.is_some();
+            present
+        };
+        if !has_current {
+            promote(&w, bucket, key)?;
+        }
+        w.commit().map_err(db_err)?;
+        if let Some(b) = dead {
+            let _ = fs::remove_file(self.blobs.join(b));
+        }
+        Ok(DeleteOutcome {
+            version_id: Some(version_id.into()),
+            delete_marker: marker,
+        })
+    }
+
+    fn get_version(&self, bucket: &str, key: &str, version_id: &str) -> Result<Object> {
+        let (blob, info, md5) = {
+            let r = self.db.begin_read().map_err(db_err)?;
+            require_bucket(&r, bucket)?;
+            let ot = r.open_table(OBJECTS).map_err(db_err)?;
+            let current = ot
+                .get((bucket, key))
+                .map_err(db_err)?
+                .and_then(|v| serde_json::from_slice::<Stored>(v.value()).ok())
+                .filter(|c| vid_of(&c.info) == version_id);
+            match current {
+                Some(c) => (c.blob, c.info, c.md5),
+                None => {
+                    let vt = r.open_table(VERSIONS).map_err(db_err)?;
+                    let mut found = None;
+                    for row in vt
+                        .range((bucket, key, 0)..=(bucket, key, u64::MAX))
+                        .map_err(db_err)?
+                    {
+                        let (_, v) = row.map_err(db_err)?;
+                        let v: StoredVersion = serde_json::from_slice(v.value()).map_err(db_err)?;
+                        if vid_of(&v.info) == version_id {
+                            found = Some(v);
+                            break;
+                        }
+                    }
+                    let v = found.ok_or_else(|| StoreError::NoSuchVersion(version_id.into()))?;
+                    match (v.delete_marker, v.blob) {
+                        (false, Some(b)) => (b, v.info, v.md5),
+                        _ => return Err(StoreError::DeleteMarker(version_id.into())),
+                    }
+                }
+            }
+        };
+        let body = fs::read(self.blobs.join(&blob))?;
+        let want = md5.as_ref().unwrap_or(&info.etag);
+        if body.len() as u64 != info.size || &etag_of(&body) != want {
+            return Err(StoreError::Corrupt {
+                bucket: bucket.into(),
+                key: key.into(),
+                reason: format!("version {version_id} does not match its recorded size and MD5"),
+            });
+        }
+        Ok(Object { info, body })
+    }
+
+    fn list_versions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(&str, Option<&str>)>,
+        max: usize,
+    ) -> Result<(Vec<VersionEntry>, bool)> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        require_bucket(&r, bucket)?;
+        let ot = r.open_table(OBJECTS).map_err(db_err)?;
+        let vt = r.open_table(VERSIONS).map_err(db_err)?;
+        // Every entry under the prefix, by key then newest first (current first).
+        let mut by_key: std::collections::BTreeMap<String, Vec<VersionEntry>> = Default::default();
+        for row in ot.range((bucket, prefix)..).map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            let (b, key) = k.value();
+            if b != bucket || !key.starts_with(prefix) {
+                break;
+            }
+            let s: Stored = serde_json::from_slice(v.value()).map_err(db_err)?;
+            let mut info = s.info;
+            info.version_id = Some(vid_of(&info));
+            by_key
+                .entry(key.to_string())
+                .or_default()
+                .push(VersionEntry {
+                    info,
+                    is_latest: true,
+                    delete_marker: false,
+                });
+        }
+        for row in vt.range((bucket, prefix, 0)..).map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            let (b, key, _) = k.value();
+            if b != bucket || !key.starts_with(prefix) {
+                break;
+            }
+            let sv: StoredVersion = serde_json::from_slice(v.value()).map_err(db_err)?;
+            let list = by_key.entry(key.to_string()).or_default();
+            let is_latest = list.is_empty();
+            list.push(VersionEntry {
+                info: sv.info,
+                is_latest,
+                delete_marker: sv.delete_marker,
+            });
+        }
+        let mut all = by_key.into_values().flatten();
+        let mut out = Vec::new();
+        if let Some((mk, mv)) = after {
+            // Skip through the marker: every key before it, and within it up to the version.
+            let mut rest: Vec<VersionEntry> = all.by_ref().collect();
+            let past_key = rest
+                .iter()
+                .position(|e| e.info.key.as_str() > mk)
+                .unwrap_or(rest.len());
+            let skip = match mv {
+                Some(v) => rest
+                    .iter()
+                    .position(|e| e.info.key == mk && e.info.version_id.as_deref() == Some(v))
+                    .map(|p| p + 1)
+                    .unwrap_or(past_key),
+                None => past_key,
+            };
+            rest.drain(..skip);
+            for e in rest {
+                if out.len() == max {
+                    return Ok((out, true));
+                }
+                out.push(e);
+            }
+            return Ok((out, false));
+        }
+        for e in all {
+            if out.len() == max {
+                return Ok((out, true));
+            }
+            out.push(e);
+        }
+        Ok((out, false))
     }
 
     fn list(

@@ -48,6 +48,11 @@ pub enum StoreError {
     Unsupported(String),
     #[error("The bucket you tried to delete is not empty: {0}")]
     BucketNotEmpty(String),
+    #[error("The specified version does not exist: {0}")]
+    NoSuchVersion(String),
+    /// A version id names a delete marker (GET/HEAD of it: 405).
+    #[error("The specified method is not allowed against this resource.")]
+    DeleteMarker(String),
 }
 
 impl StoreError {
@@ -60,6 +65,8 @@ impl StoreError {
             StoreError::InvalidKey(_) => "KeyTooLongError",
             StoreError::InvalidBucketName(_) => "InvalidBucketName",
             StoreError::BucketNotEmpty(_) => "BucketNotEmpty",
+            StoreError::NoSuchVersion(_) => "NoSuchVersion",
+            StoreError::DeleteMarker(_) => "MethodNotAllowed",
             _ => "InternalError",
         }
     }
@@ -93,6 +100,32 @@ pub struct ObjectInfo {
     pub content_type: Option<String>,
     pub content_encoding: Option<String>,
     pub metadata: BTreeMap<String, String>,
+    /// The version id when the bucket is (or was) versioned; `"null"` for the null version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+}
+
+/// A bucket's versioning state (`None` when it was never enabled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Versioning {
+    Enabled,
+    Suspended,
+}
+
+/// One entry of ListObjectVersions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionEntry {
+    pub info: ObjectInfo,
+    pub is_latest: bool,
+    pub delete_marker: bool,
+}
+
+/// What a DeleteObject did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeleteOutcome {
+    /// The version created (a delete marker) or removed.
+    pub version_id: Option<String>,
+    pub delete_marker: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +154,44 @@ pub trait ObjectStore: Send + Sync {
     /// Deletes an empty bucket ([`StoreError::BucketNotEmpty`] otherwise).
     fn delete_bucket(&self, bucket: &str) -> Result<()> {
         Err(StoreError::Unsupported(format!("deleting bucket {bucket}")))
+    }
+    /// The bucket's versioning state.
+    fn versioning(&self, bucket: &str) -> Result<Option<Versioning>> {
+        let _ = bucket;
+        Ok(None)
+    }
+    /// Enables or suspends versioning.
+    fn set_versioning(&self, bucket: &str, state: Versioning) -> Result<()> {
+        let _ = state;
+        Err(StoreError::Unsupported(format!(
+            "versioning bucket {bucket}"
+        )))
+    }
+    /// DeleteObject: removes the object, or in a versioned bucket adds a delete marker.
+    fn delete_object(&self, bucket: &str, key: &str) -> Result<DeleteOutcome> {
+        self.delete(bucket, key).map(|_| DeleteOutcome::default())
+    }
+    /// Removes one version for good.
+    fn delete_version(&self, bucket: &str, key: &str, version_id: &str) -> Result<DeleteOutcome> {
+        let _ = (bucket, key);
+        Err(StoreError::NoSuchVersion(version_id.into()))
+    }
+    /// One version of an object.
+    fn get_version(&self, bucket: &str, key: &str, version_id: &str) -> Result<Object> {
+        let _ = (bucket, key);
+        Err(StoreError::NoSuchVersion(version_id.into()))
+    }
+    /// Every version and delete marker under `prefix`, by key then newest first, after the
+    /// (key, version id) marker; at most `max`. Returns whether more remain.
+    fn list_versions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(&str, Option<&str>)>,
+        max: usize,
+    ) -> Result<(Vec<VersionEntry>, bool)> {
+        let _ = (bucket, prefix, after, max);
+        Err(StoreError::Unsupported("listing versions".into()))
     }
     fn put(&self, bucket: &str, key: &str, body: &[u8], opts: &PutOptions) -> Result<ObjectInfo>;
     fn get(&self, bucket: &str, key: &str) -> Result<Object>;

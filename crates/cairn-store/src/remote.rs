@@ -116,6 +116,7 @@ impl RemoteStore {
             content_type,
             content_encoding,
             metadata,
+            version_id: None,
         }
     }
 }
@@ -182,6 +183,7 @@ impl ObjectStore for RemoteStore {
             content_type: opts.content_type.clone(),
             content_encoding: opts.content_encoding.clone(),
             metadata: opts.metadata.clone(),
+            version_id: None,
         })
     }
 

@@ -233,3 +233,94 @@ fn buckets_are_listed_by_name_and_only_empty_ones_can_be_deleted() {
     s.delete_bucket("alpha-bucket").unwrap();
     assert!(s.list_buckets().unwrap().is_empty());
 }
+
+#[test]
+fn versioned_buckets_keep_every_version_and_delete_markers() {
+    let (_d, s) = store();
+    let o = PutOptions::default();
+    let unversioned = s.put("logs", "k", b"v0", &o).unwrap();
+    assert_eq!(unversioned.version_id, None);
+    s.set_versioning("logs", Versioning::Enabled).unwrap();
+    assert_eq!(s.versioning("logs").unwrap(), Some(Versioning::Enabled));
+    let v1 = s.put("logs", "k", b"v1", &o).unwrap().version_id.unwrap();
+    let v2 = s.put("logs", "k", b"v2", &o).unwrap().version_id.unwrap();
+    assert_ne!(v1, v2);
+    assert_eq!(s.get("logs", "k").unwrap().body, b"v2");
+    // Overwrites keep the old bodies: the pre-versioning one as the null version.
+    assert_eq!(s.get_version("logs", "k", &v1).unwrap().body, b"v1");
+    assert_eq!(s.get_version("logs", "k", "null").unwrap().body, b"v0");
+    // A delete only adds a marker.
+    let del = s.delete_object("logs", "k").unwrap();
+    assert!(del.delete_marker);
+    assert!(matches!(
+        s.get("logs", "k"),
+        Err(StoreError::NoSuchKey { .. })
+    ));
+    assert!(matches!(
+        s.get_version("logs", "k", del.version_id.as_deref().unwrap()),
+        Err(StoreError::DeleteMarker(_))
+    ));
+    let (versions, more) = s.list_versions("logs", "", None, 100).unwrap();
+    assert!(!more);
+    let shape: Vec<(bool, bool)> = versions
+        .iter()
+        .map(|e| (e.is_latest, e.delete_marker))
+        .collect();
+    assert_eq!(
+        shape,
+        vec![(true, true), (false, false), (false, false), (false, false)]
+    );
+    assert!(s.list("logs", "", None, 10).unwrap().objects.is_empty());
+    // Removing the marker brings v2 back.
+    s.delete_version("logs", "k", del.version_id.as_deref().unwrap())
+        .unwrap();
+    assert_eq!(s.get("logs", "k").unwrap().body, b"v2");
+    // Removing the current version makes the next newest current.
+    s.delete_version("logs", "k", &v2).unwrap();
+    assert_eq!(s.get("logs", "k").unwrap().body, b"v1");
+    assert!(matches!(
+        s.delete_version("logs", "k", "no-such-version"),
+        Err(StoreError::NoSuchVersion(_))
+    ));
+    // Bodies of non-current versions survive a reopen (the orphan sweep knows them).
+    drop(s);
+    let s = EmbeddedStore::open(_d.path()).unwrap();
+    assert_eq!(s.get_version("logs", "k", "null").unwrap().body, b"v0");
+    assert!(matches!(
+        s.delete_bucket("logs"),
+        Err(StoreError::BucketNotEmpty(_))
+    ));
+}
+
+#[test]
+fn suspended_versioning_replaces_the_null_version() {
+    let (_d, s) = store();
+    let o = PutOptions::default();
+    s.set_versioning("logs", Versioning::Enabled).unwrap();
+    let v1 = s.put("logs", "k", b"v1", &o).unwrap().version_id.unwrap();
+    s.set_versioning("logs", Versioning::Suspended).unwrap();
+    assert_eq!(
+        s.put("logs", "k", b"n1", &o).unwrap().version_id.as_deref(),
+        Some("null")
+    );
+    s.put("logs", "k", b"n2", &o).unwrap();
+    assert_eq!(s.get("logs", "k").unwrap().body, b"n2");
+    assert_eq!(s.get_version("logs", "k", &v1).unwrap().body, b"v1");
+    let (versions, _) = s.list_versions("logs", "k", None, 100).unwrap();
+    assert_eq!(versions.len(), 2, "one null version and v1");
+    // Paging through the marker.
+    let (first, more) = s.list_versions("logs", "", None, 1).unwrap();
+    assert!(more);
+    let last = first.last().unwrap();
+    let (rest, more) = s
+        .list_versions(
+            "logs",
+            "",
+            Some((&last.info.key, last.info.version_id.as_deref())),
+            10,
+        )
+        .unwrap();
+    assert!(!more);
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].info.version_id.as_deref(), Some(v1.as_str()));
+}
