@@ -223,7 +223,11 @@ def raw(srv, data, wait=10):
     s.shutdown(socket.SHUT_WR)
     out = b""
     while True:
-        chunk = s.recv(65536)
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            # The server closed with our bytes unread (a framing error): the kernel resets.
+            break
         if not chunk:
             break
         out += chunk
@@ -260,7 +264,8 @@ def test_b22_bad_header_values(srv):
     assert out.startswith(b"HTTP/1.1 400") and b"<Code>InvalidArgument</Code>" in out, out[:300]
     # CR/LF inside a header value never reaches a handler (HTTP framing rejects it).
     out = raw(srv, f"GET /{BUCKET}/hello.txt HTTP/1.1\r\nHost: x\r\nX-Amz-Meta-A: a\rInjected: b\r\n\r\n".encode())
-    assert out.startswith(b"HTTP/1.1 400") and b"Injected" not in out
+    # Refused at the HTTP layer: a 400, or a reset when the refusal races our unread bytes.
+    assert (out.startswith(b"HTTP/1.1 400") or out == b"") and b"Injected" not in out, out[:300]
 
 
 def test_no_case_returned_500_and_failures_are_recorded(srv):
