@@ -24,17 +24,16 @@ def mirror():
     return None
 
 
-@pytest.fixture(scope="module")
-def tf(cairn_server_factory, tmp_path_factory):
+def terraform_world(cairn_server_factory, tmp_path_factory, config_dir, cairn_config):
     exe = shutil.which("terraform")
     mir = mirror()
     if not exe or not mir:
         if os.environ.get("CAIRN_REQUIRE_TERRAFORM"):
             pytest.fail(f"terraform ({exe}) or the AWS provider mirror ({mir}) is missing")
         pytest.skip("terraform or the AWS provider mirror is not installed")
-    srv = cairn_server_factory(config=CONFIG)
+    srv = cairn_server_factory(config=cairn_config)
     work = tmp_path_factory.mktemp("tf")
-    shutil.copy(HERE / "terraform" / "main.tf", work / "main.tf")
+    shutil.copy(HERE / config_dir / "main.tf", work / "main.tf")
     rc = work / "terraformrc"
     rc.write_text(f'''provider_installation {{
   filesystem_mirror {{
@@ -59,6 +58,16 @@ def tf(cairn_server_factory, tmp_path_factory):
     return {"run": run, "srv": srv}
 
 
+@pytest.fixture(scope="module")
+def tf(cairn_server_factory, tmp_path_factory):
+    return terraform_world(cairn_server_factory, tmp_path_factory, "terraform", CONFIG)
+
+
+@pytest.fixture(scope="module")
+def tf_s3(cairn_server_factory, tmp_path_factory):
+    return terraform_world(cairn_server_factory, tmp_path_factory, "terraform_s3", "")
+
+
 def test_apply_then_plan_shows_no_changes(tf):
     run, srv = tf["run"], tf["srv"]
     run("apply", "-auto-approve", "-input=false", "-no-color")
@@ -78,3 +87,18 @@ def test_apply_then_plan_shows_no_changes(tf):
     # And destroy removes it.
     run("destroy", "-auto-approve", "-input=false", "-no-color")
     assert ct.list_trails()["Trails"] == []
+
+
+def test_log_bucket_and_trail_apply_then_plan_shows_no_changes(tf_s3):
+    run, srv = tf_s3["run"], tf_s3["srv"]
+    run("apply", "-auto-approve", "-input=false", "-no-color")
+    s3 = srv.client("s3")
+    logs = "acme-artifacts-cloudtrail-logs-0001"
+    assert s3.get_bucket_versioning(Bucket=logs)["Status"] == "Enabled"
+    assert all(s3.get_public_access_block(Bucket=logs)["PublicAccessBlockConfiguration"].values())
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=logs)["Rules"]
+    assert rules[0]["Transitions"][0] == {"Days": 90, "StorageClass": "GLACIER"}
+    assert "AWSCloudTrailWrite20150319" in s3.get_bucket_policy(Bucket=logs)["Policy"]
+    assert srv.client("cloudtrail").get_trail_status(Name="acme-audit-trail")["IsLogging"] is True
+    plan = run("plan", "-detailed-exitcode", "-input=false", "-no-color", check=False)
+    assert plan.returncode == 0, f"second plan is not empty:\n{plan.stdout}\n{plan.stderr}"

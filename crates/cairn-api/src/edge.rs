@@ -166,6 +166,9 @@ pub struct Ctx<'a> {
     pub now: DateTime<Utc>,
     pub request_id: String,
     pub audit: Audit,
+    /// Resource policies that apply to this request (an S3 bucket policy), evaluated with the
+    /// caller's own by every [`Ctx::authorize`].
+    pub resource_policies: Vec<Policy>,
     authorized: bool,
 }
 
@@ -183,6 +186,9 @@ impl Ctx<'_> {
         }
         k.insert("aws:CurrentTime".into(), cairn_record::time::iso(self.now));
         k.insert("aws:RequestedRegion".into(), self.region.clone());
+        if let Some(acl) = self.req.header("x-amz-acl") {
+            k.insert("s3:x-amz-acl".into(), acl.into());
+        }
         k
     }
 
@@ -230,7 +236,10 @@ impl Ctx<'_> {
     }
 
     pub fn authorize(&mut self, action: &str, resource: &str) -> Result<(), ApiError> {
-        self.authorize_with(action, resource, &[])
+        let policies = std::mem::take(&mut self.resource_policies);
+        let r = self.authorize_with(action, resource, &policies);
+        self.resource_policies = policies;
+        r
     }
 
     /// Marks a request that needs no authorization (e.g. GetCallerIdentity, which AWS allows
@@ -659,6 +668,7 @@ pub async fn handle(api: &Arc<Api>, req: HttpRequest) -> Reply {
             event_name: route.op.clone(),
             ..Default::default()
         },
+        resource_policies: Vec::new(),
         authorized: false,
     };
     let result = match route.service {

@@ -57,6 +57,67 @@ fn has_param(req: &HttpRequest, name: &str) -> bool {
         .any(|kv| kv.split('=').next() == Some(name))
 }
 
+/// A bucket configuration kept as the document the client sent (after checking it is
+/// well-formed with the right root element) and returned as is.
+struct StoredConfig {
+    param: &'static str,
+    root: &'static str,
+    put: &'static str,
+    get: &'static str,
+    delete: &'static str,
+    /// The error a GET gets when nothing is stored (`None`: a default document instead).
+    missing: Option<(&'static str, &'static str)>,
+}
+
+const STORED_CONFIGS: &[StoredConfig] = &[
+    StoredConfig {
+        param: "publicAccessBlock",
+        root: "PublicAccessBlockConfiguration",
+        put: "PutBucketPublicAccessBlock",
+        get: "GetBucketPublicAccessBlock",
+        delete: "DeleteBucketPublicAccessBlock",
+        missing: Some((
+            "NoSuchPublicAccessBlockConfiguration",
+            "The public access block configuration was not found",
+        )),
+    },
+    StoredConfig {
+        param: "tagging",
+        root: "Tagging",
+        put: "PutBucketTagging",
+        get: "GetBucketTagging",
+        delete: "DeleteBucketTagging",
+        missing: Some(("NoSuchTagSet", "The TagSet does not exist")),
+    },
+    StoredConfig {
+        param: "lifecycle",
+        root: "LifecycleConfiguration",
+        put: "PutBucketLifecycle",
+        get: "GetBucketLifecycle",
+        delete: "DeleteBucketLifecycle",
+        missing: Some((
+            "NoSuchLifecycleConfiguration",
+            "The lifecycle configuration does not exist",
+        )),
+    },
+    StoredConfig {
+        param: "encryption",
+        root: "ServerSideEncryptionConfiguration",
+        put: "PutBucketEncryption",
+        get: "GetBucketEncryption",
+        delete: "DeleteBucketEncryption",
+        missing: None,
+    },
+];
+
+fn policy_key(bucket: &str) -> String {
+    format!("bucket-policy/{bucket}")
+}
+
+fn config_key(param: &str, bucket: &str) -> String {
+    format!("bucket-config/{param}/{bucket}")
+}
+
 /// Bucket sub-resources cairn answers with AWS's "not configured" (or default) reply, as the
 /// AWS provider for Terraform reads them for every bucket: (query parameter, operation).
 const BUCKET_CONFIG_READS: &[(&str, &str)] = &[
@@ -107,6 +168,16 @@ pub const OPERATIONS: &[&str] = &[
     "DeleteObjects",
     "CopyObject",
     "PutBucketVersioning",
+    "PutBucketPolicy",
+    "DeleteBucketPolicy",
+    "PutBucketPublicAccessBlock",
+    "DeleteBucketPublicAccessBlock",
+    "PutBucketTagging",
+    "DeleteBucketTagging",
+    "PutBucketLifecycle",
+    "DeleteBucketLifecycle",
+    "PutBucketEncryption",
+    "DeleteBucketEncryption",
     "ListBuckets",
     "GetBucketLocation",
     "ListObjectVersions",
@@ -130,6 +201,23 @@ pub fn operation(req: &HttpRequest) -> String {
     match (m, &t.bucket, &t.key) {
         ("GET", None, _) => "ListBuckets",
         ("GET", Some(_), None) if has_param(req, "location") => "GetBucketLocation",
+        ("PUT", Some(_), None) if has_param(req, "policy") => "PutBucketPolicy",
+        ("DELETE", Some(_), None) if has_param(req, "policy") => "DeleteBucketPolicy",
+        (m, Some(_), None)
+            if STORED_CONFIGS
+                .iter()
+                .any(|c| has_param(req, c.param) && matches!(m, "GET" | "PUT" | "DELETE")) =>
+        {
+            let c = STORED_CONFIGS
+                .iter()
+                .find(|c| has_param(req, c.param))
+                .map(|c| match m {
+                    "GET" => c.get,
+                    "PUT" => c.put,
+                    _ => c.delete,
+                });
+            c.unwrap_or("UnsupportedS3Operation")
+        }
         ("GET", Some(_), None) if BUCKET_CONFIG_READS.iter().any(|(p, _)| has_param(req, p)) => {
             BUCKET_CONFIG_READS
                 .iter()
@@ -287,7 +375,24 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
     let account = ctx.api.opts.account.clone();
     let host = ctx.req.header("host").unwrap_or_default().to_string();
     let bucket = t.bucket.clone().unwrap_or_default();
+    // The bucket policy takes part in every authorization of a request on the bucket.
+    if !bucket.is_empty() {
+        if let Some(text) = ctx.api.meta.get::<String>(&policy_key(&bucket))? {
+            ctx.resource_policies = cairn_iam::policy::Policy::parse(&text)
+                .into_iter()
+                .collect();
+        }
+    }
     match op {
+        "PutBucketPolicy" | "GetBucketPolicy" | "DeleteBucketPolicy" => {
+            bucket_policy(ctx, op, &bucket, &host).await
+        }
+        op if STORED_CONFIGS
+            .iter()
+            .any(|c| c.put == op || c.get == op || c.delete == op) =>
+        {
+            stored_config(ctx, op, &bucket, &host).await
+        }
         "GetBucketLocation" => {
             ctx.audit.read_only = true;
             ctx.audit.request_parameters =
@@ -848,6 +953,223 @@ async fn list_versions(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<Re
         ),
     )
     .header("content-type", "application/xml"))
+}
+
+/// Put/Get/DeleteBucketPolicy. A policy is checked as IAM would (MalformedPolicy), and refused
+/// when it grants the public access the bucket's public access block forbids.
+async fn bucket_policy(
+    ctx: &mut Ctx<'_>,
+    op: &str,
+    bucket: &str,
+    host: &str,
+) -> Result<Reply, ApiError> {
+    ctx.audit.read_only = op == "GetBucketPolicy";
+    ctx.audit.request_parameters =
+        Some(serde_json::json!({"bucketName": bucket, "Host": host, "policy": ""}));
+    ctx.authorize(&format!("s3:{op}"), &format!("arn:aws:s3:::{bucket}"))?;
+    bucket_must_exist(ctx, bucket)?;
+    let key = policy_key(bucket);
+    match op {
+        "PutBucketPolicy" => {
+            let text = String::from_utf8_lossy(&ctx.req.body).to_string();
+            let policy = cairn_iam::policy::Policy::parse(&text).map_err(|e| {
+                ApiError::client("MalformedPolicy", format!("Policy has invalid action: {e}"))
+            })?;
+            if let Some(obj) = ctx.audit.request_parameters.as_mut() {
+                obj["bucketPolicy"] = serde_json::from_str(&text).unwrap_or_default();
+            }
+            let blocks_public = ctx
+                .api
+                .meta
+                .get::<String>(&config_key("publicAccessBlock", bucket))?
+                .and_then(|x| crate::xml::parse(x.as_bytes()))
+                .and_then(|d| {
+                    d.child_text("BlockPublicPolicy")
+                        .map(|v| v.trim() == "true")
+                })
+                .unwrap_or(false);
+            if blocks_public && policy.grants_public_allow() {
+                return Err(ApiError::new("AccessDenied", 403, "Access Denied"));
+            }
+            ctx.api.meta.put(&key, &text)?;
+            Ok(Reply {
+                status: 204,
+                headers: vec![],
+                body: bytes::Bytes::new(),
+            })
+        }
+        "GetBucketPolicy" => match ctx.api.meta.get::<String>(&key)? {
+            Some(text) => Ok(Reply {
+                status: 200,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: bytes::Bytes::from(text),
+            }),
+            None => Err(ApiError::new(
+                "NoSuchBucketPolicy",
+                404,
+                "The bucket policy does not exist",
+            )
+            .with("BucketName", bucket)),
+        },
+        _ => {
+            ctx.api.meta.delete(&key)?;
+            Ok(Reply {
+                status: 204,
+                headers: vec![],
+                body: bytes::Bytes::new(),
+            })
+        }
+    }
+}
+
+const LIFECYCLE_MIN_SIZE: &str = "x-amz-transition-default-minimum-object-size";
+
+/// The lifecycle's transition minimum object size (S3's default since 2024).
+fn lifecycle_min_size(req: &HttpRequest) -> String {
+    match req.header(LIFECYCLE_MIN_SIZE) {
+        Some(v @ ("varies_by_storage_class" | "all_storage_classes_128K")) => v.to_string(),
+        _ => "all_storage_classes_128K".to_string(),
+    }
+}
+
+/// The checks S3 makes on a configuration document before accepting it.
+fn validate_config(param: &str, doc: &crate::xml::Element) -> Result<(), ApiError> {
+    match param {
+        "lifecycle" => {
+            let rules: Vec<_> = doc.children_named("Rule").collect();
+            let ok = !rules.is_empty()
+                && rules.len() <= 1000
+                && rules.iter().all(|r| {
+                    matches!(
+                        r.child_text("Status").map(str::trim),
+                        Some("Enabled" | "Disabled")
+                    ) && r.child_text("ID").is_none_or(|id| id.len() <= 255)
+                });
+            if !ok {
+                return Err(malformed_xml());
+            }
+        }
+        "tagging" => {
+            let tags: Vec<_> = doc
+                .child("TagSet")
+                .map(|t| t.children_named("Tag").collect())
+                .unwrap_or_default();
+            let mut keys = std::collections::HashSet::new();
+            for t in &tags {
+                let k = t.child_text("Key").unwrap_or("");
+                let v = t.child_text("Value").unwrap_or("");
+                if k.is_empty() || k.len() > 128 || v.len() > 256 || !keys.insert(k) {
+                    return Err(ApiError::client(
+                        "InvalidTag",
+                        "The TagSet does not satisfy the tag key and value constraints",
+                    ));
+                }
+            }
+            if tags.len() > 50 {
+                return Err(ApiError::client(
+                    "InvalidTag",
+                    "Object tags cannot be greater than 50",
+                ));
+            }
+        }
+        "encryption" => {
+            let ok = doc.children_named("Rule").all(|r| {
+                r.child("ApplyServerSideEncryptionByDefault")
+                    .and_then(|d| d.child_text("SSEAlgorithm"))
+                    .is_some_and(|a| matches!(a.trim(), "AES256" | "aws:kms" | "aws:kms:dsse"))
+            }) && doc.child("Rule").is_some();
+            if !ok {
+                return Err(malformed_xml());
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Put/Get/Delete of a [`StoredConfig`] sub-resource.
+async fn stored_config(
+    ctx: &mut Ctx<'_>,
+    op: &str,
+    bucket: &str,
+    host: &str,
+) -> Result<Reply, ApiError> {
+    let Some(c) = STORED_CONFIGS
+        .iter()
+        .find(|c| c.put == op || c.get == op || c.delete == op)
+    else {
+        ctx.no_authorization_needed();
+        return Err(ApiError::internal("unrouted configuration operation"));
+    };
+    ctx.audit.read_only = op == c.get;
+    ctx.audit.request_parameters =
+        Some(serde_json::json!({"bucketName": bucket, "Host": host, c.param: ""}));
+    let action = match op {
+        "PutBucketLifecycle" | "DeleteBucketLifecycle" => "s3:PutLifecycleConfiguration".into(),
+        "GetBucketLifecycle" => "s3:GetLifecycleConfiguration".into(),
+        "PutBucketEncryption" | "DeleteBucketEncryption" => "s3:PutEncryptionConfiguration".into(),
+        "GetBucketEncryption" => "s3:GetEncryptionConfiguration".into(),
+        "DeleteBucketTagging" => "s3:PutBucketTagging".into(),
+        "DeleteBucketPublicAccessBlock" => "s3:PutBucketPublicAccessBlock".into(),
+        o => format!("s3:{o}"),
+    };
+    ctx.authorize(&action, &format!("arn:aws:s3:::{bucket}"))?;
+    bucket_must_exist(ctx, bucket)?;
+    let key = config_key(c.param, bucket);
+    if op == c.put {
+        let Some(doc) = crate::xml::parse(&ctx.req.body).filter(|d| d.name == c.root) else {
+            return Err(malformed_xml());
+        };
+        validate_config(c.param, &doc)?;
+        let text = String::from_utf8_lossy(&ctx.req.body).to_string();
+        ctx.api.meta.put(&key, &text)?;
+        let mut headers = vec![];
+        if c.param == "lifecycle" {
+            let size = lifecycle_min_size(ctx.req);
+            ctx.api
+                .meta
+                .put(&config_key("lifecycle-min-size", bucket), &size)?;
+            headers.push((LIFECYCLE_MIN_SIZE.to_string(), size));
+        }
+        return Ok(Reply {
+            status: 200,
+            headers,
+            body: bytes::Bytes::new(),
+        });
+    }
+    if op == c.delete {
+        ctx.api.meta.delete(&key)?;
+        return Ok(Reply {
+            status: 204,
+            headers: vec![],
+            body: bytes::Bytes::new(),
+        });
+    }
+    match (ctx.api.meta.get::<String>(&key)?, c.missing) {
+        (Some(text), _) => {
+            let mut r = Reply::xml(200, text).header("content-type", "application/xml");
+            if c.param == "lifecycle" {
+                let size = ctx
+                    .api
+                    .meta
+                    .get::<String>(&config_key("lifecycle-min-size", bucket))?
+                    .unwrap_or_else(|| "all_storage_classes_128K".into());
+                r = r.header(LIFECYCLE_MIN_SIZE, size);
+            }
+            Ok(r)
+        }
+        (None, Some((code, msg))) => {
+            Err(ApiError::new(code, 404, msg).with("BucketName", bucket))
+        }
+        // Every bucket is encrypted with SSE-S3 by default, as on AWS since 2023.
+        (None, None) => Ok(Reply::xml(
+            200,
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ServerSideEncryptionConfiguration xmlns=\"{S3_XMLNS}\"><Rule><ApplyServerSideEncryptionByDefault><SSEAlgorithm>AES256</SSEAlgorithm></ApplyServerSideEncryptionByDefault><BucketKeyEnabled>false</BucketKeyEnabled></Rule></ServerSideEncryptionConfiguration>"
+            ),
+        )
+        .header("content-type", "application/xml")),
+    }
 }
 
 fn malformed_xml() -> ApiError {

@@ -265,6 +265,16 @@ impl Policy {
         }
     }
 
+    /// Whether some Allow statement is open to everyone without conditions (what S3's
+    /// BlockPublicPolicy refuses).
+    pub fn grants_public_allow(&self) -> bool {
+        self.statements.iter().any(|s| {
+            s.effect == Effect::Allow
+                && s.principal.as_ref().is_some_and(|p| p.everyone)
+                && s.conditions.is_empty()
+        })
+    }
+
     /// Evaluates this policy alone.
     pub fn evaluate(&self, req: &RequestContext) -> Decision {
         evaluate(std::slice::from_ref(self), req)

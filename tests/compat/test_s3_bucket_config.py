@@ -1,0 +1,110 @@
+"""Bucket configuration through the aws CLI and boto3: bucket policies (enforced on every
+request, the seed's CloudTrail statements accepted), public access blocks, tagging, lifecycle
+and default encryption documents."""
+import json
+
+import pytest
+from botocore.exceptions import ClientError
+
+ACCOUNT = "123456789012"
+BUCKET = "config-bucket"
+
+
+@pytest.fixture(scope="module")
+def srv(cairn_server_factory):
+    return cairn_server_factory(config=f'[[bucket]]\nname = "{BUCKET}"\n')
+
+
+def code(e):
+    return e.value.response["Error"]["Code"], e.value.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def cloudtrail_policy(bucket):
+    trail = f"arn:aws:cloudtrail:us-east-1:{ACCOUNT}:trail/acme-audit-trail"
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "AWSCloudTrailAclCheck20150319", "Effect": "Allow", "Principal": {"Service": "cloudtrail.amazonaws.com"},
+         "Action": "s3:GetBucketAcl", "Resource": f"arn:aws:s3:::{bucket}", "Condition": {"StringEquals": {"aws:SourceArn": trail}}},
+        {"Sid": "AWSCloudTrailWrite20150319", "Effect": "Allow", "Principal": {"Service": "cloudtrail.amazonaws.com"},
+         "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/AWSLogs/{ACCOUNT}/*",
+         "Condition": {"StringEquals": {"s3:x-amz-acl": "bucket-owner-full-control", "aws:SourceArn": trail}}},
+    ]}
+
+
+def test_policy_round_trip_and_cli(srv, aws_bin):
+    doc = json.dumps(cloudtrail_policy(BUCKET))
+    srv.aws(aws_bin, "s3api", "put-bucket-policy", "--bucket", BUCKET, "--policy", doc)
+    got = json.loads(json.loads(srv.aws(aws_bin, "s3api", "get-bucket-policy", "--bucket", BUCKET).stdout)["Policy"])
+    assert got == cloudtrail_policy(BUCKET)
+    s3 = srv.client("s3")
+    with pytest.raises(ClientError) as e:
+        s3.put_bucket_policy(Bucket=BUCKET, Policy="{not a policy")
+    assert code(e) == ("MalformedPolicy", 400)
+    s3.delete_bucket_policy(Bucket=BUCKET)
+    with pytest.raises(ClientError) as e:
+        s3.get_bucket_policy(Bucket=BUCKET)
+    assert code(e) == ("NoSuchBucketPolicy", 404)
+
+
+def test_bucket_policy_is_enforced_deny_beats_the_root_and_allow_grants_users(srv):
+    s3 = srv.client("s3")
+    s3.create_bucket(Bucket="locked-bucket")
+    s3.put_object(Bucket="locked-bucket", Key="AWSLogs/x", Body=b"log")
+    deny_delete = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Principal": "*", "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"],
+         "Resource": "arn:aws:s3:::locked-bucket/AWSLogs/*"},
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/reader"}, "Action": "s3:GetObject",
+         "Resource": "arn:aws:s3:::locked-bucket/*"}]}
+    s3.put_bucket_policy(Bucket="locked-bucket", Policy=json.dumps(deny_delete))
+    with pytest.raises(ClientError) as e:
+        s3.delete_object(Bucket="locked-bucket", Key="AWSLogs/x")
+    assert code(e) == ("AccessDenied", 403)
+    assert s3.get_object(Bucket="locked-bucket", Key="AWSLogs/x")["Body"].read() == b"log"
+    iam = srv.client("iam")
+    iam.create_user(UserName="reader")
+    k = iam.create_access_key(UserName="reader")["AccessKey"]
+    reader = srv.client("s3", key=k["AccessKeyId"], secret=k["SecretAccessKey"])
+    assert reader.get_object(Bucket="locked-bucket", Key="AWSLogs/x")["Body"].read() == b"log"
+    with pytest.raises(ClientError) as e:
+        reader.put_object(Bucket="locked-bucket", Key="AWSLogs/y", Body=b"forged")
+    assert code(e) == ("AccessDenied", 403)
+
+
+def test_public_access_block_refuses_public_policies(srv):
+    s3 = srv.client("s3")
+    s3.create_bucket(Bucket="private-bucket")
+    s3.put_public_access_block(Bucket="private-bucket", PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+    pab = s3.get_public_access_block(Bucket="private-bucket")["PublicAccessBlockConfiguration"]
+    assert all(pab.values())
+    public = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                                                      "Resource": "arn:aws:s3:::private-bucket/*"}]}
+    with pytest.raises(ClientError) as e:
+        s3.put_bucket_policy(Bucket="private-bucket", Policy=json.dumps(public))
+    assert code(e) == ("AccessDenied", 403)
+    s3.put_bucket_policy(Bucket="private-bucket", Policy=json.dumps(cloudtrail_policy("private-bucket")))
+    s3.delete_public_access_block(Bucket="private-bucket")
+    with pytest.raises(ClientError) as e:
+        s3.get_public_access_block(Bucket="private-bucket")
+    assert code(e) == ("NoSuchPublicAccessBlockConfiguration", 404)
+
+
+def test_tagging_lifecycle_and_encryption_documents(srv):
+    s3 = srv.client("s3")
+    s3.put_bucket_tagging(Bucket=BUCKET, Tagging={"TagSet": [{"Key": "Project", "Value": "acme"}]})
+    assert s3.get_bucket_tagging(Bucket=BUCKET)["TagSet"] == [{"Key": "Project", "Value": "acme"}]
+    s3.delete_bucket_tagging(Bucket=BUCKET)
+    with pytest.raises(ClientError) as e:
+        s3.get_bucket_tagging(Bucket=BUCKET)
+    assert code(e) == ("NoSuchTagSet", 404)
+    rule = {"ID": "glacier-after-90-days", "Status": "Enabled", "Filter": {"Prefix": ""},
+            "Transitions": [{"Days": 90, "StorageClass": "GLACIER"}]}
+    s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": [rule]})
+    got = s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
+    assert got[0]["ID"] == "glacier-after-90-days" and got[0]["Transitions"][0] == {"Days": 90, "StorageClass": "GLACIER"}
+    s3.put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={"Rules": [
+        {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True}]})
+    enc = s3.get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert enc["BucketKeyEnabled"] is True
+    with pytest.raises(ClientError) as e:
+        s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": []})
+    assert code(e)[1] == 400
