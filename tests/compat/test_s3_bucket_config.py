@@ -108,3 +108,40 @@ def test_tagging_lifecycle_and_encryption_documents(srv):
     with pytest.raises(ClientError) as e:
         s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": []})
     assert code(e)[1] == 400
+
+
+def test_trail_delivery_goes_through_the_bucket_policy(srv):
+    """The seed's Troubleshooting: a bucket policy without the CloudTrail statement makes
+    delivery fail, visible as LatestDeliveryError; fixing the policy lets it resume."""
+    import time
+    s3, ct = srv.client("s3"), srv.client("cloudtrail")
+    s3.create_bucket(Bucket="trail-logs-guarded")
+    unrelated = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+                                                          "Action": "s3:GetObject", "Resource": "arn:aws:s3:::trail-logs-guarded/*"}]}
+    s3.put_bucket_policy(Bucket="trail-logs-guarded", Policy=json.dumps(unrelated))
+    with pytest.raises(ClientError) as e:
+        ct.create_trail(Name="acme-audit-trail", S3BucketName="trail-logs-guarded")
+    assert code(e) == ("InsufficientS3BucketPolicyException", 400)
+    s3.put_bucket_policy(Bucket="trail-logs-guarded", Policy=json.dumps(cloudtrail_policy("trail-logs-guarded")))
+    ct.create_trail(Name="acme-audit-trail", S3BucketName="trail-logs-guarded")
+    ct.start_logging(Name="acme-audit-trail")
+    time.sleep(1.1)
+    srv.flush("acme-audit-trail")
+    st = ct.get_trail_status(Name="acme-audit-trail")
+    assert "LatestDeliveryTime" in st and "LatestDeliveryError" not in st
+    # The policy loses its CloudTrail statements: delivery is refused and reported.
+    s3.put_bucket_policy(Bucket="trail-logs-guarded", Policy=json.dumps(unrelated))
+    ct.list_trails()
+    srv.flush("acme-audit-trail")
+    st = ct.get_trail_status(Name="acme-audit-trail")
+    assert st.get("LatestDeliveryError") == "AccessDenied", st
+    # Restored: the pending files are delivered and the error clears.
+    s3.put_bucket_policy(Bucket="trail-logs-guarded", Policy=json.dumps(cloudtrail_policy("trail-logs-guarded")))
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        srv.flush("acme-audit-trail")
+        st = ct.get_trail_status(Name="acme-audit-trail")
+        if "LatestDeliveryError" not in st:
+            break
+        time.sleep(0.5)
+    assert "LatestDeliveryError" not in st, st

@@ -176,3 +176,34 @@ def test_bad_content_md5(srv):
     with pytest.raises(ClientError) as e:
         s3.put_object(Bucket=BUCKET, Key="md5", Body=b"abc", ContentMD5="not base64!")
     assert code(e) == ("InvalidDigest", 400)
+
+
+def test_presigned_urls(srv):
+    import time
+    import urllib.error
+    import urllib.request
+    import boto3
+    from botocore.config import Config
+    # botocore presigns S3 in us-east-1 with legacy SigV2 unless told otherwise; cairn
+    # verifies SigV4 only (SigV2 query signatures are a documented gap).
+    s3 = boto3.client("s3", endpoint_url=srv.endpoint, region_name="us-east-1", aws_access_key_id=srv.key,
+                      aws_secret_access_key=srv.secret, config=Config(signature_version="s3v4"))
+    s3.put_object(Bucket=BUCKET, Key="shared.txt", Body=b"shared")
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "shared.txt"}, ExpiresIn=60)
+    assert urllib.request.urlopen(url).read() == b"shared"
+    # Tampering with the signed query fails the signature.
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url.replace("shared.txt", "shared.txT"))
+    assert e.value.code == 403 and b"<Code>SignatureDoesNotMatch</Code>" in e.value.read()
+    # B12: expired.
+    short = s3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "shared.txt"}, ExpiresIn=1)
+    time.sleep(2.2)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(short)
+    body = e.value.read()
+    assert e.value.code == 403 and b"<Code>AccessDenied</Code>" in body and b"Request has expired" in body
+    # B13: a lifetime beyond 7 days.
+    long = s3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "shared.txt"}, ExpiresIn=604801)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(long)
+    assert e.value.code == 400 and b"<Code>AuthorizationQueryParametersError</Code>" in e.value.read()

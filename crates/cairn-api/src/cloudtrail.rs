@@ -479,6 +479,29 @@ fn apply_trail_fields(
             "You must specify both a log group ARN and a role ARN.",
         ));
     }
+    // CloudTrail checks the bucket policy up front: a policy must let this trail write under
+    // its prefix (a bucket without one accepts its own account's trails).
+    let probe = match c.prefix() {
+        Some(p) => format!("{p}/AWSLogs/{}/CloudTrail/probe", c.account),
+        None => format!("AWSLogs/{}/CloudTrail/probe", c.account),
+    };
+    if !c.s3_bucket.is_empty()
+        && !crate::delivery::delivery_allowed(
+            &ctx.api.meta,
+            &c.account,
+            &c.s3_bucket,
+            &probe,
+            &c.arn(),
+        )
+    {
+        return Err(ApiError::client(
+            "InsufficientS3BucketPolicyException",
+            format!(
+                "Incorrect S3 bucket policy is detected for bucket: {}",
+                c.s3_bucket
+            ),
+        ));
+    }
     if c.multi_region && !c.include_global_service_events {
         return Err(ApiError::client(
             "InvalidParameterCombinationException",

@@ -12,6 +12,7 @@
 
 pub mod cloudtrail;
 pub mod cloudtrail_data;
+pub mod delivery;
 pub mod edge;
 pub mod history;
 pub mod http;

@@ -50,6 +50,8 @@ pub enum StoreError {
     BucketNotEmpty(String),
     #[error("The specified version does not exist: {0}")]
     NoSuchVersion(String),
+    #[error("Access Denied: {0}")]
+    AccessDenied(String),
     /// A version id names a delete marker (GET/HEAD of it: 405).
     #[error("The specified method is not allowed against this resource.")]
     DeleteMarker(String),
@@ -66,6 +68,7 @@ impl StoreError {
             StoreError::InvalidBucketName(_) => "InvalidBucketName",
             StoreError::BucketNotEmpty(_) => "BucketNotEmpty",
             StoreError::NoSuchVersion(_) => "NoSuchVersion",
+            StoreError::AccessDenied(_) => "AccessDenied",
             StoreError::DeleteMarker(_) => "MethodNotAllowed",
             _ => "InternalError",
         }
@@ -87,6 +90,9 @@ pub struct PutOptions {
     /// The ETag to report instead of the body's MD5 (a multipart upload's `md5-of-md5s-N`).
     /// The body's own MD5 is still what reads are checked against.
     pub etag: Option<String>,
+    /// Set when a service writes on its own behalf: the ARN of the resource it acts for (a
+    /// trail). Stores that enforce bucket policies evaluate the write as that service.
+    pub source_arn: Option<String>,
 }
 
 /// What HEAD returns.

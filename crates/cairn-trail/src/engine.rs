@@ -679,20 +679,27 @@ impl TrailEngine {
         files: Vec<LogFile>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let opts = PutOptions {
-            content_type: Some("application/json".into()),
-            content_encoding: Some("gzip".into()),
-            ..Default::default()
-        };
+        // Each file is written on behalf of its trail (bucket policies see the trail's ARN).
+        let opts: Vec<PutOptions> = intent
+            .files
+            .iter()
+            .map(|fi| PutOptions {
+                content_type: Some("application/json".into()),
+                content_encoding: Some("gzip".into()),
+                source_arn: inner.trails.get(&fi.trail).map(|t| t.config.arn()),
+                ..Default::default()
+            })
+            .collect();
         let items: Vec<PutItem> = intent
             .files
             .iter()
             .zip(&files)
-            .map(|(fi, f)| PutItem {
+            .zip(&opts)
+            .map(|((fi, f), opts)| PutItem {
                 bucket: &fi.bucket,
                 key: &fi.key,
                 body: &f.gz,
-                opts: &opts,
+                opts,
             })
             .collect();
         if let Err(e) = self.store.put_many(&items) {
@@ -1089,6 +1096,7 @@ impl TrailEngine {
         let mut opts = PutOptions {
             content_type: Some("application/json".into()),
             content_encoding: Some("gzip".into()),
+            source_arn: Some(cfg.arn()),
             ..Default::default()
         };
         opts.metadata.insert("signature".into(), sig.clone());

@@ -97,6 +97,24 @@ impl Installation {
         trail_store: Option<Arc<dyn ObjectStore>>,
         tune: impl FnOnce(&mut EngineOptions),
     ) -> Result<Installation> {
+        Self::open_delivering(
+            dir,
+            account,
+            clock,
+            |embedded| trail_store.unwrap_or_else(|| embedded.clone()),
+            tune,
+        )
+    }
+
+    /// As [`Installation::open`], delivering through the store `trail_store` makes from the
+    /// embedded one (e.g. one that enforces bucket policies on deliveries).
+    pub fn open_delivering(
+        dir: &Path,
+        account: Option<&str>,
+        clock: Arc<dyn Clock>,
+        trail_store: impl FnOnce(&Arc<EmbeddedStore>) -> Arc<dyn ObjectStore>,
+        tune: impl FnOnce(&mut EngineOptions),
+    ) -> Result<Installation> {
         let config = install_config(dir, account)?;
         let journal = Arc::new(
             Journal::open(dir.join("journal"), JournalOptions::default())
@@ -106,7 +124,7 @@ impl Installation {
             Arc::new(EmbeddedStore::open(dir.join("store")).context("opening the object store")?);
         let mut opts = EngineOptions::new(&config.account_id);
         tune(&mut opts);
-        let trail_store: Arc<dyn ObjectStore> = trail_store.unwrap_or_else(|| store.clone());
+        let trail_store: Arc<dyn ObjectStore> = trail_store(&store);
         let engine = Arc::new(
             TrailEngine::open(
                 &dir.join("trail"),

@@ -208,14 +208,34 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     )?;
     let regions = file.regions.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let inst = Installation::open(&a.data_dir, account.as_deref(), clock.clone(), |o| {
-        o.delivery_interval = delivery;
-        o.digest_interval = digest;
-        if let Some(r) = &regions {
-            o.regions = r.clone();
-        }
-    })?;
-    let account = inst.config.account_id.clone();
+    std::fs::create_dir_all(a.data_dir.join("api"))?;
+    let meta = Arc::new(
+        Meta::open(&a.data_dir.join("api").join("meta.redb"))
+            .map_err(|e| anyhow::anyhow!("opening control metadata: {e}"))?,
+    );
+    let account = install::install_config(&a.data_dir, account.as_deref())?.account_id;
+    // Trails deliver as the CloudTrail service principal, through the buckets' policies.
+    let guard_meta = meta.clone();
+    let guard_account = account.clone();
+    let inst = Installation::open_delivering(
+        &a.data_dir,
+        Some(&account),
+        clock.clone(),
+        move |embedded| {
+            Arc::new(cairn_api::delivery::PolicyGuardedStore {
+                inner: embedded.clone(),
+                meta: guard_meta,
+                account: guard_account,
+            })
+        },
+        |o| {
+            o.delivery_interval = delivery;
+            o.digest_interval = digest;
+            if let Some(r) = &regions {
+                o.regions = r.clone();
+            }
+        },
+    )?;
     let iam = open_directory(&a.data_dir, &account)?;
     if let Some((id, secret)) = ensure_root_key(&iam)? {
         if !secret.is_empty() {
@@ -226,11 +246,6 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             eprintln!("  (shown once; `cairn init` can create it non-interactively)");
         }
     }
-    std::fs::create_dir_all(a.data_dir.join("api"))?;
-    let meta = Arc::new(
-        Meta::open(&a.data_dir.join("api").join("meta.redb"))
-            .map_err(|e| anyhow::anyhow!("opening control metadata: {e}"))?,
-    );
     let history = History::open(
         &a.data_dir.join("api").join("history.redb"),
         inst.journal.clone(),
