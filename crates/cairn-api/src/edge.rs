@@ -427,8 +427,8 @@ fn authenticate(
     now: DateTime<Utc>,
 ) -> Result<Caller, ApiError> {
     let auth = auth.as_ref().map_err(|e| auth_error(protocol, e))?;
-    let (key_secret, owner, created) = if api.opts.dev_credentials && auth.access_key_id == "test" {
-        ("test".to_string(), KeyOwner::Root, now)
+    let (key_secret, owner) = if api.opts.dev_credentials && auth.access_key_id == "test" {
+        ("test".to_string(), KeyOwner::Root)
     } else {
         let k = api
             .iam
@@ -445,7 +445,7 @@ fn authenticate(
                 _ => return Err(bad_token_error(protocol)),
             }
         }
-        (k.secret, k.owner, k.created)
+        (k.secret, k.owner)
     };
     let body_sha = hex::encode(Sha256::digest(&req.body));
     let sreq = sigv4::Request {
@@ -505,7 +505,6 @@ fn authenticate(
             },
         ),
     };
-    let _ = created;
     let policies = api.iam.policies_of(&owner);
     Ok(Caller {
         access_key_id: akid,
@@ -624,7 +623,6 @@ pub async fn handle(api: &Arc<Api>, req: HttpRequest) -> Reply {
         ))),
         other => other,
     };
-    let head = req.method == "HEAD";
     let pre = precheck(api, &req, protocol);
     let caller = pre.and_then(|_| authenticate(api, &req, &presented, protocol, now));
     let caller = match caller {
@@ -643,7 +641,6 @@ pub async fn handle(api: &Arc<Api>, req: HttpRequest) -> Reply {
             rec.error_message = Some(e.message.clone());
             rec.recipient_account_id = Some(api.opts.account.clone());
             rec.request_id = Some(request_id.clone());
-            let _ = head;
             return finish(
                 api,
                 &req,

@@ -118,23 +118,19 @@ fn config_key(param: &str, bucket: &str) -> String {
     format!("bucket-config/{param}/{bucket}")
 }
 
-/// Bucket sub-resources cairn answers with AWS's "not configured" (or default) reply, as the
-/// AWS provider for Terraform reads them for every bucket: (query parameter, operation).
+/// Bucket sub-resources that cannot be configured yet, answered with AWS's "not configured" (or
+/// default) reply, as the AWS provider for Terraform reads them for every bucket:
+/// (query parameter, operation). Configurable ones are [`STORED_CONFIGS`] and the policy.
 const BUCKET_CONFIG_READS: &[(&str, &str)] = &[
-    ("policy", "GetBucketPolicy"),
     ("cors", "GetBucketCors"),
     ("website", "GetBucketWebsite"),
     ("versioning", "GetBucketVersioning"),
     ("accelerate", "GetBucketAccelerateConfiguration"),
     ("requestPayment", "GetBucketRequestPayment"),
     ("logging", "GetBucketLogging"),
-    ("lifecycle", "GetBucketLifecycle"),
     ("replication", "GetBucketReplication"),
-    ("encryption", "GetBucketEncryption"),
     ("object-lock", "GetObjectLockConfiguration"),
-    ("tagging", "GetBucketTagging"),
     ("acl", "GetBucketAcl"),
-    ("publicAccessBlock", "GetBucketPublicAccessBlock"),
     ("notification", "GetBucketNotification"),
     ("ownershipControls", "GetBucketOwnershipControls"),
     ("policyStatus", "GetBucketPolicyStatus"),
@@ -201,6 +197,7 @@ pub fn operation(req: &HttpRequest) -> String {
     match (m, &t.bucket, &t.key) {
         ("GET", None, _) => "ListBuckets",
         ("GET", Some(_), None) if has_param(req, "location") => "GetBucketLocation",
+        ("GET", Some(_), None) if has_param(req, "policy") => "GetBucketPolicy",
         ("PUT", Some(_), None) if has_param(req, "policy") => "PutBucketPolicy",
         ("DELETE", Some(_), None) if has_param(req, "policy") => "DeleteBucketPolicy",
         (m, Some(_), None)
@@ -1531,9 +1528,7 @@ fn bucket_config_read(
     ctx.audit.request_parameters =
         Some(serde_json::json!({"bucketName": bucket, "Host": host, sub: ""}));
     let action = match op {
-        "GetBucketLifecycle" => "s3:GetLifecycleConfiguration".to_string(),
         "GetBucketReplication" => "s3:GetReplicationConfiguration".to_string(),
-        "GetBucketEncryption" => "s3:GetEncryptionConfiguration".to_string(),
         "GetBucketCors" => "s3:GetBucketCORS".to_string(),
         "GetBucketAccelerateConfiguration" => "s3:GetAccelerateConfiguration".to_string(),
         o => format!("s3:{o}"),
@@ -1552,16 +1547,11 @@ fn bucket_config_read(
         .header("content-type", "application/xml"))
     };
     match op {
-        "GetBucketPolicy" => missing("NoSuchBucketPolicy", "The bucket policy does not exist"),
         "GetBucketPolicyStatus" => missing("NoSuchBucketPolicy", "The bucket policy does not exist"),
         "GetBucketCors" => missing("NoSuchCORSConfiguration", "The CORS configuration does not exist"),
         "GetBucketWebsite" => missing(
             "NoSuchWebsiteConfiguration",
             "The specified bucket does not have a website configuration",
-        ),
-        "GetBucketLifecycle" => missing(
-            "NoSuchLifecycleConfiguration",
-            "The lifecycle configuration does not exist",
         ),
         "GetBucketReplication" => missing(
             "ReplicationConfigurationNotFoundError",
@@ -1570,11 +1560,6 @@ fn bucket_config_read(
         "GetObjectLockConfiguration" => missing(
             "ObjectLockConfigurationNotFoundError",
             "Object Lock configuration does not exist for this bucket",
-        ),
-        "GetBucketTagging" => missing("NoSuchTagSet", "The TagSet does not exist"),
-        "GetBucketPublicAccessBlock" => missing(
-            "NoSuchPublicAccessBlockConfiguration",
-            "The public access block configuration was not found",
         ),
         "GetBucketOwnershipControls" => missing(
             "OwnershipControlsNotFoundError",
@@ -1597,11 +1582,6 @@ fn bucket_config_read(
         "GetBucketRequestPayment" => ok("<Payer>BucketOwner</Payer>", "RequestPaymentConfiguration"),
         "GetBucketLogging" => ok("", "BucketLoggingStatus"),
         "GetBucketNotification" => ok("", "NotificationConfiguration"),
-        // Every bucket is encrypted with SSE-S3 by default, as on AWS since 2023.
-        "GetBucketEncryption" => ok(
-            "<Rule><ApplyServerSideEncryptionByDefault><SSEAlgorithm>AES256</SSEAlgorithm></ApplyServerSideEncryptionByDefault><BucketKeyEnabled>false</BucketKeyEnabled></Rule>",
-            "ServerSideEncryptionConfiguration",
-        ),
         "GetBucketAcl" => ok(
             &format!(
                 "<Owner><ID>{account}</ID><DisplayName>{account}</DisplayName></Owner><AccessControlList><Grant><Grantee xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"CanonicalUser\"><ID>{account}</ID><DisplayName>{account}</DisplayName></Grantee><Permission>FULL_CONTROL</Permission></Grant></AccessControlList>"

@@ -117,7 +117,7 @@ pub async fn create(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply,
         content_encoding: ctx.req.header("content-encoding").map(str::to_string),
         metadata,
     };
-    let id = hex::encode(rand_bytes());
+    let id = uuid::Uuid::new_v4().simple().to_string();
     std::fs::create_dir_all(ctx.api.opts.multipart_dir.join(&id)).map_err(ApiError::internal)?;
     ctx.api.meta.put(&upload_key(&id), &up)?;
     ctx.audit.response_elements = Some(serde_json::json!({"uploadId": id}));
@@ -130,14 +130,6 @@ pub async fn create(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply,
             el("UploadId", &id)
         ),
     ))
-}
-
-fn rand_bytes() -> [u8; 16] {
-    let mut b = [0u8; 16];
-    for (i, chunk) in uuid::Uuid::new_v4().as_bytes().iter().enumerate() {
-        b[i] = *chunk;
-    }
-    b
 }
 
 /// PUT /bucket/key?partNumber=N&uploadId=ID
