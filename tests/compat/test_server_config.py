@@ -96,3 +96,39 @@ def test_lookup_extensions_are_opt_in(cairn_server_factory):
     assert [e["EventName"] for e in data] == ["PutObject"]
     mgmt = ct.lookup_events()["Events"]
     assert "PutObject" not in {e["EventName"] for e in mgmt}
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits_zero(cairn_server_factory):
+    """SIGTERM while an upload is half sent: the server stops accepting, finishes that request
+    (the object is stored and acknowledged), flushes and exits 0."""
+    import signal
+    import socket
+    import time
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    srv = cairn_server_factory(config='[[bucket]]\nname = "inflight-bucket"\n')
+    body = b"x" * 200_000
+    req = AWSRequest(method="PUT", url=f"http://127.0.0.1:{srv.port}/inflight-bucket/obj", data=body)
+    S3SigV4Auth(Credentials(srv.key, srv.secret), "s3", "us-east-1").add_auth(req)
+    head = f"PUT /inflight-bucket/obj HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in req.headers.items() if k.lower() != "host")
+    head += f"Content-Length: {len(body)}\r\n\r\n"
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    s.sendall(head.encode() + body[:1000])
+    time.sleep(0.3)
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    # New connections are refused while the old one is still served.
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
+    s.sendall(body[1000:])
+    s.settimeout(10)
+    resp = s.recv(4096)
+    s.close()
+    assert resp.startswith(b"HTTP/1.1 200"), resp[:200]
+    assert srv.proc.wait(timeout=30) == 0
+    # The acknowledged object survives: start again and read it.
+    srv.start()
+    assert srv.client("s3").get_object(Bucket="inflight-bucket", Key="obj")["Body"].read() == body
