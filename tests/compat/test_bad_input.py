@@ -299,3 +299,21 @@ def test_client_chosen_operation_names_do_not_become_metric_labels(srv):
     text = c.getresponse().read().decode()
     assert "Made0Up" not in text and "Invented0" not in text
     assert 'operation="unknown"' in text
+
+
+def test_s3_answers_carry_one_content_type(srv):
+    for path, query in [(f"/{BUCKET}", "location"), (f"/{BUCKET}", "list-type=2"), (f"/{BUCKET}/hello.txt", "")]:
+        full = f"{path}?{query}" if query else path
+        h = signed(srv, "s3", "GET", full, s3=True)
+        c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+        c.putrequest("GET", full, skip_host=True, skip_accept_encoding=True)
+        for k, v in h.items():
+            c.putheader(k, v)
+        c.endheaders()
+        r = c.getresponse()
+        r.read()
+        types = [v for k, v in r.getheaders() if k.lower() == "content-type"]
+        c.close()
+        assert r.status == 200 and len(types) == 1, (full, types)
+        if query:
+            assert types == ["application/xml"], (full, types)

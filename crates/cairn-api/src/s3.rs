@@ -406,7 +406,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                     xml_escape(r)
                 ),
             };
-            Ok(Reply::xml(200, body).header("content-type", "application/xml"))
+            Ok(Reply::s3_xml(200, body))
         }
         "ListObjects" | "ListObjectsV2" => list(ctx, &bucket, op == "ListObjectsV2", &host).await,
         "ListBuckets" => {
@@ -429,7 +429,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                 ));
             }
             x.push_str("</Buckets></ListAllMyBucketsResult>");
-            Ok(Reply::xml(200, x).header("content-type", "application/xml"))
+            Ok(Reply::s3_xml(200, x))
         }
         "CreateBucket" => create_bucket(ctx, &bucket, &host).await,
         "DeleteBucket" => {
@@ -482,7 +482,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                 .api
                 .bucket_region(&bucket)
                 .unwrap_or_else(|| "us-east-1".into());
-            Ok(Reply::xml(200, String::new()).header("x-amz-bucket-region", region))
+            Ok(Reply::s3_xml(200, String::new()).header("x-amz-bucket-region", region))
         }
         "GetObject" | "HeadObject" => {
             let key = t.key.clone().unwrap_or_default();
@@ -943,13 +943,7 @@ async fn list_versions(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<Re
             ));
         }
     }
-    Ok(Reply::xml(
-        200,
-        format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListVersionsResult xmlns=\"{S3_XMLNS}\">{x}</ListVersionsResult>"
-        ),
-    )
-    .header("content-type", "application/xml"))
+    Ok(Reply::s3_document("ListVersionsResult", &x))
 }
 
 /// Put/Get/DeleteBucketPolicy. A policy is checked as IAM would (MalformedPolicy), and refused
@@ -1144,7 +1138,7 @@ async fn stored_config(
     }
     match (ctx.api.meta.get::<String>(&key)?, c.missing) {
         (Some(text), _) => {
-            let mut r = Reply::xml(200, text).header("content-type", "application/xml");
+            let mut r = Reply::s3_xml(200, text);
             if c.param == "lifecycle" {
                 let size = ctx
                     .api
@@ -1159,13 +1153,12 @@ async fn stored_config(
             Err(ApiError::new(code, 404, msg).with("BucketName", bucket))
         }
         // Every bucket is encrypted with SSE-S3 by default, as on AWS since 2023.
-        (None, None) => Ok(Reply::xml(
+        (None, None) => Ok(Reply::s3_xml(
             200,
             format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ServerSideEncryptionConfiguration xmlns=\"{S3_XMLNS}\"><Rule><ApplyServerSideEncryptionByDefault><SSEAlgorithm>AES256</SSEAlgorithm></ApplyServerSideEncryptionByDefault><BucketKeyEnabled>false</BucketKeyEnabled></Rule></ServerSideEncryptionConfiguration>"
             ),
-        )
-        .header("content-type", "application/xml")),
+        )),
     }
 }
 
@@ -1296,13 +1289,7 @@ async fn delete_objects(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<R
             xml_escape(m)
         ));
     }
-    Ok(Reply::xml(
-        200,
-        format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DeleteResult xmlns=\"{S3_XMLNS}\">{x}</DeleteResult>"
-        ),
-    )
-    .header("content-type", "application/xml"))
+    Ok(Reply::s3_document("DeleteResult", &x))
 }
 
 /// CopyObject: the source (`x-amz-copy-source: /bucket/key` or `bucket/key`, percent-encoded)
@@ -1416,15 +1403,14 @@ async fn copy_object(
                 .map_err(|e| store_error(e, &b2, Some(&k2)))
         })
         .await?;
-    Ok(Reply::xml(
+    Ok(Reply::s3_xml(
         200,
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult xmlns=\"{S3_XMLNS}\"><LastModified>{}</LastModified><ETag>{}</ETag></CopyObjectResult>",
             s3_time(info.last_modified),
             xml_escape(&info.etag)
         ),
-    )
-    .header("content-type", "application/xml"))
+    ))
 }
 
 /// CreateBucket: the location constraint must name the region the request was signed for
@@ -1537,15 +1523,7 @@ fn bucket_config_read(
     bucket_must_exist(ctx, bucket)?;
     let missing =
         |code: &str, msg: &str| Err(ApiError::new(code, 404, msg).with("BucketName", bucket));
-    let ok = |inner: &str, root: &str| {
-        Ok(Reply::xml(
-            200,
-            format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{root} xmlns=\"{S3_XMLNS}\">{inner}</{root}>"
-            ),
-        )
-        .header("content-type", "application/xml"))
-    };
+    let ok = |inner: &str, root: &str| Ok(Reply::s3_document(root, inner));
     match op {
         "GetBucketPolicyStatus" => missing("NoSuchBucketPolicy", "The bucket policy does not exist"),
         "GetBucketCors" => missing("NoSuchCORSConfiguration", "The CORS configuration does not exist"),
@@ -1856,7 +1834,7 @@ async fn list(ctx: &mut Ctx<'_>, bucket: &str, v2: bool, host: &str) -> Result<R
         ));
     }
     x.push_str("</ListBucketResult>");
-    Ok(Reply::xml(200, x).header("content-type", "application/xml"))
+    Ok(Reply::s3_xml(200, x))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! the parts into one object in the store, whose ETag is S3's `md5(part md5s)-N`.
 
 use crate::edge::Ctx;
-use crate::wire::{xml_escape, ApiError, Reply, S3_XMLNS};
+use crate::wire::{xml_escape, ApiError, Reply};
 use base64::Engine;
 use md5::Digest as _;
 use serde::{Deserialize, Serialize};
@@ -33,16 +33,6 @@ struct Part {
     etag: String,
     size: u64,
     modified: chrono::DateTime<chrono::Utc>,
-}
-
-fn xml_ok(root: &str, inner: &str) -> Reply {
-    Reply::xml(
-        200,
-        format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{root} xmlns=\"{S3_XMLNS}\">{inner}</{root}>"
-        ),
-    )
-    .header("content-type", "application/xml")
 }
 
 fn el(name: &str, v: &str) -> String {
@@ -121,7 +111,7 @@ pub async fn create(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply,
     std::fs::create_dir_all(ctx.api.opts.multipart_dir.join(&id)).map_err(ApiError::internal)?;
     ctx.api.meta.put(&upload_key(&id), &up)?;
     ctx.audit.response_elements = Some(serde_json::json!({"uploadId": id}));
-    Ok(xml_ok(
+    Ok(Reply::s3_document(
         "InitiateMultipartUploadResult",
         &format!(
             "{}{}{}",
@@ -320,7 +310,7 @@ pub async fn complete(
         "SignatureVersion": "SigV4", "AuthenticationMethod": "AuthHeader"
     }));
     let host = ctx.req.header("host").unwrap_or_default().to_string();
-    Ok(xml_ok(
+    Ok(Reply::s3_document(
         "CompleteMultipartUploadResult",
         &format!(
             "{}{}{}{}",
@@ -408,7 +398,7 @@ pub async fn list_parts(
             el("Size", &p.size.to_string())
         ));
     }
-    Ok(xml_ok("ListPartsResult", &x))
+    Ok(Reply::s3_document("ListPartsResult", &x))
 }
 
 /// GET /bucket?uploads
@@ -439,5 +429,5 @@ pub async fn list_uploads(ctx: &mut Ctx<'_>, bucket: &str) -> Result<Reply, ApiE
             )
         ));
     }
-    Ok(xml_ok("ListMultipartUploadsResult", &x))
+    Ok(Reply::s3_document("ListMultipartUploadsResult", &x))
 }

@@ -131,6 +131,25 @@ impl Reply {
         }
     }
 
+    /// An S3 (restXml) answer: `application/xml`.
+    pub fn s3_xml(status: u16, body: String) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type".into(), "application/xml".into())],
+            body: Bytes::from(body),
+        }
+    }
+
+    /// A 200 S3 answer whose document is `<root xmlns=S3>inner</root>`.
+    pub fn s3_document(root: &str, inner: &str) -> Reply {
+        Reply::s3_xml(
+            200,
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{root} xmlns=\"{S3_XMLNS}\">{inner}</{root}>"
+            ),
+        )
+    }
+
     pub fn header(mut self, k: &str, v: impl Into<String>) -> Reply {
         self.headers.push((k.into(), v.into()));
         self
@@ -158,7 +177,7 @@ pub fn xml_escape(s: &str) -> String {
 
 /// Renders `e` in `protocol`'s error shape.
 pub fn error_reply(protocol: Protocol, e: &ApiError, request_id: &str, head: bool) -> Reply {
-    let mut r = match protocol {
+    match protocol {
         Protocol::Json => Reply {
             status: e.status,
             headers: vec![("content-type".into(), AMZ_JSON_1_1.into())],
@@ -207,14 +226,9 @@ pub fn error_reply(protocol: Protocol, e: &ApiError, request_id: &str, head: boo
                     xml_escape(&e.message)
                 )
             };
-            Reply::xml(e.status, body).header("content-type", "application/xml")
+            Reply::s3_xml(e.status, body)
         }
-    };
-    if protocol == Protocol::S3 {
-        r.headers
-            .retain(|(k, v)| k != "content-type" || v == "application/xml");
     }
-    r
 }
 
 #[cfg(test)]
