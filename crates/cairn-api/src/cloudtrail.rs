@@ -358,6 +358,22 @@ impl Ctx<'_> {
         Ok(Value::Object(m))
     }
 
+    /// What CreateTrail and UpdateTrail answer: the Trail shape without the read-only
+    /// fields (home region, selector flags).
+    fn trail_write_response(&self, t: &TrailState) -> Result<Value, ApiError> {
+        let mut out = self.trail_json(t)?;
+        if let Value::Object(m) = &mut out {
+            for k in [
+                "HomeRegion",
+                "HasCustomEventSelectors",
+                "HasInsightSelectors",
+            ] {
+                m.remove(k);
+            }
+        }
+        Ok(out)
+    }
+
     fn visible_trails(&self) -> Vec<TrailState> {
         self.api
             .engine
@@ -717,17 +733,7 @@ async fn create_trail(ctx: &mut Ctx<'_>, args: &Args) -> Result<Value, ApiError>
     })
     .await?;
     let t = ctx.find_trail(&name)?;
-    let mut out = ctx.trail_json(&t)?;
-    if let Value::Object(m) = &mut out {
-        for k in [
-            "HomeRegion",
-            "HasCustomEventSelectors",
-            "HasInsightSelectors",
-        ] {
-            m.remove(k);
-        }
-    }
-    Ok(out)
+    ctx.trail_write_response(&t)
 }
 
 async fn update_trail(ctx: &mut Ctx<'_>, args: &Args) -> Result<Value, ApiError> {
@@ -751,17 +757,7 @@ async fn update_trail(ctx: &mut Ctx<'_>, args: &Args) -> Result<Value, ApiError>
         .await?;
     }
     let t = ctx.find_trail(&c.name)?;
-    let mut out = ctx.trail_json(&t)?;
-    if let Value::Object(m) = &mut out {
-        for k in [
-            "HomeRegion",
-            "HasCustomEventSelectors",
-            "HasInsightSelectors",
-        ] {
-            m.remove(k);
-        }
-    }
-    Ok(out)
+    ctx.trail_write_response(&t)
 }
 
 async fn delete_trail(ctx: &mut Ctx<'_>, args: &Args) -> Result<Value, ApiError> {

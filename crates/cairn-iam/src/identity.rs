@@ -174,6 +174,22 @@ pub struct Directory {
     state: RwLock<State>,
 }
 
+/// Who holds inline policies.
+#[derive(Clone, Copy)]
+enum Holder {
+    User,
+    Role,
+}
+
+impl Holder {
+    fn kind(self) -> &'static str {
+        match self {
+            Holder::User => "user",
+            Holder::Role => "role",
+        }
+    }
+}
+
 /// Largest number of access keys per user (AWS: 2).
 pub const MAX_KEYS_PER_USER: usize = 2;
 
@@ -556,20 +572,76 @@ impl Directory {
         validate_name("policyName", name).map(|_| ())
     }
 
-    pub fn put_user_policy(&self, user: &str, name: &str, doc: &str) -> Result<()> {
+    /// Changes a user's or a role's inline policies with `f`, writes the holder through and
+    /// re-parses its policies for evaluation.
+    fn change_policies(
+        &self,
+        holder: Holder,
+        owner: &str,
+        f: impl FnOnce(&mut BTreeMap<String, String>) -> Result<()>,
+    ) -> Result<()> {
+        let mut st = self.write();
+        let key = format!("{}/{owner}", holder.kind());
+        let policies = match holder {
+            Holder::User => {
+                let mut u = st
+                    .users
+                    .get(owner)
+                    .cloned()
+                    .ok_or_else(|| Self::no_user(owner))?;
+                f(&mut u.policies)?;
+                self.persist(&[Self::json(key.clone(), &u)?])?;
+                let p = u.policies.clone();
+                st.users.insert(owner.into(), u);
+                p
+            }
+            Holder::Role => {
+                let mut r = st
+                    .roles
+                    .get(owner)
+                    .cloned()
+                    .ok_or_else(|| Self::no_role(owner))?;
+                f(&mut r.policies)?;
+                self.persist(&[Self::json(key.clone(), &r)?])?;
+                let p = r.policies.clone();
+                st.roles.insert(owner.into(), r);
+                p
+            }
+        };
+        Self::reparse(&mut st, &key, &policies);
+        Ok(())
+    }
+
+    fn put_policy(&self, holder: Holder, owner: &str, name: &str, doc: &str) -> Result<()> {
         Self::policy_name_ok(name)?;
         Policy::parse(doc)?;
-        let mut st = self.write();
-        let mut u = st
-            .users
-            .get(user)
-            .cloned()
-            .ok_or_else(|| Self::no_user(user))?;
-        u.policies.insert(name.into(), doc.into());
-        self.persist(&[Self::json(format!("user/{user}"), &u)?])?;
-        Self::reparse(&mut st, &format!("user/{user}"), &u.policies);
-        st.users.insert(user.into(), u);
-        Ok(())
+        self.change_policies(holder, owner, |p| {
+            p.insert(name.into(), doc.into());
+            Ok(())
+        })
+    }
+
+    fn delete_policy(&self, holder: Holder, owner: &str, name: &str) -> Result<()> {
+        self.change_policies(holder, owner, |p| match p.remove(name) {
+            Some(_) => Ok(()),
+            None => Err(Self::no_policy(name, holder.kind())),
+        })
+    }
+
+    pub fn put_user_policy(&self, user: &str, name: &str, doc: &str) -> Result<()> {
+        self.put_policy(Holder::User, user, name, doc)
+    }
+
+    pub fn delete_user_policy(&self, user: &str, name: &str) -> Result<()> {
+        self.delete_policy(Holder::User, user, name)
+    }
+
+    pub fn put_role_policy(&self, role: &str, name: &str, doc: &str) -> Result<()> {
+        self.put_policy(Holder::Role, role, name, doc)
+    }
+
+    pub fn delete_role_policy(&self, role: &str, name: &str) -> Result<()> {
+        self.delete_policy(Holder::Role, role, name)
     }
 
     fn no_policy(name: &str, kind: &str) -> IamError {
@@ -584,22 +656,6 @@ impl Directory {
             .get(name)
             .cloned()
             .ok_or_else(|| Self::no_policy(name, "user"))
-    }
-
-    pub fn delete_user_policy(&self, user: &str, name: &str) -> Result<()> {
-        let mut st = self.write();
-        let mut u = st
-            .users
-            .get(user)
-            .cloned()
-            .ok_or_else(|| Self::no_user(user))?;
-        if u.policies.remove(name).is_none() {
-            return Err(Self::no_policy(name, "user"));
-        }
-        self.persist(&[Self::json(format!("user/{user}"), &u)?])?;
-        Self::reparse(&mut st, &format!("user/{user}"), &u.policies);
-        st.users.insert(user.into(), u);
-        Ok(())
     }
 
     pub fn list_user_policies(&self, user: &str) -> Result<Vec<String>> {
@@ -675,44 +731,12 @@ impl Directory {
         Ok(())
     }
 
-    pub fn put_role_policy(&self, role: &str, name: &str, doc: &str) -> Result<()> {
-        Self::policy_name_ok(name)?;
-        Policy::parse(doc)?;
-        let mut st = self.write();
-        let mut r = st
-            .roles
-            .get(role)
-            .cloned()
-            .ok_or_else(|| Self::no_role(role))?;
-        r.policies.insert(name.into(), doc.into());
-        self.persist(&[Self::json(format!("role/{role}"), &r)?])?;
-        Self::reparse(&mut st, &format!("role/{role}"), &r.policies);
-        st.roles.insert(role.into(), r);
-        Ok(())
-    }
-
     pub fn get_role_policy(&self, role: &str, name: &str) -> Result<String> {
         let r = self.get_role(role)?;
         r.policies
             .get(name)
             .cloned()
             .ok_or_else(|| Self::no_policy(name, "role"))
-    }
-
-    pub fn delete_role_policy(&self, role: &str, name: &str) -> Result<()> {
-        let mut st = self.write();
-        let mut r = st
-            .roles
-            .get(role)
-            .cloned()
-            .ok_or_else(|| Self::no_role(role))?;
-        if r.policies.remove(name).is_none() {
-            return Err(Self::no_policy(name, "role"));
-        }
-        self.persist(&[Self::json(format!("role/{role}"), &r)?])?;
-        Self::reparse(&mut st, &format!("role/{role}"), &r.policies);
-        st.roles.insert(role.into(), r);
-        Ok(())
     }
 
     pub fn list_role_policies(&self, role: &str) -> Result<Vec<String>> {

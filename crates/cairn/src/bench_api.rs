@@ -7,12 +7,11 @@
 use anyhow::{bail, Context, Result};
 use cairn_api::history::{History, Query, ATTRIBUTE_KEYS};
 use cairn_journal::{Journal, JournalOptions};
-use cairn_record::{builder, Clock, SystemClock};
+use cairn_record::builder;
 use chrono::{Duration, Utc};
 use clap::Args;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -235,44 +234,14 @@ pub fn api(a: ApiBenchArgs) -> Result<()> {
         });
         let host = addr.clone();
         let authed: Arc<dyn Fn() -> Vec<u8> + Send + Sync> = Arc::new(move || {
-            let body = br#"{"Name":"bench-trail"}"#;
-            let sha = hex::encode(Sha256::digest(body));
-            let headers = vec![
-                ("host".to_string(), host.clone()),
-                (
-                    "x-amz-target".to_string(),
-                    "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.GetTrailStatus"
-                        .to_string(),
-                ),
-                (
-                    "content-type".to_string(),
-                    "application/x-amz-json-1.1".to_string(),
-                ),
-            ];
-            let req = cairn_iam::sigv4::Request {
-                method: "POST",
-                path: "/",
-                query: "",
-                headers: &headers,
-                body_sha256: &sha,
-                s3: false,
-            };
-            let added = cairn_iam::sigv4::sign(
-                &req,
-                &key,
-                &secret,
+            crate::client::signed_cloudtrail_request(
+                &host,
+                (&key, &secret, None),
                 "us-east-1",
-                "cloudtrail",
-                SystemClock.now(),
-            );
-            let mut m = String::from("POST / HTTP/1.1\r\n");
-            for (k, v) in headers.iter().chain(added.iter()) {
-                m.push_str(&format!("{k}: {v}\r\n"));
-            }
-            m.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
-            let mut b = m.into_bytes();
-            b.extend_from_slice(body);
-            b
+                "GetTrailStatus",
+                br#"{"Name":"bench-trail"}"#,
+                true,
+            )
         });
         // Warm up both paths, then measure baseline and authenticated back to back.
         rt.block_on(drive(addr.clone(), a.connections, 1.0, authed.clone()))?;

@@ -10,6 +10,62 @@ use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
+/// A complete HTTP/1.1 request for CloudTrail operation `op`, signed now with SigV4
+/// (`creds`: access key id, secret, optional session token). With `keep_alive` false the
+/// server closes the connection after answering.
+pub fn signed_cloudtrail_request(
+    host: &str,
+    creds: (&str, &str, Option<&str>),
+    region: &str,
+    op: &str,
+    body: &[u8],
+    keep_alive: bool,
+) -> Vec<u8> {
+    let sha = hex::encode(Sha256::digest(body));
+    let mut headers = vec![
+        ("host".to_string(), host.to_string()),
+        (
+            "x-amz-target".to_string(),
+            format!("com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.{op}"),
+        ),
+        (
+            "content-type".to_string(),
+            "application/x-amz-json-1.1".to_string(),
+        ),
+    ];
+    if let Some(t) = creds.2 {
+        headers.push(("x-amz-security-token".into(), t.to_string()));
+    }
+    let req = cairn_iam::sigv4::Request {
+        method: "POST",
+        path: "/",
+        query: "",
+        headers: &headers,
+        body_sha256: &sha,
+        s3: false,
+    };
+    let added = cairn_iam::sigv4::sign(
+        &req,
+        creds.0,
+        creds.1,
+        region,
+        "cloudtrail",
+        SystemClock.now(),
+    );
+    let mut msg = String::from("POST / HTTP/1.1\r\n");
+    for (k, v) in headers.iter().chain(added.iter()) {
+        msg.push_str(&format!("{k}: {v}\r\n"));
+    }
+    msg.push_str(&format!("content-length: {}\r\n", body.len()));
+    if !keep_alive {
+        msg.push_str("connection: close\r\n");
+    }
+    msg.push_str("\r\n");
+    let mut out = msg.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
 pub struct Client {
     host: String,
     tls: bool,
@@ -51,52 +107,20 @@ impl Client {
     /// Calls a CloudTrail operation; returns the JSON response or the AWS error.
     pub fn cloudtrail(&self, op: &str, body: &Value) -> Result<Value> {
         let body = serde_json::to_vec(body)?;
-        let sha = hex::encode(Sha256::digest(&body));
-        let mut headers = vec![
-            ("host".to_string(), self.host.clone()),
-            (
-                "x-amz-target".to_string(),
-                format!("com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.{op}"),
-            ),
-            (
-                "content-type".to_string(),
-                "application/x-amz-json-1.1".to_string(),
-            ),
-        ];
-        if let Some(t) = &self.token {
-            headers.push(("x-amz-security-token".into(), t.clone()));
-        }
-        let req = cairn_iam::sigv4::Request {
-            method: "POST",
-            path: "/",
-            query: "",
-            headers: &headers,
-            body_sha256: &sha,
-            s3: false,
-        };
-        let added = cairn_iam::sigv4::sign(
-            &req,
-            &self.key,
-            &self.secret,
+        let msg = signed_cloudtrail_request(
+            &self.host,
+            (&self.key, &self.secret, self.token.as_deref()),
             &self.region,
-            "cloudtrail",
-            SystemClock.now(),
+            op,
+            &body,
+            false,
         );
-        let mut msg = String::from("POST / HTTP/1.1\r\n");
-        for (k, v) in headers.iter().chain(added.iter()) {
-            msg.push_str(&format!("{k}: {v}\r\n"));
-        }
-        msg.push_str(&format!(
-            "content-length: {}\r\nconnection: close\r\n\r\n",
-            body.len()
-        ));
         let mut s = TcpStream::connect(&self.host)
             .with_context(|| format!("connecting to {}", self.host))?;
         let mut resp = Vec::new();
         if self.tls {
             let mut t = self.tls_stream(s)?;
-            t.write_all(msg.as_bytes())?;
-            t.write_all(&body)?;
+            t.write_all(&msg)?;
             // The server closes after answering (connection: close); a missing TLS
             // close_notify at that point is not an error for a complete response.
             if let Err(e) = t.read_to_end(&mut resp) {
@@ -105,8 +129,7 @@ impl Client {
                 }
             }
         } else {
-            s.write_all(msg.as_bytes())?;
-            s.write_all(&body)?;
+            s.write_all(&msg)?;
             s.read_to_end(&mut resp)?;
         }
         let text = String::from_utf8_lossy(&resp);
