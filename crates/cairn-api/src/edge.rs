@@ -226,7 +226,6 @@ impl Ctx<'_> {
         match decision {
             Decision::Allow => Ok(()),
             d => Err(access_denied(
-                Protocol::Json,
                 &self.caller.principal.arn,
                 action,
                 resource,
@@ -249,24 +248,17 @@ impl Ctx<'_> {
     }
 }
 
-pub fn access_denied(
-    protocol: Protocol,
-    who: &str,
-    action: &str,
-    resource: &str,
-    d: Decision,
-) -> ApiError {
+/// An authorization refusal, in the JSON protocol's shape; [`fix_denied_protocol`] gives it
+/// the shape of the request's protocol.
+pub fn access_denied(who: &str, action: &str, resource: &str, d: Decision) -> ApiError {
     let why = match d {
         Decision::ExplicitDeny => "with an explicit deny in an identity-based policy".to_string(),
         _ => format!("because no identity-based policy allows the {action} action"),
     };
-    let message =
-        format!("User: {who} is not authorized to perform: {action} on resource: {resource} {why}");
-    match protocol {
-        Protocol::Json | Protocol::RestJson => ApiError::client("AccessDeniedException", message),
-        Protocol::Query => ApiError::new("AccessDenied", 403, message),
-        Protocol::S3 => ApiError::new("AccessDenied", 403, "Access Denied"),
-    }
+    ApiError::client(
+        "AccessDeniedException",
+        format!("User: {who} is not authorized to perform: {action} on resource: {resource} {why}"),
+    )
 }
 
 /// How the request was classified before authentication.

@@ -2,7 +2,7 @@
 
 use crate::edge::{access_denied, Ctx};
 use crate::iam_api::{iam_error, query_reply, Params};
-use crate::wire::{xml_escape, ApiError, Protocol, Reply, STS_XMLNS};
+use crate::wire::{xml_escape, ApiError, Reply, STS_XMLNS};
 use cairn_iam::identity::KeyOwner;
 use cairn_iam::policy::{self, Decision, Policy, RequestContext};
 use serde_json::json;
@@ -66,7 +66,6 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             };
             let deny = || {
                 access_denied(
-                    Protocol::Query,
                     &ctx.caller.principal.arn,
                     "sts:AssumeRole",
                     &role_arn,
