@@ -417,7 +417,7 @@ fn authenticate(
     auth: &Result<sigv4::Authorization, AuthError>,
     protocol: Protocol,
     now: DateTime<Utc>,
-) -> Result<Caller, ApiError> {
+) -> Result<(Caller, String), ApiError> {
     let auth = auth.as_ref().map_err(|e| auth_error(protocol, e))?;
     let (key_secret, owner) = if api.opts.dev_credentials && auth.access_key_id == "test" {
         ("test".to_string(), KeyOwner::Root)
@@ -498,13 +498,115 @@ fn authenticate(
         ),
     };
     let policies = api.iam.policies_of(&owner);
-    Ok(Caller {
-        access_key_id: akid,
-        owner,
-        identity,
-        principal,
-        policies,
-    })
+    Ok((
+        Caller {
+            access_key_id: akid,
+            owner,
+            identity,
+            principal,
+            policies,
+        },
+        key_secret,
+    ))
+}
+
+/// Decodes an `aws-chunked` S3 body in place (spec: SigV4 streaming): the chunk chain is
+/// checked against the seed signature with the caller's signing key, trailers become
+/// headers, `aws-chunked` leaves `Content-Encoding`, and the decoded length must be the
+/// declared `x-amz-decoded-content-length`.
+fn decode_s3_body(
+    req: &mut HttpRequest,
+    auth: Option<&sigv4::Authorization>,
+    secret: &str,
+) -> Result<(), ApiError> {
+    use crate::s3_chunked::{decode, ChunkSigner};
+    let Some(mode) = req.header("x-amz-content-sha256").map(str::to_string) else {
+        return Ok(());
+    };
+    let (signed, trailer) = match mode.as_str() {
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" => (true, false),
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER" => (true, true),
+        "STREAMING-UNSIGNED-PAYLOAD-TRAILER" => (false, true),
+        m if m.starts_with("STREAMING-") => {
+            return Err(ApiError::new(
+                "NotImplemented",
+                501,
+                format!("{m} (SigV4a) is not implemented; sign with SigV4."),
+            ))
+        }
+        _ => return Ok(()),
+    };
+    let signer = match (signed, auth) {
+        (true, Some(a)) if !a.presigned() => Some(ChunkSigner {
+            key: sigv4::signing_key(secret, &a.date, &a.region, &a.service),
+            amz_date: a.amz_date.clone(),
+            scope: a.scope(),
+            seed: a.signature.to_ascii_lowercase(),
+        }),
+        (true, _) => {
+            return Err(ApiError::client(
+                "InvalidRequest",
+                "Signed aws-chunked bodies need an Authorization header signature.",
+            ))
+        }
+        (false, _) => None,
+    };
+    let decoded = decode(&req.body, signer.as_ref(), trailer)?;
+    if let Some(declared) = req.header("x-amz-decoded-content-length") {
+        if declared.trim().parse::<usize>().ok() != Some(decoded.body.len()) {
+            return Err(ApiError::client(
+                "IncompleteBody",
+                "You did not provide the number of bytes specified by the Content-Length HTTP header",
+            ));
+        }
+    } else {
+        return Err(ApiError::new(
+            "MissingContentLength",
+            411,
+            "You must provide the Content-Length HTTP header.",
+        ));
+    }
+    if trailer {
+        let declared: Vec<String> = req
+            .header("x-amz-trailer")
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        for (name, _) in &decoded.trailers {
+            if !declared.contains(name) {
+                return Err(ApiError::client(
+                    "MalformedTrailerError",
+                    "The request contained trailing data that was not well-formed or did not conform to our published schema.",
+                ));
+            }
+        }
+    }
+    req.body = Bytes::from(decoded.body);
+    for (k, v) in decoded.trailers {
+        if req.header(&k).is_none() {
+            req.headers.push((k, v));
+        }
+    }
+    if let Some(i) = req
+        .headers
+        .iter()
+        .position(|(k, _)| k == "content-encoding")
+    {
+        let rest: Vec<&str> = req.headers[i]
+            .1
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+            .collect();
+        if rest.is_empty() {
+            req.headers.remove(i);
+        } else {
+            req.headers[i].1 = rest.join(", ");
+        }
+    }
+    Ok(())
 }
 
 /// The identity recorded for a request that failed authentication.
@@ -558,7 +660,7 @@ fn precheck(api: &Api, req: &HttpRequest, protocol: Protocol) -> Result<(), ApiE
 }
 
 /// Handles one request end to end. Never panics on client input; errors are AWS-shaped.
-pub async fn handle(api: &Arc<Api>, req: HttpRequest) -> Reply {
+pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
     let started = std::time::Instant::now();
     let now = api.clock.now();
     let request_id = builder::fast_uuid();
@@ -616,7 +718,14 @@ pub async fn handle(api: &Arc<Api>, req: HttpRequest) -> Reply {
         other => other,
     };
     let pre = precheck(api, &req, protocol);
-    let caller = pre.and_then(|_| authenticate(api, &req, &presented, protocol, now));
+    let caller = pre
+        .and_then(|_| authenticate(api, &req, &presented, protocol, now))
+        .and_then(|(caller, secret)| {
+            if protocol == Protocol::S3 {
+                decode_s3_body(&mut req, presented.as_ref().ok(), &secret)?;
+            }
+            Ok(caller)
+        });
     let caller = match caller {
         Ok(c) => c,
         Err(e) => {

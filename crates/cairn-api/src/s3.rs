@@ -129,8 +129,6 @@ const BUCKET_CONFIG_READS: &[(&str, &str)] = &[
     ("requestPayment", "GetBucketRequestPayment"),
     ("logging", "GetBucketLogging"),
     ("replication", "GetBucketReplication"),
-    ("object-lock", "GetObjectLockConfiguration"),
-    ("acl", "GetBucketAcl"),
     ("notification", "GetBucketNotification"),
     ("ownershipControls", "GetBucketOwnershipControls"),
     ("policyStatus", "GetBucketPolicyStatus"),
@@ -138,6 +136,19 @@ const BUCKET_CONFIG_READS: &[(&str, &str)] = &[
 
 /// Every name [`operation`] returns.
 pub const OPERATIONS: &[&str] = &[
+    "GetObjectTagging",
+    "PutObjectTagging",
+    "DeleteObjectTagging",
+    "GetObjectRetention",
+    "PutObjectRetention",
+    "GetObjectLegalHold",
+    "PutObjectLegalHold",
+    "RestoreObject",
+    "GetObjectAcl",
+    "PutObjectAcl",
+    "GetObjectAttributes",
+    "PutObjectLockConfiguration",
+    "PutBucketAcl",
     "GetBucketPolicy",
     "GetBucketCors",
     "GetBucketWebsite",
@@ -194,6 +205,19 @@ pub const OPERATIONS: &[&str] = &[
 pub fn operation(req: &HttpRequest) -> String {
     let t = target(req);
     let m = req.method.as_str();
+    if t.bucket.is_some() {
+        let table = if t.key.is_some() {
+            crate::s3_object_ext::OBJECT_OPS
+        } else {
+            crate::s3_object_ext::BUCKET_OPS
+        };
+        if let Some((_, _, op)) = table
+            .iter()
+            .find(|(method, param, _)| *method == m && has_param(req, param))
+        {
+            return op.to_string();
+        }
+    }
     match (m, &t.bucket, &t.key) {
         ("GET", None, _) => "ListBuckets",
         ("GET", Some(_), None) if has_param(req, "location") => "GetBucketLocation",
@@ -288,7 +312,7 @@ fn has_subresource(req: &HttpRequest) -> bool {
         .any(|kv| !LISTING.contains(&kv.split('=').next().unwrap_or("")))
 }
 
-fn store_error(e: StoreError, bucket: &str, key: Option<&str>) -> ApiError {
+pub(crate) fn store_error(e: StoreError, bucket: &str, key: Option<&str>) -> ApiError {
     match e {
         StoreError::NoSuchBucket(_) => {
             ApiError::new("NoSuchBucket", 404, "The specified bucket does not exist")
@@ -327,7 +351,7 @@ fn store_error(e: StoreError, bucket: &str, key: Option<&str>) -> ApiError {
     }
 }
 
-fn http_date(t: chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn http_date(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
 
@@ -352,6 +376,61 @@ fn object_headers(mut r: Reply, info: &ObjectInfo) -> Reply {
     }
     for (k, v) in &info.metadata {
         r = r.header(&format!("x-amz-meta-{k}"), v.clone());
+    }
+    if let Some(sc) = info.system.get("storage-class") {
+        r = r.header("x-amz-storage-class", sc.clone());
+    }
+    if let Some(restore) = info.system.get("restore") {
+        r = r.header("x-amz-restore", restore.clone());
+    }
+    if let Some(sse) = info.system.get("sse") {
+        r = r.header("x-amz-server-side-encryption", sse.clone());
+    }
+    if let Some(tags) = info.system.get("tagging") {
+        let n = form_urlencoded::parse(tags.as_bytes()).count();
+        if n > 0 {
+            r = r.header("x-amz-tagging-count", n.to_string());
+        }
+    }
+    if let Some(mode) = info.system.get("retention-mode") {
+        r = r.header("x-amz-object-lock-mode", mode.clone());
+    }
+    if let Some(until) = info.system.get("retain-until") {
+        r = r.header("x-amz-object-lock-retain-until-date", until.clone());
+    }
+    if let Some(hold) = info.system.get("legal-hold") {
+        r = r.header("x-amz-object-lock-legal-hold", hold.clone());
+    }
+    r
+}
+
+/// Whether an object sits in an archive storage class without a finished restore: GetObject
+/// refuses it with InvalidObjectState until RestoreObject has run.
+pub fn archived(info: &ObjectInfo) -> bool {
+    let cold = matches!(
+        info.system.get("storage-class").map(String::as_str),
+        Some("GLACIER" | "DEEP_ARCHIVE")
+    );
+    let restored = info
+        .system
+        .get("restore")
+        .is_some_and(|r| r.contains("ongoing-request=\"false\""));
+    cold && !restored
+}
+
+/// The stored checksum header(s) of an object, sent when the client asks with
+/// `x-amz-checksum-mode: ENABLED` (and the whole object is read).
+fn checksum_headers(mut r: Reply, info: &ObjectInfo) -> Reply {
+    for (k, v) in &info.system {
+        if let Some(alg) = k.strip_prefix("checksum-") {
+            r = r.header(&format!("x-amz-checksum-{alg}"), v.clone());
+            let kind = if v.contains('-') {
+                "COMPOSITE"
+            } else {
+                "FULL_OBJECT"
+            };
+            r = r.header("x-amz-checksum-type", kind);
+        }
     }
     r
 }
@@ -381,6 +460,19 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
         }
     }
     match op {
+        op if crate::s3_object_ext::OBJECT_OPS
+            .iter()
+            .any(|(_, _, o)| *o == op) =>
+        {
+            let key = t.key.clone().unwrap_or_default();
+            crate::s3_object_ext::handle_object(ctx, op, &bucket, &key, &host).await
+        }
+        op if crate::s3_object_ext::BUCKET_OPS
+            .iter()
+            .any(|(_, _, o)| *o == op) =>
+        {
+            crate::s3_object_ext::handle_bucket(ctx, op, &bucket, &host).await
+        }
         "PutBucketPolicy" | "GetBucketPolicy" | "DeleteBucketPolicy" => {
             bucket_policy(ctx, op, &bucket, &host).await
         }
@@ -446,6 +538,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                 })
                 .await?;
             let _ = ctx.api.meta.delete(&format!("bucket-region/{bucket}"));
+            crate::s3_object_ext::forget_bucket(ctx, &bucket);
             Ok(Reply {
                 status: 204,
                 headers: vec![],
@@ -453,7 +546,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             })
         }
         op if BUCKET_CONFIG_READS.iter().any(|(_, o)| *o == op) => {
-            bucket_config_read(ctx, op, &bucket, &host, &account)
+            bucket_config_read(ctx, op, &bucket, &host)
         }
         "HeadBucket" => {
             ctx.audit.data_event = Some({
@@ -532,6 +625,20 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                 .await?;
             let (info, body) = got;
             let size = info.size;
+            if !head && archived(&info) {
+                return Err(ApiError::new(
+                    "InvalidObjectState",
+                    403,
+                    "The operation is not valid for the object's storage class",
+                )
+                .with(
+                    "StorageClass",
+                    info.system
+                        .get("storage-class")
+                        .cloned()
+                        .unwrap_or_default(),
+                ));
+            }
             // Conditional requests (RFC 9110): If-Match before If-None-Match.
             if let Some(m) = ctx.req.header("if-match") {
                 if !etag_matches(m, &info.etag) {
@@ -591,6 +698,12 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             }
             if let Some((a, b)) = range {
                 r = r.header("content-range", format!("bytes {a}-{b}/{size}"));
+            } else if ctx
+                .req
+                .header("x-amz-checksum-mode")
+                .is_some_and(|m| m.eq_ignore_ascii_case("ENABLED"))
+            {
+                r = checksum_headers(r, &info);
             }
             if head {
                 r.body = bytes::Bytes::new();
@@ -682,6 +795,21 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                 let store = ctx.api.store.clone();
                 let (b2, k2) = (bucket.clone(), key.clone());
                 let vid = ctx.req.query_param("versionId");
+                if let Some(v) = &vid {
+                    if crate::s3_object_ext::lock_enabled(ctx, &bucket)? {
+                        let (s2, b3, k3, v3) =
+                            (store.clone(), bucket.clone(), key.clone(), v.clone());
+                        let info = ctx
+                            .api
+                            .blocking(move || {
+                                Ok(s2.update_system(&b3, &k3, Some(&v3), &mut |_| Ok(())).ok())
+                            })
+                            .await?;
+                        if let Some(info) = info {
+                            crate::s3_object_ext::check_removable(ctx, &bucket, &info)?;
+                        }
+                    }
+                }
                 let outcome = ctx
                     .api
                     .blocking(move || {
@@ -722,19 +850,10 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
     }
 }
 
-/// PutObject with a plain (non-chunked) body: Content-MD5 checked, user metadata kept.
+/// PutObject (the edge has already decoded an aws-chunked body): Content-MD5 and the
+/// flexible checksums checked, user metadata and the checksum kept.
 async fn put_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply, ApiError> {
     let req = ctx.req;
-    if req
-        .header("x-amz-content-sha256")
-        .is_some_and(|v| v.starts_with("STREAMING-"))
-    {
-        return Err(ApiError::new(
-            "NotImplemented",
-            501,
-            "aws-chunked uploads are not implemented yet; send the body unchunked.",
-        ));
-    }
     if req.header("content-length").is_none() && req.header("transfer-encoding").is_none() {
         return Err(ApiError::new(
             "MissingContentLength",
@@ -747,11 +866,16 @@ async fn put_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply,
     }
     let body = req.body.clone();
     check_content_md5(req)?;
+    let checksum = crate::s3_chunked::verify(&req.headers, &body)?;
     let mut opts = cairn_store::PutOptions {
         content_type: req.header("content-type").map(str::to_string),
         content_encoding: req.header("content-encoding").map(str::to_string),
         ..Default::default()
     };
+    if let Some((alg, v)) = &checksum {
+        opts.system.insert(format!("checksum-{alg}"), v.clone());
+    }
+    crate::s3_object_ext::new_object_system(ctx, bucket, req, &mut opts)?;
     for (k, v) in &req.headers {
         if let Some(name) = k.strip_prefix("x-amz-meta-") {
             opts.metadata.insert(name.to_string(), v.clone());
@@ -778,6 +902,10 @@ async fn put_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply,
     let mut headers = vec![("etag".into(), info.etag)];
     if let Some(v) = info.version_id {
         headers.push(("x-amz-version-id".into(), v));
+    }
+    if let Some((alg, v)) = checksum {
+        headers.push((format!("x-amz-checksum-{alg}"), v));
+        headers.push(("x-amz-checksum-type".into(), "FULL_OBJECT".into()));
     }
     Ok(Reply {
         status: 200,
@@ -845,6 +973,15 @@ async fn put_bucket_versioning(
         _ => return Err(malformed_xml()),
     };
     bucket_must_exist(ctx, bucket)?;
+    if state == cairn_store::Versioning::Suspended
+        && crate::s3_object_ext::lock_enabled(ctx, bucket)?
+    {
+        return Err(ApiError::new(
+            "InvalidBucketState",
+            409,
+            "An Object Lock configuration is present on this bucket, so the versioning state cannot be changed.",
+        ));
+    }
     let store = ctx.api.store.clone();
     let b2 = bucket.to_string();
     ctx.api
@@ -1489,6 +1626,30 @@ async fn create_bucket(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<Re
             .meta
             .put(&format!("bucket-region/{bucket}"), &region)?;
     }
+    if !existed
+        && ctx
+            .req
+            .header("x-amz-bucket-object-lock-enabled")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        let store = ctx.api.store.clone();
+        let b2 = bucket.to_string();
+        ctx.api
+            .blocking(move || {
+                store
+                    .set_versioning(&b2, cairn_store::Versioning::Enabled)
+                    .map_err(|e| store_error(e, &b2, None))
+            })
+            .await?;
+        crate::s3_object_ext::enable_lock_at_creation(ctx, bucket)?;
+    }
+    if let Some(acl) = ctx.req.header("x-amz-acl") {
+        if acl != "private" {
+            ctx.api
+                .meta
+                .put(&format!("bucket-acl/{bucket}"), &acl.to_string())?;
+        }
+    }
     Ok(Reply {
         status: 200,
         headers: vec![("location".into(), format!("/{bucket}"))],
@@ -1503,7 +1664,6 @@ fn bucket_config_read(
     op: &str,
     bucket: &str,
     host: &str,
-    account: &str,
 ) -> Result<Reply, ApiError> {
     ctx.audit.read_only = true;
     let sub = BUCKET_CONFIG_READS
@@ -1525,8 +1685,13 @@ fn bucket_config_read(
         |code: &str, msg: &str| Err(ApiError::new(code, 404, msg).with("BucketName", bucket));
     let ok = |inner: &str, root: &str| Ok(Reply::s3_document(root, inner));
     match op {
-        "GetBucketPolicyStatus" => missing("NoSuchBucketPolicy", "The bucket policy does not exist"),
-        "GetBucketCors" => missing("NoSuchCORSConfiguration", "The CORS configuration does not exist"),
+        "GetBucketPolicyStatus" => {
+            missing("NoSuchBucketPolicy", "The bucket policy does not exist")
+        }
+        "GetBucketCors" => missing(
+            "NoSuchCORSConfiguration",
+            "The CORS configuration does not exist",
+        ),
         "GetBucketWebsite" => missing(
             "NoSuchWebsiteConfiguration",
             "The specified bucket does not have a website configuration",
@@ -1534,10 +1699,6 @@ fn bucket_config_read(
         "GetBucketReplication" => missing(
             "ReplicationConfigurationNotFoundError",
             "The replication configuration was not found",
-        ),
-        "GetObjectLockConfiguration" => missing(
-            "ObjectLockConfigurationNotFoundError",
-            "Object Lock configuration does not exist for this bucket",
         ),
         "GetBucketOwnershipControls" => missing(
             "OwnershipControlsNotFoundError",
@@ -1557,15 +1718,11 @@ fn bucket_config_read(
             ok(&inner, "VersioningConfiguration")
         }
         "GetBucketAccelerateConfiguration" => ok("", "AccelerateConfiguration"),
-        "GetBucketRequestPayment" => ok("<Payer>BucketOwner</Payer>", "RequestPaymentConfiguration"),
+        "GetBucketRequestPayment" => {
+            ok("<Payer>BucketOwner</Payer>", "RequestPaymentConfiguration")
+        }
         "GetBucketLogging" => ok("", "BucketLoggingStatus"),
         "GetBucketNotification" => ok("", "NotificationConfiguration"),
-        "GetBucketAcl" => ok(
-            &format!(
-                "<Owner><ID>{account}</ID><DisplayName>{account}</DisplayName></Owner><AccessControlList><Grant><Grantee xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"CanonicalUser\"><ID>{account}</ID><DisplayName>{account}</DisplayName></Grantee><Permission>FULL_CONTROL</Permission></Grant></AccessControlList>"
-            ),
-            "AccessControlPolicy",
-        ),
         _ => Err(ApiError::new(
             "NotImplemented",
             501,
@@ -1626,7 +1783,7 @@ fn byte_range(header: &str, size: u64) -> RangeAnswer {
     }
 }
 
-fn bucket_must_exist(ctx: &Ctx<'_>, bucket: &str) -> Result<(), ApiError> {
+pub(crate) fn bucket_must_exist(ctx: &Ctx<'_>, bucket: &str) -> Result<(), ApiError> {
     if cairn_store::check_bucket_name(bucket).is_err() {
         return Err(
             ApiError::client("InvalidBucketName", "The specified bucket is not valid.")

@@ -26,6 +26,12 @@ struct Upload {
     content_type: Option<String>,
     content_encoding: Option<String>,
     metadata: BTreeMap<String, String>,
+    /// `x-amz-checksum-algorithm` of CreateMultipartUpload (lower-case), if any.
+    #[serde(default)]
+    checksum_algorithm: Option<String>,
+    /// System attributes fixed at creation (tags, ACL, storage class, object lock, SSE).
+    #[serde(default)]
+    system: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,6 +39,9 @@ struct Part {
     etag: String,
     size: u64,
     modified: chrono::DateTime<chrono::Utc>,
+    /// `(algorithm, base64 value)` verified when the part was uploaded.
+    #[serde(default)]
+    checksum: Option<(String, String)>,
 }
 
 fn el(name: &str, v: &str) -> String {
@@ -99,14 +108,29 @@ pub async fn create(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply,
             metadata.insert(name.to_string(), v.clone());
         }
     }
+    let mut sys = cairn_store::PutOptions::default();
+    crate::s3_object_ext::new_object_system(ctx, bucket, ctx.req, &mut sys)?;
     let up = Upload {
+        system: sys.system,
         bucket: bucket.into(),
         key: key.into(),
         initiated: ctx.now,
         content_type: ctx.req.header("content-type").map(str::to_string),
         content_encoding: ctx.req.header("content-encoding").map(str::to_string),
         metadata,
+        checksum_algorithm: ctx
+            .req
+            .header("x-amz-checksum-algorithm")
+            .map(str::to_ascii_lowercase),
     };
+    if let Some(a) = &up.checksum_algorithm {
+        if !crate::s3_chunked::ALGORITHMS.contains(&a.as_str()) {
+            return Err(ApiError::client(
+                "InvalidRequest",
+                "Checksum algorithm provided is unsupported. Please try again with any of the valid types: [CRC32, CRC32C, CRC64NVME, SHA1, SHA256]",
+            ));
+        }
+    }
     let id = uuid::Uuid::new_v4().simple().to_string();
     std::fs::create_dir_all(ctx.api.opts.multipart_dir.join(&id)).map_err(ApiError::internal)?;
     ctx.api.meta.put(&upload_key(&id), &up)?;
@@ -142,8 +166,14 @@ pub async fn upload_part(
             .with("ArgumentName", "partNumber")
             .with("ArgumentValue", number)
         })?;
-    load(ctx, id, bucket, key)?;
+    let up = load(ctx, id, bucket, key)?;
     let body = ctx.req.body.clone();
+    let mut checksum = crate::s3_chunked::verify(&ctx.req.headers, &body)?;
+    if checksum.is_none() {
+        if let Some(a) = &up.checksum_algorithm {
+            checksum = Some((a.clone(), crate::s3_chunked::checksum_b64(a, &body)));
+        }
+    }
     let md5 = md5::Md5::digest(&body);
     if let Some(given) = ctx.req.header("content-md5") {
         let given = base64::engine::general_purpose::STANDARD
@@ -181,11 +211,16 @@ pub async fn upload_part(
             etag: etag.clone(),
             size: ctx.req.body.len() as u64,
             modified: ctx.now,
+            checksum: checksum.clone(),
         },
     )?;
+    let mut headers = vec![("etag".into(), etag)];
+    if let Some((alg, v)) = checksum {
+        headers.push((format!("x-amz-checksum-{alg}"), v));
+    }
     Ok(Reply {
         status: 200,
-        headers: vec![("etag".into(), etag)],
+        headers,
         body: bytes::Bytes::new(),
     })
 }
@@ -283,15 +318,49 @@ pub async fn complete(
         hex::encode(md5::Md5::digest(&md5s)),
         wanted.len()
     );
+    // S3's composite checksum: the checksum of the parts' checksums, with the part count.
+    let composite = {
+        let algs: Vec<_> = wanted
+            .iter()
+            .map(|(n, _)| have[n].checksum.as_ref().map(|c| c.0.clone()))
+            .collect();
+        match algs.first() {
+            Some(Some(alg)) if algs.iter().all(|a| a.as_deref() == Some(alg)) => {
+                let mut raw = Vec::new();
+                for (n, _) in &wanted {
+                    if let Some((_, v)) = &have[n].checksum {
+                        raw.extend(
+                            base64::engine::general_purpose::STANDARD
+                                .decode(v)
+                                .unwrap_or_default(),
+                        );
+                    }
+                }
+                Some((
+                    alg.clone(),
+                    format!(
+                        "{}-{}",
+                        crate::s3_chunked::checksum_b64(alg, &raw),
+                        wanted.len()
+                    ),
+                ))
+            }
+            _ => None,
+        }
+    };
     let paths: Vec<_> = wanted.iter().map(|(n, _)| part_path(ctx, id, *n)).collect();
     let store = ctx.api.store.clone();
-    let opts = cairn_store::PutOptions {
+    let mut opts = cairn_store::PutOptions {
         content_type: up.content_type.clone(),
         content_encoding: up.content_encoding.clone(),
         metadata: up.metadata.clone(),
         etag: Some(etag.clone()),
+        system: up.system.clone(),
         ..Default::default()
     };
+    if let Some((alg, v)) = &composite {
+        opts.system.insert(format!("checksum-{alg}"), v.clone());
+    }
     let (b2, k2) = (bucket.to_string(), key.to_string());
     ctx.api
         .blocking(move || {
@@ -313,11 +382,14 @@ pub async fn complete(
     Ok(Reply::s3_document(
         "CompleteMultipartUploadResult",
         &format!(
-            "{}{}{}{}",
+            "{}{}{}{}{}",
             el("Location", &format!("http://{host}/{bucket}/{key}")),
             el("Bucket", bucket),
             el("Key", key),
-            el("ETag", &etag)
+            el("ETag", &etag),
+            composite
+                .map(|(alg, v)| el(&format!("Checksum{}", alg.to_ascii_uppercase()), &v))
+                .unwrap_or_default()
         ),
     ))
 }

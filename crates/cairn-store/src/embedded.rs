@@ -398,6 +398,7 @@ impl ObjectStore for EmbeddedStore {
                 content_encoding: i.opts.content_encoding.clone(),
                 metadata: i.opts.metadata.clone(),
                 version_id: None,
+                system: i.opts.system.clone(),
             })
             .collect();
         let result = (|| -> Result<Vec<String>> {
@@ -537,6 +538,7 @@ impl ObjectStore for EmbeddedStore {
                         content_encoding: None,
                         metadata: Default::default(),
                         version_id: Some(vid.clone()),
+                        system: Default::default(),
                     },
                     md5: None,
                     delete_marker: true,
@@ -634,6 +636,77 @@ impl ObjectStore for EmbeddedStore {
             version_id: Some(version_id.into()),
             delete_marker: marker,
         })
+    }
+
+    fn update_system(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        change: &mut dyn FnMut(&mut ObjectInfo) -> Result<()>,
+    ) -> Result<ObjectInfo> {
+        let w = self.db.begin_write().map_err(db_err)?;
+        let info = {
+            let mut ot = w.open_table(OBJECTS).map_err(db_err)?;
+            let current = ot
+                .get((bucket, key))
+                .map_err(db_err)?
+                .map(|v| serde_json::from_slice::<Stored>(v.value()))
+                .transpose()
+                .map_err(db_err)?;
+            match current {
+                Some(mut c) if version_id.is_none_or(|v| vid_of(&c.info) == v) => {
+                    let before = c.info.clone();
+                    change(&mut c.info)?;
+                    if c.info == before {
+                        return Ok(c.info);
+                    }
+                    let bytes = serde_json::to_vec(&c).map_err(db_err)?;
+                    ot.insert((bucket, key), bytes.as_slice()).map_err(db_err)?;
+                    c.info
+                }
+                current => {
+                    let Some(vid) = version_id else {
+                        let r = self.db.begin_read().map_err(db_err)?;
+                        require_bucket(&r, bucket)?;
+                        return Err(StoreError::NoSuchKey {
+                            bucket: bucket.into(),
+                            key: key.into(),
+                        });
+                    };
+                    drop(current);
+                    let mut vt = w.open_table(VERSIONS).map_err(db_err)?;
+                    let mut found = None;
+                    for row in vt
+                        .range((bucket, key, 0)..=(bucket, key, u64::MAX))
+                        .map_err(db_err)?
+                    {
+                        let (k, v) = row.map_err(db_err)?;
+                        let v: StoredVersion = serde_json::from_slice(v.value()).map_err(db_err)?;
+                        if vid_of(&v.info) == vid {
+                            found = Some((k.value().2, v));
+                            break;
+                        }
+                    }
+                    let (seq, mut v) =
+                        found.ok_or_else(|| StoreError::NoSuchVersion(vid.into()))?;
+                    if v.delete_marker {
+                        return Err(StoreError::DeleteMarker(vid.into()));
+                    }
+                    let before = v.info.clone();
+                    change(&mut v.info)?;
+                    if v.info == before {
+                        return Ok(v.info);
+                    }
+                    let bytes = serde_json::to_vec(&v).map_err(db_err)?;
+                    vt.insert((bucket, key, seq), bytes.as_slice())
+                        .map_err(db_err)?;
+                    v.info
+                }
+            }
+        };
+        w.commit().map_err(db_err)?;
+        Ok(info)
     }
 
     fn get_version(&self, bucket: &str, key: &str, version_id: &str) -> Result<Object> {

@@ -93,6 +93,8 @@ pub struct PutOptions {
     /// Set when a service writes on its own behalf: the ARN of the resource it acts for (a
     /// trail). Stores that enforce bucket policies evaluate the write as that service.
     pub source_arn: Option<String>,
+    /// System attributes to keep with the object (see [`ObjectInfo::system`]).
+    pub system: BTreeMap<String, String>,
 }
 
 /// What HEAD returns.
@@ -109,6 +111,11 @@ pub struct ObjectInfo {
     /// The version id when the bucket is (or was) versioned; `"null"` for the null version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_id: Option<String>,
+    /// System attributes S3 keeps with an object besides its user metadata: checksums
+    /// (`checksum-crc32`, …), `storage-class`, `restore`, `tagging`, `retention-mode`,
+    /// `retain-until`, `legal-hold`, `acl`, `sse`. Opaque to the store.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub system: BTreeMap<String, String>,
 }
 
 /// A bucket's versioning state (`None` when it was never enabled).
@@ -199,6 +206,20 @@ pub trait ObjectStore: Send + Sync {
         let _ = (bucket, prefix, after, max);
         Err(StoreError::Unsupported("listing versions".into()))
     }
+    /// Changes the system attributes of one version (the current one when `version_id` is
+    /// `None`) without touching its body: tags, retention, storage class, restore state.
+    /// `change` returns an error to refuse the change (nothing is written then).
+    fn update_system(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        change: &mut dyn FnMut(&mut ObjectInfo) -> Result<()>,
+    ) -> Result<ObjectInfo> {
+        let _ = (bucket, key, version_id, change);
+        Err(StoreError::Unsupported("update_system".into()))
+    }
+
     fn put(&self, bucket: &str, key: &str, body: &[u8], opts: &PutOptions) -> Result<ObjectInfo>;
     fn get(&self, bucket: &str, key: &str) -> Result<Object>;
     fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo>;

@@ -117,6 +117,7 @@ impl RemoteStore {
             content_encoding,
             metadata,
             version_id: None,
+            system: Default::default(),
         }
     }
 }
@@ -184,6 +185,7 @@ impl ObjectStore for RemoteStore {
             content_encoding: opts.content_encoding.clone(),
             metadata: opts.metadata.clone(),
             version_id: None,
+            system: Default::default(),
         })
     }
 

@@ -8,6 +8,7 @@
 //! default_region = "us-east-1"     # for requests whose signature names no region
 //! delivery_interval = "5m"         # how often log files are delivered
 //! digest_interval = "1h"           # digest window length
+//! lifecycle_interval = "1m"        # how often S3 lifecycle rules are applied
 //! dev = false                      # accept the well-known test/test credentials as root
 //! history_days = 90                # LookupEvents retention
 //! lookup_extensions = false        # LookupEvents: AND of several attributes, data events
@@ -47,6 +48,7 @@ pub struct FileConfig {
     pub regions: Option<Vec<String>>,
     pub default_region: Option<String>,
     pub delivery_interval: Option<String>,
+    pub lifecycle_interval: Option<String>,
     pub digest_interval: Option<String>,
     pub dev: Option<bool>,
     pub history_days: Option<i64>,

@@ -42,6 +42,9 @@ pub struct ServeArgs {
     /// Digest window length (e.g. 1h, 10s).
     #[arg(long)]
     pub digest_interval: Option<String>,
+    /// How often the S3 lifecycle worker runs (e.g. 1m, 10s).
+    #[arg(long)]
+    pub lifecycle_interval: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -206,6 +209,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             .or(file.digest_interval.as_deref())
             .unwrap_or("1h"),
     )?;
+    let lifecycle_every = parse_duration(
+        a.lifecycle_interval
+            .as_deref()
+            .or(file.lifecycle_interval.as_deref())
+            .unwrap_or("1m"),
+    )?;
     let regions = file.regions.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     std::fs::create_dir_all(a.data_dir.join("api"))?;
@@ -362,6 +371,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             server.local_addr
         );
         tracing::info!(addr = %server.local_addr, "listening");
+        let lifecycle = cairn_api::lifecycle::spawn(
+            api.clone(),
+            lifecycle_every
+                .to_std()
+                .unwrap_or(std::time::Duration::from_secs(60)),
+        );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = term.recv() => {},
@@ -369,6 +384,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         }
         tracing::info!("shutting down: no new connections; finishing in-flight requests");
         server.shutdown(std::time::Duration::from_secs(30)).await;
+        lifecycle.abort();
         anyhow::Ok(())
     })?;
     stop.store(true, Ordering::Release);
