@@ -42,6 +42,19 @@ pub struct HttpRequest {
     pub bad_header: Option<String>,
     /// Set when the body could not be read completely (declared length not sent).
     pub bad_body: Option<String>,
+    /// The body, not yet read, of a request the proxy streams to its upstream (`body` is
+    /// empty then).
+    pub body_stream: Option<BodyStream>,
+}
+
+/// A request body left unread for streaming; taken once.
+#[derive(Clone, Debug, Default)]
+pub struct BodyStream(pub Arc<std::sync::Mutex<Option<hyper::body::Incoming>>>);
+
+impl BodyStream {
+    pub fn take(&self) -> Option<hyper::body::Incoming> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 impl HttpRequest {
@@ -155,6 +168,9 @@ pub struct Audit {
     pub additional_event_data: Option<Value>,
     /// A data event built by the handler (S3 object calls); replaces the management event.
     pub data_event: Option<EventRecord>,
+    /// The error of an answer passed through unchanged (a proxied upstream's error):
+    /// `(errorCode, errorMessage)` for the record.
+    pub error: Option<(String, String)>,
 }
 
 /// A handler's view of one authenticated request.
@@ -439,7 +455,15 @@ fn authenticate(
         }
         (k.secret, k.owner)
     };
-    let body_sha = hex::encode(Sha256::digest(&req.body));
+    // A streamed body is not here to hash: its declared hash is forwarded to the upstream,
+    // which verifies it (and refuses the write on a mismatch).
+    let body_sha = if req.body_stream.is_some() {
+        req.header("x-amz-content-sha256")
+            .unwrap_or_default()
+            .to_string()
+    } else {
+        hex::encode(Sha256::digest(&req.body))
+    };
     let sreq = sigv4::Request {
         method: &req.method,
         path: &req.path,
@@ -859,6 +883,12 @@ fn build_record(ctx: &Ctx, service: Service, result: &Result<Reply, ApiError>) -
         rec.additional_event_data = a.additional_event_data.clone();
     }
     match result {
+        Ok(_) if a.error.is_some() => {
+            let (code, message) = a.error.clone().unwrap_or_default();
+            rec.error_code = Some(code);
+            rec.error_message = Some(message);
+            rec.response_elements = None;
+        }
         Ok(_) => rec.response_elements = a.response_elements.clone(),
         Err(e) => {
             rec.error_code = Some(e.code.clone());

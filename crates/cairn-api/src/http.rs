@@ -1,6 +1,7 @@
 //! The HTTP listener: HTTP/1.1 over TCP, optionally TLS (rustls), with graceful shutdown.
 
 use crate::edge::{self, HttpRequest, TlsInfo};
+use crate::wire::{BoxError, StreamBody};
 use crate::Api;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -121,9 +122,28 @@ async fn to_request(
     req: hyper::Request<Incoming>,
     peer: SocketAddr,
     tls: Option<TlsInfo>,
-) -> Result<HttpRequest, hyper::Response<Full<Bytes>>> {
+) -> Result<HttpRequest, hyper::Response<StreamBody>> {
     let (parts, body) = req.into_parts();
     let (headers, bad) = header_problem(&parts);
+    let mut request = HttpRequest {
+        method: parts.method.as_str().to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
+        headers,
+        body: Bytes::new(),
+        peer: peer.ip(),
+        tls,
+        bad_header: bad,
+        bad_body: None,
+        body_stream: None,
+    };
+    // A body bound for a proxied bucket's upstream is streamed there, not read here.
+    if crate::s3_proxy::streams_request(api, &request) {
+        request.body_stream = Some(edge::BodyStream(Arc::new(std::sync::Mutex::new(Some(
+            body,
+        )))));
+        return Ok(request);
+    }
     // Read at most one byte over the limit: the edge then refuses the request with the
     // protocol's "too large" error instead of buffering an unbounded body.
     let limit = api.opts.max_body_bytes + 1;
@@ -141,17 +161,15 @@ async fn to_request(
             }
         }
     };
-    Ok(HttpRequest {
-        method: parts.method.as_str().to_string(),
-        path: parts.uri.path().to_string(),
-        query: parts.uri.query().unwrap_or("").to_string(),
-        headers,
-        body,
-        peer: peer.ip(),
-        tls,
-        bad_header: bad,
-        bad_body,
-    })
+    request.body = body;
+    request.bad_body = bad_body;
+    Ok(request)
+}
+
+fn full(b: Bytes) -> StreamBody {
+    Full::new(b)
+        .map_err(|never: std::convert::Infallible| -> BoxError { match never {} })
+        .boxed_unsync()
 }
 
 async fn respond(
@@ -159,11 +177,11 @@ async fn respond(
     req: hyper::Request<Incoming>,
     peer: SocketAddr,
     tls: Option<TlsInfo>,
-) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+) -> Result<hyper::Response<StreamBody>, std::convert::Infallible> {
     // Unauthenticated operational endpoints. `_cairn` can never be a bucket name.
     match req.uri().path() {
         "/_cairn/health" => {
-            return Ok(hyper::Response::new(Full::new(Bytes::from_static(b"ok\n"))));
+            return Ok(hyper::Response::new(full(Bytes::from_static(b"ok\n"))));
         }
         "/_cairn/metrics" => {
             let m = &api.metrics;
@@ -171,7 +189,7 @@ async fn respond(
                 .set(api.engine.journal().next_seq() as i64);
             m.delivery_position.set(api.engine.position() as i64);
             m.history_position.set(api.history.position() as i64);
-            let mut r = hyper::Response::new(Full::new(Bytes::from(m.render())));
+            let mut r = hyper::Response::new(full(Bytes::from(m.render())));
             r.headers_mut().insert(
                 "content-type",
                 hyper::header::HeaderValue::from_static(
@@ -188,11 +206,13 @@ async fn respond(
     };
     let head = request.method == "HEAD";
     let reply = edge::handle(&api, request).await;
-    let mut resp = hyper::Response::new(Full::new(if head {
-        Bytes::new()
-    } else {
-        reply.body.clone()
-    }));
+    let streamed = reply.stream.as_ref().and_then(|s| s.take());
+    let has_stream = streamed.is_some();
+    let mut resp = hyper::Response::new(match (head, streamed) {
+        (true, _) => full(Bytes::new()),
+        (false, Some(s)) => s,
+        (false, None) => full(reply.body.clone()),
+    });
     *resp.status_mut() = hyper::StatusCode::from_u16(reply.status)
         .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     for (k, v) in &reply.headers {
@@ -204,7 +224,7 @@ async fn respond(
         }
     }
     // A HEAD answer declares the length its GET would have (handlers set it when they know).
-    if head && !resp.headers().contains_key(hyper::header::CONTENT_LENGTH) {
+    if head && !has_stream && !resp.headers().contains_key(hyper::header::CONTENT_LENGTH) {
         if let Ok(v) = hyper::header::HeaderValue::from_str(&reply.body.len().to_string()) {
             resp.headers_mut().insert(hyper::header::CONTENT_LENGTH, v);
         }

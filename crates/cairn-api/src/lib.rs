@@ -24,6 +24,7 @@ pub mod s3;
 pub mod s3_chunked;
 pub mod s3_multipart;
 pub mod s3_object_ext;
+pub mod s3_proxy;
 pub mod sts;
 pub mod wire;
 pub mod xml;
@@ -57,6 +58,8 @@ pub struct ApiOptions {
     pub lookup_extensions: bool,
     /// Where multipart upload parts wait until completed.
     pub multipart_dir: std::path::PathBuf,
+    /// Buckets served by an upstream S3-compatible service (cairn bucket name → target).
+    pub proxies: std::collections::HashMap<String, s3_proxy::ProxyTarget>,
 }
 
 impl ApiOptions {
@@ -75,6 +78,7 @@ impl ApiOptions {
             history_days: 90,
             lookup_extensions: false,
             multipart_dir: std::env::temp_dir().join("cairn-multipart"),
+            proxies: Default::default(),
         }
     }
 }
@@ -94,6 +98,10 @@ pub struct Api {
     pub metrics: metrics::Metrics,
     /// Serialises control-plane changes (check-then-act on trails and channels).
     pub control: tokio::sync::Mutex<()>,
+    /// When this API started (the creation date ListBuckets shows for proxied buckets).
+    pub started: chrono::DateTime<chrono::Utc>,
+    /// The HTTP client for proxied buckets (built on first use).
+    pub upstream: std::sync::OnceLock<s3_proxy::Upstream>,
 }
 
 impl Api {
@@ -119,6 +127,8 @@ impl Api {
             clock,
             metrics: metrics::Metrics::new(),
             control: tokio::sync::Mutex::new(()),
+            upstream: std::sync::OnceLock::new(),
+            started: chrono::Utc::now(),
         })
     }
 

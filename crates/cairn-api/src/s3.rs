@@ -451,6 +451,10 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
     let account = ctx.api.opts.account.clone();
     let host = ctx.req.header("host").unwrap_or_default().to_string();
     let bucket = t.bucket.clone().unwrap_or_default();
+    // A proxied bucket: everything on it goes to its upstream.
+    if let Some(target) = ctx.api.opts.proxies.get(&bucket).cloned() {
+        return crate::s3_proxy::forward(ctx, op, &bucket, &target).await;
+    }
     // The bucket policy takes part in every authorization of a request on the bucket.
     if !bucket.is_empty() {
         if let Some(text) = ctx.api.meta.get::<String>(&policy_key(&bucket))? {
@@ -506,10 +510,16 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             ctx.audit.request_parameters = Some(serde_json::json!({"Host": host}));
             ctx.authorize("s3:ListAllMyBuckets", "*")?;
             let store = ctx.api.store.clone();
-            let buckets = ctx
+            let mut buckets = ctx
                 .api
                 .blocking(move || store.list_buckets().map_err(ApiError::internal))
                 .await?;
+            for name in ctx.api.opts.proxies.keys() {
+                if !buckets.iter().any(|(b, _)| b == name) {
+                    buckets.push((name.clone(), ctx.api.started));
+                }
+            }
+            buckets.sort();
             let mut x = format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListAllMyBucketsResult xmlns=\"{S3_XMLNS}\"><Owner><ID>{account}</ID><DisplayName>{account}</DisplayName></Owner><Buckets>"
             );
@@ -543,6 +553,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                 status: 204,
                 headers: vec![],
                 body: bytes::Bytes::new(),
+                stream: None,
             })
         }
         op if BUCKET_CONFIG_READS.iter().any(|(_, o)| *o == op) => {
@@ -656,6 +667,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                         status: 304,
                         headers: vec![("etag".into(), info.etag.clone())],
                         body: bytes::Bytes::new(),
+                        stream: None,
                     });
                 }
             }
@@ -691,6 +703,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                 status,
                 headers: vec![],
                 body: bytes::Bytes::from(body),
+                stream: None,
             };
             let mut r = object_headers(r, &info);
             if let Some(v) = &info.version_id {
@@ -828,6 +841,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                     status: 204,
                     headers: vec![],
                     body: bytes::Bytes::new(),
+                    stream: None,
                 };
                 if let Some(v) = outcome.version_id {
                     r = r.header("x-amz-version-id", v);
@@ -911,6 +925,7 @@ async fn put_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply,
         status: 200,
         headers,
         body: bytes::Bytes::new(),
+        stream: None,
     })
 }
 
@@ -995,6 +1010,7 @@ async fn put_bucket_versioning(
         status: 200,
         headers: vec![],
         body: bytes::Bytes::new(),
+        stream: None,
     })
 }
 
@@ -1124,6 +1140,7 @@ async fn bucket_policy(
                 status: 204,
                 headers: vec![],
                 body: bytes::Bytes::new(),
+                stream: None,
             })
         }
         "GetBucketPolicy" => match ctx.api.meta.get::<String>(&key)? {
@@ -1131,6 +1148,7 @@ async fn bucket_policy(
                 status: 200,
                 headers: vec![("content-type".into(), "application/json".into())],
                 body: bytes::Bytes::from(text),
+                stream: None,
             }),
             None => Err(ApiError::new(
                 "NoSuchBucketPolicy",
@@ -1145,6 +1163,7 @@ async fn bucket_policy(
                 status: 204,
                 headers: vec![],
                 body: bytes::Bytes::new(),
+                stream: None,
             })
         }
     }
@@ -1263,6 +1282,7 @@ async fn stored_config(
             status: 200,
             headers,
             body: bytes::Bytes::new(),
+            stream: None,
         });
     }
     if op == c.delete {
@@ -1271,6 +1291,7 @@ async fn stored_config(
             status: 204,
             headers: vec![],
             body: bytes::Bytes::new(),
+            stream: None,
         });
     }
     match (ctx.api.meta.get::<String>(&key)?, c.missing) {
@@ -1654,6 +1675,7 @@ async fn create_bucket(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<Re
         status: 200,
         headers: vec![("location".into(), format!("/{bucket}"))],
         body: bytes::Bytes::new(),
+        stream: None,
     })
 }
 

@@ -222,6 +222,7 @@ pub async fn upload_part(
         status: 200,
         headers,
         body: bytes::Bytes::new(),
+        stream: None,
     })
 }
 
@@ -417,6 +418,7 @@ pub async fn abort(
         status: 204,
         headers: vec![],
         body: bytes::Bytes::new(),
+        stream: None,
     })
 }
 

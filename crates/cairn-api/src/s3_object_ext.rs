@@ -946,7 +946,7 @@ pub async fn handle_object(
                         {
                             x += &format!(
                                 "<ObjectParts>{}</ObjectParts>",
-                                el("TotalPartsCount", &n.to_string())
+                                el("PartsCount", &n.to_string())
                             );
                         }
                     }

@@ -104,6 +104,34 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// A body streamed to the client instead of `body` (a proxied object).
+    pub stream: Option<Streamed>,
+}
+
+/// Errors of a streamed body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A streamed response body.
+pub type StreamBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// A streamed body that can be taken once (kept behind a lock so [`Reply`] stays `Clone`).
+#[derive(Clone)]
+pub struct Streamed(pub std::sync::Arc<std::sync::Mutex<Option<StreamBody>>>);
+
+impl Streamed {
+    pub fn new(b: StreamBody) -> Streamed {
+        Streamed(std::sync::Arc::new(std::sync::Mutex::new(Some(b))))
+    }
+
+    pub fn take(&self) -> Option<StreamBody> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl std::fmt::Debug for Streamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Streamed")
+    }
 }
 
 impl Reply {
@@ -112,6 +140,7 @@ impl Reply {
             status: 200,
             headers: vec![("content-type".into(), AMZ_JSON_1_1.into())],
             body: Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+            stream: None,
         }
     }
 
@@ -120,6 +149,7 @@ impl Reply {
             status: 200,
             headers: vec![("content-type".into(), "application/json".into())],
             body: Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+            stream: None,
         }
     }
 
@@ -128,6 +158,7 @@ impl Reply {
             status,
             headers: vec![("content-type".into(), "text/xml".into())],
             body: Bytes::from(body),
+            stream: None,
         }
     }
 
@@ -137,6 +168,7 @@ impl Reply {
             status,
             headers: vec![("content-type".into(), "application/xml".into())],
             body: Bytes::from(body),
+            stream: None,
         }
     }
 
@@ -185,6 +217,7 @@ pub fn error_reply(protocol: Protocol, e: &ApiError, request_id: &str, head: boo
                 serde_json::to_vec(&serde_json::json!({"__type": e.code, "message": e.message}))
                     .unwrap_or_default(),
             ),
+            stream: None,
         },
         Protocol::RestJson => Reply {
             status: e.status,
@@ -196,6 +229,7 @@ pub fn error_reply(protocol: Protocol, e: &ApiError, request_id: &str, head: boo
                 serde_json::to_vec(&serde_json::json!({"__type": e.code, "message": e.message}))
                     .unwrap_or_default(),
             ),
+            stream: None,
         },
         Protocol::Query => {
             let kind = if e.status >= 500 {

@@ -22,6 +22,15 @@
 //! name = "acme-cloudtrail-logs"
 //! region = "us-east-1"
 //!
+//! [[bucket]]                       # a bucket served by an upstream S3 (the proxy backend)
+//! name = "acme-artifacts"
+//! [bucket.proxy]
+//! endpoint = "http://minio.internal:9000"
+//! region = "us-east-1"             # the upstream's signing region
+//! bucket = "artifacts"             # its name upstream (default: the same name)
+//! access_key_id = "AKIA…"
+//! secret_access_key_env = "ARTIFACTS_SECRET"  # env var with the secret (or secret_access_key)
+//!
 //! [[trail]]                        # trails applied idempotently at start
 //! name = "acme-audit-trail"
 //! bucket = "acme-cloudtrail-logs"
@@ -73,6 +82,53 @@ pub struct TlsConfig {
 pub struct BucketConfig {
     pub name: String,
     pub region: Option<String>,
+    /// Serve this bucket from an upstream S3-compatible service instead of the embedded store.
+    pub proxy: Option<ProxyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// `http://host:port` or `https://host`.
+    pub endpoint: String,
+    /// The upstream's signing region (default `us-east-1`).
+    pub region: Option<String>,
+    /// The bucket's name upstream (default: the same name).
+    pub bucket: Option<String>,
+    pub access_key_id: String,
+    /// The upstream secret key in the file itself (prefer `secret_access_key_env`).
+    pub secret_access_key: Option<String>,
+    /// The environment variable holding the upstream secret key.
+    pub secret_access_key_env: Option<String>,
+}
+
+impl ProxyConfig {
+    /// The upstream target of bucket `name`.
+    pub fn target(&self, name: &str) -> Result<cairn_api::s3_proxy::ProxyTarget> {
+        let secret = match (&self.secret_access_key_env, &self.secret_access_key) {
+            (Some(var), _) => std::env::var(var).map_err(|_| {
+                anyhow::anyhow!("bucket {name}: environment variable {var} (the upstream secret key) is not set")
+            })?,
+            (None, Some(s)) => {
+                tracing::warn!(bucket = %name, "the upstream secret key is stored in cairn.toml in plain text; prefer secret_access_key_env");
+                s.clone()
+            }
+            (None, None) => anyhow::bail!(
+                "bucket {name}: the proxy needs secret_access_key_env (or secret_access_key)"
+            ),
+        };
+        let endpoint = self.endpoint.trim_end_matches('/').to_string();
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            anyhow::bail!("bucket {name}: proxy endpoint must start with http:// or https://");
+        }
+        Ok(cairn_api::s3_proxy::ProxyTarget {
+            endpoint,
+            region: self.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: secret,
+            bucket: self.bucket.clone().unwrap_or_else(|| name.to_string()),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -139,6 +139,9 @@ pub fn init(a: InitArgs) -> Result<()> {
 
 fn apply_buckets(file: &FileConfig, store: &dyn ObjectStore, meta: &Meta) -> Result<()> {
     for b in &file.buckets {
+        if b.proxy.is_some() {
+            continue;
+        }
         if !store.bucket_exists(&b.name)? {
             store.create_bucket(&b.name)?;
             tracing::info!(bucket = %b.name, "created bucket from cairn.toml");
@@ -275,6 +278,14 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         opts.history_days = d;
     }
     opts.lookup_extensions = file.lookup_extensions.unwrap_or(false);
+    for b in &file.buckets {
+        if let Some(p) = &b.proxy {
+            cairn_store::check_bucket_name(&b.name)
+                .map_err(|e| anyhow::anyhow!("bucket {}: {e}", b.name))?;
+            opts.proxies.insert(b.name.clone(), p.target(&b.name)?);
+            tracing::info!(bucket = %b.name, upstream = %p.endpoint, "bucket served by an upstream S3");
+        }
+    }
     opts.multipart_dir = a.data_dir.join("multipart");
     std::fs::create_dir_all(&opts.multipart_dir)?;
     if let Some(m) = file.max_body_bytes {

@@ -1,0 +1,497 @@
+//! The proxy backend: a bucket declared in `cairn.toml` with an upstream S3-compatible
+//! endpoint. cairn authenticates and authorizes the client itself (SigV4, IAM policies),
+//! records the same events as for an embedded bucket, re-signs the request with the
+//! upstream's credentials and passes it on. Object bodies stream both ways: a PutObject or
+//! UploadPart body goes to the upstream as it arrives (its declared SHA-256 is forwarded, so
+//! the upstream verifies it), and a GetObject body comes back as the upstream sends it. The
+//! upstream's answer — status, headers, body, errors — reaches the client unchanged (only the
+//! bucket name is mapped when the upstream bucket has another name).
+
+use crate::edge::{Ctx, HttpRequest};
+use crate::wire::{ApiError, BoxError, Reply, StreamBody, Streamed};
+use bytes::Bytes;
+use cairn_record::builder;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+
+/// Where a proxied bucket lives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyTarget {
+    /// `http://host:port` or `https://host` (no trailing slash).
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// The bucket's name upstream.
+    pub bucket: String,
+}
+
+/// The shared HTTP(S) client for upstreams.
+pub type Upstream = Client<hyper_rustls::HttpsConnector<HttpConnector>, StreamBody>;
+
+fn upstream(api: &crate::Api) -> Result<Upstream, ApiError> {
+    if let Some(u) = api.upstream.get() {
+        return Ok(u.clone());
+    }
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for c in native.certs {
+        let _ = roots.add(c);
+    }
+    let tls = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(service_unavailable)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+    Ok(api.upstream.get_or_init(|| client).clone())
+}
+
+/// Operations recorded as data events (spec §2.3); the others on a bucket are management
+/// events.
+const DATA_OPS: &[&str] = &[
+    "GetObject",
+    "HeadObject",
+    "PutObject",
+    "DeleteObject",
+    "DeleteObjects",
+    "CopyObject",
+    "CreateMultipartUpload",
+    "UploadPart",
+    "CompleteMultipartUpload",
+    "AbortMultipartUpload",
+    "ListParts",
+    "ListMultipartUploads",
+    "ListObjects",
+    "ListObjectsV2",
+    "ListObjectVersions",
+    "HeadBucket",
+    "GetObjectTagging",
+    "PutObjectTagging",
+    "DeleteObjectTagging",
+    "GetObjectAcl",
+    "PutObjectAcl",
+    "GetObjectRetention",
+    "PutObjectRetention",
+    "GetObjectLegalHold",
+    "PutObjectLegalHold",
+    "RestoreObject",
+    "GetObjectAttributes",
+];
+
+/// The IAM action an S3 operation needs.
+fn action(op: &str, versioned: bool) -> String {
+    match op {
+        "ListObjects" | "ListObjectsV2" | "HeadBucket" => "s3:ListBucket".into(),
+        "ListObjectVersions" => "s3:ListBucketVersions".into(),
+        "GetObject" | "HeadObject" | "GetObjectAttributes" if versioned => {
+            "s3:GetObjectVersion".into()
+        }
+        "GetObject" | "HeadObject" | "GetObjectAttributes" => "s3:GetObject".into(),
+        "DeleteObject" | "DeleteObjects" if versioned => "s3:DeleteObjectVersion".into(),
+        "DeleteObject" | "DeleteObjects" => "s3:DeleteObject".into(),
+        "CopyObject" | "CreateMultipartUpload" | "UploadPart" | "CompleteMultipartUpload" => {
+            "s3:PutObject".into()
+        }
+        "ListParts" => "s3:ListMultipartUploadParts".into(),
+        "ListMultipartUploads" => "s3:ListBucketMultipartUploads".into(),
+        "CreateBucket" => "s3:CreateBucket".into(),
+        "GetBucketLifecycle" => "s3:GetLifecycleConfiguration".into(),
+        "PutBucketLifecycle" | "DeleteBucketLifecycle" => "s3:PutLifecycleConfiguration".into(),
+        "GetBucketEncryption" => "s3:GetEncryptionConfiguration".into(),
+        "PutBucketEncryption" | "DeleteBucketEncryption" => "s3:PutEncryptionConfiguration".into(),
+        "GetObjectLockConfiguration" => "s3:GetBucketObjectLockConfiguration".into(),
+        "PutObjectLockConfiguration" => "s3:PutBucketObjectLockConfiguration".into(),
+        "GetBucketCors" => "s3:GetBucketCORS".into(),
+        "GetBucketReplication" => "s3:GetReplicationConfiguration".into(),
+        "GetBucketAccelerateConfiguration" => "s3:GetAccelerateConfiguration".into(),
+        "DeleteBucketTagging" => "s3:PutBucketTagging".into(),
+        "DeleteBucketPublicAccessBlock" => "s3:PutBucketPublicAccessBlock".into(),
+        o => format!("s3:{o}"),
+    }
+}
+
+/// Hop-by-hop headers and the ones cairn replaces when it re-signs.
+const NOT_FORWARDED: &[&str] = &[
+    "host",
+    "authorization",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
+    "x-amz-decoded-content-length",
+    "x-amz-trailer",
+    "connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+    "content-length",
+];
+
+/// Response headers not passed back (hop-by-hop, and the request ids cairn sets itself so the
+/// client's request id is the one in the event).
+const NOT_RETURNED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "x-amz-request-id",
+    "x-amz-id-2",
+    "server",
+    "date",
+];
+
+fn service_unavailable(what: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        "ServiceUnavailable",
+        503,
+        format!("The upstream S3 service could not be reached: {what}"),
+    )
+}
+
+/// The path under the bucket, raw (still percent-encoded as the client sent it): `""` for a
+/// bucket-level request, else `/key…`.
+fn raw_rest(req: &HttpRequest, bucket: &str, virtual_host: bool) -> String {
+    if virtual_host {
+        return if req.path == "/" {
+            String::new()
+        } else {
+            req.path.clone()
+        };
+    }
+    let p = req.path.strip_prefix('/').unwrap_or(&req.path);
+    let rest = match p.split_once('/') {
+        Some((_, r)) => format!("/{r}"),
+        None => String::new(),
+    };
+    let _ = bucket;
+    if rest == "/" {
+        String::new()
+    } else {
+        rest
+    }
+}
+
+fn xml_field(body: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&format!("</{name}>"))? + start;
+    Some(body[start..end].to_string())
+}
+
+fn full(b: Bytes) -> StreamBody {
+    Full::new(b)
+        .map_err(|never: std::convert::Infallible| -> BoxError { match never {} })
+        .boxed_unsync()
+}
+
+/// Whether `req` should keep its body unread for streaming: a PUT to a proxied bucket whose
+/// body is not aws-chunked (chunk signatures are checked by cairn on a read body).
+pub fn streams_request(api: &crate::Api, req: &HttpRequest) -> bool {
+    if req.method != "PUT" || api.opts.proxies.is_empty() {
+        return false;
+    }
+    if req
+        .header("x-amz-content-sha256")
+        .is_some_and(|v| v.starts_with("STREAMING-"))
+    {
+        return false;
+    }
+    let t = crate::s3::target(req);
+    t.key.is_some()
+        && t.bucket
+            .as_ref()
+            .is_some_and(|b| api.opts.proxies.contains_key(b))
+}
+
+/// Handles `op` on proxied `bucket`: records it, authorizes it, forwards it.
+pub async fn forward(
+    ctx: &mut Ctx<'_>,
+    op: &str,
+    bucket: &str,
+    target: &ProxyTarget,
+) -> Result<Reply, ApiError> {
+    let req = ctx.req;
+    let t = crate::s3::target(req);
+    let key = t.key.clone().unwrap_or_default();
+    let host = req.header("host").unwrap_or_default().to_string();
+    let account = ctx.api.opts.account.clone();
+    let vid = req.query_param("versionId");
+    // The event, as for an embedded bucket.
+    if DATA_OPS.contains(&op) {
+        let mut rec = if op == "ListObjects" || op == "ListObjectsV2" {
+            builder::s3_list(
+                &ctx.region,
+                ctx.now,
+                ctx.caller.identity.clone(),
+                &account,
+                bucket,
+                &req.query_param("prefix").unwrap_or_default(),
+                op == "ListObjectsV2",
+                &host,
+            )
+        } else {
+            builder::s3_object(
+                op,
+                &ctx.region,
+                ctx.now,
+                ctx.caller.identity.clone(),
+                &account,
+                bucket,
+                &key,
+                &host,
+            )
+        };
+        if let (Some(v), Some(serde_json::Value::Object(m))) =
+            (&vid, rec.request_parameters.as_mut())
+        {
+            m.insert("versionId".into(), serde_json::json!(v));
+        }
+        ctx.audit.data_event = Some(rec);
+    } else {
+        ctx.audit.read_only = op.starts_with("Get") || op.starts_with("List");
+        ctx.audit.request_parameters =
+            Some(serde_json::json!({"bucketName": bucket, "Host": host}));
+    }
+    let resource = if t.key.is_some() && op != "DeleteObjects" {
+        format!("arn:aws:s3:::{bucket}/{key}")
+    } else {
+        format!("arn:aws:s3:::{bucket}")
+    };
+    ctx.authorize(&action(op, vid.is_some()), &resource)?;
+
+    // Headers to pass on; a copy source is authorized and mapped to its upstream bucket.
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for (k, v) in &req.headers {
+        if NOT_FORWARDED.contains(&k.as_str()) {
+            continue;
+        }
+        if k == "content-encoding" && v.trim().is_empty() {
+            continue;
+        }
+        headers.push((k.clone(), v.clone()));
+    }
+    if let Some(src) = req.header("x-amz-copy-source") {
+        let decoded = percent_encoding::percent_decode_str(src)
+            .decode_utf8_lossy()
+            .into_owned();
+        let (path, _) = decoded.split_once('?').unwrap_or((&decoded, ""));
+        let path = path.trim_start_matches('/');
+        let (sb, sk) = path.split_once('/').unwrap_or((path, ""));
+        let src_target = ctx.api.opts.proxies.get(sb).cloned().ok_or_else(|| {
+            ApiError::new(
+                "NotImplemented",
+                501,
+                "Copying between a proxied bucket and a bucket of another backend is not supported.",
+            )
+        })?;
+        if src_target.endpoint != target.endpoint {
+            return Err(ApiError::new(
+                "NotImplemented",
+                501,
+                "Copying between buckets of different upstreams is not supported.",
+            ));
+        }
+        ctx.authorize("s3:GetObject", &format!("arn:aws:s3:::{sb}/{sk}"))?;
+        let raw = src.trim_start_matches('/');
+        let raw_rest = raw.split_once('/').map(|(_, r)| r).unwrap_or("");
+        for h in headers.iter_mut().filter(|(k, _)| k == "x-amz-copy-source") {
+            h.1 = format!("/{}/{raw_rest}", src_target.bucket);
+        }
+    }
+
+    // The body: streamed when the edge left it unread, else what was received (decoded).
+    let declared = req.header("x-amz-content-sha256").unwrap_or_default();
+    let streamed = req.body_stream.as_ref().and_then(|s| s.take());
+    let (payload_hash, length, body): (String, Option<String>, StreamBody) = match streamed {
+        Some(incoming) => {
+            let hash = if declared.len() == 64 && declared.bytes().all(|b| b.is_ascii_hexdigit()) {
+                declared.to_ascii_lowercase()
+            } else {
+                "UNSIGNED-PAYLOAD".to_string()
+            };
+            let len = req.header("content-length").map(str::to_string);
+            let b = incoming
+                .map_err(|e| -> BoxError { Box::new(e) })
+                .boxed_unsync();
+            (hash, len, b)
+        }
+        None => {
+            let hash = if declared == "UNSIGNED-PAYLOAD" {
+                declared.to_string()
+            } else {
+                use sha2::Digest as _;
+                hex::encode(sha2::Sha256::digest(&req.body))
+            };
+            (
+                hash,
+                Some(req.body.len().to_string()),
+                full(req.body.clone()),
+            )
+        }
+    };
+    let bytes_in: u64 = length.as_deref().and_then(|l| l.parse().ok()).unwrap_or(0);
+
+    // The upstream request, signed with the upstream's credentials.
+    let endpoint = target.endpoint.trim_end_matches('/');
+    let upstream_host = endpoint
+        .split_once("://")
+        .map(|(_, h)| h)
+        .unwrap_or(endpoint)
+        .to_string();
+    let path = format!(
+        "/{}{}",
+        target.bucket,
+        raw_rest(req, bucket, t.virtual_host)
+    );
+    let query: String = req
+        .query
+        .split('&')
+        .filter(|kv| !kv.is_empty() && !kv.starts_with("X-Amz-"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut signed: Vec<(String, String)> = vec![("host".into(), upstream_host)];
+    signed.extend(
+        headers
+            .iter()
+            .filter(|(k, _)| k.starts_with("x-amz-") || k == "content-md5" || k == "content-type")
+            .cloned(),
+    );
+    let sreq = cairn_iam::sigv4::Request {
+        method: &req.method,
+        path: &path,
+        query: &query,
+        headers: &signed,
+        body_sha256: &payload_hash,
+        s3: true,
+    };
+    let auth = cairn_iam::sigv4::sign(
+        &sreq,
+        &target.access_key_id,
+        &target.secret_access_key,
+        &target.region,
+        "s3",
+        chrono::Utc::now(),
+    );
+    let uri = if query.is_empty() {
+        format!("{endpoint}{path}")
+    } else {
+        format!("{endpoint}{path}?{query}")
+    };
+    let mut builder = hyper::Request::builder()
+        .method(req.method.as_str())
+        .uri(&uri);
+    for (k, v) in headers.iter().chain(auth.iter()) {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    if let Some(l) = &length {
+        builder = builder.header("content-length", l.as_str());
+    }
+    let up_req = builder
+        .body(body)
+        .map_err(|e| ApiError::client("InvalidRequest", format!("cannot forward request: {e}")))?;
+    let resp = upstream(ctx.api)?
+        .request(up_req)
+        .await
+        .map_err(service_unavailable)?;
+
+    // The answer, unchanged but for hop-by-hop headers and the bucket name.
+    let status = resp.status().as_u16();
+    let mut out_headers = Vec::new();
+    for (k, v) in resp.headers() {
+        if NOT_RETURNED.contains(&k.as_str()) {
+            continue;
+        }
+        if let Ok(v) = v.to_str() {
+            out_headers.push((k.as_str().to_string(), v.to_string()));
+        }
+    }
+    let bytes_out: u64 = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let head = req.method == "HEAD";
+    let stream_back = op == "GetObject" && (200..300).contains(&status);
+    let reply = if stream_back {
+        let b = resp
+            .into_body()
+            .map_err(|e| -> BoxError { Box::new(e) })
+            .boxed_unsync();
+        Reply {
+            status,
+            headers: out_headers,
+            body: Bytes::new(),
+            stream: Some(Streamed::new(b)),
+        }
+    } else {
+        let body = Limited::new(resp.into_body(), 64 << 20)
+            .collect()
+            .await
+            .map_err(service_unavailable)?
+            .to_bytes();
+        let body = if target.bucket != bucket && !body.is_empty() {
+            let text = String::from_utf8_lossy(&body)
+                .replace(
+                    &format!("<Name>{}</Name>", target.bucket),
+                    &format!("<Name>{bucket}</Name>"),
+                )
+                .replace(
+                    &format!("<Bucket>{}</Bucket>", target.bucket),
+                    &format!("<Bucket>{bucket}</Bucket>"),
+                )
+                .replace(
+                    &format!("<BucketName>{}</BucketName>", target.bucket),
+                    &format!("<BucketName>{bucket}</BucketName>"),
+                );
+            if let Some(i) = out_headers.iter().position(|(k, _)| k == "content-length") {
+                out_headers[i].1 = text.len().to_string();
+            }
+            Bytes::from(text)
+        } else {
+            body
+        };
+        if status >= 300 && status != 304 {
+            let text = String::from_utf8_lossy(&body);
+            let code = xml_field(&text, "Code").unwrap_or_else(|| {
+                match status {
+                    404 if head && t.key.is_some() => "NoSuchKey",
+                    404 => "NotFound",
+                    403 => "AccessDenied",
+                    412 => "PreconditionFailed",
+                    _ => "BadRequest",
+                }
+                .to_string()
+            });
+            let message = xml_field(&text, "Message").unwrap_or_default();
+            ctx.audit.error = Some((code, message));
+        }
+        Reply {
+            status,
+            headers: out_headers,
+            body,
+            stream: None,
+        }
+    };
+    if DATA_OPS.contains(&op) {
+        ctx.audit.additional_event_data = Some(serde_json::json!({
+            "SignatureVersion": "SigV4",
+            "AuthenticationMethod": if req.header("authorization").is_some() { "AuthHeader" } else { "QueryString" },
+            "bytesTransferredIn": bytes_in,
+            "bytesTransferredOut": if head { 0 } else { bytes_out },
+            "x-amz-id-2": ctx.request_id,
+        }));
+    }
+    Ok(reply)
+}
