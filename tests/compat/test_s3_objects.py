@@ -184,8 +184,7 @@ def test_presigned_urls(srv):
     import urllib.request
     import boto3
     from botocore.config import Config
-    # botocore presigns S3 in us-east-1 with legacy SigV2 unless told otherwise; cairn
-    # verifies SigV4 only (SigV2 query signatures are a documented gap).
+    # SigV4 presigning (the SigV2 form `aws s3 presign` makes is tested below).
     s3 = boto3.client("s3", endpoint_url=srv.endpoint, region_name="us-east-1", aws_access_key_id=srv.key,
                       aws_secret_access_key=srv.secret, config=Config(signature_version="s3v4"))
     s3.put_object(Bucket=BUCKET, Key="shared.txt", Body=b"shared")
@@ -207,3 +206,29 @@ def test_presigned_urls(srv):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(long)
     assert e.value.code == 400 and b"<Code>AuthorizationQueryParametersError</Code>" in e.value.read()
+
+
+def test_aws_s3_presign_sigv2_urls(srv, aws_bin):
+    """`aws s3 presign` (awscli v1) signs with SigV2 query parameters."""
+    import time
+    import urllib.error
+    import urllib.request
+    srv.client("s3").put_object(Bucket=BUCKET, Key="dir/pre signed.txt", Body=b"v2 body")
+    url = srv.aws(aws_bin, "s3", "presign", f"s3://{BUCKET}/dir/pre signed.txt", "--expires-in", "60").stdout.strip()
+    assert "AWSAccessKeyId=" in url and "Signature=" in url, url
+    assert urllib.request.urlopen(url).read() == b"v2 body"
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url.replace("signed.txt", "signed.txT"))
+    assert e.value.code == 403 and b"<Code>SignatureDoesNotMatch</Code>" in e.value.read()
+    short = srv.aws(aws_bin, "s3", "presign", f"s3://{BUCKET}/dir/pre signed.txt", "--expires-in", "1").stdout.strip()
+    time.sleep(2.2)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(short)
+    body = e.value.read()
+    assert e.value.code == 403 and b"Request has expired" in body
+    # boto3's default S3 presigner in us-east-1 also makes SigV2 URLs.
+    import boto3
+    default = boto3.client("s3", endpoint_url=srv.endpoint, region_name="us-east-1",
+                           aws_access_key_id=srv.key, aws_secret_access_key=srv.secret)
+    url2 = default.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "dir/pre signed.txt"})
+    assert urllib.request.urlopen(url2).read() == b"v2 body"

@@ -434,27 +434,14 @@ fn authenticate(
     protocol: Protocol,
     now: DateTime<Utc>,
 ) -> Result<(Caller, String), ApiError> {
-    let auth = auth.as_ref().map_err(|e| auth_error(protocol, e))?;
-    let (key_secret, owner) = if api.opts.dev_credentials && auth.access_key_id == "test" {
-        ("test".to_string(), KeyOwner::Root)
-    } else {
-        let k = api
-            .iam
-            .access_key(&auth.access_key_id, now)
-            .filter(|k| k.status == KeyStatus::Active)
-            .ok_or_else(|| unknown_key_error(protocol))?;
-        if matches!(k.owner, KeyOwner::Session(_)) {
-            let token = req
-                .header("x-amz-security-token")
-                .map(str::to_string)
-                .or_else(|| req.query_param("X-Amz-Security-Token"));
-            match token {
-                Some(t) if Directory::session_token_matches(&k, &t) => {}
-                _ => return Err(bad_token_error(protocol)),
-            }
+    if protocol == Protocol::S3 {
+        let q = req.query_params();
+        if let Some(p) = cairn_iam::sigv2::presigned(&q) {
+            return authenticate_v2(api, req, p, &q, now);
         }
-        (k.secret, k.owner)
-    };
+    }
+    let auth = auth.as_ref().map_err(|e| auth_error(protocol, e))?;
+    let (key_secret, owner) = key_of(api, req, &auth.access_key_id, protocol, now)?;
     // A streamed body is not here to hash: its declared hash is forwarded to the upstream,
     // which verifies it (and refuses the write on a mismatch).
     let body_sha = if req.body_stream.is_some() {
@@ -473,8 +460,13 @@ fn authenticate(
         s3: protocol == Protocol::S3,
     };
     sigv4::verify(&sreq, auth, &key_secret, now).map_err(|e| auth_error(protocol, &e))?;
+    Ok((caller_of(api, &auth.access_key_id, owner), key_secret))
+}
+
+/// The caller a verified key stands for: identity for the record, principal for policies.
+fn caller_of(api: &Api, akid: &str, owner: KeyOwner) -> Caller {
     let account = api.opts.account.clone();
-    let akid = auth.access_key_id.clone();
+    let akid = akid.to_string();
     let (identity, principal) = match &owner {
         KeyOwner::Root => (
             builder::root_identity(&account, Some(&akid)),
@@ -522,16 +514,85 @@ fn authenticate(
         ),
     };
     let policies = api.iam.policies_of(&owner);
-    Ok((
-        Caller {
-            access_key_id: akid,
-            owner,
-            identity,
-            principal,
-            policies,
-        },
-        key_secret,
-    ))
+    Caller {
+        access_key_id: akid,
+        owner,
+        identity,
+        principal,
+        policies,
+    }
+}
+
+/// The secret and owner of access key `akid` (active; for session keys, the request must
+/// carry the matching session token).
+fn key_of(
+    api: &Api,
+    req: &HttpRequest,
+    akid: &str,
+    protocol: Protocol,
+    now: DateTime<Utc>,
+) -> Result<(String, KeyOwner), ApiError> {
+    Ok(if api.opts.dev_credentials && akid == "test" {
+        ("test".to_string(), KeyOwner::Root)
+    } else {
+        let k = api
+            .iam
+            .access_key(akid, now)
+            .filter(|k| k.status == KeyStatus::Active)
+            .ok_or_else(|| unknown_key_error(protocol))?;
+        if matches!(k.owner, KeyOwner::Session(_)) {
+            let token = req
+                .header("x-amz-security-token")
+                .map(str::to_string)
+                .or_else(|| req.query_param("X-Amz-Security-Token"));
+            match token {
+                Some(t) if Directory::session_token_matches(&k, &t) => {}
+                _ => return Err(bad_token_error(protocol)),
+            }
+        }
+        (k.secret, k.owner)
+    })
+}
+
+/// Authenticates an S3 request presigned with Signature Version 2 (`aws s3 presign`).
+fn authenticate_v2(
+    api: &Api,
+    req: &HttpRequest,
+    p: Result<cairn_iam::sigv2::Presigned, cairn_iam::sigv2::V2Error>,
+    query: &[(String, String)],
+    now: DateTime<Utc>,
+) -> Result<(Caller, String), ApiError> {
+    use cairn_iam::sigv2::V2Error;
+    let refused = |e: V2Error| {
+        match e {
+        V2Error::Expired => ApiError::new("AccessDenied", 403, "Request has expired"),
+        V2Error::Mismatch => ApiError::new(
+            "SignatureDoesNotMatch",
+            403,
+            "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
+        ),
+        V2Error::Malformed(m) => ApiError::new("AccessDenied", 403, m),
+    }
+    };
+    let p = p.map_err(refused)?;
+    let (secret, owner) = key_of(api, req, &p.access_key_id, Protocol::S3, now)?;
+    let t = crate::s3::target(req);
+    let resource = if t.virtual_host {
+        format!("/{}{}", t.bucket.unwrap_or_default(), req.path)
+    } else {
+        req.path.clone()
+    };
+    cairn_iam::sigv2::verify(
+        &p,
+        &req.method,
+        &resource,
+        query,
+        &req.headers,
+        &secret,
+        now,
+    )
+    .map_err(refused)?;
+    Ok((caller_of(api, &p.access_key_id, owner), secret))
 }
 
 /// Decodes an `aws-chunked` S3 body in place (spec: SigV4 streaming): the chunk chain is

@@ -51,6 +51,24 @@ pub fn target(req: &HttpRequest) -> Target {
     }
 }
 
+/// `SignatureVersion` of a data event's additionalEventData.
+pub fn signature_version(req: &HttpRequest) -> &'static str {
+    if has_param(req, "AWSAccessKeyId") {
+        "SigV2"
+    } else {
+        "SigV4"
+    }
+}
+
+/// `AuthenticationMethod` of a data event's additionalEventData.
+pub fn authentication_method(req: &HttpRequest) -> &'static str {
+    if req.header("authorization").is_some() {
+        "AuthHeader"
+    } else {
+        "QueryString"
+    }
+}
+
 fn has_param(req: &HttpRequest, name: &str) -> bool {
     req.query
         .split('&')
@@ -305,6 +323,10 @@ fn has_subresource(req: &HttpRequest) -> bool {
         "X-Amz-Signature",
         "X-Amz-Security-Token",
         "x-id",
+        "AWSAccessKeyId",
+        "Signature",
+        "Expires",
+        "x-amz-security-token",
     ];
     req.query
         .split('&')
@@ -693,8 +715,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             };
             let sent = if head { 0 } else { body.len() as u64 };
             ctx.audit.additional_event_data = Some(serde_json::json!({
-                "SignatureVersion": "SigV4",
-                "AuthenticationMethod": if ctx.req.header("authorization").is_some() { "AuthHeader" } else { "QueryString" },
+                "SignatureVersion": crate::s3::signature_version(ctx.req),
+                "AuthenticationMethod": crate::s3::authentication_method(ctx.req),
                 "bytesTransferredIn": 0,
                 "bytesTransferredOut": sent,
                 "x-amz-id-2": ctx.request_id,
@@ -907,8 +929,8 @@ async fn put_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply,
         })
         .await?;
     ctx.audit.additional_event_data = Some(serde_json::json!({
-        "SignatureVersion": "SigV4",
-        "AuthenticationMethod": "AuthHeader",
+        "SignatureVersion": crate::s3::signature_version(ctx.req),
+        "AuthenticationMethod": crate::s3::authentication_method(ctx.req),
         "bytesTransferredIn": size,
         "bytesTransferredOut": 0,
         "x-amz-id-2": ctx.request_id,
@@ -1418,7 +1440,7 @@ async fn delete_objects(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<R
     }
     ctx.audit.additional_event_data = Some(serde_json::json!({
         "deleted": deleted.len(), "errors": errors.len(),
-        "SignatureVersion": "SigV4", "AuthenticationMethod": "AuthHeader"
+        "SignatureVersion": crate::s3::signature_version(ctx.req), "AuthenticationMethod": crate::s3::authentication_method(ctx.req)
     }));
     let mut x = String::new();
     if !quiet {
@@ -2031,6 +2053,7 @@ mod tests {
             tls: None,
             bad_header: None,
             bad_body: None,
+            body_stream: None,
         }
     }
 

@@ -377,7 +377,7 @@ pub async fn complete(
     discard(ctx, id, &have)?;
     ctx.audit.additional_event_data = Some(serde_json::json!({
         "bytesTransferredIn": ctx.req.body.len(), "bytesTransferredOut": 0,
-        "SignatureVersion": "SigV4", "AuthenticationMethod": "AuthHeader"
+        "SignatureVersion": crate::s3::signature_version(ctx.req), "AuthenticationMethod": crate::s3::authentication_method(ctx.req)
     }));
     let host = ctx.req.header("host").unwrap_or_default().to_string();
     Ok(Reply::s3_document(

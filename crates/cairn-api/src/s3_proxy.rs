@@ -357,7 +357,15 @@ pub async fn forward(
     let query: String = req
         .query
         .split('&')
-        .filter(|kv| !kv.is_empty() && !kv.starts_with("X-Amz-"))
+        .filter(|kv| {
+            let name = kv.split('=').next().unwrap_or("");
+            !kv.is_empty()
+                && !name.starts_with("X-Amz-")
+                && !matches!(
+                    name,
+                    "AWSAccessKeyId" | "Signature" | "Expires" | "x-amz-security-token"
+                )
+        })
         .collect::<Vec<_>>()
         .join("&");
     let mut signed: Vec<(String, String)> = vec![("host".into(), upstream_host)];
@@ -486,8 +494,8 @@ pub async fn forward(
     };
     if DATA_OPS.contains(&op) {
         ctx.audit.additional_event_data = Some(serde_json::json!({
-            "SignatureVersion": "SigV4",
-            "AuthenticationMethod": if req.header("authorization").is_some() { "AuthHeader" } else { "QueryString" },
+            "SignatureVersion": crate::s3::signature_version(req),
+            "AuthenticationMethod": crate::s3::authentication_method(req),
             "bytesTransferredIn": bytes_in,
             "bytesTransferredOut": if head { 0 } else { bytes_out },
             "x-amz-id-2": ctx.request_id,

@@ -9,4 +9,5 @@
 
 pub mod identity;
 pub mod policy;
+pub mod sigv2;
 pub mod sigv4;
