@@ -883,6 +883,50 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
     .await
 }
 
+/// Fuzzing only (feature `fuzzing`, never in the server): runs an S3 request through
+/// precheck, body decoding and the S3 handler as the account root, without a signature and
+/// without recording it, and builds the event record the edge would write (so record
+/// construction is exercised too). Returns the reply and the record's JSON.
+#[cfg(feature = "fuzzing")]
+pub async fn fuzz_s3_as_root(api: &Arc<Api>, mut req: HttpRequest) -> (Reply, Option<Vec<u8>>) {
+    let now = api.clock.now();
+    if let Err(e) = precheck(api, &req, Protocol::S3) {
+        return (wire::error_reply(Protocol::S3, &e, "fuzz", false), None);
+    }
+    if let Err(e) = decode_s3_body(&mut req, None, "") {
+        return (wire::error_reply(Protocol::S3, &e, "fuzz", false), None);
+    }
+    let caller = caller_of(api, "AKIAFUZZ", KeyOwner::Root);
+    let op = crate::s3::operation(&req);
+    let mut ctx = Ctx {
+        api,
+        caller: &caller,
+        region: api.opts.default_region.clone(),
+        req: &req,
+        now,
+        request_id: "fuzz".into(),
+        audit: Audit {
+            event_name: op.clone(),
+            ..Default::default()
+        },
+        resource_policies: Vec::new(),
+        authorized: false,
+    };
+    let result = crate::s3::handle(&mut ctx, &op).await;
+    let result = match result {
+        Ok(_) if !ctx.authorized => Err(ApiError::internal(format!(
+            "handler for {op} returned without authorizing"
+        ))),
+        r => r,
+    };
+    let rec = build_record(&ctx, Service::S3, &result).to_json();
+    let reply = match result {
+        Ok(r) => r,
+        Err(e) => wire::error_reply(Protocol::S3, &e, "fuzz", req.method == "HEAD"),
+    };
+    (reply, Some(rec))
+}
+
 /// The operation label of a request's metrics: a known operation name, else `unknown` (the
 /// name comes from the client; unbounded labels would let anyone grow the metrics).
 fn metric_label(op: &str) -> &str {

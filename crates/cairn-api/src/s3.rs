@@ -2095,8 +2095,13 @@ mod tests {
         );
         assert_eq!(operation(&req("GET", "h", "/b/k", "")), "GetObject");
         assert_eq!(operation(&req("HEAD", "h", "/b/k", "")), "HeadObject");
+        assert_eq!(operation(&req("GET", "h", "/b/k", "acl")), "GetObjectAcl");
         assert_eq!(
-            operation(&req("GET", "h", "/b/k", "acl")),
+            operation(&req("POST", "h", "/b/k", "restore")),
+            "RestoreObject"
+        );
+        assert_eq!(
+            operation(&req("GET", "h", "/b/k", "torrent")),
             "UnsupportedS3Operation"
         );
     }
