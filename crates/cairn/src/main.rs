@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_api;
+mod bench_s3;
 mod client;
 mod config;
 mod crash;
@@ -99,6 +100,9 @@ enum BenchCmd {
     Api(bench_api::ApiBenchArgs),
     /// LookupEvents page latency over an index of N management events.
     Lookup(bench_api::LookupBenchArgs),
+    /// S3 PutObject/GetObject: embedded with data events on and off, proxy vs direct
+    /// upstream, and peers (moto_server, s3rver).
+    S3(bench_s3::S3BenchArgs),
 }
 
 /// One line of `cairn status`.
@@ -242,6 +246,7 @@ fn main() {
         Cmd::Bench(BenchCmd::Validate(a)) => report(bench::validate(a)),
         Cmd::Bench(BenchCmd::Api(a)) => report(bench_api::api(a)),
         Cmd::Bench(BenchCmd::Lookup(a)) => report(bench_api::lookup(a)),
+        Cmd::Bench(BenchCmd::S3(a)) => report(bench_s3::s3(a)),
         Cmd::CrashTest(a) => match crash::harness(a) {
             Ok(c) => c,
             Err(e) => {
