@@ -411,6 +411,10 @@ fn bad_token_error(protocol: Protocol) -> ApiError {
     }
 }
 
+fn s3_iso(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 fn auth_error(protocol: Protocol, e: &AuthError) -> ApiError {
     let (code, status) = e.code(protocol.auth_protocol());
     let mut err = ApiError::new(code, status, e.to_string());
@@ -459,7 +463,21 @@ fn authenticate(
         body_sha256: &body_sha,
         s3: protocol == Protocol::S3,
     };
-    sigv4::verify(&sreq, auth, &key_secret, now).map_err(|e| auth_error(protocol, &e))?;
+    sigv4::verify(&sreq, auth, &key_secret, now).map_err(|e| {
+        let mut err = auth_error(protocol, &e);
+        // B12: an expired presigned URL says when it expired and what time it is here.
+        if matches!(e, AuthError::PresignExpired) && protocol == Protocol::S3 {
+            let signed = chrono::NaiveDateTime::parse_from_str(&auth.amz_date, "%Y%m%dT%H%M%SZ")
+                .map(|n| n.and_utc());
+            if let (Ok(t), Some(secs)) = (signed, auth.expires) {
+                err = err
+                    .with("X-Amz-Expires", secs.to_string())
+                    .with("Expires", s3_iso(t + chrono::Duration::seconds(secs)))
+                    .with("ServerTime", s3_iso(now));
+            }
+        }
+        err
+    })?;
     Ok((caller_of(api, &auth.access_key_id, owner), key_secret))
 }
 

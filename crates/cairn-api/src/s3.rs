@@ -473,6 +473,18 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
     let account = ctx.api.opts.account.clone();
     let host = ctx.req.header("host").unwrap_or_default().to_string();
     let bucket = t.bucket.clone().unwrap_or_default();
+    // Keys are UTF-8: a path that does not decode to UTF-8 would otherwise be mapped (lossily)
+    // onto another key.
+    if percent_encoding::percent_decode_str(&ctx.req.path)
+        .decode_utf8()
+        .is_err()
+    {
+        ctx.no_authorization_needed();
+        return Err(ApiError::client(
+            "InvalidURI",
+            "Couldn't parse the specified URI.",
+        ));
+    }
     // A proxied bucket: everything on it goes to its upstream.
     if let Some(target) = ctx.api.opts.proxies.get(&bucket).cloned() {
         return crate::s3_proxy::forward(ctx, op, &bucket, &target).await;

@@ -26,6 +26,9 @@ pub struct Decoded {
     pub trailers: Vec<(String, String)>,
 }
 
+/// Smallest size of a chunk that is not the last one carrying data.
+const MIN_CHUNK: usize = 8192;
+
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 fn incomplete() -> ApiError {
@@ -89,6 +92,8 @@ pub fn decode(
     let mut pos = 0;
     let mut out = Vec::with_capacity(body.len());
     let mut prev = signer.map(|s| s.seed.clone()).unwrap_or_default();
+    let mut chunk_no = 0usize;
+    let mut short_chunk: Option<(usize, usize)> = None;
     loop {
         let header = line(body, &mut pos)?;
         let header = std::str::from_utf8(header).map_err(|_| malformed_chunk("chunk header"))?;
@@ -123,6 +128,19 @@ pub fn decode(
         out.extend_from_slice(data);
         if size == 0 {
             break;
+        }
+        // Only the last chunk with data may be smaller than 8 KiB (B10).
+        if let Some((n, small)) = short_chunk.take() {
+            return Err(ApiError::client(
+                "InvalidChunkSizeError",
+                "Only the last chunk is allowed to have a size less than 8192 bytes",
+            )
+            .with("Chunk", n.to_string())
+            .with("BadChunkSize", small.to_string()));
+        }
+        chunk_no += 1;
+        if size < MIN_CHUNK {
+            short_chunk = Some((chunk_no, size));
         }
         if body.get(pos..pos + 2) != Some(b"\r\n") {
             return Err(if pos + 2 > body.len() {
@@ -348,6 +366,26 @@ mod tests {
                 e.code
             );
         }
+    }
+
+    #[test]
+    fn only_the_last_data_chunk_may_be_small() {
+        let e = decode(b"3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n", None, false).unwrap_err();
+        assert_eq!(e.code, "InvalidChunkSizeError");
+        assert_eq!(
+            e.extra,
+            vec![
+                ("Chunk".to_string(), "1".to_string()),
+                ("BadChunkSize".to_string(), "3".to_string())
+            ]
+        );
+        let ok = decode(b"3\r\nabc\r\n0\r\n\r\n", None, false).unwrap();
+        assert_eq!(ok.body, b"abc");
+        // No final zero-length chunk.
+        assert_eq!(
+            decode(b"3\r\nabc\r\n", None, false).unwrap_err().code,
+            "IncompleteBody"
+        );
     }
 
     #[test]

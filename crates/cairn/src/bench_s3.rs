@@ -461,8 +461,8 @@ pub fn s3(a: S3BenchArgs) -> Result<()> {
         .build()?;
     let mut results: Vec<(String, String, usize, Phase)> = Vec::new();
     let run = |label: &str,
-                   t: &Target,
-                   results: &mut Vec<(String, String, usize, Phase)>|
+               t: &Target,
+               results: &mut Vec<(String, String, usize, Phase)>|
      -> Result<()> {
         for &size in &a.sizes {
             for method in ["PUT", "GET"] {
