@@ -145,3 +145,49 @@ def test_trail_delivery_goes_through_the_bucket_policy(srv):
             break
         time.sleep(0.5)
     assert "LatestDeliveryError" not in st, st
+
+
+def test_account_level_public_access_block(srv, monkeypatch):
+    """S3 Control's account-wide block. SDKs address it at `ACCOUNT.<endpoint host>`; DNS for
+    that name is the deployment's business (as for AWS), so this test resolves
+    `*.localhost` to loopback in-process."""
+    import socket
+
+    import boto3
+    real = socket.getaddrinfo
+
+    def resolve(host, *a, **kw):
+        if isinstance(host, str) and host.endswith(".localhost"):
+            host = "127.0.0.1"
+        return real(host, *a, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    ctl = boto3.client("s3control", endpoint_url=f"http://localhost:{srv.port}", region_name="us-east-1",
+                       aws_access_key_id=srv.key, aws_secret_access_key=srv.secret)
+    with pytest.raises(ClientError) as e:
+        ctl.get_public_access_block(AccountId=ACCOUNT)
+    assert code(e) == ("NoSuchPublicAccessBlockConfiguration", 404)
+    ctl.put_public_access_block(AccountId=ACCOUNT, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": False, "BlockPublicPolicy": True, "RestrictPublicBuckets": False})
+    got = ctl.get_public_access_block(AccountId=ACCOUNT)["PublicAccessBlockConfiguration"]
+    assert got == {"BlockPublicAcls": True, "IgnorePublicAcls": False, "BlockPublicPolicy": True, "RestrictPublicBuckets": False}
+    # Another account's block is not ours to read.
+    with pytest.raises(ClientError) as e:
+        ctl.get_public_access_block(AccountId="210987654321")
+    assert code(e)[1] == 403
+    # The account's block binds a bucket that has none of its own.
+    s3 = srv.client("s3")
+    s3.create_bucket(Bucket="account-blocked")
+    public = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                                                      "Resource": "arn:aws:s3:::account-blocked/*"}]}
+    with pytest.raises(ClientError) as e:
+        s3.put_bucket_policy(Bucket="account-blocked", Policy=json.dumps(public))
+    assert code(e) == ("AccessDenied", 403)
+    with pytest.raises(ClientError) as e:
+        s3.put_bucket_acl(Bucket="account-blocked", ACL="public-read")
+    assert code(e) == ("AccessDenied", 403)
+    ctl.delete_public_access_block(AccountId=ACCOUNT)
+    s3.put_bucket_policy(Bucket="account-blocked", Policy=json.dumps(public))
+    with pytest.raises(ClientError) as e:
+        ctl.get_public_access_block(AccountId=ACCOUNT)
+    assert code(e)[0] == "NoSuchPublicAccessBlockConfiguration"

@@ -154,6 +154,9 @@ const BUCKET_CONFIG_READS: &[(&str, &str)] = &[
 
 /// Every name [`operation`] returns.
 pub const OPERATIONS: &[&str] = &[
+    "PutPublicAccessBlock",
+    "GetPublicAccessBlock",
+    "DeletePublicAccessBlock",
     "GetObjectTagging",
     "PutObjectTagging",
     "DeleteObjectTagging",
@@ -219,10 +222,22 @@ pub const OPERATIONS: &[&str] = &[
     "UnsupportedS3Operation",
 ];
 
+/// Where S3 Control serves the account's public access block.
+const ACCOUNT_PAB_PATH: &str = "/v20180820/configuration/publicAccessBlock";
+
 /// The operation name (also the event name) of an S3 request.
 pub fn operation(req: &HttpRequest) -> String {
     let t = target(req);
     let m = req.method.as_str();
+    if req.path == ACCOUNT_PAB_PATH && req.header("x-amz-account-id").is_some() {
+        return match m {
+            "PUT" => "PutPublicAccessBlock",
+            "GET" => "GetPublicAccessBlock",
+            "DELETE" => "DeletePublicAccessBlock",
+            _ => "UnsupportedS3Operation",
+        }
+        .to_string();
+    }
     if t.bucket.is_some() {
         let table = if t.key.is_some() {
             crate::s3_object_ext::OBJECT_OPS
@@ -469,6 +484,12 @@ fn url_enc(s: &str) -> String {
 }
 
 pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
+    if matches!(
+        op,
+        "PutPublicAccessBlock" | "GetPublicAccessBlock" | "DeletePublicAccessBlock"
+    ) {
+        return crate::s3_object_ext::account_public_access_block(ctx, op).await;
+    }
     let t = target(ctx.req);
     let account = ctx.api.opts.account.clone();
     let host = ctx.req.header("host").unwrap_or_default().to_string();
@@ -1156,16 +1177,8 @@ async fn bucket_policy(
             if let Some(obj) = ctx.audit.request_parameters.as_mut() {
                 obj["bucketPolicy"] = serde_json::from_str(&text).unwrap_or_default();
             }
-            let blocks_public = ctx
-                .api
-                .meta
-                .get::<String>(&config_key("publicAccessBlock", bucket))?
-                .and_then(|x| crate::xml::parse(x.as_bytes()))
-                .and_then(|d| {
-                    d.child_text("BlockPublicPolicy")
-                        .map(|v| v.trim() == "true")
-                })
-                .unwrap_or(false);
+            let blocks_public =
+                crate::s3_object_ext::public_access_setting(ctx, bucket, "BlockPublicPolicy")?;
             if blocks_public && policy.grants_public_allow() {
                 return Err(ApiError::new("AccessDenied", 403, "Access Denied"));
             }

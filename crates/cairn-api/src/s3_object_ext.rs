@@ -454,18 +454,96 @@ fn requested_acl(req: &HttpRequest) -> Result<String, ApiError> {
     })
 }
 
-/// Whether the bucket's public access block refuses public ACLs.
+/// Meta key of the account-level public access block (s3control).
+pub const ACCOUNT_PAB_KEY: &str = "account-config/publicAccessBlock";
+
+/// Whether `setting` (`BlockPublicAcls`, `BlockPublicPolicy`, …) is on for `bucket`, in the
+/// bucket's public access block or the account's (either one is enough, as in S3).
+pub fn public_access_setting(ctx: &Ctx<'_>, bucket: &str, setting: &str) -> Result<bool, ApiError> {
+    for key in [
+        format!("bucket-config/publicAccessBlock/{bucket}"),
+        ACCOUNT_PAB_KEY.to_string(),
+    ] {
+        let on = ctx
+            .api
+            .meta
+            .get::<String>(&key)?
+            .and_then(|t| crate::xml::parse(t.as_bytes()))
+            .and_then(|d| d.child_text(setting).map(|v| v.trim() == "true"))
+            .unwrap_or(false);
+        if on {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 fn blocks_public_acls(ctx: &Ctx<'_>, bucket: &str) -> Result<bool, ApiError> {
-    let Some(text) = ctx
-        .api
-        .meta
-        .get::<String>(&format!("bucket-config/publicAccessBlock/{bucket}"))?
-    else {
-        return Ok(false);
+    public_access_setting(ctx, bucket, "BlockPublicAcls")
+}
+
+/// The account-level public access block (S3 Control: `/v20180820/configuration/
+/// publicAccessBlock` with `x-amz-account-id`): Put, Get, Delete. Management events.
+pub async fn account_public_access_block(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
+    let account = ctx.api.opts.account.clone();
+    let asked = ctx
+        .req
+        .header("x-amz-account-id")
+        .unwrap_or_default()
+        .to_string();
+    ctx.audit.read_only = op == "GetPublicAccessBlock";
+    ctx.audit.request_parameters = Some(serde_json::json!({"accountId": asked}));
+    let action = if op == "GetPublicAccessBlock" {
+        "s3:GetAccountPublicAccessBlock"
+    } else {
+        "s3:PutAccountPublicAccessBlock"
     };
-    Ok(crate::xml::parse(text.as_bytes())
-        .and_then(|d| d.child_text("BlockPublicAcls").map(|v| v.trim() == "true"))
-        .unwrap_or(false))
+    ctx.authorize(action, "*")?;
+    if asked != account {
+        return Err(ApiError::new("AccessDenied", 403, "Access Denied"));
+    }
+    const NS: &str = "http://awss3control.amazonaws.com/doc/2018-08-20/";
+    match op {
+        "PutPublicAccessBlock" => {
+            let doc = crate::xml::parse(&ctx.req.body)
+                .filter(|d| d.name == "PublicAccessBlockConfiguration")
+                .ok_or_else(malformed_xml)?;
+            let mut inner = String::new();
+            for f in [
+                "BlockPublicAcls",
+                "IgnorePublicAcls",
+                "BlockPublicPolicy",
+                "RestrictPublicBuckets",
+            ] {
+                let v = doc.child_text(f).map(str::trim).unwrap_or("false");
+                if v != "true" && v != "false" {
+                    return Err(malformed_xml());
+                }
+                inner += &el(f, v);
+            }
+            ctx.api.meta.put(
+                ACCOUNT_PAB_KEY,
+                &format!("<PublicAccessBlockConfiguration xmlns=\"{NS}\">{inner}</PublicAccessBlockConfiguration>"),
+            )?;
+            Ok(Reply::s3_xml(200, String::new()))
+        }
+        "GetPublicAccessBlock" => match ctx.api.meta.get::<String>(ACCOUNT_PAB_KEY)? {
+            Some(t) => Ok(Reply::s3_xml(
+                200,
+                format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{t}"),
+            )),
+            None => Err(ApiError::new(
+                "NoSuchPublicAccessBlockConfiguration",
+                404,
+                "The public access block configuration was not found",
+            )
+            .with("AccountId", account)),
+        },
+        _ => {
+            ctx.api.meta.delete(ACCOUNT_PAB_KEY)?;
+            Ok(Reply::s3_xml(200, String::new()))
+        }
+    }
 }
 
 /// The bucket sub-resources of [`BUCKET_OPS`].
