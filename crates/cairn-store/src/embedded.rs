@@ -164,7 +164,12 @@ pub struct EmbeddedStore {
     db: Database,
     blobs: PathBuf,
     tmp: PathBuf,
+    /// Encrypts bodies written from now on; bodies written without it stay readable.
+    cipher: Option<std::sync::Arc<dyn crate::BodyCipher>>,
 }
+
+/// First bytes of an encrypted body file.
+const SEALED_MAGIC: &[u8] = b"CAIRN-SSE1\0";
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Db(e.to_string())
@@ -174,6 +179,15 @@ impl EmbeddedStore {
     /// Opens (creating) the store under `dir`; removes temp files and bodies no metadata
     /// names (left by a crash between writing a body and committing its metadata).
     pub fn open(dir: impl AsRef<Path>) -> Result<EmbeddedStore> {
+        Self::open_with_cipher(dir, None)
+    }
+
+    /// As [`EmbeddedStore::open`], encrypting every body written with `cipher` (and reading
+    /// encrypted ones with it).
+    pub fn open_with_cipher(
+        dir: impl AsRef<Path>,
+        cipher: Option<std::sync::Arc<dyn crate::BodyCipher>>,
+    ) -> Result<EmbeddedStore> {
         let dir = dir.as_ref();
         let blobs = dir.join("blobs");
         let tmp = dir.join("tmp");
@@ -188,7 +202,12 @@ impl EmbeddedStore {
             w.open_table(SEQ).map_err(db_err)?;
             w.commit().map_err(db_err)?;
         }
-        let store = EmbeddedStore { db, blobs, tmp };
+        let store = EmbeddedStore {
+            db,
+            blobs,
+            tmp,
+            cipher,
+        };
         store.sweep()?;
         Ok(store)
     }
@@ -235,6 +254,25 @@ impl EmbeddedStore {
                 key: key.into(),
             })?;
         serde_json::from_slice(v.value()).map_err(db_err)
+    }
+
+    /// A body as written: decrypted when it was sealed (a failed tag is corruption).
+    fn read_blob(&self, blob: &str, bucket: &str, key: &str) -> Result<Vec<u8>> {
+        let raw = fs::read(self.blobs.join(blob))?;
+        let Some(sealed) = raw.strip_prefix(SEALED_MAGIC) else {
+            return Ok(raw);
+        };
+        let corrupt = |reason: String| StoreError::Corrupt {
+            bucket: bucket.into(),
+            key: key.into(),
+            reason,
+        };
+        let c = self
+            .cipher
+            .as_ref()
+            .ok_or_else(|| corrupt("the body is encrypted and no key was given".into()))?;
+        c.open(sealed, blob.as_bytes())
+            .map_err(|e| corrupt(format!("the encrypted body does not authenticate: {e}")))
     }
 
     fn sync_dir(p: &Path) -> Result<()> {
@@ -341,7 +379,16 @@ impl ObjectStore for EmbeddedStore {
             .collect();
         let write = |blob: &str, body: &[u8]| -> Result<()> {
             let mut f = File::create(self.tmp.join(blob))?;
-            f.write_all(body)?;
+            match &self.cipher {
+                Some(c) => {
+                    let sealed = c
+                        .seal(body, blob.as_bytes())
+                        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+                    f.write_all(SEALED_MAGIC)?;
+                    f.write_all(&sealed)?;
+                }
+                None => f.write_all(body)?,
+            }
             f.sync_data()?;
             Ok(())
         };
@@ -475,7 +522,7 @@ impl ObjectStore for EmbeddedStore {
 
     fn get(&self, bucket: &str, key: &str) -> Result<Object> {
         let s = self.stored(bucket, key)?;
-        let body = fs::read(self.blobs.join(&s.blob))?;
+        let body = self.read_blob(&s.blob, bucket, key)?;
         let md5 = s.md5.as_ref().unwrap_or(&s.info.etag);
         if body.len() as u64 != s.info.size || &etag_of(&body) != md5 {
             return Err(StoreError::Corrupt {
@@ -743,7 +790,7 @@ impl ObjectStore for EmbeddedStore {
                 }
             }
         };
-        let body = fs::read(self.blobs.join(&blob))?;
+        let body = self.read_blob(&blob, bucket, key)?;
         let want = md5.as_ref().unwrap_or(&info.etag);
         if body.len() as u64 != info.size || &etag_of(&body) != want {
             return Err(StoreError::Corrupt {

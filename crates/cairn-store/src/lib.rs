@@ -17,6 +17,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Encrypts object bodies at rest (the embedded store's SSE-S3). `context` is the body's
+/// file id, so a ciphertext only opens under the name it was written with.
+pub trait BodyCipher: Send + Sync {
+    fn seal(&self, plain: &[u8], context: &[u8]) -> std::result::Result<Vec<u8>, String>;
+    fn open(&self, sealed: &[u8], context: &[u8]) -> std::result::Result<Vec<u8>, String>;
+}
+
 /// Longest key S3 accepts, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 

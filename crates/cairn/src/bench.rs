@@ -506,7 +506,7 @@ pub fn validate(a: ValidateBenchArgs) -> Result<()> {
         .into_iter()
         .find(|t| t.config.arn() == a.trail_arn)
         .ok_or_else(|| anyhow::anyhow!("no trail {}", a.trail_arn))?;
-    let store = cairn_store::EmbeddedStore::open(a.data_dir.join("store"))?;
+    let store = crate::install::open_store(&a.data_dir)?;
     let mut opts = cairn_verify::ValidateOptions::new(
         &a.trail_arn,
         &trail.config.s3_bucket,

@@ -255,7 +255,7 @@ fn check(dir: &Path, ledger: &Path, kills: u32) -> Result<i32> {
         .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect();
-    let store = cairn_store::EmbeddedStore::open(dir.join("store"))?;
+    let store = crate::install::open_store(dir)?;
     let mut seen: HashMap<String, u32> = HashMap::new();
     let logs = cairn_store::list_all(&store, BUCKET, &format!("AWSLogs/{ACCOUNT}/CloudTrail/"))?;
     for o in &logs {

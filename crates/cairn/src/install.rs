@@ -34,11 +34,26 @@ pub struct Installation {
 /// Loads the root key: `CAIRN_ROOT_KEY` (64 hex chars) if set, else `DIR/root.key`, created
 /// with mode 0600 on first use.
 pub fn root_key(dir: &Path) -> Result<RootKey> {
+    Ok(RootKey::from_bytes(&root_key_bytes(dir)?)?)
+}
+
+/// The root key's 32 bytes (see [`root_key`]).
+fn root_key_bytes(dir: &Path) -> Result<Vec<u8>> {
     if let Ok(hexkey) = std::env::var("CAIRN_ROOT_KEY") {
-        let b = hex::decode(hexkey.trim()).context("CAIRN_ROOT_KEY must be 64 hex characters")?;
-        return Ok(RootKey::from_bytes(&b)?);
+        return hex::decode(hexkey.trim()).context("CAIRN_ROOT_KEY must be 64 hex characters");
     }
-    Ok(RootKey::load_or_create(&dir.join("root.key"))?)
+    RootKey::load_or_create(&dir.join("root.key"))?;
+    let text = std::fs::read_to_string(dir.join("root.key")).context("reading the root key")?;
+    hex::decode(text.trim()).context("the root key file is not hex")
+}
+
+/// Opens the embedded object store of data directory `dir`, bodies encrypted at rest under a
+/// key derived from the root key (SSE-S3).
+pub fn open_store(dir: &Path) -> Result<EmbeddedStore> {
+    let cipher: Arc<dyn cairn_store::BodyCipher> =
+        Arc::new(crate::sse::SseS3::from_root(&root_key_bytes(dir)?));
+    EmbeddedStore::open_with_cipher(dir.join("store"), Some(cipher))
+        .context("opening the object store")
 }
 
 fn random_account() -> String {
@@ -120,8 +135,7 @@ impl Installation {
             Journal::open(dir.join("journal"), JournalOptions::default())
                 .context("opening the journal")?,
         );
-        let store =
-            Arc::new(EmbeddedStore::open(dir.join("store")).context("opening the object store")?);
+        let store = Arc::new(open_store(dir)?);
         let mut opts = EngineOptions::new(&config.account_id);
         tune(&mut opts);
         let trail_store: Arc<dyn ObjectStore> = trail_store(&store);

@@ -8,6 +8,7 @@ mod config;
 mod crash;
 mod install;
 mod serve;
+mod sse;
 mod synth;
 mod validate_cmd;
 

@@ -149,7 +149,7 @@ fn run_inner(a: ValidateArgs) -> Result<i32> {
             secret_access_key: std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_default(),
             virtual_hosted: false,
         })?),
-        (None, Some(d)) => Arc::new(cairn_store::EmbeddedStore::open(d.join("store"))?),
+        (None, Some(d)) => Arc::new(crate::install::open_store(d)?),
         (None, None) => anyhow::bail!("give --data-dir or --s3-endpoint"),
     };
     let keys: Box<dyn PublicKeySource> = match (&a.public_keys, reader) {
