@@ -813,72 +813,96 @@ impl ObjectStore for EmbeddedStore {
         require_bucket(&r, bucket)?;
         let ot = r.open_table(OBJECTS).map_err(db_err)?;
         let vt = r.open_table(VERSIONS).map_err(db_err)?;
-        // Every entry under the prefix, by key then newest first (current first).
-        let mut by_key: std::collections::BTreeMap<String, Vec<VersionEntry>> = Default::default();
-        for row in ot.range((bucket, prefix)..).map_err(db_err)? {
-            let (k, v) = row.map_err(db_err)?;
-            let (b, key) = k.value();
-            if b != bucket || !key.starts_with(prefix) {
-                break;
-            }
-            let s: Stored = serde_json::from_slice(v.value()).map_err(db_err)?;
-            let mut info = s.info;
-            info.version_id = Some(vid_of(&info));
-            by_key
-                .entry(key.to_string())
-                .or_default()
-                .push(VersionEntry {
-                    info,
-                    is_latest: true,
-                    delete_marker: false,
-                });
-        }
-        for row in vt.range((bucket, prefix, 0)..).map_err(db_err)? {
-            let (k, v) = row.map_err(db_err)?;
-            let (b, key, _) = k.value();
-            if b != bucket || !key.starts_with(prefix) {
-                break;
-            }
-            let sv: StoredVersion = serde_json::from_slice(v.value()).map_err(db_err)?;
-            let list = by_key.entry(key.to_string()).or_default();
-            let is_latest = list.is_empty();
-            list.push(VersionEntry {
-                info: sv.info,
-                is_latest,
-                delete_marker: sv.delete_marker,
-            });
-        }
-        let mut all = by_key.into_values().flatten();
+        // Keys in order, from the marker's key (or the prefix) on: the current version from
+        // OBJECTS, then older ones from VERSIONS (stored newest first). Two range cursors are
+        // merged by key, so a page costs what it returns, not the bucket's size.
+        let start = match after {
+            Some((mk, _)) if mk > prefix => mk,
+            _ => prefix,
+        };
+        let mut cur = ot.range((bucket, start)..).map_err(db_err)?.peekable();
+        let mut old = vt.range((bucket, start, 0)..).map_err(db_err)?.peekable();
         let mut out = Vec::new();
-        if let Some((mk, mv)) = after {
-            // Skip through the marker: every key before it, and within it up to the version.
-            let mut rest: Vec<VersionEntry> = all.by_ref().collect();
-            let past_key = rest
-                .iter()
-                .position(|e| e.info.key.as_str() > mk)
-                .unwrap_or(rest.len());
-            let skip = match mv {
-                Some(v) => rest
-                    .iter()
-                    .position(|e| e.info.key == mk && e.info.version_id.as_deref() == Some(v))
-                    .map(|p| p + 1)
-                    .unwrap_or(past_key),
-                None => past_key,
+        // Within the marker's key: skip through the marker version (or the whole key).
+        let mut skipping = after.map(|(k, v)| (k.to_string(), v.map(str::to_string)));
+        loop {
+            let next_cur = match cur.peek() {
+                Some(Ok((k, _))) => {
+                    let (b, key) = k.value();
+                    (b == bucket && key.starts_with(prefix)).then(|| key.to_string())
+                }
+                Some(Err(_)) => return Err(StoreError::Db("reading objects".into())),
+                None => None,
             };
-            rest.drain(..skip);
-            for e in rest {
+            let next_old = match old.peek() {
+                Some(Ok((k, _))) => {
+                    let (b, key, _) = k.value();
+                    (b == bucket && key.starts_with(prefix)).then(|| key.to_string())
+                }
+                Some(Err(_)) => return Err(StoreError::Db("reading versions".into())),
+                None => None,
+            };
+            let key = match (&next_cur, &next_old) {
+                (None, None) => break,
+                (Some(a), None) => a.clone(),
+                (None, Some(b)) => b.clone(),
+                (Some(a), Some(b)) => a.min(b).clone(),
+            };
+            let mut entries = Vec::new();
+            if next_cur.as_deref() == Some(key.as_str()) {
+                if let Some(Ok((_, v))) = cur.next() {
+                    let s: Stored = serde_json::from_slice(v.value()).map_err(db_err)?;
+                    let mut info = s.info;
+                    info.version_id = Some(vid_of(&info));
+                    entries.push(VersionEntry {
+                        info,
+                        is_latest: true,
+                        delete_marker: false,
+                    });
+                }
+            }
+            while let Some(Ok((k, _))) = old.peek() {
+                let (b, kk, _) = k.value();
+                if b != bucket || kk != key {
+                    break;
+                }
+                if let Some(Ok((_, v))) = old.next() {
+                    let sv: StoredVersion = serde_json::from_slice(v.value()).map_err(db_err)?;
+                    let is_latest = entries.is_empty();
+                    entries.push(VersionEntry {
+                        info: sv.info,
+                        is_latest,
+                        delete_marker: sv.delete_marker,
+                    });
+                }
+            }
+            if let Some((mk, mv)) = &skipping {
+                if key == *mk {
+                    match mv {
+                        Some(v) => {
+                            match entries
+                                .iter()
+                                .position(|e| e.info.version_id.as_deref() == Some(v.as_str()))
+                            {
+                                Some(p) => {
+                                    entries.drain(..=p);
+                                }
+                                None => entries.clear(),
+                            }
+                        }
+                        None => entries.clear(),
+                    }
+                }
+                if key.as_str() >= mk.as_str() {
+                    skipping = None;
+                }
+            }
+            for e in entries {
                 if out.len() == max {
                     return Ok((out, true));
                 }
                 out.push(e);
             }
-            return Ok((out, false));
-        }
-        for e in all {
-            if out.len() == max {
-                return Ok((out, true));
-            }
-            out.push(e);
         }
         Ok((out, false))
     }
