@@ -102,3 +102,23 @@ def test_log_bucket_and_trail_apply_then_plan_shows_no_changes(tf_s3):
     assert srv.client("cloudtrail").get_trail_status(Name="acme-audit-trail")["IsLogging"] is True
     plan = run("plan", "-detailed-exitcode", "-input=false", "-no-color", check=False)
     assert plan.returncode == 0, f"second plan is not empty:\n{plan.stdout}\n{plan.stderr}"
+    # The trail delivers into the bucket Terraform made, through its policy: data events of
+    # the artifacts bucket are in the log files, encrypted at rest (SSE-S3) and versioned.
+    import gzip
+    art = "acme-artifacts"
+    s3.put_object(Bucket=art, Key="pkg/tool-1.0.tgz", Body=b"package")
+    s3.get_object(Bucket=art, Key="pkg/tool-1.0.tgz")["Body"].read()
+    s3.delete_object(Bucket=art, Key="pkg/tool-1.0.tgz")
+    srv.flush("acme-audit-trail")
+    assert s3.get_bucket_encryption(Bucket=logs)["ServerSideEncryptionConfiguration"]["Rules"][0][
+        "ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    names = set()
+    for o in s3.list_objects_v2(Bucket=logs, Prefix="AWSLogs/123456789012/CloudTrail/")["Contents"]:
+        head = s3.head_object(Bucket=logs, Key=o["Key"])
+        assert head["ServerSideEncryption"] == "AES256" and head.get("VersionId")
+        for r in json.loads(gzip.decompress(s3.get_object(Bucket=logs, Key=o["Key"])["Body"].read()))["Records"]:
+            if (r.get("requestParameters") or {}).get("bucketName") == art and r.get("eventCategory") == "Data":
+                names.add(r["eventName"])
+    assert {"PutObject", "GetObject", "DeleteObject"} <= names, names
+    status = srv.client("cloudtrail").get_trail_status(Name="acme-audit-trail")
+    assert "LatestDeliveryError" not in status and status["LatestDeliveryTime"]

@@ -420,9 +420,14 @@ fn object_headers(mut r: Reply, info: &ObjectInfo) -> Reply {
     if let Some(restore) = info.system.get("restore") {
         r = r.header("x-amz-restore", restore.clone());
     }
-    if let Some(sse) = info.system.get("sse") {
-        r = r.header("x-amz-server-side-encryption", sse.clone());
-    }
+    // The embedded store encrypts every body at rest (SSE-S3), as S3 does by default.
+    r = r.header(
+        "x-amz-server-side-encryption",
+        info.system
+            .get("sse")
+            .cloned()
+            .unwrap_or_else(|| "AES256".into()),
+    );
     if let Some(tags) = info.system.get("tagging") {
         let n = form_urlencoded::parse(tags.as_bytes()).count();
         if n > 0 {
