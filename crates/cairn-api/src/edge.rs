@@ -173,6 +173,27 @@ pub struct Audit {
     pub error: Option<(String, String)>,
 }
 
+/// What a deferred change adds to the answer once made (headers; a body replacing the
+/// prepared one).
+#[derive(Default)]
+pub struct Committed {
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Bytes>,
+}
+
+/// Makes a prepared change visible.
+pub type CommitFn = Box<dyn FnOnce() -> Result<Committed, ApiError> + Send + Sync>;
+/// Forgets a prepared change.
+pub type AbortFn = Box<dyn FnOnce() + Send + Sync>;
+
+/// A change a handler prepared but did not make visible: the edge makes it only after the
+/// request's event is durable, and forgets it when the journal refuses the event (the
+/// client then gets 503 and nothing changed — fail closed).
+pub struct Deferred {
+    pub commit: CommitFn,
+    pub abort: Option<AbortFn>,
+}
+
 /// A handler's view of one authenticated request.
 pub struct Ctx<'a> {
     pub api: &'a Arc<Api>,
@@ -186,9 +207,44 @@ pub struct Ctx<'a> {
     /// caller's own by every [`Ctx::authorize`].
     pub resource_policies: Vec<Policy>,
     authorized: bool,
+    /// Changes to make once the event is durable, in order.
+    pub deferred: Vec<Deferred>,
 }
 
 impl Ctx<'_> {
+    /// Defers a change until the request's event is durable (see [`Deferred`]).
+    pub fn defer(&mut self, commit: CommitFn, abort: Option<AbortFn>) {
+        self.deferred.push(Deferred { commit, abort });
+    }
+
+    /// Defers a write of the control metadata.
+    pub fn defer_meta_put<T: serde::Serialize + Send + Sync + 'static>(
+        &mut self,
+        key: String,
+        value: T,
+    ) {
+        let meta = self.api.meta.clone();
+        self.defer(
+            Box::new(move || {
+                meta.put(&key, &value)?;
+                Ok(Committed::default())
+            }),
+            None,
+        );
+    }
+
+    /// Defers a removal from the control metadata.
+    pub fn defer_meta_delete(&mut self, key: String) {
+        let meta = self.api.meta.clone();
+        self.defer(
+            Box::new(move || {
+                meta.delete(&key)?;
+                Ok(Committed::default())
+            }),
+            None,
+        );
+    }
+
     /// Condition keys every request carries.
     pub fn condition_keys(&self) -> HashMap<String, String> {
         let mut k = HashMap::new();
@@ -807,6 +863,7 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
                 &request_id,
                 started,
                 "unknown",
+                Vec::new(),
             )
             .await;
         }
@@ -854,6 +911,7 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
                 &request_id,
                 started,
                 &route.op,
+                Vec::new(),
             )
             .await;
         }
@@ -871,6 +929,7 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
         },
         resource_policies: Vec::new(),
         authorized: false,
+        deferred: Vec::new(),
     };
     let result = match route.service {
         Service::CloudTrail => crate::cloudtrail::handle(&mut ctx, &route.op).await,
@@ -888,6 +947,8 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
     };
     let result = result.map_err(|e| fix_denied_protocol(e, protocol));
     let rec = build_record(&ctx, route.service, &result);
+    let deferred = std::mem::take(&mut ctx.deferred);
+    drop(ctx);
     finish(
         api,
         &req,
@@ -897,8 +958,44 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
         &request_id,
         started,
         &route.op,
+        deferred,
     )
     .await
+}
+
+/// Makes the deferred changes of a request whose event is durable; on the first failure the
+/// rest are forgotten and the request fails (its event already says it succeeded: logged).
+async fn commit_deferred(
+    deferred: Vec<Deferred>,
+    result: Result<Reply, ApiError>,
+    op: &str,
+) -> Result<Reply, ApiError> {
+    let mut result = result;
+    let mut pending = deferred.into_iter();
+    while let Some(d) = pending.next() {
+        let outcome = tokio::task::spawn_blocking(d.commit)
+            .await
+            .unwrap_or_else(|e| Err(ApiError::internal(format!("commit task failed: {e}"))));
+        match (outcome, &mut result) {
+            (Ok(c), Ok(reply)) => {
+                reply.headers.extend(c.headers);
+                if let Some(b) = c.body {
+                    reply.body = b;
+                }
+            }
+            (Ok(_), Err(_)) => {}
+            (Err(e), _) => {
+                tracing::error!(op, error = %e.message, "a change whose event is recorded could not be made");
+                for rest in pending.by_ref() {
+                    if let Some(a) = rest.abort {
+                        a();
+                    }
+                }
+                result = Err(e);
+            }
+        }
+    }
+    result
 }
 
 /// Fuzzing only (feature `fuzzing`, never in the server): runs an S3 request through
@@ -929,6 +1026,7 @@ pub async fn fuzz_s3_as_root(api: &Arc<Api>, mut req: HttpRequest) -> (Reply, Op
         },
         resource_policies: Vec::new(),
         authorized: false,
+        deferred: Vec::new(),
     };
     let result = crate::s3::handle(&mut ctx, &op).await;
     let result = match result {
@@ -938,6 +1036,12 @@ pub async fn fuzz_s3_as_root(api: &Arc<Api>, mut req: HttpRequest) -> (Reply, Op
         r => r,
     };
     let rec = build_record(&ctx, Service::S3, &result).to_json();
+    let deferred = std::mem::take(&mut ctx.deferred);
+    drop(ctx);
+    let result = match result {
+        Ok(r) => commit_deferred(deferred, Ok(r), &op).await,
+        Err(e) => Err(e),
+    };
     let reply = match result {
         Ok(r) => r,
         Err(e) => wire::error_reply(Protocol::S3, &e, "fuzz", req.method == "HEAD"),
@@ -1032,6 +1136,7 @@ async fn finish(
     request_id: &str,
     started: std::time::Instant,
     op: &str,
+    deferred: Vec<Deferred>,
 ) -> Reply {
     rec.request_id = Some(request_id.to_string());
     rec.source_ip_address = Some(req.peer.to_string());
@@ -1045,6 +1150,18 @@ async fn finish(
     }
     let head = req.method == "HEAD";
     let recorded = api.record(&rec).await;
+    let result = match (&recorded, result) {
+        (Ok(()), Ok(r)) => commit_deferred(deferred, Ok(r), op).await,
+        (_, r) => {
+            // Nothing prepared becomes visible: the event is not durable (or the handler failed).
+            for d in deferred {
+                if let Some(a) = d.abort {
+                    a();
+                }
+            }
+            r
+        }
+    };
     let reply = match (recorded, result) {
         (Ok(()), Ok(r)) => r,
         (Ok(()), Err(e)) => wire::error_reply(protocol, &e, request_id, head),

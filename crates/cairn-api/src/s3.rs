@@ -598,17 +598,53 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             ctx.audit.request_parameters =
                 Some(serde_json::json!({"bucketName": bucket, "Host": host}));
             ctx.authorize("s3:DeleteBucket", &format!("arn:aws:s3:::{bucket}"))?;
+            // Checked now, done once the event is durable.
             let store = ctx.api.store.clone();
             let b2 = bucket.clone();
             ctx.api
                 .blocking(move || {
-                    store
-                        .delete_bucket(&b2)
-                        .map_err(|e| store_error(e, &b2, None))
+                    if !store
+                        .bucket_exists(&b2)
+                        .map_err(|e| store_error(e, &b2, None))?
+                    {
+                        return Err(store_error(StoreError::NoSuchBucket(b2.clone()), &b2, None));
+                    }
+                    let empty = match store.list_versions(&b2, "", None, 1) {
+                        Ok((v, _)) => v.is_empty(),
+                        Err(StoreError::Unsupported(_)) => store
+                            .list(&b2, "", None, 1)
+                            .map_err(|e| store_error(e, &b2, None))?
+                            .objects
+                            .is_empty(),
+                        Err(e) => return Err(store_error(e, &b2, None)),
+                    };
+                    if !empty {
+                        return Err(store_error(
+                            StoreError::BucketNotEmpty(b2.clone()),
+                            &b2,
+                            None,
+                        ));
+                    }
+                    Ok(())
                 })
                 .await?;
-            let _ = ctx.api.meta.delete(&format!("bucket-region/{bucket}"));
-            crate::s3_object_ext::forget_bucket(ctx, &bucket);
+            let (store, meta, b2) = (ctx.api.store.clone(), ctx.api.meta.clone(), bucket.clone());
+            ctx.defer(
+                Box::new(move || {
+                    store
+                        .delete_bucket(&b2)
+                        .map_err(|e| store_error(e, &b2, None))?;
+                    for k in [
+                        format!("bucket-region/{b2}"),
+                        format!("bucket-config/object-lock/{b2}"),
+                        format!("bucket-acl/{b2}"),
+                    ] {
+                        let _ = meta.delete(&k);
+                    }
+                    Ok(crate::edge::Committed::default())
+                }),
+                None,
+            );
             Ok(Reply {
                 status: 204,
                 headers: vec![],
@@ -866,27 +902,33 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             bucket_must_exist(ctx, &bucket)?;
             if op == "DeleteObject" {
                 let store = ctx.api.store.clone();
-                let (b2, k2) = (bucket.clone(), key.clone());
                 let vid = ctx.req.query_param("versionId");
+                // A version id is checked now (it must exist; object lock may protect it);
+                // the delete itself happens once the event is durable.
                 if let Some(v) = &vid {
-                    if crate::s3_object_ext::lock_enabled(ctx, &bucket)? {
-                        let (s2, b3, k3, v3) =
-                            (store.clone(), bucket.clone(), key.clone(), v.clone());
-                        let info = ctx
-                            .api
-                            .blocking(move || {
-                                Ok(s2.update_system(&b3, &k3, Some(&v3), &mut |_| Ok(())).ok())
-                            })
-                            .await?;
-                        if let Some(info) = info {
-                            crate::s3_object_ext::check_removable(ctx, &bucket, &info)?;
+                    let (s2, b3, k3, v3) = (store.clone(), bucket.clone(), key.clone(), v.clone());
+                    let probe = ctx
+                        .api
+                        .blocking(move || {
+                            Ok(s2.update_system(&b3, &k3, Some(&v3), &mut |_| Ok(())))
+                        })
+                        .await?;
+                    match probe {
+                        Ok(info) => {
+                            if crate::s3_object_ext::lock_enabled(ctx, &bucket)? {
+                                crate::s3_object_ext::check_removable(ctx, &bucket, &info)?;
+                            }
                         }
+                        Err(StoreError::DeleteMarker(_)) | Err(StoreError::NoSuchKey { .. }) => {}
+                        Err(e) => return Err(store_error(e, &bucket, Some(&key))),
                     }
+                } else {
+                    bucket_must_exist(ctx, &bucket)?;
                 }
-                let outcome = ctx
-                    .api
-                    .blocking(move || {
-                        match &vid {
+                let (b2, k2) = (bucket.clone(), key.clone());
+                ctx.defer(
+                    Box::new(move || {
+                        let outcome = match &vid {
                             Some(v) => store.delete_version(&b2, &k2, v),
                             None => store.delete_object(&b2, &k2),
                         }
@@ -894,22 +936,27 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                             StoreError::NoSuchKey { .. } => Ok(Default::default()),
                             e => Err(e),
                         })
-                        .map_err(|e| store_error(e, &b2, Some(&k2)))
-                    })
-                    .await?;
-                let mut r = Reply {
+                        .map_err(|e| store_error(e, &b2, Some(&k2)))?;
+                        let mut headers = vec![];
+                        if let Some(v) = outcome.version_id {
+                            headers.push(("x-amz-version-id".to_string(), v));
+                        }
+                        if outcome.delete_marker {
+                            headers.push(("x-amz-delete-marker".to_string(), "true".to_string()));
+                        }
+                        Ok(crate::edge::Committed {
+                            headers,
+                            body: None,
+                        })
+                    }),
+                    None,
+                );
+                return Ok(Reply {
                     status: 204,
                     headers: vec![],
                     body: bytes::Bytes::new(),
                     stream: None,
-                };
-                if let Some(v) = outcome.version_id {
-                    r = r.header("x-amz-version-id", v);
-                }
-                if outcome.delete_marker {
-                    r = r.header("x-amz-delete-marker", "true");
-                }
-                return Ok(r);
+                });
             }
             put_object(ctx, &bucket, &key).await
         }
@@ -956,16 +1003,7 @@ async fn put_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply,
         }
     }
     let size = body.len();
-    let store = ctx.api.store.clone();
-    let (b2, k2) = (bucket.to_string(), key.to_string());
-    let info = ctx
-        .api
-        .blocking(move || {
-            store
-                .put(&b2, &k2, &body, &opts)
-                .map_err(|e| store_error(e, &b2, Some(&k2)))
-        })
-        .await?;
+    let etag = stage_put(ctx, bucket, key, body, opts, None).await?;
     ctx.audit.additional_event_data = Some(serde_json::json!({
         "SignatureVersion": crate::s3::signature_version(ctx.req),
         "AuthenticationMethod": crate::s3::authentication_method(ctx.req),
@@ -973,10 +1011,7 @@ async fn put_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply,
         "bytesTransferredOut": 0,
         "x-amz-id-2": ctx.request_id,
     }));
-    let mut headers = vec![("etag".into(), info.etag)];
-    if let Some(v) = info.version_id {
-        headers.push(("x-amz-version-id".into(), v));
-    }
+    let mut headers = vec![("etag".into(), etag)];
     if let Some((alg, v)) = checksum {
         headers.push((format!("x-amz-checksum-{alg}"), v));
         headers.push(("x-amz-checksum-type".into(), "FULL_OBJECT".into()));
@@ -987,6 +1022,67 @@ async fn put_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply,
         body: bytes::Bytes::new(),
         stream: None,
     })
+}
+
+/// Builds a reply body from the object a deferred write made (CopyObjectResult).
+pub(crate) type AnswerFn = Box<dyn FnOnce(&ObjectInfo) -> bytes::Bytes + Send + Sync>;
+
+/// Stages a PUT (the body written durably, invisibly) and defers making it the object until
+/// the request's event is durable. Returns the staged write's ETag; the commit adds
+/// `x-amz-version-id` and, through `answer`, may replace the reply's body.
+pub(crate) async fn stage_put(
+    ctx: &mut Ctx<'_>,
+    bucket: &str,
+    key: &str,
+    body: bytes::Bytes,
+    opts: cairn_store::PutOptions,
+    answer: Option<AnswerFn>,
+) -> Result<String, ApiError> {
+    let store = ctx.api.store.clone();
+    let (b2, k2) = (bucket.to_string(), key.to_string());
+    let staged = ctx
+        .api
+        .blocking(move || {
+            store
+                .stage(&b2, &k2, &body, &opts)
+                .map_err(|e| store_error(e, &b2, Some(&k2)))
+        })
+        .await?;
+    let etag = staged
+        .opts
+        .etag
+        .clone()
+        .unwrap_or_else(|| staged.md5.clone());
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(staged)));
+    let (s1, s2) = (slot.clone(), slot);
+    let (st1, st2) = (ctx.api.store.clone(), ctx.api.store.clone());
+    let (b3, k3) = (bucket.to_string(), key.to_string());
+    ctx.defer(
+        Box::new(move || {
+            let s = s1
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .ok_or_else(|| ApiError::internal("a staged write was used twice"))?;
+            let info = st1
+                .commit_staged(s)
+                .map_err(|e| store_error(e, &b3, Some(&k3)))?;
+            Ok(crate::edge::Committed {
+                headers: info
+                    .version_id
+                    .clone()
+                    .map(|v| vec![("x-amz-version-id".to_string(), v)])
+                    .unwrap_or_default(),
+                body: answer.map(|f| f(&info)),
+            })
+        }),
+        Some(Box::new(move || {
+            if let Some(s) = s2.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                st2.discard_staged(s);
+            }
+        })),
+    );
+    Ok(etag)
 }
 
 /// Checks `Content-MD5` when sent: BadDigest on mismatch, InvalidDigest when not base64 of
@@ -1059,13 +1155,15 @@ async fn put_bucket_versioning(
     }
     let store = ctx.api.store.clone();
     let b2 = bucket.to_string();
-    ctx.api
-        .blocking(move || {
+    ctx.defer(
+        Box::new(move || {
             store
                 .set_versioning(&b2, state)
-                .map_err(|e| store_error(e, &b2, None))
-        })
-        .await?;
+                .map_err(|e| store_error(e, &b2, None))?;
+            Ok(crate::edge::Committed::default())
+        }),
+        None,
+    );
     Ok(Reply {
         status: 200,
         headers: vec![],
@@ -1187,7 +1285,7 @@ async fn bucket_policy(
             if blocks_public && policy.grants_public_allow() {
                 return Err(ApiError::new("AccessDenied", 403, "Access Denied"));
             }
-            ctx.api.meta.put(&key, &text)?;
+            ctx.defer_meta_put(key.clone(), text);
             Ok(Reply {
                 status: 204,
                 headers: vec![],
@@ -1210,7 +1308,7 @@ async fn bucket_policy(
             .with("BucketName", bucket)),
         },
         _ => {
-            ctx.api.meta.delete(&key)?;
+            ctx.defer_meta_delete(key.clone());
             Ok(Reply {
                 status: 204,
                 headers: vec![],
@@ -1321,13 +1419,11 @@ async fn stored_config(
         };
         validate_config(c.param, &doc)?;
         let text = String::from_utf8_lossy(&ctx.req.body).to_string();
-        ctx.api.meta.put(&key, &text)?;
+        ctx.defer_meta_put(key.clone(), text);
         let mut headers = vec![];
         if c.param == "lifecycle" {
             let size = lifecycle_min_size(ctx.req);
-            ctx.api
-                .meta
-                .put(&config_key("lifecycle-min-size", bucket), &size)?;
+            ctx.defer_meta_put(config_key("lifecycle-min-size", bucket), size.clone());
             headers.push((LIFECYCLE_MIN_SIZE.to_string(), size));
         }
         return Ok(Reply {
@@ -1338,7 +1434,7 @@ async fn stored_config(
         });
     }
     if op == c.delete {
-        ctx.api.meta.delete(&key)?;
+        ctx.defer_meta_delete(key.clone());
         return Ok(Reply {
             status: 204,
             headers: vec![],
@@ -1432,8 +1528,11 @@ async fn delete_objects(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<R
         ctx.no_authorization_needed();
         return Err(e);
     }
-    let mut deleted = Vec::new();
-    let mut errors = Vec::new();
+    // Authorization and object lock are checked now, per key; the deletions happen once the
+    // event is durable, and the answer lists what they did.
+    let lock = crate::s3_object_ext::lock_enabled(ctx, bucket)?;
+    let mut todo = Vec::new();
+    let mut refused = Vec::new();
     for (key, vid) in keys {
         let action = if vid.is_some() {
             "s3:DeleteObjectVersion"
@@ -1444,62 +1543,85 @@ async fn delete_objects(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<R
             .authorize(action, &format!("arn:aws:s3:::{bucket}/{key}"))
             .is_err()
         {
-            errors.push((key, "AccessDenied".to_string(), "Access Denied".to_string()));
+            refused.push((key, "AccessDenied".to_string(), "Access Denied".to_string()));
             continue;
         }
-        let store = ctx.api.store.clone();
-        let (b2, k2, v2) = (bucket.to_string(), key.clone(), vid.clone());
-        let r = ctx
-            .api
-            .blocking(move || {
-                match &v2 {
-                    Some(v) => store.delete_version(&b2, &k2, v),
-                    None => store.delete_object(&b2, &k2),
+        if let (true, Some(v)) = (lock, &vid) {
+            let store = ctx.api.store.clone();
+            let (b3, k3, v3) = (bucket.to_string(), key.clone(), v.clone());
+            let probe = ctx
+                .api
+                .blocking(move || Ok(store.update_system(&b3, &k3, Some(&v3), &mut |_| Ok(()))))
+                .await?;
+            if let Ok(info) = probe {
+                if let Err(e) = crate::s3_object_ext::check_removable(ctx, bucket, &info) {
+                    refused.push((key, e.code, e.message));
+                    continue;
+                }
+            }
+        }
+        todo.push((key, vid));
+    }
+    ctx.audit.additional_event_data = Some(serde_json::json!({
+        "deleted": todo.len(), "errors": refused.len(),
+        "SignatureVersion": crate::s3::signature_version(ctx.req), "AuthenticationMethod": crate::s3::authentication_method(ctx.req)
+    }));
+    let store = ctx.api.store.clone();
+    let b2 = bucket.to_string();
+    ctx.defer(
+        Box::new(move || {
+            let mut deleted = Vec::new();
+            let mut errors = refused;
+            for (key, vid) in todo {
+                let r = match &vid {
+                    Some(v) => store.delete_version(&b2, &key, v),
+                    None => store.delete_object(&b2, &key),
                 }
                 .or_else(|e| match e {
                     StoreError::NoSuchKey { .. } => Ok(Default::default()),
                     e => Err(e),
                 })
-                .map_err(|e| store_error(e, &b2, Some(&k2)))
-            })
-            .await;
-        match r {
-            Ok(o) => deleted.push((key, vid, o)),
-            Err(e) => errors.push((key, e.code, e.message)),
-        }
-    }
-    ctx.audit.additional_event_data = Some(serde_json::json!({
-        "deleted": deleted.len(), "errors": errors.len(),
-        "SignatureVersion": crate::s3::signature_version(ctx.req), "AuthenticationMethod": crate::s3::authentication_method(ctx.req)
-    }));
-    let mut x = String::new();
-    if !quiet {
-        for (k, asked, o) in &deleted {
-            let mut d = format!("<Key>{}</Key>", xml_escape(k));
-            if let Some(v) = asked {
-                d.push_str(&format!("<VersionId>{}</VersionId>", xml_escape(v)));
-            }
-            if o.delete_marker {
-                d.push_str("<DeleteMarker>true</DeleteMarker>");
-                if let (None, Some(v)) = (asked, &o.version_id) {
-                    d.push_str(&format!(
-                        "<DeleteMarkerVersionId>{}</DeleteMarkerVersionId>",
-                        xml_escape(v)
-                    ));
+                .map_err(|e| store_error(e, &b2, Some(&key)));
+                match r {
+                    Ok(o) => deleted.push((key, vid, o)),
+                    Err(e) => errors.push((key, e.code, e.message)),
                 }
             }
-            x.push_str(&format!("<Deleted>{d}</Deleted>"));
-        }
-    }
-    for (k, c, m) in &errors {
-        x.push_str(&format!(
-            "<Error><Key>{}</Key><Code>{}</Code><Message>{}</Message></Error>",
-            xml_escape(k),
-            xml_escape(c),
-            xml_escape(m)
-        ));
-    }
-    Ok(Reply::s3_document("DeleteResult", &x))
+            let mut x = String::new();
+            if !quiet {
+                for (k, asked, o) in &deleted {
+                    let mut d = format!("<Key>{}</Key>", xml_escape(k));
+                    if let Some(v) = asked {
+                        d.push_str(&format!("<VersionId>{}</VersionId>", xml_escape(v)));
+                    }
+                    if o.delete_marker {
+                        d.push_str("<DeleteMarker>true</DeleteMarker>");
+                        if let (None, Some(v)) = (asked, &o.version_id) {
+                            d.push_str(&format!(
+                                "<DeleteMarkerVersionId>{}</DeleteMarkerVersionId>",
+                                xml_escape(v)
+                            ));
+                        }
+                    }
+                    x.push_str(&format!("<Deleted>{d}</Deleted>"));
+                }
+            }
+            for (k, c, m) in &errors {
+                x.push_str(&format!(
+                    "<Error><Key>{}</Key><Code>{}</Code><Message>{}</Message></Error>",
+                    xml_escape(k),
+                    xml_escape(c),
+                    xml_escape(m)
+                ));
+            }
+            Ok(crate::edge::Committed {
+                headers: vec![],
+                body: Some(Reply::s3_document("DeleteResult", &x).body),
+            })
+        }),
+        None,
+    );
+    Ok(Reply::s3_document("DeleteResult", ""))
 }
 
 /// CopyObject: the source (`x-amz-copy-source: /bucket/key` or `bucket/key`, percent-encoded)
@@ -1603,24 +1725,33 @@ async fn copy_object(
             })
             .collect();
     }
-    let store = ctx.api.store.clone();
-    let (b2, k2) = (bucket.to_string(), key.to_string());
-    let info = ctx
-        .api
-        .blocking(move || {
-            store
-                .put(&b2, &k2, &src.body, &opts)
-                .map_err(|e| store_error(e, &b2, Some(&k2)))
-        })
-        .await?;
-    Ok(Reply::s3_xml(
-        200,
-        format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult xmlns=\"{S3_XMLNS}\"><LastModified>{}</LastModified><ETag>{}</ETag></CopyObjectResult>",
-            s3_time(info.last_modified),
-            xml_escape(&info.etag)
-        ),
-    ))
+    // Tags travel with the copy unless the request replaces them.
+    if ctx.req.header("x-amz-tagging-directive") != Some("REPLACE") {
+        if let Some(t) = src.info.system.get("tagging") {
+            opts.system.insert("tagging".into(), t.clone());
+        }
+    }
+    let mut req_for_system = ctx.req.clone();
+    if ctx.req.header("x-amz-tagging-directive") != Some("REPLACE") {
+        req_for_system.headers.retain(|(k, _)| k != "x-amz-tagging");
+    }
+    crate::s3_object_ext::new_object_system(ctx, bucket, &req_for_system, &mut opts)?;
+    let answer: Box<dyn FnOnce(&ObjectInfo) -> bytes::Bytes + Send + Sync> = Box::new(
+        |info: &ObjectInfo| {
+            bytes::Bytes::from(format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult xmlns=\"{S3_XMLNS}\"><LastModified>{}</LastModified><ETag>{}</ETag></CopyObjectResult>",
+                s3_time(info.last_modified),
+                xml_escape(&info.etag)
+            ))
+        },
+    );
+    let body = bytes::Bytes::from(src.body);
+    stage_put(ctx, bucket, key, body, opts, Some(answer)).await?;
+    let mut r = Reply::s3_xml(200, String::new());
+    if let Some(v) = &src.info.version_id {
+        r = r.header("x-amz-copy-source-version-id", v.clone());
+    }
+    Ok(r)
 }
 
 /// CreateBucket: the location constraint must name the region the request was signed for
@@ -1674,15 +1805,10 @@ async fn create_bucket(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<Re
     let existed = ctx
         .api
         .blocking(move || {
-            let existed = store
+            cairn_store::check_bucket_name(&b2).map_err(|e| store_error(e, &b2, None))?;
+            store
                 .bucket_exists(&b2)
-                .map_err(|e| store_error(e, &b2, None))?;
-            if !existed {
-                store
-                    .create_bucket(&b2)
-                    .map_err(|e| store_error(e, &b2, None))?;
-            }
-            Ok(existed)
+                .map_err(|e| store_error(e, &b2, None))
         })
         .await?;
     // us-east-1 answers 200 to the owner re-creating a bucket; other regions refuse.
@@ -1694,33 +1820,37 @@ async fn create_bucket(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<Re
         )
         .with("BucketName", bucket));
     }
-    if region != "us-east-1" {
-        ctx.api
-            .meta
-            .put(&format!("bucket-region/{bucket}"), &region)?;
-    }
-    if !existed
-        && ctx
+    if !existed {
+        let lock = ctx
             .req
             .header("x-amz-bucket-object-lock-enabled")
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
-    {
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let store = ctx.api.store.clone();
         let b2 = bucket.to_string();
-        ctx.api
-            .blocking(move || {
+        ctx.defer(
+            Box::new(move || {
                 store
-                    .set_versioning(&b2, cairn_store::Versioning::Enabled)
-                    .map_err(|e| store_error(e, &b2, None))
-            })
-            .await?;
-        crate::s3_object_ext::enable_lock_at_creation(ctx, bucket)?;
-    }
-    if let Some(acl) = ctx.req.header("x-amz-acl") {
-        if acl != "private" {
-            ctx.api
-                .meta
-                .put(&format!("bucket-acl/{bucket}"), &acl.to_string())?;
+                    .create_bucket(&b2)
+                    .map_err(|e| store_error(e, &b2, None))?;
+                if lock {
+                    store
+                        .set_versioning(&b2, cairn_store::Versioning::Enabled)
+                        .map_err(|e| store_error(e, &b2, None))?;
+                }
+                Ok(crate::edge::Committed::default())
+            }),
+            None,
+        );
+        if region != "us-east-1" {
+            ctx.defer_meta_put(format!("bucket-region/{bucket}"), region.clone());
+        }
+        if lock {
+            crate::s3_object_ext::enable_lock_at_creation(ctx, bucket);
+        }
+        if let Some(acl) = ctx.req.header("x-amz-acl").map(str::to_string) {
+            if acl != "private" {
+                ctx.defer_meta_put(format!("bucket-acl/{bucket}"), acl);
+            }
         }
     }
     Ok(Reply {

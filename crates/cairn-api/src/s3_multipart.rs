@@ -133,7 +133,7 @@ pub async fn create(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply,
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
     std::fs::create_dir_all(ctx.api.opts.multipart_dir.join(&id)).map_err(ApiError::internal)?;
-    ctx.api.meta.put(&upload_key(&id), &up)?;
+    ctx.defer_meta_put(upload_key(&id), up);
     ctx.audit.response_elements = Some(serde_json::json!({"uploadId": id}));
     Ok(Reply::s3_document(
         "InitiateMultipartUploadResult",
@@ -205,15 +205,15 @@ pub async fn upload_part(
             Ok(())
         })
         .await?;
-    ctx.api.meta.put(
-        &part_key(id, n),
-        &Part {
+    ctx.defer_meta_put(
+        part_key(id, n),
+        Part {
             etag: etag.clone(),
             size: ctx.req.body.len() as u64,
             modified: ctx.now,
             checksum: checksum.clone(),
         },
-    )?;
+    );
     let mut headers = vec![("etag".into(), etag)];
     if let Some((alg, v)) = checksum {
         headers.push((format!("x-amz-checksum-{alg}"), v));
@@ -350,7 +350,6 @@ pub async fn complete(
         }
     };
     let paths: Vec<_> = wanted.iter().map(|(n, _)| part_path(ctx, id, *n)).collect();
-    let store = ctx.api.store.clone();
     let mut opts = cairn_store::PutOptions {
         content_type: up.content_type.clone(),
         content_encoding: up.content_encoding.clone(),
@@ -362,19 +361,19 @@ pub async fn complete(
     if let Some((alg, v)) = &composite {
         opts.system.insert(format!("checksum-{alg}"), v.clone());
     }
-    let (b2, k2) = (bucket.to_string(), key.to_string());
-    ctx.api
+    let body = ctx
+        .api
         .blocking(move || {
             let mut body = Vec::with_capacity(total as usize);
             for p in &paths {
                 body.extend(std::fs::read(p).map_err(ApiError::internal)?);
             }
-            store
-                .put(&b2, &k2, &body, &opts)
-                .map_err(ApiError::internal)
+            Ok(bytes::Bytes::from(body))
         })
         .await?;
-    discard(ctx, id, &have)?;
+    crate::s3::stage_put(ctx, bucket, key, body, opts, None).await?;
+    // The parts go once the object is made (a refused event leaves the upload to retry).
+    defer_discard(ctx, id, &have);
     ctx.audit.additional_event_data = Some(serde_json::json!({
         "bytesTransferredIn": ctx.req.body.len(), "bytesTransferredOut": 0,
         "SignatureVersion": crate::s3::signature_version(ctx.req), "AuthenticationMethod": crate::s3::authentication_method(ctx.req)
@@ -395,13 +394,25 @@ pub async fn complete(
     ))
 }
 
-fn discard(ctx: &Ctx<'_>, id: &str, parts: &BTreeMap<u32, Part>) -> Result<(), ApiError> {
-    for n in parts.keys() {
-        ctx.api.meta.delete(&part_key(id, *n))?;
-    }
-    ctx.api.meta.delete(&upload_key(id))?;
-    let _ = std::fs::remove_dir_all(ctx.api.opts.multipart_dir.join(id));
-    Ok(())
+/// Defers removing an upload's records and part files until the event is durable.
+fn defer_discard(ctx: &mut Ctx<'_>, id: &str, parts: &BTreeMap<u32, Part>) {
+    let (meta, dir, id) = (
+        ctx.api.meta.clone(),
+        ctx.api.opts.multipart_dir.clone(),
+        id.to_string(),
+    );
+    let numbers: Vec<u32> = parts.keys().copied().collect();
+    ctx.defer(
+        Box::new(move || {
+            for n in numbers {
+                meta.delete(&part_key(&id, n))?;
+            }
+            meta.delete(&upload_key(&id))?;
+            let _ = std::fs::remove_dir_all(dir.join(&id));
+            Ok(crate::edge::Committed::default())
+        }),
+        None,
+    );
 }
 
 /// DELETE /bucket/key?uploadId=ID
@@ -413,7 +424,7 @@ pub async fn abort(
 ) -> Result<Reply, ApiError> {
     load(ctx, id, bucket, key)?;
     let parts: BTreeMap<u32, Part> = parts_of(ctx, id)?.into_iter().collect();
-    discard(ctx, id, &parts)?;
+    defer_discard(ctx, id, &parts);
     Ok(Reply {
         status: 204,
         headers: vec![],

@@ -95,18 +95,13 @@ pub fn lock_enabled(ctx: &Ctx<'_>, bucket: &str) -> Result<bool, ApiError> {
     Ok(lock_config(ctx, bucket)?.is_some())
 }
 
-/// Enables object lock on a new bucket (`x-amz-bucket-object-lock-enabled: true`).
-pub fn enable_lock_at_creation(ctx: &Ctx<'_>, bucket: &str) -> Result<(), ApiError> {
-    ctx.api.meta.put(
-        &lock_key(bucket),
-        &"<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled></ObjectLockConfiguration>".to_string(),
-    )
-}
-
-/// Forgets a deleted bucket's configuration kept here.
-pub fn forget_bucket(ctx: &Ctx<'_>, bucket: &str) {
-    let _ = ctx.api.meta.delete(&lock_key(bucket));
-    let _ = ctx.api.meta.delete(&acl_key(bucket));
+/// Enables object lock on a new bucket (`x-amz-bucket-object-lock-enabled: true`), once the
+/// request's event is durable.
+pub fn enable_lock_at_creation(ctx: &mut Ctx<'_>, bucket: &str) {
+    ctx.defer_meta_put(
+        lock_key(bucket),
+        "<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled></ObjectLockConfiguration>".to_string(),
+    );
 }
 
 fn parse_until(s: &str) -> Option<DateTime<Utc>> {
@@ -347,36 +342,39 @@ async fn head_version(
         .await
 }
 
-/// Applies `change` to one version's system attributes.
+/// Applies `change` to one version's system attributes: checked now against the version as
+/// it is (a refusal is the request's error), made once the request's event is durable.
+/// Returns the attributes as they will be.
 async fn change_version(
-    ctx: &Ctx<'_>,
+    ctx: &mut Ctx<'_>,
     bucket: &str,
     key: &str,
     version_id: Option<String>,
-    change: impl FnMut(&mut ObjectInfo) -> Result<(), ApiError> + Send + 'static,
+    change: impl FnMut(&mut ObjectInfo) -> Result<(), ApiError> + Send + Sync + 'static,
 ) -> Result<ObjectInfo, ApiError> {
+    let mut change = change;
+    let mut info = head_version(ctx, bucket, key, version_id.clone()).await?;
+    change(&mut info)?;
     let store = ctx.api.store.clone();
     let (b, k) = (bucket.to_string(), key.to_string());
-    let refusal = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let r2 = refusal.clone();
-    let mut change = change;
-    let out = ctx
-        .api
-        .blocking(move || {
-            store
-                .update_system(&b, &k, version_id.as_deref(), &mut |info| {
-                    change(info).map_err(|e| {
-                        *r2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                        StoreError::AccessDenied("refused".into())
-                    })
+    ctx.defer(
+        Box::new(move || {
+            let refusal = std::sync::Mutex::new(None);
+            let done = store.update_system(&b, &k, version_id.as_deref(), &mut |i| {
+                change(i).map_err(|e| {
+                    *refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    StoreError::AccessDenied("refused".into())
                 })
-                .map_err(|e| crate::s3::store_error(e, &b, Some(&k)))
-        })
-        .await;
-    if let Some(e) = refusal.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        return Err(e);
-    }
-    out
+            });
+            if let Some(e) = refusal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return Err(e);
+            }
+            done.map_err(|e| crate::s3::store_error(e, &b, Some(&k)))?;
+            Ok(crate::edge::Committed::default())
+        }),
+        None,
+    );
+    Ok(info)
 }
 
 fn with_version(mut r: Reply, info: &ObjectInfo) -> Reply {
@@ -521,10 +519,10 @@ pub async fn account_public_access_block(ctx: &mut Ctx<'_>, op: &str) -> Result<
                 }
                 inner += &el(f, v);
             }
-            ctx.api.meta.put(
-                ACCOUNT_PAB_KEY,
-                &format!("<PublicAccessBlockConfiguration xmlns=\"{NS}\">{inner}</PublicAccessBlockConfiguration>"),
-            )?;
+            ctx.defer_meta_put(
+                ACCOUNT_PAB_KEY.to_string(),
+                format!("<PublicAccessBlockConfiguration xmlns=\"{NS}\">{inner}</PublicAccessBlockConfiguration>"),
+            );
             Ok(Reply::s3_xml(200, String::new()))
         }
         "GetPublicAccessBlock" => match ctx.api.meta.get::<String>(ACCOUNT_PAB_KEY)? {
@@ -540,7 +538,7 @@ pub async fn account_public_access_block(ctx: &mut Ctx<'_>, op: &str) -> Result<
             .with("AccountId", account)),
         },
         _ => {
-            ctx.api.meta.delete(ACCOUNT_PAB_KEY)?;
+            ctx.defer_meta_delete(ACCOUNT_PAB_KEY.to_string());
             Ok(Reply::s3_xml(200, String::new()))
         }
     }
@@ -633,7 +631,7 @@ pub async fn handle_bucket(
                 "<ObjectLockConfiguration xmlns=\"{}\">{inner}</ObjectLockConfiguration>",
                 crate::wire::S3_XMLNS
             );
-            ctx.api.meta.put(&lock_key(bucket), &doc)?;
+            ctx.defer_meta_put(lock_key(bucket), doc);
             Ok(Reply::s3_xml(200, String::new()))
         }
         "GetBucketAcl" => {
@@ -652,7 +650,7 @@ pub async fn handle_bucket(
             if acl.starts_with("public") && blocks_public_acls(ctx, bucket)? {
                 return Err(ApiError::new("AccessDenied", 403, "Access Denied"));
             }
-            ctx.api.meta.put(&acl_key(bucket), &acl)?;
+            ctx.defer_meta_put(acl_key(bucket), acl);
             Ok(Reply::s3_xml(200, String::new()))
         }
     }

@@ -192,6 +192,118 @@ fn a_request_whose_event_cannot_be_made_durable_fails_closed_and_changes_nothing
     rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
 }
 
+/// Sends a signed S3 request (`path` and `query` as sent); returns (status, body).
+fn s3_call(
+    addr: &str,
+    w: &World,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &str,
+) -> (u16, String) {
+    let sha = hex::encode(Sha256::digest(body.as_bytes()));
+    let headers = vec![("host".to_string(), addr.to_string())];
+    let req = cairn_iam::sigv4::Request {
+        method,
+        path,
+        query,
+        headers: &headers,
+        body_sha256: &sha,
+        s3: true,
+    };
+    let added = cairn_iam::sigv4::sign(&req, &w.key, &w.secret, "us-east-1", "s3", Utc::now());
+    let target = if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    };
+    let mut m = format!("{method} {target} HTTP/1.1\r\n");
+    for (k, v) in headers.iter().chain(added.iter()) {
+        m.push_str(&format!("{k}: {v}\r\n"));
+    }
+    m.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(m.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .unwrap();
+    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (status, body.to_string())
+}
+
+/// S3 writes are prepared, then made only once their event is durable: with the journal
+/// failing, every write gets 503 and nothing changes — no object, no deletion, no bucket,
+/// no policy, no tags — and once it recovers the same requests succeed.
+#[test]
+fn s3_writes_whose_event_cannot_be_made_durable_change_nothing() {
+    let w = world();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let server = rt
+        .block_on(cairn_api::serve(w.api.clone(), listener, None))
+        .unwrap();
+    let addr = server.local_addr.to_string();
+    assert_eq!(
+        s3_call(&addr, &w, "PUT", "/logs/kept", "", "original").0,
+        200
+    );
+    let files = |w: &World| {
+        let store = w.api.store.clone();
+        cairn_store::list_all(store.as_ref(), "logs", "").unwrap()
+    };
+    let before = files(&w);
+
+    w.fail.store(true, Ordering::SeqCst);
+    let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Principal":"*","Action":"s3:*","Resource":"arn:aws:s3:::logs/*"}]}"#;
+    let tagging = "<Tagging><TagSet><Tag><Key>k</Key><Value>v</Value></Tag></TagSet></Tagging>";
+    for (method, path, query, body) in [
+        ("PUT", "/logs/new", "", "fresh"),
+        ("PUT", "/logs/kept", "", "overwritten"),
+        ("DELETE", "/logs/kept", "", ""),
+        ("PUT", "/newbucket", "", ""),
+        ("PUT", "/logs", "policy", policy),
+        ("PUT", "/logs/kept", "tagging", tagging),
+        (
+            "POST",
+            "/logs",
+            "delete",
+            "<Delete><Object><Key>kept</Key></Object></Delete>",
+        ),
+    ] {
+        let (st, b) = s3_call(&addr, &w, method, path, query, body);
+        assert_eq!(st, 503, "{method} {path}?{query}: {b}");
+        assert!(b.contains("ServiceUnavailable"), "{b}");
+    }
+    w.fail.store(false, Ordering::SeqCst);
+
+    assert_eq!(files(&w), before, "no object appeared, changed or went");
+    let obj = w.api.store.get("logs", "kept").unwrap();
+    assert_eq!(obj.body, b"original");
+    assert!(!obj.info.system.contains_key("tagging"), "no tags were set");
+    assert!(!w.api.store.bucket_exists("newbucket").unwrap());
+    assert!(w
+        .api
+        .meta
+        .get::<String>("bucket-policy/logs")
+        .unwrap()
+        .is_none());
+    // The same writes succeed once events can be recorded again.
+    assert_eq!(s3_call(&addr, &w, "PUT", "/logs/new", "", "fresh").0, 200);
+    assert_eq!(w.api.store.get("logs", "new").unwrap().body, b"fresh");
+    assert_eq!(s3_call(&addr, &w, "DELETE", "/logs/kept", "", "").0, 204);
+    assert!(w.api.store.get("logs", "kept").is_err());
+    rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
+}
+
 #[test]
 fn history_pages_newest_first_filters_and_prunes() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,7 +2,8 @@
 
 use crate::{
     check_bucket_name, check_key, etag_of, DeleteOutcome, ListPage, Object, ObjectInfo,
-    ObjectStore, PutItem, PutOptions, Result, StoreError, VersionEntry, Versioning,
+    ObjectStore, PutItem, PutOptions, Result, Staged, StagedBody, StoreError, VersionEntry,
+    Versioning,
 };
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -281,6 +282,179 @@ impl EmbeddedStore {
     }
 }
 
+/// The metadata of a new current version whose body file is already in place.
+struct NewVersion<'a> {
+    bucket: &'a str,
+    key: &'a str,
+    opts: &'a PutOptions,
+    size: u64,
+    /// Quoted hex MD5 of the body.
+    md5: String,
+    blob: String,
+}
+
+impl EmbeddedStore {
+    /// Writes bodies to temp files (synced concurrently, at most 8 at a time, encrypted when
+    /// a cipher is set), then renames them into `blobs/` with one directory sync. They stay
+    /// invisible until metadata names them (and are swept at open if none ever does).
+    fn write_blobs(&self, bodies: &[&[u8]]) -> Result<Vec<String>> {
+        let blobs: Vec<String> = bodies
+            .iter()
+            .map(|_| uuid::Uuid::new_v4().simple().to_string())
+            .collect();
+        let write = |blob: &str, body: &[u8]| -> Result<()> {
+            let mut f = File::create(self.tmp.join(blob))?;
+            match &self.cipher {
+                Some(c) => {
+                    let sealed = c
+                        .seal(body, blob.as_bytes())
+                        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+                    f.write_all(SEALED_MAGIC)?;
+                    f.write_all(&sealed)?;
+                }
+                None => f.write_all(body)?,
+            }
+            f.sync_data()?;
+            Ok(())
+        };
+        const SYNC_WIDTH: usize = 8;
+        let mut written: Vec<Result<()>> = Vec::with_capacity(bodies.len());
+        for (chunk, chunk_blobs) in bodies.chunks(SYNC_WIDTH).zip(blobs.chunks(SYNC_WIDTH)) {
+            if chunk.len() == 1 {
+                written.push(write(&chunk_blobs[0], chunk[0]));
+                continue;
+            }
+            std::thread::scope(|s| {
+                let hs: Vec<_> = chunk
+                    .iter()
+                    .zip(chunk_blobs)
+                    .map(|(body, b)| s.spawn(move || write(b, body)))
+                    .collect();
+                for h in hs {
+                    written.push(h.join().unwrap_or_else(|_| {
+                        Err(StoreError::Io(std::io::Error::other("writer panicked")))
+                    }));
+                }
+            });
+        }
+        if let Some(Err(e)) = written.into_iter().find(|r| r.is_err()) {
+            self.remove_blobs(&blobs);
+            return Err(e);
+        }
+        for b in &blobs {
+            if let Err(e) = fs::rename(self.tmp.join(b), self.blobs.join(b)) {
+                self.remove_blobs(&blobs);
+                return Err(e.into());
+            }
+        }
+        if let Err(e) = Self::sync_dir(&self.blobs) {
+            self.remove_blobs(&blobs);
+            return Err(e);
+        }
+        Ok(blobs)
+    }
+
+    fn remove_blobs(&self, blobs: &[String]) {
+        for b in blobs {
+            let _ = fs::remove_file(self.tmp.join(b));
+            let _ = fs::remove_file(self.blobs.join(b));
+        }
+    }
+
+    /// Makes each body file the current version of its key, in one transaction (versioning
+    /// rules: the old current version is archived, or dropped when unversioned or a null
+    /// version is replaced). On failure the new body files are removed.
+    fn commit_versions(&self, items: &[NewVersion<'_>]) -> Result<Vec<ObjectInfo>> {
+        let now = chrono::Utc::now();
+        let mut infos: Vec<ObjectInfo> = items
+            .iter()
+            .map(|i| ObjectInfo {
+                key: i.key.into(),
+                size: i.size,
+                etag: i.opts.etag.clone().unwrap_or_else(|| i.md5.clone()),
+                last_modified: now,
+                content_type: i.opts.content_type.clone(),
+                content_encoding: i.opts.content_encoding.clone(),
+                metadata: i.opts.metadata.clone(),
+                version_id: None,
+                system: i.opts.system.clone(),
+            })
+            .collect();
+        let result = (|| -> Result<Vec<String>> {
+            let w = self.db.begin_write().map_err(db_err)?;
+            let mut old_blobs = vec![];
+            for (i, info) in items.iter().zip(infos.iter_mut()) {
+                let state = {
+                    let bt = w.open_table(BUCKETS).map_err(db_err)?;
+                    let rec = bt.get(i.bucket).map_err(db_err)?;
+                    match rec {
+                        Some(v) => bucket_record(v.value()).versioning,
+                        None => return Err(StoreError::NoSuchBucket(i.bucket.into())),
+                    }
+                };
+                let old = {
+                    let t = w.open_table(OBJECTS).map_err(db_err)?;
+                    let old = t
+                        .get((i.bucket, i.key))
+                        .map_err(db_err)?
+                        .and_then(|v| serde_json::from_slice::<Stored>(v.value()).ok());
+                    old
+                };
+                if old.is_some() && i.opts.if_none_match {
+                    return Err(StoreError::PreconditionFailed);
+                }
+                info.version_id = match state {
+                    None => None,
+                    Some(Versioning::Enabled) => Some(new_version_id()),
+                    Some(Versioning::Suspended) => Some("null".into()),
+                };
+                // The previous current version: gone (unversioned, or a null version being
+                // replaced), or kept as a non-current version.
+                let old = match (state, old) {
+                    (None, Some(o)) => Some(o.blob),
+                    (Some(st), Some(o)) => {
+                        if st == Versioning::Suspended && vid_of(&o.info) == "null" {
+                            Some(o.blob)
+                        } else {
+                            archive(&w, i.bucket, i.key, o)?;
+                            None
+                        }
+                    }
+                    (_, None) => None,
+                };
+                if state == Some(Versioning::Suspended) {
+                    old_blobs.extend(drop_null_versions(&w, i.bucket, i.key)?);
+                }
+                let mut t = w.open_table(OBJECTS).map_err(db_err)?;
+                let value = serde_json::to_vec(&Stored {
+                    blob: i.blob.clone(),
+                    info: info.clone(),
+                    md5: i.opts.etag.as_ref().map(|_| i.md5.clone()),
+                })
+                .map_err(db_err)?;
+                t.insert((i.bucket, i.key), value.as_slice())
+                    .map_err(db_err)?;
+                old_blobs.extend(old);
+            }
+            w.commit().map_err(db_err)?;
+            Ok(old_blobs)
+        })();
+        match result {
+            Ok(old) => {
+                for b in old {
+                    let _ = fs::remove_file(self.blobs.join(b));
+                }
+                Ok(infos)
+            }
+            Err(e) => {
+                let blobs: Vec<String> = items.iter().map(|i| i.blob.clone()).collect();
+                self.remove_blobs(&blobs);
+                Err(e)
+            }
+        }
+    }
+}
+
 impl ObjectStore for EmbeddedStore {
     fn create_bucket(&self, bucket: &str) -> Result<()> {
         check_bucket_name(bucket)?;
@@ -373,150 +547,61 @@ impl ObjectStore for EmbeddedStore {
                 return Err(StoreError::NoSuchBucket(i.bucket.into()));
             }
         }
-        let blobs: Vec<String> = items
+        let bodies: Vec<&[u8]> = items.iter().map(|i| i.body).collect();
+        let blobs = self.write_blobs(&bodies)?;
+        let metas: Vec<NewVersion<'_>> = items
             .iter()
-            .map(|_| uuid::Uuid::new_v4().simple().to_string())
-            .collect();
-        let write = |blob: &str, body: &[u8]| -> Result<()> {
-            let mut f = File::create(self.tmp.join(blob))?;
-            match &self.cipher {
-                Some(c) => {
-                    let sealed = c
-                        .seal(body, blob.as_bytes())
-                        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
-                    f.write_all(SEALED_MAGIC)?;
-                    f.write_all(&sealed)?;
-                }
-                None => f.write_all(body)?,
-            }
-            f.sync_data()?;
-            Ok(())
-        };
-        // Bodies are written and synced concurrently, at most SYNC_WIDTH at a time.
-        const SYNC_WIDTH: usize = 8;
-        let mut written: Vec<Result<()>> = Vec::with_capacity(items.len());
-        for (chunk, chunk_blobs) in items.chunks(SYNC_WIDTH).zip(blobs.chunks(SYNC_WIDTH)) {
-            if chunk.len() == 1 {
-                written.push(write(&chunk_blobs[0], chunk[0].body));
-                continue;
-            }
-            std::thread::scope(|s| {
-                let hs: Vec<_> = chunk
-                    .iter()
-                    .zip(chunk_blobs)
-                    .map(|(i, b)| s.spawn(move || write(b, i.body)))
-                    .collect();
-                for h in hs {
-                    written.push(h.join().unwrap_or_else(|_| {
-                        Err(StoreError::Io(std::io::Error::other("writer panicked")))
-                    }));
-                }
-            });
-        }
-        let cleanup = |blobs: &[String]| {
-            for b in blobs {
-                let _ = fs::remove_file(self.tmp.join(b));
-                let _ = fs::remove_file(self.blobs.join(b));
-            }
-        };
-        if let Some(Err(e)) = written.into_iter().find(|r| r.is_err()) {
-            cleanup(&blobs);
-            return Err(e);
-        }
-        for b in &blobs {
-            if let Err(e) = fs::rename(self.tmp.join(b), self.blobs.join(b)) {
-                cleanup(&blobs);
-                return Err(e.into());
-            }
-        }
-        if let Err(e) = Self::sync_dir(&self.blobs) {
-            cleanup(&blobs);
-            return Err(e);
-        }
-        let now = chrono::Utc::now();
-        let mut infos: Vec<ObjectInfo> = items
-            .iter()
-            .map(|i| ObjectInfo {
-                key: i.key.into(),
+            .zip(&blobs)
+            .map(|(i, blob)| NewVersion {
+                bucket: i.bucket,
+                key: i.key,
+                opts: i.opts,
                 size: i.body.len() as u64,
-                etag: i.opts.etag.clone().unwrap_or_else(|| etag_of(i.body)),
-                last_modified: now,
-                content_type: i.opts.content_type.clone(),
-                content_encoding: i.opts.content_encoding.clone(),
-                metadata: i.opts.metadata.clone(),
-                version_id: None,
-                system: i.opts.system.clone(),
+                md5: etag_of(i.body),
+                blob: blob.clone(),
             })
             .collect();
-        let result = (|| -> Result<Vec<String>> {
-            let w = self.db.begin_write().map_err(db_err)?;
-            let mut old_blobs = vec![];
-            {
-                for ((i, blob), info) in items.iter().zip(&blobs).zip(infos.iter_mut()) {
-                    let state = {
-                        let bt = w.open_table(BUCKETS).map_err(db_err)?;
-                        let rec = bt.get(i.bucket).map_err(db_err)?;
-                        rec.and_then(|v| bucket_record(v.value()).versioning)
-                    };
-                    let old = {
-                        let t = w.open_table(OBJECTS).map_err(db_err)?;
-                        let old = t
-                            .get((i.bucket, i.key))
-                            .map_err(db_err)?
-                            .and_then(|v| serde_json::from_slice::<Stored>(v.value()).ok());
-                        old
-                    };
-                    if old.is_some() && i.opts.if_none_match {
-                        return Err(StoreError::PreconditionFailed);
-                    }
-                    info.version_id = match state {
-                        None => None,
-                        Some(Versioning::Enabled) => Some(new_version_id()),
-                        Some(Versioning::Suspended) => Some("null".into()),
-                    };
-                    // The previous current version: gone (unversioned, or a null version being
-                    // replaced), or kept as a non-current version.
-                    let old = match (state, old) {
-                        (None, Some(o)) => Some(o.blob),
-                        (Some(st), Some(o)) => {
-                            if st == Versioning::Suspended && vid_of(&o.info) == "null" {
-                                Some(o.blob)
-                            } else {
-                                archive(&w, i.bucket, i.key, o)?;
-                                None
-                            }
-                        }
-                        (_, None) => None,
-                    };
-                    if state == Some(Versioning::Suspended) {
-                        old_blobs.extend(drop_null_versions(&w, i.bucket, i.key)?);
-                    }
-                    let mut t = w.open_table(OBJECTS).map_err(db_err)?;
-                    let value = serde_json::to_vec(&Stored {
-                        blob: blob.clone(),
-                        info: info.clone(),
-                        md5: i.opts.etag.as_ref().map(|_| etag_of(i.body)),
-                    })
-                    .map_err(db_err)?;
-                    t.insert((i.bucket, i.key), value.as_slice())
-                        .map_err(db_err)?;
-                    old_blobs.extend(old);
-                }
-            }
-            w.commit().map_err(db_err)?;
-            Ok(old_blobs)
-        })();
-        match result {
-            Ok(old) => {
-                for b in old {
-                    let _ = fs::remove_file(self.blobs.join(b));
-                }
-                Ok(infos)
-            }
-            Err(e) => {
-                cleanup(&blobs);
-                Err(e)
-            }
+        self.commit_versions(&metas)
+    }
+
+    fn stage(&self, bucket: &str, key: &str, body: &[u8], opts: &PutOptions) -> Result<Staged> {
+        check_key(key)?;
+        if !self.bucket_exists(bucket)? {
+            return Err(StoreError::NoSuchBucket(bucket.into()));
+        }
+        if opts.if_none_match && self.stored(bucket, key).is_ok() {
+            return Err(StoreError::PreconditionFailed);
+        }
+        let blob = self.write_blobs(&[body])?.remove(0);
+        Ok(Staged {
+            bucket: bucket.into(),
+            key: key.into(),
+            opts: opts.clone(),
+            size: body.len() as u64,
+            md5: etag_of(body),
+            body: StagedBody::Blob(blob),
+        })
+    }
+
+    fn commit_staged(&self, s: Staged) -> Result<ObjectInfo> {
+        let blob = match s.body {
+            StagedBody::Blob(b) => b,
+            StagedBody::Memory(b) => return self.put(&s.bucket, &s.key, &b, &s.opts),
+        };
+        let meta = NewVersion {
+            bucket: &s.bucket,
+            key: &s.key,
+            opts: &s.opts,
+            size: s.size,
+            md5: s.md5.clone(),
+            blob,
+        };
+        Ok(self.commit_versions(std::slice::from_ref(&meta))?.remove(0))
+    }
+
+    fn discard_staged(&self, s: Staged) {
+        if let StagedBody::Blob(b) = s.body {
+            let _ = fs::remove_file(self.blobs.join(b));
         }
     }
 

@@ -228,6 +228,36 @@ pub trait ObjectStore: Send + Sync {
     }
 
     fn put(&self, bucket: &str, key: &str, body: &[u8], opts: &PutOptions) -> Result<ObjectInfo>;
+
+    /// Writes a PUT's body without making it visible (see [`Staged`]). Checks what can be
+    /// checked now (the key, the bucket, `If-None-Match`).
+    fn stage(&self, bucket: &str, key: &str, body: &[u8], opts: &PutOptions) -> Result<Staged> {
+        check_key(key)?;
+        if !self.bucket_exists(bucket)? {
+            return Err(StoreError::NoSuchBucket(bucket.into()));
+        }
+        Ok(Staged {
+            bucket: bucket.into(),
+            key: key.into(),
+            opts: opts.clone(),
+            size: body.len() as u64,
+            md5: etag_of(body),
+            body: StagedBody::Memory(body.to_vec()),
+        })
+    }
+
+    /// Makes a staged PUT the object.
+    fn commit_staged(&self, s: Staged) -> Result<ObjectInfo> {
+        match s.body {
+            StagedBody::Memory(b) => self.put(&s.bucket, &s.key, &b, &s.opts),
+            StagedBody::Blob(_) => Err(StoreError::Unsupported("staged by another store".into())),
+        }
+    }
+
+    /// Forgets a staged PUT.
+    fn discard_staged(&self, s: Staged) {
+        let _ = s;
+    }
     fn get(&self, bucket: &str, key: &str) -> Result<Object>;
     fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo>;
     fn delete(&self, bucket: &str, key: &str) -> Result<()>;
@@ -256,6 +286,26 @@ pub struct PutItem<'a> {
     pub key: &'a str,
     pub body: &'a [u8],
     pub opts: &'a PutOptions,
+}
+
+/// A PUT whose body is written durably but is not visible yet: [`ObjectStore::commit_staged`]
+/// makes it the object, [`ObjectStore::discard_staged`] forgets it. The API stages a write,
+/// records the request's event, and commits only once the event is durable.
+pub struct Staged {
+    pub bucket: String,
+    pub key: String,
+    pub opts: PutOptions,
+    pub size: u64,
+    /// Quoted hex MD5 of the body.
+    pub md5: String,
+    pub(crate) body: StagedBody,
+}
+
+pub(crate) enum StagedBody {
+    /// Stores without staging keep the body until commit.
+    Memory(Vec<u8>),
+    /// The embedded store's body file (durable, named by no metadata yet).
+    Blob(String),
 }
 
 /// Lists every key under `prefix` (following pages).
