@@ -1,7 +1,12 @@
 //! The HTTP listener: HTTP/1.1 over TCP, optionally TLS (rustls), with graceful shutdown.
 
 use crate::edge::{self, HttpRequest, TlsInfo};
-use crate::wire::{BoxError, StreamBody};
+use crate::wire::StreamBody;
+use http_body_util::Either;
+
+/// A response body: buffered (nearly every answer, no allocation for the body type) or
+/// streamed (a proxied GetObject).
+type Body = Either<Full<Bytes>, StreamBody>;
 use crate::Api;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -122,7 +127,7 @@ async fn to_request(
     req: hyper::Request<Incoming>,
     peer: SocketAddr,
     tls: Option<TlsInfo>,
-) -> Result<HttpRequest, hyper::Response<StreamBody>> {
+) -> Result<HttpRequest, hyper::Response<Body>> {
     let (parts, body) = req.into_parts();
     let (headers, bad) = header_problem(&parts);
     let mut request = HttpRequest {
@@ -166,10 +171,8 @@ async fn to_request(
     Ok(request)
 }
 
-fn full(b: Bytes) -> StreamBody {
-    Full::new(b)
-        .map_err(|never: std::convert::Infallible| -> BoxError { match never {} })
-        .boxed_unsync()
+fn full(b: Bytes) -> Body {
+    Either::Left(Full::new(b))
 }
 
 async fn respond(
@@ -177,7 +180,7 @@ async fn respond(
     req: hyper::Request<Incoming>,
     peer: SocketAddr,
     tls: Option<TlsInfo>,
-) -> Result<hyper::Response<StreamBody>, std::convert::Infallible> {
+) -> Result<hyper::Response<Body>, std::convert::Infallible> {
     // Unauthenticated operational endpoints. `_cairn` can never be a bucket name.
     match req.uri().path() {
         "/_cairn/health" => {
@@ -210,7 +213,7 @@ async fn respond(
     let has_stream = streamed.is_some();
     let mut resp = hyper::Response::new(match (head, streamed) {
         (true, _) => full(Bytes::new()),
-        (false, Some(s)) => s,
+        (false, Some(s)) => Either::Right(s),
         (false, None) => full(reply.body.clone()),
     });
     *resp.status_mut() = hyper::StatusCode::from_u16(reply.status)
