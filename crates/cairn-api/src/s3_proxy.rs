@@ -310,6 +310,11 @@ pub async fn forward(
         }
     }
 
+    // A read body's checksums (headers, or trailers of an aws-chunked body) are checked here:
+    // for an unsigned trailer they are the only integrity check, whatever the upstream does.
+    if req.body_stream.is_none() && matches!(op, "PutObject" | "UploadPart") {
+        crate::s3_chunked::verify(&req.headers, &req.body)?;
+    }
     // The body: streamed when the edge left it unread, else what was received (decoded).
     let declared = req.header("x-amz-content-sha256").unwrap_or_default();
     let streamed = req.body_stream.as_ref().and_then(|s| s.take());
