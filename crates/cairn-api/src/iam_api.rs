@@ -172,6 +172,25 @@ fn url_encoded(doc: &str) -> String {
     percent_encoding::utf8_percent_encode(doc, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// Defers a directory change until the request's event is durable (its refusals were
+/// checked already; see `Directory::check_*`).
+fn defer_iam(
+    ctx: &mut Ctx<'_>,
+    change: impl FnOnce(&cairn_iam::identity::Directory) -> Result<(), cairn_iam::identity::IamError>
+        + Send
+        + Sync
+        + 'static,
+) {
+    let iam = ctx.api.iam.clone();
+    ctx.defer(
+        Box::new(move || {
+            change(&iam).map_err(iam_error)?;
+            Ok(crate::edge::Committed::default())
+        }),
+        None,
+    );
+}
+
 pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
     // IAM is global: its events are recorded in us-east-1 whatever region was signed.
     ctx.region = "us-east-1".into();
@@ -251,7 +270,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
         "DeleteUser" => {
             let name = p.need("UserName")?.to_string();
             ctx.authorize("iam:DeleteUser", &user_arn(&name))?;
-            iam.delete_user(&name).map_err(iam_error)?;
+            iam.check_delete_user(&name).map_err(iam_error)?;
+            defer_iam(ctx, move |d| d.delete_user(&name));
             String::new()
         }
         "CreateAccessKey" => {
@@ -295,15 +315,17 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                     ))
                 }
             };
-            iam.update_access_key(&name, id, status)
-                .map_err(iam_error)?;
+            iam.check_user_key(&name, id).map_err(iam_error)?;
+            let id = id.to_string();
+            defer_iam(ctx, move |d| d.update_access_key(&name, &id, status));
             String::new()
         }
         "DeleteAccessKey" => {
             let name = target_user(ctx, &p)?;
             ctx.authorize("iam:DeleteAccessKey", &user_arn(&name))?;
-            iam.delete_access_key(&name, p.need("AccessKeyId")?)
-                .map_err(iam_error)?;
+            let id = p.need("AccessKeyId")?.to_string();
+            iam.check_user_key(&name, &id).map_err(iam_error)?;
+            defer_iam(ctx, move |d| d.delete_access_key(&name, &id));
             String::new()
         }
         "PutUserPolicy" | "GetUserPolicy" | "DeleteUserPolicy" | "ListUserPolicies" => {
@@ -311,8 +333,13 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             ctx.authorize(&format!("iam:{op}"), &user_arn(&name))?;
             match op {
                 "PutUserPolicy" => {
-                    iam.put_user_policy(&name, p.need("PolicyName")?, p.need("PolicyDocument")?)
+                    let (pn, doc) = (
+                        p.need("PolicyName")?.to_string(),
+                        p.need("PolicyDocument")?.to_string(),
+                    );
+                    iam.check_policy_change(false, &name, &pn, Some(&doc))
                         .map_err(iam_error)?;
+                    defer_iam(ctx, move |d| d.put_user_policy(&name, &pn, &doc));
                     String::new()
                 }
                 "GetUserPolicy" => {
@@ -326,8 +353,10 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                     )
                 }
                 "DeleteUserPolicy" => {
-                    iam.delete_user_policy(&name, p.need("PolicyName")?)
+                    let pn = p.need("PolicyName")?.to_string();
+                    iam.check_policy_change(false, &name, &pn, None)
                         .map_err(iam_error)?;
+                    defer_iam(ctx, move |d| d.delete_user_policy(&name, &pn));
                     String::new()
                 }
                 _ => {
@@ -384,7 +413,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
         "DeleteRole" => {
             let name = p.need("RoleName")?.to_string();
             ctx.authorize("iam:DeleteRole", &role_arn(&name))?;
-            iam.delete_role(&name).map_err(iam_error)?;
+            iam.check_delete_role(&name).map_err(iam_error)?;
+            defer_iam(ctx, move |d| d.delete_role(&name));
             String::new()
         }
         "PutRolePolicy" | "GetRolePolicy" | "DeleteRolePolicy" | "ListRolePolicies" => {
@@ -392,8 +422,13 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             ctx.authorize(&format!("iam:{op}"), &role_arn(&name))?;
             match op {
                 "PutRolePolicy" => {
-                    iam.put_role_policy(&name, p.need("PolicyName")?, p.need("PolicyDocument")?)
+                    let (pn, doc) = (
+                        p.need("PolicyName")?.to_string(),
+                        p.need("PolicyDocument")?.to_string(),
+                    );
+                    iam.check_policy_change(true, &name, &pn, Some(&doc))
                         .map_err(iam_error)?;
+                    defer_iam(ctx, move |d| d.put_role_policy(&name, &pn, &doc));
                     String::new()
                 }
                 "GetRolePolicy" => {
@@ -407,8 +442,10 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                     )
                 }
                 "DeleteRolePolicy" => {
-                    iam.delete_role_policy(&name, p.need("PolicyName")?)
+                    let pn = p.need("PolicyName")?.to_string();
+                    iam.check_policy_change(true, &name, &pn, None)
                         .map_err(iam_error)?;
+                    defer_iam(ctx, move |d| d.delete_role_policy(&name, &pn));
                     String::new()
                 }
                 _ => {

@@ -304,6 +304,94 @@ fn s3_writes_whose_event_cannot_be_made_durable_change_nothing() {
     rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
 }
 
+/// Sends a signed IAM (query protocol) request; returns (status, body).
+fn iam_call(addr: &str, w: &World, form: &str) -> (u16, String) {
+    let sha = hex::encode(Sha256::digest(form.as_bytes()));
+    let headers = vec![
+        ("host".to_string(), addr.to_string()),
+        (
+            "content-type".to_string(),
+            "application/x-www-form-urlencoded; charset=utf-8".to_string(),
+        ),
+    ];
+    let req = cairn_iam::sigv4::Request {
+        method: "POST",
+        path: "/",
+        query: "",
+        headers: &headers,
+        body_sha256: &sha,
+        s3: false,
+    };
+    let added = cairn_iam::sigv4::sign(&req, &w.key, &w.secret, "us-east-1", "iam", Utc::now());
+    let mut m = String::from("POST / HTTP/1.1\r\n");
+    for (k, v) in headers.iter().chain(added.iter()) {
+        m.push_str(&format!("{k}: {v}\r\n"));
+    }
+    m.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n{form}",
+        form.len()
+    ));
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(m.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .unwrap();
+    (
+        status,
+        out.split_once("\r\n\r\n")
+            .map(|x| x.1)
+            .unwrap_or("")
+            .to_string(),
+    )
+}
+
+/// IAM changes that need no generated value (policies, deletions, key status) are made only
+/// once their event is durable: with the journal failing, nothing changes.
+#[test]
+fn iam_changes_whose_event_cannot_be_made_durable_change_nothing() {
+    let w = world();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let server = rt
+        .block_on(cairn_api::serve(w.api.clone(), listener, None))
+        .unwrap();
+    let addr = server.local_addr.to_string();
+    w.api.iam.create_user("alice", None, Utc::now()).unwrap();
+    let doc = "%7B%22Statement%22%3A%5B%7B%22Effect%22%3A%22Allow%22%2C%22Action%22%3A%22*%22%2C%22Resource%22%3A%22*%22%7D%5D%7D";
+    let put = format!("Action=PutUserPolicy&Version=2010-05-08&UserName=alice&PolicyName=admin&PolicyDocument={doc}");
+    w.fail.store(true, Ordering::SeqCst);
+    let (st, body) = iam_call(&addr, &w, &put);
+    assert_eq!(st, 503, "{body}");
+    let (st, _) = iam_call(
+        &addr,
+        &w,
+        "Action=DeleteUser&Version=2010-05-08&UserName=alice",
+    );
+    assert_eq!(st, 503);
+    w.fail.store(false, Ordering::SeqCst);
+    assert!(
+        w.api.iam.list_user_policies("alice").unwrap().is_empty(),
+        "an unrecorded PutUserPolicy must not grant anything"
+    );
+    assert!(
+        w.api.iam.get_user("alice").is_ok(),
+        "the user was not deleted"
+    );
+    let (st, body) = iam_call(&addr, &w, &put);
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        w.api.iam.list_user_policies("alice").unwrap(),
+        vec!["admin"]
+    );
+    rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
+}
+
 #[test]
 fn history_pages_newest_first_filters_and_prunes() {
     let dir = tempfile::tempdir().unwrap();

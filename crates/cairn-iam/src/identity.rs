@@ -478,8 +478,7 @@ impl Directory {
         self.read().users.values().cloned().collect()
     }
 
-    pub fn delete_user(&self, name: &str) -> Result<()> {
-        let mut st = self.write();
+    fn user_deletable(st: &State, name: &str) -> Result<()> {
         let u = st.users.get(name).ok_or_else(|| Self::no_user(name))?;
         let has_keys = st
             .keys
@@ -490,6 +489,17 @@ impl Directory {
                 "Cannot delete entity, must delete policies and access keys first.".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// What [`Directory::delete_user`] would refuse, without changing anything.
+    pub fn check_delete_user(&self, name: &str) -> Result<()> {
+        Self::user_deletable(&self.read(), name)
+    }
+
+    pub fn delete_user(&self, name: &str) -> Result<()> {
+        let mut st = self.write();
+        Self::user_deletable(&st, name)?;
         self.persist(&[(format!("user/{name}"), None)])?;
         st.users.remove(name);
         st.parsed.remove(&format!("user/{name}"));
@@ -546,6 +556,12 @@ impl Directory {
             .ok_or_else(|| {
                 IamError::NoSuchEntity(format!("The Access Key with id {id} cannot be found."))
             })
+    }
+
+    /// What updating or deleting key `id` of `user` would refuse, without changing anything.
+    pub fn check_user_key(&self, user: &str, id: &str) -> Result<()> {
+        let mut st = self.write();
+        Self::user_key(&mut st, user, id).map(|_| ())
     }
 
     pub fn update_access_key(&self, user: &str, id: &str, status: KeyStatus) -> Result<()> {
@@ -609,6 +625,37 @@ impl Directory {
             }
         };
         Self::reparse(&mut st, &key, &policies);
+        Ok(())
+    }
+
+    /// What putting (`doc` given) or deleting inline policy `name` of a user (or, with
+    /// `role`, a role) would refuse, without changing anything.
+    pub fn check_policy_change(
+        &self,
+        role: bool,
+        owner: &str,
+        name: &str,
+        doc: Option<&str>,
+    ) -> Result<()> {
+        if let Some(d) = doc {
+            Self::policy_name_ok(name)?;
+            Policy::parse(d)?;
+        }
+        let st = self.read();
+        let policies = if role {
+            &st.roles
+                .get(owner)
+                .ok_or_else(|| Self::no_role(owner))?
+                .policies
+        } else {
+            &st.users
+                .get(owner)
+                .ok_or_else(|| Self::no_user(owner))?
+                .policies
+        };
+        if doc.is_none() && !policies.contains_key(name) {
+            return Err(Self::no_policy(name, if role { "role" } else { "user" }));
+        }
         Ok(())
     }
 
@@ -717,14 +764,24 @@ impl Directory {
         self.read().roles.values().cloned().collect()
     }
 
-    pub fn delete_role(&self, name: &str) -> Result<()> {
-        let mut st = self.write();
+    fn role_deletable(st: &State, name: &str) -> Result<()> {
         let r = st.roles.get(name).ok_or_else(|| Self::no_role(name))?;
         if !r.policies.is_empty() {
             return Err(IamError::DeleteConflict(
                 "Cannot delete entity, must delete policies first.".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// What [`Directory::delete_role`] would refuse, without changing anything.
+    pub fn check_delete_role(&self, name: &str) -> Result<()> {
+        Self::role_deletable(&self.read(), name)
+    }
+
+    pub fn delete_role(&self, name: &str) -> Result<()> {
+        let mut st = self.write();
+        Self::role_deletable(&st, name)?;
         self.persist(&[(format!("role/{name}"), None)])?;
         st.roles.remove(name);
         st.parsed.remove(&format!("role/{name}"));
