@@ -7,40 +7,25 @@
 //! Input: `METHOD PATH[?QUERY]\n` then `name: value` header lines, a blank line, the body.
 #![no_main]
 
-use cairn_api::history::History;
-use cairn_api::meta::Meta;
-use cairn_api::{Api, ApiOptions, HttpRequest};
-use cairn_iam::identity::{Directory, Sealer};
-use cairn_journal::{Journal, JournalOptions};
+#[path = "../../crates/cairn-api/tests/common/mod.rs"]
+mod common;
+
+use cairn_api::HttpRequest;
 use cairn_record::{Clock, SystemClock};
-use cairn_store::{EmbeddedStore, ObjectStore, PutOptions, Versioning};
-use cairn_trail::{EngineOptions, RootKey, TrailEngine};
+use cairn_store::{ObjectStore, PutOptions, Versioning};
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, OnceLock};
 
-struct Plain;
-impl Sealer for Plain {
-    fn seal(&self, p: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
-        Ok(p.to_vec())
-    }
-    fn open(&self, s: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
-        Ok(s.to_vec())
-    }
-}
-
 struct World {
-    _dir: tempfile::TempDir,
+    bed: common::Testbed,
     rt: tokio::runtime::Runtime,
-    api: Arc<Api>,
 }
 
 fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let journal =
-            Arc::new(Journal::open(dir.path().join("journal"), JournalOptions::default()).unwrap());
-        let store = Arc::new(EmbeddedStore::open(dir.path().join("store")).unwrap());
+        let bed = common::testbed(Arc::new(SystemClock), None, |o| o.max_body_bytes = 1 << 20);
+        let store = &bed.store;
         for b in ["fuzz", "fuzzv"] {
             store.create_bucket(b).unwrap();
         }
@@ -48,35 +33,11 @@ fn world() -> &'static World {
         for (b, k) in [("fuzz", "a"), ("fuzz", "dir/b"), ("fuzzv", "a"), ("fuzzv", "a")] {
             store.put(b, k, b"seed", &PutOptions::default()).unwrap();
         }
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let engine = Arc::new(
-            TrailEngine::open(
-                &dir.path().join("trail"),
-                journal.clone(),
-                store.clone(),
-                clock.clone(),
-                RootKey::from_bytes(&[7u8; 32]).unwrap(),
-                EngineOptions::new("123456789012"),
-            )
-            .unwrap(),
-        );
-        let iam = Arc::new(
-            Directory::open(&dir.path().join("iam.redb"), "123456789012", Arc::new(Plain))
-                .unwrap(),
-        );
-        let meta = Arc::new(Meta::open(&dir.path().join("meta.redb")).unwrap());
-        let history = History::open(&dir.path().join("history.redb"), journal).unwrap();
-        let s: Arc<dyn ObjectStore> = store;
-        let mut opts = ApiOptions::new("123456789012");
-        opts.multipart_dir = dir.path().join("multipart");
-        opts.max_body_bytes = 1 << 20;
-        std::fs::create_dir_all(&opts.multipart_dir).unwrap();
-        let api = Api::new(opts, engine, s.clone(), s, iam, meta, history, clock);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        World { _dir: dir, rt, api }
+        World { bed, rt }
     })
 }
 
@@ -151,7 +112,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = cairn_api::xml::parse(&req.body);
     // The handlers.
     let w = world();
-    let (reply, rec) = w.rt.block_on(cairn_api::edge::fuzz_s3_as_root(&w.api, req.clone()));
+    let (reply, rec) = w.rt.block_on(cairn_api::edge::fuzz_s3_as_root(&w.bed.api, req.clone()));
     assert!(
         reply.status < 500 || reply.status == 501 || reply.status == 503,
         "{} {}?{} answered {}: {}",

@@ -57,6 +57,23 @@ def moto():
     proc.wait()
 
 
+@pytest.fixture(scope="session")
+def tls_certs(tmp_path_factory):
+    """A test CA (`ca.pem`) and a server certificate it issued for 127.0.0.1/localhost
+    (`cert.pem`, `key.pem`), as a deployment would have; returns their directory."""
+    if not shutil.which("openssl"):
+        pytest.fail("openssl is needed to make a test certificate")
+    d = tmp_path_factory.mktemp("tls")
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True, cwd=d)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=cairn test CA",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "leaf.csr")
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    run("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-extfile", "ext.cnf", "-out", "cert.pem")
+    return d
+
+
 class CairnServer:
     """A `cairn serve` on a free loopback port with its own data directory, initialised with
     `cairn init --json`. Stops with SIGTERM and checks the exit status."""

@@ -9,8 +9,6 @@ import hmac
 import http.client
 import json
 import os
-import shutil
-import subprocess
 import zlib
 
 import boto3
@@ -21,17 +19,8 @@ BUCKET = "features"
 
 
 @pytest.fixture(scope="module")
-def srv(cairn_server_factory, tmp_path_factory):
-    if not shutil.which("openssl"):
-        pytest.fail("openssl is needed to make a test certificate")
-    d = tmp_path_factory.mktemp("tls-features")
-    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True, cwd=d)
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=cairn test CA",
-        "-keyout", "ca.key", "-out", "ca.pem")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "leaf.csr")
-    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
-    run("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-        "-extfile", "ext.cnf", "-out", "cert.pem")
+def srv(cairn_server_factory, tls_certs):
+    d = tls_certs
     s = cairn_server_factory(config=f'[tls]\ncert = "{d / "cert.pem"}"\nkey = "{d / "key.pem"}"\n[[bucket]]\nname = "{BUCKET}"\n')
     s.endpoint = s.endpoint.replace("http://", "https://")
     s.ca = str(d / "ca.pem")
@@ -75,7 +64,9 @@ def test_aws_cli_over_https_copies_a_large_file_with_chunked_multipart(srv, aws_
     data = os.urandom(12_000_000)
     (tmp_path / "big").write_bytes(data)
     env = {**srv.env(), "AWS_CA_BUNDLE": srv.ca, "AWS_ENDPOINT_URL": srv.endpoint}
-    srv.aws(aws_bin, "s3", "cp", str(tmp_path / "big"), f"s3://{BUCKET}/big", env=env)
+    up = srv.aws(aws_bin, "--debug", "s3", "cp", str(tmp_path / "big"), f"s3://{BUCKET}/big", env=env)
+    # The CLI's own debug log shows the parts went aws-chunked with a checksum trailer.
+    assert "STREAMING-UNSIGNED-PAYLOAD-TRAILER" in up.stderr and "x-amz-checksum-crc32" in up.stderr
     srv.aws(aws_bin, "s3", "cp", f"s3://{BUCKET}/big", str(tmp_path / "back"), env=env)
     assert (tmp_path / "back").read_bytes() == data
     attrs = s3(srv).get_object_attributes(Bucket=BUCKET, Key="big", ObjectAttributes=["ObjectParts", "ObjectSize"])

@@ -2,7 +2,6 @@
 boto3 work against it, records carry tlsDetails, and aws:SecureTransport is true."""
 import gzip
 import json
-import shutil
 import subprocess
 
 import pytest
@@ -11,18 +10,8 @@ BUCKET = "tls-logs"
 
 
 @pytest.fixture(scope="module")
-def tls_srv(cairn_server_factory, tmp_path_factory):
-    if not shutil.which("openssl"):
-        pytest.fail("openssl is needed to make a test certificate")
-    d = tmp_path_factory.mktemp("tls")
-    # A test CA and a server certificate it issued, as a deployment would have.
-    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True, cwd=d)
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=cairn test CA",
-        "-keyout", "ca.key", "-out", "ca.pem")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "leaf.csr")
-    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
-    run("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-        "-extfile", "ext.cnf", "-out", "cert.pem")
+def tls_srv(cairn_server_factory, tls_certs):
+    d = tls_certs
     config = f"""
 [tls]
 cert = "{d / 'cert.pem'}"

@@ -212,6 +212,20 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// An S3 data event for `op` on `bucket`/`key` by this caller (spec §2.4 shape).
+    pub fn s3_object_event(&self, op: &str, bucket: &str, key: &str) -> EventRecord {
+        builder::s3_object(
+            op,
+            &self.region,
+            self.now,
+            self.caller.identity.clone(),
+            &self.api.opts.account,
+            bucket,
+            key,
+            self.req.header("host").unwrap_or_default(),
+        )
+    }
+
     /// Defers a change until the request's event is durable (see [`Deferred`]).
     pub fn defer(&mut self, commit: CommitFn, abort: Option<AbortFn>) {
         self.deferred.push(Deferred { commit, abort });
@@ -494,7 +508,7 @@ fn authenticate(
     protocol: Protocol,
     now: DateTime<Utc>,
 ) -> Result<(Caller, String), ApiError> {
-    if protocol == Protocol::S3 {
+    if protocol == Protocol::S3 && req.query.contains("AWSAccessKeyId=") {
         let q = req.query_params();
         if let Some(p) = cairn_iam::sigv2::presigned(&q) {
             return authenticate_v2(api, req, p, &q, now);
@@ -502,12 +516,13 @@ fn authenticate(
     }
     let auth = auth.as_ref().map_err(|e| auth_error(protocol, e))?;
     let (key_secret, owner) = key_of(api, req, &auth.access_key_id, protocol, now)?;
-    // A streamed body is not here to hash: its declared hash is forwarded to the upstream,
-    // which verifies it (and refuses the write on a mismatch).
-    let body_sha = if req.body_stream.is_some() {
-        req.header("x-amz-content-sha256")
-            .unwrap_or_default()
-            .to_string()
+    // The body is hashed only when the hash is compared: for S3, when the client declared
+    // one (UNSIGNED-PAYLOAD and aws-chunked bodies are not hashed whole). A streamed body is
+    // not here to hash: its declared hash goes to the upstream, which verifies it.
+    let declared = req.header("x-amz-content-sha256").unwrap_or_default();
+    let declared_hash = declared.len() == 64 && declared.bytes().all(|b| b.is_ascii_hexdigit());
+    let body_sha = if req.body_stream.is_some() || (protocol == Protocol::S3 && !declared_hash) {
+        declared.to_string()
     } else {
         hex::encode(Sha256::digest(&req.body))
     };

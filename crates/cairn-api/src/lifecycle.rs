@@ -231,8 +231,6 @@ pub fn run_once(api: &Api) -> Result<Pass, String> {
                 Err(cairn_store::StoreError::Unsupported(_)) => break,
                 Err(e) => return Err(e.to_string()),
             };
-            let keys: Vec<&str> = page.iter().map(|e| e.info.key.as_str()).collect();
-            let _ = keys;
             for (i, e) in page.iter().enumerate() {
                 if prev_key.as_deref() != Some(e.info.key.as_str()) {
                     prev_key = Some(e.info.key.clone());

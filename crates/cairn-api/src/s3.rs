@@ -421,13 +421,7 @@ fn object_headers(mut r: Reply, info: &ObjectInfo) -> Reply {
         r = r.header("x-amz-restore", restore.clone());
     }
     // The embedded store encrypts every body at rest (SSE-S3), as S3 does by default.
-    r = r.header(
-        "x-amz-server-side-encryption",
-        info.system
-            .get("sse")
-            .cloned()
-            .unwrap_or_else(|| "AES256".into()),
-    );
+    r = r.header("x-amz-server-side-encryption", "AES256");
     if let Some(tags) = info.system.get("tagging") {
         let n = form_urlencoded::parse(tags.as_bytes()).count();
         if n > 0 {
@@ -529,7 +523,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             .any(|(_, _, o)| *o == op) =>
         {
             let key = t.key.clone().unwrap_or_default();
-            crate::s3_object_ext::handle_object(ctx, op, &bucket, &key, &host).await
+            crate::s3_object_ext::handle_object(ctx, op, &bucket, &key).await
         }
         op if crate::s3_object_ext::BUCKET_OPS
             .iter()
@@ -686,16 +680,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
         }
         "GetObject" | "HeadObject" => {
             let key = t.key.clone().unwrap_or_default();
-            ctx.audit.data_event = Some(builder::s3_object(
-                op,
-                &ctx.region,
-                ctx.now,
-                ctx.caller.identity.clone(),
-                &account,
-                &bucket,
-                &key,
-                &host,
-            ));
+            ctx.audit.data_event = Some(ctx.s3_object_event(op, &bucket, &key));
             let vid = ctx.req.query_param("versionId");
             ctx.authorize(
                 if vid.is_some() {
@@ -826,16 +811,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
         | "AbortMultipartUpload"
         | "ListParts" => {
             let key = t.key.clone().unwrap_or_default();
-            ctx.audit.data_event = Some(builder::s3_object(
-                op,
-                &ctx.region,
-                ctx.now,
-                ctx.caller.identity.clone(),
-                &account,
-                &bucket,
-                &key,
-                &host,
-            ));
+            ctx.audit.data_event = Some(ctx.s3_object_event(op, &bucket, &key));
             let action = match op {
                 "AbortMultipartUpload" => "s3:AbortMultipartUpload",
                 "ListParts" => "s3:ListMultipartUploadParts",
@@ -863,16 +839,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             }
         }
         "ListMultipartUploads" => {
-            let mut rec = builder::s3_object(
-                op,
-                &ctx.region,
-                ctx.now,
-                ctx.caller.identity.clone(),
-                &account,
-                &bucket,
-                "",
-                &host,
-            );
+            let mut rec = ctx.s3_object_event(op, &bucket, "");
             rec.read_only = Some(true);
             ctx.audit.data_event = Some(rec);
             ctx.authorize(
@@ -885,19 +852,10 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
         "DeleteObjects" => delete_objects(ctx, &bucket, &host).await,
         "PutBucketVersioning" => put_bucket_versioning(ctx, &bucket, &host).await,
         "ListObjectVersions" => list_versions(ctx, &bucket, &host).await,
-        "CopyObject" => copy_object(ctx, &bucket, t.key.as_deref().unwrap_or(""), &host).await,
+        "CopyObject" => copy_object(ctx, &bucket, t.key.as_deref().unwrap_or("")).await,
         "PutObject" | "DeleteObject" => {
             let key = t.key.clone().unwrap_or_default();
-            ctx.audit.data_event = Some(builder::s3_object(
-                op,
-                &ctx.region,
-                ctx.now,
-                ctx.caller.identity.clone(),
-                &account,
-                &bucket,
-                &key,
-                &host,
-            ));
+            ctx.audit.data_event = Some(ctx.s3_object_event(op, &bucket, &key));
             ctx.authorize(&format!("s3:{op}"), &format!("arn:aws:s3:::{bucket}/{key}"))?;
             bucket_must_exist(ctx, &bucket)?;
             if op == "DeleteObject" {
@@ -909,9 +867,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                     let (s2, b3, k3, v3) = (store.clone(), bucket.clone(), key.clone(), v.clone());
                     let probe = ctx
                         .api
-                        .blocking(move || {
-                            Ok(s2.update_system(&b3, &k3, Some(&v3), &mut |_| Ok(())))
-                        })
+                        .blocking(move || Ok(s2.head_version(&b3, &k3, Some(&v3))))
                         .await?;
                     match probe {
                         Ok(info) => {
@@ -1089,6 +1045,14 @@ pub(crate) async fn stage_put(
 /// 16 bytes (B19).
 fn check_content_md5(req: &HttpRequest) -> Result<(), ApiError> {
     use md5::Digest as _;
+    if req.header("content-md5").is_none() {
+        return Ok(());
+    }
+    content_md5_matches(req, &md5::Md5::digest(&req.body))
+}
+
+/// Checks a sent `Content-MD5` against the body's MD5 `digest` (already computed).
+pub(crate) fn content_md5_matches(req: &HttpRequest, digest: &[u8]) -> Result<(), ApiError> {
     let Some(given) = req.header("content-md5") else {
         return Ok(());
     };
@@ -1102,7 +1066,7 @@ fn check_content_md5(req: &HttpRequest) -> Result<(), ApiError> {
                 "The Content-MD5 you specified was invalid.",
             )
         })?;
-    if given.as_slice() != md5::Md5::digest(&req.body).as_slice() {
+    if given.as_slice() != digest {
         return Err(ApiError::client(
             "BadDigest",
             "The Content-MD5 you specified did not match what we received.",
@@ -1479,16 +1443,7 @@ fn malformed_xml() -> ApiError {
 /// per-key failures are reported in the answer, as S3 does. One data event for the call.
 async fn delete_objects(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<Reply, ApiError> {
     let account = ctx.api.opts.account.clone();
-    let mut rec = builder::s3_object(
-        "DeleteObjects",
-        &ctx.region,
-        ctx.now,
-        ctx.caller.identity.clone(),
-        &account,
-        bucket,
-        "",
-        host,
-    );
+    let mut rec = ctx.s3_object_event("DeleteObjects", bucket, "");
     rec.read_only = Some(false);
     rec.request_parameters =
         Some(serde_json::json!({"bucketName": bucket, "Host": host, "delete": ""}));
@@ -1551,7 +1506,7 @@ async fn delete_objects(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<R
             let (b3, k3, v3) = (bucket.to_string(), key.clone(), v.clone());
             let probe = ctx
                 .api
-                .blocking(move || Ok(store.update_system(&b3, &k3, Some(&v3), &mut |_| Ok(()))))
+                .blocking(move || Ok(store.head_version(&b3, &k3, Some(&v3))))
                 .await?;
             if let Ok(info) = probe {
                 if let Err(e) = crate::s3_object_ext::check_removable(ctx, bucket, &info) {
@@ -1626,23 +1581,8 @@ async fn delete_objects(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<R
 
 /// CopyObject: the source (`x-amz-copy-source: /bucket/key` or `bucket/key`, percent-encoded)
 /// is read with the caller's rights on *its* bucket; its key is opaque (`..` is just text).
-async fn copy_object(
-    ctx: &mut Ctx<'_>,
-    bucket: &str,
-    key: &str,
-    host: &str,
-) -> Result<Reply, ApiError> {
-    let account = ctx.api.opts.account.clone();
-    ctx.audit.data_event = Some(builder::s3_object(
-        "CopyObject",
-        &ctx.region,
-        ctx.now,
-        ctx.caller.identity.clone(),
-        &account,
-        bucket,
-        key,
-        host,
-    ));
+async fn copy_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply, ApiError> {
+    ctx.audit.data_event = Some(ctx.s3_object_event("CopyObject", bucket, key));
     let raw = ctx
         .req
         .header("x-amz-copy-source")
@@ -1725,17 +1665,14 @@ async fn copy_object(
             })
             .collect();
     }
+    crate::s3_object_ext::new_object_system(ctx, bucket, ctx.req, &mut opts)?;
     // Tags travel with the copy unless the request replaces them.
     if ctx.req.header("x-amz-tagging-directive") != Some("REPLACE") {
-        if let Some(t) = src.info.system.get("tagging") {
-            opts.system.insert("tagging".into(), t.clone());
-        }
+        match src.info.system.get("tagging") {
+            Some(t) => opts.system.insert("tagging".into(), t.clone()),
+            None => opts.system.remove("tagging"),
+        };
     }
-    let mut req_for_system = ctx.req.clone();
-    if ctx.req.header("x-amz-tagging-directive") != Some("REPLACE") {
-        req_for_system.headers.retain(|(k, _)| k != "x-amz-tagging");
-    }
-    crate::s3_object_ext::new_object_system(ctx, bucket, &req_for_system, &mut opts)?;
     let answer: Box<dyn FnOnce(&ObjectInfo) -> bytes::Bytes + Send + Sync> = Box::new(
         |info: &ObjectInfo| {
             bytes::Bytes::from(format!(

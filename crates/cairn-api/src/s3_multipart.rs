@@ -175,24 +175,7 @@ pub async fn upload_part(
         }
     }
     let md5 = md5::Md5::digest(&body);
-    if let Some(given) = ctx.req.header("content-md5") {
-        let given = base64::engine::general_purpose::STANDARD
-            .decode(given)
-            .ok()
-            .filter(|b| b.len() == 16)
-            .ok_or_else(|| {
-                ApiError::client(
-                    "InvalidDigest",
-                    "The Content-MD5 you specified was invalid.",
-                )
-            })?;
-        if given.as_slice() != md5.as_slice() {
-            return Err(ApiError::client(
-                "BadDigest",
-                "The Content-MD5 you specified did not match what we received.",
-            ));
-        }
-    }
+    crate::s3::content_md5_matches(ctx.req, &md5)?;
     let etag = format!("\"{}\"", hex::encode(md5));
     let path = part_path(ctx, id, n);
     ctx.api

@@ -5,7 +5,6 @@
 
 use crate::edge::{Ctx, HttpRequest};
 use crate::wire::{xml_escape, ApiError, Reply};
-use cairn_record::builder;
 use cairn_store::{ObjectInfo, PutOptions, StoreError};
 use chrono::{DateTime, Utc};
 
@@ -279,20 +278,17 @@ pub fn new_object_system(
         }
         opts.system.insert("legal-hold".into(), h.into());
     }
-    // Default encryption: SSE-S3 (AES256) unless the bucket asks for KMS, which needs the key
-    // service (refused when it is configured as default).
-    let sse = req
+    // Every body is encrypted at rest with SSE-S3 (AES256); KMS needs the key service.
+    if req
         .header("x-amz-server-side-encryption")
-        .map(str::to_string)
-        .unwrap_or_else(|| "AES256".into());
-    if sse != "AES256" {
+        .is_some_and(|s| s != "AES256")
+    {
         return Err(ApiError::new(
             "NotImplemented",
             501,
             "Server-side encryption with KMS keys is not available yet; use AES256 (SSE-S3).",
         ));
     }
-    opts.system.insert("sse".into(), sse);
     Ok(())
 }
 
@@ -336,7 +332,7 @@ async fn head_version(
     ctx.api
         .blocking(move || {
             store
-                .update_system(&b, &k, version_id.as_deref(), &mut |_| Ok(()))
+                .head_version(&b, &k, version_id.as_deref())
                 .map_err(|e| crate::s3::store_error(e, &b, Some(&k)))
         })
         .await
@@ -662,19 +658,9 @@ pub async fn handle_object(
     op: &str,
     bucket: &str,
     key: &str,
-    host: &str,
 ) -> Result<Reply, ApiError> {
     let account = ctx.api.opts.account.clone();
-    let mut rec = builder::s3_object(
-        op,
-        &ctx.region,
-        ctx.now,
-        ctx.caller.identity.clone(),
-        &account,
-        bucket,
-        key,
-        host,
-    );
+    let mut rec = ctx.s3_object_event(op, bucket, key);
     let vid = ctx.req.query_param("versionId");
     if let Some(serde_json::Value::Object(m)) = rec.request_parameters.as_mut() {
         let param = OBJECT_OPS

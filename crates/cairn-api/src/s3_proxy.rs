@@ -161,7 +161,7 @@ fn service_unavailable(what: impl std::fmt::Display) -> ApiError {
 
 /// The path under the bucket, raw (still percent-encoded as the client sent it): `""` for a
 /// bucket-level request, else `/key…`.
-fn raw_rest(req: &HttpRequest, bucket: &str, virtual_host: bool) -> String {
+fn raw_rest(req: &HttpRequest, virtual_host: bool) -> String {
     if virtual_host {
         return if req.path == "/" {
             String::new()
@@ -174,7 +174,6 @@ fn raw_rest(req: &HttpRequest, bucket: &str, virtual_host: bool) -> String {
         Some((_, r)) => format!("/{r}"),
         None => String::new(),
     };
-    let _ = bucket;
     if rest == "/" {
         String::new()
     } else {
@@ -241,16 +240,7 @@ pub async fn forward(
                 &host,
             )
         } else {
-            builder::s3_object(
-                op,
-                &ctx.region,
-                ctx.now,
-                ctx.caller.identity.clone(),
-                &account,
-                bucket,
-                &key,
-                &host,
-            )
+            ctx.s3_object_event(op, bucket, &key)
         };
         if let (Some(v), Some(serde_json::Value::Object(m))) =
             (&vid, rec.request_parameters.as_mut())
@@ -354,11 +344,7 @@ pub async fn forward(
         .map(|(_, h)| h)
         .unwrap_or(endpoint)
         .to_string();
-    let path = format!(
-        "/{}{}",
-        target.bucket,
-        raw_rest(req, bucket, t.virtual_host)
-    );
+    let path = format!("/{}{}", target.bucket, raw_rest(req, t.virtual_host));
     let query: String = req
         .query
         .split('&')

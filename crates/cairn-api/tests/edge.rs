@@ -1,28 +1,17 @@
 //! The edge in-process: fail-closed recording, and the event history index.
 
+mod common;
+
 use cairn_api::history::{History, Query};
-use cairn_api::meta::Meta;
-use cairn_api::{Api, ApiOptions};
-use cairn_iam::identity::{Directory, Sealer};
+use cairn_api::Api;
 use cairn_journal::{FaultInjector, Journal, JournalOptions};
 use cairn_record::{builder, Clock, SystemClock};
-use cairn_store::{EmbeddedStore, ObjectStore};
-use cairn_trail::{EngineOptions, RootKey, TrailEngine};
+use cairn_store::ObjectStore;
 use chrono::{Duration, Utc};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-struct Plain;
-impl Sealer for Plain {
-    fn seal(&self, p: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
-        Ok(p.to_vec())
-    }
-    fn open(&self, s: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
-        Ok(s.to_vec())
-    }
-}
 
 /// Fails every fdatasync while armed.
 struct Switch(Arc<AtomicBool>);
@@ -36,7 +25,7 @@ impl FaultInjector for Switch {
 }
 
 struct World {
-    _dir: tempfile::TempDir,
+    _bed: common::Testbed,
     api: Arc<Api>,
     key: String,
     secret: String,
@@ -44,94 +33,53 @@ struct World {
 }
 
 fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
     let fail = Arc::new(AtomicBool::new(false));
-    let journal = Arc::new(
-        Journal::open(
-            dir.path().join("journal"),
-            JournalOptions {
-                faults: Some(Arc::new(Switch(fail.clone()))),
-                ..Default::default()
-            },
-        )
-        .unwrap(),
+    let bed = common::testbed(
+        Arc::new(SystemClock),
+        Some(Arc::new(Switch(fail.clone()))),
+        |_| {},
     );
-    let store = Arc::new(EmbeddedStore::open(dir.path().join("store")).unwrap());
-    store.create_bucket("logs").unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let engine = Arc::new(
-        TrailEngine::open(
-            &dir.path().join("trail"),
-            journal.clone(),
-            store.clone(),
-            clock.clone(),
-            RootKey::from_bytes(&[7u8; 32]).unwrap(),
-            EngineOptions::new("123456789012"),
-        )
-        .unwrap(),
-    );
-    let iam = Arc::new(
-        Directory::open(
-            &dir.path().join("iam.redb"),
-            "123456789012",
-            Arc::new(Plain),
-        )
-        .unwrap(),
-    );
-    let k = iam.add_root_key(None, Utc::now()).unwrap();
-    let meta = Arc::new(Meta::open(&dir.path().join("meta.redb")).unwrap());
-    let history = History::open(&dir.path().join("history.redb"), journal).unwrap();
-    let s: Arc<dyn ObjectStore> = store;
-    let api = Api::new(
-        ApiOptions::new("123456789012"),
-        engine,
-        s.clone(),
-        s,
-        iam,
-        meta,
-        history,
-        clock,
-    );
+    bed.store.create_bucket("logs").unwrap();
     World {
-        _dir: dir,
-        api,
-        key: k.id,
-        secret: k.secret,
+        api: bed.api.clone(),
+        key: bed.key.clone(),
+        secret: bed.secret.clone(),
+        _bed: bed,
         fail,
     }
 }
 
-/// Sends a signed CloudTrail request; returns (status, body).
-fn call(addr: &str, w: &World, op: &str, body: &str) -> (u16, String) {
+/// Sends one SigV4-signed request (`path` and `query` as sent) to `service`; returns
+/// (status, body).
+#[allow(clippy::too_many_arguments)]
+fn signed(
+    addr: &str,
+    w: &World,
+    method: &str,
+    path: &str,
+    query: &str,
+    service: &str,
+    extra: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let sha = hex::encode(Sha256::digest(body.as_bytes()));
-    let headers = vec![
-        ("host".to_string(), addr.to_string()),
-        (
-            "x-amz-target".to_string(),
-            format!("com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.{op}"),
-        ),
-        (
-            "content-type".to_string(),
-            "application/x-amz-json-1.1".to_string(),
-        ),
-    ];
+    let mut headers = vec![("host".to_string(), addr.to_string())];
+    headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let req = cairn_iam::sigv4::Request {
-        method: "POST",
-        path: "/",
-        query: "",
+        method,
+        path,
+        query,
         headers: &headers,
         body_sha256: &sha,
-        s3: false,
+        s3: service == "s3",
     };
-    let added = cairn_iam::sigv4::sign(
-        &req,
-        &w.key,
-        &w.secret,
-        "us-east-1",
-        "cloudtrail",
-        Utc::now(),
-    );
-    let mut m = String::from("POST / HTTP/1.1\r\n");
+    let added = cairn_iam::sigv4::sign(&req, &w.key, &w.secret, "us-east-1", service, Utc::now());
+    let target = if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    };
+    let mut m = format!("{method} {target} HTTP/1.1\r\n");
     for (k, v) in headers.iter().chain(added.iter()) {
         m.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -150,6 +98,37 @@ fn call(addr: &str, w: &World, op: &str, body: &str) -> (u16, String) {
         .unwrap();
     let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
     (status, body.to_string())
+}
+
+/// A CloudTrail (awsJson) call.
+fn call(addr: &str, w: &World, op: &str, body: &str) -> (u16, String) {
+    let target = format!("com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.{op}");
+    let extra = [
+        ("x-amz-target", target.as_str()),
+        ("content-type", "application/x-amz-json-1.1"),
+    ];
+    signed(addr, w, "POST", "/", "", "cloudtrail", &extra, body)
+}
+
+/// An S3 call.
+fn s3_call(
+    addr: &str,
+    w: &World,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &str,
+) -> (u16, String) {
+    signed(addr, w, method, path, query, "s3", &[], body)
+}
+
+/// An IAM (query protocol) call.
+fn iam_call(addr: &str, w: &World, form: &str) -> (u16, String) {
+    let extra = [(
+        "content-type",
+        "application/x-www-form-urlencoded; charset=utf-8",
+    )];
+    signed(addr, w, "POST", "/", "", "iam", &extra, form)
 }
 
 #[test]
@@ -190,52 +169,6 @@ fn a_request_whose_event_cannot_be_made_durable_fails_closed_and_changes_nothing
     assert_eq!(st, 200, "{body}");
     assert_eq!(body, r#"{"Trails":[]}"#);
     rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
-}
-
-/// Sends a signed S3 request (`path` and `query` as sent); returns (status, body).
-fn s3_call(
-    addr: &str,
-    w: &World,
-    method: &str,
-    path: &str,
-    query: &str,
-    body: &str,
-) -> (u16, String) {
-    let sha = hex::encode(Sha256::digest(body.as_bytes()));
-    let headers = vec![("host".to_string(), addr.to_string())];
-    let req = cairn_iam::sigv4::Request {
-        method,
-        path,
-        query,
-        headers: &headers,
-        body_sha256: &sha,
-        s3: true,
-    };
-    let added = cairn_iam::sigv4::sign(&req, &w.key, &w.secret, "us-east-1", "s3", Utc::now());
-    let target = if query.is_empty() {
-        path.to_string()
-    } else {
-        format!("{path}?{query}")
-    };
-    let mut m = format!("{method} {target} HTTP/1.1\r\n");
-    for (k, v) in headers.iter().chain(added.iter()) {
-        m.push_str(&format!("{k}: {v}\r\n"));
-    }
-    m.push_str(&format!(
-        "content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    ));
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(m.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|x| x.parse().ok())
-        .unwrap();
-    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    (status, body.to_string())
 }
 
 /// S3 writes are prepared, then made only once their event is durable: with the journal
@@ -302,51 +235,6 @@ fn s3_writes_whose_event_cannot_be_made_durable_change_nothing() {
     assert_eq!(s3_call(&addr, &w, "DELETE", "/logs/kept", "", "").0, 204);
     assert!(w.api.store.get("logs", "kept").is_err());
     rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
-}
-
-/// Sends a signed IAM (query protocol) request; returns (status, body).
-fn iam_call(addr: &str, w: &World, form: &str) -> (u16, String) {
-    let sha = hex::encode(Sha256::digest(form.as_bytes()));
-    let headers = vec![
-        ("host".to_string(), addr.to_string()),
-        (
-            "content-type".to_string(),
-            "application/x-www-form-urlencoded; charset=utf-8".to_string(),
-        ),
-    ];
-    let req = cairn_iam::sigv4::Request {
-        method: "POST",
-        path: "/",
-        query: "",
-        headers: &headers,
-        body_sha256: &sha,
-        s3: false,
-    };
-    let added = cairn_iam::sigv4::sign(&req, &w.key, &w.secret, "us-east-1", "iam", Utc::now());
-    let mut m = String::from("POST / HTTP/1.1\r\n");
-    for (k, v) in headers.iter().chain(added.iter()) {
-        m.push_str(&format!("{k}: {v}\r\n"));
-    }
-    m.push_str(&format!(
-        "content-length: {}\r\nconnection: close\r\n\r\n{form}",
-        form.len()
-    ));
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(m.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|x| x.parse().ok())
-        .unwrap();
-    (
-        status,
-        out.split_once("\r\n\r\n")
-            .map(|x| x.1)
-            .unwrap_or("")
-            .to_string(),
-    )
 }
 
 /// IAM changes that need no generated value (policies, deletions, key status) are made only

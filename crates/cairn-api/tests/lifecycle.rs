@@ -2,67 +2,19 @@
 //! object size), expiration, noncurrent-version expiration kept back by object lock, expired
 //! delete markers, and restores that finish after the tier's delay and end when they expire.
 
-use cairn_api::history::History;
+mod common;
+
 use cairn_api::lifecycle::run_once;
-use cairn_api::meta::Meta;
-use cairn_api::{Api, ApiOptions};
-use cairn_iam::identity::{Directory, Sealer};
-use cairn_journal::{Journal, JournalOptions};
-use cairn_record::{Clock, ManualClock};
+use cairn_api::Api;
+use cairn_record::ManualClock;
 use cairn_store::{EmbeddedStore, ObjectStore, PutOptions, Versioning};
-use cairn_trail::{EngineOptions, RootKey, TrailEngine};
 use chrono::{Duration, Utc};
 use std::sync::Arc;
 
-struct Plain;
-impl Sealer for Plain {
-    fn seal(&self, p: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
-        Ok(p.to_vec())
-    }
-    fn open(&self, s: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
-        Ok(s.to_vec())
-    }
-}
-
-fn world(clock: ManualClock) -> (tempfile::TempDir, Arc<Api>, Arc<EmbeddedStore>) {
-    let dir = tempfile::tempdir().unwrap();
-    let journal =
-        Arc::new(Journal::open(dir.path().join("journal"), JournalOptions::default()).unwrap());
-    let store = Arc::new(EmbeddedStore::open(dir.path().join("store")).unwrap());
-    let clock: Arc<dyn Clock> = Arc::new(clock);
-    let engine = Arc::new(
-        TrailEngine::open(
-            &dir.path().join("trail"),
-            journal.clone(),
-            store.clone(),
-            clock.clone(),
-            RootKey::from_bytes(&[7u8; 32]).unwrap(),
-            EngineOptions::new("123456789012"),
-        )
-        .unwrap(),
-    );
-    let iam = Arc::new(
-        Directory::open(
-            &dir.path().join("iam.redb"),
-            "123456789012",
-            Arc::new(Plain),
-        )
-        .unwrap(),
-    );
-    let meta = Arc::new(Meta::open(&dir.path().join("meta.redb")).unwrap());
-    let history = History::open(&dir.path().join("history.redb"), journal).unwrap();
-    let s: Arc<dyn ObjectStore> = store.clone();
-    let api = Api::new(
-        ApiOptions::new("123456789012"),
-        engine,
-        s.clone(),
-        s,
-        iam,
-        meta,
-        history,
-        clock,
-    );
-    (dir, api, store)
+fn world(clock: ManualClock) -> (common::Testbed, Arc<Api>, Arc<EmbeddedStore>) {
+    let bed = common::testbed(Arc::new(clock), None, |_| {});
+    let (api, store) = (bed.api.clone(), bed.store.clone());
+    (bed, api, store)
 }
 
 fn class(store: &EmbeddedStore, b: &str, k: &str) -> Option<String> {

@@ -257,6 +257,42 @@ impl EmbeddedStore {
         serde_json::from_slice(v.value()).map_err(db_err)
     }
 
+    /// One version's body file, attributes and body MD5 (a read transaction; a delete marker
+    /// is [`StoreError::DeleteMarker`]).
+    fn find_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> Result<(String, ObjectInfo, Option<String>)> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        require_bucket(&r, bucket)?;
+        let ot = r.open_table(OBJECTS).map_err(db_err)?;
+        let current = ot
+            .get((bucket, key))
+            .map_err(db_err)?
+            .and_then(|v| serde_json::from_slice::<Stored>(v.value()).ok())
+            .filter(|c| vid_of(&c.info) == version_id);
+        if let Some(c) = current {
+            return Ok((c.blob, c.info, c.md5));
+        }
+        let vt = r.open_table(VERSIONS).map_err(db_err)?;
+        for row in vt
+            .range((bucket, key, 0)..=(bucket, key, u64::MAX))
+            .map_err(db_err)?
+        {
+            let (_, v) = row.map_err(db_err)?;
+            let v: StoredVersion = serde_json::from_slice(v.value()).map_err(db_err)?;
+            if vid_of(&v.info) == version_id {
+                return match (v.delete_marker, v.blob) {
+                    (false, Some(b)) => Ok((b, v.info, v.md5)),
+                    _ => Err(StoreError::DeleteMarker(version_id.into())),
+                };
+            }
+        }
+        Err(StoreError::NoSuchVersion(version_id.into()))
+    }
+
     /// A body as written: decrypted when it was sealed (a failed tag is corruption).
     fn read_blob(&self, blob: &str, bucket: &str, key: &str) -> Result<Vec<u8>> {
         let raw = fs::read(self.blobs.join(blob))?;
@@ -841,40 +877,20 @@ impl ObjectStore for EmbeddedStore {
         Ok(info)
     }
 
+    fn head_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<ObjectInfo> {
+        match version_id {
+            None => self.head(bucket, key),
+            Some(v) => self.find_version(bucket, key, v).map(|(_, info, _)| info),
+        }
+    }
+
     fn get_version(&self, bucket: &str, key: &str, version_id: &str) -> Result<Object> {
-        let (blob, info, md5) = {
-            let r = self.db.begin_read().map_err(db_err)?;
-            require_bucket(&r, bucket)?;
-            let ot = r.open_table(OBJECTS).map_err(db_err)?;
-            let current = ot
-                .get((bucket, key))
-                .map_err(db_err)?
-                .and_then(|v| serde_json::from_slice::<Stored>(v.value()).ok())
-                .filter(|c| vid_of(&c.info) == version_id);
-            match current {
-                Some(c) => (c.blob, c.info, c.md5),
-                None => {
-                    let vt = r.open_table(VERSIONS).map_err(db_err)?;
-                    let mut found = None;
-                    for row in vt
-                        .range((bucket, key, 0)..=(bucket, key, u64::MAX))
-                        .map_err(db_err)?
-                    {
-                        let (_, v) = row.map_err(db_err)?;
-                        let v: StoredVersion = serde_json::from_slice(v.value()).map_err(db_err)?;
-                        if vid_of(&v.info) == version_id {
-                            found = Some(v);
-                            break;
-                        }
-                    }
-                    let v = found.ok_or_else(|| StoreError::NoSuchVersion(version_id.into()))?;
-                    match (v.delete_marker, v.blob) {
-                        (false, Some(b)) => (b, v.info, v.md5),
-                        _ => return Err(StoreError::DeleteMarker(version_id.into())),
-                    }
-                }
-            }
-        };
+        let (blob, info, md5) = self.find_version(bucket, key, version_id)?;
         let body = self.read_blob(&blob, bucket, key)?;
         let want = md5.as_ref().unwrap_or(&info.etag);
         if body.len() as u64 != info.size || &etag_of(&body) != want {

@@ -120,7 +120,7 @@ pub struct ObjectInfo {
     pub version_id: Option<String>,
     /// System attributes S3 keeps with an object besides its user metadata: checksums
     /// (`checksum-crc32`, …), `storage-class`, `restore`, `tagging`, `retention-mode`,
-    /// `retain-until`, `legal-hold`, `acl`, `sse`. Opaque to the store.
+    /// `retain-until`, `legal-hold`, `acl`. Opaque to the store.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub system: BTreeMap<String, String>,
 }
@@ -213,6 +213,20 @@ pub trait ObjectStore: Send + Sync {
         let _ = (bucket, prefix, after, max);
         Err(StoreError::Unsupported("listing versions".into()))
     }
+    /// The attributes of one version (the current one when `version_id` is `None`), without
+    /// reading its body.
+    fn head_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<ObjectInfo> {
+        match version_id {
+            None => self.head(bucket, key),
+            Some(v) => self.get_version(bucket, key, v).map(|o| o.info),
+        }
+    }
+
     /// Changes the system attributes of one version (the current one when `version_id` is
     /// `None`) without touching its body: tags, retention, storage class, restore state.
     /// `change` returns an error to refuse the change (nothing is written then).
