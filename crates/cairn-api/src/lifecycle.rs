@@ -342,90 +342,75 @@ fn act(
             }
         }
     }
+    let version = vid.as_deref().unwrap_or("null");
     for rule in rules {
         if !info.key.starts_with(&rule.prefix) {
             continue;
         }
-        if e.is_latest {
-            if e.delete_marker {
-                if rule.expired_delete_marker && only_version && rule.tags.is_empty() {
-                    store
-                        .delete_version(bucket, &info.key, vid.as_deref().unwrap_or("null"))
-                        .map_err(|e| e.to_string())?;
-                    pass.markers_removed += 1;
-                    return Ok(());
-                }
-                continue;
-            }
-            if !matches(rule, info) {
-                continue;
-            }
-            if let Some(d) = rule.expiration_days {
-                if due(info.last_modified, d) <= now {
-                    store
-                        .delete_object(bucket, &info.key)
-                        .map_err(|e| e.to_string())?;
-                    pass.expired += 1;
-                    return Ok(());
-                }
-            }
-            let current = info
-                .system
-                .get("storage-class")
-                .cloned()
-                .unwrap_or_default();
-            if info.size >= min_size {
-                if let Some(target) =
-                    transition_target(&rule.transitions, info.last_modified, now, &current)
-                {
-                    set_class(api, bucket, info, &target)?;
-                    pass.transitioned += 1;
-                }
-            }
-        } else {
-            let Some(since) = newer_modified else {
-                continue;
+        // Delete markers: a lonely current one goes (ExpiredObjectDeleteMarker), a noncurrent
+        // one with the noncurrent versions.
+        if e.delete_marker {
+            let due_now = if e.is_latest {
+                rule.expired_delete_marker && only_version && rule.tags.is_empty()
+            } else {
+                matches!((newer_modified, rule.noncurrent_expiration_days),
+                    (Some(since), Some(d)) if due(since, d) <= now)
             };
-            if e.delete_marker {
-                if let Some(d) = rule.noncurrent_expiration_days {
-                    if due(since, d) <= now {
-                        store
-                            .delete_version(bucket, &info.key, vid.as_deref().unwrap_or("null"))
-                            .map_err(|e| e.to_string())?;
-                        pass.noncurrent_expired += 1;
-                        return Ok(());
-                    }
-                }
-                continue;
-            }
-            if !matches(rule, info) {
-                continue;
-            }
-            if let Some(d) = rule.noncurrent_expiration_days {
-                if due(since, d) <= now {
-                    if lock_holds(info, now) {
-                        pass.kept_by_lock += 1;
-                        continue;
-                    }
-                    store
-                        .delete_version(bucket, &info.key, vid.as_deref().unwrap_or("null"))
-                        .map_err(|e| e.to_string())?;
+            if due_now {
+                store
+                    .delete_version(bucket, &info.key, version)
+                    .map_err(|e| e.to_string())?;
+                if e.is_latest {
+                    pass.markers_removed += 1;
+                } else {
                     pass.noncurrent_expired += 1;
-                    return Ok(());
                 }
+                return Ok(());
             }
-            let current = info
-                .system
-                .get("storage-class")
-                .cloned()
-                .unwrap_or_default();
-            if info.size >= min_size {
-                if let Some(target) =
-                    transition_target(&rule.noncurrent_transitions, since, now, &current)
-                {
-                    set_class(api, bucket, info, &target)?;
-                    pass.transitioned += 1;
-                }
+            continue;
+        }
+        if !matches(rule, info) {
+            continue;
+        }
+        // The current version counts from its creation, a noncurrent one from when a newer
+        // version replaced it.
+        let (since, expire, transitions) = match (e.is_latest, newer_modified) {
+            (true, _) => (info.last_modified, rule.expiration_days, &rule.transitions),
+            (false, Some(s)) => (
+                s,
+                rule.noncurrent_expiration_days,
+                &rule.noncurrent_transitions,
+            ),
+            (false, None) => continue,
+        };
+        if expire.is_some_and(|d| due(since, d) <= now) {
+            if e.is_latest {
+                // A delete marker on top, when versioned; object lock does not prevent it.
+                store
+                    .delete_object(bucket, &info.key)
+                    .map_err(|e| e.to_string())?;
+                pass.expired += 1;
+                return Ok(());
+            }
+            if lock_holds(info, now) {
+                pass.kept_by_lock += 1;
+                continue;
+            }
+            store
+                .delete_version(bucket, &info.key, version)
+                .map_err(|e| e.to_string())?;
+            pass.noncurrent_expired += 1;
+            return Ok(());
+        }
+        let current = info
+            .system
+            .get("storage-class")
+            .cloned()
+            .unwrap_or_default();
+        if info.size >= min_size {
+            if let Some(target) = transition_target(transitions, since, now, &current) {
+                set_class(api, bucket, info, &target)?;
+                pass.transitioned += 1;
             }
         }
     }

@@ -167,14 +167,12 @@ async fn drive(
     })
 }
 
-pub fn api(a: ApiBenchArgs) -> Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let dir = a
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| tmp.path().join("data"));
-    let exe = std::env::current_exe()?;
-    let init = std::process::Command::new(&exe)
+/// `cairn init` of a fresh data directory for a benchmark's server: the root key and secret.
+pub(crate) fn init_data_dir(
+    exe: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<(String, String)> {
+    let init = std::process::Command::new(exe)
         .args([
             "init",
             "--json",
@@ -182,7 +180,7 @@ pub fn api(a: ApiBenchArgs) -> Result<()> {
             "123456789012",
             "--data-dir",
         ])
-        .arg(&dir)
+        .arg(dir)
         .output()?;
     anyhow::ensure!(init.status.success(), "cairn init failed");
     let creds: serde_json::Value = serde_json::from_slice(&init.stdout)?;
@@ -194,6 +192,17 @@ pub fn api(a: ApiBenchArgs) -> Result<()> {
         .as_str()
         .context("the data directory was already initialised; use a fresh one")?
         .to_string();
+    Ok((key, secret))
+}
+
+pub fn api(a: ApiBenchArgs) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().join("data"));
+    let exe = std::env::current_exe()?;
+    let (key, secret) = init_data_dir(&exe, &dir)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();

@@ -274,6 +274,29 @@ impl Drop for Procs {
     }
 }
 
+impl Procs {
+    /// Starts a peer server (`command` given a free port), waits for it to listen, and keeps
+    /// it to stop at the end; returns its address.
+    fn start(
+        &mut self,
+        name: &str,
+        bar: &indicatif::ProgressBar,
+        command: impl FnOnce(u16) -> Command,
+    ) -> Result<String> {
+        bar.set_message(format!("starting {name}"));
+        let port = free_port()?;
+        let addr = format!("127.0.0.1:{port}");
+        let mut c = command(port)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        wait_port(&addr, &mut c)?;
+        self.0.push(c);
+        Ok(addr)
+    }
+}
+
 pub fn s3(a: S3BenchArgs) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let exe = std::env::current_exe()?;
@@ -284,37 +307,24 @@ pub fn s3(a: S3BenchArgs) -> Result<()> {
     // Peers first: the proxied bucket needs moto's address.
     let moto = a.moto.clone().or_else(|| which("moto_server"));
     let moto_addr = match &moto {
-        Some(m) => {
-            bar.set_message("starting moto_server");
-            let port = free_port()?;
-            let addr = format!("127.0.0.1:{port}");
-            let mut c = Command::new(m)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting moto_server")?;
-            wait_port(&addr, &mut c)?;
-            procs.0.push(c);
-            Some(addr)
-        }
+        Some(m) => Some(procs.start("moto_server", &bar, |port| {
+            let mut c = Command::new(m);
+            c.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            c
+        })?),
         None => None,
     };
     let s3rver = a.s3rver.clone().or_else(|| which("s3rver")).or_else(|| {
         let p = PathBuf::from("/var/tmp/cairn-npm/node_modules/.bin/s3rver");
         p.is_file().then_some(p)
     });
+    let s3rver_dir = tmp.path().join("s3rver");
     let s3rver_addr = match &s3rver {
         Some(s) => {
-            bar.set_message("starting s3rver");
-            let port = free_port()?;
-            let addr = format!("127.0.0.1:{port}");
-            let dir = tmp.path().join("s3rver");
-            std::fs::create_dir_all(&dir)?;
-            let mut c = Command::new(s)
-                .arg("-d")
-                .arg(&dir)
-                .args([
+            std::fs::create_dir_all(&s3rver_dir)?;
+            Some(procs.start("s3rver", &bar, |port| {
+                let mut c = Command::new(s);
+                c.arg("-d").arg(&s3rver_dir).args([
                     "-a",
                     "127.0.0.1",
                     "-p",
@@ -322,14 +332,9 @@ pub fn s3(a: S3BenchArgs) -> Result<()> {
                     "--silent",
                     "--configure-bucket",
                     "bench",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting s3rver")?;
-            wait_port(&addr, &mut c)?;
-            procs.0.push(c);
-            Some(addr)
+                ]);
+                c
+            })?)
         }
         None => None,
     };
@@ -337,26 +342,7 @@ pub fn s3(a: S3BenchArgs) -> Result<()> {
     // cairn, with an embedded bucket, a proxied one (when moto runs) and a trail.
     bar.set_message("starting cairn serve");
     let dir = tmp.path().join("cairn");
-    let init = Command::new(&exe)
-        .args([
-            "init",
-            "--json",
-            "--account-id",
-            "123456789012",
-            "--data-dir",
-        ])
-        .arg(&dir)
-        .output()?;
-    anyhow::ensure!(init.status.success(), "cairn init failed");
-    let creds: serde_json::Value = serde_json::from_slice(&init.stdout)?;
-    let key = creds["AccessKeyId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let secret = creds["SecretAccessKey"]
-        .as_str()
-        .context("no secret from cairn init")?
-        .to_string();
+    let (key, secret) = crate::bench_api::init_data_dir(&exe, &dir)?;
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
     let mut config = String::from(
