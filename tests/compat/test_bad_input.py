@@ -9,9 +9,8 @@ import socket
 import time
 
 import pytest
-from botocore.auth import S3SigV4Auth, SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+
+from rawreq import send, signed
 
 CT_TARGET = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101."
 BUCKET = "edge-bucket"
@@ -27,51 +26,6 @@ def srv(cairn_server_factory):
     s = cairn_server_factory(config=CONFIG)
     s.client("s3").put_object(Bucket=BUCKET, Key="hello.txt", Body=b"hello")
     return s
-
-
-def send(srv, method, path, headers, body=b""):
-    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
-    c.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-    for k, v in headers.items():
-        c.putheader(k, v)
-    if body or method in ("POST", "PUT"):
-        c.putheader("Content-Length", str(len(body)))
-    c.endheaders(body)
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r.status, dict(r.getheaders()), data
-
-
-def signed(srv, service, method, path, body=b"", headers=None, key=None, secret=None, when=None, s3=False, region="us-east-1"):
-    url = f"http://127.0.0.1:{srv.port}{path}"
-    req = AWSRequest(method=method, url=url, data=body, headers=headers or {})
-    creds = Credentials(key or srv.key, secret or srv.secret)
-    auth = (S3SigV4Auth if s3 else SigV4Auth)(creds, service, region)
-    if when:
-        # Sign as of another time (botocore reads the clock through datetime.datetime.now/utcnow).
-        import botocore.auth as ba
-
-        class Fixed(datetime.datetime):
-            @classmethod
-            def utcnow(cls):
-                return when.replace(tzinfo=None)
-
-            @classmethod
-            def now(cls, tz=None):
-                return when if tz else when.replace(tzinfo=None)
-
-        orig = ba.datetime.datetime
-        ba.datetime.datetime = Fixed
-        try:
-            auth.add_auth(req)
-        finally:
-            ba.datetime.datetime = orig
-    else:
-        auth.add_auth(req)
-    h = dict(req.headers.items())
-    h["Host"] = f"127.0.0.1:{srv.port}"
-    return h
 
 
 def ct_headers(srv, op, body=b"{}", **kw):

@@ -247,7 +247,11 @@ def test_channels_and_put_audit_events(srv, ct):
         ct.create_channel(Name="app-events", Source="Custom", Destinations=[{"Type": "EVENT_DATA_STORE", "Location": "x-y-z"}])
     assert code(e) == "ChannelAlreadyExistsException"
     ct.start_logging(Name="api-trail")
-    ct.put_event_selectors(TrailName="api-trail", EventSelectors=[{"ReadWriteType": "All", "IncludeManagementEvents": True}])
+    # Lake integration events are their own category: a trail delivers them only when its
+    # advanced selectors name it (never as management events).
+    ct.put_event_selectors(TrailName="api-trail", AdvancedEventSelectors=[
+        {"Name": "management", "FieldSelectors": [{"Field": "eventCategory", "Equals": ["Management"]}]},
+        {"Name": "lake", "FieldSelectors": [{"Field": "eventCategory", "Equals": ["ActivityAuditLog"]}]}])
 
     data = srv.client("cloudtrail-data")
     good = json.dumps({"version": "1.0", "userIdentity": {"type": "AppUser", "principalId": "alice"},
@@ -284,7 +288,8 @@ def test_channels_and_put_audit_events(srv, ct):
     assert len(mine) == 1
     r = mine[0]
     assert r["eventCategory"] == "ActivityAuditLog" and r["eventType"] == "ActivityLog"
-    assert r["eventName"] == "ApproveInvoice" and r["metadata"]["channelARN"] == arn
+    assert r["eventData"]["eventName"] == "ApproveInvoice" and r["metadata"]["channelARN"] == arn
+    assert "eventName" not in r and r["userIdentity"]["type"] == "Root"
     ct.delete_channel(Channel=arn)
     with pytest.raises(ClientError) as e:
         ct.get_channel(Channel=arn)

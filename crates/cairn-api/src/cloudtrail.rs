@@ -225,6 +225,14 @@ struct TrailExtra {
 
 type Tags = Vec<(String, Option<String>)>;
 
+/// A trail named in a request, after validation.
+struct TrailRef {
+    /// The ARN's region (a plain name names the trail wherever it is visible).
+    region: Option<String>,
+    account: String,
+    name: String,
+}
+
 fn tags_key(arn: &str) -> String {
     format!("tags/{arn}")
 }
@@ -234,41 +242,87 @@ impl Ctx<'_> {
         self.api.opts.account.clone()
     }
 
+    /// Reads a trail reference (name or ARN). An ARN must be cairn's: partition `aws`,
+    /// service `cloudtrail`, a 12-digit account, `trail/<valid name>`; anything else is
+    /// CloudTrailARNInvalidException, so no spelling of a trail escapes a policy written for
+    /// its real ARN.
+    fn trail_ref(&self, given: &str) -> Result<TrailRef, ApiError> {
+        if !given.starts_with("arn:") {
+            cairn_trail::validate_trail_name(given)
+                .map_err(|m| ApiError::client("InvalidTrailNameException", m))?;
+            return Ok(TrailRef {
+                region: None,
+                account: self.account(),
+                name: given.to_string(),
+            });
+        }
+        let invalid = || {
+            ApiError::client(
+                "CloudTrailARNInvalidException",
+                format!("ARN {given} is invalid."),
+            )
+        };
+        let a: cairn_record::Arn = given.parse().map_err(|_| invalid())?;
+        let name = a.resource.strip_prefix("trail/").ok_or_else(invalid)?;
+        if a.partition != cairn_record::arn::PARTITION
+            || a.service != "cloudtrail"
+            || !cairn_record::arn::is_account_id(&a.account)
+            || a.region.is_empty()
+            || cairn_trail::validate_trail_name(name).is_err()
+        {
+            return Err(invalid());
+        }
+        Ok(TrailRef {
+            region: Some(a.region.clone()),
+            account: a.account.clone(),
+            name: name.to_string(),
+        })
+    }
+
+    /// Finds a trail by reference as visible from this region: an ARN must name the trail's
+    /// home region and this account.
+    fn find_trail_ref(&self, r: &TrailRef, given: &str) -> Result<TrailState, ApiError> {
+        let account = self.account();
+        match self.api.engine.trail(&r.name) {
+            Some(t)
+                if r.account == account
+                    && r.region.as_ref().is_none_or(|x| *x == t.config.home_region)
+                    && (t.config.home_region == self.region || t.config.multi_region) =>
+            {
+                Ok(t)
+            }
+            _ => Err(not_found(given, &account)),
+        }
+    }
+
     /// Finds a trail by name or ARN as visible from this region.
     fn find_trail(&self, name: &str) -> Result<TrailState, ApiError> {
-        let account = self.account();
-        if name.starts_with("arn:") {
-            let parts: Vec<&str> = name.splitn(6, ':').collect();
-            let ok = parts.len() == 6
-                && parts[1].starts_with("aws")
-                && parts[2] == "cloudtrail"
-                && cairn_record::arn::is_account_id(parts[4])
-                && parts[5].starts_with("trail/")
-                && parts[5].len() > 6;
-            if !ok {
-                return Err(ApiError::client(
-                    "CloudTrailARNInvalidException",
-                    format!("ARN {name} is invalid."),
-                ));
+        let r = self.trail_ref(name)?;
+        self.find_trail_ref(&r, name)
+    }
+
+    /// Resolves `given` and authorizes `action` on the trail's real ARN (or, when no such
+    /// trail is visible, on the ARN the reference denotes) before saying whether it exists.
+    fn authorized_trail(&mut self, given: &str, action: &str) -> Result<TrailState, ApiError> {
+        let r = match self.trail_ref(given) {
+            Ok(r) => r,
+            Err(e) => {
+                self.no_authorization_needed();
+                return Err(e);
             }
-            let tname = &parts[5][6..];
-            return match self.api.engine.trail(tname) {
-                Some(t)
-                    if parts[4] == account
-                        && parts[3] == t.config.home_region
-                        && (t.config.home_region == self.region || t.config.multi_region) =>
-                {
-                    Ok(t)
-                }
-                _ => Err(not_found(name, &account)),
-            };
-        }
-        cairn_trail::validate_trail_name(name)
-            .map_err(|m| ApiError::client("InvalidTrailNameException", m))?;
-        match self.api.engine.trail(name) {
-            Some(t) if t.config.home_region == self.region || t.config.multi_region => Ok(t),
-            _ => Err(not_found(name, &account)),
-        }
+        };
+        let found = self.find_trail_ref(&r, given);
+        let arn = match &found {
+            Ok(t) => t.config.arn(),
+            Err(_) => cairn_record::Arn::trail(
+                r.region.as_deref().unwrap_or(&self.region),
+                &r.account,
+                &r.name,
+            )
+            .to_string(),
+        };
+        self.authorize(action, &arn)?;
+        found
     }
 
     fn require_home(&self, t: &TrailState) -> Result<(), ApiError> {
@@ -294,24 +348,17 @@ impl Ctx<'_> {
         }]);
     }
 
-    /// Appends a trail command and waits until the engine has applied it.
-    async fn run_command(&self, cmd: TrailCommand) -> Result<(), ApiError> {
-        let engine = self.api.engine.clone();
-        self.api
-            .blocking(move || {
-                let seq = engine.command(cmd).map_err(map_trail_error)?;
-                engine.apply_through(seq).map_err(ApiError::internal)
-            })
-            .await
-    }
-
     fn trail_json(&self, t: &TrailState) -> Result<Value, ApiError> {
-        let c = &t.config;
         let extra: TrailExtra = self
             .api
             .meta
-            .get(&format!("extra/{}", c.name))?
+            .get(&format!("extra/{}", t.config.name))?
             .unwrap_or_default();
+        self.trail_json_with(t, &extra)
+    }
+
+    fn trail_json_with(&self, t: &TrailState, extra: &TrailExtra) -> Result<Value, ApiError> {
+        let c = &t.config;
         let insights: Option<Vec<Value>> = self.api.meta.get(&format!("insights/{}", c.name))?;
         let mut m = Map::new();
         m.insert("Name".into(), json!(c.name));
@@ -360,8 +407,8 @@ impl Ctx<'_> {
 
     /// What CreateTrail and UpdateTrail answer: the Trail shape without the read-only
     /// fields (home region, selector flags).
-    fn trail_write_response(&self, t: &TrailState) -> Result<Value, ApiError> {
-        let mut out = self.trail_json(t)?;
+    fn trail_write_response(&self, t: &TrailState, extra: &TrailExtra) -> Result<Value, ApiError> {
+        let mut out = self.trail_json_with(t, extra)?;
         if let Value::Object(m) = &mut out {
             for k in [
                 "HomeRegion",
@@ -384,7 +431,7 @@ impl Ctx<'_> {
     }
 }
 
-fn map_trail_error(e: cairn_trail::TrailError) -> ApiError {
+pub(crate) fn map_trail_error(e: cairn_trail::TrailError) -> ApiError {
     match e {
         cairn_trail::TrailError::Invalid(m) => ApiError::client("InvalidParameterException", m),
         cairn_trail::TrailError::Journal(j) => ApiError::unavailable(j),
@@ -424,6 +471,34 @@ fn tags_json(tags: &Tags) -> Value {
             })
             .collect(),
     )
+}
+
+/// Checks an ARN a request names: cairn's partition, `service`, this account, a served
+/// region (or none for a global service, `regional` false), a resource starting with one of
+/// `prefixes`.
+fn check_arn(
+    ctx: &Ctx,
+    arn: &str,
+    service: &str,
+    regional: bool,
+    prefixes: &[&str],
+) -> Result<cairn_record::Arn, ()> {
+    let a: cairn_record::Arn = arn.parse().map_err(|_| ())?;
+    let region_ok = if regional {
+        ctx.api.opts.regions.contains(&a.region)
+    } else {
+        a.region.is_empty()
+    };
+    let ok = a.partition == cairn_record::arn::PARTITION
+        && a.service == service
+        && region_ok
+        && a.account == ctx.api.opts.account
+        && prefixes.iter().any(|p| a.resource.starts_with(p));
+    if ok {
+        Ok(a)
+    } else {
+        Err(())
+    }
 }
 
 /// The fields CreateTrail and UpdateTrail share, applied onto `c`.
@@ -472,6 +547,11 @@ fn apply_trail_fields(
         c.log_file_validation = v;
     }
     if let Some(k) = args.str("KmsKeyId")? {
+        if k.starts_with("arn:") {
+            check_arn(ctx, &k, "kms", true, &["key/", "alias/"]).map_err(|_| {
+                ApiError::client("InvalidKmsKeyIdException", format!("Invalid KmsKeyId {k}"))
+            })?;
+        }
         c.kms_key_id = (!k.is_empty()).then_some(k);
     }
     if args.bool("IsOrganizationTrail")? == Some(true) {
@@ -481,12 +561,36 @@ fn apply_trail_fields(
         ));
     }
     if let Some(s) = args.str("SnsTopicName")? {
+        if s.starts_with("arn:") {
+            check_arn(ctx, &s, "sns", true, &[""]).map_err(|_| {
+                ApiError::client(
+                    "InvalidSnsTopicNameException",
+                    format!("Topic ARN {s} is invalid."),
+                )
+            })?;
+        }
         extra.sns_topic_name = (!s.is_empty()).then_some(s);
     }
     if let Some(g) = args.str("CloudWatchLogsLogGroupArn")? {
+        if !g.is_empty() {
+            check_arn(ctx, &g, "logs", true, &["log-group:"]).map_err(|_| {
+                ApiError::client(
+                    "InvalidCloudWatchLogsLogGroupArnException",
+                    format!("Log group ARN {g} is invalid."),
+                )
+            })?;
+        }
         extra.cloud_watch_logs_log_group_arn = (!g.is_empty()).then_some(g);
     }
     if let Some(r) = args.str("CloudWatchLogsRoleArn")? {
+        if !r.is_empty() {
+            check_arn(ctx, &r, "iam", false, &["role/"]).map_err(|_| {
+                ApiError::client(
+                    "InvalidCloudWatchLogsRoleArnException",
+                    format!("Role ARN {r} is invalid."),
+                )
+            })?;
+        }
         extra.cloud_watch_logs_role_arn = (!r.is_empty()).then_some(r);
     }
     if extra.cloud_watch_logs_log_group_arn.is_some() != extra.cloud_watch_logs_role_arn.is_some() {
@@ -576,7 +680,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             } else {
                 TrailCommand::StopLogging { name, at }
             };
-            ctx.run_command(cmd).await?;
+            ctx.defer_trail_command(cmd);
             json!({})
         }
         "PutEventSelectors" => put_event_selectors(ctx, &args).await?,
@@ -662,14 +766,7 @@ fn trail_arg(
             "Trail name or ARN can only contain uppercase letters, lowercase letters, numbers, periods (.), hyphens (-), and underscores (_).",
         ));
     }
-    // Authorize on the ARN the name denotes, before revealing whether it exists.
-    let arn = if name.starts_with("arn:") {
-        name.clone()
-    } else {
-        cairn_record::Arn::trail(&ctx.region, &ctx.api.opts.account, &name).to_string()
-    };
-    ctx.authorize(action, &arn)?;
-    let t = ctx.find_trail(&name)?;
+    let t = ctx.authorized_trail(&name, action)?;
     ctx.trail_resource(&t.config.arn());
     Ok(t)
 }
@@ -700,8 +797,7 @@ async fn create_trail(ctx: &mut Ctx<'_>, args: &Args) -> Result<Value, ApiError>
             "A resource can have at most 50 tags.",
         ));
     }
-    let api = ctx.api.clone();
-    let _guard = api.control.lock().await;
+    let guard = ctx.api.control.clone().lock_owned().await;
     if ctx.api.engine.trail(&name).is_some() {
         return Err(ApiError::client(
             "TrailAlreadyExistsException",
@@ -725,22 +821,23 @@ async fn create_trail(ctx: &mut Ctx<'_>, args: &Args) -> Result<Value, ApiError>
     let mut extra = TrailExtra::default();
     apply_trail_fields(ctx, args, &mut c, &mut extra)?;
     ctx.trail_resource(&c.arn());
-    ctx.api.meta.put(&format!("extra/{name}"), &extra)?;
-    ctx.api.meta.put(&tags_key(&c.arn()), &tags)?;
-    ctx.run_command(TrailCommand::Put {
-        config: c.clone(),
+    let answer = ctx.trail_write_response(&TrailState::new(c.clone()), &extra)?;
+    // Made once this request's event is durable.
+    ctx.defer_meta_put(format!("extra/{name}"), extra);
+    ctx.defer_meta_put(tags_key(&c.arn()), tags);
+    ctx.defer_trail_command(TrailCommand::Put {
+        config: c,
         at: ctx.now,
-    })
-    .await?;
-    let t = ctx.find_trail(&name)?;
-    ctx.trail_write_response(&t)
+    });
+    ctx.hold_until_made(guard);
+    Ok(answer)
 }
 
 async fn update_trail(ctx: &mut Ctx<'_>, args: &Args) -> Result<Value, ApiError> {
     let t = trail_arg(ctx, args, "Name", "cloudtrail:UpdateTrail")?;
     ctx.require_home(&t)?;
-    let api = ctx.api.clone();
-    let _guard = api.control.lock().await;
+    let guard = ctx.api.control.clone().lock_owned().await;
+    let t = ctx.find_trail(&t.config.name)?;
     let mut c = t.config.clone();
     let mut extra: TrailExtra = ctx
         .api
@@ -748,36 +845,41 @@ async fn update_trail(ctx: &mut Ctx<'_>, args: &Args) -> Result<Value, ApiError>
         .get(&format!("extra/{}", c.name))?
         .unwrap_or_default();
     apply_trail_fields(ctx, args, &mut c, &mut extra)?;
-    ctx.api.meta.put(&format!("extra/{}", c.name), &extra)?;
-    if c != t.config {
-        ctx.run_command(TrailCommand::Put {
+    let answer = ctx.trail_write_response(
+        &TrailState {
             config: c.clone(),
+            ..t.clone()
+        },
+        &extra,
+    )?;
+    ctx.defer_meta_put(format!("extra/{}", c.name), extra);
+    if c != t.config {
+        ctx.defer_trail_command(TrailCommand::Put {
+            config: c,
             at: ctx.now,
-        })
-        .await?;
+        });
     }
-    let t = ctx.find_trail(&c.name)?;
-    ctx.trail_write_response(&t)
+    ctx.hold_until_made(guard);
+    Ok(answer)
 }
 
 async fn delete_trail(ctx: &mut Ctx<'_>, args: &Args) -> Result<Value, ApiError> {
     let t = trail_arg(ctx, args, "Name", "cloudtrail:DeleteTrail")?;
     ctx.require_home(&t)?;
-    let api = ctx.api.clone();
-    let _guard = api.control.lock().await;
+    let guard = ctx.api.control.clone().lock_owned().await;
     let name = t.config.name.clone();
-    ctx.run_command(TrailCommand::Delete {
+    ctx.defer_trail_command(TrailCommand::Delete {
         name: name.clone(),
         at: ctx.now,
-    })
-    .await?;
+    });
     for k in [
         format!("extra/{name}"),
         format!("insights/{name}"),
         tags_key(&t.config.arn()),
     ] {
-        ctx.api.meta.delete(&k)?;
+        ctx.defer_meta_delete(k);
     }
+    ctx.hold_until_made(guard);
     Ok(json!({}))
 }
 
@@ -885,15 +987,14 @@ async fn put_event_selectors(ctx: &mut Ctx<'_>, args: &Args) -> Result<Value, Ap
             ),
         };
     selectors.validate().map_err(|e| invalid(e.message))?;
-    let api = ctx.api.clone();
-    let _guard = api.control.lock().await;
-    let mut c = t.config.clone();
+    let guard = ctx.api.control.clone().lock_owned().await;
+    let mut c = ctx.find_trail(&t.config.name)?.config;
     c.selectors = selectors;
-    ctx.run_command(TrailCommand::Put {
+    ctx.defer_trail_command(TrailCommand::Put {
         config: c.clone(),
         at: ctx.now,
-    })
-    .await?;
+    });
+    ctx.hold_until_made(guard);
     Ok(match &c.selectors {
         TrailSelectors::Basic(b) => json!({"TrailARN": c.arn(), "EventSelectors": b}),
         TrailSelectors::Advanced(a) => json!({"TrailARN": c.arn(), "AdvancedEventSelectors": a}),
@@ -926,21 +1027,20 @@ fn put_insight_selectors(ctx: &mut Ctx<'_>, args: &Args) -> Result<Value, ApiErr
         }
         out.push(json!({"InsightType": ty}));
     }
-    ctx.api
-        .meta
-        .put(&format!("insights/{}", t.config.name), &out)?;
+    ctx.defer_meta_put(format!("insights/{}", t.config.name), out.clone());
     Ok(json!({"TrailARN": t.config.arn(), "InsightSelectors": out}))
 }
 
 /// Resolves a tag resource (a trail ARN) for AddTags/RemoveTags/ListTags.
-fn tag_resource(ctx: &Ctx<'_>, id: &str) -> Result<TrailState, ApiError> {
+fn tag_resource(ctx: &mut Ctx<'_>, id: &str, action: &str) -> Result<TrailState, ApiError> {
     if !id.starts_with("arn:") {
+        ctx.no_authorization_needed();
         return Err(ApiError::client(
             "CloudTrailARNInvalidException",
             format!("ARN {id} is invalid."),
         ));
     }
-    ctx.find_trail(id).map_err(|e| {
+    ctx.authorized_trail(id, action).map_err(|e| {
         if e.code == "TrailNotFoundException" {
             ApiError::client(
                 "ResourceNotFoundException",
@@ -954,15 +1054,12 @@ fn tag_resource(ctx: &Ctx<'_>, id: &str) -> Result<TrailState, ApiError> {
 
 fn change_tags(ctx: &mut Ctx<'_>, args: &Args, add: bool) -> Result<Value, ApiError> {
     let id = args.str("ResourceId")?.unwrap_or_default();
-    ctx.authorize(
-        if add {
-            "cloudtrail:AddTags"
-        } else {
-            "cloudtrail:RemoveTags"
-        },
-        &id,
-    )?;
-    let t = tag_resource(ctx, &id)?;
+    let action = if add {
+        "cloudtrail:AddTags"
+    } else {
+        "cloudtrail:RemoveTags"
+    };
+    let t = tag_resource(ctx, &id, action)?;
     ctx.trail_resource(&t.config.arn());
     let given = validate_tags(&args.list("TagsList")?.unwrap_or_default())?;
     let key = tags_key(&t.config.arn());
@@ -983,13 +1080,15 @@ fn change_tags(ctx: &mut Ctx<'_>, args: &Args, add: bool) -> Result<Value, ApiEr
             "A resource can have at most 50 tags.",
         ));
     }
-    ctx.api.meta.put(&key, &tags)?;
+    ctx.defer_meta_put(key, tags);
     Ok(json!({}))
 }
 
 fn list_tags(ctx: &mut Ctx<'_>, args: &Args) -> Result<Value, ApiError> {
-    ctx.authorize("cloudtrail:ListTags", "*")?;
     let ids = args.list("ResourceIdList")?.unwrap_or_default();
+    if ids.is_empty() {
+        ctx.authorize("cloudtrail:ListTags", "*")?;
+    }
     if ids.len() > 20 {
         return Err(ApiError::client(
             "InvalidParameterException",
@@ -1001,7 +1100,7 @@ fn list_tags(ctx: &mut Ctx<'_>, args: &Args) -> Result<Value, ApiError> {
         let id = id
             .as_str()
             .ok_or_else(|| ApiError::serialization("ResourceIdList must hold strings"))?;
-        let t = tag_resource(ctx, id)?;
+        let t = tag_resource(ctx, id, "cloudtrail:ListTags")?;
         let tags: Tags = ctx
             .api
             .meta

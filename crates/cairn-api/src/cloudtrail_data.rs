@@ -1,7 +1,8 @@
 //! CloudTrail Lake integrations: channels (CloudTrail JSON API) and `cloudtrail-data`
 //! PutAuditEvents (rest-json, spec §5.5). Accepted audit events are journaled like every
-//! other event (category `ActivityAuditLog`), so trails that record management events in the
-//! channel's region deliver them.
+//! other event, in their own category (`ActivityAuditLog`, with the application's event under
+//! `eventData` and the real caller and channel written by cairn around it): only trails whose
+//! advanced selectors name that category deliver them, never as management events.
 
 use crate::cloudtrail::Args;
 use crate::edge::{Ctx, HttpRequest};
@@ -47,31 +48,47 @@ fn channel_not_found(id: &str) -> ApiError {
     )
 }
 
-/// Finds a channel by ARN or id. `data_api` selects the cloudtrail-data error names.
-fn find_channel(ctx: &Ctx<'_>, given: &str, data_api: bool) -> Result<Channel, ApiError> {
-    let id = if given.starts_with("arn:") {
-        let parts: Vec<&str> = given.splitn(6, ':').collect();
-        let ok = parts.len() == 6
-            && parts[2] == "cloudtrail"
-            && parts[5].starts_with("channel/")
-            && parts[4] == ctx.api.opts.account;
-        if !ok {
-            return Err(if data_api {
-                ApiError::client(
-                    "InvalidChannelARN",
-                    format!("Channel ARN {given} is invalid."),
-                )
-            } else {
-                ApiError::client(
-                    "ChannelARNInvalidException",
-                    format!("Channel ARN {given} is invalid."),
-                )
-            });
+/// The id a channel reference (ARN or id) names. `data_api` selects the cloudtrail-data
+/// error names. An ARN must be cairn's exactly (partition, service, a served region, this
+/// account, `channel/<id>`).
+fn channel_id(ctx: &Ctx<'_>, given: &str, data_api: bool) -> Result<String, ApiError> {
+    if !given.starts_with("arn:") {
+        let ok = !given.is_empty()
+            && given.len() <= 256
+            && given
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if ok {
+            return Ok(given.to_string());
         }
-        parts[5]["channel/".len()..].to_string()
-    } else {
-        given.to_string()
-    };
+    }
+    let a = given.parse::<cairn_record::Arn>().ok().filter(|a| {
+        a.partition == cairn_record::arn::PARTITION
+            && a.service == "cloudtrail"
+            && ctx.api.opts.regions.contains(&a.region)
+            && a.account == ctx.api.opts.account
+            && a.resource.starts_with("channel/")
+            && a.resource.len() > "channel/".len()
+    });
+    match a {
+        Some(a) => Ok(a.resource["channel/".len()..].to_string()),
+        None if data_api => Err(ApiError::client(
+            "InvalidChannelARN",
+            format!("Channel ARN {given} is invalid."),
+        )),
+        None => Err(ApiError::client(
+            "ChannelARNInvalidException",
+            format!("Channel ARN {given} is invalid."),
+        )),
+    }
+}
+
+fn lookup_channel(
+    ctx: &Ctx<'_>,
+    id: &str,
+    given: &str,
+    data_api: bool,
+) -> Result<Channel, ApiError> {
     let ch: Option<Channel> = ctx.api.meta.get(&format!("channel/{id}"))?;
     ch.filter(|c| c.region == ctx.region).ok_or_else(|| {
         if data_api {
@@ -80,6 +97,31 @@ fn find_channel(ctx: &Ctx<'_>, given: &str, data_api: bool) -> Result<Channel, A
             channel_not_found(given)
         }
     })
+}
+
+/// Resolves a channel and authorizes `action` on its real ARN (or on the ARN the reference
+/// denotes when there is no such channel) before saying whether it exists.
+fn authorized_channel(
+    ctx: &mut Ctx<'_>,
+    given: &str,
+    action: &str,
+    data_api: bool,
+) -> Result<Channel, ApiError> {
+    let id = match channel_id(ctx, given, data_api) {
+        Ok(id) => id,
+        Err(e) => {
+            ctx.no_authorization_needed();
+            return Err(e);
+        }
+    };
+    let account = ctx.api.opts.account.clone();
+    let found = lookup_channel(ctx, &id, given, data_api);
+    let arn = match &found {
+        Ok(c) => c.arn(&account),
+        Err(_) => format!("arn:aws:cloudtrail:{}:{account}:channel/{id}", ctx.region),
+    };
+    ctx.authorize(action, &arn)?;
+    found
 }
 
 fn channel_summary(c: &Channel, account: &str) -> Value {
@@ -127,8 +169,7 @@ pub async fn channel_op(ctx: &mut Ctx<'_>, op: &str, args: &Args) -> Result<Valu
                     ));
                 }
             }
-            let api = ctx.api.clone();
-            let _g = api.control.lock().await;
+            let guard = ctx.api.control.clone().lock_owned().await;
             let existing: Vec<(String, Channel)> = ctx.api.meta.scan("channel/")?;
             if existing.iter().any(|(_, c)| c.name == name) {
                 return Err(ApiError::client(
@@ -144,16 +185,18 @@ pub async fn channel_op(ctx: &mut Ctx<'_>, op: &str, args: &Args) -> Result<Valu
                 destinations,
                 created: ctx.now,
             };
-            ctx.api.meta.put(&format!("channel/{}", c.id), &c)?;
-            Ok(json!({
+            let answer = json!({
                 "ChannelArn": c.arn(&account), "Name": c.name, "Source": c.source,
                 "Destinations": c.destinations, "Tags": args.list("Tags")?.unwrap_or_default()
-            }))
+            });
+            // Made once this request's event is durable.
+            ctx.defer_meta_put(format!("channel/{}", c.id), c);
+            ctx.hold_until_made(guard);
+            Ok(answer)
         }
         "GetChannel" => {
             let given = args.str("Channel")?.unwrap_or_default();
-            ctx.authorize("cloudtrail:GetChannel", &given)?;
-            let c = find_channel(ctx, &given, false)?;
+            let c = authorized_channel(ctx, &given, "cloudtrail:GetChannel", false)?;
             Ok(json!({
                 "ChannelArn": c.arn(&account), "Name": c.name, "Source": c.source,
                 "SourceConfig": {"ApplyToAllRegions": false, "AdvancedEventSelectors": []},
@@ -172,9 +215,8 @@ pub async fn channel_op(ctx: &mut Ctx<'_>, op: &str, args: &Args) -> Result<Valu
         }
         "DeleteChannel" => {
             let given = args.str("Channel")?.unwrap_or_default();
-            ctx.authorize("cloudtrail:DeleteChannel", &given)?;
-            let c = find_channel(ctx, &given, false)?;
-            ctx.api.meta.delete(&format!("channel/{}", c.id))?;
+            let c = authorized_channel(ctx, &given, "cloudtrail:DeleteChannel", false)?;
+            ctx.defer_meta_delete(format!("channel/{}", c.id));
             Ok(json!({}))
         }
         _ => unreachable!("dispatched by name"),
@@ -295,7 +337,6 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
     }
     let account = ctx.api.opts.account.clone();
     let given = ctx.req.query_param("channelArn").unwrap_or_default();
-    ctx.authorize("cloudtrail-data:PutAuditEvents", &given)?;
     // The request itself is a data event on the channel, as in AWS.
     let mut rec = builder::base(
         "cloudtrail-data.amazonaws.com",
@@ -315,10 +356,18 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
     }]);
     ctx.audit.data_event = Some(rec);
     if given.is_empty() {
+        ctx.no_authorization_needed();
         return Err(ApiError::client(
             "InvalidChannelARN",
             "channelArn is required.",
         ));
+    }
+    let channel = authorized_channel(ctx, &given, "cloudtrail-data:PutAuditEvents", true)?;
+    let channel_arn = channel.arn(&account);
+    if let Some(r) = ctx.audit.data_event.as_mut() {
+        for res in r.resources.iter_mut().flatten() {
+            res.arn = Some(channel_arn.clone());
+        }
     }
     if let Some(ext) = ctx.req.query_param("externalId") {
         let ok = (2..=1224).contains(&ext.len())
@@ -332,8 +381,6 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             ));
         }
     }
-    let channel = find_channel(ctx, &given, true)?;
-    let channel_arn = channel.arn(&account);
     let body: Value = serde_json::from_slice(&ctx.req.body).map_err(|_| {
         ApiError::client("ValidationException", "The request body is not valid JSON.")
     })?;
@@ -380,7 +427,16 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                 failed.push(json!({"id": id, "errorCode": code, "errorMessage": msg}))
             }
             Ok((_, data)) => {
-                match builder::audit_event(&data, &ctx.region, &account, &channel_arn, ctx.now) {
+                match builder::audit_event(
+                    &data,
+                    &ctx.region,
+                    &account,
+                    &channel_arn,
+                    ctx.now,
+                    ctx.caller.identity.clone(),
+                    Some(ctx.req.peer.to_string()),
+                    ctx.req.header("user-agent").map(str::to_string),
+                ) {
                     Some(r) => {
                         successful.push(json!({"id": id, "eventID": r.event_id}));
                         records.push(r);

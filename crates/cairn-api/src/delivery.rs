@@ -8,12 +8,11 @@
 //! the account's; requiring a policy on every bucket would break the embedded default).
 
 use crate::meta::Meta;
-use cairn_iam::policy::{self, Decision, Policy, Principal, RequestContext};
+use cairn_iam::policy::{self, ConditionKeys, Decision, Policy, Principal, RequestContext};
 use cairn_store::{
     DeleteOutcome, ListPage, Object, ObjectInfo, ObjectStore, PutItem, PutOptions, Result,
     StoreError, VersionEntry, Versioning,
 };
-use std::collections::HashMap;
 use std::sync::Arc;
 
 pub const CLOUDTRAIL_PRINCIPAL: &str = "cloudtrail.amazonaws.com";
@@ -40,14 +39,13 @@ pub fn delivery_allowed(
         role_arn: None,
         service: Some(CLOUDTRAIL_PRINCIPAL.into()),
     };
-    let mut keys = HashMap::new();
-    keys.insert("aws:SourceArn".to_string(), source_arn.to_string());
-    keys.insert("aws:SourceAccount".to_string(), account.to_string());
-    keys.insert(
-        "s3:x-amz-acl".to_string(),
-        "bucket-owner-full-control".to_string(),
-    );
-    keys.insert("aws:SecureTransport".to_string(), "true".to_string());
+    let mut keys = ConditionKeys::new();
+    keys.set("aws:SourceArn", source_arn);
+    keys.set("aws:SourceAccount", account);
+    keys.set("s3:x-amz-acl", "bucket-owner-full-control");
+    keys.set("aws:SecureTransport", "true");
+    keys.set("aws:PrincipalIsAWSService", "true");
+    keys.set("aws:PrincipalServiceName", CLOUDTRAIL_PRINCIPAL);
     let resource = format!("arn:aws:s3:::{bucket}/{key}");
     let rc = RequestContext {
         principal: &principal,

@@ -9,7 +9,7 @@ use crate::wire::{self, ApiError, Protocol, Reply};
 use crate::Api;
 use bytes::Bytes;
 use cairn_iam::identity::{Directory, KeyOwner, KeyStatus};
-use cairn_iam::policy::{self, Decision, Policy, Principal, RequestContext};
+use cairn_iam::policy::{self, ConditionKeys, Decision, Policy, Principal, RequestContext};
 use cairn_iam::sigv4::{self, AuthError};
 use cairn_record::builder;
 use cairn_record::record::TlsDetails;
@@ -17,7 +17,6 @@ use cairn_record::{EventRecord, Resource, UserIdentity};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -186,6 +185,32 @@ pub type CommitFn = Box<dyn FnOnce() -> Result<Committed, ApiError> + Send + Syn
 /// Forgets a prepared change.
 pub type AbortFn = Box<dyn FnOnce() + Send + Sync>;
 
+/// What an effect outside cairn (a write forwarded to an upstream) came to: the answer for the
+/// client, and what the record must say about it.
+pub struct EffectOutcome {
+    pub reply: Result<Reply, ApiError>,
+    /// The error of an answer passed through (an upstream's error): `(code, message)`.
+    pub error: Option<(String, String)>,
+    pub additional_event_data: Option<Value>,
+}
+
+impl Default for EffectOutcome {
+    fn default() -> Self {
+        EffectOutcome {
+            reply: Err(ApiError::internal("the effect gave no answer")),
+            error: None,
+            additional_event_data: None,
+        }
+    }
+}
+
+/// An effect run after the request's record is durable as pending; its outcome completes
+/// the record (see `cairn_trail::entry::Entry::Pending`).
+pub type EffectFn = Box<
+    dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = EffectOutcome> + Send>>
+        + Send,
+>;
+
 /// A change a handler prepared but did not make visible: the edge makes it only after the
 /// request's event is durable, and forgets it when the journal refuses the event (the
 /// client then gets 503 and nothing changed — fail closed).
@@ -206,9 +231,15 @@ pub struct Ctx<'a> {
     /// Resource policies that apply to this request (an S3 bucket policy), evaluated with the
     /// caller's own by every [`Ctx::authorize`].
     pub resource_policies: Vec<Policy>,
+    /// Service condition keys of this request (`s3:prefix`, `sts:ExternalId`, …), set by the
+    /// handler before it authorizes.
+    pub keys: ConditionKeys,
     authorized: bool,
     /// Changes to make once the event is durable, in order.
     pub deferred: Vec<Deferred>,
+    /// An effect outside cairn, run once the record is durable as pending; its outcome
+    /// becomes the answer and completes the record. (In a mutex only so `Ctx` stays `Sync`.)
+    effect: Option<std::sync::Mutex<EffectFn>>,
 }
 
 impl Ctx<'_> {
@@ -229,6 +260,44 @@ impl Ctx<'_> {
     /// Defers a change until the request's event is durable (see [`Deferred`]).
     pub fn defer(&mut self, commit: CommitFn, abort: Option<AbortFn>) {
         self.deferred.push(Deferred { commit, abort });
+    }
+
+    /// Registers an effect outside cairn (a write to an upstream): the request's record is
+    /// journaled as pending first, then the effect runs, then the record is completed with its
+    /// outcome. Nothing reaches the upstream unless its record is durable, and the trail never
+    /// says it succeeded unless it did.
+    pub fn defer_effect(&mut self, effect: EffectFn) {
+        self.effect = Some(std::sync::Mutex::new(effect));
+    }
+
+    /// Keeps `guard` (the control-plane lock) until the changes deferred so far are made or
+    /// forgotten, so a check and the change it allows stay one step.
+    pub fn hold_until_made(&mut self, guard: tokio::sync::OwnedMutexGuard<()>) {
+        self.defer(
+            Box::new(move || {
+                drop(guard);
+                Ok(Committed::default())
+            }),
+            None,
+        );
+    }
+
+    /// Defers a trail command (StartLogging, StopLogging, a configuration change, DeleteTrail)
+    /// until the request's own event is durable, so the event precedes the change in the
+    /// journal: a StopLogging or DeleteTrail is delivered by the trail it ends. The commit
+    /// waits until the engine applied it (callers read their own writes).
+    pub fn defer_trail_command(&mut self, cmd: cairn_trail::TrailCommand) {
+        let engine = self.api.engine.clone();
+        self.defer(
+            Box::new(move || {
+                let seq = engine
+                    .command(cmd)
+                    .map_err(crate::cloudtrail::map_trail_error)?;
+                engine.apply_through(seq).map_err(ApiError::internal)?;
+                Ok(Committed::default())
+            }),
+            None,
+        );
     }
 
     /// Defers a write of the control metadata.
@@ -259,22 +328,43 @@ impl Ctx<'_> {
         );
     }
 
-    /// Condition keys every request carries.
-    pub fn condition_keys(&self) -> HashMap<String, String> {
-        let mut k = HashMap::new();
-        k.insert(
-            "aws:SecureTransport".into(),
-            self.req.tls.is_some().to_string(),
-        );
-        k.insert("aws:SourceIp".into(), self.req.peer.to_string());
+    /// The global condition keys of this request (AWS's `aws:*` keys cairn can know), plus the
+    /// service keys the handler set in [`Ctx::keys`]. Keys cairn cannot know (VPC endpoints,
+    /// organizations, MFA for long-term keys) are absent, as AWS leaves them.
+    pub fn condition_keys(&self) -> ConditionKeys {
+        let mut k = ConditionKeys::new();
+        k.set("aws:SecureTransport", self.req.tls.is_some().to_string());
+        k.set("aws:SourceIp", self.req.peer.to_string());
         if let Some(ua) = self.req.header("user-agent") {
-            k.insert("aws:UserAgent".into(), ua.into());
+            k.set("aws:UserAgent", ua);
         }
-        k.insert("aws:CurrentTime".into(), cairn_record::time::iso(self.now));
-        k.insert("aws:RequestedRegion".into(), self.region.clone());
-        if let Some(acl) = self.req.header("x-amz-acl") {
-            k.insert("s3:x-amz-acl".into(), acl.into());
+        k.set("aws:CurrentTime", cairn_record::time::iso(self.now));
+        k.set("aws:EpochTime", self.now.timestamp().to_string());
+        k.set("aws:RequestedRegion", self.region.clone());
+        k.set("aws:PrincipalIsAWSService", "false");
+        k.set("aws:ViaAWSService", "false");
+        let account = &self.api.opts.account;
+        match &self.caller.owner {
+            KeyOwner::Root => {
+                k.set("aws:PrincipalType", "Account");
+                k.set("aws:userid", account.clone());
+            }
+            KeyOwner::User(u) => {
+                k.set("aws:PrincipalType", "User");
+                k.set("aws:username", u.clone());
+                if let Some(id) = &self.caller.identity.principal_id {
+                    k.set("aws:userid", id.clone());
+                }
+            }
+            KeyOwner::Session(s) => {
+                k.set("aws:PrincipalType", "AssumedRole");
+                k.set("aws:userid", format!("{}:{}", s.role_id, s.session_name));
+                k.set("aws:TokenIssueTime", cairn_record::time::iso(s.created));
+                // Temporary credentials say whether MFA was used; cairn issues none with it.
+                k.set("aws:MultiFactorAuthPresent", "false");
+            }
         }
+        k.extend(&self.keys);
         k
     }
 
@@ -298,8 +388,6 @@ impl Ctx<'_> {
             resource,
             keys: &keys,
         };
-        let mut all: Vec<Policy> = self.caller.policies.as_ref().clone();
-        all.extend_from_slice(resource_policies);
         let decision = if self.caller.is_root() {
             // Root is subject only to explicit denies in resource policies.
             match policy::evaluate(resource_policies, &rc) {
@@ -307,7 +395,7 @@ impl Ctx<'_> {
                 _ => Decision::Allow,
             }
         } else {
-            policy::evaluate(&all, &rc)
+            policy::evaluate_sets(&[self.caller.policies.as_slice(), resource_policies], &rc)
         };
         match decision {
             Decision::Allow => Ok(()),
@@ -446,9 +534,12 @@ pub fn form_param(body: &[u8], name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// The region a request is recorded in: the one it was signed for when cairn serves it, else
+/// the default (an invented region never reaches a record, where it would make single-region
+/// trails drop the event).
 fn region_of(auth: Option<&sigv4::Authorization>, api: &Api) -> String {
     auth.map(|a| a.region.clone())
-        .filter(|r| !r.is_empty() && r.len() <= 32)
+        .filter(|r| api.opts.regions.contains(r))
         .unwrap_or_else(|| api.opts.default_region.clone())
 }
 
@@ -499,6 +590,24 @@ fn auth_error(protocol: Protocol, e: &AuthError) -> ApiError {
     err
 }
 
+/// A signature scoped to a region cairn does not serve, as S3 words it (the region expected).
+fn bad_region_error(protocol: Protocol, region: &str, expected: &str, presigned: bool) -> ApiError {
+    let e = AuthError::BadRegion(region.to_string());
+    match protocol {
+        Protocol::S3 if presigned => ApiError::client(
+            "AuthorizationQueryParametersError",
+            format!("Error parsing the X-Amz-Credential parameter; the region '{region}' is wrong; expecting '{expected}'"),
+        )
+        .with("Region", expected),
+        Protocol::S3 => ApiError::client(
+            "AuthorizationHeaderMalformed",
+            format!("The authorization header is malformed; the region '{region}' is wrong; expecting '{expected}'"),
+        )
+        .with("Region", expected),
+        p => auth_error(p, &e),
+    }
+}
+
 /// Authenticates the request: SigV4 signature by a known, active key (and, for session keys,
 /// the matching session token).
 fn authenticate(
@@ -514,13 +623,24 @@ fn authenticate(
             return authenticate_v2(api, req, p, &q, now);
         }
     }
-    let auth = auth.as_ref().map_err(|e| auth_error(protocol, e))?;
+    let auth = auth.as_ref().map_err(|e| match e {
+        AuthError::BadRegion(r) => {
+            let expected = (protocol == Protocol::S3)
+                .then(|| crate::s3::target(req).bucket)
+                .flatten()
+                .and_then(|b| api.bucket_region(&b))
+                .unwrap_or_else(|| api.opts.default_region.clone());
+            let presigned = req.header("authorization").is_none();
+            bad_region_error(protocol, r, &expected, presigned)
+        }
+        e => auth_error(protocol, e),
+    })?;
     let (key_secret, owner) = key_of(api, req, &auth.access_key_id, protocol, now)?;
     // The body is hashed only when the hash is compared: for S3, when the client declared
     // one (UNSIGNED-PAYLOAD and aws-chunked bodies are not hashed whole). A streamed body is
     // not here to hash: its declared hash goes to the upstream, which verifies it.
     let declared = req.header("x-amz-content-sha256").unwrap_or_default();
-    let declared_hash = declared.len() == 64 && declared.bytes().all(|b| b.is_ascii_hexdigit());
+    let declared_hash = sigv4::is_sha256_hex(declared);
     let body_sha = if req.body_stream.is_some() || (protocol == Protocol::S3 && !declared_hash) {
         declared.to_string()
     } else {
@@ -567,40 +687,61 @@ fn caller_of(api: &Api, akid: &str, owner: KeyOwner) -> Caller {
             },
         ),
         KeyOwner::User(u) => {
-            let uid = api
-                .iam
-                .get_user(u)
-                .map(|x| x.user_id)
-                .unwrap_or_else(|_| u.clone());
+            let user = api.iam.get_user(u).ok();
+            let uid = user
+                .as_ref()
+                .map(|x| x.user_id.clone())
+                .unwrap_or_else(|| u.clone());
+            let arn = user
+                .as_ref()
+                .map(|x| x.arn(&account))
+                .unwrap_or_else(|| format!("arn:aws:iam::{account}:user/{u}"));
+            let mut identity = builder::iam_user_identity(&account, u, &uid, &akid);
+            identity.arn = Some(arn.clone());
             (
-                builder::iam_user_identity(&account, u, &uid, &akid),
+                identity,
                 Principal {
-                    arn: format!("arn:aws:iam::{account}:user/{u}"),
+                    arn,
                     account: account.clone(),
                     role_arn: None,
                     service: None,
                 },
             )
         }
-        KeyOwner::Session(s) => (
-            builder::assumed_role_identity(
+        KeyOwner::Session(s) => {
+            let role_arn = api
+                .iam
+                .get_role(&s.role)
+                .map(|r| r.arn(&account))
+                .unwrap_or_else(|_| format!("arn:aws:iam::{account}:role/{}", s.role));
+            let mut identity = builder::assumed_role_identity(
                 &account,
                 &s.role,
                 &s.role_id,
                 &s.session_name,
                 &akid,
                 s.created,
-            ),
-            Principal {
-                arn: format!(
-                    "arn:aws:sts::{account}:assumed-role/{}/{}",
-                    s.role, s.session_name
-                ),
-                account: account.clone(),
-                role_arn: Some(format!("arn:aws:iam::{account}:role/{}", s.role)),
-                service: None,
-            },
-        ),
+            );
+            if let Some(Value::Object(issuer)) = identity
+                .session_context
+                .as_mut()
+                .and_then(|c| c.session_issuer.as_mut())
+            {
+                issuer.insert("arn".into(), Value::String(role_arn.clone()));
+            }
+            (
+                identity,
+                Principal {
+                    arn: format!(
+                        "arn:aws:sts::{account}:assumed-role/{}/{}",
+                        s.role, s.session_name
+                    ),
+                    account: account.clone(),
+                    role_arn: Some(role_arn),
+                    service: None,
+                },
+            )
+        }
     };
     let policies = api.iam.policies_of(&owner);
     Caller {
@@ -629,7 +770,16 @@ fn key_of(
             .access_key(akid, now)
             .filter(|k| k.status == KeyStatus::Active)
             .ok_or_else(|| unknown_key_error(protocol))?;
-        if matches!(k.owner, KeyOwner::Session(_)) {
+        if let KeyOwner::Session(s) = &k.owner {
+            // A session dies with its role: a role deleted (and perhaps re-created under the
+            // same name) no longer vouches for it.
+            let role_alive = api
+                .iam
+                .get_role(&s.role)
+                .is_ok_and(|r| r.role_id == s.role_id);
+            if !role_alive {
+                return Err(bad_token_error(protocol));
+            }
             let token = req
                 .header("x-amz-security-token")
                 .map(str::to_string)
@@ -890,6 +1040,7 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
             "Credential should be scoped to correct service: '{}'.",
             route.service.signing_name()
         ))),
+        Ok(a) if !api.opts.regions.contains(&a.region) => Err(AuthError::BadRegion(a.region)),
         other => other,
     };
     let pre = precheck(api, &req, protocol);
@@ -943,8 +1094,10 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
             ..Default::default()
         },
         resource_policies: Vec::new(),
+        keys: ConditionKeys::new(),
         authorized: false,
         deferred: Vec::new(),
+        effect: None,
     };
     let result = match route.service {
         Service::CloudTrail => crate::cloudtrail::handle(&mut ctx, &route.op).await,
@@ -963,7 +1116,24 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
     let result = result.map_err(|e| fix_denied_protocol(e, protocol));
     let rec = build_record(&ctx, route.service, &result);
     let deferred = std::mem::take(&mut ctx.deferred);
+    let effect = ctx
+        .effect
+        .take()
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()));
     drop(ctx);
+    if let (Some(effect), Ok(_)) = (effect, &result) {
+        return finish_effect(
+            api,
+            &req,
+            rec,
+            effect,
+            protocol,
+            &request_id,
+            started,
+            &route.op,
+        )
+        .await;
+    }
     finish(
         api,
         &req,
@@ -976,6 +1146,87 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
         deferred,
     )
     .await
+}
+
+/// Finishes a request whose effect happens outside cairn: the record is made durable as
+/// pending, the effect runs, and its outcome completes the record (durably) before the answer.
+#[allow(clippy::too_many_arguments)]
+async fn finish_effect(
+    api: &Arc<Api>,
+    req: &HttpRequest,
+    mut rec: EventRecord,
+    effect: EffectFn,
+    protocol: Protocol,
+    request_id: &str,
+    started: std::time::Instant,
+    op: &str,
+) -> Reply {
+    stamp(&mut rec, req, request_id);
+    let head = req.method == "HEAD";
+    let reply = match api.record_pending(&rec).await {
+        Err(e) => wire::error_reply(protocol, &e, request_id, head),
+        Ok(pending) => {
+            let out = effect().await;
+            if let Some((code, message)) = out.error.clone() {
+                rec.error_code = Some(code);
+                rec.error_message = Some(message);
+                rec.response_elements = None;
+            }
+            if let Err(e) = &out.reply {
+                rec.error_code = Some(e.code.clone());
+                rec.error_message = Some(e.message.clone());
+                rec.response_elements = None;
+            }
+            if out.additional_event_data.is_some() {
+                rec.additional_event_data = out.additional_event_data;
+            }
+            match (api.record_resolved(pending, &rec).await, out.reply) {
+                (Ok(()), Ok(r)) => r,
+                (Ok(()), Err(e)) => wire::error_reply(protocol, &e, request_id, head),
+                // The outcome could not be journaled: the pending record stays unresolved and
+                // is resolved as "outcome unknown" when cairn next starts.
+                (Err(e), _) => wire::error_reply(protocol, &e, request_id, head),
+            }
+        }
+    };
+    answer(api, reply, protocol, request_id, started, op)
+}
+
+/// The fields every record of a request carries, from the request itself.
+fn stamp(rec: &mut EventRecord, req: &HttpRequest, request_id: &str) {
+    rec.request_id = Some(request_id.to_string());
+    rec.source_ip_address = Some(req.peer.to_string());
+    rec.user_agent = req.header("user-agent").map(str::to_string);
+    if let Some(t) = &req.tls {
+        rec.tls_details = Some(TlsDetails {
+            tls_version: t.version.clone(),
+            cipher_suite: t.cipher.clone(),
+            client_provided_host_header: req.header("host").unwrap_or_default().to_string(),
+        });
+    }
+}
+
+/// The request id headers and the metrics of an answer.
+fn answer(
+    api: &Arc<Api>,
+    reply: Reply,
+    protocol: Protocol,
+    request_id: &str,
+    started: std::time::Instant,
+    op: &str,
+) -> Reply {
+    let reply = match protocol {
+        Protocol::S3 => reply
+            .header("x-amz-request-id", request_id)
+            .header("x-amz-id-2", request_id),
+        _ => reply.header("x-amzn-requestid", request_id),
+    };
+    api.metrics.observe(
+        metric_label(op),
+        reply.status,
+        started.elapsed().as_secs_f64(),
+    );
+    reply
 }
 
 /// Makes the deferred changes of a request whose event is durable; on the first failure the
@@ -1040,8 +1291,10 @@ pub async fn fuzz_s3_as_root(api: &Arc<Api>, mut req: HttpRequest) -> (Reply, Op
             ..Default::default()
         },
         resource_policies: Vec::new(),
+        keys: ConditionKeys::new(),
         authorized: false,
         deferred: Vec::new(),
+        effect: None,
     };
     let result = crate::s3::handle(&mut ctx, &op).await;
     let result = match result {
@@ -1119,6 +1372,9 @@ fn build_record(ctx: &Ctx, service: Service, result: &Result<Reply, ApiError>) -
         }
     };
     rec.user_identity = Some(ctx.caller.identity.clone());
+    if let Some(Value::Object(m)) = rec.request_parameters.as_mut() {
+        m.retain(|k, _| !wire::is_auth_param(k));
+    }
     rec.recipient_account_id = Some(ctx.api.opts.account.clone());
     rec.request_id = Some(ctx.request_id.clone());
     if a.additional_event_data.is_some() {
@@ -1153,16 +1409,7 @@ async fn finish(
     op: &str,
     deferred: Vec<Deferred>,
 ) -> Reply {
-    rec.request_id = Some(request_id.to_string());
-    rec.source_ip_address = Some(req.peer.to_string());
-    rec.user_agent = req.header("user-agent").map(str::to_string);
-    if let Some(t) = &req.tls {
-        rec.tls_details = Some(TlsDetails {
-            tls_version: t.version.clone(),
-            cipher_suite: t.cipher.clone(),
-            client_provided_host_header: req.header("host").unwrap_or_default().to_string(),
-        });
-    }
+    stamp(&mut rec, req, request_id);
     let head = req.method == "HEAD";
     let recorded = api.record(&rec).await;
     let result = match (&recorded, result) {
@@ -1182,16 +1429,5 @@ async fn finish(
         (Ok(()), Err(e)) => wire::error_reply(protocol, &e, request_id, head),
         (Err(e), _) => wire::error_reply(protocol, &e, request_id, head),
     };
-    let reply = match protocol {
-        Protocol::S3 => reply
-            .header("x-amz-request-id", request_id)
-            .header("x-amz-id-2", request_id),
-        _ => reply.header("x-amzn-requestid", request_id),
-    };
-    api.metrics.observe(
-        metric_label(op),
-        reply.status,
-        started.elapsed().as_secs_f64(),
-    );
-    reply
+    answer(api, reply, protocol, request_id, started, op)
 }

@@ -347,7 +347,9 @@ impl History {
                     break;
                 };
                 n += 1;
-                let Ok(Entry::Event { header, json }) = entry::decode(&bytes) else {
+                let Ok(Entry::Event { header, json } | Entry::Resolved { header, json, .. }) =
+                    entry::decode(&bytes)
+                else {
                     continue;
                 };
                 let data = header.facts.category == cairn_record::record::category::DATA;

@@ -45,7 +45,9 @@ impl Params {
         let m: Map<String, Value> = self
             .0
             .iter()
-            .filter(|(k, _)| k.as_str() != "Action" && k.as_str() != "Version")
+            .filter(|(k, _)| {
+                k.as_str() != "Action" && k.as_str() != "Version" && !crate::wire::is_auth_param(k)
+            })
             .map(|(k, v)| (lower_first(k), json!(v)))
             .collect();
         (!m.is_empty()).then_some(Value::Object(m))
@@ -97,7 +99,7 @@ fn user_xml(account: &str, u: &User) -> String {
         el("Path", &u.path),
         el("UserName", &u.name),
         el("UserId", &u.user_id),
-        el("Arn", &format!("arn:aws:iam::{account}:user/{}", u.name)),
+        el("Arn", &u.arn(account)),
         el("CreateDate", &iso(u.created))
     )
 }
@@ -111,7 +113,7 @@ fn role_fields(account: &str, r: &Role) -> String {
         el("Path", &r.path),
         el("RoleName", &r.name),
         el("RoleId", &r.role_id),
-        el("Arn", &format!("arn:aws:iam::{account}:role/{}", r.name)),
+        el("Arn", &r.arn(account)),
         el("CreateDate", &iso(r.created)),
         el("AssumeRolePolicyDocument", &doc),
         r.description
@@ -200,8 +202,27 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
     let account = ctx.api.opts.account.clone();
     let iam = ctx.api.iam.clone();
     let now = ctx.now;
-    let user_arn = |n: &str| format!("arn:aws:iam::{account}:user/{n}");
-    let role_arn = |n: &str| format!("arn:aws:iam::{account}:role/{n}");
+    // Policies see an entity's real ARN, path included; a name that does not exist yet is
+    // authorized as a path-less ARN (the call then fails with NoSuchEntity).
+    let user_arn = |n: &str| {
+        iam.get_user(n)
+            .map(|u| u.arn(&account))
+            .unwrap_or_else(|_| format!("arn:aws:iam::{account}:user/{n}"))
+    };
+    let role_arn = |n: &str| {
+        iam.get_role(n)
+            .map(|r| r.arn(&account))
+            .unwrap_or_else(|_| format!("arn:aws:iam::{account}:role/{n}"))
+    };
+    // The ARN an entity about to be created will have (its path validated first).
+    let new_arn = |ctx: &mut Ctx<'_>, kind: &str, n: &str, path: Option<&str>| {
+        let path = path.unwrap_or("/");
+        cairn_iam::identity::validate_path(path).map_err(|e| {
+            ctx.no_authorization_needed();
+            iam_error(e)
+        })?;
+        Ok::<_, ApiError>(format!("arn:aws:iam::{account}:{kind}{path}{n}"))
+    };
     // The user an operation with an optional UserName applies to.
     let target_user = |ctx: &Ctx<'_>, p: &Params| -> Result<String, ApiError> {
         match (p.get("UserName"), &ctx.caller.owner) {
@@ -216,13 +237,14 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
     let inner = match op {
         "CreateUser" => {
             let name = p.need("UserName")?.to_string();
-            ctx.authorize("iam:CreateUser", &user_arn(&name))?;
+            let arn = new_arn(ctx, "user", &name, p.get("Path"))?;
+            ctx.authorize("iam:CreateUser", &arn)?;
             let u = iam
                 .create_user(&name, p.get("Path"), now)
                 .map_err(iam_error)?;
             ctx.audit.response_elements = Some(json!({"user": {
                 "path": u.path, "userName": u.name, "userId": u.user_id,
-                "arn": user_arn(&u.name), "createDate": iso(u.created)}}));
+                "arn": u.arn(&account), "createDate": iso(u.created)}}));
             user_xml(&account, &u)
         }
         "GetUser" => {
@@ -372,7 +394,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
         }
         "CreateRole" => {
             let name = p.need("RoleName")?.to_string();
-            ctx.authorize("iam:CreateRole", &role_arn(&name))?;
+            let arn = new_arn(ctx, "role", &name, p.get("Path"))?;
+            ctx.authorize("iam:CreateRole", &arn)?;
             let max = match p.get("MaxSessionDuration") {
                 Some(s) => Some(s.parse::<i64>().map_err(|_| {
                     ApiError::client("ValidationError", "MaxSessionDuration must be an integer")
@@ -391,7 +414,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                 .map_err(iam_error)?;
             ctx.audit.response_elements = Some(json!({"role": {
                 "path": r.path, "roleName": r.name, "roleId": r.role_id,
-                "arn": role_arn(&r.name), "createDate": iso(r.created),
+                "arn": r.arn(&account), "createDate": iso(r.created),
                 "assumeRolePolicyDocument": url_encoded(&r.trust_policy)}}));
             format!("<Role>{}</Role>", role_fields(&account, &r))
         }

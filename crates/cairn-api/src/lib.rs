@@ -21,6 +21,7 @@ pub mod lifecycle;
 pub mod meta;
 pub mod metrics;
 pub mod s3;
+pub mod s3_access;
 pub mod s3_chunked;
 pub mod s3_multipart;
 pub mod s3_object_ext;
@@ -58,6 +59,12 @@ pub struct ApiOptions {
     pub lookup_extensions: bool,
     /// Where multipart upload parts wait until completed.
     pub multipart_dir: std::path::PathBuf,
+    /// Seals part files at rest (the embedded store's SSE-S3 cipher); `None` writes them as
+    /// they came (tests only).
+    pub part_cipher: Option<PartCipher>,
+    /// Days after which an incomplete multipart upload is aborted when no lifecycle rule of its
+    /// bucket says otherwise.
+    pub multipart_expiry_days: i64,
     /// Buckets served by an upstream S3-compatible service (cairn bucket name → target).
     pub proxies: std::collections::HashMap<String, s3_proxy::ProxyTarget>,
 }
@@ -78,8 +85,27 @@ impl ApiOptions {
             history_days: 90,
             lookup_extensions: false,
             multipart_dir: std::env::temp_dir().join("cairn-multipart"),
+            part_cipher: None,
+            multipart_expiry_days: 7,
             proxies: Default::default(),
         }
+    }
+}
+
+/// The cipher of part files (a newtype so the options stay `Debug`).
+#[derive(Clone)]
+pub struct PartCipher(pub Arc<dyn cairn_store::BodyCipher>);
+
+impl std::fmt::Debug for PartCipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PartCipher")
+    }
+}
+
+impl std::ops::Deref for PartCipher {
+    type Target = dyn cairn_store::BodyCipher;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref()
     }
 }
 
@@ -96,13 +122,29 @@ pub struct Api {
     pub history: Arc<history::History>,
     pub clock: Arc<dyn Clock>,
     pub metrics: metrics::Metrics,
-    /// Serialises control-plane changes (check-then-act on trails and channels).
-    pub control: tokio::sync::Mutex<()>,
+    /// Serialises control-plane changes (check-then-act on trails and channels). A handler
+    /// holds it until its deferred change is made ([`edge::Ctx::hold_until_made`]).
+    pub control: Arc<tokio::sync::Mutex<()>>,
     /// When this API started (the creation date ListBuckets shows for proxied buckets).
     pub started: chrono::DateTime<chrono::Utc>,
     /// The HTTP client for proxied buckets (built on first use).
     pub upstream: std::sync::OnceLock<s3_proxy::Upstream>,
+    /// Requests journaled as pending whose outcome is not journaled yet: token → a journal
+    /// position at or below their pending entry. The `pending` journal consumer never passes
+    /// the lowest, so a crash leaves every unresolved entry for [`Api::resolve_orphans`].
+    pending: std::sync::Mutex<PendingSet>,
 }
+
+#[derive(Default)]
+struct PendingSet {
+    next_token: u64,
+    floors: std::collections::HashMap<u64, u64>,
+    /// The cursor last committed.
+    committed: Option<u64>,
+}
+
+/// The journal consumer that holds back unresolved pending entries.
+pub const PENDING_CONSUMER: &str = "pending";
 
 impl Api {
     #[allow(clippy::too_many_arguments)]
@@ -126,10 +168,150 @@ impl Api {
             history,
             clock,
             metrics: metrics::Metrics::new(),
-            control: tokio::sync::Mutex::new(()),
+            control: Arc::new(tokio::sync::Mutex::new(())),
             upstream: std::sync::OnceLock::new(),
             started: chrono::Utc::now(),
+            pending: std::sync::Mutex::new(PendingSet::default()),
         })
+    }
+
+    fn pending_set(&self) -> std::sync::MutexGuard<'_, PendingSet> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Journals the record of a request whose effect happens outside cairn, as pending (not
+    /// delivered); returns its journal position once durable.
+    pub async fn record_pending(&self, rec: &EventRecord) -> Result<u64, ApiError> {
+        // The position the entry will get is at least the journal's next one now: hold the
+        // consumer back to it before appending, so no checkpoint can pass the entry.
+        let token = {
+            let mut p = self.pending_set();
+            let token = p.next_token;
+            p.next_token += 1;
+            p.floors.insert(token, self.engine.journal().next_seq());
+            token
+        };
+        let queued = self
+            .engine
+            .try_append_pending_async(rec)
+            .map_err(ApiError::unavailable);
+        let appended = match queued {
+            Ok(Some(fut)) => fut.await.map(|r| r.start).map_err(ApiError::unavailable),
+            Ok(None) => {
+                let engine = self.engine.clone();
+                let rec = rec.clone();
+                tokio::task::spawn_blocking(move || engine.append_pending(&rec))
+                    .await
+                    .map_err(ApiError::unavailable)
+                    .and_then(|r| r.map_err(ApiError::unavailable))
+            }
+            Err(e) => Err(e),
+        };
+        let mut p = self.pending_set();
+        match appended {
+            Ok(seq) => {
+                p.floors.remove(&token);
+                p.floors.insert(seq | (1 << 63), seq);
+                self.metrics.events_recorded.inc();
+                Ok(seq)
+            }
+            Err(e) => {
+                p.floors.remove(&token);
+                self.metrics.events_refused.inc();
+                Err(e)
+            }
+        }
+    }
+
+    /// Journals the final record of the pending entry at `pending` (delivered as the request's
+    /// one event) and waits until it is durable.
+    pub async fn record_resolved(&self, pending: u64, rec: &EventRecord) -> Result<(), ApiError> {
+        let queued = self
+            .engine
+            .try_append_resolved_async(pending, rec)
+            .map_err(ApiError::unavailable)?;
+        let outcome = match queued {
+            Some(fut) => fut.await.map(|_| ()).map_err(ApiError::unavailable),
+            None => {
+                let engine = self.engine.clone();
+                let rec = rec.clone();
+                tokio::task::spawn_blocking(move || engine.append_resolved(pending, &rec))
+                    .await
+                    .map_err(ApiError::unavailable)?
+                    .map(|_| ())
+                    .map_err(ApiError::unavailable)
+            }
+        };
+        if outcome.is_ok() {
+            self.pending_set().floors.remove(&(pending | (1 << 63)));
+        }
+        outcome
+    }
+
+    /// Moves the `pending` consumer's durable cursor up to the oldest unresolved entry (or the
+    /// journal's end when none is). Cheap when nothing changed; call periodically.
+    pub fn checkpoint_pending(&self) -> Result<(), ApiError> {
+        let target = {
+            let p = self.pending_set();
+            p.floors
+                .values()
+                .min()
+                .copied()
+                .unwrap_or_else(|| self.engine.journal().next_seq())
+        };
+        if self.pending_set().committed == Some(target) {
+            return Ok(());
+        }
+        self.engine
+            .journal()
+            .commit_cursor(PENDING_CONSUMER, target)
+            .map_err(ApiError::internal)?;
+        self.pending_set().committed = Some(target);
+        Ok(())
+    }
+
+    /// At start, before serving: every pending entry a crash left without its outcome is
+    /// resolved as failed with an unknown outcome (the effect may or may not have happened
+    /// upstream; the trail says so rather than claim either). Returns how many were resolved.
+    pub fn resolve_orphans(&self) -> Result<usize, ApiError> {
+        use cairn_trail::entry::{self, Entry};
+        let journal = self.engine.journal();
+        let from = journal
+            .register_consumer(PENDING_CONSUMER)
+            .map_err(ApiError::internal)?;
+        let mut open: std::collections::BTreeMap<u64, Vec<u8>> = Default::default();
+        let mut reader = journal.reader(from).map_err(ApiError::internal)?;
+        while let Some((seq, bytes)) = reader.next_record().map_err(ApiError::internal)? {
+            match entry::decode(&bytes) {
+                Ok(Entry::Pending { json, .. }) => {
+                    open.insert(seq, json);
+                }
+                Ok(Entry::Resolved { pending, .. }) => {
+                    open.remove(&pending);
+                }
+                _ => {}
+            }
+        }
+        let n = open.len();
+        for (seq, json) in open {
+            let mut rec: EventRecord = serde_json::from_slice(&json).map_err(ApiError::internal)?;
+            rec.error_code = Some("ServiceUnavailable".into());
+            rec.error_message = Some(
+                "cairn stopped before this request's outcome was known; the upstream may or may not have applied it"
+                    .into(),
+            );
+            rec.response_elements = None;
+            self.engine
+                .append_resolved(seq, &rec)
+                .map_err(ApiError::internal)?;
+            tracing::warn!(request_id = ?rec.request_id, "a request left pending by a crash is recorded with an unknown outcome");
+        }
+        let end = journal.next_seq();
+        journal
+            .commit_cursor(PENDING_CONSUMER, end)
+            .map_err(ApiError::internal)?;
+        self.pending_set().committed = Some(end);
+        Ok(n)
     }
 
     /// Appends `rec` to the journal and waits until it is durable. Never blocks a runtime

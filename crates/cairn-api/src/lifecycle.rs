@@ -25,6 +25,8 @@ pub struct Rule {
     pub expired_delete_marker: bool,
     pub noncurrent_expiration_days: Option<i64>,
     pub noncurrent_transitions: Vec<(i64, String)>,
+    /// AbortIncompleteMultipartUpload's DaysAfterInitiation.
+    pub abort_incomplete_days: Option<i64>,
 }
 
 /// What one pass did.
@@ -37,6 +39,7 @@ pub struct Pass {
     pub restores_finished: u64,
     pub restores_ended: u64,
     pub kept_by_lock: u64,
+    pub uploads_aborted: u64,
 }
 
 /// The enabled rules of a lifecycle configuration document.
@@ -91,6 +94,10 @@ pub fn parse_rules(doc: &crate::xml::Element) -> Vec<Rule> {
             .is_some_and(|v| v.trim() == "true");
         rule.noncurrent_expiration_days =
             days(r.child("NoncurrentVersionExpiration"), "NoncurrentDays");
+        rule.abort_incomplete_days = days(
+            r.child("AbortIncompleteMultipartUpload"),
+            "DaysAfterInitiation",
+        );
         out.push(rule);
     }
     out
@@ -198,6 +205,19 @@ pub fn run_once(api: &Api) -> Result<Pass, String> {
             .unwrap_or_default();
         buckets.push((bucket, rules));
     }
+    // Incomplete multipart uploads: the bucket's rule, else the default expiry.
+    let abort_rules: std::collections::BTreeMap<String, Vec<(String, i64)>> = buckets
+        .iter()
+        .map(|(b, rules)| {
+            let r = rules
+                .iter()
+                .filter_map(|r| r.abort_incomplete_days.map(|d| (r.prefix.clone(), d)))
+                .collect();
+            (b.clone(), r)
+        })
+        .collect();
+    pass.uploads_aborted =
+        crate::s3_multipart::expire_uploads(api, now, &abort_rules).map_err(|e| e.message)?;
     // Restores are finished and ended in every bucket, with or without lifecycle rules.
     let all = store.list_buckets().map_err(|e| e.to_string())?;
     for (bucket, _) in all {

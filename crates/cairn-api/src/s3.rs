@@ -128,10 +128,6 @@ const STORED_CONFIGS: &[StoredConfig] = &[
     },
 ];
 
-fn policy_key(bucket: &str) -> String {
-    format!("bucket-policy/{bucket}")
-}
-
 fn config_key(param: &str, bucket: &str) -> String {
     format!("bucket-config/{param}/{bucket}")
 }
@@ -189,6 +185,7 @@ pub const OPERATIONS: &[&str] = &[
     "GetBucketPolicyStatus",
     "CreateMultipartUpload",
     "UploadPart",
+    "UploadPartCopy",
     "CompleteMultipartUpload",
     "AbortMultipartUpload",
     "ListParts",
@@ -283,6 +280,11 @@ pub fn operation(req: &HttpRequest) -> String {
         ("GET", Some(_), None) if has_param(req, "uploads") => "ListMultipartUploads",
         ("POST", Some(_), Some(_)) if has_param(req, "uploads") => "CreateMultipartUpload",
         ("POST", Some(_), Some(_)) if has_param(req, "uploadId") => "CompleteMultipartUpload",
+        ("PUT", Some(_), Some(_))
+            if has_param(req, "uploadId") && req.header("x-amz-copy-source").is_some() =>
+        {
+            "UploadPartCopy"
+        }
         ("PUT", Some(_), Some(_)) if has_param(req, "uploadId") => "UploadPart",
         ("DELETE", Some(_), Some(_)) if has_param(req, "uploadId") => "AbortMultipartUpload",
         ("GET", Some(_), Some(_)) if has_param(req, "uploadId") => "ListParts",
@@ -312,6 +314,26 @@ pub fn operation(req: &HttpRequest) -> String {
 
 /// Query parameters that select a sub-resource rather than filter a listing or an object.
 fn has_subresource(req: &HttpRequest) -> bool {
+    !non_listing_params(req).is_empty()
+}
+
+/// The names of the request's sub-resource parameters (`acl`, `policy`, `uploads`,
+/// `uploadId`, …), without the paging parameters of the listings they select.
+pub fn subresources(req: &HttpRequest) -> Vec<&str> {
+    const PAGING: &[&str] = &[
+        "key-marker",
+        "version-id-marker",
+        "upload-id-marker",
+        "part-number-marker",
+        "max-parts",
+        "max-uploads",
+    ];
+    let mut out = non_listing_params(req);
+    out.retain(|p| !PAGING.contains(p));
+    out
+}
+
+fn non_listing_params(req: &HttpRequest) -> Vec<&str> {
     const LISTING: &[&str] = &[
         "prefix",
         "marker",
@@ -343,10 +365,16 @@ fn has_subresource(req: &HttpRequest) -> bool {
         "Expires",
         "x-amz-security-token",
     ];
-    req.query
+    let mut out: Vec<&str> = req
+        .query
         .split('&')
         .filter(|kv| !kv.is_empty())
-        .any(|kv| !LISTING.contains(&kv.split('=').next().unwrap_or("")))
+        .map(|kv| kv.split('=').next().unwrap_or(""))
+        .filter(|name| !LISTING.contains(name))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 pub(crate) fn store_error(e: StoreError, bucket: &str, key: Option<&str>) -> ApiError {
@@ -509,13 +537,17 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
     if let Some(target) = ctx.api.opts.proxies.get(&bucket).cloned() {
         return crate::s3_proxy::forward(ctx, op, &bucket, &target).await;
     }
+    if let Err(e) = crate::s3_access::refuse_sse_c(ctx.req) {
+        ctx.no_authorization_needed();
+        return Err(e);
+    }
     // The bucket policy takes part in every authorization of a request on the bucket.
     if !bucket.is_empty() {
-        if let Some(text) = ctx.api.meta.get::<String>(&policy_key(&bucket))? {
-            ctx.resource_policies = cairn_iam::policy::Policy::parse(&text)
-                .into_iter()
-                .collect();
-        }
+        ctx.resource_policies = crate::s3_access::bucket_policies(ctx, &bucket)?;
+    }
+    ctx.keys = crate::s3_access::request_keys(ctx, op);
+    if let Some(key) = &t.key {
+        crate::s3_access::add_existing_object_tags(ctx, op, &bucket, key).await?;
     }
     match op {
         op if crate::s3_object_ext::OBJECT_OPS
@@ -807,6 +839,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
         }
         "CreateMultipartUpload"
         | "UploadPart"
+        | "UploadPartCopy"
         | "CompleteMultipartUpload"
         | "AbortMultipartUpload"
         | "ListParts" => {
@@ -817,8 +850,15 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                 "ListParts" => "s3:ListMultipartUploadParts",
                 _ => "s3:PutObject",
             };
-            ctx.authorize(action, &format!("arn:aws:s3:::{bucket}/{key}"))?;
+            let arn = format!("arn:aws:s3:::{bucket}/{key}");
+            ctx.authorize(action, &arn)?;
+            if op == "CreateMultipartUpload" {
+                crate::s3_access::authorize_header_actions(ctx, &arn)?;
+            }
             bucket_must_exist(ctx, &bucket)?;
+            if op == "CreateMultipartUpload" {
+                crate::s3_access::refuse_public_acl(ctx, &bucket)?;
+            }
             let id = ctx.req.query_param("uploadId").unwrap_or_default();
             if let (Some(rec), false) = (ctx.audit.data_event.as_mut(), id.is_empty()) {
                 if let Some(serde_json::Value::Object(m)) = rec.request_parameters.as_mut() {
@@ -830,6 +870,10 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                 "UploadPart" => {
                     let n = ctx.req.query_param("partNumber").unwrap_or_default();
                     crate::s3_multipart::upload_part(ctx, &bucket, &key, &id, &n).await
+                }
+                "UploadPartCopy" => {
+                    let n = ctx.req.query_param("partNumber").unwrap_or_default();
+                    crate::s3_multipart::upload_part_copy(ctx, &bucket, &key, &id, &n).await
                 }
                 "CompleteMultipartUpload" => {
                     crate::s3_multipart::complete(ctx, &bucket, &key, &id).await
@@ -856,8 +900,15 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
         "PutObject" | "DeleteObject" => {
             let key = t.key.clone().unwrap_or_default();
             ctx.audit.data_event = Some(ctx.s3_object_event(op, &bucket, &key));
-            ctx.authorize(&format!("s3:{op}"), &format!("arn:aws:s3:::{bucket}/{key}"))?;
+            let arn = format!("arn:aws:s3:::{bucket}/{key}");
+            ctx.authorize(&format!("s3:{op}"), &arn)?;
+            if op == "PutObject" {
+                crate::s3_access::authorize_header_actions(ctx, &arn)?;
+            }
             bucket_must_exist(ctx, &bucket)?;
+            if op == "PutObject" {
+                crate::s3_access::refuse_public_acl(ctx, &bucket)?;
+            }
             if op == "DeleteObject" {
                 let store = ctx.api.store.clone();
                 let vid = ctx.req.query_param("versionId");
@@ -1234,13 +1285,13 @@ async fn bucket_policy(
         Some(serde_json::json!({"bucketName": bucket, "Host": host, "policy": ""}));
     ctx.authorize(&format!("s3:{op}"), &format!("arn:aws:s3:::{bucket}"))?;
     bucket_must_exist(ctx, bucket)?;
-    let key = policy_key(bucket);
+    let key = crate::s3_access::policy_key(bucket);
     match op {
         "PutBucketPolicy" => {
             let text = String::from_utf8_lossy(&ctx.req.body).to_string();
-            let policy = cairn_iam::policy::Policy::parse(&text).map_err(|e| {
-                ApiError::client("MalformedPolicy", format!("Policy has invalid action: {e}"))
-            })?;
+            let policy = cairn_iam::policy::Policy::parse(&text)
+                .map_err(|e| ApiError::client("MalformedPolicy", e.0))?;
+            crate::s3_access::check_bucket_policy(bucket, &policy)?;
             if let Some(obj) = ctx.audit.request_parameters.as_mut() {
                 obj["bucketPolicy"] = serde_json::from_str(&text).unwrap_or_default();
             }
@@ -1579,8 +1630,141 @@ async fn delete_objects(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<R
     Ok(Reply::s3_document("DeleteResult", ""))
 }
 
-/// CopyObject: the source (`x-amz-copy-source: /bucket/key` or `bucket/key`, percent-encoded)
-/// is read with the caller's rights on *its* bucket; its key is opaque (`..` is just text).
+/// The source of a copy (`x-amz-copy-source: [/]bucket/key[?versionId=V]`, the path
+/// percent-encoded); its key is opaque (`..` is just text).
+pub(crate) struct CopySource {
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+}
+
+impl CopySource {
+    pub fn parse(raw: &str) -> Result<CopySource, ApiError> {
+        let invalid = || {
+            ApiError::client(
+                "InvalidArgument",
+                "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+            )
+            .with("ArgumentName", "x-amz-copy-source")
+        };
+        let (path, query) = raw.split_once('?').unwrap_or((raw, ""));
+        let decoded = percent_encoding::percent_decode_str(path.trim_start_matches('/'))
+            .decode_utf8()
+            .map_err(|_| invalid())?;
+        let (bucket, key) = decoded
+            .split_once('/')
+            .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+            .ok_or_else(invalid)?;
+        let mut version_id = None;
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "versionId" if !v.is_empty() => version_id = Some(v.into_owned()),
+                _ => return Err(invalid()),
+            }
+        }
+        Ok(CopySource {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version_id,
+        })
+    }
+
+    pub fn arn(&self) -> String {
+        format!("arn:aws:s3:::{}/{}", self.bucket, self.key)
+    }
+}
+
+/// Reads a copy source as a GetObject of it would: authorized with the caller's policies and
+/// the *source* bucket's policy (whose Deny binds even the root), the version asked for, the
+/// copy-source conditions, and an archived object refused until restored.
+pub(crate) async fn read_copy_source(
+    ctx: &mut Ctx<'_>,
+    src: &CopySource,
+) -> Result<cairn_store::Object, ApiError> {
+    if ctx.api.opts.proxies.contains_key(&src.bucket) {
+        ctx.no_authorization_needed();
+        return Err(ApiError::new(
+            "NotImplemented",
+            501,
+            "Copying from a proxied bucket into a bucket of another backend is not supported.",
+        ));
+    }
+    let policies = crate::s3_access::bucket_policies(ctx, &src.bucket)?;
+    let action = if src.version_id.is_some() {
+        "s3:GetObjectVersion"
+    } else {
+        "s3:GetObject"
+    };
+    ctx.authorize_with(action, &src.arn(), &policies)?;
+    let store = ctx.api.store.clone();
+    let (sb, sk, sv) = (src.bucket.clone(), src.key.clone(), src.version_id.clone());
+    let got = ctx
+        .api
+        .blocking(move || {
+            Ok(match &sv {
+                Some(v) => store.get_version(&sb, &sk, v),
+                None => store.get(&sb, &sk),
+            })
+        })
+        .await?;
+    let obj = match got {
+        Ok(o) => o,
+        Err(StoreError::DeleteMarker(_)) if src.version_id.is_some() => {
+            return Err(ApiError::client(
+                "InvalidRequest",
+                "The source of a copy request may not specifically refer to a delete marker by version id.",
+            ))
+        }
+        Err(StoreError::DeleteMarker(_)) => {
+            return Err(store_error(
+                StoreError::NoSuchKey {
+                    bucket: src.bucket.clone(),
+                    key: src.key.clone(),
+                },
+                &src.bucket,
+                Some(&src.key),
+            ))
+        }
+        Err(e) => return Err(store_error(e, &src.bucket, Some(&src.key))),
+    };
+    if archived(&obj.info) {
+        return Err(ApiError::new(
+            "InvalidObjectState",
+            403,
+            "The operation is not valid for the object's storage class",
+        )
+        .with(
+            "StorageClass",
+            obj.info
+                .system
+                .get("storage-class")
+                .cloned()
+                .unwrap_or_default(),
+        ));
+    }
+    let failed = |h: &str| {
+        ApiError::new(
+            "PreconditionFailed",
+            412,
+            "At least one of the pre-conditions you specified did not hold",
+        )
+        .with("Condition", h.to_string())
+    };
+    if let Some(m) = ctx.req.header("x-amz-copy-source-if-match") {
+        if !etag_matches(m, &obj.info.etag) {
+            return Err(failed("x-amz-copy-source-If-Match"));
+        }
+    }
+    if let Some(m) = ctx.req.header("x-amz-copy-source-if-none-match") {
+        if etag_matches(m, &obj.info.etag) {
+            return Err(failed("x-amz-copy-source-If-None-Match"));
+        }
+    }
+    Ok(obj)
+}
+
+/// CopyObject: the source is read as [`read_copy_source`] says; the destination needs
+/// `s3:PutObject` (and the header permissions of a write) under its own bucket's policy.
 async fn copy_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply, ApiError> {
     ctx.audit.data_event = Some(ctx.s3_object_event("CopyObject", bucket, key));
     let raw = ctx
@@ -1588,23 +1772,12 @@ async fn copy_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply
         .header("x-amz-copy-source")
         .unwrap_or_default()
         .to_string();
-    let raw = raw.split('?').next().unwrap_or("").to_string();
-    let decoded = percent_encoding::percent_decode_str(raw.trim_start_matches('/'))
-        .decode_utf8()
-        .map(|c| c.into_owned())
-        .ok();
-    let Some((src_bucket, src_key)) = decoded
-        .as_deref()
-        .and_then(|d| d.split_once('/'))
-        .map(|(b, k)| (b.to_string(), k.to_string()))
-        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
-    else {
-        ctx.no_authorization_needed();
-        return Err(ApiError::client(
-            "InvalidArgument",
-            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
-        )
-        .with("ArgumentName", "x-amz-copy-source"));
+    let src = match CopySource::parse(&raw) {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.no_authorization_needed();
+            return Err(e);
+        }
     };
     if let Some(serde_json::Value::Object(m)) = ctx
         .audit
@@ -1614,12 +1787,11 @@ async fn copy_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply
     {
         m.insert("x-amz-copy-source".into(), serde_json::json!(raw));
     }
-    ctx.authorize(
-        "s3:GetObject",
-        &format!("arn:aws:s3:::{src_bucket}/{src_key}"),
-    )?;
-    ctx.authorize("s3:PutObject", &format!("arn:aws:s3:::{bucket}/{key}"))?;
+    let dest = format!("arn:aws:s3:::{bucket}/{key}");
+    ctx.authorize("s3:PutObject", &dest)?;
+    crate::s3_access::authorize_header_actions(ctx, &dest)?;
     bucket_must_exist(ctx, bucket)?;
+    crate::s3_access::refuse_public_acl(ctx, bucket)?;
     let replace = match ctx.req.header("x-amz-metadata-directive") {
         None | Some("COPY") => false,
         Some("REPLACE") => true,
@@ -1630,22 +1802,13 @@ async fn copy_object(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply
             ))
         }
     };
-    if !replace && src_bucket == bucket && src_key == key {
+    if !replace && src.bucket == bucket && src.key == key && src.version_id.is_none() {
         return Err(ApiError::client(
             "InvalidRequest",
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
         ));
     }
-    let store = ctx.api.store.clone();
-    let (sb, sk) = (src_bucket.clone(), src_key.clone());
-    let src = ctx
-        .api
-        .blocking(move || {
-            store
-                .get(&sb, &sk)
-                .map_err(|e| store_error(e, &sb, Some(&sk)))
-        })
-        .await?;
+    let src = read_copy_source(ctx, &src).await?;
     let mut opts = cairn_store::PutOptions {
         content_type: src.info.content_type.clone(),
         content_encoding: src.info.content_encoding.clone(),

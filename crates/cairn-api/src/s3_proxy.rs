@@ -8,7 +8,7 @@
 //! bucket name is mapped when the upstream bucket has another name).
 
 use crate::edge::{Ctx, HttpRequest};
-use crate::wire::{ApiError, BoxError, Reply, StreamBody, Streamed};
+use crate::wire::{xml_escape, ApiError, BoxError, Reply, StreamBody, Streamed};
 use bytes::Bytes;
 use cairn_record::builder;
 use http_body_util::{BodyExt, Full, Limited};
@@ -65,6 +65,7 @@ const DATA_OPS: &[&str] = &[
     "CopyObject",
     "CreateMultipartUpload",
     "UploadPart",
+    "UploadPartCopy",
     "CompleteMultipartUpload",
     "AbortMultipartUpload",
     "ListParts",
@@ -97,9 +98,11 @@ fn action(op: &str, versioned: bool) -> String {
         "GetObject" | "HeadObject" | "GetObjectAttributes" => "s3:GetObject".into(),
         "DeleteObject" | "DeleteObjects" if versioned => "s3:DeleteObjectVersion".into(),
         "DeleteObject" | "DeleteObjects" => "s3:DeleteObject".into(),
-        "CopyObject" | "CreateMultipartUpload" | "UploadPart" | "CompleteMultipartUpload" => {
-            "s3:PutObject".into()
-        }
+        "CopyObject"
+        | "CreateMultipartUpload"
+        | "UploadPart"
+        | "UploadPartCopy"
+        | "CompleteMultipartUpload" => "s3:PutObject".into(),
         "ListParts" => "s3:ListMultipartUploadParts".into(),
         "ListMultipartUploads" => "s3:ListBucketMultipartUploads".into(),
         "CreateBucket" => "s3:CreateBucket".into(),
@@ -188,6 +191,30 @@ fn xml_field(body: &str, name: &str) -> Option<String> {
     Some(body[start..end].to_string())
 }
 
+/// Characters escaped in a forwarded copy source's key (everything but unreserved and `/`).
+const COPY_SOURCE_KEY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+/// `<Error>` entries of a DeleteResult for keys refused by cairn.
+fn refused_entries(keys: &[(String, Option<String>)]) -> String {
+    keys.iter()
+        .map(|(k, v)| {
+            let version = v
+                .as_ref()
+                .map(|v| format!("<VersionId>{}</VersionId>", xml_escape(v)))
+                .unwrap_or_default();
+            format!(
+                "<Error><Key>{}</Key>{version}<Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+                xml_escape(k)
+            )
+        })
+        .collect()
+}
+
 fn full(b: Bytes) -> StreamBody {
     Full::new(b)
         .map_err(|never: std::convert::Infallible| -> BoxError { match never {} })
@@ -253,12 +280,97 @@ pub async fn forward(
         ctx.audit.request_parameters =
             Some(serde_json::json!({"bucketName": bucket, "Host": host}));
     }
+    // What cairn authorizes must be what the upstream does: a request naming two
+    // sub-resources (`?acl&policy`) could be one operation here and another there.
+    let subs = crate::s3::subresources(req);
+    if subs.len() > 1 {
+        ctx.no_authorization_needed();
+        return Err(ApiError::client(
+            "InvalidRequest",
+            format!(
+                "A request may name one sub-resource; this one names {}.",
+                subs.join(", ")
+            ),
+        ));
+    }
     let resource = if t.key.is_some() && op != "DeleteObjects" {
         format!("arn:aws:s3:::{bucket}/{key}")
     } else {
         format!("arn:aws:s3:::{bucket}")
     };
-    ctx.authorize(&action(op, vid.is_some()), &resource)?;
+    if op == "DeleteObjects" {
+        // Authorized key by key (and version by version), below.
+        ctx.no_authorization_needed();
+    } else {
+        ctx.authorize(&action(op, vid.is_some()), &resource)?;
+    }
+    // The headers of a write that need permissions of their own (an ACL, tags, object lock).
+    if matches!(op, "PutObject" | "CopyObject" | "CreateMultipartUpload") {
+        crate::s3_access::authorize_header_actions(ctx, &resource)?;
+    }
+    let bypass = req
+        .header("x-amz-bypass-governance-retention")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if bypass && op != "DeleteObjects" {
+        ctx.authorize("s3:BypassGovernanceRetention", &resource)?;
+    }
+    // DeleteObjects: each key is authorized as its own DeleteObject[Version]; the upstream
+    // sees only the keys allowed, the refused ones are answered as S3 answers them.
+    let mut refused_keys: Vec<(String, Option<String>)> = Vec::new();
+    let mut rewritten_body: Option<Bytes> = None;
+    if op == "DeleteObjects" {
+        let doc = crate::xml::parse(&req.body)
+            .filter(|d| d.name == "Delete")
+            .ok_or_else(|| {
+                ApiError::client(
+                    "MalformedXML",
+                    "The XML you provided was not well-formed or did not validate against our published schema.",
+                )
+            })?;
+        let quiet = doc.child_text("Quiet").map(str::trim) == Some("true");
+        let mut allowed = Vec::new();
+        for o in doc.children_named("Object") {
+            let k = o.child_text("Key").unwrap_or("").to_string();
+            let v = o
+                .child_text("VersionId")
+                .filter(|v| !v.is_empty())
+                .map(str::to_string);
+            let arn = format!("arn:aws:s3:::{bucket}/{k}");
+            let mut ok = ctx
+                .authorize(&action("DeleteObject", v.is_some()), &arn)
+                .is_ok();
+            if ok && bypass {
+                ok = ctx.authorize("s3:BypassGovernanceRetention", &arn).is_ok();
+            }
+            if ok {
+                allowed.push((k, v));
+            } else {
+                refused_keys.push((k, v));
+            }
+        }
+        if !refused_keys.is_empty() {
+            let mut x = String::from("<Delete>");
+            if quiet {
+                x.push_str("<Quiet>true</Quiet>");
+            }
+            for (k, v) in &allowed {
+                x.push_str(&format!("<Object><Key>{}</Key>", xml_escape(k)));
+                if let Some(v) = v {
+                    x.push_str(&format!("<VersionId>{}</VersionId>", xml_escape(v)));
+                }
+                x.push_str("</Object>");
+            }
+            x.push_str("</Delete>");
+            if allowed.is_empty() {
+                // Nothing to forward: every key was refused here.
+                return Ok(Reply::s3_document(
+                    "DeleteResult",
+                    &refused_entries(&refused_keys),
+                ));
+            }
+            rewritten_body = Some(Bytes::from(x));
+        }
+    }
 
     // Headers to pass on; a copy source is authorized and mapped to its upstream bucket.
     let mut headers: Vec<(String, String)> = Vec::new();
@@ -271,13 +383,11 @@ pub async fn forward(
         }
         headers.push((k.clone(), v.clone()));
     }
-    if let Some(src) = req.header("x-amz-copy-source") {
-        let decoded = percent_encoding::percent_decode_str(src)
-            .decode_utf8_lossy()
-            .into_owned();
-        let (path, _) = decoded.split_once('?').unwrap_or((&decoded, ""));
-        let path = path.trim_start_matches('/');
-        let (sb, sk) = path.split_once('/').unwrap_or((path, ""));
+    if let Some(raw_src) = req.header("x-amz-copy-source") {
+        // Parsed once, authorized as parsed, and forwarded re-encoded from what was parsed:
+        // the upstream reads exactly the object cairn authorized.
+        let src = crate::s3::CopySource::parse(raw_src)?;
+        let (sb, sk) = (src.bucket.as_str(), src.key.as_str());
         let src_target = ctx.api.opts.proxies.get(sb).cloned().ok_or_else(|| {
             ApiError::new(
                 "NotImplemented",
@@ -292,12 +402,40 @@ pub async fn forward(
                 "Copying between buckets of different upstreams is not supported.",
             ));
         }
-        ctx.authorize("s3:GetObject", &format!("arn:aws:s3:::{sb}/{sk}"))?;
-        let raw = src.trim_start_matches('/');
-        let raw_rest = raw.split_once('/').map(|(_, r)| r).unwrap_or("");
-        for h in headers.iter_mut().filter(|(k, _)| k == "x-amz-copy-source") {
-            h.1 = format!("/{}/{raw_rest}", src_target.bucket);
+        let read = if src.version_id.is_some() {
+            "s3:GetObjectVersion"
+        } else {
+            "s3:GetObject"
+        };
+        ctx.authorize(read, &src.arn())?;
+        let mut forwarded = format!(
+            "/{}/{}",
+            src_target.bucket,
+            percent_encoding::utf8_percent_encode(sk, COPY_SOURCE_KEY)
+        );
+        if let Some(v) = &src.version_id {
+            forwarded.push_str(&format!(
+                "?versionId={}",
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+            ));
         }
+        for h in headers.iter_mut().filter(|(k, _)| k == "x-amz-copy-source") {
+            h.1 = forwarded.clone();
+        }
+    }
+    if let Some(body) = &rewritten_body {
+        use base64::Engine as _;
+        use md5::Digest as _;
+        // The body changed: its checksums are cairn's now.
+        headers.retain(|(k, _)| {
+            !(k.starts_with("x-amz-checksum-")
+                || k == "x-amz-sdk-checksum-algorithm"
+                || k == "content-md5")
+        });
+        headers.push((
+            "content-md5".into(),
+            base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body)),
+        ));
     }
 
     // A read body's checksums (headers, or trailers of an aws-chunked body) are checked here:
@@ -310,7 +448,7 @@ pub async fn forward(
     let streamed = req.body_stream.as_ref().and_then(|s| s.take());
     let (payload_hash, length, body): (String, Option<String>, StreamBody) = match streamed {
         Some(incoming) => {
-            let hash = if declared.len() == 64 && declared.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let hash = if cairn_iam::sigv4::is_sha256_hex(declared) {
                 declared.to_ascii_lowercase()
             } else {
                 "UNSIGNED-PAYLOAD".to_string()
@@ -322,17 +460,14 @@ pub async fn forward(
             (hash, len, b)
         }
         None => {
-            let hash = if declared == "UNSIGNED-PAYLOAD" {
+            let body = rewritten_body.clone().unwrap_or_else(|| req.body.clone());
+            let hash = if declared == "UNSIGNED-PAYLOAD" && rewritten_body.is_none() {
                 declared.to_string()
             } else {
                 use sha2::Digest as _;
-                hex::encode(sha2::Sha256::digest(&req.body))
+                hex::encode(sha2::Sha256::digest(&body))
             };
-            (
-                hash,
-                Some(req.body.len().to_string()),
-                full(req.body.clone()),
-            )
+            (hash, Some(body.len().to_string()), full(body))
         }
     };
     let bytes_in: u64 = length.as_deref().and_then(|l| l.parse().ok()).unwrap_or(0);
@@ -399,98 +534,173 @@ pub async fn forward(
     let up_req = builder
         .body(body)
         .map_err(|e| ApiError::client("InvalidRequest", format!("cannot forward request: {e}")))?;
-    let resp = upstream(ctx.api)?
-        .request(up_req)
-        .await
-        .map_err(service_unavailable)?;
-
-    // The answer, unchanged but for hop-by-hop headers and the bucket name.
-    let status = resp.status().as_u16();
-    let mut out_headers = Vec::new();
-    for (k, v) in resp.headers() {
-        if NOT_RETURNED.contains(&k.as_str()) {
-            continue;
-        }
-        if let Ok(v) = v.to_str() {
-            out_headers.push((k.as_str().to_string(), v.to_string()));
-        }
-    }
-    let bytes_out: u64 = resp
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let head = req.method == "HEAD";
-    let stream_back = op == "GetObject" && (200..300).contains(&status);
-    let reply = if stream_back {
-        let b = resp
-            .into_body()
-            .map_err(|e| -> BoxError { Box::new(e) })
-            .boxed_unsync();
-        Reply {
-            status,
-            headers: out_headers,
-            body: Bytes::new(),
-            stream: Some(Streamed::new(b)),
-        }
-    } else {
-        let body = Limited::new(resp.into_body(), 64 << 20)
-            .collect()
-            .await
-            .map_err(service_unavailable)?
-            .to_bytes();
-        let body = if target.bucket != bucket && !body.is_empty() {
-            let text = String::from_utf8_lossy(&body)
-                .replace(
-                    &format!("<Name>{}</Name>", target.bucket),
-                    &format!("<Name>{bucket}</Name>"),
-                )
-                .replace(
-                    &format!("<Bucket>{}</Bucket>", target.bucket),
-                    &format!("<Bucket>{bucket}</Bucket>"),
-                )
-                .replace(
-                    &format!("<BucketName>{}</BucketName>", target.bucket),
-                    &format!("<BucketName>{bucket}</BucketName>"),
-                );
-            if let Some(i) = out_headers.iter().position(|(k, _)| k == "content-length") {
-                out_headers[i].1 = text.len().to_string();
-            }
-            Bytes::from(text)
-        } else {
-            body
-        };
-        if status >= 300 && status != 304 {
-            let text = String::from_utf8_lossy(&body);
-            let code = xml_field(&text, "Code").unwrap_or_else(|| {
-                match status {
-                    404 if head && t.key.is_some() => "NoSuchKey",
-                    404 => "NotFound",
-                    403 => "AccessDenied",
-                    412 => "PreconditionFailed",
-                    _ => "BadRequest",
-                }
-                .to_string()
-            });
-            let message = xml_field(&text, "Message").unwrap_or_default();
-            ctx.audit.error = Some((code, message));
-        }
-        Reply {
-            status,
-            headers: out_headers,
-            body,
-            stream: None,
-        }
+    let exchange = Exchange {
+        client: upstream(ctx.api)?,
+        request: up_req,
+        op: op.to_string(),
+        bucket: bucket.to_string(),
+        upstream_bucket: target.bucket.clone(),
+        refused_keys,
+        head: req.method == "HEAD",
+        object: t.key.is_some(),
+        data_event: DATA_OPS.contains(&op),
+        signature_version: crate::s3::signature_version(req),
+        authentication_method: crate::s3::authentication_method(req),
+        bytes_in,
+        request_id: ctx.request_id.clone(),
     };
-    if DATA_OPS.contains(&op) {
-        ctx.audit.additional_event_data = Some(serde_json::json!({
-            "SignatureVersion": crate::s3::signature_version(req),
-            "AuthenticationMethod": crate::s3::authentication_method(req),
-            "bytesTransferredIn": bytes_in,
-            "bytesTransferredOut": if head { 0 } else { bytes_out },
-            "x-amz-id-2": ctx.request_id,
-        }));
+    // A write reaches the upstream only once its record is durable (as pending; the outcome
+    // completes it). A read changes nothing upstream and is recorded with its answer.
+    if matches!(req.method.as_str(), "PUT" | "POST" | "DELETE") {
+        ctx.defer_effect(Box::new(move || Box::pin(exchange.run())));
+        return Ok(Reply::s3_xml(200, String::new()));
     }
-    Ok(reply)
+    let out = exchange.run().await;
+    ctx.audit.error = out.error;
+    if out.additional_event_data.is_some() {
+        ctx.audit.additional_event_data = out.additional_event_data;
+    }
+    out.reply
+}
+
+/// One request to the upstream and how its answer reaches the client and the record.
+struct Exchange {
+    client: Upstream,
+    request: hyper::Request<StreamBody>,
+    op: String,
+    bucket: String,
+    upstream_bucket: String,
+    refused_keys: Vec<(String, Option<String>)>,
+    head: bool,
+    object: bool,
+    data_event: bool,
+    signature_version: &'static str,
+    authentication_method: &'static str,
+    bytes_in: u64,
+    request_id: String,
+}
+
+impl Exchange {
+    /// Sends the request; the answer comes back unchanged but for hop-by-hop headers, the
+    /// bucket name, and keys cairn refused itself.
+    async fn run(self) -> crate::edge::EffectOutcome {
+        let mut out = crate::edge::EffectOutcome::default();
+        let resp = match self.client.request(self.request).await {
+            Ok(r) => r,
+            Err(e) => {
+                out.reply = Err(service_unavailable(e));
+                return out;
+            }
+        };
+        let (bucket, upstream_bucket) = (&self.bucket, &self.upstream_bucket);
+        let status = resp.status().as_u16();
+        let mut out_headers = Vec::new();
+        for (k, v) in resp.headers() {
+            if NOT_RETURNED.contains(&k.as_str()) {
+                continue;
+            }
+            if let Ok(v) = v.to_str() {
+                out_headers.push((k.as_str().to_string(), v.to_string()));
+            }
+        }
+        let bytes_out: u64 = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let stream_back = self.op == "GetObject" && (200..300).contains(&status);
+        let reply = if stream_back {
+            let b = resp
+                .into_body()
+                .map_err(|e| -> BoxError { Box::new(e) })
+                .boxed_unsync();
+            Reply {
+                status,
+                headers: out_headers,
+                body: Bytes::new(),
+                stream: Some(Streamed::new(b)),
+            }
+        } else {
+            let body = match Limited::new(resp.into_body(), 64 << 20).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    out.reply = Err(service_unavailable(e));
+                    return out;
+                }
+            };
+            let body = if upstream_bucket != bucket && !body.is_empty() {
+                let text = String::from_utf8_lossy(&body)
+                    .replace(
+                        &format!("<Name>{upstream_bucket}</Name>"),
+                        &format!("<Name>{bucket}</Name>"),
+                    )
+                    .replace(
+                        &format!("<Bucket>{upstream_bucket}</Bucket>"),
+                        &format!("<Bucket>{bucket}</Bucket>"),
+                    )
+                    .replace(
+                        &format!("<BucketName>{upstream_bucket}</BucketName>"),
+                        &format!("<BucketName>{bucket}</BucketName>"),
+                    );
+                if let Some(i) = out_headers.iter().position(|(k, _)| k == "content-length") {
+                    out_headers[i].1 = text.len().to_string();
+                }
+                Bytes::from(text)
+            } else {
+                body
+            };
+            // Keys refused here join the upstream's answer as S3 reports them.
+            let body = if !self.refused_keys.is_empty() && status == 200 {
+                let text = String::from_utf8_lossy(&body);
+                let merged = match text.rfind("</DeleteResult>") {
+                    Some(i) => format!(
+                        "{}{}{}",
+                        &text[..i],
+                        refused_entries(&self.refused_keys),
+                        &text[i..]
+                    ),
+                    None => text.into_owned(),
+                };
+                if let Some(i) = out_headers.iter().position(|(k, _)| k == "content-length") {
+                    out_headers[i].1 = merged.len().to_string();
+                }
+                Bytes::from(merged)
+            } else {
+                body
+            };
+            if status >= 300 && status != 304 {
+                let text = String::from_utf8_lossy(&body);
+                let code = xml_field(&text, "Code").unwrap_or_else(|| {
+                    match status {
+                        404 if self.head && self.object => "NoSuchKey",
+                        404 => "NotFound",
+                        403 => "AccessDenied",
+                        412 => "PreconditionFailed",
+                        _ => "BadRequest",
+                    }
+                    .to_string()
+                });
+                let message = xml_field(&text, "Message").unwrap_or_default();
+                out.error = Some((code, message));
+            }
+            Reply {
+                status,
+                headers: out_headers,
+                body,
+                stream: None,
+            }
+        };
+        if self.data_event {
+            out.additional_event_data = Some(serde_json::json!({
+                "SignatureVersion": self.signature_version,
+                "AuthenticationMethod": self.authentication_method,
+                "bytesTransferredIn": self.bytes_in,
+                "bytesTransferredOut": if self.head { 0 } else { bytes_out },
+                "x-amz-id-2": self.request_id,
+            }));
+        }
+        out.reply = Ok(reply);
+        out
+    }
 }

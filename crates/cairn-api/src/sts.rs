@@ -13,6 +13,22 @@ fn el(name: &str, v: &str) -> String {
     format!("<{name}>{}</{name}>", xml_escape(v))
 }
 
+/// The role `arn` names exactly, if any: `arn:aws:iam::<account>:role<path><name>`.
+fn named_role(ctx: &Ctx<'_>, arn: &str) -> Option<cairn_iam::identity::Role> {
+    let a: cairn_record::Arn = arn.parse().ok()?;
+    if a.partition != cairn_record::arn::PARTITION
+        || a.service != "iam"
+        || !a.region.is_empty()
+        || a.account != ctx.api.opts.account
+    {
+        return None;
+    }
+    let rest = a.resource.strip_prefix("role/")?;
+    let name = rest.rsplit('/').next()?;
+    let role = ctx.api.iam.get_role(name).ok()?;
+    (role.arn(&a.account) == arn).then_some(role)
+}
+
 pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
     ctx.region = "us-east-1".into();
     let p = Params::of(ctx);
@@ -54,10 +70,13 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                     format!("1 validation error detected: Value '{session}' at 'roleSessionName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]*"),
                 ));
             }
-            let prefix = format!("arn:aws:iam::{account}:role/");
-            let role_name = role_arn
-                .strip_prefix(&prefix)
-                .map(|r| r.rsplit('/').next().unwrap_or(r).to_string());
+            if !(20..=2048).contains(&role_arn.len()) {
+                ctx.no_authorization_needed();
+                return Err(ApiError::client(
+                    "ValidationError",
+                    format!("1 validation error detected: Value '{role_arn}' at 'roleArn' failed to satisfy constraint: Member must have length greater than or equal to 20"),
+                ));
+            }
             let duration = match p.get("DurationSeconds") {
                 Some(s) => s.parse::<i64>().map_err(|_| {
                     ApiError::client("ValidationError", "DurationSeconds must be an integer")
@@ -81,14 +100,23 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
                     "Roles may not be assumed by root accounts.",
                 ));
             }
-            let role = role_name.and_then(|n| ctx.api.iam.get_role(&n).ok());
-            let Some(role) = role else {
+            // The ARN must name an existing role exactly: this partition and account, the
+            // role's own path and name. Anything else names no role (AccessDenied, as STS).
+            let Some(role) = named_role(ctx, &role_arn) else {
                 ctx.no_authorization_needed();
                 return Err(deny());
             };
+            let role_arn = role.arn(&account);
             // The role's trust policy must name the caller; if it names only the account,
             // the caller's own policies must also allow sts:AssumeRole.
             let trust = Policy::parse(&role.trust_policy).map_err(ApiError::internal)?;
+            ctx.keys.set("sts:RoleSessionName", session.clone());
+            if let Some(x) = p.get("ExternalId") {
+                ctx.keys.set("sts:ExternalId", x);
+            }
+            if let Some(x) = p.get("SourceIdentity") {
+                ctx.keys.set("sts:SourceIdentity", x);
+            }
             let keys = ctx.condition_keys();
             let rc = RequestContext {
                 principal: &ctx.caller.principal,

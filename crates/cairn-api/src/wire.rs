@@ -265,6 +265,29 @@ pub fn error_reply(protocol: Protocol, e: &ApiError, request_id: &str, head: boo
     }
 }
 
+/// Query parameters that carry a request's credentials or signature (SigV4 and SigV2
+/// presigned forms). They never reach a record: a presigned request read from the trail could
+/// be replayed until it expires.
+pub const AUTH_PARAMS: &[&str] = &[
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Date",
+    "X-Amz-Expires",
+    "X-Amz-SignedHeaders",
+    "X-Amz-Signature",
+    "X-Amz-Security-Token",
+    "AWSAccessKeyId",
+    "Signature",
+    "SignatureMethod",
+    "SignatureVersion",
+    "SecurityToken",
+];
+
+/// Whether `name` is one of [`AUTH_PARAMS`] (in any case).
+pub fn is_auth_param(name: &str) -> bool {
+    AUTH_PARAMS.iter().any(|p| p.eq_ignore_ascii_case(name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -232,6 +232,37 @@ pub fn validate_name(kind: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// IAM's path rule: `/`, or `/…/` of printable ASCII, at most 512 characters.
+pub fn validate_path(path: &str) -> Result<()> {
+    let ok = path == "/"
+        || (path.len() <= 512
+            && path.len() >= 2
+            && path.starts_with('/')
+            && path.ends_with('/')
+            && !path.contains("//")
+            && path.chars().all(|c| ('\u{21}'..='\u{7e}').contains(&c)));
+    if !ok {
+        return Err(IamError::Validation(format!(
+            "1 validation error detected: Value '{path}' at 'path' failed to satisfy constraint: Member must satisfy regular expression pattern: (\\u002F)|(\\u002F[\\u0021-\\u007E]+\\u002F)"
+        )));
+    }
+    Ok(())
+}
+
+impl User {
+    /// `arn:aws:iam::ACCOUNT:user/PATH/NAME` (the path is part of the ARN policies match).
+    pub fn arn(&self, account: &str) -> String {
+        format!("arn:aws:iam::{account}:user{}{}", self.path, self.name)
+    }
+}
+
+impl Role {
+    /// `arn:aws:iam::ACCOUNT:role/PATH/NAME`.
+    pub fn arn(&self, account: &str) -> String {
+        format!("arn:aws:iam::{account}:role{}{}", self.path, self.name)
+    }
+}
+
 impl Directory {
     /// Opens (or creates) the directory database at `path`.
     pub fn open(path: &Path, account: &str, sealer: Arc<dyn Sealer>) -> Result<Directory> {
@@ -443,6 +474,7 @@ impl Directory {
 
     pub fn create_user(&self, name: &str, path: Option<&str>, now: DateTime<Utc>) -> Result<User> {
         validate_name("userName", name)?;
+        validate_path(path.unwrap_or("/"))?;
         let mut st = self.write();
         if st.users.keys().any(|n| n.eq_ignore_ascii_case(name)) {
             return Err(IamError::EntityAlreadyExists(format!(
@@ -725,6 +757,7 @@ impl Directory {
         now: DateTime<Utc>,
     ) -> Result<Role> {
         validate_name("roleName", name)?;
+        validate_path(path.unwrap_or("/"))?;
         Policy::parse(trust_policy)?;
         let max = max_session_duration.unwrap_or(3600);
         if !(3600..=43200).contains(&max) {

@@ -81,6 +81,9 @@ pub enum AuthError {
     /// The credential scope names the wrong service or terminator.
     #[error("{0}")]
     BadScope(String),
+    /// The credential scope names a region this server does not serve.
+    #[error("Credential should be scoped to a valid region, not '{0}'.")]
+    BadRegion(String),
     #[error("The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.")]
     SignatureMismatch,
     #[error("Signature expired: {request} is now earlier than {limit} ({now} - 15 min.)")]
@@ -126,6 +129,9 @@ impl AuthError {
             (BadScope(_), Protocol::S3) => ("AuthorizationHeaderMalformed", 400),
             (BadScope(_), Protocol::Json) => ("InvalidSignatureException", 400),
             (BadScope(_), Protocol::Query) => ("SignatureDoesNotMatch", 403),
+            (BadRegion(_), Protocol::S3) => ("AuthorizationHeaderMalformed", 400),
+            (BadRegion(_), Protocol::Json) => ("InvalidSignatureException", 400),
+            (BadRegion(_), Protocol::Query) => ("SignatureDoesNotMatch", 403),
             (SignatureMismatch, Protocol::S3) => ("SignatureDoesNotMatch", 403),
             (SignatureMismatch, Protocol::Json) => ("InvalidSignatureException", 400),
             (SignatureMismatch, Protocol::Query) => ("SignatureDoesNotMatch", 403),
@@ -393,9 +399,10 @@ pub fn canonical_request(req: &Request, auth: &Authorization) -> Result<String, 
             (None, false) => return Err(AuthError::MissingContentSha256),
         }
     } else {
-        req.header(X_AMZ_CONTENT_SHA256)
-            .map(str::to_string)
-            .unwrap_or_else(|| req.body_sha256.to_string())
+        // Other services sign the hash of the body as received: a declared hash is never
+        // trusted in its place (an unsigned header naming another body's hash would let a
+        // signed request carry any body).
+        req.body_sha256.to_string()
     };
     Ok(format!(
         "{}\n{}\n{}\n{headers}\n{}\n{payload}",
@@ -404,6 +411,12 @@ pub fn canonical_request(req: &Request, auth: &Authorization) -> Result<String, 
         canonical_query(req.query, auth.presigned()),
         auth.signed_headers.join(";"),
     ))
+}
+
+/// Whether `s` is a hex SHA-256 (a declared payload hash, as opposed to a payload mode such
+/// as `UNSIGNED-PAYLOAD`).
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn parse_amz_date(s: &str) -> Result<DateTime<Utc>, AuthError> {
@@ -465,13 +478,22 @@ pub fn verify(
             }
         }
     }
-    if req.s3 && !auth.presigned() {
-        let declared = req
-            .header(X_AMZ_CONTENT_SHA256)
-            .ok_or(AuthError::MissingContentSha256)?;
-        let is_hash = declared.len() == 64 && declared.bytes().all(|b| b.is_ascii_hexdigit());
-        if is_hash && !declared.eq_ignore_ascii_case(req.body_sha256) {
+    if req.s3 {
+        let declared = match (req.header(X_AMZ_CONTENT_SHA256), auth.presigned()) {
+            (Some(d), _) => d,
+            (None, true) => UNSIGNED_PAYLOAD,
+            (None, false) => return Err(AuthError::MissingContentSha256),
+        };
+        if is_sha256_hex(declared) && !declared.eq_ignore_ascii_case(req.body_sha256) {
             return Err(AuthError::ContentSha256Mismatch);
+        }
+    }
+    if !req.s3 {
+        // A declared hash must be the received body's (clients that send one sign it).
+        if let Some(declared) = req.header(X_AMZ_CONTENT_SHA256) {
+            if !declared.eq_ignore_ascii_case(req.body_sha256) {
+                return Err(AuthError::SignatureMismatch);
+            }
         }
     }
     let cr = canonical_request(req, auth)?;
@@ -586,6 +608,62 @@ mod sign_tests {
             verify(&req, &auth, "other", now),
             Err(AuthError::SignatureMismatch)
         );
+    }
+}
+
+#[cfg(test)]
+mod body_tests {
+    use super::*;
+
+    /// A captured non-S3 request replayed with another body and an unsigned
+    /// `x-amz-content-sha256` naming the original body's hash must not verify.
+    #[test]
+    fn a_declared_hash_never_stands_in_for_the_received_body_outside_s3() {
+        let signed_body = b"Action=ListUsers&Version=2010-05-08";
+        let sha = |b: &[u8]| hex::encode(Sha256::digest(b));
+        let headers = vec![("host".to_string(), "127.0.0.1:4566".to_string())];
+        let now = Utc::now();
+        let orig_sha = sha(signed_body);
+        let base = Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body_sha256: &orig_sha,
+            s3: false,
+        };
+        let mut all = headers.clone();
+        all.extend(sign(
+            &base,
+            "AKIDEXAMPLE",
+            "secret",
+            "us-east-1",
+            "iam",
+            now,
+        ));
+        let auth = parse(&Request {
+            headers: &all,
+            ..base
+        })
+        .unwrap();
+        // Replayed with the original hash declared in an (unsigned) header and another body.
+        all.push((X_AMZ_CONTENT_SHA256.into(), orig_sha.clone()));
+        let swapped_sha = sha(b"Action=CreateAccessKey&UserName=victim&Version=2010-05-08");
+        let replay = Request {
+            headers: &all,
+            body_sha256: &swapped_sha,
+            ..base
+        };
+        assert_eq!(
+            verify(&replay, &auth, "secret", now),
+            Err(AuthError::SignatureMismatch)
+        );
+        // The genuine body still verifies, with or without the declared hash.
+        let genuine = Request {
+            headers: &all,
+            ..base
+        };
+        verify(&genuine, &auth, "secret", now).unwrap();
     }
 }
 

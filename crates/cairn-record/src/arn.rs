@@ -3,6 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// The partition cairn serves: every ARN it accepts names it.
+pub const PARTITION: &str = "aws";
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Arn {
     pub partition: String,

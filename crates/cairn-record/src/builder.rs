@@ -241,56 +241,38 @@ pub fn dynamodb(
     r
 }
 
-/// The stored form of one PutAuditEvents entry (CloudTrail Lake integration schema):
-/// `eventData` wrapped with `eventCategory: ActivityAuditLog`, `eventType: ActivityLog`.
+/// The stored form of one PutAuditEvents entry (CloudTrail Lake integration schema): the
+/// caller's `eventData` kept whole under `eventData`, wrapped with `eventCategory:
+/// ActivityAuditLog`, `eventType: ActivityLog` and `metadata {ingestionTime, channelARN}`.
+///
+/// Everything at the top level is written by cairn, not taken from the event: `userIdentity`
+/// is the verified caller of PutAuditEvents, `eventTime` the ingestion time, the source IP
+/// and user agent those of the request; there is no top-level `eventSource` or `eventName`.
+/// So an application's event claiming `eventSource: iam.amazonaws.com` can never be read
+/// as an AWS event, and a reader always sees who injected it and through which channel.
+#[allow(clippy::too_many_arguments)]
 pub fn audit_event(
     event_data: &Value,
     region: &str,
     account: &str,
     channel_arn: &str,
     ingestion_time: DateTime<Utc>,
+    caller: UserIdentity,
+    source_ip: Option<String>,
+    user_agent: Option<String>,
 ) -> Option<EventRecord> {
     let obj = event_data.as_object()?;
-    let s = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
-    let event_time = s("eventTime")
-        .and_then(|t| {
-            crate::time::parse_iso(&t).or_else(|| crate::time::parse_iso(&format!("{t}Z")))
-        })
-        .unwrap_or(ingestion_time);
-    let mut r = base(
-        &s("eventSource")?,
-        &s("eventName")?,
-        region,
-        event_time,
-        category::ACTIVITY_AUDIT_LOG,
-    );
+    for required in ["eventSource", "eventName", "userIdentity"] {
+        obj.get(required)?;
+    }
+    let mut r = base("", "", region, ingestion_time, category::ACTIVITY_AUDIT_LOG);
     r.event_type = "ActivityLog".into();
     r.aws_region = region.into();
     r.recipient_account_id = Some(account.into());
-    if let Some(ui) = obj.get("userIdentity").and_then(Value::as_object) {
-        let mut id = UserIdentity {
-            identity_type: ui.get("type").and_then(Value::as_str).unwrap_or("").into(),
-            principal_id: ui
-                .get("principalId")
-                .and_then(Value::as_str)
-                .map(Into::into),
-            ..Default::default()
-        };
-        if let Some(d) = ui.get("details") {
-            id.extra.insert("details".into(), d.clone());
-        }
-        r.user_identity = Some(id);
-    }
-    r.user_agent = s("userAgent");
-    r.source_ip_address = s("sourceIPAddress");
-    r.error_code = s("errorCode");
-    r.error_message = s("errorMessage");
-    r.request_parameters = obj.get("requestParameters").cloned();
-    r.response_elements = obj.get("responseElements").cloned();
-    r.additional_event_data = obj.get("additionalEventData").cloned();
-    if let Some(uid) = s("UID") {
-        r.extra.insert("UID".into(), json!(uid));
-    }
+    r.user_identity = Some(caller);
+    r.source_ip_address = source_ip;
+    r.user_agent = user_agent;
+    r.extra.insert("eventData".into(), event_data.clone());
     r.extra.insert(
         "metadata".into(),
         json!({"ingestionTime": crate::time::iso(ingestion_time), "channelARN": channel_arn}),

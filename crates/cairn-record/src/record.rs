@@ -24,9 +24,19 @@ pub struct EventRecord {
     pub user_identity: Option<UserIdentity>,
     #[serde(rename = "eventTime", with = "crate::time::iso_seconds")]
     pub event_time: DateTime<Utc>,
-    #[serde(rename = "eventSource")]
+    /// Empty (and then omitted) only for Lake integration events, whose source and name are
+    /// the application's claims inside `eventData`.
+    #[serde(
+        rename = "eventSource",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub event_source: String,
-    #[serde(rename = "eventName")]
+    #[serde(
+        rename = "eventName",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub event_name: String,
     #[serde(rename = "awsRegion")]
     pub aws_region: String,

@@ -265,13 +265,21 @@ fn data_value_valid(resource_type: &str, v: &str) -> bool {
         }
         "AWS::DynamoDB::Table" => {
             v == "arn:aws:dynamodb"
-                || v.parse::<crate::Arn>()
-                    .is_ok_and(|a| a.service == "dynamodb" && a.resource.starts_with("table/"))
+                || v.parse::<crate::Arn>().is_ok_and(|a| {
+                    a.partition == crate::arn::PARTITION
+                        && a.service == "dynamodb"
+                        && crate::arn::is_account_id(&a.account)
+                        && a.resource.starts_with("table/")
+                })
         }
         "AWS::Lambda::Function" => {
             v == "arn:aws:lambda"
-                || v.parse::<crate::Arn>()
-                    .is_ok_and(|a| a.service == "lambda" && a.resource.starts_with("function:"))
+                || v.parse::<crate::Arn>().is_ok_and(|a| {
+                    a.partition == crate::arn::PARTITION
+                        && a.service == "lambda"
+                        && crate::arn::is_account_id(&a.account)
+                        && a.resource.starts_with("function:")
+                })
         }
         _ => false,
     }
@@ -420,7 +428,9 @@ impl EventSelector {
             return false;
         }
         match ev.category.as_str() {
-            category::MANAGEMENT | category::ACTIVITY_AUDIT_LOG => {
+            // Lake integration events are never management events: an application could
+            // otherwise write an event that reads like an AWS API call into every trail.
+            category::MANAGEMENT => {
                 self.include_management_events
                     && !self.exclude_management_event_sources.contains(&ev.source)
             }
@@ -550,7 +560,8 @@ pub fn basic_to_advanced(sel: &EventSelector) -> Vec<AdvancedEventSelector> {
     };
     let mut out = vec![];
     if sel.include_management_events {
-        for cat in [category::MANAGEMENT, category::ACTIVITY_AUDIT_LOG] {
+        {
+            let cat = category::MANAGEMENT;
             let mut fs = vec![eq("eventCategory", &[cat])];
             rw(&mut fs);
             if !sel.exclude_management_event_sources.is_empty() {
@@ -674,6 +685,30 @@ mod tests {
             event_type: "AwsApiCall".into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn lake_integration_events_are_delivered_only_where_their_category_is_selected() {
+        let forged = EventFacts {
+            category: category::ACTIVITY_AUDIT_LOG.into(),
+            source: String::new(),
+            name: String::new(),
+            region: "us-east-1".into(),
+            event_type: "ActivityLog".into(),
+            ..Default::default()
+        };
+        let basic = TrailSelectors::Basic(vec![EventSelector {
+            read_write_type: ReadWriteType::All,
+            include_management_events: true,
+            ..Default::default()
+        }]);
+        assert!(!basic.matches(&forged), "never as a management event");
+        let lake = TrailSelectors::Advanced(vec![AdvancedEventSelector {
+            name: None,
+            field_selectors: vec![eq("eventCategory", &[category::ACTIVITY_AUDIT_LOG])],
+        }]);
+        assert!(lake.matches(&forged));
+        assert!(!lake.matches(&mgmt("cloudtrail.amazonaws.com", false)));
     }
 
     #[test]

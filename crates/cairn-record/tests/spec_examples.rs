@@ -181,12 +181,35 @@ fn builders_emit_spec_shapes() {
     assert_eq!(v["requestParameters"]["list-type"], "2");
     assert_eq!(v["resources"][0]["ARNPrefix"], "arn:aws:s3:::b/");
     // Global service events are recorded in us-east-1 whatever region was called.
-    let g = builder::management("iam.amazonaws.com", "CreateUser", "eu-west-1", t, id, false);
+    let g = builder::management(
+        "iam.amazonaws.com",
+        "CreateUser",
+        "eu-west-1",
+        t,
+        id.clone(),
+        false,
+    );
     assert_eq!(g.aws_region, "us-east-1");
+    let ingested = t + chrono::Duration::hours(1);
     let audit = builder::audit_event(
-        &serde_json::json!({"version":"1","userIdentity":{"type":"App","principalId":"p"},"eventSource":"app","eventName":"Login","eventTime":"2025-03-04T10:15:30","UID":"u1","recipientAccountId":"111122223333"}),
-        "us-east-1", "111122223333", "arn:aws:cloudtrail:us-east-1:111122223333:channel/c", t).unwrap();
+        &serde_json::json!({"version":"1","userIdentity":{"type":"App","principalId":"p"},"eventSource":"iam.amazonaws.com","eventName":"CreateUser","eventTime":"2025-03-04T10:15:30","UID":"u1","recipientAccountId":"111122223333"}),
+        "us-east-1", "111122223333", "arn:aws:cloudtrail:us-east-1:111122223333:channel/c", ingested,
+        id.clone(), Some("10.0.0.1".into()), None).unwrap();
     assert_eq!(audit.event_category, "ActivityAuditLog");
     assert_eq!(audit.event_type, "ActivityLog");
-    assert_eq!(audit.event_time, t);
+    assert_eq!(
+        audit.event_time, ingested,
+        "cairn's ingestion time, not the caller's claim"
+    );
+    let v: Value = serde_json::from_slice(&audit.to_json()).unwrap();
+    // The application's claims stay inside eventData; the top level is cairn's.
+    assert!(v.get("eventSource").is_none() && v.get("eventName").is_none());
+    assert_eq!(v["eventData"]["eventSource"], "iam.amazonaws.com");
+    assert_eq!(v["userIdentity"]["userName"], "alice");
+    assert_eq!(
+        v["metadata"]["channelARN"],
+        "arn:aws:cloudtrail:us-east-1:111122223333:channel/c"
+    );
+    let back: cairn_record::EventRecord = serde_json::from_value(v).unwrap();
+    assert_eq!(back, audit, "round trip");
 }

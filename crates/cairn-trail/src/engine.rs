@@ -368,6 +368,39 @@ impl TrailEngine {
             .try_append_async(&[&entry::encode_event_json(rec, json)])?)
     }
 
+    /// Queues the record of a request whose effect is about to happen outside cairn; the
+    /// future resolves once it is durable, with its journal position. `Ok(None)`: the queue is
+    /// full (retry on a blocking thread with [`TrailEngine::append_pending`]).
+    pub fn try_append_pending_async(
+        &self,
+        rec: &EventRecord,
+    ) -> Result<Option<cairn_journal::Append>> {
+        Ok(self
+            .journal
+            .try_append_async(&[&entry::encode_pending(rec)])?)
+    }
+
+    /// Blocking form of [`TrailEngine::try_append_pending_async`].
+    pub fn append_pending(&self, rec: &EventRecord) -> Result<u64> {
+        Ok(self.journal.append(&entry::encode_pending(rec))?)
+    }
+
+    /// Queues the final record of the pending entry at `pending` (see [`Entry::Resolved`]).
+    pub fn try_append_resolved_async(
+        &self,
+        pending: u64,
+        rec: &EventRecord,
+    ) -> Result<Option<cairn_journal::Append>> {
+        Ok(self
+            .journal
+            .try_append_async(&[&entry::encode_resolved(pending, rec)])?)
+    }
+
+    /// Blocking form of [`TrailEngine::try_append_resolved_async`].
+    pub fn append_resolved(&self, pending: u64, rec: &EventRecord) -> Result<u64> {
+        Ok(self.journal.append(&entry::encode_resolved(pending, rec))?)
+    }
+
     /// Appends a trail command durably (after validating what can be validated up front).
     pub fn command(&self, cmd: TrailCommand) -> Result<u64> {
         if let TrailCommand::Put { config, .. } = &cmd {
@@ -400,12 +433,14 @@ impl TrailEngine {
             };
             rep.records += 1;
             match entry::decode(&bytes)? {
-                Entry::Event { header, json } => {
+                Entry::Event { header, json } | Entry::Resolved { header, json, .. } => {
                     self.route(&mut inner, &header, &json, now);
                     if inner.open.full {
                         rep.files += self.close_epoch(&mut inner, seq + 1, now)?;
                     }
                 }
+                // Delivered once resolved (with its outcome), never before.
+                Entry::Pending { .. } => {}
                 Entry::Command(cmd) => {
                     rep.files += self.close_epoch(&mut inner, seq, now)?;
                     rep.digests += self.emit_due_digests(&mut inner, now)?;
@@ -643,7 +678,9 @@ impl TrailEngine {
             let Some((_, bytes)) = r.next_record()? else {
                 break;
             };
-            if let Entry::Event { header, json } = entry::decode(&bytes)? {
+            if let Entry::Event { header, json } | Entry::Resolved { header, json, .. } =
+                entry::decode(&bytes)?
+            {
                 for (fi, b) in intent.files.iter().zip(builders.iter_mut()) {
                     if fi.region == header.facts.region
                         && fi.snapshot.scope.admits(&header.facts)

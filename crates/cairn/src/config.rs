@@ -13,6 +13,8 @@
 //! history_days = 90                # LookupEvents retention
 //! lookup_extensions = false        # LookupEvents: AND of several attributes, data events
 //! max_body_bytes = 16777216        # largest request body
+//! multipart_expiry_days = 7        # incomplete multipart uploads are aborted after this
+//!                                  # (a bucket's AbortIncompleteMultipartUpload rule wins)
 //!
 //! [tls]                            # optional; serve HTTPS instead of HTTP
 //! cert = "cert.pem"
@@ -63,6 +65,7 @@ pub struct FileConfig {
     pub history_days: Option<i64>,
     pub lookup_extensions: Option<bool>,
     pub max_body_bytes: Option<usize>,
+    pub multipart_expiry_days: Option<i64>,
     pub tls: Option<TlsConfig>,
     #[serde(default, rename = "bucket")]
     pub buckets: Vec<BucketConfig>,

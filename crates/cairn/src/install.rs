@@ -38,7 +38,7 @@ pub fn root_key(dir: &Path) -> Result<RootKey> {
 }
 
 /// The root key's 32 bytes (see [`root_key`]).
-fn root_key_bytes(dir: &Path) -> Result<Vec<u8>> {
+pub fn root_key_bytes(dir: &Path) -> Result<Vec<u8>> {
     if let Ok(hexkey) = std::env::var("CAIRN_ROOT_KEY") {
         return hex::decode(hexkey.trim()).context("CAIRN_ROOT_KEY must be 64 hex characters");
     }

@@ -287,7 +287,22 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         }
     }
     opts.multipart_dir = a.data_dir.join("multipart");
-    std::fs::create_dir_all(&opts.multipart_dir)?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&opts.multipart_dir)?;
+    }
+    opts.part_cipher = Some(cairn_api::PartCipher(std::sync::Arc::new(
+        crate::sse::SseS3::from_root(&crate::install::root_key_bytes(&a.data_dir)?),
+    )));
+    if let Some(d) = file.multipart_expiry_days {
+        if d < 1 {
+            anyhow::bail!("multipart_expiry_days must be at least 1");
+        }
+        opts.multipart_expiry_days = d;
+    }
     if let Some(m) = file.max_body_bytes {
         opts.max_body_bytes = m;
     }
@@ -323,15 +338,35 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         clock,
     );
 
+    // Requests a crash left between their pending record and its outcome are recorded with
+    // an unknown outcome before anything else is served.
+    let orphans = api
+        .resolve_orphans()
+        .map_err(|e| anyhow::anyhow!("resolving pending requests: {}", e.message))?;
+    if orphans > 0 {
+        tracing::warn!(
+            orphans,
+            "requests pending at the last stop are recorded with an unknown outcome"
+        );
+    }
+
     let stop = Arc::new(AtomicBool::new(false));
     let indexer = history.spawn();
     let pump = {
         let engine = inst.engine.clone();
+        let api = api.clone();
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("delivery".into())
             .spawn(move || {
+                let mut checkpointed = std::time::Instant::now();
                 while !stop.load(Ordering::Acquire) {
+                    if checkpointed.elapsed() >= std::time::Duration::from_secs(1) {
+                        checkpointed = std::time::Instant::now();
+                        if let Err(e) = api.checkpoint_pending() {
+                            tracing::warn!(error = %e.message, "checkpointing pending requests failed");
+                        }
+                    }
                     match engine.pump() {
                         Ok(r) if r.more => continue,
                         Ok(_) => std::thread::sleep(std::time::Duration::from_millis(100)),

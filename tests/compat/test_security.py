@@ -1,0 +1,412 @@
+"""Attacks a low-privilege key could make (issue: "Security first"), each performed as
+described and asserted to fail, and each refusal found in the trail. The seven confirmed
+attacks are reproduced exactly; the gaps found by reading follow."""
+import gzip
+import hashlib
+import json
+import time
+import urllib.request
+
+import pytest
+from botocore.exceptions import ClientError
+
+from rawreq import send, signed
+
+ACCOUNT = "123456789012"
+LOGS = "sec-logs"
+TRAIL = "sec-trail"
+CONFIG = f"""
+[[bucket]]
+name = "{LOGS}"
+[[trail]]
+name = "{TRAIL}"
+bucket = "{LOGS}"
+multi_region = true
+log_file_validation = true
+logging = true
+event_selectors = '[{{"ReadWriteType":"All","IncludeManagementEvents":true,"DataResources":[{{"Type":"AWS::S3::Object","Values":["arn:aws:s3"]}}]}}]'
+"""
+
+
+@pytest.fixture(scope="module")
+def srv(cairn_server_factory):
+    return cairn_server_factory(config=CONFIG, delivery="1s", digest="3s")
+
+
+def code(e):
+    return e.value.response["Error"]["Code"]
+
+
+def status(e):
+    return e.value.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def make_user(srv, name, statements, path=None):
+    iam = srv.client("iam")
+    iam.create_user(UserName=name, **({"Path": path} if path else {}))
+    iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}))
+    k = iam.create_access_key(UserName=name)["AccessKey"]
+    return k["AccessKeyId"], k["SecretAccessKey"]
+
+
+def delivered(srv, trail=TRAIL, bucket=LOGS):
+    srv.flush(trail)
+    s3 = srv.client("s3")
+    out = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"AWSLogs/{ACCOUNT}/CloudTrail/"):
+        for o in page.get("Contents", []):
+            raw = gzip.decompress(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read())
+            out.append((o["Key"], raw, json.loads(raw)["Records"]))
+    return out
+
+
+def records(srv, **kw):
+    return [r for _, _, recs in delivered(srv, **kw) for r in recs]
+
+
+def test_1_copy_object_reads_its_source_under_the_source_bucket_policy(srv):
+    root = srv.client("s3")
+    root.create_bucket(Bucket="secrets")
+    root.put_object(Bucket="secrets", Key="k", Body=b"top secret")
+    mallory = make_user(srv, "mallory", [
+        {"Effect": "Allow", "Action": ["s3:CreateBucket", "s3:PutBucketPolicy"], "Resource": "arn:aws:s3:::mine-*"},
+        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"], "Resource": "arn:aws:s3:::mine-*/*"}])
+    s3 = srv.client("s3", key=mallory[0], secret=mallory[1])
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="secrets", Key="k")
+    assert (code(e), status(e)) == ("AccessDenied", 403)
+    s3.create_bucket(Bucket="mine-x")
+    # The attack's policy: grant herself GetObject on every bucket through her own bucket.
+    grab = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/mallory"},
+                                                   "Action": "s3:GetObject", "Resource": "arn:aws:s3:::*"}]}
+    with pytest.raises(ClientError) as e:
+        s3.put_bucket_policy(Bucket="mine-x", Policy=json.dumps(grab))
+    assert (code(e), status(e)) == ("MalformedPolicy", 400)
+    assert "Policy has invalid resource" in e.value.response["Error"]["Message"]
+    # Even a policy that names only her own bucket grants nothing on the source.
+    own = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/mallory"},
+                                                  "Action": "s3:GetObject", "Resource": ["arn:aws:s3:::mine-x", "arn:aws:s3:::mine-x/*"]}]}
+    s3.put_bucket_policy(Bucket="mine-x", Policy=json.dumps(own))
+    with pytest.raises(ClientError) as e:
+        s3.copy_object(Bucket="mine-x", Key="loot", CopySource={"Bucket": "secrets", "Key": "k"})
+    assert (code(e), status(e)) == ("AccessDenied", 403)
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="mine-x", Key="loot")
+    assert code(e) == "NoSuchKey"
+    # UploadPartCopy is held to the same rule.
+    up = s3.create_multipart_upload(Bucket="mine-x", Key="loot2")["UploadId"]
+    with pytest.raises(ClientError) as e:
+        s3.upload_part_copy(Bucket="mine-x", Key="loot2", UploadId=up, PartNumber=1, CopySource={"Bucket": "secrets", "Key": "k"})
+    assert (code(e), status(e)) == ("AccessDenied", 403)
+    assert root.list_parts(Bucket="mine-x", Key="loot2", UploadId=up).get("Parts", []) == []
+    # A source bucket's Deny binds even the account root.
+    root.put_bucket_policy(Bucket="secrets", Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::secrets/*"}]}))
+    with pytest.raises(ClientError) as e:
+        root.copy_object(Bucket="mine-x", Key="by-root", CopySource={"Bucket": "secrets", "Key": "k"})
+    assert code(e) == "AccessDenied"
+    # The refusals are in the trail, as the data events of the destination.
+    recs = records(srv)
+    copies = [r for r in recs if r["eventName"] in ("CopyObject", "UploadPartCopy") and r.get("errorCode") == "AccessDenied"]
+    assert {r["eventName"] for r in copies} == {"CopyObject", "UploadPartCopy"}
+    assert any(r["userIdentity"].get("userName") == "mallory" for r in copies)
+    assert any(r["userIdentity"]["type"] == "Root" for r in copies)
+    pol = [r for r in recs if r["eventName"] == "PutBucketPolicy" and r.get("errorCode") == "MalformedPolicy"]
+    assert pol and pol[0]["userIdentity"]["userName"] == "mallory"
+
+
+def test_1_a_source_bucket_policy_can_still_grant_a_copy(srv):
+    root = srv.client("s3")
+    root.create_bucket(Bucket="shared-src")
+    root.put_object(Bucket="shared-src", Key="doc", Body=b"shared")
+    root.create_bucket(Bucket="reader-dst")
+    reader = make_user(srv, "copier", [{"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"], "Resource": "arn:aws:s3:::reader-dst/*"}])
+    root.put_bucket_policy(Bucket="shared-src", Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/copier"}, "Action": "s3:GetObject",
+         "Resource": "arn:aws:s3:::shared-src/*"}]}))
+    s3 = srv.client("s3", key=reader[0], secret=reader[1])
+    s3.copy_object(Bucket="reader-dst", Key="copy", CopySource={"Bucket": "shared-src", "Key": "doc"})
+    assert s3.get_object(Bucket="reader-dst", Key="copy")["Body"].read() == b"shared"
+    # A versioned source is read at the version asked for (s3:GetObjectVersion).
+    root.put_bucket_versioning(Bucket="shared-src", VersioningConfiguration={"Status": "Enabled"})
+    v1 = root.put_object(Bucket="shared-src", Key="doc", Body=b"v1")["VersionId"]
+    root.put_object(Bucket="shared-src", Key="doc", Body=b"v2")
+    with pytest.raises(ClientError) as e:
+        s3.copy_object(Bucket="reader-dst", Key="old", CopySource={"Bucket": "shared-src", "Key": "doc", "VersionId": v1})
+    assert code(e) == "AccessDenied"
+    root.copy_object(Bucket="reader-dst", Key="old", CopySource={"Bucket": "shared-src", "Key": "doc", "VersionId": v1})
+    assert root.get_object(Bucket="reader-dst", Key="old")["Body"].read() == b"v1"
+
+
+def _form(srv, body, key=None, secret=None, service="iam"):
+    h = signed(srv, service, "POST", "/", body, headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+               key=key, secret=secret)
+    return h
+
+
+def test_2_a_signed_request_body_cannot_be_swapped(srv):
+    iam = srv.client("iam")
+    iam.create_user(UserName="victim")
+    before = iam.list_access_keys(UserName="victim")["AccessKeyMetadata"]
+    # Query protocol: ListUsers signed by the root key, replayed as CreateAccessKey.
+    listed = b"Action=ListUsers&Version=2010-05-08"
+    h = _form(srv, listed)
+    assert send(srv, "POST", "/", h, listed)[0] == 200
+    h["X-Amz-Content-SHA256"] = hashlib.sha256(listed).hexdigest()
+    swapped = b"Action=CreateAccessKey&UserName=victim&Version=2010-05-08"
+    st, _, data = send(srv, "POST", "/", h, swapped)
+    assert st == 403 and b"<Code>SignatureDoesNotMatch</Code>" in data, data
+    assert iam.list_access_keys(UserName="victim")["AccessKeyMetadata"] == before
+    # JSON protocol: a GetTrailStatus replayed as StopLogging's body on the same target.
+    target = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.GetTrailStatus"
+    body = json.dumps({"Name": TRAIL}).encode()
+    h = signed(srv, "cloudtrail", "POST", "/", body, headers={"X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.1"})
+    h["X-Amz-Content-SHA256"] = hashlib.sha256(body).hexdigest()
+    other = json.dumps({"Name": "x" * 5}).encode()
+    st, _, data = send(srv, "POST", "/", h, other)
+    assert (st, json.loads(data)["__type"]) == (400, "InvalidSignatureException")
+    # REST-JSON (cloudtrail-data): the same.
+    pae = json.dumps({"auditEvents": []}).encode()
+    h = signed(srv, "cloudtrail-data", "POST", "/PutAuditEvents?channelArn=x", pae, headers={"Content-Type": "application/json"})
+    h["X-Amz-Content-SHA256"] = hashlib.sha256(pae).hexdigest()
+    st, hdrs, data = send(srv, "POST", "/PutAuditEvents?channelArn=x", h, b'{"auditEvents": [{"id": "1"}]}')
+    assert st == 400 and "InvalidSignatureException" in (data.decode() + str(hdrs)), data
+    # REST-XML (S3): the declared hash is compared with the body, and is itself signed.
+    s3 = srv.client("s3")
+    s3.create_bucket(Bucket="swap-bucket")
+    h = signed(srv, "s3", "PUT", "/swap-bucket/k", b"original", s3=True)
+    st, _, data = send(srv, "PUT", "/swap-bucket/k", h, b"replaced")
+    assert st == 400 and b"<Code>XAmzContentSHA256Mismatch</Code>" in data
+    h["X-Amz-Content-SHA256"] = hashlib.sha256(b"replaced").hexdigest()
+    st, _, data = send(srv, "PUT", "/swap-bucket/k", h, b"replaced")
+    assert st == 403 and b"<Code>SignatureDoesNotMatch</Code>" in data
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket="swap-bucket", Key="k")
+    assert status(e) == 404
+    # The refused replays are recorded.
+    recs = records(srv)
+    bad = [r for r in recs if r["eventName"] == "CreateAccessKey" and r.get("errorCode") == "SignatureDoesNotMatch"]
+    assert bad and bad[0]["userIdentity"]["type"] == "Unknown"
+
+
+def test_3_assume_role_assumes_exactly_the_role_named(srv):
+    iam = srv.client("iam")
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}]})
+    iam.create_role(RoleName="admin", AssumeRolePolicyDocument=trust)
+    iam.put_role_policy(RoleName="admin", PolicyName="all", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+    tool = iam.create_role(RoleName="dev-tool", Path="/dev/", AssumeRolePolicyDocument=trust)["Role"]
+    assert tool["Arn"] == f"arn:aws:iam::{ACCOUNT}:role/dev/dev-tool"
+    dev = make_user(srv, "dev", [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": f"arn:aws:iam::{ACCOUNT}:role/dev/*"}])
+    sts = srv.client("sts", key=dev[0], secret=dev[1])
+    for arn in [f"arn:aws:iam::{ACCOUNT}:role/dev/admin",            # the reproduced attack
+                f"arn:aws:iam::{ACCOUNT}:role/admin",                # not allowed by the policy
+                f"arn:aws-cn:iam::{ACCOUNT}:role/dev/dev-tool",      # another partition
+                f"arn:aws:iam::999999999999:role/dev/dev-tool",      # another account
+                f"arn:aws:iam::{ACCOUNT}:role/other/dev-tool"]:      # the right name on the wrong path
+        with pytest.raises(ClientError) as e:
+            sts.assume_role(RoleArn=arn, RoleSessionName="s1")
+        assert (code(e), status(e)) == ("AccessDenied", 403), arn
+    creds = sts.assume_role(RoleArn=tool["Arn"], RoleSessionName="ok")["Credentials"]
+    who = srv.client("sts", key=creds["AccessKeyId"], secret=creds["SecretAccessKey"], token=creds["SessionToken"]).get_caller_identity()
+    assert who["Arn"] == f"arn:aws:sts::{ACCOUNT}:assumed-role/dev-tool/ok"
+    recs = [r for r in records(srv) if r["eventName"] == "AssumeRole"]
+    ok = [r for r in recs if "errorCode" not in r]
+    assert ok and ok[-1]["resources"][0]["ARN"] == tool["Arn"]
+    denied = [r for r in recs if r.get("errorCode") == "AccessDenied"]
+    assert len(denied) >= 5 and all(r["userIdentity"]["userName"] == "dev" for r in denied)
+
+
+def test_5_an_arn_in_another_partition_does_not_escape_a_deny(srv):
+    trail_arn = f"arn:aws:cloudtrail:us-east-1:{ACCOUNT}:trail/{TRAIL}"
+    op = make_user(srv, "op5", [
+        {"Effect": "Allow", "Action": "cloudtrail:*", "Resource": "*"},
+        {"Effect": "Deny", "Action": ["cloudtrail:StopLogging", "cloudtrail:DeleteTrail", "cloudtrail:UpdateTrail",
+                                      "cloudtrail:PutEventSelectors"], "Resource": trail_arn}])
+    ct = srv.client("cloudtrail", key=op[0], secret=op[1])
+    with pytest.raises(ClientError) as e:
+        ct.stop_logging(Name=TRAIL)
+    assert code(e) == "AccessDeniedException"
+    forged = f"arn:aws-x:cloudtrail:us-east-1:{ACCOUNT}:trail/{TRAIL}"
+    calls = [lambda n: ct.stop_logging(Name=n), lambda n: ct.delete_trail(Name=n),
+             lambda n: ct.update_trail(Name=n, EnableLogFileValidation=False),
+             lambda n: ct.put_event_selectors(TrailName=n, EventSelectors=[{"ReadWriteType": "All", "IncludeManagementEvents": False}])]
+    for call in calls:
+        with pytest.raises(ClientError) as e:
+            call(forged)
+        assert code(e) == "CloudTrailARNInvalidException"
+        # The real ARN, and the name signed from a shadow region, are denied.
+        for name, region in [(trail_arn, "us-east-1"), (TRAIL, "us-east-1")]:
+            with pytest.raises(ClientError) as e:
+                call(name)
+            assert code(e) == "AccessDeniedException"
+    shadow = srv.client("cloudtrail", key=op[0], secret=op[1], region="us-west-2")
+    with pytest.raises(ClientError) as e:
+        shadow.stop_logging(Name=TRAIL)
+    assert code(e) in ("AccessDeniedException", "InvalidHomeRegionException")
+    root = srv.client("cloudtrail")
+    assert root.get_trail_status(Name=TRAIL)["IsLogging"] is True
+    assert root.get_event_selectors(TrailName=TRAIL)["EventSelectors"][0]["IncludeManagementEvents"] is True
+    # A region cairn does not serve is refused, whichever protocol.
+    with pytest.raises(ClientError) as e:
+        srv.client("cloudtrail", region="xx-fake-1").list_trails()
+    assert code(e) == "InvalidSignatureException"
+    # (botocore would retry S3 in the region the error names, so this one is sent by hand.)
+    st, _, data = send(srv, "GET", f"/{LOGS}", signed(srv, "s3", "GET", f"/{LOGS}", s3=True, region="xx-fake-1"))
+    assert st == 400 and b"<Code>AuthorizationHeaderMalformed</Code>" in data and b"<Region>us-east-1</Region>" in data
+    with pytest.raises(ClientError) as e:
+        srv.client("iam", region="xx-fake-1").list_users()
+    assert code(e) == "SignatureDoesNotMatch"
+    # Recorded in a region cairn serves, so single-region trails see it.
+    evs = root.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "ListTrails"}])["Events"]
+    refused = [json.loads(e["CloudTrailEvent"]) for e in evs]
+    refused = [r for r in refused if r.get("errorCode") == "InvalidSignatureException"]
+    assert refused and all(r["awsRegion"] == "us-east-1" for r in refused)
+
+
+def test_6_stop_logging_and_delete_trail_are_in_the_trail_they_end(srv):
+    s3, ct = srv.client("s3"), srv.client("cloudtrail")
+    s3.create_bucket(Bucket="stop-logs")
+    ct.create_trail(Name="stopper", S3BucketName="stop-logs")
+    ct.start_logging(Name="stopper")
+    rid = ct.stop_logging(Name="stopper")["ResponseMetadata"]["RequestId"]
+    recs = records(srv, trail="stopper", bucket="stop-logs")
+    assert [r["eventName"] for r in recs if r.get("requestID") == rid] == ["StopLogging"]
+    ct.start_logging(Name="stopper")
+    rid = ct.delete_trail(Name="stopper")["ResponseMetadata"]["RequestId"]
+    srv.flush(TRAIL)
+    got = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="stop-logs", Prefix=f"AWSLogs/{ACCOUNT}/CloudTrail/"):
+        for o in page.get("Contents", []):
+            got += json.loads(gzip.decompress(s3.get_object(Bucket="stop-logs", Key=o["Key"])["Body"].read()))["Records"]
+    assert [r["eventName"] for r in got if r.get("requestID") == rid] == ["DeleteTrail"]
+
+
+def test_7_presigned_credentials_never_reach_the_trail(srv):
+    sts = srv.client("sts")
+    iam = srv.client("iam")
+    # Presigned GETs, as EKS- and Vault-style logins make them.
+    urls = [sts.generate_presigned_url("get_caller_identity", ExpiresIn=600, HttpMethod="GET"),
+            iam.generate_presigned_url("list_users", ExpiresIn=600, HttpMethod="GET")]
+    for u in urls:
+        assert "X-Amz-Signature=" in u
+        with urllib.request.urlopen(u) as r:
+            assert r.status == 200
+    # A role session's token travels in the query too.
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}]})
+    role = iam.create_role(RoleName="presigner", AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+    k = make_user(srv, "presign-user", [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role}])
+    c = srv.client("sts", key=k[0], secret=k[1]).assume_role(RoleArn=role, RoleSessionName="presigned")["Credentials"]
+    sess = srv.client("sts", key=c["AccessKeyId"], secret=c["SecretAccessKey"], token=c["SessionToken"])
+    u = sess.generate_presigned_url("get_caller_identity", ExpiresIn=600, HttpMethod="GET")
+    assert "X-Amz-Security-Token=" in u
+    with urllib.request.urlopen(u) as r:
+        assert r.status == 200
+    forbidden = [b"x-amz-signature", b"x-amz-credential", b"x-amz-security-token"]
+    for key, raw, _ in delivered(srv):
+        low = raw.lower()
+        assert not any(f in low for f in forbidden), key
+    ct = srv.client("cloudtrail")
+    for name in ["GetCallerIdentity", "ListUsers"]:
+        evs = ct.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": name}])["Events"]
+        assert evs
+        for ev in evs:
+            assert not any(f.decode() in ev["CloudTrailEvent"].lower() for f in forbidden)
+
+
+def test_10_a_deny_on_aws_username_binds_that_user(srv):
+    srv.client("s3").create_bucket(Bucket="u5-bucket")
+    u5 = make_user(srv, "u5", [
+        {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "s3:*", "Resource": "*", "Condition": {"StringEquals": {"aws:username": "u5"}}}])
+    with pytest.raises(ClientError) as e:
+        srv.client("s3", key=u5[0], secret=u5[1]).put_object(Bucket="u5-bucket", Key="x", Body=b"x")
+    assert code(e) == "AccessDenied"
+    u6 = make_user(srv, "u6", [
+        {"Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::u5-bucket/${aws:username}/*"},
+        {"Effect": "Deny", "Action": "s3:*", "Resource": "*", "Condition": {"NotIpAddress": {"aws:SourceIp": "127.0.0.0/8"}}}])
+    s3 = srv.client("s3", key=u6[0], secret=u6[1])
+    s3.put_object(Bucket="u5-bucket", Key="u6/own", Body=b"x")
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="u5-bucket", Key="u5/other", Body=b"x")
+    assert code(e) == "AccessDenied"
+    # The operators people write are accepted, not refused as malformed.
+    iam = srv.client("iam")
+    iam.put_user_policy(UserName="u6", PolicyName="dates", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Action": "s3:*", "Resource": "*", "Condition": {
+            "DateGreaterThan": {"aws:CurrentTime": "2000-01-01T00:00:00Z"},
+            "ForAnyValue:StringEquals": {"aws:PrincipalType": ["User"]},
+            "NumericGreaterThanEquals": {"aws:EpochTime": 1}}}]}))
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="u5-bucket", Key="u6/own", Body=b"x")
+    assert code(e) == "AccessDenied"
+
+
+def test_10_object_lock_and_acl_headers_need_their_own_permissions(srv):
+    root = srv.client("s3")
+    root.create_bucket(Bucket="locked-writes", ObjectLockEnabledForBucket=True)
+    w = make_user(srv, "writer", [{"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"], "Resource": "arn:aws:s3:::locked-writes/*"}])
+    s3 = srv.client("s3", key=w[0], secret=w[1])
+    s3.put_object(Bucket="locked-writes", Key="plain", Body=b"x")
+    far = "2099-01-01T00:00:00Z"
+    for extra in [dict(ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=far), dict(ObjectLockLegalHoldStatus="ON"),
+                  dict(ACL="bucket-owner-full-control"), dict(Tagging="a=b")]:
+        with pytest.raises(ClientError) as e:
+            s3.put_object(Bucket="locked-writes", Key="guarded", Body=b"x", ChecksumAlgorithm="CRC32", **extra)
+        assert code(e) == "AccessDenied", extra
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket="locked-writes", Key="guarded")
+    assert status(e) == 404
+    # BlockPublicAcls binds ACL headers on writes too.
+    root.create_bucket(Bucket="pab-writes")
+    root.put_public_access_block(Bucket="pab-writes", PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+    for acl in ["public-read", "public-read-write", "authenticated-read"]:
+        with pytest.raises(ClientError) as e:
+            root.put_object(Bucket="pab-writes", Key="k", Body=b"x", ACL=acl)
+        assert (code(e), status(e)) == ("AccessDenied", 403), acl
+    with pytest.raises(ClientError) as e:
+        root.put_object(Bucket="pab-writes", Key="k", Body=b"x", GrantRead='uri="http://acs.amazonaws.com/groups/global/AllUsers"')
+    assert code(e) == "AccessDenied"
+    with pytest.raises(ClientError) as e:
+        root.create_multipart_upload(Bucket="pab-writes", Key="k", ACL="public-read")
+    assert code(e) == "AccessDenied"
+    root.put_object(Bucket="pab-writes", Key="k", Body=b"x", ACL="private")
+
+
+def test_10_sse_c_is_refused_not_ignored(srv):
+    s3 = srv.client("s3")
+    s3.create_bucket(Bucket="ssec")
+    key = b"k" * 32
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="ssec", Key="x", Body=b"secret", SSECustomerAlgorithm="AES256", SSECustomerKey=key)
+    assert (code(e), status(e)) == ("NotImplemented", 501)
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket="ssec", Key="x")
+    assert status(e) == 404
+
+
+def test_10_bucket_policies_that_are_public_in_s3s_sense_are_blocked(srv):
+    s3 = srv.client("s3")
+    s3.create_bucket(Bucket="pub-check")
+    s3.put_public_access_block(Bucket="pub-check", PublicAccessBlockConfiguration={
+        "BlockPublicAcls": False, "IgnorePublicAcls": False, "BlockPublicPolicy": True, "RestrictPublicBuckets": False})
+    res = "arn:aws:s3:::pub-check/*"
+    public = [
+        {"Effect": "Allow", "NotPrincipal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/x"}, "Action": "s3:GetObject", "Resource": res},
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": res, "Condition": {"StringLike": {"aws:SourceArn": "*"}}},
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": res, "Condition": {"StringEquals": {"s3:prefix": "x"}}},
+    ]
+    for st in public:
+        with pytest.raises(ClientError) as e:
+            s3.put_bucket_policy(Bucket="pub-check", Policy=json.dumps({"Version": "2012-10-17", "Statement": [st]}))
+        assert (code(e), status(e)) == ("AccessDenied", 403), st
+    without_principal = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": res}
+    with pytest.raises(ClientError) as e:
+        s3.put_bucket_policy(Bucket="pub-check", Policy=json.dumps({"Version": "2012-10-17", "Statement": [without_principal]}))
+    assert code(e) == "MalformedPolicy"
+    pinned = {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": res,
+              "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT}}}
+    s3.put_bucket_policy(Bucket="pub-check", Policy=json.dumps({"Version": "2012-10-17", "Statement": [pinned]}))
