@@ -4,7 +4,10 @@
 //! plain buckets). Invariants: no panic, no 5xx other than 501/503 for any input, and every
 //! request builds a valid event record.
 //!
-//! Input: `METHOD PATH[?QUERY]\n` then `name: value` header lines, a blank line, the body.
+//! Input: up to eight requests separated by `\n===\n`, run in order against the same store
+//! (so sequences reach states single requests cannot: an upload then its parts, a policy
+//! then the requests it governs, a lock then a delete). Each request is
+//! `METHOD PATH[?QUERY]\n` then `name: value` header lines, a blank line, the body.
 #![no_main]
 
 #[path = "../../crates/cairn-api/tests/common/mod.rs"]
@@ -77,12 +80,40 @@ fn parse(data: &[u8]) -> Option<HttpRequest> {
         peer: "127.0.0.1".parse().unwrap(),
         tls: None,
         bad_header,
-        bad_body: None,
+        body_problem: None,
         body_stream: None,
+        body_unread: false,
+        signature_checked: false,
     })
 }
 
+/// Splits the input into the requests of a sequence.
+fn requests(data: &[u8]) -> Vec<&[u8]> {
+    const SEP: &[u8] = b"\n===\n";
+    let mut out = Vec::new();
+    let mut rest = data;
+    while out.len() < 8 {
+        match rest.windows(SEP.len()).position(|w| w == SEP) {
+            Some(p) => {
+                out.push(&rest[..p]);
+                rest = &rest[p + SEP.len()..];
+            }
+            None => {
+                out.push(rest);
+                break;
+            }
+        }
+    }
+    out
+}
+
 fuzz_target!(|data: &[u8]| {
+    for one in requests(data) {
+        run(one);
+    }
+});
+
+fn run(data: &[u8]) {
     let Some(req) = parse(data) else { return };
     // Pure parsing and routing.
     let _ = cairn_api::s3::target(&req);
@@ -126,7 +157,7 @@ fuzz_target!(|data: &[u8]| {
         let v: serde_json::Value = serde_json::from_slice(&rec).expect("record is JSON");
         assert!(v.get("eventName").is_some());
     }
-});
+}
 
 fn chrono_now() -> chrono::DateTime<chrono::Utc> {
     SystemClock.now()

@@ -79,7 +79,8 @@ class CairnServer:
     `cairn init --json`. Stops with SIGTERM and checks the exit status."""
 
     def __init__(self, binary, workdir, *, account="123456789012", delivery="1s", digest="4s", config="", dev=False, extra=(),
-                 init_env=None):
+                 init_env=None, env=None):
+        self.serve_env = {**os.environ, **(env or {})}
         self.binary, self.workdir, self.account = binary, Path(workdir), account
         self.data = self.workdir / "data"
         init = subprocess.run([binary, "init", "--data-dir", str(self.data), "--account-id", account, "--json"],
@@ -99,7 +100,7 @@ class CairnServer:
 
     def start(self):
         self.log = open(self.workdir / "serve.log", "a")
-        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=self.serve_env)
         deadline = time.time() + 30
         while True:
             try:

@@ -13,6 +13,7 @@ import pytest
 from rawreq import send, signed
 
 CT_TARGET = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101."
+METRICS_TOKEN = "bad-input-metrics-token"
 BUCKET = "edge-bucket"
 CONFIG = f"""
 max_body_bytes = 65536
@@ -23,7 +24,7 @@ name = "{BUCKET}"
 
 @pytest.fixture(scope="module")
 def srv(cairn_server_factory):
-    s = cairn_server_factory(config=CONFIG)
+    s = cairn_server_factory(config=CONFIG, env={"CAIRN_METRICS_TOKEN": METRICS_TOKEN})
     s.client("s3").put_object(Bucket=BUCKET, Key="hello.txt", Body=b"hello")
     return s
 
@@ -224,7 +225,7 @@ def test_b22_bad_header_values(srv):
 
 def test_no_case_returned_500_and_failures_are_recorded(srv):
     metrics = http.client.HTTPConnection("127.0.0.1", srv.port)
-    metrics.request("GET", "/_cairn/metrics")
+    metrics.request("GET", "/_cairn/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     text = metrics.getresponse().read().decode()
     statuses = [l for l in text.splitlines() if l.startswith("cairn_requests_total{")]
     assert statuses and not [l for l in statuses if 'status="5' in l], statuses
@@ -249,7 +250,7 @@ def test_client_chosen_operation_names_do_not_become_metric_labels(srv):
         h = ct_headers(srv, f"Invented{i}")
         send(srv, "POST", "/", h, b"{}")
     c = http.client.HTTPConnection("127.0.0.1", srv.port)
-    c.request("GET", "/_cairn/metrics")
+    c.request("GET", "/_cairn/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     text = c.getresponse().read().decode()
     assert "Made0Up" not in text and "Invented0" not in text
     assert 'operation="unknown"' in text

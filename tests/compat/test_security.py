@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import json
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -47,6 +48,12 @@ def make_user(srv, name, statements, path=None):
     iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}))
     k = iam.create_access_key(UserName=name)["AccessKey"]
     return k["AccessKeyId"], k["SecretAccessKey"]
+
+
+def client_for(srv, service, name, statements):
+    """A client of `service` for a new user `name` whose policy holds `statements`."""
+    key, secret = make_user(srv, name, statements)
+    return srv.client(service, key=key, secret=secret)
 
 
 def delivered(srv, trail=TRAIL, bucket=LOGS):
@@ -410,3 +417,165 @@ def test_10_bucket_policies_that_are_public_in_s3s_sense_are_blocked(srv):
     pinned = {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": res,
               "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT}}}
     s3.put_bucket_policy(Bucket="pub-check", Policy=json.dumps({"Version": "2012-10-17", "Statement": [pinned]}))
+
+
+def test_8_put_audit_events_cannot_pose_as_an_aws_management_event(srv):
+    ct = srv.client("cloudtrail")
+    app = make_user(srv, "app-writer", [{"Effect": "Allow", "Action": "cloudtrail-data:PutAuditEvents", "Resource": "*"}])
+    channel = ct.create_channel(Name="app-channel", Source="Custom",
+                                Destinations=[{"Type": "EVENT_DATA_STORE", "Location": "x-y-z"}])["ChannelArn"]
+    forged = json.dumps({"version": "1.0", "userIdentity": {"type": "Root", "principalId": ACCOUNT,
+                                                            "arn": f"arn:aws:iam::{ACCOUNT}:root"},
+                         "eventSource": "iam.amazonaws.com", "eventName": "CreateUser",
+                         "eventTime": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()), "UID": "forged-1",
+                         "recipientAccountId": ACCOUNT})
+    data = srv.client("cloudtrail-data", key=app[0], secret=app[1])
+    out = data.put_audit_events(channelArn=channel, auditEvents=[{"id": "f1", "eventData": forged}])
+    event_id = out["successful"][0]["eventID"]
+    # The trail selects management events (and all S3 data events): the forged event is not
+    # among them, nor in LookupEvents.
+    recs = records(srv)
+    assert not [r for r in recs if r.get("eventID") == event_id]
+    assert not [r for r in recs if "forged-1" in json.dumps(r)]
+    evs = ct.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "CreateUser"}])["Events"]
+    assert not [e for e in evs if "forged-1" in e["CloudTrailEvent"]]
+    # A trail that asks for Lake events gets it, wrapped: the claims stay under eventData,
+    # the top level names the real caller and the channel.
+    s3 = srv.client("s3")
+    s3.create_bucket(Bucket="lake-logs")
+    ct.create_trail(Name="lake-trail", S3BucketName="lake-logs")
+    ct.put_event_selectors(TrailName="lake-trail", AdvancedEventSelectors=[
+        {"Name": "lake", "FieldSelectors": [{"Field": "eventCategory", "Equals": ["ActivityAuditLog"]}]}])
+    ct.start_logging(Name="lake-trail")
+    out = data.put_audit_events(channelArn=channel, auditEvents=[{"id": "f2", "eventData": forged.replace("forged-1", "forged-2")}])
+    event_id = out["successful"][0]["eventID"]
+    got = [r for r in records(srv, trail="lake-trail", bucket="lake-logs") if r.get("eventID") == event_id]
+    assert len(got) == 1
+    r = got[0]
+    assert r["eventCategory"] == "ActivityAuditLog" and "eventSource" not in r and "eventName" not in r
+    assert r["eventData"]["eventSource"] == "iam.amazonaws.com"
+    assert r["userIdentity"]["userName"] == "app-writer" and r["userIdentity"]["type"] == "IAMUser"
+    assert r["metadata"]["channelARN"] == channel and r["recipientAccountId"] == ACCOUNT
+
+
+def test_10_sigv2_presigned_urls_sign_every_subresource_and_expire_within_a_week(srv):
+    import botocore.config
+    s3 = srv.client("s3")
+    s3.create_bucket(Bucket="v2-bucket")
+    s3.put_object(Bucket="v2-bucket", Key="k", Body=b"v2")
+    v2 = __import__("boto3").client("s3", endpoint_url=srv.endpoint, region_name="us-east-1",
+                                    aws_access_key_id=srv.key, aws_secret_access_key=srv.secret,
+                                    config=botocore.config.Config(signature_version="s3"))
+    url = v2.generate_presigned_url("get_object", Params={"Bucket": "v2-bucket", "Key": "k"}, ExpiresIn=600)
+    assert "AWSAccessKeyId=" in url
+    with urllib.request.urlopen(url) as r:
+        assert r.read() == b"v2"
+    # The same signature with a sub-resource it does not cover is refused.
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url + "&retention")
+    assert e.value.code == 403
+    long = v2.generate_presigned_url("get_object", Params={"Bucket": "v2-bucket", "Key": "k"}, ExpiresIn=8 * 86400)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(long)
+    assert e.value.code == 400 and b"AuthorizationQueryParametersError" in e.value.read()
+
+
+def test_review_deleting_a_version_needs_delete_object_version(srv):
+    root = srv.client("s3")
+    root.create_bucket(Bucket="keep-versions")
+    root.put_bucket_versioning(Bucket="keep-versions", VersioningConfiguration={"Status": "Enabled"})
+    v = root.put_object(Bucket="keep-versions", Key="AWSLogs/x", Body=b"log")["VersionId"]
+    s3 = client_for(srv, "s3", "version-eraser", [
+        {"Effect": "Allow", "Action": "s3:DeleteObject", "Resource": "arn:aws:s3:::keep-versions/*"},
+        {"Effect": "Deny", "Action": "s3:DeleteObjectVersion", "Resource": "arn:aws:s3:::keep-versions/*"}])
+    with pytest.raises(ClientError) as e:
+        s3.delete_object(Bucket="keep-versions", Key="AWSLogs/x", VersionId=v)
+    assert code(e) == "AccessDenied"
+    assert root.get_object(Bucket="keep-versions", Key="AWSLogs/x", VersionId=v)["Body"].read() == b"log"
+
+
+def test_review_tag_conditions_bind_copies_tagging_and_retention_bodies(srv):
+    root = srv.client("s3")
+    root.create_bucket(Bucket="tagged-src")
+    root.put_object(Bucket="tagged-src", Key="x", Body=b"restricted", Tagging="class=restricted")
+    root.create_bucket(Bucket="tag-dst")
+    s3 = client_for(srv, "s3", "tag-copier", [
+        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:PutObjectTagging"], "Resource": "*"},
+        {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "*",
+         "Condition": {"StringEquals": {"s3:ExistingObjectTag/class": "restricted"}}},
+        {"Effect": "Deny", "Action": "s3:PutObjectTagging", "Resource": "*",
+         "Condition": {"ForAnyValue:StringEquals": {"s3:RequestObjectTagKeys": ["class"]}}}])
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="tagged-src", Key="x")
+    assert code(e) == "AccessDenied"
+    # Copying with REPLACE (so the copy has no tags) is still a read of the tagged source.
+    with pytest.raises(ClientError) as e:
+        s3.copy_object(Bucket="tag-dst", Key="loot", CopySource={"Bucket": "tagged-src", "Key": "x"}, TaggingDirective="REPLACE")
+    assert code(e) == "AccessDenied"
+    # Tags in a PutObjectTagging body are condition keys too.
+    root.put_object(Bucket="tag-dst", Key="mine", Body=b"x")
+    with pytest.raises(ClientError) as e:
+        s3.put_object_tagging(Bucket="tag-dst", Key="mine", Tagging={"TagSet": [{"Key": "class", "Value": "public"}]})
+    assert code(e) == "AccessDenied"
+    s3.put_object_tagging(Bucket="tag-dst", Key="mine", Tagging={"TagSet": [{"Key": "team", "Value": "a"}]})
+    # A retention longer than policy allows, named only in the body, is refused.
+    root.create_bucket(Bucket="retention-cap", ObjectLockEnabledForBucket=True)
+    root.put_object(Bucket="retention-cap", Key="k", Body=b"x")
+    s3r = client_for(srv, "s3", "retainer", [
+        {"Effect": "Allow", "Action": "s3:PutObjectRetention", "Resource": "*"},
+        {"Effect": "Deny", "Action": "s3:PutObjectRetention", "Resource": "*",
+         "Condition": {"NumericGreaterThan": {"s3:object-lock-remaining-retention-days": "30"}}}])
+    with pytest.raises(ClientError) as e:
+        s3r.put_object_retention(Bucket="retention-cap", Key="k",
+                                 Retention={"Mode": "COMPLIANCE", "RetainUntilDate": "2099-01-01T00:00:00Z"})
+    assert code(e) == "AccessDenied"
+    assert "Retention" not in root.head_object(Bucket="retention-cap", Key="k") and \
+        root.head_object(Bucket="retention-cap", Key="k").get("ObjectLockMode") is None
+
+
+def test_review_acls_on_buckets_and_the_root_and_its_bucket_policy(srv):
+    root = srv.client("s3")
+    root.create_bucket(Bucket="acl-target")
+    root.put_public_access_block(Bucket="acl-target", PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+    with pytest.raises(ClientError) as e:
+        root.put_bucket_acl(Bucket="acl-target", ACL="authenticated-read")
+    assert code(e) == "AccessDenied"
+    # CreateBucket with an ACL needs s3:PutBucketAcl.
+    maker = client_for(srv, "s3", "bucket-maker", [
+        {"Effect": "Allow", "Action": "s3:CreateBucket", "Resource": "*"}])
+    with pytest.raises(ClientError) as e:
+        maker.create_bucket(Bucket="made-public", ACL="public-read")
+    assert code(e) == "AccessDenied"
+    maker.create_bucket(Bucket="made-private")
+    # A bucket policy denying everything to everyone cannot lock the root out of the policy.
+    root.put_bucket_policy(Bucket="made-private", Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": ["arn:aws:s3:::made-private", "arn:aws:s3:::made-private/*"]}]}))
+    with pytest.raises(ClientError) as e:
+        root.put_object(Bucket="made-private", Key="k", Body=b"x")
+    assert code(e) == "AccessDenied"
+    root.get_bucket_policy(Bucket="made-private")
+    root.delete_bucket_policy(Bucket="made-private")
+    root.put_object(Bucket="made-private", Key="k", Body=b"x")
+
+
+def test_review_trail_tags_are_condition_keys(srv):
+    ct = srv.client("cloudtrail")
+    srv.client("s3").create_bucket(Bucket="tagged-trail-logs")
+    ct.create_trail(Name="protected-trail", S3BucketName="tagged-trail-logs",
+                    TagsList=[{"Key": "protected", "Value": "yes"}])
+    ct.start_logging(Name="protected-trail")
+    op = client_for(srv, "cloudtrail", "trail-op", [
+        {"Effect": "Allow", "Action": "cloudtrail:*", "Resource": "*"},
+        {"Effect": "Deny", "Action": ["cloudtrail:StopLogging", "cloudtrail:RemoveTags"], "Resource": "*",
+         "Condition": {"StringEquals": {"aws:ResourceTag/protected": "yes"}}},
+        {"Effect": "Deny", "Action": "cloudtrail:CreateTrail", "Resource": "*",
+         "Condition": {"Null": {"aws:RequestTag/owner": "true"}}}])
+    with pytest.raises(ClientError) as e:
+        op.stop_logging(Name="protected-trail")
+    assert code(e) == "AccessDeniedException"
+    with pytest.raises(ClientError) as e:
+        op.create_trail(Name="untagged-trail", S3BucketName="tagged-trail-logs")
+    assert code(e) == "AccessDeniedException"
+    op.create_trail(Name="owned-trail", S3BucketName="tagged-trail-logs", TagsList=[{"Key": "owner", "Value": "ops"}])
+    assert ct.get_trail_status(Name="protected-trail")["IsLogging"] is True

@@ -321,8 +321,36 @@ impl Ctx<'_> {
             )
             .to_string(),
         };
+        // Policies may condition on the trail's tags.
+        if let Ok(t) = &found {
+            let tags: Tags = self
+                .api
+                .meta
+                .get(&tags_key(&t.config.arn()))?
+                .unwrap_or_default();
+            for (k, v) in tags {
+                self.keys
+                    .set(&format!("aws:ResourceTag/{k}"), v.unwrap_or_default());
+            }
+        }
         self.authorize(action, &arn)?;
         found
+    }
+
+    /// `aws:RequestTag/*` and `aws:TagKeys` from a request's `TagsList`.
+    fn request_tag_keys(&mut self, args: &Args) {
+        let list = args.list("TagsList").ok().flatten().unwrap_or_default();
+        let Ok(tags) = validate_tags(&list) else {
+            return;
+        };
+        for (k, v) in &tags {
+            self.keys.set(
+                &format!("aws:RequestTag/{k}"),
+                v.clone().unwrap_or_default(),
+            );
+        }
+        self.keys
+            .set_many("aws:TagKeys", tags.into_iter().map(|(k, _)| k).collect());
     }
 
     fn require_home(&self, t: &TrailState) -> Result<(), ApiError> {
@@ -675,12 +703,23 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             ctx.require_home(&t)?;
             let name = t.config.name.clone();
             let at = ctx.now;
-            let cmd = if op == "StartLogging" {
-                TrailCommand::StartLogging { name, at }
+            if op == "StartLogging" {
+                // Logging starts before this request's event is journaled, so the trail
+                // delivers its own start (as AWS's does). Should the event then be refused,
+                // the trail logs more, never less: the safe direction.
+                let engine = ctx.api.engine.clone();
+                ctx.api
+                    .blocking(move || {
+                        let seq = engine
+                            .command(TrailCommand::StartLogging { name, at })
+                            .map_err(map_trail_error)?;
+                        engine.apply_through(seq).map_err(ApiError::internal)
+                    })
+                    .await?;
             } else {
-                TrailCommand::StopLogging { name, at }
-            };
-            ctx.defer_trail_command(cmd);
+                // Stopping waits for the event: the trail it stops delivers it.
+                ctx.defer_trail_command(TrailCommand::StopLogging { name, at });
+            }
             json!({})
         }
         "PutEventSelectors" => put_event_selectors(ctx, &args).await?,
@@ -719,6 +758,9 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
         // cairn extension: deliver what is pending and close open digest windows now.
         "CairnFlushTrail" => {
             let t = trail_arg(ctx, &args, "Name", "cloudtrail:CairnFlushTrail")?;
+            // Delivery is shared: a flush delivers every trail's pending files, so it needs the
+            // permission on all of them.
+            ctx.authorize("cloudtrail:CairnFlushTrail", "*")?;
             let engine = ctx.api.engine.clone();
             let rep = ctx
                 .api
@@ -775,6 +817,7 @@ async fn create_trail(ctx: &mut Ctx<'_>, args: &Args) -> Result<Value, ApiError>
     let name = args.str("Name")?.unwrap_or_default();
     let account = ctx.account();
     let arn = cairn_record::Arn::trail(&ctx.region, &account, &name).to_string();
+    ctx.request_tag_keys(args);
     ctx.authorize("cloudtrail:CreateTrail", &arn)?;
     if name.is_empty() {
         return Err(ApiError::client(
@@ -1059,6 +1102,7 @@ fn change_tags(ctx: &mut Ctx<'_>, args: &Args, add: bool) -> Result<Value, ApiEr
     } else {
         "cloudtrail:RemoveTags"
     };
+    ctx.request_tag_keys(args);
     let t = tag_resource(ctx, &id, action)?;
     ctx.trail_resource(&t.config.arn());
     let given = validate_tags(&args.list("TagsList")?.unwrap_or_default())?;

@@ -39,11 +39,29 @@ pub struct HttpRequest {
     pub tls: Option<TlsInfo>,
     /// Set when a header could not be accepted (non-ASCII value, duplicated auth header).
     pub bad_header: Option<String>,
-    /// Set when the body could not be read completely (declared length not sent).
-    pub bad_body: Option<String>,
+    /// Set when the body could not be read as sent (see [`BodyProblem`]).
+    pub body_problem: Option<BodyProblem>,
     /// The body, not yet read, of a request the proxy streams to its upstream (`body` is
     /// empty then).
     pub body_stream: Option<BodyStream>,
+    /// The body was left unread because the request cannot authenticate (see
+    /// [`preauthenticate`]); `body` is empty.
+    pub body_unread: bool,
+    /// The listener verified the (S3) signature from the headers already.
+    pub signature_checked: bool,
+}
+
+/// Why a request's body was not read whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyProblem {
+    /// Fewer bytes than declared arrived, or the stream broke.
+    Incomplete(String),
+    /// Larger than the service's limit (reading stopped at the limit).
+    TooLarge { limit: usize },
+    /// The client sent nothing for too long.
+    TimedOut,
+    /// The server's budget for buffered bodies stayed full.
+    Busy,
 }
 
 /// A request body left unread for streaming; taken once.
@@ -444,6 +462,56 @@ pub struct Route {
 
 fn classify(req: &HttpRequest, scope_service: Option<&str>) -> Result<Route, (Protocol, ApiError)> {
     let target = req.header(wire::X_AMZ_TARGET);
+    let service = service_of(req, scope_service)?;
+    let op = match service {
+        Service::CloudTrail => {
+            let t = target.unwrap_or_default();
+            match wire::cloudtrail_operation(t) {
+                Some(op) => op.to_string(),
+                _ => {
+                    return Err((
+                        Protocol::Json,
+                        ApiError::client(
+                            "UnknownOperationException",
+                            format!("Unknown operation: {t}"),
+                        ),
+                    ))
+                }
+            }
+        }
+        Service::Iam | Service::Sts => {
+            let mut action = form_param(&req.body, "Action");
+            if action.is_none() {
+                action = req.query_param("Action");
+            }
+            match action {
+                Some(a) if !a.is_empty() => a,
+                // A body left unread (the request cannot authenticate, or could not be read)
+                // names no action; the request then fails for that reason, not this one.
+                _ if req.body_unread || req.body_problem.is_some() => {
+                    "UnknownOperation".to_string()
+                }
+                _ => {
+                    return Err((
+                        Protocol::Query,
+                        ApiError::client("MissingAction", "Missing Action"),
+                    ))
+                }
+            }
+        }
+        Service::CloudTrailData => crate::cloudtrail_data::operation(req),
+        Service::S3 => crate::s3::operation(req),
+    };
+    Ok(Route { service, op })
+}
+
+/// The service a request is for: what its shape says (an X-Amz-Target, a path), else its
+/// signature's scope, else what its form looks like.
+fn service_of(
+    req: &HttpRequest,
+    scope_service: Option<&str>,
+) -> Result<Service, (Protocol, ApiError)> {
+    let target = req.header(wire::X_AMZ_TARGET);
     // The request's shape names its service when it can; the signature's scope must then agree
     // (checked by the caller), so a request signed for another service is an auth failure.
     let shaped = if target.is_some_and(|t| wire::cloudtrail_operation(t).is_some()) {
@@ -491,41 +559,86 @@ fn classify(req: &HttpRequest, scope_service: Option<&str>) -> Result<Route, (Pr
             }
         }
     };
-    let op = match service {
-        Service::CloudTrail => {
-            let t = target.unwrap_or_default();
-            match wire::cloudtrail_operation(t) {
-                Some(op) => op.to_string(),
-                _ => {
-                    return Err((
-                        Protocol::Json,
-                        ApiError::client(
-                            "UnknownOperationException",
-                            format!("Unknown operation: {t}"),
-                        ),
-                    ))
-                }
-            }
+    Ok(service)
+}
+
+/// What the headers alone say about a request's authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preauth {
+    /// It certainly cannot authenticate.
+    Refused,
+    /// Its signature covers the body, which must be read first (JSON and query protocols).
+    NeedsBody,
+    /// Its signature is valid (S3 signs the declared payload hash, not the body).
+    SignatureValid,
+}
+
+/// Whether the request could still authenticate, judged from its headers alone: `Refused`
+/// when it certainly cannot — no credentials, an unknown or inactive key, a wrong scope,
+/// region or clock, or (S3, whose signature covers the declared payload hash, not the body) a
+/// wrong signature. The listener then answers without reading the body, so nobody without a
+/// valid key (and, for S3, a valid signature) can make cairn buffer one.
+pub fn preauthenticate(api: &Api, req: &HttpRequest) -> Preauth {
+    match preauth(api, req) {
+        None => Preauth::Refused,
+        Some(true) => Preauth::SignatureValid,
+        Some(false) => Preauth::NeedsBody,
+    }
+}
+
+fn preauth(api: &Api, req: &HttpRequest) -> Option<bool> {
+    let now = api.clock.now();
+    if req.query.contains("AWSAccessKeyId=") {
+        let q = req.query_params();
+        if let Some(p) = cairn_iam::sigv2::presigned(&q) {
+            return authenticate_v2(api, req, p, &q, now).ok().map(|_| false);
         }
-        Service::Iam | Service::Sts => {
-            let mut action = form_param(&req.body, "Action");
-            if action.is_none() {
-                action = req.query_param("Action");
-            }
-            match action {
-                Some(a) if !a.is_empty() => a,
-                _ => {
-                    return Err((
-                        Protocol::Query,
-                        ApiError::client("MissingAction", "Missing Action"),
-                    ))
-                }
-            }
-        }
-        Service::CloudTrailData => crate::cloudtrail_data::operation(req),
-        Service::S3 => crate::s3::operation(req),
+        // The text appears but names no parameter: judged as SigV4 below, like `authenticate`.
+    }
+    let parse_req = sigv4::Request {
+        method: &req.method,
+        path: &req.path,
+        query: &req.query,
+        headers: &req.headers,
+        body_sha256: "",
+        s3: false,
     };
-    Ok(Route { service, op })
+    let auth = sigv4::parse(&parse_req).ok()?;
+    let service = service_of(req, Some(&auth.service)).ok()?;
+    if auth.service != service.signing_name() || !api.opts.regions.contains(&auth.region) {
+        return None;
+    }
+    let protocol = service.protocol();
+    let (secret, _) = key_of(api, req, &auth.access_key_id, protocol, now).ok()?;
+    let sreq = sigv4::Request {
+        s3: protocol == Protocol::S3,
+        ..parse_req
+    };
+    sigv4::check_headers(&sreq, &auth, now).ok()?;
+    if sigv4::signature_needs_body(&sreq) {
+        return Some(false);
+    }
+    sigv4::check_signature(&sreq, &auth, &secret).ok()?;
+    Some(true)
+}
+
+/// The largest body a request to this service may have: S3 objects up to `max_body_bytes`,
+/// API calls (JSON, query, REST-JSON) up to `max_api_body_bytes`.
+pub fn body_limit(api: &Api, req: &HttpRequest) -> usize {
+    let scope = sigv4::parse(&sigv4::Request {
+        method: &req.method,
+        path: &req.path,
+        query: &req.query,
+        headers: &req.headers,
+        body_sha256: "",
+        s3: false,
+    })
+    .ok()
+    .map(|a| a.service);
+    match service_of(req, scope.as_deref()) {
+        Ok(Service::S3) => api.opts.max_body_bytes,
+        _ => api.opts.max_api_body_bytes.min(api.opts.max_body_bytes),
+    }
 }
 
 pub fn form_param(body: &[u8], name: &str) -> Option<String> {
@@ -654,7 +767,14 @@ fn authenticate(
         body_sha256: &body_sha,
         s3: protocol == Protocol::S3,
     };
-    sigv4::verify(&sreq, auth, &key_secret, now).map_err(|e| {
+    let verified = if req.signature_checked {
+        // The listener already checked this (S3) signature from the headers, which have not
+        // changed since: only the clock and the payload remain.
+        sigv4::check_headers(&sreq, auth, now).and_then(|_| sigv4::check_payload(&sreq, auth))
+    } else {
+        sigv4::verify(&sreq, auth, &key_secret, now)
+    };
+    verified.map_err(|e| {
         let mut err = auth_error(protocol, &e);
         // B12: an expired presigned URL says when it expired and what time it is here.
         if matches!(e, AuthError::PresignExpired) && protocol == Protocol::S3 {
@@ -805,6 +925,15 @@ fn authenticate_v2(
     let refused = |e: V2Error| {
         match e {
         V2Error::Expired => ApiError::new("AccessDenied", 403, "Request has expired"),
+        V2Error::TooLong => ApiError::client(
+            "AuthorizationQueryParametersError",
+            "Expires must be less than a week (604800 seconds) in the future",
+        ),
+        V2Error::Unsigned(p) => ApiError::new(
+            "AccessDenied",
+            403,
+            format!("There were query parameters present in the request which were not signed: {p}"),
+        ),
         V2Error::Mismatch => ApiError::new(
             "SignatureDoesNotMatch",
             403,
@@ -899,7 +1028,8 @@ fn decode_s3_body(
             .filter(|s| !s.is_empty())
             .collect();
         for (name, _) in &decoded.trailers {
-            if !declared.contains(name) {
+            // Trailers carry checksums; any other header must be sent (and signed) as one.
+            if !declared.contains(name) || !name.starts_with("x-amz-checksum-") {
                 return Err(ApiError::client(
                     "MalformedTrailerError",
                     "The request contained trailing data that was not well-formed or did not conform to our published schema.",
@@ -953,32 +1083,63 @@ fn precheck(api: &Api, req: &HttpRequest, protocol: Protocol) -> Result<(), ApiE
         };
         return Err(ApiError::client(code, h.clone()));
     }
-    if let Some(b) = &req.bad_body {
-        return Err(match protocol {
-            Protocol::S3 => ApiError::client(
-                "IncompleteBody",
-                "You did not provide the number of bytes specified by the Content-Length HTTP header.",
-            ),
-            Protocol::Query => ApiError::client("MalformedInput", b.clone()),
-            _ => ApiError::serialization(b.clone()),
-        });
-    }
-    if req.body.len() > api.opts.max_body_bytes {
-        return Err(match protocol {
-            Protocol::S3 => ApiError::client(
-                "EntityTooLarge",
-                "Your proposed upload exceeds the maximum allowed object size.",
-            ),
-            _ => ApiError::new(
-                "RequestEntityTooLargeException",
-                413,
-                format!(
-                    "Request body of {} bytes exceeds the limit of {} bytes",
-                    req.body.len(),
-                    api.opts.max_body_bytes
+    match &req.body_problem {
+        None => {}
+        Some(BodyProblem::Incomplete(b)) => {
+            return Err(match protocol {
+                Protocol::S3 => ApiError::client(
+                    "IncompleteBody",
+                    "You did not provide the number of bytes specified by the Content-Length HTTP header.",
                 ),
-            ),
-        });
+                Protocol::Query => ApiError::client("MalformedInput", b.clone()),
+                _ => ApiError::serialization(b.clone()),
+            })
+        }
+        Some(BodyProblem::TooLarge { limit }) => {
+            return Err(match protocol {
+                Protocol::S3 => ApiError::client(
+                    "EntityTooLarge",
+                    "Your proposed upload exceeds the maximum allowed object size.",
+                )
+                .with("MaxSizeAllowed", limit.to_string()),
+                _ => ApiError::new(
+                    "RequestEntityTooLargeException",
+                    413,
+                    format!("Request body exceeds the limit of {limit} bytes"),
+                ),
+            })
+        }
+        Some(BodyProblem::TimedOut) => {
+            return Err(match protocol {
+                Protocol::S3 => ApiError::client(
+                    "RequestTimeout",
+                    "Your socket connection to the server was not read from or written to within the timeout period. Idle connections will be closed.",
+                ),
+                _ => ApiError::new(
+                    "RequestTimeoutException",
+                    408,
+                    "The request body was not received within the timeout period.",
+                ),
+            })
+        }
+        Some(BodyProblem::Busy) => {
+            return Err(match protocol {
+                Protocol::S3 => ApiError::new("SlowDown", 503, "Please reduce your request rate."),
+                _ => ApiError::new(
+                    "ServiceUnavailable",
+                    503,
+                    "The server is busy receiving other request bodies; retry.",
+                ),
+            })
+        }
+    }
+    // Bodies handed in whole (not through the listener) are held to the same limit.
+    let limit = body_limit(api, req);
+    if req.body.len() > limit {
+        let mut r = req.clone();
+        r.body = Bytes::new();
+        r.body_problem = Some(BodyProblem::TooLarge { limit });
+        return precheck(api, &r, protocol);
     }
     Ok(())
 }
@@ -1180,6 +1341,8 @@ async fn finish_effect(
             if out.additional_event_data.is_some() {
                 rec.additional_event_data = out.additional_event_data;
             }
+            // The outcome came from outside (an upstream's message): bounded like the rest.
+            bound_record(&mut rec);
             match (api.record_resolved(pending, &rec).await, out.reply) {
                 (Ok(()), Ok(r)) => r,
                 (Ok(()), Err(e)) => wire::error_reply(protocol, &e, request_id, head),
@@ -1192,7 +1355,8 @@ async fn finish_effect(
     answer(api, reply, protocol, request_id, started, op)
 }
 
-/// The fields every record of a request carries, from the request itself.
+/// The fields every record of a request carries, from the request itself; then every field
+/// a client can fill is bounded (see [`bound_record`]).
 fn stamp(rec: &mut EventRecord, req: &HttpRequest, request_id: &str) {
     rec.request_id = Some(request_id.to_string());
     rec.source_ip_address = Some(req.peer.to_string());
@@ -1203,6 +1367,73 @@ fn stamp(rec: &mut EventRecord, req: &HttpRequest, request_id: &str) {
             cipher_suite: t.cipher.clone(),
             client_provided_host_header: req.header("host").unwrap_or_default().to_string(),
         });
+    }
+    bound_record(rec);
+}
+
+/// CloudTrail's field limits (spec §2.1): `userAgent`, `errorCode`, `errorMessage` at most
+/// 1 KB (truncated); `requestParameters` and `responseElements` at most 100 KB and
+/// `additionalEventData` 28 KB (a larger one is dropped and the record says `omitted`). Names
+/// and key ids a client chose are capped too. So no request, authenticated or not, can make
+/// its record large.
+pub fn bound_record(rec: &mut EventRecord) {
+    fn cut(s: &mut String, max: usize) {
+        if s.len() > max {
+            let mut end = max;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.truncate(end);
+        }
+    }
+    for f in [
+        &mut rec.user_agent,
+        &mut rec.error_code,
+        &mut rec.error_message,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        cut(f, 1024);
+    }
+    cut(&mut rec.event_name, 256);
+    if let Some(id) = rec.user_identity.as_mut() {
+        if let Some(k) = id.access_key_id.as_mut() {
+            cut(k, 128);
+        }
+    }
+    if let Some(t) = rec.tls_details.as_mut() {
+        cut(&mut t.client_provided_host_header, 1024);
+    }
+    let mut omitted = false;
+    for (field, max) in [
+        (&mut rec.request_parameters, 100 * 1024),
+        (&mut rec.response_elements, 100 * 1024),
+        (&mut rec.additional_event_data, 28 * 1024),
+    ] {
+        if field.as_ref().is_some_and(|v| json_size(v) > max) {
+            *field = None;
+            omitted = true;
+        }
+    }
+    if omitted {
+        rec.extra.insert("omitted".into(), Value::Bool(true));
+    }
+}
+
+/// About how many bytes `v` takes as JSON (escapes aside), without serializing it.
+fn json_size(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 24,
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => 2 + a.iter().map(|x| json_size(x) + 1).sum::<usize>(),
+        Value::Object(m) => {
+            2 + m
+                .iter()
+                .map(|(k, x)| k.len() + 4 + json_size(x))
+                .sum::<usize>()
+        }
     }
 }
 

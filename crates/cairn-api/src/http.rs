@@ -9,7 +9,7 @@ use http_body_util::Either;
 type Body = Either<Full<Bytes>, StreamBody>;
 use crate::Api;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -107,16 +107,15 @@ fn header_problem(parts: &hyper::http::request::Parts) -> (Vec<(String, String)>
             }
         }
     }
-    for single in [
-        "authorization",
-        "x-amz-date",
-        "x-amz-content-sha256",
-        "host",
-        "x-amz-target",
-        "x-amz-security-token",
-    ] {
+    for single in ["authorization", "host", "content-type", "content-md5"] {
         if parts.headers.get_all(single).iter().count() > 1 {
             bad.get_or_insert_with(|| format!("Header {single} must not be repeated"));
+        }
+    }
+    // No x-amz-* header may be repeated: cairn reads one value, an upstream might read another.
+    for name in parts.headers.keys() {
+        if name.as_str().starts_with("x-amz-") && parts.headers.get_all(name).iter().count() > 1 {
+            bad.get_or_insert_with(|| format!("Header {name} must not be repeated"));
         }
     }
     (headers, bad)
@@ -127,7 +126,7 @@ async fn to_request(
     req: hyper::Request<Incoming>,
     peer: SocketAddr,
     tls: Option<TlsInfo>,
-) -> Result<HttpRequest, hyper::Response<Body>> {
+) -> HttpRequest {
     let (parts, body) = req.into_parts();
     let (headers, bad) = header_problem(&parts);
     let mut request = HttpRequest {
@@ -139,36 +138,201 @@ async fn to_request(
         peer: peer.ip(),
         tls,
         bad_header: bad,
-        bad_body: None,
+        body_problem: None,
         body_stream: None,
+        body_unread: false,
+        signature_checked: false,
     };
+    // A request that cannot authenticate is answered without reading its body: nobody
+    // without a valid key makes cairn buffer anything.
+    match edge::preauthenticate(api, &request) {
+        edge::Preauth::Refused => {
+            request.body_unread = true;
+            return request;
+        }
+        edge::Preauth::SignatureValid => request.signature_checked = true,
+        edge::Preauth::NeedsBody => {}
+    }
     // A body bound for a proxied bucket's upstream is streamed there, not read here.
     if crate::s3_proxy::streams_request(api, &request) {
         request.body_stream = Some(edge::BodyStream(Arc::new(std::sync::Mutex::new(Some(
             body,
         )))));
-        return Ok(request);
+        return request;
     }
-    // Read at most one byte over the limit: the edge then refuses the request with the
-    // protocol's "too large" error instead of buffering an unbounded body.
-    let limit = api.opts.max_body_bytes + 1;
-    let mut bad_body = None;
-    let body = match Limited::new(body, limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Bytes::from(vec![0u8; limit])
-            } else {
-                bad_body = Some(format!("could not read the request body: {e}"));
-                Bytes::new()
+    let limit = edge::body_limit(api, &request);
+    match read_body(api, body, &request, limit).await {
+        Ok(b) => request.body = b,
+        Err(p) => request.body_problem = Some(p),
+    }
+    request
+}
+
+/// Reads a body of at most `limit` bytes within the server's budgets for buffered bodies (all
+/// connections, and each client address): a declared length is reserved before reading, a
+/// chunked body's bytes as they arrive, an empty body reserves nothing. Bytes must keep coming
+/// (`body_timeout` without one ends the read) and all of them within 20 times that.
+async fn read_body(
+    api: &Arc<Api>,
+    mut body: Incoming,
+    req: &HttpRequest,
+    limit: usize,
+) -> Result<Bytes, edge::BodyProblem> {
+    use edge::BodyProblem;
+    use hyper::body::Body as _;
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
+    let declared = body.size_hint().exact();
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyProblem::TooLarge { limit });
+    }
+    let mut held = BodyReservation::new(api, req.peer);
+    if let Some(n) = declared {
+        held.reserve(n as usize).await?;
+    }
+    let deadline = tokio::time::Instant::now() + api.opts.body_timeout * 20;
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(64 << 10) as usize);
+    loop {
+        let idle = tokio::time::sleep(api.opts.body_timeout);
+        let frame = tokio::select! {
+            f = body.frame() => f,
+            _ = idle => return Err(BodyProblem::TimedOut),
+            _ = tokio::time::sleep_until(deadline) => return Err(BodyProblem::TimedOut),
+        };
+        match frame {
+            None => break,
+            Some(Err(e)) => {
+                return Err(BodyProblem::Incomplete(format!(
+                    "could not read the request body: {e}"
+                )))
+            }
+            Some(Ok(f)) => {
+                if let Ok(data) = f.into_data() {
+                    if buf.len() + data.len() > limit {
+                        return Err(BodyProblem::TooLarge { limit });
+                    }
+                    if declared.is_none() {
+                        held.reserve(data.len()).await?;
+                    }
+                    buf.extend_from_slice(&data);
+                }
             }
         }
+    }
+    Ok(buf.freeze())
+}
+
+/// Bytes of request bodies being read, reserved from the server-wide budget and from the
+/// client address's share; released when dropped (once the body is read or abandoned).
+struct BodyReservation {
+    api: Arc<Api>,
+    peer: std::net::IpAddr,
+    permits: Option<tokio::sync::OwnedSemaphorePermit>,
+    per_peer: usize,
+}
+
+impl BodyReservation {
+    fn new(api: &Arc<Api>, peer: std::net::IpAddr) -> BodyReservation {
+        BodyReservation {
+            api: api.clone(),
+            peer,
+            permits: None,
+            per_peer: 0,
+        }
+    }
+
+    /// Reserves `n` more bytes: refused at once (503) past the address's share, waiting up to
+    /// `body_timeout` for room in the server-wide budget.
+    async fn reserve(&mut self, n: usize) -> Result<(), edge::BodyProblem> {
+        use edge::BodyProblem;
+        if n == 0 {
+            return Ok(());
+        }
+        {
+            let mut by_peer = self
+                .api
+                .body_bytes_by_peer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let used = by_peer.entry(self.peer).or_insert(0);
+            if *used + n > self.api.opts.max_buffered_body_bytes_per_client {
+                return Err(BodyProblem::Busy);
+            }
+            *used += n;
+            self.per_peer += n;
+        }
+        let permits = u32::try_from(n).map_err(|_| BodyProblem::Busy)?;
+        let got = tokio::time::timeout(
+            self.api.opts.body_timeout,
+            self.api.body_budget.clone().acquire_many_owned(permits),
+        )
+        .await
+        .map_err(|_| BodyProblem::Busy)?
+        .map_err(|_| BodyProblem::Busy)?;
+        match &mut self.permits {
+            Some(p) => p.merge(got),
+            None => self.permits = Some(got),
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BodyReservation {
+    fn drop(&mut self) {
+        if self.per_peer == 0 {
+            return;
+        }
+        let mut by_peer = self
+            .api
+            .body_bytes_by_peer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(used) = by_peer.get_mut(&self.peer) {
+            *used = used.saturating_sub(self.per_peer);
+            if *used == 0 {
+                by_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// `/_cairn/metrics` on the API listener: open when configured public, else only to
+/// `Authorization: Bearer <metrics token>` (compared in constant time), else refused.
+fn metrics_allowed(api: &Api, req: &hyper::Request<Incoming>) -> bool {
+    if api.opts.metrics_public {
+        return true;
+    }
+    let Some(token) = &api.opts.metrics_token else {
+        return false;
     };
-    request.body = body;
-    request.bad_body = bad_body;
-    Ok(request)
+    req.headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| {
+            aws_lc_rs::constant_time::verify_slices_are_equal(
+                given.trim().as_bytes(),
+                token.as_bytes(),
+            )
+            .is_ok()
+        })
+}
+
+fn metrics_response(api: &Api) -> hyper::Response<Body> {
+    let m = &api.metrics;
+    m.journal_next_seq
+        .set(api.engine.journal().next_seq() as i64);
+    m.delivery_position.set(api.engine.position() as i64);
+    m.history_position.set(api.history.position() as i64);
+    let mut r = hyper::Response::new(full(Bytes::from(m.render())));
+    r.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    r
 }
 
 fn full(b: Bytes) -> Body {
@@ -187,26 +351,22 @@ async fn respond(
             return Ok(hyper::Response::new(full(Bytes::from_static(b"ok\n"))));
         }
         "/_cairn/metrics" => {
-            let m = &api.metrics;
-            m.journal_next_seq
-                .set(api.engine.journal().next_seq() as i64);
-            m.delivery_position.set(api.engine.position() as i64);
-            m.history_position.set(api.history.position() as i64);
-            let mut r = hyper::Response::new(full(Bytes::from(m.render())));
+            if metrics_allowed(&api, &req) {
+                return Ok(metrics_response(&api));
+            }
+            let mut r = hyper::Response::new(full(Bytes::from_static(
+                b"metrics need Authorization: Bearer <token> (CAIRN_METRICS_TOKEN), or metrics_listen\n",
+            )));
+            *r.status_mut() = hyper::StatusCode::UNAUTHORIZED;
             r.headers_mut().insert(
-                "content-type",
-                hyper::header::HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer"),
             );
             return Ok(r);
         }
         _ => {}
     }
-    let request = match to_request(&api, req, peer, tls).await {
-        Ok(r) => r,
-        Err(resp) => return Ok(resp),
-    };
+    let request = to_request(&api, req, peer, tls).await;
     let head = request.method == "HEAD";
     let reply = edge::handle(&api, request).await;
     let streamed = reply.stream.as_ref().and_then(|s| s.take());
@@ -235,6 +395,48 @@ async fn respond(
     Ok(resp)
 }
 
+/// The most header bytes one request may send.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+async fn metrics_only(
+    api: Arc<Api>,
+    req: hyper::Request<Incoming>,
+) -> Result<hyper::Response<Body>, std::convert::Infallible> {
+    Ok(match req.uri().path() {
+        "/metrics" | "/_cairn/metrics" => metrics_response(&api),
+        _ => {
+            let mut r = hyper::Response::new(full(Bytes::new()));
+            *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+            r
+        }
+    })
+}
+
+/// Serves Prometheus metrics (`GET /metrics`, `GET /_cairn/metrics`) without authentication
+/// on an administrative listener of its own (`metrics_listen`, loopback by default), for
+/// scrapers that cannot sign requests. Stops with the returned handle's `abort`.
+pub async fn serve_metrics(
+    api: Arc<Api>,
+    listener: TcpListener,
+) -> Result<tokio::task::JoinHandle<()>, ServeError> {
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            };
+            let api = api.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| metrics_only(api.clone(), req));
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_secs(10));
+                let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    }))
+}
+
 /// Serves `api` on `listener` until [`Server::shutdown`].
 pub async fn serve(
     api: Arc<Api>,
@@ -246,9 +448,18 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| anyhow_like::msg(e.to_string()))?;
     let (stop, mut stopped) = watch::channel(false);
+    let slots = Arc::new(tokio::sync::Semaphore::new(api.opts.max_connections.max(1)));
     let task = tokio::spawn(async move {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
+            // A connection slot first: past the cap, new connections wait in the backlog.
+            let slot = tokio::select! {
+                s = slots.clone().acquire_owned() => match s {
+                    Ok(s) => s,
+                    Err(_) => break,
+                },
+                _ = stopped.changed() => break,
+            };
             let (stream, peer) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(x) => x,
@@ -261,9 +472,23 @@ pub async fn serve(
                 _ = stopped.changed() => break,
             };
             let _ = stream.set_nodelay(true);
+            // A connection whose reads or writes stall this long is closed: a client that never
+            // reads its answers cannot hold its slot. (Generous: hyper also waits on a read
+            // while a handler runs; headers and bodies have their own, shorter timeouts.)
+            let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+            let idle = api.opts.header_timeout.max(api.opts.body_timeout) * 3;
+            stream.set_read_timeout(Some(idle));
+            stream.set_write_timeout(Some(idle));
+            let stream = Box::pin(stream);
             let api = api.clone();
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.half_close(true);
+            builder
+                .half_close(true)
+                .timer(hyper_util::rt::TokioTimer::new())
+                // Headers must arrive in time (an idle keep-alive connection also closes).
+                .header_read_timeout(api.opts.header_timeout)
+                // Bounds the headers of one request (hyper answers 431 beyond).
+                .max_buf_size(MAX_HEADER_BYTES);
             match &acceptor {
                 None => {
                     let svc = service_fn(move |req| respond(api.clone(), req, peer, None));
@@ -273,16 +498,23 @@ pub async fn serve(
                         if let Err(e) = conn.await {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }
+                        drop(slot);
                     });
                 }
                 Some(acc) => {
                     let acc = acc.clone();
                     let watcher = graceful.watcher();
+                    let handshake = api.opts.tls_handshake_timeout;
                     tokio::spawn(async move {
-                        let tls = match acc.accept(stream).await {
-                            Ok(t) => t,
-                            Err(e) => {
+                        let _slot = slot;
+                        let tls = match tokio::time::timeout(handshake, acc.accept(stream)).await {
+                            Ok(Ok(t)) => t,
+                            Ok(Err(e)) => {
                                 tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!("TLS handshake timed out");
                                 return;
                             }
                         };

@@ -50,8 +50,28 @@ pub struct ApiOptions {
     pub default_region: String,
     /// Accept the well-known `test`/`test` credentials as the account root (development only).
     pub dev_credentials: bool,
-    /// Largest request body accepted (bytes).
+    /// Largest request body accepted (bytes): an S3 object in one PUT.
     pub max_body_bytes: usize,
+    /// Largest body of an API call (JSON, query, REST-JSON protocols).
+    pub max_api_body_bytes: usize,
+    /// Request bodies buffered at once, in bytes, across all connections; a request waits
+    /// (up to `body_timeout`) for room, then gets 503 SlowDown.
+    pub max_buffered_body_bytes: usize,
+    /// The share of that one client address may hold (503 SlowDown beyond).
+    pub max_buffered_body_bytes_per_client: usize,
+    /// How long a client may take to send its request headers.
+    pub header_timeout: std::time::Duration,
+    /// How long a body may go without a byte arriving, and (times 20) in all.
+    pub body_timeout: std::time::Duration,
+    /// How long a TLS handshake may take.
+    pub tls_handshake_timeout: std::time::Duration,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// `/_cairn/metrics` on the API listener: `None` refuses it (unless `metrics_public`);
+    /// `Some(token)` serves it to `Authorization: Bearer <token>`.
+    pub metrics_token: Option<String>,
+    /// Serve `/_cairn/metrics` on the API listener to anyone (explicit opt-in).
+    pub metrics_public: bool,
     /// Retention of LookupEvents history.
     pub history_days: i64,
     /// Documented LookupEvents extensions: several attributes combined with AND, and
@@ -82,6 +102,15 @@ impl ApiOptions {
             default_region: "us-east-1".into(),
             dev_credentials: false,
             max_body_bytes: 16 << 20,
+            max_api_body_bytes: 2 << 20,
+            max_buffered_body_bytes: 256 << 20,
+            max_buffered_body_bytes_per_client: 64 << 20,
+            header_timeout: std::time::Duration::from_secs(20),
+            body_timeout: std::time::Duration::from_secs(20),
+            tls_handshake_timeout: std::time::Duration::from_secs(10),
+            max_connections: 4096,
+            metrics_token: None,
+            metrics_public: false,
             history_days: 90,
             lookup_extensions: false,
             multipart_dir: std::env::temp_dir().join("cairn-multipart"),
@@ -129,6 +158,11 @@ pub struct Api {
     pub started: chrono::DateTime<chrono::Utc>,
     /// The HTTP client for proxied buckets (built on first use).
     pub upstream: std::sync::OnceLock<s3_proxy::Upstream>,
+    /// Room for request bodies being buffered, in bytes (`ApiOptions::max_buffered_body_bytes`).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// Body bytes being buffered per client address (bounded by
+    /// `ApiOptions::max_buffered_body_bytes_per_client`).
+    pub body_bytes_by_peer: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// Requests journaled as pending whose outcome is not journaled yet: token → a journal
     /// position at or below their pending entry. The `pending` journal consumer never passes
     /// the lowest, so a crash leaves every unresolved entry for [`Api::resolve_orphans`].
@@ -159,7 +193,6 @@ impl Api {
         clock: Arc<dyn Clock>,
     ) -> Arc<Api> {
         Arc::new(Api {
-            opts,
             engine,
             store,
             trail_store,
@@ -172,6 +205,12 @@ impl Api {
             upstream: std::sync::OnceLock::new(),
             started: chrono::Utc::now(),
             pending: std::sync::Mutex::new(PendingSet::default()),
+            body_bytes_by_peer: Default::default(),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(
+                opts.max_buffered_body_bytes
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+            opts,
         })
     }
 

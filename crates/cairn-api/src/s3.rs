@@ -533,6 +533,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             "Couldn't parse the specified URI.",
         ));
     }
+    ctx.keys = crate::s3_access::request_keys(ctx, op);
     // A proxied bucket: everything on it goes to its upstream.
     if let Some(target) = ctx.api.opts.proxies.get(&bucket).cloned() {
         return crate::s3_proxy::forward(ctx, op, &bucket, &target).await;
@@ -541,11 +542,17 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
         ctx.no_authorization_needed();
         return Err(e);
     }
-    // The bucket policy takes part in every authorization of a request on the bucket.
-    if !bucket.is_empty() {
+    // The bucket policy takes part in every authorization of a request on the bucket — but
+    // the account root can always read, replace or remove it (as in S3: a policy cannot lock
+    // the owner out of its own bucket).
+    let policy_op = matches!(
+        op,
+        "GetBucketPolicy" | "PutBucketPolicy" | "DeleteBucketPolicy"
+    );
+    let root_on_policy = policy_op && ctx.caller.is_root();
+    if !bucket.is_empty() && !root_on_policy {
         ctx.resource_policies = crate::s3_access::bucket_policies(ctx, &bucket)?;
     }
-    ctx.keys = crate::s3_access::request_keys(ctx, op);
     if let Some(key) = &t.key {
         crate::s3_access::add_existing_object_tags(ctx, op, &bucket, key).await?;
     }
@@ -901,7 +908,14 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             let key = t.key.clone().unwrap_or_default();
             ctx.audit.data_event = Some(ctx.s3_object_event(op, &bucket, &key));
             let arn = format!("arn:aws:s3:::{bucket}/{key}");
-            ctx.authorize(&format!("s3:{op}"), &arn)?;
+            let action = match op {
+                // Removing a version for good is its own permission.
+                "DeleteObject" if ctx.req.query_param("versionId").is_some() => {
+                    "s3:DeleteObjectVersion".to_string()
+                }
+                _ => format!("s3:{op}"),
+            };
+            ctx.authorize(&action, &arn)?;
             if op == "PutObject" {
                 crate::s3_access::authorize_header_actions(ctx, &arn)?;
             }
@@ -1695,7 +1709,21 @@ pub(crate) async fn read_copy_source(
     } else {
         "s3:GetObject"
     };
-    ctx.authorize_with(action, &src.arn(), &policies)?;
+    // The source is authorized with its own keys: its tags (`s3:ExistingObjectTag/*`) and
+    // version, as a GetObject of it would see them.
+    let source_keys = {
+        let store = ctx.api.store.clone();
+        let (b, k, v) = (src.bucket.clone(), src.key.clone(), src.version_id.clone());
+        let info = ctx
+            .api
+            .blocking(move || Ok(store.head_version(&b, &k, v.as_deref()).ok()))
+            .await?;
+        crate::s3_access::source_keys(&ctx.keys, info.as_ref(), src.version_id.as_deref())
+    };
+    let request_keys = std::mem::replace(&mut ctx.keys, source_keys);
+    let authorized = ctx.authorize_with(action, &src.arn(), &policies);
+    ctx.keys = request_keys;
+    authorized?;
     let store = ctx.api.store.clone();
     let (sb, sk, sv) = (src.bucket.clone(), src.key.clone(), src.version_id.clone());
     let got = ctx
@@ -1881,6 +1909,9 @@ async fn create_bucket(ctx: &mut Ctx<'_>, bucket: &str, host: &str) -> Result<Re
     }
     ctx.audit.request_parameters = Some(params);
     ctx.authorize("s3:CreateBucket", &format!("arn:aws:s3:::{bucket}"))?;
+    crate::s3_access::authorize_create_bucket_headers(ctx, bucket)?;
+    // A public ACL on a new bucket is refused under the account's BlockPublicAcls.
+    crate::s3_access::refuse_public_acl(ctx, bucket)?;
     if cairn_store::check_bucket_name(bucket).is_err() {
         return Err(
             ApiError::client("InvalidBucketName", "The specified bucket is not valid.")
@@ -2312,8 +2343,10 @@ mod tests {
             peer: "127.0.0.1".parse().unwrap(),
             tls: None,
             bad_header: None,
-            bad_body: None,
+            body_problem: None,
             body_stream: None,
+            body_unread: false,
+            signature_checked: false,
         }
     }
 

@@ -104,6 +104,36 @@ pub fn header_actions(req: &HttpRequest) -> Vec<&'static str> {
     out
 }
 
+/// The permissions CreateBucket's headers need besides `s3:CreateBucket`: an ACL needs
+/// `s3:PutBucketAcl`; object lock `s3:PutBucketObjectLockConfiguration` and
+/// `s3:PutBucketVersioning`; an ownership setting `s3:PutBucketOwnershipControls`.
+pub fn create_bucket_header_actions(req: &HttpRequest) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if sets_acl(req) {
+        out.push("s3:PutBucketAcl");
+    }
+    if req
+        .header("x-amz-bucket-object-lock-enabled")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        out.push("s3:PutBucketObjectLockConfiguration");
+        out.push("s3:PutBucketVersioning");
+    }
+    if req.header("x-amz-object-ownership").is_some() {
+        out.push("s3:PutBucketOwnershipControls");
+    }
+    out
+}
+
+/// Authorizes CreateBucket's header permissions (see [`create_bucket_header_actions`]).
+pub fn authorize_create_bucket_headers(ctx: &mut Ctx<'_>, bucket: &str) -> Result<(), ApiError> {
+    let arn = format!("arn:aws:s3:::{bucket}");
+    for a in create_bucket_header_actions(ctx.req) {
+        ctx.authorize(a, &arn)?;
+    }
+    Ok(())
+}
+
 /// Authorizes a write's header permissions (see [`header_actions`]) on `resource`.
 pub fn authorize_header_actions(ctx: &mut Ctx<'_>, resource: &str) -> Result<(), ApiError> {
     for a in header_actions(ctx.req) {
@@ -244,6 +274,78 @@ pub fn request_keys(ctx: &Ctx<'_>, op: &str) -> ConditionKeys {
             if let Some(v) = req.query_param(param) {
                 k.set(key, v);
             }
+        }
+    }
+    k
+}
+
+/// Condition keys a request carries in its body, read before authorizing as S3 does: the
+/// tags of PutObjectTagging (`s3:RequestObjectTag/*`, `s3:RequestObjectTagKeys`), the mode and
+/// date of PutObjectRetention, the status of PutObjectLegalHold. A body that does not parse
+/// adds nothing (the request is then refused as malformed).
+pub fn add_body_keys(ctx: &mut Ctx<'_>, op: &str) {
+    let Some(doc) = crate::xml::parse(&ctx.req.body) else {
+        return;
+    };
+    match (op, doc.name.as_str()) {
+        ("PutObjectTagging", "Tagging") => {
+            let tags: Vec<(String, String)> = doc
+                .child("TagSet")
+                .into_iter()
+                .flat_map(|s| s.children_named("Tag"))
+                .map(|t| {
+                    (
+                        t.child_text("Key").unwrap_or_default().to_string(),
+                        t.child_text("Value").unwrap_or_default().to_string(),
+                    )
+                })
+                .collect();
+            for (k, v) in &tags {
+                ctx.keys.set(&format!("s3:RequestObjectTag/{k}"), v.clone());
+            }
+            ctx.keys.set_many(
+                "s3:RequestObjectTagKeys",
+                tags.into_iter().map(|(k, _)| k).collect(),
+            );
+        }
+        ("PutObjectRetention", "Retention") => {
+            if let Some(m) = doc.child_text("Mode") {
+                ctx.keys.set("s3:object-lock-mode", m.trim());
+            }
+            if let Some(u) = doc.child_text("RetainUntilDate").map(str::trim) {
+                ctx.keys.set("s3:object-lock-retain-until-date", u);
+                if let Ok(t) = chrono::DateTime::parse_from_rfc3339(u) {
+                    let days = (t.with_timezone(&chrono::Utc) - ctx.now).num_days().max(0);
+                    ctx.keys
+                        .set("s3:object-lock-remaining-retention-days", days.to_string());
+                }
+            }
+        }
+        ("PutObjectLegalHold", "LegalHold") => {
+            if let Some(st) = doc.child_text("Status") {
+                ctx.keys.set("s3:object-lock-legal-hold", st.trim());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The keys a copy's source is authorized with: the request's, but the object-specific ones
+/// (`s3:ExistingObjectTag/*`, `s3:VersionId`) are the source object's.
+pub fn source_keys(
+    request: &ConditionKeys,
+    source: Option<&cairn_store::ObjectInfo>,
+    version_id: Option<&str>,
+) -> ConditionKeys {
+    let mut k = request.clone();
+    k.remove_prefix("s3:ExistingObjectTag/");
+    k.remove("s3:VersionId");
+    if let Some(v) = version_id {
+        k.set("s3:VersionId", v);
+    }
+    if let Some(tags) = source.and_then(|i| i.system.get("tagging")) {
+        for (tk, tv) in form_urlencoded::parse(tags.as_bytes()) {
+            k.set(&format!("s3:ExistingObjectTag/{tk}"), tv.into_owned());
         }
     }
     k

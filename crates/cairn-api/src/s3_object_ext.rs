@@ -643,7 +643,7 @@ pub async fn handle_bucket(
         }
         _ => {
             let acl = requested_acl(ctx.req)?;
-            if acl.starts_with("public") && blocks_public_acls(ctx, bucket)? {
+            if crate::s3_access::is_public_canned_acl(&acl) && blocks_public_acls(ctx, bucket)? {
                 return Err(ApiError::new("AccessDenied", 403, "Access Denied"));
             }
             ctx.defer_meta_put(acl_key(bucket), acl);
@@ -687,6 +687,7 @@ pub async fn handle_object(
         o => format!("s3:{o}"),
     };
     let arn = format!("arn:aws:s3:::{bucket}/{key}");
+    crate::s3_access::add_body_keys(ctx, op);
     ctx.authorize(&action, &arn)?;
     crate::s3::bucket_must_exist(ctx, bucket)?;
     match op {
@@ -933,7 +934,7 @@ pub async fn handle_object(
         }
         "PutObjectAcl" => {
             let acl = requested_acl(ctx.req)?;
-            if acl.starts_with("public") && blocks_public_acls(ctx, bucket)? {
+            if crate::s3_access::is_public_canned_acl(&acl) && blocks_public_acls(ctx, bucket)? {
                 return Err(ApiError::new("AccessDenied", 403, "Access Denied"));
             }
             let info = change_version(ctx, bucket, key, vid, move |i| {

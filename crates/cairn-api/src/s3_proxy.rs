@@ -150,6 +150,7 @@ const NOT_RETURNED: &[&str] = &[
     "transfer-encoding",
     "x-amz-request-id",
     "x-amz-id-2",
+    "x-amzn-requestid",
     "server",
     "date",
 ];
@@ -233,8 +234,21 @@ pub fn streams_request(api: &crate::Api, req: &HttpRequest) -> bool {
     {
         return false;
     }
+    // Only an S3 request keeps its body unread (S3 signs a declared payload hash; the
+    // upstream checks it): a request signed for another service never skips hashing.
+    let signed_for_s3 = req.query.contains("AWSAccessKeyId=")
+        || cairn_iam::sigv4::parse(&cairn_iam::sigv4::Request {
+            method: &req.method,
+            path: &req.path,
+            query: &req.query,
+            headers: &req.headers,
+            body_sha256: "",
+            s3: true,
+        })
+        .is_ok_and(|a| a.service == "s3");
     let t = crate::s3::target(req);
-    t.key.is_some()
+    signed_for_s3
+        && t.key.is_some()
         && t.bucket
             .as_ref()
             .is_some_and(|b| api.opts.proxies.contains_key(b))
@@ -308,6 +322,9 @@ pub async fn forward(
     if matches!(op, "PutObject" | "CopyObject" | "CreateMultipartUpload") {
         crate::s3_access::authorize_header_actions(ctx, &resource)?;
     }
+    if op == "CreateBucket" {
+        crate::s3_access::authorize_create_bucket_headers(ctx, bucket)?;
+    }
     let bypass = req
         .header("x-amz-bypass-governance-retention")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
@@ -329,6 +346,15 @@ pub async fn forward(
             })?;
         let quiet = doc.child_text("Quiet").map(str::trim) == Some("true");
         let mut allowed = Vec::new();
+        let ambiguous = doc.children_named("Object").any(|o| {
+            o.children_named("Key").count() != 1 || o.children_named("VersionId").count() > 1
+        });
+        if ambiguous {
+            return Err(ApiError::client(
+                "MalformedXML",
+                "The XML you provided was not well-formed or did not validate against our published schema.",
+            ));
+        }
         for o in doc.children_named("Object") {
             let k = o.child_text("Key").unwrap_or("").to_string();
             let v = o
@@ -348,7 +374,9 @@ pub async fn forward(
                 refused_keys.push((k, v));
             }
         }
-        if !refused_keys.is_empty() {
+        // The upstream always gets the body cairn read and authorized, rebuilt, never the
+        // client's text (another parser could read other keys from it).
+        {
             let mut x = String::from("<Delete>");
             if quiet {
                 x.push_str("<Quiet>true</Quiet>");

@@ -280,6 +280,299 @@ fn iam_changes_whose_event_cannot_be_made_durable_change_nothing() {
     rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
 }
 
+/// Trail changes, channels and multipart parts are made only once their own event is
+/// durable: with the journal failing nothing changes, and a StopLogging, once recorded, is
+/// delivered by the very trail it stops.
+#[test]
+fn trail_channel_and_part_changes_whose_event_cannot_be_made_durable_change_nothing() {
+    let w = world();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let server = rt
+        .block_on(cairn_api::serve(w.api.clone(), listener, None))
+        .unwrap();
+    let addr = server.local_addr.to_string();
+    let ok = |r: (u16, String)| {
+        assert_eq!(r.0, 200, "{}", r.1);
+        r.1
+    };
+    ok(call(
+        &addr,
+        &w,
+        "CreateTrail",
+        r#"{"Name":"tr1","S3BucketName":"logs"}"#,
+    ));
+    ok(call(&addr, &w, "StartLogging", r#"{"Name":"tr1"}"#));
+    let ch = ok(call(
+        &addr,
+        &w,
+        "CreateChannel",
+        r#"{"Name":"chan-one","Source":"Custom","Destinations":[{"Type":"EVENT_DATA_STORE","Location":"x-y-z"}]}"#,
+    ));
+    let channel: serde_json::Value = serde_json::from_str(&ch).unwrap();
+    let channel_arn = channel["ChannelArn"].as_str().unwrap().to_string();
+    let up = ok(s3_call(&addr, &w, "POST", "/logs/big", "uploads", ""));
+    let id = up
+        .split("<UploadId>")
+        .nth(1)
+        .and_then(|x| x.split("</UploadId>").next())
+        .unwrap()
+        .to_string();
+    let part = format!("partNumber=1&uploadId={id}");
+    ok(s3_call(&addr, &w, "PUT", "/logs/big", &part, "first"));
+
+    w.fail.store(true, Ordering::SeqCst);
+    let arn = format!("arn:aws:cloudtrail:us-east-1:{}:trail/tr1", common::ACCOUNT);
+    for (op, body) in [
+        ("StopLogging", r#"{"Name":"tr1"}"#.to_string()),
+        ("DeleteTrail", r#"{"Name":"tr1"}"#.to_string()),
+        (
+            "PutEventSelectors",
+            r#"{"TrailName":"tr1","EventSelectors":[{"ReadWriteType":"ReadOnly","IncludeManagementEvents":true}]}"#
+                .to_string(),
+        ),
+        (
+            "UpdateTrail",
+            r#"{"Name":"tr1","EnableLogFileValidation":true}"#.to_string(),
+        ),
+        (
+            "AddTags",
+            format!(r#"{{"ResourceId":"{arn}","TagsList":[{{"Key":"k","Value":"v"}}]}}"#),
+        ),
+        (
+            "CreateChannel",
+            r#"{"Name":"chan-two","Source":"Custom","Destinations":[{"Type":"EVENT_DATA_STORE","Location":"x-y-z"}]}"#
+                .to_string(),
+        ),
+        ("DeleteChannel", format!(r#"{{"Channel":"{channel_arn}"}}"#)),
+    ] {
+        let (st, b) = call(&addr, &w, op, &body);
+        assert_eq!(st, 503, "{op}: {b}");
+    }
+    let (st, b) = s3_call(&addr, &w, "PUT", "/logs/big", &part, "second");
+    assert_eq!(st, 503, "{b}");
+    w.fail.store(false, Ordering::SeqCst);
+
+    let t = w
+        .api
+        .engine
+        .trail("tr1")
+        .expect("the trail was not deleted");
+    assert!(t.logging, "the trail was not stopped");
+    assert!(!t.config.log_file_validation, "the trail was not updated");
+    assert!(
+        w.api
+            .meta
+            .get::<Vec<(String, String)>>(&format!("tags/{arn}"))
+            .unwrap()
+            .unwrap_or_default()
+            .is_empty(),
+        "no tags were added"
+    );
+    let channels = ok(call(&addr, &w, "ListChannels", "{}"));
+    assert!(
+        channels.contains("chan-one") && !channels.contains("chan-two"),
+        "{channels}"
+    );
+    let parts = ok(s3_call(
+        &addr,
+        &w,
+        "GET",
+        "/logs/big",
+        &format!("uploadId={id}"),
+        "",
+    ));
+    let first_etag = hex::encode(<md5::Md5 as md5::Digest>::digest(b"first"));
+    assert!(
+        parts.contains(&first_etag),
+        "part 1 is still the first upload: {parts}"
+    );
+    let complete = format!(
+        "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"{first_etag}\"</ETag></Part></CompleteMultipartUpload>"
+    );
+    ok(s3_call(
+        &addr,
+        &w,
+        "POST",
+        "/logs/big",
+        &format!("uploadId={id}"),
+        &complete,
+    ));
+    assert_eq!(w.api.store.get("logs", "big").unwrap().body, b"first");
+
+    // Recorded now: the StopLogging event precedes the stop, so the trail delivers it.
+    ok(call(&addr, &w, "StopLogging", r#"{"Name":"tr1"}"#));
+    assert!(!w.api.engine.trail("tr1").unwrap().logging);
+    w.api.engine.flush().unwrap();
+    let mut names = Vec::new();
+    for info in cairn_store::list_all(w.api.store.as_ref(), "logs", "AWSLogs/")
+        .unwrap()
+        .iter()
+        .filter(|i| i.key.contains("/CloudTrail/"))
+    {
+        let gz = w.api.store.get("logs", &info.key).unwrap().body;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for r in v["Records"].as_array().unwrap() {
+            names.push(r["eventName"].as_str().unwrap_or("").to_string());
+        }
+    }
+    assert!(
+        names.iter().any(|n| n == "StopLogging"),
+        "the trail delivered its own StopLogging: {names:?}"
+    );
+    rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
+}
+
+/// A toy part cipher: enough to see parts are handed to the cipher with their name, never
+/// written as they came (the real one, SSE-S3, is tested in the `cairn` crate).
+struct Marked;
+impl cairn_store::BodyCipher for Marked {
+    fn seal(&self, plain: &[u8], context: &[u8]) -> Result<Vec<u8>, String> {
+        let mut out = context.to_vec();
+        out.push(0);
+        out.extend(plain.iter().map(|b| b ^ 0x5a));
+        Ok(out)
+    }
+    fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, String> {
+        let body = sealed
+            .strip_prefix(context)
+            .and_then(|r| r.strip_prefix(&[0u8]))
+            .ok_or("wrong context")?;
+        Ok(body.iter().map(|b| b ^ 0x5a).collect())
+    }
+}
+
+/// Multipart parts wait under the data directory readable by cairn's user only, sealed, and
+/// an upload nobody completes is aborted: after its bucket's AbortIncompleteMultipartUpload
+/// days, or after the default expiry.
+#[test]
+fn multipart_parts_are_private_sealed_and_expire() {
+    use std::os::unix::fs::PermissionsExt;
+    let clock = cairn_record::ManualClock::new(Utc::now());
+    let bed = common::testbed(Arc::new(clock.clone()), None, |o| {
+        o.part_cipher = Some(cairn_api::PartCipher(Arc::new(Marked)));
+    });
+    bed.store.create_bucket("logs").unwrap();
+    bed.store.create_bucket("other").unwrap();
+    let w = World {
+        api: bed.api.clone(),
+        key: bed.key.clone(),
+        secret: bed.secret.clone(),
+        fail: Arc::new(AtomicBool::new(false)),
+        _bed: bed,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let server = rt
+        .block_on(cairn_api::serve(w.api.clone(), listener, None))
+        .unwrap();
+    let addr = server.local_addr.to_string();
+    let upload = |bucket: &str, key: &str| {
+        let (st, body) = s3_call(
+            &addr,
+            &w,
+            "POST",
+            &format!("/{bucket}/{key}"),
+            "uploads",
+            "",
+        );
+        assert_eq!(st, 200, "{body}");
+        body.split("<UploadId>")
+            .nth(1)
+            .and_then(|x| x.split("</UploadId>").next())
+            .unwrap()
+            .to_string()
+    };
+    let id = upload("logs", "done");
+    let part = format!("partNumber=1&uploadId={id}");
+    assert_eq!(
+        s3_call(&addr, &w, "PUT", "/logs/done", &part, "hello part").0,
+        200
+    );
+    let dir = w.api.opts.multipart_dir.join(&id);
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&files[0]), 0o600);
+    let raw = std::fs::read(&files[0]).unwrap();
+    assert!(
+        !raw.windows(10).any(|x| x == b"hello part"),
+        "a part is never written as it came"
+    );
+    let etag = hex::encode(<md5::Md5 as md5::Digest>::digest(b"hello part"));
+    let complete = format!(
+        "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"{etag}\"</ETag></Part></CompleteMultipartUpload>"
+    );
+    let (st, body) = s3_call(
+        &addr,
+        &w,
+        "POST",
+        "/logs/done",
+        &format!("uploadId={id}"),
+        &complete,
+    );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(w.api.store.get("logs", "done").unwrap().body, b"hello part");
+    assert!(!dir.exists(), "a completed upload leaves no part behind");
+
+    // Two uploads nobody completes: one under a bucket rule (1 day), one under the default.
+    let rule = "<LifecycleConfiguration><Rule><ID>abort</ID><Filter><Prefix></Prefix></Filter><Status>Enabled</Status><AbortIncompleteMultipartUpload><DaysAfterInitiation>1</DaysAfterInitiation></AbortIncompleteMultipartUpload></Rule></LifecycleConfiguration>";
+    assert_eq!(s3_call(&addr, &w, "PUT", "/logs", "lifecycle", rule).0, 200);
+    let ruled = upload("logs", "stale");
+    let defaulted = upload("other", "stale");
+    for (b, id) in [("logs", &ruled), ("other", &defaulted)] {
+        let q = format!("partNumber=1&uploadId={id}");
+        assert_eq!(
+            s3_call(&addr, &w, "PUT", &format!("/{b}/stale"), &q, "left").0,
+            200
+        );
+    }
+    rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
+    let pending = |w: &World, id: &str| {
+        w.api
+            .meta
+            .get::<serde_json::Value>(&format!("upload/{id}"))
+            .unwrap()
+            .is_some()
+    };
+    assert_eq!(
+        cairn_api::lifecycle::run_once(&w.api)
+            .unwrap()
+            .uploads_aborted,
+        0
+    );
+    clock.advance(Duration::days(2));
+    assert_eq!(
+        cairn_api::lifecycle::run_once(&w.api)
+            .unwrap()
+            .uploads_aborted,
+        1
+    );
+    assert!(!pending(&w, &ruled) && pending(&w, &defaulted));
+    assert!(!w.api.opts.multipart_dir.join(&ruled).exists());
+    clock.advance(Duration::days(6));
+    assert_eq!(
+        cairn_api::lifecycle::run_once(&w.api)
+            .unwrap()
+            .uploads_aborted,
+        1
+    );
+    assert!(!pending(&w, &defaulted));
+    assert!(!w.api.opts.multipart_dir.join(&defaulted).exists());
+}
+
 #[test]
 fn history_pages_newest_first_filters_and_prunes() {
     let dir = tempfile::tempdir().unwrap();

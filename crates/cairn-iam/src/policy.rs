@@ -531,6 +531,12 @@ impl ConditionKeys {
         self.0.remove(&name.to_ascii_lowercase());
     }
 
+    /// Removes every key whose name starts with `prefix`.
+    pub fn remove_prefix(&mut self, prefix: &str) {
+        let prefix = prefix.to_ascii_lowercase();
+        self.0.retain(|k, _| !k.starts_with(&prefix));
+    }
+
     pub fn get(&self, name: &str) -> Option<&[String]> {
         self.0.get(&name.to_ascii_lowercase()).map(Vec::as_slice)
     }

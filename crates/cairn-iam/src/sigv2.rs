@@ -21,21 +21,37 @@ pub struct Presigned {
 #[derive(Debug, Clone, PartialEq)]
 pub enum V2Error {
     Expired,
+    /// `Expires` lies more than [`MAX_LIFETIME_SECONDS`] ahead.
+    TooLong,
     Mismatch,
+    /// A query parameter SigV2 does not sign and that could change what the request does
+    /// (`?retention` added to a presigned PUT).
+    Unsigned(String),
     Malformed(String),
 }
 
-/// Query parameters S3 includes in the SigV2 resource.
+/// The longest a presigned URL may stay valid (S3's seven days, as for SigV4).
+pub const MAX_LIFETIME_SECONDS: i64 = 604_800;
+
+/// Query parameters S3 includes in the SigV2 resource (botocore's list, which is what the
+/// signer on the other side uses).
 const SIGNED_PARAMS: &[&str] = &[
+    "accelerate",
     "acl",
+    "analytics",
     "cors",
+    "defaultObjectAcl",
     "delete",
+    "inventory",
     "lifecycle",
     "location",
     "logging",
+    "metrics",
     "notification",
+    "object-lock",
     "partNumber",
     "policy",
+    "replication",
     "requestPayment",
     "response-cache-control",
     "response-content-disposition",
@@ -44,6 +60,9 @@ const SIGNED_PARAMS: &[&str] = &[
     "response-content-type",
     "response-expires",
     "restore",
+    "select",
+    "select-type",
+    "storageClass",
     "tagging",
     "torrent",
     "uploadId",
@@ -52,6 +71,31 @@ const SIGNED_PARAMS: &[&str] = &[
     "versioning",
     "versions",
     "website",
+];
+
+/// Parameters SigV2 leaves unsigned that only page or filter a listing (S3 accepts them
+/// unsigned), and the authentication parameters themselves.
+const UNSIGNED_OK: &[&str] = &[
+    "AWSAccessKeyId",
+    "Expires",
+    "Signature",
+    "x-amz-security-token",
+    "prefix",
+    "marker",
+    "max-keys",
+    "delimiter",
+    "encoding-type",
+    "list-type",
+    "continuation-token",
+    "start-after",
+    "fetch-owner",
+    "key-marker",
+    "version-id-marker",
+    "upload-id-marker",
+    "part-number-marker",
+    "max-parts",
+    "max-uploads",
+    "x-id",
 ];
 
 /// The presigned SigV2 credentials of a query, if it carries them.
@@ -92,6 +136,15 @@ pub fn verify(
         .ok_or_else(|| V2Error::Malformed("Invalid date (should be seconds since epoch)".into()))?;
     if now > expires {
         return Err(V2Error::Expired);
+    }
+    if p.expires - now.timestamp() > MAX_LIFETIME_SECONDS {
+        return Err(V2Error::TooLong);
+    }
+    if let Some((k, _)) = query
+        .iter()
+        .find(|(k, _)| !SIGNED_PARAMS.contains(&k.as_str()) && !UNSIGNED_OK.contains(&k.as_str()))
+    {
+        return Err(V2Error::Unsigned(k.clone()));
     }
     let header = |k: &str| {
         headers
@@ -184,6 +237,36 @@ mod tests {
                 now
             ),
             Err(V2Error::Mismatch)
+        );
+        // A sub-resource the signature does not cover cannot be added (`?retention` would
+        // turn a presigned PUT into PutObjectRetention).
+        let mut extra = query.clone();
+        extra.push(("retention".into(), String::new()));
+        assert_eq!(
+            verify(
+                &p,
+                "GET",
+                "/johnsmith/photos/puppy.jpg",
+                &extra,
+                &[],
+                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                now
+            ),
+            Err(V2Error::Unsigned("retention".into()))
+        );
+        // Valid for more than seven days from now: refused.
+        let long_ago = Utc.timestamp_opt(1175139620 - 604_801, 0).unwrap();
+        assert_eq!(
+            verify(
+                &p,
+                "GET",
+                "/johnsmith/photos/puppy.jpg",
+                &query,
+                &[],
+                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                long_ago
+            ),
+            Err(V2Error::TooLong)
         );
         let later = Utc.timestamp_opt(1175139621, 0).unwrap();
         assert_eq!(

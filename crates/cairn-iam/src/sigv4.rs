@@ -426,12 +426,24 @@ fn parse_amz_date(s: &str) -> Result<DateTime<Utc>, AuthError> {
 }
 
 /// Checks the request's signature with `secret` at time `now`: the scope, the required
-/// signed headers, the clock (±15 min, or the presigned lifetime), the payload hash (S3),
-/// then the signature itself, compared in constant time.
+/// signed headers, the clock (±15 min, or the presigned lifetime), the signature itself
+/// (compared in constant time), then the payload hash against the body received.
 pub fn verify(
     req: &Request,
     auth: &Authorization,
     secret: &str,
+    now: DateTime<Utc>,
+) -> Result<(), AuthError> {
+    check_headers(req, auth, now)?;
+    check_signature(req, auth, secret)?;
+    check_payload(req, auth)
+}
+
+/// What can be checked without the secret or the body: the scope date, the headers that
+/// must be signed, the clock.
+pub fn check_headers(
+    req: &Request,
+    auth: &Authorization,
     now: DateTime<Utc>,
 ) -> Result<(), AuthError> {
     let t = parse_amz_date(&auth.amz_date)?;
@@ -478,23 +490,14 @@ pub fn verify(
             }
         }
     }
-    if req.s3 {
-        let declared = match (req.header(X_AMZ_CONTENT_SHA256), auth.presigned()) {
-            (Some(d), _) => d,
-            (None, true) => UNSIGNED_PAYLOAD,
-            (None, false) => return Err(AuthError::MissingContentSha256),
-        };
-        if is_sha256_hex(declared) && !declared.eq_ignore_ascii_case(req.body_sha256) {
-            return Err(AuthError::ContentSha256Mismatch);
-        }
-    }
-    if !req.s3 {
-        // A declared hash must be the received body's (clients that send one sign it).
-        if let Some(declared) = req.header(X_AMZ_CONTENT_SHA256) {
-            if !declared.eq_ignore_ascii_case(req.body_sha256) {
-                return Err(AuthError::SignatureMismatch);
-            }
-        }
+    Ok(())
+}
+
+/// The signature over the canonical request, compared in constant time. For S3 the payload
+/// hash signed is the declared one, so this needs no body; elsewhere it is the body's.
+pub fn check_signature(req: &Request, auth: &Authorization, secret: &str) -> Result<(), AuthError> {
+    if req.s3 && !auth.presigned() && req.header(X_AMZ_CONTENT_SHA256).is_none() {
+        return Err(AuthError::MissingContentSha256);
     }
     let cr = canonical_request(req, auth)?;
     let sts = format!(
@@ -508,6 +511,32 @@ pub fn verify(
     let provided = auth.signature.to_ascii_lowercase();
     aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), provided.as_bytes())
         .map_err(|_| AuthError::SignatureMismatch)
+}
+
+/// Whether [`check_signature`] can run before the body is read: S3 signs the declared
+/// payload hash (or a payload mode), other services sign the body's own hash.
+pub fn signature_needs_body(req: &Request) -> bool {
+    !req.s3
+}
+
+/// The declared payload hash against the body received.
+pub fn check_payload(req: &Request, auth: &Authorization) -> Result<(), AuthError> {
+    if req.s3 {
+        let declared = match (req.header(X_AMZ_CONTENT_SHA256), auth.presigned()) {
+            (Some(d), _) => d,
+            (None, true) => UNSIGNED_PAYLOAD,
+            (None, false) => return Err(AuthError::MissingContentSha256),
+        };
+        if is_sha256_hex(declared) && !declared.eq_ignore_ascii_case(req.body_sha256) {
+            return Err(AuthError::ContentSha256Mismatch);
+        }
+    } else if let Some(declared) = req.header(X_AMZ_CONTENT_SHA256) {
+        // A declared hash must be the received body's (clients that send one sign it).
+        if !declared.eq_ignore_ascii_case(req.body_sha256) {
+            return Err(AuthError::SignatureMismatch);
+        }
+    }
+    Ok(())
 }
 
 /// Signs a request (header form) for clients cairn itself runs (`cairn trail flush`,

@@ -15,6 +15,17 @@
 //! max_body_bytes = 16777216        # largest request body
 //! multipart_expiry_days = 7        # incomplete multipart uploads are aborted after this
 //!                                  # (a bucket's AbortIncompleteMultipartUpload rule wins)
+//! max_api_body_bytes = 2097152     # largest body of a JSON/query API call
+//! max_buffered_body_bytes = 268435456  # request bodies buffered at once, all connections
+//! max_buffered_body_bytes_per_client = 67108864  # … of which one client address may hold
+//! max_connections = 4096           # connections served at once (more wait in the backlog)
+//! header_timeout = "20s"           # to send request headers (also closes idle keep-alives)
+//! body_timeout = "20s"             # a body may go this long without a byte (20× in all)
+//! tls_handshake_timeout = "10s"
+//! metrics_listen = "127.0.0.1:9464"  # serve /metrics unauthenticated on this address only
+//! metrics_public = false           # serve /_cairn/metrics on the API listener to anyone
+//!                                  # (otherwise it needs Authorization: Bearer
+//!                                  # $CAIRN_METRICS_TOKEN)
 //!
 //! [tls]                            # optional; serve HTTPS instead of HTTP
 //! cert = "cert.pem"
@@ -66,6 +77,15 @@ pub struct FileConfig {
     pub lookup_extensions: Option<bool>,
     pub max_body_bytes: Option<usize>,
     pub multipart_expiry_days: Option<i64>,
+    pub max_api_body_bytes: Option<usize>,
+    pub max_buffered_body_bytes: Option<usize>,
+    pub max_buffered_body_bytes_per_client: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub header_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub tls_handshake_timeout: Option<String>,
+    pub metrics_listen: Option<String>,
+    pub metrics_public: Option<bool>,
     pub tls: Option<TlsConfig>,
     #[serde(default, rename = "bucket")]
     pub buckets: Vec<BucketConfig>,

@@ -306,6 +306,39 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     if let Some(m) = file.max_body_bytes {
         opts.max_body_bytes = m;
     }
+    if let Some(m) = file.max_api_body_bytes {
+        opts.max_api_body_bytes = m;
+    }
+    if let Some(m) = file.max_buffered_body_bytes {
+        opts.max_buffered_body_bytes = m;
+    }
+    if let Some(m) = file.max_buffered_body_bytes_per_client {
+        opts.max_buffered_body_bytes_per_client = m;
+    }
+    // One request of the largest size must always fit.
+    opts.max_buffered_body_bytes = opts.max_buffered_body_bytes.max(opts.max_body_bytes + 1);
+    opts.max_buffered_body_bytes_per_client = opts
+        .max_buffered_body_bytes_per_client
+        .clamp(opts.max_body_bytes + 1, opts.max_buffered_body_bytes);
+    if let Some(m) = file.max_connections {
+        opts.max_connections = m.max(1);
+    }
+    let std_duration = |v: &Option<String>, default: std::time::Duration| -> Result<_> {
+        Ok(match v {
+            Some(v) => parse_duration(v)?
+                .to_std()
+                .map_err(|_| anyhow::anyhow!("a timeout must be positive: {v}"))?,
+            None => default,
+        })
+    };
+    opts.header_timeout = std_duration(&file.header_timeout, std::time::Duration::from_secs(20))?;
+    opts.body_timeout = std_duration(&file.body_timeout, opts.body_timeout)?;
+    opts.tls_handshake_timeout =
+        std_duration(&file.tls_handshake_timeout, opts.tls_handshake_timeout)?;
+    opts.metrics_public = file.metrics_public.unwrap_or(false);
+    opts.metrics_token = std::env::var("CAIRN_METRICS_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
     if opts.dev_credentials {
         tracing::warn!("DEVELOPMENT MODE: the well-known credentials test/test are accepted as the account root. Never use --dev with data you care about.");
         eprintln!("cairn: WARNING: development mode accepts AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test as the account root");
@@ -405,6 +438,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         .thread_name("cairn-http")
         .build()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let metrics_listen = file.metrics_listen.clone();
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
@@ -417,6 +451,20 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             server.local_addr
         );
         tracing::info!(addr = %server.local_addr, "listening");
+        let metrics_server = match &metrics_listen {
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding metrics_listen {addr}"))?;
+                tracing::info!(addr = %addr, "metrics listener");
+                Some(
+                    cairn_api::http::serve_metrics(api.clone(), l)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?,
+                )
+            }
+            None => None,
+        };
         let lifecycle = cairn_api::lifecycle::spawn(
             api.clone(),
             lifecycle_every
@@ -431,6 +479,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         tracing::info!("shutting down: no new connections; finishing in-flight requests");
         server.shutdown(std::time::Duration::from_secs(30)).await;
         lifecycle.abort();
+        if let Some(m) = metrics_server {
+            m.abort();
+        }
         anyhow::Ok(())
     })?;
     stop.store(true, Ordering::Release);
