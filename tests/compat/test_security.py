@@ -579,3 +579,19 @@ def test_review_trail_tags_are_condition_keys(srv):
     assert code(e) == "AccessDeniedException"
     op.create_trail(Name="owned-trail", S3BucketName="tagged-trail-logs", TagsList=[{"Key": "owner", "Value": "ops"}])
     assert ct.get_trail_status(Name="protected-trail")["IsLogging"] is True
+
+
+def test_every_refusal_above_is_in_the_trail(srv):
+    """Each attack of this file was refused, and each refusal is an event with its error."""
+    seen = {(r["eventName"], r.get("errorCode")) for r in records(srv)}
+    for expected in [("CopyObject", "AccessDenied"), ("UploadPartCopy", "AccessDenied"),
+                     ("PutBucketPolicy", "MalformedPolicy"), ("PutBucketPolicy", "AccessDenied"),
+                     ("CreateAccessKey", "SignatureDoesNotMatch"), ("PutObject", "XAmzContentSHA256Mismatch"),
+                     ("AssumeRole", "AccessDenied"), ("StopLogging", "AccessDeniedException"),
+                     ("StopLogging", "CloudTrailARNInvalidException"), ("ListTrails", "InvalidSignatureException"),
+                     ("PutObject", "AccessDenied"), ("PutObject", "NotImplemented"),
+                     ("CreateMultipartUpload", "AccessDenied"), ("DeleteObject", "AccessDenied"),
+                     ("GetObject", "AccessDenied"), ("PutObjectTagging", "AccessDenied"),
+                     ("PutObjectRetention", "AccessDenied"), ("PutBucketAcl", "AccessDenied"),
+                     ("CreateBucket", "AccessDenied"), ("CreateTrail", "AccessDeniedException")]:
+        assert expected in seen, expected

@@ -236,3 +236,11 @@ def test_condition_keys_bind_proxied_buckets_and_delete_bodies_are_unambiguous(s
     st, _, data = send(srv, "POST", f"/{PROXIED}?delete", hs, body)
     assert st == 400 and b"MalformedXML" in data
     direct.head_object(Bucket=UPSTREAM, Key="k/private")
+
+
+def test_every_refusal_above_is_in_the_trail(setup):
+    srv, _, _ = setup
+    seen = {(r["eventName"], r.get("errorCode")) for r in records(srv)}
+    for expected in [("PutObject", "AccessDenied"), ("DeleteObject", "AccessDenied"), ("CopyObject", "AccessDenied"),
+                     ("DeleteObjects", "MalformedXML"), ("CopyObject", "NoSuchKey")]:
+        assert expected in seen, expected

@@ -321,8 +321,13 @@ impl Ctx<'_> {
             )
             .to_string(),
         };
-        // Policies may condition on the trail's tags.
-        if let Ok(t) = &found {
+        // Policies may condition on the trail's tags (looked up only when one does).
+        let wanted = self
+            .caller
+            .policies
+            .iter()
+            .any(|p| p.mentions_key("aws:ResourceTag/"));
+        if let (Ok(t), true) = (&found, wanted) {
             let tags: Tags = self
                 .api
                 .meta

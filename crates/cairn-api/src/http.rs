@@ -188,18 +188,23 @@ async fn read_body(
         return Err(BodyProblem::TooLarge { limit });
     }
     let mut held = BodyReservation::new(api, req.peer);
-    if let Some(n) = declared {
+    // Small bodies are not worth the accounting: connections × this stays small.
+    let small = declared.is_some_and(|n| n <= SMALL_BODY_BYTES);
+    if let (Some(n), false) = (declared, small) {
         held.reserve(n as usize).await?;
     }
     let deadline = tokio::time::Instant::now() + api.opts.body_timeout * 20;
     let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(64 << 10) as usize);
+    let idle = tokio::time::sleep(api.opts.body_timeout);
+    tokio::pin!(idle);
     loop {
-        let idle = tokio::time::sleep(api.opts.body_timeout);
         let frame = tokio::select! {
             f = body.frame() => f,
-            _ = idle => return Err(BodyProblem::TimedOut),
+            _ = &mut idle => return Err(BodyProblem::TimedOut),
             _ = tokio::time::sleep_until(deadline) => return Err(BodyProblem::TimedOut),
         };
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + api.opts.body_timeout);
         match frame {
             None => break,
             Some(Err(e)) => {
@@ -222,6 +227,10 @@ async fn read_body(
     }
     Ok(buf.freeze())
 }
+
+/// Bodies at most this long are read without reserving budget (4096 connections × 16 KiB
+/// is 64 MiB at worst).
+const SMALL_BODY_BYTES: u64 = 16 << 10;
 
 /// Bytes of request bodies being read, reserved from the server-wide budget and from the
 /// client address's share; released when dropped (once the body is read or abandoned).
@@ -472,12 +481,10 @@ pub async fn serve(
                 _ = stopped.changed() => break,
             };
             let _ = stream.set_nodelay(true);
-            // A connection whose reads or writes stall this long is closed: a client that never
-            // reads its answers cannot hold its slot. (Generous: hyper also waits on a read
-            // while a handler runs; headers and bodies have their own, shorter timeouts.)
+            // A connection whose writes stall this long is closed: a client that never reads its
+            // answers cannot hold its slot. (Reads have their own timeouts: headers, bodies.)
             let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
             let idle = api.opts.header_timeout.max(api.opts.body_timeout) * 3;
-            stream.set_read_timeout(Some(idle));
             stream.set_write_timeout(Some(idle));
             let stream = Box::pin(stream);
             let api = api.clone();

@@ -533,9 +533,11 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
             "Couldn't parse the specified URI.",
         ));
     }
-    ctx.keys = crate::s3_access::request_keys(ctx, op);
     // A proxied bucket: everything on it goes to its upstream.
     if let Some(target) = ctx.api.opts.proxies.get(&bucket).cloned() {
+        if !ctx.caller.is_root() {
+            ctx.keys = crate::s3_access::request_keys(ctx, op);
+        }
         return crate::s3_proxy::forward(ctx, op, &bucket, &target).await;
     }
     if let Err(e) = crate::s3_access::refuse_sse_c(ctx.req) {
@@ -552,6 +554,11 @@ pub async fn handle(ctx: &mut Ctx<'_>, op: &str) -> Result<Reply, ApiError> {
     let root_on_policy = policy_op && ctx.caller.is_root();
     if !bucket.is_empty() && !root_on_policy {
         ctx.resource_policies = crate::s3_access::bucket_policies(ctx, &bucket)?;
+    }
+    // Condition keys matter only where a policy is evaluated (the root without a bucket
+    // policy is allowed everything).
+    if !ctx.caller.is_root() || !ctx.resource_policies.is_empty() {
+        ctx.keys = crate::s3_access::request_keys(ctx, op);
     }
     if let Some(key) = &t.key {
         crate::s3_access::add_existing_object_tags(ctx, op, &bucket, key).await?;
@@ -1718,7 +1725,14 @@ pub(crate) async fn read_copy_source(
             .api
             .blocking(move || Ok(store.head_version(&b, &k, v.as_deref()).ok()))
             .await?;
-        crate::s3_access::source_keys(&ctx.keys, info.as_ref(), src.version_id.as_deref())
+        // The request's own keys may not have been needed for the destination (the root
+        // without a bucket policy there); the source's policy needs them.
+        let base = if ctx.keys.is_empty() && !policies.is_empty() {
+            crate::s3_access::request_keys(ctx, "CopyObject")
+        } else {
+            ctx.keys.clone()
+        };
+        crate::s3_access::source_keys(&base, info.as_ref(), src.version_id.as_deref())
     };
     let request_keys = std::mem::replace(&mut ctx.keys, source_keys);
     let authorized = ctx.authorize_with(action, &src.arn(), &policies);

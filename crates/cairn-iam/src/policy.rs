@@ -531,6 +531,10 @@ impl ConditionKeys {
         self.0.remove(&name.to_ascii_lowercase());
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Removes every key whose name starts with `prefix`.
     pub fn remove_prefix(&mut self, prefix: &str) {
         let prefix = prefix.to_ascii_lowercase();
