@@ -117,7 +117,7 @@ fn run(data: &[u8]) {
     let Some(req) = parse(data) else { return };
     // Pure parsing and routing.
     let _ = cairn_api::s3::target(&req);
-    let _ = cairn_api::s3::operation(&req);
+    let _ = cairn_api::s3::classify(&req);
     let sreq = cairn_iam::sigv4::Request {
         method: &req.method,
         path: &req.path,
@@ -131,19 +131,19 @@ fn run(data: &[u8]) {
     if let Some(Ok(p)) = cairn_iam::sigv2::presigned(&q) {
         let _ = cairn_iam::sigv2::verify(&p, &req.method, &req.path, &q, &req.headers, "k", chrono_now());
     }
-    let signer = cairn_api::s3_chunked::ChunkSigner {
+    let signer = cairn_api::s3::chunked::ChunkSigner {
         key: vec![1; 32],
         amz_date: "20260101T000000Z".into(),
         scope: "20260101/us-east-1/s3/aws4_request".into(),
         seed: "0".repeat(64),
     };
-    let _ = cairn_api::s3_chunked::decode(&req.body, Some(&signer), data.first() == Some(&b'P'));
-    let _ = cairn_api::s3_chunked::decode(&req.body, None, true);
-    let _ = cairn_api::s3_chunked::verify(&req.headers, &req.body);
-    let _ = cairn_api::xml::parse(&req.body);
+    let _ = cairn_api::s3::chunked::decode(&req.body, Some(&signer), data.first() == Some(&b'P'));
+    let _ = cairn_api::s3::chunked::decode(&req.body, None, true);
+    let _ = cairn_api::s3::chunked::verify(&req.headers, &req.body);
+    let _ = cairn_api::protocol::xml::parse(&req.body);
     // The handlers.
     let w = world();
-    let (reply, rec) = w.rt.block_on(cairn_api::edge::fuzz_s3_as_root(&w.bed.api, req.clone()));
+    let (reply, rec) = w.rt.block_on(cairn_api::edge::fuzz_as_root(&w.bed.api, req.clone()));
     assert!(
         reply.status < 500 || reply.status == 501 || reply.status == 503,
         "{} {}?{} answered {}: {}",

@@ -1,7 +1,7 @@
 //! The HTTP listener: HTTP/1.1 over TCP, optionally TLS (rustls), with graceful shutdown.
 
 use crate::edge::{self, HttpRequest, TlsInfo};
-use crate::wire::StreamBody;
+use crate::protocol::StreamBody;
 use http_body_util::Either;
 
 /// A response body: buffered (nearly every answer, no allocation for the body type) or
@@ -154,7 +154,7 @@ async fn to_request(
         edge::Preauth::NeedsBody => {}
     }
     // A body bound for a proxied bucket's upstream is streamed there, not read here.
-    if crate::s3_proxy::streams_request(api, &request) {
+    if crate::s3::proxy::streams_request(api, &request) {
         request.body_stream = Some(edge::BodyStream(Arc::new(std::sync::Mutex::new(Some(
             body,
         )))));

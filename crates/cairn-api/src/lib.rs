@@ -1,41 +1,32 @@
 //! The AWS wire protocols over the trail engine.
 //!
-//! One listener serves every service; [`edge`] classifies each request by its SigV4
-//! credential scope, `X-Amz-Target` and path, authenticates it, hands it to the service
-//! module (`cloudtrail`, `cloudtrail_data`, `iam_api`, `sts`, `s3`) and records it as an
-//! event in the journal **before** answering. If the journal refuses, the client gets a 503
-//! and the request is not acknowledged.
+//! One listener serves every service. Each service is one folder (`cloudtrail/`, `iam/`,
+//! `s3/`) registered once in [`service::SERVICES`]; [`edge`] finds a request's service,
+//! authenticates the request, has the service's router turn it into a typed operation, runs
+//! the handler and records the request as an event in the journal **before** answering. If
+//! the journal refuses, the client gets a 503 and nothing the request would change has
+//! changed. [`protocol`] holds the wire formats (JSON, query, REST-XML) and error rendering.
 //!
-//! Control-plane metadata the engine does not own (trail tags, insight selectors, channels)
-//! lives in [`meta`]. LookupEvents reads [`history`], a journal consumer that indexes
-//! management events.
+//! Control-plane metadata the engine does not own (trail tags, insight selectors, channels,
+//! bucket configuration) lives in [`meta`]. LookupEvents reads
+//! [`cloudtrail::history`], a journal consumer that indexes management events.
 
 pub mod cloudtrail;
-pub mod cloudtrail_data;
-pub mod delivery;
 pub mod edge;
-pub mod history;
 pub mod http;
-pub mod iam_api;
-pub mod lifecycle;
+pub mod iam;
 pub mod meta;
 pub mod metrics;
+pub mod protocol;
 pub mod s3;
-pub mod s3_access;
-pub mod s3_chunked;
-pub mod s3_multipart;
-pub mod s3_object_ext;
-pub mod s3_proxy;
-pub mod sts;
-pub mod wire;
-pub mod xml;
+pub mod service;
 
 use cairn_iam::identity::Directory;
 use cairn_record::{Clock, EventRecord};
 use cairn_store::ObjectStore;
 use cairn_trail::TrailEngine;
+use protocol::ApiError;
 use std::sync::Arc;
-use wire::ApiError;
 
 pub use edge::{HttpRequest, TlsInfo};
 pub use http::{serve, Server, TlsFiles};
@@ -86,7 +77,7 @@ pub struct ApiOptions {
     /// bucket says otherwise.
     pub multipart_expiry_days: i64,
     /// Buckets served by an upstream S3-compatible service (cairn bucket name → target).
-    pub proxies: std::collections::HashMap<String, s3_proxy::ProxyTarget>,
+    pub proxies: std::collections::HashMap<String, s3::proxy::ProxyTarget>,
 }
 
 impl ApiOptions {
@@ -148,7 +139,7 @@ pub struct Api {
     pub trail_store: Arc<dyn ObjectStore>,
     pub iam: Arc<Directory>,
     pub meta: Arc<meta::Meta>,
-    pub history: Arc<history::History>,
+    pub history: Arc<cloudtrail::history::History>,
     pub clock: Arc<dyn Clock>,
     pub metrics: metrics::Metrics,
     /// Serialises control-plane changes (check-then-act on trails and channels). A handler
@@ -157,7 +148,7 @@ pub struct Api {
     /// When this API started (the creation date ListBuckets shows for proxied buckets).
     pub started: chrono::DateTime<chrono::Utc>,
     /// The HTTP client for proxied buckets (built on first use).
-    pub upstream: std::sync::OnceLock<s3_proxy::Upstream>,
+    pub upstream: std::sync::OnceLock<s3::proxy::Upstream>,
     /// Room for request bodies being buffered, in bytes (`ApiOptions::max_buffered_body_bytes`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
     /// Body bytes being buffered per client address (bounded by
@@ -189,7 +180,7 @@ impl Api {
         trail_store: Arc<dyn ObjectStore>,
         iam: Arc<Directory>,
         meta: Arc<meta::Meta>,
-        history: Arc<history::History>,
+        history: Arc<cloudtrail::history::History>,
         clock: Arc<dyn Clock>,
     ) -> Arc<Api> {
         Arc::new(Api {
@@ -379,14 +370,6 @@ impl Api {
             Err(_) => self.metrics.events_refused.inc(),
         };
         outcome
-    }
-
-    /// The region a bucket was declared in (`None`: us-east-1).
-    pub fn bucket_region(&self, bucket: &str) -> Option<String> {
-        self.meta
-            .get::<String>(&format!("bucket-region/{bucket}"))
-            .ok()
-            .flatten()
     }
 
     /// Records several events; all are queued before any is awaited, so they share fsyncs.

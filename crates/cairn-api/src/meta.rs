@@ -1,7 +1,7 @@
 //! Control-plane metadata the trail engine does not need for delivery: trail tags, insight
 //! selectors, CloudTrail Lake channels. A small embedded table of JSON values.
 
-use crate::wire::ApiError;
+use crate::protocol::ApiError;
 use redb::{Database, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -2,7 +2,7 @@
 
 mod common;
 
-use cairn_api::history::{History, Query};
+use cairn_api::cloudtrail::history::{History, Query};
 use cairn_api::Api;
 use cairn_journal::{FaultInjector, Journal, JournalOptions};
 use cairn_record::{builder, Clock, SystemClock};
@@ -264,7 +264,11 @@ fn iam_changes_whose_event_cannot_be_made_durable_change_nothing() {
     assert_eq!(st, 503);
     w.fail.store(false, Ordering::SeqCst);
     assert!(
-        w.api.iam.list_user_policies("alice").unwrap().is_empty(),
+        w.api
+            .iam
+            .list_policies(cairn_iam::identity::Holder::User, "alice")
+            .unwrap()
+            .is_empty(),
         "an unrecorded PutUserPolicy must not grant anything"
     );
     assert!(
@@ -274,7 +278,10 @@ fn iam_changes_whose_event_cannot_be_made_durable_change_nothing() {
     let (st, body) = iam_call(&addr, &w, &put);
     assert_eq!(st, 200, "{body}");
     assert_eq!(
-        w.api.iam.list_user_policies("alice").unwrap(),
+        w.api
+            .iam
+            .list_policies(cairn_iam::identity::Holder::User, "alice")
+            .unwrap(),
         vec!["admin"]
     );
     rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
@@ -548,14 +555,14 @@ fn multipart_parts_are_private_sealed_and_expire() {
             .is_some()
     };
     assert_eq!(
-        cairn_api::lifecycle::run_once(&w.api)
+        cairn_api::s3::lifecycle::run_once(&w.api)
             .unwrap()
             .uploads_aborted,
         0
     );
     clock.advance(Duration::days(2));
     assert_eq!(
-        cairn_api::lifecycle::run_once(&w.api)
+        cairn_api::s3::lifecycle::run_once(&w.api)
             .unwrap()
             .uploads_aborted,
         1
@@ -564,7 +571,7 @@ fn multipart_parts_are_private_sealed_and_expire() {
     assert!(!w.api.opts.multipart_dir.join(&ruled).exists());
     clock.advance(Duration::days(6));
     assert_eq!(
-        cairn_api::lifecycle::run_once(&w.api)
+        cairn_api::s3::lifecycle::run_once(&w.api)
             .unwrap()
             .uploads_aborted,
         1

@@ -4,7 +4,7 @@
 
 mod common;
 
-use cairn_api::lifecycle::run_once;
+use cairn_api::s3::lifecycle::run_once;
 use cairn_api::Api;
 use cairn_record::ManualClock;
 use cairn_store::{EmbeddedStore, ObjectStore, PutOptions, Versioning};

@@ -174,15 +174,16 @@ pub struct Directory {
     state: RwLock<State>,
 }
 
-/// Who holds inline policies.
-#[derive(Clone, Copy)]
-enum Holder {
+/// Who holds inline policies: a user or a role (one path serves both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holder {
     User,
     Role,
 }
 
 impl Holder {
-    fn kind(self) -> &'static str {
+    /// `user` or `role`, as IAM words them.
+    pub fn kind(self) -> &'static str {
         match self {
             Holder::User => "user",
             Holder::Role => "role",
@@ -473,25 +474,43 @@ impl Directory {
     // ---- users ----
 
     pub fn create_user(&self, name: &str, path: Option<&str>, now: DateTime<Utc>) -> Result<User> {
+        let u = self.prepare_user(name, path, now)?;
+        self.insert_user(&u)?;
+        Ok(u)
+    }
+
+    /// A new user, checked and given its id, but not yet in the directory: the caller makes
+    /// it with [`Directory::insert_user`] once the request's event is durable.
+    pub fn prepare_user(&self, name: &str, path: Option<&str>, now: DateTime<Utc>) -> Result<User> {
         validate_name("userName", name)?;
         validate_path(path.unwrap_or("/"))?;
-        let mut st = self.write();
-        if st.users.keys().any(|n| n.eq_ignore_ascii_case(name)) {
-            return Err(IamError::EntityAlreadyExists(format!(
-                "User with name {name} already exists."
-            )));
-        }
-        let u = User {
+        Self::user_name_free(&self.read(), name)?;
+        Ok(User {
             name: name.into(),
             user_id: random_id("AIDA", 17),
             path: path.unwrap_or("/").into(),
             created: now,
             policies: BTreeMap::new(),
-        };
-        self.persist(&[Self::json(format!("user/{name}"), &u)?])?;
-        st.users.insert(name.into(), u.clone());
-        Self::reparse(&mut st, &format!("user/{name}"), &u.policies);
-        Ok(u)
+        })
+    }
+
+    fn user_name_free(st: &State, name: &str) -> Result<()> {
+        if st.users.keys().any(|n| n.eq_ignore_ascii_case(name)) {
+            return Err(IamError::EntityAlreadyExists(format!(
+                "User with name {name} already exists."
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes a prepared user (checked again: the name must still be free).
+    pub fn insert_user(&self, u: &User) -> Result<()> {
+        let mut st = self.write();
+        Self::user_name_free(&st, &u.name)?;
+        self.persist(&[Self::json(format!("user/{}", u.name), u)?])?;
+        st.users.insert(u.name.clone(), u.clone());
+        Self::reparse(&mut st, &format!("user/{}", u.name), &u.policies);
+        Ok(())
     }
 
     fn no_user(name: &str) -> IamError {
@@ -541,7 +560,25 @@ impl Directory {
     // ---- access keys ----
 
     pub fn create_access_key(&self, user: &str, now: DateTime<Utc>) -> Result<AccessKey> {
-        let mut st = self.write();
+        let k = self.prepare_access_key(user, now)?;
+        self.insert_access_key(&k)?;
+        Ok(k)
+    }
+
+    /// A new access key of `user`, checked (the user exists, is under its quota) and with its
+    /// id and secret, not yet usable: [`Directory::insert_access_key`] makes it.
+    pub fn prepare_access_key(&self, user: &str, now: DateTime<Utc>) -> Result<AccessKey> {
+        Self::key_allowed(&self.read(), user)?;
+        Ok(AccessKey {
+            id: random_id("AKIA", 16),
+            owner: KeyOwner::User(user.into()),
+            status: KeyStatus::Active,
+            created: now,
+            secret: random_secret(),
+        })
+    }
+
+    fn key_allowed(st: &State, user: &str) -> Result<()> {
         if !st.users.contains_key(user) {
             return Err(Self::no_user(user));
         }
@@ -551,16 +588,18 @@ impl Directory {
                 "Cannot exceed quota for AccessKeysPerUser: {MAX_KEYS_PER_USER}"
             )));
         }
-        let k = AccessKey {
-            id: random_id("AKIA", 16),
-            owner,
-            status: KeyStatus::Active,
-            created: now,
-            secret: random_secret(),
-        };
-        self.persist(&[self.key_record(&k)?])?;
+        Ok(())
+    }
+
+    /// Makes a prepared access key usable (checked again).
+    pub fn insert_access_key(&self, k: &AccessKey) -> Result<()> {
+        let mut st = self.write();
+        if let KeyOwner::User(u) = &k.owner {
+            Self::key_allowed(&st, u)?;
+        }
+        self.persist(&[self.key_record(k)?])?;
         st.keys.insert(k.id.clone(), k.clone());
-        Ok(k)
+        Ok(())
     }
 
     pub fn list_access_keys(&self, user: &str) -> Result<Vec<AccessKey>> {
@@ -660,11 +699,11 @@ impl Directory {
         Ok(())
     }
 
-    /// What putting (`doc` given) or deleting inline policy `name` of a user (or, with
-    /// `role`, a role) would refuse, without changing anything.
+    /// What putting (`doc` given) or deleting inline policy `name` of a user or role would
+    /// refuse, without changing anything.
     pub fn check_policy_change(
         &self,
-        role: bool,
+        holder: Holder,
         owner: &str,
         name: &str,
         doc: Option<&str>,
@@ -673,25 +712,32 @@ impl Directory {
             Self::policy_name_ok(name)?;
             Policy::parse(d)?;
         }
-        let st = self.read();
-        let policies = if role {
-            &st.roles
-                .get(owner)
-                .ok_or_else(|| Self::no_role(owner))?
-                .policies
-        } else {
-            &st.users
-                .get(owner)
-                .ok_or_else(|| Self::no_user(owner))?
-                .policies
-        };
+        let policies = self.policies_held(holder, owner)?;
         if doc.is_none() && !policies.contains_key(name) {
-            return Err(Self::no_policy(name, if role { "role" } else { "user" }));
+            return Err(Self::no_policy(name, holder.kind()));
         }
         Ok(())
     }
 
-    fn put_policy(&self, holder: Holder, owner: &str, name: &str, doc: &str) -> Result<()> {
+    /// The inline policies of a user or role: name → document.
+    fn policies_held(&self, holder: Holder, owner: &str) -> Result<BTreeMap<String, String>> {
+        let st = self.read();
+        match holder {
+            Holder::User => st
+                .users
+                .get(owner)
+                .map(|u| u.policies.clone())
+                .ok_or_else(|| Self::no_user(owner)),
+            Holder::Role => st
+                .roles
+                .get(owner)
+                .map(|r| r.policies.clone())
+                .ok_or_else(|| Self::no_role(owner)),
+        }
+    }
+
+    /// Puts inline policy `name` of a user or role.
+    pub fn put_policy(&self, holder: Holder, owner: &str, name: &str, doc: &str) -> Result<()> {
         Self::policy_name_ok(name)?;
         Policy::parse(doc)?;
         self.change_policies(holder, owner, |p| {
@@ -700,27 +746,12 @@ impl Directory {
         })
     }
 
-    fn delete_policy(&self, holder: Holder, owner: &str, name: &str) -> Result<()> {
+    /// Deletes inline policy `name` of a user or role.
+    pub fn delete_policy(&self, holder: Holder, owner: &str, name: &str) -> Result<()> {
         self.change_policies(holder, owner, |p| match p.remove(name) {
             Some(_) => Ok(()),
             None => Err(Self::no_policy(name, holder.kind())),
         })
-    }
-
-    pub fn put_user_policy(&self, user: &str, name: &str, doc: &str) -> Result<()> {
-        self.put_policy(Holder::User, user, name, doc)
-    }
-
-    pub fn delete_user_policy(&self, user: &str, name: &str) -> Result<()> {
-        self.delete_policy(Holder::User, user, name)
-    }
-
-    pub fn put_role_policy(&self, role: &str, name: &str, doc: &str) -> Result<()> {
-        self.put_policy(Holder::Role, role, name, doc)
-    }
-
-    pub fn delete_role_policy(&self, role: &str, name: &str) -> Result<()> {
-        self.delete_policy(Holder::Role, role, name)
     }
 
     fn no_policy(name: &str, kind: &str) -> IamError {
@@ -729,16 +760,16 @@ impl Directory {
         ))
     }
 
-    pub fn get_user_policy(&self, user: &str, name: &str) -> Result<String> {
-        let u = self.get_user(user)?;
-        u.policies
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Self::no_policy(name, "user"))
+    /// The document of inline policy `name` of a user or role.
+    pub fn get_policy(&self, holder: Holder, owner: &str, name: &str) -> Result<String> {
+        self.policies_held(holder, owner)?
+            .remove(name)
+            .ok_or_else(|| Self::no_policy(name, holder.kind()))
     }
 
-    pub fn list_user_policies(&self, user: &str) -> Result<Vec<String>> {
-        Ok(self.get_user(user)?.policies.keys().cloned().collect())
+    /// The names of a user's or role's inline policies.
+    pub fn list_policies(&self, holder: Holder, owner: &str) -> Result<Vec<String>> {
+        Ok(self.policies_held(holder, owner)?.into_keys().collect())
     }
 
     // ---- roles ----
@@ -756,6 +787,29 @@ impl Directory {
         max_session_duration: Option<i64>,
         now: DateTime<Utc>,
     ) -> Result<Role> {
+        let r = self.prepare_role(
+            name,
+            path,
+            trust_policy,
+            description,
+            max_session_duration,
+            now,
+        )?;
+        self.insert_role(&r)?;
+        Ok(r)
+    }
+
+    /// A new role, checked and given its id, not yet in the directory:
+    /// [`Directory::insert_role`] makes it.
+    pub fn prepare_role(
+        &self,
+        name: &str,
+        path: Option<&str>,
+        trust_policy: &str,
+        description: Option<&str>,
+        max_session_duration: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<Role> {
         validate_name("roleName", name)?;
         validate_path(path.unwrap_or("/"))?;
         Policy::parse(trust_policy)?;
@@ -763,13 +817,8 @@ impl Directory {
         if !(3600..=43200).contains(&max) {
             return Err(IamError::Validation(format!("1 validation error detected: Value '{max}' at 'maxSessionDuration' failed to satisfy constraint: Member must have value between 3600 and 43200")));
         }
-        let mut st = self.write();
-        if st.roles.keys().any(|n| n.eq_ignore_ascii_case(name)) {
-            return Err(IamError::EntityAlreadyExists(format!(
-                "Role with name {name} already exists."
-            )));
-        }
-        let r = Role {
+        Self::role_name_free(&self.read(), name)?;
+        Ok(Role {
             name: name.into(),
             role_id: random_id("AROA", 17),
             path: path.unwrap_or("/").into(),
@@ -778,11 +827,26 @@ impl Directory {
             description: description.map(Into::into),
             max_session_duration: max,
             policies: BTreeMap::new(),
-        };
-        self.persist(&[Self::json(format!("role/{name}"), &r)?])?;
-        Self::reparse(&mut st, &format!("role/{name}"), &r.policies);
-        st.roles.insert(name.into(), r.clone());
-        Ok(r)
+        })
+    }
+
+    fn role_name_free(st: &State, name: &str) -> Result<()> {
+        if st.roles.keys().any(|n| n.eq_ignore_ascii_case(name)) {
+            return Err(IamError::EntityAlreadyExists(format!(
+                "Role with name {name} already exists."
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes a prepared role (checked again: the name must still be free).
+    pub fn insert_role(&self, r: &Role) -> Result<()> {
+        let mut st = self.write();
+        Self::role_name_free(&st, &r.name)?;
+        self.persist(&[Self::json(format!("role/{}", r.name), r)?])?;
+        Self::reparse(&mut st, &format!("role/{}", r.name), &r.policies);
+        st.roles.insert(r.name.clone(), r.clone());
+        Ok(())
     }
 
     pub fn get_role(&self, name: &str) -> Result<Role> {
@@ -821,18 +885,6 @@ impl Directory {
         Ok(())
     }
 
-    pub fn get_role_policy(&self, role: &str, name: &str) -> Result<String> {
-        let r = self.get_role(role)?;
-        r.policies
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Self::no_policy(name, "role"))
-    }
-
-    pub fn list_role_policies(&self, role: &str) -> Result<Vec<String>> {
-        Ok(self.get_role(role)?.policies.keys().cloned().collect())
-    }
-
     /// Issues temporary credentials for `role` (trust already checked by the caller).
     pub fn issue_session(
         &self,
@@ -841,6 +893,20 @@ impl Directory {
         duration_seconds: i64,
         now: DateTime<Utc>,
     ) -> Result<IssuedSession> {
+        let (issued, key) = self.prepare_session(role, session_name, duration_seconds, now)?;
+        self.insert_session(&key, now)?;
+        Ok(issued)
+    }
+
+    /// New temporary credentials for `role` (trust already checked by the caller), not yet
+    /// usable: [`Directory::insert_session`] makes the returned key valid.
+    pub fn prepare_session(
+        &self,
+        role: &str,
+        session_name: &str,
+        duration_seconds: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(IssuedSession, AccessKey)> {
         let r = self.get_role(role)?;
         if !(900..=r.max_session_duration).contains(&duration_seconds) {
             return Err(IamError::Validation(if duration_seconds < 900 {
@@ -873,7 +939,25 @@ impl Directory {
             created: now,
             secret: random_secret(),
         };
+        let issued = IssuedSession {
+            access_key_id: k.id.clone(),
+            secret_access_key: k.secret.clone(),
+            session_token: token,
+            expiration: expires,
+            role: r,
+            session_name: session_name.into(),
+        };
+        Ok((issued, k))
+    }
+
+    /// Makes prepared session credentials valid (their role must still be the same one).
+    pub fn insert_session(&self, k: &AccessKey, now: DateTime<Utc>) -> Result<()> {
         let mut st = self.write();
+        if let KeyOwner::Session(s) = &k.owner {
+            if st.roles.get(&s.role).map(|r| &r.role_id) != Some(&s.role_id) {
+                return Err(Self::no_role(&s.role));
+            }
+        }
         // Drop expired sessions while here, so they do not accumulate.
         let expired: Vec<String> = st
             .keys
@@ -885,20 +969,13 @@ impl Directory {
             .iter()
             .map(|id| (format!("key/{id}"), None))
             .collect();
-        changes.push(self.key_record(&k)?);
+        changes.push(self.key_record(k)?);
         self.persist(&changes)?;
         for id in expired {
             st.keys.remove(&id);
         }
         st.keys.insert(k.id.clone(), k.clone());
-        Ok(IssuedSession {
-            access_key_id: k.id,
-            secret_access_key: k.secret,
-            session_token: token,
-            expiration: expires,
-            role: r,
-            session_name: session_name.into(),
-        })
+        Ok(())
     }
 
     /// The inline policies that apply to a key's owner (empty for root, which needs none).
@@ -955,7 +1032,8 @@ mod tests {
         let (id, secret) = {
             let dir = open(d.path());
             dir.create_user("alice", None, now).unwrap();
-            dir.put_user_policy(
+            dir.put_policy(
+                Holder::User,
                 "alice",
                 "ro",
                 r#"{"Statement":{"Effect":"Allow","Action":"cloudtrail:Get*","Resource":"*"}}"#,
@@ -974,7 +1052,10 @@ mod tests {
         assert_eq!(k.secret, secret);
         assert_eq!(k.owner, KeyOwner::User("alice".into()));
         assert_eq!(dir.policies_of(&k.owner).len(), 1);
-        assert_eq!(dir.list_user_policies("alice").unwrap(), vec!["ro"]);
+        assert_eq!(
+            dir.list_policies(Holder::User, "alice").unwrap(),
+            vec!["ro"]
+        );
     }
 
     #[test]
@@ -1002,7 +1083,7 @@ mod tests {
             "DeleteConflict"
         );
         assert_eq!(
-            dir.put_user_policy("bob", "p", "{not json")
+            dir.put_policy(Holder::User, "bob", "p", "{not json")
                 .unwrap_err()
                 .code()
                 .0,

@@ -46,6 +46,16 @@ impl Arn {
         Arn::new("s3", "", "", &format!("{bucket}/{key}"))
     }
 
+    /// `arn:aws:iam::<account>:<resource>` (IAM is global: no region).
+    pub fn iam(account: &str, resource: &str) -> Arn {
+        Arn::new("iam", "", account, resource)
+    }
+
+    /// `arn:aws:sts::<account>:<resource>` (an assumed role's session).
+    pub fn sts(account: &str, resource: &str) -> Arn {
+        Arn::new("sts", "", account, resource)
+    }
+
     /// `arn:aws:dynamodb:<region>:<account>:table/<name>`.
     pub fn dynamodb_table(region: &str, account: &str, table: &str) -> Arn {
         Arn::new("dynamodb", region, account, &format!("table/{table}"))

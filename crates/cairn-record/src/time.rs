@@ -37,6 +37,12 @@ pub fn iso(t: DateTime<Utc>) -> String {
     String::from_utf8_lossy(&b).into_owned()
 }
 
+/// Formats an instant with milliseconds, `YYYY-MM-DDTHH:MM:SS.mmmZ`, as S3 writes times in
+/// its documents and object-lock dates.
+pub fn iso_millis(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
 /// Parses `YYYY-MM-DDTHH:MM:SSZ`; also accepts RFC 3339 with an offset or fraction.
 pub fn parse_iso(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(n) = NaiveDateTime::parse_from_str(s, ISO_SECONDS) {

@@ -5,7 +5,7 @@
 //! `cairn bench lookup`: LookupEvents pages over an index of N management events.
 
 use anyhow::{bail, Context, Result};
-use cairn_api::history::{History, Query, ATTRIBUTE_KEYS};
+use cairn_api::cloudtrail::history::{History, Query, ATTRIBUTE_KEYS};
 use cairn_journal::{Journal, JournalOptions};
 use cairn_record::builder;
 use chrono::{Duration, Utc};

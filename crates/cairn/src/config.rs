@@ -127,7 +127,7 @@ pub struct ProxyConfig {
 
 impl ProxyConfig {
     /// The upstream target of bucket `name`.
-    pub fn target(&self, name: &str) -> Result<cairn_api::s3_proxy::ProxyTarget> {
+    pub fn target(&self, name: &str) -> Result<cairn_api::s3::proxy::ProxyTarget> {
         let secret = match (&self.secret_access_key_env, &self.secret_access_key) {
             (Some(var), _) => std::env::var(var).map_err(|_| {
                 anyhow::anyhow!("bucket {name}: environment variable {var} (the upstream secret key) is not set")
@@ -144,7 +144,7 @@ impl ProxyConfig {
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
             anyhow::bail!("bucket {name}: proxy endpoint must start with http:// or https://");
         }
-        Ok(cairn_api::s3_proxy::ProxyTarget {
+        Ok(cairn_api::s3::proxy::ProxyTarget {
             endpoint,
             region: self.region.clone().unwrap_or_else(|| "us-east-1".into()),
             access_key_id: self.access_key_id.clone(),

@@ -154,8 +154,9 @@ fn rows_online(c: &client::Client) -> anyhow::Result<Vec<StatusRow>> {
         let arn = t["TrailARN"].as_str().unwrap_or_default().to_string();
         let s = c.cloudtrail("GetTrailStatus", &serde_json::json!({"Name": arn}))?;
         let time = |k: &str| {
-            s[k].as_f64()
-                .map(|x| cairn_record::time::iso(cairn_api::history::from_epoch(x as i64)))
+            s[k].as_f64().map(|x| {
+                cairn_record::time::iso(cairn_api::cloudtrail::history::from_epoch(x as i64))
+            })
         };
         let text = |k: &str| s[k].as_str().map(str::to_string);
         rows.push(StatusRow {

@@ -4,7 +4,7 @@
 use crate::config::{parse_duration, FileConfig};
 use crate::install::{self, Installation};
 use anyhow::{bail, Context, Result};
-use cairn_api::{history::History, meta::Meta, Api, ApiOptions, TlsFiles};
+use cairn_api::{cloudtrail::history::History, meta::Meta, Api, ApiOptions, TlsFiles};
 use cairn_iam::identity::{Directory, Sealer};
 use cairn_record::{Clock, SystemClock};
 use cairn_store::ObjectStore;
@@ -147,7 +147,7 @@ fn apply_buckets(file: &FileConfig, store: &dyn ObjectStore, meta: &Meta) -> Res
             tracing::info!(bucket = %b.name, "created bucket from cairn.toml");
         }
         if let Some(r) = &b.region {
-            meta.put(&format!("bucket-region/{}", b.name), r)
+            cairn_api::s3::bucket::set_region(meta, &b.name, r)
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
         }
     }
@@ -234,7 +234,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         Some(&account),
         clock.clone(),
         move |embedded| {
-            Arc::new(cairn_api::delivery::PolicyGuardedStore {
+            Arc::new(cairn_api::s3::delivery::PolicyGuardedStore {
                 inner: embedded.clone(),
                 meta: guard_meta,
                 account: guard_account,
@@ -465,7 +465,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             }
             None => None,
         };
-        let lifecycle = cairn_api::lifecycle::spawn(
+        let lifecycle = cairn_api::s3::lifecycle::spawn(
             api.clone(),
             lifecycle_every
                 .to_std()

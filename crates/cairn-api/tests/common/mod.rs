@@ -3,7 +3,7 @@
 //! fuzz target (`fuzz/fuzz_targets/s3_request.rs` includes this file).
 #![allow(dead_code)]
 
-use cairn_api::history::History;
+use cairn_api::cloudtrail::history::History;
 use cairn_api::meta::Meta;
 use cairn_api::{Api, ApiOptions};
 use cairn_iam::identity::{Directory, Sealer};

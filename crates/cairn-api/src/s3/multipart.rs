@@ -12,8 +12,13 @@
 //! lifecycle worker ([`expire_uploads`]): after the bucket's AbortIncompleteMultipartUpload
 //! days, or `ApiOptions::multipart_expiry_days` when no rule says.
 
-use crate::edge::Ctx;
-use crate::wire::{xml_escape, ApiError, Reply};
+use super::copy::{read_copy_source, CopySource};
+use super::list::ListInput;
+use super::put::{content_md5_matches, stage_put, ObjectHeaders};
+use super::{access, document, empty, s3_time, transfer, S3Error, S3Request};
+use crate::edge::{Committed, Ctx};
+use crate::protocol::xml;
+use crate::protocol::{ApiError, Reply};
 use base64::Engine;
 use md5::Digest as _;
 use serde::{Deserialize, Serialize};
@@ -56,7 +61,7 @@ struct Part {
 }
 
 impl Part {
-    fn file_name(&self, n: u32) -> String {
+    fn file_name(&self, n: u16) -> String {
         self.file.clone().unwrap_or_else(|| format!("{n:05}"))
     }
 }
@@ -137,24 +142,15 @@ impl PartFiles {
     }
 }
 
-fn el(name: &str, v: &str) -> String {
-    format!("<{name}>{}</{name}>", xml_escape(v))
-}
-
 fn no_such_upload(id: &str) -> ApiError {
-    ApiError::new(
-        "NoSuchUpload",
-        404,
-        "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
-    )
-    .with("UploadId", id)
+    S3Error::NoSuchUpload(id.to_string()).into()
 }
 
 fn upload_key(id: &str) -> String {
     format!("upload/{id}")
 }
 
-fn part_key(id: &str, n: u32) -> String {
+fn part_key(id: &str, n: u16) -> String {
     format!("upload/{id}/part/{n:05}")
 }
 
@@ -178,7 +174,7 @@ fn load(ctx: &Ctx<'_>, id: &str, bucket: &str, key: &str) -> Result<Upload, ApiE
     }
 }
 
-fn parts_of(ctx: &Ctx<'_>, id: &str) -> Result<Vec<(u32, Part)>, ApiError> {
+fn parts_of(ctx: &Ctx<'_>, id: &str) -> Result<Vec<(u16, Part)>, ApiError> {
     let rows: Vec<(String, Part)> = ctx.api.meta.scan(&format!("upload/{id}/part/"))?;
     Ok(rows
         .into_iter()
@@ -199,103 +195,179 @@ fn uploads(meta: &crate::meta::Meta) -> Result<Vec<(String, Upload)>, ApiError> 
         .collect())
 }
 
-/// POST /bucket/key?uploads
-pub async fn create(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Reply, ApiError> {
-    if key.len() > cairn_store::MAX_KEY_BYTES {
-        return Err(ApiError::client("KeyTooLongError", "Your key is too long"));
-    }
-    let mut metadata = BTreeMap::new();
-    for (k, v) in &ctx.req.headers {
-        if let Some(name) = k.strip_prefix("x-amz-meta-") {
-            metadata.insert(name.to_string(), v.clone());
+/// CreateMultipartUpload's input: the new object's headers and its checksum algorithm.
+#[derive(Debug, Clone)]
+pub struct CreateUploadInput {
+    pub headers: ObjectHeaders,
+    /// `x-amz-checksum-algorithm`, lower-cased and known.
+    pub checksum_algorithm: Option<String>,
+}
+
+impl CreateUploadInput {
+    pub(super) fn of(req: &S3Request) -> Result<CreateUploadInput, ApiError> {
+        let checksum_algorithm = req
+            .header("x-amz-checksum-algorithm")
+            .map(str::to_ascii_lowercase);
+        if let Some(a) = &checksum_algorithm {
+            if !super::chunked::ALGORITHMS.contains(&a.as_str()) {
+                return Err(S3Error::InvalidRequest(
+                    "Checksum algorithm provided is unsupported. Please try again with any of the valid types: [CRC32, CRC32C, CRC64NVME, SHA1, SHA256]".into(),
+                )
+                .into());
+            }
         }
+        Ok(CreateUploadInput {
+            headers: ObjectHeaders::of(req)?,
+            checksum_algorithm,
+        })
+    }
+}
+
+/// An upload and a part of it (UploadPart, UploadPartCopy), or just the upload.
+#[derive(Debug, Clone)]
+pub struct PartInput {
+    pub upload_id: String,
+    /// 1 to 10,000 (0 when the operation names no part).
+    pub part_number: u16,
+}
+
+impl PartInput {
+    pub(super) fn of(req: &S3Request, with_number: bool) -> Result<PartInput, ApiError> {
+        let upload_id = req.param("uploadId").unwrap_or_default().to_string();
+        if !with_number {
+            return Ok(PartInput {
+                upload_id,
+                part_number: 0,
+            });
+        }
+        let number = req.param("partNumber").unwrap_or_default();
+        let part_number = number
+            .parse()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| {
+                S3Error::invalid_argument(
+                    "Part number must be an integer between 1 and 10000, inclusive",
+                    "partNumber",
+                    Some(number),
+                )
+            })?;
+        Ok(PartInput {
+            upload_id,
+            part_number,
+        })
+    }
+}
+
+/// UploadPartCopy's input.
+#[derive(Debug, Clone)]
+pub struct PartCopyInput {
+    pub part: PartInput,
+    pub source: CopySource,
+}
+
+/// CompleteMultipartUpload's input: the parts, as (number, ETag).
+#[derive(Debug, Clone)]
+pub struct CompleteInput {
+    pub upload_id: String,
+    pub parts: Vec<(u16, String)>,
+}
+
+/// ListParts' input.
+#[derive(Debug, Clone)]
+pub struct ListPartsInput {
+    pub upload_id: String,
+    pub marker: u16,
+    pub max: usize,
+}
+
+impl ListPartsInput {
+    pub(super) fn of(req: &S3Request) -> Result<ListPartsInput, ApiError> {
+        let number = |name: &str, default: usize| match req.param(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<usize>()
+                .map_err(|_| S3Error::invalid_argument(format!("Invalid {name}."), name, Some(v))),
+        };
+        Ok(ListPartsInput {
+            upload_id: PartInput::of(req, false)?.upload_id,
+            marker: number("part-number-marker", 0)?.min(10_000) as u16,
+            max: number("max-parts", 1000)?.min(1000),
+        })
+    }
+}
+
+/// POST /bucket/key?uploads
+pub(super) async fn create(
+    ctx: &mut Ctx<'_>,
+    req: &S3Request,
+    i: CreateUploadInput,
+) -> Result<Reply, ApiError> {
+    access::refuse_public_acl(ctx, req)?;
+    let (bucket, key) = (req.bucket.as_str(), req.object_key());
+    if key.len() > cairn_store::MAX_KEY_BYTES {
+        return Err(S3Error::KeyTooLong.into());
     }
     let mut sys = cairn_store::PutOptions::default();
-    crate::s3_object_ext::new_object_system(ctx, bucket, ctx.req, &mut sys)?;
+    i.headers.system(ctx, bucket, false, &mut sys)?;
     let up = Upload {
         system: sys.system,
         bucket: bucket.into(),
         key: key.into(),
         initiated: ctx.now,
-        content_type: ctx.req.header("content-type").map(str::to_string),
-        content_encoding: ctx.req.header("content-encoding").map(str::to_string),
-        metadata,
-        checksum_algorithm: ctx
-            .req
-            .header("x-amz-checksum-algorithm")
-            .map(str::to_ascii_lowercase),
+        content_type: i.headers.content_type.clone(),
+        content_encoding: i.headers.content_encoding.clone(),
+        metadata: i.headers.metadata.clone(),
+        checksum_algorithm: i.checksum_algorithm,
     };
-    if let Some(a) = &up.checksum_algorithm {
-        if !crate::s3_chunked::ALGORITHMS.contains(&a.as_str()) {
-            return Err(ApiError::client(
-                "InvalidRequest",
-                "Checksum algorithm provided is unsupported. Please try again with any of the valid types: [CRC32, CRC32C, CRC64NVME, SHA1, SHA256]",
-            ));
-        }
-    }
     let id = uuid::Uuid::new_v4().simple().to_string();
     PartFiles::of(ctx.api)
         .create_dir(&id)
         .map_err(ApiError::internal)?;
     ctx.defer_meta_put(upload_key(&id), up);
     ctx.audit.response_elements = Some(serde_json::json!({"uploadId": id}));
-    Ok(Reply::s3_document(
+    Ok(document(
         "InitiateMultipartUploadResult",
-        &format!(
-            "{}{}{}",
-            el("Bucket", bucket),
-            el("Key", key),
-            el("UploadId", &id)
-        ),
+        &Initiated {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            upload_id: id,
+        },
     ))
 }
 
-fn part_number(number: &str) -> Result<u32, ApiError> {
-    number
-        .parse()
-        .ok()
-        .filter(|n| (1..=10_000).contains(n))
-        .ok_or_else(|| {
-            ApiError::client(
-                "InvalidArgument",
-                "Part number must be an integer between 1 and 10000, inclusive",
-            )
-            .with("ArgumentName", "partNumber")
-            .with("ArgumentValue", number)
-        })
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Initiated {
+    bucket: String,
+    key: String,
+    upload_id: String,
 }
 
 /// PUT /bucket/key?partNumber=N&uploadId=ID
-pub async fn upload_part(
+pub(super) async fn upload_part(
     ctx: &mut Ctx<'_>,
-    bucket: &str,
-    key: &str,
-    id: &str,
-    number: &str,
+    req: &S3Request,
+    i: PartInput,
 ) -> Result<Reply, ApiError> {
-    let n = part_number(number)?;
-    let up = load(ctx, id, bucket, key)?;
-    let body = ctx.req.body.clone();
-    let mut checksum = crate::s3_chunked::verify(&ctx.req.headers, &body)?;
+    let (id, n) = (i.upload_id.as_str(), i.part_number);
+    let up = load(ctx, id, &req.bucket, req.object_key())?;
+    let body = req.body.clone();
+    let mut checksum = super::chunked::verify(&req.headers, &body)?;
     if checksum.is_none() {
         if let Some(a) = &up.checksum_algorithm {
-            checksum = Some((a.clone(), crate::s3_chunked::checksum_b64(a, &body)));
+            checksum = Some((a.clone(), super::chunked::checksum_b64(a, &body)));
         }
     }
     let md5 = md5::Md5::digest(&body);
-    crate::s3::content_md5_matches(ctx.req, &md5)?;
+    content_md5_matches(req.header("content-md5"), &md5)?;
     let etag = format!("\"{}\"", hex::encode(md5));
     stage_part(ctx, id, n, body, etag.clone(), checksum.clone()).await?;
-    let mut headers = vec![("etag".into(), etag)];
+    let mut r = empty(200).header("etag", etag);
     if let Some((alg, v)) = checksum {
-        headers.push((format!("x-amz-checksum-{alg}"), v));
+        r = r.header(&format!("x-amz-checksum-{alg}"), v);
     }
-    Ok(Reply {
-        status: 200,
-        headers,
-        body: bytes::Bytes::new(),
-        stream: None,
-    })
+    Ok(r)
 }
 
 /// Writes part `n` of upload `id` to a new file, invisible until the request's event is
@@ -304,7 +376,7 @@ pub async fn upload_part(
 async fn stage_part(
     ctx: &mut Ctx<'_>,
     id: &str,
-    n: u32,
+    n: u16,
     body: bytes::Bytes,
     etag: String,
     checksum: Option<(String, String)>,
@@ -342,7 +414,7 @@ async fn stage_part(
                     f2.remove(&id2, &old_file);
                 }
             }
-            Ok(crate::edge::Committed::default())
+            Ok(Committed::default())
         }),
         Some(Box::new(move || f3.remove(&id3, &file))),
     );
@@ -355,12 +427,11 @@ fn copy_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, Api
         return Ok(None);
     };
     let invalid = || {
-        ApiError::client(
-            "InvalidArgument",
+        S3Error::invalid_argument(
             "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy",
+            "x-amz-copy-source-range",
+            Some(h),
         )
-        .with("ArgumentName", "x-amz-copy-source-range")
-        .with("ArgumentValue", h)
     };
     let (a, b) = h
         .trim()
@@ -375,68 +446,48 @@ fn copy_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, Api
         return Err(invalid());
     }
     if b >= size {
-        return Err(ApiError::new(
-            "InvalidRange",
-            416,
-            "The requested range is not satisfiable",
-        )
-        .with("RangeRequested", h)
-        .with("ActualObjectSize", size.to_string()));
+        return Err(S3Error::InvalidRange {
+            requested: h.to_string(),
+            size,
+        }
+        .into());
     }
     Ok(Some((a, b)))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct CopyPartResult {
+    last_modified: String,
+    #[serde(rename = "ETag")]
+    etag: String,
 }
 
 /// PUT /bucket/key?partNumber=N&uploadId=ID with `x-amz-copy-source` (UploadPartCopy): the
 /// source is read as a GetObject of it would be (its own bucket's policy, its version, an
 /// archived object refused), optionally a byte range of it.
-pub async fn upload_part_copy(
+pub(super) async fn upload_part_copy(
     ctx: &mut Ctx<'_>,
-    bucket: &str,
-    key: &str,
-    id: &str,
-    number: &str,
+    req: &S3Request,
+    i: PartCopyInput,
 ) -> Result<Reply, ApiError> {
-    let n = part_number(number)?;
-    load(ctx, id, bucket, key)?;
-    let raw = ctx
-        .req
-        .header("x-amz-copy-source")
-        .unwrap_or_default()
-        .to_string();
-    let src = crate::s3::CopySource::parse(&raw)?;
-    if let Some(serde_json::Value::Object(m)) = ctx
-        .audit
-        .data_event
-        .as_mut()
-        .and_then(|r| r.request_parameters.as_mut())
-    {
-        m.insert("x-amz-copy-source".into(), serde_json::json!(raw));
-    }
-    let obj = crate::s3::read_copy_source(ctx, &src).await?;
-    let range = copy_range(ctx.req.header("x-amz-copy-source-range"), obj.info.size)?;
+    let (id, n) = (i.part.upload_id.as_str(), i.part.part_number);
+    load(ctx, id, &req.bucket, req.object_key())?;
+    let obj = read_copy_source(ctx, req, &i.source).await?;
+    let range = copy_range(i.source.range.as_deref(), obj.info.size)?;
     let body = match range {
         Some((a, b)) => bytes::Bytes::copy_from_slice(&obj.body[a as usize..=b as usize]),
         None => bytes::Bytes::from(obj.body),
     };
     let etag = format!("\"{}\"", hex::encode(md5::Md5::digest(&body)));
-    ctx.audit.additional_event_data = Some(serde_json::json!({
-        "SignatureVersion": crate::s3::signature_version(ctx.req),
-        "AuthenticationMethod": crate::s3::authentication_method(ctx.req),
-        "bytesTransferredIn": 0,
-        "bytesTransferredOut": 0,
-        "x-amz-id-2": ctx.request_id,
-    }));
+    transfer(ctx, req, 0, 0);
     stage_part(ctx, id, n, body, etag.clone(), None).await?;
-    let mut r = Reply::s3_document(
+    let mut r = document(
         "CopyPartResult",
-        &format!(
-            "{}{}",
-            el(
-                "LastModified",
-                &ctx.now.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
-            ),
-            el("ETag", &etag)
-        ),
+        &CopyPartResult {
+            last_modified: s3_time(ctx.now),
+            etag,
+        },
     );
     if let Some(v) = &obj.info.version_id {
         r = r.header("x-amz-copy-source-version-id", v.clone());
@@ -445,69 +496,68 @@ pub async fn upload_part_copy(
 }
 
 /// The (PartNumber, ETag) list of a CompleteMultipartUpload body.
-fn requested_parts(body: &str) -> Result<Vec<(u32, String)>, ApiError> {
-    let malformed = || {
-        ApiError::client(
-            "MalformedXML",
-            "The XML you provided was not well-formed or did not validate against our published schema.",
-        )
-    };
-    if !body.contains("CompleteMultipartUpload") {
-        return Err(malformed());
-    }
+pub(super) fn requested_parts(body: &[u8]) -> Result<Vec<(u16, String)>, ApiError> {
+    let doc = xml::parse(body)
+        .filter(|d| d.name == "CompleteMultipartUpload")
+        .ok_or(S3Error::MalformedXml)?;
     let mut out = Vec::new();
-    for chunk in body.split("<Part>").skip(1) {
-        let part = chunk.split("</Part>").next().ok_or_else(malformed)?;
-        let field = |name: &str| {
-            part.split(&format!("<{name}>"))
-                .nth(1)
-                .and_then(|r| r.split(&format!("</{name}>")).next())
-                .map(|v| v.trim().replace("&quot;", "\"").replace("&#34;", "\""))
-        };
-        let n: u32 = field("PartNumber")
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(malformed)?;
-        let etag = field("ETag").ok_or_else(malformed)?;
+    for part in doc.children_named("Part") {
+        let n: u16 = part
+            .child_text("PartNumber")
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or(S3Error::MalformedXml)?;
+        let etag = part
+            .child_text("ETag")
+            .map(str::trim)
+            .ok_or(S3Error::MalformedXml)?;
         let etag = if etag.starts_with('"') {
-            etag
+            etag.to_string()
         } else {
             format!("\"{etag}\"")
         };
         out.push((n, etag));
     }
     if out.is_empty() {
-        return Err(malformed());
+        return Err(S3Error::MalformedXml.into());
     }
     Ok(out)
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Completed {
+    location: String,
+    bucket: String,
+    key: String,
+    #[serde(rename = "ETag")]
+    etag: String,
+    #[serde(flatten)]
+    checksum: super::get::ChecksumFields,
+}
+
 /// POST /bucket/key?uploadId=ID
-pub async fn complete(
+pub(super) async fn complete(
     ctx: &mut Ctx<'_>,
-    bucket: &str,
-    key: &str,
-    id: &str,
+    req: &S3Request,
+    i: CompleteInput,
 ) -> Result<Reply, ApiError> {
+    let (bucket, key, id) = (req.bucket.as_str(), req.object_key(), i.upload_id.as_str());
     let up = load(ctx, id, bucket, key)?;
-    let wanted = requested_parts(&String::from_utf8_lossy(&ctx.req.body))?;
+    let wanted = i.parts;
     if wanted.windows(2).any(|w| w[0].0 >= w[1].0) {
-        return Err(ApiError::client(
-            "InvalidPartOrder",
-            "The list of parts was not in ascending order. The parts list must be specified in order by part number.",
-        ));
+        return Err(S3Error::InvalidPartOrder.into());
     }
-    let have: BTreeMap<u32, Part> = parts_of(ctx, id)?.into_iter().collect();
+    let have: BTreeMap<u16, Part> = parts_of(ctx, id)?.into_iter().collect();
     let mut total = 0u64;
     let mut sizes = Vec::with_capacity(wanted.len());
     for (n, etag) in &wanted {
-        let p = have.get(n).filter(|p| &p.etag == etag).ok_or_else(|| {
-            ApiError::client(
-                "InvalidPart",
-                "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.",
-            )
-            .with("PartNumber", n.to_string())
-            .with("ETag", etag.clone())
-        })?;
+        let p = have
+            .get(n)
+            .filter(|p| &p.etag == etag)
+            .ok_or_else(|| S3Error::InvalidPart {
+                part: *n,
+                etag: etag.clone(),
+            })?;
         sizes.push((*n, p.size));
         total += p.size;
     }
@@ -516,57 +566,23 @@ pub async fn complete(
         .iter()
         .find(|(_, size)| *size < MIN_PART_BYTES)
     {
-        return Err(ApiError::client(
-            "EntityTooSmall",
-            "Your proposed upload is smaller than the minimum allowed object size.",
-        )
-        .with("PartNumber", n.to_string()));
+        return Err(S3Error::EntityTooSmall { part: *n }.into());
     }
     if total > MAX_ASSEMBLED_BYTES {
-        return Err(ApiError::client(
-            "EntityTooLarge",
-            "Your proposed upload exceeds the maximum allowed object size.",
-        ));
+        return Err(S3Error::EntityTooLarge.into());
     }
     let mut md5s = Vec::new();
     for (n, _) in &wanted {
-        md5s.extend(hex::decode(have[n].etag.trim_matches('"')).unwrap_or_default());
+        let raw = hex::decode(have[n].etag.trim_matches('"'))
+            .map_err(|_| ApiError::internal(format!("part {n} of upload {id} has a bad ETag")))?;
+        md5s.extend(raw);
     }
     let etag = format!(
         "\"{}-{}\"",
         hex::encode(md5::Md5::digest(&md5s)),
         wanted.len()
     );
-    // S3's composite checksum: the checksum of the parts' checksums, with the part count.
-    let composite = {
-        let algs: Vec<_> = wanted
-            .iter()
-            .map(|(n, _)| have[n].checksum.as_ref().map(|c| c.0.clone()))
-            .collect();
-        match algs.first() {
-            Some(Some(alg)) if algs.iter().all(|a| a.as_deref() == Some(alg)) => {
-                let mut raw = Vec::new();
-                for (n, _) in &wanted {
-                    if let Some((_, v)) = &have[n].checksum {
-                        raw.extend(
-                            base64::engine::general_purpose::STANDARD
-                                .decode(v)
-                                .unwrap_or_default(),
-                        );
-                    }
-                }
-                Some((
-                    alg.clone(),
-                    format!(
-                        "{}-{}",
-                        crate::s3_chunked::checksum_b64(alg, &raw),
-                        wanted.len()
-                    ),
-                ))
-            }
-            _ => None,
-        }
-    };
+    let composite = composite_checksum(&wanted, &have)?;
     let files: Vec<String> = wanted.iter().map(|(n, _)| have[n].file_name(*n)).collect();
     let part_files = PartFiles::of(ctx.api);
     let upload_id = id.to_string();
@@ -591,37 +607,64 @@ pub async fn complete(
             Ok(bytes::Bytes::from(body))
         })
         .await?;
-    crate::s3::stage_put(ctx, bucket, key, body, opts, None).await?;
+    stage_put(ctx, bucket, key, body, opts, None).await?;
     // The parts go once the object is made (a refused event leaves the upload to retry).
     defer_discard(ctx, id, &have);
-    ctx.audit.additional_event_data = Some(serde_json::json!({
-        "bytesTransferredIn": ctx.req.body.len(), "bytesTransferredOut": 0,
-        "SignatureVersion": crate::s3::signature_version(ctx.req), "AuthenticationMethod": crate::s3::authentication_method(ctx.req)
-    }));
-    let host = ctx.req.header("host").unwrap_or_default().to_string();
-    Ok(Reply::s3_document(
-        "CompleteMultipartUploadResult",
-        &format!(
-            "{}{}{}{}{}",
-            el("Location", &format!("http://{host}/{bucket}/{key}")),
-            el("Bucket", bucket),
-            el("Key", key),
-            el("ETag", &etag),
-            composite
-                .map(|(alg, v)| el(&format!("Checksum{}", alg.to_ascii_uppercase()), &v))
-                .unwrap_or_default()
+    transfer(ctx, req, req.body.len() as u64, 0);
+    let answer = Completed {
+        location: format!("http://{}/{bucket}/{key}", req.host),
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        etag,
+        checksum: super::get::ChecksumFields::of(composite.iter().cloned()),
+    };
+    Ok(document("CompleteMultipartUploadResult", &answer))
+}
+
+/// S3's composite checksum: the checksum of the parts' checksums, with the part count (when
+/// every part has one, of the same algorithm).
+fn composite_checksum(
+    wanted: &[(u16, String)],
+    have: &BTreeMap<u16, Part>,
+) -> Result<Option<(String, String)>, ApiError> {
+    let algs: Vec<_> = wanted
+        .iter()
+        .map(|(n, _)| have[n].checksum.as_ref().map(|c| c.0.clone()))
+        .collect();
+    let Some(Some(alg)) = algs.first() else {
+        return Ok(None);
+    };
+    if !algs.iter().all(|a| a.as_deref() == Some(alg)) {
+        return Ok(None);
+    }
+    let mut raw = Vec::new();
+    for (n, _) in wanted {
+        if let Some((_, v)) = &have[n].checksum {
+            raw.extend(
+                base64::engine::general_purpose::STANDARD
+                    .decode(v)
+                    .map_err(|_| ApiError::internal(format!("part {n} has a bad checksum")))?,
+            );
+        }
+    }
+    Ok(Some((
+        alg.clone(),
+        format!(
+            "{}-{}",
+            super::chunked::checksum_b64(alg, &raw),
+            wanted.len()
         ),
-    ))
+    )))
 }
 
 /// Defers removing an upload's records and part files until the event is durable.
-fn defer_discard(ctx: &mut Ctx<'_>, id: &str, parts: &BTreeMap<u32, Part>) {
+fn defer_discard(ctx: &mut Ctx<'_>, id: &str, parts: &BTreeMap<u16, Part>) {
     let (meta, files, id) = (ctx.api.meta.clone(), PartFiles::of(ctx.api), id.to_string());
-    let numbers: Vec<u32> = parts.keys().copied().collect();
+    let numbers: Vec<u16> = parts.keys().copied().collect();
     ctx.defer(
         Box::new(move || {
             discard_upload(&meta, &files, &id, &numbers)?;
-            Ok(crate::edge::Committed::default())
+            Ok(Committed::default())
         }),
         None,
     );
@@ -631,7 +674,7 @@ fn discard_upload(
     meta: &crate::meta::Meta,
     files: &PartFiles,
     id: &str,
-    numbers: &[u32],
+    numbers: &[u16],
 ) -> Result<(), ApiError> {
     for n in numbers {
         meta.delete(&part_key(id, *n))?;
@@ -660,8 +703,8 @@ pub fn expire_uploads(
             .map(|(_, d)| *d)
             .min()
             .unwrap_or(api.opts.multipart_expiry_days);
-        if crate::lifecycle::due(up.initiated, days) <= now {
-            let numbers: Vec<u32> = api
+        if crate::s3::lifecycle::due(up.initiated, days) <= now {
+            let numbers: Vec<u16> = api
                 .meta
                 .scan::<serde_json::Value>(&format!("upload/{id}/part/"))?
                 .into_iter()
@@ -675,100 +718,121 @@ pub fn expire_uploads(
 }
 
 /// DELETE /bucket/key?uploadId=ID
-pub async fn abort(
-    ctx: &mut Ctx<'_>,
-    bucket: &str,
-    key: &str,
-    id: &str,
-) -> Result<Reply, ApiError> {
-    load(ctx, id, bucket, key)?;
-    let parts: BTreeMap<u32, Part> = parts_of(ctx, id)?.into_iter().collect();
-    defer_discard(ctx, id, &parts);
-    Ok(Reply {
-        status: 204,
-        headers: vec![],
-        body: bytes::Bytes::new(),
-        stream: None,
-    })
+pub(super) fn abort(ctx: &mut Ctx<'_>, req: &S3Request, i: PartInput) -> Result<Reply, ApiError> {
+    load(ctx, &i.upload_id, &req.bucket, req.object_key())?;
+    let parts: BTreeMap<u16, Part> = parts_of(ctx, &i.upload_id)?.into_iter().collect();
+    defer_discard(ctx, &i.upload_id, &parts);
+    Ok(empty(204))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PartsList {
+    bucket: String,
+    key: String,
+    upload_id: String,
+    part_number_marker: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_part_number_marker: Option<u16>,
+    max_parts: usize,
+    is_truncated: bool,
+    storage_class: &'static str,
+    part: Vec<PartXml>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PartXml {
+    part_number: u16,
+    last_modified: String,
+    #[serde(rename = "ETag")]
+    etag: String,
+    size: u64,
 }
 
 /// GET /bucket/key?uploadId=ID
-pub async fn list_parts(
+pub(super) fn list_parts(
     ctx: &mut Ctx<'_>,
-    bucket: &str,
-    key: &str,
-    id: &str,
+    req: &S3Request,
+    i: ListPartsInput,
 ) -> Result<Reply, ApiError> {
-    load(ctx, id, bucket, key)?;
-    let marker: u32 = ctx
-        .req
-        .query_param("part-number-marker")
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
-    let max: usize = ctx
-        .req
-        .query_param("max-parts")
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(1000)
-        .min(1000);
-    let parts: Vec<(u32, Part)> = parts_of(ctx, id)?
+    load(ctx, &i.upload_id, &req.bucket, req.object_key())?;
+    let parts: Vec<(u16, Part)> = parts_of(ctx, &i.upload_id)?
         .into_iter()
-        .filter(|(n, _)| *n > marker)
+        .filter(|(n, _)| *n > i.marker)
         .collect();
-    let truncated = parts.len() > max;
-    let shown = &parts[..parts.len().min(max)];
-    let mut x = format!(
-        "{}{}{}{}",
-        el("Bucket", bucket),
-        el("Key", key),
-        el("UploadId", id),
-        el("PartNumberMarker", &marker.to_string())
-    );
-    if let Some((n, _)) = shown.last() {
-        x.push_str(&el("NextPartNumberMarker", &n.to_string()));
-    }
-    x.push_str(&format!(
-        "<MaxParts>{max}</MaxParts><IsTruncated>{truncated}</IsTruncated><StorageClass>STANDARD</StorageClass>"
-    ));
-    for (n, p) in shown {
-        x.push_str(&format!(
-            "<Part>{}{}{}{}</Part>",
-            el("PartNumber", &n.to_string()),
-            el(
-                "LastModified",
-                &p.modified.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
-            ),
-            el("ETag", &p.etag),
-            el("Size", &p.size.to_string())
-        ));
-    }
-    Ok(Reply::s3_document("ListPartsResult", &x))
+    let truncated = parts.len() > i.max;
+    let shown = &parts[..parts.len().min(i.max)];
+    let answer = PartsList {
+        bucket: req.bucket.clone(),
+        key: req.object_key().to_string(),
+        upload_id: i.upload_id,
+        part_number_marker: i.marker,
+        next_part_number_marker: shown.last().map(|(n, _)| *n),
+        max_parts: i.max,
+        is_truncated: truncated,
+        storage_class: "STANDARD",
+        part: shown
+            .iter()
+            .map(|(n, p)| PartXml {
+                part_number: *n,
+                last_modified: s3_time(p.modified),
+                etag: p.etag.clone(),
+                size: p.size,
+            })
+            .collect(),
+    };
+    Ok(document("ListPartsResult", &answer))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct UploadsList {
+    bucket: String,
+    key_marker: String,
+    upload_id_marker: String,
+    prefix: String,
+    max_uploads: usize,
+    is_truncated: bool,
+    upload: Vec<UploadXml>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct UploadXml {
+    key: String,
+    upload_id: String,
+    initiated: String,
+    storage_class: &'static str,
 }
 
 /// GET /bucket?uploads
-pub async fn list_uploads(ctx: &mut Ctx<'_>, bucket: &str) -> Result<Reply, ApiError> {
-    let all = uploads(&ctx.api.meta)?;
-    let prefix = ctx.req.query_param("prefix").unwrap_or_default();
-    let mut x = format!(
-        "{}<KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker>{}<MaxUploads>1000</MaxUploads><IsTruncated>false</IsTruncated>",
-        el("Bucket", bucket),
-        el("Prefix", &prefix)
-    );
-    let mut mine: Vec<(String, Upload)> = all
+pub(super) fn list_uploads(
+    ctx: &mut Ctx<'_>,
+    req: &S3Request,
+    i: ListInput,
+) -> Result<Reply, ApiError> {
+    let mut mine: Vec<(String, Upload)> = uploads(&ctx.api.meta)?
         .into_iter()
-        .filter(|(_, u)| u.bucket == bucket && u.key.starts_with(&prefix))
+        .filter(|(_, u)| u.bucket == req.bucket && u.key.starts_with(&i.prefix))
         .collect();
     mine.sort_by(|a, b| (&a.1.key, a.1.initiated).cmp(&(&b.1.key, b.1.initiated)));
-    for (id, u) in mine {
-        x.push_str(&format!(
-            "<Upload>{}{}{}<StorageClass>STANDARD</StorageClass></Upload>",
-            el("Key", &u.key),
-            el("UploadId", &id),
-            el(
-                "Initiated",
-                &u.initiated.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
-            )
-        ));
-    }
-    Ok(Reply::s3_document("ListMultipartUploadsResult", &x))
+    let answer = UploadsList {
+        bucket: req.bucket.clone(),
+        key_marker: String::new(),
+        upload_id_marker: String::new(),
+        prefix: i.prefix,
+        max_uploads: 1000,
+        is_truncated: false,
+        upload: mine
+            .into_iter()
+            .map(|(id, u)| UploadXml {
+                key: u.key,
+                upload_id: id,
+                initiated: s3_time(u.initiated),
+                storage_class: "STANDARD",
+            })
+            .collect(),
+    };
+    Ok(document("ListMultipartUploadsResult", &answer))
 }

@@ -6,9 +6,105 @@
 //! The edge decodes the body once, right after authenticating the seed signature, so every S3
 //! handler sees the decoded payload and the trailers as ordinary headers.
 
-use crate::wire::ApiError;
+use super::S3Error;
+use crate::edge::HttpRequest;
+use crate::protocol::ApiError;
 use base64::Engine;
 use sha2::{Digest, Sha256};
+
+/// Decodes an `aws-chunked` S3 body in place (the S3 service's `prepare`) (spec: SigV4 streaming): the chunk chain is
+/// checked against the seed signature with the caller's signing key, trailers become
+/// headers, `aws-chunked` leaves `Content-Encoding`, and the decoded length must be the
+/// declared `x-amz-decoded-content-length`.
+pub fn decode_request(
+    req: &mut HttpRequest,
+    auth: Option<&cairn_iam::sigv4::Authorization>,
+    secret: &str,
+) -> Result<(), ApiError> {
+    let Some(mode) = req.header("x-amz-content-sha256").map(str::to_string) else {
+        return Ok(());
+    };
+    let (signed, trailer) = match mode.as_str() {
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" => (true, false),
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER" => (true, true),
+        "STREAMING-UNSIGNED-PAYLOAD-TRAILER" => (false, true),
+        m if m.starts_with("STREAMING-") => {
+            return Err(S3Error::NotImplemented(format!(
+                "{m} (SigV4a) is not implemented; sign with SigV4."
+            ))
+            .into())
+        }
+        _ => return Ok(()),
+    };
+    let signer = match (signed, auth) {
+        (true, Some(a)) if !a.presigned() => Some(ChunkSigner {
+            key: cairn_iam::sigv4::signing_key(secret, &a.date, &a.region, &a.service),
+            amz_date: a.amz_date.clone(),
+            scope: a.scope(),
+            seed: a.signature.to_ascii_lowercase(),
+        }),
+        (true, _) => {
+            return Err(S3Error::InvalidRequest(
+                "Signed aws-chunked bodies need an Authorization header signature.".into(),
+            )
+            .into())
+        }
+        (false, _) => None,
+    };
+    let decoded = decode(&req.body, signer.as_ref(), trailer)?;
+    if let Some(declared) = req.header("x-amz-decoded-content-length") {
+        if declared.trim().parse::<usize>().ok() != Some(decoded.body.len()) {
+            return Err(ApiError::client(
+                "IncompleteBody",
+                "You did not provide the number of bytes specified by the Content-Length HTTP header",
+            ));
+        }
+    } else {
+        return Err(S3Error::MissingContentLength.into());
+    }
+    if trailer {
+        let declared: Vec<String> = req
+            .header("x-amz-trailer")
+            .into_iter()
+            .flat_map(|t| t.split(','))
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        for (name, _) in &decoded.trailers {
+            // Trailers carry checksums; any other header must be sent (and signed) as one.
+            if !declared.contains(name) || !name.starts_with("x-amz-checksum-") {
+                return Err(ApiError::client(
+                    "MalformedTrailerError",
+                    "The request contained trailing data that was not well-formed or did not conform to our published schema.",
+                ));
+            }
+        }
+    }
+    req.body = bytes::Bytes::from(decoded.body);
+    for (k, v) in decoded.trailers {
+        if req.header(&k).is_none() {
+            req.headers.push((k, v));
+        }
+    }
+    if let Some(i) = req
+        .headers
+        .iter()
+        .position(|(k, _)| k == "content-encoding")
+    {
+        let rest: Vec<&str> = req.headers[i]
+            .1
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+            .collect();
+        if rest.is_empty() {
+            req.headers.remove(i);
+        } else {
+            req.headers[i].1 = rest.join(", ");
+        }
+    }
+    Ok(())
+}
 
 /// What a signed chunk chain is checked against: the request's signing key, timestamp and
 /// scope, and the seed (header) signature that starts the chain.

@@ -7,10 +7,13 @@
 //! upstream's answer — status, headers, body, errors — reaches the client unchanged (only the
 //! bucket name is mapped when the upstream bucket has another name).
 
-use crate::edge::{Ctx, HttpRequest};
-use crate::wire::{xml_escape, ApiError, BoxError, Reply, StreamBody, Streamed};
+use super::delete::Failure;
+use super::router::{action, data_event};
+use super::{S3Error, S3Request};
+use crate::edge::{BodyStream, Ctx, EffectOutcome, HttpRequest};
+use crate::protocol::{ApiError, BoxError, Reply, StreamBody, Streamed};
 use bytes::Bytes;
-use cairn_record::builder;
+use cairn_record::Arn;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -52,73 +55,6 @@ fn upstream(api: &crate::Api) -> Result<Upstream, ApiError> {
         .build();
     let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
     Ok(api.upstream.get_or_init(|| client).clone())
-}
-
-/// Operations recorded as data events (spec §2.3); the others on a bucket are management
-/// events.
-const DATA_OPS: &[&str] = &[
-    "GetObject",
-    "HeadObject",
-    "PutObject",
-    "DeleteObject",
-    "DeleteObjects",
-    "CopyObject",
-    "CreateMultipartUpload",
-    "UploadPart",
-    "UploadPartCopy",
-    "CompleteMultipartUpload",
-    "AbortMultipartUpload",
-    "ListParts",
-    "ListMultipartUploads",
-    "ListObjects",
-    "ListObjectsV2",
-    "ListObjectVersions",
-    "HeadBucket",
-    "GetObjectTagging",
-    "PutObjectTagging",
-    "DeleteObjectTagging",
-    "GetObjectAcl",
-    "PutObjectAcl",
-    "GetObjectRetention",
-    "PutObjectRetention",
-    "GetObjectLegalHold",
-    "PutObjectLegalHold",
-    "RestoreObject",
-    "GetObjectAttributes",
-];
-
-/// The IAM action an S3 operation needs.
-fn action(op: &str, versioned: bool) -> String {
-    match op {
-        "ListObjects" | "ListObjectsV2" | "HeadBucket" => "s3:ListBucket".into(),
-        "ListObjectVersions" => "s3:ListBucketVersions".into(),
-        "GetObject" | "HeadObject" | "GetObjectAttributes" if versioned => {
-            "s3:GetObjectVersion".into()
-        }
-        "GetObject" | "HeadObject" | "GetObjectAttributes" => "s3:GetObject".into(),
-        "DeleteObject" | "DeleteObjects" if versioned => "s3:DeleteObjectVersion".into(),
-        "DeleteObject" | "DeleteObjects" => "s3:DeleteObject".into(),
-        "CopyObject"
-        | "CreateMultipartUpload"
-        | "UploadPart"
-        | "UploadPartCopy"
-        | "CompleteMultipartUpload" => "s3:PutObject".into(),
-        "ListParts" => "s3:ListMultipartUploadParts".into(),
-        "ListMultipartUploads" => "s3:ListBucketMultipartUploads".into(),
-        "CreateBucket" => "s3:CreateBucket".into(),
-        "GetBucketLifecycle" => "s3:GetLifecycleConfiguration".into(),
-        "PutBucketLifecycle" | "DeleteBucketLifecycle" => "s3:PutLifecycleConfiguration".into(),
-        "GetBucketEncryption" => "s3:GetEncryptionConfiguration".into(),
-        "PutBucketEncryption" | "DeleteBucketEncryption" => "s3:PutEncryptionConfiguration".into(),
-        "GetObjectLockConfiguration" => "s3:GetBucketObjectLockConfiguration".into(),
-        "PutObjectLockConfiguration" => "s3:PutBucketObjectLockConfiguration".into(),
-        "GetBucketCors" => "s3:GetBucketCORS".into(),
-        "GetBucketReplication" => "s3:GetReplicationConfiguration".into(),
-        "GetBucketAccelerateConfiguration" => "s3:GetAccelerateConfiguration".into(),
-        "DeleteBucketTagging" => "s3:PutBucketTagging".into(),
-        "DeleteBucketPublicAccessBlock" => "s3:PutBucketPublicAccessBlock".into(),
-        o => format!("s3:{o}"),
-    }
 }
 
 /// Hop-by-hop headers and the ones cairn replaces when it re-signs.
@@ -185,11 +121,11 @@ fn raw_rest(req: &HttpRequest, virtual_host: bool) -> String {
     }
 }
 
-fn xml_field(body: &str, name: &str) -> Option<String> {
-    let open = format!("<{name}>");
-    let start = body.find(&open)? + open.len();
-    let end = body[start..].find(&format!("</{name}>"))? + start;
-    Some(body[start..end].to_string())
+/// A child of an upstream's `<Error>` document.
+fn error_field(body: &[u8], name: &str) -> Option<String> {
+    crate::protocol::xml::parse(body)?
+        .child_text(name)
+        .map(str::to_string)
 }
 
 /// Characters escaped in a forwarded copy source's key (everything but unreserved and `/`).
@@ -204,13 +140,14 @@ const COPY_SOURCE_KEY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPH
 fn refused_entries(keys: &[(String, Option<String>)]) -> String {
     keys.iter()
         .map(|(k, v)| {
-            let version = v
-                .as_ref()
-                .map(|v| format!("<VersionId>{}</VersionId>", xml_escape(v)))
-                .unwrap_or_default();
-            format!(
-                "<Error><Key>{}</Key>{version}<Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
-                xml_escape(k)
+            crate::protocol::xml::to_xml(
+                "Error",
+                &Failure {
+                    key: k.clone(),
+                    version_id: v.clone(),
+                    code: "AccessDenied".into(),
+                    message: "Access Denied".into(),
+                },
             )
         })
         .collect()
@@ -246,7 +183,7 @@ pub fn streams_request(api: &crate::Api, req: &HttpRequest) -> bool {
             s3: true,
         })
         .is_ok_and(|a| a.service == "s3");
-    let t = crate::s3::target(req);
+    let t = super::target(req);
     signed_for_s3
         && t.key.is_some()
         && t.bucket
@@ -254,63 +191,59 @@ pub fn streams_request(api: &crate::Api, req: &HttpRequest) -> bool {
             .is_some_and(|b| api.opts.proxies.contains_key(b))
 }
 
-/// Handles `op` on proxied `bucket`: records it, authorizes it, forwards it.
-pub async fn forward(
-    ctx: &mut Ctx<'_>,
-    op: &str,
-    bucket: &str,
-    target: &ProxyTarget,
-) -> Result<Reply, ApiError> {
-    let req = ctx.req;
-    let t = crate::s3::target(req);
-    let key = t.key.clone().unwrap_or_default();
-    let host = req.header("host").unwrap_or_default().to_string();
-    let account = ctx.api.opts.account.clone();
-    let vid = req.query_param("versionId");
-    // The event, as for an embedded bucket.
-    if DATA_OPS.contains(&op) {
-        let mut rec = if op == "ListObjects" || op == "ListObjectsV2" {
-            builder::s3_list(
-                &ctx.region,
-                ctx.now,
-                ctx.caller.identity.clone(),
-                &account,
-                bucket,
-                &req.query_param("prefix").unwrap_or_default(),
-                op == "ListObjectsV2",
-                &host,
-            )
-        } else {
-            ctx.s3_object_event(op, bucket, &key)
-        };
-        if let (Some(v), Some(serde_json::Value::Object(m))) =
-            (&vid, rec.request_parameters.as_mut())
-        {
-            m.insert("versionId".into(), serde_json::json!(v));
+/// What a request on a proxied bucket forwards: the operation it names (for authorization
+/// and the record), the upstream, and the request's own path rest, query and body stream.
+pub struct Forward {
+    pub name: &'static str,
+    pub target: ProxyTarget,
+    method: String,
+    /// The path under the bucket, still percent-encoded as the client sent it.
+    rest: String,
+    query: String,
+    subresources: Vec<String>,
+    body_stream: Option<BodyStream>,
+}
+
+impl Forward {
+    pub(super) fn of(
+        req: &HttpRequest,
+        name: &'static str,
+        target: ProxyTarget,
+        virtual_host: bool,
+    ) -> Forward {
+        Forward {
+            name,
+            target,
+            method: req.method.clone(),
+            rest: raw_rest(req, virtual_host),
+            query: req.query.clone(),
+            subresources: super::router::subresources(req),
+            body_stream: req.body_stream.clone(),
         }
-        ctx.audit.data_event = Some(rec);
-    } else {
-        ctx.audit.read_only = op.starts_with("Get") || op.starts_with("List");
-        ctx.audit.request_parameters =
-            Some(serde_json::json!({"bucketName": bucket, "Host": host}));
     }
+}
+
+/// Handles a request on a proxied bucket (already recorded): authorizes it, forwards it.
+pub async fn forward(ctx: &mut Ctx<'_>, req: &S3Request, fwd: Forward) -> Result<Reply, ApiError> {
+    let op = fwd.name;
+    let target = &fwd.target;
+    let bucket = req.bucket.as_str();
+    let key = req.object_key();
+    let vid = req.version_id.clone();
     // What cairn authorizes must be what the upstream does: a request naming two
     // sub-resources (`?acl&policy`) could be one operation here and another there.
-    let subs = crate::s3::subresources(req);
-    if subs.len() > 1 {
+    if fwd.subresources.len() > 1 {
         ctx.no_authorization_needed();
-        return Err(ApiError::client(
-            "InvalidRequest",
-            format!(
-                "A request may name one sub-resource; this one names {}.",
-                subs.join(", ")
-            ),
-        ));
+        return Err(S3Error::InvalidRequest(format!(
+            "A request may name one sub-resource; this one names {}.",
+            fwd.subresources.join(", ")
+        ))
+        .into());
     }
-    let resource = if t.key.is_some() && op != "DeleteObjects" {
-        format!("arn:aws:s3:::{bucket}/{key}")
+    let resource = if req.key.is_some() && op != "DeleteObjects" {
+        Arn::s3_object(bucket, key).to_string()
     } else {
-        format!("arn:aws:s3:::{bucket}")
+        Arn::s3_bucket(bucket).to_string()
     };
     if op == "DeleteObjects" {
         // Authorized key by key (and version by version), below.
@@ -320,14 +253,12 @@ pub async fn forward(
     }
     // The headers of a write that need permissions of their own (an ACL, tags, object lock).
     if matches!(op, "PutObject" | "CopyObject" | "CreateMultipartUpload") {
-        crate::s3_access::authorize_header_actions(ctx, &resource)?;
+        super::access::authorize_header_actions(ctx, req, &resource)?;
     }
     if op == "CreateBucket" {
-        crate::s3_access::authorize_create_bucket_headers(ctx, bucket)?;
+        super::access::authorize_create_bucket_headers(ctx, req)?;
     }
-    let bypass = req
-        .header("x-amz-bypass-governance-retention")
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let bypass = req.bypass_governance;
     if bypass && op != "DeleteObjects" {
         ctx.authorize("s3:BypassGovernanceRetention", &resource)?;
     }
@@ -336,32 +267,10 @@ pub async fn forward(
     let mut refused_keys: Vec<(String, Option<String>)> = Vec::new();
     let mut rewritten_body: Option<Bytes> = None;
     if op == "DeleteObjects" {
-        let doc = crate::xml::parse(&req.body)
-            .filter(|d| d.name == "Delete")
-            .ok_or_else(|| {
-                ApiError::client(
-                    "MalformedXML",
-                    "The XML you provided was not well-formed or did not validate against our published schema.",
-                )
-            })?;
-        let quiet = doc.child_text("Quiet").map(str::trim) == Some("true");
+        let input = super::delete::objects_input(req)?;
         let mut allowed = Vec::new();
-        let ambiguous = doc.children_named("Object").any(|o| {
-            o.children_named("Key").count() != 1 || o.children_named("VersionId").count() > 1
-        });
-        if ambiguous {
-            return Err(ApiError::client(
-                "MalformedXML",
-                "The XML you provided was not well-formed or did not validate against our published schema.",
-            ));
-        }
-        for o in doc.children_named("Object") {
-            let k = o.child_text("Key").unwrap_or("").to_string();
-            let v = o
-                .child_text("VersionId")
-                .filter(|v| !v.is_empty())
-                .map(str::to_string);
-            let arn = format!("arn:aws:s3:::{bucket}/{k}");
+        for (k, v) in input.objects {
+            let arn = Arn::s3_object(bucket, &k).to_string();
             let mut ok = ctx
                 .authorize(&action("DeleteObject", v.is_some()), &arn)
                 .is_ok();
@@ -374,30 +283,22 @@ pub async fn forward(
                 refused_keys.push((k, v));
             }
         }
+        if allowed.is_empty() {
+            // Nothing to forward: every key was refused here.
+            return Ok(super::document("DeleteResult", &RefusedAll(refused_keys)));
+        }
         // The upstream always gets the body cairn read and authorized, rebuilt, never the
         // client's text (another parser could read other keys from it).
-        {
-            let mut x = String::from("<Delete>");
-            if quiet {
-                x.push_str("<Quiet>true</Quiet>");
-            }
-            for (k, v) in &allowed {
-                x.push_str(&format!("<Object><Key>{}</Key>", xml_escape(k)));
-                if let Some(v) = v {
-                    x.push_str(&format!("<VersionId>{}</VersionId>", xml_escape(v)));
-                }
-                x.push_str("</Object>");
-            }
-            x.push_str("</Delete>");
-            if allowed.is_empty() {
-                // Nothing to forward: every key was refused here.
-                return Ok(Reply::s3_document(
-                    "DeleteResult",
-                    &refused_entries(&refused_keys),
-                ));
-            }
-            rewritten_body = Some(Bytes::from(x));
-        }
+        rewritten_body = Some(Bytes::from(crate::protocol::xml::to_xml(
+            "Delete",
+            &DeleteBody {
+                quiet: input.quiet.then_some(true),
+                object: allowed
+                    .into_iter()
+                    .map(|(key, version_id)| DeleteObject { key, version_id })
+                    .collect(),
+            },
+        )));
     }
 
     // Headers to pass on; a copy source is authorized and mapped to its upstream bucket.
@@ -414,7 +315,7 @@ pub async fn forward(
     if let Some(raw_src) = req.header("x-amz-copy-source") {
         // Parsed once, authorized as parsed, and forwarded re-encoded from what was parsed:
         // the upstream reads exactly the object cairn authorized.
-        let src = crate::s3::CopySource::parse(raw_src)?;
+        let src = super::CopySource::parse(raw_src)?;
         let (sb, sk) = (src.bucket.as_str(), src.key.as_str());
         let src_target = ctx.api.opts.proxies.get(sb).cloned().ok_or_else(|| {
             ApiError::new(
@@ -468,12 +369,12 @@ pub async fn forward(
 
     // A read body's checksums (headers, or trailers of an aws-chunked body) are checked here:
     // for an unsigned trailer they are the only integrity check, whatever the upstream does.
-    if req.body_stream.is_none() && matches!(op, "PutObject" | "UploadPart") {
-        crate::s3_chunked::verify(&req.headers, &req.body)?;
+    if fwd.body_stream.is_none() && matches!(op, "PutObject" | "UploadPart") {
+        super::chunked::verify(&req.headers, &req.body)?;
     }
     // The body: streamed when the edge left it unread, else what was received (decoded).
-    let declared = req.header("x-amz-content-sha256").unwrap_or_default();
-    let streamed = req.body_stream.as_ref().and_then(|s| s.take());
+    let declared = req.header("x-amz-content-sha256").unwrap_or("");
+    let streamed = fwd.body_stream.as_ref().and_then(|s| s.take());
     let (payload_hash, length, body): (String, Option<String>, StreamBody) = match streamed {
         Some(incoming) => {
             let hash = if cairn_iam::sigv4::is_sha256_hex(declared) {
@@ -507,8 +408,8 @@ pub async fn forward(
         .map(|(_, h)| h)
         .unwrap_or(endpoint)
         .to_string();
-    let path = format!("/{}{}", target.bucket, raw_rest(req, t.virtual_host));
-    let query: String = req
+    let path = format!("/{}{}", target.bucket, fwd.rest);
+    let query: String = fwd
         .query
         .split('&')
         .filter(|kv| {
@@ -530,7 +431,7 @@ pub async fn forward(
             .cloned(),
     );
     let sreq = cairn_iam::sigv4::Request {
-        method: &req.method,
+        method: &fwd.method,
         path: &path,
         query: &query,
         headers: &signed,
@@ -551,7 +452,7 @@ pub async fn forward(
         format!("{endpoint}{path}?{query}")
     };
     let mut builder = hyper::Request::builder()
-        .method(req.method.as_str())
+        .method(fwd.method.as_str())
         .uri(&uri);
     for (k, v) in headers.iter().chain(auth.iter()) {
         builder = builder.header(k.as_str(), v.as_str());
@@ -569,17 +470,17 @@ pub async fn forward(
         bucket: bucket.to_string(),
         upstream_bucket: target.bucket.clone(),
         refused_keys,
-        head: req.method == "HEAD",
-        object: t.key.is_some(),
-        data_event: DATA_OPS.contains(&op),
-        signature_version: crate::s3::signature_version(req),
-        authentication_method: crate::s3::authentication_method(req),
+        head: fwd.method == "HEAD",
+        object: req.key.is_some(),
+        data_event: data_event(op),
+        signature_version: req.signature_version(),
+        authentication_method: req.authentication_method(),
         bytes_in,
         request_id: ctx.request_id.clone(),
     };
     // A write reaches the upstream only once its record is durable (as pending; the outcome
     // completes it). A read changes nothing upstream and is recorded with its answer.
-    if matches!(req.method.as_str(), "PUT" | "POST" | "DELETE") {
+    if matches!(fwd.method.as_str(), "PUT" | "POST" | "DELETE") {
         ctx.defer_effect(Box::new(move || Box::pin(exchange.run())));
         return Ok(Reply::s3_xml(200, String::new()));
     }
@@ -611,8 +512,8 @@ struct Exchange {
 impl Exchange {
     /// Sends the request; the answer comes back unchanged but for hop-by-hop headers, the
     /// bucket name, and keys cairn refused itself.
-    async fn run(self) -> crate::edge::EffectOutcome {
-        let mut out = crate::edge::EffectOutcome::default();
+    async fn run(self) -> EffectOutcome {
+        let mut out = EffectOutcome::default();
         let resp = match self.client.request(self.request).await {
             Ok(r) => r,
             Err(e) => {
@@ -698,8 +599,7 @@ impl Exchange {
                 body
             };
             if status >= 300 && status != 304 {
-                let text = String::from_utf8_lossy(&body);
-                let code = xml_field(&text, "Code").unwrap_or_else(|| {
+                let code = error_field(&body, "Code").unwrap_or_else(|| {
                     match status {
                         404 if self.head && self.object => "NoSuchKey",
                         404 => "NotFound",
@@ -709,7 +609,7 @@ impl Exchange {
                     }
                     .to_string()
                 });
-                let message = xml_field(&text, "Message").unwrap_or_default();
+                let message = error_field(&body, "Message").unwrap_or_default();
                 out.error = Some((code, message));
             }
             Reply {
@@ -731,4 +631,43 @@ impl Exchange {
         out.reply = Ok(reply);
         out
     }
+}
+
+/// A DeleteResult listing every key as refused.
+struct RefusedAll(Vec<(String, Option<String>)>);
+
+impl serde::Serialize for RefusedAll {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let errors: Vec<Failure> = self
+            .0
+            .iter()
+            .map(|(k, v)| Failure {
+                key: k.clone(),
+                version_id: v.clone(),
+                code: "AccessDenied".into(),
+                message: "Access Denied".into(),
+            })
+            .collect();
+        let mut st = s.serialize_struct("DeleteResult", 1)?;
+        st.serialize_field("Error", &errors)?;
+        st.end()
+    }
+}
+
+/// The `<Delete>` body forwarded upstream: the keys cairn authorized.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeleteBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quiet: Option<bool>,
+    object: Vec<DeleteObject>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeleteObject {
+    key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version_id: Option<String>,
 }

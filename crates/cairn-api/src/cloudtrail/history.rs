@@ -6,7 +6,7 @@
 //! keys are derived from the journal sequence number). The journal cursor is committed
 //! lazily and only lets the journal drop segments the index has passed.
 
-use crate::wire::ApiError;
+use crate::protocol::ApiError;
 use cairn_journal::Journal;
 use cairn_record::EventRecord;
 use cairn_trail::entry::{self, Entry};

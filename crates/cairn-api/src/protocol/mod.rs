@@ -1,8 +1,11 @@
 //! Wire constants, the request/response types handlers see, and AWS error rendering — one
 //! place per protocol.
 
+pub mod json;
+pub mod query;
+pub mod xml;
+
 use bytes::Bytes;
-use serde_json::Value;
 
 pub const X_AMZ_TARGET: &str = "x-amz-target";
 pub const CLOUDTRAIL_TARGET_PREFIX: &str =
@@ -19,8 +22,8 @@ pub fn cloudtrail_operation(target: &str) -> Option<&str> {
 }
 pub const AMZ_JSON_1_1: &str = "application/x-amz-json-1.1";
 pub const S3_XMLNS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
+/// IAM's namespace: its answers', and every query-protocol error's (STS's too, as before).
 pub const IAM_XMLNS: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
-pub const STS_XMLNS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 
 /// Wire protocol of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,24 +138,6 @@ impl std::fmt::Debug for Streamed {
 }
 
 impl Reply {
-    pub fn json(v: &Value) -> Reply {
-        Reply {
-            status: 200,
-            headers: vec![("content-type".into(), AMZ_JSON_1_1.into())],
-            body: Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
-            stream: None,
-        }
-    }
-
-    pub fn rest_json(v: &Value) -> Reply {
-        Reply {
-            status: 200,
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
-            stream: None,
-        }
-    }
-
     pub fn xml(status: u16, body: String) -> Reply {
         Reply {
             status,
@@ -188,6 +173,24 @@ impl Reply {
     }
 }
 
+/// An answer that could not be serialized: only a type that cannot be XML or JSON fails (a
+/// programming error), so it is logged loudly — and under fuzzing it is a panic the fuzzer
+/// reports.
+pub(crate) fn unserializable(what: &str, e: &dyn std::fmt::Display) {
+    tracing::error!(what, error = %e, "an answer could not be serialized");
+    #[cfg(feature = "fuzzing")]
+    panic!("an answer ({what}) could not be serialized: {e}");
+}
+
+/// `UserName` → `userName`: how CloudTrail names request parameters and response elements.
+pub fn lower_first(k: &str) -> String {
+    let mut c = k.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
 /// XML text escaping (element content and attribute values).
 pub fn xml_escape(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -213,10 +216,7 @@ pub fn error_reply(protocol: Protocol, e: &ApiError, request_id: &str, head: boo
         Protocol::Json => Reply {
             status: e.status,
             headers: vec![("content-type".into(), AMZ_JSON_1_1.into())],
-            body: Bytes::from(
-                serde_json::to_vec(&serde_json::json!({"__type": e.code, "message": e.message}))
-                    .unwrap_or_default(),
-            ),
+            body: json::error_body(e),
             stream: None,
         },
         Protocol::RestJson => Reply {
@@ -225,10 +225,7 @@ pub fn error_reply(protocol: Protocol, e: &ApiError, request_id: &str, head: boo
                 ("content-type".into(), "application/json".into()),
                 ("x-amzn-errortype".into(), e.code.clone()),
             ],
-            body: Bytes::from(
-                serde_json::to_vec(&serde_json::json!({"__type": e.code, "message": e.message}))
-                    .unwrap_or_default(),
-            ),
+            body: json::error_body(e),
             stream: None,
         },
         Protocol::Query => {
@@ -309,7 +306,7 @@ mod tests {
             false,
         );
         assert_eq!(r.status, 400);
-        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["__type"], "TrailNotFoundException");
         assert_eq!(v["message"], "Unknown trail: x");
     }

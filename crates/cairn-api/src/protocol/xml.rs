@@ -67,8 +67,19 @@ pub fn parse(bytes: &[u8]) -> Option<Element> {
                 }
             }
             Event::Text(t) => {
-                let s = t.unescape().ok()?;
+                let s = t.decode().ok()?;
                 stack.last_mut()?.text.push_str(&s);
+            }
+            // `&amp;`, `&#x41;`: the predefined entities and character references only (a
+            // document declares no others: DTDs are refused).
+            Event::GeneralRef(r) => {
+                let c = match r.resolve_char_ref().ok()? {
+                    Some(c) => c.to_string(),
+                    None => {
+                        quick_xml::escape::resolve_predefined_entity(&r.decode().ok()?)?.to_string()
+                    }
+                };
+                stack.last_mut()?.text.push_str(&c);
             }
             Event::CData(t) => {
                 let s = String::from_utf8(t.into_inner().to_vec()).ok()?;
@@ -88,6 +99,30 @@ pub fn parse(bytes: &[u8]) -> Option<Element> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Doc {
+        key: String,
+        size: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        version_id: Option<String>,
+        owner: Members<String>,
+    }
+
+    #[test]
+    fn answers_serialize_escaped_with_their_namespace() {
+        let d = Doc {
+            key: "a<b>&\"c'\u{1}".into(),
+            size: 3,
+            version_id: None,
+            owner: Members::of(vec!["x".into()]),
+        };
+        assert_eq!(
+            document_in("R", "urn:x", &d),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<R xmlns=\"urn:x\"><Key>a&lt;b&gt;&amp;&quot;c&apos;&#x1;</Key><Size>3</Size><Owner><member>x</member></Owner></R>"
+        );
+    }
 
     #[test]
     fn parses_s3_bodies_with_and_without_namespace() {
@@ -113,5 +148,66 @@ mod tests {
         ] {
             assert_eq!(parse(bad), None, "{}", String::from_utf8_lossy(bad));
         }
+    }
+}
+
+/// Serializes `value` as the element `root` (quick-xml's serde support): struct fields become
+/// child elements in declaration order, fields renamed `@name` attributes, `Option::None` and
+/// empty lists nothing; empty text is written `<a></a>`, as S3 writes it. Text is escaped in
+/// full (quotes too), and control characters, which XML 1.0 cannot carry raw, as character
+/// references.
+pub fn to_xml<T: serde::Serialize + ?Sized>(root: &str, value: &T) -> String {
+    let mut out = String::new();
+    let written = quick_xml::se::Serializer::with_root(&mut out, Some(root)).and_then(|mut s| {
+        s.expand_empty_elements(true);
+        s.set_quote_level(quick_xml::se::QuoteLevel::Full);
+        value.serialize(s)
+    });
+    if let Err(e) = written {
+        super::unserializable(root, &e);
+        out.clear();
+    }
+    if out
+        .chars()
+        .any(|c| (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        out = out
+            .chars()
+            .map(|c| {
+                if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') {
+                    format!("&#x{:x};", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+    }
+    out
+}
+
+/// An XML document: the declaration, then `value` as the element `root`.
+pub fn document<T: serde::Serialize + ?Sized>(root: &str, value: &T) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{}",
+        to_xml(root, value)
+    )
+}
+
+/// An XML document whose root element carries the namespace `ns`.
+pub fn document_in<T: serde::Serialize + ?Sized>(root: &str, ns: &str, value: &T) -> String {
+    let body = to_xml(root, value);
+    let rest = body.get(1 + root.len()..).unwrap_or_default();
+    format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{root} xmlns=\"{ns}\"{rest}")
+}
+
+/// A list serialized as repeated `<member>` elements (the query protocol's lists).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Members<T> {
+    pub member: Vec<T>,
+}
+
+impl<T> Members<T> {
+    pub fn of(items: Vec<T>) -> Members<T> {
+        Members { member: items }
     }
 }

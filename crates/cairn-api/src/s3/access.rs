@@ -3,9 +3,11 @@
 //! headers need (an ACL, tags or object lock on a PutObject), public ACLs under a public
 //! access block, and headers asking for what cairn does not do (SSE-C).
 
-use crate::edge::{Ctx, HttpRequest};
-use crate::wire::ApiError;
+use super::{S3Error, S3Op, S3Request};
+use crate::edge::Ctx;
+use crate::protocol::ApiError;
 use cairn_iam::policy::{ConditionKeys, Policy};
+use cairn_record::Arn;
 
 /// The meta key of a bucket's policy document.
 pub fn policy_key(bucket: &str) -> String {
@@ -28,14 +30,14 @@ pub fn bucket_policies(ctx: &Ctx<'_>, bucket: &str) -> Result<Vec<Policy>, ApiEr
 /// only, and resources that are the bucket or its objects (a policy cannot grant anything
 /// on another bucket).
 pub fn check_bucket_policy(bucket: &str, policy: &Policy) -> Result<(), ApiError> {
-    let bucket_arn = format!("arn:aws:s3:::{bucket}");
+    let bucket_arn = Arn::s3_bucket(bucket).to_string();
     let objects = format!("{bucket_arn}/");
     policy
         .check_resource_policy(
             |r| r == bucket_arn || r.starts_with(&objects),
             |a| a == "*" || a.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("s3:")),
         )
-        .map_err(|e| ApiError::client("MalformedPolicy", e.0))
+        .map_err(|e| S3Error::MalformedPolicy(e.0).into())
 }
 
 /// The canned ACLs that grant access beyond the owner.
@@ -56,7 +58,7 @@ const GRANT_HEADERS: &[&str] = &[
 
 /// Whether the request's ACL headers (`x-amz-acl`, `x-amz-grant-*`) grant everyone or every
 /// authenticated AWS user something.
-pub fn requests_public_acl(req: &HttpRequest) -> bool {
+pub fn requests_public_acl(req: &S3Request) -> bool {
     req.header("x-amz-acl").is_some_and(is_public_canned_acl)
         || GRANT_HEADERS.iter().any(|h| {
             req.header(h).is_some_and(|v| {
@@ -67,17 +69,17 @@ pub fn requests_public_acl(req: &HttpRequest) -> bool {
 }
 
 /// Whether the request sets an ACL at all.
-pub fn sets_acl(req: &HttpRequest) -> bool {
+pub fn sets_acl(req: &S3Request) -> bool {
     req.header("x-amz-acl").is_some() || GRANT_HEADERS.iter().any(|h| req.header(h).is_some())
 }
 
 /// Refuses a public ACL in a request's headers when the bucket's or the account's public
 /// access block has BlockPublicAcls (S3 answers AccessDenied).
-pub fn refuse_public_acl(ctx: &Ctx<'_>, bucket: &str) -> Result<(), ApiError> {
-    if requests_public_acl(ctx.req)
-        && crate::s3_object_ext::public_access_setting(ctx, bucket, "BlockPublicAcls")?
+pub fn refuse_public_acl(ctx: &Ctx<'_>, req: &S3Request) -> Result<(), ApiError> {
+    if requests_public_acl(req)
+        && super::bucket_config::public_access_setting(ctx, &req.bucket, "BlockPublicAcls")?
     {
-        return Err(ApiError::new("AccessDenied", 403, "Access Denied"));
+        return Err(S3Error::AccessDenied.into());
     }
     Ok(())
 }
@@ -85,7 +87,7 @@ pub fn refuse_public_acl(ctx: &Ctx<'_>, bucket: &str) -> Result<(), ApiError> {
 /// The permissions a write's headers need besides `s3:PutObject`, as S3 requires them: an
 /// ACL needs `s3:PutObjectAcl`, tags `s3:PutObjectTagging`, a retention
 /// `s3:PutObjectRetention`, a legal hold `s3:PutObjectLegalHold`.
-pub fn header_actions(req: &HttpRequest) -> Vec<&'static str> {
+pub fn header_actions(req: &S3Request) -> Vec<&'static str> {
     let mut out = Vec::new();
     if sets_acl(req) {
         out.push("s3:PutObjectAcl");
@@ -107,7 +109,7 @@ pub fn header_actions(req: &HttpRequest) -> Vec<&'static str> {
 /// The permissions CreateBucket's headers need besides `s3:CreateBucket`: an ACL needs
 /// `s3:PutBucketAcl`; object lock `s3:PutBucketObjectLockConfiguration` and
 /// `s3:PutBucketVersioning`; an ownership setting `s3:PutBucketOwnershipControls`.
-pub fn create_bucket_header_actions(req: &HttpRequest) -> Vec<&'static str> {
+pub fn create_bucket_header_actions(req: &S3Request) -> Vec<&'static str> {
     let mut out = Vec::new();
     if sets_acl(req) {
         out.push("s3:PutBucketAcl");
@@ -126,17 +128,21 @@ pub fn create_bucket_header_actions(req: &HttpRequest) -> Vec<&'static str> {
 }
 
 /// Authorizes CreateBucket's header permissions (see [`create_bucket_header_actions`]).
-pub fn authorize_create_bucket_headers(ctx: &mut Ctx<'_>, bucket: &str) -> Result<(), ApiError> {
-    let arn = format!("arn:aws:s3:::{bucket}");
-    for a in create_bucket_header_actions(ctx.req) {
+pub fn authorize_create_bucket_headers(ctx: &mut Ctx<'_>, req: &S3Request) -> Result<(), ApiError> {
+    let arn = Arn::s3_bucket(&req.bucket).to_string();
+    for a in create_bucket_header_actions(req) {
         ctx.authorize(a, &arn)?;
     }
     Ok(())
 }
 
 /// Authorizes a write's header permissions (see [`header_actions`]) on `resource`.
-pub fn authorize_header_actions(ctx: &mut Ctx<'_>, resource: &str) -> Result<(), ApiError> {
-    for a in header_actions(ctx.req) {
+pub fn authorize_header_actions(
+    ctx: &mut Ctx<'_>,
+    req: &S3Request,
+    resource: &str,
+) -> Result<(), ApiError> {
+    for a in header_actions(req) {
         ctx.authorize(a, resource)?;
     }
     Ok(())
@@ -144,17 +150,16 @@ pub fn authorize_header_actions(ctx: &mut Ctx<'_>, resource: &str) -> Result<(),
 
 /// SSE-C (customer-provided keys) is not implemented: a request asking for it is refused
 /// rather than stored without the encryption the client believes it asked for.
-pub fn refuse_sse_c(req: &HttpRequest) -> Result<(), ApiError> {
-    let asked = req.headers.iter().find(|(k, _)| {
+pub fn refuse_sse_c(headers: &[(String, String)]) -> Result<(), ApiError> {
+    let asked = headers.iter().find(|(k, _)| {
         k.starts_with("x-amz-server-side-encryption-customer-")
             || k.starts_with("x-amz-copy-source-server-side-encryption-customer-")
     });
     match asked {
-        Some((k, _)) => Err(ApiError::new(
-            "NotImplemented",
-            501,
-            "A header you provided implies functionality that is not implemented",
+        Some((k, _)) => Err(S3Error::NotImplemented(
+            "A header you provided implies functionality that is not implemented".into(),
         )
+        .into_api()
         .with("Header", k.clone())),
         None => Ok(()),
     }
@@ -197,48 +202,44 @@ const EXISTING_TAG_OPS: &[&str] = &[
 ];
 
 /// The S3 condition keys of a request (service keys; the global ones come from the edge).
-pub fn request_keys(ctx: &Ctx<'_>, op: &str) -> ConditionKeys {
-    let req = ctx.req;
+pub fn request_keys(ctx: &Ctx<'_>, req: &S3Request, op: &str) -> ConditionKeys {
     let mut k = ConditionKeys::new();
     k.set("s3:ResourceAccount", ctx.api.opts.account.clone());
-    let v2 = crate::s3::signature_version(req) == "SigV2";
     k.set(
         "s3:signatureversion",
-        if v2 { "AWS" } else { "AWS4-HMAC-SHA256" },
+        if req.sig_v2 {
+            "AWS"
+        } else {
+            "AWS4-HMAC-SHA256"
+        },
     );
     k.set(
         "s3:authType",
-        if req.header("authorization").is_some() {
+        if req.header_auth {
             "REST-HEADER"
         } else {
             "REST-QUERY-STRING"
         },
     );
-    let signed_at = req
-        .header("x-amz-date")
-        .map(str::to_string)
-        .or_else(|| req.query_param("X-Amz-Date"));
+    let signed_at = req.header("x-amz-date").or_else(|| req.param("X-Amz-Date"));
     if let Some(t) = signed_at.and_then(|d| {
-        chrono::NaiveDateTime::parse_from_str(&d, "%Y%m%dT%H%M%SZ")
+        chrono::NaiveDateTime::parse_from_str(d, "%Y%m%dT%H%M%SZ")
             .ok()
             .map(|n| n.and_utc())
     }) {
         let age = (ctx.now - t).num_milliseconds().max(0);
         k.set("s3:signatureAge", age.to_string());
     }
-    if let Some(t) = &req.tls {
-        k.set(
-            "s3:TlsVersion",
-            t.version.trim_start_matches("TLSv").to_string(),
-        );
+    if let Some(v) = &req.tls_version {
+        k.set("s3:TlsVersion", v.trim_start_matches("TLSv").to_string());
     }
     for h in HEADER_KEYS {
         if let Some(v) = req.header(h) {
             k.set(&format!("s3:{h}"), v);
         }
     }
-    if let Some(v) = req.query_param("versionId") {
-        k.set("s3:VersionId", v);
+    if let Some(v) = &req.version_id {
+        k.set("s3:VersionId", v.clone());
     }
     if let Some(m) = req.header("x-amz-object-lock-mode") {
         k.set("s3:object-lock-mode", m);
@@ -271,7 +272,7 @@ pub fn request_keys(ctx: &Ctx<'_>, op: &str) -> ConditionKeys {
             ("delimiter", "s3:delimiter"),
             ("max-keys", "s3:max-keys"),
         ] {
-            if let Some(v) = req.query_param(param) {
+            if let Some(v) = req.param(param) {
                 k.set(key, v);
             }
         }
@@ -281,50 +282,32 @@ pub fn request_keys(ctx: &Ctx<'_>, op: &str) -> ConditionKeys {
 
 /// Condition keys a request carries in its body, read before authorizing as S3 does: the
 /// tags of PutObjectTagging (`s3:RequestObjectTag/*`, `s3:RequestObjectTagKeys`), the mode and
-/// date of PutObjectRetention, the status of PutObjectLegalHold. A body that does not parse
-/// adds nothing (the request is then refused as malformed).
-pub fn add_body_keys(ctx: &mut Ctx<'_>, op: &str) {
-    let Some(doc) = crate::xml::parse(&ctx.req.body) else {
-        return;
-    };
-    match (op, doc.name.as_str()) {
-        ("PutObjectTagging", "Tagging") => {
-            let tags: Vec<(String, String)> = doc
-                .child("TagSet")
-                .into_iter()
-                .flat_map(|s| s.children_named("Tag"))
-                .map(|t| {
-                    (
-                        t.child_text("Key").unwrap_or_default().to_string(),
-                        t.child_text("Value").unwrap_or_default().to_string(),
-                    )
-                })
-                .collect();
-            for (k, v) in &tags {
+/// date of PutObjectRetention, the status of PutObjectLegalHold.
+pub fn add_body_keys(ctx: &mut Ctx<'_>, op: &S3Op) {
+    match op {
+        S3Op::PutObjectTagging(tags) => {
+            for (k, v) in &tags.0 {
                 ctx.keys.set(&format!("s3:RequestObjectTag/{k}"), v.clone());
             }
             ctx.keys.set_many(
                 "s3:RequestObjectTagKeys",
-                tags.into_iter().map(|(k, _)| k).collect(),
+                tags.0.iter().map(|(k, _)| k.clone()).collect(),
             );
         }
-        ("PutObjectRetention", "Retention") => {
-            if let Some(m) = doc.child_text("Mode") {
-                ctx.keys.set("s3:object-lock-mode", m.trim());
+        S3Op::PutObjectRetention(r) => {
+            if let Some(m) = &r.mode {
+                ctx.keys.set("s3:object-lock-mode", m.clone());
             }
-            if let Some(u) = doc.child_text("RetainUntilDate").map(str::trim) {
-                ctx.keys.set("s3:object-lock-retain-until-date", u);
-                if let Ok(t) = chrono::DateTime::parse_from_rfc3339(u) {
-                    let days = (t.with_timezone(&chrono::Utc) - ctx.now).num_days().max(0);
-                    ctx.keys
-                        .set("s3:object-lock-remaining-retention-days", days.to_string());
-                }
+            if let Some(u) = &r.until {
+                ctx.keys
+                    .set("s3:object-lock-retain-until-date", r.until_text.clone());
+                let days = (*u - ctx.now).num_days().max(0);
+                ctx.keys
+                    .set("s3:object-lock-remaining-retention-days", days.to_string());
             }
         }
-        ("PutObjectLegalHold", "LegalHold") => {
-            if let Some(st) = doc.child_text("Status") {
-                ctx.keys.set("s3:object-lock-legal-hold", st.trim());
-            }
+        S3Op::PutObjectLegalHold(h) => {
+            ctx.keys.set("s3:object-lock-legal-hold", h.0.clone());
         }
         _ => {}
     }
@@ -356,9 +339,9 @@ pub fn source_keys(
 pub async fn add_existing_object_tags(
     ctx: &mut Ctx<'_>,
     op: &str,
-    bucket: &str,
-    key: &str,
+    req: &S3Request,
 ) -> Result<(), ApiError> {
+    let key = req.object_key();
     if !EXISTING_TAG_OPS.contains(&op) || key.is_empty() {
         return Ok(());
     }
@@ -372,11 +355,7 @@ pub async fn add_existing_object_tags(
         return Ok(());
     }
     let store = ctx.api.store.clone();
-    let (b, k, v) = (
-        bucket.to_string(),
-        key.to_string(),
-        ctx.req.query_param("versionId"),
-    );
+    let (b, k, v) = (req.bucket.clone(), key.to_string(), req.version_id.clone());
     let info = ctx
         .api
         .blocking(move || Ok(store.head_version(&b, &k, v.as_deref()).ok()))

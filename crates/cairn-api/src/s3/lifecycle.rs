@@ -43,8 +43,8 @@ pub struct Pass {
 }
 
 /// The enabled rules of a lifecycle configuration document.
-pub fn parse_rules(doc: &crate::xml::Element) -> Vec<Rule> {
-    let days = |e: Option<&crate::xml::Element>, name: &str| {
+pub fn parse_rules(doc: &crate::protocol::xml::Element) -> Vec<Rule> {
+    let days = |e: Option<&crate::protocol::xml::Element>, name: &str| {
         e.and_then(|e| e.child_text(name))
             .and_then(|d| d.trim().parse::<i64>().ok())
     };
@@ -62,7 +62,7 @@ pub fn parse_rules(doc: &crate::xml::Element) -> Vec<Rule> {
             .or_else(|| and.and_then(|a| a.child_text("Prefix")))
             .unwrap_or_default()
             .to_string();
-        let tag_of = |t: &crate::xml::Element| {
+        let tag_of = |t: &crate::protocol::xml::Element| {
             (
                 t.child_text("Key").unwrap_or_default().to_string(),
                 t.child_text("Value").unwrap_or_default().to_string(),
@@ -200,7 +200,7 @@ pub fn run_once(api: &Api) -> Result<Pass, String> {
     let mut buckets: Vec<(String, Vec<Rule>)> = Vec::new();
     for (k, text) in configs {
         let bucket = k.trim_start_matches("bucket-config/lifecycle/").to_string();
-        let rules = crate::xml::parse(text.as_bytes())
+        let rules = crate::protocol::xml::parse(text.as_bytes())
             .map(|d| parse_rules(&d))
             .unwrap_or_default();
         buckets.push((bucket, rules));
@@ -217,7 +217,7 @@ pub fn run_once(api: &Api) -> Result<Pass, String> {
         })
         .collect();
     pass.uploads_aborted =
-        crate::s3_multipart::expire_uploads(api, now, &abort_rules).map_err(|e| e.message)?;
+        crate::s3::multipart::expire_uploads(api, now, &abort_rules).map_err(|e| e.message)?;
     // Restores are finished and ended in every bucket, with or without lifecycle rules.
     let all = store.list_buckets().map_err(|e| e.to_string())?;
     for (bucket, _) in all {
@@ -484,7 +484,7 @@ mod tests {
 
     #[test]
     fn the_seed_rule_parses() {
-        let doc = crate::xml::parse(
+        let doc = crate::protocol::xml::parse(
             br#"<LifecycleConfiguration><Rule><ID>archive</ID><Filter><Prefix>AWSLogs/</Prefix></Filter><Status>Enabled</Status><Transition><Days>90</Days><StorageClass>GLACIER</StorageClass></Transition><NoncurrentVersionExpiration><NoncurrentDays>30</NoncurrentDays></NoncurrentVersionExpiration></Rule><Rule><Status>Disabled</Status><Expiration><Days>1</Days></Expiration></Rule></LifecycleConfiguration>"#,
         )
         .unwrap();

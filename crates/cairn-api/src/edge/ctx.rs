@@ -1,0 +1,291 @@
+//! What a handler sees of one authenticated request: the [`Caller`], the client, the time,
+//! what to record ([`Audit`]), and the means to authorize and to defer changes until the
+//! request's event is durable.
+
+use super::{Caller, ClientInfo};
+use crate::protocol::{ApiError, Reply};
+use crate::Api;
+use bytes::Bytes;
+use cairn_iam::identity::KeyOwner;
+use cairn_iam::policy::{self, ConditionKeys, Decision, Policy, RequestContext};
+use cairn_record::{EventRecord, Resource};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// What a handler tells the edge about the event to record.
+#[derive(Debug, Default)]
+pub struct Audit {
+    pub event_name: String,
+    pub read_only: bool,
+    pub request_parameters: Option<Value>,
+    pub response_elements: Option<Value>,
+    pub resources: Option<Vec<Resource>>,
+    pub additional_event_data: Option<Value>,
+    /// A data event built by the handler (S3 object calls); replaces the management event.
+    pub data_event: Option<EventRecord>,
+    /// The error of an answer passed through unchanged (a proxied upstream's error):
+    /// `(errorCode, errorMessage)` for the record.
+    pub error: Option<(String, String)>,
+}
+
+/// What a deferred change adds to the answer once made (headers; a body replacing the
+/// prepared one).
+#[derive(Default)]
+pub struct Committed {
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Bytes>,
+}
+
+/// Makes a prepared change visible.
+pub type CommitFn = Box<dyn FnOnce() -> Result<Committed, ApiError> + Send + Sync>;
+/// Forgets a prepared change.
+pub type AbortFn = Box<dyn FnOnce() + Send + Sync>;
+
+/// What an effect outside cairn (a write forwarded to an upstream) came to: the answer for the
+/// client, and what the record must say about it.
+pub struct EffectOutcome {
+    pub reply: Result<Reply, ApiError>,
+    /// The error of an answer passed through (an upstream's error): `(code, message)`.
+    pub error: Option<(String, String)>,
+    pub additional_event_data: Option<Value>,
+}
+
+impl Default for EffectOutcome {
+    fn default() -> Self {
+        EffectOutcome {
+            reply: Err(ApiError::internal("the effect gave no answer")),
+            error: None,
+            additional_event_data: None,
+        }
+    }
+}
+
+/// An effect run after the request's record is durable as pending; its outcome completes
+/// the record (see `cairn_trail::entry::Entry::Pending`).
+pub type EffectFn = Box<
+    dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = EffectOutcome> + Send>>
+        + Send,
+>;
+
+/// A change a handler prepared but did not make visible: the edge makes it only after the
+/// request's event is durable, and forgets it when the journal refuses the event (the
+/// client then gets 503 and nothing changed — fail closed).
+pub struct Deferred {
+    pub commit: CommitFn,
+    pub abort: Option<AbortFn>,
+}
+
+/// A handler's view of one authenticated request.
+pub struct Ctx<'a> {
+    pub api: &'a Arc<Api>,
+    pub caller: &'a Caller,
+    pub region: String,
+    /// The client behind the request (never the request itself: handlers get typed inputs).
+    pub client: &'a ClientInfo,
+    pub now: DateTime<Utc>,
+    pub request_id: String,
+    pub audit: Audit,
+    /// Resource policies that apply to this request (an S3 bucket policy), evaluated with the
+    /// caller's own by every [`Ctx::authorize`].
+    pub resource_policies: Vec<Policy>,
+    /// Service condition keys of this request (`s3:prefix`, `sts:ExternalId`, …), set by the
+    /// handler before it authorizes.
+    pub keys: ConditionKeys,
+    pub(super) authorized: bool,
+    /// Changes to make once the event is durable, in order.
+    pub deferred: Vec<Deferred>,
+    /// An effect outside cairn, run once the record is durable as pending; its outcome
+    /// becomes the answer and completes the record. (In a mutex only so `Ctx` stays `Sync`.)
+    pub(super) effect: Option<std::sync::Mutex<EffectFn>>,
+}
+
+impl<'a> Ctx<'a> {
+    /// A handler's context for an authenticated `caller`.
+    pub fn new(
+        api: &'a Arc<Api>,
+        caller: &'a Caller,
+        client: &'a ClientInfo,
+        region: String,
+        now: DateTime<Utc>,
+        request_id: String,
+        event_name: &str,
+    ) -> Ctx<'a> {
+        Ctx {
+            api,
+            caller,
+            region,
+            client,
+            now,
+            request_id,
+            audit: Audit {
+                event_name: event_name.to_string(),
+                ..Default::default()
+            },
+            resource_policies: Vec::new(),
+            keys: ConditionKeys::new(),
+            authorized: false,
+            deferred: Vec::new(),
+            effect: None,
+        }
+    }
+
+    /// Defers a change until the request's event is durable (see [`Deferred`]).
+    pub fn defer(&mut self, commit: CommitFn, abort: Option<AbortFn>) {
+        self.deferred.push(Deferred { commit, abort });
+    }
+
+    /// Registers an effect outside cairn (a write to an upstream): the request's record is
+    /// journaled as pending first, then the effect runs, then the record is completed with its
+    /// outcome. Nothing reaches the upstream unless its record is durable, and the trail never
+    /// says it succeeded unless it did.
+    pub fn defer_effect(&mut self, effect: EffectFn) {
+        self.effect = Some(std::sync::Mutex::new(effect));
+    }
+
+    /// Keeps `guard` (the control-plane lock) until the changes deferred so far are made or
+    /// forgotten, so a check and the change it allows stay one step.
+    pub fn hold_until_made(&mut self, guard: tokio::sync::OwnedMutexGuard<()>) {
+        self.defer(
+            Box::new(move || {
+                drop(guard);
+                Ok(Committed::default())
+            }),
+            None,
+        );
+    }
+
+    /// Defers a write of the control metadata.
+    pub fn defer_meta_put<T: serde::Serialize + Send + Sync + 'static>(
+        &mut self,
+        key: String,
+        value: T,
+    ) {
+        let meta = self.api.meta.clone();
+        self.defer(
+            Box::new(move || {
+                meta.put(&key, &value)?;
+                Ok(Committed::default())
+            }),
+            None,
+        );
+    }
+
+    /// Defers a removal from the control metadata.
+    pub fn defer_meta_delete(&mut self, key: String) {
+        let meta = self.api.meta.clone();
+        self.defer(
+            Box::new(move || {
+                meta.delete(&key)?;
+                Ok(Committed::default())
+            }),
+            None,
+        );
+    }
+
+    /// The global condition keys of this request (AWS's `aws:*` keys cairn can know), plus the
+    /// service keys the handler set in [`Ctx::keys`]. Keys cairn cannot know (VPC endpoints,
+    /// organizations, MFA for long-term keys) are absent, as AWS leaves them.
+    pub fn condition_keys(&self) -> ConditionKeys {
+        let mut k = ConditionKeys::new();
+        k.set("aws:SecureTransport", self.client.tls.is_some().to_string());
+        k.set("aws:SourceIp", self.client.peer.to_string());
+        if let Some(ua) = &self.client.user_agent {
+            k.set("aws:UserAgent", ua.clone());
+        }
+        k.set("aws:CurrentTime", cairn_record::time::iso(self.now));
+        k.set("aws:EpochTime", self.now.timestamp().to_string());
+        k.set("aws:RequestedRegion", self.region.clone());
+        k.set("aws:PrincipalIsAWSService", "false");
+        k.set("aws:ViaAWSService", "false");
+        let account = &self.api.opts.account;
+        match &self.caller.owner {
+            KeyOwner::Root => {
+                k.set("aws:PrincipalType", "Account");
+                k.set("aws:userid", account.clone());
+            }
+            KeyOwner::User(u) => {
+                k.set("aws:PrincipalType", "User");
+                k.set("aws:username", u.clone());
+                if let Some(id) = &self.caller.identity.principal_id {
+                    k.set("aws:userid", id.clone());
+                }
+            }
+            KeyOwner::Session(s) => {
+                k.set("aws:PrincipalType", "AssumedRole");
+                k.set("aws:userid", format!("{}:{}", s.role_id, s.session_name));
+                k.set("aws:TokenIssueTime", cairn_record::time::iso(s.created));
+                // Temporary credentials say whether MFA was used; cairn issues none with it.
+                k.set("aws:MultiFactorAuthPresent", "false");
+            }
+        }
+        k.extend(&self.keys);
+        k
+    }
+
+    /// Authorizes `action` on `resource` for the caller: the account root may do everything;
+    /// anyone else needs an Allow from their identity policies and no Deny (plus `extra`
+    /// resource policies, e.g. a bucket policy).
+    pub fn authorize_with(
+        &mut self,
+        action: &str,
+        resource: &str,
+        resource_policies: &[Policy],
+    ) -> Result<(), ApiError> {
+        self.authorized = true;
+        if self.caller.is_root() && resource_policies.is_empty() {
+            return Ok(());
+        }
+        let keys = self.condition_keys();
+        let rc = RequestContext {
+            principal: &self.caller.principal,
+            action,
+            resource,
+            keys: &keys,
+        };
+        let decision = if self.caller.is_root() {
+            // Root is subject only to explicit denies in resource policies.
+            match policy::evaluate(resource_policies, &rc) {
+                Decision::ExplicitDeny => Decision::ExplicitDeny,
+                _ => Decision::Allow,
+            }
+        } else {
+            policy::evaluate_sets(&[self.caller.policies.as_slice(), resource_policies], &rc)
+        };
+        match decision {
+            Decision::Allow => Ok(()),
+            d => Err(access_denied(
+                &self.caller.principal.arn,
+                action,
+                resource,
+                d,
+            )),
+        }
+    }
+
+    pub fn authorize(&mut self, action: &str, resource: &str) -> Result<(), ApiError> {
+        let policies = std::mem::take(&mut self.resource_policies);
+        let r = self.authorize_with(action, resource, &policies);
+        self.resource_policies = policies;
+        r
+    }
+
+    /// Marks a request that needs no authorization (e.g. GetCallerIdentity, which AWS allows
+    /// to everyone).
+    pub fn no_authorization_needed(&mut self) {
+        self.authorized = true;
+    }
+}
+
+/// An authorization refusal, in the JSON protocol's shape; [`fix_denied_protocol`] gives it
+/// the shape of the request's protocol.
+pub fn access_denied(who: &str, action: &str, resource: &str, d: Decision) -> ApiError {
+    let why = match d {
+        Decision::ExplicitDeny => "with an explicit deny in an identity-based policy".to_string(),
+        _ => format!("because no identity-based policy allows the {action} action"),
+    };
+    ApiError::client(
+        "AccessDeniedException",
+        format!("User: {who} is not authorized to perform: {action} on resource: {resource} {why}"),
+    )
+}

@@ -1,0 +1,485 @@
+//! The edge: every request passes here. Find the service ([`crate::service::SERVICES`]) →
+//! name the operation → authenticate (SigV4 against the directory) → the service's router
+//! turns the request into its typed operation → the handler authorizes through
+//! [`Ctx::authorize`] and acts → record the request as an event, durably → answer.
+//!
+//! Handlers receive a [`Ctx`], which only exists for an authenticated [`Caller`], and their
+//! typed operation; never the request. An unauthenticated request is answered (and recorded)
+//! here without reaching any service. The edge imports no service: it knows them through the
+//! registry.
+
+mod auth;
+mod ctx;
+mod record;
+mod request;
+
+pub use auth::{body_limit, preauthenticate, presented, Caller, Preauth};
+pub use ctx::{
+    access_denied, AbortFn, Audit, CommitFn, Committed, Ctx, Deferred, EffectFn, EffectOutcome,
+};
+pub use record::bound_record;
+pub use request::{BodyProblem, BodyStream, ClientInfo, HttpRequest, TlsInfo};
+
+use crate::protocol::{self, ApiError, Protocol, Reply};
+use crate::service::{service_for, Registered};
+use crate::Api;
+use bytes::Bytes;
+use cairn_iam::sigv4::AuthError;
+use cairn_record::builder;
+use cairn_record::EventRecord;
+use std::sync::Arc;
+
+use auth::{authenticate, region_of};
+use record::{build_record, refused_record, stamp};
+
+/// Handles one request end to end. Never panics on client input; errors are AWS-shaped.
+pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
+    let started = std::time::Instant::now();
+    let now = api.clock.now();
+    let request_id = builder::fast_uuid();
+    let presented = presented(&req);
+    let region = region_of(presented.as_ref().ok(), api);
+    let claimed = presented.as_ref().ok().map(|a| a.access_key_id.clone());
+    let scope = presented.as_ref().ok().map(|a| a.service.clone());
+    // Unroutable requests are still recorded, as CloudTrail-sourced failures.
+    let unroutable = |protocol: Protocol, e: ApiError| {
+        let rec = refused_record(
+            api,
+            "cloudtrail.amazonaws.com",
+            "UnknownOperation",
+            &region,
+            now,
+            claimed.as_deref(),
+            &e,
+            &request_id,
+        );
+        (rec, protocol, e)
+    };
+    let service = match service_for(&req, scope.as_deref()) {
+        Ok(s) => s,
+        Err((protocol, e)) => {
+            let (rec, protocol, e) = unroutable(protocol, e);
+            return finish(
+                api,
+                &req,
+                rec,
+                Err(e),
+                protocol,
+                &request_id,
+                started,
+                "unknown",
+                Vec::new(),
+            )
+            .await;
+        }
+    };
+    let protocol = service.protocol();
+    let name = match service.operation_name(&req) {
+        Ok(n) => n,
+        Err(e) => {
+            let (rec, protocol, e) = unroutable(protocol, e);
+            return finish(
+                api,
+                &req,
+                rec,
+                Err(e),
+                protocol,
+                &request_id,
+                started,
+                "unknown",
+                Vec::new(),
+            )
+            .await;
+        }
+    };
+    // Client-chosen names never become metric labels.
+    let label = if service.knows(&name) {
+        name.clone()
+    } else {
+        "unknown".to_string()
+    };
+    let presented = match presented {
+        Ok(a) if a.service != service.signing_name() => Err(AuthError::BadScope(format!(
+            "Credential should be scoped to correct service: '{}'.",
+            service.signing_name()
+        ))),
+        Ok(a) if !api.opts.regions.contains(&a.region) => Err(AuthError::BadRegion(a.region)),
+        other => other,
+    };
+    let caller = precheck(api, &req, protocol)
+        .and_then(|_| authenticate(api, &req, service, &presented, now))
+        .and_then(|(caller, secret)| {
+            service.prepare(&mut req, presented.as_ref().ok(), &secret)?;
+            Ok(caller)
+        });
+    let caller = match caller {
+        Ok(c) => c,
+        Err(e) => {
+            let rec = refused_record(
+                api,
+                service.event_source(),
+                &name,
+                &region,
+                now,
+                claimed.as_deref(),
+                &e,
+                &request_id,
+            );
+            return finish(
+                api,
+                &req,
+                rec,
+                Err(e),
+                protocol,
+                &request_id,
+                started,
+                &label,
+                Vec::new(),
+            )
+            .await;
+        }
+    };
+    let client = ClientInfo::of(&req);
+    let mut ctx = Ctx::new(
+        api,
+        &caller,
+        &client,
+        region,
+        now,
+        request_id.clone(),
+        &name,
+    );
+    let result = run(service, &mut ctx, &req, &name).await;
+    let result = result.map_err(|e| fix_denied_protocol(e, protocol));
+    let rec = build_record(&ctx, service.event_source(), &result);
+    let deferred = std::mem::take(&mut ctx.deferred);
+    let effect = ctx
+        .effect
+        .take()
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()));
+    drop(ctx);
+    if let (Some(effect), Ok(_)) = (effect, &result) {
+        return finish_effect(
+            api,
+            &req,
+            rec,
+            effect,
+            protocol,
+            &request_id,
+            started,
+            &label,
+        )
+        .await;
+    }
+    finish(
+        api,
+        &req,
+        rec,
+        result,
+        protocol,
+        &request_id,
+        started,
+        &label,
+        deferred,
+    )
+    .await
+}
+
+/// Routes an authenticated request to its typed operation and runs it. A handler that
+/// returns without authorizing is an internal error; a request whose inputs do not parse
+/// never reaches a handler.
+async fn run(
+    service: &dyn Registered,
+    ctx: &mut Ctx<'_>,
+    req: &HttpRequest,
+    name: &str,
+) -> Result<Reply, ApiError> {
+    let op = match service.route(ctx.api, req) {
+        Ok(op) => op,
+        Err(e) => {
+            ctx.no_authorization_needed();
+            service.audit_unrouted(ctx, req, name);
+            return Err(e);
+        }
+    };
+    let result = service.handle(ctx, op).await;
+    match result {
+        Ok(_) if !ctx.authorized => Err(ApiError::internal(format!(
+            "handler for {name} returned without authorizing"
+        ))),
+        r => r,
+    }
+}
+
+/// Checks the request is acceptable before anything else reads it (B22, B17).
+fn precheck(api: &Api, req: &HttpRequest, protocol: Protocol) -> Result<(), ApiError> {
+    if let Some(h) = &req.bad_header {
+        let code = match protocol {
+            Protocol::S3 => "InvalidArgument",
+            Protocol::Query => "InvalidParameterValue",
+            _ => "SerializationException",
+        };
+        return Err(ApiError::client(code, h.clone()));
+    }
+    match &req.body_problem {
+        None => {}
+        Some(BodyProblem::Incomplete(b)) => {
+            return Err(match protocol {
+                Protocol::S3 => ApiError::client(
+                    "IncompleteBody",
+                    "You did not provide the number of bytes specified by the Content-Length HTTP header.",
+                ),
+                Protocol::Query => ApiError::client("MalformedInput", b.clone()),
+                _ => ApiError::serialization(b.clone()),
+            })
+        }
+        Some(BodyProblem::TooLarge { limit }) => {
+            return Err(match protocol {
+                Protocol::S3 => ApiError::client(
+                    "EntityTooLarge",
+                    "Your proposed upload exceeds the maximum allowed object size.",
+                )
+                .with("MaxSizeAllowed", limit.to_string()),
+                _ => ApiError::new(
+                    "RequestEntityTooLargeException",
+                    413,
+                    format!("Request body exceeds the limit of {limit} bytes"),
+                ),
+            })
+        }
+        Some(BodyProblem::TimedOut) => {
+            return Err(match protocol {
+                Protocol::S3 => ApiError::client(
+                    "RequestTimeout",
+                    "Your socket connection to the server was not read from or written to within the timeout period. Idle connections will be closed.",
+                ),
+                _ => ApiError::new(
+                    "RequestTimeoutException",
+                    408,
+                    "The request body was not received within the timeout period.",
+                ),
+            })
+        }
+        Some(BodyProblem::Busy) => {
+            return Err(match protocol {
+                Protocol::S3 => ApiError::new("SlowDown", 503, "Please reduce your request rate."),
+                _ => ApiError::new(
+                    "ServiceUnavailable",
+                    503,
+                    "The server is busy receiving other request bodies; retry.",
+                ),
+            })
+        }
+    }
+    // Bodies handed in whole (not through the listener) are held to the same limit.
+    let limit = body_limit(api, req);
+    if req.body.len() > limit {
+        let mut r = req.clone();
+        r.body = Bytes::new();
+        r.body_problem = Some(BodyProblem::TooLarge { limit });
+        return precheck(api, &r, protocol);
+    }
+    Ok(())
+}
+
+/// Finishes a request whose effect happens outside cairn: the record is made durable as
+/// pending, the effect runs, and its outcome completes the record (durably) before the answer.
+#[allow(clippy::too_many_arguments)]
+async fn finish_effect(
+    api: &Arc<Api>,
+    req: &HttpRequest,
+    mut rec: EventRecord,
+    effect: EffectFn,
+    protocol: Protocol,
+    request_id: &str,
+    started: std::time::Instant,
+    label: &str,
+) -> Reply {
+    stamp(&mut rec, req, request_id);
+    let head = req.method == "HEAD";
+    let reply = match api.record_pending(&rec).await {
+        Err(e) => protocol::error_reply(protocol, &e, request_id, head),
+        Ok(pending) => {
+            let out = effect().await;
+            if let Some((code, message)) = out.error.clone() {
+                rec.error_code = Some(code);
+                rec.error_message = Some(message);
+                rec.response_elements = None;
+            }
+            if let Err(e) = &out.reply {
+                rec.error_code = Some(e.code.clone());
+                rec.error_message = Some(e.message.clone());
+                rec.response_elements = None;
+            }
+            if out.additional_event_data.is_some() {
+                rec.additional_event_data = out.additional_event_data;
+            }
+            // The outcome came from outside (an upstream's message): bounded like the rest.
+            bound_record(&mut rec);
+            match (api.record_resolved(pending, &rec).await, out.reply) {
+                (Ok(()), Ok(r)) => r,
+                (Ok(()), Err(e)) => protocol::error_reply(protocol, &e, request_id, head),
+                // The outcome could not be journaled: the pending record stays unresolved and
+                // is resolved as "outcome unknown" when cairn next starts.
+                (Err(e), _) => protocol::error_reply(protocol, &e, request_id, head),
+            }
+        }
+    };
+    answer(api, reply, protocol, request_id, started, label)
+}
+
+/// The request id headers and the metrics of an answer.
+fn answer(
+    api: &Arc<Api>,
+    reply: Reply,
+    protocol: Protocol,
+    request_id: &str,
+    started: std::time::Instant,
+    label: &str,
+) -> Reply {
+    let reply = match protocol {
+        Protocol::S3 => reply
+            .header("x-amz-request-id", request_id)
+            .header("x-amz-id-2", request_id),
+        _ => reply.header("x-amzn-requestid", request_id),
+    };
+    api.metrics
+        .observe(label, reply.status, started.elapsed().as_secs_f64());
+    reply
+}
+
+/// Makes the deferred changes of a request whose event is durable; on the first failure the
+/// rest are forgotten and the request fails (its event already says it succeeded: logged).
+async fn commit_deferred(
+    deferred: Vec<Deferred>,
+    result: Result<Reply, ApiError>,
+    op: &str,
+) -> Result<Reply, ApiError> {
+    let mut result = result;
+    let mut pending = deferred.into_iter();
+    while let Some(d) = pending.next() {
+        let outcome = tokio::task::spawn_blocking(d.commit)
+            .await
+            .unwrap_or_else(|e| Err(ApiError::internal(format!("commit task failed: {e}"))));
+        match (outcome, &mut result) {
+            (Ok(c), Ok(reply)) => {
+                reply.headers.extend(c.headers);
+                if let Some(b) = c.body {
+                    reply.body = b;
+                }
+            }
+            (Ok(_), Err(_)) => {}
+            (Err(e), _) => {
+                tracing::error!(op, error = %e.message, "a change whose event is recorded could not be made");
+                for rest in pending.by_ref() {
+                    if let Some(a) = rest.abort {
+                        a();
+                    }
+                }
+                result = Err(e);
+            }
+        }
+    }
+    result
+}
+
+/// Fuzzing only (feature `fuzzing`, never in the server): runs a request through precheck,
+/// the service's body preparation, router and handler as the account root, without a
+/// signature and without recording it, and builds the event record the edge would write (so
+/// record construction is exercised too). Returns the reply and the record's JSON.
+#[cfg(feature = "fuzzing")]
+pub async fn fuzz_as_root(api: &Arc<Api>, mut req: HttpRequest) -> (Reply, Option<Vec<u8>>) {
+    let now = api.clock.now();
+    let Ok(service) = service_for(&req, None) else {
+        return (Reply::s3_xml(400, String::new()), None);
+    };
+    let protocol = service.protocol();
+    if let Err(e) = precheck(api, &req, protocol) {
+        return (protocol::error_reply(protocol, &e, "fuzz", false), None);
+    }
+    if let Err(e) = service.prepare(&mut req, None, "") {
+        return (protocol::error_reply(protocol, &e, "fuzz", false), None);
+    }
+    let name = service
+        .operation_name(&req)
+        .unwrap_or_else(|_| "unknown".into());
+    let caller = auth::root_caller(api, "AKIAFUZZ");
+    let client = ClientInfo::of(&req);
+    let mut ctx = Ctx::new(
+        api,
+        &caller,
+        &client,
+        api.opts.default_region.clone(),
+        now,
+        "fuzz".into(),
+        &name,
+    );
+    let result = run(service, &mut ctx, &req, &name).await;
+    let rec = build_record(&ctx, service.event_source(), &result).to_json();
+    let deferred = std::mem::take(&mut ctx.deferred);
+    drop(ctx);
+    let result = match result {
+        Ok(r) => commit_deferred(deferred, Ok(r), &name).await,
+        Err(e) => Err(e),
+    };
+    let reply = match result {
+        Ok(r) => r,
+        Err(e) => protocol::error_reply(protocol, &e, "fuzz", req.method == "HEAD"),
+    };
+    (reply, Some(rec))
+}
+
+/// Access-denied errors are built before the protocol is known to the helper; give them the
+/// right shape here.
+pub(crate) fn fix_denied_protocol(mut e: ApiError, protocol: Protocol) -> ApiError {
+    if e.code == "AccessDeniedException" {
+        match protocol {
+            Protocol::Query => {
+                e.code = "AccessDenied".into();
+                e.status = 403;
+            }
+            Protocol::S3 => {
+                e.code = "AccessDenied".into();
+                e.status = 403;
+                e.message = "Access Denied".into();
+            }
+            _ => {}
+        }
+    }
+    e
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    api: &Arc<Api>,
+    req: &HttpRequest,
+    mut rec: EventRecord,
+    result: Result<Reply, ApiError>,
+    protocol: Protocol,
+    request_id: &str,
+    started: std::time::Instant,
+    label: &str,
+    deferred: Vec<Deferred>,
+) -> Reply {
+    stamp(&mut rec, req, request_id);
+    let head = req.method == "HEAD";
+    let recorded = api.record(&rec).await;
+    let result = match (&recorded, result) {
+        (Ok(()), Ok(r)) => commit_deferred(deferred, Ok(r), label).await,
+        (_, r) => {
+            // Nothing prepared becomes visible: the event is not durable (or the handler failed).
+            for d in deferred {
+                if let Some(a) = d.abort {
+                    a();
+                }
+            }
+            r
+        }
+    };
+    let reply = match (recorded, result) {
+        (Ok(()), Ok(r)) => r,
+        (Ok(()), Err(e)) => protocol::error_reply(protocol, &e, request_id, head),
+        (Err(e), _) => protocol::error_reply(protocol, &e, request_id, head),
+    };
+    answer(api, reply, protocol, request_id, started, label)
+}

@@ -1,0 +1,176 @@
+//! The JSON protocols (awsJson 1.1 for CloudTrail, restJson for CloudTrail Data): a body is
+//! one JSON object, read once into the operation's typed input; answers are serialized from
+//! the operation's output struct; timestamps are epoch seconds.
+
+use super::{lower_first, ApiError, Reply, AMZ_JSON_1_1};
+use crate::edge::HttpRequest;
+use bytes::Bytes;
+use chrono::{DateTime, TimeZone, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+/// A request's JSON body: an object (an empty body is an empty object).
+pub fn object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if body.is_empty() {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::serialization(
+            "Start of structure or map expected at the top level of the request body",
+        )),
+        Err(e) => Err(ApiError::serialization(format!(
+            "The request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// The typed input of an operation from its body's object; a member of the wrong type is a
+/// SerializationException, as AWS's deserializer answers it.
+pub fn input<T: DeserializeOwned>(body: &Map<String, Value>) -> Result<T, ApiError> {
+    T::deserialize(Value::Object(body.clone()))
+        .map_err(|e| ApiError::serialization(format!("Invalid request: {e}")))
+}
+
+/// Refuses a body that says it is not JSON (SDKs send `application/x-amz-json-1.1`).
+pub fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
+    if let Some(ct) = req.header("content-type") {
+        let ct = ct.to_ascii_lowercase();
+        if !(ct.starts_with("application/x-amz-json") || ct.starts_with("application/json")) {
+            return Err(ApiError::serialization(format!(
+                "Unsupported content type {ct}; expected application/x-amz-json-1.1"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `requestParameters` as AWS logs a JSON API call: the request with lowerCamelCase
+/// top-level keys (`None` for an empty request).
+pub fn logged(body: &Map<String, Value>) -> Option<Value> {
+    if body.is_empty() {
+        return None;
+    }
+    Some(Value::Object(
+        body.iter()
+            .map(|(k, v)| (lower_first(k), v.clone()))
+            .collect(),
+    ))
+}
+
+/// `responseElements` of an answer: its top-level keys in lowerCamelCase.
+pub fn logged_answer(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (lower_first(k), v.clone())).collect())
+        }
+        v => v.clone(),
+    }
+}
+
+/// An awsJson 1.1 answer serialized from `v`.
+pub fn reply<T: Serialize + ?Sized>(v: &T) -> Reply {
+    with_type(v, AMZ_JSON_1_1)
+}
+
+/// A restJson answer serialized from `v`.
+pub fn rest_reply<T: Serialize + ?Sized>(v: &T) -> Reply {
+    with_type(v, "application/json")
+}
+
+fn with_type<T: Serialize + ?Sized>(v: &T, content_type: &str) -> Reply {
+    let body = serde_json::to_vec(v).unwrap_or_else(|e| {
+        super::unserializable("JSON", &e);
+        b"{}".to_vec()
+    });
+    Reply {
+        status: 200,
+        headers: vec![("content-type".into(), content_type.into())],
+        body: Bytes::from(body),
+        stream: None,
+    }
+}
+
+/// The JSON error body of both JSON protocols.
+pub fn error_body(e: &ApiError) -> Bytes {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        #[serde(rename = "__type")]
+        code: &'a str,
+        message: &'a str,
+    }
+    Bytes::from(
+        serde_json::to_vec(&Body {
+            code: &e.code,
+            message: &e.message,
+        })
+        .unwrap_or_default(),
+    )
+}
+
+/// An epoch-seconds timestamp: integral seconds as an integer, else fractional.
+pub fn secs(t: DateTime<Utc>) -> Value {
+    let ms = t.timestamp_millis();
+    if ms % 1000 == 0 {
+        Value::from(ms / 1000)
+    } else {
+        Value::from(ms as f64 / 1000.0)
+    }
+}
+
+/// Serializes a timestamp as [`secs`] (`#[serde(serialize_with = "json::epoch")]`).
+pub fn epoch<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    secs(*t).serialize(s)
+}
+
+/// Reads an optional timestamp: epoch seconds (integer or fractional), as botocore sends
+/// them, or a date string as the CLI accepts (`#[serde(default, deserialize_with = …)]`).
+pub fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    use serde::de::Error;
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if !f.is_finite() || f.abs() > 1e11 {
+                return Err(D::Error::custom("invalid timestamp"));
+            }
+            let ms = (f * 1000.0).round() as i64;
+            Ok(Utc.timestamp_millis_opt(ms).single())
+        }
+        Some(Value::String(s)) => cairn_record::time::parse_cli_time(&s)
+            .map(Some)
+            .ok_or_else(|| D::Error::custom("invalid timestamp")),
+        Some(_) => Err(D::Error::custom("expected a timestamp")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct In {
+        name: Option<String>,
+        #[serde(default, deserialize_with = "timestamp")]
+        start_time: Option<DateTime<Utc>>,
+    }
+
+    #[test]
+    fn typed_inputs_refuse_wrong_types_as_serialization_errors() {
+        let ok: In = input(&object(br#"{"Name":"t","StartTime":1.5}"#).unwrap()).unwrap();
+        assert_eq!(ok.name.as_deref(), Some("t"));
+        assert_eq!(ok.start_time.unwrap().timestamp_millis(), 1500);
+        for bad in [
+            &br#"{"Name":5}"#[..],
+            br#"{"StartTime":true}"#,
+            br#"{"StartTime":1e300}"#,
+        ] {
+            let e = input::<In>(&object(bad).unwrap()).err().unwrap();
+            assert_eq!(e.code, "SerializationException");
+        }
+        assert_eq!(object(b"[1]").unwrap_err().code, "SerializationException");
+        assert!(object(b"").unwrap().is_empty());
+    }
+}
