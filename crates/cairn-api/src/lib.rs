@@ -209,6 +209,36 @@ impl Api {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Waits until entries queued on the journal are durable and returns the first one's
+    /// position; when the journal's queue was full (`Ok(None)`), appends them with `blocking`
+    /// on a blocking thread instead (never blocking a runtime thread).
+    async fn durable<T: Send + 'static>(
+        &self,
+        queued: cairn_trail::Result<Option<cairn_journal::Append>>,
+        owned: impl FnOnce() -> T,
+        blocking: impl FnOnce(&TrailEngine, T) -> cairn_trail::Result<u64> + Send + 'static,
+    ) -> Result<u64, ApiError> {
+        match queued.map_err(ApiError::unavailable)? {
+            Some(fut) => fut.await.map(|r| r.start).map_err(ApiError::unavailable),
+            None => {
+                let (engine, payload) = (self.engine.clone(), owned());
+                tokio::task::spawn_blocking(move || blocking(&engine, payload))
+                    .await
+                    .map_err(ApiError::unavailable)?
+                    .map_err(ApiError::unavailable)
+            }
+        }
+    }
+
+    /// Counts recorded (or refused) events.
+    fn count(&self, outcome: &Result<u64, ApiError>, n: u64) {
+        let counter = match outcome {
+            Ok(_) => &self.metrics.events_recorded,
+            Err(_) => &self.metrics.events_refused,
+        };
+        counter.inc_by(n);
+    }
+
     /// Journals the record of a request whose effect happens outside cairn, as pending (not
     /// delivered); returns its journal position once durable.
     pub async fn record_pending(&self, rec: &EventRecord) -> Result<u64, ApiError> {
@@ -221,61 +251,30 @@ impl Api {
             p.floors.insert(token, self.engine.journal().next_seq());
             token
         };
-        let queued = self
-            .engine
-            .try_append_pending_async(rec)
-            .map_err(ApiError::unavailable);
-        let appended = match queued {
-            Ok(Some(fut)) => fut.await.map(|r| r.start).map_err(ApiError::unavailable),
-            Ok(None) => {
-                let engine = self.engine.clone();
-                let rec = rec.clone();
-                tokio::task::spawn_blocking(move || engine.append_pending(&rec))
-                    .await
-                    .map_err(ApiError::unavailable)
-                    .and_then(|r| r.map_err(ApiError::unavailable))
-            }
-            Err(e) => Err(e),
-        };
+        let queued = self.engine.try_append_pending_async(rec);
+        let appended = self
+            .durable(queued, || rec.clone(), |e, r| e.append_pending(&r))
+            .await;
+        self.count(&appended, 1);
         let mut p = self.pending_set();
-        match appended {
-            Ok(seq) => {
-                p.floors.remove(&token);
-                p.floors.insert(seq | (1 << 63), seq);
-                self.metrics.events_recorded.inc();
-                Ok(seq)
-            }
-            Err(e) => {
-                p.floors.remove(&token);
-                self.metrics.events_refused.inc();
-                Err(e)
-            }
-        }
+        p.floors.remove(&token);
+        let seq = appended?;
+        p.floors.insert(seq | (1 << 63), seq);
+        Ok(seq)
     }
 
     /// Journals the final record of the pending entry at `pending` (delivered as the request's
     /// one event) and waits until it is durable.
     pub async fn record_resolved(&self, pending: u64, rec: &EventRecord) -> Result<(), ApiError> {
-        let queued = self
-            .engine
-            .try_append_resolved_async(pending, rec)
-            .map_err(ApiError::unavailable)?;
-        let outcome = match queued {
-            Some(fut) => fut.await.map(|_| ()).map_err(ApiError::unavailable),
-            None => {
-                let engine = self.engine.clone();
-                let rec = rec.clone();
-                tokio::task::spawn_blocking(move || engine.append_resolved(pending, &rec))
-                    .await
-                    .map_err(ApiError::unavailable)?
-                    .map(|_| ())
-                    .map_err(ApiError::unavailable)
-            }
-        };
-        if outcome.is_ok() {
-            self.pending_set().floors.remove(&(pending | (1 << 63)));
-        }
-        outcome
+        let queued = self.engine.try_append_resolved_async(pending, rec);
+        self.durable(
+            queued,
+            || rec.clone(),
+            move |e, r| e.append_resolved(pending, &r),
+        )
+        .await?;
+        self.pending_set().floors.remove(&(pending | (1 << 63)));
+        Ok(())
     }
 
     /// Moves the `pending` consumer's durable cursor up to the oldest unresolved entry (or the
@@ -347,50 +346,34 @@ impl Api {
     /// Appends `rec` to the journal and waits until it is durable. Never blocks a runtime
     /// thread: the journal's group commit wakes this task.
     pub async fn record(&self, rec: &EventRecord) -> Result<(), ApiError> {
-        let json = rec.to_json();
-        let queued = self
-            .engine
-            .try_append_event_async(rec, &json)
-            .map_err(ApiError::unavailable)?;
-        let outcome = match queued {
-            Some(fut) => fut.await.map(|_| ()).map_err(ApiError::unavailable),
-            None => {
-                // The journal's queue is full: wait for room on a blocking thread.
-                let engine = self.engine.clone();
-                let rec = rec.clone();
-                tokio::task::spawn_blocking(move || engine.append_event(&rec))
-                    .await
-                    .map_err(ApiError::unavailable)?
-                    .map(|_| ())
-                    .map_err(ApiError::unavailable)
-            }
-        };
-        match &outcome {
-            Ok(()) => self.metrics.events_recorded.inc(),
-            Err(_) => self.metrics.events_refused.inc(),
-        };
-        outcome
+        let queued = self.engine.try_append_event_async(rec, &rec.to_json());
+        let outcome = self
+            .durable(queued, || rec.clone(), |e, r| e.append_event(&r))
+            .await;
+        self.count(&outcome, 1);
+        outcome.map(|_| ())
     }
 
-    /// Records several events; all are queued before any is awaited, so they share fsyncs.
-    pub async fn record_many(&self, recs: &[EventRecord]) -> Result<(), ApiError> {
-        let mut pending = Vec::with_capacity(recs.len());
-        for rec in recs {
-            let json = rec.to_json();
-            match self
-                .engine
-                .try_append_event_async(rec, &json)
-                .map_err(ApiError::unavailable)?
-            {
-                Some(f) => pending.push(f),
-                None => self.record(rec).await?,
-            }
+    /// Records a request's event with the events it carries (PutAuditEvents' audit events)
+    /// as one batch: none is durable without the others, and the caller waits for all.
+    pub async fn record_with(
+        &self,
+        rec: &EventRecord,
+        carried: &[EventRecord],
+    ) -> Result<(), ApiError> {
+        if carried.is_empty() {
+            return self.record(rec).await;
         }
-        for f in pending {
-            f.await.map_err(ApiError::unavailable)?;
-            self.metrics.events_recorded.inc();
-        }
-        Ok(())
+        let all: Vec<&EventRecord> = std::iter::once(rec).chain(carried).collect();
+        let queued = self.engine.try_append_events_async(&all);
+        let owned = || all.iter().map(|r| (*r).clone()).collect::<Vec<_>>();
+        let outcome = self
+            .durable(queued, owned, |e, recs| {
+                e.append_events(&recs.iter().collect::<Vec<_>>())
+            })
+            .await;
+        self.count(&outcome, all.len() as u64);
+        outcome.map(|_| ())
     }
 
     /// Runs blocking engine work off the async threads.

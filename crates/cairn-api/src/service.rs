@@ -14,6 +14,14 @@ use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 
+/// The verified signature of a request, for what a service does with its body (S3 checks
+/// an aws-chunked body's chunk signatures with it).
+#[derive(Clone, Copy)]
+pub struct Signed<'a> {
+    pub auth: Option<&'a Authorization>,
+    pub secret: &'a str,
+}
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A service the listener speaks, with its typed operation `Op`.
@@ -55,12 +63,7 @@ pub trait Service: Send + Sync + 'static {
     fn mutates(&self, name: &str) -> bool;
     /// After authentication, before routing: what the service does to the request's body
     /// with the caller's verified signature (S3 decodes `aws-chunked`).
-    fn prepare(
-        &self,
-        _req: &mut HttpRequest,
-        _auth: Option<&Authorization>,
-        _secret: &str,
-    ) -> Result<(), ApiError> {
+    fn prepare(&self, _req: &mut HttpRequest, _signed: Signed<'_>) -> Result<(), ApiError> {
         Ok(())
     }
     /// The typed operation, parsed once from an authenticated request. An error is answered
@@ -93,12 +96,7 @@ pub trait Registered: Send + Sync {
     fn knows(&self, name: &str) -> bool {
         self.operations().contains(&name)
     }
-    fn prepare(
-        &self,
-        req: &mut HttpRequest,
-        auth: Option<&Authorization>,
-        secret: &str,
-    ) -> Result<(), ApiError>;
+    fn prepare(&self, req: &mut HttpRequest, signed: Signed<'_>) -> Result<(), ApiError>;
     fn route(&self, api: &Api, req: &HttpRequest) -> Result<Box<dyn Any + Send>, ApiError>;
     fn audit_unrouted(&self, ctx: &mut Ctx<'_>, req: &HttpRequest, name: &str);
     fn handle<'a>(
@@ -139,13 +137,8 @@ impl<S: Service> Registered for S {
     fn mutates(&self, name: &str) -> bool {
         Service::mutates(self, name)
     }
-    fn prepare(
-        &self,
-        req: &mut HttpRequest,
-        auth: Option<&Authorization>,
-        secret: &str,
-    ) -> Result<(), ApiError> {
-        Service::prepare(self, req, auth, secret)
+    fn prepare(&self, req: &mut HttpRequest, signed: Signed<'_>) -> Result<(), ApiError> {
+        Service::prepare(self, req, signed)
     }
     fn route(&self, api: &Api, req: &HttpRequest) -> Result<Box<dyn Any + Send>, ApiError> {
         Service::route(self, api, req).map(|op| Box::new(op) as Box<dyn Any + Send>)

@@ -1,6 +1,7 @@
 //! The edge in-process: fail-closed recording, and the event history index.
 
 mod common;
+mod wire;
 
 use cairn_api::cloudtrail::history::{History, Query};
 use cairn_api::Api;
@@ -8,8 +9,7 @@ use cairn_journal::{FaultInjector, Journal, JournalOptions};
 use cairn_record::{builder, Clock, SystemClock};
 use cairn_store::ObjectStore;
 use chrono::{Duration, Utc};
-use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -49,68 +49,19 @@ fn world() -> World {
     }
 }
 
-/// Sends one SigV4-signed request (`path` and `query` as sent) to `service`; returns
-/// (status, body).
-#[allow(clippy::too_many_arguments)]
-fn signed(
-    addr: &str,
-    w: &World,
-    method: &str,
-    path: &str,
-    query: &str,
-    service: &str,
-    extra: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let sha = hex::encode(Sha256::digest(body.as_bytes()));
-    let mut headers = vec![("host".to_string(), addr.to_string())];
-    headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let req = cairn_iam::sigv4::Request {
-        method,
-        path,
-        query,
-        headers: &headers,
-        body_sha256: &sha,
-        s3: service == "s3",
-    };
-    let added = cairn_iam::sigv4::sign(&req, &w.key, &w.secret, "us-east-1", service, Utc::now());
-    let target = if query.is_empty() {
-        path.to_string()
-    } else {
-        format!("{path}?{query}")
-    };
-    let mut m = format!("{method} {target} HTTP/1.1\r\n");
-    for (k, v) in headers.iter().chain(added.iter()) {
-        m.push_str(&format!("{k}: {v}\r\n"));
+impl World {
+    fn signer(&self) -> wire::Signer<'_> {
+        wire::Signer {
+            key: &self.key,
+            secret: &self.secret,
+        }
     }
-    m.push_str(&format!(
-        "content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    ));
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(m.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|x| x.parse().ok())
-        .unwrap();
-    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    (status, body.to_string())
 }
 
-/// A CloudTrail (awsJson) call.
 fn call(addr: &str, w: &World, op: &str, body: &str) -> (u16, String) {
-    let target = format!("com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.{op}");
-    let extra = [
-        ("x-amz-target", target.as_str()),
-        ("content-type", "application/x-amz-json-1.1"),
-    ];
-    signed(addr, w, "POST", "/", "", "cloudtrail", &extra, body)
+    wire::call(addr, &w.signer(), op, body)
 }
 
-/// An S3 call.
 fn s3_call(
     addr: &str,
     w: &World,
@@ -119,16 +70,11 @@ fn s3_call(
     query: &str,
     body: &str,
 ) -> (u16, String) {
-    signed(addr, w, method, path, query, "s3", &[], body)
+    wire::s3_call(addr, &w.signer(), method, path, query, body)
 }
 
-/// An IAM (query protocol) call.
 fn iam_call(addr: &str, w: &World, form: &str) -> (u16, String) {
-    let extra = [(
-        "content-type",
-        "application/x-www-form-urlencoded; charset=utf-8",
-    )];
-    signed(addr, w, "POST", "/", "", "iam", &extra, form)
+    wire::iam_call(addr, &w.signer(), form)
 }
 
 #[test]

@@ -189,6 +189,14 @@ impl Holder {
             Holder::Role => "role",
         }
     }
+
+    /// `User` or `Role`.
+    fn title(self) -> &'static str {
+        match self {
+            Holder::User => "User",
+            Holder::Role => "Role",
+        }
+    }
 }
 
 /// Largest number of access keys per user (AWS: 2).
@@ -484,7 +492,7 @@ impl Directory {
     pub fn prepare_user(&self, name: &str, path: Option<&str>, now: DateTime<Utc>) -> Result<User> {
         validate_name("userName", name)?;
         validate_path(path.unwrap_or("/"))?;
-        Self::user_name_free(&self.read(), name)?;
+        Self::name_free(&self.read().users, Holder::User, name)?;
         Ok(User {
             name: name.into(),
             user_id: random_id("AIDA", 17),
@@ -494,10 +502,12 @@ impl Directory {
         })
     }
 
-    fn user_name_free(st: &State, name: &str) -> Result<()> {
-        if st.users.keys().any(|n| n.eq_ignore_ascii_case(name)) {
+    /// IAM names are unique whatever their case.
+    fn name_free<T>(taken: &BTreeMap<String, T>, holder: Holder, name: &str) -> Result<()> {
+        if taken.keys().any(|n| n.eq_ignore_ascii_case(name)) {
             return Err(IamError::EntityAlreadyExists(format!(
-                "User with name {name} already exists."
+                "{} with name {name} already exists.",
+                holder.title()
             )));
         }
         Ok(())
@@ -505,11 +515,25 @@ impl Directory {
 
     /// Makes a prepared user (checked again: the name must still be free).
     pub fn insert_user(&self, u: &User) -> Result<()> {
+        self.insert_entity(Holder::User, &u.name, u, &u.policies, |st| &mut st.users)
+    }
+
+    /// Makes a prepared user or role: its name still free, its record durable, its inline
+    /// policies parsed.
+    fn insert_entity<T: Serialize + Clone>(
+        &self,
+        holder: Holder,
+        name: &str,
+        value: &T,
+        policies: &BTreeMap<String, String>,
+        table: impl Fn(&mut State) -> &mut BTreeMap<String, T>,
+    ) -> Result<()> {
         let mut st = self.write();
-        Self::user_name_free(&st, &u.name)?;
-        self.persist(&[Self::json(format!("user/{}", u.name), u)?])?;
-        st.users.insert(u.name.clone(), u.clone());
-        Self::reparse(&mut st, &format!("user/{}", u.name), &u.policies);
+        Self::name_free(table(&mut st), holder, name)?;
+        let key = format!("{}/{name}", holder.kind());
+        self.persist(&[Self::json(key.clone(), value)?])?;
+        table(&mut st).insert(name.into(), value.clone());
+        Self::reparse(&mut st, &key, policies);
         Ok(())
     }
 
@@ -543,17 +567,36 @@ impl Directory {
         Ok(())
     }
 
-    /// What [`Directory::delete_user`] would refuse, without changing anything.
-    pub fn check_delete_user(&self, name: &str) -> Result<()> {
-        Self::user_deletable(&self.read(), name)
+    /// What [`Directory::delete_user`] or [`Directory::delete_role`] would refuse, without
+    /// changing anything.
+    pub fn check_delete(&self, holder: Holder, name: &str) -> Result<()> {
+        let st = self.read();
+        match holder {
+            Holder::User => Self::user_deletable(&st, name),
+            Holder::Role => Self::role_deletable(&st, name),
+        }
     }
 
     pub fn delete_user(&self, name: &str) -> Result<()> {
+        self.delete_entity(Holder::User, name, Self::user_deletable, |st| {
+            st.users.remove(name);
+        })
+    }
+
+    /// Removes a user or role that `deletable` lets go: its record, its parsed policies.
+    fn delete_entity(
+        &self,
+        holder: Holder,
+        name: &str,
+        deletable: fn(&State, &str) -> Result<()>,
+        remove: impl FnOnce(&mut State),
+    ) -> Result<()> {
         let mut st = self.write();
-        Self::user_deletable(&st, name)?;
-        self.persist(&[(format!("user/{name}"), None)])?;
-        st.users.remove(name);
-        st.parsed.remove(&format!("user/{name}"));
+        deletable(&st, name)?;
+        let key = format!("{}/{name}", holder.kind());
+        self.persist(&[(key.clone(), None)])?;
+        remove(&mut st);
+        st.parsed.remove(&key);
         Ok(())
     }
 
@@ -817,7 +860,7 @@ impl Directory {
         if !(3600..=43200).contains(&max) {
             return Err(IamError::Validation(format!("1 validation error detected: Value '{max}' at 'maxSessionDuration' failed to satisfy constraint: Member must have value between 3600 and 43200")));
         }
-        Self::role_name_free(&self.read(), name)?;
+        Self::name_free(&self.read().roles, Holder::Role, name)?;
         Ok(Role {
             name: name.into(),
             role_id: random_id("AROA", 17),
@@ -830,23 +873,9 @@ impl Directory {
         })
     }
 
-    fn role_name_free(st: &State, name: &str) -> Result<()> {
-        if st.roles.keys().any(|n| n.eq_ignore_ascii_case(name)) {
-            return Err(IamError::EntityAlreadyExists(format!(
-                "Role with name {name} already exists."
-            )));
-        }
-        Ok(())
-    }
-
     /// Makes a prepared role (checked again: the name must still be free).
     pub fn insert_role(&self, r: &Role) -> Result<()> {
-        let mut st = self.write();
-        Self::role_name_free(&st, &r.name)?;
-        self.persist(&[Self::json(format!("role/{}", r.name), r)?])?;
-        Self::reparse(&mut st, &format!("role/{}", r.name), &r.policies);
-        st.roles.insert(r.name.clone(), r.clone());
-        Ok(())
+        self.insert_entity(Holder::Role, &r.name, r, &r.policies, |st| &mut st.roles)
     }
 
     pub fn get_role(&self, name: &str) -> Result<Role> {
@@ -871,18 +900,10 @@ impl Directory {
         Ok(())
     }
 
-    /// What [`Directory::delete_role`] would refuse, without changing anything.
-    pub fn check_delete_role(&self, name: &str) -> Result<()> {
-        Self::role_deletable(&self.read(), name)
-    }
-
     pub fn delete_role(&self, name: &str) -> Result<()> {
-        let mut st = self.write();
-        Self::role_deletable(&st, name)?;
-        self.persist(&[(format!("role/{name}"), None)])?;
-        st.roles.remove(name);
-        st.parsed.remove(&format!("role/{name}"));
-        Ok(())
+        self.delete_entity(Holder::Role, name, Self::role_deletable, |st| {
+            st.roles.remove(name);
+        })
     }
 
     /// Issues temporary credentials for `role` (trust already checked by the caller).

@@ -705,15 +705,19 @@ fn tok_match(p: &[Tok], s: &str, ci: bool) -> bool {
 
 /// AWS's `*`/`?` wildcard match.
 pub fn wildcard(pattern: &str, s: &str, case_insensitive: bool) -> bool {
-    let toks: Vec<Tok> = pattern
+    tok_match(&toks(pattern), s, case_insensitive)
+}
+
+/// A pattern's tokens: `*`, `?` and literal characters.
+fn toks(pattern: &str) -> Vec<Tok> {
+    pattern
         .chars()
         .map(|c| match c {
             '*' => Tok::Star,
             '?' => Tok::One,
             c => Tok::Lit(c),
         })
-        .collect();
-    tok_match(&toks, s, case_insensitive)
+        .collect()
 }
 
 /// ArnLike/ArnEquals: the six colon-separated parts match part by part (the last may contain
@@ -740,15 +744,7 @@ fn arn_like_toks(p: &[Tok], arn: &str) -> bool {
 
 #[cfg(test)]
 fn arn_like(pattern: &str, arn: &str) -> bool {
-    let toks: Vec<Tok> = pattern
-        .chars()
-        .map(|c| match c {
-            '*' => Tok::Star,
-            '?' => Tok::One,
-            c => Tok::Lit(c),
-        })
-        .collect();
-    arn_like_toks(&toks, arn)
+    arn_like_toks(&toks(pattern), arn)
 }
 
 /// Dates in policies: ISO 8601 (with or without time) or epoch seconds.

@@ -73,13 +73,9 @@ const SIGNED_PARAMS: &[&str] = &[
     "website",
 ];
 
-/// Parameters SigV2 leaves unsigned that only page or filter a listing (S3 accepts them
-/// unsigned), and the authentication parameters themselves.
-const UNSIGNED_OK: &[&str] = &[
-    "AWSAccessKeyId",
-    "Expires",
-    "Signature",
-    "x-amz-security-token",
+/// Parameters that only page or filter a listing: not sub-resources, so SigV2 leaves them
+/// unsigned (S3 accepts them so).
+pub const LISTING_PARAMS: &[&str] = &[
     "prefix",
     "marker",
     "max-keys",
@@ -97,6 +93,19 @@ const UNSIGNED_OK: &[&str] = &[
     "max-uploads",
     "x-id",
 ];
+
+/// SigV2's own query parameters (its credentials and signature).
+pub const AUTH_PARAMS: &[&str] = &[
+    "AWSAccessKeyId",
+    "Expires",
+    "Signature",
+    "x-amz-security-token",
+];
+
+/// Whether SigV2 leaves query parameter `name` unsigned.
+fn unsigned_ok(name: &str) -> bool {
+    LISTING_PARAMS.contains(&name) || AUTH_PARAMS.contains(&name)
+}
 
 /// The presigned SigV2 credentials of a query, if it carries them.
 pub fn presigned(query: &[(String, String)]) -> Option<Result<Presigned, V2Error>> {
@@ -142,7 +151,7 @@ pub fn verify(
     }
     if let Some((k, _)) = query
         .iter()
-        .find(|(k, _)| !SIGNED_PARAMS.contains(&k.as_str()) && !UNSIGNED_OK.contains(&k.as_str()))
+        .find(|(k, _)| !SIGNED_PARAMS.contains(&k.as_str()) && !unsigned_ok(k.as_str()))
     {
         return Err(V2Error::Unsigned(k.clone()));
     }

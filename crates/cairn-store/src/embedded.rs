@@ -877,16 +877,9 @@ impl ObjectStore for EmbeddedStore {
         Ok(info)
     }
 
-    fn head_version(
-        &self,
-        bucket: &str,
-        key: &str,
-        version_id: Option<&str>,
-    ) -> Result<ObjectInfo> {
-        match version_id {
-            None => self.head(bucket, key),
-            Some(v) => self.find_version(bucket, key, v).map(|(_, info, _)| info),
-        }
+    fn version_info(&self, bucket: &str, key: &str, version_id: &str) -> Result<ObjectInfo> {
+        self.find_version(bucket, key, version_id)
+            .map(|(_, info, _)| info)
     }
 
     fn get_version(&self, bucket: &str, key: &str, version_id: &str) -> Result<Object> {
@@ -1008,17 +1001,11 @@ impl ObjectStore for EmbeddedStore {
         Ok((out, false))
     }
 
-    fn list(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        marker: Option<&str>,
-        max_keys: usize,
-    ) -> Result<ListPage> {
+    fn list(&self, bucket: &str, prefix: &str, after: Option<&str>, n: usize) -> Result<ListPage> {
         let r = self.db.begin_read().map_err(db_err)?;
         require_bucket(&r, bucket)?;
         let t = r.open_table(OBJECTS).map_err(db_err)?;
-        let start = match marker {
+        let start = match after {
             Some(m) if m >= prefix => m,
             _ => prefix,
         };
@@ -1029,10 +1016,10 @@ impl ObjectStore for EmbeddedStore {
             if b != bucket || !key.starts_with(prefix) {
                 break;
             }
-            if marker.is_some_and(|m| key <= m) {
+            if after.is_some_and(|m| key <= m) {
                 continue;
             }
-            if page.objects.len() == max_keys {
+            if page.objects.len() == n {
                 page.is_truncated = true;
                 break;
             }

@@ -223,8 +223,12 @@ pub trait ObjectStore: Send + Sync {
     ) -> Result<ObjectInfo> {
         match version_id {
             None => self.head(bucket, key),
-            Some(v) => self.get_version(bucket, key, v).map(|o| o.info),
+            Some(v) => self.version_info(bucket, key, v),
         }
+    }
+    /// The attributes of one version, without reading its body where the store can.
+    fn version_info(&self, bucket: &str, key: &str, version_id: &str) -> Result<ObjectInfo> {
+        self.get_version(bucket, key, version_id).map(|o| o.info)
     }
 
     /// Changes the system attributes of one version (the current one when `version_id` is
@@ -275,14 +279,8 @@ pub trait ObjectStore: Send + Sync {
     fn get(&self, bucket: &str, key: &str) -> Result<Object>;
     fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo>;
     fn delete(&self, bucket: &str, key: &str) -> Result<()>;
-    /// Keys starting with `prefix` and greater than `marker`, ascending, at most `max_keys`.
-    fn list(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        marker: Option<&str>,
-        max_keys: usize,
-    ) -> Result<ListPage>;
+    /// Keys starting with `prefix` and greater than `after`, ascending, at most `n`.
+    fn list(&self, bucket: &str, prefix: &str, after: Option<&str>, n: usize) -> Result<ListPage>;
 
     /// Several PUTs; stores may make them durable together (one directory sync, one metadata
     /// commit). On error some may have been written: callers retry the whole set.

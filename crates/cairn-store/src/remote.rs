@@ -228,13 +228,7 @@ impl ObjectStore for RemoteStore {
         }
     }
 
-    fn list(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        marker: Option<&str>,
-        max_keys: usize,
-    ) -> Result<ListPage> {
+    fn list(&self, bucket: &str, prefix: &str, after: Option<&str>, n: usize) -> Result<ListPage> {
         let c = self.client(bucket)?;
         // object_store prefixes are whole path segments; list the enclosing "directory" and
         // filter by the exact string prefix here.
@@ -245,7 +239,7 @@ impl ObjectStore for RemoteStore {
             Some(Path::parse(dir).map_err(|e| StoreError::InvalidKey(e.to_string()))?)
         };
         self.rt.block_on(async {
-            let offset = match marker {
+            let offset = match after {
                 Some(m) if m >= prefix => {
                     Some(Path::parse(m).map_err(|e| StoreError::InvalidKey(e.to_string()))?)
                 }
@@ -268,7 +262,7 @@ impl ObjectStore for RemoteStore {
                     }
                     continue;
                 }
-                if page.objects.len() == max_keys {
+                if page.objects.len() == n {
                     page.is_truncated = true;
                     break;
                 }

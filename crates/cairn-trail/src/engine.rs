@@ -3,7 +3,7 @@ use crate::digest::{
     digest_json, sha256_hex, signing_string, DeliveredFile, DigestInput, DigestLink,
 };
 use crate::entry::{self, Entry, EventHeader};
-use crate::keys::{sign_hex, KeyRing, PublicKeyInfo, RootKey};
+use crate::keys::{sign_hex, KeyRing, KeyWindow, PublicKeyInfo, RootKey};
 use crate::logfile::{LogFile, LogFileBuilder};
 use crate::names;
 use crate::{Result, TrailError};
@@ -11,7 +11,7 @@ use cairn_journal::{Journal, JournalReader};
 use cairn_record::selector::{TrailScope, TrailSelectors};
 use cairn_record::time::{iso, whole_seconds};
 use cairn_record::{Clock, EventRecord};
-use cairn_store::{ObjectStore, PutItem, PutOptions};
+use cairn_store::{ObjectStore, PutItem, PutOptions, StoreError};
 use chrono::{DateTime, Duration, Utc};
 use rayon::prelude::*;
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
@@ -35,6 +35,21 @@ pub const MAX_FILE_BYTES: usize = 48_000_000;
 /// early: the bound on delivery's memory.
 pub const MAX_EPOCH_BYTES: usize = 256 << 20;
 
+/// Decides whether a trail (its ARN) may deliver an object (bucket, key): the log bucket's
+/// policy, as CloudTrail is subject to it. A refused delivery fails as AccessDenied, is
+/// reported in the trail's status, and is retried.
+#[derive(Clone)]
+pub struct DeliveryGuard(pub Arc<Allows>);
+
+/// Whether trail `source_arn` may put (bucket, key): `allows(bucket, key, source_arn)`.
+pub type Allows = dyn Fn(&str, &str, &str) -> bool + Send + Sync;
+
+impl std::fmt::Debug for DeliveryGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeliveryGuard")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     pub account: String,
@@ -50,6 +65,8 @@ pub struct EngineOptions {
     pub regions: Vec<String>,
     /// Records consumed per [`TrailEngine::pump`] call at most (keeps calls short).
     pub max_records_per_pump: usize,
+    /// Checks every delivery against the log bucket's policy (none: every delivery allowed).
+    pub delivery_guard: Option<DeliveryGuard>,
 }
 
 impl EngineOptions {
@@ -69,6 +86,7 @@ impl EngineOptions {
                 "eu-west-1".into(),
             ],
             max_records_per_pump: 100_000,
+            delivery_guard: None,
         }
     }
 }
@@ -195,13 +213,8 @@ impl StateReader {
         Ok(out)
     }
 
-    pub fn public_keys(
-        &self,
-        region: &str,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<Vec<PublicKeyInfo>> {
-        crate::keys::list_public_keys(&self.db, region, start, end)
+    pub fn public_keys(&self, w: &KeyWindow) -> Result<Vec<PublicKeyInfo>> {
+        crate::keys::list_public_keys(&self.db, w)
     }
 }
 
@@ -218,6 +231,33 @@ pub struct TrailEngine {
     published: std::sync::RwLock<(u64, Arc<BTreeMap<String, TrailState>>)>,
     /// Deliveries a crash had interrupted, finished when this engine opened.
     recovered: usize,
+}
+
+/// Every row of a table of JSON values, keyed by what `key` makes of the stored key.
+fn json_rows<K, M, T>(
+    r: &redb::ReadTransaction,
+    table: TableDefinition<K, &[u8]>,
+    key: impl Fn(K::SelfType<'_>) -> M,
+) -> Result<BTreeMap<M, T>>
+where
+    K: redb::Key + 'static,
+    M: Ord,
+    T: serde::de::DeserializeOwned,
+{
+    let mut out = BTreeMap::new();
+    for item in r
+        .open_table(table)
+        .map_err(db_err)?
+        .iter()
+        .map_err(db_err)?
+    {
+        let (k, v) = item.map_err(db_err)?;
+        out.insert(
+            key(k.value()),
+            serde_json::from_slice(v.value()).map_err(db_err)?,
+        );
+    }
+    Ok(out)
 }
 
 fn db_err(e: impl std::fmt::Display) -> TrailError {
@@ -263,46 +303,9 @@ impl TrailEngine {
                 .map_err(db_err)?
                 .map(|v| v.value())
                 .unwrap_or(0);
-            let mut trails = BTreeMap::new();
-            for item in r
-                .open_table(TRAILS)
-                .map_err(db_err)?
-                .iter()
-                .map_err(db_err)?
-            {
-                let (k, v) = item.map_err(db_err)?;
-                trails.insert(
-                    k.value().to_string(),
-                    serde_json::from_slice(v.value()).map_err(db_err)?,
-                );
-            }
-            let mut chains = BTreeMap::new();
-            for item in r
-                .open_table(CHAINS)
-                .map_err(db_err)?
-                .iter()
-                .map_err(db_err)?
-            {
-                let (k, v) = item.map_err(db_err)?;
-                let (t, reg) = k.value();
-                chains.insert(
-                    (t.to_string(), reg.to_string()),
-                    serde_json::from_slice(v.value()).map_err(db_err)?,
-                );
-            }
-            let mut intents = BTreeMap::new();
-            for item in r
-                .open_table(INTENTS)
-                .map_err(db_err)?
-                .iter()
-                .map_err(db_err)?
-            {
-                let (k, v) = item.map_err(db_err)?;
-                intents.insert(
-                    k.value(),
-                    serde_json::from_slice(v.value()).map_err(db_err)?,
-                );
-            }
+            let trails = json_rows(&r, TRAILS, |k| k.to_string())?;
+            let chains = json_rows(&r, CHAINS, |(t, reg)| (t.to_string(), reg.to_string()))?;
+            let intents = json_rows(&r, INTENTS, |k| k)?;
             (cursor, epoch, trails, chains, intents)
         };
         let reader = journal.reader(cursor)?;
@@ -350,6 +353,26 @@ impl TrailEngine {
         &self.journal
     }
 
+    /// Refuses deliveries the [`DeliveryGuard`] does not allow.
+    fn guard<'a>(
+        &self,
+        items: impl Iterator<Item = (&'a str, &'a str, &'a PutOptions)>,
+    ) -> cairn_store::Result<()> {
+        let Some(DeliveryGuard(allows)) = &self.opts.delivery_guard else {
+            return Ok(());
+        };
+        for (bucket, key, opts) in items {
+            if let Some(arn) = &opts.source_arn {
+                if !allows(bucket, key, arn) {
+                    return Err(StoreError::AccessDenied(format!(
+                        "{arn} may not write s3://{bucket}/{key}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Appends an event durably; returns its journal sequence number.
     pub fn append_event(&self, rec: &EventRecord) -> Result<u64> {
         Ok(self.journal.append(&entry::encode_event(rec))?)
@@ -366,6 +389,25 @@ impl TrailEngine {
         Ok(self
             .journal
             .try_append_async(&[&entry::encode_event_json(rec, json)])?)
+    }
+
+    /// Appends several events as one batch (consecutive positions, one group commit): a
+    /// request's own event with the events it carries (PutAuditEvents), all or none durable
+    /// before anyone is answered.
+    pub fn append_events(&self, recs: &[&EventRecord]) -> Result<u64> {
+        let encoded: Vec<Vec<u8>> = recs.iter().map(|r| entry::encode_event(r)).collect();
+        let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        Ok(self.journal.append_batch(&refs)?.start)
+    }
+
+    /// Queues events as one batch without blocking (see [`TrailEngine::append_events`]).
+    pub fn try_append_events_async(
+        &self,
+        recs: &[&EventRecord],
+    ) -> Result<Option<cairn_journal::Append>> {
+        let encoded: Vec<Vec<u8>> = recs.iter().map(|r| entry::encode_event(r)).collect();
+        let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        Ok(self.journal.try_append_async(&refs)?)
     }
 
     /// Queues the record of a request whose effect is about to happen outside cairn; the
@@ -739,7 +781,10 @@ impl TrailEngine {
                 opts,
             })
             .collect();
-        if let Err(e) = self.store.put_many(&items) {
+        let delivered = self
+            .guard(items.iter().map(|i| (i.bucket, i.key, i.opts)))
+            .and_then(|_| self.store.put_many(&items));
+        if let Err(e) = delivered {
             tracing::warn!(epoch = intent.epoch, error = %e, "log file delivery failed; will retry");
             for fi in &intent.files {
                 if let Some(st) = inner.trails.get_mut(&fi.trail) {
@@ -1140,7 +1185,10 @@ impl TrailEngine {
         opts.metadata
             .insert("signature-algorithm".into(), "SHA256withRSA".into());
         let bucket = cfg.s3_bucket.clone();
-        if let Err(e) = self.store.put(&bucket, &key, &gz, &opts) {
+        let delivered = self
+            .guard(std::iter::once((bucket.as_str(), key.as_str(), &opts)))
+            .and_then(|_| self.store.put(&bucket, &key, &gz, &opts));
+        if let Err(e) = delivered {
             tracing::warn!(trail = %k.0, region = %k.1, error = %e, "digest delivery failed; will retry");
             if let Some(st) = inner.trails.get_mut(&k.0) {
                 st.latest_digest_delivery_error = Some(e.s3_code().to_string());
@@ -1187,13 +1235,8 @@ impl TrailEngine {
     }
 
     /// ListPublicKeys for `region`.
-    pub fn public_keys(
-        &self,
-        region: &str,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<Vec<PublicKeyInfo>> {
-        self.keys.public_keys(region, start, end)
+    pub fn public_keys(&self, w: &KeyWindow) -> Result<Vec<PublicKeyInfo>> {
+        self.keys.public_keys(w)
     }
 
     /// How many deliveries interrupted by a crash this engine finished when it opened.

@@ -231,28 +231,27 @@ impl KeyRing {
         Ok(key)
     }
 
-    /// Public keys of `region` whose validity window intersects `[start, end]` (ListPublicKeys).
-    pub fn public_keys(
-        &self,
-        region: &str,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<Vec<PublicKeyInfo>> {
-        list_public_keys(&self.db, region, start, end)
+    /// Public keys whose validity intersects the window (ListPublicKeys).
+    pub fn public_keys(&self, w: &KeyWindow) -> Result<Vec<PublicKeyInfo>> {
+        list_public_keys(&self.db, w)
     }
 }
-/// Public keys of `region` valid at some point of `[start, end]`, read straight from a state
-/// database (no root key needed: public keys are not secret).
-pub fn list_public_keys(
-    db: &Database,
-    region: &str,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-) -> Result<Vec<PublicKeyInfo>> {
-    let keys = read_keys(db, region)?;
+
+/// The keys ListPublicKeys asks for: those of `region` valid at some point of
+/// `[start, end]`.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyWindow<'a> {
+    pub region: &'a str,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+/// The public keys of a window, read straight from a state database (no root key needed: public keys are not secret).
+pub fn list_public_keys(db: &Database, w: &KeyWindow) -> Result<Vec<PublicKeyInfo>> {
+    let keys = read_keys(db, w.region)?;
     Ok(keys
         .into_iter()
-        .filter(|k| k.valid_from <= end && start <= k.valid_to)
+        .filter(|k| k.valid_from <= w.end && w.start <= k.valid_to)
         .map(|k| PublicKeyInfo {
             value: k.public_der,
             validity_start: k.valid_from,
@@ -291,6 +290,10 @@ pub fn sign_hex(kp: &KeyPair, msg: &[u8]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn window(region: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> KeyWindow<'_> {
+        KeyWindow { region, start, end }
+    }
     use chrono::TimeZone;
 
     fn ring() -> (tempfile::TempDir, KeyRing) {
@@ -327,20 +330,24 @@ mod tests {
             .unwrap();
         assert_ne!(a, b);
         let all = r
-            .public_keys("eu-west-1", t0, t0 + Duration::days(60))
+            .public_keys(&window("eu-west-1", t0, t0 + Duration::days(60)))
             .unwrap();
         assert_eq!(all.len(), 2);
         assert!(all
             .iter()
             .all(|k| k.validity_end - k.validity_start == KEY_VALIDITY));
         assert_eq!(
-            r.public_keys("eu-west-1", t0 - Duration::days(9), t0 - Duration::days(8))
-                .unwrap()
-                .len(),
+            r.public_keys(&window(
+                "eu-west-1",
+                t0 - Duration::days(9),
+                t0 - Duration::days(8)
+            ))
+            .unwrap()
+            .len(),
             0
         );
         assert_eq!(
-            r.public_keys("us-east-1", t0, t0).unwrap().len(),
+            r.public_keys(&window("us-east-1", t0, t0)).unwrap().len(),
             0,
             "keys are per region"
         );

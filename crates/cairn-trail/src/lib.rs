@@ -20,8 +20,10 @@ pub mod logfile;
 pub mod names;
 
 pub use config::{validate_trail_name, TrailCommand, TrailConfig, TrailState};
-pub use engine::{EngineOptions, PumpReport, StateReader, TrailEngine, DELIVERY_CONSUMER};
-pub use keys::{KeyRing, PublicKeyInfo, RootKey};
+pub use engine::{
+    DeliveryGuard, EngineOptions, PumpReport, StateReader, TrailEngine, DELIVERY_CONSUMER,
+};
+pub use keys::{KeyRing, KeyWindow, PublicKeyInfo, RootKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrailError {

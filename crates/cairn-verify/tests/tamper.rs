@@ -24,7 +24,11 @@ impl PublicKeySource for Keys {
     ) -> Result<Vec<PublicKey>, String> {
         Ok(self
             .0
-            .public_keys(region, s, e)
+            .public_keys(&cairn_trail::KeyWindow {
+                region,
+                start: s,
+                end: e,
+            })
             .map_err(|e| e.to_string())?
             .into_iter()
             .map(|k| PublicKey {

@@ -73,8 +73,14 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
     sorted[i] as f64
 }
 
-/// Reads one HTTP/1.1 response (Content-Length bodies) from `buf`/`s`; returns the status.
-async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Result<u16> {
+/// Reads one HTTP/1.1 response (Content-Length bodies) from `buf`/`s`; returns its status,
+/// its body's length, and whether the server closes the connection after it (both
+/// benchmarks' clients read with this).
+pub(crate) async fn read_response(
+    s: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+) -> Result<(u16, u64, bool)> {
+    let mut chunk = [0u8; 16384];
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = std::str::from_utf8(&buf[..end]).context("response head")?;
@@ -83,18 +89,21 @@ async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Resu
                 .nth(1)
                 .and_then(|x| x.parse().ok())
                 .context("status")?;
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())
-                        .flatten()
-                })
-                .unwrap_or(0);
+            let mut len = 0usize;
+            let mut close = head.starts_with("HTTP/1.0");
+            for l in head.lines().skip(1) {
+                if let Some((k, v)) = l.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap_or(0);
+                    } else if k.eq_ignore_ascii_case("connection") {
+                        close = v.trim().eq_ignore_ascii_case("close");
+                    } else if k.eq_ignore_ascii_case("transfer-encoding") {
+                        bail!("chunked responses are not expected here");
+                    }
+                }
+            }
             let total = end + 4 + len;
             while buf.len() < total {
-                let mut chunk = [0u8; 16384];
                 let n = s.read(&mut chunk).await?;
                 if n == 0 {
                     bail!("connection closed mid-response");
@@ -102,9 +111,8 @@ async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Resu
                 buf.extend_from_slice(&chunk[..n]);
             }
             buf.drain(..total);
-            return Ok(status);
+            return Ok((status, len as u64, close));
         }
-        let mut chunk = [0u8; 16384];
         let n = s.read(&mut chunk).await?;
         if n == 0 {
             bail!("connection closed");
@@ -141,7 +149,7 @@ async fn drive(
                 }
                 let t = Instant::now();
                 s.write_all(&req).await?;
-                let status = read_response(&mut s, &mut buf).await?;
+                let (status, _, _) = read_response(&mut s, &mut buf).await?;
                 lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 if status != 200 {
                     errors += 1;

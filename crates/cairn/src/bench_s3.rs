@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 #[derive(Args, Debug)]
 pub struct S3BenchArgs {
@@ -111,52 +111,6 @@ fn request(t: &Target, method: &str, key: &str, body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Reads one response; returns (status, body bytes, whether the server closes).
-async fn read_response(
-    s: &mut tokio::net::TcpStream,
-    buf: &mut Vec<u8>,
-) -> Result<(u16, u64, bool)> {
-    let mut chunk = vec![0u8; 1 << 16];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buf[..end]).context("response head")?;
-            let status: u16 = head
-                .split_whitespace()
-                .nth(1)
-                .and_then(|x| x.parse().ok())
-                .context("status")?;
-            let mut len = 0usize;
-            let mut close = head.starts_with("HTTP/1.0");
-            for l in head.lines().skip(1) {
-                if let Some((k, v)) = l.split_once(':') {
-                    if k.eq_ignore_ascii_case("content-length") {
-                        len = v.trim().parse().unwrap_or(0);
-                    } else if k.eq_ignore_ascii_case("connection") {
-                        close = v.trim().eq_ignore_ascii_case("close");
-                    } else if k.eq_ignore_ascii_case("transfer-encoding") {
-                        bail!("chunked responses are not expected here");
-                    }
-                }
-            }
-            let total = end + 4 + len;
-            while buf.len() < total {
-                let n = s.read(&mut chunk).await?;
-                if n == 0 {
-                    bail!("connection closed mid-response");
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            buf.drain(..total);
-            return Ok((status, len as u64, close));
-        }
-        let n = s.read(&mut chunk).await?;
-        if n == 0 {
-            bail!("connection closed");
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 async fn drive(
     t: Target,
     clients: usize,
@@ -194,7 +148,7 @@ async fn drive(
                 };
                 let at = Instant::now();
                 s.write_all(&req).await?;
-                let (status, got, close) = read_response(s, &mut buf).await?;
+                let (status, got, close) = crate::bench_api::read_response(s, &mut buf).await?;
                 lat.push(at.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 if status == 200 {
                     bytes += if method == "PUT" { size as u64 } else { got };

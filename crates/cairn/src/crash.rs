@@ -174,6 +174,19 @@ pub fn harness(a: CrashTestArgs) -> Result<i32> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let log = |run: u32| dir.join(format!("worker-{run}.log"));
+    // A worker process of run `run` on the shared data directory and ledger.
+    let worker = |run: u32, extra: &[&str]| {
+        let mut c = Command::new(&exe);
+        c.arg("crash-worker")
+            .args(extra)
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("--ledger")
+            .arg(&ledger)
+            .args(["--run", &run.to_string()])
+            .stdout(Stdio::null());
+        c
+    };
     let mut failpoint_crashes = 0u32;
     // Run workers until `kills` of them have died by SIGKILL; failpoint crashes come on top.
     let mut sigkills = 0u32;
@@ -186,14 +199,8 @@ pub fn harness(a: CrashTestArgs) -> Result<i32> {
         } else {
             ""
         };
-        let mut child = Command::new(&exe)
+        let mut child = worker(run, &[])
             .env("CAIRN_FAILPOINTS", failpoints)
-            .args(["crash-worker", "--data-dir"])
-            .arg(&dir)
-            .arg("--ledger")
-            .arg(&ledger)
-            .args(["--run", &run.to_string()])
-            .stdout(Stdio::null())
             .stderr(errf)
             .spawn()?;
         std::thread::sleep(std::time::Duration::from_millis(
@@ -219,15 +226,7 @@ pub fn harness(a: CrashTestArgs) -> Result<i32> {
     }
     bar.finish_and_clear();
     let errf = std::fs::File::create(log(run))?;
-    let status = Command::new(&exe)
-        .args(["crash-worker", "--drain", "--data-dir"])
-        .arg(&dir)
-        .arg("--ledger")
-        .arg(&ledger)
-        .args(["--run", &run.to_string()])
-        .stdout(Stdio::null())
-        .stderr(errf)
-        .status()?;
+    let status = worker(run, &["--drain"]).stderr(errf).status()?;
     if !status.success() {
         let msg = std::fs::read_to_string(log(run)).unwrap_or_default();
         anyhow::bail!("draining worker failed ({status}):\n{msg}");

@@ -227,20 +227,14 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     );
     let account = install::install_config(&a.data_dir, account.as_deref())?.account_id;
     // Trails deliver as the CloudTrail service principal, through the buckets' policies.
-    let guard_meta = meta.clone();
-    let guard_account = account.clone();
+    let guard = cairn_api::s3::delivery::guard(meta.clone(), account.clone());
     let inst = Installation::open_delivering(
         &a.data_dir,
         Some(&account),
         clock.clone(),
-        move |embedded| {
-            Arc::new(cairn_api::s3::delivery::PolicyGuardedStore {
-                inner: embedded.clone(),
-                meta: guard_meta,
-                account: guard_account,
-            })
-        },
+        |embedded| embedded.clone(),
         |o| {
+            o.delivery_guard = Some(guard);
             o.delivery_interval = delivery;
             o.digest_interval = digest;
             if let Some(r) = &regions {

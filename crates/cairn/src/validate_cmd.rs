@@ -76,7 +76,11 @@ impl PublicKeySource for DataDirKeys {
     ) -> Result<Vec<PublicKey>, String> {
         Ok(self
             .0
-            .public_keys(region, s, e)
+            .public_keys(&cairn_trail::KeyWindow {
+                region,
+                start: s,
+                end: e,
+            })
             .map_err(|e| e.to_string())?
             .into_iter()
             .map(|k| PublicKey {
@@ -245,7 +249,11 @@ pub fn list_public_keys(a: ListKeysArgs) -> Result<()> {
         .and_then(cairn_record::time::parse_cli_time)
         .unwrap_or(now);
     let keys: Vec<_> = r
-        .public_keys(&a.region, s, e)?
+        .public_keys(&cairn_trail::KeyWindow {
+            region: &a.region,
+            start: s,
+            end: e,
+        })?
         .into_iter()
         .map(|k| {
             serde_json::json!({

@@ -3,7 +3,7 @@
 //! by CloudTrail Data's PutAuditEvents).
 
 use super::tags::Tag;
-use super::{empty, out};
+use super::{empty, out, Answer};
 use crate::edge::Ctx;
 use crate::protocol::ApiError;
 use cairn_record::Arn;
@@ -146,11 +146,7 @@ struct Created {
     tags: Vec<Tag>,
 }
 
-pub(super) async fn create(
-    ctx: &mut Ctx<'_>,
-    action: &str,
-    i: CreateChannelInput,
-) -> Result<Value, ApiError> {
+pub(super) async fn create(ctx: &mut Ctx<'_>, action: &str, i: CreateChannelInput) -> Answer {
     ctx.authorize(action, "*")?;
     let name_ok = |n: &String| {
         (3..=128).contains(&n.len())
@@ -253,7 +249,7 @@ struct ChannelView {
     ingestion_status: serde_json::Map<String, Value>,
 }
 
-pub(super) fn get(ctx: &mut Ctx<'_>, action: &str, r: ChannelRef) -> Result<Value, ApiError> {
+pub(super) fn get(ctx: &mut Ctx<'_>, action: &str, r: ChannelRef) -> Answer {
     let c = named(ctx, r, action)?;
     out(&ChannelView {
         channel_arn: c.arn(&ctx.api.opts.account),
@@ -281,7 +277,7 @@ struct Channels {
     channels: Vec<Summary>,
 }
 
-pub(super) fn list(ctx: &mut Ctx<'_>, action: &str) -> Result<Value, ApiError> {
+pub(super) fn list(ctx: &mut Ctx<'_>, action: &str) -> Answer {
     ctx.authorize(action, "*")?;
     let all: Vec<(String, Channel)> = ctx.api.meta.scan("channel/")?;
     let account = &ctx.api.opts.account;
@@ -296,7 +292,7 @@ pub(super) fn list(ctx: &mut Ctx<'_>, action: &str) -> Result<Value, ApiError> {
     out(&Channels { channels })
 }
 
-pub(super) fn delete(ctx: &mut Ctx<'_>, action: &str, r: ChannelRef) -> Result<Value, ApiError> {
+pub(super) fn delete(ctx: &mut Ctx<'_>, action: &str, r: ChannelRef) -> Answer {
     let c = named(ctx, r, action)?;
     ctx.defer_meta_delete(key(&c.id));
     Ok(empty())

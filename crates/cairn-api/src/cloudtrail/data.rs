@@ -369,8 +369,10 @@ async fn put_audit_events(ctx: &mut Ctx<'_>, i: PutAuditEventsInput) -> Result<R
             }
         }
     }
-    // Every accepted event is durable before the answer names it successful.
-    ctx.api.record_many(&records).await?;
+    // The accepted events are journaled with this request's own event, in one batch: every
+    // one is durable before the answer names it successful, and none is without the record
+    // of the request that brought it.
+    ctx.audit.carried = records;
     ctx.audit.additional_event_data = Some(json!({
         "successful": successful.len(), "failed": failed.len()
     }));

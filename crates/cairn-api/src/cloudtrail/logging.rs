@@ -2,15 +2,14 @@
 //! digest-signing keys) and cairn's CairnFlushTrail.
 
 use super::trails::{require_home, trail_arg};
-use super::{defer_command, empty, map_trail_error, out, TrailId};
-use crate::edge::Ctx;
+use super::{defer_command, empty, map_trail_error, out, Answer, TrailId};
+use crate::edge::{Committed, Ctx, EffectOutcome};
 use crate::protocol::json;
 use crate::protocol::ApiError;
 use base64::Engine;
 use cairn_trail::{TrailCommand, TrailState};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, Serializer};
-use serde_json::Value;
 
 /// ListPublicKeys' input.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -83,31 +82,39 @@ impl TrailStatus {
     }
 }
 
-pub(super) fn status(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Result<Value, ApiError> {
+pub(super) fn status(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Answer {
     let t = trail_arg(ctx, &id, action)?;
     out(&TrailStatus::of(&t))
 }
 
-pub(super) async fn start(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Result<Value, ApiError> {
+pub(super) fn start(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Answer {
     let t = trail_arg(ctx, &id, action)?;
     require_home(ctx, &t)?;
     let (name, at) = (t.config.name.clone(), ctx.now);
-    // Logging starts before this request's event is journaled, so the trail delivers its own
-    // start (as AWS's does). Should the event then be refused, the trail logs more, never
-    // less: the safe direction.
+    // Logging starts only once this request's event is durable (as pending), and the event's
+    // final record is journaled after the start: the trail delivers its own start, as AWS's
+    // does, and a refused event starts nothing.
     let engine = ctx.api.engine.clone();
-    ctx.api
-        .blocking(move || {
-            let seq = engine
-                .command(TrailCommand::StartLogging { name, at })
-                .map_err(map_trail_error)?;
-            engine.apply_through(seq).map_err(ApiError::internal)
+    ctx.defer_effect(Box::new(move || {
+        Box::pin(async move {
+            let started = tokio::task::spawn_blocking(move || {
+                let seq = engine
+                    .command(TrailCommand::StartLogging { name, at })
+                    .map_err(map_trail_error)?;
+                engine.apply_through(seq).map_err(ApiError::internal)
+            })
+            .await
+            .unwrap_or_else(|e| Err(ApiError::internal(e)));
+            EffectOutcome {
+                reply: started.map(|_| json::reply(&empty())),
+                ..Default::default()
+            }
         })
-        .await?;
+    }));
     Ok(empty())
 }
 
-pub(super) fn stop(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Result<Value, ApiError> {
+pub(super) fn stop(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Answer {
     let t = trail_arg(ctx, &id, action)?;
     require_home(ctx, &t)?;
     // Stopping waits for the event: the trail it stops delivers it.
@@ -133,11 +140,7 @@ struct PublicKeyList {
     public_key_list: Vec<PublicKey>,
 }
 
-pub(super) fn public_keys(
-    ctx: &mut Ctx<'_>,
-    action: &str,
-    r: TimeRange,
-) -> Result<Value, ApiError> {
+pub(super) fn public_keys(ctx: &mut Ctx<'_>, action: &str, r: TimeRange) -> Answer {
     ctx.authorize(action, "*")?;
     let end = r.end_time.unwrap_or(ctx.now);
     let start = r.start_time.unwrap_or(end);
@@ -150,7 +153,11 @@ pub(super) fn public_keys(
     let keys = ctx
         .api
         .engine
-        .public_keys(&ctx.region, start, end)
+        .public_keys(&cairn_trail::KeyWindow {
+            region: &ctx.region,
+            start,
+            end,
+        })
         .map_err(ApiError::internal)?;
     let list = keys
         .iter()
@@ -171,24 +178,40 @@ pub(super) fn public_keys(
 struct Flushed {
     #[serde(rename = "TrailARN")]
     trail_arn: String,
-    log_files: u64,
-    digest_files: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_files: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest_files: Option<u64>,
 }
 
-/// cairn's extension: deliver what is pending and close open digest windows now.
-pub(super) async fn flush(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Result<Value, ApiError> {
+/// cairn's extension: deliver what is pending and close open digest windows now — once this
+/// request's event is durable (so the flush delivers it too).
+pub(super) fn flush(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Answer {
     let t = trail_arg(ctx, &id, action)?;
     // Delivery is shared: a flush delivers every trail's pending files, so it needs the
     // permission on all of them.
     ctx.authorize(action, "*")?;
     let engine = ctx.api.engine.clone();
-    let rep = ctx
-        .api
-        .blocking(move || engine.flush().map_err(ApiError::internal))
-        .await?;
-    out(&Flushed {
-        trail_arn: t.config.arn(),
-        log_files: rep.files,
-        digest_files: rep.digests,
-    })
+    let trail_arn = t.config.arn();
+    let answer = out(&Flushed {
+        trail_arn: trail_arn.clone(),
+        log_files: None,
+        digest_files: None,
+    })?;
+    ctx.defer(
+        Box::new(move || {
+            let rep = engine.flush().map_err(ApiError::internal)?;
+            let done = Flushed {
+                trail_arn,
+                log_files: Some(rep.files),
+                digest_files: Some(rep.digests),
+            };
+            Ok(Committed {
+                headers: Vec::new(),
+                body: Some(json::reply(&done).body),
+            })
+        }),
+        None,
+    );
+    Ok(answer)
 }

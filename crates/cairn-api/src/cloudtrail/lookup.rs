@@ -2,6 +2,7 @@
 
 use super::history::{Query, ATTRIBUTE_KEYS};
 use super::out;
+use super::Answer;
 use crate::edge::Ctx;
 use crate::protocol::{json, ApiError};
 use base64::Engine;
@@ -59,11 +60,7 @@ struct Events {
     next_token: Option<String>,
 }
 
-pub(super) async fn lookup_events(
-    ctx: &mut Ctx<'_>,
-    action: &str,
-    i: LookupEventsInput,
-) -> Result<Value, ApiError> {
+pub(super) async fn lookup_events(ctx: &mut Ctx<'_>, action: &str, i: LookupEventsInput) -> Answer {
     ctx.authorize(action, "*")?;
     let ext = ctx.api.opts.lookup_extensions;
     let attrs = i.lookup_attributes.unwrap_or_default();

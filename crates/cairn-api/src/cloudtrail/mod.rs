@@ -276,10 +276,10 @@ async fn handle(ctx: &mut Ctx<'_>, call: CloudTrailCall) -> Result<Reply, ApiErr
         Op::DescribeTrails(i) => trails::describe(ctx, action, i)?,
         Op::ListTrails => trails::list(ctx, action)?,
         Op::GetTrailStatus(t) => logging::status(ctx, action, t)?,
-        Op::StartLogging(t) => logging::start(ctx, action, t).await?,
+        Op::StartLogging(t) => logging::start(ctx, action, t)?,
         Op::StopLogging(t) => logging::stop(ctx, action, t)?,
         Op::ListPublicKeys(r) => logging::public_keys(ctx, action, r)?,
-        Op::CairnFlushTrail(t) => logging::flush(ctx, action, t).await?,
+        Op::CairnFlushTrail(t) => logging::flush(ctx, action, t)?,
         Op::PutEventSelectors(i) => selectors::put_event(ctx, action, i).await?,
         Op::GetEventSelectors(t) => selectors::get_event(ctx, action, t)?,
         Op::PutInsightSelectors(i) => selectors::put_insight(ctx, action, i)?,
@@ -300,8 +300,12 @@ async fn handle(ctx: &mut Ctx<'_>, call: CloudTrailCall) -> Result<Reply, ApiErr
     Ok(json::reply(&out))
 }
 
+/// What a CloudTrail handler answers: the JSON of its output (serialized from the output's
+/// typed shape), or an error.
+pub(crate) type Answer = Result<Value, ApiError>;
+
 /// An answer serialized from its typed shape (an empty object for `()`-like answers).
-pub(crate) fn out<T: Serialize>(v: &T) -> Result<Value, ApiError> {
+pub(crate) fn out<T: Serialize>(v: &T) -> Answer {
     serde_json::to_value(v).map_err(ApiError::internal)
 }
 

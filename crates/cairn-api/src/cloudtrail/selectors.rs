@@ -1,8 +1,8 @@
 //! Selectors: PutEventSelectors, GetEventSelectors (basic or advanced), PutInsightSelectors,
 //! GetInsightSelectors.
 
-use super::trails::{find_trail, insights_key, require_home, trail_arg};
-use super::{defer_command, member, out, TrailId};
+use super::trails::{insights_key, locked_home_trail, require_home, trail_arg};
+use super::{defer_command, member, out, Answer, TrailId};
 use crate::edge::Ctx;
 use crate::protocol::ApiError;
 use cairn_record::selector::{AdvancedEventSelector, EventSelector, TrailSelectors};
@@ -49,7 +49,7 @@ struct EventSelectors<'a> {
     advanced_event_selectors: Option<&'a Vec<AdvancedEventSelector>>,
 }
 
-fn answer(arn: String, s: &TrailSelectors) -> Result<Value, ApiError> {
+fn answer(arn: String, s: &TrailSelectors) -> Answer {
     let (basic, advanced) = match s {
         TrailSelectors::Basic(b) => (Some(b), None),
         TrailSelectors::Advanced(a) => (None, Some(a)),
@@ -65,9 +65,8 @@ pub(super) async fn put_event(
     ctx: &mut Ctx<'_>,
     action: &str,
     i: PutEventSelectorsInput,
-) -> Result<Value, ApiError> {
-    let t = trail_arg(ctx, &i.trail, action)?;
-    require_home(ctx, &t)?;
+) -> Answer {
+    let (t, guard) = locked_home_trail(ctx, &i.trail, action).await?;
     let selectors =
         match (i.basic, i.advanced) {
             (Some(_), Some(_)) => return Err(ApiError::client(
@@ -85,8 +84,7 @@ pub(super) async fn put_event(
     selectors
         .validate()
         .map_err(|e| invalid_selectors(e.message))?;
-    let guard = ctx.api.control.clone().lock_owned().await;
-    let mut c = find_trail(ctx, &t.config.name)?.config;
+    let mut c = t.config;
     c.selectors = selectors;
     let answer = answer(c.arn(), &c.selectors)?;
     let at = ctx.now;
@@ -95,7 +93,7 @@ pub(super) async fn put_event(
     Ok(answer)
 }
 
-pub(super) fn get_event(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Result<Value, ApiError> {
+pub(super) fn get_event(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Answer {
     let t = trail_arg(ctx, &id, action)?;
     answer(t.config.arn(), &t.config.selectors)
 }
@@ -137,11 +135,7 @@ struct InsightSelectors {
     insight_selectors: Vec<InsightSelector>,
 }
 
-pub(super) fn put_insight(
-    ctx: &mut Ctx<'_>,
-    action: &str,
-    i: PutInsightSelectorsInput,
-) -> Result<Value, ApiError> {
+pub(super) fn put_insight(ctx: &mut Ctx<'_>, action: &str, i: PutInsightSelectorsInput) -> Answer {
     let t = trail_arg(ctx, &i.trail, action)?;
     require_home(ctx, &t)?;
     let invalid = |m: String| ApiError::client("InvalidInsightSelectorsException", m);
@@ -170,7 +164,7 @@ pub(super) fn put_insight(
     })
 }
 
-pub(super) fn get_insight(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Result<Value, ApiError> {
+pub(super) fn get_insight(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Answer {
     let t = trail_arg(ctx, &id, action)?;
     let sel: Option<Vec<InsightSelector>> = ctx.api.meta.get(&insights_key(&t.config.name))?;
     match sel {

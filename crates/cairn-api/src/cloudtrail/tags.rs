@@ -2,12 +2,11 @@
 //! condition keys a request's tags give.
 
 use super::trails::{authorized_trail, trail_resource};
-use super::{empty, out};
+use super::{empty, out, Answer};
 use crate::edge::Ctx;
 use crate::protocol::ApiError;
 use cairn_trail::TrailState;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// A tag as requests carry it and answers give it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -120,12 +119,7 @@ fn resource(ctx: &mut Ctx<'_>, id: &str, action: &str) -> Result<TrailState, Api
 }
 
 /// AddTags (`add`) or RemoveTags.
-pub(super) fn change(
-    ctx: &mut Ctx<'_>,
-    action: &str,
-    i: TagsInput,
-    add: bool,
-) -> Result<Value, ApiError> {
+pub(super) fn change(ctx: &mut Ctx<'_>, action: &str, i: TagsInput, add: bool) -> Answer {
     let Some(id) = i.resource_id else {
         ctx.no_authorization_needed();
         return Err(ApiError::client(
@@ -167,7 +161,7 @@ struct ResourceTagList {
     resource_tag_list: Vec<ResourceTag>,
 }
 
-pub(super) fn list(ctx: &mut Ctx<'_>, action: &str, i: ListTagsInput) -> Result<Value, ApiError> {
+pub(super) fn list(ctx: &mut Ctx<'_>, action: &str, i: ListTagsInput) -> Answer {
     let ids = i.resource_id_list.unwrap_or_default();
     if ids.is_empty() {
         ctx.authorize(action, "*")?;

@@ -2,7 +2,7 @@
 //! how every operation names a trail (a name or an exact ARN) and is authorized on it.
 
 use super::tags::{self, Tag};
-use super::{defer_command, empty, out, TrailId};
+use super::{defer_command, empty, out, Answer, TrailId};
 use crate::edge::Ctx;
 use crate::protocol::ApiError;
 use cairn_record::selector::TrailSelectors;
@@ -211,6 +211,19 @@ pub(super) fn trail_arg(
     Ok(t)
 }
 
+/// The trail a change names: authorized, in its home region, read again under the control
+/// lock (held until the change is made or forgotten).
+pub(super) async fn locked_home_trail(
+    ctx: &mut Ctx<'_>,
+    id: &TrailId,
+    action: &str,
+) -> Result<(TrailState, tokio::sync::OwnedMutexGuard<()>), ApiError> {
+    let t = trail_arg(ctx, id, action)?;
+    require_home(ctx, &t)?;
+    let guard = ctx.api.control.clone().lock_owned().await;
+    Ok((find_trail(ctx, &t.config.name)?, guard))
+}
+
 /// Changes to a trail are made in its home region.
 pub(super) fn require_home(ctx: &Ctx<'_>, t: &TrailState) -> Result<(), ApiError> {
     if t.config.home_region != ctx.region {
@@ -272,7 +285,7 @@ fn trail_view(ctx: &Ctx<'_>, t: &TrailState) -> Result<TrailView, ApiError> {
 
 /// What CreateTrail and UpdateTrail answer: the Trail shape without the read-only fields
 /// (home region, selector flags).
-fn write_answer(ctx: &Ctx<'_>, t: &TrailState, extra: &TrailExtra) -> Result<Value, ApiError> {
+fn write_answer(ctx: &Ctx<'_>, t: &TrailState, extra: &TrailExtra) -> Answer {
     let mut v = view(ctx, t, extra)?;
     v.home_region = None;
     v.has_custom_event_selectors = None;
@@ -306,6 +319,63 @@ fn check_arn(ctx: &Ctx, arn: &str, service: &str, regional: bool, prefixes: &[&s
         && region_ok
         && a.account == ctx.api.opts.account
         && prefixes.iter().any(|p| a.resource.starts_with(p))
+}
+
+/// What an ARN-valued trail field may name, and the error for anything else.
+struct ArnRule {
+    service: &'static str,
+    regional: bool,
+    prefixes: &'static [&'static str],
+    /// A plain name (not `arn:…`) is accepted as is.
+    names: bool,
+    code: &'static str,
+    what: &'static str,
+}
+
+const KMS_KEY: ArnRule = ArnRule {
+    service: "kms",
+    regional: true,
+    prefixes: &["key/", "alias/"],
+    names: true,
+    code: "InvalidKmsKeyIdException",
+    what: "KMS key",
+};
+const SNS_TOPIC: ArnRule = ArnRule {
+    service: "sns",
+    regional: true,
+    prefixes: &[""],
+    names: true,
+    code: "InvalidSnsTopicNameException",
+    what: "Topic ARN",
+};
+const LOG_GROUP: ArnRule = ArnRule {
+    service: "logs",
+    regional: true,
+    prefixes: &["log-group:"],
+    names: false,
+    code: "InvalidCloudWatchLogsLogGroupArnException",
+    what: "Log group ARN",
+};
+const LOGS_ROLE: ArnRule = ArnRule {
+    service: "iam",
+    regional: false,
+    prefixes: &["role/"],
+    names: false,
+    code: "InvalidCloudWatchLogsRoleArnException",
+    what: "Role ARN",
+};
+
+/// An ARN-valued field as given: empty clears it; an ARN must be one of ours.
+fn arn_field(ctx: &Ctx, v: &str, rule: &ArnRule) -> Result<Option<String>, ApiError> {
+    let named = rule.names && !v.starts_with("arn:");
+    let ok = v.is_empty() || named || check_arn(ctx, v, rule.service, rule.regional, rule.prefixes);
+    if !ok {
+        return Err(ApiError::client(
+            rule.code,
+            format!("{} {v} is invalid.", rule.what),
+        ));
+    }
+    Ok((!v.is_empty()).then(|| v.to_string()))
 }
 
 /// The fields CreateTrail and UpdateTrail share, applied onto `c`.
@@ -353,48 +423,30 @@ fn apply_fields(
     if let Some(v) = f.enable_log_file_validation {
         c.log_file_validation = v;
     }
-    if let Some(k) = &f.kms_key_id {
-        if k.starts_with("arn:") && !check_arn(ctx, k, "kms", true, &["key/", "alias/"]) {
-            return Err(ApiError::client(
-                "InvalidKmsKeyIdException",
-                format!("Invalid KmsKeyId {k}"),
-            ));
-        }
-        c.kms_key_id = (!k.is_empty()).then(|| k.clone());
-    }
     if f.is_organization_trail == Some(true) {
         return Err(ApiError::client(
             "OrganizationsNotInUseException",
             "This account is not a member of an organization.",
         ));
     }
-    if let Some(s) = &f.sns_topic_name {
-        if s.starts_with("arn:") && !check_arn(ctx, s, "sns", true, &[""]) {
-            return Err(ApiError::client(
-                "InvalidSnsTopicNameException",
-                format!("Topic ARN {s} is invalid."),
-            ));
+    let set = |v: &Option<String>, rule: &ArnRule, slot: &mut Option<String>| {
+        if let Some(v) = v {
+            *slot = arn_field(ctx, v, rule)?;
         }
-        extra.sns_topic_name = (!s.is_empty()).then(|| s.clone());
-    }
-    if let Some(g) = &f.cloud_watch_logs_log_group_arn {
-        if !g.is_empty() && !check_arn(ctx, g, "logs", true, &["log-group:"]) {
-            return Err(ApiError::client(
-                "InvalidCloudWatchLogsLogGroupArnException",
-                format!("Log group ARN {g} is invalid."),
-            ));
-        }
-        extra.cloud_watch_logs_log_group_arn = (!g.is_empty()).then(|| g.clone());
-    }
-    if let Some(r) = &f.cloud_watch_logs_role_arn {
-        if !r.is_empty() && !check_arn(ctx, r, "iam", false, &["role/"]) {
-            return Err(ApiError::client(
-                "InvalidCloudWatchLogsRoleArnException",
-                format!("Role ARN {r} is invalid."),
-            ));
-        }
-        extra.cloud_watch_logs_role_arn = (!r.is_empty()).then(|| r.clone());
-    }
+        Ok::<_, ApiError>(())
+    };
+    set(&f.kms_key_id, &KMS_KEY, &mut c.kms_key_id)?;
+    set(&f.sns_topic_name, &SNS_TOPIC, &mut extra.sns_topic_name)?;
+    set(
+        &f.cloud_watch_logs_log_group_arn,
+        &LOG_GROUP,
+        &mut extra.cloud_watch_logs_log_group_arn,
+    )?;
+    set(
+        &f.cloud_watch_logs_role_arn,
+        &LOGS_ROLE,
+        &mut extra.cloud_watch_logs_role_arn,
+    )?;
     if extra.cloud_watch_logs_log_group_arn.is_some() != extra.cloud_watch_logs_role_arn.is_some() {
         return Err(ApiError::client(
             "InvalidCloudWatchLogsLogGroupArnException",
@@ -433,11 +485,7 @@ fn apply_fields(
     Ok(())
 }
 
-pub(super) async fn create(
-    ctx: &mut Ctx<'_>,
-    action: &str,
-    f: TrailFields,
-) -> Result<Value, ApiError> {
+pub(super) async fn create(ctx: &mut Ctx<'_>, action: &str, f: TrailFields) -> Answer {
     let Some(name) = f.name.clone().filter(|n| !n.is_empty()) else {
         ctx.no_authorization_needed();
         return Err(ApiError::client(
@@ -494,11 +542,7 @@ pub(super) async fn create(
     Ok(answer)
 }
 
-pub(super) async fn update(
-    ctx: &mut Ctx<'_>,
-    action: &str,
-    f: TrailFields,
-) -> Result<Value, ApiError> {
+pub(super) async fn update(ctx: &mut Ctx<'_>, action: &str, f: TrailFields) -> Answer {
     let Some(name) = f.name.clone().filter(|n| !n.is_empty()) else {
         ctx.no_authorization_needed();
         return Err(ApiError::client(
@@ -506,10 +550,7 @@ pub(super) async fn update(
             "Trail name or ARN can only contain uppercase letters, lowercase letters, numbers, periods (.), hyphens (-), and underscores (_).",
         ));
     };
-    let t = trail_arg(ctx, &TrailId(name), action)?;
-    require_home(ctx, &t)?;
-    let guard = ctx.api.control.clone().lock_owned().await;
-    let t = find_trail(ctx, &t.config.name)?;
+    let (t, guard) = locked_home_trail(ctx, &TrailId(name), action).await?;
     let mut c = t.config.clone();
     let mut extra = extra_of(ctx, &c.name)?;
     apply_fields(ctx, &f, &mut c, &mut extra)?;
@@ -530,14 +571,8 @@ pub(super) async fn update(
     Ok(answer)
 }
 
-pub(super) async fn delete(
-    ctx: &mut Ctx<'_>,
-    action: &str,
-    id: TrailId,
-) -> Result<Value, ApiError> {
-    let t = trail_arg(ctx, &id, action)?;
-    require_home(ctx, &t)?;
-    let guard = ctx.api.control.clone().lock_owned().await;
+pub(super) async fn delete(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Answer {
+    let (t, guard) = locked_home_trail(ctx, &id, action).await?;
     let name = t.config.name.clone();
     let at = ctx.now;
     defer_command(
@@ -564,7 +599,7 @@ struct OneTrail {
     trail: TrailView,
 }
 
-pub(super) fn get(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Result<Value, ApiError> {
+pub(super) fn get(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Answer {
     let t = trail_arg(ctx, &id, action)?;
     out(&OneTrail {
         trail: trail_view(ctx, &t)?,
@@ -577,11 +612,7 @@ struct TrailList {
     trail_list: Vec<TrailView>,
 }
 
-pub(super) fn describe(
-    ctx: &mut Ctx<'_>,
-    action: &str,
-    i: DescribeTrailsInput,
-) -> Result<Value, ApiError> {
+pub(super) fn describe(ctx: &mut Ctx<'_>, action: &str, i: DescribeTrailsInput) -> Answer {
     ctx.authorize(action, "*")?;
     let shadows = i.include_shadow_trails.unwrap_or(true);
     let names = i.trail_name_list.unwrap_or_default();
@@ -622,7 +653,7 @@ struct Trails {
     trails: Vec<TrailInfo>,
 }
 
-pub(super) fn list(ctx: &mut Ctx<'_>, action: &str) -> Result<Value, ApiError> {
+pub(super) fn list(ctx: &mut Ctx<'_>, action: &str) -> Answer {
     ctx.authorize(action, "*")?;
     let trails = visible_trails(ctx)
         .into_iter()

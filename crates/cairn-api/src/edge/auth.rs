@@ -72,14 +72,7 @@ fn preauth(api: &Api, req: &HttpRequest) -> Option<bool> {
     if let Some(v2) = sigv2(service, req) {
         return authenticate_v2(api, req, v2, now).ok().map(|_| false);
     }
-    let parse_req = sigv4::Request {
-        method: &req.method,
-        path: &req.path,
-        query: &req.query,
-        headers: &req.headers,
-        body_sha256: "",
-        s3: false,
-    };
+    let parse_req = signed_view(req);
     let auth = sigv4::parse(&parse_req).ok()?;
     if auth.service != service.signing_name() || !api.opts.regions.contains(&auth.region) {
         return None;
@@ -110,14 +103,19 @@ pub fn body_limit(api: &Api, req: &HttpRequest) -> usize {
 
 /// The SigV4 authorization a request presents (header or query), read without a secret.
 pub fn presented(req: &HttpRequest) -> Result<sigv4::Authorization, AuthError> {
-    sigv4::parse(&sigv4::Request {
+    sigv4::parse(&signed_view(req))
+}
+
+/// What SigV4 reads of a request before its body or its service is known.
+fn signed_view(req: &HttpRequest) -> sigv4::Request<'_> {
+    sigv4::Request {
         method: &req.method,
         path: &req.path,
         query: &req.query,
         headers: &req.headers,
         body_sha256: "",
         s3: false,
-    })
+    }
 }
 
 /// A request presigned with Signature Version 2, for a service that accepts those: its
@@ -251,12 +249,9 @@ pub(super) fn authenticate(
         hex::encode(Sha256::digest(&req.body))
     };
     let sreq = sigv4::Request {
-        method: &req.method,
-        path: &req.path,
-        query: &req.query,
-        headers: &req.headers,
         body_sha256: &body_sha,
         s3: protocol == Protocol::S3,
+        ..signed_view(req)
     };
     let verified = if req.signature_checked {
         // The listener already checked this (S3) signature from the headers, which have not

@@ -27,6 +27,9 @@ pub struct Audit {
     /// The error of an answer passed through unchanged (a proxied upstream's error):
     /// `(errorCode, errorMessage)` for the record.
     pub error: Option<(String, String)>,
+    /// Events the request carries (PutAuditEvents' audit events), journaled in one batch
+    /// with the request's own event.
+    pub carried: Vec<EventRecord>,
 }
 
 /// What a deferred change adds to the answer once made (headers; a body replacing the

@@ -40,105 +40,42 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
     let presented = presented(&req);
     let region = region_of(presented.as_ref().ok(), api);
     let claimed = presented.as_ref().ok().map(|a| a.access_key_id.clone());
-    let scope = presented.as_ref().ok().map(|a| a.service.clone());
-    // Unroutable requests are still recorded, as CloudTrail-sourced failures.
-    let unroutable = |protocol: Protocol, e: ApiError| {
-        let rec = refused_record(
-            api,
-            "cloudtrail.amazonaws.com",
-            "UnknownOperation",
-            &region,
-            now,
-            claimed.as_deref(),
-            &e,
-            &request_id,
-        );
-        (rec, protocol, e)
-    };
-    let service = match service_for(&req, scope.as_deref()) {
-        Ok(s) => s,
-        Err((protocol, e)) => {
-            let (rec, protocol, e) = unroutable(protocol, e);
+    let admitted = admit(api, &mut req, presented, now);
+    let Admitted {
+        service,
+        name,
+        label,
+        caller,
+    } = match admitted {
+        Ok(a) => a,
+        Err(r) => {
+            // Refused requests are recorded too (unroutable ones as CloudTrail-sourced).
+            let rec = refused_record(
+                api,
+                r.event_source,
+                &r.name,
+                &region,
+                now,
+                claimed.as_deref(),
+                &r.error,
+                &request_id,
+            );
+            let (protocol, label) = (r.protocol, r.label);
             return finish(
                 api,
                 &req,
                 rec,
-                Err(e),
+                Err(r.error),
                 protocol,
                 &request_id,
                 started,
-                "unknown",
-                Vec::new(),
+                &label,
+                After::default(),
             )
             .await;
         }
     };
     let protocol = service.protocol();
-    let name = match service.operation_name(&req) {
-        Ok(n) => n,
-        Err(e) => {
-            let (rec, protocol, e) = unroutable(protocol, e);
-            return finish(
-                api,
-                &req,
-                rec,
-                Err(e),
-                protocol,
-                &request_id,
-                started,
-                "unknown",
-                Vec::new(),
-            )
-            .await;
-        }
-    };
-    // Client-chosen names never become metric labels.
-    let label = if service.knows(&name) {
-        name.clone()
-    } else {
-        "unknown".to_string()
-    };
-    let presented = match presented {
-        Ok(a) if a.service != service.signing_name() => Err(AuthError::BadScope(format!(
-            "Credential should be scoped to correct service: '{}'.",
-            service.signing_name()
-        ))),
-        Ok(a) if !api.opts.regions.contains(&a.region) => Err(AuthError::BadRegion(a.region)),
-        other => other,
-    };
-    let caller = precheck(api, &req, protocol)
-        .and_then(|_| authenticate(api, &req, service, &presented, now))
-        .and_then(|(caller, secret)| {
-            service.prepare(&mut req, presented.as_ref().ok(), &secret)?;
-            Ok(caller)
-        });
-    let caller = match caller {
-        Ok(c) => c,
-        Err(e) => {
-            let rec = refused_record(
-                api,
-                service.event_source(),
-                &name,
-                &region,
-                now,
-                claimed.as_deref(),
-                &e,
-                &request_id,
-            );
-            return finish(
-                api,
-                &req,
-                rec,
-                Err(e),
-                protocol,
-                &request_id,
-                started,
-                &label,
-                Vec::new(),
-            )
-            .await;
-        }
-    };
     let client = ClientInfo::of(&req);
     let mut ctx = Ctx::new(
         api,
@@ -152,7 +89,10 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
     let result = run(service, &mut ctx, &req, &name).await;
     let result = result.map_err(|e| fix_denied_protocol(e, protocol));
     let rec = build_record(&ctx, service.event_source(), &result);
-    let deferred = std::mem::take(&mut ctx.deferred);
+    let after = After {
+        deferred: std::mem::take(&mut ctx.deferred),
+        carried: std::mem::take(&mut ctx.audit.carried),
+    };
     let effect = ctx
         .effect
         .take()
@@ -180,9 +120,99 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
         &request_id,
         started,
         &label,
-        deferred,
+        after,
     )
     .await
+}
+
+/// What a request leaves for after its event is durable: the changes it prepared, and the
+/// events it carries (journaled with its own).
+#[derive(Default)]
+struct After {
+    deferred: Vec<Deferred>,
+    carried: Vec<EventRecord>,
+}
+
+/// A request the edge lets through to its service: the service, the operation's name, the
+/// metric label, the verified caller.
+struct Admitted {
+    service: &'static dyn Registered,
+    name: String,
+    label: String,
+    caller: Caller,
+}
+
+/// Why a request goes no further, and how it is recorded and answered.
+struct Refusal {
+    event_source: &'static str,
+    name: String,
+    protocol: Protocol,
+    label: String,
+    error: ApiError,
+}
+
+/// Finds the request's service and operation, checks what can be checked before reading it,
+/// authenticates it and lets its service prepare the body.
+fn admit(
+    api: &Api,
+    req: &mut HttpRequest,
+    presented: Result<cairn_iam::sigv4::Authorization, AuthError>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Admitted, Box<Refusal>> {
+    let scope = presented.as_ref().ok().map(|a| a.service.clone());
+    let unroutable = |protocol, error| {
+        Box::new(Refusal {
+            event_source: "cloudtrail.amazonaws.com",
+            name: "UnknownOperation".into(),
+            protocol,
+            label: "unknown".into(),
+            error,
+        })
+    };
+    let service = service_for(req, scope.as_deref()).map_err(|(p, e)| unroutable(p, e))?;
+    let protocol = service.protocol();
+    let name = service
+        .operation_name(req)
+        .map_err(|e| unroutable(protocol, e))?;
+    // Client-chosen names never become metric labels.
+    let label = if service.knows(&name) {
+        name.clone()
+    } else {
+        "unknown".to_string()
+    };
+    let presented = match presented {
+        Ok(a) if a.service != service.signing_name() => Err(AuthError::BadScope(format!(
+            "Credential should be scoped to correct service: '{}'.",
+            service.signing_name()
+        ))),
+        Ok(a) if !api.opts.regions.contains(&a.region) => Err(AuthError::BadRegion(a.region)),
+        other => other,
+    };
+    let caller = precheck(api, req, protocol)
+        .and_then(|_| authenticate(api, req, service, &presented, now))
+        .and_then(|(caller, secret)| {
+            let signed = crate::service::Signed {
+                auth: presented.as_ref().ok(),
+                secret: &secret,
+            };
+            service.prepare(req, signed)?;
+            Ok(caller)
+        });
+    match caller {
+        Ok(caller) => Ok(Admitted {
+            service,
+            name,
+            label,
+            caller,
+        }),
+        Err(error) => Err(Box::new(Refusal {
+            event_source: service.event_source(),
+            name,
+            protocol,
+            label,
+            error,
+        })),
+    }
 }
 
 /// Routes an authenticated request to its typed operation and runs it. A handler that
@@ -397,7 +427,11 @@ pub async fn fuzz_as_root(api: &Arc<Api>, mut req: HttpRequest) -> (Reply, Optio
     if let Err(e) = precheck(api, &req, protocol) {
         return (protocol::error_reply(protocol, &e, "fuzz", false), None);
     }
-    if let Err(e) = service.prepare(&mut req, None, "") {
+    let unsigned = crate::service::Signed {
+        auth: None,
+        secret: "",
+    };
+    if let Err(e) = service.prepare(&mut req, unsigned) {
         return (protocol::error_reply(protocol, &e, "fuzz", false), None);
     }
     let name = service
@@ -459,16 +493,22 @@ async fn finish(
     request_id: &str,
     started: std::time::Instant,
     label: &str,
-    deferred: Vec<Deferred>,
+    after: After,
 ) -> Reply {
     stamp(&mut rec, req, request_id);
     let head = req.method == "HEAD";
-    let recorded = api.record(&rec).await;
+    // Carried events count only when the request succeeds.
+    let carried = if result.is_ok() {
+        after.carried.as_slice()
+    } else {
+        &[]
+    };
+    let recorded = api.record_with(&rec, carried).await;
     let result = match (&recorded, result) {
-        (Ok(()), Ok(r)) => commit_deferred(deferred, Ok(r), label).await,
+        (Ok(()), Ok(r)) => commit_deferred(after.deferred, Ok(r), label).await,
         (_, r) => {
             // Nothing prepared becomes visible: the event is not durable (or the handler failed).
-            for d in deferred {
+            for d in after.deferred {
                 if let Some(a) = d.abort {
                     a();
                 }

@@ -53,19 +53,26 @@ impl KeyMetadata {
     }
 }
 
-/// The user an operation applies to: the one named, else the calling user.
-fn target_user(ctx: &mut Ctx<'_>, named: Option<String>) -> Result<String, ApiError> {
-    match (named, &ctx.caller.owner) {
-        (Some(u), _) => Ok(u),
-        (None, KeyOwner::User(u)) => Ok(u.clone()),
+/// The user an operation applies to (the one named, else the calling user), authorized for
+/// `action`.
+fn authorized_user(
+    ctx: &mut Ctx<'_>,
+    action: &str,
+    named: Option<String>,
+) -> Result<String, ApiError> {
+    let user = match (named, &ctx.caller.owner) {
+        (Some(u), _) => u,
+        (None, KeyOwner::User(u)) => u.clone(),
         (None, _) => {
             ctx.no_authorization_needed();
-            Err(ApiError::client(
+            return Err(ApiError::client(
                 "ValidationError",
                 "Must specify userName when calling with non-User credentials",
-            ))
+            ));
         }
-    }
+    };
+    ctx.authorize(action, &entity_arn(ctx, "user", &user))?;
+    Ok(user)
 }
 
 pub(super) async fn create(
@@ -73,8 +80,7 @@ pub(super) async fn create(
     action: &str,
     user: Option<String>,
 ) -> Result<Reply, ApiError> {
-    let name = target_user(ctx, user)?;
-    ctx.authorize(action, &entity_arn(ctx, "user", &name))?;
+    let name = authorized_user(ctx, action, user)?;
     // The quota check and the insert it allows are one step under the control lock.
     let guard = ctx.api.control.clone().lock_owned().await;
     let k = ctx
@@ -105,8 +111,7 @@ pub(super) fn list(
     action: &str,
     user: Option<String>,
 ) -> Result<Reply, ApiError> {
-    let name = target_user(ctx, user)?;
-    ctx.authorize(action, &entity_arn(ctx, "user", &name))?;
+    let name = authorized_user(ctx, action, user)?;
     let keys = ctx.api.iam.list_access_keys(&name).map_err(iam_error)?;
     let list = KeyList {
         access_key_metadata: Members::of(keys.iter().map(|k| KeyMetadata::of(&name, k)).collect()),
@@ -121,8 +126,7 @@ pub(super) fn update(
     action: &str,
     c: KeyStatusChange,
 ) -> Result<Reply, ApiError> {
-    let name = target_user(ctx, c.key.user)?;
-    ctx.authorize(action, &entity_arn(ctx, "user", &name))?;
+    let name = authorized_user(ctx, action, c.key.user)?;
     let id = c.key.key_id;
     ctx.api.iam.check_user_key(&name, &id).map_err(iam_error)?;
     let status = c.status;
@@ -131,8 +135,7 @@ pub(super) fn update(
 }
 
 pub(super) fn delete(ctx: &mut Ctx<'_>, action: &str, k: KeyRef) -> Result<Reply, ApiError> {
-    let name = target_user(ctx, k.user)?;
-    ctx.authorize(action, &entity_arn(ctx, "user", &name))?;
+    let name = authorized_user(ctx, action, k.user)?;
     let id = k.key_id;
     ctx.api.iam.check_user_key(&name, &id).map_err(iam_error)?;
     defer_iam(ctx, move |d| d.delete_access_key(&name, &id));

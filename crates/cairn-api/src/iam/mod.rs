@@ -12,6 +12,8 @@ mod roles;
 pub mod sts;
 mod users;
 
+use policies::PolicyCall;
+
 use crate::edge::{Committed, Ctx, HttpRequest};
 use crate::protocol::query::{self, Params};
 use crate::protocol::{ApiError, Protocol, Reply, IAM_XMLNS};
@@ -274,18 +276,22 @@ async fn handle(ctx: &mut Ctx<'_>, call: IamCall) -> Result<Reply, ApiError> {
         IamOp::ListAccessKeys(u) => access_keys::list(ctx, action, u),
         IamOp::UpdateAccessKey(c) => access_keys::update(ctx, action, c),
         IamOp::DeleteAccessKey(k) => access_keys::delete(ctx, action, k),
-        IamOp::PutUserPolicy(p) => policies::put(ctx, action, Holder::User, p),
-        IamOp::GetUserPolicy(p) => policies::get(ctx, action, Holder::User, p),
-        IamOp::DeleteUserPolicy(p) => policies::delete(ctx, action, Holder::User, p),
-        IamOp::ListUserPolicies(o) => policies::list(ctx, action, Holder::User, o),
+        IamOp::PutUserPolicy(p) => policies::run(ctx, action, Holder::User, PolicyCall::Put(p)),
+        IamOp::GetUserPolicy(p) => policies::run(ctx, action, Holder::User, PolicyCall::Get(p)),
+        IamOp::DeleteUserPolicy(p) => {
+            policies::run(ctx, action, Holder::User, PolicyCall::Delete(p))
+        }
+        IamOp::ListUserPolicies(o) => policies::run(ctx, action, Holder::User, PolicyCall::List(o)),
         IamOp::CreateRole(r) => roles::create(ctx, action, r).await,
         IamOp::GetRole(r) => roles::get(ctx, action, r),
         IamOp::ListRoles => roles::list(ctx, action),
         IamOp::DeleteRole(r) => roles::delete(ctx, action, r),
-        IamOp::PutRolePolicy(p) => policies::put(ctx, action, Holder::Role, p),
-        IamOp::GetRolePolicy(p) => policies::get(ctx, action, Holder::Role, p),
-        IamOp::DeleteRolePolicy(p) => policies::delete(ctx, action, Holder::Role, p),
-        IamOp::ListRolePolicies(o) => policies::list(ctx, action, Holder::Role, o),
+        IamOp::PutRolePolicy(p) => policies::run(ctx, action, Holder::Role, PolicyCall::Put(p)),
+        IamOp::GetRolePolicy(p) => policies::run(ctx, action, Holder::Role, PolicyCall::Get(p)),
+        IamOp::DeleteRolePolicy(p) => {
+            policies::run(ctx, action, Holder::Role, PolicyCall::Delete(p))
+        }
+        IamOp::ListRolePolicies(o) => policies::run(ctx, action, Holder::Role, PolicyCall::List(o)),
     }
 }
 

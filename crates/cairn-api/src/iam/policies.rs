@@ -41,80 +41,62 @@ struct PolicyNames {
     is_truncated: bool,
 }
 
-fn authorize(ctx: &mut Ctx<'_>, action: &str, holder: Holder, owner: &str) -> Result<(), ApiError> {
+/// A policy operation on a user's or a role's inline policies.
+pub(super) enum PolicyCall {
+    Put(PolicyPut),
+    Get(PolicyRef),
+    Delete(PolicyRef),
+    List(String),
+}
+
+pub(super) fn run(
+    ctx: &mut Ctx<'_>,
+    action: &str,
+    holder: Holder,
+    call: PolicyCall,
+) -> Result<Reply, ApiError> {
+    let owner = match &call {
+        PolicyCall::Put(p) => &p.policy.owner,
+        PolicyCall::Get(p) | PolicyCall::Delete(p) => &p.owner,
+        PolicyCall::List(o) => o,
+    };
     let arn = entity_arn(ctx, holder.kind(), owner);
-    ctx.authorize(action, &arn)
-}
-
-pub(super) fn put(
-    ctx: &mut Ctx<'_>,
-    action: &str,
-    holder: Holder,
-    p: PolicyPut,
-) -> Result<Reply, ApiError> {
-    let PolicyPut { policy, document } = p;
-    authorize(ctx, action, holder, &policy.owner)?;
-    ctx.api
-        .iam
-        .check_policy_change(holder, &policy.owner, &policy.name, Some(&document))
-        .map_err(iam_error)?;
-    defer_iam(ctx, move |d| {
-        d.put_policy(holder, &policy.owner, &policy.name, &document)
-    });
-    Ok(nothing(ctx))
-}
-
-pub(super) fn get(
-    ctx: &mut Ctx<'_>,
-    action: &str,
-    holder: Holder,
-    p: PolicyRef,
-) -> Result<Reply, ApiError> {
-    authorize(ctx, action, holder, &p.owner)?;
-    let doc = ctx
-        .api
-        .iam
-        .get_policy(holder, &p.owner, &p.name)
-        .map_err(iam_error)?;
-    let answer = PolicyXml {
-        holder,
-        owner: p.owner,
-        name: p.name,
-        document: url_encoded(&doc),
-    };
-    Ok(result(ctx, &answer))
-}
-
-pub(super) fn delete(
-    ctx: &mut Ctx<'_>,
-    action: &str,
-    holder: Holder,
-    p: PolicyRef,
-) -> Result<Reply, ApiError> {
-    authorize(ctx, action, holder, &p.owner)?;
-    ctx.api
-        .iam
-        .check_policy_change(holder, &p.owner, &p.name, None)
-        .map_err(iam_error)?;
-    defer_iam(ctx, move |d| d.delete_policy(holder, &p.owner, &p.name));
-    Ok(nothing(ctx))
-}
-
-pub(super) fn list(
-    ctx: &mut Ctx<'_>,
-    action: &str,
-    holder: Holder,
-    owner: String,
-) -> Result<Reply, ApiError> {
-    authorize(ctx, action, holder, &owner)?;
-    let names = ctx
-        .api
-        .iam
-        .list_policies(holder, &owner)
-        .map_err(iam_error)?;
-    let answer = PolicyNames {
-        policy_names: Members::of(names),
-        is_truncated: false,
-    };
-    Ok(result(ctx, &answer))
+    ctx.authorize(action, &arn)?;
+    let iam = ctx.api.iam.clone();
+    match call {
+        PolicyCall::Put(PolicyPut { policy, document }) => {
+            iam.check_policy_change(holder, &policy.owner, &policy.name, Some(&document))
+                .map_err(iam_error)?;
+            defer_iam(ctx, move |d| {
+                d.put_policy(holder, &policy.owner, &policy.name, &document)
+            });
+            Ok(nothing(ctx))
+        }
+        PolicyCall::Delete(p) => {
+            iam.check_policy_change(holder, &p.owner, &p.name, None)
+                .map_err(iam_error)?;
+            defer_iam(ctx, move |d| d.delete_policy(holder, &p.owner, &p.name));
+            Ok(nothing(ctx))
+        }
+        PolicyCall::Get(p) => {
+            let doc = iam
+                .get_policy(holder, &p.owner, &p.name)
+                .map_err(iam_error)?;
+            let answer = PolicyXml {
+                holder,
+                owner: p.owner,
+                name: p.name,
+                document: url_encoded(&doc),
+            };
+            Ok(result(ctx, &answer))
+        }
+        PolicyCall::List(owner) => {
+            let names = iam.list_policies(holder, &owner).map_err(iam_error)?;
+            let answer = PolicyNames {
+                policy_names: Members::of(names),
+                is_truncated: false,
+            };
+            Ok(result(ctx, &answer))
+        }
+    }
 }

@@ -7,7 +7,7 @@ use super::{
 use crate::edge::Ctx;
 use crate::protocol::xml::Members;
 use crate::protocol::{ApiError, Reply};
-use cairn_iam::identity::Role;
+use cairn_iam::identity::{Holder, Role};
 use serde::Serialize;
 use serde_json::json;
 
@@ -103,7 +103,10 @@ pub(super) fn list(ctx: &mut Ctx<'_>, action: &str) -> Result<Reply, ApiError> {
 
 pub(super) fn delete(ctx: &mut Ctx<'_>, action: &str, name: String) -> Result<Reply, ApiError> {
     ctx.authorize(action, &entity_arn(ctx, "role", &name))?;
-    ctx.api.iam.check_delete_role(&name).map_err(iam_error)?;
+    ctx.api
+        .iam
+        .check_delete(Holder::Role, &name)
+        .map_err(iam_error)?;
     defer_iam(ctx, move |d| d.delete_role(&name));
     Ok(nothing(ctx))
 }

@@ -4,7 +4,7 @@ use super::{defer_iam, entity_arn, iam_error, iso, new_arn, nothing, result, New
 use crate::edge::Ctx;
 use crate::protocol::xml::Members;
 use crate::protocol::{ApiError, Reply};
-use cairn_iam::identity::{KeyOwner, User};
+use cairn_iam::identity::{Holder, KeyOwner, User};
 use serde::Serialize;
 use serde_json::json;
 
@@ -122,7 +122,10 @@ pub(super) fn list(ctx: &mut Ctx<'_>, action: &str) -> Result<Reply, ApiError> {
 
 pub(super) fn delete(ctx: &mut Ctx<'_>, action: &str, name: String) -> Result<Reply, ApiError> {
     ctx.authorize(action, &entity_arn(ctx, "user", &name))?;
-    ctx.api.iam.check_delete_user(&name).map_err(iam_error)?;
+    ctx.api
+        .iam
+        .check_delete(Holder::User, &name)
+        .map_err(iam_error)?;
     defer_iam(ctx, move |d| d.delete_user(&name));
     Ok(nothing(ctx))
 }

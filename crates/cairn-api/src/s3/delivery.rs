@@ -9,10 +9,6 @@
 
 use crate::meta::Meta;
 use cairn_iam::policy::{self, ConditionKeys, Decision, Policy, Principal, RequestContext};
-use cairn_store::{
-    DeleteOutcome, ListPage, Object, ObjectInfo, ObjectStore, PutItem, PutOptions, Result,
-    StoreError, VersionEntry, Versioning,
-};
 use std::sync::Arc;
 
 pub const CLOUDTRAIL_PRINCIPAL: &str = "cloudtrail.amazonaws.com";
@@ -46,7 +42,7 @@ pub fn delivery_allowed(
     keys.set("aws:SecureTransport", "true");
     keys.set("aws:PrincipalIsAWSService", "true");
     keys.set("aws:PrincipalServiceName", CLOUDTRAIL_PRINCIPAL);
-    let resource = format!("arn:aws:s3:::{bucket}/{key}");
+    let resource = cairn_record::Arn::s3_object(bucket, key).to_string();
     let rc = RequestContext {
         principal: &principal,
         action: "s3:PutObject",
@@ -56,87 +52,10 @@ pub fn delivery_allowed(
     policy::evaluate(std::slice::from_ref(&p), &rc) == Decision::Allow
 }
 
-/// The trail store seen through bucket policies.
-pub struct PolicyGuardedStore {
-    pub inner: Arc<dyn ObjectStore>,
-    pub meta: Arc<Meta>,
-    pub account: String,
-}
-
-impl PolicyGuardedStore {
-    fn check(&self, bucket: &str, key: &str, opts: &PutOptions) -> Result<()> {
-        match &opts.source_arn {
-            Some(arn) if !delivery_allowed(&self.meta, &self.account, bucket, key, arn) => Err(
-                StoreError::AccessDenied(format!("{arn} may not write s3://{bucket}/{key}")),
-            ),
-            _ => Ok(()),
-        }
-    }
-}
-
-impl ObjectStore for PolicyGuardedStore {
-    fn create_bucket(&self, bucket: &str) -> Result<()> {
-        self.inner.create_bucket(bucket)
-    }
-    fn bucket_exists(&self, bucket: &str) -> Result<bool> {
-        self.inner.bucket_exists(bucket)
-    }
-    fn list_buckets(&self) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>)>> {
-        self.inner.list_buckets()
-    }
-    fn delete_bucket(&self, bucket: &str) -> Result<()> {
-        self.inner.delete_bucket(bucket)
-    }
-    fn put(&self, bucket: &str, key: &str, body: &[u8], opts: &PutOptions) -> Result<ObjectInfo> {
-        self.check(bucket, key, opts)?;
-        self.inner.put(bucket, key, body, opts)
-    }
-    fn put_many(&self, items: &[PutItem<'_>]) -> Result<Vec<ObjectInfo>> {
-        for i in items {
-            self.check(i.bucket, i.key, i.opts)?;
-        }
-        self.inner.put_many(items)
-    }
-    fn get(&self, bucket: &str, key: &str) -> Result<Object> {
-        self.inner.get(bucket, key)
-    }
-    fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
-        self.inner.head(bucket, key)
-    }
-    fn delete(&self, bucket: &str, key: &str) -> Result<()> {
-        self.inner.delete(bucket, key)
-    }
-    fn list(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        marker: Option<&str>,
-        max_keys: usize,
-    ) -> Result<ListPage> {
-        self.inner.list(bucket, prefix, marker, max_keys)
-    }
-    fn versioning(&self, bucket: &str) -> Result<Option<Versioning>> {
-        self.inner.versioning(bucket)
-    }
-    fn set_versioning(&self, bucket: &str, state: Versioning) -> Result<()> {
-        self.inner.set_versioning(bucket, state)
-    }
-    fn delete_object(&self, bucket: &str, key: &str) -> Result<DeleteOutcome> {
-        self.inner.delete_object(bucket, key)
-    }
-    fn delete_version(&self, bucket: &str, key: &str, version_id: &str) -> Result<DeleteOutcome> {
-        self.inner.delete_version(bucket, key, version_id)
-    }
-    fn get_version(&self, bucket: &str, key: &str, version_id: &str) -> Result<Object> {
-        self.inner.get_version(bucket, key, version_id)
-    }
-    fn list_versions(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<(&str, Option<&str>)>,
-        max: usize,
-    ) -> Result<(Vec<VersionEntry>, bool)> {
-        self.inner.list_versions(bucket, prefix, after, max)
-    }
+/// The engine's delivery guard over this metadata: deliveries subject to the buckets'
+/// policies.
+pub fn guard(meta: Arc<Meta>, account: String) -> cairn_trail::DeliveryGuard {
+    cairn_trail::DeliveryGuard(Arc::new(move |bucket, key, source_arn| {
+        delivery_allowed(&meta, &account, bucket, key, source_arn)
+    }))
 }

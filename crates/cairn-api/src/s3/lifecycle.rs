@@ -217,7 +217,7 @@ pub fn run_once(api: &Api) -> Result<Pass, String> {
         })
         .collect();
     pass.uploads_aborted =
-        crate::s3::multipart::expire_uploads(api, now, &abort_rules).map_err(|e| e.message)?;
+        crate::s3::uploads::expire_uploads(api, now, &abort_rules).map_err(|e| e.message)?;
     // Restores are finished and ended in every bucket, with or without lifecycle rules.
     let all = store.list_buckets().map_err(|e| e.to_string())?;
     for (bucket, _) in all {

@@ -21,20 +21,22 @@ pub mod lock;
 pub mod multipart;
 pub mod proxy;
 pub mod put;
+pub mod request;
 pub mod restore;
 pub mod router;
 pub mod tagging;
+pub mod uploads;
 
 pub use copy::CopySource;
 pub use error::{store_error, S3Error};
 pub use get::archived;
-pub use router::{classify, target, S3Call, S3Op, S3Request};
+pub use request::{S3Call, S3Request};
+pub use router::{classify, target, S3Op};
 
 use crate::edge::{Ctx, HttpRequest};
 use crate::protocol::{ApiError, Protocol, Reply};
-use crate::service::{BoxFuture, Service};
+use crate::service::{BoxFuture, Service, Signed};
 use crate::Api;
-use cairn_iam::sigv4::Authorization;
 use cairn_record::{builder, Arn, Resource};
 use cairn_store::StoreError;
 use serde_json::{json, Map, Value};
@@ -77,13 +79,8 @@ impl Service for S3 {
     fn mutates(&self, name: &str) -> bool {
         !router::read_only(name)
     }
-    fn prepare(
-        &self,
-        req: &mut HttpRequest,
-        auth: Option<&Authorization>,
-        secret: &str,
-    ) -> Result<(), ApiError> {
-        chunked::decode_request(req, auth, secret)
+    fn prepare(&self, req: &mut HttpRequest, signed: Signed<'_>) -> Result<(), ApiError> {
+        chunked::decode_request(req, signed.auth, signed.secret)
     }
     fn route(&self, api: &Api, req: &HttpRequest) -> Result<S3Call, ApiError> {
         router::route(api, req)

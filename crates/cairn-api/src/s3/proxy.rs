@@ -174,15 +174,7 @@ pub fn streams_request(api: &crate::Api, req: &HttpRequest) -> bool {
     // Only an S3 request keeps its body unread (S3 signs a declared payload hash; the
     // upstream checks it): a request signed for another service never skips hashing.
     let signed_for_s3 = req.query.contains("AWSAccessKeyId=")
-        || cairn_iam::sigv4::parse(&cairn_iam::sigv4::Request {
-            method: &req.method,
-            path: &req.path,
-            query: &req.query,
-            headers: &req.headers,
-            body_sha256: "",
-            s3: true,
-        })
-        .is_ok_and(|a| a.service == "s3");
+        || crate::edge::presented(req).is_ok_and(|a| a.service == "s3");
     let t = super::target(req);
     signed_for_s3
         && t.key.is_some()

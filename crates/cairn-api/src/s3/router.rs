@@ -17,6 +17,7 @@ use super::multipart::{
 };
 use super::proxy::Forward;
 use super::put::{ObjectHeaders, PutInput};
+use super::request::{S3Call, S3Request};
 use super::restore::RestoreInput;
 use super::tagging::TagSet;
 use crate::edge::HttpRequest;
@@ -437,161 +438,32 @@ pub fn classify(req: &HttpRequest) -> &'static str {
 
 /// Query parameters that select a sub-resource rather than filter a listing or an object.
 fn has_subresource(req: &HttpRequest) -> bool {
-    !non_listing_params(req).is_empty()
+    !subresources(req).is_empty()
+}
+
+/// Whether query parameter `name` only filters or pages a listing, names a version or part
+/// of an object, overrides a response header, or authenticates: not a sub-resource.
+fn filters(name: &str) -> bool {
+    cairn_iam::sigv2::LISTING_PARAMS.contains(&name)
+        || cairn_iam::sigv2::AUTH_PARAMS.contains(&name)
+        || crate::protocol::is_auth_param(name)
+        || matches!(name, "versionId" | "partNumber")
+        || name.starts_with("response-")
 }
 
 /// The names of the request's sub-resource parameters (`acl`, `policy`, `uploads`,
-/// `uploadId`, …), without the paging parameters of the listings they select.
+/// `uploadId`, …), sorted.
 pub fn subresources(req: &HttpRequest) -> Vec<String> {
-    const PAGING: &[&str] = &[
-        "key-marker",
-        "version-id-marker",
-        "upload-id-marker",
-        "part-number-marker",
-        "max-parts",
-        "max-uploads",
-    ];
-    let mut out = non_listing_params(req);
-    out.retain(|p| !PAGING.contains(&p.as_str()));
-    out
-}
-
-fn non_listing_params(req: &HttpRequest) -> Vec<String> {
-    const LISTING: &[&str] = &[
-        "prefix",
-        "marker",
-        "max-keys",
-        "delimiter",
-        "encoding-type",
-        "list-type",
-        "continuation-token",
-        "start-after",
-        "fetch-owner",
-        "versionId",
-        "partNumber",
-        "response-content-type",
-        "response-content-disposition",
-        "response-cache-control",
-        "response-content-encoding",
-        "response-content-language",
-        "response-expires",
-        "X-Amz-Algorithm",
-        "X-Amz-Credential",
-        "X-Amz-Date",
-        "X-Amz-Expires",
-        "X-Amz-SignedHeaders",
-        "X-Amz-Signature",
-        "X-Amz-Security-Token",
-        "x-id",
-        "AWSAccessKeyId",
-        "Signature",
-        "Expires",
-        "x-amz-security-token",
-    ];
     let mut out: Vec<String> = req
         .query
         .split('&')
         .filter(|kv| !kv.is_empty())
         .map(|kv| kv.split('=').next().unwrap_or("").to_string())
-        .filter(|name| !LISTING.contains(&name.as_str()))
+        .filter(|name| !filters(name))
         .collect();
     out.sort_unstable();
     out.dedup();
     out
-}
-
-/// What every S3 operation knows of its request, read once by the router: the bucket and
-/// key, the facts condition keys and records need, and the body. Handlers read their inputs
-/// from their operation's typed input; the header and query views here serve the condition
-/// keys, checksums and the proxy.
-#[derive(Debug, Clone)]
-pub struct S3Request {
-    /// Empty for operations on no bucket (ListBuckets, the account's public access block).
-    pub bucket: String,
-    /// Always present for object operations (a request without a key is a bucket's).
-    pub key: Option<String>,
-    pub virtual_host: bool,
-    /// The `Host` header, as records name it.
-    pub host: String,
-    pub version_id: Option<String>,
-    /// Headers, names lower-cased (for condition keys and checksums).
-    pub headers: Vec<(String, String)>,
-    /// Query parameters, decoded (for condition keys).
-    pub query: Vec<(String, String)>,
-    pub body: Bytes,
-    /// Signed with Signature Version 2 (a presigned URL).
-    pub sig_v2: bool,
-    /// Signed in an `Authorization` header (else in the query).
-    pub header_auth: bool,
-    pub tls_version: Option<String>,
-    /// `x-amz-bypass-governance-retention: true`.
-    pub bypass_governance: bool,
-}
-
-impl S3Request {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The object key of an object operation.
-    pub fn object_key(&self) -> &str {
-        self.key.as_deref().unwrap_or("")
-    }
-
-    /// `SignatureVersion` of a data event's additionalEventData.
-    pub fn signature_version(&self) -> &'static str {
-        if self.sig_v2 {
-            "SigV2"
-        } else {
-            "SigV4"
-        }
-    }
-
-    /// `AuthenticationMethod` of a data event's additionalEventData.
-    pub fn authentication_method(&self) -> &'static str {
-        if self.header_auth {
-            "AuthHeader"
-        } else {
-            "QueryString"
-        }
-    }
-
-    fn of(req: &HttpRequest, t: &Target) -> S3Request {
-        S3Request {
-            bucket: t.bucket.clone().unwrap_or_default(),
-            key: t.key.clone(),
-            virtual_host: t.virtual_host,
-            host: req.header("host").unwrap_or_default().to_string(),
-            version_id: req.query_param("versionId"),
-            headers: req.headers.clone(),
-            query: req.query_params(),
-            body: req.body.clone(),
-            sig_v2: has_param(req, "AWSAccessKeyId"),
-            header_auth: req.header("authorization").is_some(),
-            tls_version: req.tls.as_ref().map(|t| t.version.clone()),
-            bypass_governance: req
-                .header("x-amz-bypass-governance-retention")
-                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
-        }
-    }
-}
-
-/// A routed S3 request.
-pub enum S3Call {
-    /// On an embedded bucket (or none): the typed operation.
-    Embedded(S3Request, S3Op),
-    /// On a proxied bucket: what to forward to its upstream.
-    Proxied(S3Request, Forward),
 }
 
 /// Reads a request into its operation. Inputs that do not parse are answered here, before

@@ -1,0 +1,225 @@
+//! Where multipart uploads wait: upload and part records in the metadata store, part files
+//! under `ApiOptions::multipart_dir/UPLOAD_ID/` (upload ids are random hex, part files
+//! `NNNNN-RANDOM`: neither a key nor a bucket name ever becomes a path), directory mode 0700,
+//! files 0600, sealed with `ApiOptions::part_cipher` (the store's SSE-S3 cipher, the upload id
+//! and file name as associated data) and written with temp file + fsync + rename. Uploads left
+//! incomplete are aborted by the lifecycle worker ([`expire_uploads`]).
+
+use super::S3Error;
+use crate::edge::Ctx;
+use crate::protocol::ApiError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Upload {
+    pub(super) bucket: String,
+    pub(super) key: String,
+    pub(super) initiated: chrono::DateTime<chrono::Utc>,
+    pub(super) content_type: Option<String>,
+    pub(super) content_encoding: Option<String>,
+    pub(super) metadata: BTreeMap<String, String>,
+    /// `x-amz-checksum-algorithm` of CreateMultipartUpload (lower-case), if any.
+    #[serde(default)]
+    pub(super) checksum_algorithm: Option<String>,
+    /// System attributes fixed at creation (tags, ACL, storage class, object lock, SSE).
+    #[serde(default)]
+    pub(super) system: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Part {
+    pub(super) etag: String,
+    pub(super) size: u64,
+    pub(super) modified: chrono::DateTime<chrono::Utc>,
+    /// `(algorithm, base64 value)` verified when the part was uploaded.
+    #[serde(default)]
+    pub(super) checksum: Option<(String, String)>,
+    /// The part's file in the upload's directory (records written before part files had
+    /// unique names use `NNNNN`).
+    #[serde(default)]
+    pub(super) file: Option<String>,
+}
+
+impl Part {
+    pub(super) fn file_name(&self, n: u16) -> String {
+        self.file.clone().unwrap_or_else(|| format!("{n:05}"))
+    }
+}
+
+/// Where parts are written and how they are sealed.
+#[derive(Clone)]
+pub(super) struct PartFiles {
+    dir: std::path::PathBuf,
+    cipher: Option<crate::PartCipher>,
+}
+
+impl PartFiles {
+    pub(super) fn of(api: &crate::Api) -> PartFiles {
+        PartFiles {
+            dir: api.opts.multipart_dir.clone(),
+            cipher: api.opts.part_cipher.clone(),
+        }
+    }
+
+    fn context(id: &str, file: &str) -> Vec<u8> {
+        format!("multipart/{id}/{file}").into_bytes()
+    }
+
+    /// Creates an upload's directory, readable by this user only.
+    pub(super) fn create_dir(&self, id: &str) -> std::io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(self.dir.join(id))
+    }
+
+    /// Writes a part file durably (sealed, mode 0600).
+    pub(super) fn write(&self, id: &str, file: &str, body: &[u8]) -> Result<(), ApiError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let sealed;
+        let data: &[u8] = match &self.cipher {
+            Some(c) => {
+                sealed = c
+                    .seal(body, &Self::context(id, file))
+                    .map_err(ApiError::internal)?;
+                &sealed
+            }
+            None => body,
+        };
+        let path = self.dir.join(id).join(file);
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(ApiError::internal)?;
+        f.write_all(data).map_err(ApiError::internal)?;
+        f.sync_all().map_err(ApiError::internal)?;
+        std::fs::rename(&tmp, &path).map_err(ApiError::internal)?;
+        Ok(())
+    }
+
+    /// Reads a part file back (a file that does not open under its name is corruption).
+    pub(super) fn read(&self, id: &str, file: &str) -> Result<Vec<u8>, ApiError> {
+        let raw = std::fs::read(self.dir.join(id).join(file)).map_err(ApiError::internal)?;
+        match &self.cipher {
+            Some(c) => c
+                .open(&raw, &Self::context(id, file))
+                .map_err(|e| ApiError::internal(format!("part file {id}/{file}: {e}"))),
+            None => Ok(raw),
+        }
+    }
+
+    pub(super) fn remove(&self, id: &str, file: &str) {
+        let _ = std::fs::remove_file(self.dir.join(id).join(file));
+    }
+
+    pub(super) fn remove_upload(&self, id: &str) {
+        let _ = std::fs::remove_dir_all(self.dir.join(id));
+    }
+}
+
+fn no_such_upload(id: &str) -> ApiError {
+    S3Error::NoSuchUpload(id.to_string()).into()
+}
+
+pub(super) fn upload_key(id: &str) -> String {
+    format!("upload/{id}")
+}
+
+pub(super) fn part_key(id: &str, n: u16) -> String {
+    format!("upload/{id}/part/{n:05}")
+}
+
+/// Upload ids are 32 lowercase hex characters; anything else cannot name an upload (and so
+/// never reaches a path).
+fn valid_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+pub(super) fn load(ctx: &Ctx<'_>, id: &str, bucket: &str, key: &str) -> Result<Upload, ApiError> {
+    if !valid_id(id) {
+        return Err(no_such_upload(id));
+    }
+    let up: Option<Upload> = ctx.api.meta.get(&upload_key(id))?;
+    match up {
+        Some(u) if u.bucket == bucket && u.key == key => Ok(u),
+        _ => Err(no_such_upload(id)),
+    }
+}
+
+pub(super) fn parts_of(ctx: &Ctx<'_>, id: &str) -> Result<Vec<(u16, Part)>, ApiError> {
+    let rows: Vec<(String, Part)> = ctx.api.meta.scan(&format!("upload/{id}/part/"))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(k, p)| k.rsplit('/').next()?.parse().ok().map(|n| (n, p)))
+        .collect())
+}
+
+/// Every upload record (`upload/ID`; part records, `upload/ID/part/N`, share the prefix).
+pub(super) fn uploads(meta: &crate::meta::Meta) -> Result<Vec<(String, Upload)>, ApiError> {
+    let rows: Vec<(String, serde_json::Value)> = meta.scan("upload/")?;
+    Ok(rows
+        .into_iter()
+        .filter(|(k, _)| k.matches('/').count() == 1)
+        .filter_map(|(k, v)| {
+            let id = k["upload/".len()..].to_string();
+            serde_json::from_value(v).ok().map(|u| (id, u))
+        })
+        .collect())
+}
+
+pub(super) fn discard_upload(
+    meta: &crate::meta::Meta,
+    files: &PartFiles,
+    id: &str,
+    numbers: &[u16],
+) -> Result<(), ApiError> {
+    for n in numbers {
+        meta.delete(&part_key(id, *n))?;
+    }
+    meta.delete(&upload_key(id))?;
+    files.remove_upload(id);
+    Ok(())
+}
+
+/// Aborts the uploads that have waited too long: past their bucket's
+/// AbortIncompleteMultipartUpload days (`rules`: bucket → (prefix, days)), or past
+/// `ApiOptions::multipart_expiry_days`. Returns how many went.
+pub fn expire_uploads(
+    api: &crate::Api,
+    now: chrono::DateTime<chrono::Utc>,
+    rules: &BTreeMap<String, Vec<(String, i64)>>,
+) -> Result<u64, ApiError> {
+    let files = PartFiles::of(api);
+    let mut n = 0;
+    for (id, up) in uploads(&api.meta)? {
+        let days = rules
+            .get(&up.bucket)
+            .into_iter()
+            .flatten()
+            .filter(|(prefix, _)| up.key.starts_with(prefix.as_str()))
+            .map(|(_, d)| *d)
+            .min()
+            .unwrap_or(api.opts.multipart_expiry_days);
+        if crate::s3::lifecycle::due(up.initiated, days) <= now {
+            let numbers: Vec<u16> = api
+                .meta
+                .scan::<serde_json::Value>(&format!("upload/{id}/part/"))?
+                .into_iter()
+                .filter_map(|(k, _)| k.rsplit('/').next()?.parse().ok())
+                .collect();
+            discard_upload(&api.meta, &files, &id, &numbers)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
