@@ -143,3 +143,48 @@ def test_b23_invalid_bucket_names(srv):
         status, code, text = err(send(srv, "PUT", f"/{name}"))
         assert (status, code) == (400, "InvalidBucketName"), (name, text)
     assert "UpperCase" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_headers_asking_for_what_cairn_does_not_do_are_refused_not_ignored(srv):
+    """A write header cairn would otherwise drop (a grant to another account, a website
+    redirect) is refused with NotImplemented and nothing is written; an expected bucket owner
+    other than the account is refused as S3 refuses a bucket owned by someone else."""
+    s3 = srv.client("s3")
+    grant = 'id="79a59df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47ef2be"'
+    for kwargs in [dict(GrantRead=grant), dict(GrantFullControl=grant), dict(WebsiteRedirectLocation="/elsewhere")]:
+        with pytest.raises(ClientError) as e:
+            s3.put_object(Bucket=BUCKET, Key="refused-header", Body=b"x", **kwargs)
+        assert (e.value.response["Error"]["Code"], e.value.response["ResponseMetadata"]["HTTPStatusCode"]) == ("NotImplemented", 501), kwargs
+        with pytest.raises(ClientError) as e:
+            s3.create_multipart_upload(Bucket=BUCKET, Key="refused-header", **kwargs)
+        assert e.value.response["Error"]["Code"] == "NotImplemented", kwargs
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=BUCKET, Key="refused-header")
+    with pytest.raises(ClientError) as e:
+        s3.put_object_acl(Bucket=BUCKET, Key="k", GrantRead=grant)
+    assert e.value.response["Error"]["Code"] == "NotImplemented"
+    # The expected owner: this account passes, another is refused before anything is read.
+    s3.put_object(Bucket=BUCKET, Key="owned", Body=b"x", ExpectedBucketOwner=srv.account)
+    for call in [lambda: s3.get_object(Bucket=BUCKET, Key="owned", ExpectedBucketOwner="210987654321"),
+                 lambda: s3.put_object(Bucket=BUCKET, Key="owned", Body=b"y", ExpectedBucketOwner="210987654321"),
+                 lambda: s3.list_objects_v2(Bucket=BUCKET, ExpectedBucketOwner="210987654321")]:
+        with pytest.raises(ClientError) as e:
+            call()
+        assert (e.value.response["Error"]["Code"], e.value.response["ResponseMetadata"]["HTTPStatusCode"]) == ("AccessDenied", 403)
+    assert s3.get_object(Bucket=BUCKET, Key="owned")["Body"].read() == b"x"
+
+
+def test_periods_no_calendar_holds_are_refused(srv):
+    """Retention and restore periods beyond S3's bounds are refused when sent (they once
+    overflowed the date arithmetic of every later write)."""
+    s3 = srv.client("s3")
+    for rule in [{"Mode": "GOVERNANCE", "Years": 300000}, {"Mode": "GOVERNANCE", "Days": 100000000}]:
+        with pytest.raises(ClientError) as e:
+            s3.put_object_lock_configuration(Bucket=BUCKET, ObjectLockConfiguration={
+                "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": rule}})
+        assert e.value.response["Error"]["Code"] == "InvalidArgument", rule
+    s3.put_object(Bucket=BUCKET, Key="cold", Body=b"x", StorageClass="GLACIER")
+    with pytest.raises(ClientError) as e:
+        s3.restore_object(Bucket=BUCKET, Key="cold", RestoreRequest={"Days": 1000000000})
+    assert e.value.response["Error"]["Code"] == "MalformedXML"
+    s3.put_object(Bucket=BUCKET, Key="after", Body=b"still fine")

@@ -595,3 +595,55 @@ def test_every_refusal_above_is_in_the_trail(srv):
                      ("PutObjectRetention", "AccessDenied"), ("PutBucketAcl", "AccessDenied"),
                      ("CreateBucket", "AccessDenied"), ("CreateTrail", "AccessDeniedException")]:
         assert expected in seen, expected
+
+
+def test_review_account_controls_answer_to_no_bucket_policy(srv):
+    """The account's public access block is the account's: a request for it that names a
+    bucket in its Host is not judged by that bucket's policy (which its owner could write to
+    grant themselves the account's controls)."""
+    root = srv.client("s3")
+    root.create_bucket(Bucket="pab-trap")
+    key, secret = make_user(srv, "trapper", [
+        {"Effect": "Allow", "Action": ["s3:PutBucketPolicy", "s3:GetBucketPolicy"], "Resource": "arn:aws:s3:::pab-trap"}])
+    trapper = srv.client("s3", key=key, secret=secret)
+    me = f"arn:aws:iam::{ACCOUNT}:user/trapper"
+    try:
+        trapper.put_bucket_policy(Bucket="pab-trap", Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": me}, "Action": "s3:PutAccountPublicAccessBlock",
+             "NotResource": "arn:aws:s3:::pab-trap/nothing"}]}))
+    except ClientError as e:
+        assert e.response["Error"]["Code"] == "MalformedPolicy"
+    body = (b'<PublicAccessBlockConfiguration xmlns="http://awss3control.amazonaws.com/doc/2018-08-20/">'
+            b"<BlockPublicAcls>false</BlockPublicAcls></PublicAccessBlockConfiguration>")
+    path = "/v20180820/configuration/publicAccessBlock"
+    vhost = f"pab-trap.s3.localhost:{srv.port}"
+    h = signed(srv, "s3", "PUT", path, body, s3=True, key=key, secret=secret,
+               headers={"Host": vhost, "x-amz-account-id": ACCOUNT})
+    h["Host"] = vhost
+    st, _, data = send(srv, "PUT", path, h, body)
+    assert st == 403 and b"AccessDenied" in data, (st, data)
+    h = signed(srv, "s3", "GET", path, b"", s3=True, headers={"x-amz-account-id": ACCOUNT})
+    st, _, data = send(srv, "GET", path, h)
+    assert st == 404 and b"NoSuchPublicAccessBlockConfiguration" in data, (st, data)
+
+
+def test_review_refused_iam_and_sts_inputs_are_recorded_as_global_calls(srv):
+    """A global call refused for its inputs is still recorded in us-east-1 with its
+    parameters, whatever region it was signed for."""
+    key, secret = make_user(srv, "bad-inputs", [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}])
+    sts = srv.client("sts", key=key, secret=secret, region="eu-west-1")
+    with pytest.raises(ClientError) as e:
+        sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/none", RoleSessionName="not valid!")
+    assert code(e) == "ValidationError"
+    ct = srv.client("cloudtrail", region="us-east-1")
+    found = []
+    for _ in range(50):
+        out = ct.lookup_events(LookupAttributes=[{"AttributeKey": "Username", "AttributeValue": "bad-inputs"}])
+        found = [json.loads(ev["CloudTrailEvent"]) for ev in out["Events"] if ev["EventName"] == "AssumeRole"]
+        if found:
+            break
+        time.sleep(0.1)
+    assert found, "the refused AssumeRole is in us-east-1's history"
+    rec = found[0]
+    assert rec["awsRegion"] == "us-east-1" and rec["errorCode"] == "ValidationError"
+    assert rec["requestParameters"]["roleSessionName"] == "not valid!"

@@ -244,3 +244,16 @@ def test_every_refusal_above_is_in_the_trail(setup):
     for expected in [("PutObject", "AccessDenied"), ("DeleteObject", "AccessDenied"), ("CopyObject", "AccessDenied"),
                      ("DeleteObjects", "MalformedXML"), ("CopyObject", "NoSuchKey")]:
         assert expected in seen, expected
+
+
+def test_attributes_of_a_proxied_object_need_get_object_too(setup):
+    """Reading an object's attributes reads the object: allowed GetObjectAttributes but
+    denied GetObject, a caller learns nothing through the proxy (as on an embedded bucket)."""
+    srv, direct, _ = setup
+    direct.put_object(Bucket=UPSTREAM, Key="attrs/secret", Body=b"hidden")
+    s3, _ = user(srv, "attr-reader", [
+        {"Effect": "Allow", "Action": "s3:GetObjectAttributes", "Resource": f"arn:aws:s3:::{PROXIED}/*"},
+        {"Effect": "Deny", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{PROXIED}/attrs/*"}])
+    with pytest.raises(ClientError) as e:
+        s3.get_object_attributes(Bucket=PROXIED, Key="attrs/secret", ObjectAttributes=["ETag", "ObjectSize"])
+    assert code(e) == "AccessDenied"

@@ -154,7 +154,7 @@ async fn to_request(
         edge::Preauth::NeedsBody => {}
     }
     // A body bound for a proxied bucket's upstream is streamed there, not read here.
-    if crate::s3::proxy::streams_request(api, &request) {
+    if crate::service::streams_body(api, &request) {
         request.body_stream = Some(edge::BodyStream(Arc::new(std::sync::Mutex::new(Some(
             body,
         )))));

@@ -61,6 +61,11 @@ pub trait Service: Send + Sync + 'static {
     fn operations(&self) -> &'static [&'static str];
     /// Whether operation `name` changes state (its changes must wait for its durable event).
     fn mutates(&self, name: &str) -> bool;
+    /// Whether the listener should leave this request's body unread for the service to
+    /// stream (S3: a PUT to a proxied bucket).
+    fn streams_body(&self, _api: &Api, _req: &HttpRequest) -> bool {
+        false
+    }
     /// After authentication, before routing: what the service does to the request's body
     /// with the caller's verified signature (S3 decodes `aws-chunked`).
     fn prepare(&self, _req: &mut HttpRequest, _signed: Signed<'_>) -> Result<(), ApiError> {
@@ -92,6 +97,7 @@ pub trait Registered: Send + Sync {
     fn operation_name(&self, req: &HttpRequest) -> Result<String, ApiError>;
     fn operations(&self) -> &'static [&'static str];
     fn mutates(&self, name: &str) -> bool;
+    fn streams_body(&self, api: &Api, req: &HttpRequest) -> bool;
     /// Whether `name` is one of this service's operations.
     fn knows(&self, name: &str) -> bool {
         self.operations().contains(&name)
@@ -136,6 +142,9 @@ impl<S: Service> Registered for S {
     }
     fn mutates(&self, name: &str) -> bool {
         Service::mutates(self, name)
+    }
+    fn streams_body(&self, api: &Api, req: &HttpRequest) -> bool {
+        Service::streams_body(self, api, req)
     }
     fn prepare(&self, req: &mut HttpRequest, signed: Signed<'_>) -> Result<(), ApiError> {
         Service::prepare(self, req, signed)
@@ -209,6 +218,11 @@ pub fn service_for(
                 ApiError::internal("no service takes the request"),
             )
         })
+}
+
+/// Whether some service wants this request's body left unread, to stream it.
+pub fn streams_body(api: &Api, req: &HttpRequest) -> bool {
+    SERVICES.iter().any(|s| s.streams_body(api, req))
 }
 
 /// Declares an operation enum whose variants are named for the AWS operations, with

@@ -99,6 +99,16 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
         .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()));
     drop(ctx);
     if let (Some(effect), Ok(_)) = (effect, &result) {
+        // An effect's request carries nothing else: a handler that also prepared changes is
+        // a programming error, and its changes are forgotten, never made unrecorded.
+        if !after.deferred.is_empty() || !after.carried.is_empty() {
+            tracing::error!(op = %name, "a request with an effect also prepared changes; they are forgotten");
+            for d in after.deferred {
+                if let Some(a) = d.abort {
+                    a();
+                }
+            }
+        }
         return finish_effect(
             api,
             &req,

@@ -250,6 +250,9 @@ impl Service for Iam {
     fn route(&self, _api: &crate::Api, req: &HttpRequest) -> Result<IamCall, ApiError> {
         route(req)
     }
+    fn audit_unrouted(&self, ctx: &mut Ctx<'_>, req: &HttpRequest, _name: &str) {
+        audit_global(ctx, Params::of(req).logged());
+    }
     fn handle<'a>(
         &'a self,
         ctx: &'a mut Ctx<'_>,
@@ -260,10 +263,8 @@ impl Service for Iam {
 }
 
 async fn handle(ctx: &mut Ctx<'_>, call: IamCall) -> Result<Reply, ApiError> {
-    // IAM is global: its events are recorded in us-east-1 whatever region was signed.
-    ctx.region = "us-east-1".into();
+    audit_global(ctx, call.logged);
     ctx.audit.read_only = call.op.read_only();
-    ctx.audit.request_parameters = call.logged;
     let op = call.op;
     let action = op.action();
     let action = action.as_str();
@@ -329,6 +330,13 @@ pub(crate) fn new_arn(
         iam_error(e)
     })?;
     Ok(cairn_record::Arn::iam(&ctx.api.opts.account, &format!("{kind}{path}{name}")).to_string())
+}
+
+/// IAM and STS are global: their calls are recorded in us-east-1, whatever region was
+/// signed, with their parameters as sent.
+pub(crate) fn audit_global(ctx: &mut Ctx<'_>, logged: Option<serde_json::Value>) {
+    ctx.region = "us-east-1".into();
+    ctx.audit.request_parameters = logged;
 }
 
 /// IAM's error names and statuses (the directory's errors are IAM's own).

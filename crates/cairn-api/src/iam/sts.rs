@@ -1,7 +1,7 @@
 //! STS (query protocol, recorded in us-east-1): GetCallerIdentity and AssumeRole. It shares
 //! the query protocol and the identity directory with IAM.
 
-use super::{iam_error, is_form_post, query_operation_name};
+use super::{audit_global, iam_error, is_form_post, query_operation_name};
 use crate::edge::{access_denied, Committed, Ctx, HttpRequest};
 use crate::protocol::query::{self, Params};
 use crate::protocol::{ApiError, Protocol, Reply};
@@ -128,6 +128,9 @@ impl Service for Sts {
     fn route(&self, _api: &crate::Api, req: &HttpRequest) -> Result<StsCall, ApiError> {
         route(req)
     }
+    fn audit_unrouted(&self, ctx: &mut Ctx<'_>, req: &HttpRequest, _name: &str) {
+        audit_global(ctx, Params::of(req).logged());
+    }
     fn handle<'a>(
         &'a self,
         ctx: &'a mut Ctx<'_>,
@@ -138,8 +141,7 @@ impl Service for Sts {
 }
 
 async fn handle(ctx: &mut Ctx<'_>, call: StsCall) -> Result<Reply, ApiError> {
-    ctx.region = "us-east-1".into();
-    ctx.audit.request_parameters = call.logged;
+    audit_global(ctx, call.logged);
     match call.op {
         StsOp::GetCallerIdentity => get_caller_identity(ctx),
         StsOp::AssumeRole(input) => assume_role(ctx, input).await,

@@ -80,15 +80,17 @@ pub fn rest_reply<T: Serialize + ?Sized>(v: &T) -> Reply {
 }
 
 fn with_type<T: Serialize + ?Sized>(v: &T, content_type: &str) -> Reply {
-    let body = serde_json::to_vec(v).unwrap_or_else(|e| {
-        super::unserializable("JSON", &e);
-        b"{}".to_vec()
-    });
-    Reply {
-        status: 200,
-        headers: vec![("content-type".into(), content_type.into())],
-        body: Bytes::from(body),
-        stream: None,
+    match serde_json::to_vec(v) {
+        Ok(body) => Reply {
+            status: 200,
+            headers: vec![("content-type".into(), content_type.into())],
+            body: Bytes::from(body),
+            stream: None,
+        },
+        Err(e) => {
+            super::unserializable("JSON", &e);
+            super::unserialized(super::Protocol::Json)
+        }
     }
 }
 

@@ -182,6 +182,13 @@ pub(crate) fn unserializable(what: &str, e: &dyn std::fmt::Display) {
     panic!("an answer ({what}) could not be serialized: {e}");
 }
 
+/// The answer when an answer could not be serialized: an internal error, never a 200 with a
+/// broken body.
+pub(crate) fn unserialized(protocol: Protocol) -> Reply {
+    let e = ApiError::internal("the answer could not be serialized");
+    error_reply(protocol, &e, "", false)
+}
+
 /// `UserName` → `userName`: how CloudTrail names request parameters and response elements.
 pub fn lower_first(k: &str) -> String {
     let mut c = k.chars();

@@ -78,7 +78,10 @@ pub fn reply<T: Serialize>(op: &str, xmlns: &str, result: Option<&T>, request_id
         result,
         request_id,
     };
-    Reply::xml(200, to_xml(&format!("{op}Response"), &answer))
+    match to_xml(&format!("{op}Response"), &answer) {
+        body if body.is_empty() => super::unserialized(super::Protocol::Query),
+        body => Reply::xml(200, body),
+    }
 }
 
 struct Answer<'a, T> {

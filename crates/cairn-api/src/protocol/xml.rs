@@ -194,8 +194,12 @@ pub fn document<T: serde::Serialize + ?Sized>(root: &str, value: &T) -> String {
 }
 
 /// An XML document whose root element carries the namespace `ns`.
+/// Empty when `value` cannot be serialized (see [`to_xml`]).
 pub fn document_in<T: serde::Serialize + ?Sized>(root: &str, ns: &str, value: &T) -> String {
     let body = to_xml(root, value);
+    if body.is_empty() {
+        return body;
+    }
     let rest = body.get(1 + root.len()..).unwrap_or_default();
     format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{root} xmlns=\"{ns}\"{rest}")
 }

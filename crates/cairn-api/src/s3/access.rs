@@ -74,14 +74,36 @@ pub fn sets_acl(req: &S3Request) -> bool {
 }
 
 /// Refuses a public ACL in a request's headers when the bucket's or the account's public
-/// access block has BlockPublicAcls (S3 answers AccessDenied).
-pub fn refuse_public_acl(ctx: &Ctx<'_>, req: &S3Request) -> Result<(), ApiError> {
+/// access block has BlockPublicAcls (S3 answers AccessDenied), then the write headers cairn
+/// does not implement: grants to other grantees (`x-amz-grant-*`; canned ACLs are kept) and
+/// website redirects. They are refused, never silently dropped.
+pub fn refuse_write_headers(ctx: &Ctx<'_>, req: &S3Request) -> Result<(), ApiError> {
     if requests_public_acl(req)
         && super::bucket_config::public_access_setting(ctx, &req.bucket, "BlockPublicAcls")?
     {
         return Err(S3Error::AccessDenied.into());
     }
+    let unsupported = GRANT_HEADERS
+        .iter()
+        .chain(&["x-amz-website-redirect-location"])
+        .find(|h| req.header(h).is_some());
+    if let Some(h) = unsupported {
+        return Err(S3Error::NotImplemented(format!(
+            "{h} is not implemented by cairn (canned ACLs, x-amz-acl, are)."
+        ))
+        .into_api()
+        .with("Header", *h));
+    }
     Ok(())
+}
+
+/// `x-amz-expected-bucket-owner`: every bucket is this account's, so any other owner named
+/// is refused (403), as S3 refuses a bucket owned by someone else.
+pub fn check_expected_owner(ctx: &Ctx<'_>, req: &S3Request) -> Result<(), ApiError> {
+    match req.header("x-amz-expected-bucket-owner") {
+        Some(owner) if owner != ctx.api.opts.account => Err(S3Error::AccessDenied.into()),
+        _ => Ok(()),
+    }
 }
 
 /// The permissions a write's headers need besides `s3:PutObject`, as S3 requires them: an

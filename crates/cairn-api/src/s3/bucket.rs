@@ -30,13 +30,53 @@ pub fn set_region(meta: &Meta, bucket: &str, region: &str) -> Result<(), ApiErro
     meta.put(&region_key(bucket), &region.to_string())
 }
 
-/// Meta keys a bucket owns beside its objects, removed with it.
+/// What a bucket call's record says of its body, as CloudTrail logs it (whether or not the
+/// call then succeeds): the location constraint, the versioning status, the policy.
+pub(super) fn body_params(
+    name: &str,
+    req: &S3Request,
+    params: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    let doc = || crate::protocol::xml::parse(&req.body);
+    let text = |d: &Element, child: &str| d.child_text(child).map(|t| t.trim().to_string());
+    match name {
+        "CreateBucket" => {
+            if let Some(c) = doc().and_then(|d| text(&d, "LocationConstraint")) {
+                params.insert(
+                    "CreateBucketConfiguration".into(),
+                    json!({ "LocationConstraint": c }),
+                );
+            }
+        }
+        "PutBucketVersioning" => {
+            let status = doc().and_then(|d| text(&d, "Status"));
+            params.insert(
+                "VersioningConfiguration".into(),
+                json!({ "Status": status }),
+            );
+        }
+        "PutBucketPolicy" => {
+            if let Ok(p) = serde_json::from_slice::<serde_json::Value>(&req.body) {
+                params.insert("bucketPolicy".into(), p);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Meta keys a bucket owns beside its objects, removed with it (a new bucket of the same
+/// name inherits none of them).
 fn owned_keys(bucket: &str) -> Vec<String> {
-    vec![
+    let mut keys = vec![
         region_key(bucket),
         lock::config_key(bucket),
         super::acl::bucket_key(bucket),
-    ]
+        access::policy_key(bucket),
+    ];
+    for param in bucket_config::PARAMS {
+        keys.push(bucket_config::config_key(param, bucket));
+    }
+    keys
 }
 
 #[derive(Debug, Clone)]
@@ -126,11 +166,8 @@ pub(super) async fn create(
     i: CreateBucketInput,
 ) -> Result<Reply, ApiError> {
     let bucket = req.bucket.clone();
-    if let (Some(c), Some(p)) = (&i.constraint, ctx.audit.request_parameters.as_mut()) {
-        p["CreateBucketConfiguration"] = json!({"LocationConstraint": c});
-    }
     // A public ACL on a new bucket is refused under the account's BlockPublicAcls.
-    access::refuse_public_acl(ctx, req)?;
+    access::refuse_write_headers(ctx, req)?;
     if cairn_store::check_bucket_name(&bucket).is_err() {
         return Err(S3Error::InvalidBucketName(bucket).into());
     }
@@ -262,10 +299,9 @@ pub(super) fn versioning_input(doc: Option<Element>) -> Result<VersioningInput, 
     if doc.child_text("MfaDelete").map(str::trim) == Some("Enabled") {
         return Err(S3Error::NotImplemented("MFA Delete is not supported by cairn.".into()).into());
     }
-    let status = doc.child_text("Status").map(str::trim).unwrap_or_default();
-    let state = match status {
-        "Enabled" => Versioning::Enabled,
-        "Suspended" => Versioning::Suspended,
+    let (state, status) = match doc.child_text("Status").map(str::trim) {
+        Some(s @ "Enabled") => (Versioning::Enabled, s),
+        Some(s @ "Suspended") => (Versioning::Suspended, s),
         _ => return Err(S3Error::MalformedXml.into()),
     };
     Ok(VersioningInput {
@@ -302,9 +338,6 @@ pub(super) fn put_versioning(
     req: &S3Request,
     i: VersioningInput,
 ) -> Result<Reply, ApiError> {
-    if let Some(p) = ctx.audit.request_parameters.as_mut() {
-        p["VersioningConfiguration"] = json!({"Status": i.status});
-    }
     if i.state == Versioning::Suspended && lock::enabled(ctx, &req.bucket)? {
         return Err(S3Error::InvalidBucketState(
             "An Object Lock configuration is present on this bucket, so the versioning state cannot be changed.".into(),
@@ -363,12 +396,6 @@ pub(super) fn put_policy(
     req: &S3Request,
     i: PolicyInput,
 ) -> Result<Reply, ApiError> {
-    if let (Some(p), Ok(doc)) = (
-        ctx.audit.request_parameters.as_mut(),
-        serde_json::from_str::<serde_json::Value>(&i.text),
-    ) {
-        p["bucketPolicy"] = doc;
-    }
     let blocks_public =
         bucket_config::public_access_setting(ctx, &req.bucket, "BlockPublicPolicy")?;
     if blocks_public && i.policy.grants_public_allow() {

@@ -7,7 +7,6 @@ use crate::edge::Ctx;
 use crate::protocol::xml::{self, Element};
 use crate::protocol::{ApiError, Reply};
 use serde::Serialize;
-use serde_json::json;
 
 /// A configuration document, checked (well-formed, the right root, S3's rules) and kept as
 /// the client sent it.
@@ -59,6 +58,15 @@ impl Config {
         }
     }
 }
+
+/// Every configuration kept per bucket (with the lifecycle's transition minimum size).
+pub const PARAMS: &[&str] = &[
+    "publicAccessBlock",
+    "tagging",
+    "lifecycle",
+    "encryption",
+    "lifecycle-min-size",
+];
 
 /// Where a bucket's configuration document is kept.
 pub fn config_key(param: &str, bucket: &str) -> String {
@@ -344,7 +352,6 @@ pub(super) fn account_pab_doc(doc: &Element) -> Result<AccountPab, ApiError> {
 
 /// The account named must be this one (after authorization, as S3 Control answers).
 fn own_account(ctx: &mut Ctx<'_>, i: &AccountPabInput) -> Result<(), ApiError> {
-    ctx.audit.request_parameters = Some(json!({"accountId": i.account_id}));
     if i.account_id != ctx.api.opts.account {
         return Err(S3Error::AccessDenied.into());
     }

@@ -194,7 +194,7 @@ pub(super) async fn copy(
     i: CopyInput,
 ) -> Result<Reply, ApiError> {
     let (bucket, key) = (req.bucket.as_str(), req.object_key());
-    access::refuse_public_acl(ctx, req)?;
+    access::refuse_write_headers(ctx, req)?;
     let src = &i.source;
     if !i.replace_metadata && src.bucket == bucket && src.key == key && src.version_id.is_none() {
         return Err(S3Error::InvalidRequest(

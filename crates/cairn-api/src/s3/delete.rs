@@ -33,7 +33,10 @@ pub(super) fn objects_input(req: &S3Request) -> Result<DeleteObjectsInput, ApiEr
         if o.children_named("Key").count() != 1 || o.children_named("VersionId").count() > 1 {
             return Err(S3Error::MalformedXml.into());
         }
-        let key = o.child_text("Key").unwrap_or_default().to_string();
+        let key = o
+            .child_text("Key")
+            .ok_or(S3Error::MalformedXml)?
+            .to_string();
         let version = o
             .child_text("VersionId")
             .filter(|v| !v.is_empty())

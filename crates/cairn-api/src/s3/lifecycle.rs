@@ -104,8 +104,14 @@ pub fn parse_rules(doc: &crate::protocol::xml::Element) -> Vec<Rule> {
 }
 
 /// When an action `days` after `since` becomes due: the next midnight UTC at or after it.
+/// A span no calendar holds is never due.
 pub fn due(since: DateTime<Utc>, days: i64) -> DateTime<Utc> {
-    let t = since + Duration::days(days);
+    let later = |t: DateTime<Utc>, days: i64| {
+        Duration::try_days(days).and_then(|d| t.checked_add_signed(d))
+    };
+    let Some(t) = later(since, days) else {
+        return DateTime::<Utc>::MAX_UTC;
+    };
     let midnight = t
         .date_naive()
         .and_hms_opt(0, 0, 0)
@@ -114,7 +120,7 @@ pub fn due(since: DateTime<Utc>, days: i64) -> DateTime<Utc> {
     if midnight == t {
         t
     } else {
-        midnight + Duration::days(1)
+        later(midnight, 1).unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 }
 

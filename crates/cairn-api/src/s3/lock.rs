@@ -103,20 +103,21 @@ pub(super) fn config_input(doc: &Element) -> Result<LockConfigInput, ApiError> {
     if !matches!(mode, "GOVERNANCE" | "COMPLIANCE") {
         return Err(S3Error::MalformedXml.into());
     }
-    let period = |v: &str| {
+    // S3's bounds: 1 to 36,500 days, or 1 to 100 years.
+    let period = |v: &str, max: u32| {
         v.trim()
             .parse::<u32>()
             .ok()
-            .filter(|n| *n > 0)
+            .filter(|n| (1..=max).contains(n))
             .ok_or_else(|| {
-                ApiError::from(S3Error::InvalidArgument(
-                    "Default retention period must be a positive integer value".into(),
-                ))
+                ApiError::from(S3Error::InvalidArgument(format!(
+                    "Default retention period must be a positive integer value of at most {max}"
+                )))
             })
     };
     let (days, years) = match (d.child_text("Days"), d.child_text("Years")) {
-        (Some(n), None) => (Some(period(n)?), None),
-        (None, Some(n)) => (None, Some(period(n)?)),
+        (Some(n), None) => (Some(period(n, 36_500)?), None),
+        (None, Some(n)) => (None, Some(period(n, 100)?)),
         _ => return Err(S3Error::MalformedXml.into()),
     };
     Ok(LockConfigInput {
@@ -207,15 +208,14 @@ pub(super) fn new_object_retention(
         .or_else(|| {
             d.child_text("Years")
                 .and_then(|v| v.trim().parse::<i64>().ok())
-                .map(|y| y * 365)
+                .and_then(|y| y.checked_mul(365))
         })
         .unwrap_or(0);
-    Ok((days > 0).then(|| {
-        (
-            mode.to_string(),
-            iso_millis(ctx.now + chrono::Duration::days(days)),
-        )
-    }))
+    let until = chrono::Duration::try_days(days).and_then(|d| ctx.now.checked_add_signed(d));
+    Ok(match until {
+        Some(u) if days > 0 => Some((mode.to_string(), iso_millis(u))),
+        _ => None,
+    })
 }
 
 fn locked() -> ApiError {

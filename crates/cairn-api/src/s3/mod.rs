@@ -79,6 +79,9 @@ impl Service for S3 {
     fn mutates(&self, name: &str) -> bool {
         !router::read_only(name)
     }
+    fn streams_body(&self, api: &Api, req: &HttpRequest) -> bool {
+        proxy::streams_request(api, req)
+    }
     fn prepare(&self, req: &mut HttpRequest, signed: Signed<'_>) -> Result<(), ApiError> {
         chunked::decode_request(req, signed.auth, signed.secret)
     }
@@ -86,25 +89,9 @@ impl Service for S3 {
         router::route(api, req)
     }
     fn audit_unrouted(&self, ctx: &mut Ctx<'_>, req: &HttpRequest, name: &str) {
-        // An object call is a data event even when its inputs do not parse.
-        let t = target(req);
-        if router::data_event(name) && t.bucket.is_some() {
-            let r = S3Request {
-                bucket: t.bucket.unwrap_or_default(),
-                key: t.key,
-                virtual_host: t.virtual_host,
-                host: req.header("host").unwrap_or_default().to_string(),
-                version_id: req.query_param("versionId"),
-                headers: Vec::new(),
-                query: Vec::new(),
-                body: bytes::Bytes::new(),
-                sig_v2: false,
-                header_auth: true,
-                tls_version: None,
-                bypass_governance: false,
-            };
-            record(ctx, &r, name);
-        }
+        // Recorded as it would have been had its inputs parsed (object calls as data events).
+        let (r, _) = router::request_of(req, name);
+        record(ctx, &r, name);
     }
     fn handle<'a>(
         &'a self,
@@ -162,6 +149,7 @@ async fn handle(ctx: &mut Ctx<'_>, call: S3Call) -> Result<Reply, ApiError> {
                     _ => {}
                 }
             }
+            access::check_expected_owner(ctx, &req)?;
             if needs_bucket(name) {
                 bucket_must_exist(ctx, &req.bucket)?;
             }
@@ -285,12 +273,18 @@ fn record(ctx: &mut Ctx<'_>, req: &S3Request, name: &str) {
     if !router::data_event(name) {
         ctx.audit.read_only = router::read_only(name);
         let mut params = Map::new();
-        if !req.bucket.is_empty() {
-            params.insert("bucketName".into(), json!(req.bucket));
-        }
-        params.insert("Host".into(), json!(req.host));
-        if let Some(s) = sub {
-            params.insert(s.into(), json!(""));
+        if router::account_level(name) {
+            let account = req.header("x-amz-account-id").unwrap_or("");
+            params.insert("accountId".into(), json!(account));
+        } else {
+            if !req.bucket.is_empty() {
+                params.insert("bucketName".into(), json!(req.bucket));
+            }
+            params.insert("Host".into(), json!(req.host));
+            if let Some(s) = sub {
+                params.insert(s.into(), json!(""));
+            }
+            bucket::body_params(name, req, &mut params);
         }
         ctx.audit.request_parameters = Some(Value::Object(params));
         return;
@@ -401,10 +395,10 @@ pub(crate) fn empty(status: u16) -> Reply {
 
 /// An S3 answer whose body is `value` as the document `root` in S3's namespace.
 pub(crate) fn document<T: serde::Serialize>(root: &str, value: &T) -> Reply {
-    Reply::s3_xml(
-        200,
-        crate::protocol::xml::document_in(root, crate::protocol::S3_XMLNS, value),
-    )
+    match crate::protocol::xml::document_in(root, crate::protocol::S3_XMLNS, value) {
+        body if body.is_empty() => crate::protocol::unserialized(Protocol::S3),
+        body => Reply::s3_xml(200, body),
+    }
 }
 
 /// The owner S3 names in listings and ACLs: the account.

@@ -63,23 +63,25 @@ pub struct PartInput {
 
 impl PartInput {
     pub(super) fn of(req: &S3Request, with_number: bool) -> Result<PartInput, ApiError> {
-        let upload_id = req.param("uploadId").unwrap_or_default().to_string();
+        let upload_id = req
+            .param("uploadId")
+            .ok_or_else(|| S3Error::NoSuchUpload(String::new()))?
+            .to_string();
         if !with_number {
             return Ok(PartInput {
                 upload_id,
                 part_number: 0,
             });
         }
-        let number = req.param("partNumber").unwrap_or_default();
+        let number = req.param("partNumber");
         let part_number = number
-            .parse()
-            .ok()
+            .and_then(|n| n.parse().ok())
             .filter(|n| (1..=10_000).contains(n))
             .ok_or_else(|| {
                 S3Error::invalid_argument(
                     "Part number must be an integer between 1 and 10000, inclusive",
                     "partNumber",
-                    Some(number),
+                    number,
                 )
             })?;
         Ok(PartInput {
@@ -133,7 +135,7 @@ pub(super) async fn create(
     req: &S3Request,
     i: CreateUploadInput,
 ) -> Result<Reply, ApiError> {
-    access::refuse_public_acl(ctx, req)?;
+    access::refuse_write_headers(ctx, req)?;
     let (bucket, key) = (req.bucket.as_str(), req.object_key());
     if key.len() > cairn_store::MAX_KEY_BYTES {
         return Err(S3Error::KeyTooLong.into());

@@ -243,6 +243,10 @@ pub async fn forward(ctx: &mut Ctx<'_>, req: &S3Request, fwd: Forward) -> Result
     } else {
         ctx.authorize(&action(op, vid.is_some()), &resource)?;
     }
+    // Reading an object's attributes reads the object (as the embedded handler checks).
+    if op == "GetObjectAttributes" {
+        ctx.authorize(&action("GetObject", vid.is_some()), &resource)?;
+    }
     // The headers of a write that need permissions of their own (an ACL, tags, object lock).
     if matches!(op, "PutObject" | "CopyObject" | "CreateMultipartUpload") {
         super::access::authorize_header_actions(ctx, req, &resource)?;

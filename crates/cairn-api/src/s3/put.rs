@@ -187,7 +187,7 @@ pub(super) async fn put(
     i: PutInput,
 ) -> Result<Reply, ApiError> {
     let key = req.object_key();
-    access::refuse_public_acl(ctx, req)?;
+    access::refuse_write_headers(ctx, req)?;
     if !i.has_length {
         return Err(S3Error::MissingContentLength.into());
     }

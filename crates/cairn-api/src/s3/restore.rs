@@ -30,7 +30,7 @@ pub(super) fn input(body: &[u8]) -> Result<RestoreInput, ApiError> {
         Some(d) => d.trim().parse().map_err(|_| S3Error::MalformedXml)?,
         None => 1,
     };
-    if days < 1 {
+    if !(1..=36_500).contains(&days) {
         return Err(S3Error::MalformedXml.into());
     }
     let tier = doc

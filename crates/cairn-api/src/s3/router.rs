@@ -478,8 +478,7 @@ pub fn route(api: &Api, req: &HttpRequest) -> Result<S3Call, ApiError> {
         return Err(S3Error::InvalidUri.into());
     }
     let name = classify(req);
-    let t = target(req);
-    let common = S3Request::of(req, &t);
+    let (common, t) = request_of(req, name);
     if let Some(upstream) = t.bucket.as_ref().and_then(|b| api.opts.proxies.get(b)) {
         if UNIMPLEMENTED.contains(&name) {
             return Err(not_implemented());
@@ -490,6 +489,29 @@ pub fn route(api: &Api, req: &HttpRequest) -> Result<S3Call, ApiError> {
     super::access::refuse_sse_c(&req.headers)?;
     let op = parse(name, req, &common)?;
     Ok(S3Call::Embedded(common, op))
+}
+
+/// Whether operation `name` is on the account (S3 Control), not on a bucket.
+pub fn account_level(name: &str) -> bool {
+    matches!(
+        name,
+        "GetPublicAccessBlock" | "PutPublicAccessBlock" | "DeletePublicAccessBlock"
+    )
+}
+
+/// What operation `name` knows of its request. An account-level operation names no bucket,
+/// whatever its Host says: no bucket's policy or upstream has a say in it.
+pub(super) fn request_of(req: &HttpRequest, name: &str) -> (S3Request, Target) {
+    let t = if account_level(name) {
+        Target {
+            bucket: None,
+            key: None,
+            virtual_host: false,
+        }
+    } else {
+        target(req)
+    };
+    (S3Request::of(req, &t), t)
 }
 
 fn not_implemented() -> ApiError {
