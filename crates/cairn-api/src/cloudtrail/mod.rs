@@ -322,9 +322,7 @@ pub(crate) fn member<T: DeserializeOwned>(
 ) -> Result<Option<T>, ApiError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => T::deserialize(v.clone())
-            .map(Some)
-            .map_err(|e| bad(e.to_string())),
+        Some(v) => T::deserialize(v).map(Some).map_err(|e| bad(e.to_string())),
     }
 }
 

@@ -29,8 +29,7 @@ pub fn object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 /// The typed input of an operation from its body's object; a member of the wrong type is a
 /// SerializationException, as AWS's deserializer answers it.
 pub fn input<T: DeserializeOwned>(body: &Map<String, Value>) -> Result<T, ApiError> {
-    T::deserialize(Value::Object(body.clone()))
-        .map_err(|e| ApiError::serialization(format!("Invalid request: {e}")))
+    T::deserialize(body).map_err(|e| ApiError::serialization(format!("Invalid request: {e}")))
 }
 
 /// Refuses a body that says it is not JSON (SDKs send `application/x-amz-json-1.1`).
