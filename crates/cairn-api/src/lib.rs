@@ -15,6 +15,7 @@ pub mod cloudtrail;
 pub mod edge;
 pub mod http;
 pub mod iam;
+pub mod kms;
 pub mod meta;
 pub mod metrics;
 pub mod protocol;
@@ -138,6 +139,8 @@ pub struct Api {
     /// Where trails deliver (the same store unless delivery goes to a remote S3).
     pub trail_store: Arc<dyn ObjectStore>,
     pub iam: Arc<Directory>,
+    /// KMS keys (the `kms` service, SSE-KMS objects, encrypted trails).
+    pub kms: Arc<cairn_kms::Kms>,
     pub meta: Arc<meta::Meta>,
     pub history: Arc<cloudtrail::history::History>,
     pub clock: Arc<dyn Clock>,
@@ -179,6 +182,7 @@ impl Api {
         store: Arc<dyn ObjectStore>,
         trail_store: Arc<dyn ObjectStore>,
         iam: Arc<Directory>,
+        kms: Arc<cairn_kms::Kms>,
         meta: Arc<meta::Meta>,
         history: Arc<cloudtrail::history::History>,
         clock: Arc<dyn Clock>,
@@ -188,6 +192,7 @@ impl Api {
             store,
             trail_store,
             iam,
+            kms,
             meta,
             history,
             clock,

@@ -171,6 +171,7 @@ impl<S: Service> Registered for S {
 
 /// Every service, in the order they are asked to take a request no signature names.
 pub static SERVICES: &[&dyn Registered] = &[
+    &crate::kms::Kms,
     &crate::cloudtrail::CloudTrail,
     &crate::cloudtrail::data::CloudTrailData,
     &crate::iam::sts::Sts,

@@ -91,6 +91,13 @@ fn iam(op: &'static str, params: &str) -> Case {
         .body(format!("Action={op}&Version=2010-05-08&{params}"))
 }
 
+fn kms(op: &'static str, body: impl Into<String>) -> Case {
+    case("kms", op, "POST", "/")
+        .header("x-amz-target", &format!("TrentService.{op}"))
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(body)
+}
+
 fn s3(op: &'static str, method: &'static str, path: &str, query: &str) -> Case {
     case("s3", op, method, path).query(query)
 }
@@ -140,6 +147,15 @@ fn state(api: &Api, multipart: &std::path::Path) -> String {
     }
     for t in api.engine.trails() {
         out.push(format!("trail {t:?}"));
+    }
+    for k in api.kms.keys().unwrap() {
+        out.push(format!("kms key {k:?}"));
+        for g in api.kms.grants(&k.key_id).unwrap() {
+            out.push(format!("kms grant {g:?}"));
+        }
+    }
+    for a in api.kms.aliases("us-east-1").unwrap() {
+        out.push(format!("kms alias {a:?}"));
     }
     let mut files = Vec::new();
     for e in walkdir(multipart) {
@@ -297,6 +313,46 @@ fn every_mutating_operation_of_every_service_fails_closed() {
     let abort = xml_field(&s3ok("POST", "/data/abortme", "uploads", ""), "UploadId");
     let first = hex::encode(<md5::Md5 as md5::Digest>::digest(b"first"));
 
+    // KMS: three keys, an alias, two grants.
+    let kms_call = |op: &str, body: &str| -> serde_json::Value {
+        let target = format!("TrentService.{op}");
+        let answer = ok(wire::signed(
+            &addr,
+            &root,
+            "POST",
+            "/",
+            "",
+            "kms",
+            &[
+                ("x-amz-target", target.as_str()),
+                ("content-type", "application/x-amz-json-1.1"),
+            ],
+            body,
+        ));
+        serde_json::from_str(&answer).unwrap_or_default()
+    };
+    let key_id = |v: serde_json::Value| v["KeyMetadata"]["KeyId"].as_str().unwrap().to_string();
+    let k1 = key_id(kms_call("CreateKey", "{}"));
+    let k2 = key_id(kms_call("CreateKey", "{}"));
+    let k3 = key_id(kms_call("CreateKey", "{}"));
+    kms_call(
+        "CreateAlias",
+        &format!(r#"{{"AliasName":"alias/one","TargetKeyId":"{k1}"}}"#),
+    );
+    let bob_arn = format!("arn:aws:iam::{}:user/bob", common::ACCOUNT);
+    let grant = |k: &str| {
+        kms_call(
+            "CreateGrant",
+            &format!(
+                r#"{{"KeyId":"{k}","GranteePrincipal":"{bob_arn}","Operations":["Decrypt"]}}"#
+            ),
+        )["GrantId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (g1, g2) = (grant(&k1), grant(&k1));
+
     // --- Every mutating operation. ---
     let event_data = serde_json::json!({
         "version": "1.0", "userIdentity": {"type": "app", "principalId": "p"},
@@ -340,6 +396,34 @@ fn every_mutating_operation_of_every_service_fails_closed() {
         trail("StartLogging", r#"{"Name":"tr3"}"#),
         trail("StopLogging", r#"{"Name":"tr1"}"#),
         trail("DeleteTrail", r#"{"Name":"tr1"}"#),
+        // KMS
+        kms("CreateKey", r#"{"Description":"new"}"#),
+        kms("CreateAlias", format!(r#"{{"AliasName":"alias/two","TargetKeyId":"{k1}"}}"#)),
+        kms("UpdateAlias", format!(r#"{{"AliasName":"alias/one","TargetKeyId":"{k2}"}}"#)),
+        kms("DeleteAlias", r#"{"AliasName":"alias/two"}"#),
+        kms("UpdateKeyDescription", format!(r#"{{"KeyId":"{k1}","Description":"d"}}"#)),
+        kms(
+            "PutKeyPolicy",
+            format!(
+                r#"{{"KeyId":"{k1}","PolicyName":"default","Policy":{}}}"#,
+                serde_json::Value::String(cairn_kms::default_policy(common::ACCOUNT))
+            ),
+        ),
+        kms("EnableKeyRotation", format!(r#"{{"KeyId":"{k1}"}}"#)),
+        kms("DisableKeyRotation", format!(r#"{{"KeyId":"{k1}"}}"#)),
+        kms("RotateKeyOnDemand", format!(r#"{{"KeyId":"{k1}"}}"#)),
+        kms("TagResource", format!(r#"{{"KeyId":"{k1}","Tags":[{{"TagKey":"a","TagValue":"b"}}]}}"#)),
+        kms("UntagResource", format!(r#"{{"KeyId":"{k1}","TagKeys":["a"]}}"#)),
+        kms(
+            "CreateGrant",
+            format!(r#"{{"KeyId":"{k1}","GranteePrincipal":"{bob_arn}","Operations":["Encrypt"]}}"#),
+        ),
+        kms("RetireGrant", format!(r#"{{"KeyId":"{k1}","GrantId":"{g1}"}}"#)),
+        kms("RevokeGrant", format!(r#"{{"KeyId":"{k1}","GrantId":"{g2}"}}"#)),
+        kms("DisableKey", format!(r#"{{"KeyId":"{k2}"}}"#)),
+        kms("EnableKey", format!(r#"{{"KeyId":"{k2}"}}"#)),
+        kms("ScheduleKeyDeletion", format!(r#"{{"KeyId":"{k3}","PendingWindowInDays":7}}"#)),
+        kms("CancelKeyDeletion", format!(r#"{{"KeyId":"{k3}"}}"#)),
         // IAM and STS
         iam("CreateUser", "UserName=dave"),
         iam("CreateAccessKey", "UserName=carol"),

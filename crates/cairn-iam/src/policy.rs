@@ -429,6 +429,23 @@ impl Policy {
         resource_ok: impl Fn(&str) -> bool,
         action_ok: impl Fn(&str) -> bool,
     ) -> Result<(), MalformedPolicy> {
+        self.check_statements(Some(&resource_ok), action_ok)
+    }
+
+    /// The rules of a KMS key policy: every statement names a principal and only actions
+    /// `action_ok` accepts; `Resource` may be left out (it can only mean the key itself).
+    pub fn check_key_policy(
+        &self,
+        action_ok: impl Fn(&str) -> bool,
+    ) -> Result<(), MalformedPolicy> {
+        self.check_statements(None::<&fn(&str) -> bool>, action_ok)
+    }
+
+    fn check_statements(
+        &self,
+        resource_ok: Option<&impl Fn(&str) -> bool>,
+        action_ok: impl Fn(&str) -> bool,
+    ) -> Result<(), MalformedPolicy> {
         for s in &self.statements {
             if s.principal.is_none() && s.not_principal.is_none() {
                 return Err(bad("Missing required field Principal"));
@@ -439,6 +456,9 @@ impl Policy {
             if !actions.iter().all(|a| action_ok(a)) {
                 return Err(bad("Policy has invalid action"));
             }
+            let Some(resource_ok) = resource_ok else {
+                continue;
+            };
             match &s.resources {
                 None => return Err(bad("Missing required field Resource")),
                 Some(Patterns::Any(r) | Patterns::Not(r)) => {

@@ -56,6 +56,13 @@ pub fn open_store(dir: &Path) -> Result<EmbeddedStore> {
         .context("opening the object store")
 }
 
+/// Opens the KMS key store of data directory `dir` (`kms.redb`; key material sealed under
+/// the root key).
+pub fn open_kms(dir: &Path, account: &str) -> Result<cairn_kms::Kms> {
+    cairn_kms::Kms::open(&dir.join("kms.redb"), &root_key_bytes(dir)?, account)
+        .map_err(|e| anyhow::anyhow!("opening the KMS key store: {e}"))
+}
+
 fn random_account() -> String {
     use rand::Rng;
     let mut r = rand::thread_rng();

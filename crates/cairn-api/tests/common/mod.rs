@@ -75,7 +75,9 @@ pub fn testbed(
     std::fs::create_dir_all(&opts.multipart_dir).unwrap();
     tune(&mut opts);
     let s: Arc<dyn ObjectStore> = store.clone();
-    let api = Api::new(opts, engine, s.clone(), s, iam, meta, history, clock);
+    let kms =
+        Arc::new(cairn_kms::Kms::open(&dir.path().join("kms.redb"), &[7u8; 32], ACCOUNT).unwrap());
+    let api = Api::new(opts, engine, s.clone(), s, iam, kms, meta, history, clock);
     Testbed {
         dir,
         api,
