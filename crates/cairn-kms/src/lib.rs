@@ -542,6 +542,65 @@ impl Kms {
     }
 }
 
+/// An SSE-KMS data key as stored beside a body: the data key's ciphertext blob and the
+/// encryption context it was generated with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub blob: Vec<u8>,
+    pub context: Context,
+}
+
+impl Envelope {
+    /// `u32` length of the context's JSON, the JSON, the blob.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let ctx = serde_json::to_vec(&self.context).unwrap_or_else(|_| b"{}".to_vec());
+        let mut out = Vec::with_capacity(4 + ctx.len() + self.blob.len());
+        out.extend_from_slice(&(ctx.len() as u32).to_be_bytes());
+        out.extend_from_slice(&ctx);
+        out.extend_from_slice(&self.blob);
+        out
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Result<Envelope> {
+        let bad = || KmsError::InvalidCiphertext("malformed key envelope".into());
+        let n = b
+            .get(..4)
+            .map(|x| u32::from_be_bytes([x[0], x[1], x[2], x[3]]) as usize)
+            .ok_or_else(bad)?;
+        let ctx = b.get(4..4 + n).ok_or_else(bad)?;
+        Ok(Envelope {
+            context: serde_json::from_slice(ctx).map_err(|_| bad())?,
+            blob: b[4 + n..].to_vec(),
+        })
+    }
+}
+
+impl Kms {
+    /// The plaintext data key of an envelope, for the store that keeps a body under it. The
+    /// key must still exist and be enabled: a disabled or deleted key makes the body
+    /// unreadable. (Authorization is the caller's business, before it reads.)
+    pub fn open_envelope(&self, bytes: &[u8]) -> Result<Vec<u8>> {
+        let env = Envelope::from_bytes(bytes)?;
+        let id = blob::key_id(&env.blob)?;
+        let key = self
+            .key(&id)?
+            .ok_or_else(|| KmsError::NotFound(format!("Key '{id}' does not exist")))?;
+        key.usable()?;
+        self.decrypt(&key, &env.blob, &env.context)
+    }
+
+    /// A new data key's envelope under `key` with `context` (the plaintext is not returned:
+    /// the store derives body keys from the envelope through [`Kms::open_envelope`]).
+    pub fn new_envelope(&self, key: &KeyRecord, context: &Context) -> Result<Envelope> {
+        key.usable()?;
+        let (_, blob) = self.data_key(key, 32, context)?;
+        Ok(Envelope {
+            blob,
+            context: context.clone(),
+        })
+    }
+}
+
 /// The ARN of alias `name` (`alias/…`, or already an ARN).
 pub fn alias_arn_of(region: &str, account: &str, name: &str) -> String {
     if name.starts_with("arn:") {

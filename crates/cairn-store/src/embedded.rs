@@ -171,6 +171,9 @@ pub struct EmbeddedStore {
 
 /// First bytes of an encrypted body file.
 const SEALED_MAGIC: &[u8] = b"CAIRN-SSE1\0";
+/// First bytes of a body sealed under a wrapped (SSE-KMS) key: then the wrapped key's length
+/// (u32, big-endian), the wrapped key, the sealed body.
+const WRAPPED_MAGIC: &[u8] = b"CAIRN-SSE2\0";
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Db(e.to_string())
@@ -296,13 +299,29 @@ impl EmbeddedStore {
     /// A body as written: decrypted when it was sealed (a failed tag is corruption).
     fn read_blob(&self, blob: &str, bucket: &str, key: &str) -> Result<Vec<u8>> {
         let raw = fs::read(self.blobs.join(blob))?;
-        let Some(sealed) = raw.strip_prefix(SEALED_MAGIC) else {
-            return Ok(raw);
-        };
         let corrupt = |reason: String| StoreError::Corrupt {
             bucket: bucket.into(),
             key: key.into(),
             reason,
+        };
+        if let Some(rest) = raw.strip_prefix(WRAPPED_MAGIC) {
+            let c = self
+                .cipher
+                .as_ref()
+                .ok_or_else(|| corrupt("the body is encrypted and no key was given".into()))?;
+            let n = rest
+                .get(..4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                .ok_or_else(|| corrupt("truncated wrapped key".into()))?;
+            let wrapped = rest
+                .get(4..4 + n)
+                .ok_or_else(|| corrupt("truncated wrapped key".into()))?;
+            return c
+                .open_wrapped(&rest[4 + n..], blob.as_bytes(), wrapped)
+                .map_err(StoreError::KeyUnavailable);
+        }
+        let Some(sealed) = raw.strip_prefix(SEALED_MAGIC) else {
+            return Ok(raw);
         };
         let c = self
             .cipher
@@ -333,22 +352,36 @@ impl EmbeddedStore {
     /// Writes bodies to temp files (synced concurrently, at most 8 at a time, encrypted when
     /// a cipher is set), then renames them into `blobs/` with one directory sync. They stay
     /// invisible until metadata names them (and are swept at open if none ever does).
-    fn write_blobs(&self, bodies: &[&[u8]]) -> Result<Vec<String>> {
+    fn write_blobs(&self, bodies: &[(&[u8], Option<&[u8]>)]) -> Result<Vec<String>> {
         let blobs: Vec<String> = bodies
             .iter()
             .map(|_| uuid::Uuid::new_v4().simple().to_string())
             .collect();
-        let write = |blob: &str, body: &[u8]| -> Result<()> {
+        let write = |blob: &str, (body, wrapped): (&[u8], Option<&[u8]>)| -> Result<()> {
             let mut f = File::create(self.tmp.join(blob))?;
-            match &self.cipher {
-                Some(c) => {
+            match (&self.cipher, wrapped) {
+                (Some(c), Some(w)) => {
+                    let sealed = c
+                        .seal_wrapped(body, blob.as_bytes(), w)
+                        .map_err(StoreError::KeyUnavailable)?;
+                    f.write_all(WRAPPED_MAGIC)?;
+                    f.write_all(&(w.len() as u32).to_be_bytes())?;
+                    f.write_all(w)?;
+                    f.write_all(&sealed)?;
+                }
+                (None, Some(_)) => {
+                    return Err(StoreError::KeyUnavailable(
+                        "this store has no key service for SSE-KMS".into(),
+                    ))
+                }
+                (Some(c), None) => {
                     let sealed = c
                         .seal(body, blob.as_bytes())
                         .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
                     f.write_all(SEALED_MAGIC)?;
                     f.write_all(&sealed)?;
                 }
-                None => f.write_all(body)?,
+                (None, None) => f.write_all(body)?,
             }
             f.sync_data()?;
             Ok(())
@@ -364,7 +397,7 @@ impl EmbeddedStore {
                 let hs: Vec<_> = chunk
                     .iter()
                     .zip(chunk_blobs)
-                    .map(|(body, b)| s.spawn(move || write(b, body)))
+                    .map(|(body, b)| s.spawn(move || write(b, *body)))
                     .collect();
                 for h in hs {
                     written.push(h.join().unwrap_or_else(|_| {
@@ -583,7 +616,10 @@ impl ObjectStore for EmbeddedStore {
                 return Err(StoreError::NoSuchBucket(i.bucket.into()));
             }
         }
-        let bodies: Vec<&[u8]> = items.iter().map(|i| i.body).collect();
+        let bodies: Vec<(&[u8], Option<&[u8]>)> = items
+            .iter()
+            .map(|i| (i.body, i.opts.wrapped_key.as_deref()))
+            .collect();
         let blobs = self.write_blobs(&bodies)?;
         let metas: Vec<NewVersion<'_>> = items
             .iter()
@@ -608,7 +644,9 @@ impl ObjectStore for EmbeddedStore {
         if opts.if_none_match && self.stored(bucket, key).is_ok() {
             return Err(StoreError::PreconditionFailed);
         }
-        let blob = self.write_blobs(&[body])?.remove(0);
+        let blob = self
+            .write_blobs(&[(body, opts.wrapped_key.as_deref())])?
+            .remove(0);
         Ok(Staged {
             bucket: bucket.into(),
             key: key.into(),

@@ -22,6 +22,25 @@ use std::collections::BTreeMap;
 pub trait BodyCipher: Send + Sync {
     fn seal(&self, plain: &[u8], context: &[u8]) -> std::result::Result<Vec<u8>, String>;
     fn open(&self, sealed: &[u8], context: &[u8]) -> std::result::Result<Vec<u8>, String>;
+    /// Seals under a body key derived from a wrapped key (an SSE-KMS data key's envelope,
+    /// see [`PutOptions::wrapped_key`]): the body opens only while its wrapping key can be
+    /// used. Ciphers without a key service refuse.
+    fn seal_wrapped(
+        &self,
+        _plain: &[u8],
+        _context: &[u8],
+        _wrapped: &[u8],
+    ) -> std::result::Result<Vec<u8>, String> {
+        Err("no key service: SSE-KMS bodies cannot be written".into())
+    }
+    fn open_wrapped(
+        &self,
+        _sealed: &[u8],
+        _context: &[u8],
+        _wrapped: &[u8],
+    ) -> std::result::Result<Vec<u8>, String> {
+        Err("no key service: SSE-KMS bodies cannot be read".into())
+    }
 }
 
 /// Longest key S3 accepts, in bytes.
@@ -59,6 +78,10 @@ pub enum StoreError {
     NoSuchVersion(String),
     #[error("Access Denied: {0}")]
     AccessDenied(String),
+    /// The key a body is sealed under cannot be used now (an SSE-KMS key disabled or
+    /// deleted).
+    #[error("the object's encryption key cannot be used: {0}")]
+    KeyUnavailable(String),
     /// A version id names a delete marker (GET/HEAD of it: 405).
     #[error("The specified method is not allowed against this resource.")]
     DeleteMarker(String),
@@ -77,6 +100,7 @@ impl StoreError {
             StoreError::NoSuchVersion(_) => "NoSuchVersion",
             StoreError::AccessDenied(_) => "AccessDenied",
             StoreError::DeleteMarker(_) => "MethodNotAllowed",
+            StoreError::KeyUnavailable(_) => "KMS.DisabledException",
             _ => "InternalError",
         }
     }
@@ -102,6 +126,9 @@ pub struct PutOptions {
     pub source_arn: Option<String>,
     /// System attributes to keep with the object (see [`ObjectInfo::system`]).
     pub system: BTreeMap<String, String>,
+    /// An SSE-KMS envelope (opaque here): the body is sealed under a key the cipher derives
+    /// from it ([`BodyCipher::seal_wrapped`]) and kept beside the body.
+    pub wrapped_key: Option<Vec<u8>>,
 }
 
 /// What HEAD returns.

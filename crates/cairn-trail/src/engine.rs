@@ -50,6 +50,39 @@ impl std::fmt::Debug for DeliveryGuard {
     }
 }
 
+/// Encrypts log files under their trail's KMS key (SSE-KMS, as CloudTrail does): for one
+/// file, a fresh data key's envelope generated *as CloudTrail* (the key policy must allow
+/// `cloudtrail.amazonaws.com` for this trail; the call is itself recorded). `Err` carries
+/// the KMS error code: the file is not written (never in plaintext, never under another
+/// key), the trail's status reports it, and delivery retries.
+pub trait LogKeys: Send + Sync {
+    fn envelope(
+        &self,
+        key_id: &str,
+        trail_arn: &str,
+        bucket: &str,
+        key: &str,
+    ) -> std::result::Result<LogKey, String>;
+}
+
+/// An SSE-KMS data key for one log file.
+pub struct LogKey {
+    /// The envelope the store keeps beside the body ([`PutOptions::wrapped_key`]).
+    pub wrapped: Vec<u8>,
+    /// The key's ARN (`x-amz-server-side-encryption-aws-kms-key-id`).
+    pub key_arn: String,
+}
+
+/// [`LogKeys`] in the engine's options.
+#[derive(Clone)]
+pub struct LogKeysHook(pub Arc<dyn LogKeys>);
+
+impl std::fmt::Debug for LogKeysHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogKeysHook")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     pub account: String,
@@ -67,6 +100,8 @@ pub struct EngineOptions {
     pub max_records_per_pump: usize,
     /// Checks every delivery against the log bucket's policy (none: every delivery allowed).
     pub delivery_guard: Option<DeliveryGuard>,
+    /// Data keys for trails with a KMS key (none: such trails cannot deliver).
+    pub log_keys: Option<LogKeysHook>,
 }
 
 impl EngineOptions {
@@ -87,6 +122,7 @@ impl EngineOptions {
             ],
             max_records_per_pump: 100_000,
             delivery_guard: None,
+            log_keys: None,
         }
     }
 }
@@ -758,17 +794,48 @@ impl TrailEngine {
         files: Vec<LogFile>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        // Each file is written on behalf of its trail (bucket policies see the trail's ARN).
-        let opts: Vec<PutOptions> = intent
+        // Each file is written on behalf of its trail (bucket policies see the trail's ARN),
+        // SSE-KMS under the trail's key when it has one.
+        let opts: std::result::Result<Vec<PutOptions>, String> = intent
             .files
             .iter()
-            .map(|fi| PutOptions {
-                content_type: Some("application/json".into()),
-                content_encoding: Some("gzip".into()),
-                source_arn: inner.trails.get(&fi.trail).map(|t| t.config.arn()),
-                ..Default::default()
+            .map(|fi| {
+                let cfg = inner.trails.get(&fi.trail).map(|t| &t.config);
+                let mut o = PutOptions {
+                    content_type: Some("application/json".into()),
+                    content_encoding: Some("gzip".into()),
+                    source_arn: cfg.map(|c| c.arn()),
+                    ..Default::default()
+                };
+                if let Some((kms_key, arn)) =
+                    cfg.and_then(|c| c.kms_key_id.as_ref().map(|k| (k, c.arn())))
+                {
+                    let hook =
+                        self.opts.log_keys.as_ref().ok_or(
+                            "KMS.NotFoundException: no key service for this trail's KMS key",
+                        )?;
+                    let k = hook.0.envelope(kms_key, &arn, &fi.bucket, &fi.key)?;
+                    o.wrapped_key = Some(k.wrapped);
+                    o.system.insert("sse".into(), "aws:kms".into());
+                    o.system.insert("sse-kms-key-id".into(), k.key_arn);
+                }
+                Ok(o)
             })
             .collect();
+        let opts = match opts {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(epoch = intent.epoch, error = %e, "log files not delivered: their KMS key cannot be used; will retry");
+                for fi in &intent.files {
+                    if let Some(st) = inner.trails.get_mut(&fi.trail) {
+                        st.latest_delivery_attempt_time = Some(now);
+                        st.latest_delivery_error = Some(e.clone());
+                    }
+                }
+                self.save_trails(inner)?;
+                return Ok(false);
+            }
+        };
         let items: Vec<PutItem> = intent
             .files
             .iter()

@@ -29,6 +29,8 @@ pub struct Installation {
     /// Where trails deliver: the embedded store, or a remote S3-compatible one.
     pub trail_store: Arc<dyn ObjectStore>,
     pub engine: Arc<TrailEngine>,
+    /// The KMS key store (the `kms` service, SSE-KMS bodies, encrypted log files).
+    pub kms: Arc<cairn_kms::Kms>,
 }
 
 /// Loads the root key: `CAIRN_ROOT_KEY` (64 hex chars) if set, else `DIR/root.key`, created
@@ -47,11 +49,18 @@ pub fn root_key_bytes(dir: &Path) -> Result<Vec<u8>> {
     hex::decode(text.trim()).context("the root key file is not hex")
 }
 
-/// Opens the embedded object store of data directory `dir`, bodies encrypted at rest under a
-/// key derived from the root key (SSE-S3).
+/// Opens the embedded object store of data directory `dir` on its own (a validator or bench
+/// reading a stopped installation), with the installation's key service.
 pub fn open_store(dir: &Path) -> Result<EmbeddedStore> {
+    let account = install_config(dir, None)?.account_id;
+    open_store_with(dir, Arc::new(open_kms(dir, &account)?))
+}
+
+/// Opens the embedded object store of data directory `dir`: bodies encrypted at rest under a
+/// key derived from the root key (SSE-S3), or under a KMS data key of `kms` (SSE-KMS).
+pub fn open_store_with(dir: &Path, kms: Arc<cairn_kms::Kms>) -> Result<EmbeddedStore> {
     let cipher: Arc<dyn cairn_store::BodyCipher> =
-        Arc::new(crate::sse::SseS3::from_root(&root_key_bytes(dir)?));
+        Arc::new(crate::sse::SseS3::from_root(&root_key_bytes(dir)?).with_kms(kms));
     EmbeddedStore::open_with_cipher(dir.join("store"), Some(cipher))
         .context("opening the object store")
 }
@@ -142,8 +151,13 @@ impl Installation {
             Journal::open(dir.join("journal"), JournalOptions::default())
                 .context("opening the journal")?,
         );
-        let store = Arc::new(open_store(dir)?);
+        let kms = Arc::new(open_kms(dir, &config.account_id)?);
+        let store = Arc::new(open_store_with(dir, kms.clone())?);
         let mut opts = EngineOptions::new(&config.account_id);
+        // Trails with a KMS key get their data keys as CloudTrail would.
+        opts.log_keys = Some(cairn_trail::LogKeysHook(Arc::new(
+            cairn_api::kms::on_behalf::TrailKeys::new(kms.clone(), journal.clone()),
+        )));
         tune(&mut opts);
         let trail_store: Arc<dyn ObjectStore> = trail_store(&store);
         let engine = Arc::new(
@@ -163,6 +177,7 @@ impl Installation {
             journal,
             store,
             engine,
+            kms,
         })
     }
 }

@@ -49,7 +49,12 @@ enum Cmd {
     Status {
         #[arg(long, default_value = "./cairn-data")]
         data_dir: PathBuf,
-        #[arg(long, default_value = "http://127.0.0.1:4566")]
+        /// The server (as the `aws` CLI: AWS_ENDPOINT_URL).
+        #[arg(
+            long,
+            env = "AWS_ENDPOINT_URL",
+            default_value = "http://127.0.0.1:4566"
+        )]
         endpoint: String,
         #[arg(long)]
         region: Option<String>,
@@ -83,7 +88,12 @@ enum TrailCmd {
     /// Deliver what is pending and close every open digest window now.
     Flush {
         name: String,
-        #[arg(long, default_value = "http://127.0.0.1:4566")]
+        /// The server (as the `aws` CLI: AWS_ENDPOINT_URL).
+        #[arg(
+            long,
+            env = "AWS_ENDPOINT_URL",
+            default_value = "http://127.0.0.1:4566"
+        )]
         endpoint: String,
         #[arg(long)]
         region: Option<String>,

@@ -252,7 +252,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             eprintln!("  (shown once; `cairn init` can create it non-interactively)");
         }
     }
-    let kms = Arc::new(install::open_kms(&a.data_dir, &account)?);
+    let kms = inst.kms.clone();
     let history = History::open(
         &a.data_dir.join("api").join("history.redb"),
         inst.journal.clone(),

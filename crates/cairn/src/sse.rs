@@ -10,6 +10,8 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 
 pub struct SseS3 {
     master: hmac::Key,
+    /// Opens SSE-KMS envelopes (bodies sealed under a KMS data key).
+    kms: Option<std::sync::Arc<cairn_kms::Kms>>,
 }
 
 impl SseS3 {
@@ -19,7 +21,28 @@ impl SseS3 {
         let sub = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, root), b"cairn sse-s3 v1");
         SseS3 {
             master: hmac::Key::new(hmac::HMAC_SHA256, sub.as_ref()),
+            kms: None,
         }
+    }
+
+    /// With a key service: bodies written with an SSE-KMS envelope are sealed under a key
+    /// derived from the envelope's data key (and the file id), so they open only while the
+    /// KMS key can be used.
+    pub fn with_kms(mut self, kms: std::sync::Arc<cairn_kms::Kms>) -> SseS3 {
+        self.kms = Some(kms);
+        self
+    }
+
+    fn wrapped_key(&self, wrapped: &[u8], context: &[u8]) -> Result<LessSafeKey, String> {
+        let kms = self.kms.as_ref().ok_or("no key service")?;
+        let data_key = kms.open_envelope(wrapped).map_err(|e| e.to_string())?;
+        let k = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, &data_key),
+            &[b"cairn sse-kms body v1\0".as_slice(), context].concat(),
+        );
+        UnboundKey::new(&AES_256_GCM, k.as_ref())
+            .map(LessSafeKey::new)
+            .map_err(|_| "bad body key".to_string())
     }
 
     fn key_for(&self, context: &[u8]) -> Result<LessSafeKey, String> {
@@ -30,41 +53,66 @@ impl SseS3 {
     }
 }
 
+/// AES-256-GCM with a random nonce: nonce, ciphertext, tag.
+fn seal_with(key: &LessSafeKey, plain: &[u8], context: &[u8]) -> Result<Vec<u8>, String> {
+    let mut nonce = [0u8; 12];
+    SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| "no randomness".to_string())?;
+    let mut out = Vec::with_capacity(12 + plain.len() + 16);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(plain);
+    let tag = key
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(context),
+            &mut out[12..],
+        )
+        .map_err(|_| "encryption failed".to_string())?;
+    out.extend_from_slice(tag.as_ref());
+    Ok(out)
+}
+
+fn open_with(key: &LessSafeKey, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, String> {
+    if sealed.len() < 12 + 16 {
+        return Err("sealed body too short".into());
+    }
+    let (n, ct) = sealed.split_at(12);
+    let nonce = Nonce::try_assume_unique_for_key(n).map_err(|_| "bad nonce".to_string())?;
+    let mut buf = ct.to_vec();
+    let len = key
+        .open_in_place(nonce, Aad::from(context), &mut buf)
+        .map_err(|_| "wrong key or tampered body".to_string())?
+        .len();
+    buf.truncate(len);
+    Ok(buf)
+}
+
 impl cairn_store::BodyCipher for SseS3 {
+    fn seal_wrapped(
+        &self,
+        plain: &[u8],
+        context: &[u8],
+        wrapped: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        seal_with(&self.wrapped_key(wrapped, context)?, plain, context)
+    }
+
+    fn open_wrapped(
+        &self,
+        sealed: &[u8],
+        context: &[u8],
+        wrapped: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        open_with(&self.wrapped_key(wrapped, context)?, sealed, context)
+    }
+
     fn seal(&self, plain: &[u8], context: &[u8]) -> Result<Vec<u8>, String> {
-        let key = self.key_for(context)?;
-        let mut nonce = [0u8; 12];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| "no randomness".to_string())?;
-        let mut out = Vec::with_capacity(12 + plain.len() + 16);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plain);
-        let tag = key
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(context),
-                &mut out[12..],
-            )
-            .map_err(|_| "encryption failed".to_string())?;
-        out.extend_from_slice(tag.as_ref());
-        Ok(out)
+        seal_with(&self.key_for(context)?, plain, context)
     }
 
     fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, String> {
-        if sealed.len() < 12 + 16 {
-            return Err("sealed body too short".into());
-        }
-        let key = self.key_for(context)?;
-        let (n, ct) = sealed.split_at(12);
-        let nonce = Nonce::try_assume_unique_for_key(n).map_err(|_| "bad nonce".to_string())?;
-        let mut buf = ct.to_vec();
-        let plain = key
-            .open_in_place(nonce, Aad::from(context), &mut buf)
-            .map_err(|_| "wrong key or tampered body".to_string())?;
-        let n = plain.len();
-        buf.truncate(n);
-        Ok(buf)
+        open_with(&self.key_for(context)?, sealed, context)
     }
 }
 

@@ -436,6 +436,17 @@ fn apply_fields(
         Ok::<_, ApiError>(())
     };
     set(&f.kms_key_id, &KMS_KEY, &mut c.kms_key_id)?;
+    if let (Some(_), Some(k)) = (&f.kms_key_id, c.kms_key_id.clone()) {
+        // The key must exist here, be enabled and let CloudTrail use it for this trail; the
+        // trail keeps its ARN.
+        c.kms_key_id = Some(crate::kms::on_behalf::check_trail_key(
+            &ctx.api.kms,
+            &c.home_region,
+            &k,
+            &c.arn(),
+            ctx.now,
+        )?);
+    }
     set(&f.sns_topic_name, &SNS_TOPIC, &mut extra.sns_topic_name)?;
     set(
         &f.cloud_watch_logs_log_group_arn,

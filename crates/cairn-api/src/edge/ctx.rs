@@ -30,6 +30,9 @@ pub struct Audit {
     /// Events the request carries (PutAuditEvents' audit events), journaled in one batch
     /// with the request's own event.
     pub carried: Vec<EventRecord>,
+    /// Calls the request made to another service on the caller's behalf (S3's calls to
+    /// KMS), recorded in the same batch as the request's event whatever its outcome.
+    pub calls: Vec<EventRecord>,
 }
 
 /// What a deferred change adds to the answer once made (headers; a body replacing the

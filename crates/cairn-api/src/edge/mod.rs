@@ -92,6 +92,7 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
     let after = After {
         deferred: std::mem::take(&mut ctx.deferred),
         carried: std::mem::take(&mut ctx.audit.carried),
+        calls: std::mem::take(&mut ctx.audit.calls),
     };
     let effect = ctx
         .effect
@@ -101,7 +102,7 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
     if let (Some(effect), Ok(_)) = (effect, &result) {
         // An effect's request carries nothing else: a handler that also prepared changes is
         // a programming error, and its changes are forgotten, never made unrecorded.
-        if !after.deferred.is_empty() || !after.carried.is_empty() {
+        if !after.deferred.is_empty() || !after.carried.is_empty() || !after.calls.is_empty() {
             tracing::error!(op = %name, "a request with an effect also prepared changes; they are forgotten");
             for d in after.deferred {
                 if let Some(a) = d.abort {
@@ -141,6 +142,7 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
 struct After {
     deferred: Vec<Deferred>,
     carried: Vec<EventRecord>,
+    calls: Vec<EventRecord>,
 }
 
 /// A request the edge lets through to its service: the service, the operation's name, the
@@ -507,13 +509,12 @@ async fn finish(
 ) -> Reply {
     stamp(&mut rec, req, request_id);
     let head = req.method == "HEAD";
-    // Carried events count only when the request succeeds.
-    let carried = if result.is_ok() {
-        after.carried.as_slice()
-    } else {
-        &[]
-    };
-    let recorded = api.record_with(&rec, carried).await;
+    // Carried events count only when the request succeeds; calls made for it, always.
+    let mut with: Vec<EventRecord> = after.calls;
+    if result.is_ok() {
+        with.extend(after.carried);
+    }
+    let recorded = api.record_with(&rec, &with).await;
     let result = match (&recorded, result) {
         (Ok(()), Ok(r)) => commit_deferred(after.deferred, Ok(r), label).await,
         (_, r) => {

@@ -12,6 +12,7 @@ mod aliases;
 mod crypto;
 mod grants;
 mod keys;
+pub mod on_behalf;
 mod policy;
 mod tags;
 

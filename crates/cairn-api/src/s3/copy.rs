@@ -203,6 +203,8 @@ pub(super) async fn copy(
         .into());
     }
     let src = read_copy_source(ctx, req, src).await?;
+    // An SSE-KMS source is read through KMS, as a GetObject would.
+    super::sse::check_read(ctx, &src.info.system)?;
     let mut opts = PutOptions {
         content_type: src.info.content_type.clone(),
         content_encoding: src.info.content_encoding.clone(),
@@ -229,9 +231,13 @@ pub(super) async fn copy(
         };
         bytes::Bytes::from(document_in("CopyObjectResult", S3_XMLNS, &doc))
     });
+    let sse = super::sse::apply(ctx, i.headers.sse.as_deref(), bucket, key, &mut opts)?;
     let body = bytes::Bytes::from(src.body);
     stage_put(ctx, bucket, key, body, opts, Some(answer)).await?;
     let mut r = Reply::s3_xml(200, String::new());
+    for (h, v) in sse {
+        r = r.header(&h, v);
+    }
     if let Some(v) = &src.info.version_id {
         r = r.header("x-amz-copy-source-version-id", v.clone());
     }

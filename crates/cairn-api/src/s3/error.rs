@@ -272,6 +272,9 @@ pub fn store_error(e: StoreError, bucket: &str, key: Option<&str>) -> ApiError {
         StoreError::BucketNotEmpty(_) => S3Error::BucketNotEmpty(bucket.into()).into(),
         StoreError::InvalidKey(_) => S3Error::KeyTooLong.into(),
         StoreError::InvalidBucketName(_) => S3Error::InvalidBucketName(bucket.into()).into(),
+        // The body's KMS key cannot be used (disabled, pending deletion, deleted): S3 passes
+        // KMS's refusal on.
+        StoreError::KeyUnavailable(m) => ApiError::new("KMS.DisabledException", 400, m),
         e => ApiError::internal(e),
     }
 }

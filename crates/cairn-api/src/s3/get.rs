@@ -90,6 +90,9 @@ pub(super) async fn get(
     if !head && archived(&info) {
         return Err(archived_error(&info));
     }
+    if !head {
+        super::sse::check_read(ctx, &info.system)?;
+    }
     // Conditional requests (RFC 9110): If-Match before If-None-Match.
     if let Some(m) = &i.if_match {
         if !etag_matches(m, &info.etag) {
@@ -164,8 +167,9 @@ fn object_headers(mut r: Reply, info: &ObjectInfo) -> Reply {
             r = r.header(header, v);
         }
     }
-    // The embedded store encrypts every body at rest (SSE-S3), as S3 does by default.
-    r = r.header("x-amz-server-side-encryption", "AES256");
+    for (h, v) in super::sse::headers(&info.system) {
+        r = r.header(&h, v);
+    }
     if let Some(tags) = info.system.get("tagging") {
         let n = form_urlencoded::parse(tags.as_bytes()).count();
         if n > 0 {

@@ -24,6 +24,7 @@ pub mod put;
 pub mod request;
 pub mod restore;
 pub mod router;
+pub mod sse;
 pub mod tagging;
 pub mod uploads;
 

@@ -129,6 +129,9 @@ impl ListPartsInput {
     }
 }
 
+/// Where an SSE-KMS upload keeps its object's data key envelope until completion.
+const ENVELOPE: &str = "sse-envelope";
+
 /// POST /bucket/key?uploads
 pub(super) async fn create(
     ctx: &mut Ctx<'_>,
@@ -142,6 +145,14 @@ pub(super) async fn create(
     }
     let mut sys = cairn_store::PutOptions::default();
     i.headers.system(ctx, bucket, false, &mut sys)?;
+    let sse = super::sse::apply(ctx, i.headers.sse.as_deref(), bucket, key, &mut sys)?;
+    if let Some(w) = sys.wrapped_key.take() {
+        // The object's data key waits with the upload for CompleteMultipartUpload.
+        sys.system.insert(
+            ENVELOPE.into(),
+            base64::engine::general_purpose::STANDARD.encode(w),
+        );
+    }
     let up = Upload {
         system: sys.system,
         bucket: bucket.into(),
@@ -164,14 +175,18 @@ pub(super) async fn create(
         None,
     );
     ctx.audit.response_elements = Some(serde_json::json!({"uploadId": id}));
-    Ok(document(
+    let mut r = document(
         "InitiateMultipartUploadResult",
         &Initiated {
             bucket: bucket.to_string(),
             key: key.to_string(),
             upload_id: id,
         },
-    ))
+    );
+    for (h, v) in sse {
+        r = r.header(&h, v);
+    }
+    Ok(r)
 }
 
 #[derive(Serialize)]
@@ -434,6 +449,13 @@ pub(super) async fn complete(
     };
     if let Some((alg, v)) = &composite {
         opts.system.insert(format!("checksum-{alg}"), v.clone());
+    }
+    if let Some(e) = opts.system.remove(ENVELOPE) {
+        opts.wrapped_key = Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(e)
+                .map_err(|_| ApiError::internal("an upload's key envelope is not base64"))?,
+        );
     }
     let body = ctx
         .api

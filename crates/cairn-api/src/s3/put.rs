@@ -42,6 +42,8 @@ pub struct ObjectHeaders {
     /// Content-MD5 or a flexible checksum was sent (object lock on a PUT needs one).
     pub integrity: bool,
     pub content_md5: Option<String>,
+    /// Server-side encryption asked for (`x-amz-server-side-encryption*`).
+    pub sse: Option<Box<super::sse::SseRequest>>,
 }
 
 impl ObjectHeaders {
@@ -100,17 +102,7 @@ impl ObjectHeaders {
             }
             out.legal_hold = Some(hold.to_string());
         }
-        // Every body is encrypted at rest with SSE-S3 (AES256); KMS needs the key service.
-        if req
-            .header("x-amz-server-side-encryption")
-            .is_some_and(|s| s != "AES256")
-        {
-            return Err(S3Error::NotImplemented(
-                "Server-side encryption with KMS keys is not available yet; use AES256 (SSE-S3)."
-                    .into(),
-            )
-            .into());
-        }
+        out.sse = super::sse::SseRequest::of(req)?.map(Box::new);
         out.integrity = out.content_md5.is_some()
             || req
                 .headers
@@ -210,10 +202,14 @@ pub(super) async fn put(
         opts.system.insert(format!("checksum-{alg}"), v.clone());
     }
     i.headers.system(ctx, &req.bucket, true, &mut opts)?;
+    let sse = super::sse::apply(ctx, i.headers.sse.as_deref(), &req.bucket, key, &mut opts)?;
     let size = body.len() as u64;
     let etag = stage_put(ctx, &req.bucket, key, body, opts, None).await?;
     transfer(ctx, req, size, 0);
     let mut r = super::empty(200).header("etag", etag);
+    for (h, v) in sse {
+        r = r.header(&h, v);
+    }
     if let Some((alg, v)) = checksum {
         r = r
             .header(&format!("x-amz-checksum-{alg}"), v)

@@ -1,0 +1,396 @@
+//! KMS calls other services make: CloudTrail's data keys for a trail's log files, and S3's
+//! for SSE-KMS objects. Each is authorized as AWS authorizes it (CloudTrail as the service
+//! principal `cloudtrail.amazonaws.com` with `aws:SourceArn` = the trail; S3 as the caller,
+//! with `kms:ViaService` = `s3.<region>.amazonaws.com`) and is itself a management event of
+//! `kms.amazonaws.com`, `invokedBy` the service.
+
+use super::{key_resource, kms_error};
+use crate::edge::Ctx;
+use crate::protocol::ApiError;
+use cairn_iam::policy::{ConditionKeys, Policy, Principal};
+use cairn_kms::access::{self, Asker};
+use cairn_kms::{Context, KeyRecord, Kms, KmsError};
+use cairn_record::record::UserIdentity;
+use cairn_record::{builder, EventRecord};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub const CLOUDTRAIL: &str = "cloudtrail.amazonaws.com";
+
+/// An AWS service calling as itself.
+fn service_principal(account: &str, service: &str) -> Principal {
+    Principal {
+        arn: service.into(),
+        account: account.into(),
+        role_arn: None,
+        service: Some(service.into()),
+    }
+}
+
+/// The condition keys of a call CloudTrail makes for trail `trail_arn`.
+fn cloudtrail_keys(
+    account: &str,
+    trail_arn: &str,
+    context: &Context,
+    now: DateTime<Utc>,
+) -> ConditionKeys {
+    let mut k = ConditionKeys::new();
+    k.set("aws:SourceArn", trail_arn);
+    k.set("aws:SourceAccount", account);
+    k.set("aws:PrincipalIsAWSService", "true");
+    k.set("aws:PrincipalServiceName", CLOUDTRAIL);
+    k.set("aws:CurrentTime", cairn_record::time::iso(now));
+    k.set("aws:EpochTime", now.timestamp().to_string());
+    access::context_keys(&mut k, account, context);
+    k
+}
+
+/// Whether CloudTrail may use `key` for `action` on behalf of trail `trail_arn`.
+fn cloudtrail_may(
+    kms: &Kms,
+    key: &KeyRecord,
+    action: &str,
+    trail_arn: &str,
+    context: &Context,
+    now: DateTime<Utc>,
+) -> Result<(), KmsError> {
+    let policy: Policy = access::check_policy(&key.policy).map_err(KmsError::Internal)?;
+    let grants = kms.grants(&key.key_id)?;
+    let who = service_principal(&key.account, CLOUDTRAIL);
+    let keys = cloudtrail_keys(&key.account, trail_arn, context, now);
+    access::decide(
+        key,
+        &policy,
+        &grants,
+        &Asker {
+            principal: &who,
+            identity_policies: None,
+        },
+        action,
+        &keys,
+        context,
+    )
+    .map_err(|d| KmsError::AccessDenied(d.0))
+}
+
+/// The region of an ARN (`arn:aws:svc:REGION:…`).
+fn arn_region(arn: &str) -> &str {
+    arn.split(':').nth(3).unwrap_or_default()
+}
+
+/// CreateTrail/UpdateTrail's check of a trail's `KmsKeyId`, with CloudTrail's errors: the key
+/// exists in the trail's region, is enabled, and its policy lets CloudTrail generate data
+/// keys for this trail. Returns the key's ARN (what the trail stores and answers).
+pub fn check_trail_key(
+    kms: &Kms,
+    region: &str,
+    key_id: &str,
+    trail_arn: &str,
+    now: DateTime<Utc>,
+) -> Result<String, ApiError> {
+    let key = kms.resolve(region, key_id).map_err(|e| match e {
+        KmsError::NotFound(_) => ApiError::client(
+            "KmsKeyNotFoundException",
+            format!("KMS key {key_id} was not found in {region}."),
+        ),
+        e => kms_error(e),
+    })?;
+    if key.usable().is_err() {
+        return Err(ApiError::client(
+            "KmsKeyDisabledException",
+            format!("KMS key {} is disabled or pending deletion.", key.arn),
+        ));
+    }
+    let mut context = Context::new();
+    context.insert("aws:cloudtrail:arn".into(), trail_arn.into());
+    cloudtrail_may(kms, &key, "kms:GenerateDataKey", trail_arn, &context, now).map_err(|_| {
+        ApiError::client(
+            "InsufficientEncryptionPolicyException",
+            format!(
+                "Insufficient permissions to access S3 bucket or KMS key {}: its key policy must allow cloudtrail.amazonaws.com to call kms:GenerateDataKey for this trail.",
+                key.arn
+            ),
+        )
+    })?;
+    Ok(key.arn.clone())
+}
+
+/// The event of a KMS call a service made, `invokedBy` it.
+#[allow(clippy::too_many_arguments)]
+fn service_call_event(
+    identity: UserIdentity,
+    service: &str,
+    event_name: &str,
+    key: &KeyRecord,
+    context: &Context,
+    now: DateTime<Utc>,
+    error: Option<&KmsError>,
+    with_key_spec: bool,
+) -> EventRecord {
+    let mut rec = builder::management(
+        "kms.amazonaws.com",
+        event_name,
+        &key.region,
+        now,
+        identity,
+        true,
+    );
+    rec.source_ip_address = Some(service.into());
+    rec.user_agent = Some(service.into());
+    let mut params = json!({ "keyId": key.arn, "encryptionContext": context });
+    if with_key_spec {
+        params["keySpec"] = json!("AES_256");
+    } else {
+        params["encryptionAlgorithm"] = json!("SYMMETRIC_DEFAULT");
+    }
+    rec.request_parameters = Some(params);
+    rec.resources = Some(vec![key_resource(key)]);
+    rec.recipient_account_id = Some(key.account.clone());
+    if let Some(e) = error {
+        rec.error_code = Some(e.code().into());
+        rec.error_message = Some(e.to_string());
+    }
+    rec
+}
+
+/// Data keys for trails' log files ([`cairn_trail::LogKeys`]): generated as CloudTrail,
+/// recorded in the journal before the key is used.
+pub struct TrailKeys {
+    pub kms: Arc<Kms>,
+    pub journal: Arc<cairn_journal::Journal>,
+    /// The last refusal recorded per trail, so a key that stays unusable is recorded once
+    /// every few minutes, not at every delivery retry.
+    refused: Mutex<HashMap<String, (String, std::time::Instant)>>,
+}
+
+impl TrailKeys {
+    pub fn new(kms: Arc<Kms>, journal: Arc<cairn_journal::Journal>) -> TrailKeys {
+        TrailKeys {
+            kms,
+            journal,
+            refused: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn record(&self, rec: &EventRecord) -> Result<(), String> {
+        self.journal
+            .append(&cairn_trail::entry::encode_event(rec))
+            .map(|_| ())
+            .map_err(|e| format!("ServiceUnavailable: the journal refused the key's record: {e}"))
+    }
+}
+
+impl cairn_trail::LogKeys for TrailKeys {
+    fn envelope(
+        &self,
+        key_id: &str,
+        trail_arn: &str,
+        bucket: &str,
+        object: &str,
+    ) -> Result<cairn_trail::LogKey, String> {
+        let now = Utc::now();
+        let region = if key_id.starts_with("arn:") {
+            arn_region(key_id)
+        } else {
+            arn_region(trail_arn)
+        };
+        let key = self
+            .kms
+            .resolve(region, key_id)
+            .map_err(|e| format!("KMS.{}: {e}", e.code()))?;
+        let mut context = Context::new();
+        context.insert("aws:cloudtrail:arn".into(), trail_arn.into());
+        context.insert(
+            "aws:s3:arn".into(),
+            format!("arn:aws:s3:::{bucket}/{object}"),
+        );
+        let identity = UserIdentity {
+            identity_type: "AWSService".into(),
+            invoked_by: Some(CLOUDTRAIL.into()),
+            ..Default::default()
+        };
+        let made = cloudtrail_may(
+            &self.kms,
+            &key,
+            "kms:GenerateDataKey",
+            trail_arn,
+            &context,
+            now,
+        )
+        .and_then(|_| self.kms.new_envelope(&key, &context));
+        match made {
+            Ok(env) => {
+                // The call is durable in the journal before its key encrypts anything.
+                self.record(&service_call_event(
+                    identity,
+                    CLOUDTRAIL,
+                    "GenerateDataKey",
+                    &key,
+                    &context,
+                    now,
+                    None,
+                    true,
+                ))?;
+                self.refused
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(trail_arn);
+                Ok(cairn_trail::LogKey {
+                    wrapped: env.to_bytes(),
+                    key_arn: key.arn.clone(),
+                })
+            }
+            Err(e) => {
+                let why = format!("KMS.{}: {e}", e.code());
+                let due = {
+                    let mut r = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+                    let due = r.get(trail_arn).is_none_or(|(last, at)| {
+                        *last != why || at.elapsed() > std::time::Duration::from_secs(300)
+                    });
+                    if due {
+                        r.insert(trail_arn.into(), (why.clone(), std::time::Instant::now()));
+                    }
+                    due
+                };
+                if due {
+                    self.record(&service_call_event(
+                        identity,
+                        CLOUDTRAIL,
+                        "GenerateDataKey",
+                        &key,
+                        &context,
+                        now,
+                        Some(&e),
+                        true,
+                    ))?;
+                }
+                Err(why)
+            }
+        }
+    }
+}
+
+/// What an SSE-KMS write or read asks of KMS, as S3 asks it for the caller.
+pub struct S3Use<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    /// The caller's own encryption context (`x-amz-server-side-encryption-context`).
+    pub user_context: Context,
+}
+
+/// S3's encryption context of an object: the caller's pairs plus `aws:s3:arn`.
+pub fn s3_context(u: &S3Use<'_>) -> Context {
+    let mut c = u.user_context.clone();
+    c.insert(
+        "aws:s3:arn".into(),
+        format!("arn:aws:s3:::{}/{}", u.bucket, u.key),
+    );
+    c
+}
+
+/// Authorizes `action` on `key` for the caller as S3 asks for it (`kms:ViaService`),
+/// and builds the event of the call; the KMS error is S3's answer when refused.
+fn s3_call(
+    ctx: &mut Ctx<'_>,
+    key: &KeyRecord,
+    action: &str,
+    context: &Context,
+) -> Result<(), KmsError> {
+    let policy = access::check_policy(&key.policy).map_err(KmsError::Internal)?;
+    let grants = ctx.api.kms.grants(&key.key_id)?;
+    let mut keys = ctx.condition_keys();
+    keys.set("kms:ViaService", format!("s3.{}.amazonaws.com", ctx.region));
+    keys.set("aws:ViaAWSService", "true");
+    access::context_keys(&mut keys, &ctx.api.opts.account, context);
+    let asker = Asker {
+        principal: &ctx.caller.principal,
+        identity_policies: (!ctx.caller.is_root()).then_some(ctx.caller.policies.as_slice()),
+    };
+    access::decide(key, &policy, &grants, &asker, action, &keys, context)
+        .map_err(|d| KmsError::AccessDenied(d.0))?;
+    key.usable()
+}
+
+/// The S3 error for a KMS refusal on an object call (S3 passes KMS's error on).
+fn s3_error(e: &KmsError) -> ApiError {
+    match e {
+        KmsError::AccessDenied(m) => ApiError::new("AccessDenied", 403, m.clone()),
+        KmsError::Disabled(m) => ApiError::new("KMS.DisabledException", 400, m.clone()),
+        KmsError::InvalidState(m) => ApiError::new("KMS.KMSInvalidStateException", 400, m.clone()),
+        KmsError::NotFound(m) => ApiError::new("KMS.NotFoundException", 400, m.clone()),
+        e => ApiError::new("KMS.KMSInternalException", 500, e.to_string()),
+    }
+}
+
+/// A new SSE-KMS object's data key, generated for the caller: the envelope for the store and
+/// the key's ARN. The GenerateDataKey call is carried with the request's own event.
+pub fn s3_generate(
+    ctx: &mut Ctx<'_>,
+    key_id: &str,
+    u: &S3Use<'_>,
+) -> Result<(Vec<u8>, String), ApiError> {
+    let key = ctx
+        .api
+        .kms
+        .resolve(&ctx.region, key_id)
+        .map_err(|e| match e {
+            KmsError::NotFound(_) => ApiError::new(
+                "KMS.NotFoundException",
+                400,
+                format!("Invalid keyId {key_id}"),
+            ),
+            e => kms_error(e),
+        })?;
+    let context = s3_context(u);
+    let outcome = s3_call(ctx, &key, "kms:GenerateDataKey", &context)
+        .and_then(|_| ctx.api.kms.new_envelope(&key, &context));
+    let event = service_call_event(
+        ctx.caller.identity.clone(),
+        "s3.amazonaws.com",
+        "GenerateDataKey",
+        &key,
+        &context,
+        ctx.now,
+        outcome.as_ref().err(),
+        true,
+    );
+    ctx.audit
+        .calls
+        .push(with_invoker(event, "s3.amazonaws.com"));
+    let env = outcome.map_err(|e| s3_error(&e))?;
+    Ok((env.to_bytes(), key.arn.clone()))
+}
+
+/// Before an SSE-KMS object is read: the caller must be allowed `kms:Decrypt` on its key
+/// (through S3) and the key usable. The Decrypt call is carried with the request's event.
+pub fn s3_decrypt(ctx: &mut Ctx<'_>, key_arn: &str, context: &Context) -> Result<(), ApiError> {
+    let key = match ctx.api.kms.resolve(arn_region(key_arn), key_arn) {
+        Ok(k) => k,
+        Err(e) => return Err(s3_error(&e)),
+    };
+    let outcome = s3_call(ctx, &key, "kms:Decrypt", context);
+    let event = service_call_event(
+        ctx.caller.identity.clone(),
+        "s3.amazonaws.com",
+        "Decrypt",
+        &key,
+        context,
+        ctx.now,
+        outcome.as_ref().err(),
+        false,
+    );
+    ctx.audit
+        .calls
+        .push(with_invoker(event, "s3.amazonaws.com"));
+    outcome.map_err(|e| s3_error(&e))
+}
+
+/// The caller's identity, `invokedBy` the service that called KMS for it.
+fn with_invoker(mut rec: EventRecord, service: &str) -> EventRecord {
+    if let Some(id) = rec.user_identity.as_mut() {
+        id.invoked_by = Some(service.into());
+    }
+    rec
+}
