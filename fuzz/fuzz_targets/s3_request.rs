@@ -1,7 +1,8 @@
 //! Fuzzes S3 request parsing and routing: addressing (path and virtual host), operation
 //! routing, SigV4 and SigV2 credential parsing, aws-chunked decoding, XML bodies, and the S3
 //! handlers themselves (run as the account root against an embedded store with versioned and
-//! plain buckets). Invariants: no panic, no 5xx other than 501/503 for any input, and every
+//! plain buckets), and whatever else the registry routes (KMS JSON calls, SSE-KMS writes, in
+//! the corpus). Invariants: no panic, no 5xx other than 501/503 for any input, and every
 //! request builds a valid event record.
 //!
 //! Input: up to eight requests separated by `\n===\n`, run in order against the same store

@@ -122,3 +122,35 @@ def test_log_bucket_and_trail_apply_then_plan_shows_no_changes(tf_s3):
     assert {"PutObject", "GetObject", "DeleteObject"} <= names, names
     status = srv.client("cloudtrail").get_trail_status(Name="acme-audit-trail")
     assert "LatestDeliveryError" not in status and status["LatestDeliveryTime"]
+
+
+@pytest.fixture(scope="module")
+def tf_kms(cairn_server_factory, tmp_path_factory):
+    return terraform_world(cairn_server_factory, tmp_path_factory, "terraform_kms", "")
+
+
+def test_kms_key_alias_bucket_encryption_and_encrypted_trail_apply_plan_destroy(tf_kms):
+    run, srv = tf_kms["run"], tf_kms["srv"]
+    run("apply", "-auto-approve", "-input=false", "-no-color")
+    key = json.loads(run("output", "-json").stdout)["key_arn"]["value"]
+    kms, ct, s3 = srv.client("kms"), srv.client("cloudtrail"), srv.client("s3")
+    meta = kms.describe_key(KeyId="alias/acme-main-key")["KeyMetadata"]
+    assert meta["Arn"] == key and meta["Description"] == "acme-main-key"
+    assert kms.get_key_rotation_status(KeyId=key)["KeyRotationEnabled"]
+    assert ct.get_trail(Name="acme-audit-trail")["Trail"]["KmsKeyId"] == key
+    logs = "acme-kms-cloudtrail-logs"
+    rule = s3.get_bucket_encryption(Bucket=logs)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}
+    plan = run("plan", "-detailed-exitcode", "-input=false", "-no-color", check=False)
+    assert plan.returncode == 0, f"second plan is not empty:\n{plan.stdout}\n{plan.stderr}"
+    # The trail's log files are SSE-KMS under the key (the seed's Verification step 4).
+    srv.flush("acme-audit-trail")
+    objs = [o["Key"] for o in s3.list_objects_v2(Bucket=logs, Prefix="AWSLogs/123456789012/CloudTrail/")["Contents"]]
+    assert objs
+    for k in objs:
+        h = s3.head_object(Bucket=logs, Key=k)
+        assert (h["ServerSideEncryption"], h["SSEKMSKeyId"]) == ("aws:kms", key)
+    run("destroy", "-auto-approve", "-input=false", "-no-color")
+    assert ct.list_trails()["Trails"] == []
+    assert kms.describe_key(KeyId=key)["KeyMetadata"]["KeyState"] == "PendingDeletion"
+    assert kms.list_aliases()["Aliases"] == []

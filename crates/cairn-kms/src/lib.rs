@@ -516,17 +516,15 @@ impl Kms {
         Ok((plain, ct))
     }
 
-    /// Keys whose deletion date has passed are deleted; keys due for automatic rotation get
-    /// new material. Returns what it did, for the log.
-    pub fn housekeeping(&self, now: DateTime<Utc>) -> Result<(usize, usize)> {
-        let (mut deleted, mut rotated) = (0, 0);
+    /// What is due at `now`: keys whose deletion date passed (to delete) and keys due for
+    /// automatic rotation (with their new material). Nothing is changed: the caller records
+    /// each, then [`Kms::apply`]s it.
+    pub fn due(&self, now: DateTime<Utc>) -> Result<Vec<Due>> {
+        let mut out = Vec::new();
         for k in self.keys()? {
             if k.state == KeyState::PendingDeletion && k.deletion_date.is_some_and(|d| d <= now) {
-                self.purge_key(&k.key_id)?;
-                deleted += 1;
-                continue;
-            }
-            if k.rotation_enabled
+                out.push(Due::Delete(k));
+            } else if k.rotation_enabled
                 && k.state == KeyState::Enabled
                 && k.next_rotation.is_some_and(|d| d <= now)
             {
@@ -534,12 +532,26 @@ impl Kms {
                 r.next_rotation = Some(
                     now + chrono::Duration::days(r.rotation_period_days.unwrap_or(365) as i64),
                 );
-                self.put_key(&r)?;
-                rotated += 1;
+                out.push(Due::Rotate(Box::new(r)));
             }
         }
-        Ok((deleted, rotated))
+        Ok(out)
     }
+
+    pub fn apply(&self, due: &Due) -> Result<()> {
+        match due {
+            Due::Delete(k) => self.purge_key(&k.key_id),
+            Due::Rotate(k) => self.put_key(k),
+        }
+    }
+}
+
+/// Work the key service does by itself.
+pub enum Due {
+    /// The waiting period ended: the key and its material go.
+    Delete(Arc<KeyRecord>),
+    /// Automatic rotation: the key with its new material.
+    Rotate(Box<KeyRecord>),
 }
 
 /// An SSE-KMS data key as stored beside a body: the data key's ciphertext blob and the
@@ -697,6 +709,37 @@ mod tests {
         let k = Kms::open(&path, &[8u8; 32], "123456789012").unwrap();
         let key3 = k.resolve("us-east-1", &key.key_id).unwrap();
         assert!(k.decrypt(&key3, &ct, &Context::new()).is_err());
+    }
+
+    #[test]
+    fn deletion_after_the_window_and_automatic_rotation_come_due() {
+        let (_d, k) = kms();
+        let now = Utc::now();
+        let mut doomed = new_key(&k);
+        doomed.state = KeyState::PendingDeletion;
+        doomed.deletion_date = Some(now - chrono::Duration::seconds(1));
+        k.put_key(&doomed).unwrap();
+        let ct = k.encrypt(&new_key(&k), b"x", &Context::new()).unwrap();
+        let mut rotating = k
+            .resolve("us-east-1", &blob::key_id(&ct).unwrap())
+            .unwrap()
+            .as_ref()
+            .clone();
+        rotating.rotation_enabled = true;
+        rotating.rotation_period_days = Some(90);
+        rotating.next_rotation = Some(now - chrono::Duration::seconds(1));
+        k.put_key(&rotating).unwrap();
+        let due = k.due(now).unwrap();
+        assert_eq!(due.len(), 2);
+        for d in &due {
+            k.apply(d).unwrap();
+        }
+        assert!(k.key(&doomed.key_id).unwrap().is_none());
+        let r = k.key(&rotating.key_id).unwrap().unwrap();
+        assert_eq!(r.current_version, 2);
+        assert!(r.next_rotation.unwrap() > now + chrono::Duration::days(89));
+        assert_eq!(k.decrypt(&r, &ct, &Context::new()).unwrap(), b"x");
+        assert!(k.due(now).unwrap().is_empty());
     }
 
     #[test]

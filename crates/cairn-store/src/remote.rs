@@ -147,6 +147,13 @@ impl ObjectStore for RemoteStore {
     }
 
     fn put(&self, bucket: &str, key: &str, body: &[u8], opts: &PutOptions) -> Result<ObjectInfo> {
+        // Never write in plaintext what was asked to be sealed under a KMS key.
+        if opts.wrapped_key.is_some() {
+            return Err(StoreError::KeyUnavailable(
+                "SSE-KMS bodies are sealed by the embedded store; a remote store cannot keep them"
+                    .into(),
+            ));
+        }
         let path = Self::path(key)?;
         let c = self.client(bucket)?;
         let mut attrs = Attributes::new();

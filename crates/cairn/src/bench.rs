@@ -61,6 +61,9 @@ pub struct IngestArgs {
     /// Only append to the journal (no delivery): a baseline for the journal's share.
     #[arg(long)]
     pub journal_only: bool,
+    /// Encrypt the trail's log files with a KMS key (SSE-KMS, the seed's key policy).
+    #[arg(long)]
+    pub kms: bool,
 }
 
 fn peak_rss_kib(field: &str) -> u64 {
@@ -162,6 +165,23 @@ pub fn ingest(a: IngestArgs) -> Result<()> {
         exclude_management_event_sources: vec![],
     }]);
     let arn = cfg.arn();
+    if a.kms {
+        let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{account}:root")}, "Action": "kms:*", "Resource": "*"},
+            {"Effect": "Allow", "Principal": {"Service": "cloudtrail.amazonaws.com"},
+             "Action": ["kms:GenerateDataKey", "kms:Decrypt"], "Condition": {"StringEquals": {"AWS:SourceArn": arn}}}]});
+        let key = inst.kms.new_key(
+            "us-east-1",
+            cairn_kms::NewKey {
+                description: "bench".into(),
+                policy: policy.to_string(),
+                tags: vec![],
+            },
+            t0,
+        )?;
+        inst.kms.put_key(&key)?;
+        cfg.kms_key_id = Some(key.arn.clone());
+    }
     engine.command(TrailCommand::Put {
         config: cfg,
         at: t0,

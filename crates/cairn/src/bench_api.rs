@@ -49,18 +49,18 @@ pub struct LookupBenchArgs {
     pub json: bool,
 }
 
-struct Phase {
-    requests: usize,
-    errors: usize,
+pub(crate) struct Phase {
+    pub(crate) requests: usize,
+    pub(crate) errors: usize,
     seconds: f64,
     latencies_us: Vec<u32>,
 }
 
 impl Phase {
-    fn rps(&self) -> f64 {
+    pub(crate) fn rps(&self) -> f64 {
         self.requests as f64 / self.seconds
     }
-    fn pct(&self, p: f64) -> f64 {
+    pub(crate) fn pct(&self, p: f64) -> f64 {
         pct(&self.latencies_us, p) / 1000.0
     }
 }
@@ -122,7 +122,7 @@ pub(crate) async fn read_response(
 }
 
 /// Runs `connections` keep-alive loops sending `request()` until `seconds` pass.
-async fn drive(
+pub(crate) async fn drive(
     addr: String,
     connections: usize,
     seconds: f64,
@@ -203,23 +203,23 @@ pub(crate) fn init_data_dir(
     Ok((key, secret))
 }
 
-pub fn api(a: ApiBenchArgs) -> Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let dir = a
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| tmp.path().join("data"));
+/// A `cairn serve` for a benchmark: a fresh data directory (or `data_dir`), `config`, a free
+/// loopback port; waits until it listens. Returns the process, its address and root
+/// credentials.
+pub(crate) fn bench_server(
+    tmp: &std::path::Path,
+    data_dir: Option<PathBuf>,
+    config: &str,
+) -> Result<(std::process::Child, String, String, String)> {
+    let dir = data_dir.unwrap_or_else(|| tmp.join("data"));
     let exe = std::env::current_exe()?;
     let (key, secret) = init_data_dir(&exe, &dir)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let config = tmp.path().join("cairn.toml");
-    std::fs::write(
-        &config,
-        "[[bucket]]\nname = \"bench-logs\"\n[[trail]]\nname = \"bench-trail\"\nbucket = \"bench-logs\"\nmulti_region = true\nlog_file_validation = true\n",
-    )?;
+    let cfg = tmp.join("cairn.toml");
+    std::fs::write(&cfg, config)?;
     let mut server = std::process::Command::new(&exe)
         .args([
             "serve",
@@ -229,18 +229,31 @@ pub fn api(a: ApiBenchArgs) -> Result<()> {
             "5s",
             "--config",
         ])
-        .arg(&config)
+        .arg(&cfg)
         .arg("--data-dir")
         .arg(&dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
-    let result = (|| -> Result<(Phase, Phase)> {
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(&addr).is_err() {
-            anyhow::ensure!(t0.elapsed().as_secs() < 30, "server did not start");
-            std::thread::sleep(std::time::Duration::from_millis(50));
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        if t0.elapsed().as_secs() > 30 || server.try_wait()?.is_some() {
+            let _ = server.kill();
+            anyhow::bail!("server did not start");
         }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok((server, addr, key, secret))
+}
+
+/// The trail every API benchmark's server has.
+pub(crate) const BENCH_CONFIG: &str = "[[bucket]]\nname = \"bench-logs\"\n[[trail]]\nname = \"bench-trail\"\nbucket = \"bench-logs\"\nmulti_region = true\nlog_file_validation = true\n";
+
+pub fn api(a: ApiBenchArgs) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (mut server, addr, key, secret) =
+        bench_server(tmp.path(), a.data_dir.clone(), BENCH_CONFIG)?;
+    let result = (|| -> Result<(Phase, Phase)> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(a.client_threads)
             .enable_all()

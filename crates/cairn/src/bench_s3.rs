@@ -50,6 +50,8 @@ struct Target {
     bucket: String,
     key: String,
     secret: String,
+    /// Headers every PUT carries (signed): SSE-KMS's.
+    put_headers: Vec<(String, String)>,
 }
 
 #[derive(Default, Clone)]
@@ -84,7 +86,10 @@ impl Phase {
 /// A signed request (SigV4, UNSIGNED-PAYLOAD) for `method` on `key` with `body`.
 fn request(t: &Target, method: &str, key: &str, body: &[u8]) -> Vec<u8> {
     let path = format!("/{}/{key}", t.bucket);
-    let headers = vec![("host".to_string(), t.addr.clone())];
+    let mut headers = vec![("host".to_string(), t.addr.clone())];
+    if method == "PUT" {
+        headers.extend(t.put_headers.iter().cloned());
+    }
     let sreq = cairn_iam::sigv4::Request {
         method,
         path: &path,
@@ -101,8 +106,8 @@ fn request(t: &Target, method: &str, key: &str, body: &[u8]) -> Vec<u8> {
         "s3",
         chrono::Utc::now(),
     );
-    let mut m = format!("{method} {path} HTTP/1.1\r\nhost: {}\r\n", t.addr);
-    for (k, v) in added {
+    let mut m = format!("{method} {path} HTTP/1.1\r\n");
+    for (k, v) in headers.iter().chain(added.iter()) {
         m.push_str(&format!("{k}: {v}\r\n"));
     }
     m.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
@@ -177,6 +182,11 @@ async fn drive(
 
 /// One request on a fresh connection; returns the status.
 fn once(addr: &str, raw: &[u8]) -> Result<u16> {
+    once_body(addr, raw).map(|(s, _)| s)
+}
+
+/// One request on a fresh connection; returns the status and the body.
+fn once_body(addr: &str, raw: &[u8]) -> Result<(u16, Vec<u8>)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
     s.write_all(raw)?;
@@ -184,10 +194,17 @@ fn once(addr: &str, raw: &[u8]) -> Result<u16> {
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
     let text = String::from_utf8_lossy(&out);
-    text.split_whitespace()
+    let status = text
+        .split_whitespace()
         .nth(1)
         .and_then(|x| x.parse().ok())
-        .context("no status")
+        .context("no status")?;
+    let body = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| out[i + 4..].to_vec())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 fn free_port() -> Result<u16> {
@@ -300,7 +317,7 @@ pub fn s3(a: S3BenchArgs) -> Result<()> {
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
     let mut config = String::from(
-        "[[bucket]]\nname = \"bench\"\n[[bucket]]\nname = \"bench-logs\"\n[[trail]]\nname = \"bench-trail\"\nbucket = \"bench-logs\"\n",
+        "[[bucket]]\nname = \"bench\"\n[[bucket]]\nname = \"bench-kms\"\n[[bucket]]\nname = \"bench-logs\"\n[[trail]]\nname = \"bench-trail\"\nbucket = \"bench-logs\"\n",
     );
     if let Some(m) = &moto_addr {
         config.push_str(&format!(
@@ -333,10 +350,41 @@ pub fn s3(a: S3BenchArgs) -> Result<()> {
         bucket: "bench".into(),
         key: key.clone(),
         secret: secret.clone(),
+        put_headers: Vec::new(),
+    };
+    // SSE-KMS: a key, and PUTs that name it (the same bucket setup otherwise).
+    let created = crate::client::signed_json_request(
+        &addr,
+        (&key, &secret, None),
+        "us-east-1",
+        ("kms", "TrentService.CreateKey"),
+        b"{}",
+        false,
+    );
+    let (st, body) = once_body(&addr, &created)?;
+    anyhow::ensure!(
+        st == 200,
+        "CreateKey failed: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let kms_key = serde_json::from_slice::<serde_json::Value>(&body)?["KeyMetadata"]["Arn"]
+        .as_str()
+        .context("CreateKey gave no key")?
+        .to_string();
+    let cairn_kms = Target {
+        bucket: "bench-kms".into(),
+        put_headers: vec![
+            ("x-amz-server-side-encryption".into(), "aws:kms".into()),
+            (
+                "x-amz-server-side-encryption-aws-kms-key-id".into(),
+                kms_key,
+            ),
+        ],
+        ..cairn.clone()
     };
     let selectors = |data: bool| {
         let body = if data {
-            r#"{"TrailName":"bench-trail","EventSelectors":[{"ReadWriteType":"All","IncludeManagementEvents":true,"DataResources":[{"Type":"AWS::S3::Object","Values":["arn:aws:s3:::bench/","arn:aws:s3:::bench-proxy/"]}]}]}"#
+            r#"{"TrailName":"bench-trail","EventSelectors":[{"ReadWriteType":"All","IncludeManagementEvents":true,"DataResources":[{"Type":"AWS::S3::Object","Values":["arn:aws:s3:::bench/","arn:aws:s3:::bench-kms/","arn:aws:s3:::bench-proxy/"]}]}]}"#
         } else {
             r#"{"TrailName":"bench-trail","EventSelectors":[{"ReadWriteType":"All","IncludeManagementEvents":true,"DataResources":[]}]}"#
         };
@@ -358,6 +406,7 @@ pub fn s3(a: S3BenchArgs) -> Result<()> {
             bucket: "bench-direct".into(),
             key: "bench".into(),
             secret: "bench-secret".into(),
+            put_headers: Vec::new(),
         };
         for b in ["bench-direct", "bench-upstream"] {
             let t = Target {
@@ -391,6 +440,7 @@ pub fn s3(a: S3BenchArgs) -> Result<()> {
                 bucket: "bench".into(),
                 key: "S3RVER".into(),
                 secret: "S3RVER".into(),
+                put_headers: Vec::new(),
             },
         ));
     }
@@ -417,6 +467,11 @@ pub fn s3(a: S3BenchArgs) -> Result<()> {
     anyhow::ensure!(selectors(true)? == 200, "PutEventSelectors failed");
     rt.block_on(drive(cairn.clone(), a.clients, 1.0, "PUT", 4096))?;
     run("cairn embedded, data events on", &cairn, &mut results)?;
+    run(
+        "cairn embedded SSE-KMS, data events on",
+        &cairn_kms,
+        &mut results,
+    )?;
     anyhow::ensure!(selectors(false)? == 200, "PutEventSelectors failed");
     run("cairn embedded, data events off", &cairn, &mut results)?;
     anyhow::ensure!(selectors(true)? == 200, "PutEventSelectors failed");
@@ -443,6 +498,11 @@ pub fn s3(a: S3BenchArgs) -> Result<()> {
                     format!("data events on/off {m} {size} B"),
                     on.rps() / off.rps(),
                 ));
+            }
+            if let (Some(k), Some(on)) =
+                (find("cairn embedded SSE-KMS, data events on", m, size), &on)
+            {
+                ratios.push((format!("SSE-KMS/SSE-S3 {m} {size} B"), k.rps() / on.rps()));
             }
             if let (Some(p), Some(d)) = (
                 find("cairn proxy → moto (data events on)", m, size),

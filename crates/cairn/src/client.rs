@@ -21,13 +21,33 @@ pub fn signed_cloudtrail_request(
     body: &[u8],
     keep_alive: bool,
 ) -> Vec<u8> {
+    signed_json_request(
+        host,
+        creds,
+        region,
+        (
+            "cloudtrail",
+            &format!("com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.{op}"),
+        ),
+        body,
+        keep_alive,
+    )
+}
+
+/// A signed awsJson 1.1 request for `service` (its signing name) with `X-Amz-Target`
+/// `target`.
+pub fn signed_json_request(
+    host: &str,
+    creds: (&str, &str, Option<&str>),
+    region: &str,
+    (service, target): (&str, &str),
+    body: &[u8],
+    keep_alive: bool,
+) -> Vec<u8> {
     let sha = hex::encode(Sha256::digest(body));
     let mut headers = vec![
         ("host".to_string(), host.to_string()),
-        (
-            "x-amz-target".to_string(),
-            format!("com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.{op}"),
-        ),
+        ("x-amz-target".to_string(), target.to_string()),
         (
             "content-type".to_string(),
             "application/x-amz-json-1.1".to_string(),
@@ -44,14 +64,7 @@ pub fn signed_cloudtrail_request(
         body_sha256: &sha,
         s3: false,
     };
-    let added = cairn_iam::sigv4::sign(
-        &req,
-        creds.0,
-        creds.1,
-        region,
-        "cloudtrail",
-        SystemClock.now(),
-    );
+    let added = cairn_iam::sigv4::sign(&req, creds.0, creds.1, region, service, SystemClock.now());
     let mut msg = String::from("POST / HTTP/1.1\r\n");
     for (k, v) in headers.iter().chain(added.iter()) {
         msg.push_str(&format!("{k}: {v}\r\n"));

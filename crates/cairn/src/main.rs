@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_api;
+mod bench_kms;
 mod bench_s3;
 mod client;
 mod config;
@@ -114,6 +115,9 @@ enum BenchCmd {
     /// S3 PutObject/GetObject: embedded with data events on and off, proxy vs direct
     /// upstream, and peers (moto_server, s3rver).
     S3(bench_s3::S3BenchArgs),
+    /// KMS calls through the API (GenerateDataKey, Encrypt/Decrypt 4 KiB) against
+    /// GetTrailStatus on the same server.
+    Kms(bench_kms::KmsBenchArgs),
 }
 
 /// One line of `cairn status`.
@@ -259,6 +263,7 @@ fn main() {
         Cmd::Bench(BenchCmd::Api(a)) => report(bench_api::api(a)),
         Cmd::Bench(BenchCmd::Lookup(a)) => report(bench_api::lookup(a)),
         Cmd::Bench(BenchCmd::S3(a)) => report(bench_s3::s3(a)),
+        Cmd::Bench(BenchCmd::Kms(a)) => report(bench_kms::kms(a)),
         Cmd::CrashTest(a) => match crash::harness(a) {
             Ok(c) => c,
             Err(e) => {

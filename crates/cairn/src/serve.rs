@@ -412,11 +412,29 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         let regions = api.opts.regions.clone();
         let days = api.opts.history_days;
         let stop = stop.clone();
+        let (kms, engine) = (api.kms.clone(), api.engine.clone());
+        // KMS's own work (deletions after the waiting period, automatic rotations): each is
+        // recorded before it is done.
+        let kms_due = move || -> anyhow::Result<()> {
+            let now = SystemClock.now();
+            for due in kms.due(now)? {
+                engine.append_event(&cairn_api::kms::on_behalf::housekeeping_event(&due, now))?;
+                kms.apply(&due)?;
+            }
+            Ok(())
+        };
+        let mut last_kms = std::time::Instant::now() - std::time::Duration::from_secs(60);
         std::thread::Builder::new()
             .name("history-retention".into())
             .spawn(move || {
                 let mut last = std::time::Instant::now() - std::time::Duration::from_secs(3600);
                 while !stop.load(Ordering::Acquire) {
+                    if last_kms.elapsed() >= std::time::Duration::from_secs(60) {
+                        last_kms = std::time::Instant::now();
+                        if let Err(e) = kms_due() {
+                            tracing::warn!(error = %e, "KMS housekeeping failed; will retry");
+                        }
+                    }
                     if last.elapsed() >= std::time::Duration::from_secs(3600) {
                         last = std::time::Instant::now();
                         let cut = SystemClock.now() - chrono::Duration::days(days);

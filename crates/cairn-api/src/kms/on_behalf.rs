@@ -394,3 +394,25 @@ fn with_invoker(mut rec: EventRecord, service: &str) -> EventRecord {
     }
     rec
 }
+
+/// The event of work KMS does by itself (a key deleted after its waiting period, an
+/// automatic rotation): `DeleteKey` / `RotateKey`, invoked by `kms.amazonaws.com`.
+pub fn housekeeping_event(due: &cairn_kms::Due, now: DateTime<Utc>) -> EventRecord {
+    let (name, key): (&str, &KeyRecord) = match due {
+        cairn_kms::Due::Delete(k) => ("DeleteKey", k),
+        cairn_kms::Due::Rotate(k) => ("RotateKey", k),
+    };
+    let identity = UserIdentity {
+        identity_type: "AWSService".into(),
+        invoked_by: Some("kms.amazonaws.com".into()),
+        account_id: Some(key.account.clone()),
+        ..Default::default()
+    };
+    let mut rec = builder::management("kms.amazonaws.com", name, &key.region, now, identity, false);
+    rec.source_ip_address = Some("kms.amazonaws.com".into());
+    rec.user_agent = Some("kms.amazonaws.com".into());
+    rec.resources = Some(vec![key_resource(key)]);
+    rec.recipient_account_id = Some(key.account.clone());
+    rec.event_type = "AwsServiceEvent".into();
+    rec
+}
