@@ -277,6 +277,55 @@ def test_key_policies_iam_policies_and_grants_decide_who_may_use_a_key(srv):
     assert code(e) == "AccessDeniedException"
 
 
+def test_review_a_grant_passes_on_no_more_than_it_gives(srv):
+    """An attacker's review found: a grantee holding CreateGrant could grant itself Decrypt."""
+    kms = srv.client("kms")
+    only = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {
+        "AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "kms:*", "Resource": "*"}]})
+    k = kms.create_key(Policy=only)["KeyMetadata"]["KeyId"]
+    blob = kms.encrypt(KeyId=k, Plaintext=b"secret")["CiphertextBlob"]
+    bob, _ = user(srv, "grant-bob", [])
+    bob_arn = f"arn:aws:iam::{ACCOUNT}:user/grant-bob"
+    kms.create_grant(KeyId=k, GranteePrincipal=bob_arn, Operations=["Encrypt", "CreateGrant"])
+    with pytest.raises(ClientError) as e:
+        bob.create_grant(KeyId=k, GranteePrincipal=bob_arn, Operations=["Decrypt"])
+    assert code(e) == "AccessDeniedException"
+    with pytest.raises(ClientError) as e:
+        bob.decrypt(CiphertextBlob=blob)
+    assert code(e) == "AccessDeniedException"
+    # Passing on a subset is allowed.
+    bob.create_grant(KeyId=k, GranteePrincipal=f"arn:aws:iam::{ACCOUNT}:user/kms-reader-x", Operations=["Encrypt"])
+    # A key policy may limit what grants say (kms:GrantOperations).
+    limited = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "kms:*", "Resource": "*"},
+        {"Effect": "Deny", "Principal": "*", "Action": "kms:CreateGrant", "Resource": "*",
+         "Condition": {"ForAnyValue:StringEquals": {"kms:GrantOperations": ["Decrypt"]}}}]})
+    k2 = kms.create_key(Policy=limited)["KeyMetadata"]["KeyId"]
+    with pytest.raises(ClientError) as e:
+        kms.create_grant(KeyId=k2, GranteePrincipal=bob_arn, Operations=["Decrypt"])
+    assert code(e) == "AccessDeniedException"
+    kms.create_grant(KeyId=k2, GranteePrincipal=bob_arn, Operations=["Encrypt"])
+
+
+def test_review_upload_part_copy_reads_an_sse_kms_source_through_kms(srv):
+    """An attacker's review found: UploadPartCopy read an SSE-KMS source without kms:Decrypt."""
+    kms, s3 = srv.client("kms"), srv.client("s3")
+    key = kms.create_key()["KeyMetadata"]["Arn"]
+    s3.create_bucket(Bucket="upc-victim")
+    s3.put_object(Bucket="upc-victim", Key="secret", Body=SENTINEL, ServerSideEncryption="aws:kms", SSEKMSKeyId=key)
+    thief, _ = user(srv, "upc-thief", [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}], service="s3")
+    thief.create_bucket(Bucket="upc-loot")
+    up = thief.create_multipart_upload(Bucket="upc-loot", Key="x")
+    for kw in ({}, {"CopySourceRange": "bytes=0-9"}):
+        with pytest.raises(ClientError) as e:
+            thief.upload_part_copy(Bucket="upc-loot", Key="x", UploadId=up["UploadId"], PartNumber=1,
+                                   CopySource={"Bucket": "upc-victim", "Key": "secret"}, **kw)
+        assert code(e) == "AccessDenied"
+    with pytest.raises(ClientError) as e:
+        thief.copy_object(Bucket="upc-loot", Key="y", CopySource={"Bucket": "upc-victim", "Key": "secret"})
+    assert code(e) == "AccessDenied"
+
+
 def test_a_request_changed_after_signing_is_refused_and_changes_nothing(srv):
     kms = srv.client("kms")
     before = len(kms.list_keys()["Keys"])
@@ -436,6 +485,9 @@ def test_delivery_fails_closed_while_the_key_is_unusable_and_resumes_after_a_cra
     ct.put_event_selectors(TrailName=TRAIL, EventSelectors=[{"ReadWriteType": "All", "IncludeManagementEvents": True,
                                                              "DataResources": [{"Type": "AWS::S3::Object", "Values": ["arn:aws:s3:::ledger/"]}]}])
     ct.start_logging(Name=TRAIL)
+    # A second trail without a key: the first one's unusable key must not hold it back.
+    ct.create_trail(Name="plain-trail", S3BucketName=LOGS, S3KeyPrefix="plain", EnableLogFileValidation=True)
+    ct.start_logging(Name="plain-trail")
     box.flush(TRAIL)
     kms.disable_key(KeyId=key)
     s3.create_bucket(Bucket="ledger")
@@ -447,6 +499,16 @@ def test_delivery_fails_closed_while_the_key_is_unusable_and_resumes_after_a_cra
     st = ct.get_trail_status(Name=TRAIL)
     assert "DisabledException" in st["LatestDeliveryError"], st
     before = {o["Key"] for o in s3.list_objects_v2(Bucket=LOGS).get("Contents", [])}
+    time.sleep(1.2)
+    flushed = box.flush("plain-trail")
+    assert flushed["LogFiles"] >= 1 and flushed["DigestFiles"] >= 1, flushed
+    plain = box.client("cloudtrail").get_trail_status(Name="plain-trail")
+    assert "LatestDeliveryError" not in plain, plain
+    plain_recs = []
+    for o in s3.list_objects_v2(Bucket=LOGS, Prefix=f"plain/AWSLogs/{ACCOUNT}/CloudTrail/")["Contents"]:
+        plain_recs += json.loads(gzip.decompress(s3.get_object(Bucket=LOGS, Key=o["Key"])["Body"].read()))["Records"]
+    assert any(r["eventName"] == "DisableKey" for r in plain_recs)
+    before = {o["Key"] for o in s3.list_objects_v2(Bucket=LOGS).get("Contents", []) if not o["Key"].startswith("plain/")}
     # Crash while the events wait.
     box.proc.send_signal(signal.SIGKILL)
     box.proc.wait()
@@ -455,7 +517,7 @@ def test_delivery_fails_closed_while_the_key_is_unusable_and_resumes_after_a_cra
     time.sleep(2)
     kms = box.client("kms")
     assert "DisabledException" in box.client("cloudtrail").get_trail_status(Name=TRAIL)["LatestDeliveryError"]
-    after_crash = {o["Key"] for o in box.client("s3").list_objects_v2(Bucket=LOGS).get("Contents", [])}
+    after_crash = {o["Key"] for o in box.client("s3").list_objects_v2(Bucket=LOGS).get("Contents", []) if not o["Key"].startswith("plain/")}
     assert {k for k in after_crash - before if "/CloudTrail/" in k} == set(), "nothing delivered while the key is disabled"
     kms.enable_key(KeyId=key)
     recs = records(box)
@@ -466,7 +528,7 @@ def test_delivery_fails_closed_while_the_key_is_unusable_and_resumes_after_a_cra
     assert sorted(put_keys) == sorted(acked)
     assert any(r["eventName"] == "CreateBucket" and r["requestParameters"]["bucketName"] == "ledger" for r in recs)
     s3c = box.client("s3")
-    for o in s3c.list_objects_v2(Bucket=LOGS)["Contents"]:
+    for o in s3c.list_objects_v2(Bucket=LOGS, Prefix="AWSLogs/")["Contents"]:
         h = s3c.head_object(Bucket=LOGS, Key=o["Key"])
         if "/CloudTrail/" in o["Key"]:
             assert (h["ServerSideEncryption"], h["SSEKMSKeyId"]) == ("aws:kms", key), o["Key"]

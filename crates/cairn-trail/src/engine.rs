@@ -16,7 +16,7 @@ use chrono::{DateTime, Duration, Utc};
 use rayon::prelude::*;
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -69,8 +69,9 @@ pub trait LogKeys: Send + Sync {
 pub struct LogKey {
     /// The envelope the store keeps beside the body ([`PutOptions::wrapped_key`]).
     pub wrapped: Vec<u8>,
-    /// The key's ARN (`x-amz-server-side-encryption-aws-kms-key-id`).
-    pub key_arn: String,
+    /// The system attributes the object keeps about its encryption (algorithm, key ARN,
+    /// encryption context), as the S3 layer reads them.
+    pub system: Vec<(String, String)>,
 }
 
 /// [`LogKeys`] in the engine's options.
@@ -125,6 +126,21 @@ impl EngineOptions {
             log_keys: None,
         }
     }
+}
+
+/// For each (trail, region) with a file still to deliver, the oldest such file's delivery
+/// time: that chain's digests wait for it.
+fn pending_windows(inner: &Inner) -> HashMap<(String, String), DateTime<Utc>> {
+    let mut out: HashMap<(String, String), DateTime<Utc>> = HashMap::new();
+    for i in inner.intents.values() {
+        for f in &i.files {
+            let e = out
+                .entry((f.trail.clone(), f.region.clone()))
+                .or_insert(i.delivered_at);
+            *e = (*e).min(i.delivered_at);
+        }
+    }
+    out
 }
 
 /// A digest chain of one (trail, region).
@@ -562,14 +578,12 @@ impl TrailEngine {
         let pos = inner.reader.position();
         total.files += self.close_epoch(&mut inner, pos, now)?;
         total.files += self.finish_inflight(&mut inner)?;
-        if !inner.intents.is_empty() {
-            self.publish(&inner);
-            return Ok(total);
-        }
+        // Chains with files still pending get no digest yet; the others do.
+        let pending = pending_windows(&inner);
         let keys: Vec<_> = inner
             .chains
             .iter()
-            .filter(|(_, c)| c.active && c.window_start < now)
+            .filter(|(k, c)| c.active && c.window_start < now && !pending.contains_key(*k))
             .map(|(k, _)| k.clone())
             .collect();
         for k in keys {
@@ -735,11 +749,11 @@ impl TrailEngine {
     /// Delivers intents left pending by a crash or a failed write, oldest first.
     fn retry_intents(&self, inner: &mut Inner, now: DateTime<Utc>) -> Result<()> {
         let pending: Vec<EpochIntent> = inner.intents.values().cloned().collect();
+        // Each pending intent is tried: one trail's failure does not hold back the others
+        // (digests wait per chain for their own pending files).
         for intent in pending {
             let files = self.rebuild(&intent)?;
-            if !self.deliver(inner, &intent, files, now)? {
-                break;
-            }
+            self.deliver(inner, &intent, files, now)?;
         }
         Ok(())
     }
@@ -795,8 +809,10 @@ impl TrailEngine {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         // Each file is written on behalf of its trail (bucket policies see the trail's ARN),
-        // SSE-KMS under the trail's key when it has one.
-        let opts: std::result::Result<Vec<PutOptions>, String> = intent
+        // SSE-KMS under the trail's key when it has one. A file its trail cannot deliver now
+        // (its key unusable, the bucket policy refusing) waits in the intent without holding
+        // back the other trails' files.
+        let opts: Vec<std::result::Result<PutOptions, String>> = intent
             .files
             .iter()
             .map(|fi| {
@@ -816,45 +832,44 @@ impl TrailEngine {
                         )?;
                     let k = hook.0.envelope(kms_key, &arn, &fi.bucket, &fi.key)?;
                     o.wrapped_key = Some(k.wrapped);
-                    o.system.insert("sse".into(), "aws:kms".into());
-                    o.system.insert("sse-kms-key-id".into(), k.key_arn);
+                    o.system.extend(k.system);
                 }
+                self.guard(std::iter::once((fi.bucket.as_str(), fi.key.as_str(), &o)))
+                    .map_err(|e| e.s3_code().to_string())?;
                 Ok(o)
             })
             .collect();
-        let opts = match opts {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::warn!(epoch = intent.epoch, error = %e, "log files not delivered: their KMS key cannot be used; will retry");
-                for fi in &intent.files {
-                    if let Some(st) = inner.trails.get_mut(&fi.trail) {
-                        st.latest_delivery_attempt_time = Some(now);
-                        st.latest_delivery_error = Some(e.clone());
-                    }
-                }
-                self.save_trails(inner)?;
-                return Ok(false);
+        let failed: Vec<usize> = (0..opts.len()).filter(|&i| opts[i].is_err()).collect();
+        for &i in &failed {
+            let fi = &intent.files[i];
+            let e = opts[i].as_ref().err().cloned().unwrap_or_default();
+            tracing::warn!(epoch = intent.epoch, trail = %fi.trail, error = %e, "log file not delivered; will retry");
+            if let Some(st) = inner.trails.get_mut(&fi.trail) {
+                st.latest_delivery_attempt_time = Some(now);
+                st.latest_delivery_error = Some(e);
             }
-        };
-        let items: Vec<PutItem> = intent
-            .files
+        }
+        let ready: Vec<usize> = (0..opts.len()).filter(|&i| opts[i].is_ok()).collect();
+        if ready.is_empty() {
+            self.save_trails(inner)?;
+            return Ok(false);
+        }
+        let items: Vec<PutItem> = ready
             .iter()
-            .zip(&files)
-            .zip(&opts)
-            .map(|((fi, f), opts)| PutItem {
-                bucket: &fi.bucket,
-                key: &fi.key,
-                body: &f.gz,
-                opts,
+            .filter_map(|&i| {
+                let (fi, f) = (&intent.files[i], &files[i]);
+                opts[i].as_ref().ok().map(|o| PutItem {
+                    bucket: &fi.bucket,
+                    key: &fi.key,
+                    body: &f.gz,
+                    opts: o,
+                })
             })
             .collect();
-        let delivered = self
-            .guard(items.iter().map(|i| (i.bucket, i.key, i.opts)))
-            .and_then(|_| self.store.put_many(&items));
-        if let Err(e) = delivered {
+        if let Err(e) = self.store.put_many(&items) {
             tracing::warn!(epoch = intent.epoch, error = %e, "log file delivery failed; will retry");
-            for fi in &intent.files {
-                if let Some(st) = inner.trails.get_mut(&fi.trail) {
+            for &i in &ready {
+                if let Some(st) = inner.trails.get_mut(&intent.files[i].trail) {
                     st.latest_delivery_attempt_time = Some(now);
                     st.latest_delivery_error = Some(e.s3_code().to_string());
                 }
@@ -863,7 +878,8 @@ impl TrailEngine {
             return Ok(false);
         }
         crate::failpoint::crash_point("after-log-put");
-        for (fi, f) in intent.files.iter().zip(&files) {
+        for &i in &ready {
+            let (fi, f) = (&intent.files[i], &files[i]);
             let df = DeliveredFile {
                 bucket: fi.bucket.clone(),
                 key: fi.key.clone(),
@@ -910,6 +926,21 @@ impl TrailEngine {
                     chain.pending.push(df);
                 }
             }
+        }
+        if !failed.is_empty() {
+            // The files still to deliver stay in the intent (rebuilt from the same journal
+            // range when retried); the delivered ones are done.
+            let mut rest = intent.clone();
+            rest.files = failed.iter().map(|&i| intent.files[i].clone()).collect();
+            let w = self.db.begin_write().map_err(db_err)?;
+            w.open_table(INTENTS)
+                .map_err(db_err)?
+                .insert(rest.epoch, js(&rest)?.as_slice())
+                .map_err(db_err)?;
+            w.commit().map_err(db_err)?;
+            inner.intents.insert(rest.epoch, rest);
+            self.save_trails(inner)?;
+            return Ok(false);
         }
         tracing::debug!(epoch = intent.epoch, files = files.len(), "delivered epoch");
         inner.intents.remove(&intent.epoch);
@@ -1155,7 +1186,7 @@ impl TrailEngine {
             // The in-flight epoch may belong in a window about to close.
             self.finish_inflight(inner)?;
         }
-        let oldest_pending = inner.intents.values().map(|i| i.delivered_at).min();
+        let pending = pending_windows(inner);
         let keys: Vec<_> = inner
             .chains
             .iter()
@@ -1166,7 +1197,7 @@ impl TrailEngine {
             while let Some(c) = inner.chains.get(&k) {
                 let end = c.window_start + self.opts.digest_interval;
                 // A digest is written only after every file delivered in its window is stored.
-                if end > now || oldest_pending.is_some_and(|p| p < end) {
+                if end > now || pending.get(&k).is_some_and(|p| *p < end) {
                     break;
                 }
                 if !self.emit_digest(inner, &k, end, None, now)? {

@@ -2,7 +2,7 @@
 //! 4 KiB — against authenticated, journaled GetTrailStatus on the same server, phase after
 //! phase, so the ratios hold on a noisy machine.
 
-use crate::bench_api::{bench_server, drive, read_response, Phase, BENCH_CONFIG};
+use crate::bench_api::{bench_server, drive, Phase, BENCH_CONFIG};
 use anyhow::{Context, Result};
 use base64::Engine;
 use clap::Args;
@@ -29,6 +29,16 @@ pub struct KmsBenchArgs {
 type Request = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
 
 fn kms_request(addr: &str, creds: (&str, &str), op: &str, body: Value) -> Request {
+    kms_request_with(addr, creds, op, body, true)
+}
+
+fn kms_request_with(
+    addr: &str,
+    creds: (&str, &str),
+    op: &str,
+    body: Value,
+    keep_alive: bool,
+) -> Request {
     let (addr, key, secret) = (addr.to_string(), creds.0.to_string(), creds.1.to_string());
     let body = body.to_string();
     let target = format!("TrentService.{op}");
@@ -39,24 +49,28 @@ fn kms_request(addr: &str, creds: (&str, &str), op: &str, body: Value) -> Reques
             "us-east-1",
             ("kms", &target),
             body.as_bytes(),
-            true,
+            keep_alive,
         )
     })
 }
 
-/// One call; its JSON answer.
-async fn call(addr: &str, raw: Vec<u8>) -> Result<Value> {
-    use tokio::io::AsyncWriteExt;
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(&raw).await?;
-    let mut buf = Vec::new();
-    let (status, _, _) = read_response(&mut s, &mut buf).await?;
-    anyhow::ensure!(status == 200, "setup call failed with {status}");
-    let start = buf
+/// One call on its own connection (closed after the answer); its JSON answer.
+fn call(addr: &str, raw: Vec<u8>) -> Result<Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.write_all(&raw)?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let start = out
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .context("no body")?;
-    Ok(serde_json::from_slice(&buf[start + 4..])?)
+        .context("no answer")?;
+    anyhow::ensure!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "setup call failed: {}",
+        String::from_utf8_lossy(&out)
+    );
+    Ok(serde_json::from_slice(&out[start + 4..])?)
 }
 
 pub fn kms(a: KmsBenchArgs) -> Result<()> {
@@ -69,10 +83,10 @@ pub fn kms(a: KmsBenchArgs) -> Result<()> {
             .worker_threads(a.client_threads)
             .enable_all()
             .build()?;
-        let created = rt.block_on(call(
+        let created = call(
             &addr,
-            kms_request(&addr, creds, "CreateKey", json!({}))(),
-        ))?;
+            kms_request_with(&addr, creds, "CreateKey", json!({}), false)(),
+        )?;
         let key_id = created["KeyMetadata"]["KeyId"]
             .as_str()
             .context("CreateKey gave no key")?
@@ -85,7 +99,14 @@ pub fn kms(a: KmsBenchArgs) -> Result<()> {
             "Encrypt",
             json!({"KeyId": key_id, "Plaintext": plain, "EncryptionContext": ctx}),
         );
-        let blob = rt.block_on(call(&addr, enc()))?["CiphertextBlob"]
+        let enc_once = kms_request_with(
+            &addr,
+            creds,
+            "Encrypt",
+            json!({"KeyId": key_id, "Plaintext": plain, "EncryptionContext": ctx}),
+            false,
+        );
+        let blob = call(&addr, enc_once())?["CiphertextBlob"]
             .as_str()
             .context("Encrypt gave no blob")?
             .to_string();

@@ -412,10 +412,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         let regions = api.opts.regions.clone();
         let days = api.opts.history_days;
         let stop = stop.clone();
-        let (kms, engine) = (api.kms.clone(), api.engine.clone());
+        let (kms, engine, control) = (api.kms.clone(), api.engine.clone(), api.control.clone());
         // KMS's own work (deletions after the waiting period, automatic rotations): each is
-        // recorded before it is done.
+        // recorded before it is done, under the control lock every key change holds (so a
+        // DisableKey or CancelKeyDeletion cannot be overwritten by a stale snapshot).
         let kms_due = move || -> anyhow::Result<()> {
+            let _serialized = control.blocking_lock();
             let now = SystemClock.now();
             for due in kms.due(now)? {
                 engine.append_event(&cairn_api::kms::on_behalf::housekeeping_event(&due, now))?;

@@ -118,10 +118,42 @@ pub(super) async fn create(
         encryption_context_subset: c.encryption_context_subset.clone(),
         encryption_context_equals: c.encryption_context_equals.clone(),
     });
+    // The grant's own condition keys, for policies that limit what grants may say.
+    ctx.keys
+        .set_many("kms:GrantOperations", i.operations.clone());
+    ctx.keys.set("kms:GranteePrincipal", grantee.clone());
+    if let Some(r) = &i.retiring_principal {
+        ctx.keys.set("kms:RetiringPrincipal", r.clone());
+    }
+    ctx.keys.set("kms:GrantIsForAWSResource", "false");
     let guard = lock(ctx).await;
     let key = resolve(ctx, &i.key_id)?;
     authorize_key(ctx, &key, action, &Default::default())?;
     key.usable().map_err(kms_error)?;
+    // A principal allowed only through a grant may pass on no more than that grant gives:
+    // the same or fewer operations, the same or stricter constraints (as KMS requires).
+    if !super::allowed_without_grants(ctx, &key, action, &Default::default())? {
+        let me = [
+            Some(ctx.caller.principal.arn.as_str()),
+            ctx.caller.principal.role_arn.as_deref(),
+        ];
+        let parents = ctx.api.kms.grants(&key.key_id).map_err(kms_error)?;
+        let covered = parents.iter().any(|p| {
+            me.contains(&Some(p.grantee.as_str()))
+                && p.operations.iter().any(|o| o == "CreateGrant")
+                && i.operations.iter().all(|o| p.operations.contains(o))
+                && narrower(p.constraints.as_ref(), constraints.as_ref())
+        });
+        if !covered {
+            return Err(ApiError::client(
+                "AccessDeniedException",
+                format!(
+                    "User: {} may create grants only with the operations and constraints of the grant that allows it",
+                    ctx.caller.principal.arn
+                ),
+            ));
+        }
+    }
     if i.dry_run {
         return Err(ApiError::client(
             "DryRunOperationException",
@@ -173,6 +205,39 @@ pub(super) async fn create(
     ctx.hold_until_made(guard);
     ctx.audit.response_elements = Some(json!({ "grantId": grant_id }));
     Ok(json!({ "GrantToken": token, "GrantId": grant_id }))
+}
+
+/// Whether `child`'s constraints are at least as strict as `parent`'s.
+fn narrower(parent: Option<&GrantConstraints>, child: Option<&GrantConstraints>) -> bool {
+    let Some(p) = parent else {
+        return true;
+    };
+    let Some(c) = child else {
+        return p
+            .encryption_context_subset
+            .as_ref()
+            .is_none_or(|s| s.is_empty())
+            && p.encryption_context_equals.is_none();
+    };
+    let within = |need: &Context, have: &Context| need.iter().all(|(k, v)| have.get(k) == Some(v));
+    if let Some(e) = &p.encryption_context_equals {
+        if c.encryption_context_equals.as_ref() != Some(e) {
+            return false;
+        }
+    }
+    if let Some(s) = &p.encryption_context_subset {
+        let ok = c
+            .encryption_context_subset
+            .as_ref()
+            .is_some_and(|cs| within(s, cs))
+            || c.encryption_context_equals
+                .as_ref()
+                .is_some_and(|ce| within(s, ce));
+        if !ok {
+            return false;
+        }
+    }
+    true
 }
 
 fn entry(g: &Grant) -> Value {

@@ -432,9 +432,40 @@ pub(crate) fn authorize_key(
 ) -> Result<(), ApiError> {
     note_key(ctx, key);
     ctx.no_authorization_needed();
+    decide(ctx, key, action, context, true)
+        .map_err(|d| ApiError::client("AccessDeniedException", d.0))
+}
+
+/// Whether the key policy and the caller's IAM policies alone (no grant) allow `action`.
+pub(crate) fn allowed_without_grants(
+    ctx: &Ctx<'_>,
+    key: &KeyRecord,
+    action: &str,
+    context: &Context,
+) -> Result<bool, ApiError> {
+    match decide(ctx, key, action, context, false) {
+        Ok(()) => Ok(true),
+        Err(_) => Ok(false),
+    }
+}
+
+fn decide(
+    ctx: &Ctx<'_>,
+    key: &KeyRecord,
+    action: &str,
+    context: &Context,
+    with_grants: bool,
+) -> Result<(), access::Denied> {
     let policy = access::check_policy(&key.policy)
-        .map_err(|e| ApiError::internal(format!("stored key policy does not parse: {e}")))?;
-    let grants = ctx.api.kms.grants(&key.key_id).map_err(kms_error)?;
+        .map_err(|e| access::Denied(format!("the key's stored policy does not parse: {e}")))?;
+    let grants = if with_grants {
+        ctx.api
+            .kms
+            .grants(&key.key_id)
+            .map_err(|e| access::Denied(e.to_string()))?
+    } else {
+        Vec::new()
+    };
     let mut keys = ctx.condition_keys();
     access::context_keys(&mut keys, &ctx.api.opts.account, context);
     let asker = Asker {
@@ -442,7 +473,6 @@ pub(crate) fn authorize_key(
         identity_policies: (!ctx.caller.is_root()).then_some(ctx.caller.policies.as_slice()),
     };
     access::decide(key, &policy, &grants, &asker, action, &keys, context)
-        .map_err(|d| ApiError::client("AccessDeniedException", d.0))
 }
 
 /// Authorizes an action that names no key (`CreateKey`, `ListKeys`, …): IAM policies alone.

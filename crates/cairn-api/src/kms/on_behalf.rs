@@ -239,7 +239,7 @@ impl cairn_trail::LogKeys for TrailKeys {
                     .remove(trail_arn);
                 Ok(cairn_trail::LogKey {
                     wrapped: env.to_bytes(),
-                    key_arn: key.arn.clone(),
+                    system: crate::s3::sse::kms_attributes(&key.arn, &context, false),
                 })
             }
             Err(e) => {

@@ -163,6 +163,9 @@ pub(crate) async fn read_copy_source(
     if archived(&obj.info) {
         return Err(archived_error(&obj.info));
     }
+    // An SSE-KMS source is read through KMS, as a GetObject would (every copy path: CopyObject
+    // and UploadPartCopy).
+    super::sse::check_read(ctx, &obj.info.system)?;
     if let Some(m) = &src.if_match {
         if !etag_matches(m, &obj.info.etag) {
             return Err(S3Error::PreconditionFailed("x-amz-copy-source-If-Match".into()).into());
@@ -203,8 +206,6 @@ pub(super) async fn copy(
         .into());
     }
     let src = read_copy_source(ctx, req, src).await?;
-    // An SSE-KMS source is read through KMS, as a GetObject would.
-    super::sse::check_read(ctx, &src.info.system)?;
     let mut opts = PutOptions {
         content_type: src.info.content_type.clone(),
         content_encoding: src.info.content_encoding.clone(),

@@ -150,19 +150,31 @@ pub fn apply(
         user_context: sse.context.clone(),
     };
     let (wrapped, key_arn) = on_behalf::s3_generate(ctx, &key_id, &u)?;
-    let full = on_behalf::s3_context(&u);
     opts.wrapped_key = Some(wrapped);
-    opts.system.insert("sse".into(), "aws:kms".into());
-    opts.system.insert("sse-kms-key-id".into(), key_arn.clone());
-    opts.system.insert(
-        "sse-context".into(),
-        base64::engine::general_purpose::STANDARD
-            .encode(serde_json::to_vec(&full).map_err(ApiError::internal)?),
-    );
-    if sse.bucket_key == Some(true) {
-        opts.system.insert("sse-bucket-key".into(), "true".into());
-    }
+    opts.system.extend(kms_attributes(
+        &key_arn,
+        &on_behalf::s3_context(&u),
+        sse.bucket_key == Some(true),
+    ));
     Ok(headers(&opts.system))
+}
+
+/// The system attributes of an SSE-KMS object: algorithm, key ARN, the encryption context
+/// its data key was generated with (what every read is authorized with), bucket key.
+pub fn kms_attributes(key_arn: &str, context: &Context, bucket_key: bool) -> Vec<(String, String)> {
+    let mut out = vec![
+        ("sse".to_string(), "aws:kms".to_string()),
+        ("sse-kms-key-id".to_string(), key_arn.to_string()),
+        (
+            "sse-context".to_string(),
+            base64::engine::general_purpose::STANDARD
+                .encode(serde_json::to_vec(context).unwrap_or_else(|_| b"{}".to_vec())),
+        ),
+    ];
+    if bucket_key {
+        out.push(("sse-bucket-key".into(), "true".into()));
+    }
+    out
 }
 
 /// The SSE headers an object is answered with.
@@ -204,10 +216,11 @@ pub fn check_read(ctx: &mut Ctx<'_>, system: &BTreeMap<String, String>) -> Resul
     let key_arn = system
         .get("sse-kms-key-id")
         .ok_or_else(|| ApiError::internal("an SSE-KMS object without its key"))?;
+    // Without its context a read cannot be authorized as KMS would: refuse it.
     let context: Context = system
         .get("sse-context")
         .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok())
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+        .ok_or_else(|| ApiError::internal("an SSE-KMS object without its encryption context"))?;
     on_behalf::s3_decrypt(ctx, key_arn, &context)
 }
