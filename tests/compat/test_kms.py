@@ -412,6 +412,33 @@ def test_sse_kms_objects(srv):
     assert s3.get_object(Bucket="kms-data", Key="secret")["Body"].read() == SENTINEL
 
 
+def test_bucket_keys_reuse_one_data_key_and_every_read_is_still_authorized(srv, cairn_server_factory):
+    box = cairn_server_factory(config=f'[[bucket]]\nname = "{LOGS}"\n', delivery="1s", digest="3s")
+    kms, s3, ct = box.client("kms"), box.client("s3"), box.client("cloudtrail")
+    ct.create_trail(Name="bk-trail", S3BucketName=LOGS)
+    ct.start_logging(Name="bk-trail")
+    key = kms.create_key()["KeyMetadata"]["Arn"]
+    s3.create_bucket(Bucket="bk-data")
+    for i in range(3):
+        r = s3.put_object(Bucket="bk-data", Key=f"o{i}", Body=SENTINEL, ServerSideEncryption="aws:kms", SSEKMSKeyId=key,
+                          BucketKeyEnabled=True)
+        assert r["BucketKeyEnabled"] is True
+    for i in range(3):
+        assert s3.get_object(Bucket="bk-data", Key=f"o{i}")["Body"].read() == SENTINEL
+    s3only, _ = user(box, "bk-reader", [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}], service="s3")
+    with pytest.raises(ClientError) as e:
+        s3only.get_object(Bucket="bk-data", Key="o1")
+    assert code(e) == "AccessDenied"
+    recs = records(box, trail="bk-trail")
+    calls = [r for r in recs if r["eventSource"] == "kms.amazonaws.com" and r["userIdentity"].get("invokedBy") == "s3.amazonaws.com"]
+    gdk = [r for r in calls if r["eventName"] == "GenerateDataKey"]
+    dec = [r for r in calls if r["eventName"] == "Decrypt" and "errorCode" not in r]
+    assert len(gdk) == 1 and gdk[0]["requestParameters"]["encryptionContext"] == {"aws:s3:arn": "arn:aws:s3:::bk-data"}, gdk
+    assert len(dec) == 1, dec
+    assert any(r["eventName"] == "Decrypt" and r.get("errorCode") for r in calls), "the refused read's Decrypt is recorded"
+    box.stop()
+
+
 def test_trail_with_the_seeds_key_delivers_sse_kms_logs_that_validate(srv, aws_bin):
     kms, ct, s3 = srv.client("kms"), srv.client("cloudtrail"), srv.client("s3")
     key = kms.create_key(Policy=seed_policy(), Description="acme-main-key")["KeyMetadata"]["Arn"]

@@ -141,6 +141,8 @@ pub struct Api {
     pub iam: Arc<Directory>,
     /// KMS keys (the `kms` service, SSE-KMS objects, encrypted trails).
     pub kms: Arc<cairn_kms::Kms>,
+    /// S3 Bucket Keys in use (SSE-KMS data keys S3 reuses per bucket for a while).
+    pub bucket_keys: kms::on_behalf::BucketKeys,
     pub meta: Arc<meta::Meta>,
     pub history: Arc<cloudtrail::history::History>,
     pub clock: Arc<dyn Clock>,
@@ -193,6 +195,7 @@ impl Api {
             trail_store,
             iam,
             kms,
+            bucket_keys: Default::default(),
             meta,
             history,
             clock,

@@ -88,6 +88,10 @@ pub struct Kms {
     records: RwLock<HashMap<String, Arc<KeyRecord>>>,
     /// Opened material, by (key id, version). Material never changes once created.
     materials: RwLock<HashMap<(String, u32), Arc<LessSafeKey>>>,
+    /// Parsed key policies, by key id, with the text they were parsed from.
+    policies: RwLock<HashMap<String, (String, Arc<cairn_iam::policy::Policy>)>>,
+    /// Each key's grants, read once and kept until they change.
+    grant_cache: RwLock<HashMap<String, Arc<Vec<Grant>>>>,
 }
 
 fn random<const N: usize>() -> Result<[u8; N]> {
@@ -135,6 +139,8 @@ impl Kms {
             wrap: aes(sub.as_ref())?,
             records: RwLock::new(HashMap::new()),
             materials: RwLock::new(HashMap::new()),
+            policies: RwLock::new(HashMap::new()),
+            grant_cache: RwLock::new(HashMap::new()),
         })
     }
 
@@ -286,6 +292,8 @@ impl Kms {
         }
         w.commit().map_err(internal)?;
         self.records.write().map_err(internal)?.remove(key_id);
+        self.forget_grants(key_id)?;
+        self.policies.write().map_err(internal)?.remove(key_id);
         self.materials
             .write()
             .map_err(internal)?
@@ -431,7 +439,10 @@ impl Kms {
     }
 
     /// The grants of a key, in grant id order.
-    pub fn grants(&self, key_id: &str) -> Result<Vec<Grant>> {
+    pub fn grants(&self, key_id: &str) -> Result<Arc<Vec<Grant>>> {
+        if let Some(g) = self.grant_cache.read().map_err(internal)?.get(key_id) {
+            return Ok(g.clone());
+        }
         let r = self.db.begin_read().map_err(internal)?;
         let t = r.open_table(GRANTS).map_err(internal)?;
         let prefix = format!("{key_id}/");
@@ -443,7 +454,32 @@ impl Kms {
             }
             out.push(serde_json::from_slice(v.value()).map_err(internal)?);
         }
+        let out = Arc::new(out);
+        self.grant_cache
+            .write()
+            .map_err(internal)?
+            .insert(key_id.to_string(), out.clone());
         Ok(out)
+    }
+
+    /// The key's policy, parsed (and checked) once per text.
+    pub fn policy(&self, key: &KeyRecord) -> Result<Arc<cairn_iam::policy::Policy>> {
+        if let Some((text, p)) = self.policies.read().map_err(internal)?.get(&key.key_id) {
+            if *text == key.policy {
+                return Ok(p.clone());
+            }
+        }
+        let p = Arc::new(access::check_policy(&key.policy).map_err(KmsError::Internal)?);
+        self.policies
+            .write()
+            .map_err(internal)?
+            .insert(key.key_id.clone(), (key.policy.clone(), p.clone()));
+        Ok(p)
+    }
+
+    fn forget_grants(&self, key_id: &str) -> Result<()> {
+        self.grant_cache.write().map_err(internal)?.remove(key_id);
+        Ok(())
     }
 
     /// Every grant of every key (to find one by its token).
@@ -468,7 +504,8 @@ impl Kms {
                 bytes.as_slice(),
             )
             .map_err(internal)?;
-        w.commit().map_err(internal)
+        w.commit().map_err(internal)?;
+        self.forget_grants(&g.key_id)
     }
 
     pub fn delete_grant(&self, key_id: &str, grant_id: &str) -> Result<()> {
@@ -477,7 +514,8 @@ impl Kms {
             .map_err(internal)?
             .remove(format!("{key_id}/{grant_id}").as_str())
             .map_err(internal)?;
-        w.commit().map_err(internal)
+        w.commit().map_err(internal)?;
+        self.forget_grants(key_id)
     }
 
     /// Encrypts `plain` under the key's current material, bound to `context`.

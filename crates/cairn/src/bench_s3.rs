@@ -4,6 +4,7 @@
 //! * cairn's embedded store with the bucket's data events selected by a trail ("on") and not
 //!   selected ("off"; every request is still journaled durably before its answer — cairn
 //!   records every request — so "off" only skips the trail's delivery of the data events);
+//! * SSE-KMS objects (per-object data keys, and with an S3 Bucket Key) against SSE-S3;
 //! * a proxied bucket (cairn in front of `moto_server`) against `moto_server` directly;
 //! * the embedded store against `moto_server` and `s3rver` (npm) as peers.
 //!
@@ -382,6 +383,11 @@ pub fn s3(a: S3BenchArgs) -> Result<()> {
         ],
         ..cairn.clone()
     };
+    let mut cairn_bucket_key = cairn_kms.clone();
+    cairn_bucket_key.put_headers.push((
+        "x-amz-server-side-encryption-bucket-key-enabled".into(),
+        "true".into(),
+    ));
     let selectors = |data: bool| {
         let body = if data {
             r#"{"TrailName":"bench-trail","EventSelectors":[{"ReadWriteType":"All","IncludeManagementEvents":true,"DataResources":[{"Type":"AWS::S3::Object","Values":["arn:aws:s3:::bench/","arn:aws:s3:::bench-kms/","arn:aws:s3:::bench-proxy/"]}]}]}"#
@@ -503,6 +509,15 @@ pub fn s3(a: S3BenchArgs) -> Result<()> {
                 (find("cairn embedded SSE-KMS, data events on", m, size), &on)
             {
                 ratios.push((format!("SSE-KMS/SSE-S3 {m} {size} B"), k.rps() / on.rps()));
+            }
+            if let (Some(k), Some(on)) = (
+                find("cairn embedded SSE-KMS bucket key, data events on", m, size),
+                &on,
+            ) {
+                ratios.push((
+                    format!("SSE-KMS bucket key/SSE-S3 {m} {size} B"),
+                    k.rps() / on.rps(),
+                ));
             }
             if let (Some(p), Some(d)) = (
                 find("cairn proxy → moto (data events on)", m, size),

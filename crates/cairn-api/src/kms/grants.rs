@@ -318,8 +318,9 @@ pub(super) async fn retire(
                 .kms
                 .grants(&key.key_id)
                 .map_err(kms_error)?
-                .into_iter()
+                .iter()
                 .find(|g| &g.grant_id == id)
+                .cloned()
                 .ok_or_else(|| {
                     ApiError::client("InvalidGrantIdException", "The grant id is not valid.")
                 })?
@@ -374,8 +375,9 @@ pub(super) async fn revoke(
         .kms
         .grants(&key.key_id)
         .map_err(kms_error)?
-        .into_iter()
+        .iter()
         .find(|g| g.grant_id == i.grant_id)
+        .cloned()
         .ok_or_else(|| ApiError::client("InvalidGrantIdException", "The grant id is not valid."))?;
     defer_delete(ctx, grant);
     ctx.hold_until_made(guard);

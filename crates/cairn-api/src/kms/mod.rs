@@ -456,7 +456,10 @@ fn decide(
     context: &Context,
     with_grants: bool,
 ) -> Result<(), access::Denied> {
-    let policy = access::check_policy(&key.policy)
+    let policy = ctx
+        .api
+        .kms
+        .policy(key)
         .map_err(|e| access::Denied(format!("the key's stored policy does not parse: {e}")))?;
     let grants = if with_grants {
         ctx.api
@@ -464,7 +467,7 @@ fn decide(
             .grants(&key.key_id)
             .map_err(|e| access::Denied(e.to_string()))?
     } else {
-        Vec::new()
+        Default::default()
     };
     let mut keys = ctx.condition_keys();
     access::context_keys(&mut keys, &ctx.api.opts.account, context);

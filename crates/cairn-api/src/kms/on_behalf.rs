@@ -7,7 +7,7 @@
 use super::{key_resource, kms_error};
 use crate::edge::Ctx;
 use crate::protocol::ApiError;
-use cairn_iam::policy::{ConditionKeys, Policy, Principal};
+use cairn_iam::policy::{ConditionKeys, Principal};
 use cairn_kms::access::{self, Asker};
 use cairn_kms::{Context, KeyRecord, Kms, KmsError};
 use cairn_record::record::UserIdentity;
@@ -56,7 +56,7 @@ fn cloudtrail_may(
     context: &Context,
     now: DateTime<Utc>,
 ) -> Result<(), KmsError> {
-    let policy: Policy = access::check_policy(&key.policy).map_err(KmsError::Internal)?;
+    let policy = kms.policy(key)?;
     let grants = kms.grants(&key.key_id)?;
     let who = service_principal(&key.account, CLOUDTRAIL);
     let keys = cloudtrail_keys(&key.account, trail_arn, context, now);
@@ -278,16 +278,71 @@ pub struct S3Use<'a> {
     pub key: &'a str,
     /// The caller's own encryption context (`x-amz-server-side-encryption-context`).
     pub user_context: Context,
+    /// An S3 Bucket Key: the data key is the bucket's (context: the bucket's ARN), reused.
+    pub bucket_key: bool,
 }
 
-/// S3's encryption context of an object: the caller's pairs plus `aws:s3:arn`.
+/// S3's encryption context of an object: the caller's pairs plus `aws:s3:arn` — the
+/// object's ARN, or the bucket's with a bucket key (as S3 does).
 pub fn s3_context(u: &S3Use<'_>) -> Context {
     let mut c = u.user_context.clone();
-    c.insert(
-        "aws:s3:arn".into(),
-        format!("arn:aws:s3:::{}/{}", u.bucket, u.key),
-    );
+    let arn = if u.bucket_key {
+        format!("arn:aws:s3:::{}", u.bucket)
+    } else {
+        format!("arn:aws:s3:::{}/{}", u.bucket, u.key)
+    };
+    c.insert("aws:s3:arn".into(), arn);
     c
+}
+
+/// How long S3 reuses a bucket key (AWS: "time-limited"), and remembers a bucket key's
+/// Decrypt, before asking KMS again.
+const BUCKET_KEY_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// S3 Bucket Keys: per (bucket, KMS key, context) one data key envelope reused for new objects
+/// for a while, and the bucket keys S3 decrypted lately. Every request is still authorized
+/// against the key; only the calls to KMS — and so their events — are fewer, as on AWS.
+#[derive(Default)]
+pub struct BucketKeys {
+    generated: Mutex<HashMap<(String, String), (Vec<u8>, std::time::Instant)>>,
+    decrypted: Mutex<HashMap<(String, String), std::time::Instant>>,
+}
+
+impl BucketKeys {
+    fn fresh_envelope(&self, id: &(String, String)) -> Option<Vec<u8>> {
+        let g = self.generated.lock().unwrap_or_else(|p| p.into_inner());
+        g.get(id)
+            .filter(|(_, at)| at.elapsed() < BUCKET_KEY_TTL)
+            .map(|(e, _)| e.clone())
+    }
+
+    fn keep_envelope(&self, id: (String, String), env: Vec<u8>) {
+        let mut g = self.generated.lock().unwrap_or_else(|p| p.into_inner());
+        if g.len() > 10_000 {
+            g.retain(|_, (_, at)| at.elapsed() < BUCKET_KEY_TTL);
+        }
+        g.insert(id, (env, std::time::Instant::now()));
+    }
+
+    /// Whether S3 decrypted this bucket key lately (no KMS call now); notes it otherwise.
+    fn decrypted_lately(&self, id: (String, String)) -> bool {
+        let mut d = self.decrypted.lock().unwrap_or_else(|p| p.into_inner());
+        if d.get(&id).is_some_and(|at| at.elapsed() < BUCKET_KEY_TTL) {
+            return true;
+        }
+        if d.len() > 10_000 {
+            d.retain(|_, at| at.elapsed() < BUCKET_KEY_TTL);
+        }
+        d.insert(id, std::time::Instant::now());
+        false
+    }
+}
+
+fn cache_id(key_arn: &str, context: &Context) -> (String, String) {
+    (
+        key_arn.to_string(),
+        serde_json::to_string(context).unwrap_or_default(),
+    )
 }
 
 /// Authorizes `action` on `key` for the caller as S3 asks for it (`kms:ViaService`),
@@ -298,7 +353,7 @@ fn s3_call(
     action: &str,
     context: &Context,
 ) -> Result<(), KmsError> {
-    let policy = access::check_policy(&key.policy).map_err(KmsError::Internal)?;
+    let policy = ctx.api.kms.policy(key)?;
     let grants = ctx.api.kms.grants(&key.key_id)?;
     let mut keys = ctx.condition_keys();
     keys.set("kms:ViaService", format!("s3.{}.amazonaws.com", ctx.region));
@@ -325,7 +380,8 @@ fn s3_error(e: &KmsError) -> ApiError {
 }
 
 /// A new SSE-KMS object's data key, generated for the caller: the envelope for the store and
-/// the key's ARN. The GenerateDataKey call is carried with the request's own event.
+/// the key's ARN. The GenerateDataKey call is recorded with the request's own event; with a
+/// bucket key, a fresh bucket key is reused (authorized, no KMS call, no event).
 pub fn s3_generate(
     ctx: &mut Ctx<'_>,
     key_id: &str,
@@ -344,8 +400,14 @@ pub fn s3_generate(
             e => kms_error(e),
         })?;
     let context = s3_context(u);
-    let outcome = s3_call(ctx, &key, "kms:GenerateDataKey", &context)
-        .and_then(|_| ctx.api.kms.new_envelope(&key, &context));
+    let authorized = s3_call(ctx, &key, "kms:GenerateDataKey", &context);
+    let id = cache_id(&key.arn, &context);
+    if u.bucket_key && authorized.is_ok() {
+        if let Some(env) = ctx.api.bucket_keys.fresh_envelope(&id) {
+            return Ok((env, key.arn.clone()));
+        }
+    }
+    let outcome = authorized.and_then(|_| ctx.api.kms.new_envelope(&key, &context));
     let event = service_call_event(
         ctx.caller.identity.clone(),
         "s3.amazonaws.com",
@@ -359,18 +421,36 @@ pub fn s3_generate(
     ctx.audit
         .calls
         .push(with_invoker(event, "s3.amazonaws.com"));
-    let env = outcome.map_err(|e| s3_error(&e))?;
-    Ok((env.to_bytes(), key.arn.clone()))
+    let env = outcome.map_err(|e| s3_error(&e))?.to_bytes();
+    if u.bucket_key {
+        ctx.api.bucket_keys.keep_envelope(id, env.clone());
+    }
+    Ok((env, key.arn.clone()))
 }
 
 /// Before an SSE-KMS object is read: the caller must be allowed `kms:Decrypt` on its key
-/// (through S3) and the key usable. The Decrypt call is carried with the request's event.
-pub fn s3_decrypt(ctx: &mut Ctx<'_>, key_arn: &str, context: &Context) -> Result<(), ApiError> {
+/// (through S3) and the key usable. The Decrypt call is recorded with the request's event —
+/// for a bucket key, only when S3 has not decrypted it lately (every read is authorized).
+pub fn s3_decrypt(
+    ctx: &mut Ctx<'_>,
+    key_arn: &str,
+    context: &Context,
+    bucket_key: bool,
+) -> Result<(), ApiError> {
     let key = match ctx.api.kms.resolve(arn_region(key_arn), key_arn) {
         Ok(k) => k,
         Err(e) => return Err(s3_error(&e)),
     };
     let outcome = s3_call(ctx, &key, "kms:Decrypt", context);
+    if bucket_key
+        && outcome.is_ok()
+        && ctx
+            .api
+            .bucket_keys
+            .decrypted_lately(cache_id(&key.arn, context))
+    {
+        return Ok(());
+    }
     let event = service_call_event(
         ctx.caller.identity.clone(),
         "s3.amazonaws.com",

@@ -148,6 +148,7 @@ pub fn apply(
         bucket,
         key,
         user_context: sse.context.clone(),
+        bucket_key: sse.bucket_key == Some(true),
     };
     let (wrapped, key_arn) = on_behalf::s3_generate(ctx, &key_id, &u)?;
     opts.wrapped_key = Some(wrapped);
@@ -222,5 +223,10 @@ pub fn check_read(ctx: &mut Ctx<'_>, system: &BTreeMap<String, String>) -> Resul
         .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok())
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| ApiError::internal("an SSE-KMS object without its encryption context"))?;
-    on_behalf::s3_decrypt(ctx, key_arn, &context)
+    on_behalf::s3_decrypt(
+        ctx,
+        key_arn,
+        &context,
+        system.contains_key("sse-bucket-key"),
+    )
 }
