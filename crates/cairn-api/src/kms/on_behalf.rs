@@ -304,9 +304,12 @@ const BUCKET_KEY_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 /// against the key; only the calls to KMS — and so their events — are fewer, as on AWS.
 #[derive(Default)]
 pub struct BucketKeys {
-    generated: Mutex<HashMap<(String, String), (Vec<u8>, std::time::Instant)>>,
-    decrypted: Mutex<HashMap<(String, String), std::time::Instant>>,
+    generated: Mutex<HashMap<CacheId, (Vec<u8>, std::time::Instant)>>,
+    decrypted: Mutex<HashMap<CacheId, std::time::Instant>>,
 }
+
+/// A bucket key's identity: the KMS key ARN and the encryption context's JSON.
+type CacheId = (String, String);
 
 impl BucketKeys {
     fn fresh_envelope(&self, id: &(String, String)) -> Option<Vec<u8>> {
