@@ -150,7 +150,7 @@ fn state(api: &Api, multipart: &std::path::Path) -> String {
     }
     for k in api.kms.keys().unwrap() {
         out.push(format!("kms key {k:?}"));
-        for g in api.kms.grants(&k.key_id).unwrap() {
+        for g in api.kms.grants(&k.key_id).unwrap().iter() {
             out.push(format!("kms grant {g:?}"));
         }
     }
