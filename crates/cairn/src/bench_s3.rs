@@ -478,6 +478,11 @@ pub fn s3(a: S3BenchArgs) -> Result<()> {
         &cairn_kms,
         &mut results,
     )?;
+    run(
+        "cairn embedded SSE-KMS bucket key, data events on",
+        &cairn_bucket_key,
+        &mut results,
+    )?;
     anyhow::ensure!(selectors(false)? == 200, "PutEventSelectors failed");
     run("cairn embedded, data events off", &cairn, &mut results)?;
     anyhow::ensure!(selectors(true)? == 200, "PutEventSelectors failed");
