@@ -371,6 +371,15 @@ def test_sse_kms_objects(srv):
         s3.head_object(Bucket="kms-data", Key="w")
     with_kms, _ = user(srv, "s3-kms", [{"Effect": "Allow", "Action": ["s3:*", "kms:Decrypt"], "Resource": "*"}], service="s3")
     assert with_kms.get_object(Bucket="kms-data", Key="secret")["Body"].read() == SENTINEL
+    # Completing an SSE-KMS multipart upload needs kms:Decrypt too (S3 reads the data key).
+    writer, _ = user(srv, "s3-kms-writer", [{"Effect": "Allow", "Action": ["s3:*", "kms:GenerateDataKey"], "Resource": "*"}],
+                     service="s3")
+    mp = writer.create_multipart_upload(Bucket="kms-data", Key="mpw", ServerSideEncryption="aws:kms", SSEKMSKeyId=key)
+    et = writer.upload_part(Bucket="kms-data", Key="mpw", UploadId=mp["UploadId"], PartNumber=1, Body=b"p")["ETag"]
+    with pytest.raises(ClientError) as e:
+        writer.complete_multipart_upload(Bucket="kms-data", Key="mpw", UploadId=mp["UploadId"],
+                                         MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": et}]})
+    assert code(e) == "AccessDenied"
     # Bucket default encryption with a KMS key; copies and multipart uploads.
     s3.create_bucket(Bucket="kms-default")
     s3.put_bucket_encryption(Bucket="kms-default", ServerSideEncryptionConfiguration={"Rules": [{

@@ -396,6 +396,9 @@ pub(super) async fn complete(
 ) -> Result<Reply, ApiError> {
     let (bucket, key, id) = (req.bucket.as_str(), req.object_key(), i.upload_id.as_str());
     let up = load(ctx, id, bucket, key)?;
+    // An SSE-KMS upload is completed through KMS: S3 decrypts the data key to assemble the
+    // object, so the caller needs kms:Decrypt on the upload's key (as on AWS).
+    super::sse::check_read(ctx, &up.system)?;
     let wanted = i.parts;
     if wanted.windows(2).any(|w| w[0].0 >= w[1].0) {
         return Err(S3Error::InvalidPartOrder.into());
