@@ -448,6 +448,40 @@ def test_bucket_keys_reuse_one_data_key_and_every_read_is_still_authorized(srv, 
     box.stop()
 
 
+def test_aws_managed_key_for_s3_is_made_on_first_use_and_used_only_through_s3(srv, aws_bin):
+    kms, s3 = srv.client("kms"), srv.client("s3")
+    s3.create_bucket(Bucket="managed")
+    r = s3.put_object(Bucket="managed", Key="m", Body=SENTINEL, ServerSideEncryption="aws:kms")
+    meta = kms.describe_key(KeyId="alias/aws/s3")["KeyMetadata"]
+    assert r["SSEKMSKeyId"] == meta["Arn"] and meta["KeyManager"] == "AWS"
+    assert s3.get_object(Bucket="managed", Key="m")["Body"].read() == SENTINEL
+    # The real CLI, no key named.
+    body = srv.workdir / "cli-body"
+    body.write_bytes(b"cli")
+    srv.aws(aws_bin, "s3api", "put-object", "--bucket", "managed", "--key", "cli", "--body", str(body),
+            "--server-side-encryption", "aws:kms")
+    assert s3.head_object(Bucket="managed", Key="cli")["SSEKMSKeyId"] == meta["Arn"]
+    # Any principal of the account that may use S3 may use it through S3, with no KMS policy...
+    s3user, _ = user(srv, "managed-user", [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}], service="s3")
+    s3user.put_object(Bucket="managed", Key="u", Body=b"u", ServerSideEncryption="aws:kms")
+    assert s3user.get_object(Bucket="managed", Key="m")["Body"].read() == SENTINEL
+    # ...but nobody may use or change it directly, not even the root.
+    for call in (lambda: kms.encrypt(KeyId="alias/aws/s3", Plaintext=b"x"),
+                 lambda: kms.disable_key(KeyId=meta["KeyId"]),
+                 lambda: kms.schedule_key_deletion(KeyId=meta["KeyId"], PendingWindowInDays=7),
+                 lambda: kms.put_key_policy(KeyId=meta["KeyId"], PolicyName="default", Policy=seed_policy())):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert code(e) == "AccessDeniedException"
+    # A bucket default of aws:kms without a key uses it too.
+    s3.create_bucket(Bucket="managed-default")
+    s3.put_bucket_encryption(Bucket="managed-default", ServerSideEncryptionConfiguration={"Rules": [{
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]})
+    s3.put_object(Bucket="managed-default", Key="d", Body=b"d")
+    assert s3.head_object(Bucket="managed-default", Key="d")["SSEKMSKeyId"] == meta["Arn"]
+    assert [k for k in kms.list_keys()["Keys"] if k["KeyId"] == meta["KeyId"]], "one managed key"
+
+
 def test_trail_with_the_seeds_key_delivers_sse_kms_logs_that_validate(srv, aws_bin):
     kms, ct, s3 = srv.client("kms"), srv.client("cloudtrail"), srv.client("s3")
     key = kms.create_key(Policy=seed_policy(), Description="acme-main-key")["KeyMetadata"]["Arn"]

@@ -122,6 +122,7 @@ mod tests {
             current_version: 1,
             materials: vec![],
             tags: vec![],
+            aws_managed: false,
         }
     }
 

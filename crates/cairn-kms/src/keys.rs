@@ -66,6 +66,9 @@ pub struct KeyRecord {
     pub materials: Vec<Material>,
     /// `(TagKey, TagValue)`, in insertion order.
     pub tags: Vec<(String, String)>,
+    /// An AWS managed key (`aws/s3`): made by the service that uses it, its policy AWS's.
+    #[serde(default)]
+    pub aws_managed: bool,
 }
 
 impl KeyRecord {
@@ -115,6 +118,36 @@ pub fn default_policy(account: &str) -> String {
             "Action": "kms:*",
             "Resource": "*"
         }]
+    })
+    .to_string()
+}
+
+/// The policy of the AWS managed key of `service` (`s3`): every principal of the account may
+/// use it through that service; the account may read its metadata directly.
+pub fn managed_policy(account: &str, region: &str, service: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Id": format!("auto-{service}-2"),
+        "Statement": [
+            {
+                "Sid": format!("Allow access through {} for all principals in the account that are authorized to use {}", service.to_uppercase(), service.to_uppercase()),
+                "Effect": "Allow",
+                "Principal": {"AWS": "*"},
+                "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"],
+                "Resource": "*",
+                "Condition": {"StringEquals": {
+                    "kms:CallerAccount": account,
+                    "kms:ViaService": format!("{service}.{region}.amazonaws.com")
+                }}
+            },
+            {
+                "Sid": "Allow direct access to key metadata to the account",
+                "Effect": "Allow",
+                "Principal": {"AWS": format!("arn:aws:iam::{account}:root")},
+                "Action": ["kms:Describe*", "kms:Get*", "kms:List*"],
+                "Resource": "*"
+            }
+        ]
     })
     .to_string()
 }

@@ -18,7 +18,8 @@ pub mod blob;
 mod keys;
 
 pub use keys::{
-    default_policy, Alias, Grant, GrantConstraints, KeyRecord, KeyState, Material, NewKey,
+    default_policy, managed_policy, Alias, Grant, GrantConstraints, KeyRecord, KeyState, Material,
+    NewKey,
 };
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
@@ -228,7 +229,43 @@ impl Kms {
             current_version: 1,
             materials: vec![material],
             tags: new.tags,
+            aws_managed: false,
         })
+    }
+
+    /// A new AWS managed key for `service` (`s3`) in `region` and its alias `alias/aws/<service>`
+    /// (not stored: the caller records its creation, then stores both).
+    pub fn new_managed_key(
+        &self,
+        region: &str,
+        service: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(KeyRecord, Alias)> {
+        let mut k = self.new_key(
+            region,
+            NewKey {
+                description: format!(
+                    "Default key that protects my {} objects when no other key is defined",
+                    service.to_uppercase()
+                ),
+                policy: managed_policy(&self.account, region, service),
+                tags: vec![],
+            },
+            now,
+        )?;
+        k.aws_managed = true;
+        // AWS rotates its managed keys every year.
+        k.rotation_enabled = true;
+        k.rotation_period_days = Some(365);
+        k.next_rotation = Some(now + chrono::Duration::days(365));
+        let alias = Alias {
+            name: format!("alias/aws/{service}"),
+            region: region.into(),
+            target_key_id: k.key_id.clone(),
+            created: now,
+            updated: now,
+        };
+        Ok((k, alias))
     }
 
     /// `key` with a new current material version (older versions keep decrypting).

@@ -54,7 +54,7 @@ pub(crate) fn metadata(k: &KeyRecord) -> Value {
         "KeyUsage": "ENCRYPT_DECRYPT",
         "KeyState": k.state.as_str(),
         "Origin": "AWS_KMS",
-        "KeyManager": "CUSTOMER",
+        "KeyManager": if k.aws_managed { "AWS" } else { "CUSTOMER" },
         "CustomerMasterKeySpec": "SYMMETRIC_DEFAULT",
         "KeySpec": "SYMMETRIC_DEFAULT",
         "EncryptionAlgorithms": ["SYMMETRIC_DEFAULT"],

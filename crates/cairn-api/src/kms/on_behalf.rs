@@ -499,3 +499,49 @@ pub fn housekeeping_event(due: &cairn_kms::Due, now: DateTime<Utc>) -> EventReco
     rec.event_type = "AwsServiceEvent".into();
     rec
 }
+
+/// The AWS managed key of `service` (`aws/s3`) in the request's region, made on first use as
+/// AWS makes it: its creation is recorded (a `CreateKey` event invoked by the service) before
+/// the key and its alias exist.
+pub async fn managed_key(ctx: &Ctx<'_>, service: &str) -> Result<String, ApiError> {
+    let alias = format!("alias/aws/{service}");
+    if let Ok(k) = ctx.api.kms.resolve(&ctx.region, &alias) {
+        return Ok(k.arn.clone());
+    }
+    let _serialized = ctx.api.control.lock().await;
+    if let Ok(k) = ctx.api.kms.resolve(&ctx.region, &alias) {
+        return Ok(k.arn.clone());
+    }
+    let (key, a) = ctx
+        .api
+        .kms
+        .new_managed_key(&ctx.region, service, ctx.now)
+        .map_err(kms_error)?;
+    let invoker = format!("{service}.amazonaws.com");
+    let identity = UserIdentity {
+        identity_type: "AWSService".into(),
+        invoked_by: Some(invoker.clone()),
+        account_id: Some(key.account.clone()),
+        ..Default::default()
+    };
+    let mut rec = builder::management(
+        "kms.amazonaws.com",
+        "CreateKey",
+        &key.region,
+        ctx.now,
+        identity,
+        false,
+    );
+    rec.source_ip_address = Some(invoker.clone());
+    rec.user_agent = Some(invoker);
+    rec.request_parameters = Some(
+        json!({"description": key.description, "keyUsage": "ENCRYPT_DECRYPT", "keySpec": "SYMMETRIC_DEFAULT", "origin": "AWS_KMS"}),
+    );
+    rec.resources = Some(vec![key_resource(&key)]);
+    rec.recipient_account_id = Some(key.account.clone());
+    rec.event_type = "AwsServiceEvent".into();
+    ctx.api.record(&rec).await?;
+    ctx.api.kms.put_key(&key).map_err(kms_error)?;
+    ctx.api.kms.put_alias(&a).map_err(kms_error)?;
+    Ok(key.arn)
+}

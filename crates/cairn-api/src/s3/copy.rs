@@ -232,7 +232,7 @@ pub(super) async fn copy(
         };
         bytes::Bytes::from(document_in("CopyObjectResult", S3_XMLNS, &doc))
     });
-    let sse = super::sse::apply(ctx, i.headers.sse.as_deref(), bucket, key, &mut opts)?;
+    let sse = super::sse::apply(ctx, i.headers.sse.as_deref(), bucket, key, &mut opts).await?;
     let body = bytes::Bytes::from(src.body);
     stage_put(ctx, bucket, key, body, opts, Some(answer)).await?;
     let mut r = Reply::s3_xml(200, String::new());

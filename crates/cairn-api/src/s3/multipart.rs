@@ -145,7 +145,7 @@ pub(super) async fn create(
     }
     let mut sys = cairn_store::PutOptions::default();
     i.headers.system(ctx, bucket, false, &mut sys)?;
-    let sse = super::sse::apply(ctx, i.headers.sse.as_deref(), bucket, key, &mut sys)?;
+    let sse = super::sse::apply(ctx, i.headers.sse.as_deref(), bucket, key, &mut sys).await?;
     if let Some(w) = sys.wrapped_key.take() {
         // The object's data key waits with the upload for CompleteMultipartUpload.
         sys.system.insert(

@@ -202,7 +202,7 @@ pub(super) async fn put(
         opts.system.insert(format!("checksum-{alg}"), v.clone());
     }
     i.headers.system(ctx, &req.bucket, true, &mut opts)?;
-    let sse = super::sse::apply(ctx, i.headers.sse.as_deref(), &req.bucket, key, &mut opts)?;
+    let sse = super::sse::apply(ctx, i.headers.sse.as_deref(), &req.bucket, key, &mut opts).await?;
     let size = body.len() as u64;
     let etag = stage_put(ctx, &req.bucket, key, body, opts, None).await?;
     transfer(ctx, req, size, 0);

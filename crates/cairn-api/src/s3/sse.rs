@@ -122,7 +122,7 @@ fn bucket_default(ctx: &Ctx<'_>, bucket: &str) -> Result<Option<SseRequest>, Api
 /// Decides a new object's encryption (the request's, else the bucket's default) and, for
 /// SSE-KMS, generates its data key for the caller. Sets `opts` and returns the answer's
 /// headers.
-pub fn apply(
+pub async fn apply(
     ctx: &mut Ctx<'_>,
     asked: Option<&SseRequest>,
     bucket: &str,
@@ -141,9 +141,11 @@ pub fn apply(
             "AES256".into(),
         )]);
     };
-    let key_id = sse.key_id.clone().ok_or_else(|| {
-        invalid("cairn has no AWS managed key (aws/s3): name a customer managed KMS key with x-amz-server-side-encryption-aws-kms-key-id or the bucket's KMSMasterKeyID.")
-    })?;
+    // Without a key named, S3 uses the account's AWS managed key for S3 (`aws/s3`).
+    let key_id = match sse.key_id.clone() {
+        Some(k) => k,
+        None => on_behalf::managed_key(ctx, "s3").await?,
+    };
     let u = S3Use {
         bucket,
         key,
