@@ -605,6 +605,35 @@ def test_delivery_fails_closed_while_the_key_is_unusable_and_resumes_after_a_cra
     box.stop()
 
 
+def test_a_trail_without_a_key_follows_its_buckets_default_sse_kms(cairn_server_factory):
+    box = cairn_server_factory(config='[[bucket]]\nname = "dflt-logs"\n', delivery="1s", digest="3s")
+    kms, ct, s3 = box.client("kms"), box.client("cloudtrail"), box.client("s3")
+    arn = f"arn:aws:cloudtrail:us-east-1:{ACCOUNT}:trail/dflt-trail"
+    key = kms.create_key(Policy=seed_policy(arn))["KeyMetadata"]["Arn"]
+    s3.put_bucket_encryption(Bucket="dflt-logs", ServerSideEncryptionConfiguration={"Rules": [{
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}}]})
+    ct.create_trail(Name="dflt-trail", S3BucketName="dflt-logs")
+    ct.start_logging(Name="dflt-trail")
+    assert box.flush("dflt-trail")["LogFiles"] >= 1
+    objs = s3.list_objects_v2(Bucket="dflt-logs", Prefix="AWSLogs/")["Contents"]
+    for o in objs:
+        h = s3.head_object(Bucket="dflt-logs", Key=o["Key"])
+        assert (h["ServerSideEncryption"], h.get("SSEKMSKeyId")) == ("aws:kms", key), o["Key"]
+    # A key whose policy does not let this trail use it: nothing is delivered, in plaintext
+    # or otherwise, and the status says why.
+    other = kms.create_key()["KeyMetadata"]["Arn"]
+    s3.put_bucket_encryption(Bucket="dflt-logs", ServerSideEncryptionConfiguration={"Rules": [{
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": other}}]})
+    before = {o["Key"] for o in s3.list_objects_v2(Bucket="dflt-logs", Prefix="AWSLogs/")["Contents"]}
+    s3.create_bucket(Bucket="dflt-more")
+    time.sleep(2.5)
+    st = ct.get_trail_status(Name="dflt-trail")
+    assert "AccessDenied" in st.get("LatestDeliveryError", ""), st
+    after = {o["Key"] for o in s3.list_objects_v2(Bucket="dflt-logs", Prefix="AWSLogs/")["Contents"]}
+    assert {k for k in after - before if "/CloudTrail/" in k} == set()
+    box.stop()
+
+
 def test_no_plaintext_anywhere_under_the_data_directory(srv):
     """After SSE-KMS uploads and encrypted deliveries (the tests above), the sentinel the
     tests wrote appears in no file under the data directory."""

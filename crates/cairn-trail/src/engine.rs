@@ -84,6 +84,16 @@ impl std::fmt::Debug for LogKeysHook {
     }
 }
 
+/// The KMS key a bucket's default encryption names, if any.
+#[derive(Clone)]
+pub struct BucketKmsHook(pub Arc<dyn Fn(&str) -> Option<String> + Send + Sync>);
+
+impl std::fmt::Debug for BucketKmsHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BucketKmsHook")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     pub account: String,
@@ -103,6 +113,9 @@ pub struct EngineOptions {
     pub delivery_guard: Option<DeliveryGuard>,
     /// Data keys for trails with a KMS key (none: such trails cannot deliver).
     pub log_keys: Option<LogKeysHook>,
+    /// A log bucket's default KMS key: files of a trail without a key of its own are
+    /// delivered SSE-KMS under it (as S3 applies its default encryption).
+    pub bucket_kms: Option<BucketKmsHook>,
 }
 
 impl EngineOptions {
@@ -124,6 +137,7 @@ impl EngineOptions {
             max_records_per_pump: 100_000,
             delivery_guard: None,
             log_keys: None,
+            bucket_kms: None,
         }
     }
 }
@@ -823,14 +837,18 @@ impl TrailEngine {
                     source_arn: cfg.map(|c| c.arn()),
                     ..Default::default()
                 };
-                if let Some((kms_key, arn)) =
-                    cfg.and_then(|c| c.kms_key_id.as_ref().map(|k| (k, c.arn())))
-                {
+                let kms_key = cfg.and_then(|c| c.kms_key_id.clone()).or_else(|| {
+                    self.opts
+                        .bucket_kms
+                        .as_ref()
+                        .and_then(|h| (h.0)(&fi.bucket))
+                });
+                if let Some((kms_key, arn)) = kms_key.and_then(|k| cfg.map(|c| (k, c.arn()))) {
                     let hook =
                         self.opts.log_keys.as_ref().ok_or(
                             "KMS.NotFoundException: no key service for this trail's KMS key",
                         )?;
-                    let k = hook.0.envelope(kms_key, &arn, &fi.bucket, &fi.key)?;
+                    let k = hook.0.envelope(&kms_key, &arn, &fi.bucket, &fi.key)?;
                     o.wrapped_key = Some(k.wrapped);
                     o.system.extend(k.system);
                 }

@@ -21,8 +21,8 @@ pub mod names;
 
 pub use config::{validate_trail_name, TrailCommand, TrailConfig, TrailState};
 pub use engine::{
-    DeliveryGuard, EngineOptions, LogKey, LogKeys, LogKeysHook, PumpReport, StateReader,
-    TrailEngine, DELIVERY_CONSUMER,
+    BucketKmsHook, DeliveryGuard, EngineOptions, LogKey, LogKeys, LogKeysHook, PumpReport,
+    StateReader, TrailEngine, DELIVERY_CONSUMER,
 };
 pub use keys::{KeyRing, KeyWindow, PublicKeyInfo, RootKey};
 

@@ -235,6 +235,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         |embedded| embedded.clone(),
         |o| {
             o.delivery_guard = Some(guard);
+            o.bucket_kms = Some(cairn_api::s3::delivery::default_kms_key(meta.clone()));
             o.delivery_interval = delivery;
             o.digest_interval = digest;
             if let Some(r) = &regions {

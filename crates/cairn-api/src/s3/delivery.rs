@@ -59,3 +59,15 @@ pub fn guard(meta: Arc<Meta>, account: String) -> cairn_trail::DeliveryGuard {
         delivery_allowed(&meta, &account, bucket, key, source_arn)
     }))
 }
+
+/// The KMS key a bucket's default encryption names (`aws:kms` with a `KMSMasterKeyID`), for
+/// the trail engine: a trail without a key of its own delivers into such a bucket SSE-KMS
+/// under it, as S3 applies its default to CloudTrail's writes.
+pub fn default_kms_key(meta: Arc<Meta>) -> cairn_trail::BucketKmsHook {
+    cairn_trail::BucketKmsHook(Arc::new(move |bucket: &str| {
+        super::sse::bucket_default(&meta, bucket)
+            .ok()
+            .flatten()
+            .and_then(|d| d.key_id)
+    }))
+}

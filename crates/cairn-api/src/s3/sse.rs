@@ -88,12 +88,11 @@ impl SseRequest {
 }
 
 /// The bucket's default encryption, when it is SSE-KMS.
-fn bucket_default(ctx: &Ctx<'_>, bucket: &str) -> Result<Option<SseRequest>, ApiError> {
-    let Some(text) = ctx
-        .api
-        .meta
-        .get::<String>(&bucket_config::config_key("encryption", bucket))?
-    else {
+pub fn bucket_default(
+    meta: &crate::meta::Meta,
+    bucket: &str,
+) -> Result<Option<SseRequest>, ApiError> {
+    let Some(text) = meta.get::<String>(&bucket_config::config_key("encryption", bucket))? else {
         return Ok(None);
     };
     let Some(doc) = xml::parse(text.as_bytes()) else {
@@ -133,7 +132,7 @@ pub async fn apply(
     opts.wrapped_key = None;
     let chosen = match asked {
         Some(a) => Some(a.clone()),
-        None => bucket_default(ctx, bucket)?,
+        None => bucket_default(&ctx.api.meta, bucket)?,
     };
     let Some(sse) = chosen.filter(|s| s.kms) else {
         return Ok(vec![(
