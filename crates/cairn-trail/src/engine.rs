@@ -84,9 +84,12 @@ impl std::fmt::Debug for LogKeysHook {
     }
 }
 
-/// The KMS key a bucket's default encryption names, if any.
+/// The KMS key a bucket's default encryption names, if any: `key_of(bucket)`.
 #[derive(Clone)]
-pub struct BucketKmsHook(pub Arc<dyn Fn(&str) -> Option<String> + Send + Sync>);
+pub struct BucketKmsHook(pub Arc<BucketKeyOf>);
+
+/// `bucket → its default KMS key`.
+pub type BucketKeyOf = dyn Fn(&str) -> Option<String> + Send + Sync;
 
 impl std::fmt::Debug for BucketKmsHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
