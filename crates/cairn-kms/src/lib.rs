@@ -149,6 +149,48 @@ impl Kms {
         &self.account
     }
 
+    /// Every value of `table` whose key starts with `prefix`, in key order.
+    fn scan<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        prefix: &str,
+    ) -> Result<Vec<T>> {
+        let r = self.db.begin_read().map_err(internal)?;
+        let t = r.open_table(table).map_err(internal)?;
+        let mut out = Vec::new();
+        for row in t.range(prefix..).map_err(internal)? {
+            let (k, v) = row.map_err(internal)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push(serde_json::from_slice(v.value()).map_err(internal)?);
+        }
+        Ok(out)
+    }
+
+    /// Writes (`Some`) or removes (`None`) one value of `table`.
+    fn write<T: serde::Serialize>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        value: Option<&T>,
+    ) -> Result<()> {
+        let w = self.db.begin_write().map_err(internal)?;
+        {
+            let mut t = w.open_table(table).map_err(internal)?;
+            match value {
+                Some(v) => {
+                    let bytes = serde_json::to_vec(v).map_err(internal)?;
+                    t.insert(key, bytes.as_slice()).map_err(internal)?;
+                }
+                None => {
+                    t.remove(key).map_err(internal)?;
+                }
+            }
+        }
+        w.commit().map_err(internal)
+    }
+
     /// New key material, sealed for key `key_id` as version `version`.
     fn seal_material(&self, key_id: &str, version: u32, now: DateTime<Utc>) -> Result<Material> {
         let mut raw = random::<32>()?.to_vec();
@@ -279,13 +321,7 @@ impl Kms {
 
     /// Stores (creates or replaces) a key record.
     pub fn put_key(&self, key: &KeyRecord) -> Result<()> {
-        let bytes = serde_json::to_vec(key).map_err(internal)?;
-        let w = self.db.begin_write().map_err(internal)?;
-        w.open_table(KEYS)
-            .map_err(internal)?
-            .insert(key.key_id.as_str(), bytes.as_slice())
-            .map_err(internal)?;
-        w.commit().map_err(internal)?;
+        self.write(KEYS, &key.key_id, Some(key))?;
         self.records
             .write()
             .map_err(internal)?
@@ -358,16 +394,11 @@ impl Kms {
 
     /// Every key, in key id order.
     pub fn keys(&self) -> Result<Vec<Arc<KeyRecord>>> {
-        let r = self.db.begin_read().map_err(internal)?;
-        let t = r.open_table(KEYS).map_err(internal)?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(internal)? {
-            let (_, v) = row.map_err(internal)?;
-            out.push(Arc::new(
-                serde_json::from_slice::<KeyRecord>(v.value()).map_err(internal)?,
-            ));
-        }
-        Ok(out)
+        Ok(self
+            .scan::<KeyRecord>(KEYS, "")?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
     }
 
     /// The key a request names in `region`: a key id, a key ARN, an alias name
@@ -439,40 +470,15 @@ impl Kms {
 
     /// Every alias of `region`, in name order.
     pub fn aliases(&self, region: &str) -> Result<Vec<Alias>> {
-        let r = self.db.begin_read().map_err(internal)?;
-        let t = r.open_table(ALIASES).map_err(internal)?;
-        let prefix = format!("{region}/");
-        let mut out = Vec::new();
-        for row in t.range(prefix.as_str()..).map_err(internal)? {
-            let (k, v) = row.map_err(internal)?;
-            if !k.value().starts_with(&prefix) {
-                break;
-            }
-            out.push(serde_json::from_slice(v.value()).map_err(internal)?);
-        }
-        Ok(out)
+        self.scan(ALIASES, &format!("{region}/"))
     }
 
     pub fn put_alias(&self, a: &Alias) -> Result<()> {
-        let bytes = serde_json::to_vec(a).map_err(internal)?;
-        let w = self.db.begin_write().map_err(internal)?;
-        w.open_table(ALIASES)
-            .map_err(internal)?
-            .insert(
-                format!("{}/{}", a.region, a.name).as_str(),
-                bytes.as_slice(),
-            )
-            .map_err(internal)?;
-        w.commit().map_err(internal)
+        self.write(ALIASES, &format!("{}/{}", a.region, a.name), Some(a))
     }
 
     pub fn delete_alias(&self, region: &str, name: &str) -> Result<()> {
-        let w = self.db.begin_write().map_err(internal)?;
-        w.open_table(ALIASES)
-            .map_err(internal)?
-            .remove(format!("{region}/{name}").as_str())
-            .map_err(internal)?;
-        w.commit().map_err(internal)
+        self.write::<Alias>(ALIASES, &format!("{region}/{name}"), None)
     }
 
     /// The grants of a key, in grant id order.
@@ -480,17 +486,7 @@ impl Kms {
         if let Some(g) = self.grant_cache.read().map_err(internal)?.get(key_id) {
             return Ok(g.clone());
         }
-        let r = self.db.begin_read().map_err(internal)?;
-        let t = r.open_table(GRANTS).map_err(internal)?;
-        let prefix = format!("{key_id}/");
-        let mut out = Vec::new();
-        for row in t.range(prefix.as_str()..).map_err(internal)? {
-            let (k, v) = row.map_err(internal)?;
-            if !k.value().starts_with(&prefix) {
-                break;
-            }
-            out.push(serde_json::from_slice(v.value()).map_err(internal)?);
-        }
+        let out: Vec<Grant> = self.scan(GRANTS, &format!("{key_id}/"))?;
         let out = Arc::new(out);
         self.grant_cache
             .write()
@@ -521,37 +517,16 @@ impl Kms {
 
     /// Every grant of every key (to find one by its token).
     pub fn all_grants(&self) -> Result<Vec<Grant>> {
-        let r = self.db.begin_read().map_err(internal)?;
-        let t = r.open_table(GRANTS).map_err(internal)?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(internal)? {
-            let (_, v) = row.map_err(internal)?;
-            out.push(serde_json::from_slice(v.value()).map_err(internal)?);
-        }
-        Ok(out)
+        self.scan(GRANTS, "")
     }
 
     pub fn put_grant(&self, g: &Grant) -> Result<()> {
-        let bytes = serde_json::to_vec(g).map_err(internal)?;
-        let w = self.db.begin_write().map_err(internal)?;
-        w.open_table(GRANTS)
-            .map_err(internal)?
-            .insert(
-                format!("{}/{}", g.key_id, g.grant_id).as_str(),
-                bytes.as_slice(),
-            )
-            .map_err(internal)?;
-        w.commit().map_err(internal)?;
+        self.write(GRANTS, &format!("{}/{}", g.key_id, g.grant_id), Some(g))?;
         self.forget_grants(&g.key_id)
     }
 
     pub fn delete_grant(&self, key_id: &str, grant_id: &str) -> Result<()> {
-        let w = self.db.begin_write().map_err(internal)?;
-        w.open_table(GRANTS)
-            .map_err(internal)?
-            .remove(format!("{key_id}/{grant_id}").as_str())
-            .map_err(internal)?;
-        w.commit().map_err(internal)?;
+        self.write::<Grant>(GRANTS, &format!("{key_id}/{grant_id}"), None)?;
         self.forget_grants(key_id)
     }
 

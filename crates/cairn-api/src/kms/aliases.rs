@@ -207,10 +207,5 @@ pub(super) fn list(
             })
         })
         .collect();
-    let (page, next, truncated) = Page::slice(&all, i.limit, i.marker.as_deref())?;
-    let mut v = json!({ "Aliases": page, "Truncated": truncated });
-    if let Some(n) = next {
-        v["NextMarker"] = json!(n);
-    }
-    Ok(v)
+    Page::answer("Aliases", &all, i.limit, i.marker.as_deref())
 }

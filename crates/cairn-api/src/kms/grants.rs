@@ -281,12 +281,7 @@ pub(super) fn list(ctx: &mut Ctx<'_>, action: &str, i: ListGrantsInput) -> Resul
         .filter(|g| i.grantee_principal.as_ref().is_none_or(|p| &g.grantee == p))
         .map(entry)
         .collect();
-    let (page, next, truncated) = Page::slice(&all, i.limit, i.marker.as_deref())?;
-    let mut v = json!({ "Grants": page, "Truncated": truncated });
-    if let Some(n) = next {
-        v["NextMarker"] = json!(n);
-    }
-    Ok(v)
+    Page::answer("Grants", &all, i.limit, i.marker.as_deref())
 }
 
 pub(super) async fn retire(

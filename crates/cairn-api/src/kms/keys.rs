@@ -156,12 +156,7 @@ pub(super) fn list(ctx: &mut Ctx<'_>, action: &str, p: Page) -> Result<Value, Ap
         .filter(|k| k.region == ctx.region)
         .map(|k| json!({"KeyId": k.key_id, "KeyArn": k.arn}))
         .collect();
-    let (page, next, truncated) = Page::slice(&keys, p.limit, p.marker.as_deref())?;
-    let mut v = json!({ "Keys": page, "Truncated": truncated });
-    if let Some(n) = next {
-        v["NextMarker"] = json!(n);
-    }
-    Ok(v)
+    Page::answer("Keys", &keys, p.limit, p.marker.as_deref())
 }
 
 /// A key for a change: resolved, authorized, not pending deletion.

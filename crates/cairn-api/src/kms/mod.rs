@@ -148,17 +148,25 @@ impl Page {
         Ok((limit, start))
     }
 
-    /// One page of `items`: the page, `NextMarker`, `Truncated`.
-    pub fn slice<T: Clone>(
-        items: &[T],
+    /// One page of `items` as KMS answers a listing: `{field: [...], "Truncated": …}` and
+    /// `NextMarker` when there is more.
+    pub fn answer(
+        field: &str,
+        items: &[Value],
         limit: Option<i64>,
         marker: Option<&str>,
-    ) -> Result<(Vec<T>, Option<String>, bool), ApiError> {
+    ) -> Result<Value, ApiError> {
         let (limit, start) = Self::bounds(limit, marker)?;
-        let page: Vec<T> = items.iter().skip(start).take(limit).cloned().collect();
+        let page: Vec<Value> = items.iter().skip(start).take(limit).cloned().collect();
         let end = start + page.len();
         let more = end < items.len();
-        Ok((page, more.then(|| end.to_string()), more))
+        let mut v = Map::new();
+        v.insert(field.into(), Value::Array(page));
+        v.insert("Truncated".into(), Value::Bool(more));
+        if more {
+            v.insert("NextMarker".into(), Value::String(end.to_string()));
+        }
+        Ok(Value::Object(v))
     }
 }
 

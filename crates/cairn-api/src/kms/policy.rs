@@ -192,10 +192,5 @@ pub(super) fn list_rotations(
             })
         })
         .collect();
-    let (page, next, truncated) = Page::slice(&rotations, k.limit, k.marker.as_deref())?;
-    let mut v = json!({ "Rotations": page, "Truncated": truncated });
-    if let Some(n) = next {
-        v["NextMarker"] = json!(n);
-    }
-    Ok(v)
+    Page::answer("Rotations", &rotations, k.limit, k.marker.as_deref())
 }

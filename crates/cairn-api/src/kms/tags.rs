@@ -91,10 +91,5 @@ pub(super) fn list(ctx: &mut Ctx<'_>, action: &str, k: KeyArg) -> Result<Value, 
         .iter()
         .map(|(k, v)| json!({"TagKey": k, "TagValue": v}))
         .collect();
-    let (page, next, truncated) = Page::slice(&tags, k.limit, k.marker.as_deref())?;
-    let mut v = json!({ "Tags": page, "Truncated": truncated });
-    if let Some(n) = next {
-        v["NextMarker"] = json!(n);
-    }
-    Ok(v)
+    Page::answer("Tags", &tags, k.limit, k.marker.as_deref())
 }
