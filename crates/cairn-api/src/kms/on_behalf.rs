@@ -220,54 +220,46 @@ impl cairn_trail::LogKeys for TrailKeys {
             now,
         )
         .and_then(|_| self.kms.new_envelope(&key, &context));
-        match made {
-            Ok(env) => {
-                // The call is durable in the journal before its key encrypts anything.
-                self.record(&service_call_event(
-                    identity,
-                    CLOUDTRAIL,
-                    "GenerateDataKey",
-                    &key,
-                    &context,
-                    now,
-                    None,
-                    true,
-                ))?;
+        // A success is always recorded (durable before its key encrypts anything); a refusal
+        // once per reason and five minutes, not at every delivery retry.
+        let recorded = match &made {
+            Ok(_) => {
                 self.refused
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(trail_arn);
-                Ok(cairn_trail::LogKey {
-                    wrapped: env.to_bytes(),
-                    system: crate::s3::sse::kms_attributes(&key.arn, &context, false),
-                })
+                true
             }
             Err(e) => {
                 let why = format!("KMS.{}: {e}", e.code());
-                let due = {
-                    let mut r = self.refused.lock().unwrap_or_else(|p| p.into_inner());
-                    let due = r.get(trail_arn).is_none_or(|(last, at)| {
-                        *last != why || at.elapsed() > std::time::Duration::from_secs(300)
-                    });
-                    if due {
-                        r.insert(trail_arn.into(), (why.clone(), std::time::Instant::now()));
-                    }
-                    due
-                };
+                let mut r = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+                let due = r.get(trail_arn).is_none_or(|(last, at)| {
+                    *last != why || at.elapsed() > std::time::Duration::from_secs(300)
+                });
                 if due {
-                    self.record(&service_call_event(
-                        identity,
-                        CLOUDTRAIL,
-                        "GenerateDataKey",
-                        &key,
-                        &context,
-                        now,
-                        Some(&e),
-                        true,
-                    ))?;
+                    r.insert(trail_arn.into(), (why, std::time::Instant::now()));
                 }
-                Err(why)
+                due
             }
+        };
+        if recorded {
+            self.record(&service_call_event(
+                identity,
+                CLOUDTRAIL,
+                "GenerateDataKey",
+                &key,
+                &context,
+                now,
+                made.as_ref().err(),
+                true,
+            ))?;
+        }
+        match made {
+            Ok(env) => Ok(cairn_trail::LogKey {
+                wrapped: env.to_bytes(),
+                system: crate::s3::sse::kms_attributes(&key.arn, &context, false),
+            }),
+            Err(e) => Err(format!("KMS.{}: {e}", e.code())),
         }
     }
 }

@@ -6,7 +6,7 @@ use super::{authorize_key, commit_key, kms_error, resolve, validation, KeyArg, K
 use crate::edge::Ctx;
 use crate::protocol::{json, ApiError};
 use cairn_kms::access::{self, Asker};
-use cairn_kms::{KeyRecord, KeyState};
+use cairn_kms::KeyRecord;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -136,9 +136,7 @@ pub(super) fn rotation_status(
 ) -> Result<Value, ApiError> {
     let key = resolve(ctx, &k.key_id)?;
     authorize_key(ctx, &key, action, &Default::default())?;
-    if key.state == KeyState::PendingDeletion {
-        return Err(kms_error(key.changeable().unwrap_err()));
-    }
+    key.changeable().map_err(kms_error)?;
     let mut v = json!({ "KeyRotationEnabled": key.rotation_enabled, "KeyId": key.arn });
     if key.rotation_enabled {
         v["RotationPeriodInDays"] = json!(key.rotation_period_days.unwrap_or(365));
