@@ -16,6 +16,7 @@ pub mod edge;
 pub mod http;
 pub mod iam;
 pub mod kms;
+pub mod logs;
 pub mod meta;
 pub mod metrics;
 pub mod protocol;

@@ -172,6 +172,7 @@ impl<S: Service> Registered for S {
 /// Every service, in the order they are asked to take a request no signature names.
 pub static SERVICES: &[&dyn Registered] = &[
     &crate::kms::Kms,
+    &crate::logs::Logs,
     &crate::cloudtrail::CloudTrail,
     &crate::cloudtrail::data::CloudTrailData,
     &crate::iam::sts::Sts,

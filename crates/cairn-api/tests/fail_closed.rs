@@ -98,6 +98,13 @@ fn kms(op: &'static str, body: impl Into<String>) -> Case {
         .body(body)
 }
 
+fn logs(op: &'static str, body: impl Into<String>) -> Case {
+    case("logs", op, "POST", "/")
+        .header("x-amz-target", &format!("Logs_20140328.{op}"))
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(body)
+}
+
 fn s3(op: &'static str, method: &'static str, path: &str, query: &str) -> Case {
     case("s3", op, method, path).query(query)
 }
@@ -353,6 +360,37 @@ fn every_mutating_operation_of_every_service_fails_closed() {
     };
     let (g1, g2) = (grant(&k1), grant(&k1));
 
+    // CloudWatch Logs: two groups, one with a stream.
+    let logs_call = |op: &str, body: &str| {
+        let target = format!("Logs_20140328.{op}");
+        ok(wire::signed(
+            &addr,
+            &root,
+            "POST",
+            "/",
+            "",
+            "logs",
+            &[
+                ("x-amz-target", target.as_str()),
+                ("content-type", "application/x-amz-json-1.1"),
+            ],
+            body,
+        ))
+    };
+    logs_call(
+        "CreateLogGroup",
+        r#"{"logGroupName":"/g/one","tags":{"t":"v"}}"#,
+    );
+    logs_call("CreateLogGroup", r#"{"logGroupName":"/g/two"}"#);
+    logs_call(
+        "CreateLogStream",
+        r#"{"logGroupName":"/g/one","logStreamName":"s1"}"#,
+    );
+    let g1_arn = format!(
+        "arn:aws:logs:us-east-1:{}:log-group:/g/one",
+        common::ACCOUNT
+    );
+
     // --- Every mutating operation. ---
     let event_data = serde_json::json!({
         "version": "1.0", "userIdentity": {"type": "app", "principalId": "p"},
@@ -424,6 +462,17 @@ fn every_mutating_operation_of_every_service_fails_closed() {
         kms("EnableKey", format!(r#"{{"KeyId":"{k2}"}}"#)),
         kms("ScheduleKeyDeletion", format!(r#"{{"KeyId":"{k3}","PendingWindowInDays":7}}"#)),
         kms("CancelKeyDeletion", format!(r#"{{"KeyId":"{k3}"}}"#)),
+        // CloudWatch Logs
+        logs("CreateLogGroup", r#"{"logGroupName":"/g/three"}"#),
+        logs("PutRetentionPolicy", r#"{"logGroupName":"/g/one","retentionInDays":90}"#),
+        logs("DeleteRetentionPolicy", r#"{"logGroupName":"/g/one"}"#),
+        logs("CreateLogStream", r#"{"logGroupName":"/g/one","logStreamName":"s2"}"#),
+        logs("DeleteLogStream", r#"{"logGroupName":"/g/one","logStreamName":"s1"}"#),
+        logs("TagResource", format!(r#"{{"resourceArn":"{g1_arn}","tags":{{"a":"b"}}}}"#)),
+        logs("UntagResource", format!(r#"{{"resourceArn":"{g1_arn}","tagKeys":["a"]}}"#)),
+        logs("TagLogGroup", r#"{"logGroupName":"/g/one","tags":{"c":"d"}}"#),
+        logs("UntagLogGroup", r#"{"logGroupName":"/g/one","tags":["c"]}"#),
+        logs("DeleteLogGroup", r#"{"logGroupName":"/g/two"}"#),
         // IAM and STS
         iam("CreateUser", "UserName=dave"),
         iam("CreateAccessKey", "UserName=carol"),

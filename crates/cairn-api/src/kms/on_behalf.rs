@@ -537,3 +537,51 @@ pub async fn managed_key(ctx: &Ctx<'_>, service: &str) -> Result<String, ApiErro
     ctx.api.kms.put_alias(&a).map_err(kms_error)?;
     Ok(key.arn)
 }
+
+/// Whether AWS service `service` (`logs.us-east-1.amazonaws.com`) may use the key `key_id`
+/// for a resource (`context`: the encryption context pair naming it), as a service
+/// associating a key checks: the key exists here, is enabled, and its policy lets the
+/// service generate data keys for that resource. Returns the key's ARN; errors are
+/// InvalidParameterException, as CloudWatch Logs answers them.
+pub fn check_service_key(
+    kms: &Kms,
+    region: &str,
+    key_id: &str,
+    service: &str,
+    (context_key, context_value): (&str, &str),
+    now: DateTime<Utc>,
+) -> Result<String, ApiError> {
+    let refused = || {
+        ApiError::client(
+            "InvalidParameterException",
+            format!("The specified KMS key does not exist or is not allowed to be used with Arn '{context_value}'"),
+        )
+    };
+    let key = kms.resolve(region, key_id).map_err(|_| refused())?;
+    key.usable().map_err(|_| refused())?;
+    let mut context = Context::new();
+    context.insert(context_key.into(), context_value.into());
+    let policy = kms.policy(&key).map_err(|_| refused())?;
+    let grants = kms.grants(&key.key_id).map_err(|_| refused())?;
+    let who = service_principal(&key.account, service);
+    let mut keys = ConditionKeys::new();
+    keys.set("aws:SourceAccount", key.account.clone());
+    keys.set("aws:SourceArn", context_value);
+    keys.set("aws:PrincipalIsAWSService", "true");
+    keys.set("aws:CurrentTime", cairn_record::time::iso(now));
+    access::context_keys(&mut keys, &key.account, &context);
+    access::decide(
+        &key,
+        &policy,
+        &grants,
+        &Asker {
+            principal: &who,
+            identity_policies: None,
+        },
+        "kms:GenerateDataKey",
+        &keys,
+        &context,
+    )
+    .map_err(|_| refused())?;
+    Ok(key.arn.clone())
+}

@@ -1,0 +1,318 @@
+//! Log groups: Create/Delete/DescribeLogGroups, Put/DeleteRetentionPolicy.
+
+use super::invalid;
+use crate::edge::Ctx;
+use crate::protocol::ApiError;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// The retention periods CloudWatch Logs accepts, in days.
+pub const RETENTION_DAYS: &[u32] = &[
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
+/// A stored log group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogGroup {
+    pub name: String,
+    pub region: String,
+    /// Milliseconds since the epoch.
+    pub created: i64,
+    pub retention_days: Option<u32>,
+    pub kms_key_id: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateGroupInput {
+    pub log_group_name: String,
+    pub kms_key_id: Option<String>,
+    pub tags: Option<BTreeMap<String, String>>,
+    pub log_group_class: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupName {
+    pub log_group_name: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DescribeGroupsInput {
+    pub log_group_name_prefix: Option<String>,
+    pub log_group_name_pattern: Option<String>,
+    pub next_token: Option<String>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionInput {
+    pub log_group_name: String,
+    pub retention_in_days: i64,
+}
+
+pub(super) fn group_key(region: &str, name: &str) -> String {
+    format!("logs/group/{region}/{name}")
+}
+
+/// `arn:aws:logs:REGION:ACCOUNT:log-group:NAME` (the `logGroupArn`; `arn` adds `:*`).
+pub(super) fn group_arn(ctx: &Ctx<'_>, name: &str) -> String {
+    format!(
+        "arn:aws:logs:{}:{}:log-group:{name}",
+        ctx.region, ctx.api.opts.account
+    )
+}
+
+pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 512
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/#".contains(c));
+    if !ok {
+        return Err(invalid(format!(
+            "1 validation error detected: Value '{name}' at 'logGroupName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\.\\-_/#A-Za-z0-9]+"
+        )));
+    }
+    Ok(())
+}
+
+/// The log group a request names (ResourceNotFoundException when there is none).
+pub(super) fn existing(ctx: &Ctx<'_>, name: &str) -> Result<LogGroup, ApiError> {
+    check_name(name)?;
+    ctx.api
+        .meta
+        .get::<LogGroup>(&group_key(&ctx.region, name))?
+        .ok_or_else(|| {
+            ApiError::client(
+                "ResourceNotFoundException",
+                "The specified log group does not exist.",
+            )
+        })
+}
+
+pub(super) fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if tags.len() > 50 {
+        return Err(ApiError::client(
+            "TooManyTagsException",
+            "A resource can have no more than 50 tags.",
+        ));
+    }
+    for (k, v) in tags {
+        if k.is_empty()
+            || k.chars().count() > 128
+            || v.chars().count() > 256
+            || k.starts_with("aws:")
+        {
+            return Err(invalid(format!("The tag {k} is not valid.")));
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn create(
+    ctx: &mut Ctx<'_>,
+    action: &str,
+    i: CreateGroupInput,
+) -> Result<Value, ApiError> {
+    check_name(&i.log_group_name)?;
+    let arn = group_arn(ctx, &i.log_group_name);
+    ctx.authorize(action, &format!("{arn}:*"))?;
+    if i.log_group_class
+        .as_deref()
+        .is_some_and(|c| c != "STANDARD")
+    {
+        return Err(invalid(
+            "cairn keeps log groups of the STANDARD class only.",
+        ));
+    }
+    let tags = i.tags.unwrap_or_default();
+    check_tags(&tags)?;
+    let kms_key_id = match &i.kms_key_id {
+        Some(k) => Some(crate::kms::on_behalf::check_service_key(
+            &ctx.api.kms,
+            &ctx.region,
+            k,
+            &format!("logs.{}.amazonaws.com", ctx.region),
+            ("aws:logs:arn", &arn),
+            ctx.now,
+        )?),
+        None => None,
+    };
+    let guard = ctx.api.control.clone().lock_owned().await;
+    let key = group_key(&ctx.region, &i.log_group_name);
+    if ctx.api.meta.get::<LogGroup>(&key)?.is_some() {
+        return Err(ApiError::client(
+            "ResourceAlreadyExistsException",
+            "The specified log group already exists",
+        ));
+    }
+    let g = LogGroup {
+        name: i.log_group_name,
+        region: ctx.region.clone(),
+        created: ctx.now.timestamp_millis(),
+        retention_days: None,
+        kms_key_id,
+        tags,
+    };
+    ctx.defer_meta_put(key, g);
+    ctx.hold_until_made(guard);
+    Ok(json!({}))
+}
+
+pub(super) async fn delete(
+    ctx: &mut Ctx<'_>,
+    action: &str,
+    g: GroupName,
+) -> Result<Value, ApiError> {
+    check_name(&g.log_group_name)?;
+    ctx.authorize(action, &format!("{}:*", group_arn(ctx, &g.log_group_name)))?;
+    let guard = ctx.api.control.clone().lock_owned().await;
+    existing(ctx, &g.log_group_name)?;
+    // The group and its streams go together.
+    for (k, _) in ctx.api.meta.scan::<Value>(&super::streams::stream_prefix(
+        &ctx.region,
+        &g.log_group_name,
+    ))? {
+        ctx.defer_meta_delete(k);
+    }
+    ctx.defer_meta_delete(group_key(&ctx.region, &g.log_group_name));
+    ctx.hold_until_made(guard);
+    Ok(json!({}))
+}
+
+/// A page of `items` from `token` (an index): the page and the next token.
+pub(super) fn page<T: Clone>(
+    items: &[T],
+    limit: Option<i64>,
+    token: Option<&str>,
+    max: i64,
+) -> Result<(Vec<T>, Option<String>), ApiError> {
+    let limit = match limit {
+        None => max as usize,
+        Some(l) if (1..=max).contains(&l) => l as usize,
+        Some(l) => {
+            return Err(invalid(format!(
+                "1 validation error detected: Value '{l}' at 'limit' failed to satisfy constraint: Member must have value less than or equal to {max}"
+            )))
+        }
+    };
+    let start = match token {
+        None => 0,
+        Some(t) => t
+            .parse::<usize>()
+            .map_err(|_| invalid("The specified nextToken is not valid."))?,
+    };
+    let page: Vec<T> = items.iter().skip(start).take(limit).cloned().collect();
+    let end = start + page.len();
+    Ok((page, (end < items.len()).then(|| end.to_string())))
+}
+
+pub(super) fn describe(
+    ctx: &mut Ctx<'_>,
+    action: &str,
+    i: DescribeGroupsInput,
+) -> Result<Value, ApiError> {
+    ctx.authorize(
+        action,
+        &format!(
+            "arn:aws:logs:{}:{}:log-group:*",
+            ctx.region, ctx.api.opts.account
+        ),
+    )?;
+    if i.log_group_name_prefix.is_some() && i.log_group_name_pattern.is_some() {
+        return Err(invalid(
+            "LogGroup name prefix and LogGroup name pattern are mutually exclusive parameters.",
+        ));
+    }
+    let prefix = format!(
+        "{}{}",
+        group_key(&ctx.region, ""),
+        i.log_group_name_prefix.as_deref().unwrap_or_default()
+    );
+    let pattern = i.log_group_name_pattern.as_deref().map(str::to_lowercase);
+    let all: Vec<Value> = ctx
+        .api
+        .meta
+        .scan::<LogGroup>(&prefix)?
+        .into_iter()
+        .map(|(_, g)| g)
+        .filter(|g| {
+            pattern
+                .as_ref()
+                .is_none_or(|p| g.name.to_lowercase().contains(p))
+        })
+        .map(|g| view(ctx, &g))
+        .collect();
+    let (groups, next) = page(&all, i.limit, i.next_token.as_deref(), 50)?;
+    let mut v = json!({ "logGroups": groups });
+    if let Some(n) = next {
+        v["nextToken"] = json!(n);
+    }
+    Ok(v)
+}
+
+fn view(ctx: &Ctx<'_>, g: &LogGroup) -> Value {
+    let arn = group_arn(ctx, &g.name);
+    let mut v = json!({
+        "logGroupName": g.name,
+        "creationTime": g.created,
+        "metricFilterCount": 0,
+        "arn": format!("{arn}:*"),
+        "logGroupArn": arn,
+        "storedBytes": 0,
+        "logGroupClass": "STANDARD",
+    });
+    if let Some(d) = g.retention_days {
+        v["retentionInDays"] = json!(d);
+    }
+    if let Some(k) = &g.kms_key_id {
+        v["kmsKeyId"] = json!(k);
+    }
+    v
+}
+
+pub(super) async fn put_retention(
+    ctx: &mut Ctx<'_>,
+    action: &str,
+    i: RetentionInput,
+) -> Result<Value, ApiError> {
+    check_name(&i.log_group_name)?;
+    ctx.authorize(action, &format!("{}:*", group_arn(ctx, &i.log_group_name)))?;
+    let days = u32::try_from(i.retention_in_days)
+        .ok()
+        .filter(|d| RETENTION_DAYS.contains(d))
+        .ok_or_else(|| {
+            invalid(format!(
+                "1 validation error detected: Value '{}' at 'retentionInDays' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+                i.retention_in_days,
+                RETENTION_DAYS.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+    let guard = ctx.api.control.clone().lock_owned().await;
+    let mut g = existing(ctx, &i.log_group_name)?;
+    g.retention_days = Some(days);
+    ctx.defer_meta_put(group_key(&ctx.region, &g.name), g);
+    ctx.hold_until_made(guard);
+    Ok(json!({}))
+}
+
+pub(super) async fn delete_retention(
+    ctx: &mut Ctx<'_>,
+    action: &str,
+    i: GroupName,
+) -> Result<Value, ApiError> {
+    check_name(&i.log_group_name)?;
+    ctx.authorize(action, &format!("{}:*", group_arn(ctx, &i.log_group_name)))?;
+    let guard = ctx.api.control.clone().lock_owned().await;
+    let mut g = existing(ctx, &i.log_group_name)?;
+    g.retention_days = None;
+    ctx.defer_meta_put(group_key(&ctx.region, &g.name), g);
+    ctx.hold_until_made(guard);
+    Ok(json!({}))
+}

@@ -1,0 +1,177 @@
+//! CloudWatch Logs, JSON 1.1 (`Logs_20140328.*`) — issue 12, in progress. So far the control
+//! plane: log groups (`groups`: create with tags and a KMS key, delete, describe with prefix,
+//! pattern and paging; retention), log streams (`streams`), tags (`tags`, and the legacy
+//! TagLogGroup family). Log events (PutLogEvents, GetLogEvents, FilterLogEvents with
+//! `cairn_logs::pattern`), metric filters, Insights queries and trail delivery are the rest
+//! of the issue. Groups and streams are control metadata (`meta`, `logs/…` keys), written
+//! only once the request's event is durable.
+
+mod groups;
+mod streams;
+mod tags;
+
+use crate::edge::{Ctx, HttpRequest};
+use crate::protocol::json;
+use crate::protocol::{ApiError, Protocol, Reply, X_AMZ_TARGET};
+use crate::service::{BoxFuture, Service};
+use serde_json::Value;
+
+/// The prefix of CloudWatch Logs' `X-Amz-Target`.
+pub const TARGET_PREFIX: &str = "Logs_20140328.";
+
+/// The CloudWatch Logs service (signing name `logs`).
+pub struct Logs;
+
+crate::operations! {
+    /// A CloudWatch Logs operation with its typed input.
+    pub enum LogsOp {
+        CreateLogGroup(groups::CreateGroupInput),
+        DeleteLogGroup(groups::GroupName),
+        DescribeLogGroups(groups::DescribeGroupsInput),
+        PutRetentionPolicy(groups::RetentionInput),
+        DeleteRetentionPolicy(groups::GroupName),
+        CreateLogStream(streams::StreamRef),
+        DeleteLogStream(streams::StreamRef),
+        DescribeLogStreams(streams::DescribeStreamsInput),
+        TagResource(tags::TagResourceInput),
+        UntagResource(tags::UntagResourceInput),
+        ListTagsForResource(tags::ResourceArn),
+        TagLogGroup(tags::TagGroupInput),
+        UntagLogGroup(tags::UntagGroupInput),
+        ListTagsLogGroup(groups::GroupName),
+    }
+}
+
+impl LogsOp {
+    pub fn mutates(name: &str) -> bool {
+        !["Describe", "List", "Get", "Filter", "Test"]
+            .iter()
+            .any(|p| name.starts_with(p))
+    }
+}
+
+/// Reads a request into its operation.
+pub fn route(req: &HttpRequest) -> Result<(LogsOp, Option<Value>), ApiError> {
+    json::check_content_type(req)?;
+    let name = req
+        .header(X_AMZ_TARGET)
+        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
+        .unwrap_or_default();
+    let body = json::object(&req.body)?;
+    macro_rules! i {
+        () => {
+            json::input(&body).map_err(invalid_input)?
+        };
+    }
+    use LogsOp as Op;
+    let op = match name {
+        "CreateLogGroup" => Op::CreateLogGroup(i!()),
+        "DeleteLogGroup" => Op::DeleteLogGroup(i!()),
+        "DescribeLogGroups" => Op::DescribeLogGroups(i!()),
+        "PutRetentionPolicy" => Op::PutRetentionPolicy(i!()),
+        "DeleteRetentionPolicy" => Op::DeleteRetentionPolicy(i!()),
+        "CreateLogStream" => Op::CreateLogStream(i!()),
+        "DeleteLogStream" => Op::DeleteLogStream(i!()),
+        "DescribeLogStreams" => Op::DescribeLogStreams(i!()),
+        "TagResource" => Op::TagResource(i!()),
+        "UntagResource" => Op::UntagResource(i!()),
+        "ListTagsForResource" => Op::ListTagsForResource(i!()),
+        "TagLogGroup" => Op::TagLogGroup(i!()),
+        "UntagLogGroup" => Op::UntagLogGroup(i!()),
+        "ListTagsLogGroup" => Op::ListTagsLogGroup(i!()),
+        op => {
+            return Err(ApiError::client(
+                "UnknownOperationException",
+                format!("cairn does not support the CloudWatch Logs operation {op} yet"),
+            ))
+        }
+    };
+    Ok((op, json::logged(&body)))
+}
+
+/// A member of the wrong type or a missing required member (Logs answers
+/// InvalidParameterException for both).
+fn invalid_input(e: ApiError) -> ApiError {
+    invalid(
+        e.message
+            .trim_start_matches("Invalid request: ")
+            .to_string(),
+    )
+}
+
+pub(crate) fn invalid(m: impl Into<String>) -> ApiError {
+    ApiError::client("InvalidParameterException", m)
+}
+
+impl Service for Logs {
+    type Op = (LogsOp, Option<Value>);
+
+    fn signing_name(&self) -> &'static str {
+        "logs"
+    }
+    fn event_source(&self) -> &'static str {
+        "logs.amazonaws.com"
+    }
+    fn protocol(&self) -> Protocol {
+        Protocol::Json
+    }
+    fn claims(&self, req: &HttpRequest) -> bool {
+        req.header(X_AMZ_TARGET)
+            .is_some_and(|t| t.starts_with(TARGET_PREFIX))
+    }
+    fn operation_name(&self, req: &HttpRequest) -> Result<String, ApiError> {
+        let t = req.header(X_AMZ_TARGET).unwrap_or_default();
+        t.strip_prefix(TARGET_PREFIX)
+            .filter(|o| !o.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                ApiError::client(
+                    "UnknownOperationException",
+                    format!("Unknown operation: {t}"),
+                )
+            })
+    }
+    fn operations(&self) -> &'static [&'static str] {
+        LogsOp::NAMES
+    }
+    fn mutates(&self, name: &str) -> bool {
+        LogsOp::mutates(name)
+    }
+    fn route(&self, _api: &crate::Api, req: &HttpRequest) -> Result<Self::Op, ApiError> {
+        route(req)
+    }
+    fn audit_unrouted(&self, ctx: &mut Ctx<'_>, req: &HttpRequest, _name: &str) {
+        ctx.audit.request_parameters = json::object(&req.body).ok().and_then(|b| json::logged(&b));
+    }
+    fn handle<'a>(
+        &'a self,
+        ctx: &'a mut Ctx<'_>,
+        (op, logged): Self::Op,
+    ) -> BoxFuture<'a, Result<Reply, ApiError>> {
+        Box::pin(async move {
+            let name = op.name();
+            ctx.audit.read_only = !LogsOp::mutates(name);
+            ctx.audit.request_parameters = logged;
+            let action = format!("logs:{name}");
+            let action = action.as_str();
+            use LogsOp as Op;
+            let out = match op {
+                Op::CreateLogGroup(i) => groups::create(ctx, action, i).await?,
+                Op::DeleteLogGroup(g) => groups::delete(ctx, action, g).await?,
+                Op::DescribeLogGroups(i) => groups::describe(ctx, action, i)?,
+                Op::PutRetentionPolicy(i) => groups::put_retention(ctx, action, i).await?,
+                Op::DeleteRetentionPolicy(g) => groups::delete_retention(ctx, action, g).await?,
+                Op::CreateLogStream(s) => streams::create(ctx, action, s).await?,
+                Op::DeleteLogStream(s) => streams::delete(ctx, action, s).await?,
+                Op::DescribeLogStreams(i) => streams::describe(ctx, action, i)?,
+                Op::TagResource(i) => tags::tag_resource(ctx, action, i).await?,
+                Op::UntagResource(i) => tags::untag_resource(ctx, action, i).await?,
+                Op::ListTagsForResource(r) => tags::list_for_resource(ctx, action, r)?,
+                Op::TagLogGroup(i) => tags::tag_group(ctx, action, i).await?,
+                Op::UntagLogGroup(i) => tags::untag_group(ctx, action, i).await?,
+                Op::ListTagsLogGroup(g) => tags::list_group(ctx, action, g)?,
+            };
+            Ok(json::reply(&out))
+        })
+    }
+}

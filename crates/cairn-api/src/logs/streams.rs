@@ -1,0 +1,189 @@
+//! Log streams: Create/Delete/DescribeLogStreams.
+
+use super::groups::{existing, group_arn, page};
+use super::invalid;
+use crate::edge::Ctx;
+use crate::protocol::ApiError;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogStream {
+    pub name: String,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamRef {
+    pub log_group_name: String,
+    pub log_stream_name: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DescribeStreamsInput {
+    pub log_group_name: Option<String>,
+    pub log_group_identifier: Option<String>,
+    pub log_stream_name_prefix: Option<String>,
+    pub order_by: Option<String>,
+    #[serde(default)]
+    pub descending: bool,
+    pub next_token: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// Where a group's streams are kept (NUL-separated: group names may hold `/`).
+pub(super) fn stream_prefix(region: &str, group: &str) -> String {
+    format!("logs/stream/{region}\u{0}{group}\u{0}")
+}
+
+fn check_stream_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > 512 || name.contains(':') || name.contains('*') {
+        return Err(invalid(format!(
+            "1 validation error detected: Value '{name}' at 'logStreamName' failed to satisfy constraint: Member must satisfy regular expression pattern: [^:*]*"
+        )));
+    }
+    Ok(())
+}
+
+fn stream_arn(ctx: &Ctx<'_>, group: &str, stream: &str) -> String {
+    format!("{}:log-stream:{stream}", group_arn(ctx, group))
+}
+
+pub(super) async fn create(
+    ctx: &mut Ctx<'_>,
+    action: &str,
+    s: StreamRef,
+) -> Result<Value, ApiError> {
+    super::groups::check_name(&s.log_group_name)?;
+    check_stream_name(&s.log_stream_name)?;
+    ctx.authorize(
+        action,
+        &stream_arn(ctx, &s.log_group_name, &s.log_stream_name),
+    )?;
+    let guard = ctx.api.control.clone().lock_owned().await;
+    existing(ctx, &s.log_group_name)?;
+    let key = format!(
+        "{}{}",
+        stream_prefix(&ctx.region, &s.log_group_name),
+        s.log_stream_name
+    );
+    if ctx.api.meta.get::<LogStream>(&key)?.is_some() {
+        return Err(ApiError::client(
+            "ResourceAlreadyExistsException",
+            "The specified log stream already exists",
+        ));
+    }
+    ctx.defer_meta_put(
+        key,
+        LogStream {
+            name: s.log_stream_name,
+            created: ctx.now.timestamp_millis(),
+        },
+    );
+    ctx.hold_until_made(guard);
+    Ok(json!({}))
+}
+
+pub(super) async fn delete(
+    ctx: &mut Ctx<'_>,
+    action: &str,
+    s: StreamRef,
+) -> Result<Value, ApiError> {
+    super::groups::check_name(&s.log_group_name)?;
+    check_stream_name(&s.log_stream_name)?;
+    ctx.authorize(
+        action,
+        &stream_arn(ctx, &s.log_group_name, &s.log_stream_name),
+    )?;
+    let guard = ctx.api.control.clone().lock_owned().await;
+    existing(ctx, &s.log_group_name)?;
+    let key = format!(
+        "{}{}",
+        stream_prefix(&ctx.region, &s.log_group_name),
+        s.log_stream_name
+    );
+    if ctx.api.meta.get::<LogStream>(&key)?.is_none() {
+        return Err(ApiError::client(
+            "ResourceNotFoundException",
+            "The specified log stream does not exist.",
+        ));
+    }
+    ctx.defer_meta_delete(key);
+    ctx.hold_until_made(guard);
+    Ok(json!({}))
+}
+
+pub(super) fn describe(
+    ctx: &mut Ctx<'_>,
+    action: &str,
+    i: DescribeStreamsInput,
+) -> Result<Value, ApiError> {
+    let group = match (&i.log_group_name, &i.log_group_identifier) {
+        (Some(n), None) => n.clone(),
+        (None, Some(id)) => id
+            .rsplit_once(":log-group:")
+            .map(|(_, n)| n.trim_end_matches(":*").to_string())
+            .unwrap_or_else(|| id.clone()),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "LogGroup name and LogGroup ARN are mutually exclusive parameters.",
+            ))
+        }
+        (None, None) => {
+            return Err(invalid(
+                "Either logGroupName or logGroupIdentifier is required.",
+            ))
+        }
+    };
+    super::groups::check_name(&group)?;
+    ctx.authorize(action, &format!("{}:*", group_arn(ctx, &group)))?;
+    existing(ctx, &group)?;
+    let by_time = match i.order_by.as_deref() {
+        None | Some("LogStreamName") => false,
+        Some("LastEventTime") => true,
+        Some(o) => return Err(invalid(format!("Invalid orderBy {o}"))),
+    };
+    if by_time && i.log_stream_name_prefix.is_some() {
+        return Err(invalid(
+            "Cannot order by LastEventTime with a logStreamNamePrefix.",
+        ));
+    }
+    let prefix = format!(
+        "{}{}",
+        stream_prefix(&ctx.region, &group),
+        i.log_stream_name_prefix.as_deref().unwrap_or_default()
+    );
+    let mut all: Vec<LogStream> = ctx
+        .api
+        .meta
+        .scan::<LogStream>(&prefix)?
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    // No events yet: ordering by last event time falls back to creation time.
+    if by_time {
+        all.sort_by_key(|s| s.created);
+    }
+    if i.descending {
+        all.reverse();
+    }
+    let views: Vec<Value> = all
+        .iter()
+        .map(|s| {
+            json!({
+                "logStreamName": s.name,
+                "creationTime": s.created,
+                "arn": stream_arn(ctx, &group, &s.name),
+                "storedBytes": 0,
+            })
+        })
+        .collect();
+    let (streams, next) = page(&views, i.limit, i.next_token.as_deref(), 50)?;
+    let mut v = json!({ "logStreams": streams });
+    if let Some(n) = next {
+        v["nextToken"] = json!(n);
+    }
+    Ok(v)
+}
