@@ -219,6 +219,10 @@ def test_key_policies_iam_policies_and_grants_decide_who_may_use_a_key(srv):
     with pytest.raises(ClientError) as e:
         nobody.create_key()
     assert code(e) == "AccessDeniedException"
+    denied = srv.client("cloudtrail").lookup_events(
+        LookupAttributes=[{"AttributeKey": "Username", "AttributeValue": "kms-nobody"}])["Events"]
+    got = {(e["EventName"], json.loads(e["CloudTrailEvent"]).get("errorCode")) for e in denied}
+    assert {("Decrypt", "AccessDeniedException"), ("CreateKey", "AccessDeniedException")} <= got, got
     # With one, the account statement delegates to it.
     reader, _ = user(srv, "kms-reader", [{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"}])
     assert reader.decrypt(CiphertextBlob=blob)["Plaintext"] == b"s"
@@ -341,6 +345,30 @@ def test_a_request_changed_after_signing_is_refused_and_changes_nothing(srv):
     st, _, out = send(srv, "POST", "/", h2, body)
     assert st == 400 and b"Signature" in out
     assert len(kms.list_keys()["Keys"]) == before
+    # A body over the JSON APIs' limit (2 MiB) is refused from its headers.
+    big = b"{" + b" " * (3 * 1024 * 1024) + b"}"
+    hb = signed(srv, "kms", "POST", "/", big, headers={"X-Amz-Target": "TrentService.CreateKey",
+                                                        "Content-Type": "application/x-amz-json-1.1"})
+    import socket
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=15)
+    sock.sendall(("POST / HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hb.items())
+                  + f"Content-Length: {len(big)}\r\n\r\n").encode())
+    answer = b""
+    while b"RequestEntityTooLargeException" not in answer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    sock.close()
+    assert answer.split(b"\r\n")[0].split()[1] == b"413", answer[:200]
+    assert len(kms.list_keys()["Keys"]) == before
+    # Each refusal is recorded (LookupEvents reads the same journal the trail delivers).
+    ct = srv.client("cloudtrail")
+    created = ct.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "CreateKey"}],
+                               MaxResults=50)["Events"]
+    codes = [json.loads(e["CloudTrailEvent"]).get("errorCode") for e in created]
+    assert "InvalidSignatureException" in codes, codes
+    assert "RequestEntityTooLargeException" in codes, codes
     # Unsigned: refused.
     st, _, out = send(srv, "POST", "/", {"Host": f"127.0.0.1:{srv.port}", "X-Amz-Target": "TrentService.ListKeys",
                                           "Content-Type": "application/x-amz-json-1.1"}, b"{}")
@@ -634,20 +662,41 @@ def test_a_trail_without_a_key_follows_its_buckets_default_sse_kms(cairn_server_
     box.stop()
 
 
-def test_no_plaintext_anywhere_under_the_data_directory(srv):
-    """After SSE-KMS uploads and encrypted deliveries (the tests above), the sentinel the
-    tests wrote appears in no file under the data directory."""
-    srv.flush(TRAIL)
-    found = []
-    for root, _, files in os.walk(srv.data):
-        for f in files:
-            p = Path(root) / f
-            try:
-                if SENTINEL in p.read_bytes():
-                    found.append(str(p))
-            except OSError:
-                pass
+def test_no_plaintext_anywhere_under_the_data_directory(cairn_server_factory):
+    """After SSE-KMS writes of a sentinel (a PUT, a copy, a multipart upload's parts and
+    object) and encrypted log deliveries that record them, the sentinel appears in no file
+    under the data directory."""
+    box = cairn_server_factory(config=f'[[bucket]]\nname = "{LOGS}"\n', delivery="1s", digest="3s")
+    kms, s3, ct = box.client("kms"), box.client("s3"), box.client("cloudtrail")
+    key = kms.create_key(Policy=seed_policy())["KeyMetadata"]["Arn"]
+    ct.create_trail(Name=TRAIL, S3BucketName=LOGS, KmsKeyId=key)
+    ct.start_logging(Name=TRAIL)
+    s3.create_bucket(Bucket="sentinels")
+    kw = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key}
+    s3.put_object(Bucket="sentinels", Key="put", Body=SENTINEL * 10, **kw)
+    s3.copy_object(Bucket="sentinels", Key="copy", CopySource={"Bucket": "sentinels", "Key": "put"}, **kw)
+    up = s3.create_multipart_upload(Bucket="sentinels", Key="mp", **kw)
+    et = s3.upload_part(Bucket="sentinels", Key="mp", UploadId=up["UploadId"], PartNumber=1, Body=SENTINEL)["ETag"]
+    parts_dir = [SENTINEL in p.read_bytes() for p in (box.data / "multipart").rglob("*") if p.is_file()]
+    s3.complete_multipart_upload(Bucket="sentinels", Key="mp", UploadId=up["UploadId"],
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": et}]})
+    # The sentinel also reaches the trail, in the userAgent of a data event: the log file that
+    # carries it is SSE-KMS.
+    import boto3
+    from botocore.config import Config
+    ct.put_event_selectors(TrailName=TRAIL, EventSelectors=[{"ReadWriteType": "All", "IncludeManagementEvents": True,
+                                                             "DataResources": [{"Type": "AWS::S3::Object", "Values": ["arn:aws:s3:::sentinels/"]}]}])
+    tagged = boto3.client("s3", endpoint_url=box.endpoint, region_name="us-east-1", aws_access_key_id=box.key,
+                          aws_secret_access_key=box.secret, config=Config(user_agent_extra=SENTINEL.decode()))
+    tagged.put_object(Bucket="sentinels", Key="ua", Body=b"x", **kw)
+    recs = records(box)
+    assert any(SENTINEL.decode() in (r.get("userAgent") or "") for r in recs), "the sentinel is in a delivered log"
+    assert s3.get_object(Bucket="sentinels", Key="mp")["Body"].read() == SENTINEL
+    assert parts_dir and not any(parts_dir), "multipart parts are sealed at rest"
+    found = [str(p) for p in box.data.rglob("*") if p.is_file() and SENTINEL in p.read_bytes()]
+    box.stop()
+    # The journal and the LookupEvents history hold the records themselves (the userAgent),
+    # unencrypted, as the trail's own working state; every other file — object bodies, parts,
+    # log files — must be free of the sentinel.
+    found = [f for f in found if "/journal/" not in f and not f.endswith("history.redb")]
     assert found == [], found
-    # The key store holds no material in plaintext either: it opens only under the root key.
-    raw = (srv.data / "kms.redb").read_bytes()
-    assert b'"sealed"' in raw and b"BEGIN" not in raw

@@ -2,6 +2,7 @@
 — log groups (tags, KMS key, retention), streams, tags — its errors, and its attacks (a caller
 without the permission; a request changed after signing). Log events are not served yet."""
 import json
+import socket
 
 import pytest
 from botocore.exceptions import ClientError
@@ -141,3 +142,27 @@ def test_callers_without_permission_and_tampered_requests_change_nothing(srv):
     st, _, out = send(srv, "POST", "/", h, json.dumps({"logGroupName": "/guarded", "retentionInDays": 1}).encode())
     assert st == 400 and b"Signature" in out, out
     assert "retentionInDays" not in srv.client("logs").describe_log_groups(logGroupNamePrefix="/guarded")["logGroups"][0]
+    # A body over the JSON APIs' limit is refused from its headers, and nothing changes.
+    big = b"{" + b" " * (3 * 1024 * 1024) + b"}"
+    hb = signed(srv, "logs", "POST", "/", big, headers={"X-Amz-Target": "Logs_20140328.CreateLogGroup",
+                                                         "Content-Type": "application/x-amz-json-1.1"})
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=15)
+    sock.sendall(("POST / HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hb.items())
+                  + f"Content-Length: {len(big)}\r\n\r\n").encode())
+    answer = b""
+    while b"RequestEntityTooLargeException" not in answer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    sock.close()
+    assert answer.split(b"\r\n")[0].split()[1] == b"413", answer[:200]
+    # Every refusal is recorded.
+    ct = srv.client("cloudtrail")
+    events = ct.lookup_events(LookupAttributes=[{"AttributeKey": "EventSource", "AttributeValue": "logs.amazonaws.com"}],
+                              MaxResults=50)["Events"]
+    got = {(e["EventName"], json.loads(e["CloudTrailEvent"]).get("errorCode")) for e in events}
+    for want in [("CreateLogGroup", "AccessDeniedException"), ("DeleteLogGroup", "AccessDeniedException"),
+                 ("PutRetentionPolicy", "InvalidSignatureException"),
+                 ("CreateLogGroup", "RequestEntityTooLargeException")]:
+        assert want in got, (want, got)

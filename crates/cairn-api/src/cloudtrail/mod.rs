@@ -32,13 +32,8 @@ pub const TARGET_PREFIX: &str = "com.amazonaws.cloudtrail.v20131101.CloudTrail_2
 /// The short form the AWS SDK for Go v2 (and so Terraform) sends.
 pub const TARGET_SHORT_PREFIX: &str = "CloudTrail_20131101.";
 
-/// The CloudTrail operation named by an `X-Amz-Target`, in either form.
-pub fn target_operation(target: &str) -> Option<&str> {
-    target
-        .strip_prefix(TARGET_PREFIX)
-        .or_else(|| target.strip_prefix(TARGET_SHORT_PREFIX))
-        .filter(|op| !op.is_empty())
-}
+/// Both target prefixes CloudTrail accepts.
+const TARGETS: &[&str] = &[TARGET_PREFIX, TARGET_SHORT_PREFIX];
 
 /// The CloudTrail service (signing name `cloudtrail`).
 pub struct CloudTrail;
@@ -148,10 +143,7 @@ pub struct CloudTrailCall {
 /// Reads a request into its operation: the target names it, the body holds its input.
 pub fn route(req: &HttpRequest) -> Result<CloudTrailCall, ApiError> {
     json::check_content_type(req)?;
-    let name = req
-        .header(X_AMZ_TARGET)
-        .and_then(target_operation)
-        .unwrap_or_default();
+    let name = json::target_op(req, TARGETS).unwrap_or_default();
     let body = json::object(&req.body)?;
     let id = |field: &str| trail_id(&body, field);
     use CloudTrailOp as Op;
@@ -225,20 +217,13 @@ impl Service for CloudTrail {
         Protocol::Json
     }
     fn claims(&self, req: &HttpRequest) -> bool {
-        req.header(X_AMZ_TARGET)
-            .is_some_and(|t| target_operation(t).is_some())
+        json::target_op(req, TARGETS).is_some()
     }
     fn claims_unsigned(&self, req: &HttpRequest) -> bool {
         req.header(X_AMZ_TARGET).is_some()
     }
     fn operation_name(&self, req: &HttpRequest) -> Result<String, ApiError> {
-        let t = req.header(X_AMZ_TARGET).unwrap_or_default();
-        target_operation(t).map(str::to_string).ok_or_else(|| {
-            ApiError::client(
-                "UnknownOperationException",
-                format!("Unknown operation: {t}"),
-            )
-        })
+        json::target_name(req, TARGETS)
     }
     fn operations(&self) -> &'static [&'static str] {
         CloudTrailOp::NAMES
@@ -251,7 +236,7 @@ impl Service for CloudTrail {
     }
     fn audit_unrouted(&self, ctx: &mut Ctx<'_>, req: &HttpRequest, _name: &str) {
         // A body that parses is logged even when its inputs do not route.
-        ctx.audit.request_parameters = json::object(&req.body).ok().and_then(|b| json::logged(&b));
+        ctx.audit.request_parameters = json::logged_body(req);
     }
     fn handle<'a>(
         &'a self,

@@ -50,14 +50,22 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// An alias points at a key, never at another alias.
-fn target(ctx: &Ctx<'_>, id: &KeyName) -> Result<std::sync::Arc<cairn_kms::KeyRecord>, ApiError> {
+/// The key an alias is to point at: a key (never another alias), authorized for `action`,
+/// not pending deletion.
+fn target(
+    ctx: &mut Ctx<'_>,
+    id: &KeyName,
+    action: &str,
+) -> Result<std::sync::Arc<cairn_kms::KeyRecord>, ApiError> {
     if id.0.starts_with("alias/") || id.0.contains(":alias/") {
         return Err(super::validation(
             "Provided TargetKeyId is an alias; an alias must point at a key id or key ARN.",
         ));
     }
-    resolve(ctx, id)
+    let key = resolve(ctx, id)?;
+    authorize_key(ctx, &key, action, &Default::default())?;
+    key.changeable().map_err(kms_error)?;
+    Ok(key)
 }
 
 pub(super) async fn create(
@@ -67,9 +75,7 @@ pub(super) async fn create(
 ) -> Result<Value, ApiError> {
     check_name(&i.alias_name)?;
     let guard = lock(ctx).await;
-    let key = target(ctx, &i.target_key_id)?;
-    authorize_key(ctx, &key, action, &Default::default())?;
-    key.changeable().map_err(kms_error)?;
+    let key = target(ctx, &i.target_key_id, action)?;
     if ctx
         .api
         .kms
@@ -127,9 +133,7 @@ pub(super) async fn update(
     if let Some(old) = ctx.api.kms.key(&alias.target_key_id).map_err(kms_error)? {
         authorize_key(ctx, &old, action, &Default::default())?;
     }
-    let key = target(ctx, &i.target_key_id)?;
-    authorize_key(ctx, &key, action, &Default::default())?;
-    key.changeable().map_err(kms_error)?;
+    let key = target(ctx, &i.target_key_id, action)?;
     alias.target_key_id = key.key_id.clone();
     alias.updated = ctx.now;
     defer_put(ctx, alias);

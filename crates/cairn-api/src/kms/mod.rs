@@ -18,7 +18,7 @@ mod tags;
 
 use crate::edge::{Committed, Ctx, HttpRequest};
 use crate::protocol::json;
-use crate::protocol::{ApiError, Protocol, Reply, X_AMZ_TARGET};
+use crate::protocol::{ApiError, Protocol, Reply};
 use crate::service::{BoxFuture, Service};
 use base64::Engine;
 use cairn_kms::access::{self, Asker};
@@ -213,10 +213,7 @@ const UNLOGGED: &[&str] = &["Plaintext", "CiphertextBlob", "GrantTokens", "Grant
 /// Reads a request into its operation.
 pub fn route(req: &HttpRequest) -> Result<KmsCall, ApiError> {
     json::check_content_type(req)?;
-    let name = req
-        .header(X_AMZ_TARGET)
-        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
-        .unwrap_or_default();
+    let name = json::target_op(req, &[TARGET_PREFIX]).unwrap_or_default();
     let body = json::object(&req.body)?;
     use KmsOp as Op;
     macro_rules! i {
@@ -329,20 +326,10 @@ impl Service for Kms {
         Protocol::Json
     }
     fn claims(&self, req: &HttpRequest) -> bool {
-        req.header(X_AMZ_TARGET)
-            .is_some_and(|t| t.starts_with(TARGET_PREFIX))
+        json::target_op(req, &[TARGET_PREFIX]).is_some()
     }
     fn operation_name(&self, req: &HttpRequest) -> Result<String, ApiError> {
-        let t = req.header(X_AMZ_TARGET).unwrap_or_default();
-        t.strip_prefix(TARGET_PREFIX)
-            .filter(|o| !o.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                ApiError::client(
-                    "UnknownOperationException",
-                    format!("Unknown operation: {t}"),
-                )
-            })
+        json::target_name(req, &[TARGET_PREFIX])
     }
     fn operations(&self) -> &'static [&'static str] {
         KmsOp::NAMES
@@ -450,11 +437,8 @@ pub(crate) fn allowed_without_grants(
     key: &KeyRecord,
     action: &str,
     context: &Context,
-) -> Result<bool, ApiError> {
-    match decide(ctx, key, action, context, false) {
-        Ok(()) => Ok(true),
-        Err(_) => Ok(false),
-    }
+) -> bool {
+    decide(ctx, key, action, context, false).is_ok()
 }
 
 fn decide(

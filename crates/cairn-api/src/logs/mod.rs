@@ -12,7 +12,7 @@ mod tags;
 
 use crate::edge::{Ctx, HttpRequest};
 use crate::protocol::json;
-use crate::protocol::{ApiError, Protocol, Reply, X_AMZ_TARGET};
+use crate::protocol::{ApiError, Protocol, Reply};
 use crate::service::{BoxFuture, Service};
 use serde_json::Value;
 
@@ -53,10 +53,7 @@ impl LogsOp {
 /// Reads a request into its operation.
 pub fn route(req: &HttpRequest) -> Result<(LogsOp, Option<Value>), ApiError> {
     json::check_content_type(req)?;
-    let name = req
-        .header(X_AMZ_TARGET)
-        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
-        .unwrap_or_default();
+    let name = json::target_op(req, &[TARGET_PREFIX]).unwrap_or_default();
     let body = json::object(&req.body)?;
     macro_rules! i {
         () => {
@@ -116,20 +113,10 @@ impl Service for Logs {
         Protocol::Json
     }
     fn claims(&self, req: &HttpRequest) -> bool {
-        req.header(X_AMZ_TARGET)
-            .is_some_and(|t| t.starts_with(TARGET_PREFIX))
+        json::target_op(req, &[TARGET_PREFIX]).is_some()
     }
     fn operation_name(&self, req: &HttpRequest) -> Result<String, ApiError> {
-        let t = req.header(X_AMZ_TARGET).unwrap_or_default();
-        t.strip_prefix(TARGET_PREFIX)
-            .filter(|o| !o.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                ApiError::client(
-                    "UnknownOperationException",
-                    format!("Unknown operation: {t}"),
-                )
-            })
+        json::target_name(req, &[TARGET_PREFIX])
     }
     fn operations(&self) -> &'static [&'static str] {
         LogsOp::NAMES
@@ -141,7 +128,7 @@ impl Service for Logs {
         route(req)
     }
     fn audit_unrouted(&self, ctx: &mut Ctx<'_>, req: &HttpRequest, _name: &str) {
-        ctx.audit.request_parameters = json::object(&req.body).ok().and_then(|b| json::logged(&b));
+        ctx.audit.request_parameters = json::logged_body(req);
     }
     fn handle<'a>(
         &'a self,

@@ -51,11 +51,13 @@ fn stream_arn(ctx: &Ctx<'_>, group: &str, stream: &str) -> String {
     format!("{}:log-stream:{stream}", group_arn(ctx, group))
 }
 
-pub(super) async fn create(
+/// The stream a change names: checked, authorized, its group existing, under the control
+/// lock (held until the change is made). Returns its metadata key.
+async fn locked(
     ctx: &mut Ctx<'_>,
     action: &str,
-    s: StreamRef,
-) -> Result<Value, ApiError> {
+    s: &StreamRef,
+) -> Result<(String, tokio::sync::OwnedMutexGuard<()>), ApiError> {
     super::groups::check_name(&s.log_group_name)?;
     check_stream_name(&s.log_stream_name)?;
     ctx.authorize(
@@ -69,6 +71,15 @@ pub(super) async fn create(
         stream_prefix(&ctx.region, &s.log_group_name),
         s.log_stream_name
     );
+    Ok((key, guard))
+}
+
+pub(super) async fn create(
+    ctx: &mut Ctx<'_>,
+    action: &str,
+    s: StreamRef,
+) -> Result<Value, ApiError> {
+    let (key, guard) = locked(ctx, action, &s).await?;
     if ctx.api.meta.get::<LogStream>(&key)?.is_some() {
         return Err(ApiError::client(
             "ResourceAlreadyExistsException",
@@ -91,19 +102,7 @@ pub(super) async fn delete(
     action: &str,
     s: StreamRef,
 ) -> Result<Value, ApiError> {
-    super::groups::check_name(&s.log_group_name)?;
-    check_stream_name(&s.log_stream_name)?;
-    ctx.authorize(
-        action,
-        &stream_arn(ctx, &s.log_group_name, &s.log_stream_name),
-    )?;
-    let guard = ctx.api.control.clone().lock_owned().await;
-    existing(ctx, &s.log_group_name)?;
-    let key = format!(
-        "{}{}",
-        stream_prefix(&ctx.region, &s.log_group_name),
-        s.log_stream_name
-    );
+    let (key, guard) = locked(ctx, action, &s).await?;
     if ctx.api.meta.get::<LogStream>(&key)?.is_none() {
         return Err(ApiError::client(
             "ResourceNotFoundException",

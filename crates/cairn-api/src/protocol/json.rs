@@ -32,6 +32,34 @@ pub fn input<T: DeserializeOwned>(body: &Map<String, Value>) -> Result<T, ApiErr
     T::deserialize(body).map_err(|e| ApiError::serialization(format!("Invalid request: {e}")))
 }
 
+/// The operation an awsJson request's `X-Amz-Target` names after one of `prefixes` (a
+/// service's target prefixes); `None` when it names none, or names no operation.
+pub fn target_op<'a>(req: &'a HttpRequest, prefixes: &[&str]) -> Option<&'a str> {
+    let t = req.header(super::X_AMZ_TARGET)?;
+    prefixes
+        .iter()
+        .find_map(|p| t.strip_prefix(p))
+        .filter(|op| !op.is_empty())
+}
+
+/// [`target_op`] for `Service::operation_name`: UnknownOperationException when it names none.
+pub fn target_name(req: &HttpRequest, prefixes: &[&str]) -> Result<String, ApiError> {
+    target_op(req, prefixes).map(str::to_string).ok_or_else(|| {
+        ApiError::client(
+            "UnknownOperationException",
+            format!(
+                "Unknown operation: {}",
+                req.header(super::X_AMZ_TARGET).unwrap_or_default()
+            ),
+        )
+    })
+}
+
+/// `requestParameters` of a request whose inputs did not route: its body, when it parses.
+pub fn logged_body(req: &HttpRequest) -> Option<Value> {
+    object(&req.body).ok().and_then(|b| logged(&b))
+}
+
 /// Refuses a body that says it is not JSON (SDKs send `application/x-amz-json-1.1`).
 pub fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
     if let Some(ct) = req.header("content-type") {
