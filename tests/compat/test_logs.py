@@ -1,8 +1,13 @@
-"""CloudWatch Logs (issue 12, in progress) with boto3 and the real aws CLI: the control plane
-— log groups (tags, KMS key, retention), streams, tags — its errors, and its attacks (a caller
-without the permission; a request changed after signing). Log events are not served yet."""
+"""CloudWatch Logs (issue 12) with boto3 and the real aws CLI: log groups (tags, KMS key,
+retention), streams, tags; log events (PutLogEvents' limits, GetLogEvents' tokens,
+FilterLogEvents' patterns and paging), metric filters, Insights queries, KMS association; their
+errors, and their attacks (a caller without the permission; a request changed after signing;
+a disabled key; stored bytes changed; a crash after an answer)."""
 import json
+import os
+import signal
 import socket
+import time
 
 import pytest
 from botocore.exceptions import ClientError
@@ -166,3 +171,305 @@ def test_callers_without_permission_and_tampered_requests_change_nothing(srv):
                  ("PutRetentionPolicy", "InvalidSignatureException"),
                  ("CreateLogGroup", "RequestEntityTooLargeException")]:
         assert want in got, (want, got)
+
+
+def all_messages(logs, group, stream):
+    """Every message of a stream, following GetLogEvents' forward tokens to the end."""
+    got, token = [], None
+    while True:
+        kw = {"logGroupName": group, "logStreamName": stream, "startFromHead": True}
+        if token:
+            kw["nextToken"] = token
+        r = logs.get_log_events(**kw)
+        got += [e["message"] for e in r["events"]]
+        if r["nextForwardToken"] == token:
+            return got
+        token = r["nextForwardToken"]
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def test_put_get_and_filter_log_events(srv, aws_bin):
+    logs = srv.client("logs")
+    logs.create_log_group(logGroupName="/ev")
+    logs.create_log_stream(logGroupName="/ev", logStreamName="a")
+    logs.create_log_stream(logGroupName="/ev", logStreamName="b")
+    t0 = now_ms() - 60_000
+    a = [{"timestamp": t0 + i, "message": json.dumps({"eventName": "GetObject" if i % 3 else "ConsoleLogin", "n": i})}
+         for i in range(250)]
+    r = logs.put_log_events(logGroupName="/ev", logStreamName="a", logEvents=a)
+    assert "rejectedLogEventsInfo" not in r and r["nextSequenceToken"]
+    logs.put_log_events(logGroupName="/ev", logStreamName="b",
+                        logEvents=[{"timestamp": t0 + 1000 + i, "message": f"ERROR b {i}"} for i in range(10)])
+    # GetLogEvents from the head, forward to the end (the token repeats there).
+    got, token = [], None
+    while True:
+        kw = {"logGroupName": "/ev", "logStreamName": "a", "limit": 100, "startFromHead": True}
+        if token:
+            kw["nextToken"] = token
+        r = logs.get_log_events(**kw)
+        got += r["events"]
+        if r["nextForwardToken"] == token:
+            break
+        token = r["nextForwardToken"]
+    assert [e["message"] for e in got] == [e["message"] for e in a]
+    assert all(e["ingestionTime"] >= e["timestamp"] for e in got)
+    # Without startFromHead: the newest events; backward from there.
+    tail = logs.get_log_events(logGroupName="/ev", logStreamName="a", limit=10)
+    assert [e["timestamp"] for e in tail["events"]] == [t0 + i for i in range(240, 250)]
+    before = logs.get_log_events(logGroupName="/ev", logStreamName="a", limit=10, nextToken=tail["nextBackwardToken"])
+    assert [e["timestamp"] for e in before["events"]] == [t0 + i for i in range(230, 240)]
+    # A time range: start inclusive, end exclusive.
+    r = logs.get_log_events(logGroupName="/ev", logStreamName="a", startTime=t0 + 5, endTime=t0 + 8, startFromHead=True)
+    assert [e["timestamp"] for e in r["events"]] == [t0 + 5, t0 + 6, t0 + 7]
+    # Streams show their events' times.
+    s = {x["logStreamName"]: x for x in logs.describe_log_streams(logGroupName="/ev")["logStreams"]}
+    assert (s["a"]["firstEventTimestamp"], s["a"]["lastEventTimestamp"]) == (t0, t0 + 249)
+    order = logs.describe_log_streams(logGroupName="/ev", orderBy="LastEventTime", descending=True)["logStreams"]
+    assert [x["logStreamName"] for x in order] == ["b", "a"]
+    # FilterLogEvents: patterns across streams, paging.
+    r = logs.filter_log_events(logGroupName="/ev", filterPattern='{ $.eventName = "ConsoleLogin" }')
+    assert len(r["events"]) == 84 and all(e["logStreamName"] == "a" for e in r["events"])
+    r = logs.filter_log_events(logGroupName="/ev", filterPattern="ERROR")
+    assert [e["message"] for e in r["events"]] == [f"ERROR b {i}" for i in range(10)]
+    seen, token = [], None
+    while True:
+        kw = {"logGroupName": "/ev", "limit": 37, "startTime": t0 + 10}
+        if token:
+            kw["nextToken"] = token
+        r = logs.filter_log_events(**kw)
+        seen += r["events"]
+        token = r.get("nextToken")
+        if not token:
+            break
+    assert len(seen) == 240 + 10 and len({e["eventId"] for e in seen}) == 250
+    assert [e["timestamp"] for e in seen] == sorted(e["timestamp"] for e in seen)
+    r = logs.filter_log_events(logGroupName="/ev", logStreamNames=["b"], filterPattern="?ERROR ?nothing")
+    assert len(r["events"]) == 10
+    with pytest.raises(ClientError) as e:
+        logs.filter_log_events(logGroupName="/ev", filterPattern="{ $.x = ")
+    assert code(e) == "InvalidParameterException"
+    # The real CLI.
+    out = json.loads(srv.aws(aws_bin, "logs", "filter-log-events", "--log-group-name", "/ev",
+                             "--filter-pattern", "ERROR", "--log-stream-names", "b").stdout)
+    assert len(out["events"]) == 10
+    out = json.loads(srv.aws(aws_bin, "logs", "get-log-events", "--log-group-name", "/ev", "--log-stream-name", "b",
+                             "--start-from-head").stdout)
+    assert len(out["events"]) == 10
+
+
+def test_put_log_events_limits(srv):
+    logs = srv.client("logs")
+    logs.create_log_group(logGroupName="/lim")
+    logs.create_log_stream(logGroupName="/lim", logStreamName="s")
+    now = now_ms()
+
+    def put(events, stream="s"):
+        return logs.put_log_events(logGroupName="/lim", logStreamName=stream, logEvents=events)
+
+    for bad in ([{"timestamp": now, "message": "b"}, {"timestamp": now - 1, "message": "a"}],  # not chronological
+                [{"timestamp": now - 25 * 3600_000, "message": "a"}, {"timestamp": now, "message": "b"}],  # > 24 h
+                [{"timestamp": now, "message": "x" * 200_000}] * 6,  # > 1 MiB
+                [{"timestamp": now, "message": "x"}] * 10_001):  # > 10,000 events
+        with pytest.raises(ClientError) as e:
+            put(bad)
+        assert code(e) == "InvalidParameterException", bad[:1]
+    # Exactly at the limit: 1,048,576 bytes counting 26 per event.
+    n = 4
+    size = 1_048_576 // n - 26
+    put([{"timestamp": now, "message": "y" * size}] * n)
+    with pytest.raises(ClientError) as e:
+        put([{"timestamp": now, "message": "y" * (size + 1)}] + [{"timestamp": now, "message": "y" * size}] * (n - 1))
+    assert code(e) == "InvalidParameterException"
+    # Too old and too new are answered in rejectedLogEventsInfo; the rest is stored.
+    logs.put_retention_policy(logGroupName="/lim", retentionInDays=1)
+    r = put([{"timestamp": now - 20 * 3600_000, "message": "recent"},
+             {"timestamp": now, "message": "now"},
+             {"timestamp": now + 3 * 3600_000, "message": "future"}])
+    assert r["rejectedLogEventsInfo"] == {"tooNewLogEventStartIndex": 2}
+    logs.delete_retention_policy(logGroupName="/lim")
+    with pytest.raises(ClientError) as e:
+        put([{"timestamp": now, "message": "x"}], stream="nope")
+    assert code(e) == "ResourceNotFoundException"
+    msgs = [m for m in all_messages(logs, "/lim", "s") if len(m) < 100]
+    assert msgs == ["recent", "now"]
+
+
+def test_metric_filters_and_test_metric_filter(srv):
+    logs = srv.client("logs")
+    logs.create_log_group(logGroupName="/mf")
+    pattern = '{ ($.errorCode = "*UnauthorizedOperation") || ($.errorCode = "AccessDenied*") }'
+    logs.put_metric_filter(logGroupName="/mf", filterName="unauthorized", filterPattern=pattern,
+                           metricTransformations=[{"metricName": "UnauthorizedAPICalls", "metricNamespace": "CISBenchmark",
+                                                   "metricValue": "1"}])
+    f = logs.describe_metric_filters(logGroupName="/mf")["metricFilters"]
+    assert [(x["filterName"], x["filterPattern"]) for x in f] == [("unauthorized", pattern)]
+    assert logs.describe_metric_filters(metricName="UnauthorizedAPICalls", metricNamespace="CISBenchmark")["metricFilters"]
+    assert logs.describe_log_groups(logGroupNamePrefix="/mf")["logGroups"][0]["metricFilterCount"] == 1
+    for bad in ({"filterPattern": "{ $.x = "},
+                {"metricTransformations": [{"metricName": "m", "metricNamespace": "n", "metricValue": "not a field"}]},
+                {"metricTransformations": [{"metricName": "a:b", "metricNamespace": "n", "metricValue": "1"}]},
+                {"metricTransformations": [{"metricName": "m", "metricNamespace": "n", "metricValue": "1",
+                                            "defaultValue": 0, "dimensions": {"d": "$.x"}}]}):
+        kw = {"logGroupName": "/mf", "filterName": "bad", "filterPattern": "x",
+              "metricTransformations": [{"metricName": "m", "metricNamespace": "n", "metricValue": "1"}], **bad}
+        with pytest.raises(ClientError) as e:
+            logs.put_metric_filter(**kw)
+        assert code(e) == "InvalidParameterException", bad
+    r = logs.test_metric_filter(filterPattern=pattern, logEventMessages=[
+        json.dumps({"errorCode": "AccessDenied"}), json.dumps({"errorCode": "Client.UnauthorizedOperation"}), "{}"])
+    assert [m["eventNumber"] for m in r["matches"]] == [1, 2]
+    r = logs.test_metric_filter(filterPattern="[ip, user, status=4*]", logEventMessages=["1.2.3.4 bob 404", "1.2.3.4 bob 200"])
+    assert r["matches"] == [{"eventNumber": 1, "eventMessage": "1.2.3.4 bob 404",
+                             "extractedValues": {"$ip": "1.2.3.4", "$user": "bob", "$status": "404"}}]
+    logs.delete_metric_filter(logGroupName="/mf", filterName="unauthorized")
+    with pytest.raises(ClientError) as e:
+        logs.delete_metric_filter(logGroupName="/mf", filterName="unauthorized")
+    assert code(e) == "ResourceNotFoundException"
+
+
+def wait_query(logs, qid):
+    for _ in range(200):
+        r = logs.get_query_results(queryId=qid)
+        if r["status"] in ("Complete", "Failed", "Cancelled"):
+            return r
+        time.sleep(0.05)
+    raise AssertionError("query did not finish")
+
+
+def test_insights_queries(srv):
+    logs = srv.client("logs")
+    logs.create_log_group(logGroupName="/q")
+    logs.create_log_stream(logGroupName="/q", logStreamName="s")
+    t0 = now_ms() - 120_000
+    names = ["GetObject", "PutObject", "ConsoleLogin"]
+    events = [{"timestamp": t0 + i, "message": json.dumps({
+        "eventName": names[i % 3], "userIdentity": {"arn": f"arn:aws:iam::{ACCOUNT}:user/u{i % 2}"},
+        **({"errorCode": "AccessDenied"} if i % 5 == 0 else {})})} for i in range(300)]
+    logs.put_log_events(logGroupName="/q", logStreamName="s", logEvents=events)
+    start, end = t0 // 1000 - 1, now_ms() // 1000 + 1
+    qid = logs.start_query(logGroupName="/q", startTime=start, endTime=end,
+                           queryString="stats count(*) as c by eventName | sort c desc")["queryId"]
+    r = wait_query(logs, qid)
+    assert r["status"] == "Complete"
+    rows = {tuple(f["value"] for f in row) for row in r["results"]}
+    assert rows == {("GetObject", "100"), ("PutObject", "100"), ("ConsoleLogin", "100")}
+    assert r["statistics"]["recordsScanned"] == 300
+    qid = logs.start_query(logGroupName="/q", startTime=start, endTime=end,
+                           queryString="fields @timestamp, eventName, userIdentity.arn | filter errorCode like /Denied/ | sort @timestamp desc | limit 5")["queryId"]
+    r = wait_query(logs, qid)
+    assert len(r["results"]) == 5 and r["statistics"]["recordsMatched"] == 60
+    assert [f["field"] for f in r["results"][0]] == ["@timestamp", "eventName", "userIdentity.arn"]
+    with pytest.raises(ClientError) as e:
+        logs.start_query(logGroupName="/q", startTime=start, endTime=end, queryString="frobnicate everything")
+    assert code(e) == "MalformedQueryException"
+    with pytest.raises(ClientError) as e:
+        logs.start_query(logGroupName="/nope", startTime=start, endTime=end, queryString="fields @message")
+    assert code(e) == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as e:
+        logs.get_query_results(queryId="00000000-0000-0000-0000-000000000000")
+    assert code(e) == "ResourceNotFoundException"
+    assert logs.stop_query(queryId=qid)["success"] is False
+    assert qid in [q["queryId"] for q in logs.describe_queries(logGroupName="/q")["queries"]]
+
+
+def test_kms_sealed_group_disabled_key_and_disassociation(srv):
+    kms, logs = srv.client("kms"), srv.client("logs")
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "kms:*", "Resource": "*"},
+        {"Effect": "Allow", "Principal": {"Service": "logs.us-east-1.amazonaws.com"},
+         "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+         "Resource": "*"}]})
+    key = kms.create_key(Policy=policy)["KeyMetadata"]["Arn"]
+    logs.create_log_group(logGroupName="/sealed")
+    logs.create_log_stream(logGroupName="/sealed", logStreamName="s")
+    logs.put_log_events(logGroupName="/sealed", logStreamName="s",
+                        logEvents=[{"timestamp": now_ms(), "message": "before-the-key"}])
+    logs.associate_kms_key(logGroupName="/sealed", kmsKeyId=key)
+    assert logs.describe_log_groups(logGroupNamePrefix="/sealed")["logGroups"][0]["kmsKeyId"] == key
+    logs.put_log_events(logGroupName="/sealed", logStreamName="s",
+                        logEvents=[{"timestamp": now_ms(), "message": "SEALED-SENTINEL-7781"}])
+    kms.disable_key(KeyId=key)
+    for call in (lambda: logs.put_log_events(logGroupName="/sealed", logStreamName="s",
+                                             logEvents=[{"timestamp": now_ms(), "message": "x"}]),
+                 lambda: logs.get_log_events(logGroupName="/sealed", logStreamName="s", startFromHead=True)):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert code(e) == "InvalidParameterException"
+    kms.enable_key(KeyId=key)
+    logs.disassociate_kms_key(logGroupName="/sealed")
+    logs.put_log_events(logGroupName="/sealed", logStreamName="s",
+                        logEvents=[{"timestamp": now_ms(), "message": "after"}])
+    got = [e["message"] for e in logs.get_log_events(logGroupName="/sealed", logStreamName="s", startFromHead=True)["events"]]
+    assert got == ["before-the-key", "SEALED-SENTINEL-7781", "after"]
+    # Events written under the key still need it after the disassociation.
+    kms.disable_key(KeyId=key)
+    with pytest.raises(ClientError) as e:
+        logs.filter_log_events(logGroupName="/sealed")
+    assert code(e) == "InvalidParameterException"
+    kms.enable_key(KeyId=key)
+    # Nothing in the data directory holds a message in clear.
+    for root, _, files in os.walk(srv.data):
+        for f in files:
+            with open(os.path.join(root, f), "rb") as fh:
+                assert b"SEALED-SENTINEL-7781" not in fh.read(), f
+
+
+def test_log_event_permissions_and_tampering(srv):
+    admin = srv.client("logs")
+    admin.create_log_group(logGroupName="/perm")
+    admin.create_log_stream(logGroupName="/perm", logStreamName="s")
+    admin.put_log_events(logGroupName="/perm", logStreamName="s", logEvents=[{"timestamp": now_ms(), "message": "secret"}])
+    iam = srv.client("iam")
+    iam.create_user(UserName="writer")
+    iam.put_user_policy(UserName="writer", PolicyName="p", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "logs:PutLogEvents",
+                                                "Resource": f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/perm:*"}]}))
+    k = iam.create_access_key(UserName="writer")["AccessKey"]
+    w = srv.client("logs", key=k["AccessKeyId"], secret=k["SecretAccessKey"])
+    w.put_log_events(logGroupName="/perm", logStreamName="s", logEvents=[{"timestamp": now_ms(), "message": "from-writer"}])
+    for call in (lambda: w.get_log_events(logGroupName="/perm", logStreamName="s"),
+                 lambda: w.filter_log_events(logGroupName="/perm"),
+                 lambda: w.start_query(logGroupName="/perm", startTime=0, endTime=int(time.time()), queryString="fields @message"),
+                 lambda: w.put_metric_filter(logGroupName="/perm", filterName="f", filterPattern="x",
+                                             metricTransformations=[{"metricName": "m", "metricNamespace": "n", "metricValue": "1"}]),
+                 lambda: w.associate_kms_key(logGroupName="/perm", kmsKeyId="alias/x"),
+                 lambda: w.put_log_events(logGroupName="/other", logStreamName="s",
+                                          logEvents=[{"timestamp": now_ms(), "message": "x"}])):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert code(e) == "AccessDeniedException"
+    # A PutLogEvents changed after signing is refused and stores nothing.
+    body = json.dumps({"logGroupName": "/perm", "logStreamName": "s",
+                       "logEvents": [{"timestamp": now_ms(), "message": "signed"}]}).encode()
+    h = signed(srv, "logs", "POST", "/", body, headers={"X-Amz-Target": "Logs_20140328.PutLogEvents",
+                                                         "Content-Type": "application/x-amz-json-1.1"})
+    st, _, out = send(srv, "POST", "/", h, body.replace(b"signed", b"forged"))
+    assert st == 400 and b"Signature" in out, out
+    got = [e["message"] for e in admin.get_log_events(logGroupName="/perm", logStreamName="s", startFromHead=True)["events"]]
+    assert got == ["secret", "from-writer"]
+    # The record of a PutLogEvents names the stream and the count, never the messages.
+    ct = srv.client("cloudtrail")
+    events = ct.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "PutLogEvents"}])["Events"]
+    assert events and all("secret" not in e["CloudTrailEvent"] and "forged" not in e["CloudTrailEvent"] for e in events)
+    assert any(json.loads(e["CloudTrailEvent"]).get("errorCode") == "InvalidSignatureException" for e in events)
+
+
+def test_acknowledged_log_events_survive_sigkill(cairn_server_factory):
+    srv = cairn_server_factory()
+    logs = srv.client("logs")
+    logs.create_log_group(logGroupName="/crash")
+    logs.create_log_stream(logGroupName="/crash", logStreamName="s")
+    acked = []
+    t0 = now_ms()
+    for b in range(20):
+        batch = [{"timestamp": t0 + b * 100 + i, "message": f"e{b}-{i}"} for i in range(100)]
+        logs.put_log_events(logGroupName="/crash", logStreamName="s", logEvents=batch)
+        acked += [e["message"] for e in batch]
+    srv.proc.send_signal(signal.SIGKILL)
+    srv.proc.wait()
+    srv.log.close()
+    srv.start()
+    assert all_messages(srv.client("logs"), "/crash", "s") == acked

@@ -142,6 +142,10 @@ pub struct Api {
     pub iam: Arc<Directory>,
     /// KMS keys (the `kms` service, SSE-KMS objects, encrypted trails).
     pub kms: Arc<cairn_kms::Kms>,
+    /// CloudWatch Logs' events (the `logs` service, trail delivery to log groups).
+    pub logs: Arc<cairn_logs::LogStore>,
+    /// Logs Insights queries started and not yet forgotten.
+    pub queries: logs::queries::Queries,
     /// S3 Bucket Keys in use (SSE-KMS data keys S3 reuses per bucket for a while).
     pub bucket_keys: kms::on_behalf::BucketKeys,
     pub meta: Arc<meta::Meta>,
@@ -186,6 +190,7 @@ impl Api {
         trail_store: Arc<dyn ObjectStore>,
         iam: Arc<Directory>,
         kms: Arc<cairn_kms::Kms>,
+        logs: Arc<cairn_logs::LogStore>,
         meta: Arc<meta::Meta>,
         history: Arc<cloudtrail::history::History>,
         clock: Arc<dyn Clock>,
@@ -196,6 +201,8 @@ impl Api {
             trail_store,
             iam,
             kms,
+            logs,
+            queries: Default::default(),
             bucket_keys: Default::default(),
             meta,
             history,

@@ -164,6 +164,22 @@ fn state(api: &Api, multipart: &std::path::Path) -> String {
     for a in api.kms.aliases("us-east-1").unwrap() {
         out.push(format!("kms alias {a:?}"));
     }
+    for (k, g) in api
+        .meta
+        .scan::<cairn_api::logs::LogGroup>("logs/group/")
+        .unwrap()
+    {
+        let ring = cairn_logs::KeyRing::default_only();
+        api.logs
+            .scan(&g.store_key(), None, None, None, &ring, |e| {
+                out.push(format!(
+                    "log event {k} {} {} {}",
+                    e.stream, e.timestamp, e.message
+                ));
+                true
+            })
+            .unwrap();
+    }
     let mut files = Vec::new();
     for e in walkdir(multipart) {
         files.push(e);
@@ -171,6 +187,10 @@ fn state(api: &Api, multipart: &std::path::Path) -> String {
     files.sort();
     out.push(format!("parts {files:?}"));
     out.join("\n")
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
 }
 
 fn walkdir(dir: &std::path::Path) -> Vec<String> {
@@ -386,6 +406,32 @@ fn every_mutating_operation_of_every_service_fails_closed() {
         "CreateLogStream",
         r#"{"logGroupName":"/g/one","logStreamName":"s1"}"#,
     );
+    logs_call(
+        "PutLogEvents",
+        &format!(
+            r#"{{"logGroupName":"/g/one","logStreamName":"s1","logEvents":[{{"timestamp":{},"message":"first"}}]}}"#,
+            now_ms()
+        ),
+    );
+    logs_call(
+        "PutMetricFilter",
+        r#"{"logGroupName":"/g/one","filterName":"f1","filterPattern":"ERROR","metricTransformations":[{"metricName":"m","metricNamespace":"n","metricValue":"1"}]}"#,
+    );
+    let logs_key = key_id(kms_call(
+        "CreateKey",
+        &serde_json::json!({"Policy": serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{}:root", common::ACCOUNT)}, "Action": "kms:*", "Resource": "*"},
+                {"Effect": "Allow", "Principal": {"Service": "logs.us-east-1.amazonaws.com"}, "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"], "Resource": "*"}
+            ]
+        }).to_string()})
+        .to_string(),
+    ));
+    logs_call(
+        "CreateLogGroup",
+        &format!(r#"{{"logGroupName":"/g/sealed","kmsKeyId":"{logs_key}"}}"#),
+    );
     let g1_arn = format!(
         "arn:aws:logs:us-east-1:{}:log-group:/g/one",
         common::ACCOUNT
@@ -473,6 +519,23 @@ fn every_mutating_operation_of_every_service_fails_closed() {
         logs("TagLogGroup", r#"{"logGroupName":"/g/one","tags":{"c":"d"}}"#),
         logs("UntagLogGroup", r#"{"logGroupName":"/g/one","tags":["c"]}"#),
         logs("DeleteLogGroup", r#"{"logGroupName":"/g/two"}"#),
+        logs(
+            "PutLogEvents",
+            format!(
+                r#"{{"logGroupName":"/g/one","logStreamName":"s2","logEvents":[{{"timestamp":{},"message":"second"}}]}}"#,
+                now_ms()
+            ),
+        ),
+        logs(
+            "PutMetricFilter",
+            r#"{"logGroupName":"/g/one","filterName":"f2","filterPattern":"{ $.a = 1 }","metricTransformations":[{"metricName":"m","metricNamespace":"n","metricValue":"$.a"}]}"#,
+        ),
+        logs("DeleteMetricFilter", r#"{"logGroupName":"/g/one","filterName":"f1"}"#),
+        logs(
+            "AssociateKmsKey",
+            format!(r#"{{"logGroupName":"/g/one","kmsKeyId":"{logs_key}"}}"#),
+        ),
+        logs("DisassociateKmsKey", r#"{"logGroupName":"/g/sealed"}"#),
         // IAM and STS
         iam("CreateUser", "UserName=dave"),
         iam("CreateAccessKey", "UserName=carol"),

@@ -254,6 +254,13 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         }
     }
     let kms = inst.kms.clone();
+    let logs = Arc::new(
+        cairn_logs::LogStore::open(
+            &a.data_dir.join("api").join("logs.redb"),
+            &crate::install::root_key_bytes(&a.data_dir)?,
+        )
+        .map_err(|e| anyhow::anyhow!("opening the log event store: {e}"))?,
+    );
     let history = History::open(
         &a.data_dir.join("api").join("history.redb"),
         inst.journal.clone(),
@@ -363,6 +370,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         inst.trail_store.clone(),
         iam,
         kms,
+        logs,
         meta,
         history.clone(),
         clock,

@@ -585,3 +585,44 @@ pub fn check_service_key(
     .map_err(|_| refused())?;
     Ok(key.arn.clone())
 }
+
+/// A data key CloudWatch Logs generates under `key_id` for log group `group_arn` (on
+/// CreateLogGroup with a key and AssociateKmsKey): the key policy must let
+/// `logs.<region>.amazonaws.com` use it for that group. The GenerateDataKey call is recorded
+/// with the request's event. Returns the key's ARN and the data key's envelope.
+pub fn logs_data_key(
+    ctx: &mut Ctx<'_>,
+    key_id: &str,
+    group_arn: &str,
+) -> Result<(String, Vec<u8>), ApiError> {
+    let service = format!("logs.{}.amazonaws.com", ctx.region);
+    let arn = check_service_key(
+        &ctx.api.kms,
+        &ctx.region,
+        key_id,
+        &service,
+        ("aws:logs:arn", group_arn),
+        ctx.now,
+    )?;
+    let key = ctx.api.kms.resolve(&ctx.region, &arn).map_err(kms_error)?;
+    let mut context = Context::new();
+    context.insert("aws:logs:arn".into(), group_arn.into());
+    let made = ctx.api.kms.new_envelope(&key, &context);
+    let identity = UserIdentity {
+        identity_type: "AWSService".into(),
+        invoked_by: Some("logs.amazonaws.com".into()),
+        ..Default::default()
+    };
+    ctx.audit.calls.push(service_call_event(
+        identity,
+        "logs.amazonaws.com",
+        "GenerateDataKey",
+        &key,
+        &context,
+        ctx.now,
+        made.as_ref().err(),
+        true,
+    ));
+    let env = made.map_err(kms_error)?;
+    Ok((arn, env.to_bytes()))
+}

@@ -23,6 +23,58 @@ pub struct LogGroup {
     pub retention_days: Option<u32>,
     pub kms_key_id: Option<String>,
     pub tags: BTreeMap<String, String>,
+    /// The KMS data keys the group's events were sealed under: (slot, key ARN, envelope).
+    /// Slot 0 (cairn's own key) is implicit.
+    #[serde(default)]
+    pub key_slots: Vec<(u32, String, Vec<u8>)>,
+    /// The slot new events are sealed in (0 when no KMS key is associated).
+    #[serde(default)]
+    pub current_slot: u32,
+}
+
+impl LogGroup {
+    /// The group's key in the log event store.
+    pub fn store_key(&self) -> String {
+        format!("{}\u{0}{}", self.region, self.name)
+    }
+}
+
+/// The group a request names by `logGroupName` or `logGroupIdentifier` (a name or an ARN of
+/// this account and Region); exactly one of them.
+pub(super) fn named(
+    ctx: &Ctx<'_>,
+    name: &Option<String>,
+    identifier: &Option<String>,
+) -> Result<String, ApiError> {
+    let n = match (name, identifier) {
+        (Some(n), None) => n.clone(),
+        (None, Some(id)) if id.starts_with("arn:") => {
+            let prefix = format!(
+                "arn:aws:logs:{}:{}:log-group:",
+                ctx.region, ctx.api.opts.account
+            );
+            id.strip_prefix(&prefix)
+                .map(|n| n.trim_end_matches(":*").to_string())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "The ARN {id} does not name a log group of this account and Region."
+                    ))
+                })?
+        }
+        (None, Some(id)) => id.clone(),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "LogGroup name and LogGroup ARN are mutually exclusive parameters.",
+            ))
+        }
+        (None, None) => {
+            return Err(invalid(
+                "Either logGroupName or logGroupIdentifier is required.",
+            ))
+        }
+    };
+    check_name(&n)?;
+    Ok(n)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +99,21 @@ pub struct DescribeGroupsInput {
     pub log_group_name_pattern: Option<String>,
     pub next_token: Option<String>,
     pub limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssociateInput {
+    pub log_group_name: Option<String>,
+    pub kms_key_id: String,
+    pub resource_identifier: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DisassociateInput {
+    pub log_group_name: Option<String>,
+    pub resource_identifier: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,16 +200,12 @@ pub(super) async fn create(
     }
     let tags = i.tags.unwrap_or_default();
     check_tags(&tags)?;
-    let kms_key_id = match &i.kms_key_id {
-        Some(k) => Some(crate::kms::on_behalf::check_service_key(
-            &ctx.api.kms,
-            &ctx.region,
-            k,
-            &format!("logs.{}.amazonaws.com", ctx.region),
-            ("aws:logs:arn", &arn),
-            ctx.now,
-        )?),
-        None => None,
+    let (kms_key_id, key_slots, current_slot) = match &i.kms_key_id {
+        Some(k) => {
+            let (arn, env) = crate::kms::on_behalf::logs_data_key(ctx, k, &arn)?;
+            (Some(arn.clone()), vec![(1, arn, env)], 1)
+        }
+        None => (None, Vec::new(), 0),
     };
     let guard = ctx.api.control.clone().lock_owned().await;
     let key = group_key(&ctx.region, &i.log_group_name);
@@ -159,6 +222,8 @@ pub(super) async fn create(
         retention_days: None,
         kms_key_id,
         tags,
+        key_slots,
+        current_slot,
     };
     ctx.defer_meta_put(key, g);
     ctx.hold_until_made(guard);
@@ -181,7 +246,25 @@ pub(super) async fn delete(
     ))? {
         ctx.defer_meta_delete(k);
     }
+    for (k, _) in ctx.api.meta.scan::<Value>(&format!(
+        "logs/mf/{}\u{0}{}\u{0}",
+        ctx.region, g.log_group_name
+    ))? {
+        ctx.defer_meta_delete(k);
+    }
     ctx.defer_meta_delete(group_key(&ctx.region, &g.log_group_name));
+    let (logs, store_key) = (
+        ctx.api.logs.clone(),
+        format!("{}\u{0}{}", ctx.region, g.log_group_name),
+    );
+    ctx.defer(
+        Box::new(move || {
+            logs.delete_group(&store_key)
+                .map_err(super::events::store_error)?;
+            Ok(crate::edge::Committed::default())
+        }),
+        None,
+    );
     ctx.hold_until_made(guard);
     Ok(json!({}))
 }
@@ -248,7 +331,7 @@ pub(super) fn describe(
                 .is_none_or(|p| g.name.to_lowercase().contains(p))
         })
         .map(|g| view(ctx, &g))
-        .collect();
+        .collect::<Result<_, _>>()?;
     let (groups, next) = page(&all, i.limit, i.next_token.as_deref(), 50)?;
     let mut v = json!({ "logGroups": groups });
     if let Some(n) = next {
@@ -257,15 +340,23 @@ pub(super) fn describe(
     Ok(v)
 }
 
-fn view(ctx: &Ctx<'_>, g: &LogGroup) -> Value {
+fn view(ctx: &Ctx<'_>, g: &LogGroup) -> Result<Value, ApiError> {
     let arn = group_arn(ctx, &g.name);
+    let stored: u64 = ctx
+        .api
+        .logs
+        .all_stream_stats(&g.store_key())
+        .map_err(super::events::store_error)?
+        .values()
+        .map(|s| s.stored_bytes)
+        .sum();
     let mut v = json!({
         "logGroupName": g.name,
         "creationTime": g.created,
-        "metricFilterCount": 0,
+        "metricFilterCount": super::metrics::of_group(ctx.api, g)?.len(),
         "arn": format!("{arn}:*"),
         "logGroupArn": arn,
-        "storedBytes": 0,
+        "storedBytes": stored,
         "logGroupClass": "STANDARD",
     });
     if let Some(d) = g.retention_days {
@@ -274,7 +365,7 @@ fn view(ctx: &Ctx<'_>, g: &LogGroup) -> Value {
     if let Some(k) = &g.kms_key_id {
         v["kmsKeyId"] = json!(k);
     }
-    v
+    Ok(v)
 }
 
 pub(super) async fn put_retention(
@@ -312,6 +403,71 @@ pub(super) async fn delete_retention(
     let guard = ctx.api.control.clone().lock_owned().await;
     let mut g = existing(ctx, &i.log_group_name)?;
     g.retention_days = None;
+    ctx.defer_meta_put(group_key(&ctx.region, &g.name), g);
+    ctx.hold_until_made(guard);
+    Ok(json!({}))
+}
+
+/// The group an Associate/DisassociateKmsKey names (query-result keys are not kept: cairn
+/// keeps query results in memory only).
+fn kms_target(name: &Option<String>, resource: &Option<String>) -> Result<String, ApiError> {
+    match (name, resource) {
+        (Some(n), None) => {
+            check_name(n)?;
+            Ok(n.clone())
+        }
+        (None, Some(r)) if r.contains(":log-group:") => {
+            let n = r
+                .rsplit_once(":log-group:")
+                .map(|(_, n)| n.trim_end_matches(":*").to_string())
+                .unwrap_or_default();
+            check_name(&n)?;
+            Ok(n)
+        }
+        (None, Some(_)) => Err(invalid(
+            "cairn keeps query results in memory and does not encrypt them with a KMS key; name a log group.",
+        )),
+        _ => Err(invalid(
+            "Specify either logGroupName or resourceIdentifier, but not both.",
+        )),
+    }
+}
+
+pub(super) async fn associate_key(
+    ctx: &mut Ctx<'_>,
+    action: &str,
+    i: AssociateInput,
+) -> Result<Value, ApiError> {
+    let name = kms_target(&i.log_group_name, &i.resource_identifier)?;
+    let arn = group_arn(ctx, &name);
+    ctx.authorize(action, &format!("{arn}:*"))?;
+    let guard = ctx.api.control.clone().lock_owned().await;
+    let mut g = existing(ctx, &name)?;
+    let (key_arn, env) = crate::kms::on_behalf::logs_data_key(ctx, &i.kms_key_id, &arn)?;
+    let slot = g.key_slots.iter().map(|(s, _, _)| *s).max().unwrap_or(0) + 1;
+    g.key_slots.push((slot, key_arn.clone(), env));
+    g.current_slot = slot;
+    g.kms_key_id = Some(key_arn);
+    ctx.defer_meta_put(group_key(&ctx.region, &g.name), g);
+    ctx.hold_until_made(guard);
+    Ok(json!({}))
+}
+
+pub(super) async fn disassociate_key(
+    ctx: &mut Ctx<'_>,
+    action: &str,
+    i: DisassociateInput,
+) -> Result<Value, ApiError> {
+    let name = kms_target(&i.log_group_name, &i.resource_identifier)?;
+    ctx.authorize(action, &format!("{}:*", group_arn(ctx, &name)))?;
+    let guard = ctx.api.control.clone().lock_owned().await;
+    let mut g = existing(ctx, &name)?;
+    if g.kms_key_id.is_none() {
+        return Err(invalid("The log group is not associated with a KMS key."));
+    }
+    // Events already sealed under the key keep needing it (its slot stays).
+    g.kms_key_id = None;
+    g.current_slot = 0;
     ctx.defer_meta_put(group_key(&ctx.region, &g.name), g);
     ctx.hold_until_made(guard);
     Ok(json!({}))

@@ -47,7 +47,12 @@ fn check_stream_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn stream_arn(ctx: &Ctx<'_>, group: &str, stream: &str) -> String {
+/// Where a stream is kept in the control metadata.
+pub(super) fn stream_key(region: &str, group: &str, stream: &str) -> String {
+    format!("{}{stream}", stream_prefix(region, group))
+}
+
+pub(super) fn stream_arn(ctx: &Ctx<'_>, group: &str, stream: &str) -> String {
     format!("{}:log-stream:{stream}", group_arn(ctx, group))
 }
 
@@ -66,12 +71,10 @@ async fn locked(
     )?;
     let guard = ctx.api.control.clone().lock_owned().await;
     existing(ctx, &s.log_group_name)?;
-    let key = format!(
-        "{}{}",
-        stream_prefix(&ctx.region, &s.log_group_name),
-        s.log_stream_name
-    );
-    Ok((key, guard))
+    Ok((
+        stream_key(&ctx.region, &s.log_group_name, &s.log_stream_name),
+        guard,
+    ))
 }
 
 pub(super) async fn create(
@@ -110,6 +113,18 @@ pub(super) async fn delete(
         ));
     }
     ctx.defer_meta_delete(key);
+    let (logs, group) = (
+        ctx.api.logs.clone(),
+        format!("{}\u{0}{}", ctx.region, s.log_group_name),
+    );
+    ctx.defer(
+        Box::new(move || {
+            logs.delete_stream(&group, &s.log_stream_name)
+                .map_err(super::events::store_error)?;
+            Ok(crate::edge::Committed::default())
+        }),
+        None,
+    );
     ctx.hold_until_made(guard);
     Ok(json!({}))
 }
@@ -119,26 +134,14 @@ pub(super) fn describe(
     action: &str,
     i: DescribeStreamsInput,
 ) -> Result<Value, ApiError> {
-    let group = match (&i.log_group_name, &i.log_group_identifier) {
-        (Some(n), None) => n.clone(),
-        (None, Some(id)) => id
-            .rsplit_once(":log-group:")
-            .map(|(_, n)| n.trim_end_matches(":*").to_string())
-            .unwrap_or_else(|| id.clone()),
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "LogGroup name and LogGroup ARN are mutually exclusive parameters.",
-            ))
-        }
-        (None, None) => {
-            return Err(invalid(
-                "Either logGroupName or logGroupIdentifier is required.",
-            ))
-        }
-    };
-    super::groups::check_name(&group)?;
+    let group = super::groups::named(ctx, &i.log_group_name, &i.log_group_identifier)?;
     ctx.authorize(action, &format!("{}:*", group_arn(ctx, &group)))?;
-    existing(ctx, &group)?;
+    let g = existing(ctx, &group)?;
+    let stats = ctx
+        .api
+        .logs
+        .all_stream_stats(&g.store_key())
+        .map_err(super::events::store_error)?;
     let by_time = match i.order_by.as_deref() {
         None | Some("LogStreamName") => false,
         Some("LastEventTime") => true,
@@ -161,9 +164,14 @@ pub(super) fn describe(
         .into_iter()
         .map(|(_, s)| s)
         .collect();
-    // No events yet: ordering by last event time falls back to creation time.
+    // Without events, a stream's last event time is its creation time.
     if by_time {
-        all.sort_by_key(|s| s.created);
+        all.sort_by_key(|s| {
+            stats
+                .get(&s.name)
+                .and_then(|st| st.last_event)
+                .unwrap_or(s.created)
+        });
     }
     if i.descending {
         all.reverse();
@@ -171,12 +179,25 @@ pub(super) fn describe(
     let views: Vec<Value> = all
         .iter()
         .map(|s| {
-            json!({
+            let mut v = json!({
                 "logStreamName": s.name,
                 "creationTime": s.created,
                 "arn": stream_arn(ctx, &group, &s.name),
                 "storedBytes": 0,
-            })
+            });
+            if let Some(st) = stats.get(&s.name) {
+                if let Some(t) = st.first_event {
+                    v["firstEventTimestamp"] = json!(t);
+                }
+                if let Some(t) = st.last_event {
+                    v["lastEventTimestamp"] = json!(t);
+                }
+                if let Some(t) = st.last_ingestion {
+                    v["lastIngestionTime"] = json!(t);
+                    v["uploadSequenceToken"] = json!(format!("{t:056}"));
+                }
+            }
+            v
         })
         .collect();
     let (streams, next) = page(&views, i.limit, i.next_token.as_deref(), 50)?;

@@ -77,7 +77,20 @@ pub fn testbed(
     let s: Arc<dyn ObjectStore> = store.clone();
     let kms =
         Arc::new(cairn_kms::Kms::open(&dir.path().join("kms.redb"), &[7u8; 32], ACCOUNT).unwrap());
-    let api = Api::new(opts, engine, s.clone(), s, iam, kms, meta, history, clock);
+    let logs =
+        Arc::new(cairn_logs::LogStore::open(&dir.path().join("logs.redb"), &[7u8; 32]).unwrap());
+    let api = Api::new(
+        opts,
+        engine,
+        s.clone(),
+        s,
+        iam,
+        kms,
+        logs,
+        meta,
+        history,
+        clock,
+    );
     Testbed {
         dir,
         api,
