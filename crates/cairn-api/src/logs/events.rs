@@ -481,21 +481,16 @@ mod tests {
         );
         assert!(c.is_err(), "spans more than 24 hours");
         let c = check_batch(
-            &[
-                ev(now - 2 * DAY_MS),
-                ev(now - DAY_MS / 2),
-                ev(now),
-                ev(now + 3 * 3_600_000),
-            ],
+            &[ev(now - DAY_MS - 3_600_000), ev(now - 3_600_000)],
             now,
             Some(1),
         )
         .unwrap();
-        assert_eq!(c.events.len(), 2);
-        assert_eq!(
-            c.rejected.unwrap(),
-            json!({"expiredLogEventEndIndex": 1, "tooNewLogEventStartIndex": 3})
-        );
+        assert_eq!(c.events.len(), 1);
+        assert_eq!(c.rejected.unwrap(), json!({"expiredLogEventEndIndex": 1}));
+        let c = check_batch(&[ev(now), ev(now + 3 * 3_600_000)], now, None).unwrap();
+        assert_eq!(c.events.len(), 1);
+        assert_eq!(c.rejected.unwrap(), json!({"tooNewLogEventStartIndex": 1}));
     }
 
     #[test]
