@@ -473,3 +473,108 @@ def test_acknowledged_log_events_survive_sigkill(cairn_server_factory):
     srv.log.close()
     srv.start()
     assert all_messages(srv.client("logs"), "/crash", "s") == acked
+
+
+TRUST = json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"Service": "cloudtrail.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+
+
+def cw_role(iam, name, group_arn):
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=TRUST)
+    iam.put_role_policy(RoleName=name, PolicyName="cw", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"], "Resource": f"{group_arn}:*"}]}))
+    return f"arn:aws:iam::{ACCOUNT}:role/{name}"
+
+
+def cw_events(logs, group):
+    out, token = [], None
+    while True:
+        kw = {"logGroupName": group, **({"nextToken": token} if token else {})}
+        r = logs.filter_log_events(**kw)
+        out += r["events"]
+        token = r.get("nextToken")
+        if not token:
+            return out
+
+
+def wait_for(pred, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    return pred()
+
+
+def test_trail_delivers_to_its_log_group(cairn_server_factory):
+    srv = cairn_server_factory()
+    iam, logs, ct, s3 = (srv.client(s) for s in ("iam", "logs", "cloudtrail", "s3"))
+    s3.create_bucket(Bucket="cw-trail-logs")
+    group = "/aws/cloudtrail/cw-trail"
+    logs.create_log_group(logGroupName=group)
+    logs.put_retention_policy(logGroupName=group, retentionInDays=90)
+    garn = f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:{group}:*"
+    role = cw_role(iam, "CloudTrailToCloudWatch", garn.removesuffix(":*"))
+    # What CloudTrail checks: the group exists, the role trusts it and may write there.
+    iam.create_role(RoleName="NoTrust", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}))
+    iam.create_role(RoleName="NoPolicy", AssumeRolePolicyDocument=TRUST)
+    for g, r, want in ((f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/nope:*", role, "InvalidCloudWatchLogsLogGroupArnException"),
+                       (garn, f"arn:aws:iam::{ACCOUNT}:role/Missing", "InvalidCloudWatchLogsRoleArnException"),
+                       (garn, f"arn:aws:iam::{ACCOUNT}:role/NoTrust", "InvalidCloudWatchLogsRoleArnException"),
+                       (garn, f"arn:aws:iam::{ACCOUNT}:role/NoPolicy", "InvalidCloudWatchLogsLogGroupArnException")):
+        with pytest.raises(ClientError) as e:
+            ct.create_trail(Name="cw-trail", S3BucketName="cw-trail-logs", CloudWatchLogsLogGroupArn=g, CloudWatchLogsRoleArn=r)
+        assert code(e) == want, (g, r)
+    ct.create_trail(Name="cw-trail", S3BucketName="cw-trail-logs", IsMultiRegionTrail=True,
+                    CloudWatchLogsLogGroupArn=garn, CloudWatchLogsRoleArn=role)
+    ct.start_logging(Name="cw-trail")
+    # Recorded calls reach the stream <account>_CloudTrail_<region> within 2 s.
+    started = time.time()
+    ct.describe_trails(trailNameList=["cw-trail"])
+    found = wait_for(lambda: [e for e in cw_events(logs, group) if json.loads(e["message"])["eventName"] == "DescribeTrails"])
+    assert found and time.time() - started < 2.5, (time.time() - started, ct.get_trail_status(Name="cw-trail"),
+                                                    [json.loads(e["message"])["eventName"] for e in cw_events(logs, group)])
+    assert found[0]["logStreamName"] == f"{ACCOUNT}_CloudTrail_us-east-1"
+    rec = json.loads(found[0]["message"])
+    assert rec["eventSource"] == "cloudtrail.amazonaws.com" and rec["recipientAccountId"] == ACCOUNT
+    st = ct.get_trail_status(Name="cw-trail")
+    assert "LatestCloudWatchLogsDeliveryTime" in st and "LatestCloudWatchLogsDeliveryError" not in st
+    # A revoked role policy shows in the status; events wait and arrive once it is fixed.
+    iam.delete_role_policy(RoleName="CloudTrailToCloudWatch", PolicyName="cw")
+    iam.get_user()  # recorded while delivery fails
+    err = wait_for(lambda: ct.get_trail_status(Name="cw-trail").get("LatestCloudWatchLogsDeliveryError"))
+    assert err and "Access denied" in err, err
+    iam.put_role_policy(RoleName="CloudTrailToCloudWatch", PolicyName="cw", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                                                "Resource": garn}]}))
+    assert wait_for(lambda: any(json.loads(e["message"])["eventName"] == "GetUser" for e in cw_events(logs, group)), 15)
+    assert wait_for(lambda: "LatestCloudWatchLogsDeliveryError" not in ct.get_trail_status(Name="cw-trail"), 15)
+    # Exactly once across a SIGKILL: every event id once, and every LookupEvents event there.
+    for i in range(30):
+        iam.list_users()
+    srv.proc.send_signal(signal.SIGKILL)
+    srv.proc.wait()
+    srv.log.close()
+    srv.start()
+    logs, ct = srv.client("logs"), srv.client("cloudtrail")
+    ct.get_trail(Name="cw-trail")
+
+    def complete():
+        got = cw_events(logs, group)
+        ids = [json.loads(e["message"])["eventID"] for e in got]
+        return got if sum(1 for e in got if json.loads(e["message"])["eventName"] == "ListUsers") >= 30 and \
+            any(json.loads(e["message"])["eventName"] == "GetTrail" for e in got) else None
+    got = wait_for(complete, 15)
+    assert got, "events recorded before the crash did not all arrive"
+    ids = [json.loads(e["message"])["eventID"] for e in got]
+    assert len(ids) == len(set(ids)), "an event was delivered twice"
+    looked = ct.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "ListUsers"}])["Events"]
+    assert {e["EventId"] for e in looked} <= set(ids)
+    # An Insights query over the group counts what the trail recorded.
+    qid = logs.start_query(logGroupName=group, startTime=int(time.time()) - 600, endTime=int(time.time()) + 60,
+                           queryString="filter eventName = 'ListUsers' | stats count(*) as n")["queryId"]
+    r = wait_query(logs, qid)
+    assert r["results"][0][0]["value"] == "30"

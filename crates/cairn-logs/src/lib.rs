@@ -8,4 +8,4 @@ pub mod pattern;
 pub mod store;
 
 pub use pattern::{FilterPattern, PatternError};
-pub use store::{Event, KeyRing, LogStore, NewEvent, StoreError, StreamStats};
+pub use store::{Batch, Event, KeyRing, LogStore, NewEvent, StoreError, StreamStats};

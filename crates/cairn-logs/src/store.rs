@@ -33,6 +33,7 @@ const EVENTS: TableDefinition<(u64, i64, u64), &[u8]> = TableDefinition::new("ev
 const BY_STREAM: TableDefinition<(u64, u64, i64, u64), ()> = TableDefinition::new("by_stream");
 const POINTS: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("metric_points");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 
 /// A failure of the log store.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,19 @@ pub struct StreamStats {
 pub struct NewEvent {
     pub timestamp: i64,
     pub message: String,
+}
+
+/// Events for one stream, with what they need to be stored.
+#[derive(Clone)]
+pub struct Batch {
+    /// `region\0name`.
+    pub group: String,
+    pub stream: String,
+    pub events: Vec<NewEvent>,
+    pub ingestion: i64,
+    pub ring: KeyRing,
+    /// Metric filters' data points: (series, minute, value).
+    pub points: Vec<(String, i64, f64)>,
 }
 
 /// A stored log event.
@@ -153,6 +167,7 @@ impl LogStore {
         w.open_table(EVENTS).map_err(internal)?;
         w.open_table(BY_STREAM).map_err(internal)?;
         w.open_table(POINTS).map_err(internal)?;
+        w.open_table(STATE).map_err(internal)?;
         let next = {
             let c = w.open_table(COUNTERS).map_err(internal)?;
             let v = c.get("seq").map_err(internal)?.map(|v| v.value());
@@ -218,8 +233,9 @@ impl LogStore {
         Ok(out)
     }
 
-    /// Stores `events` (chronological) in `stream`, ingested at `ingestion`, sealed in the
-    /// ring's current slot, and the metric `points` they made; durable when this returns.
+    /// Stores `events` in `stream`, ingested at `ingestion`, sealed in the ring's current
+    /// slot, and the metric `points` they made; durable when this returns. Returns their
+    /// sequence numbers.
     pub fn put(
         &self,
         group: &str,
@@ -229,11 +245,107 @@ impl LogStore {
         ring: &KeyRing,
         points: &[(String, i64, f64)],
     ) -> Result<Vec<u64>> {
-        let key = self.key_of(ring, ring.current)?;
+        let b = Batch {
+            group: group.into(),
+            stream: stream.into(),
+            events: events.to_vec(),
+            ingestion,
+            ring: ring.clone(),
+            points: points.to_vec(),
+        };
+        self.put_batches(std::slice::from_ref(&b), &[])
+    }
+
+    /// Stores several batches and sets consumer `positions` (a trail's delivery cursor, its
+    /// status) in one durable transaction: after a crash either all of it is there or none.
+    pub fn put_batches(
+        &self,
+        batches: &[Batch],
+        positions: &[(String, Vec<u8>)],
+    ) -> Result<Vec<u64>> {
         let mut seq_guard = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
         let mut w = self.db.begin_write().map_err(internal)?;
         w.set_durability(Durability::Immediate);
-        let mut seqs = Vec::with_capacity(events.len());
+        let mut seq = *seq_guard;
+        let mut seqs = Vec::new();
+        for b in batches {
+            self.put_in(&w, b, &mut seq, &mut seqs)?;
+        }
+        {
+            let mut st = w.open_table(STATE).map_err(internal)?;
+            for (k, v) in positions {
+                st.insert(k.as_str(), v.as_slice()).map_err(internal)?;
+            }
+            let mut counters = w.open_table(COUNTERS).map_err(internal)?;
+            counters.insert("seq", seq).map_err(internal)?;
+        }
+        w.commit().map_err(internal)?;
+        *seq_guard = seq;
+        drop(seq_guard);
+        Ok(seqs)
+    }
+
+    /// A value kept beside the events (delivery cursors and statuses).
+    pub fn state(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let r = self.db.begin_read().map_err(internal)?;
+        let t = r.open_table(STATE).map_err(internal)?;
+        let v = t.get(key).map_err(internal)?;
+        Ok(v.map(|v| v.value().to_vec()))
+    }
+
+    /// Every kept value whose key starts with `prefix`.
+    pub fn states(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let r = self.db.begin_read().map_err(internal)?;
+        let t = r.open_table(STATE).map_err(internal)?;
+        let mut out = Vec::new();
+        for e in t.range(prefix..).map_err(internal)? {
+            let (k, v) = e.map_err(internal)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Sets (or with `None` removes) kept values, durably.
+    pub fn set_states(&self, values: &[(String, Option<Vec<u8>>)]) -> Result<()> {
+        let mut w = self.db.begin_write().map_err(internal)?;
+        w.set_durability(Durability::Immediate);
+        {
+            let mut st = w.open_table(STATE).map_err(internal)?;
+            for (k, v) in values {
+                match v {
+                    Some(v) => {
+                        st.insert(k.as_str(), v.as_slice()).map_err(internal)?;
+                    }
+                    None => {
+                        st.remove(k.as_str()).map_err(internal)?;
+                    }
+                }
+            }
+        }
+        w.commit().map_err(internal)
+    }
+
+    fn put_in(
+        &self,
+        w: &redb::WriteTransaction,
+        b: &Batch,
+        seq: &mut u64,
+        seqs: &mut Vec<u64>,
+    ) -> Result<()> {
+        let (group, stream, events, ingestion, ring, points) = (
+            &b.group,
+            &b.stream,
+            &b.events,
+            b.ingestion,
+            &b.ring,
+            &b.points,
+        );
+        let group = group.as_str();
+        let stream = stream.as_str();
+        let key = self.key_of(ring, ring.current)?;
         {
             let mut counters = w.open_table(COUNTERS).map_err(internal)?;
             let mut groups = w.open_table(GROUPS).map_err(internal)?;
@@ -278,7 +390,7 @@ impl LogStore {
             let sid = stats.id;
             let mut ev = w.open_table(EVENTS).map_err(internal)?;
             let mut bs = w.open_table(BY_STREAM).map_err(internal)?;
-            let mut seq = *seq_guard;
+            let mut next = *seq;
             let mut buf = Vec::new();
             for e in events {
                 buf.clear();
@@ -293,14 +405,14 @@ impl LogStore {
                 let mut sealed = e.message.as_bytes().to_vec();
                 key.seal_in_place_append_tag(
                     Nonce::assume_unique_for_key(nonce),
-                    Aad::from(ad(gid, e.timestamp, seq, sid)),
+                    Aad::from(ad(gid, e.timestamp, next, sid)),
                     &mut sealed,
                 )
                 .map_err(|_| internal("seal failed"))?;
                 buf.extend_from_slice(&sealed);
-                ev.insert((gid, e.timestamp, seq), buf.as_slice())
+                ev.insert((gid, e.timestamp, next), buf.as_slice())
                     .map_err(internal)?;
-                bs.insert((gid, sid, e.timestamp, seq), ())
+                bs.insert((gid, sid, e.timestamp, next), ())
                     .map_err(internal)?;
                 stats.first_event = Some(
                     stats
@@ -311,8 +423,8 @@ impl LogStore {
                     Some(stats.last_event.map_or(e.timestamp, |l| l.max(e.timestamp)));
                 stats.stored_bytes += e.message.len() as u64;
                 stats.events += 1;
-                seqs.push(seq);
-                seq += 1;
+                seqs.push(next);
+                next += 1;
             }
             if !events.is_empty() {
                 stats.last_ingestion = Some(ingestion);
@@ -321,7 +433,6 @@ impl LogStore {
             streams
                 .insert((gid, stream), sb.as_slice())
                 .map_err(internal)?;
-            counters.insert("seq", seq).map_err(internal)?;
             let mut pts = w.open_table(POINTS).map_err(internal)?;
             for (series, minute, value) in points {
                 let old = {
@@ -348,11 +459,9 @@ impl LogStore {
                 pts.insert((series.as_str(), *minute), pb.as_slice())
                     .map_err(internal)?;
             }
-            *seq_guard = seq;
+            *seq = next;
         }
-        w.commit().map_err(internal)?;
-        drop(seq_guard);
-        Ok(seqs)
+        Ok(())
     }
 
     fn open_event(

@@ -390,6 +390,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let indexer = history.spawn();
+    // Trails with a CloudWatch Logs log group deliver there from the journal.
+    let cwlogs = cairn_api::logs::deliver::CwDelivery::new(api.clone());
+    let cwlogs_thread = cwlogs.spawn();
     let pump = {
         let engine = inst.engine.clone();
         let api = api.clone();
@@ -496,6 +499,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 .to_std()
                 .unwrap_or(std::time::Duration::from_secs(60)),
         );
+        let retention = cairn_api::logs::spawn_retention(
+            api.clone(),
+            lifecycle_every
+                .to_std()
+                .unwrap_or(std::time::Duration::from_secs(60)),
+        );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = term.recv() => {},
@@ -504,6 +513,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         tracing::info!("shutting down: no new connections; finishing in-flight requests");
         server.shutdown(std::time::Duration::from_secs(30)).await;
         lifecycle.abort();
+        retention.abort();
         if let Some(m) = metrics_server {
             m.abort();
         }
@@ -515,6 +525,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     let flushed = inst.engine.flush()?;
     history.stop();
     let _ = indexer.join();
+    cwlogs.stop();
+    let _ = cwlogs_thread.join();
     inst.journal.close();
     eprintln!(
         "cairn: stopped ({} log files, {} digests delivered at shutdown)",

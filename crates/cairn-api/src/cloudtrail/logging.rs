@@ -52,6 +52,17 @@ struct TrailStatus {
     latest_delivery_attempt_succeeded: String,
     time_logging_started: String,
     time_logging_stopped: String,
+    #[serde(
+        rename = "LatestCloudWatchLogsDeliveryTime",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "epoch_opt"
+    )]
+    latest_cloud_watch_logs_delivery_time: Option<DateTime<Utc>>,
+    #[serde(
+        rename = "LatestCloudWatchLogsDeliveryError",
+        skip_serializing_if = "Option::is_none"
+    )]
+    latest_cloud_watch_logs_delivery_error: Option<String>,
 }
 
 fn iso(x: Option<DateTime<Utc>>) -> String {
@@ -78,13 +89,23 @@ impl TrailStatus {
             },
             time_logging_started: iso(t.start_logging_time),
             time_logging_stopped: iso(t.stop_logging_time),
+            latest_cloud_watch_logs_delivery_time: None,
+            latest_cloud_watch_logs_delivery_error: None,
         }
     }
 }
 
 pub(super) fn status(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Answer {
     let t = trail_arg(ctx, &id, action)?;
-    out(&TrailStatus::of(&t))
+    let mut st = TrailStatus::of(&t);
+    if super::cloud_watch_target(&ctx.api.meta, &t.config.name).is_some() {
+        let cw = crate::logs::deliver::status(ctx.api, &t.config.name);
+        st.latest_cloud_watch_logs_delivery_time = cw
+            .latest_delivery
+            .and_then(chrono::DateTime::from_timestamp_millis);
+        st.latest_cloud_watch_logs_delivery_error = cw.latest_error;
+    }
+    out(&st)
 }
 
 pub(super) fn start(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Answer {

@@ -17,6 +17,7 @@ mod lookup;
 mod selectors;
 mod tags;
 mod trails;
+pub use trails::cloud_watch_target;
 
 use crate::edge::{Committed, Ctx, HttpRequest};
 use crate::protocol::json;

@@ -49,6 +49,29 @@ fn extra_key(name: &str) -> String {
     format!("extra/{name}")
 }
 
+/// With a log group configured, delivery to it starts once the change is durable.
+fn start_cloud_watch(ctx: &mut Ctx<'_>, name: &str, extra: &TrailExtra) {
+    if extra.cloud_watch_logs_log_group_arn.is_some() {
+        let (api, name) = (ctx.api.clone(), name.to_string());
+        ctx.defer(
+            Box::new(move || {
+                crate::logs::deliver::start_at_end(&api, &name)?;
+                Ok(crate::edge::Committed::default())
+            }),
+            None,
+        );
+    }
+}
+
+/// A trail's CloudWatch Logs log group and role ARNs, when it has them.
+pub fn cloud_watch_target(meta: &crate::meta::Meta, trail: &str) -> Option<(String, String)> {
+    let e: TrailExtra = meta.get(&extra_key(trail)).ok().flatten()?;
+    Some((
+        e.cloud_watch_logs_log_group_arn?,
+        e.cloud_watch_logs_role_arn?,
+    ))
+}
+
 pub(super) fn insights_key(name: &str) -> String {
     format!("insights/{name}")
 }
@@ -464,6 +487,17 @@ fn apply_fields(
             "You must specify both a log group ARN and a role ARN.",
         ));
     }
+    // As CloudTrail: the group must exist, and the role must trust CloudTrail and allow it
+    // to create the trail's stream and put events there.
+    if f.cloud_watch_logs_log_group_arn.is_some() || f.cloud_watch_logs_role_arn.is_some() {
+        if let (Some(g), Some(r)) = (
+            &extra.cloud_watch_logs_log_group_arn,
+            &extra.cloud_watch_logs_role_arn,
+        ) {
+            crate::logs::deliver::check(ctx.api, &c.arn(), g, r)
+                .map_err(|(code, m)| ApiError::client(code, m))?;
+        }
+    }
     // CloudTrail checks the bucket policy up front: a policy must let this trail write under
     // its prefix (a bucket without one accepts its own account's trails).
     let probe = match c.prefix() {
@@ -545,6 +579,7 @@ pub(super) async fn create(ctx: &mut Ctx<'_>, action: &str, f: TrailFields) -> A
     trail_resource(ctx, &c.arn());
     let answer = write_answer(ctx, &TrailState::new(c.clone()), &extra)?;
     // Made once this request's event is durable.
+    start_cloud_watch(ctx, &name, &extra);
     ctx.defer_meta_put(extra_key(&name), extra);
     ctx.defer_meta_put(tags::key(&c.arn()), tags);
     let at = ctx.now;
@@ -573,6 +608,7 @@ pub(super) async fn update(ctx: &mut Ctx<'_>, action: &str, f: TrailFields) -> A
         },
         &extra,
     )?;
+    start_cloud_watch(ctx, &c.name, &extra);
     ctx.defer_meta_put(extra_key(&c.name), extra);
     if c != t.config {
         let at = ctx.now;

@@ -60,7 +60,12 @@ pub struct EffectOutcome {
 impl Default for EffectOutcome {
     fn default() -> Self {
         EffectOutcome {
-            reply: Err(ApiError::internal("the effect gave no answer")),
+            // Not `ApiError::internal`, which logs: a default is normally replaced.
+            reply: Err(ApiError::new(
+                "InternalFailure",
+                500,
+                "the effect gave no answer",
+            )),
             error: None,
             additional_event_data: None,
         }

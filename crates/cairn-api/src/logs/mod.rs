@@ -6,6 +6,7 @@
 //! of the issue. Groups and streams are control metadata (`meta`, `logs/…` keys), written
 //! only once the request's event is durable.
 
+pub mod deliver;
 mod events;
 mod groups;
 mod metrics;
@@ -230,4 +231,39 @@ impl Service for Logs {
             Ok(json::reply(&out))
         })
     }
+}
+
+/// Retention: deletes every group's events older than its retention period (at the API's
+/// clock, so tests can move time). Returns how many events went.
+pub fn expire_retained(api: &crate::Api) -> Result<u64, ApiError> {
+    let now = api.clock.now().timestamp_millis();
+    let mut gone = 0;
+    for (_, g) in api.meta.scan::<LogGroup>("logs/group/")? {
+        if let Some(days) = g.retention_days {
+            gone += api
+                .logs
+                .expire(&g.store_key(), now - days as i64 * 86_400_000)
+                .map_err(events::store_error)?;
+        }
+    }
+    Ok(gone)
+}
+
+/// Runs [`expire_retained`] every `every` on the runtime's blocking pool.
+pub fn spawn_retention(
+    api: std::sync::Arc<crate::Api>,
+    every: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let a = api.clone();
+            match tokio::task::spawn_blocking(move || expire_retained(&a)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(events = n, "log retention removed expired events"),
+                Ok(Err(e)) => tracing::warn!(error = %e.message, "log retention failed"),
+                Err(e) => tracing::warn!(error = %e, "log retention task panicked"),
+            }
+        }
+    })
 }
