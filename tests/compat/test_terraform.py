@@ -154,3 +154,90 @@ def test_kms_key_alias_bucket_encryption_and_encrypted_trail_apply_plan_destroy(
     assert ct.list_trails()["Trails"] == []
     assert kms.describe_key(KeyId=key)["KeyMetadata"]["KeyState"] == "PendingDeletion"
     assert kms.list_aliases()["Aliases"] == []
+
+
+@pytest.fixture(scope="module")
+def tf_seed(cairn_server_factory, tmp_path_factory):
+    return terraform_world(cairn_server_factory, tmp_path_factory, "terraform_seed", "")
+
+
+def test_the_seeds_whole_module_applies_plans_empty_verifies_and_destroys(tf_seed, aws_bin):
+    """The seed's monitoring module with CloudWatch Logs, then every command of its
+    Verification section with the real CLI."""
+    import time
+    from datetime import datetime, timedelta, timezone
+    run, srv = tf_seed["run"], tf_seed["srv"]
+    start = (datetime.now(timezone.utc) - timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    run("apply", "-auto-approve", "-input=false", "-no-color")
+    out = json.loads(run("output", "-json").stdout)
+    trail_arn = out["cloudtrail_trail_arn"]["value"]
+    bucket = out["cloudtrail_logs_bucket"]["value"]
+    assert trail_arn == "arn:aws:cloudtrail:us-east-1:123456789012:trail/acme-audit-trail"
+    assert bucket == "acme-artifacts-cloudtrail-logs-123456789012"
+    assert run("output", "-raw", "cloudtrail_logs_bucket").stdout == bucket
+    plan = run("plan", "-detailed-exitcode", "-input=false", "-no-color", check=False)
+    assert plan.returncode == 0, f"second plan is not empty:\n{plan.stdout}\n{plan.stderr}"
+    ct, logs, s3, kms = (srv.client(s) for s in ("cloudtrail", "logs", "s3", "kms"))
+    trail = ct.get_trail(Name="acme-audit-trail")["Trail"]
+    key = kms.describe_key(KeyId="alias/acme-main-key")["KeyMetadata"]["Arn"]
+    group = "/aws/cloudtrail/acme-audit-trail"
+    assert trail["KmsKeyId"] == key and trail["CloudWatchLogsLogGroupArn"].endswith(f"log-group:{group}:*")
+    g = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]
+    assert (g["retentionInDays"], g["kmsKeyId"]) == (90, key)
+    # Activity: a package upload (a data event) and a management call.
+    s3.put_object(Bucket="acme-artifacts", Key="packages/pkg-1.0.tgz", Body=b"package")
+    srv.client("iam").list_users()
+    aws = lambda *a: json.loads(srv.aws(aws_bin, *a).stdout or "{}")
+    for _ in range(3):
+        time.sleep(1.2)
+        srv.flush("acme-audit-trail")
+    end = (datetime.now(timezone.utc) + timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # 1. Trail status, with CloudWatch Logs delivery.
+    deadline = time.time() + 10
+    while True:
+        st = aws("cloudtrail", "get-trail-status", "--name", "acme-audit-trail")
+        if "LatestCloudWatchLogsDeliveryTime" in st or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    for k in ("IsLogging", "LatestCloudWatchLogsDeliveryTime", "LatestDeliveryTime", "StartLoggingTime",
+              "LatestDigestDeliveryTime"):
+        assert st.get(k), (k, st)
+    assert "LatestCloudWatchLogsDeliveryError" not in st
+    # 2. The log files in S3.
+    listing = srv.aws(aws_bin, "s3", "ls", f"s3://{bucket}/AWSLogs/123456789012/CloudTrail/", "--recursive").stdout
+    files = [line.split()[-1] for line in listing.splitlines() if line.endswith(".json.gz")]
+    assert files
+    # 3. Event lookup by name. The seed's example names PutObject, a data event AWS's event
+    # history never holds (the command succeeds with none); a management event is found.
+    ev = aws("cloudtrail", "lookup-events", "--lookup-attributes", "AttributeKey=EventName,AttributeValue=PutObject",
+             "--max-results", "10")
+    assert ev["Events"] == []
+    ev = aws("cloudtrail", "lookup-events", "--lookup-attributes", "AttributeKey=EventName,AttributeValue=ListUsers",
+             "--max-results", "10")
+    assert ev["Events"]
+    # 4. SSE-KMS with the key.
+    attrs = aws("s3api", "get-object-attributes", "--bucket", bucket, "--key", files[0], "--object-attributes",
+                "ObjectSize")
+    assert attrs.get("ObjectSize")
+    head = aws("s3api", "head-object", "--bucket", bucket, "--key", files[0])
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", key)
+    # 5. validate-logs (awscli v1 spells the seed's --trail-name as --trail-arn), over the
+    # KMS-encrypted log files and their digests.
+    import re
+    r = srv.aws(aws_bin, "cloudtrail", "validate-logs", "--trail-arn", trail_arn, "--start-time", start,
+                "--end-time", end)
+    digests = re.search(r"(\d+)/(\d+) digest files valid", r.stdout)
+    files_ok = re.search(r"(\d+)/(\d+) log files valid", r.stdout)
+    assert digests and digests.group(1) == digests.group(2) and int(digests.group(2)) >= 1, r.stdout
+    assert files_ok and files_ok.group(1) == files_ok.group(2) and int(files_ok.group(2)) >= 1, r.stdout
+    assert "INVALID" not in r.stdout, r.stdout
+    # The log group holds the trail's events (the upload is a data event of the artifacts bucket).
+    names = set()
+    for e in logs.filter_log_events(logGroupName=group)["events"]:
+        names.add(json.loads(e["message"])["eventName"])
+    assert {"PutObject", "ListUsers"} <= names, names
+    # A bucket with objects is not destroyed (as on AWS): the package goes first.
+    s3.delete_object(Bucket="acme-artifacts", Key="packages/pkg-1.0.tgz")
+    run("destroy", "-auto-approve", "-input=false", "-no-color")
+    assert ct.list_trails()["Trails"] == []
+    assert logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"] == []

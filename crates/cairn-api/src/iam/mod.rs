@@ -47,6 +47,8 @@ crate::operations! {
         GetRolePolicy(PolicyRef),
         DeleteRolePolicy(PolicyRef),
         ListRolePolicies(String),
+        ListAttachedRolePolicies(String),
+        ListInstanceProfilesForRole(String),
     }
 }
 
@@ -179,6 +181,8 @@ pub fn route(req: &HttpRequest) -> Result<IamCall, ApiError> {
         "GetRolePolicy" => IamOp::GetRolePolicy(policy("RoleName")?),
         "DeleteRolePolicy" => IamOp::DeleteRolePolicy(policy("RoleName")?),
         "ListRolePolicies" => IamOp::ListRolePolicies(s("RoleName")?),
+        "ListAttachedRolePolicies" => IamOp::ListAttachedRolePolicies(s("RoleName")?),
+        "ListInstanceProfilesForRole" => IamOp::ListInstanceProfilesForRole(s("RoleName")?),
         other => {
             return Err(ApiError::client(
                 "InvalidAction",
@@ -293,6 +297,8 @@ async fn handle(ctx: &mut Ctx<'_>, call: IamCall) -> Result<Reply, ApiError> {
             policies::run(ctx, action, Holder::Role, PolicyCall::Delete(p))
         }
         IamOp::ListRolePolicies(o) => policies::run(ctx, action, Holder::Role, PolicyCall::List(o)),
+        IamOp::ListAttachedRolePolicies(r) => roles::attached(ctx, action, r),
+        IamOp::ListInstanceProfilesForRole(r) => roles::instance_profiles(ctx, action, r),
     }
 }
 
