@@ -578,3 +578,66 @@ def test_trail_delivers_to_its_log_group(cairn_server_factory):
                            queryString="filter eventName = 'ListUsers' | stats count(*) as n")["queryId"]
     r = wait_query(logs, qid)
     assert r["results"][0][0]["value"] == "30"
+
+
+def test_insights_answers_match_the_trails_s3_log_files(cairn_server_factory):
+    """Insights queries over the trail's log group, checked against counts computed
+    independently from the same trail's delivered S3 log files."""
+    import gzip
+    from collections import Counter
+    srv = cairn_server_factory()
+    iam, logs, ct, s3 = (srv.client(s) for s in ("iam", "logs", "cloudtrail", "s3"))
+    s3.create_bucket(Bucket="insights-trail-logs")
+    group = "/aws/cloudtrail/insights"
+    logs.create_log_group(logGroupName=group)
+    garn = f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:{group}"
+    role = cw_role(iam, "InsightsRole", garn)
+    iam.create_user(UserName="limited")
+    k = iam.create_access_key(UserName="limited")["AccessKey"]
+    limited = srv.client("iam", key=k["AccessKeyId"], secret=k["SecretAccessKey"])
+    ct.create_trail(Name="insights-trail", S3BucketName="insights-trail-logs",
+                    CloudWatchLogsLogGroupArn=garn + ":*", CloudWatchLogsRoleArn=role)
+    ct.start_logging(Name="insights-trail")
+    time.sleep(1.1)
+    t_start = int(time.time())
+    for i in range(12):
+        iam.list_users()
+        if i % 3 == 0:
+            iam.list_roles()
+        if i % 4 == 0:
+            with pytest.raises(ClientError):
+                limited.list_users()
+        ct.describe_trails()
+    t_end = int(time.time())
+    time.sleep(1.1)
+    srv.flush("insights-trail")
+    # Independently: the records of the window from the S3 log files.
+    records = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="insights-trail-logs", Prefix=f"AWSLogs/{ACCOUNT}/CloudTrail/"):
+        for o in page.get("Contents", []):
+            body = s3.get_object(Bucket="insights-trail-logs", Key=o["Key"])["Body"].read()
+            records += json.loads(gzip.decompress(body))["Records"]
+
+    def epoch(r):
+        from datetime import datetime
+        return int(datetime.strptime(r["eventTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=__import__("datetime").timezone.utc).timestamp())
+    window = [r for r in records if t_start <= epoch(r) <= t_end]
+    assert len(window) >= 31
+    wait_for(lambda: len(cw_events(logs, group)) >= len([r for r in records if epoch(r) >= t_start]), 10)
+
+    def query(q):
+        qid = logs.start_query(logGroupName=group, startTime=t_start, endTime=t_end, queryString=q)["queryId"]
+        r = wait_query(logs, qid)
+        assert r["status"] == "Complete", r
+        return [{f["field"]: f["value"] for f in row} for row in r["results"]]
+
+    by_name = {row["eventName"]: int(row["count(*)"]) for row in query("stats count(*) by eventName")}
+    assert by_name == dict(Counter(r["eventName"] for r in window))
+    denied = query("filter errorCode like /Denied/ | stats count(*) as n")
+    assert int(denied[0]["n"]) == sum(1 for r in window if "Denied" in (r.get("errorCode") or "")) == 3
+    by_user = {row["userIdentity.arn"]: int(row["n"]) for row in
+               query("stats count(*) as n by userIdentity.arn | sort n desc")}
+    assert by_user == dict(Counter(r["userIdentity"].get("arn", "") for r in window))
+    iam_rows = query("filter eventSource = 'iam.amazonaws.com' and eventName in ['ListUsers', 'ListRoles'] "
+                     "| stats count(*) as n by eventName | sort n desc | limit 1")
+    assert iam_rows == [{"eventName": "ListUsers", "n": str(sum(1 for r in window if r["eventName"] == "ListUsers"))}]
