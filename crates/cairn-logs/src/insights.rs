@@ -13,6 +13,7 @@
 //! discovers them in CloudTrail records.
 
 use regex::Regex;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -620,6 +621,61 @@ impl Query {
         Ok(Query { commands })
     }
 
+    /// Every prefix (`a`, `a.b`, `a.b.c`) of every field the query names.
+    fn field_prefixes(&self) -> HashSet<String> {
+        fn expr(e: &Expr, out: &mut Vec<String>) {
+            match e {
+                Expr::And(a, b) | Expr::Or(a, b) => {
+                    expr(a, out);
+                    expr(b, out);
+                }
+                Expr::Not(a) => expr(a, out),
+                Expr::Cmp(f, ..) | Expr::Like(f, _) | Expr::In(f, ..) | Expr::Present(f) => {
+                    out.push(f.clone())
+                }
+            }
+        }
+        let mut names = Vec::new();
+        for c in &self.commands {
+            match c {
+                Command::Fields(fs) => names.extend(fs.iter().map(|(f, _)| f.clone())),
+                Command::Display(fs) => names.extend(fs.iter().cloned()),
+                Command::Filter(e) => expr(e, &mut names),
+                Command::Stats(aggs, by) => {
+                    for (a, _) in aggs {
+                        match a {
+                            Agg::Count(Some(f))
+                            | Agg::CountDistinct(f)
+                            | Agg::Sum(f)
+                            | Agg::Avg(f)
+                            | Agg::Min(f)
+                            | Agg::Max(f) => names.push(f.clone()),
+                            Agg::Count(None) => {}
+                        }
+                    }
+                    for (g, _) in by {
+                        if let Group::Field(f) = g {
+                            names.push(f.clone());
+                        }
+                    }
+                }
+                Command::Sort(k) => names.extend(k.iter().map(|(f, _)| f.clone())),
+                Command::Parse(f, _) => names.push(f.clone()),
+                Command::Limit(_) => {}
+            }
+        }
+        let mut out = HashSet::new();
+        for n in names {
+            let mut at = 0;
+            while let Some(d) = n[at..].find('.') {
+                out.insert(n[..at + d].to_string());
+                at += d + 1;
+            }
+            out.insert(n);
+        }
+        out
+    }
+
     /// Whether the query aggregates (its rows are groups, not events).
     pub fn is_stats(&self) -> bool {
         self.commands
@@ -628,11 +684,92 @@ impl Query {
     }
 }
 
-/// A record being evaluated: the event's fields, flattened lazily.
+/// A record being evaluated. A JSON message's top-level members are found on first use
+/// without copying (nested members are reached by parsing only the member on the way);
+/// a message whose keys need unescaping is flattened whole instead.
 struct Rec<'a> {
     input: &'a Input<'a>,
-    json: Option<Option<HashMap<String, Val>>>,
+    /// The top-level names the query may ask for (`None`: any).
+    wanted: Option<&'a HashSet<String>>,
+    top: Option<Option<Vec<(&'a str, &'a RawValue)>>>,
+    flat: Option<HashMap<String, Val>>,
     extra: HashMap<String, Val>,
+}
+
+/// Reads a JSON object's members whose names `keep` accepts, lent from the text; the others
+/// are skipped without being copied.
+struct Pick<F>(F);
+
+impl<'de, F: Fn(&str) -> bool> serde::de::DeserializeSeed<'de> for Pick<F> {
+    type Value = Vec<(&'de str, &'de RawValue)>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, F: Fn(&str) -> bool> serde::de::Visitor<'de> for Pick<F> {
+    type Value = Vec<(&'de str, &'de RawValue)>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(k) = m.next_key::<&'de str>()? {
+            if (self.0)(k) {
+                out.push((k, m.next_value::<&'de RawValue>()?));
+            } else {
+                m.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The members of the object `text` that `keep` accepts (`None`: not an object, or names
+/// that need unescaping).
+fn pick(text: &str, keep: impl Fn(&str) -> bool) -> Option<Vec<(&str, &RawValue)>> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let v = Pick(keep).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(v)
+}
+
+fn leaf(raw: &RawValue) -> Option<Val> {
+    match serde_json::from_str::<Value>(raw.get()).ok()? {
+        Value::String(s) => Some(Val::Str(s)),
+        Value::Number(n) => Some(Val::Num(n.as_f64().unwrap_or(0.0))),
+        Value::Bool(b) => Some(Val::Str(b.to_string())),
+        _ => None,
+    }
+}
+
+/// The member `path` (dot-separated, array indexes as numbers) below `raw`.
+fn member<'a>(raw: &'a RawValue, path: &str) -> Option<Option<Val>> {
+    let (head, rest) = match path.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (path, None),
+    };
+    let text = raw.get();
+    let next: &'a RawValue = if text.starts_with('{') {
+        let m = pick(text, |k| k == head)?;
+        match m.first() {
+            Some((_, v)) => v,
+            None => return Some(None),
+        }
+    } else if text.starts_with('[') {
+        let a: Vec<&'a RawValue> = serde_json::from_str(text).ok()?;
+        match head.parse::<usize>().ok().and_then(|i| a.get(i)) {
+            Some(v) => v,
+            None => return Some(None),
+        }
+    } else {
+        return Some(None);
+    };
+    match rest {
+        None => Some(leaf(next)),
+        Some(r) => member(next, r),
+    }
 }
 
 fn flatten(prefix: &str, v: &Value, out: &mut HashMap<String, Val>) {
@@ -707,22 +844,42 @@ impl<'a> Rec<'a> {
             "@log" => return Some(Val::Str(self.input.group.to_string())),
             _ => {}
         }
-        if self.json.is_none() {
-            let m = self.input.message;
-            self.json = Some(if m.trim_start().starts_with('{') {
-                serde_json::from_str::<Value>(m).ok().map(|v| {
-                    let mut out = HashMap::new();
-                    flatten("", &v, &mut out);
-                    out
-                })
+        let m = self.input.message;
+        if self.top.is_none() {
+            let wanted = self.wanted;
+            self.top = Some(if m.trim_start().starts_with('{') {
+                pick(m, |k| wanted.is_none_or(|w| w.contains(k)))
             } else {
                 None
             });
+            if matches!(self.top, Some(None)) && m.trim_start().starts_with('{') {
+                self.flat = serde_json::from_str::<Value>(m).ok().map(|v| {
+                    let mut out = HashMap::new();
+                    flatten("", &v, &mut out);
+                    out
+                });
+            }
         }
-        self.json
-            .as_ref()
-            .and_then(|j| j.as_ref())
-            .and_then(|j| j.get(name).cloned())
+        if let Some(f) = &self.flat {
+            return f.get(name).cloned();
+        }
+        let top = self.top.as_ref()?.as_ref()?;
+        let get = |k: &str| top.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+        // A top-level key that is the name, or starts it (keys may hold dots).
+        if let Some(v) = get(name) {
+            return leaf(v);
+        }
+        let mut at = 0;
+        while let Some(dot) = name[at..].find('.') {
+            let (head, rest) = (&name[..at + dot], &name[at + dot + 1..]);
+            if let Some(v) = get(head) {
+                if let Some(found) = member(v, rest) {
+                    return found;
+                }
+            }
+            at += dot + 1;
+        }
+        None
     }
 
     fn shown(&mut self, name: &str) -> Option<String> {
@@ -815,6 +972,9 @@ pub struct Run {
     limit: usize,
     /// Rows (non-stats, unsorted) are enough: stop scanning.
     pub full: bool,
+    sort: Vec<(String, bool)>,
+    /// Every prefix of every field name the query uses (JSON members to read).
+    wanted: Option<HashSet<String>>,
 }
 
 impl Run {
@@ -830,18 +990,7 @@ impl Run {
             })
             .min()
             .map_or(limit, |n| n.min(limit));
-        Run {
-            q,
-            rows: Vec::new(),
-            groups: BTreeMap::new(),
-            matched: 0,
-            limit,
-            full: false,
-        }
-    }
-
-    fn sort_keys(&self) -> Vec<(String, bool)> {
-        self.q
+        let sort = q
             .commands
             .iter()
             .filter_map(|c| match c {
@@ -849,14 +998,27 @@ impl Run {
                 _ => None,
             })
             .next_back()
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let wanted = Some(q.field_prefixes());
+        Run {
+            q,
+            rows: Vec::new(),
+            groups: BTreeMap::new(),
+            matched: 0,
+            limit,
+            full: false,
+            sort,
+            wanted,
+        }
     }
 
     /// Evaluates one event.
     pub fn feed(&mut self, input: &Input<'_>) {
         let mut r = Rec {
             input,
-            json: None,
+            wanted: self.wanted.as_ref(),
+            top: None,
+            flat: None,
             extra: HashMap::new(),
         };
         let mut shown: Option<Vec<(String, String)>> = None;
@@ -977,17 +1139,17 @@ impl Run {
             }
             row = out;
         }
-        let keys = self.sort_keys();
-        let sk: Vec<Option<Val>> = keys.iter().map(|(f, _)| r.get(f)).collect();
+        let sk: Vec<Option<Val>> = self.sort.iter().map(|(f, _)| r.get(f)).collect();
+        let unsorted = self.sort.is_empty();
         self.rows.push((sk, row));
-        if keys.is_empty() && self.rows.len() >= self.limit {
+        if unsorted && self.rows.len() >= self.limit {
             self.full = true;
         }
     }
 
     /// The result rows.
     pub fn finish(self) -> Vec<Row> {
-        let keys = self.sort_keys();
+        let keys = self.sort.clone();
         if let Some(Command::Stats(aggs, by)) = self
             .q
             .commands

@@ -34,7 +34,9 @@ pub enum FilterPattern {
     /// The empty pattern: every event.
     All,
     Terms(Terms),
-    Json(Expr),
+    /// A JSON pattern, and text one of which any matching event's message must contain
+    /// (see [`required_text`]), to skip most non-matching events without parsing them.
+    Json(Expr, Option<Vec<String>>),
     Delimited(Vec<Field>),
 }
 
@@ -116,7 +118,8 @@ impl FilterPattern {
             if p.at != p.toks.len() {
                 return Err(err(format!("unexpected {:?}", p.toks[p.at])));
             }
-            return Ok(FilterPattern::Json(e));
+            let required = required_text(&e);
+            return Ok(FilterPattern::Json(e, required));
         }
         if t.starts_with('[') {
             let inner = t
@@ -137,10 +140,19 @@ impl FilterPattern {
                     && (t.any.is_empty() || t.any.iter().any(|x| message.contains(x.as_str())))
                     && !t.none.iter().any(|x| message.contains(x.as_str()))
             }
-            FilterPattern::Json(e) => match serde_json::from_str::<Value>(message) {
-                Ok(v) => eval(e, &v),
-                Err(_) => false,
-            },
+            FilterPattern::Json(e, required) => {
+                // Without a backslash the message holds no escape, so a string value that
+                // matches appears in it verbatim.
+                if let Some(r) = required {
+                    if !message.contains('\\') && !r.iter().any(|t| message.contains(t.as_str())) {
+                        return false;
+                    }
+                }
+                match serde_json::from_str::<Value>(message) {
+                    Ok(v) => eval(e, &v),
+                    Err(_) => false,
+                }
+            }
             FilterPattern::Delimited(fields) => {
                 let toks = split_fields(message);
                 match_fields(fields, &toks)
@@ -152,7 +164,7 @@ impl FilterPattern {
     /// delimited field (`None` when the event has no such value).
     pub fn value_of(&self, selector: &str, message: &str) -> Option<String> {
         match self {
-            FilterPattern::Json(_) => {
+            FilterPattern::Json(..) => {
                 let sel = parse_selector(selector).ok()?;
                 let v: Value = serde_json::from_str(message).ok()?;
                 match sel.get(&v)? {
@@ -585,6 +597,28 @@ fn compare(op: Op, operand: &Operand, v: &Value) -> bool {
     }
 }
 
+/// Text one of which every message matching `e` contains (when it has no escapes): for `$.x = "text*"`, the
+/// longest piece of the value between wildcards; for `a && b`, what either side requires; for
+/// `a || b`, what both sides do, together. `None` when nothing is required (comparisons with
+/// numbers, `!=`, regexes, tests of absence).
+pub fn required_text(e: &Expr) -> Option<Vec<String>> {
+    match e {
+        Expr::Test(_, Test::Compare(Op::Eq, Operand::Text(t))) => t
+            .split('*')
+            .max_by_key(|p| p.len())
+            // (A piece a number could render differently, `2e2` for "200", is no help.)
+            .filter(|p| p.len() >= 3 && p.chars().any(|c| !"0123456789.eE+-".contains(c)))
+            .map(|p| vec![p.to_string()]),
+        Expr::Test(..) => None,
+        Expr::And(a, b) => required_text(a).or_else(|| required_text(b)),
+        Expr::Or(a, b) => {
+            let (mut x, y) = (required_text(a)?, required_text(b)?);
+            x.extend(y);
+            Some(x)
+        }
+    }
+}
+
 fn eval(e: &Expr, doc: &Value) -> bool {
     match e {
         Expr::Or(a, b) => eval(a, doc) || eval(b, doc),
@@ -872,5 +906,51 @@ mod tests {
             assert!(p.matches(&rec(yes.clone())), "{what} should match {yes}");
             assert!(!p.matches(&rec(no.clone())), "{what} should not match {no}");
         }
+    }
+}
+
+#[cfg(test)]
+mod prefilter_tests {
+    use super::*;
+
+    #[test]
+    fn required_text_never_hides_a_match() {
+        let p = FilterPattern::parse(
+            r#"{ ($.errorCode = "*UnauthorizedOperation") || ($.errorCode = "AccessDenied*") }"#,
+        )
+        .unwrap();
+        let FilterPattern::Json(_, Some(r)) = &p else {
+            panic!("a required text was expected")
+        };
+        assert_eq!(
+            r,
+            &vec![
+                "UnauthorizedOperation".to_string(),
+                "AccessDenied".to_string()
+            ]
+        );
+        assert!(p.matches(r#"{"errorCode":"Client.UnauthorizedOperation"}"#));
+        // An escaped value still matches: messages with a backslash are parsed.
+        assert!(p.matches(r#"{"errorCode":"\u0041ccessDenied"}"#));
+        assert!(!p.matches(r#"{"errorCode":"Throttling"}"#));
+        // Nothing required where a value could be absent or rendered otherwise.
+        for q in [
+            r#"{ $.x != "abc" }"#,
+            r#"{ $.x = 200 }"#,
+            r#"{ $.x = "200" }"#,
+            r#"{ $.x NOT EXISTS }"#,
+            r#"{ $.a = "abc" || $.b > 3 }"#,
+        ] {
+            assert!(
+                matches!(
+                    FilterPattern::parse(q).unwrap(),
+                    FilterPattern::Json(_, None)
+                ),
+                "{q}"
+            );
+        }
+        assert!(FilterPattern::parse(r#"{ $.x = "200" }"#)
+            .unwrap()
+            .matches(r#"{"x":200}"#));
     }
 }

@@ -99,6 +99,35 @@ impl Event {
     }
 }
 
+/// A stored log event, lent by [`LogStore::scan`].
+#[derive(Debug, Clone, Copy)]
+pub struct EventRef<'a> {
+    pub seq: u64,
+    pub timestamp: i64,
+    pub ingestion: i64,
+    pub stream: &'a str,
+    pub message: &'a str,
+}
+
+impl EventRef<'_> {
+    /// Where it is in its group's time order (paging tokens).
+    pub fn position(&self) -> (i64, u64) {
+        (self.timestamp, self.seq)
+    }
+}
+
+/// The unsealed header of a stored event: stream id, ingestion time, key slot, nonce.
+fn header_of(raw: &[u8]) -> Result<(u64, i64, u32, [u8; 12])> {
+    if raw.len() < 8 + 8 + 4 + 12 + 16 {
+        return Err(internal("a truncated event"));
+    }
+    let sid = u64::from_le_bytes(raw[0..8].try_into().map_err(internal)?);
+    let ingestion = i64::from_le_bytes(raw[8..16].try_into().map_err(internal)?);
+    let slot = u32::from_le_bytes(raw[16..20].try_into().map_err(internal)?);
+    let nonce: [u8; 12] = raw[20..32].try_into().map_err(internal)?;
+    Ok((sid, ingestion, slot, nonce))
+}
+
 /// A metric filter's data points in one minute.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct Point {
@@ -143,6 +172,18 @@ pub struct LogStore {
     own_key: Arc<LessSafeKey>,
     next_seq: Mutex<u64>,
     rng: SystemRandom,
+    group: Mutex<GroupState>,
+    group_done: std::sync::Condvar,
+}
+
+/// Puts waiting to share one transaction (group commit): whoever finds no commit under way
+/// commits everything queued, then hands each its result.
+#[derive(Default)]
+struct GroupState {
+    next_ticket: u64,
+    queued: Vec<(u64, Batch)>,
+    committing: bool,
+    results: HashMap<u64, std::result::Result<Vec<u64>, String>>,
 }
 
 fn stats_of(b: &[u8]) -> Result<StreamStats> {
@@ -184,6 +225,8 @@ impl LogStore {
             own_key: Arc::new(LessSafeKey::new(k)),
             next_seq: Mutex::new(next),
             rng: SystemRandom::new(),
+            group: Mutex::new(GroupState::default()),
+            group_done: std::sync::Condvar::new(),
         })
     }
 
@@ -254,6 +297,49 @@ impl LogStore {
             points: points.to_vec(),
         };
         self.put_batches(std::slice::from_ref(&b), &[])
+    }
+
+    /// As [`LogStore::put`], sharing one durable transaction with the puts of other threads
+    /// waiting at the same time (one fsync for all of them). A batch that cannot be sealed
+    /// (its key unusable) fails alone.
+    pub fn put_grouped(&self, b: Batch) -> Result<Vec<u64>> {
+        self.key_of(&b.ring, b.ring.current)?;
+        let mut g = self.group.lock().unwrap_or_else(|p| p.into_inner());
+        let ticket = g.next_ticket;
+        g.next_ticket += 1;
+        g.queued.push((ticket, b));
+        loop {
+            if let Some(r) = g.results.remove(&ticket) {
+                return r.map_err(StoreError::Internal);
+            }
+            if !g.committing {
+                g.committing = true;
+                let work = std::mem::take(&mut g.queued);
+                drop(g);
+                let (tickets, batches): (Vec<u64>, Vec<Batch>) = work.into_iter().unzip();
+                let outcome = self.put_batches(&batches, &[]);
+                g = self.group.lock().unwrap_or_else(|p| p.into_inner());
+                match outcome {
+                    Ok(seqs) => {
+                        let mut at = 0;
+                        for (t, b) in tickets.iter().zip(&batches) {
+                            let n = b.events.len();
+                            g.results.insert(*t, Ok(seqs[at..at + n].to_vec()));
+                            at += n;
+                        }
+                    }
+                    Err(e) => {
+                        for t in &tickets {
+                            g.results.insert(*t, Err(e.to_string()));
+                        }
+                    }
+                }
+                g.committing = false;
+                self.group_done.notify_all();
+                continue;
+            }
+            g = self.group_done.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
     }
 
     /// Stores several batches and sets consumer `positions` (a trail's delivery cursor, its
@@ -392,15 +478,20 @@ impl LogStore {
             let mut bs = w.open_table(BY_STREAM).map_err(internal)?;
             let mut next = *seq;
             let mut buf = Vec::new();
-            for e in events {
+            let mut prefix = [0u8; 8];
+            self.rng
+                .fill(&mut prefix)
+                .map_err(|_| internal("no randomness"))?;
+            for (counter, e) in (0u32..).zip(events.iter()) {
                 buf.clear();
                 buf.extend_from_slice(&sid.to_le_bytes());
                 buf.extend_from_slice(&ingestion.to_le_bytes());
                 buf.extend_from_slice(&ring.current.to_le_bytes());
+                // 8 random bytes per batch and a counter: unique per key without a call to
+                // the random generator per event.
                 let mut nonce = [0u8; 12];
-                self.rng
-                    .fill(&mut nonce)
-                    .map_err(|_| internal("no randomness"))?;
+                nonce[..8].copy_from_slice(&prefix);
+                nonce[8..].copy_from_slice(&counter.to_be_bytes());
                 buf.extend_from_slice(&nonce);
                 let mut sealed = e.message.as_bytes().to_vec();
                 key.seal_in_place_append_tag(
@@ -594,7 +685,8 @@ impl LogStore {
 
     /// Visits a group's events in time order from `start` (or strictly after `cursor`) to
     /// `end` (exclusive); `visit` returns false to stop. Returns the number scanned and the
-    /// bytes of their messages.
+    /// bytes of their messages. Events are lent, opened into one reused buffer: a scan
+    /// allocates per stream, not per event.
     pub fn scan(
         &self,
         group: &str,
@@ -602,7 +694,7 @@ impl LogStore {
         end: Option<i64>,
         cursor: Option<(i64, u64)>,
         ring: &KeyRing,
-        mut visit: impl FnMut(Event) -> bool,
+        mut visit: impl FnMut(EventRef<'_>) -> bool,
     ) -> Result<(u64, u64)> {
         let Some(gid) = self.group_id(group)? else {
             return Ok((0, 0));
@@ -622,7 +714,7 @@ impl LogStore {
         if lo >= hi && end.is_some() {
             return Ok((0, 0));
         }
-        let mut keys = HashMap::new();
+        let mut keys: HashMap<u32, Arc<LessSafeKey>> = HashMap::new();
         let (mut scanned, mut bytes) = (0u64, 0u64);
         let range = if end.is_some() {
             ev.range(lo..hi).map_err(internal)?
@@ -630,26 +722,46 @@ impl LogStore {
             ev.range(lo..=*range_of_group(gid).end())
                 .map_err(internal)?
         };
+        let mut buf: Vec<u8> = Vec::with_capacity(4096);
         for e in range {
             let (k, v) = e.map_err(internal)?;
             let (_, ts, seq) = k.value();
-            let (sid, ingestion, message) =
-                self.open_event(gid, (ts, seq), v.value(), ring, &mut keys)?;
-            scanned += 1;
-            bytes += message.len() as u64;
-            let stream = match names.get(&sid) {
-                Some(n) => n.clone(),
+            let raw = v.value();
+            let (sid, ingestion, slot, nonce) = header_of(raw)?;
+            let key = match keys.get(&slot) {
+                Some(k) => k,
                 None => {
-                    let n = names_t
-                        .get((gid, sid))
-                        .map_err(internal)?
-                        .map(|v| v.value().to_string())
-                        .unwrap_or_default();
-                    names.insert(sid, n.clone());
-                    n
+                    let k = self.key_of(ring, slot)?;
+                    keys.entry(slot).or_insert(k)
                 }
             };
-            let go_on = visit(Event {
+            buf.clear();
+            buf.extend_from_slice(&raw[32..]);
+            let n = key
+                .open_in_place(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(ad(gid, ts, seq, sid)),
+                    &mut buf,
+                )
+                .map_err(|_| {
+                    internal(format!(
+                        "event {seq} does not open: its stored bytes were changed"
+                    ))
+                })?
+                .len();
+            let message = std::str::from_utf8(&buf[..n]).map_err(internal)?;
+            scanned += 1;
+            bytes += n as u64;
+            if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(sid) {
+                let name = names_t
+                    .get((gid, sid))
+                    .map_err(internal)?
+                    .map(|v| v.value().to_string())
+                    .unwrap_or_default();
+                slot.insert(name);
+            }
+            let stream = names.get(&sid).map(String::as_str).unwrap_or_default();
+            let go_on = visit(EventRef {
                 seq,
                 timestamp: ts,
                 ingestion,
@@ -934,7 +1046,7 @@ mod tests {
         let mut all = Vec::new();
         let (scanned, _) = s
             .scan(G, None, None, None, &ring, |e| {
-                all.push((e.timestamp, e.stream));
+                all.push((e.timestamp, e.stream.to_string()));
                 true
             })
             .unwrap();
@@ -1021,6 +1133,44 @@ mod tests {
         assert!(s
             .stream_events(G, "a", None, None, None, false, 10, &ring)
             .is_err());
+    }
+
+    #[test]
+    fn grouped_puts_from_many_threads_are_all_stored_once() {
+        let (_d, s) = store();
+        let s = Arc::new(s);
+        let hs: Vec<_> = (0..8)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for b in 0..20 {
+                        let seqs = s
+                            .put_grouped(Batch {
+                                group: G.into(),
+                                stream: format!("s{t}"),
+                                events: evs(b * 10, 10),
+                                ingestion: 1,
+                                ring: KeyRing::default_only(),
+                                points: Vec::new(),
+                            })
+                            .unwrap();
+                        assert_eq!(seqs.len(), 10);
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        let mut seen = std::collections::HashSet::new();
+        let (n, _) = s
+            .scan(G, None, None, None, &KeyRing::default_only(), |e| {
+                assert!(seen.insert(e.seq));
+                true
+            })
+            .unwrap();
+        assert_eq!(n, 8 * 20 * 10);
+        assert_eq!(s.stream_stats(G, "s3").unwrap().unwrap().events, 200);
     }
 
     #[test]

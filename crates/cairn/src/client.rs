@@ -196,3 +196,44 @@ impl Client {
         Ok(rustls::StreamOwned::new(conn, tcp))
     }
 }
+
+/// A SigV4-signed query-protocol (form) request to `/` (IAM, STS), as raw HTTP/1.1.
+pub fn signed_form_request(
+    host: &str,
+    creds: (&str, &str, Option<&str>),
+    region: &str,
+    service: &str,
+    body: &str,
+) -> Vec<u8> {
+    let sha = hex::encode(Sha256::digest(body.as_bytes()));
+    let mut headers = vec![
+        ("host".to_string(), host.to_string()),
+        (
+            "content-type".to_string(),
+            "application/x-www-form-urlencoded; charset=utf-8".to_string(),
+        ),
+    ];
+    if let Some(t) = creds.2 {
+        headers.push(("x-amz-security-token".into(), t.to_string()));
+    }
+    let req = cairn_iam::sigv4::Request {
+        method: "POST",
+        path: "/",
+        query: "",
+        headers: &headers,
+        body_sha256: &sha,
+        s3: false,
+    };
+    let added = cairn_iam::sigv4::sign(&req, creds.0, creds.1, region, service, SystemClock.now());
+    let mut msg = String::from("POST / HTTP/1.1\r\n");
+    for (k, v) in headers.iter().chain(added.iter()) {
+        msg.push_str(&format!("{k}: {v}\r\n"));
+    }
+    msg.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    ));
+    let mut out = msg.into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    out
+}

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_api;
 mod bench_kms;
+mod bench_logs;
 mod bench_s3;
 mod client;
 mod config;
@@ -118,6 +119,9 @@ enum BenchCmd {
     /// KMS calls through the API (GenerateDataKey, Encrypt/Decrypt 4 KiB) against
     /// GetTrailStatus on the same server.
     Kms(bench_kms::KmsBenchArgs),
+    /// CloudWatch Logs: PutLogEvents in 1 MiB batches vs the journal, FilterLogEvents and an
+    /// Insights query over 1M events, trail → log group latency at a fixed rate.
+    Logs(bench_logs::LogsBenchArgs),
 }
 
 /// One line of `cairn status`.
@@ -264,6 +268,7 @@ fn main() {
         Cmd::Bench(BenchCmd::Lookup(a)) => report(bench_api::lookup(a)),
         Cmd::Bench(BenchCmd::S3(a)) => report(bench_s3::s3(a)),
         Cmd::Bench(BenchCmd::Kms(a)) => report(bench_kms::kms(a)),
+        Cmd::Bench(BenchCmd::Logs(a)) => report(bench_logs::logs(a)),
         Cmd::CrashTest(a) => match crash::harness(a) {
             Ok(c) => c,
             Err(e) => {

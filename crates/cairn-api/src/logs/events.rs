@@ -229,8 +229,15 @@ pub(super) async fn put(ctx: &mut Ctx<'_>, action: &str, i: PutInput) -> Result<
     ctx.defer(
         Box::new(move || {
             if !events.is_empty() {
-                logs.put(&key, &stream, &events, now, &ring, &points)
-                    .map_err(store_error)?;
+                logs.put_grouped(cairn_logs::Batch {
+                    group: key,
+                    stream,
+                    events,
+                    ingestion: now,
+                    ring,
+                    points,
+                })
+                .map_err(store_error)?;
             }
             Ok(Committed::default())
         }),
@@ -404,11 +411,11 @@ pub(super) fn filter(ctx: &mut Ctx<'_>, action: &str, i: FilterInput) -> Result<
             |e| {
                 examined += 1;
                 last = Some(e.position());
-                let wanted = names.as_ref().is_none_or(|n| n.contains(&e.stream))
+                let wanted = names.as_ref().is_none_or(|n| n.contains(e.stream))
                     && prefix
                         .as_ref()
                         .is_none_or(|p| e.stream.starts_with(p.as_str()));
-                if wanted && pattern.matches(&e.message) {
+                if wanted && pattern.matches(e.message) {
                     out.push(json!({
                         "logStreamName": e.stream,
                         "timestamp": e.timestamp,

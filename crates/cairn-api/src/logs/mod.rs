@@ -217,8 +217,8 @@ impl Service for Logs {
                 Op::AssociateKmsKey(i) => groups::associate_key(ctx, action, i).await?,
                 Op::DisassociateKmsKey(i) => groups::disassociate_key(ctx, action, i).await?,
                 Op::PutLogEvents(i) => events::put(ctx, action, i).await?,
-                Op::GetLogEvents(i) => events::get(ctx, action, i)?,
-                Op::FilterLogEvents(i) => events::filter(ctx, action, i)?,
+                Op::GetLogEvents(i) => scanning(|| events::get(ctx, action, i))?,
+                Op::FilterLogEvents(i) => scanning(|| events::filter(ctx, action, i))?,
                 Op::PutMetricFilter(i) => metrics::put(ctx, action, i).await?,
                 Op::DeleteMetricFilter(i) => metrics::delete(ctx, action, i).await?,
                 Op::DescribeMetricFilters(i) => metrics::describe(ctx, action, i)?,
@@ -230,6 +230,16 @@ impl Service for Logs {
             };
             Ok(json::reply(&out))
         })
+    }
+}
+
+/// Runs a scan of stored events (up to seconds of work) without holding up the other
+/// requests of this runtime thread: on a multi-threaded runtime, the thread hands its other
+/// tasks on first.
+fn scanning<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

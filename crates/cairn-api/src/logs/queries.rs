@@ -190,9 +190,9 @@ pub(super) fn start(ctx: &mut Ctx<'_>, action: &str, i: StartInput) -> Result<Va
                 run.feed(&Input {
                     timestamp: e.timestamp,
                     ingestion: e.ingestion,
-                    stream: &e.stream,
+                    stream: e.stream,
                     group: &log,
-                    message: &e.message,
+                    message: e.message,
                 });
                 !run.full && !entry.stop.load(Ordering::Relaxed)
             });
