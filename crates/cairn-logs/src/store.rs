@@ -439,13 +439,7 @@ impl LogStore {
             let gid = match found {
                 Some(g) => g,
                 None => {
-                    let g = counters
-                        .get("group")
-                        .map_err(internal)?
-                        .map(|v| v.value())
-                        .unwrap_or(0)
-                        + 1;
-                    counters.insert("group", g).map_err(internal)?;
+                    let g = next_id(&mut counters, "group")?;
                     groups.insert(group, g).map_err(internal)?;
                     g
                 }
@@ -458,13 +452,7 @@ impl LogStore {
             let mut stats = match existing {
                 Some(s) => s,
                 None => {
-                    let id = counters
-                        .get("stream")
-                        .map_err(internal)?
-                        .map(|v| v.value())
-                        .unwrap_or(0)
-                        + 1;
-                    counters.insert("stream", id).map_err(internal)?;
+                    let id = next_id(&mut counters, "stream")?;
                     let mut names = w.open_table(STREAM_NAMES).map_err(internal)?;
                     names.insert((gid, id), stream).map_err(internal)?;
                     StreamStats {
@@ -965,6 +953,18 @@ impl LogStore {
         w.commit().map_err(internal)?;
         Ok(found)
     }
+}
+
+/// The next id of a counter (group and stream ids start at 1).
+fn next_id(counters: &mut redb::Table<&str, u64>, name: &str) -> Result<u64> {
+    let id = counters
+        .get(name)
+        .map_err(internal)?
+        .map(|v| v.value())
+        .unwrap_or(0)
+        + 1;
+    counters.insert(name, id).map_err(internal)?;
+    Ok(id)
 }
 
 fn ad(gid: u64, ts: i64, seq: u64, sid: u64) -> [u8; 32] {

@@ -44,15 +44,33 @@ pub fn signed_json_request(
     body: &[u8],
     keep_alive: bool,
 ) -> Vec<u8> {
+    signed_post(
+        host,
+        creds,
+        region,
+        service,
+        &[
+            ("x-amz-target", target),
+            ("content-type", "application/x-amz-json-1.1"),
+        ],
+        body,
+        keep_alive,
+    )
+}
+
+/// A SigV4-signed `POST /` with `headers` and `body`, as raw HTTP/1.1.
+fn signed_post(
+    host: &str,
+    creds: (&str, &str, Option<&str>),
+    region: &str,
+    service: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+    keep_alive: bool,
+) -> Vec<u8> {
     let sha = hex::encode(Sha256::digest(body));
-    let mut headers = vec![
-        ("host".to_string(), host.to_string()),
-        ("x-amz-target".to_string(), target.to_string()),
-        (
-            "content-type".to_string(),
-            "application/x-amz-json-1.1".to_string(),
-        ),
-    ];
+    let mut headers = vec![("host".to_string(), host.to_string())];
+    headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     if let Some(t) = creds.2 {
         headers.push(("x-amz-security-token".into(), t.to_string()));
     }
@@ -205,35 +223,16 @@ pub fn signed_form_request(
     service: &str,
     body: &str,
 ) -> Vec<u8> {
-    let sha = hex::encode(Sha256::digest(body.as_bytes()));
-    let mut headers = vec![
-        ("host".to_string(), host.to_string()),
-        (
-            "content-type".to_string(),
-            "application/x-www-form-urlencoded; charset=utf-8".to_string(),
-        ),
-    ];
-    if let Some(t) = creds.2 {
-        headers.push(("x-amz-security-token".into(), t.to_string()));
-    }
-    let req = cairn_iam::sigv4::Request {
-        method: "POST",
-        path: "/",
-        query: "",
-        headers: &headers,
-        body_sha256: &sha,
-        s3: false,
-    };
-    let added = cairn_iam::sigv4::sign(&req, creds.0, creds.1, region, service, SystemClock.now());
-    let mut msg = String::from("POST / HTTP/1.1\r\n");
-    for (k, v) in headers.iter().chain(added.iter()) {
-        msg.push_str(&format!("{k}: {v}\r\n"));
-    }
-    msg.push_str(&format!(
-        "content-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    ));
-    let mut out = msg.into_bytes();
-    out.extend_from_slice(body.as_bytes());
-    out
+    signed_post(
+        host,
+        creds,
+        region,
+        service,
+        &[(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )],
+        body.as_bytes(),
+        false,
+    )
 }
