@@ -641,3 +641,56 @@ def test_insights_answers_match_the_trails_s3_log_files(cairn_server_factory):
     iam_rows = query("filter eventSource = 'iam.amazonaws.com' and eventName in ['ListUsers', 'ListRoles'] "
                      "| stats count(*) as n by eventName | sort n desc | limit 1")
     assert iam_rows == [{"eventName": "ListUsers", "n": str(sum(1 for r in window if r["eventName"] == "ListUsers"))}]
+
+
+def test_attacks_on_queries_roles_and_records(srv):
+    """Query results need permission on the groups read; handing CloudTrail a role needs
+    iam:PassRole; a malformed PutLogEvents keeps its messages out of the record; a bin()
+    period that overflows is a malformed query."""
+    admin, iam, ct = srv.client("logs"), srv.client("iam"), srv.client("cloudtrail")
+    for g in ("/secret", "/open"):
+        admin.create_log_group(logGroupName=g)
+        admin.create_log_stream(logGroupName=g, logStreamName="s")
+        admin.put_log_events(logGroupName=g, logStreamName="s",
+                             logEvents=[{"timestamp": now_ms(), "message": f"{g} payload"}])
+    iam.create_user(UserName="open-reader")
+    iam.put_user_policy(UserName="open-reader", PolicyName="p", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["logs:*", "cloudtrail:*"],
+             "Resource": [f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/open:*", "arn:aws:cloudtrail:*:*:*", "*"]},
+            {"Effect": "Deny", "Action": ["logs:GetQueryResults", "logs:StopQuery", "logs:StartQuery"],
+             "Resource": f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/secret:*"}]}))
+    k = iam.create_access_key(UserName="open-reader")["AccessKey"]
+    reader = srv.client("logs", key=k["AccessKeyId"], secret=k["SecretAccessKey"])
+    qid = admin.start_query(logGroupName="/secret", startTime=0, endTime=int(time.time()) + 60,
+                            queryString="fields @message")["queryId"]
+    wait_query(admin, qid)
+    with pytest.raises(ClientError) as e:
+        reader.get_query_results(queryId=qid)
+    assert code(e) == "AccessDeniedException"
+    assert qid not in [q["queryId"] for q in reader.describe_queries()["queries"]]
+    mine = reader.start_query(logGroupName="/open", startTime=0, endTime=int(time.time()) + 60,
+                              queryString="fields @message")["queryId"]
+    assert wait_query(reader, mine)["results"][0][0]["value"] == "/open payload"
+    with pytest.raises(ClientError) as e:
+        admin.start_query(logGroupName="/open", startTime=0, endTime=1, queryString="stats count(*) by bin(2305843009213693952s)")
+    assert code(e) == "MalformedQueryException"
+    # iam:PassRole: a caller allowed everything in CloudTrail and Logs but not to pass roles.
+    srv.client("s3").create_bucket(Bucket="passrole-trail-logs")
+    garn = f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/open"
+    role = cw_role(iam, "PassMe", garn)
+    rct = srv.client("cloudtrail", key=k["AccessKeyId"], secret=k["SecretAccessKey"])
+    with pytest.raises(ClientError) as e:
+        rct.create_trail(Name="passrole-trail", S3BucketName="passrole-trail-logs",
+                         CloudWatchLogsLogGroupArn=garn + ":*", CloudWatchLogsRoleArn=role)
+    assert code(e) == "AccessDeniedException" and "iam:PassRole" in str(e.value)
+    assert ct.describe_trails(trailNameList=["passrole-trail"])["trailList"] == []
+    # A PutLogEvents that does not parse (a timestamp as text) is recorded without its messages.
+    body = json.dumps({"logGroupName": "/open", "logStreamName": "s",
+                       "logEvents": [{"timestamp": "soon", "message": "NEVER-RECORDED-8812"}]}).encode()
+    h = signed(srv, "logs", "POST", "/", body, headers={"X-Amz-Target": "Logs_20140328.PutLogEvents",
+                                                         "Content-Type": "application/x-amz-json-1.1"})
+    st, _, out = send(srv, "POST", "/", h, body)
+    assert st == 400 and b"InvalidParameterException" in out, out
+    events = ct.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "PutLogEvents"}])["Events"]
+    assert events and not any("NEVER-RECORDED-8812" in e["CloudTrailEvent"] for e in events)

@@ -417,6 +417,14 @@ fn every_mutating_operation_of_every_service_fails_closed() {
         "PutMetricFilter",
         r#"{"logGroupName":"/g/one","filterName":"f1","filterPattern":"ERROR","metricTransformations":[{"metricName":"m","metricNamespace":"n","metricValue":"1"}]}"#,
     );
+    let query_id = serde_json::from_str::<serde_json::Value>(&logs_call(
+        "StartQuery",
+        r#"{"logGroupName":"/g/one","startTime":0,"endTime":4000000000,"queryString":"fields @message"}"#,
+    ))
+    .unwrap()["queryId"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let logs_key = key_id(kms_call(
         "CreateKey",
         &serde_json::json!({"Policy": serde_json::json!({
@@ -536,6 +544,7 @@ fn every_mutating_operation_of_every_service_fails_closed() {
             format!(r#"{{"logGroupName":"/g/one","kmsKeyId":"{logs_key}"}}"#),
         ),
         logs("DisassociateKmsKey", r#"{"logGroupName":"/g/sealed"}"#),
+        logs("StopQuery", format!(r#"{{"queryId":"{query_id}"}}"#)),
         // IAM and STS
         iam("CreateUser", "UserName=dave"),
         iam("CreateAccessKey", "UserName=carol"),

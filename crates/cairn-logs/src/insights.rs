@@ -404,7 +404,8 @@ fn duration(s: &str) -> Result<i64, QueryError> {
     if n <= 0 {
         return Err(err("a period must be positive"));
     }
-    Ok(n * unit)
+    n.checked_mul(unit)
+        .ok_or_else(|| err("the period is too long"))
 }
 
 fn split_commands(q: &str) -> Vec<String> {
@@ -975,9 +976,20 @@ pub struct Run {
     sort: Vec<(String, bool)>,
     /// Every prefix of every field name the query uses (JSON members to read).
     wanted: Option<HashSet<String>>,
+    /// Why the run cannot give a right answer (too many groups).
+    failed: Option<String>,
 }
 
+/// The most groups a `stats` query may make, and distinct values `count_distinct` counts
+/// exactly, before the query fails (rather than answer wrong or hold unbounded memory).
+pub const MAX_GROUPS: usize = 100_000;
+
 impl Run {
+    /// Why the run failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.clone()
+    }
+
     /// A run of `q` returning at most `limit` rows (the request's limit; a `limit` command
     /// lowers it).
     pub fn new(q: Query, limit: usize) -> Run {
@@ -1009,6 +1021,7 @@ impl Run {
             full: false,
             sort,
             wanted,
+            failed: None,
         }
     }
 
@@ -1078,6 +1091,15 @@ impl Run {
                             Group::Bin(ms) => show_time(input.timestamp.div_euclid(*ms) * ms),
                         })
                         .collect();
+                    if self.failed.is_some() {
+                        return;
+                    }
+                    if !self.groups.contains_key(&key) && self.groups.len() >= MAX_GROUPS {
+                        self.failed =
+                            Some(format!("the query makes more than {MAX_GROUPS} groups"));
+                        self.full = true;
+                        return;
+                    }
                     let accs = self
                         .groups
                         .entry(key)
@@ -1092,7 +1114,13 @@ impl Run {
                             }
                             Agg::CountDistinct(f) => {
                                 if let Some(v) = r.get(f) {
-                                    acc.distinct.insert(v.render());
+                                    if acc.distinct.len() < MAX_GROUPS {
+                                        acc.distinct.insert(v.render());
+                                    } else if !acc.distinct.contains(&v.render()) {
+                                        self.failed = Some(format!(
+                                            "count_distinct counts at most {MAX_GROUPS} values"
+                                        ));
+                                    }
                                 }
                             }
                             Agg::Sum(f) | Agg::Avg(f) | Agg::Min(f) | Agg::Max(f) => {
@@ -1144,6 +1172,11 @@ impl Run {
         self.rows.push((sk, row));
         if unsorted && self.rows.len() >= self.limit {
             self.full = true;
+        }
+        // Sorted: keep only the best `limit` (bounded memory; sorted in batches).
+        if !unsorted && self.rows.len() >= 2 * self.limit.max(1) {
+            let rows = std::mem::take(&mut self.rows);
+            self.rows = sort_rows(rows, &self.sort, self.limit);
         }
     }
 
@@ -1201,11 +1234,12 @@ fn cmp_val(a: &Option<Val>, b: &Option<Val>) -> std::cmp::Ordering {
     }
 }
 
-fn sorted(
+/// The first `limit` rows in `keys` order (a stable sort).
+fn sort_rows(
     mut rows: Vec<(Vec<Option<Val>>, Row)>,
     keys: &[(String, bool)],
     limit: usize,
-) -> Vec<Row> {
+) -> Vec<(Vec<Option<Val>>, Row)> {
     if !keys.is_empty() {
         rows.sort_by(|(a, _), (b, _)| {
             for (i, (_, desc)) in keys.iter().enumerate() {
@@ -1218,7 +1252,15 @@ fn sorted(
             std::cmp::Ordering::Equal
         });
     }
-    rows.into_iter().take(limit).map(|(_, r)| r).collect()
+    rows.truncate(limit);
+    rows
+}
+
+fn sorted(rows: Vec<(Vec<Option<Val>>, Row)>, keys: &[(String, bool)], limit: usize) -> Vec<Row> {
+    sort_rows(rows, keys, limit)
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect()
 }
 
 #[cfg(test)]
@@ -1342,6 +1384,7 @@ mod tests {
         ] {
             assert!(Query::parse(q).is_err(), "{q}");
         }
+        assert!(Query::parse("stats count(*) by bin(2305843009213693952s)").is_err());
         assert_eq!(show_time(0), "1970-01-01 00:00:00.000");
         assert_eq!(show_time(1_700_000_000_123), "2023-11-14 22:13:20.123");
     }

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-const GROUPS: TableDefinition<&str, u64> = TableDefinition::new("groups");
+const GROUPS: TableDefinition<&str, (u64, i64)> = TableDefinition::new("log_groups");
 const STREAMS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("streams");
 const STREAM_NAMES: TableDefinition<(u64, u64), &str> = TableDefinition::new("stream_names");
 const EVENTS: TableDefinition<(u64, i64, u64), &[u8]> = TableDefinition::new("events");
@@ -41,6 +41,9 @@ pub enum StoreError {
     /// The key that sealed an event cannot be used (disabled, deleted, not permitted).
     #[error("{0}")]
     Key(String),
+    /// The group or stream was deleted (or re-created) since the caller looked.
+    #[error("{0}")]
+    Gone(String),
     #[error("log store: {0}")]
     Internal(String),
 }
@@ -80,6 +83,10 @@ pub struct Batch {
     pub ring: KeyRing,
     /// Metric filters' data points: (series, minute, value).
     pub points: Vec<(String, i64, f64)>,
+    /// The group's generation (its creation time) as the caller saw it: a put into a group
+    /// deleted or re-created since fails with [`StoreError::Gone`]. `None` creates the group
+    /// and stream when missing (tools and tests).
+    pub generation: Option<i64>,
 }
 
 /// A stored log event.
@@ -183,7 +190,7 @@ struct GroupState {
     next_ticket: u64,
     queued: Vec<(u64, Batch)>,
     committing: bool,
-    results: HashMap<u64, std::result::Result<Vec<u64>, String>>,
+    results: HashMap<u64, Result<Vec<u64>>>,
 }
 
 fn stats_of(b: &[u8]) -> Result<StreamStats> {
@@ -247,7 +254,7 @@ impl LogStore {
     pub fn group_id(&self, group: &str) -> Result<Option<u64>> {
         let r = self.db.begin_read().map_err(internal)?;
         let t = r.open_table(GROUPS).map_err(internal)?;
-        Ok(t.get(group).map_err(internal)?.map(|v| v.value()))
+        Ok(t.get(group).map_err(internal)?.map(|v| v.value().0))
     }
 
     /// A stream's statistics (`None`: no event was ever stored in it).
@@ -295,6 +302,7 @@ impl LogStore {
             ingestion,
             ring: ring.clone(),
             points: points.to_vec(),
+            generation: None,
         };
         self.put_batches(std::slice::from_ref(&b), &[])
     }
@@ -310,27 +318,29 @@ impl LogStore {
         g.queued.push((ticket, b));
         loop {
             if let Some(r) = g.results.remove(&ticket) {
-                return r.map_err(StoreError::Internal);
+                return r;
             }
             if !g.committing {
                 g.committing = true;
                 let work = std::mem::take(&mut g.queued);
                 drop(g);
                 let (tickets, batches): (Vec<u64>, Vec<Batch>) = work.into_iter().unzip();
-                let outcome = self.put_batches(&batches, &[]);
+                // A panic in the commit must not leave every later put waiting.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.put_each(&batches, &[])
+                }))
+                .unwrap_or_else(|_| Err(internal("the grouped commit panicked")));
                 g = self.group.lock().unwrap_or_else(|p| p.into_inner());
                 match outcome {
-                    Ok(seqs) => {
-                        let mut at = 0;
-                        for (t, b) in tickets.iter().zip(&batches) {
-                            let n = b.events.len();
-                            g.results.insert(*t, Ok(seqs[at..at + n].to_vec()));
-                            at += n;
+                    Ok(each) => {
+                        for (t, r) in tickets.iter().zip(each) {
+                            g.results.insert(*t, r);
                         }
                     }
                     Err(e) => {
                         for t in &tickets {
-                            g.results.insert(*t, Err(e.to_string()));
+                            g.results
+                                .insert(*t, Err(StoreError::Internal(e.to_string())));
                         }
                     }
                 }
@@ -349,13 +359,33 @@ impl LogStore {
         batches: &[Batch],
         positions: &[(String, Vec<u8>)],
     ) -> Result<Vec<u64>> {
+        let each = self.put_each(batches, positions)?;
+        let mut seqs = Vec::new();
+        for r in each {
+            seqs.extend(r?);
+        }
+        Ok(seqs)
+    }
+
+    /// As [`LogStore::put_batches`], one outcome per batch: a batch whose group or stream is
+    /// gone is left out (its outcome says so) and the others are stored.
+    fn put_each(
+        &self,
+        batches: &[Batch],
+        positions: &[(String, Vec<u8>)],
+    ) -> Result<Vec<Result<Vec<u64>>>> {
         let mut seq_guard = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
         let mut w = self.db.begin_write().map_err(internal)?;
         w.set_durability(Durability::Immediate);
         let mut seq = *seq_guard;
-        let mut seqs = Vec::new();
+        let mut out = Vec::with_capacity(batches.len());
         for b in batches {
-            self.put_in(&w, b, &mut seq, &mut seqs)?;
+            let mut seqs = Vec::new();
+            match self.put_in(&w, b, &mut seq, &mut seqs) {
+                Ok(()) => out.push(Ok(seqs)),
+                Err(StoreError::Gone(m)) => out.push(Err(StoreError::Gone(m))),
+                Err(e) => return Err(e),
+            }
         }
         {
             let mut st = w.open_table(STATE).map_err(internal)?;
@@ -368,7 +398,7 @@ impl LogStore {
         w.commit().map_err(internal)?;
         *seq_guard = seq;
         drop(seq_guard);
-        Ok(seqs)
+        Ok(out)
     }
 
     /// A value kept beside the events (delivery cursors and statuses).
@@ -436,12 +466,18 @@ impl LogStore {
             let mut counters = w.open_table(COUNTERS).map_err(internal)?;
             let mut groups = w.open_table(GROUPS).map_err(internal)?;
             let found = groups.get(group).map_err(internal)?.map(|v| v.value());
-            let gid = match found {
-                Some(g) => g,
-                None => {
+            let gid = match (found, b.generation) {
+                (Some((g, gen)), Some(want)) if gen == want => g,
+                (Some((g, _)), None) => g,
+                (None, None) => {
                     let g = next_id(&mut counters, "group")?;
-                    groups.insert(group, g).map_err(internal)?;
+                    groups.insert(group, (g, 0)).map_err(internal)?;
                     g
+                }
+                _ => {
+                    return Err(StoreError::Gone(
+                        "The specified log group does not exist.".into(),
+                    ))
                 }
             };
             let mut streams = w.open_table(STREAMS).map_err(internal)?;
@@ -451,6 +487,11 @@ impl LogStore {
             };
             let mut stats = match existing {
                 Some(s) => s,
+                None if b.generation.is_some() => {
+                    return Err(StoreError::Gone(
+                        "The specified log stream does not exist.".into(),
+                    ))
+                }
                 None => {
                     let id = next_id(&mut counters, "stream")?;
                     let mut names = w.open_table(STREAM_NAMES).map_err(internal)?;
@@ -466,25 +507,23 @@ impl LogStore {
             let mut bs = w.open_table(BY_STREAM).map_err(internal)?;
             let mut next = *seq;
             let mut buf = Vec::new();
-            let mut prefix = [0u8; 8];
+            // A random 96-bit nonce per event (one call to the generator per batch).
+            let mut nonces = vec![0u8; 12 * events.len()];
             self.rng
-                .fill(&mut prefix)
+                .fill(&mut nonces)
                 .map_err(|_| internal("no randomness"))?;
-            for (counter, e) in (0u32..).zip(events.iter()) {
+            for (i, e) in events.iter().enumerate() {
                 buf.clear();
                 buf.extend_from_slice(&sid.to_le_bytes());
                 buf.extend_from_slice(&ingestion.to_le_bytes());
                 buf.extend_from_slice(&ring.current.to_le_bytes());
-                // 8 random bytes per batch and a counter: unique per key without a call to
-                // the random generator per event.
                 let mut nonce = [0u8; 12];
-                nonce[..8].copy_from_slice(&prefix);
-                nonce[8..].copy_from_slice(&counter.to_be_bytes());
+                nonce.copy_from_slice(&nonces[12 * i..12 * i + 12]);
                 buf.extend_from_slice(&nonce);
                 let mut sealed = e.message.as_bytes().to_vec();
                 key.seal_in_place_append_tag(
                     Nonce::assume_unique_for_key(nonce),
-                    Aad::from(ad(gid, e.timestamp, next, sid)),
+                    Aad::from(ad(gid, e.timestamp, next, sid, ingestion, ring.current)),
                     &mut sealed,
                 )
                 .map_err(|_| internal("seal failed"))?;
@@ -570,7 +609,7 @@ impl LogStore {
         let plain = key
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(ad(gid, ts, seq, sid)),
+                Aad::from(ad(gid, ts, seq, sid, ingestion, slot)),
                 &mut body,
             )
             .map_err(|_| {
@@ -585,8 +624,9 @@ impl LogStore {
     }
 
     /// Events of one stream in time order, strictly after `after` (or from `start`), up to
-    /// `end` (exclusive), at most `limit`. With `backward`, the last `limit` events strictly
-    /// before `before`-or-`end`, still returned in time order.
+    /// `end` (exclusive), at most `limit` and about `max_bytes` (26 bytes counted per event).
+    /// With `backward`, the last of them strictly before `before`-or-`end`, still returned in
+    /// time order.
     #[allow(clippy::too_many_arguments)]
     pub fn stream_events(
         &self,
@@ -597,6 +637,7 @@ impl LogStore {
         cursor: Option<(i64, u64)>,
         backward: bool,
         limit: usize,
+        max_bytes: usize,
         ring: &KeyRing,
     ) -> Result<Vec<Event>> {
         let Some(gid) = self.group_id(group)? else {
@@ -650,9 +691,10 @@ impl LogStore {
                 }
                 positions.push((k.2, k.3));
             }
-            positions.reverse();
         }
+        // Opened in the direction of reading, until `max_bytes` of messages (at least one).
         let mut out = Vec::with_capacity(positions.len());
+        let mut bytes = 0usize;
         for (ts, seq) in positions {
             let raw = ev
                 .get((gid, ts, seq))
@@ -660,6 +702,10 @@ impl LogStore {
                 .ok_or_else(|| internal("an indexed event is missing"))?;
             let (_, ingestion, message) =
                 self.open_event(gid, (ts, seq), raw.value(), ring, &mut keys)?;
+            bytes += message.len() + 26;
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
             out.push(Event {
                 seq,
                 timestamp: ts,
@@ -667,6 +713,9 @@ impl LogStore {
                 stream: stream.to_string(),
                 message,
             });
+        }
+        if backward {
+            out.reverse();
         }
         Ok(out)
     }
@@ -728,7 +777,7 @@ impl LogStore {
             let n = key
                 .open_in_place(
                     Nonce::assume_unique_for_key(nonce),
-                    Aad::from(ad(gid, ts, seq, sid)),
+                    Aad::from(ad(gid, ts, seq, sid, ingestion, slot)),
                     &mut buf,
                 )
                 .map_err(|_| {
@@ -761,6 +810,59 @@ impl LogStore {
             }
         }
         Ok((scanned, bytes))
+    }
+
+    /// Registers a group (CreateLogGroup) under `generation` (its creation time): only puts
+    /// naming that generation reach it.
+    pub fn create_group(&self, group: &str, generation: i64) -> Result<()> {
+        let mut w = self.db.begin_write().map_err(internal)?;
+        w.set_durability(Durability::Immediate);
+        {
+            let mut counters = w.open_table(COUNTERS).map_err(internal)?;
+            let g = next_id(&mut counters, "group")?;
+            w.open_table(GROUPS)
+                .map_err(internal)?
+                .insert(group, (g, generation))
+                .map_err(internal)?;
+        }
+        w.commit().map_err(internal)
+    }
+
+    /// Registers a stream of a registered group (CreateLogStream; trail delivery's streams).
+    /// Nothing to do when it exists.
+    pub fn create_stream(&self, group: &str, stream: &str) -> Result<()> {
+        let mut w = self.db.begin_write().map_err(internal)?;
+        w.set_durability(Durability::Immediate);
+        {
+            let gid = w
+                .open_table(GROUPS)
+                .map_err(internal)?
+                .get(group)
+                .map_err(internal)?
+                .map(|v| v.value().0)
+                .ok_or_else(|| {
+                    StoreError::Gone("The specified log group does not exist.".into())
+                })?;
+            let mut streams = w.open_table(STREAMS).map_err(internal)?;
+            let exists = streams.get((gid, stream)).map_err(internal)?.is_some();
+            if !exists {
+                let mut counters = w.open_table(COUNTERS).map_err(internal)?;
+                let id = next_id(&mut counters, "stream")?;
+                w.open_table(STREAM_NAMES)
+                    .map_err(internal)?
+                    .insert((gid, id), stream)
+                    .map_err(internal)?;
+                let st = serde_json::to_vec(&StreamStats {
+                    id,
+                    ..Default::default()
+                })
+                .map_err(internal)?;
+                streams
+                    .insert((gid, stream), st.as_slice())
+                    .map_err(internal)?;
+            }
+        }
+        w.commit().map_err(internal)
     }
 
     /// Removes a group's events, streams and id (DeleteLogGroup).
@@ -967,12 +1069,16 @@ fn next_id(counters: &mut redb::Table<&str, u64>, name: &str) -> Result<u64> {
     Ok(id)
 }
 
-fn ad(gid: u64, ts: i64, seq: u64, sid: u64) -> [u8; 32] {
-    let mut a = [0u8; 32];
+/// What a sealed message is bound to: its place (group, time, seq, stream) and the unsealed
+/// header fields (ingestion time, key slot), so none can be moved or edited undetected.
+fn ad(gid: u64, ts: i64, seq: u64, sid: u64, ingestion: i64, slot: u32) -> [u8; 44] {
+    let mut a = [0u8; 44];
     a[0..8].copy_from_slice(&gid.to_be_bytes());
     a[8..16].copy_from_slice(&ts.to_be_bytes());
     a[16..24].copy_from_slice(&seq.to_be_bytes());
     a[24..32].copy_from_slice(&sid.to_be_bytes());
+    a[32..40].copy_from_slice(&ingestion.to_be_bytes());
+    a[40..44].copy_from_slice(&slot.to_be_bytes());
     a
 }
 
@@ -1004,7 +1110,7 @@ mod tests {
         s.put(G, "a", &evs(100, 5), 1, &ring, &[]).unwrap();
         s.put(G, "b", &evs(102, 5), 2, &ring, &[]).unwrap();
         let a = s
-            .stream_events(G, "a", None, None, None, false, 100, &ring)
+            .stream_events(G, "a", None, None, None, false, 100, usize::MAX, &ring)
             .unwrap();
         assert_eq!(
             a.iter().map(|e| e.timestamp).collect::<Vec<_>>(),
@@ -1012,14 +1118,24 @@ mod tests {
         );
         // Forward paging from a cursor, backward from the end.
         let next = s
-            .stream_events(G, "a", None, None, Some(a[1].position()), false, 2, &ring)
+            .stream_events(
+                G,
+                "a",
+                None,
+                None,
+                Some(a[1].position()),
+                false,
+                2,
+                usize::MAX,
+                &ring,
+            )
             .unwrap();
         assert_eq!(
             next.iter().map(|e| e.timestamp).collect::<Vec<_>>(),
             vec![102, 103]
         );
         let tail = s
-            .stream_events(G, "a", None, None, None, true, 2, &ring)
+            .stream_events(G, "a", None, None, None, true, 2, usize::MAX, &ring)
             .unwrap();
         assert_eq!(
             tail.iter().map(|e| e.timestamp).collect::<Vec<_>>(),
@@ -1034,13 +1150,24 @@ mod tests {
                 Some(tail[0].position()),
                 true,
                 10,
+                usize::MAX,
                 &ring,
             )
             .unwrap();
         assert_eq!(before.len(), 3);
         // Time range: start inclusive, end exclusive.
         let mid = s
-            .stream_events(G, "a", Some(101), Some(103), None, false, 100, &ring)
+            .stream_events(
+                G,
+                "a",
+                Some(101),
+                Some(103),
+                None,
+                false,
+                100,
+                usize::MAX,
+                &ring,
+            )
             .unwrap();
         assert_eq!(mid.len(), 2);
         let mut all = Vec::new();
@@ -1076,7 +1203,7 @@ mod tests {
         assert_eq!((st.events, st.first_event), (6, Some(105)));
         s.delete_stream(G, "a").unwrap();
         assert!(s
-            .stream_events(G, "a", None, None, None, false, 100, &ring)
+            .stream_events(G, "a", None, None, None, false, 100, usize::MAX, &ring)
             .unwrap()
             .is_empty());
         s.put(G, "b", &evs(1, 3), 1, &ring, &[]).unwrap();
@@ -1122,16 +1249,17 @@ mod tests {
             None,
             false,
             10,
+            usize::MAX,
             &KeyRing::default_only(),
         );
         assert!(matches!(err, Err(StoreError::Key(_))));
         let ok = s
-            .stream_events(G, "a", None, None, None, false, 10, &ring)
+            .stream_events(G, "a", None, None, None, false, 10, usize::MAX, &ring)
             .unwrap();
         assert_eq!(ok[0].message, "SENTINEL-PLAINTEXT-42");
         assert!(s.tamper_first_event(G).unwrap());
         assert!(s
-            .stream_events(G, "a", None, None, None, false, 10, &ring)
+            .stream_events(G, "a", None, None, None, false, 10, usize::MAX, &ring)
             .is_err());
     }
 
@@ -1152,6 +1280,7 @@ mod tests {
                                 ingestion: 1,
                                 ring: KeyRing::default_only(),
                                 points: Vec::new(),
+                                generation: None,
                             })
                             .unwrap();
                         assert_eq!(seqs.len(), 10);
@@ -1171,6 +1300,42 @@ mod tests {
             .unwrap();
         assert_eq!(n, 8 * 20 * 10);
         assert_eq!(s.stream_stats(G, "s3").unwrap().unwrap().events, 200);
+    }
+
+    #[test]
+    fn puts_reach_only_the_generation_they_name() {
+        let (_d, s) = store();
+        let ring = KeyRing::default_only();
+        s.create_group(G, 111).unwrap();
+        let batch = |generation, stream: &str| Batch {
+            group: G.into(),
+            stream: stream.into(),
+            events: evs(1, 2),
+            ingestion: 1,
+            ring: ring.clone(),
+            points: Vec::new(),
+            generation: Some(generation),
+        };
+        assert!(
+            matches!(s.put_grouped(batch(111, "s")), Err(StoreError::Gone(_))),
+            "no stream yet"
+        );
+        s.create_stream(G, "s").unwrap();
+        s.put_grouped(batch(111, "s")).unwrap();
+        // Deleted and re-created: a put that saw the old group reaches nothing.
+        s.delete_group(G).unwrap();
+        s.create_group(G, 222).unwrap();
+        s.create_stream(G, "s").unwrap();
+        assert!(matches!(
+            s.put_grouped(batch(111, "s")),
+            Err(StoreError::Gone(_))
+        ));
+        let (n, _) = s.scan(G, None, None, None, &ring, |_| true).unwrap();
+        assert_eq!(n, 0);
+        assert!(matches!(
+            s.create_stream("us-east-1\u{0}nope", "s"),
+            Err(StoreError::Gone(_))
+        ));
     }
 
     #[test]

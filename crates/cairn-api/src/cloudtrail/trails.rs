@@ -49,9 +49,10 @@ fn extra_key(name: &str) -> String {
     format!("extra/{name}")
 }
 
-/// With a log group configured, delivery to it starts once the change is durable.
-fn start_cloud_watch(ctx: &mut Ctx<'_>, name: &str, extra: &TrailExtra) {
-    if extra.cloud_watch_logs_log_group_arn.is_some() {
+/// With a log group configured, delivery to it starts once the change is durable (deferred
+/// after the trail's settings, so the delivery worker never sees a position without them).
+fn start_cloud_watch(ctx: &mut Ctx<'_>, name: &str, cloud_watch: bool) {
+    if cloud_watch {
         let (api, name) = (ctx.api.clone(), name.to_string());
         ctx.defer(
             Box::new(move || {
@@ -403,7 +404,7 @@ fn arn_field(ctx: &Ctx, v: &str, rule: &ArnRule) -> Result<Option<String>, ApiEr
 
 /// The fields CreateTrail and UpdateTrail share, applied onto `c`.
 fn apply_fields(
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     f: &TrailFields,
     c: &mut TrailConfig,
     extra: &mut TrailExtra,
@@ -496,6 +497,12 @@ fn apply_fields(
         ) {
             crate::logs::deliver::check(ctx.api, &c.arn(), g, r)
                 .map_err(|(code, m)| ApiError::client(code, m))?;
+            // Handing CloudTrail a role is passing it, as on AWS: the caller needs
+            // iam:PassRole on it (else anyone who may update a trail could route every
+            // principal's events through any role that trusts CloudTrail).
+            if f.cloud_watch_logs_role_arn.is_some() {
+                ctx.authorize("iam:PassRole", r)?;
+            }
         }
     }
     // CloudTrail checks the bucket policy up front: a policy must let this trail write under
@@ -579,8 +586,9 @@ pub(super) async fn create(ctx: &mut Ctx<'_>, action: &str, f: TrailFields) -> A
     trail_resource(ctx, &c.arn());
     let answer = write_answer(ctx, &TrailState::new(c.clone()), &extra)?;
     // Made once this request's event is durable.
-    start_cloud_watch(ctx, &name, &extra);
+    let cw = extra.cloud_watch_logs_log_group_arn.is_some();
     ctx.defer_meta_put(extra_key(&name), extra);
+    start_cloud_watch(ctx, &name, cw);
     ctx.defer_meta_put(tags::key(&c.arn()), tags);
     let at = ctx.now;
     defer_command(ctx, TrailCommand::Put { config: c, at });
@@ -608,8 +616,9 @@ pub(super) async fn update(ctx: &mut Ctx<'_>, action: &str, f: TrailFields) -> A
         },
         &extra,
     )?;
-    start_cloud_watch(ctx, &c.name, &extra);
+    let cw = extra.cloud_watch_logs_log_group_arn.is_some();
     ctx.defer_meta_put(extra_key(&c.name), extra);
+    start_cloud_watch(ctx, &c.name, cw);
     if c != t.config {
         let at = ctx.now;
         defer_command(ctx, TrailCommand::Put { config: c, at });

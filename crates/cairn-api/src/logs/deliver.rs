@@ -392,7 +392,10 @@ impl CwDelivery {
                 Ok((_, b)) => {
                     let any = b.iter().any(|x| !x.events.is_empty());
                     stored.extend(b);
-                    new_positions.push((position_key(name), end.to_le_bytes().to_vec()));
+                    // A trail already past this round's end (it was read from further back
+                    // for a slower trail) keeps its position.
+                    let pos = positions.get(name).copied().unwrap_or(end).max(end);
+                    new_positions.push((position_key(name), pos.to_le_bytes().to_vec()));
                     if any {
                         delivered.push(name.clone());
                     }
@@ -476,6 +479,10 @@ impl CwDelivery {
                     )
                     .map_err(|e| e.message)?;
             }
+            self.api
+                .logs
+                .create_stream(&g.store_key(), &stream)
+                .map_err(|e| e.to_string())?;
             let points = super::metrics::points(&self.api, g, &events).map_err(|e| e.message)?;
             out.push(Batch {
                 group: g.store_key(),
@@ -484,6 +491,7 @@ impl CwDelivery {
                 ingestion: 0,
                 ring: ring.clone(),
                 points,
+                generation: Some(g.created),
             });
         }
         Ok(out)

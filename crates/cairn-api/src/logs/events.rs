@@ -96,6 +96,7 @@ pub(super) fn ring(api: &Api, g: &LogGroup) -> KeyRing {
 pub(super) fn store_error(e: cairn_logs::StoreError) -> ApiError {
     match e {
         cairn_logs::StoreError::Key(m) => invalid(m),
+        cairn_logs::StoreError::Gone(m) => ApiError::client("ResourceNotFoundException", m),
         e => ApiError::internal(e),
     }
 }
@@ -150,7 +151,7 @@ fn check_batch(
         ));
     }
     let (first, last) = (events[0].timestamp, events[events.len() - 1].timestamp);
-    if last - first > DAY_MS {
+    if last.checked_sub(first).is_none_or(|span| span > DAY_MS) {
         return Err(invalid(
             "The batch of log events in a single PutLogEvents request cannot span more than 24 hours.",
         ));
@@ -224,7 +225,12 @@ pub(super) async fn put(ctx: &mut Ctx<'_>, action: &str, i: PutInput) -> Result<
         out["rejectedLogEventsInfo"] = r;
     }
     let logs = ctx.api.logs.clone();
-    let (key, stream, now) = (g.store_key(), i.log_stream_name, ctx.now.timestamp_millis());
+    let (key, stream, now, generation) = (
+        g.store_key(),
+        i.log_stream_name,
+        ctx.now.timestamp_millis(),
+        g.created,
+    );
     let events = checked.events;
     ctx.defer(
         Box::new(move || {
@@ -236,6 +242,7 @@ pub(super) async fn put(ctx: &mut Ctx<'_>, action: &str, i: PutInput) -> Result<
                     ingestion: now,
                     ring,
                     points,
+                    generation: Some(generation),
                 })
                 .map_err(store_error)?;
             }
@@ -315,6 +322,7 @@ pub(super) fn get(ctx: &mut Ctx<'_>, action: &str, i: GetInput) -> Result<Value,
             cursor,
             backward,
             limit,
+            MAX_BATCH_BYTES,
             &ring,
         )
         .map_err(store_error)?;
@@ -399,6 +407,7 @@ pub(super) fn filter(ctx: &mut Ctx<'_>, action: &str, i: FilterInput) -> Result<
     let mut out = Vec::new();
     let mut last: Option<(i64, u64)> = None;
     let mut examined = 0u64;
+    let mut bytes = 0usize;
     let mut exhausted = true;
     ctx.api
         .logs
@@ -416,6 +425,7 @@ pub(super) fn filter(ctx: &mut Ctx<'_>, action: &str, i: FilterInput) -> Result<
                         .as_ref()
                         .is_none_or(|p| e.stream.starts_with(p.as_str()));
                 if wanted && pattern.matches(e.message) {
+                    bytes += e.message.len() + EVENT_OVERHEAD;
                     out.push(json!({
                         "logStreamName": e.stream,
                         "timestamp": e.timestamp,
@@ -424,7 +434,8 @@ pub(super) fn filter(ctx: &mut Ctx<'_>, action: &str, i: FilterInput) -> Result<
                         "eventId": format!("{:056}", e.seq),
                     }));
                 }
-                if out.len() >= limit || examined >= SCAN_BUDGET {
+                // At most `limit` events, 1 MB of them, or the scan budget per answer.
+                if out.len() >= limit || bytes >= MAX_BATCH_BYTES || examined >= SCAN_BUDGET {
                     exhausted = false;
                     return false;
                 }

@@ -225,7 +225,16 @@ pub(super) async fn create(
         key_slots,
         current_slot,
     };
+    let (logs, store_key, generation) = (ctx.api.logs.clone(), g.store_key(), g.created);
     ctx.defer_meta_put(key, g);
+    ctx.defer(
+        Box::new(move || {
+            logs.create_group(&store_key, generation)
+                .map_err(super::events::store_error)?;
+            Ok(crate::edge::Committed::default())
+        }),
+        None,
+    );
     ctx.hold_until_made(guard);
     Ok(json!({}))
 }
@@ -410,20 +419,17 @@ pub(super) async fn delete_retention(
 
 /// The group an Associate/DisassociateKmsKey names (query-result keys are not kept: cairn
 /// keeps query results in memory only).
-fn kms_target(name: &Option<String>, resource: &Option<String>) -> Result<String, ApiError> {
+fn kms_target(
+    ctx: &Ctx<'_>,
+    name: &Option<String>,
+    resource: &Option<String>,
+) -> Result<String, ApiError> {
     match (name, resource) {
         (Some(n), None) => {
             check_name(n)?;
             Ok(n.clone())
         }
-        (None, Some(r)) if r.contains(":log-group:") => {
-            let n = r
-                .rsplit_once(":log-group:")
-                .map(|(_, n)| n.trim_end_matches(":*").to_string())
-                .unwrap_or_default();
-            check_name(&n)?;
-            Ok(n)
-        }
+        (None, Some(r)) if r.contains(":log-group:") => named(ctx, &None, &Some(r.clone())),
         (None, Some(_)) => Err(invalid(
             "cairn keeps query results in memory and does not encrypt them with a KMS key; name a log group.",
         )),
@@ -438,7 +444,7 @@ pub(super) async fn associate_key(
     action: &str,
     i: AssociateInput,
 ) -> Result<Value, ApiError> {
-    let name = kms_target(&i.log_group_name, &i.resource_identifier)?;
+    let name = kms_target(ctx, &i.log_group_name, &i.resource_identifier)?;
     let arn = group_arn(ctx, &name);
     ctx.authorize(action, &format!("{arn}:*"))?;
     let guard = ctx.api.control.clone().lock_owned().await;
@@ -458,7 +464,7 @@ pub(super) async fn disassociate_key(
     action: &str,
     i: DisassociateInput,
 ) -> Result<Value, ApiError> {
-    let name = kms_target(&i.log_group_name, &i.resource_identifier)?;
+    let name = kms_target(ctx, &i.log_group_name, &i.resource_identifier)?;
     ctx.authorize(action, &format!("{}:*", group_arn(ctx, &name)))?;
     let guard = ctx.api.control.clone().lock_owned().await;
     let mut g = existing(ctx, &name)?;

@@ -358,10 +358,15 @@ pub(super) fn test(ctx: &mut Ctx<'_>, action: &str, i: TestInput) -> Result<Valu
     Ok(json!({ "matches": matches }))
 }
 
-/// A metric series' name in the log store: namespace, metric, dimensions.
-pub fn series(namespace: &str, metric: &str, dims: &BTreeMap<String, String>) -> String {
+/// A metric series' name in the log store: region, namespace, metric, dimensions.
+pub fn series(
+    region: &str,
+    namespace: &str,
+    metric: &str,
+    dims: &BTreeMap<String, String>,
+) -> String {
     format!(
-        "{namespace}\u{0}{metric}\u{0}{}",
+        "{region}\u{0}{namespace}\u{0}{metric}\u{0}{}",
         serde_json::to_string(dims).unwrap_or_default()
     )
 }
@@ -398,14 +403,19 @@ pub fn points(
                     }
                 }
                 out.push((
-                    series(&t.metric_namespace, &t.metric_name, &dims),
+                    series(&g.region, &t.metric_namespace, &t.metric_name, &dims),
                     e.timestamp.div_euclid(60_000),
                     value,
                 ));
             }
             if let (false, Some(d), Some(e)) = (matched, t.default_value, events.last()) {
                 out.push((
-                    series(&t.metric_namespace, &t.metric_name, &BTreeMap::new()),
+                    series(
+                        &g.region,
+                        &t.metric_namespace,
+                        &t.metric_name,
+                        &BTreeMap::new(),
+                    ),
                     e.timestamp.div_euclid(60_000),
                     d,
                 ));

@@ -63,17 +63,9 @@ crate::operations! {
 
 impl LogsOp {
     pub fn mutates(name: &str) -> bool {
-        ![
-            "Describe",
-            "List",
-            "Get",
-            "Filter",
-            "Test",
-            "StartQuery",
-            "StopQuery",
-        ]
-        .iter()
-        .any(|p| name.starts_with(p))
+        !["Describe", "List", "Get", "Filter", "Test", "StartQuery"]
+            .iter()
+            .any(|p| name.starts_with(p))
     }
 }
 
@@ -184,8 +176,16 @@ impl Service for Logs {
     fn route(&self, _api: &crate::Api, req: &HttpRequest) -> Result<Self::Op, ApiError> {
         route(req)
     }
-    fn audit_unrouted(&self, ctx: &mut Ctx<'_>, req: &HttpRequest, _name: &str) {
-        ctx.audit.request_parameters = json::logged_body(req);
+    fn audit_unrouted(&self, ctx: &mut Ctx<'_>, req: &HttpRequest, name: &str) {
+        // Even a request that does not parse keeps its messages out of the record.
+        ctx.audit.request_parameters = match name {
+            "PutLogEvents" | "TestMetricFilter" => serde_json::from_slice::<Value>(&req.body)
+                .ok()
+                .and_then(|v| v.as_object().cloned())
+                .and_then(|m| logged_params(name, &m))
+                .or(Some(serde_json::json!({}))),
+            _ => json::logged_body(req),
+        };
     }
     fn handle<'a>(
         &'a self,

@@ -28,6 +28,9 @@ struct State {
     created: i64,
     query: String,
     group: String,
+    /// The ARNs (`…:log-group:NAME:*`) of the groups the query reads: whoever reads its
+    /// results or stops it must be allowed on each.
+    arns: Vec<String>,
     error: Option<String>,
 }
 
@@ -145,6 +148,10 @@ pub(super) fn start(ctx: &mut Ctx<'_>, action: &str, i: StartInput) -> Result<Va
             created: ctx.now.timestamp_millis(),
             query: i.query_string.clone(),
             group: names[0].clone(),
+            arns: names
+                .iter()
+                .map(|n| format!("{}:*", group_arn(ctx, n)))
+                .collect(),
             ..Default::default()
         }),
         stop: AtomicBool::new(false),
@@ -180,6 +187,37 @@ pub(super) fn start(ctx: &mut Ctx<'_>, action: &str, i: StartInput) -> Result<Va
         i.end_time.saturating_add(1).saturating_mul(1000),
     );
     tokio::task::spawn_blocking(move || {
+        let guard_entry = entry.clone();
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            run_query(entry, q, limit, groups, rings, logs, account, (from, to))
+        }));
+        if ran.is_err() {
+            let mut s = lock(&guard_entry);
+            s.status = "Failed";
+            s.error = Some("the query failed".into());
+        }
+    });
+    Ok(json!({ "queryId": id }))
+}
+
+/// How long a query may run (AWS: 60 minutes; cairn stops sooner).
+pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+#[allow(clippy::too_many_arguments)]
+fn run_query(
+    entry: Arc<Entry>,
+    q: Query,
+    limit: usize,
+    groups: Vec<LogGroup>,
+    rings: Vec<cairn_logs::KeyRing>,
+    logs: Arc<cairn_logs::LogStore>,
+    account: String,
+    (from, to): (i64, i64),
+) {
+    {
+        let started = std::time::Instant::now();
+        let mut timed_out = false;
+        let mut ticks = 0u32;
         lock(&entry).status = "Running";
         let mut run = Run::new(q, limit);
         let (mut scanned, mut bytes) = (0u64, 0u64);
@@ -194,7 +232,11 @@ pub(super) fn start(ctx: &mut Ctx<'_>, action: &str, i: StartInput) -> Result<Va
                     group: &log,
                     message: e.message,
                 });
-                !run.full && !entry.stop.load(Ordering::Relaxed)
+                ticks = ticks.wrapping_add(1);
+                if ticks.is_multiple_of(4096) && started.elapsed() > TIMEOUT {
+                    timed_out = true;
+                }
+                !run.full && !timed_out && !entry.stop.load(Ordering::Relaxed)
             });
             match r {
                 Ok((n, b)) => {
@@ -206,41 +248,51 @@ pub(super) fn start(ctx: &mut Ctx<'_>, action: &str, i: StartInput) -> Result<Va
                     break;
                 }
             }
-            if run.full || entry.stop.load(Ordering::Relaxed) {
+            if run.full || timed_out || entry.stop.load(Ordering::Relaxed) {
                 break;
             }
         }
         let matched = run.matched;
+        let run_failed = run.failure();
         let results = run.finish();
         let mut s = lock(&entry);
         s.matched = matched;
         s.scanned = scanned;
         s.bytes = bytes;
         s.results = results;
-        s.status = if failed.is_some() {
+        s.status = if failed.is_some() || run_failed.is_some() {
             "Failed"
+        } else if timed_out {
+            "Timeout"
         } else if entry.stop.load(Ordering::Relaxed) {
             "Cancelled"
         } else {
             "Complete"
         };
-        s.error = failed;
-    });
-    Ok(json!({ "queryId": id }))
+        s.error = failed.or(run_failed);
+    }
 }
 
-fn found(ctx: &Ctx<'_>, id: &str) -> Result<Arc<Entry>, ApiError> {
-    ctx.api.queries.map().get(id).cloned().ok_or_else(|| {
-        ApiError::client(
+/// The query `id`, once the caller is authorized for `action` on every group it reads (an
+/// unknown id is authorized on `*`, then not found).
+fn found(ctx: &mut Ctx<'_>, action: &str, id: &str) -> Result<Arc<Entry>, ApiError> {
+    let e = ctx.api.queries.map().get(id).cloned();
+    let Some(e) = e else {
+        ctx.authorize(action, "*")?;
+        return Err(ApiError::client(
             "ResourceNotFoundException",
             format!("Query {id} does not exist."),
-        )
-    })
+        ));
+    };
+    let arns = lock(&e).arns.clone();
+    for a in &arns {
+        ctx.authorize(action, a)?;
+    }
+    Ok(e)
 }
 
 pub(super) fn results(ctx: &mut Ctx<'_>, action: &str, i: QueryId) -> Result<Value, ApiError> {
-    ctx.authorize(action, "*")?;
-    let e = found(ctx, &i.query_id)?;
+    let e = found(ctx, action, &i.query_id)?;
     let s = lock(&e).clone();
     let rows: Vec<Value> = s
         .results
@@ -266,11 +318,17 @@ pub(super) fn results(ctx: &mut Ctx<'_>, action: &str, i: QueryId) -> Result<Val
 }
 
 pub(super) fn stop(ctx: &mut Ctx<'_>, action: &str, i: QueryId) -> Result<Value, ApiError> {
-    ctx.authorize(action, "*")?;
-    let e = found(ctx, &i.query_id)?;
+    let e = found(ctx, action, &i.query_id)?;
     let running = matches!(lock(&e).status, "Scheduled" | "Running");
     if running {
-        e.stop.store(true, Ordering::Relaxed);
+        // Stopped once the request's event is durable.
+        ctx.defer(
+            Box::new(move || {
+                e.stop.store(true, Ordering::Relaxed);
+                Ok(crate::edge::Committed::default())
+            }),
+            None,
+        );
     }
     Ok(json!({ "success": running }))
 }
@@ -295,7 +353,7 @@ pub(super) fn describe(
             return Err(invalid(format!("Invalid status {s}")));
         }
     }
-    let mut all: Vec<(String, State)> = ctx
+    let listed: Vec<(String, State)> = ctx
         .api
         .queries
         .map()
@@ -304,6 +362,16 @@ pub(super) fn describe(
         .filter(|(_, s)| i.status.as_deref().is_none_or(|x| x == s.status))
         .filter(|(_, s)| i.log_group_name.as_ref().is_none_or(|g| g == &s.group))
         .collect();
+    // Only queries of groups the caller may read are listed.
+    let mut all = Vec::new();
+    for (id, s) in listed {
+        if s.arns
+            .iter()
+            .all(|a| ctx.authorize_with("logs:GetQueryResults", a, &[]).is_ok())
+        {
+            all.push((id, s));
+        }
+    }
     all.sort_by_key(|(_, s)| std::cmp::Reverse(s.created));
     let views: Vec<Value> = all
         .iter()

@@ -89,12 +89,25 @@ pub(super) async fn create(
             "The specified log stream already exists",
         ));
     }
+    let (logs, group) = (
+        ctx.api.logs.clone(),
+        format!("{}\u{0}{}", ctx.region, s.log_group_name),
+    );
+    let name = s.log_stream_name.clone();
     ctx.defer_meta_put(
         key,
         LogStream {
             name: s.log_stream_name,
             created: ctx.now.timestamp_millis(),
         },
+    );
+    ctx.defer(
+        Box::new(move || {
+            logs.create_stream(&group, &name)
+                .map_err(super::events::store_error)?;
+            Ok(crate::edge::Committed::default())
+        }),
+        None,
     );
     ctx.hold_until_made(guard);
     Ok(json!({}))
