@@ -42,7 +42,15 @@ pub struct CwStatus {
     /// Milliseconds since the epoch.
     pub latest_delivery: Option<i64>,
     pub latest_error: Option<String>,
+    /// Since when delivery has failed without a success (ms).
+    #[serde(default)]
+    pub failing_since: Option<i64>,
 }
+
+/// How long a trail's events wait in the journal for a failing delivery to recover. Beyond
+/// it the backlog is given up (it stays in the trail's S3 log files and LookupEvents), so
+/// a broken role or deleted group cannot make the journal grow without end.
+pub const MAX_BACKLOG_MS: i64 = 24 * 3_600_000;
 
 fn position_key(trail: &str) -> String {
     format!("cwlogs/pos/{trail}")
@@ -396,8 +404,8 @@ impl CwDelivery {
                     // for a slower trail) keeps its position.
                     let pos = positions.get(name).copied().unwrap_or(end).max(end);
                     new_positions.push((position_key(name), pos.to_le_bytes().to_vec()));
-                    if any {
-                        delivered.push(name.clone());
+                    if any || status(&self.api, name).latest_error.is_some() {
+                        delivered.push((name.clone(), any));
                     }
                     self.failing
                         .lock()
@@ -406,16 +414,30 @@ impl CwDelivery {
                 }
                 Err(why) => {
                     let prev = status(&self.api, name);
+                    let now_ms = chrono::Utc::now().timestamp_millis();
+                    let since = prev.failing_since.unwrap_or(now_ms);
                     if prev.latest_error.as_deref() != Some(why.as_str()) {
                         tracing::warn!(trail = %name, error = %why, "delivery to CloudWatch Logs failed; events wait in the journal");
                     }
-                    self.set_status(
-                        name,
-                        &CwStatus {
-                            latest_error: Some(why),
-                            ..prev
-                        },
-                    );
+                    let mut st = CwStatus {
+                        latest_error: Some(why.clone()),
+                        failing_since: Some(since),
+                        ..prev
+                    };
+                    if now_ms - since > MAX_BACKLOG_MS {
+                        let at = journal.next_seq();
+                        tracing::warn!(trail = %name, "CloudWatch Logs delivery has failed for more than 24 hours; its backlog is given up");
+                        st.latest_error = Some(format!(
+                            "{why} (delivery failed for more than 24 hours: events recorded before {} were not delivered to CloudWatch Logs)",
+                            cairn_record::time::iso(chrono::Utc::now())
+                        ));
+                        st.failing_since = Some(now_ms);
+                        self.api
+                            .logs
+                            .set_states(&[(position_key(name), Some(at.to_le_bytes().to_vec()))])
+                            .map_err(|e| e.to_string())?;
+                    }
+                    self.set_status(name, &st);
                     self.failing
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -423,10 +445,15 @@ impl CwDelivery {
                 }
             }
         }
-        for name in &delivered {
+        for (name, any) in &delivered {
             let st = CwStatus {
-                latest_delivery: Some(ingestion),
+                latest_delivery: if *any {
+                    Some(ingestion)
+                } else {
+                    status(&self.api, name).latest_delivery
+                },
                 latest_error: None,
+                failing_since: None,
             };
             new_positions.push((
                 status_key(name),
