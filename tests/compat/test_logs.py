@@ -665,9 +665,10 @@ def test_attacks_on_queries_roles_and_records(srv):
     qid = admin.start_query(logGroupName="/secret", startTime=0, endTime=int(time.time()) + 60,
                             queryString="fields @message")["queryId"]
     wait_query(admin, qid)
-    with pytest.raises(ClientError) as e:
-        reader.get_query_results(queryId=qid)
-    assert code(e) == "AccessDeniedException"
+    for call in (lambda: reader.get_query_results(queryId=qid), lambda: reader.stop_query(queryId=qid)):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert code(e) == "AccessDeniedException"
     assert qid not in [q["queryId"] for q in reader.describe_queries()["queries"]]
     mine = reader.start_query(logGroupName="/open", startTime=0, endTime=int(time.time()) + 60,
                               queryString="fields @message")["queryId"]

@@ -676,13 +676,6 @@ impl Query {
         }
         out
     }
-
-    /// Whether the query aggregates (its rows are groups, not events).
-    pub fn is_stats(&self) -> bool {
-        self.commands
-            .iter()
-            .any(|c| matches!(c, Command::Stats(..)))
-    }
 }
 
 /// A record being evaluated. A JSON message's top-level members are found on first use

@@ -1027,8 +1027,8 @@ impl LogStore {
     }
 
     /// Flips one byte of a stored message (tamper tests).
-    #[doc(hidden)]
-    pub fn tamper_first_event(&self, group: &str) -> Result<bool> {
+    #[cfg(test)]
+    fn tamper_first_event(&self, group: &str) -> Result<bool> {
         let Some(gid) = self.group_id(group)? else {
             return Ok(false);
         };

@@ -35,8 +35,28 @@ pub struct LogGroup {
 impl LogGroup {
     /// The group's key in the log event store.
     pub fn store_key(&self) -> String {
-        format!("{}\u{0}{}", self.region, self.name)
+        store_key(&self.region, &self.name)
     }
+}
+
+/// A group's key in the log event store: `region\0name`.
+pub(super) fn store_key(region: &str, name: &str) -> String {
+    format!("{region}\u{0}{name}")
+}
+
+/// Checks a group's name and authorizes `action` on it (`…:log-group:NAME:*`).
+pub(super) fn authorize_group(ctx: &mut Ctx<'_>, action: &str, name: &str) -> Result<(), ApiError> {
+    check_name(name)?;
+    ctx.authorize(action, &format!("{}:*", group_arn(ctx, name)))
+}
+
+/// The group `name`, under the control lock (held until the request's change is made).
+pub(super) async fn lock_existing(
+    ctx: &Ctx<'_>,
+    name: &str,
+) -> Result<(LogGroup, tokio::sync::OwnedMutexGuard<()>), ApiError> {
+    let guard = ctx.api.control.clone().lock_owned().await;
+    Ok((existing(ctx, name)?, guard))
 }
 
 /// The group a request names by `logGroupName` or `logGroupIdentifier` (a name or an ARN of
@@ -225,16 +245,9 @@ pub(super) async fn create(
         key_slots,
         current_slot,
     };
-    let (logs, store_key, generation) = (ctx.api.logs.clone(), g.store_key(), g.created);
+    let (group, generation) = (g.store_key(), g.created);
     ctx.defer_meta_put(key, g);
-    ctx.defer(
-        Box::new(move || {
-            logs.create_group(&store_key, generation)
-                .map_err(super::events::store_error)?;
-            Ok(crate::edge::Committed::default())
-        }),
-        None,
-    );
+    super::defer_store(ctx, move |logs| logs.create_group(&group, generation));
     ctx.hold_until_made(guard);
     Ok(json!({}))
 }
@@ -244,36 +257,20 @@ pub(super) async fn delete(
     action: &str,
     g: GroupName,
 ) -> Result<Value, ApiError> {
-    check_name(&g.log_group_name)?;
-    ctx.authorize(action, &format!("{}:*", group_arn(ctx, &g.log_group_name)))?;
-    let guard = ctx.api.control.clone().lock_owned().await;
-    existing(ctx, &g.log_group_name)?;
-    // The group and its streams go together.
-    for (k, _) in ctx.api.meta.scan::<Value>(&super::streams::stream_prefix(
-        &ctx.region,
-        &g.log_group_name,
-    ))? {
-        ctx.defer_meta_delete(k);
+    authorize_group(ctx, action, &g.log_group_name)?;
+    let (group, guard) = lock_existing(ctx, &g.log_group_name).await?;
+    // The group, its streams, its metric filters and its events go together.
+    for prefix in [
+        super::streams::stream_prefix(&group.region, &group.name),
+        super::metrics::filter_prefix(&group.region, &group.name),
+    ] {
+        for (k, _) in ctx.api.meta.scan::<Value>(&prefix)? {
+            ctx.defer_meta_delete(k);
+        }
     }
-    for (k, _) in ctx.api.meta.scan::<Value>(&format!(
-        "logs/mf/{}\u{0}{}\u{0}",
-        ctx.region, g.log_group_name
-    ))? {
-        ctx.defer_meta_delete(k);
-    }
-    ctx.defer_meta_delete(group_key(&ctx.region, &g.log_group_name));
-    let (logs, store_key) = (
-        ctx.api.logs.clone(),
-        format!("{}\u{0}{}", ctx.region, g.log_group_name),
-    );
-    ctx.defer(
-        Box::new(move || {
-            logs.delete_group(&store_key)
-                .map_err(super::events::store_error)?;
-            Ok(crate::edge::Committed::default())
-        }),
-        None,
-    );
+    ctx.defer_meta_delete(group_key(&group.region, &group.name));
+    let key = group.store_key();
+    super::defer_store(ctx, move |logs| logs.delete_group(&key));
     ctx.hold_until_made(guard);
     Ok(json!({}))
 }
@@ -382,8 +379,7 @@ pub(super) async fn put_retention(
     action: &str,
     i: RetentionInput,
 ) -> Result<Value, ApiError> {
-    check_name(&i.log_group_name)?;
-    ctx.authorize(action, &format!("{}:*", group_arn(ctx, &i.log_group_name)))?;
+    authorize_group(ctx, action, &i.log_group_name)?;
     let days = u32::try_from(i.retention_in_days)
         .ok()
         .filter(|d| RETENTION_DAYS.contains(d))
@@ -394,8 +390,7 @@ pub(super) async fn put_retention(
                 RETENTION_DAYS.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
             ))
         })?;
-    let guard = ctx.api.control.clone().lock_owned().await;
-    let mut g = existing(ctx, &i.log_group_name)?;
+    let (mut g, guard) = lock_existing(ctx, &i.log_group_name).await?;
     g.retention_days = Some(days);
     ctx.defer_meta_put(group_key(&ctx.region, &g.name), g);
     ctx.hold_until_made(guard);
@@ -407,10 +402,8 @@ pub(super) async fn delete_retention(
     action: &str,
     i: GroupName,
 ) -> Result<Value, ApiError> {
-    check_name(&i.log_group_name)?;
-    ctx.authorize(action, &format!("{}:*", group_arn(ctx, &i.log_group_name)))?;
-    let guard = ctx.api.control.clone().lock_owned().await;
-    let mut g = existing(ctx, &i.log_group_name)?;
+    authorize_group(ctx, action, &i.log_group_name)?;
+    let (mut g, guard) = lock_existing(ctx, &i.log_group_name).await?;
     g.retention_days = None;
     ctx.defer_meta_put(group_key(&ctx.region, &g.name), g);
     ctx.hold_until_made(guard);
@@ -445,10 +438,9 @@ pub(super) async fn associate_key(
     i: AssociateInput,
 ) -> Result<Value, ApiError> {
     let name = kms_target(ctx, &i.log_group_name, &i.resource_identifier)?;
+    authorize_group(ctx, action, &name)?;
+    let (mut g, guard) = lock_existing(ctx, &name).await?;
     let arn = group_arn(ctx, &name);
-    ctx.authorize(action, &format!("{arn}:*"))?;
-    let guard = ctx.api.control.clone().lock_owned().await;
-    let mut g = existing(ctx, &name)?;
     let (key_arn, env) = crate::kms::on_behalf::logs_data_key(ctx, &i.kms_key_id, &arn)?;
     let slot = g.key_slots.iter().map(|(s, _, _)| *s).max().unwrap_or(0) + 1;
     g.key_slots.push((slot, key_arn.clone(), env));
@@ -465,9 +457,8 @@ pub(super) async fn disassociate_key(
     i: DisassociateInput,
 ) -> Result<Value, ApiError> {
     let name = kms_target(ctx, &i.log_group_name, &i.resource_identifier)?;
-    ctx.authorize(action, &format!("{}:*", group_arn(ctx, &name)))?;
-    let guard = ctx.api.control.clone().lock_owned().await;
-    let mut g = existing(ctx, &name)?;
+    authorize_group(ctx, action, &name)?;
+    let (mut g, guard) = lock_existing(ctx, &name).await?;
     if g.kms_key_id.is_none() {
         return Err(invalid("The log group is not associated with a KMS key."));
     }

@@ -1,7 +1,7 @@
 //! Metric filters: Put/Describe/DeleteMetricFilter, TestMetricFilter, and the data points
 //! they make of matching events (kept in the log store for alarms, per minute).
 
-use super::groups::{check_name, existing, group_arn, LogGroup};
+use super::groups::{authorize_group, check_name, existing, group_arn, lock_existing, LogGroup};
 use super::invalid;
 use crate::edge::Ctx;
 use crate::protocol::ApiError;
@@ -74,7 +74,7 @@ pub struct TestInput {
     pub log_event_messages: Vec<String>,
 }
 
-fn filter_prefix(region: &str, group: &str) -> String {
+pub(super) fn filter_prefix(region: &str, group: &str) -> String {
     format!("logs/mf/{region}\u{0}{group}\u{0}")
 }
 
@@ -187,8 +187,7 @@ fn parse_pattern(p: &str) -> Result<FilterPattern, ApiError> {
 }
 
 pub(super) async fn put(ctx: &mut Ctx<'_>, action: &str, i: PutInput) -> Result<Value, ApiError> {
-    check_name(&i.log_group_name)?;
-    ctx.authorize(action, &format!("{}:*", group_arn(ctx, &i.log_group_name)))?;
+    authorize_group(ctx, action, &i.log_group_name)?;
     if i.filter_name.is_empty() || i.filter_name.len() > 512 || i.filter_name.contains([':', '*']) {
         return Err(invalid(format!(
             "1 validation error detected: Value '{}' at 'filterName' failed to satisfy constraint: Member must satisfy regular expression pattern: [^:*]*",
@@ -197,8 +196,7 @@ pub(super) async fn put(ctx: &mut Ctx<'_>, action: &str, i: PutInput) -> Result<
     }
     parse_pattern(&i.filter_pattern)?;
     check_transformations(&i.metric_transformations)?;
-    let guard = ctx.api.control.clone().lock_owned().await;
-    let g = existing(ctx, &i.log_group_name)?;
+    let (g, guard) = lock_existing(ctx, &i.log_group_name).await?;
     let key = format!("{}{}", filter_prefix(&g.region, &g.name), i.filter_name);
     let others = of_group(ctx.api, &g)?;
     if !others.iter().any(|f| f.name == i.filter_name) && others.len() >= MAX_FILTERS_PER_GROUP {
@@ -230,10 +228,8 @@ pub(super) async fn delete(
     action: &str,
     i: DeleteInput,
 ) -> Result<Value, ApiError> {
-    check_name(&i.log_group_name)?;
-    ctx.authorize(action, &format!("{}:*", group_arn(ctx, &i.log_group_name)))?;
-    let guard = ctx.api.control.clone().lock_owned().await;
-    let g = existing(ctx, &i.log_group_name)?;
+    authorize_group(ctx, action, &i.log_group_name)?;
+    let (g, guard) = lock_existing(ctx, &i.log_group_name).await?;
     let key = format!("{}{}", filter_prefix(&g.region, &g.name), i.filter_name);
     if ctx.api.meta.get::<MetricFilter>(&key)?.is_none() {
         return Err(ApiError::client(

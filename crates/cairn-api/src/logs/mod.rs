@@ -15,6 +15,7 @@ mod streams;
 mod tags;
 
 pub use groups::LogGroup;
+pub use metrics::series;
 
 use crate::edge::{Ctx, HttpRequest};
 use crate::protocol::json;
@@ -67,6 +68,24 @@ impl LogsOp {
             .iter()
             .any(|p| name.starts_with(p))
     }
+}
+
+/// Defers a change of the log event store until the request's event is durable.
+fn defer_store(
+    ctx: &mut Ctx<'_>,
+    change: impl FnOnce(&cairn_logs::LogStore) -> Result<(), cairn_logs::StoreError>
+        + Send
+        + Sync
+        + 'static,
+) {
+    let logs = ctx.api.logs.clone();
+    ctx.defer(
+        Box::new(move || {
+            change(&logs).map_err(events::store_error)?;
+            Ok(crate::edge::Committed::default())
+        }),
+        None,
+    );
 }
 
 /// Reads a request into its operation.

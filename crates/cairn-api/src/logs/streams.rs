@@ -89,10 +89,7 @@ pub(super) async fn create(
             "The specified log stream already exists",
         ));
     }
-    let (logs, group) = (
-        ctx.api.logs.clone(),
-        format!("{}\u{0}{}", ctx.region, s.log_group_name),
-    );
+    let group = super::groups::store_key(&ctx.region, &s.log_group_name);
     let name = s.log_stream_name.clone();
     ctx.defer_meta_put(
         key,
@@ -101,14 +98,7 @@ pub(super) async fn create(
             created: ctx.now.timestamp_millis(),
         },
     );
-    ctx.defer(
-        Box::new(move || {
-            logs.create_stream(&group, &name)
-                .map_err(super::events::store_error)?;
-            Ok(crate::edge::Committed::default())
-        }),
-        None,
-    );
+    super::defer_store(ctx, move |logs| logs.create_stream(&group, &name));
     ctx.hold_until_made(guard);
     Ok(json!({}))
 }
@@ -126,18 +116,10 @@ pub(super) async fn delete(
         ));
     }
     ctx.defer_meta_delete(key);
-    let (logs, group) = (
-        ctx.api.logs.clone(),
-        format!("{}\u{0}{}", ctx.region, s.log_group_name),
-    );
-    ctx.defer(
-        Box::new(move || {
-            logs.delete_stream(&group, &s.log_stream_name)
-                .map_err(super::events::store_error)?;
-            Ok(crate::edge::Committed::default())
-        }),
-        None,
-    );
+    let group = super::groups::store_key(&ctx.region, &s.log_group_name);
+    super::defer_store(ctx, move |logs| {
+        logs.delete_stream(&group, &s.log_stream_name)
+    });
     ctx.hold_until_made(guard);
     Ok(json!({}))
 }

@@ -1,7 +1,7 @@
 //! Tags of log groups: TagResource/UntagResource/ListTagsForResource (by ARN) and the legacy
 //! TagLogGroup/UntagLogGroup/ListTagsLogGroup (by name).
 
-use super::groups::{check_tags, existing, group_arn, group_key, GroupName};
+use super::groups::{authorize_group, check_tags, existing, group_arn, group_key, GroupName};
 use super::invalid;
 use crate::edge::Ctx;
 use crate::protocol::ApiError;
@@ -65,9 +65,8 @@ async fn change(
     group: &str,
     f: impl FnOnce(&mut BTreeMap<String, String>),
 ) -> Result<Value, ApiError> {
-    ctx.authorize(action, &format!("{}:*", group_arn(ctx, group)))?;
-    let guard = ctx.api.control.clone().lock_owned().await;
-    let mut g = existing(ctx, group)?;
+    authorize_group(ctx, action, group)?;
+    let (mut g, guard) = super::groups::lock_existing(ctx, group).await?;
     f(&mut g.tags);
     check_tags(&g.tags)?;
     ctx.defer_meta_put(group_key(&ctx.region, &g.name), g);
