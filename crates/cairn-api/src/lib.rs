@@ -12,6 +12,7 @@
 //! [`cloudtrail::history`], a journal consumer that indexes management events.
 
 pub mod cloudtrail;
+pub mod dynamodb;
 pub mod edge;
 pub mod http;
 pub mod iam;
@@ -80,6 +81,9 @@ pub struct ApiOptions {
     pub multipart_expiry_days: i64,
     /// Buckets served by an upstream S3-compatible service (cairn bucket name → target).
     pub proxies: std::collections::HashMap<String, s3::proxy::ProxyTarget>,
+    /// The DynamoDB-compatible database DynamoDB calls go to (`None`: DynamoDB calls are
+    /// answered with how to configure one).
+    pub dynamodb: Option<dynamodb::Target>,
 }
 
 impl ApiOptions {
@@ -110,6 +114,7 @@ impl ApiOptions {
             part_cipher: None,
             multipart_expiry_days: 7,
             proxies: Default::default(),
+            dynamodb: None,
         }
     }
 }
@@ -157,6 +162,8 @@ pub struct Api {
     pub control: Arc<tokio::sync::Mutex<()>>,
     /// When this API started (the creation date ListBuckets shows for proxied buckets).
     pub started: chrono::DateTime<chrono::Utc>,
+    /// DynamoDB's upstream client, learned ARN prefix and key schemas.
+    pub dynamodb: Arc<dynamodb::State>,
     /// The HTTP client for proxied buckets (built on first use).
     pub upstream: std::sync::OnceLock<s3::proxy::Upstream>,
     /// Room for request bodies being buffered, in bytes (`ApiOptions::max_buffered_body_bytes`).
@@ -210,6 +217,7 @@ impl Api {
             metrics: metrics::Metrics::new(),
             control: Arc::new(tokio::sync::Mutex::new(())),
             upstream: std::sync::OnceLock::new(),
+            dynamodb: Default::default(),
             started: chrono::Utc::now(),
             pending: std::sync::Mutex::new(PendingSet::default()),
             body_bytes_by_peer: Default::default(),

@@ -173,6 +173,7 @@ impl<S: Service> Registered for S {
 pub static SERVICES: &[&dyn Registered] = &[
     &crate::kms::Kms,
     &crate::logs::Logs,
+    &crate::dynamodb::DynamoDb,
     &crate::cloudtrail::CloudTrail,
     &crate::cloudtrail::data::CloudTrailData,
     &crate::iam::sts::Sts,

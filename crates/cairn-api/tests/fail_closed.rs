@@ -105,13 +105,28 @@ fn logs(op: &'static str, body: impl Into<String>) -> Case {
         .body(body)
 }
 
+fn ddb(op: &'static str, body: impl Into<String>) -> Case {
+    case("dynamodb", op, "POST", "/")
+        .header("x-amz-target", &format!("DynamoDB_20120810.{op}"))
+        .header("content-type", "application/x-amz-json-1.0")
+        .body(body)
+}
+
 fn s3(op: &'static str, method: &'static str, path: &str, query: &str) -> Case {
     case("s3", op, method, path).query(query)
 }
 
+type Calls = Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
 /// Everything a request could change, as text.
-fn state(api: &Api, multipart: &std::path::Path) -> String {
+fn state(api: &Api, multipart: &std::path::Path, upstream: &Calls) -> String {
     let mut out = Vec::new();
+    // What the DynamoDB upstream was asked to do (its schema reads aside).
+    for (op, body) in upstream.lock().unwrap().iter() {
+        if op != "DescribeTable" {
+            out.push(format!("dynamodb upstream {op} {body}"));
+        }
+    }
     let store = &api.store;
     for (b, _) in store.list_buckets().unwrap() {
         out.push(format!("bucket {b} {:?}", store.versioning(&b).unwrap()));
@@ -219,10 +234,11 @@ fn xml_field(body: &str, tag: &str) -> String {
 #[test]
 fn every_mutating_operation_of_every_service_fails_closed() {
     let fail = Arc::new(AtomicBool::new(false));
+    let (ddb_endpoint, upstream) = common::fake_dynamodb();
     let bed = common::testbed(
         Arc::new(SystemClock),
         Some(Arc::new(Switch(fail.clone()))),
-        |_| {},
+        |o| o.dynamodb = Some(common::dynamodb_target(&ddb_endpoint)),
     );
     let api = bed.api.clone();
     let multipart = api.opts.multipart_dir.clone();
@@ -614,6 +630,40 @@ fn every_mutating_operation_of_every_service_fails_closed() {
         )),
         s3("PutObjectLegalHold", "PUT", "/lockb/locked-obj", "legal-hold")
             .body("<LegalHold><Status>ON</Status></LegalHold>"),
+        // DynamoDB: every write reaches the upstream only once its event is durable.
+        ddb("CreateTable", r#"{"TableName":"ddb-t","AttributeDefinitions":[{"AttributeName":"pk","AttributeType":"S"}],"KeySchema":[{"AttributeName":"pk","KeyType":"HASH"}],"BillingMode":"PAY_PER_REQUEST"}"#),
+        ddb("UpdateTable", r#"{"TableName":"ddb-t","BillingMode":"PAY_PER_REQUEST"}"#),
+        ddb("UpdateTimeToLive", r#"{"TableName":"ddb-t","TimeToLiveSpecification":{"Enabled":true,"AttributeName":"exp"}}"#),
+        ddb("UpdateContinuousBackups", r#"{"TableName":"ddb-t","PointInTimeRecoverySpecification":{"PointInTimeRecoveryEnabled":true}}"#),
+        ddb("UpdateContributorInsights", r#"{"TableName":"ddb-t","ContributorInsightsAction":"ENABLE"}"#),
+        ddb("EnableKinesisStreamingDestination", r#"{"TableName":"ddb-t","StreamArn":"arn:aws:kinesis:us-east-1:123456789012:stream/s"}"#),
+        ddb("UpdateKinesisStreamingDestination", r#"{"TableName":"ddb-t","StreamArn":"arn:aws:kinesis:us-east-1:123456789012:stream/s"}"#),
+        ddb("DisableKinesisStreamingDestination", r#"{"TableName":"ddb-t","StreamArn":"arn:aws:kinesis:us-east-1:123456789012:stream/s"}"#),
+        ddb("UpdateTableReplicaAutoScaling", r#"{"TableName":"ddb-t"}"#),
+        ddb("TagResource", r#"{"ResourceArn":"arn:aws:dynamodb:us-east-1:123456789012:table/ddb-t","Tags":[{"Key":"k","Value":"v"}]}"#),
+        ddb("UntagResource", r#"{"ResourceArn":"arn:aws:dynamodb:us-east-1:123456789012:table/ddb-t","TagKeys":["k"]}"#),
+        ddb("PutResourcePolicy", r#"{"ResourceArn":"arn:aws:dynamodb:us-east-1:123456789012:table/ddb-t","Policy":"{}"}"#),
+        ddb("DeleteResourcePolicy", r#"{"ResourceArn":"arn:aws:dynamodb:us-east-1:123456789012:table/ddb-t"}"#),
+        ddb("CreateBackup", r#"{"TableName":"ddb-t","BackupName":"b1"}"#),
+        ddb("DeleteBackup", r#"{"BackupArn":"arn:aws:dynamodb:us-east-1:123456789012:table/ddb-t/backup/01"}"#),
+        ddb("RestoreTableFromBackup", r#"{"TargetTableName":"ddb-r","BackupArn":"arn:aws:dynamodb:us-east-1:123456789012:table/ddb-t/backup/01"}"#),
+        ddb("RestoreTableToPointInTime", r#"{"SourceTableName":"ddb-t","TargetTableName":"ddb-p"}"#),
+        ddb("ExportTableToPointInTime", r#"{"TableArn":"arn:aws:dynamodb:us-east-1:123456789012:table/ddb-t","S3Bucket":"data"}"#),
+        ddb("ImportTable", r#"{"S3BucketSource":{"S3Bucket":"data"},"InputFormat":"CSV","TableCreationParameters":{"TableName":"ddb-i","AttributeDefinitions":[{"AttributeName":"pk","AttributeType":"S"}],"KeySchema":[{"AttributeName":"pk","KeyType":"HASH"}],"BillingMode":"PAY_PER_REQUEST"}}"#),
+        ddb("StartBulkPutItems", r#"{"TableName":"ddb-t","InputS3Configuration":{},"OutputS3Configuration":{}}"#),
+        ddb("CancelBulkOperation", r#"{"BulkOperationArn":"arn:aws:dynamodb:us-east-1:123456789012:table/ddb-t/bulk-operation/01"}"#),
+        ddb("CreateGlobalTable", r#"{"GlobalTableName":"ddb-t","ReplicationGroup":[{"RegionName":"us-east-1"}]}"#),
+        ddb("UpdateGlobalTable", r#"{"GlobalTableName":"ddb-t","ReplicaUpdates":[]}"#),
+        ddb("UpdateGlobalTableSettings", r#"{"GlobalTableName":"ddb-t"}"#),
+        ddb("PutItem", r#"{"TableName":"ddb-t","Item":{"pk":{"S":"a"},"v":{"S":"x"}}}"#),
+        ddb("UpdateItem", r#"{"TableName":"ddb-t","Key":{"pk":{"S":"a"}},"UpdateExpression":"SET v = :v","ExpressionAttributeValues":{":v":{"S":"y"}}}"#),
+        ddb("DeleteItem", r#"{"TableName":"ddb-t","Key":{"pk":{"S":"a"}}}"#),
+        ddb("BatchWriteItem", r#"{"RequestItems":{"ddb-t":[{"PutRequest":{"Item":{"pk":{"S":"b"}}}},{"DeleteRequest":{"Key":{"pk":{"S":"c"}}}}]}}"#),
+        ddb("TransactWriteItems", r#"{"TransactItems":[{"Put":{"TableName":"ddb-t","Item":{"pk":{"S":"d"}}}},{"Delete":{"TableName":"ddb-u","Key":{"pk":{"S":"e"}}}}]}"#),
+        ddb("ExecuteStatement", r#"{"Statement":"UPDATE \"ddb-t\" SET v = ? WHERE pk = 'a'","Parameters":[{"S":"z"}]}"#),
+        ddb("BatchExecuteStatement", r#"{"Statements":[{"Statement":"INSERT INTO \"ddb-t\" VALUE {'pk': ?}","Parameters":[{"S":"f"}]}]}"#),
+        ddb("ExecuteTransaction", r#"{"TransactStatements":[{"Statement":"DELETE FROM \"ddb-t\" WHERE pk = 'g'"}]}"#),
+        ddb("DeleteTable", r#"{"TableName":"ddb-t"}"#),
         // S3: buckets
         s3("CreateBucket", "PUT", "/newbucket", ""),
         s3("PutBucketVersioning", "PUT", "/plain", "versioning")
@@ -683,11 +733,11 @@ fn every_mutating_operation_of_every_service_fails_closed() {
 
     // With the journal failing: 503, and nothing changed.
     fail.store(true, Ordering::SeqCst);
-    let before = state(&api, &multipart);
+    let before = state(&api, &multipart, &upstream);
     for c in &cases {
         let (st, body) = send(c);
         assert_eq!(st, 503, "{}:{} answered {st}: {body}", c.service, c.op);
-        let after = state(&api, &multipart);
+        let after = state(&api, &multipart, &upstream);
         if after != before {
             let gone: Vec<&str> = before.lines().filter(|l| !after.contains(l)).collect();
             let new: Vec<&str> = after.lines().filter(|l| !before.contains(l)).collect();
@@ -712,6 +762,19 @@ fn every_mutating_operation_of_every_service_fails_closed() {
             c.op
         );
     }
+    // Each DynamoDB write reached the upstream once, with ARNs in the upstream's own form.
+    let calls = upstream.lock().unwrap().clone();
+    for c in cases.iter().filter(|c| c.service == "dynamodb") {
+        let n = calls.iter().filter(|(op, _)| op == c.op).count();
+        assert_eq!(n, 1, "dynamodb:{} reached the upstream {n} times", c.op);
+    }
+    let tag = calls.iter().find(|(op, _)| op == "TagResource").unwrap();
+    assert!(
+        tag.1
+            .contains("arn:aws:dynamodb:us-east-1:000000000000:table/ddb-t"),
+        "{}",
+        tag.1
+    );
     assert!(api.engine.trail("tr2").is_some() && api.engine.trail("tr1").is_none());
     assert!(api.iam.get_user("dave").is_ok() && api.iam.get_user("bob").is_err());
     assert!(store.bucket_exists("newbucket").unwrap() && !store.bucket_exists("empty").unwrap());

@@ -44,6 +44,20 @@
 //! access_key_id = "AKIA…"
 //! secret_access_key_env = "ARTIFACTS_SECRET"  # env var with the secret (or secret_access_key)
 //!
+//! [dynamodb]                       # DynamoDB calls go to a DynamoDB-compatible database
+//! upstream = "http://127.0.0.1:8000"  # DynamoDB Local, Alternator, dynalite, or AWS
+//!                                  # (or --dynamodb-upstream; without one, DynamoDB calls
+//!                                  # are answered 501 with how to set it)
+//! region = "us-east-1"             # the cairn region its tables belong to (default:
+//!                                  # default_region); calls signed for others are refused
+//! signing_region = "us-east-1"     # the upstream's signing region (default: region)
+//! access_key_id = "AKIA…"          # upstream credentials; without them, the environment's
+//! secret_access_key_env = "DDB_SECRET"  # CAIRN_DYNAMODB_ACCESS_KEY_ID / _SECRET_ACCESS_KEY
+//!                                  # (/ _SESSION_TOKEN), else AWS_ACCESS_KEY_ID / …
+//! timeout = "30s"                  # how long an upstream answer may take
+//! ca_file = "upstream-ca.pem"      # extra CA certificates for an https upstream
+//! account_id = "000000000000"      # the upstream's account (default: learned from its ARNs)
+//!
 //! [[trail]]                        # trails applied idempotently at start
 //! name = "acme-audit-trail"
 //! bucket = "acme-cloudtrail-logs"
@@ -91,6 +105,92 @@ pub struct FileConfig {
     pub buckets: Vec<BucketConfig>,
     #[serde(default, rename = "trail")]
     pub trails: Vec<TrailDecl>,
+    pub dynamodb: Option<DynamoConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamoConfig {
+    pub upstream: Option<String>,
+    pub region: Option<String>,
+    pub signing_region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub secret_access_key_env: Option<String>,
+    pub timeout: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub account_id: Option<String>,
+}
+
+/// The DynamoDB upstream from `[dynamodb]` and `--dynamodb-upstream` (which wins); `None`
+/// when neither names one.
+pub fn dynamodb_target(
+    file: Option<&DynamoConfig>,
+    flag: Option<&str>,
+    default_region: &str,
+) -> Result<Option<cairn_api::dynamodb::Target>> {
+    let c = file.cloned().unwrap_or_default();
+    let Some(endpoint) = flag.map(str::to_string).or(c.upstream.clone()) else {
+        return Ok(None);
+    };
+    let endpoint = endpoint.trim_end_matches('/').to_string();
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        bail!("[dynamodb] upstream must start with http:// or https://");
+    }
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (access_key_id, secret_access_key, session_token) = match &c.access_key_id {
+        Some(id) => {
+            let secret = match (&c.secret_access_key_env, &c.secret_access_key) {
+                (Some(var), _) => env(var).ok_or_else(|| {
+                    anyhow::anyhow!("[dynamodb]: environment variable {var} (the upstream secret key) is not set")
+                })?,
+                (None, Some(s)) => {
+                    tracing::warn!("the DynamoDB upstream's secret key is stored in cairn.toml in plain text; prefer secret_access_key_env");
+                    s.clone()
+                }
+                (None, None) => bail!("[dynamodb]: access_key_id needs secret_access_key_env (or secret_access_key)"),
+            };
+            (id.clone(), secret, None)
+        }
+        None => match (
+            env("CAIRN_DYNAMODB_ACCESS_KEY_ID"),
+            env("CAIRN_DYNAMODB_SECRET_ACCESS_KEY"),
+        ) {
+            (Some(id), Some(s)) => (id, s, env("CAIRN_DYNAMODB_SESSION_TOKEN")),
+            _ => match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+                (Some(id), Some(s)) => (id, s, env("AWS_SESSION_TOKEN")),
+                _ => bail!(
+                    "[dynamodb]: no upstream credentials: set access_key_id and secret_access_key_env in [dynamodb], or CAIRN_DYNAMODB_ACCESS_KEY_ID and CAIRN_DYNAMODB_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) in the environment"
+                ),
+            },
+        },
+    };
+    if let Some(a) = &c.account_id {
+        if !cairn_record::arn::is_account_id(a) {
+            bail!("[dynamodb] account_id must be 12 digits");
+        }
+    }
+    let region = c
+        .region
+        .clone()
+        .unwrap_or_else(|| default_region.to_string());
+    let timeout = match &c.timeout {
+        Some(t) => parse_duration(t)?
+            .to_std()
+            .map_err(|_| anyhow::anyhow!("[dynamodb] timeout must be positive"))?,
+        None => std::time::Duration::from_secs(30),
+    };
+    Ok(Some(cairn_api::dynamodb::Target {
+        endpoint,
+        signing_region: c.signing_region.clone().unwrap_or_else(|| region.clone()),
+        region,
+        access_key_id,
+        secret_access_key,
+        session_token,
+        timeout,
+        ca_file: c.ca_file.clone(),
+        account: c.account_id.clone(),
+    }))
 }
 
 #[derive(Debug, Clone, Deserialize)]

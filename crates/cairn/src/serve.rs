@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// How often the S3 lifecycle worker runs (e.g. 1m, 10s).
     #[arg(long)]
     pub lifecycle_interval: Option<String>,
+    /// The DynamoDB-compatible database DynamoDB calls are forwarded to (e.g.
+    /// http://127.0.0.1:8000 for dynalite or DynamoDB Local); overrides `[dynamodb] upstream`.
+    #[arg(long)]
+    pub dynamodb_upstream: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -288,6 +292,20 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             opts.proxies.insert(b.name.clone(), p.target(&b.name)?);
             tracing::info!(bucket = %b.name, upstream = %p.endpoint, "bucket served by an upstream S3");
         }
+    }
+    if let Some(t) = crate::config::dynamodb_target(
+        file.dynamodb.as_ref(),
+        a.dynamodb_upstream.as_deref(),
+        &opts.default_region,
+    )? {
+        if !opts.regions.contains(&t.region) {
+            anyhow::bail!(
+                "[dynamodb] region {} is not one of the regions cairn serves",
+                t.region
+            );
+        }
+        tracing::info!(upstream = %t.endpoint, region = %t.region, "DynamoDB calls are forwarded to an upstream");
+        opts.dynamodb = Some(t);
     }
     opts.multipart_dir = a.data_dir.join("multipart");
     {

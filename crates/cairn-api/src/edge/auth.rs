@@ -97,6 +97,8 @@ pub fn body_limit(api: &Api, req: &HttpRequest) -> usize {
     let scope = presented(req).ok().map(|a| a.service);
     match service_for(req, scope.as_deref()).map(|s| s.protocol()) {
         Ok(Protocol::S3) => api.opts.max_body_bytes,
+        // DynamoDB takes up to 16 MB in one call (BatchWriteItem).
+        Ok(Protocol::Json10) => (16 << 20) + (64 << 10),
         _ => api.opts.max_api_body_bytes.min(api.opts.max_body_bytes),
     }
 }
@@ -184,6 +186,14 @@ fn s3_iso(t: DateTime<Utc>) -> String {
 
 fn auth_error(protocol: Protocol, e: &AuthError) -> ApiError {
     let (code, status) = e.code(protocol.auth_protocol());
+    // DynamoDB names these two with the `Exception` suffix, and answers them 400.
+    let (code, status) = match (protocol, code) {
+        (Protocol::Json10, "MissingAuthenticationToken") => {
+            ("MissingAuthenticationTokenException", 400)
+        }
+        (Protocol::Json10, "IncompleteSignature") => ("IncompleteSignatureException", status),
+        _ => (code, status),
+    };
     let mut err = ApiError::new(code, status, e.to_string());
     if let AuthError::UnsignedHeader(h) = e {
         if protocol == Protocol::S3 {

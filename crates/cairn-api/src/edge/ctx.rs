@@ -22,6 +22,8 @@ pub struct Audit {
     pub response_elements: Option<Value>,
     pub resources: Option<Vec<Resource>>,
     pub additional_event_data: Option<Value>,
+    /// `apiVersion` of the record (DynamoDB's `2012-08-10`).
+    pub api_version: Option<&'static str>,
     /// A data event built by the handler (S3 object calls); replaces the management event.
     pub data_event: Option<EventRecord>,
     /// The error of an answer passed through unchanged (a proxied upstream's error):
@@ -55,6 +57,8 @@ pub struct EffectOutcome {
     /// The error of an answer passed through (an upstream's error): `(code, message)`.
     pub error: Option<(String, String)>,
     pub additional_event_data: Option<Value>,
+    /// The record's `responseElements` when the effect succeeded (a created table).
+    pub response_elements: Option<Value>,
 }
 
 impl Default for EffectOutcome {
@@ -68,6 +72,7 @@ impl Default for EffectOutcome {
             )),
             error: None,
             additional_event_data: None,
+            response_elements: None,
         }
     }
 }

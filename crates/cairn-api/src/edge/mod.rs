@@ -356,6 +356,9 @@ async fn finish_effect(
             if out.additional_event_data.is_some() {
                 rec.additional_event_data = out.additional_event_data;
             }
+            if rec.error_code.is_none() && out.response_elements.is_some() {
+                rec.response_elements = out.response_elements;
+            }
             // The outcome came from outside (an upstream's message): bounded like the rest.
             bound_record(&mut rec);
             match (api.record_resolved(pending, &rec).await, out.reply) {

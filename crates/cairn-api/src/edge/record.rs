@@ -61,6 +61,7 @@ pub(super) fn build_record(
             );
             r.request_parameters = a.request_parameters.clone();
             r.resources = a.resources.clone();
+            r.api_version = a.api_version.map(str::to_string);
             r
         }
     };

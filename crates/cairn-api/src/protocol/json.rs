@@ -138,6 +138,54 @@ pub fn error_body(e: &ApiError) -> Bytes {
     )
 }
 
+/// An awsJson 1.0 error as DynamoDB writes it: `__type` names the error's namespace (the
+/// request-level errors are Coral's, the rest the service's), and the body's CRC32 is in
+/// `x-amz-crc32`, which the SDKs check.
+pub fn json10_error(e: &ApiError) -> Reply {
+    let namespace = match e.code.as_str() {
+        "ValidationException" => "com.amazon.coral.validate#",
+        "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "MissingAuthenticationTokenException"
+        | "MissingAuthenticationToken"
+        | "IncompleteSignatureException"
+        | "IncompleteSignature"
+        | "AccessDeniedException"
+        | "SerializationException"
+        | "UnknownOperationException"
+        | "ExpiredTokenException"
+        | "RequestEntityTooLargeException"
+        | "ServiceUnavailable"
+        | "ServiceUnavailableException"
+        | "InternalFailure"
+        | "NotImplemented" => "com.amazon.coral.service#",
+        _ => "com.amazonaws.dynamodb.v20120810#",
+    };
+    #[derive(Serialize)]
+    struct Body<'a> {
+        #[serde(rename = "__type")]
+        code: &'a str,
+        message: &'a str,
+    }
+    let code = format!("{namespace}{}", e.code);
+    let body = Bytes::from(
+        serde_json::to_vec(&Body {
+            code: &code,
+            message: &e.message,
+        })
+        .unwrap_or_default(),
+    );
+    Reply {
+        status: e.status,
+        headers: vec![
+            ("content-type".into(), super::AMZ_JSON_1_0.into()),
+            ("x-amz-crc32".into(), crc32fast::hash(&body).to_string()),
+        ],
+        body,
+        stream: None,
+    }
+}
+
 /// An epoch-seconds timestamp: integral seconds as an integer, else fractional.
 pub fn secs(t: DateTime<Utc>) -> Value {
     let ms = t.timestamp_millis();

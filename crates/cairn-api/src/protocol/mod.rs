@@ -21,6 +21,7 @@ pub fn cloudtrail_operation(target: &str) -> Option<&str> {
         .filter(|op| !op.is_empty())
 }
 pub const AMZ_JSON_1_1: &str = "application/x-amz-json-1.1";
+pub const AMZ_JSON_1_0: &str = "application/x-amz-json-1.0";
 pub const S3_XMLNS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 /// IAM's namespace: its answers', and every query-protocol error's (STS's too, as before).
 pub const IAM_XMLNS: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
@@ -30,6 +31,8 @@ pub const IAM_XMLNS: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
 pub enum Protocol {
     /// awsJson 1.1 (CloudTrail).
     Json,
+    /// awsJson 1.0 (DynamoDB): errors name their namespace and answers carry `x-amz-crc32`.
+    Json10,
     /// restJson (CloudTrail Data).
     RestJson,
     /// query (IAM, STS).
@@ -41,7 +44,9 @@ pub enum Protocol {
 impl Protocol {
     pub fn auth_protocol(self) -> cairn_iam::sigv4::Protocol {
         match self {
-            Protocol::Json | Protocol::RestJson => cairn_iam::sigv4::Protocol::Json,
+            Protocol::Json | Protocol::Json10 | Protocol::RestJson => {
+                cairn_iam::sigv4::Protocol::Json
+            }
             Protocol::Query => cairn_iam::sigv4::Protocol::Query,
             Protocol::S3 => cairn_iam::sigv4::Protocol::S3,
         }
@@ -226,6 +231,7 @@ pub fn error_reply(protocol: Protocol, e: &ApiError, request_id: &str, head: boo
             body: json::error_body(e),
             stream: None,
         },
+        Protocol::Json10 => json::json10_error(e),
         Protocol::RestJson => Reply {
             status: e.status,
             headers: vec![

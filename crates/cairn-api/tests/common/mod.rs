@@ -99,3 +99,99 @@ pub fn testbed(
         secret: k.secret,
     }
 }
+
+/// A stand-in DynamoDB upstream on loopback: every call is answered `{}` (200), except
+/// DescribeTable, which describes the named table with partition key `pk` (as a real
+/// upstream would, in its own account `000000000000`). Returns its endpoint and every call
+/// it received as `(operation, body)`, DescribeTable included.
+#[allow(dead_code)]
+pub fn fake_dynamodb() -> (String, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let seen: Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
+    let calls = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let calls = calls.clone();
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut target = String::new();
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim_end();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = l.split_once(':') {
+                            match k.to_ascii_lowercase().as_str() {
+                                "content-length" => len = v.trim().parse().unwrap_or(0),
+                                "x-amz-target" => {
+                                    target =
+                                        v.trim().trim_start_matches("DynamoDB_20120810.").into()
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let body = String::from_utf8_lossy(&body).into_owned();
+                    let answer = if target == "DescribeTable" {
+                        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                        let t = v["TableName"].as_str().unwrap_or("t").to_string();
+                        serde_json::json!({"Table": {
+                            "TableName": t,
+                            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                            "TableArn": format!("arn:aws:dynamodb:us-east-1:000000000000:table/{t}")
+                        }})
+                        .to_string()
+                    } else {
+                        "{}".to_string()
+                    };
+                    calls.lock().unwrap().push((target, body));
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\nx-amz-crc32: {}\r\ncontent-length: {}\r\n\r\n",
+                        crc32fast::hash(answer.as_bytes()),
+                        answer.len()
+                    );
+                    if w.write_all(head.as_bytes()).is_err()
+                        || w.write_all(answer.as_bytes()).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (endpoint, seen)
+}
+
+/// A DynamoDB upstream target for `fake_dynamodb`'s endpoint.
+#[allow(dead_code)]
+pub fn dynamodb_target(endpoint: &str) -> cairn_api::dynamodb::Target {
+    cairn_api::dynamodb::Target {
+        endpoint: endpoint.to_string(),
+        signing_region: "us-east-1".into(),
+        region: "us-east-1".into(),
+        access_key_id: "upstream".into(),
+        secret_access_key: "upstream-secret".into(),
+        session_token: None,
+        timeout: std::time::Duration::from_secs(10),
+        ca_file: None,
+        account: None,
+    }
+}
