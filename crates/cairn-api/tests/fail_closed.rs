@@ -116,7 +116,7 @@ fn s3(op: &'static str, method: &'static str, path: &str, query: &str) -> Case {
     case("s3", op, method, path).query(query)
 }
 
-type Calls = Arc<std::sync::Mutex<Vec<(String, String)>>>;
+type Calls = common::UpstreamCalls;
 
 /// Everything a request could change, as text.
 fn state(api: &Api, multipart: &std::path::Path, upstream: &Calls) -> String {

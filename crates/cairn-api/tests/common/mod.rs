@@ -100,16 +100,19 @@ pub fn testbed(
     }
 }
 
+/// The calls a stand-in upstream received: `(operation, body)`.
+pub type UpstreamCalls = Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
 /// A stand-in DynamoDB upstream on loopback: every call is answered `{}` (200), except
 /// DescribeTable, which describes the named table with partition key `pk` (as a real
 /// upstream would, in its own account `000000000000`). Returns its endpoint and every call
 /// it received as `(operation, body)`, DescribeTable included.
 #[allow(dead_code)]
-pub fn fake_dynamodb() -> (String, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+pub fn fake_dynamodb() -> (String, UpstreamCalls) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let seen: Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
+    let seen: UpstreamCalls = Default::default();
     let calls = seen.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
