@@ -57,6 +57,55 @@ def moto():
     proc.wait()
 
 
+def _start_listening(args, port, what):
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"{what} did not start")
+            time.sleep(0.1)
+
+
+def dynalite_bin():
+    exe = os.environ.get("CAIRN_DYNALITE") or shutil.which("dynalite")
+    for cand in [exe, "/var/tmp/cairn-npm/node_modules/.bin/dynalite"]:
+        if cand and Path(cand).exists():
+            return cand
+    if os.environ.get("CAIRN_REQUIRE_DYNALITE"):
+        pytest.fail("dynalite (npm) is not installed")
+    pytest.skip("dynalite (npm) is not installed")
+
+
+@pytest.fixture(scope="module")
+def dynalite():
+    """dynalite (npm), a DynamoDB-compatible server, on a free loopback port (in memory)."""
+    port = free_port()
+    proc = _start_listening([dynalite_bin(), "--host", "127.0.0.1", "--port", str(port), "--createTableMs", "50",
+                             "--deleteTableMs", "50", "--updateTableMs", "50"], port, "dynalite")
+    yield f"http://127.0.0.1:{port}"
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture(scope="module")
+def moto_ddb():
+    """moto_server as a second DynamoDB upstream: it has what dynalite lacks (transactions,
+    PartiQL, TTL, continuous backups)."""
+    exe = os.environ.get("CAIRN_MOTO_SERVER") or shutil.which("moto_server")
+    if not exe:
+        pytest.fail("moto_server is not installed")
+    port = free_port()
+    proc = _start_listening([exe, "-H", "127.0.0.1", "-p", str(port)], port, "moto_server")
+    yield f"http://127.0.0.1:{port}"
+    proc.kill()
+    proc.wait()
+
+
 @pytest.fixture(scope="session")
 def tls_certs(tmp_path_factory):
     """A test CA (`ca.pem`) and a server certificate it issued for 127.0.0.1/localhost
