@@ -1,5 +1,6 @@
 """Terraform's AWS provider (5.100, from the machine's filesystem mirror) applies the seed's
 `aws_cloudtrail` resource against cairn, and a second plan shows no changes."""
+import gzip
 import json
 import os
 import shutil
@@ -241,3 +242,49 @@ def test_the_seeds_whole_module_applies_plans_empty_verifies_and_destroys(tf_see
     run("destroy", "-auto-approve", "-input=false", "-no-color")
     assert ct.list_trails()["Trails"] == []
     assert logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"] == []
+
+
+@pytest.fixture(scope="module")
+def tf_ddb(cairn_server_factory, tmp_path_factory, moto_ddb):
+    config = f"""
+[dynamodb]
+upstream = "{moto_ddb}"
+access_key_id = "upstream-key"
+secret_access_key = "upstream-secret"
+"""
+    return terraform_world(cairn_server_factory, tmp_path_factory, "terraform_dynamodb", config)
+
+
+def test_dynamodb_table_applies_through_cairn_plans_clean_and_its_item_calls_are_recorded(tf_ddb):
+    run, srv = tf_ddb["run"], tf_ddb["srv"]
+    run("apply", "-auto-approve", "-input=false", "-no-color")
+    arn = json.loads(run("output", "-json").stdout)["table_arn"]["value"]
+    assert arn == "arn:aws:dynamodb:us-east-1:123456789012:table/acme-orders"
+    ddb = srv.client("dynamodb")
+    t = ddb.describe_table(TableName="acme-orders")["Table"]
+    assert [k["AttributeName"] for k in t["KeySchema"]] == ["customer", "order_id"]
+    assert t["GlobalSecondaryIndexes"][0]["IndexName"] == "by-status"
+    assert ddb.describe_time_to_live(TableName="acme-orders")["TimeToLiveDescription"]["AttributeName"] == "expires_at"
+    pitr = ddb.describe_continuous_backups(TableName="acme-orders")["ContinuousBackupsDescription"]
+    assert pitr["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
+    tags = {x["Key"]: x["Value"] for x in ddb.list_tags_of_resource(ResourceArn=arn)["Tags"]}
+    assert tags == {"Environment": "production", "Purpose": "orders"}
+    plan = run("plan", "-detailed-exitcode", "-input=false", "-no-color", check=False)
+    assert plan.returncode == 0, f"second plan is not empty:\n{plan.stdout}\n{plan.stderr}"
+    # The trail selects the table by the ARN Terraform read: its item calls are recorded.
+    ddb.put_item(TableName="acme-orders", Item={"customer": {"S": "c1"}, "order_id": {"S": "o1"},
+                                                "status": {"S": "new"}})
+    ddb.get_item(TableName="acme-orders", Key={"customer": {"S": "c1"}, "order_id": {"S": "o1"}})
+    ddb.query(TableName="acme-orders", IndexName="by-status", KeyConditionExpression="#s = :s",
+              ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues={":s": {"S": "new"}})
+    srv.flush("acme-ddb-trail")
+    s3 = srv.client("s3")
+    records = []
+    for o in s3.list_objects_v2(Bucket="acme-ddb-cloudtrail-logs", Prefix="AWSLogs/")["Contents"]:
+        if "/CloudTrail/" in o["Key"]:
+            body = s3.get_object(Bucket="acme-ddb-cloudtrail-logs", Key=o["Key"])["Body"].read()
+            records += json.loads(gzip.decompress(body))["Records"]
+    data = sorted(r["eventName"] for r in records if r.get("eventCategory") == "Data")
+    assert data == ["GetItem", "PutItem", "Query"], data
+    run("destroy", "-auto-approve", "-input=false", "-no-color")
+    assert "acme-orders" not in ddb.list_tables()["TableNames"]
