@@ -187,7 +187,7 @@ fn once(addr: &str, raw: &[u8]) -> Result<u16> {
 }
 
 /// One request on a fresh connection; returns the status and the body.
-fn once_body(addr: &str, raw: &[u8]) -> Result<(u16, Vec<u8>)> {
+pub(crate) fn once_body(addr: &str, raw: &[u8]) -> Result<(u16, Vec<u8>)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
     s.write_all(raw)?;
@@ -208,13 +208,13 @@ fn once_body(addr: &str, raw: &[u8]) -> Result<(u16, Vec<u8>)> {
     Ok((status, body))
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-fn wait_port(addr: &str, child: &mut Child) -> Result<()> {
+pub(crate) fn wait_port(addr: &str, child: &mut Child) -> Result<()> {
     let t0 = Instant::now();
     while std::net::TcpStream::connect(addr).is_err() {
         if let Some(st) = child.try_wait()? {
@@ -226,7 +226,7 @@ fn wait_port(addr: &str, child: &mut Child) -> Result<()> {
     Ok(())
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|p| {
         std::env::split_paths(&p)
             .map(|d| d.join(name))
@@ -234,7 +234,7 @@ fn which(name: &str) -> Option<PathBuf> {
     })
 }
 
-struct Procs(Vec<Child>);
+pub(crate) struct Procs(pub(crate) Vec<Child>);
 impl Drop for Procs {
     fn drop(&mut self) {
         for c in &mut self.0 {
@@ -249,7 +249,7 @@ impl Drop for Procs {
 impl Procs {
     /// Starts a peer server (`command` given a free port), waits for it to listen, and keeps
     /// it to stop at the end; returns its address.
-    fn start(
+    pub(crate) fn start(
         &mut self,
         name: &str,
         bar: &indicatif::ProgressBar,

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_api;
+mod bench_ddb;
 mod bench_kms;
 mod bench_logs;
 mod bench_s3;
@@ -122,6 +123,9 @@ enum BenchCmd {
     /// CloudWatch Logs: PutLogEvents in 1 MiB batches vs the journal, FilterLogEvents and an
     /// Insights query over 1M events, trail → log group latency at a fixed rate.
     Logs(bench_logs::LogsBenchArgs),
+    /// DynamoDB: GetItem and PutItem of 1 KiB items with 16 clients through cairn vs the
+    /// upstream (dynalite) directly, interleaved.
+    Dynamodb(bench_ddb::DdbBenchArgs),
 }
 
 /// One line of `cairn status`.
@@ -269,6 +273,7 @@ fn main() {
         Cmd::Bench(BenchCmd::S3(a)) => report(bench_s3::s3(a)),
         Cmd::Bench(BenchCmd::Kms(a)) => report(bench_kms::kms(a)),
         Cmd::Bench(BenchCmd::Logs(a)) => report(bench_logs::logs(a)),
+        Cmd::Bench(BenchCmd::Dynamodb(a)) => report(bench_ddb::dynamodb(a)),
         Cmd::CrashTest(a) => match crash::harness(a) {
             Ok(c) => c,
             Err(e) => {

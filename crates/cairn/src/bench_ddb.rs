@@ -1,0 +1,317 @@
+//! `cairn bench dynamodb`: GetItem and PutItem of 1 KiB items with N concurrent keep-alive
+//! clients, through cairn (authenticated, authorized, recorded as data events a trail
+//! selects, forwarded) and against the same upstream directly, interleaved in one run
+//! (dynalite from npm unless `--upstream` names another). Reports each phase's rate and
+//! p99, the throughput ratio cairn/direct and the p99 cairn adds.
+
+use crate::bench_s3::{free_port, wait_port, which, Procs};
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+use tokio::io::AsyncWriteExt;
+
+#[derive(Args, Debug)]
+pub struct DdbBenchArgs {
+    /// Concurrent keep-alive clients.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Seconds per phase.
+    #[arg(long, default_value_t = 8.0)]
+    pub seconds: f64,
+    /// Rounds of interleaved phases (direct, cairn, …); each phase's best round is reported.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+    /// Item size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub item_bytes: usize,
+    /// `dynalite` executable (default: from PATH or /var/tmp/cairn-npm).
+    #[arg(long)]
+    pub dynalite: Option<PathBuf>,
+    /// Load-generator threads.
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Phase {
+    requests: usize,
+    errors: usize,
+    seconds: f64,
+    latencies_us: Vec<u32>,
+}
+
+impl Phase {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+    fn pct_ms(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+}
+
+#[derive(Clone)]
+struct Target {
+    addr: String,
+    key: String,
+    secret: String,
+}
+
+fn call(t: &Target, op: &str, body: &serde_json::Value, keep_alive: bool) -> Vec<u8> {
+    crate::client::signed_json10_request(
+        &t.addr,
+        (&t.key, &t.secret, None),
+        "us-east-1",
+        ("dynamodb", &format!("DynamoDB_20120810.{op}")),
+        body.to_string().as_bytes(),
+        keep_alive,
+    )
+}
+
+/// One call on a fresh connection, the connection kept open until the answer is read
+/// (Node's server does not answer a half-closed connection); returns the status and body.
+fn once_body(addr: &str, raw: &[u8]) -> Result<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.write_all(raw)?;
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = s.read(&mut chunk)?;
+        anyhow::ensure!(n > 0, "connection closed before the answer");
+        out.extend_from_slice(&chunk[..n]);
+        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&out[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.split_once(':')
+                        .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                        .and_then(|(_, v)| v.trim().parse().ok())
+                })
+                .unwrap_or(0);
+            if out.len() >= end + 4 + len {
+                let status = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|x| x.parse().ok())
+                    .context("no status")?;
+                return Ok((status, out[end + 4..end + 4 + len].to_vec()));
+            }
+        }
+    }
+}
+
+fn item(c: usize, size: usize) -> serde_json::Value {
+    json!({"pk": {"S": format!("bench-{c}")}, "data": {"S": "x".repeat(size.saturating_sub(20))}})
+}
+
+async fn drive(
+    t: Target,
+    clients: usize,
+    seconds: f64,
+    op: &'static str,
+    size: usize,
+) -> Result<Phase> {
+    let deadline = Instant::now() + std::time::Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = if op == "PutItem" {
+                json!({"TableName": "bench", "Item": item(c, size)})
+            } else {
+                json!({"TableName": "bench", "Key": {"pk": {"S": format!("bench-{c}")}}})
+            };
+            let req = call(&t, op, &body, true);
+            let (mut lat, mut errors) = (Vec::new(), 0usize);
+            let mut conn: Option<tokio::net::TcpStream> = None;
+            let mut buf = Vec::new();
+            while Instant::now() < deadline {
+                let s = match &mut conn {
+                    Some(s) => s,
+                    None => {
+                        let s = tokio::net::TcpStream::connect(&t.addr).await?;
+                        s.set_nodelay(true)?;
+                        buf.clear();
+                        conn.insert(s)
+                    }
+                };
+                let at = Instant::now();
+                s.write_all(&req).await?;
+                let (status, _, close) = crate::bench_api::read_response(s, &mut buf).await?;
+                lat.push(at.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                if status != 200 {
+                    errors += 1;
+                }
+                if close {
+                    conn = None;
+                }
+            }
+            anyhow::Ok((lat, errors))
+        }));
+    }
+    let mut p = Phase {
+        requests: 0,
+        errors: 0,
+        seconds: 0.0,
+        latencies_us: Vec::new(),
+    };
+    for task in tasks {
+        let (lat, e) = task.await??;
+        p.latencies_us.extend(lat);
+        p.errors += e;
+    }
+    p.seconds = started.elapsed().as_secs_f64();
+    p.requests = p.latencies_us.len();
+    p.latencies_us.sort_unstable();
+    Ok(p)
+}
+
+pub fn dynamodb(a: DdbBenchArgs) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let exe = std::env::current_exe()?;
+    let mut procs = Procs(Vec::new());
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let dynalite = a
+        .dynalite
+        .clone()
+        .or_else(|| which("dynalite"))
+        .or_else(|| {
+            let p = PathBuf::from("/var/tmp/cairn-npm/node_modules/.bin/dynalite");
+            p.is_file().then_some(p)
+        })
+        .context("dynalite not found (npm install dynalite, or --dynalite PATH)")?;
+    let up = procs.start("dynalite", &bar, |port| {
+        let mut c = Command::new(&dynalite);
+        c.args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--createTableMs",
+            "0",
+        ]);
+        c
+    })?;
+
+    bar.set_message("starting cairn serve");
+    let dir = tmp.path().join("cairn");
+    let (key, secret) = crate::bench_api::init_data_dir(&exe, &dir)?;
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let config = "[[bucket]]\nname = \"bench-logs\"\n[[trail]]\nname = \"bench-trail\"\nbucket = \"bench-logs\"\nevent_selectors = '[{\"ReadWriteType\":\"All\",\"IncludeManagementEvents\":true,\"DataResources\":[{\"Type\":\"AWS::DynamoDB::Table\",\"Values\":[\"arn:aws:dynamodb\"]}]}]'\n";
+    std::fs::write(tmp.path().join("cairn.toml"), config)?;
+    let mut server = Command::new(&exe)
+        .args(["serve", "--listen", &addr, "--delivery-interval", "5s"])
+        .arg("--config")
+        .arg(tmp.path().join("cairn.toml"))
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--dynamodb-upstream", &format!("http://{up}")])
+        .env("CAIRN_DYNAMODB_ACCESS_KEY_ID", "bench")
+        .env("CAIRN_DYNAMODB_SECRET_ACCESS_KEY", "bench-secret")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    wait_port(&addr, &mut server)?;
+    procs.0.push(server);
+
+    let direct = Target {
+        addr: up.clone(),
+        key: "bench".into(),
+        secret: "bench-secret".into(),
+    };
+    let cairn = Target {
+        addr: addr.clone(),
+        key,
+        secret,
+    };
+    // The table and every client's item, made directly.
+    let create = json!({"TableName": "bench", "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}]});
+    let (st, body) = once_body(&up, &call(&direct, "CreateTable", &create, true))?;
+    anyhow::ensure!(st == 200, "CreateTable: {}", String::from_utf8_lossy(&body));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for c in 0..a.clients {
+        let put = json!({"TableName": "bench", "Item": item(c, a.item_bytes)});
+        let (st, body) = once_body(&up, &call(&direct, "PutItem", &put, true))?;
+        anyhow::ensure!(st == 200, "PutItem: {}", String::from_utf8_lossy(&body));
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(a.client_threads)
+        .enable_all()
+        .build()?;
+    // Warm-up through cairn (connections, the key schema).
+    rt.block_on(drive(
+        cairn.clone(),
+        a.clients,
+        1.0,
+        "GetItem",
+        a.item_bytes,
+    ))?;
+    let mut best: std::collections::BTreeMap<(&str, &str), Phase> = Default::default();
+    for round in 0..a.rounds.max(1) {
+        for op in ["PutItem", "GetItem"] {
+            for (label, t) in [("direct", &direct), ("cairn", &cairn)] {
+                bar.set_message(format!("round {}: {label} {op}", round + 1));
+                let p = rt.block_on(drive(t.clone(), a.clients, a.seconds, op, a.item_bytes))?;
+                let better = best.get(&(label, op)).is_none_or(|b| p.rps() > b.rps());
+                if better {
+                    best.insert((label, op), p);
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    drop(procs);
+
+    let mut rows = Vec::new();
+    for op in ["PutItem", "GetItem"] {
+        let (d, c) = (&best[&("direct", op)], &best[&("cairn", op)]);
+        rows.push(json!({
+            "op": op,
+            "direct": {"req_per_s": d.rps(), "p50_ms": d.pct_ms(0.5), "p99_ms": d.pct_ms(0.99), "errors": d.errors},
+            "cairn": {"req_per_s": c.rps(), "p50_ms": c.pct_ms(0.5), "p99_ms": c.pct_ms(0.99), "errors": c.errors},
+            "ratio": c.rps() / d.rps(),
+            "added_p99_ms": c.pct_ms(0.99) - d.pct_ms(0.99),
+        }));
+    }
+    if a.json {
+        println!(
+            "{}",
+            json!({"clients": a.clients, "seconds_per_phase": a.seconds, "item_bytes": a.item_bytes,
+                   "upstream": "dynalite", "results": rows})
+        );
+    } else {
+        println!(
+            "{:<8} {:>12} {:>10} {:>12} {:>10} {:>7} {:>10} {:>7}",
+            "op", "direct r/s", "p99 ms", "cairn r/s", "p99 ms", "ratio", "+p99 ms", "errors"
+        );
+        for r in &rows {
+            println!(
+                "{:<8} {:>12.0} {:>10.2} {:>12.0} {:>10.2} {:>7.2} {:>10.2} {:>7}",
+                r["op"].as_str().unwrap_or_default(),
+                r["direct"]["req_per_s"].as_f64().unwrap_or_default(),
+                r["direct"]["p99_ms"].as_f64().unwrap_or_default(),
+                r["cairn"]["req_per_s"].as_f64().unwrap_or_default(),
+                r["cairn"]["p99_ms"].as_f64().unwrap_or_default(),
+                r["ratio"].as_f64().unwrap_or_default(),
+                r["added_p99_ms"].as_f64().unwrap_or_default(),
+                r["direct"]["errors"].as_u64().unwrap_or_default()
+                    + r["cairn"]["errors"].as_u64().unwrap_or_default(),
+            );
+        }
+    }
+    Ok(())
+}
