@@ -289,7 +289,8 @@ def test_refused_calls_never_reach_the_upstream(setup):
     iam.create_user(UserName="ddb-reader")
     iam.put_user_policy(UserName="ddb-reader", PolicyName="p", PolicyDocument=json.dumps({
         "Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:DescribeTable"],
+            "Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:DescribeTable",
+                                          "dynamodb:PartiQLSelect", "dynamodb:Scan"],
             "Resource": arn("ddb-guarded"),
             "Condition": {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["${aws:username}"]}}}]}))
     k = iam.create_access_key(UserName="ddb-reader")["AccessKey"]
@@ -305,7 +306,10 @@ def test_refused_calls_never_reach_the_upstream(setup):
                                       ExpressionAttributeValues={":p": {"S": "someone-else"}}),
                  lambda: reader.put_item(TableName="ddb-guarded", Item={"pk": {"S": "ddb-reader"}, "v": {"S": "w"}}),
                  lambda: reader.delete_item(TableName="ddb-guarded", Key={"pk": {"S": "ddb-reader"}}),
-                 lambda: reader.scan(TableName="ddb-guarded"),
+                 lambda: reader.execute_statement(
+                     Statement="SELECT * FROM \"ddb-guarded\" WHERE pk = 'someone-else'"),
+                 lambda: reader.execute_statement(Statement="SELECT * FROM \"ddb-guarded\" WHERE pk = ?",
+                                                  Parameters=[{"S": "someone-else"}]),
                  lambda: reader.delete_table(TableName="ddb-guarded"),
                  lambda: reader.batch_get_item(RequestItems={"ddb-guarded": {"Keys": [{"pk": {"S": "ddb-reader"}}]}}),
                  lambda: reader.transact_write_items(TransactItems=[
@@ -313,6 +317,23 @@ def test_refused_calls_never_reach_the_upstream(setup):
         with pytest.raises(ClientError) as e:
             call()
         assert code(e) == ("AccessDeniedException", 400), e.value.response
+    # Statements cairn and an upstream could read differently are refused, not forwarded.
+    for st in ["SELECT * --\rFROM \"ddb-secret\" WHERE pk = 'v' OR a = '\nFROM \"ddb-guarded\" --'",
+               "SELECT * FROM \"ddb-guarded\" /* FROM x */", "SELECT * FROM \"ddb-guarded\" WHERE a = `{b: 1}`",
+               "SELECT * FROM a, b", "DROP TABLE \"ddb-guarded\""]:
+        with pytest.raises(ClientError) as e:
+            c.execute_statement(Statement=st)
+        assert code(e) == ("ValidationException", 400), st
+    # Members twice, differing in case; both sources of a restore: refused.
+    raw = json.dumps({"TableName": "ddb-guarded", "tableName": "ddb-secret", "Key": {"pk": {"S": "x"}}}).encode()
+    hs = signed(srv, "dynamodb", "POST", "/", raw, headers={"X-Amz-Target": "DynamoDB_20120810.GetItem",
+                                                            "Content-Type": "application/x-amz-json-1.0"})
+    st, _, out = send(srv, "POST", "/", hs, raw)
+    assert st == 400 and json.loads(out)["__type"].endswith("#SerializationException"), out
+    with pytest.raises(ClientError) as e:
+        c.restore_table_to_point_in_time(SourceTableArn=arn("ddb-guarded"), SourceTableName="ddb-secret",
+                                         TargetTableName="ddb-copy")
+    assert code(e) == ("ValidationException", 400)
     # A table given by another account's ARN is not cairn's to serve.
     with pytest.raises(ClientError) as e:
         c.get_item(TableName="arn:aws:dynamodb:us-east-1:999999999999:table/ddb-guarded", Key={"pk": {"S": "x"}})
@@ -332,6 +353,16 @@ def test_refused_calls_never_reach_the_upstream(setup):
         with pytest.raises(ClientError) as e:
             partial.get_item(TableName="ddb-guarded", Key={"pk": {"S": "ddb-reader"}}, **kw)
         assert code(e) == ("AccessDeniedException", 400)
+    # A legacy filter names an attribute too (its matches would reveal it).
+    iam.put_user_policy(UserName="ddb-partial", PolicyName="scan", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "dynamodb:Scan", "Resource": arn("ddb-guarded"),
+            "Condition": {"ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "v"]}}}]}))
+    assert partial.scan(TableName="ddb-guarded", ProjectionExpression="v")["Count"] >= 1
+    with pytest.raises(ClientError) as e:
+        partial.scan(TableName="ddb-guarded", ProjectionExpression="v",
+                     ScanFilter={"secret": {"ComparisonOperator": "NOT_NULL"}})
+    assert code(e) == ("AccessDeniedException", 400)
     # None of it reached the upstream.
     for pk in ["forged", "unsigned", "honest", "tamper"]:
         assert absent(pk), pk

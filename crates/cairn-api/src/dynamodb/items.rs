@@ -199,6 +199,16 @@ impl Keys {
         }
     }
 
+    /// The attributes legacy conditions and filters name (`Expected`, `QueryFilter`,
+    /// `ScanFilter`).
+    fn add_legacy(&mut self, entry: &Map<String, Value>) {
+        for m in ["Expected", "QueryFilter", "ScanFilter"] {
+            if let Some(c) = obj(entry, m) {
+                self.add_attrs(c.keys().cloned());
+            }
+        }
+    }
+
     /// The attributes an expression member names.
     fn add_expression(&mut self, entry: &Map<String, Value>, member: &str) {
         if let Some(e) = string(entry, member) {
@@ -242,12 +252,7 @@ impl Keys {
 
 /// Runs an item call.
 pub async fn handle(ctx: &mut Ctx<'_>, target: &Target, call: Call) -> Result<Reply, ApiError> {
-    let Call {
-        op,
-        mut body,
-        accept_encoding,
-        ..
-    } = call;
+    let Call { op, mut body, .. } = call;
     let name = op.name();
     // Recorded as a data event even if it is refused before its tables are known.
     ctx.audit.data_event = Some(data_event(
@@ -268,16 +273,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, target: &Target, call: Call) -> Result<Re
         | DynamoOp::ExecuteTransaction(_) => statements(ctx, target, name, &body).await?,
         _ => single(ctx, target, name, &mut body).await?,
     };
-    super::forward(
-        ctx,
-        target,
-        name,
-        &body,
-        accept_encoding,
-        read_only,
-        Answer::Stream,
-    )
-    .await
+    super::forward(ctx, target, name, &body, read_only, Answer::Stream).await
 }
 
 /// GetItem, PutItem, UpdateItem, DeleteItem, Query, Scan, SearchVectors.
@@ -388,6 +384,7 @@ async fn single(
             k.add_expression(body, "FilterExpression");
         }
     }
+    k.add_legacy(body);
     k.select = string(body, "Select").map(str::to_string);
     if !read_only {
         k.return_values = Some(string(body, "ReturnValues").unwrap_or("NONE").to_string());
@@ -429,6 +426,22 @@ async fn batch_get(
     body: &mut Map<String, Value>,
 ) -> Result<bool, ApiError> {
     let items = normalize_tables(ctx, obj(body, "RequestItems").unwrap_or(&Map::new()))?;
+    let keys: usize = items
+        .values()
+        .map(|v| v.get("Keys").and_then(Value::as_array).map_or(0, Vec::len))
+        .sum();
+    if items.is_empty() || keys == 0 {
+        return Err(ApiError::client(
+            "ValidationException",
+            "The requestItems parameter must name at least one table and key",
+        ));
+    }
+    if keys > 100 {
+        return Err(ApiError::client(
+            "ValidationException",
+            "Too many items requested for the BatchGetItem call",
+        ));
+    }
     body.insert("RequestItems".into(), Value::Object(items.clone()));
     let mut schemas = Vec::new();
     let mut logged = Map::new();
@@ -482,6 +495,16 @@ async fn batch_write(
     body: &mut Map<String, Value>,
 ) -> Result<bool, ApiError> {
     let items = normalize_tables(ctx, obj(body, "RequestItems").unwrap_or(&Map::new()))?;
+    let writes: usize = items
+        .values()
+        .map(|v| v.as_array().map_or(0, Vec::len))
+        .sum();
+    if items.is_empty() || writes == 0 || writes > 25 {
+        return Err(ApiError::client(
+            "ValidationException",
+            "BatchWriteItem takes between 1 and 25 write requests",
+        ));
+    }
     body.insert("RequestItems".into(), Value::Object(items.clone()));
     let mut per_table = Vec::new();
     let mut logged = Map::new();
@@ -559,6 +582,12 @@ async fn transact(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    if entries.is_empty() || entries.len() > 100 {
+        return Err(ApiError::client(
+            "ValidationException",
+            format!("{name} takes between 1 and 100 items"),
+        ));
+    }
     let mut rewritten = Vec::new();
     let mut logged = Vec::new();
     let mut checks = Vec::new();
@@ -629,8 +658,15 @@ async fn statements(
     name: &str,
     body: &Map<String, Value>,
 ) -> Result<bool, ApiError> {
-    let texts: Vec<String> = match name {
-        "ExecuteStatement" => vec![string(body, "Statement").unwrap_or_default().to_string()],
+    // Each statement with its parameters.
+    let entries: Vec<(String, Vec<Value>)> = match name {
+        "ExecuteStatement" => vec![(
+            string(body, "Statement").unwrap_or_default().to_string(),
+            body.get("Parameters")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        )],
         member => body
             .get(if member == "BatchExecuteStatement" {
                 "Statements"
@@ -641,13 +677,31 @@ async fn statements(
             .into_iter()
             .flatten()
             .map(|s| {
-                s.get("Statement")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
+                (
+                    s.get("Statement")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    s.get("Parameters")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                )
             })
             .collect(),
     };
+    let max = if name == "BatchExecuteStatement" {
+        25
+    } else {
+        100
+    };
+    if entries.is_empty() || entries.len() > max {
+        return Err(ApiError::client(
+            "ValidationException",
+            format!("{name} takes between 1 and {max} statements"),
+        ));
+    }
+    let texts: Vec<String> = entries.iter().map(|(t, _)| t.clone()).collect();
     let mut parsed: Vec<Statement> = Vec::new();
     for t in &texts {
         let s = partiql::parse(t)?;
@@ -697,8 +751,16 @@ async fn statements(
     }
     let tables: Vec<String> = parsed.iter().map(|s| s.table.clone()).collect();
     ctx.audit.data_event = Some(data_event(ctx, name, &tables, Value::Object(p), read_only));
-    for s in &parsed {
-        ctx.keys.remove_prefix("dynamodb:");
+    for ((s, text), (_, params)) in parsed.iter().zip(&texts).zip(&entries) {
+        // LeadingKeys: every value the statement carries, literals and parameters (a
+        // superset of its partition key values: a restriction can only refuse more).
+        let mut k = Keys {
+            leading: s.literals(text),
+            ..Default::default()
+        };
+        k.leading.extend(params.iter().filter_map(scalar));
+        k.all_attributes = true;
+        k.apply(ctx, body);
         let resource = match &s.index {
             Some(i) => format!("table/{}/index/{i}", s.table),
             None => format!("table/{}", s.table),

@@ -44,7 +44,13 @@ pub struct State {
     upstream_prefix: std::sync::RwLock<Option<String>>,
     #[allow(clippy::type_complexity)]
     schemas: std::sync::Mutex<
-        std::collections::HashMap<String, (std::time::Instant, std::sync::Arc<schema::KeySchema>)>,
+        std::collections::HashMap<
+            String,
+            (
+                std::time::Instant,
+                Option<std::sync::Arc<schema::KeySchema>>,
+            ),
+        >,
     >,
 }
 
@@ -297,7 +303,6 @@ pub struct Call {
     pub body: Map<String, Value>,
     /// The `Host` the client used (DescribeEndpoints names cairn, never the upstream).
     pub host: String,
-    pub accept_encoding: Option<String>,
 }
 
 fn not_configured() -> ApiError {
@@ -324,6 +329,47 @@ fn invalid_input(e: ApiError) -> ApiError {
     }
 }
 
+/// Refuses a request whose members (at the top, in transaction entries and their
+/// operations) include two names equal but for case (`TableName` and `tableName`): cairn
+/// reads the exact name, and an upstream that matched names loosely could read the other.
+/// (Item attribute names, which are case-sensitive data, are not checked.)
+fn refuse_case_twins(body: &Map<String, Value>) -> Result<(), ApiError> {
+    fn twins(m: &Map<String, Value>) -> bool {
+        let mut seen: Vec<String> = Vec::with_capacity(m.len());
+        for k in m.keys() {
+            let l = k.to_ascii_lowercase();
+            if seen.contains(&l) {
+                return true;
+            }
+            seen.push(l);
+        }
+        false
+    }
+    let mut objects: Vec<&Map<String, Value>> = vec![body];
+    for list in ["TransactItems", "Statements", "TransactStatements"] {
+        for e in body
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(e) = e.as_object() {
+                objects.push(e);
+                objects.extend(e.values().filter_map(Value::as_object));
+            }
+        }
+    }
+    if let Some(Value::Object(p)) = body.get("TableCreationParameters") {
+        objects.push(p);
+    }
+    if objects.into_iter().any(twins) {
+        return Err(ApiError::serialization(
+            "The request has two members whose names differ only in case",
+        ));
+    }
+    Ok(())
+}
+
 /// Reads a request into its call.
 pub fn route(api: &crate::Api, req: &HttpRequest) -> Result<Call, ApiError> {
     json::check_content_type(req)?;
@@ -332,6 +378,7 @@ pub fn route(api: &crate::Api, req: &HttpRequest) -> Result<Call, ApiError> {
         return Err(not_configured());
     }
     let body = json::object(&req.body)?;
+    refuse_case_twins(&body)?;
     macro_rules! i {
         () => {
             json::input(&body).map_err(invalid_input)?
@@ -413,7 +460,6 @@ pub fn route(api: &crate::Api, req: &HttpRequest) -> Result<Call, ApiError> {
         op,
         body,
         host: req.header("host").unwrap_or_default().to_string(),
-        accept_encoding: req.header("accept-encoding").map(str::to_string),
     })
 }
 
@@ -449,6 +495,10 @@ impl Service for DynamoDb {
         // of its body (which may hold item values), a control-plane call its parameters.
         ctx.audit.read_only = !DynamoOp::mutates(name);
         ctx.audit.api_version = Some("2012-08-10");
+        if !DynamoOp::NAMES.contains(&name) {
+            // An operation cairn does not know may carry item values: nothing of it is kept.
+            return;
+        }
         if DynamoOp::is_item_call(name) {
             let table = json::object(&req.body)
                 .ok()
@@ -512,13 +562,14 @@ async fn forward(
     target: &Target,
     name: &str,
     body: &Map<String, Value>,
-    accept_encoding: Option<String>,
     read_only: bool,
     answer: upstream::Answer,
 ) -> Result<Reply, ApiError> {
     let bytes = serde_json::to_vec(body)
         .map_err(|e| ApiError::internal(format!("cannot serialize the forwarded call: {e}")))?;
-    let request = upstream::request(target, name, bytes.into(), accept_encoding.as_deref())?;
+    // The client's Accept-Encoding is not passed on: cairn reads control-plane answers and
+    // errors (ARNs, error codes), which a compressed answer would hide.
+    let request = upstream::request(target, name, bytes.into())?;
     let state = ctx.api.dynamodb.clone();
     let arns = (answer == upstream::Answer::MapArns).then(|| upstream::ArnMap {
         configured: tables::upstream_prefix(&state, target).filter(|_| target.account.is_some()),

@@ -2,7 +2,10 @@
 //! far as authorization and the record need: the verb (`dynamodb:PartiQLSelect`, …), the one
 //! table (and index) it names, and the statement as the record shows it — every literal
 //! `***(Redacted)` but a primary-key attribute compared by equality in its `WHERE`, as
-//! DynamoDB logs it. A statement cairn cannot read that far is refused, never forwarded.
+//! DynamoDB logs it. A statement cairn cannot read that far is refused, never forwarded;
+//! so is anything where cairn's reading and the upstream's could part (comments, whose end
+//! PartiQL grammars disagree on; Ion literals in backticks; `$` in names; a carriage
+//! return; a number run into a word).
 
 use super::schema::KeySchema;
 use crate::protocol::ApiError;
@@ -51,7 +54,6 @@ enum Kind {
     Literal,
     /// `?`
     Param,
-    Comment,
     Punct(char),
 }
 
@@ -69,11 +71,16 @@ fn lex(s: &str) -> Result<Vec<Token>, String> {
         let c = b[i];
         let start = i;
         let kind = match c {
+            b'\r' => return Err("a carriage return outside quotes".into()),
             c if c.is_ascii_whitespace() => {
                 i += 1;
                 continue;
             }
-            b'\'' | b'"' | b'`' => {
+            b'`' => return Err("an Ion literal (backticks)".into()),
+            b'$' => return Err("a `$` outside quotes".into()),
+            b'-' if b.get(i + 1) == Some(&b'-') => return Err("a comment".into()),
+            b'/' if b.get(i + 1) == Some(&b'*') => return Err("a comment".into()),
+            b'\'' | b'"' => {
                 i += 1;
                 let mut text = Vec::new();
                 loop {
@@ -81,7 +88,7 @@ fn lex(s: &str) -> Result<Vec<Token>, String> {
                         return Err("an unterminated quoted text".into());
                     }
                     if b[i] == c {
-                        if c != b'`' && i + 1 < b.len() && b[i + 1] == c {
+                        if i + 1 < b.len() && b[i + 1] == c {
                             text.push(c);
                             i += 2;
                             continue;
@@ -98,32 +105,28 @@ fn lex(s: &str) -> Result<Vec<Token>, String> {
                     Kind::Literal
                 }
             }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-                Kind::Comment
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
-                    i += 1;
-                }
-                if i + 1 >= b.len() {
-                    return Err("an unterminated comment".into());
-                }
-                i += 2;
-                Kind::Comment
-            }
-            c if c.is_ascii_digit() => {
-                while i < b.len()
-                    && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'.' | b'+' | b'-'))
-                {
-                    // `1e-5`, `1.5`: a sign only right after an exponent mark.
-                    if matches!(b[i], b'+' | b'-') && !matches!(b[i - 1], b'e' | b'E') {
-                        break;
+            c if c.is_ascii_digit()
+                || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) =>
+            {
+                let digits = |i: &mut usize| {
+                    while *i < b.len() && b[*i].is_ascii_digit() {
+                        *i += 1;
                     }
+                };
+                digits(&mut i);
+                if i < b.len() && b[i] == b'.' {
                     i += 1;
+                    digits(&mut i);
+                }
+                if i < b.len() && matches!(b[i], b'e' | b'E') {
+                    i += 1;
+                    if i < b.len() && matches!(b[i], b'+' | b'-') {
+                        i += 1;
+                    }
+                    digits(&mut i);
+                }
+                if i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    return Err("a number run into a word".into());
                 }
                 Kind::Literal
             }
@@ -174,7 +177,7 @@ fn refuse(why: impl std::fmt::Display) -> ApiError {
 /// Reads a statement's verb and table.
 pub fn parse(text: &str) -> Result<Statement, ApiError> {
     let tokens = lex(text).map_err(refuse)?;
-    let code: Vec<&Token> = tokens.iter().filter(|t| t.kind != Kind::Comment).collect();
+    let code: Vec<&Token> = tokens.iter().collect();
     let first = code.first().ok_or_else(|| refuse("it is empty"))?;
     let (verb, at) = if is_word(first, "SELECT") {
         (Verb::Select, None)
@@ -235,49 +238,62 @@ pub fn parse(text: &str) -> Result<Statement, ApiError> {
 }
 
 impl Statement {
-    /// The statement as the record shows it: literals and comments `***(Redacted)`, except
-    /// a literal a primary-key attribute is compared to by equality after `WHERE` (when the
-    /// table's key schema is known).
+    /// Whether the literal at token `i` is a tuple's attribute name (`{'Artist': …}`).
+    fn is_tuple_name(&self, text: &str, i: usize) -> bool {
+        self.tokens
+            .get(i + 1)
+            .is_some_and(|n| n.kind == Kind::Punct(':'))
+            && text[self.tokens[i].span.0..].starts_with('\'')
+    }
+
+    /// The statement as the record shows it: literals `***(Redacted)`, except a tuple's
+    /// attribute names and a literal a primary-key attribute is compared to by equality
+    /// after `WHERE` (a whole name, not the end of a path like `info.Key`; when the table's
+    /// key schema is known).
     pub fn redacted(&self, text: &str, schema: Option<&KeySchema>) -> String {
         const R: &str = "***(Redacted)";
+        let code = &self.tokens;
         let mut out = String::with_capacity(text.len());
         let mut last = 0;
         let mut in_where = false;
-        let code: Vec<&Token> = self
-            .tokens
-            .iter()
-            .filter(|t| t.kind != Kind::Comment)
-            .collect();
-        let mut ci = 0;
-        for t in &self.tokens {
-            if t.kind == Kind::Comment {
-                out.push_str(&text[last..t.span.0]);
-                out.push_str(R);
-                last = t.span.1;
-                continue;
-            }
+        for (i, t) in code.iter().enumerate() {
             if is_word(t, "WHERE") {
                 in_where = true;
             }
-            if t.kind == Kind::Literal {
-                // A tuple's attribute name (`{'Artist': …}`) is a name, not a value.
-                let name = code.get(ci + 1).is_some_and(|n| n.kind == Kind::Punct(':'))
-                    && text[t.span.0..].starts_with('\'');
-                let keep = name
-                    || in_where
-                        && ci >= 2
-                        && code[ci - 1].kind == Kind::Punct('=')
-                        && ident(Some(code[ci - 2]))
-                            .is_some_and(|n| schema.is_some_and(|s| s.is_key(&n)));
-                if !keep {
-                    out.push_str(&text[last..t.span.0]);
-                    out.push_str(R);
-                    last = t.span.1;
-                }
+            if t.kind != Kind::Literal {
+                continue;
             }
-            ci += 1;
+            let key_value = in_where
+                && i >= 2
+                && code[i - 1].kind == Kind::Punct('=')
+                && (i < 3 || code[i - 3].kind != Kind::Punct('.'))
+                && ident(Some(&code[i - 2])).is_some_and(|n| schema.is_some_and(|s| s.is_key(&n)));
+            if !(key_value || self.is_tuple_name(text, i)) {
+                out.push_str(&text[last..t.span.0]);
+                out.push_str(R);
+                last = t.span.1;
+            }
         }
         out.push_str(&text[last..]);
+        out
+    }
+
+    /// Every value the statement writes out (string and number literals, unquoted; a
+    /// tuple's attribute names aside): a superset of its partition key values.
+    pub fn literals(&self, text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            if t.kind != Kind::Literal || self.is_tuple_name(text, i) {
+                continue;
+            }
+            let raw = &text[t.span.0..t.span.1];
+            out.push(
+                match raw.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
+                    Some(inner) => inner.replace("''", "'"),
+                    None => raw.to_string(),
+                },
+            );
+        }
         out
     }
 }
@@ -326,9 +342,29 @@ mod tests {
         ] {
             assert_eq!(parse(bad).unwrap_err().code, "ValidationException", "{bad}");
         }
-        // A FROM inside a comment or a literal is not the statement's.
-        let s = parse("SELECT * FROM real -- FROM other\n WHERE x = 'FROM fake'").unwrap();
+        // Where readings could part: refused.
+        for bad in [
+            "SELECT * --\rFROM Secret WHERE a = '\nFROM Allowed --'",
+            "SELECT * FROM t -- FROM other\n",
+            "SELECT * FROM t /* x */",
+            "SELECT * FROM t WHERE a = `{b: 1}`",
+            "SELECT * FROM $t",
+            "SELECT 1FROM t",
+            "SELECT * FROM t\r",
+        ] {
+            assert_eq!(
+                parse(bad).unwrap_err().code,
+                "ValidationException",
+                "{bad:?}"
+            );
+        }
+        // A FROM inside a literal is not the statement's.
+        let s = parse("SELECT * FROM real WHERE x = 'FROM fake' AND n = 1.5e-3").unwrap();
         assert_eq!(s.table, "real");
+        assert_eq!(
+            s.literals("SELECT * FROM real WHERE x = 'FROM fake' AND n = 1.5e-3"),
+            vec!["FROM fake", "1.5e-3"]
+        );
     }
 
     #[test]
@@ -347,11 +383,11 @@ mod tests {
             r,
             "INSERT INTO Music VALUE {'Artist': ***(Redacted), 'SongTitle': ***(Redacted), 'n': ***(Redacted)}"
         );
-        let text = "UPDATE Music SET Album = `{a: 1}` WHERE Artist = 'x' /* SECRET */";
+        let text = "UPDATE Music SET Album = 'S1' WHERE Artist = 'x' AND info.Artist = 'S2'";
         let r = parse(text).unwrap().redacted(text, Some(&schema()));
         assert_eq!(
             r,
-            "UPDATE Music SET Album = ***(Redacted) WHERE Artist = 'x' ***(Redacted)"
+            "UPDATE Music SET Album = ***(Redacted) WHERE Artist = 'x' AND info.Artist = ***(Redacted)"
         );
     }
 }

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 /// How long a table's schema is trusted.
 const TTL: Duration = Duration::from_secs(60);
+/// How long "no such table" is (so one call naming many missing tables, or many calls,
+/// cost the upstream one DescribeTable each per table and period).
+const MISSING_TTL: Duration = Duration::from_secs(2);
 
 /// A table's key attributes, and its indexes'.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -97,14 +100,14 @@ impl State {
 pub async fn of(state: &Arc<State>, target: &Target, table: &str) -> Result<Known, ApiError> {
     {
         let cache = state.schemas.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, k)) = cache.get(table) {
-            if at.elapsed() < TTL {
-                return Ok(Known::Schema(k.clone()));
-            }
+        match cache.get(table) {
+            Some((at, Some(k))) if at.elapsed() < TTL => return Ok(Known::Schema(k.clone())),
+            Some((at, None)) if at.elapsed() < MISSING_TTL => return Ok(Known::NoTable),
+            _ => {}
         }
     }
     let body = Bytes::from(serde_json::json!({ "TableName": table }).to_string());
-    let req = upstream::request(target, "DescribeTable", body, None)?;
+    let req = upstream::request(target, "DescribeTable", body)?;
     let client = upstream::client(state, target)?;
     let resp = tokio::time::timeout(target.timeout, client.request(req))
         .await
@@ -125,6 +128,11 @@ pub async fn of(state: &Arc<State>, target: &Target, table: &str) -> Result<Know
             .and_then(Value::as_str)
             .is_some_and(|t| t.ends_with("ResourceNotFoundException"))
     {
+        state
+            .schemas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(table.to_string(), (Instant::now(), None));
         return Ok(Known::NoTable);
     }
     if status != 200 {
@@ -147,7 +155,7 @@ pub async fn of(state: &Arc<State>, target: &Target, table: &str) -> Result<Know
         .schemas
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(table.to_string(), (Instant::now(), schema.clone()));
+        .insert(table.to_string(), (Instant::now(), Some(schema.clone())));
     Ok(Known::Schema(schema))
 }
 

@@ -15,12 +15,7 @@ use serde_json::Value;
 
 /// Runs a control-plane call.
 pub async fn handle(ctx: &mut Ctx<'_>, target: &Target, call: Call) -> Result<Reply, ApiError> {
-    let Call {
-        op,
-        mut body,
-        host,
-        accept_encoding,
-    } = call;
+    let Call { op, mut body, host } = call;
     let name = op.name();
     let read_only = !DynamoOp::mutates(name);
     ctx.audit.read_only = read_only;
@@ -100,7 +95,14 @@ pub async fn handle(ctx: &mut Ctx<'_>, target: &Target, call: Call) -> Result<Re
         }
         Op::RestoreTableToPointInTime(r) => {
             match (&r.source_table_arn, &r.source_table_name) {
-                (Some(a), _) => {
+                (Some(_), Some(_)) => {
+                    // Authorizing one and forwarding both would let the upstream pick.
+                    return Err(ApiError::client(
+                        "ValidationException",
+                        "Only one of SourceTableArn and SourceTableName may be given",
+                    ));
+                }
+                (Some(a), None) => {
                     let res = own_resource(ctx, a, "sourceTableArn")?;
                     resources.push(arn(ctx, &res));
                     arn_members.push("SourceTableArn");
@@ -236,22 +238,18 @@ pub async fn handle(ctx: &mut Ctx<'_>, target: &Target, call: Call) -> Result<Re
     }
     if matches!(
         op,
-        Op::CreateTable(_) | Op::DeleteTable(_) | Op::UpdateTable(_)
+        Op::CreateTable(_)
+            | Op::DeleteTable(_)
+            | Op::UpdateTable(_)
+            | Op::RestoreTableFromBackup(_)
+            | Op::RestoreTableToPointInTime(_)
+            | Op::ImportTable(_)
     ) {
         for t in &tables {
             state.forget_schema(t);
         }
     }
-    super::forward(
-        ctx,
-        target,
-        name,
-        &body,
-        accept_encoding,
-        read_only,
-        Answer::MapArns,
-    )
-    .await
+    super::forward(ctx, target, name, &body, read_only, Answer::MapArns).await
 }
 
 /// `arn:aws:dynamodb:<region>:<account>:` of cairn's ARNs in this request's region.

@@ -97,7 +97,6 @@ pub(super) fn request(
     target: &Target,
     op: &str,
     body: Bytes,
-    accept_encoding: Option<&str>,
 ) -> Result<hyper::Request<StreamBody>, ApiError> {
     use sha2::Digest as _;
     let host = target
@@ -137,9 +136,6 @@ pub(super) fn request(
         .uri(format!("{}/", target.endpoint));
     for (k, v) in signed.iter().skip(1).chain(auth.iter()) {
         b = b.header(k.as_str(), v.as_str());
-    }
-    if let Some(a) = accept_encoding {
-        b = b.header("accept-encoding", a);
     }
     b.header("content-length", body.len().to_string())
         .body(
@@ -249,7 +245,15 @@ impl Exchange {
             .iter()
             .any(|(k, v)| k == "content-encoding" && !v.eq_ignore_ascii_case("identity"));
         if !(200..300).contains(&status) {
-            out.error = Some(error_of(status, &body, encoded));
+            let (code, mut message) = error_of(status, &body, encoded);
+            if self.answer == Answer::Stream {
+                // An item call's error message may quote the item's values after a colon
+                // ("…: <value>"); the record keeps the sentence before it.
+                if let Some((before, _)) = message.split_once(':') {
+                    message = before.trim_end().to_string();
+                }
+            }
+            out.error = Some((code, message));
         }
         let mut body = body;
         if (200..300).contains(&status) && !encoded {
