@@ -52,7 +52,7 @@ event_selectors = '{selectors}'
 def upstream_client(endpoint):
     return boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1",
                         aws_access_key_id="upstream-key", aws_secret_access_key="upstream-secret",
-                        config=Config(retries={"max_attempts": 1}))
+                        config=Config(retries={"total_max_attempts": 1}))
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def setup(cairn_server_factory, dynalite):
 def ddb(srv, key=None, secret=None):
     return boto3.client("dynamodb", endpoint_url=srv.endpoint, region_name="us-east-1",
                         aws_access_key_id=key or srv.key, aws_secret_access_key=secret or srv.secret,
-                        config=Config(retries={"max_attempts": 1}))
+                        config=Config(retries={"total_max_attempts": 1}))
 
 
 def code(e):
@@ -439,3 +439,62 @@ def test_transactions_and_partiql_are_recorded_without_their_values(moto_setup):
     sel = [r for r in data if r["eventName"] == "ExecuteStatement" and "SELECT" in r["requestParameters"]["statement"]][0]
     assert sel["readOnly"] is True and "parameters" not in sel["requestParameters"]
     assert_nowhere(srv, text)
+
+
+def test_an_upstream_that_fails_or_hangs_after_the_event_is_durable_is_recorded_as_failed(cairn_server_factory):
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from conftest import free_port
+
+    seen = []
+
+    class Hang(BaseHTTPRequestHandler):
+        """Describes any table; takes every other call and never answers it."""
+        def do_POST(self):
+            op = self.headers.get("X-Amz-Target", "").split(".")[-1]
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            seen.append(op)
+            if op != "DescribeTable":
+                time.sleep(30)
+                return
+            body = json.dumps({"Table": {"TableName": AUDITED, "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                                         "TableArn": f"arn:aws:dynamodb:us-east-1:000000000000:table/{AUDITED}"}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-amz-json-1.0")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    hang = ThreadingHTTPServer(("127.0.0.1", 0), Hang)
+    hang.daemon_threads = True
+    threading.Thread(target=hang.serve_forever, daemon=True).start()
+    # One upstream refuses connections (nothing listens); the other takes the write and hangs.
+    for upstream, want in ((f"http://127.0.0.1:{free_port()}", "could not be reached"),
+                           (f"http://127.0.0.1:{hang.server_address[1]}", "outcome upstream is unknown")):
+        srv = cairn_server_factory(config=config(upstream).replace(
+            'secret_access_key_env = "CAIRN_TEST_DDB_SECRET"',
+            'secret_access_key_env = "CAIRN_TEST_DDB_SECRET"\ntimeout = "1s"'),
+            env={"CAIRN_TEST_DDB_SECRET": "upstream-secret"})
+        c = ddb(srv)
+        with pytest.raises(ClientError) as e:
+            c.put_item(TableName=AUDITED, Item={"pk": {"S": "k"}, "v": {"S": SENTINEL}})
+        assert code(e) == ("ServiceUnavailable", 503), e.value.response
+        assert want in e.value.response["Error"]["Message"]
+        with pytest.raises(ClientError) as e:
+            c.list_tables()
+        assert code(e) == ("ServiceUnavailable", 503)
+        records, text = delivered(srv)
+        puts = [r for r in records if r["eventName"] == "PutItem"]
+        # Recorded once, with the failure: never as a success.
+        assert len(puts) == 1 and puts[0]["errorCode"] == "ServiceUnavailable", puts
+        lists = [r for r in records if r["eventName"] == "ListTables"]
+        assert len(lists) == 1 and lists[0]["errorCode"] == "ServiceUnavailable"
+        assert_nowhere(srv, text)
+    # The hanging upstream did get the write: it was forwarded once its event was durable.
+    assert "PutItem" in seen
+    hang.shutdown()
