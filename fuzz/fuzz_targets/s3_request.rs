@@ -1,8 +1,8 @@
 //! Fuzzes S3 request parsing and routing: addressing (path and virtual host), operation
 //! routing, SigV4 and SigV2 credential parsing, aws-chunked decoding, XML bodies, and the S3
 //! handlers themselves (run as the account root against an embedded store with versioned and
-//! plain buckets), and whatever else the registry routes (KMS JSON calls, SSE-KMS writes, in
-//! the corpus). Invariants: no panic, no 5xx other than 501/503 for any input, and every
+//! plain buckets), and whatever else the registry routes (KMS JSON calls, SSE-KMS writes,
+//! CloudWatch Logs, DynamoDB calls to a stand-in upstream, in the corpus). Invariants: no panic, no 5xx other than 501/503 for any input, and every
 //! request builds a valid event record.
 //!
 //! Input: up to eight requests separated by `\n===\n`, run in order against the same store
@@ -28,13 +28,23 @@ struct World {
 fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
-        let bed = common::testbed(Arc::new(SystemClock), None, |o| o.max_body_bytes = 1 << 20);
+        // DynamoDB calls go to a stand-in upstream (answers `{}`; DescribeTable a schema).
+        let (ddb, _) = common::fake_dynamodb();
+        let bed = common::testbed(Arc::new(SystemClock), None, |o| {
+            o.max_body_bytes = 1 << 20;
+            o.dynamodb = Some(common::dynamodb_target(&ddb));
+        });
         let store = &bed.store;
         for b in ["fuzz", "fuzzv"] {
             store.create_bucket(b).unwrap();
         }
         store.set_versioning("fuzzv", Versioning::Enabled).unwrap();
-        for (b, k) in [("fuzz", "a"), ("fuzz", "dir/b"), ("fuzzv", "a"), ("fuzzv", "a")] {
+        for (b, k) in [
+            ("fuzz", "a"),
+            ("fuzz", "dir/b"),
+            ("fuzzv", "a"),
+            ("fuzzv", "a"),
+        ] {
             store.put(b, k, b"seed", &PutOptions::default()).unwrap();
         }
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -63,7 +73,9 @@ fn parse(data: &[u8]) -> Option<HttpRequest> {
         if let Some((k, v)) = l.split_once(':') {
             let v = v.trim();
             if !v.is_ascii() {
-                bad_header = Some(format!("Header {k} contains characters that are not allowed"));
+                bad_header = Some(format!(
+                    "Header {k} contains characters that are not allowed"
+                ));
                 continue;
             }
             headers.push((k.trim().to_ascii_lowercase(), v.to_string()));
@@ -74,7 +86,11 @@ fn parse(data: &[u8]) -> Option<HttpRequest> {
     }
     Some(HttpRequest {
         method: method.to_ascii_uppercase(),
-        path: if path.starts_with('/') { path.to_string() } else { format!("/{path}") },
+        path: if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        },
         query: query.to_string(),
         headers,
         body,
@@ -130,7 +146,15 @@ fn run(data: &[u8]) {
     let _ = cairn_iam::sigv4::parse(&sreq);
     let q = req.query_params();
     if let Some(Ok(p)) = cairn_iam::sigv2::presigned(&q) {
-        let _ = cairn_iam::sigv2::verify(&p, &req.method, &req.path, &q, &req.headers, "k", chrono_now());
+        let _ = cairn_iam::sigv2::verify(
+            &p,
+            &req.method,
+            &req.path,
+            &q,
+            &req.headers,
+            "k",
+            chrono_now(),
+        );
     }
     let signer = cairn_api::s3::chunked::ChunkSigner {
         key: vec![1; 32],
@@ -144,7 +168,8 @@ fn run(data: &[u8]) {
     let _ = cairn_api::protocol::xml::parse(&req.body);
     // The handlers.
     let w = world();
-    let (reply, rec) = w.rt.block_on(cairn_api::edge::fuzz_as_root(&w.bed.api, req.clone()));
+    let (reply, rec) =
+        w.rt.block_on(cairn_api::edge::fuzz_as_root(&w.bed.api, req.clone()));
     assert!(
         reply.status < 500 || reply.status == 501 || reply.status == 503,
         "{} {}?{} answered {}: {}",

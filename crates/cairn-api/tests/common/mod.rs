@@ -167,8 +167,7 @@ pub fn fake_dynamodb() -> (String, UpstreamCalls) {
                     };
                     calls.lock().unwrap().push((target, body));
                     let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\nx-amz-crc32: {}\r\ncontent-length: {}\r\n\r\n",
-                        crc32fast::hash(answer.as_bytes()),
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n",
                         answer.len()
                     );
                     if w.write_all(head.as_bytes()).is_err()
