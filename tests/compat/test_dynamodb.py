@@ -498,3 +498,17 @@ def test_an_upstream_that_fails_or_hangs_after_the_event_is_durable_is_recorded_
     # The hanging upstream did get the write: it was forwarded once its event was durable.
     assert "PutItem" in seen
     hang.shutdown()
+
+
+def test_endpoints_name_cairn_and_other_regions_are_refused(setup):
+    srv, _ = setup
+    c = ddb(srv)
+    eps = c.describe_endpoints()["Endpoints"]
+    assert eps == [{"Address": f"127.0.0.1:{srv.port}", "CachePeriodInMinutes": 1440}]
+    west = boto3.client("dynamodb", endpoint_url=srv.endpoint, region_name="us-west-2",
+                        aws_access_key_id=srv.key, aws_secret_access_key=srv.secret,
+                        config=Config(retries={"total_max_attempts": 1}))
+    with pytest.raises(ClientError) as e:
+        west.list_tables()
+    assert code(e) == ("UnrecognizedClientException", 400)
+    assert "us-east-1 only" in e.value.response["Error"]["Message"]
