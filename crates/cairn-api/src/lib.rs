@@ -202,6 +202,7 @@ impl Api {
         history: Arc<cloudtrail::history::History>,
         clock: Arc<dyn Clock>,
     ) -> Arc<Api> {
+        history.set_index_data(opts.lookup_extensions);
         Arc::new(Api {
             engine,
             store,

@@ -228,6 +228,9 @@ pub struct History {
     position: AtomicU64,
     watch: tokio::sync::watch::Sender<u64>,
     stop: AtomicBool,
+    /// Whether data events are indexed (only LookupEvents' documented extension reads them;
+    /// without it they would cost index writes no query can use).
+    index_data: AtomicBool,
 }
 
 /// A page of `Event` values and, when more remain, the position after the last one.
@@ -302,7 +305,14 @@ impl History {
             position: AtomicU64::new(start),
             watch,
             stop: AtomicBool::new(false),
+            index_data: AtomicBool::new(true),
         }))
+    }
+
+    /// Whether data events are indexed from now on (`ApiOptions::lookup_extensions`; data
+    /// events recorded while it was off are not searchable when it is turned on).
+    pub fn set_index_data(&self, on: bool) {
+        self.index_data.store(on, Ordering::Release);
     }
 
     /// Journal position the index has consumed.
@@ -339,6 +349,7 @@ impl History {
             tx.set_durability(redb::Durability::None);
         }
         let mut n = 0;
+        let index_data = self.index_data.load(Ordering::Acquire);
         {
             let mut events = tx.open_table(EVENTS).map_err(|e| e.to_string())?;
             let mut attrs = tx.open_table(ATTRS).map_err(|e| e.to_string())?;
@@ -353,7 +364,9 @@ impl History {
                     continue;
                 };
                 let data = header.facts.category == cairn_record::record::category::DATA;
-                if !(data || header.facts.category == cairn_record::record::category::MANAGEMENT) {
+                if !(data && index_data
+                    || header.facts.category == cairn_record::record::category::MANAGEMENT)
+                {
                     continue;
                 }
                 let Ok(lite) = serde_json::from_slice::<Lite>(&json) else {
