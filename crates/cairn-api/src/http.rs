@@ -563,3 +563,45 @@ pub async fn serve(
         task,
     })
 }
+
+/// The HTTP(S) client cairn uses towards upstreams (proxied S3 buckets, the DynamoDB
+/// upstream).
+pub type UpstreamClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    StreamBody,
+>;
+
+/// An [`UpstreamClient`]: HTTP/1.1 with keep-alive pools and `TCP_NODELAY`, HTTPS trusting
+/// the system's roots plus the PEM certificates in `extra_ca`.
+pub fn upstream_client(extra_ca: Option<&std::path::Path>) -> Result<UpstreamClient, String> {
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for c in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(c);
+    }
+    if let Some(path) = extra_ca {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
+        for c in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
+            let _ = roots.add(c);
+        }
+    }
+    let tls = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(256)
+            .build(https),
+    )
+}

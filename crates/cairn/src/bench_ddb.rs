@@ -10,8 +10,6 @@ use clap::Args;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Instant;
-use tokio::io::AsyncWriteExt;
 
 #[derive(Args, Debug)]
 pub struct DdbBenchArgs {
@@ -65,11 +63,15 @@ struct Target {
 }
 
 fn call(t: &Target, op: &str, body: &serde_json::Value, keep_alive: bool) -> Vec<u8> {
-    crate::client::signed_json10_request(
+    crate::client::signed_post(
         &t.addr,
         (&t.key, &t.secret, None),
         "us-east-1",
-        ("dynamodb", &format!("DynamoDB_20120810.{op}")),
+        "dynamodb",
+        &[
+            ("x-amz-target", &format!("DynamoDB_20120810.{op}")),
+            ("content-type", "application/x-amz-json-1.0"),
+        ],
         body.to_string().as_bytes(),
         keep_alive,
     )
@@ -120,60 +122,23 @@ async fn drive(
     op: &'static str,
     size: usize,
 ) -> Result<Phase> {
-    let deadline = Instant::now() + std::time::Duration::from_secs_f64(seconds);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let t = t.clone();
-        tasks.push(tokio::spawn(async move {
+    let reqs = (0..clients)
+        .map(|c| {
             let body = if op == "PutItem" {
                 json!({"TableName": "bench", "Item": item(c, size)})
             } else {
                 json!({"TableName": "bench", "Key": {"pk": {"S": format!("bench-{c}")}}})
             };
-            let req = call(&t, op, &body, true);
-            let (mut lat, mut errors) = (Vec::new(), 0usize);
-            let mut conn: Option<tokio::net::TcpStream> = None;
-            let mut buf = Vec::new();
-            while Instant::now() < deadline {
-                let s = match &mut conn {
-                    Some(s) => s,
-                    None => {
-                        let s = tokio::net::TcpStream::connect(&t.addr).await?;
-                        s.set_nodelay(true)?;
-                        buf.clear();
-                        conn.insert(s)
-                    }
-                };
-                let at = Instant::now();
-                s.write_all(&req).await?;
-                let (status, _, close) = crate::bench_api::read_response(s, &mut buf).await?;
-                lat.push(at.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                if status != 200 {
-                    errors += 1;
-                }
-                if close {
-                    conn = None;
-                }
-            }
-            anyhow::Ok((lat, errors))
-        }));
-    }
-    let mut p = Phase {
-        requests: 0,
-        errors: 0,
-        seconds: 0.0,
-        latencies_us: Vec::new(),
-    };
-    for task in tasks {
-        let (lat, e) = task.await??;
-        p.latencies_us.extend(lat);
-        p.errors += e;
-    }
-    p.seconds = started.elapsed().as_secs_f64();
-    p.requests = p.latencies_us.len();
-    p.latencies_us.sort_unstable();
-    Ok(p)
+            call(&t, op, &body, true)
+        })
+        .collect();
+    let l = crate::bench_s3::closed_loop(&t.addr, reqs, seconds).await?;
+    Ok(Phase {
+        requests: l.latencies_us.len(),
+        errors: l.errors,
+        seconds: l.seconds,
+        latencies_us: l.latencies_us,
+    })
 }
 
 pub fn dynamodb(a: DdbBenchArgs) -> Result<()> {

@@ -16,7 +16,6 @@ use clap::Args;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 
@@ -124,20 +123,50 @@ async fn drive(
     method: &'static str,
     size: usize,
 ) -> Result<Phase> {
-    let deadline = Instant::now() + std::time::Duration::from_secs_f64(seconds);
-    let started = Instant::now();
-    let body: Arc<Vec<u8>> = Arc::new((0..size).map(|i| (i * 31 % 251) as u8).collect());
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let t = t.clone();
-        let body = body.clone();
-        tasks.push(tokio::spawn(async move {
+    let body: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+    let reqs = (0..clients)
+        .map(|c| {
             let key = format!("bench-{size}-{c}");
-            let req = if method == "PUT" {
+            if method == "PUT" {
                 request(&t, "PUT", &key, &body)
             } else {
                 request(&t, "GET", &key, &[])
-            };
+            }
+        })
+        .collect();
+    let l = closed_loop(&t.addr, reqs, seconds).await?;
+    let ok = (l.latencies_us.len() - l.errors) as u64;
+    Ok(Phase {
+        requests: l.latencies_us.len(),
+        errors: l.errors,
+        seconds: l.seconds,
+        bytes: if method == "PUT" {
+            ok * size as u64
+        } else {
+            l.bytes_out
+        },
+        latencies_us: l.latencies_us,
+    })
+}
+
+/// What a closed-loop run measured: every request's latency (sorted), how many were not
+/// 200, the body bytes of the 200 answers, and the run's length.
+pub(crate) struct Load {
+    pub latencies_us: Vec<u32>,
+    pub errors: usize,
+    pub bytes_out: u64,
+    pub seconds: f64,
+}
+
+/// One keep-alive client per request in `reqs`, each sending its request again as soon as
+/// the answer is read, for `seconds`.
+pub(crate) async fn closed_loop(addr: &str, reqs: Vec<Vec<u8>>, seconds: f64) -> Result<Load> {
+    let deadline = Instant::now() + std::time::Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for req in reqs {
+        let addr = addr.to_string();
+        tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let (mut errors, mut bytes) = (0usize, 0u64);
             let mut conn: Option<tokio::net::TcpStream> = None;
@@ -146,7 +175,7 @@ async fn drive(
                 let s = match &mut conn {
                     Some(s) => s,
                     None => {
-                        let s = tokio::net::TcpStream::connect(&t.addr).await?;
+                        let s = tokio::net::TcpStream::connect(&addr).await?;
                         s.set_nodelay(true)?;
                         buf.clear();
                         conn.insert(s)
@@ -157,7 +186,7 @@ async fn drive(
                 let (status, got, close) = crate::bench_api::read_response(s, &mut buf).await?;
                 lat.push(at.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 if status == 200 {
-                    bytes += if method == "PUT" { size as u64 } else { got };
+                    bytes += got;
                 } else {
                     errors += 1;
                 }
@@ -168,17 +197,21 @@ async fn drive(
             anyhow::Ok((lat, errors, bytes))
         }));
     }
-    let mut p = Phase::default();
+    let mut l = Load {
+        latencies_us: Vec::new(),
+        errors: 0,
+        bytes_out: 0,
+        seconds: 0.0,
+    };
     for task in tasks {
         let (lat, e, b) = task.await??;
-        p.latencies_us.extend(lat);
-        p.errors += e;
-        p.bytes += b;
+        l.latencies_us.extend(lat);
+        l.errors += e;
+        l.bytes_out += b;
     }
-    p.seconds = started.elapsed().as_secs_f64();
-    p.requests = p.latencies_us.len();
-    p.latencies_us.sort_unstable();
-    Ok(p)
+    l.seconds = started.elapsed().as_secs_f64();
+    l.latencies_us.sort_unstable();
+    Ok(l)
 }
 
 /// One request on a fresh connection; returns the status.

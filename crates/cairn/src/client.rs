@@ -58,31 +58,8 @@ pub fn signed_json_request(
     )
 }
 
-/// A signed awsJson 1.0 call (DynamoDB), as raw HTTP/1.1.
-pub fn signed_json10_request(
-    host: &str,
-    creds: (&str, &str, Option<&str>),
-    region: &str,
-    (service, target): (&str, &str),
-    body: &[u8],
-    keep_alive: bool,
-) -> Vec<u8> {
-    signed_post(
-        host,
-        creds,
-        region,
-        service,
-        &[
-            ("x-amz-target", target),
-            ("content-type", "application/x-amz-json-1.0"),
-        ],
-        body,
-        keep_alive,
-    )
-}
-
 /// A SigV4-signed `POST /` with `headers` and `body`, as raw HTTP/1.1.
-fn signed_post(
+pub(crate) fn signed_post(
     host: &str,
     creds: (&str, &str, Option<&str>),
     region: &str,

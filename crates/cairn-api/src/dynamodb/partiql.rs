@@ -302,13 +302,7 @@ impl Statement {
 mod tests {
     use super::*;
 
-    fn schema() -> KeySchema {
-        KeySchema {
-            hash: "Artist".into(),
-            range: Some("SongTitle".into()),
-            indexes: Default::default(),
-        }
-    }
+    use crate::dynamodb::schema::music as schema;
 
     #[test]
     fn verbs_and_tables() {

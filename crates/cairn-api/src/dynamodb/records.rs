@@ -201,13 +201,7 @@ pub fn call_options(body: &Map<String, Value>, to: &mut Map<String, Value>) {
 mod tests {
     use super::*;
 
-    fn schema() -> KeySchema {
-        KeySchema {
-            hash: "Artist".into(),
-            range: Some("SongTitle".into()),
-            indexes: Default::default(),
-        }
-    }
+    use crate::dynamodb::schema::music as schema;
 
     fn body(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()

@@ -159,6 +159,16 @@ pub async fn of(state: &Arc<State>, target: &Target, table: &str) -> Result<Know
     Ok(Known::Schema(schema))
 }
 
+/// The key schema of the DynamoDB documentation's `Music` table (for tests).
+#[cfg(test)]
+pub(crate) fn music() -> KeySchema {
+    KeySchema {
+        hash: "Artist".into(),
+        range: Some("SongTitle".into()),
+        indexes: Default::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,8 +11,6 @@ use crate::edge::EffectOutcome;
 use crate::protocol::{ApiError, BoxError, Reply, StreamBody, Streamed};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use serde_json::{Map, Value};
 use std::time::Duration;
 
@@ -49,38 +47,14 @@ impl std::fmt::Debug for Target {
     }
 }
 
-pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, StreamBody>;
+pub type HttpClient = crate::http::UpstreamClient;
 
 /// The HTTP(S) client for the upstream (built on first use; an extra CA when configured).
 pub(super) fn client(state: &State, target: &Target) -> Result<HttpClient, ApiError> {
     if let Some(c) = state.client.get() {
         return Ok(c.clone());
     }
-    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    for c in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(c);
-    }
-    if let Some(path) = &target.ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| unavailable(format!("cannot read the CA file {}: {e}", path.display())))?;
-        for c in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
-            let _ = roots.add(c);
-        }
-    }
-    let tls = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(unavailable)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let c = Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_max_idle_per_host(256)
-        .build(https);
+    let c = crate::http::upstream_client(target.ca_file.as_deref()).map_err(unavailable)?;
     Ok(state.client.get_or_init(|| c).clone())
 }
 

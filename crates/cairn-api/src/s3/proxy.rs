@@ -15,8 +15,6 @@ use crate::protocol::{ApiError, BoxError, Reply, StreamBody, Streamed};
 use bytes::Bytes;
 use cairn_record::Arn;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 
 /// Where a proxied bucket lives.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,29 +29,13 @@ pub struct ProxyTarget {
 }
 
 /// The shared HTTP(S) client for upstreams.
-pub type Upstream = Client<hyper_rustls::HttpsConnector<HttpConnector>, StreamBody>;
+pub type Upstream = crate::http::UpstreamClient;
 
 fn upstream(api: &crate::Api) -> Result<Upstream, ApiError> {
     if let Some(u) = api.upstream.get() {
         return Ok(u.clone());
     }
-    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for c in native.certs {
-        let _ = roots.add(c);
-    }
-    let tls = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(service_unavailable)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+    let client = crate::http::upstream_client(None).map_err(service_unavailable)?;
     Ok(api.upstream.get_or_init(|| client).clone())
 }
 
