@@ -512,3 +512,69 @@ def test_endpoints_name_cairn_and_other_regions_are_refused(setup):
         west.list_tables()
     assert code(e) == ("UnrecognizedClientException", 400)
     assert "us-east-1 only" in e.value.response["Error"]["Message"]
+
+
+def test_an_https_upstream_is_verified_against_the_configured_ca(cairn_server_factory, dynalite, tls_certs):
+    import socket
+    import ssl
+    import threading
+
+    # A TLS front for dynalite with the test CA's certificate for 127.0.0.1.
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tls_certs / "cert.pem", tls_certs / "key.pem")
+    front = socket.socket()
+    front.bind(("127.0.0.1", 0))
+    front.listen(64)
+    host, port = dynalite.rsplit(":", 1)[0].split("//")[1], int(dynalite.rsplit(":", 1)[1])
+
+    def pump(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def serve():
+        while True:
+            try:
+                raw, _ = front.accept()
+            except OSError:
+                return
+            try:
+                tls = ctx.wrap_socket(raw, server_side=True)
+            except (ssl.SSLError, OSError):
+                raw.close()
+                continue
+            up = socket.create_connection((host, port))
+            threading.Thread(target=pump, args=(tls, up), daemon=True).start()
+            threading.Thread(target=pump, args=(up, tls), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    https = f"https://127.0.0.1:{front.getsockname()[1]}"
+    trusted = config(https).replace(
+        'secret_access_key_env = "CAIRN_TEST_DDB_SECRET"',
+        f'secret_access_key_env = "CAIRN_TEST_DDB_SECRET"\nca_file = "{tls_certs / "ca.pem"}"')
+    srv = cairn_server_factory(config=trusted, env={"CAIRN_TEST_DDB_SECRET": "upstream-secret"})
+    c = ddb(srv)
+    c.create_table(TableName="ddb-tls", BillingMode="PAY_PER_REQUEST",
+                   AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                   KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    c.get_waiter("table_exists").wait(TableName="ddb-tls", WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    c.put_item(TableName="ddb-tls", Item={"pk": {"S": "over-tls"}})
+    assert c.get_item(TableName="ddb-tls", Key={"pk": {"S": "over-tls"}})["Item"]["pk"]["S"] == "over-tls"
+    # Without the CA the upstream's certificate is not trusted: nothing is sent to it.
+    srv2 = cairn_server_factory(config=config(https), env={"CAIRN_TEST_DDB_SECRET": "upstream-secret"})
+    with pytest.raises(ClientError) as e:
+        ddb(srv2).put_item(TableName="ddb-tls", Item={"pk": {"S": "untrusted"}})
+    assert code(e) == ("ServiceUnavailable", 503)
+    assert "Item" not in upstream_client(dynalite).get_item(TableName="ddb-tls", Key={"pk": {"S": "untrusted"}})
+    front.close()
