@@ -232,3 +232,37 @@ def test_aws_s3_presign_sigv2_urls(srv, aws_bin):
                            aws_access_key_id=srv.key, aws_secret_access_key=srv.secret)
     url2 = default.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "dir/pre signed.txt"})
     assert urllib.request.urlopen(url2).read() == b"v2 body"
+
+
+def test_list_multipart_uploads_with_parts_of_several_uploads_and_keys(srv):
+    # Issue 14's report: two uploads of one key and one of another, a 5 MiB part each, then
+    # ListMultipartUploads answered InternalFailure. It must list all three, keys in order.
+    s3 = srv.client("s3")
+    keys = ["lmu/a", "lmu/a", "lmu/b"]
+    ids = [s3.create_multipart_upload(Bucket=BUCKET, Key=k)["UploadId"] for k in keys]
+    for k, u in zip(keys, ids):
+        s3.upload_part(Bucket=BUCKET, Key=k, UploadId=u, PartNumber=1, Body=b"p" * (5 << 20))
+    got = s3.list_multipart_uploads(Bucket=BUCKET, Prefix="lmu/")["Uploads"]
+    assert sorted((u["Key"], u["UploadId"]) for u in got) == sorted(zip(keys, ids))
+    assert [u["Key"] for u in got] == sorted(keys)
+    page = s3.list_multipart_uploads(Bucket=BUCKET, Prefix="lmu/", MaxUploads=2)
+    assert page["IsTruncated"] and len(page["Uploads"]) == 2
+    rest = s3.list_multipart_uploads(Bucket=BUCKET, Prefix="lmu/", KeyMarker=page["NextKeyMarker"],
+                                     UploadIdMarker=page["NextUploadIdMarker"])["Uploads"]
+    assert len(page["Uploads"]) + len(rest) == 3
+    seen = page["Uploads"] + rest
+    assert [(u["Key"], u["UploadId"]) for u in seen] == [(u["Key"], u["UploadId"]) for u in got]
+    # A delimiter rolls keys up; a page ending on a common prefix continues after its group.
+    extra = s3.create_multipart_upload(Bucket=BUCKET, Key="lmu/z/1")["UploadId"]
+    top = s3.list_multipart_uploads(Bucket=BUCKET, Prefix="lmu/", Delimiter="/")
+    assert [u["Key"] for u in top["Uploads"]] == ["lmu/a", "lmu/a", "lmu/b"]
+    assert [p["Prefix"] for p in top["CommonPrefixes"]] == ["lmu/z/"]
+    p1 = s3.list_multipart_uploads(Bucket=BUCKET, Prefix="lmu/z", Delimiter="/", MaxUploads=1)
+    assert [p["Prefix"] for p in p1["CommonPrefixes"]] == ["lmu/z/"] and not p1["IsTruncated"]
+    # Keys come back URL-encoded when asked.
+    odd = s3.create_multipart_upload(Bucket=BUCKET, Key="lmu/sp ace")["UploadId"]
+    enc = s3.list_multipart_uploads(Bucket=BUCKET, Prefix="lmu/sp", EncodingType="url")
+    assert [u["Key"] for u in enc["Uploads"]] == ["lmu/sp%20ace"] and enc["EncodingType"] == "url"
+    for k, u in list(zip(keys, ids)) + [("lmu/z/1", extra), ("lmu/sp ace", odd)]:
+        s3.abort_multipart_upload(Bucket=BUCKET, Key=k, UploadId=u)
+    assert s3.list_multipart_uploads(Bucket=BUCKET, Prefix="lmu/").get("Uploads", []) == []

@@ -105,8 +105,35 @@ impl ListInput {
         Ok(i)
     }
 
+    /// ListMultipartUploads: `key-marker`, `upload-id-marker` (kept as the version marker)
+    /// and `max-uploads` (at most 1000).
+    pub(super) fn uploads(req: &S3Request) -> Result<ListInput, ApiError> {
+        let mut i = ListInput::common(req)?;
+        i.key_marker = req
+            .param("key-marker")
+            .filter(|m| !m.is_empty())
+            .map(str::to_string);
+        i.version_id_marker = req
+            .param("upload-id-marker")
+            .filter(|m| !m.is_empty())
+            .map(str::to_string);
+        i.max_keys = match req.param("max-uploads") {
+            None => 1000,
+            Some(s) => match s.parse::<i64>() {
+                Ok(n) if n >= 0 => n.min(1000) as usize,
+                _ => {
+                    return Err(S3Error::InvalidArgument(
+                        "Provided max-uploads not an integer or within integer range".into(),
+                    )
+                    .into())
+                }
+            },
+        };
+        Ok(i)
+    }
+
     /// A key (or prefix) as the answer writes it.
-    fn enc(&self, s: &str) -> String {
+    pub(super) fn enc(&self, s: &str) -> String {
         if self.url {
             url_enc(s)
         } else {
@@ -114,7 +141,7 @@ impl ListInput {
         }
     }
 
-    fn encoding_type(&self) -> Option<&'static str> {
+    pub(super) fn encoding_type(&self) -> Option<&'static str> {
         self.url.then_some("url")
     }
 }
@@ -172,8 +199,8 @@ struct Contents {
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct CommonPrefix {
-    prefix: String,
+pub(super) struct CommonPrefix {
+    pub(super) prefix: String,
 }
 
 /// One page of a listing: objects and common prefixes (together at most `max_keys`).

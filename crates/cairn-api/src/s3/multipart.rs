@@ -607,10 +607,19 @@ struct UploadsList {
     bucket: String,
     key_marker: String,
     upload_id_marker: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_key_marker: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_upload_id_marker: Option<String>,
     prefix: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delimiter: Option<String>,
     max_uploads: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoding_type: Option<&'static str>,
     is_truncated: bool,
     upload: Vec<UploadXml>,
+    common_prefixes: Vec<super::list::CommonPrefix>,
 }
 
 #[derive(Serialize)]
@@ -622,7 +631,9 @@ struct UploadXml {
     storage_class: &'static str,
 }
 
-/// GET /bucket?uploads
+/// GET /bucket?uploads: uploads in key order, then by initiation, from after
+/// `key-marker` (and, for that key, after `upload-id-marker`), keys sharing a prefix up to
+/// the `delimiter` rolled into one common prefix, at most `max-uploads` entries a page.
 pub(super) fn list_uploads(
     ctx: &mut Ctx<'_>,
     req: &S3Request,
@@ -632,23 +643,81 @@ pub(super) fn list_uploads(
         .into_iter()
         .filter(|(_, u)| u.bucket == req.bucket && u.key.starts_with(&i.prefix))
         .collect();
-    mine.sort_by(|a, b| (&a.1.key, a.1.initiated).cmp(&(&b.1.key, b.1.initiated)));
+    mine.sort_by(|a, b| (&a.1.key, a.1.initiated, &a.0).cmp(&(&b.1.key, b.1.initiated, &b.0)));
+    // Where the page starts.
+    let start = match (&i.key_marker, &i.version_id_marker) {
+        (Some(k), Some(id)) => {
+            let same_key = |u: &Upload| u.key == *k;
+            match mine.iter().position(|(uid, u)| same_key(u) && uid == id) {
+                Some(p) => p + 1,
+                None => mine.iter().take_while(|(_, u)| u.key <= *k).count(),
+            }
+        }
+        (Some(k), None) => {
+            // A marker that is a common prefix (what a page rolled up) skips its whole group.
+            let group = i.delimiter.as_deref().is_some_and(|d| k.ends_with(d));
+            mine.iter()
+                .take_while(|(_, u)| u.key <= *k || (group && u.key.starts_with(k.as_str())))
+                .count()
+        }
+        _ => 0,
+    };
+    let mut upload = Vec::new();
+    let mut prefixes: Vec<super::list::CommonPrefix> = Vec::new();
+    let mut last: Option<(String, Option<String>)> = None;
+    let mut truncated = false;
+    let mut rest = mine.into_iter().skip(start).peekable();
+    while let Some((id, u)) = rest.next() {
+        if upload.len() + prefixes.len() >= i.max_keys {
+            truncated = true;
+            break;
+        }
+        let rolled = i.delimiter.as_deref().and_then(|d| {
+            u.key[i.prefix.len()..]
+                .find(d)
+                .map(|p| u.key[..i.prefix.len() + p + d.len()].to_string())
+        });
+        match rolled {
+            Some(cp) => {
+                // Every upload under this prefix is one entry.
+                while rest.peek().is_some_and(|(_, n)| n.key.starts_with(&cp)) {
+                    rest.next();
+                }
+                last = Some((cp.clone(), None));
+                prefixes.push(super::list::CommonPrefix { prefix: i.enc(&cp) });
+            }
+            None => {
+                last = Some((u.key.clone(), Some(id.clone())));
+                upload.push(UploadXml {
+                    key: i.enc(&u.key),
+                    upload_id: id,
+                    initiated: s3_time(u.initiated),
+                    storage_class: "STANDARD",
+                });
+            }
+        }
+    }
+    let (next_key_marker, next_upload_id_marker) = match (truncated, last) {
+        (true, Some((k, id))) => (Some(i.enc(&k)), id),
+        _ => (None, None),
+    };
     let answer = UploadsList {
         bucket: req.bucket.clone(),
-        key_marker: String::new(),
-        upload_id_marker: String::new(),
-        prefix: i.prefix,
-        max_uploads: 1000,
-        is_truncated: false,
-        upload: mine
-            .into_iter()
-            .map(|(id, u)| UploadXml {
-                key: u.key,
-                upload_id: id,
-                initiated: s3_time(u.initiated),
-                storage_class: "STANDARD",
-            })
-            .collect(),
+        key_marker: i
+            .key_marker
+            .as_deref()
+            .map(|k| i.enc(k))
+            .unwrap_or_default(),
+        upload_id_marker: i.version_id_marker.clone().unwrap_or_default(),
+        next_key_marker,
+        next_upload_id_marker,
+        prefix: i.enc(&i.prefix),
+        delimiter: i.delimiter.as_deref().map(|d| i.enc(d)),
+        max_uploads: i.max_keys,
+        encoding_type: i.encoding_type(),
+        is_truncated: truncated,
+        upload,
+        common_prefixes: prefixes,
     };
     Ok(document("ListMultipartUploadsResult", &answer))
 }

@@ -615,7 +615,7 @@ fn parse(name: &str, req: &HttpRequest, common: &S3Request) -> Result<S3Op, ApiE
         "ListObjects" => Op::ListObjects(ListInput::objects(common, false)?),
         "ListObjectsV2" => Op::ListObjectsV2(ListInput::objects(common, true)?),
         "ListObjectVersions" => Op::ListObjectVersions(ListInput::versions(common)?),
-        "ListMultipartUploads" => Op::ListMultipartUploads(ListInput::versions(common)?),
+        "ListMultipartUploads" => Op::ListMultipartUploads(ListInput::uploads(common)?),
         "GetObject" => Op::GetObject(GetInput::of(common)),
         "HeadObject" => Op::HeadObject(GetInput::of(common)),
         "GetObjectAttributes" => Op::GetObjectAttributes(super::get::attributes_input(common)?),
