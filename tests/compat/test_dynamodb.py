@@ -363,6 +363,22 @@ def test_refused_calls_never_reach_the_upstream(setup):
         partial.scan(TableName="ddb-guarded", ProjectionExpression="v",
                      ScanFilter={"secret": {"ComparisonOperator": "NOT_NULL"}})
     assert code(e) == ("AccessDeniedException", 400)
+    # PartiQL names its attributes too: the ones a statement uses are what the policy sees.
+    iam.put_user_policy(UserName="ddb-partial", PolicyName="partiql", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "dynamodb:PartiQLSelect", "Resource": arn("ddb-guarded"),
+            "Condition": {"ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "v"]},
+                          "StringEquals": {"dynamodb:Select": "SPECIFIC_ATTRIBUTES"}}}]}))
+    with pytest.raises(ClientError) as e:
+        # Allowed by cairn; dynalite itself has no PartiQL and says so.
+        partial.execute_statement(Statement="SELECT v FROM \"ddb-guarded\" WHERE pk = 'ddb-reader'")
+    assert code(e)[0] != "AccessDeniedException", e.value.response
+    for st in ["SELECT secret FROM \"ddb-guarded\" WHERE pk = 'ddb-reader'",
+               "SELECT * FROM \"ddb-guarded\" WHERE pk = 'ddb-reader'",
+               "SELECT v FROM \"ddb-guarded\" WHERE \"secret\" = 'x'"]:
+        with pytest.raises(ClientError) as e:
+            partial.execute_statement(Statement=st)
+        assert code(e) == ("AccessDeniedException", 400), st
     # None of it reached the upstream.
     for pk in ["forged", "unsigned", "honest", "tamper"]:
         assert absent(pk), pk

@@ -768,7 +768,10 @@ async fn statements(
             ..Default::default()
         };
         k.leading.extend(params.iter().filter_map(scalar));
-        k.all_attributes = true;
+        match s.attributes(text) {
+            Some(a) => k.add_attrs(a),
+            None => k.all_attributes = true,
+        }
         k.apply(ctx, body);
         let resource = match &s.index {
             Some(i) => format!("table/{}/index/{i}", s.table),

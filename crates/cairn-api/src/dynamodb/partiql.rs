@@ -43,6 +43,8 @@ pub struct Statement {
     pub table: String,
     pub index: Option<String>,
     tokens: Vec<Token>,
+    /// The tokens naming the table (and index).
+    source: std::ops::Range<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -234,6 +236,7 @@ pub fn parse(text: &str) -> Result<Statement, ApiError> {
         table,
         index,
         tokens,
+        source: at..next,
     })
 }
 
@@ -276,6 +279,42 @@ impl Statement {
         }
         out.push_str(&text[last..]);
         out
+    }
+
+    /// The attributes the statement names (the heads of paths, bare or quoted, and a
+    /// tuple's attribute names; not functions, keywords or the table), for
+    /// `dynamodb:Attributes`. `None`: it reads every attribute (`SELECT *`).
+    pub fn attributes(&self, text: &str) -> Option<Vec<String>> {
+        // Reserved words only: anything else bare counts as an attribute (a word taken for
+        // an attribute can only make a restriction refuse more).
+        const KEYWORDS: &[&str] = &[
+            "SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "INSERT", "INTO", "VALUE", "UPDATE",
+            "SET", "REMOVE", "DELETE", "EXISTS", "BETWEEN", "IN", "IS", "MISSING", "NULL", "TRUE",
+            "FALSE",
+        ];
+        let t = &self.tokens;
+        let mut out: Vec<String> = Vec::new();
+        for (i, tok) in t.iter().enumerate() {
+            if self.source.contains(&i) {
+                continue;
+            }
+            let name = match &tok.kind {
+                Kind::Punct('*') if i > 0 && is_word(&t[i - 1], "SELECT") => return None,
+                Kind::Word(w) if !KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(w)) => w.clone(),
+                Kind::Quoted(q) => q.clone(),
+                Kind::Literal if self.is_tuple_name(text, i) => {
+                    let raw = &text[tok.span.0..tok.span.1];
+                    raw[1..raw.len() - 1].replace("''", "'")
+                }
+                _ => continue,
+            };
+            let nested = i > 0 && t[i - 1].kind == Kind::Punct('.');
+            let call = t.get(i + 1).is_some_and(|n| n.kind == Kind::Punct('('));
+            if !(nested || call || out.contains(&name)) {
+                out.push(name);
+            }
+        }
+        Some(out)
     }
 
     /// Every value the statement writes out (string and number literals, unquoted; a
@@ -358,6 +397,30 @@ mod tests {
         assert_eq!(
             s.literals("SELECT * FROM real WHERE x = 'FROM fake' AND n = 1.5e-3"),
             vec!["FROM fake", "1.5e-3"]
+        );
+        assert_eq!(
+            s.attributes("SELECT * FROM real WHERE x = 'FROM fake' AND n = 1.5e-3"),
+            None
+        );
+    }
+
+    #[test]
+    fn attributes_are_the_names_a_statement_uses() {
+        let text =
+            r#"SELECT a, "b c", d.e FROM "Music"."idx" WHERE begins_with(f, 'x') AND g[0] = 1"#;
+        assert_eq!(
+            parse(text).unwrap().attributes(text).unwrap(),
+            vec!["a", "b c", "d", "f", "g"]
+        );
+        let text = "INSERT INTO Music VALUE {'Artist': 'x', 'it''s': 1}";
+        assert_eq!(
+            parse(text).unwrap().attributes(text).unwrap(),
+            vec!["Artist", "it's"]
+        );
+        let text = "UPDATE Music SET Plays = Plays + 1 REMOVE Old WHERE Artist = ?";
+        assert_eq!(
+            parse(text).unwrap().attributes(text).unwrap(),
+            vec!["Plays", "Old", "Artist"]
         );
     }
 
