@@ -41,18 +41,7 @@ impl ListInput {
                 .into())
             }
         };
-        let max_keys = match req.param("max-keys") {
-            None => 1000,
-            Some(s) => match s.parse::<i64>() {
-                Ok(n) if n >= 0 => n.min(1000) as usize,
-                _ => {
-                    return Err(S3Error::InvalidArgument(
-                        "Provided max-keys not an integer or within integer range".into(),
-                    )
-                    .into())
-                }
-            },
-        };
+        let max_keys = max_param(req, "max-keys")?;
         Ok(ListInput {
             prefix: req.param("prefix").unwrap_or_default().to_string(),
             delimiter: req
@@ -91,44 +80,25 @@ impl ListInput {
         Ok(i)
     }
 
-    /// ListObjectVersions (and ListMultipartUploads, which reads its prefix).
+    /// ListObjectVersions: `key-marker` and `version-id-marker`.
     pub(super) fn versions(req: &S3Request) -> Result<ListInput, ApiError> {
-        let mut i = ListInput::common(req)?;
-        i.key_marker = req
-            .param("key-marker")
-            .filter(|m| !m.is_empty())
-            .map(str::to_string);
-        i.version_id_marker = req
-            .param("version-id-marker")
-            .filter(|m| !m.is_empty())
-            .map(str::to_string);
-        Ok(i)
+        ListInput::after(req, "version-id-marker")
     }
 
     /// ListMultipartUploads: `key-marker`, `upload-id-marker` (kept as the version marker)
     /// and `max-uploads` (at most 1000).
     pub(super) fn uploads(req: &S3Request) -> Result<ListInput, ApiError> {
+        let mut i = ListInput::after(req, "upload-id-marker")?;
+        i.max_keys = max_param(req, "max-uploads")?;
+        Ok(i)
+    }
+
+    /// The common parameters, `key-marker` and the marker `id_param` names.
+    fn after(req: &S3Request, id_param: &str) -> Result<ListInput, ApiError> {
         let mut i = ListInput::common(req)?;
-        i.key_marker = req
-            .param("key-marker")
-            .filter(|m| !m.is_empty())
-            .map(str::to_string);
-        i.version_id_marker = req
-            .param("upload-id-marker")
-            .filter(|m| !m.is_empty())
-            .map(str::to_string);
-        i.max_keys = match req.param("max-uploads") {
-            None => 1000,
-            Some(s) => match s.parse::<i64>() {
-                Ok(n) if n >= 0 => n.min(1000) as usize,
-                _ => {
-                    return Err(S3Error::InvalidArgument(
-                        "Provided max-uploads not an integer or within integer range".into(),
-                    )
-                    .into())
-                }
-            },
-        };
+        let nonempty = |p: &str| req.param(p).filter(|m| !m.is_empty()).map(str::to_string);
+        i.key_marker = nonempty("key-marker");
+        i.version_id_marker = nonempty(id_param);
         Ok(i)
     }
 
@@ -143,6 +113,20 @@ impl ListInput {
 
     pub(super) fn encoding_type(&self) -> Option<&'static str> {
         self.url.then_some("url")
+    }
+}
+
+/// A page-size parameter (`max-keys`, `max-uploads`): 1000 when absent, at most 1000.
+fn max_param(req: &S3Request, name: &str) -> Result<usize, ApiError> {
+    match req.param(name) {
+        None => Ok(1000),
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if n >= 0 => Ok(n.min(1000) as usize),
+            _ => Err(S3Error::InvalidArgument(format!(
+                "Provided {name} not an integer or within integer range"
+            ))
+            .into()),
+        },
     }
 }
 
