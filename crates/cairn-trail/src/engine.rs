@@ -590,7 +590,22 @@ impl TrailEngine {
                 break;
             }
         }
-        let now = whole_seconds(self.clock.now());
+        // A digest window ends on a whole second after it starts: if the timer closed one in
+        // this very second, wait for the next (briefly, in case the clock is a test's) so the
+        // files delivered here still get their digest now.
+        let waited = std::time::Instant::now();
+        let now = loop {
+            let now = whole_seconds(self.clock.now());
+            let fresh = self
+                .lock()
+                .chains
+                .values()
+                .any(|c| c.active && c.window_start >= now);
+            if !fresh || waited.elapsed() > std::time::Duration::from_millis(1500) {
+                break now;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         let mut inner = self.lock();
         let pos = inner.reader.position();
         total.files += self.close_epoch(&mut inner, pos, now)?;
