@@ -183,7 +183,8 @@ class CairnServer:
         return r
 
     def flush(self, trail):
-        r = subprocess.run([self.binary, "trail", "flush", trail, "--endpoint", self.endpoint], env=self.env(),
+        # No flag: the endpoint comes from AWS_ENDPOINT_URL, as for the aws CLI.
+        r = subprocess.run([self.binary, "trail", "flush", trail], env=self.env(),
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stdout + r.stderr
         return json.loads(r.stdout)

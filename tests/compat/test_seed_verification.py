@@ -216,15 +216,21 @@ def test_cairn_validate_logs_prints_what_the_real_cli_prints(seed, aws_bin, cair
     try:
         real = validate(seed, aws_bin)
         ours = run_cairn_validate(seed, cairn_bin, keyfile)
+        drop_in = run_cairn_validate(seed, cairn_bin, None)
     finally:
         seed["aws"]("cloudtrail", "start-logging", "--name", TRAIL)
     assert ours.stdout == real.stdout, f"--- aws\n{real.stdout}\n--- cairn\n{ours.stdout}\n{ours.stderr}"
     assert ours.stderr.strip() == real.stderr.strip()
     assert ours.returncode == real.returncode == 0
+    assert (drop_in.stdout, drop_in.returncode) == (real.stdout, 0), drop_in.stderr
 
 
 def run_cairn_validate(seed, cairn_bin, keyfile):
     srv = seed["srv"]
+    if keyfile is None:
+        # A drop-in: the same environment and flags as `aws cloudtrail validate-logs`.
+        return subprocess.run([cairn_bin, "validate-logs", "--trail-arn", ARN, "--start-time", seed["start"],
+                               "--end-time", seed["end"], "--verbose"], env=srv.env(), capture_output=True, text=True)
     return subprocess.run([cairn_bin, "validate-logs", "--trail-arn", ARN, "--start-time", seed["start"], "--end-time", seed["end"],
                            "--verbose", "--s3-endpoint", srv.endpoint, "--s3-bucket", LOGS, "--public-keys", str(keyfile)],
                           env=srv.env(), capture_output=True, text=True)

@@ -4,8 +4,9 @@ real CLI prints — untouched and after each kind of tampering.
 
 The files are written by cairn's trail engine into moto's S3 (`cairn bench ingest
 --s3-endpoint`). The CloudTrail calls the CLI makes (DescribeTrails, ListPublicKeys) are
-answered by a stub built from `cairn list-public-keys`: cairn's own CloudTrail API is a later
-issue; what is under test here is the bytes of the files, keys and signatures.
+answered by a stub built from `cairn list-public-keys`: what is under test here is the bytes of
+the files, keys and signatures, and that `cairn validate-logs` runs in the real CLI's
+environment (endpoints, credentials, profiles) unchanged.
 """
 import base64
 import gzip
@@ -76,13 +77,22 @@ def world(moto, cairn_bin, tmp_path_factory):
     srv.shutdown()
 
 
-def real_cli(w, aws_bin, *extra):
+def real_cli(w, aws_bin, *extra, verbose=True):
     env = {**os.environ, **CREDS, "AWS_ENDPOINT_URL_S3": w["moto"], "AWS_ENDPOINT_URL_CLOUDTRAIL": w["ct"]}
     return subprocess.run([aws_bin, "cloudtrail", "validate-logs", "--trail-arn", w["arn"], "--start-time", w["start"],
-                           "--end-time", w["end"], "--verbose", *extra], env=env, capture_output=True, text=True)
+                           "--end-time", w["end"], *(["--verbose"] if verbose else []), *extra],
+                          env=env, capture_output=True, text=True)
 
 
-def cairn_cli(w, *extra):
+def cairn_cli(w, *extra, verbose=True):
+    """`cairn validate-logs` in exactly the real CLI's environment: a drop-in replacement."""
+    env = {**os.environ, **CREDS, "AWS_ENDPOINT_URL_S3": w["moto"], "AWS_ENDPOINT_URL_CLOUDTRAIL": w["ct"]}
+    return subprocess.run([w["cairn"], "validate-logs", "--trail-arn", w["arn"], "--start-time", w["start"], "--end-time", w["end"],
+                           *(["--verbose"] if verbose else []), *extra], env=env, capture_output=True, text=True)
+
+
+def cairn_cli_offline_inputs(w, *extra):
+    """The same with the bucket, endpoint and a saved key list given as flags."""
     env = {**os.environ, **CREDS}
     return subprocess.run([w["cairn"], "validate-logs", "--trail-arn", w["arn"], "--start-time", w["start"], "--end-time", w["end"],
                            "--verbose", "--s3-endpoint", w["moto"], "--s3-bucket", BUCKET, "--public-keys", w["keyfile"], *extra],
@@ -95,11 +105,13 @@ def keys_of(w, folder):
 
 
 def same_output(w, aws_bin):
-    real = real_cli(w, aws_bin)
-    ours = cairn_cli(w)
-    assert ours.stdout == real.stdout, f"stdout differs\n--- aws\n{real.stdout}\n--- cairn\n{ours.stdout}"
-    assert ours.stderr.strip() == real.stderr.strip(), f"stderr differs\n--- aws\n{real.stderr}\n--- cairn\n{ours.stderr}"
-    assert ours.returncode == real.returncode
+    """Byte for byte, verbose or not (the CLI's blank lines differ between the two)."""
+    for verbose in (False, True):
+        real = real_cli(w, aws_bin, verbose=verbose)
+        ours = cairn_cli(w, verbose=verbose)
+        assert ours.stdout == real.stdout, f"stdout differs\n--- aws\n{real.stdout}\n--- cairn\n{ours.stdout}"
+        assert ours.stderr == real.stderr, f"stderr differs\n--- aws\n{real.stderr!r}\n--- cairn\n{ours.stderr!r}"
+        assert ours.returncode == real.returncode
     return real
 
 
@@ -131,6 +143,32 @@ def test_real_cli_validates_every_digest_and_log_file(world, aws_bin):
 
 def test_cairn_validate_logs_prints_what_the_real_cli_prints(world, aws_bin):
     assert same_output(world, aws_bin).returncode == 0
+    flags = cairn_cli_offline_inputs(world)
+    assert flags.returncode == 0 and flags.stdout == real_cli(world, aws_bin).stdout, flags.stderr
+
+
+def test_cairn_validate_logs_reads_a_profile_as_the_cli_does(world, aws_bin, tmp_path):
+    """Credentials and region from a named profile, CloudTrail from --endpoint-url, S3 from the
+    environment: what the real CLI accepts, cairn accepts, and prints the same."""
+    (tmp_path / "credentials").write_text("[audit]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    (tmp_path / "config").write_text("[profile audit]\nregion = us-east-1\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"), "AWS_CONFIG_FILE": str(tmp_path / "config"),
+                "AWS_ENDPOINT_URL_S3": world["moto"]})
+    args = ["validate-logs", "--trail-arn", world["arn"], "--start-time", world["start"], "--end-time", world["end"],
+            "--profile", "audit", "--endpoint-url", world["ct"]]
+    real = subprocess.run([aws_bin, "cloudtrail", *args], env=env, capture_output=True, text=True)
+    ours = subprocess.run([world["cairn"], *args], env=env, capture_output=True, text=True)
+    assert real.returncode == 0, real.stderr
+    assert (ours.stdout, ours.returncode) == (real.stdout, real.returncode), ours.stderr
+    # A profile that does not exist, or no credentials at all, fail as the CLI does: no files read.
+    missing = subprocess.run([world["cairn"], *args[:-4], "--profile", "nobody", "--endpoint-url", world["ct"]],
+                             env=env, capture_output=True, text=True)
+    assert missing.returncode == 255 and "nobody" in missing.stderr, missing.stderr
+    bare = {k: v for k, v in env.items() if k not in ("AWS_SHARED_CREDENTIALS_FILE",)}
+    bare["AWS_SHARED_CREDENTIALS_FILE"] = "/dev/null"
+    none = subprocess.run([world["cairn"], *args[:-4], "--endpoint-url", world["ct"]], env=bare, capture_output=True, text=True)
+    assert none.returncode == 255 and "credentials" in none.stderr, none.stderr
 
 
 def test_modified_log_file(world, aws_bin):

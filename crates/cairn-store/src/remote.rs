@@ -23,6 +23,10 @@ pub struct RemoteConfig {
     pub secret_access_key: String,
     /// Virtual-host addressing instead of path style.
     pub virtual_hosted: bool,
+    /// Temporary credentials' session token.
+    pub session_token: Option<String>,
+    /// PEM certificates to trust for an https endpoint, besides the system's.
+    pub ca_bundle: Option<std::path::PathBuf>,
 }
 
 pub struct RemoteStore {
@@ -53,7 +57,19 @@ impl RemoteStore {
         if let Some(c) = m.get(bucket) {
             return Ok(c.clone());
         }
-        let c = AmazonS3Builder::new()
+        let mut options = object_store::ClientOptions::new().with_allow_http(true);
+        if let Some(p) = &self.cfg.ca_bundle {
+            let pem = std::fs::read(p)?;
+            for c in object_store::Certificate::from_pem_bundle(&pem).map_err(remote)? {
+                options = options.with_root_certificate(c);
+            }
+        }
+        let mut b = AmazonS3Builder::new();
+        if let Some(t) = &self.cfg.session_token {
+            b = b.with_token(t);
+        }
+        let c = b
+            .with_client_options(options)
             .with_endpoint(&self.cfg.endpoint)
             .with_region(&self.cfg.region)
             .with_bucket_name(bucket)

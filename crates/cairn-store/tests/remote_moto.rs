@@ -84,6 +84,8 @@ fn remote_store_against_moto_server() {
         access_key_id: "testing".into(),
         secret_access_key: "testing".into(),
         virtual_hosted: false,
+        session_token: None,
+        ca_bundle: None,
     })
     .unwrap();
     assert!(s.bucket_exists("trail-bucket").unwrap());

@@ -12,7 +12,7 @@
 
 mod walk;
 
-pub use walk::validate;
+pub use walk::{check_trail_arn, validate};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

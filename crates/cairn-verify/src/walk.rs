@@ -374,20 +374,25 @@ fn list_digests(
 }
 
 /// Runs the validation. `Err` is what the AWS CLI reports by exiting 255 (strict: exit 2).
+/// The CLI's check of `--trail-arn`, made before anything is read.
+pub fn check_trail_arn(arn: &str) -> Result<(), ValidateError> {
+    let arn_ok = regex::Regex::new(r"^arn:.+:cloudtrail:.+:\d{12}:trail/.+$")
+        .map(|r| r.is_match(arn))
+        .unwrap_or(false);
+    if !arn_ok {
+        return Err(ValidateError::Usage(format!(
+            "Invalid trail ARN provided: {arn}"
+        )));
+    }
+    Ok(())
+}
+
 pub fn validate(
     store: &dyn ObjectStore,
     key_source: &dyn PublicKeySource,
     o: &ValidateOptions,
 ) -> Result<Report, ValidateError> {
-    let arn_ok = regex::Regex::new(r"^arn:.+:cloudtrail:.+:\d{12}:trail/.+$")
-        .map(|r| r.is_match(&o.trail_arn))
-        .unwrap_or(false);
-    if !arn_ok {
-        return Err(ValidateError::Usage(format!(
-            "Invalid trail ARN provided: {}",
-            o.trail_arn
-        )));
-    }
+    check_trail_arn(&o.trail_arn)?;
     let parts: Vec<&str> = o.trail_arn.splitn(6, ':').collect();
     let home = parts[3].to_string();
     let names = Names {
@@ -762,7 +767,8 @@ pub fn validate(
 
     // Render, with the AWS CLI's spacing rules.
     let mut r = Report::default();
-    let mut double = false;
+    // The startup text ends in a blank line: the CLI starts "double-spaced".
+    let mut double = true;
     let mut out = |r: &mut Report, msg: String, err: bool| {
         if err {
             r.lines.push((

@@ -123,6 +123,8 @@ pub fn ingest(a: IngestArgs) -> Result<()> {
                 access_key_id: std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_default(),
                 secret_access_key: std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_default(),
                 virtual_hosted: false,
+                session_token: None,
+                ca_bundle: None,
             },
         )?)),
         None => None,

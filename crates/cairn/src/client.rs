@@ -1,14 +1,16 @@
-//! A minimal signed CloudTrail client for cairn's own commands (`trail flush`, `status`)
-//! against a running server: HTTP/1.1, or HTTPS trusting `AWS_CA_BUNDLE` (as the AWS CLI
-//! does), SigV4 with the caller's credentials (`AWS_ACCESS_KEY_ID` /
-//! `AWS_SECRET_ACCESS_KEY`, optionally `AWS_SESSION_TOKEN`).
+//! A minimal signed client for cairn's own commands (`trail flush`, `status`,
+//! `validate-logs`) against a running server or AWS: HTTP/1.1, or HTTPS trusting the
+//! configured CA bundle or the system's roots; SigV4 with the credentials the `aws` CLI
+//! would use ([`AwsEnv`]).
 
+use crate::aws_env::{AwsEnv, Credentials};
 use anyhow::{bail, Context, Result};
 use cairn_record::{Clock, SystemClock};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 
 /// A complete HTTP/1.1 request for CloudTrail operation `op`, signed now with SigV4
 /// (`creds`: access key id, secret, optional session token). With `keep_alive` false the
@@ -101,37 +103,53 @@ pub struct Client {
     host: String,
     tls: bool,
     region: String,
-    key: String,
-    secret: String,
-    token: Option<String>,
+    creds: Credentials,
+    ca_bundle: Option<PathBuf>,
+}
+
+/// An HTTP answer: status and body.
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
 }
 
 impl Client {
-    pub fn from_env(endpoint: &str, region: Option<&str>) -> Result<Client> {
+    /// A client of `service` (its SDK id: `CloudTrail`, `S3`) found as the `aws` CLI finds
+    /// it (see [`AwsEnv`]); `fallback_region` when no region is configured.
+    pub fn for_service(
+        env: &AwsEnv,
+        (service, host_prefix): (&str, &str),
+        fallback_region: &str,
+    ) -> Result<Client> {
+        let region = env.region().unwrap_or_else(|| fallback_region.to_string());
+        let endpoint = env.endpoint(service, host_prefix, &region);
+        Client::new(&endpoint, region, env.credentials()?, env.ca_bundle())
+    }
+
+    pub fn new(
+        endpoint: &str,
+        region: String,
+        creds: Credentials,
+        ca_bundle: Option<PathBuf>,
+    ) -> Result<Client> {
         let (tls, rest) = match (
             endpoint.strip_prefix("https://"),
             endpoint.strip_prefix("http://"),
         ) {
             (Some(r), _) => (true, r),
             (None, Some(r)) => (false, r),
-            _ => bail!("endpoint {endpoint} must be http://HOST:PORT or https://HOST:PORT"),
+            _ => bail!("endpoint {endpoint} must be http://HOST[:PORT] or https://HOST[:PORT]"),
         };
         let host = rest.trim_end_matches('/').to_string();
-        let key = std::env::var("AWS_ACCESS_KEY_ID").context("AWS_ACCESS_KEY_ID is not set")?;
-        let secret =
-            std::env::var("AWS_SECRET_ACCESS_KEY").context("AWS_SECRET_ACCESS_KEY is not set")?;
-        let region = region
-            .map(str::to_string)
-            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-            .or_else(|| std::env::var("AWS_REGION").ok())
-            .unwrap_or_else(|| "us-east-1".into());
+        if host.is_empty() || host.contains('/') {
+            bail!("endpoint {endpoint} must be http://HOST[:PORT] or https://HOST[:PORT]");
+        }
         Ok(Client {
             host,
             tls,
             region,
-            key,
-            secret,
-            token: std::env::var("AWS_SESSION_TOKEN").ok(),
+            creds,
+            ca_bundle,
         })
     }
 
@@ -140,18 +158,82 @@ impl Client {
         let body = serde_json::to_vec(body)?;
         let msg = signed_cloudtrail_request(
             &self.host,
-            (&self.key, &self.secret, self.token.as_deref()),
+            (
+                &self.creds.key,
+                &self.creds.secret,
+                self.creds.token.as_deref(),
+            ),
             &self.region,
             op,
             &body,
             false,
         );
-        let mut s = TcpStream::connect(&self.host)
+        let a = self.exchange(&msg)?;
+        let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
+        if a.status != 200 {
+            bail!(
+                "An error occurred ({}) when calling the {op} operation: {}",
+                v["__type"]
+                    .as_str()
+                    .map(|t| t.rsplit('#').next().unwrap_or(t))
+                    .unwrap_or("error"),
+                v["message"]
+                    .as_str()
+                    .or(v["Message"].as_str())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| String::from_utf8_lossy(&a.body).into_owned())
+            );
+        }
+        Ok(v)
+    }
+
+    /// A signed S3 `GET path?query` (path-style), as the answer's status and body.
+    pub fn s3_get(&self, path: &str, query: &str) -> Result<Answer> {
+        let sha = hex::encode(Sha256::digest(b""));
+        let mut headers = vec![
+            ("host".to_string(), self.host.clone()),
+            ("x-amz-content-sha256".to_string(), sha.clone()),
+        ];
+        if let Some(t) = &self.creds.token {
+            headers.push(("x-amz-security-token".into(), t.clone()));
+        }
+        let req = cairn_iam::sigv4::Request {
+            method: "GET",
+            path,
+            query,
+            headers: &headers,
+            body_sha256: &sha,
+            s3: true,
+        };
+        let added = cairn_iam::sigv4::sign(
+            &req,
+            &self.creds.key,
+            &self.creds.secret,
+            &self.region,
+            "s3",
+            SystemClock.now(),
+        );
+        let target = if query.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{query}")
+        };
+        let mut msg = format!("GET {target} HTTP/1.1\r\n");
+        for (k, v) in headers.iter().chain(added.iter()) {
+            msg.push_str(&format!("{k}: {v}\r\n"));
+        }
+        msg.push_str("connection: close\r\n\r\n");
+        self.exchange(msg.as_bytes())
+    }
+
+    /// Sends one request on a new connection the server closes after answering.
+    fn exchange(&self, msg: &[u8]) -> Result<Answer> {
+        let mut s = TcpStream::connect(self.authority())
             .with_context(|| format!("connecting to {}", self.host))?;
         let mut resp = Vec::new();
         if self.tls {
             let mut t = self.tls_stream(s)?;
-            t.write_all(&msg)?;
+            t.write_all(msg)?;
             // The server closes after answering (connection: close); a missing TLS
             // close_notify at that point is not an error for a complete response.
             if let Err(e) = t.read_to_end(&mut resp) {
@@ -160,28 +242,40 @@ impl Client {
                 }
             }
         } else {
-            s.write_all(&msg)?;
+            s.write_all(msg)?;
             s.read_to_end(&mut resp)?;
         }
-        let text = String::from_utf8_lossy(&resp);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
+        let split = resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
             .context("malformed HTTP response")?;
+        let head = String::from_utf8_lossy(&resp[..split]);
         let status: u16 = head
             .split_whitespace()
             .nth(1)
             .and_then(|s| s.parse().ok())
             .context("malformed HTTP status line")?;
-        let v: Value = serde_json::from_str(body.trim()).unwrap_or(Value::Null);
-        if status != 200 {
-            bail!(
-                "{} ({}): {}",
-                v["__type"].as_str().unwrap_or("error"),
-                status,
-                v["message"].as_str().unwrap_or(body)
-            );
+        let mut body = resp[split + 4..].to_vec();
+        if head
+            .lines()
+            .any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked")
+        {
+            body = dechunk(&body)?;
         }
-        Ok(v)
+        Ok(Answer { status, body })
+    }
+
+    /// `host:port`, with the scheme's default port when the endpoint names none.
+    fn authority(&self) -> String {
+        let has_port = match self.host.strip_prefix('[') {
+            Some(v6) => v6.contains("]:"),
+            None => self.host.contains(':'),
+        };
+        if has_port {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, if self.tls { 443 } else { 80 })
+        }
     }
 
     fn tls_stream(
@@ -189,13 +283,26 @@ impl Client {
         tcp: TcpStream,
     ) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
         let mut roots = rustls::RootCertStore::empty();
-        let bundle = std::env::var("AWS_CA_BUNDLE")
-            .context("https endpoints need AWS_CA_BUNDLE (the CA or certificate to trust)")?;
-        let mut rd = std::io::BufReader::new(
-            std::fs::File::open(&bundle).with_context(|| format!("opening {bundle}"))?,
-        );
-        for c in rustls_pemfile::certs(&mut rd) {
-            roots.add(c?)?;
+        match &self.ca_bundle {
+            Some(bundle) => {
+                let mut rd = std::io::BufReader::new(
+                    std::fs::File::open(bundle)
+                        .with_context(|| format!("opening {}", bundle.display()))?,
+                );
+                for c in rustls_pemfile::certs(&mut rd) {
+                    roots.add(c?)?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                for c in found.certs {
+                    // A system certificate rustls cannot use is skipped, as the CLI does.
+                    let _ = roots.add(c);
+                }
+                if roots.is_empty() {
+                    bail!("no system CA certificates found; set AWS_CA_BUNDLE");
+                }
+            }
         }
         let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
@@ -203,15 +310,39 @@ impl Client {
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let name = self
-            .host
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(&self.host)
-            .to_string();
+        let name = match self.host.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => &self.host,
+        }
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
         let server = rustls::pki_types::ServerName::try_from(name)?;
         let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), server)?;
         Ok(rustls::StreamOwned::new(conn, tcp))
+    }
+}
+
+/// The body of a `Transfer-Encoding: chunked` answer.
+fn dechunk(mut b: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("malformed chunked body")?;
+        let size_text = String::from_utf8_lossy(&b[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .context("malformed chunk size")?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if b.len() < size + 2 {
+            bail!("truncated chunked body");
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
     }
 }
 

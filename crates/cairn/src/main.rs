@@ -1,5 +1,6 @@
 //! The `cairn` binary: wires the crates together; holds no logic another crate should own.
 
+mod aws_env;
 mod bench;
 mod bench_api;
 mod bench_ddb;
@@ -52,15 +53,8 @@ enum Cmd {
     Status {
         #[arg(long, default_value = "./cairn-data")]
         data_dir: PathBuf,
-        /// The server (as the `aws` CLI: AWS_ENDPOINT_URL).
-        #[arg(
-            long,
-            env = "AWS_ENDPOINT_URL",
-            default_value = "http://127.0.0.1:4566"
-        )]
-        endpoint: String,
-        #[arg(long)]
-        region: Option<String>,
+        #[command(flatten)]
+        aws: aws_env::AwsGlobals,
         #[arg(long)]
         json: bool,
     },
@@ -91,15 +85,8 @@ enum TrailCmd {
     /// Deliver what is pending and close every open digest window now.
     Flush {
         name: String,
-        /// The server (as the `aws` CLI: AWS_ENDPOINT_URL).
-        #[arg(
-            long,
-            env = "AWS_ENDPOINT_URL",
-            default_value = "http://127.0.0.1:4566"
-        )]
-        endpoint: String,
-        #[arg(long)]
-        region: Option<String>,
+        #[command(flatten)]
+        aws: aws_env::AwsGlobals,
     },
 }
 
@@ -199,12 +186,23 @@ fn rows_online(c: &client::Client) -> anyhow::Result<Vec<StatusRow>> {
     Ok(rows)
 }
 
-fn status(dir: PathBuf, endpoint: &str, region: Option<&str>, json: bool) -> anyhow::Result<()> {
+/// A CloudTrail client of a running cairn, found as the `aws` CLI finds one; cairn's own
+/// operations have no AWS endpoint, so without one configured it is the default listener.
+fn cairn_client(g: &aws_env::AwsGlobals) -> anyhow::Result<client::Client> {
+    let env = aws_env::AwsEnv::load(g)?;
+    let region = env.region().unwrap_or_else(|| "us-east-1".into());
+    let endpoint = env
+        .configured_endpoint("CloudTrail")
+        .unwrap_or_else(|| "http://127.0.0.1:4566".into());
+    client::Client::new(&endpoint, region, env.credentials()?, env.ca_bundle())
+}
+
+fn status(dir: PathBuf, g: &aws_env::AwsGlobals, json: bool) -> anyhow::Result<()> {
     // A running server holds the data directory's databases; ask it. Otherwise read them.
     let rows = match rows_offline(&dir) {
         Ok(r) => r,
         Err(offline) => {
-            let c = client::Client::from_env(endpoint, region)
+            let c = cairn_client(g)
                 .map_err(|e| offline.context(format!("and no server to ask: {e:#}")))?;
             rows_online(&c)?
         }
@@ -234,8 +232,8 @@ fn status(dir: PathBuf, endpoint: &str, region: Option<&str>, json: bool) -> any
     Ok(())
 }
 
-fn trail_flush(name: &str, endpoint: &str, region: Option<&str>) -> anyhow::Result<()> {
-    let c = client::Client::from_env(endpoint, region)?;
+fn trail_flush(name: &str, g: &aws_env::AwsGlobals) -> anyhow::Result<()> {
+    let c = cairn_client(g)?;
     let r = c.cloudtrail("CairnFlushTrail", &serde_json::json!({"Name": name}))?;
     println!("{}", serde_json::to_string_pretty(&r)?);
     Ok(())
@@ -255,17 +253,12 @@ fn main() {
         Cmd::ListPublicKeys(a) => report(validate_cmd::list_public_keys(a)),
         Cmd::Serve(a) => report(serve::serve(a)),
         Cmd::Init(a) => report(serve::init(a)),
-        Cmd::Trail(TrailCmd::Flush {
-            name,
-            endpoint,
-            region,
-        }) => report(trail_flush(&name, &endpoint, region.as_deref())),
+        Cmd::Trail(TrailCmd::Flush { name, aws }) => report(trail_flush(&name, &aws)),
         Cmd::Status {
             data_dir,
-            endpoint,
-            region,
+            aws,
             json,
-        } => report(status(data_dir, &endpoint, region.as_deref(), json)),
+        } => report(status(data_dir, &aws, json)),
         Cmd::Bench(BenchCmd::Ingest(a)) => report(bench::ingest(a)),
         Cmd::Bench(BenchCmd::Validate(a)) => report(bench::validate(a)),
         Cmd::Bench(BenchCmd::Api(a)) => report(bench_api::api(a)),
