@@ -155,6 +155,8 @@ pub struct Api {
     pub bucket_keys: kms::on_behalf::BucketKeys,
     pub meta: Arc<meta::Meta>,
     pub history: Arc<cloudtrail::history::History>,
+    /// PutAuditEvents' idempotency index (channel, id) → eventID.
+    pub audit_ids: Arc<cloudtrail::audit_ids::AuditIds>,
     pub clock: Arc<dyn Clock>,
     pub metrics: metrics::Metrics,
     /// Serialises control-plane changes (check-then-act on trails and channels). A handler
@@ -203,7 +205,10 @@ impl Api {
         clock: Arc<dyn Clock>,
     ) -> Arc<Api> {
         history.set_index_data(opts.lookup_extensions);
+        let audit_ids =
+            cloudtrail::audit_ids::AuditIds::new(meta.clone(), engine.journal().clone());
         Arc::new(Api {
+            audit_ids,
             engine,
             store,
             trail_store,
@@ -377,6 +382,29 @@ impl Api {
             .await;
         self.count(&outcome, 1);
         outcome.map(|_| ())
+    }
+
+    /// Records a request's event with the events it carries and their id mark as one batch
+    /// (PutAuditEvents); returns the journal position after the batch once it is durable.
+    pub async fn record_marked(
+        &self,
+        rec: &EventRecord,
+        carried: &[EventRecord],
+        mark: &cairn_trail::entry::AuditIds,
+    ) -> Result<u64, ApiError> {
+        use cairn_trail::entry;
+        let mut entries: Vec<Vec<u8>> = std::iter::once(rec)
+            .chain(carried)
+            .map(entry::encode_event)
+            .collect();
+        entries.push(entry::encode_audit_ids(mark));
+        let n = entries.len() as u64;
+        let queued = self.engine.try_append_entries_async(&entries);
+        let outcome = self
+            .durable(queued, || entries, |e, es| e.append_entries(&es))
+            .await;
+        self.count(&outcome, n - 1);
+        outcome.map(|start| start + n)
     }
 
     /// Records a request's event with the events it carries (PutAuditEvents' audit events)

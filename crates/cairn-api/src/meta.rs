@@ -22,6 +22,11 @@ impl Meta {
         Ok(Meta { db })
     }
 
+    /// The database, for tables of their own (the audit-id index).
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ApiError> {
         let tx = self.db.begin_read().map_err(ApiError::internal)?;
         let t = tx.open_table(META).map_err(ApiError::internal)?;

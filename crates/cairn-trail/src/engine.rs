@@ -479,6 +479,22 @@ impl TrailEngine {
         Ok(self.journal.try_append_async(&refs)?)
     }
 
+    /// Queues pre-encoded entries (events from [`entry::encode_event`] and marks such as
+    /// [`entry::encode_audit_ids`]) as one batch without blocking.
+    pub fn try_append_entries_async(
+        &self,
+        entries: &[Vec<u8>],
+    ) -> Result<Option<cairn_journal::Append>> {
+        let refs: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+        Ok(self.journal.try_append_async(&refs)?)
+    }
+
+    /// Blocking form of [`TrailEngine::try_append_entries_async`]; returns the first position.
+    pub fn append_entries(&self, entries: &[Vec<u8>]) -> Result<u64> {
+        let refs: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+        Ok(self.journal.append_batch(&refs)?.start)
+    }
+
     /// Queues the record of a request whose effect is about to happen outside cairn; the
     /// future resolves once it is durable, with its journal position. `Ok(None)`: the queue is
     /// full (retry on a blocking thread with [`TrailEngine::append_pending`]).
@@ -550,8 +566,8 @@ impl TrailEngine {
                         rep.files += self.close_epoch(&mut inner, seq + 1, now)?;
                     }
                 }
-                // Delivered once resolved (with its outcome), never before.
-                Entry::Pending { .. } => {}
+                // Delivered once resolved (with its outcome), never before; id marks never.
+                Entry::Pending { .. } | Entry::AuditIds(_) => {}
                 Entry::Command(cmd) => {
                     rep.files += self.close_epoch(&mut inner, seq, now)?;
                     rep.digests += self.emit_due_digests(&mut inner, now)?;

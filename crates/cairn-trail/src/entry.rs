@@ -17,6 +17,23 @@ const KIND_EVENT: u8 = 1;
 const KIND_COMMAND: u8 = 2;
 const KIND_PENDING: u8 = 3;
 const KIND_RESOLVED: u8 = 4;
+const KIND_AUDIT_IDS: u8 = 5;
+
+/// The ids of audit events a PutAuditEvents request stored, journaled in the same batch as
+/// the events: the record from which the channel's idempotency index is built (never
+/// delivered).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditIds {
+    /// The channel's ARN.
+    #[serde(rename = "c")]
+    pub channel: String,
+    /// When they were stored, epoch seconds.
+    #[serde(rename = "t")]
+    pub time: i64,
+    /// `(id the client gave, eventID cairn gave)`.
+    #[serde(rename = "i")]
+    pub ids: Vec<(String, String)>,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventHeader {
@@ -45,6 +62,15 @@ pub enum Entry {
         header: EventHeader,
         json: Vec<u8>,
     },
+    /// Audit event ids stored by one PutAuditEvents request; not delivered.
+    AuditIds(AuditIds),
+}
+
+/// `5 | JSON`: the audit event ids a request stored.
+pub fn encode_audit_ids(ids: &AuditIds) -> Vec<u8> {
+    let mut out = vec![KIND_AUDIT_IDS];
+    out.extend_from_slice(&serde_json::to_vec(ids).unwrap_or_default());
+    out
 }
 
 /// `1 | u32 header length | header JSON | record JSON`.
@@ -125,6 +151,9 @@ pub fn decode(bytes: &[u8]) -> Result<Entry> {
             })
         }
         Some(&KIND_COMMAND) => Ok(Entry::Command(
+            serde_json::from_slice(&bytes[1..]).map_err(|e| bad(&e.to_string()))?,
+        )),
+        Some(&KIND_AUDIT_IDS) => Ok(Entry::AuditIds(
             serde_json::from_slice(&bytes[1..]).map_err(|e| bad(&e.to_string()))?,
         )),
         _ => Err(bad("unknown entry kind")),

@@ -305,6 +305,8 @@ struct Outcome {
     failed: Vec<Refused>,
 }
 
+use super::audit_ids::{self, CarriedIds, Claim};
+
 async fn put_audit_events(ctx: &mut Ctx<'_>, i: PutAuditEventsInput) -> Result<Reply, ApiError> {
     let account = ctx.api.opts.account.clone();
     data_event(ctx, &i.channel_arn);
@@ -323,6 +325,15 @@ async fn put_audit_events(ctx: &mut Ctx<'_>, i: PutAuditEventsInput) -> Result<R
     let mut successful = Vec::new();
     let mut failed = Vec::new();
     let mut records = Vec::new();
+    // Idempotent on (channel, id): an id already stored is answered with its eventID and
+    // not stored again; one being stored by another request is waited for.
+    let ids = ctx.api.audit_ids.clone();
+    let mut guard = ids.guard();
+    let mut mark = cairn_trail::entry::AuditIds {
+        channel: channel_arn.clone(),
+        time: ctx.now.timestamp(),
+        ids: vec![],
+    };
     for e in &i.audit_events {
         let id = e.id.clone().unwrap_or_default();
         let id_ok = (1..=128).contains(&id.len())
@@ -344,6 +355,17 @@ async fn put_audit_events(ctx: &mut Ctx<'_>, i: PutAuditEventsInput) -> Result<R
         match check_event(e, &account) {
             Err((code, msg)) => failed.push(refuse(code, &msg)),
             Ok(data) => {
+                match ids
+                    .claim(&mut guard, &channel_arn, &id)
+                    .await
+                    .map_err(ApiError::unavailable)?
+                {
+                    Claim::Stored(event_id) => {
+                        successful.push(Accepted { id, event_id });
+                        continue;
+                    }
+                    Claim::Mine => {}
+                }
                 match builder::audit_event(
                     &data,
                     &ctx.region,
@@ -355,6 +377,8 @@ async fn put_audit_events(ctx: &mut Ctx<'_>, i: PutAuditEventsInput) -> Result<R
                     ctx.client.user_agent.clone(),
                 ) {
                     Some(r) => {
+                        guard.push(audit_ids::key(&channel_arn, &id), r.event_id.clone());
+                        mark.ids.push((id.clone(), r.event_id.clone()));
                         successful.push(Accepted {
                             id,
                             event_id: r.event_id.clone(),
@@ -373,6 +397,9 @@ async fn put_audit_events(ctx: &mut Ctx<'_>, i: PutAuditEventsInput) -> Result<R
     // one is durable before the answer names it successful, and none is without the record
     // of the request that brought it.
     ctx.audit.carried = records;
+    if !mark.ids.is_empty() {
+        ctx.audit.carried_ids = Some(CarriedIds { mark, guard });
+    }
     ctx.audit.additional_event_data = Some(json!({
         "successful": successful.len(), "failed": failed.len()
     }));

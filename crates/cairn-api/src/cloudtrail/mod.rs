@@ -9,6 +9,7 @@
 //! event is durable; a handler waits until its command is applied, so the caller reads its
 //! own write.
 
+pub mod audit_ids;
 pub mod channels;
 pub mod data;
 pub mod history;

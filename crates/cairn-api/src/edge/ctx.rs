@@ -32,6 +32,8 @@ pub struct Audit {
     /// Events the request carries (PutAuditEvents' audit events), journaled in one batch
     /// with the request's own event.
     pub carried: Vec<EventRecord>,
+    /// The ids of the carried audit events, journaled in the same batch (idempotency).
+    pub carried_ids: Option<crate::cloudtrail::audit_ids::CarriedIds>,
     /// Calls the request made to another service on the caller's behalf (S3's calls to
     /// KMS), recorded in the same batch as the request's event whatever its outcome.
     pub calls: Vec<EventRecord>,

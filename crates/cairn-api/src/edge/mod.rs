@@ -92,6 +92,7 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
     let after = After {
         deferred: std::mem::take(&mut ctx.deferred),
         carried: std::mem::take(&mut ctx.audit.carried),
+        carried_ids: ctx.audit.carried_ids.take(),
         calls: std::mem::take(&mut ctx.audit.calls),
     };
     let effect = ctx
@@ -142,6 +143,7 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
 struct After {
     deferred: Vec<Deferred>,
     carried: Vec<EventRecord>,
+    carried_ids: Option<crate::cloudtrail::audit_ids::CarriedIds>,
     calls: Vec<EventRecord>,
 }
 
@@ -517,7 +519,24 @@ async fn finish(
     if result.is_ok() {
         with.extend(after.carried);
     }
-    let recorded = api.record_with(&rec, &with).await;
+    let recorded = match after.carried_ids {
+        // Audit events with their id mark: journaled in a task of its own, so a client that
+        // goes away cannot leave the batch's outcome unknown to the idempotency index.
+        Some(ids) if result.is_ok() => {
+            let (api2, rec2) = (api.clone(), rec.clone());
+            tokio::spawn(async move {
+                let r = api2.record_marked(&rec2, &with, &ids.mark).await;
+                match &r {
+                    Ok(end) => ids.guard.stored(*end),
+                    Err(_) => drop(ids.guard),
+                }
+                r.map(|_| ())
+            })
+            .await
+            .unwrap_or_else(|e| Err(ApiError::internal(e)))
+        }
+        _ => api.record_with(&rec, &with).await,
+    };
     let result = match (&recorded, result) {
         (Ok(()), Ok(r)) => commit_deferred(after.deferred, Ok(r), label).await,
         (_, r) => {
