@@ -205,8 +205,11 @@ impl Api {
         clock: Arc<dyn Clock>,
     ) -> Arc<Api> {
         history.set_index_data(opts.lookup_extensions);
-        let audit_ids =
-            cloudtrail::audit_ids::AuditIds::new(meta.clone(), engine.journal().clone());
+        let audit_ids = cloudtrail::audit_ids::AuditIds::new(
+            meta.clone(),
+            engine.journal().clone(),
+            clock.clone(),
+        );
         Arc::new(Api {
             audit_ids,
             engine,

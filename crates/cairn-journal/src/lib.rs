@@ -12,13 +12,15 @@
 //!   acknowledged (fsyncgate).
 //! * **Recovery.** On open every segment is checked. A torn tail (a partial or bad record at
 //!   the end of the newest segment, with nothing valid after it) is truncated: it was never
-//!   acknowledged. A bad record anywhere else is [`JournalError::Corrupt`]: reported, never
+//!   acknowledged. So are the whole records before it that belong to the same append batch:
+//!   a batch (a request's event with the events it carries) is recovered whole or not at all. A bad record anywhere else is [`JournalError::Corrupt`]: reported, never
 //!   skipped.
 //! * **Consumers** keep durable cursors; a segment is deleted only once every registered
 //!   consumer has passed it.
 //!
 //! Frame layout (little endian): `magic u32 | len u32 | seq u64 | crc32c u32 | payload`, the
-//! CRC covering `len`, `seq` and the payload.
+//! CRC covering `len`, `seq` and the payload. The top bit of `len` says more records of the
+//! same batch follow.
 
 mod reader;
 mod segment;
@@ -33,6 +35,13 @@ use std::thread::JoinHandle;
 
 pub(crate) const MAGIC: u32 = 0xCA12_4A01;
 pub(crate) const HEADER: usize = 20;
+/// Set in a frame's length field when more records of the same append batch follow it.
+pub(crate) const MORE: u32 = 1 << 31;
+
+/// A frame's payload length, without the batch flag.
+pub(crate) fn frame_len(field: u32) -> usize {
+    (field & !MORE) as usize
+}
 /// Largest payload accepted (CloudTrail events are at most 256 KB).
 pub const MAX_RECORD_BYTES: usize = 4 << 20;
 
@@ -301,11 +310,15 @@ impl Journal {
         }
         let slot = st.filling.clone();
         let index = st.offsets.len() as u64;
-        for p in payloads {
+        for (i, p) in payloads.iter().enumerate() {
             let off = st.buf.len();
             st.offsets.push(off);
             st.buf.extend_from_slice(&MAGIC.to_le_bytes());
-            st.buf.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            // Every record of a batch but its last says more follow: recovery keeps a batch
+            // whole or drops it whole.
+            let more = if i + 1 < payloads.len() { MORE } else { 0 };
+            st.buf
+                .extend_from_slice(&((p.len() as u32) | more).to_le_bytes());
             st.buf.extend_from_slice(&[0u8; 12]);
             st.buf.extend_from_slice(p);
         }
@@ -488,8 +501,9 @@ fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
         };
         let first_seq = seq;
         for &off in &offsets {
-            let len =
-                u32::from_le_bytes(buf[off + 4..off + 8].try_into().unwrap_or_default()) as usize;
+            let len = frame_len(u32::from_le_bytes(
+                buf[off + 4..off + 8].try_into().unwrap_or_default(),
+            ));
             buf[off + 8..off + 16].copy_from_slice(&seq.to_le_bytes());
             let mut crc = crc32c::crc32c(&buf[off + 4..off + 16]);
             crc = crc32c::crc32c_append(crc, &buf[off + HEADER..off + HEADER + len]);

@@ -59,7 +59,9 @@ impl JournalReader {
             // Skip to the wanted record by walking headers.
             while seq < self.next {
                 r.read_exact(&mut self.header)?;
-                let len = u32::from_le_bytes(self.header[4..8].try_into().unwrap_or_default());
+                let len = crate::frame_len(u32::from_le_bytes(
+                    self.header[4..8].try_into().unwrap_or_default(),
+                ));
                 r.seek_relative(len as i64)?;
                 off += (HEADER as u64) + len as u64;
                 seq += 1;
@@ -71,7 +73,9 @@ impl JournalReader {
         };
         let mut frame = vec![0u8; HEADER];
         r.read_exact(&mut frame)?;
-        let len = u32::from_le_bytes(frame[4..8].try_into().unwrap_or_default()) as usize;
+        let len = crate::frame_len(u32::from_le_bytes(
+            frame[4..8].try_into().unwrap_or_default(),
+        ));
         if len > crate::MAX_RECORD_BYTES {
             return Err(JournalError::Corrupt {
                 segment: path.clone(),

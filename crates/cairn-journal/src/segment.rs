@@ -1,6 +1,6 @@
 //! Segment files: naming, creation, and recovery scanning.
 
-use crate::{JournalError, Result, HEADER, MAGIC, MAX_RECORD_BYTES};
+use crate::{frame_len, JournalError, Result, HEADER, MAGIC, MAX_RECORD_BYTES, MORE};
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -36,7 +36,11 @@ pub(crate) struct Recovered {
 
 /// Why a frame at some offset is not a valid record.
 pub(crate) enum FrameCheck {
-    Ok { len: usize },
+    /// `more`: further records of the same append batch follow this one.
+    Ok {
+        len: usize,
+        more: bool,
+    },
     Bad(String),
 }
 
@@ -50,7 +54,8 @@ pub(crate) fn check_frame(data: &[u8], off: usize, expect: Option<u64>) -> Frame
     if magic != MAGIC {
         return FrameCheck::Bad("bad magic".into());
     }
-    let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+    let field = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    let len = frame_len(field);
     if len > MAX_RECORD_BYTES {
         return FrameCheck::Bad(format!("implausible length {len}"));
     }
@@ -69,7 +74,10 @@ pub(crate) fn check_frame(data: &[u8], off: usize, expect: Option<u64>) -> Frame
             return FrameCheck::Bad(format!("sequence {seq}, expected {e}"));
         }
     }
-    FrameCheck::Ok { len }
+    FrameCheck::Ok {
+        len,
+        more: field & MORE != 0,
+    }
 }
 
 /// Scans every segment. Truncates a torn tail of the newest one; any other bad frame is
@@ -97,11 +105,17 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
         let mut data = Vec::new();
         File::open(path)?.read_to_end(&mut data)?;
         let mut off = 0usize;
+        // Where the last complete batch ends (offset, next sequence).
+        let mut whole = (0usize, next_seq);
+        let mut torn = None;
         while off < data.len() {
             match check_frame(&data, off, Some(next_seq)) {
-                FrameCheck::Ok { len, .. } => {
+                FrameCheck::Ok { len, more } => {
                     off += HEADER + len;
                     next_seq += 1;
+                    if !more {
+                        whole = (off, next_seq);
+                    }
                 }
                 FrameCheck::Bad(reason) => {
                     if !last || valid_frame_after(&data, off + 1) {
@@ -112,14 +126,21 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
                             reason,
                         });
                     }
-                    tracing::warn!(segment = %path.display(), offset = off, %reason,
-                        dropped = data.len() - off, "truncating torn journal tail");
-                    let f = OpenOptions::new().write(true).open(path)?;
-                    f.set_len(off as u64)?;
-                    f.sync_all()?;
+                    torn = Some(reason);
                     break;
                 }
             }
+        }
+        // The newest segment ends inside a batch (torn, or cut after a record that said more
+        // follow): the batch was never acknowledged; drop all of it.
+        if last && whole.0 < data.len() {
+            let reason = torn.unwrap_or_else(|| "an append batch cut short".into());
+            tracing::warn!(segment = %path.display(), offset = whole.0, %reason,
+                dropped = data.len() - whole.0, "truncating torn journal tail");
+            let f = OpenOptions::new().write(true).open(path)?;
+            f.set_len(whole.0 as u64)?;
+            f.sync_all()?;
+            next_seq = whole.1;
         }
     }
     Ok(Recovered { segments, next_seq })

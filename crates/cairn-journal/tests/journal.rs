@@ -102,6 +102,42 @@ fn torn_tail_is_truncated_and_acknowledged_records_survive() {
 }
 
 #[test]
+fn a_batch_cut_by_a_crash_is_dropped_whole() {
+    let d = tempfile::tempdir().unwrap();
+    let (one, batch_at);
+    {
+        let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
+        j.append(b"alone").unwrap();
+        one = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "log"))
+            .unwrap();
+        batch_at = std::fs::metadata(&one).unwrap().len() as usize;
+        j.append_batch(&[b"first of three", b"second of three", b"third of three"])
+            .unwrap();
+    }
+    let whole = std::fs::read(&one).unwrap();
+    // A crash after two whole records of the batch, or in its last one: the batch was never
+    // acknowledged, and none of it may survive (a request's event without what it carries).
+    for cut in [whole.len() - 5, batch_at + 2 * (20 + 15) + 1] {
+        std::fs::write(&one, &whole[..cut]).unwrap();
+        let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
+        assert_eq!(
+            read_all(&j, 0),
+            vec![(0, b"alone".to_vec())],
+            "cut at {cut}"
+        );
+        assert_eq!(std::fs::metadata(&one).unwrap().len() as usize, batch_at);
+        assert_eq!(j.append(b"next").unwrap(), 1);
+    }
+    // Written whole, it reads back whole.
+    std::fs::write(&one, &whole).unwrap();
+    let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
+    assert_eq!(read_all(&j, 0).len(), 4);
+}
+
+#[test]
 fn corruption_in_the_middle_is_reported_not_skipped() {
     let d = tempfile::tempdir().unwrap();
     {

@@ -70,6 +70,31 @@ pub(crate) fn signed_post(
     body: &[u8],
     keep_alive: bool,
 ) -> Vec<u8> {
+    signed_request(
+        host,
+        creds,
+        region,
+        service,
+        ("POST", "/", ""),
+        extra,
+        body,
+        keep_alive,
+    )
+}
+
+/// A SigV4-signed `method path?query` with `headers` and `body`, as raw HTTP/1.1 (`path` and
+/// `query` as they go on the wire, already encoded).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn signed_request(
+    host: &str,
+    creds: (&str, &str, Option<&str>),
+    region: &str,
+    service: &str,
+    (method, path, query): (&str, &str, &str),
+    extra: &[(&str, &str)],
+    body: &[u8],
+    keep_alive: bool,
+) -> Vec<u8> {
     let sha = hex::encode(Sha256::digest(body));
     let mut headers = vec![("host".to_string(), host.to_string())];
     headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -77,15 +102,20 @@ pub(crate) fn signed_post(
         headers.push(("x-amz-security-token".into(), t.to_string()));
     }
     let req = cairn_iam::sigv4::Request {
-        method: "POST",
-        path: "/",
-        query: "",
+        method,
+        path,
+        query,
         headers: &headers,
         body_sha256: &sha,
         s3: false,
     };
     let added = cairn_iam::sigv4::sign(&req, creds.0, creds.1, region, service, SystemClock.now());
-    let mut msg = String::from("POST / HTTP/1.1\r\n");
+    let target = if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    };
+    let mut msg = format!("{method} {target} HTTP/1.1\r\n");
     for (k, v) in headers.iter().chain(added.iter()) {
         msg.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -124,6 +154,19 @@ impl Client {
         let region = env.region().unwrap_or_else(|| fallback_region.to_string());
         let endpoint = env.endpoint(service, host_prefix, &region);
         Client::new(&endpoint, region, env.credentials()?, env.ca_bundle())
+    }
+
+    /// The signing inputs of this client's requests: host, credentials, region.
+    pub fn signing(&self) -> (&str, (&str, &str, Option<&str>), &str) {
+        (
+            &self.host,
+            (
+                &self.creds.key,
+                &self.creds.secret,
+                self.creds.token.as_deref(),
+            ),
+            &self.region,
+        )
     }
 
     pub fn new(
@@ -227,9 +270,10 @@ impl Client {
     }
 
     /// Sends one request on a new connection the server closes after answering.
-    fn exchange(&self, msg: &[u8]) -> Result<Answer> {
+    pub fn exchange(&self, msg: &[u8]) -> Result<Answer> {
         let mut s = TcpStream::connect(self.authority())
             .with_context(|| format!("connecting to {}", self.host))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
         let mut resp = Vec::new();
         if self.tls {
             let mut t = self.tls_stream(s)?;

@@ -38,6 +38,11 @@ pub struct CrashTestArgs {
     pub min_ms: u64,
     #[arg(long, default_value_t = 400)]
     pub max_ms: u64,
+    /// Kill `cairn serve` itself while senders put audit events through the API with
+    /// retries (see `crash_serve`); give lives of a few hundred ms (e.g. --min-ms 150
+    /// --max-ms 1200) so each server answers some requests.
+    #[arg(long)]
+    pub serve: bool,
 }
 
 #[derive(Args, Debug)]

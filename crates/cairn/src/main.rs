@@ -10,6 +10,7 @@ mod bench_s3;
 mod client;
 mod config;
 mod crash;
+mod crash_serve;
 mod install;
 mod serve;
 mod sse;
@@ -267,7 +268,11 @@ fn main() {
         Cmd::Bench(BenchCmd::Kms(a)) => report(bench_kms::kms(a)),
         Cmd::Bench(BenchCmd::Logs(a)) => report(bench_logs::logs(a)),
         Cmd::Bench(BenchCmd::Dynamodb(a)) => report(bench_ddb::dynamodb(a)),
-        Cmd::CrashTest(a) => match crash::harness(a) {
+        Cmd::CrashTest(a) => match if a.serve {
+            crash_serve::harness(a)
+        } else {
+            crash::harness(a)
+        } {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("crash test error: {e:#}");

@@ -414,7 +414,6 @@ pub fn serve(a: ServeArgs) -> Result<()> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let indexer = history.spawn();
-    let audit_ids = api.audit_ids.spawn(stop.clone());
     // Trails with a CloudWatch Logs log group deliver there from the journal.
     let cwlogs = cairn_api::logs::deliver::CwDelivery::new(api.clone());
     let cwlogs_thread = cwlogs.spawn();
@@ -547,7 +546,6 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     stop.store(true, Ordering::Release);
     let _ = pump.join();
     let _ = pruner.join();
-    let _ = audit_ids.join();
     let flushed = inst.engine.flush()?;
     history.stop();
     let _ = indexer.join();

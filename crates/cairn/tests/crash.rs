@@ -53,3 +53,54 @@ fn two_hundred_sigkills_lose_and_duplicate_nothing_and_the_chain_validates() {
         "only {recovered} crashes interrupted a delivery"
     );
 }
+
+/// `cairn serve` itself SIGKILLed under PutAuditEvents with client retries (the same ids
+/// resent until answered): nothing acknowledged lost, nothing stored twice, every id
+/// delivered under the eventID its answer named. The long run:
+/// `cairn crash-test --serve --kills 1000 --min-ms 150 --max-ms 1200`.
+#[test]
+fn sigkilled_servers_store_each_retried_audit_event_once() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "crash-test",
+            "--serve",
+            "--kills",
+            "40",
+            "--seed",
+            "11",
+            "--min-ms",
+            "150",
+            "--max-ms",
+            "900",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "crash test failed:\n{stdout}\n{stderr}"
+    );
+    for line in [
+        "lost (acked, absent)  0",
+        "duplicated            0",
+        "delivered under another eventID than acknowledged  0",
+        "PASS",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?}:\n{stdout}");
+    }
+    let number = |prefix: &str| -> u64 {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        number("acknowledged events") > 1000,
+        "too little load:\n{stdout}"
+    );
+    // Kills must cut requests in flight, or the retries prove nothing.
+    assert!(number("client retries") >= 20, "too few retries:\n{stdout}");
+}

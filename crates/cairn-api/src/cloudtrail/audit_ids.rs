@@ -30,6 +30,8 @@ use std::sync::{Arc, Mutex};
 pub const WINDOW_SECS: i64 = 25 * 3600;
 /// The most ids remembered; the oldest are forgotten first beyond it.
 pub const MAX_ENTRIES: u64 = 4_000_000;
+/// Entries expired per step at most.
+const EXPIRE_PER_STEP: usize = 50_000;
 
 /// hash(channel, id) → (stored at, eventID).
 const IDS: TableDefinition<&[u8], (i64, &str)> = TableDefinition::new("audit_ids");
@@ -63,6 +65,9 @@ struct Inner {
 pub struct AuditIds {
     db: Arc<crate::meta::Meta>,
     journal: Arc<Journal>,
+    clock: Arc<dyn cairn_record::Clock>,
+    /// The consumer thread runs (started by the first catch-up).
+    running: AtomicBool,
     inner: Mutex<Inner>,
     /// Journal position applied (and committed) so far.
     applied: AtomicU64,
@@ -139,10 +144,16 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 impl AuditIds {
-    pub fn new(db: Arc<crate::meta::Meta>, journal: Arc<Journal>) -> Arc<AuditIds> {
+    pub fn new(
+        db: Arc<crate::meta::Meta>,
+        journal: Arc<Journal>,
+        clock: Arc<dyn cairn_record::Clock>,
+    ) -> Arc<AuditIds> {
         Arc::new(AuditIds {
             db,
             journal,
+            clock,
+            running: AtomicBool::new(false),
             inner: Mutex::new(Inner::default()),
             applied: AtomicU64::new(0),
             ready: AtomicBool::new(false),
@@ -160,7 +171,7 @@ impl AuditIds {
 
     /// Applies everything the journal holds beyond the index (blocking). Called before the
     /// first request is served, and on first use otherwise.
-    pub fn catch_up(&self) -> Result<(), String> {
+    pub fn catch_up(self: &Arc<Self>) -> Result<(), String> {
         if self.ready.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -185,6 +196,7 @@ impl AuditIds {
         );
         while self.step(100_000)? > 0 {}
         self.ready.store(true, Ordering::Release);
+        self.start_thread();
         Ok(())
     }
 
@@ -205,7 +217,7 @@ impl AuditIds {
             }
         }
         let to = reader.position();
-        let now = chrono::Utc::now().timestamp();
+        let now = self.clock.now().timestamp();
         let expire = self.expire_due(now)?;
         if n == 0 && !expire {
             return Ok(0);
@@ -235,13 +247,27 @@ impl AuditIds {
             // Forget what is past the window, and the oldest beyond the cap.
             let cutoff = now - WINDOW_SECS;
             let mut gone = vec![];
+            let mut evicted_in_window = 0u64;
             for row in by_time.iter().map_err(err)? {
                 let (k, _) = row.map_err(err)?;
                 let (t, h) = k.value();
-                if t >= cutoff && count - gone.len() as u64 <= MAX_ENTRIES {
+                // At most a bounded amount per step: a long downtime expires over many.
+                if gone.len() >= EXPIRE_PER_STEP
+                    || (t >= cutoff && count - gone.len() as u64 <= MAX_ENTRIES)
+                {
                     break;
                 }
+                if t >= cutoff {
+                    evicted_in_window += 1;
+                }
                 gone.push((t, h.to_vec()));
+            }
+            if evicted_in_window > 0 {
+                tracing::warn!(
+                    evicted_in_window,
+                    max = MAX_ENTRIES,
+                    "the audit-id index is full: ids younger than the idempotency window are forgotten (resends of them would be stored again)"
+                );
             }
             for (t, h) in &gone {
                 by_time.remove((*t, h.as_slice())).map_err(err)?;
@@ -339,28 +365,35 @@ impl AuditIds {
         }
     }
 
-    /// Runs the index on its own thread until `stop`.
-    pub fn spawn(self: &Arc<Self>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-        let me = self.clone();
-        std::thread::Builder::new()
+    /// Runs the index on its own thread (once), until the index is dropped: every instance
+    /// whose cursor is registered also moves it, so the journal can reclaim segments.
+    fn start_thread(self: &Arc<Self>) {
+        if self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
             .name("audit-ids".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Acquire) {
-                    if let Err(e) = me.catch_up() {
-                        tracing::error!(error = %e, "the audit-id index cannot catch up; retrying");
-                        std::thread::sleep(std::time::Duration::from_secs(1));
-                        continue;
+            .spawn(move || loop {
+                let Some(me) = weak.upgrade() else {
+                    return;
+                };
+                let pause = match me.step(100_000) {
+                    Ok(n) if n >= 100_000 => None,
+                    Ok(_) => Some(std::time::Duration::from_millis(200)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the audit-id index failed; retrying");
+                        Some(std::time::Duration::from_secs(1))
                     }
-                    match me.step(100_000) {
-                        Ok(n) if n >= 100_000 => {}
-                        Ok(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
-                        Err(e) => {
-                            tracing::error!(error = %e, "the audit-id index failed; retrying");
-                            std::thread::sleep(std::time::Duration::from_secs(1));
-                        }
-                    }
+                };
+                drop(me);
+                if let Some(p) = pause {
+                    std::thread::sleep(p);
                 }
-            })
-            .unwrap_or_else(|_| std::thread::spawn(|| {}))
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the audit-id index thread");
+            self.running.store(false, Ordering::Release);
+        }
     }
 }

@@ -334,63 +334,79 @@ async fn put_audit_events(ctx: &mut Ctx<'_>, i: PutAuditEventsInput) -> Result<R
         time: ctx.now.timestamp(),
         ids: vec![],
     };
+    // Check every event first; then claim the ids of the good ones in one global order (by
+    // key), so two requests holding some of each other's ids cannot wait on each other.
+    let mut checked = Vec::with_capacity(i.audit_events.len());
     for e in &i.audit_events {
         let id = e.id.clone().unwrap_or_default();
         let id_ok = (1..=128).contains(&id.len())
             && id
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let outcome = if id_ok {
+            check_event(e, &account)
+        } else {
+            Err((
+                "InvalidData",
+                "id must be 1-128 characters of [-_A-Za-z0-9].".to_string(),
+            ))
+        };
+        checked.push((id, outcome));
+    }
+    let mut order: Vec<(audit_ids::Key, &str)> = checked
+        .iter()
+        .filter(|(_, o)| o.is_ok())
+        .map(|(id, _)| (audit_ids::key(&channel_arn, id), id.as_str()))
+        .collect();
+    order.sort();
+    let mut claims = std::collections::HashMap::new();
+    for (_, id) in order {
+        let c = ids
+            .claim(&mut guard, &channel_arn, id)
+            .await
+            .map_err(ApiError::unavailable)?;
+        claims.insert(id.to_string(), c);
+    }
+    for (id, outcome) in checked {
         let refuse = |code, msg: &str| Refused {
             id: id.clone(),
             error_code: code,
             error_message: msg.to_string(),
         };
-        if !id_ok {
-            failed.push(refuse(
-                "InvalidData",
-                "id must be 1-128 characters of [-_A-Za-z0-9].",
-            ));
+        let data = match outcome {
+            Err((code, msg)) => {
+                failed.push(refuse(code, &msg));
+                continue;
+            }
+            Ok(data) => data,
+        };
+        if let Some(Claim::Stored(event_id)) = claims.remove(&id) {
+            successful.push(Accepted { id, event_id });
             continue;
         }
-        match check_event(e, &account) {
-            Err((code, msg)) => failed.push(refuse(code, &msg)),
-            Ok(data) => {
-                match ids
-                    .claim(&mut guard, &channel_arn, &id)
-                    .await
-                    .map_err(ApiError::unavailable)?
-                {
-                    Claim::Stored(event_id) => {
-                        successful.push(Accepted { id, event_id });
-                        continue;
-                    }
-                    Claim::Mine => {}
-                }
-                match builder::audit_event(
-                    &data,
-                    &ctx.region,
-                    &account,
-                    &channel_arn,
-                    ctx.now,
-                    ctx.caller.identity.clone(),
-                    Some(ctx.client.peer.to_string()),
-                    ctx.client.user_agent.clone(),
-                ) {
-                    Some(r) => {
-                        guard.push(audit_ids::key(&channel_arn, &id), r.event_id.clone());
-                        mark.ids.push((id.clone(), r.event_id.clone()));
-                        successful.push(Accepted {
-                            id,
-                            event_id: r.event_id.clone(),
-                        });
-                        records.push(r);
-                    }
-                    None => failed.push(refuse(
-                        "InvalidData",
-                        "eventData is missing required fields.",
-                    )),
-                }
+        match builder::audit_event(
+            &data,
+            &ctx.region,
+            &account,
+            &channel_arn,
+            ctx.now,
+            ctx.caller.identity.clone(),
+            Some(ctx.client.peer.to_string()),
+            ctx.client.user_agent.clone(),
+        ) {
+            Some(r) => {
+                guard.push(audit_ids::key(&channel_arn, &id), r.event_id.clone());
+                mark.ids.push((id.clone(), r.event_id.clone()));
+                successful.push(Accepted {
+                    id,
+                    event_id: r.event_id.clone(),
+                });
+                records.push(r);
             }
+            None => failed.push(refuse(
+                "InvalidData",
+                "eventData is missing required fields.",
+            )),
         }
     }
     // The accepted events are journaled with this request's own event, in one batch: every
