@@ -3,7 +3,8 @@
 //! handlers themselves (run as the account root against an embedded store with versioned and
 //! plain buckets), and whatever else the registry routes (KMS JSON calls, SSE-KMS writes,
 //! CloudWatch Logs, DynamoDB calls to a stand-in upstream, in the corpus). Invariants: no panic, no 5xx other than 501/503 for any input, and every
-//! request builds a valid event record.
+//! request — refused ones included — builds a record with the fields every record has (an
+//! error answer's with its errorCode).
 //!
 //! Input: up to eight requests separated by `\n===\n`, run in order against the same store
 //! (so sequences reach states single requests cannot: an upload then its parts, a policy
@@ -179,9 +180,26 @@ fn run(data: &[u8]) {
         reply.status,
         String::from_utf8_lossy(&reply.body)
     );
-    if let Some(rec) = rec {
-        let v: serde_json::Value = serde_json::from_slice(&rec).expect("record is JSON");
-        assert!(v.get("eventName").is_some());
+    // Every request is recorded, refused ones included, with the fields every record has.
+    let v: serde_json::Value = serde_json::from_slice(&rec).expect("record is JSON");
+    for f in ["eventVersion", "eventTime", "eventSource", "eventName", "awsRegion", "eventID"] {
+        assert!(
+            v.get(f).is_some_and(|x| x.as_str().is_some_and(|s| !s.is_empty())),
+            "{} {}?{}: record without {f}: {v}",
+            req.method,
+            req.path,
+            req.query
+        );
+    }
+    if reply.status >= 400 {
+        assert!(
+            v.get("errorCode").is_some(),
+            "{} {}?{} answered {} but its record has no errorCode: {v}",
+            req.method,
+            req.path,
+            req.query,
+            reply.status
+        );
     }
 }
 

@@ -435,25 +435,44 @@ async fn commit_deferred(
 /// signature and without recording it, and builds the event record the edge would write (so
 /// record construction is exercised too). Returns the reply and the record's JSON.
 #[cfg(feature = "fuzzing")]
-pub async fn fuzz_as_root(api: &Arc<Api>, mut req: HttpRequest) -> (Reply, Option<Vec<u8>>) {
+pub async fn fuzz_as_root(api: &Arc<Api>, mut req: HttpRequest) -> (Reply, Vec<u8>) {
     let now = api.clock.now();
-    let Ok(service) = service_for(&req, None) else {
-        return (Reply::s3_xml(400, String::new()), None);
+    // A request refused before its handler is recorded as `handle` records it.
+    let refused = |protocol, source: &str, name: &str, e: ApiError| {
+        let rec = refused_record(
+            api,
+            source,
+            name,
+            &api.opts.default_region,
+            now,
+            Some("AKIAFUZZ"),
+            &e,
+            "fuzz",
+        );
+        (
+            protocol::error_reply(protocol, &e, "fuzz", false),
+            rec.to_json(),
+        )
+    };
+    let service = match service_for(&req, None) {
+        Ok(s) => s,
+        Err((p, e)) => return refused(p, "cloudtrail.amazonaws.com", "UnknownOperation", e),
     };
     let protocol = service.protocol();
+    let name = match service.operation_name(&req) {
+        Ok(n) => n,
+        Err(e) => return refused(protocol, "cloudtrail.amazonaws.com", "UnknownOperation", e),
+    };
     if let Err(e) = precheck(api, &req, protocol) {
-        return (protocol::error_reply(protocol, &e, "fuzz", false), None);
+        return refused(protocol, service.event_source(), &name, e);
     }
     let unsigned = crate::service::Signed {
         auth: None,
         secret: "",
     };
     if let Err(e) = service.prepare(&mut req, unsigned) {
-        return (protocol::error_reply(protocol, &e, "fuzz", false), None);
+        return refused(protocol, service.event_source(), &name, e);
     }
-    let name = service
-        .operation_name(&req)
-        .unwrap_or_else(|_| "unknown".into());
     let caller = auth::root_caller(api, "AKIAFUZZ");
     let client = ClientInfo::of(&req);
     let mut ctx = Ctx::new(
@@ -477,7 +496,7 @@ pub async fn fuzz_as_root(api: &Arc<Api>, mut req: HttpRequest) -> (Reply, Optio
         Ok(r) => r,
         Err(e) => protocol::error_reply(protocol, &e, "fuzz", req.method == "HEAD"),
     };
-    (reply, Some(rec))
+    (reply, rec)
 }
 
 /// Access-denied errors are built before the protocol is known to the helper; give them the
