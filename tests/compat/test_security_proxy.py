@@ -257,3 +257,81 @@ def test_attributes_of_a_proxied_object_need_get_object_too(setup):
     with pytest.raises(ClientError) as e:
         s3.get_object_attributes(Bucket=PROXIED, Key="attrs/secret", ObjectAttributes=["ETag", "ObjectSize"])
     assert code(e) == "AccessDenied"
+
+
+class Failing:
+    """An upstream that answers every request with S3's 500 InternalError."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        seen = self.seen = []
+
+        class H(BaseHTTPRequestHandler):
+            def _fail(self):
+                n = int(self.headers.get("Content-Length", 0) or 0)
+                if n:
+                    self.rfile.read(n)
+                seen.append(self.command)
+                body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
+                        b'<Message>We encountered an internal error. Please try again.</Message></Error>')
+                self.send_response(500)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _fail
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.srv.daemon_threads = True
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+
+
+def test_an_upstream_that_is_down_slow_or_failing_gives_aws_errors_and_records_that_say_so(cairn_server_factory):
+    from conftest import free_port
+    hanging, failing = Hanging(), Failing()
+    buckets = {"up-down": f"http://127.0.0.1:{free_port()}", "up-slow": f"http://127.0.0.1:{hanging.port}",
+               "up-failing": f"http://127.0.0.1:{failing.port}"}
+    selectors = '[{"ReadWriteType":"All","IncludeManagementEvents":true,"DataResources":[{"Type":"AWS::S3::Object","Values":["arn:aws:s3"]}]}]'
+    config = f'[[bucket]]\nname = "{LOGS}"\n' + "".join(
+        f'[[bucket]]\nname = "{b}"\n[bucket.proxy]\nendpoint = "{ep}"\naccess_key_id = "k"\n'
+        f'secret_access_key_env = "CAIRN_TEST_UPSTREAM_SECRET"\ntimeout = "1s"\n' for b, ep in buckets.items()) + f"""
+[[trail]]
+name = "sec-proxy-trail"
+bucket = "{LOGS}"
+logging = true
+event_selectors = '{selectors}'
+"""
+    srv = cairn_server_factory(config=config, env={"CAIRN_TEST_UPSTREAM_SECRET": "s"})
+    s3 = boto3.client("s3", endpoint_url=srv.endpoint, region_name="us-east-1", aws_access_key_id=srv.key,
+                      aws_secret_access_key=srv.secret, config=Config(retries={"total_max_attempts": 1}, read_timeout=20))
+    want = {"up-down": ("ServiceUnavailable", 503, "could not be reached"),
+            "up-slow": ("ServiceUnavailable", 503, "outcome upstream is unknown"),
+            "up-failing": ("InternalError", 500, "internal error")}
+    for bucket, (c, status, words) in want.items():
+        for call in (lambda: s3.put_object(Bucket=bucket, Key="k", Body=b"payload"),
+                     lambda: s3.get_object(Bucket=bucket, Key="k"),
+                     lambda: s3.delete_object(Bucket=bucket, Key="k")):
+            started = time.time()
+            with pytest.raises(ClientError) as e:
+                call()
+            err = e.value.response
+            assert (err["Error"]["Code"], err["ResponseMetadata"]["HTTPStatusCode"]) == (c, status), (bucket, err)
+            assert words in err["Error"].get("Message", ""), (bucket, err)
+            assert time.time() - started < 10, "the timeout bounds a slow upstream"
+    assert "PUT" in failing.seen and hanging.requests, "the writes were forwarded once recorded"
+    recs = [r for r in records(srv) if r.get("requestParameters", {}).get("bucketName") in buckets]
+    got = sorted((r["requestParameters"]["bucketName"], r["eventName"], r.get("errorCode")) for r in recs)
+    # One record per call, each with the failure: nothing is recorded as done that was not.
+    assert got == sorted((b, op, want[b][0]) for b in buckets for op in ("PutObject", "GetObject", "DeleteObject")), got
+    hanging.close()
+    failing.close()
+    srv.stop()

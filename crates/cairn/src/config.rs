@@ -43,6 +43,8 @@
 //! bucket = "artifacts"             # its name upstream (default: the same name)
 //! access_key_id = "AKIA…"
 //! secret_access_key_env = "ARTIFACTS_SECRET"  # env var with the secret (or secret_access_key)
+//! timeout = "300s"                 # how long the upstream may take to begin answering
+//!                                  # (the upload included); then 503, outcome unknown
 //!
 //! [dynamodb]                       # DynamoDB calls go to a DynamoDB-compatible database
 //! upstream = "http://127.0.0.1:8000"  # DynamoDB Local, Alternator, dynalite, or AWS
@@ -223,6 +225,8 @@ pub struct ProxyConfig {
     pub secret_access_key: Option<String>,
     /// The environment variable holding the upstream secret key.
     pub secret_access_key_env: Option<String>,
+    /// How long the upstream may take to begin answering, upload included (default 300 s).
+    pub timeout: Option<String>,
 }
 
 impl ProxyConfig {
@@ -250,6 +254,12 @@ impl ProxyConfig {
             access_key_id: self.access_key_id.clone(),
             secret_access_key: secret,
             bucket: self.bucket.clone().unwrap_or_else(|| name.to_string()),
+            timeout: match &self.timeout {
+                Some(t) => parse_duration(t)?.to_std().map_err(|_| {
+                    anyhow::anyhow!("bucket {name}: proxy timeout must be positive")
+                })?,
+                None => std::time::Duration::from_secs(300),
+            },
         })
     }
 }

@@ -26,6 +26,9 @@ pub struct ProxyTarget {
     pub secret_access_key: String,
     /// The bucket's name upstream.
     pub bucket: String,
+    /// How long the upstream may take to begin its answer (the request body's upload
+    /// included); past it the client gets 503 and the record says the outcome is unknown.
+    pub timeout: std::time::Duration,
 }
 
 /// The shared HTTP(S) client for upstreams.
@@ -442,6 +445,7 @@ pub async fn forward(ctx: &mut Ctx<'_>, req: &S3Request, fwd: Forward) -> Result
         .body(body)
         .map_err(|e| ApiError::client("InvalidRequest", format!("cannot forward request: {e}")))?;
     let exchange = Exchange {
+        timeout: target.timeout,
         client: upstream(ctx.api)?,
         request: up_req,
         op: op.to_string(),
@@ -472,6 +476,7 @@ pub async fn forward(ctx: &mut Ctx<'_>, req: &S3Request, fwd: Forward) -> Result
 
 /// One request to the upstream and how its answer reaches the client and the record.
 struct Exchange {
+    timeout: std::time::Duration,
     client: Upstream,
     request: hyper::Request<StreamBody>,
     op: String,
@@ -492,10 +497,22 @@ impl Exchange {
     /// bucket name, and keys cairn refused itself.
     async fn run(self) -> EffectOutcome {
         let mut out = EffectOutcome::default();
-        let resp = match self.client.request(self.request).await {
-            Ok(r) => r,
-            Err(e) => {
+        let resp = match tokio::time::timeout(self.timeout, self.client.request(self.request)).await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
                 out.reply = Err(service_unavailable(e));
+                return out;
+            }
+            Err(_) => {
+                out.reply = Err(ApiError::new(
+                    "ServiceUnavailable",
+                    503,
+                    format!(
+                        "The upstream S3 service did not answer within {} s; the outcome upstream is unknown",
+                        self.timeout.as_secs_f64()
+                    ),
+                ));
                 return out;
             }
         };
