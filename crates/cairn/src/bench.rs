@@ -34,9 +34,13 @@ pub struct IngestArgs {
     /// when long enough).
     #[arg(long, default_value_t = 1.0)]
     pub hours: f64,
-    /// Concurrent appenders (each append waits for its own durability).
+    /// Concurrent appenders (each append waits for its own durability): async tasks on one
+    /// runtime thread, as the server's requests append (or OS threads with `--blocking`).
     #[arg(long, default_value_t = 64)]
     pub producers: usize,
+    /// Each appender is an OS thread blocked in `append_batch` (the pre-async baseline).
+    #[arg(long)]
+    pub blocking: bool,
     /// Events per append call (1: every event is its own durable append; more models a
     /// server coalescing concurrent requests). Latency is reported per call.
     #[arg(long, default_value_t = 1)]
@@ -254,6 +258,64 @@ pub fn ingest(a: IngestArgs) -> Result<()> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let started = Instant::now();
+    let mark = |seq: u64, at: i64| {
+        if let Some(t) = seq
+            .checked_sub(base_seq)
+            .and_then(|i| times.get(i as usize))
+        {
+            t.store(at, Ordering::Release);
+        }
+    };
+    // What one appender does for events [i, end): commands due in the range, then the
+    // append; returns the records' positions.
+    let before = |i: usize, end: usize| {
+        if let Some(rate) = a.rate {
+            let due = started + std::time::Duration::from_secs_f64(i as f64 / rate);
+            if let Some(d) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+        }
+        for (k, is_stop) in [(stop_i, true), (start_i, false)] {
+            if (i..end).contains(&k) {
+                let at = sched.time_of(k);
+                let cmd = if is_stop {
+                    TrailCommand::StopLogging {
+                        name: name.clone(),
+                        at,
+                    }
+                } else {
+                    TrailCommand::StartLogging {
+                        name: name.clone(),
+                        at,
+                    }
+                };
+                if let Ok(seq) = engine.command(cmd) {
+                    mark(seq, at.timestamp_millis());
+                }
+            }
+        }
+    };
+    let after = |i: usize, end: usize, r: cairn_journal::Result<std::ops::Range<u64>>| match r {
+        Ok(seqs) => {
+            for (seq, e) in seqs.zip(&entries[i..end]) {
+                mark(seq, e.0);
+            }
+            sim_now.fetch_max(entries[end - 1].0, Ordering::AcqRel);
+            bar.inc((end - i) as u64);
+            true
+        }
+        Err(e) => {
+            *error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+            false
+        }
+    };
+    let claim = || {
+        let i = next.fetch_add(batch, Ordering::AcqRel);
+        (i < a.events).then(|| (i, (i + batch).min(a.events)))
+    };
+    let payloads_of = |i: usize, end: usize| -> Vec<&[u8]> {
+        entries[i..end].iter().map(|e| e.1.as_slice()).collect()
+    };
     std::thread::scope(|s| {
         std::thread::Builder::new()
             .name("bench-pump".into())
@@ -292,77 +354,61 @@ pub fn ingest(a: IngestArgs) -> Result<()> {
                 }
             })
             .expect("spawn the delivery thread");
-        let producers: Vec<_> = (0..a.producers)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut lat = Vec::with_capacity(a.events / a.producers + 1);
-                    loop {
-                        let i = next.fetch_add(batch, Ordering::AcqRel);
-                        if i >= a.events {
-                            break;
-                        }
-                        let end = (i + batch).min(a.events);
-                        if let Some(rate) = a.rate {
-                            let due = started + std::time::Duration::from_secs_f64(i as f64 / rate);
-                            if let Some(d) = due.checked_duration_since(Instant::now()) {
-                                std::thread::sleep(d);
-                            }
-                        }
-                        let mark = |seq: u64, at: i64| {
-                            if let Some(t) = seq
-                                .checked_sub(base_seq)
-                                .and_then(|i| times.get(i as usize))
-                            {
-                                t.store(at, Ordering::Release);
-                            }
-                        };
-                        for (k, is_stop) in [(stop_i, true), (start_i, false)] {
-                            if (i..end).contains(&k) {
-                                let at = sched.time_of(k);
-                                let cmd = if is_stop {
-                                    TrailCommand::StopLogging {
-                                        name: name.clone(),
-                                        at,
-                                    }
-                                } else {
-                                    TrailCommand::StartLogging {
-                                        name: name.clone(),
-                                        at,
-                                    }
-                                };
-                                if let Ok(seq) = engine.command(cmd) {
-                                    mark(seq, at.timestamp_millis());
-                                }
-                            }
-                        }
-                        let payloads: Vec<&[u8]> =
-                            entries[i..end].iter().map(|e| e.1.as_slice()).collect();
-                        let t1 = Instant::now();
-                        match engine.journal().append_batch(&payloads) {
-                            Ok(seqs) => {
-                                for (seq, e) in seqs.zip(&entries[i..end]) {
-                                    mark(seq, e.0);
-                                }
-                            }
-                            Err(e) => {
-                                *error.lock().unwrap_or_else(|e| e.into_inner()) =
-                                    Some(e.to_string());
+        if a.blocking {
+            let producers: Vec<_> = (0..a.producers)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut lat = Vec::with_capacity(a.events / a.producers + 1);
+                        while let Some((i, end)) = claim() {
+                            before(i, end);
+                            let t1 = Instant::now();
+                            let r = journal.append_batch(&payloads_of(i, end));
+                            if !after(i, end, r) {
                                 break;
                             }
+                            lat.push(t1.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        }
+                        latencies
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .extend(lat);
+                    })
+                })
+                .collect();
+            for p in producers {
+                let _ = p.join();
+            }
+        } else {
+            // Tasks on one runtime thread, each awaiting its append's durability: the journal
+            // wakes them, no thread parks per append.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async {
+                let tasks = (0..a.producers).map(|_| async {
+                    let mut lat = Vec::with_capacity(a.events / a.producers + 1);
+                    while let Some((i, end)) = claim() {
+                        before(i, end);
+                        let t1 = Instant::now();
+                        let r = match journal.try_append_async(&payloads_of(i, end)) {
+                            Ok(Some(fut)) => fut.await,
+                            // The queue is full: wait for room as the server does.
+                            Ok(None) => journal.append_batch(&payloads_of(i, end)),
+                            Err(e) => Err(e),
+                        };
+                        if !after(i, end, r) {
+                            break;
                         }
                         lat.push(t1.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                        sim_now.fetch_max(entries[end - 1].0, Ordering::AcqRel);
-                        bar.inc((end - i) as u64);
                     }
                     latencies
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .extend(lat);
-                })
-            })
-            .collect();
-        for p in producers {
-            let _ = p.join();
+                });
+                futures::future::join_all(tasks).await;
+            });
         }
         let appended = started.elapsed();
         done.store(true, Ordering::Release);
@@ -442,6 +488,7 @@ pub fn ingest(a: IngestArgs) -> Result<()> {
         "events": a.events,
         "events_while_stopped": stopped,
         "producers": a.producers,
+        "appenders": if a.blocking { "threads" } else { "async tasks" },
         "batch": a.batch,
         "rate_target": a.rate,
         "simulated_hours": hours,
@@ -477,8 +524,10 @@ pub fn ingest(a: IngestArgs) -> Result<()> {
             stopped
         );
         println!(
-            "elapsed          {elapsed:.2} s (append, deliver, digest; {} producers, {} events per append)",
-            a.producers, a.batch
+            "elapsed          {elapsed:.2} s (append, deliver, digest; {} producers as {}, {} events per append)",
+            a.producers,
+            if a.blocking { "threads" } else { "async tasks" },
+            a.batch
         );
         println!(
             "throughput       {eps:.0} events/s, {:.1} MB/s of records",

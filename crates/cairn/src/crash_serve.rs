@@ -306,10 +306,26 @@ pub fn harness(a: CrashTestArgs) -> Result<i32> {
     if let Some(e) = failure.lock().unwrap_or_else(|p| p.into_inner()).clone() {
         bail!("a sender failed: {e}");
     }
+    // While the last server runs, a second after it started: every consumer has made its
+    // progress durable (a server killed young must not leave a cursor that never moves).
+    std::thread::sleep(Duration::from_secs(1));
+    // The journal holds more records than events were acknowledged (each request adds its
+    // own and a mark): a cursor below half of that count has not kept up.
+    let acked_so_far = std::fs::read_to_string(&ledger_path)?.lines().count() as u64;
+    let live_lag: Vec<String> = lagging_consumers(&tmp.join("data"), acked_so_far, 2)?
+        .into_iter()
+        .map(|l| format!("{l} (while running)"))
+        .collect();
     c.cloudtrail("CairnFlushTrail", &json!({"Name": TRAIL}))?;
     c.cloudtrail("StopLogging", &json!({"Name": TRAIL}))?;
     server.stop()?;
-    let verdict = check(&tmp, &ledger_path, a.kills, retries.load(Ordering::Relaxed))?;
+    let verdict = check(
+        &tmp,
+        &ledger_path,
+        a.kills,
+        retries.load(Ordering::Relaxed),
+        &live_lag,
+    )?;
     if verdict == 0 && a.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&tmp);
     } else {
@@ -318,7 +334,27 @@ pub fn harness(a: CrashTestArgs) -> Result<i32> {
     Ok(verdict)
 }
 
-fn check(tmp: &Path, ledger: &Path, kills: u32, retries: u64) -> Result<i32> {
+/// Consumers (but delivery, which moves its journal cursor only when that frees a segment)
+/// whose durable cursor is more than `1/part` of the journal behind `end`: a consumer that
+/// never commits keeps the whole journal on disk.
+fn lagging_consumers(dir: &Path, end: u64, part: u64) -> Result<Vec<String>> {
+    let mut lagging = vec![];
+    for e in std::fs::read_dir(dir.join("journal").join("cursors"))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().to_string();
+        let at = std::fs::read(e.path())?
+            .get(..8)
+            .and_then(|x| x.try_into().ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(0);
+        if name != "delivery" && at < end - end / part {
+            lagging.push(format!("{name} at {at} of {end}"));
+        }
+    }
+    Ok(lagging)
+}
+
+fn check(tmp: &Path, ledger: &Path, kills: u32, retries: u64, live_lag: &[String]) -> Result<i32> {
     let mut acked: HashMap<String, String> = HashMap::new();
     let mut answered_twice_differently = 0u64;
     for line in std::fs::read_to_string(ledger)?.lines() {
@@ -373,7 +409,24 @@ fn check(tmp: &Path, ledger: &Path, kills: u32, retries: u64) -> Result<i32> {
     opts.strict = true;
     let strict =
         cairn_verify::validate(&store, &keys, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Every consumer moved its cursor along: the journal kept only its tail.
+    let segments = std::fs::read_dir(dir.join("journal"))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .count();
+    let journal_bytes: u64 = std::fs::read_dir(dir.join("journal"))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let end = cairn_journal::Journal::open(&dir.join("journal"), Default::default())?.next_seq();
+    let mut lagging = lagging_consumers(&dir, end, 10)?;
+    lagging.extend(live_lag.iter().cloned());
     println!("kills of cairn serve  {kills}");
+    println!(
+        "journal kept          {segments} segments, {} MiB; consumers behind: {lagging:?}",
+        journal_bytes >> 20
+    );
     println!("client retries        {retries}");
     println!("acknowledged events   {}", acked.len());
     println!(
@@ -408,6 +461,8 @@ fn check(tmp: &Path, ledger: &Path, kills: u32, retries: u64) -> Result<i32> {
     }
     let ok = lost.is_empty()
         && dups.is_empty()
+        && segments <= 2
+        && lagging.is_empty()
         && wrong_id.is_empty()
         && answered_twice_differently == 0
         && !acked.is_empty()

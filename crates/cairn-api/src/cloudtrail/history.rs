@@ -299,7 +299,14 @@ impl History {
             journal,
             reader: std::sync::Mutex::new(None),
             durable_position: AtomicU64::new(start),
-            last_durable: std::sync::Mutex::new(std::time::Instant::now()),
+            // The first commit after opening is durable: a server that lives only moments
+            // (crash loops) still saves what it indexed, instead of re-indexing from the same
+            // point at every start while the journal holds everything since.
+            last_durable: std::sync::Mutex::new(
+                std::time::Instant::now()
+                    .checked_sub(std::time::Duration::from_secs(60))
+                    .unwrap_or_else(std::time::Instant::now),
+            ),
             force_durable: AtomicBool::new(false),
             nudge: (std::sync::Mutex::new(false), std::sync::Condvar::new()),
             position: AtomicU64::new(start),
@@ -395,6 +402,10 @@ impl History {
         let pos = reader.position();
         if durable {
             self.durable_position.store(pos, Ordering::Release);
+            // Durable in the index: the journal may drop what lies below.
+            if let Err(e) = self.journal.commit_cursor(CONSUMER, pos) {
+                tracing::warn!(error = %e, "committing the history cursor failed");
+            }
         }
         self.position.store(pos, Ordering::Release);
         self.watch.send_replace(pos);
@@ -407,7 +418,6 @@ impl History {
         std::thread::Builder::new()
             .name("history-index".into())
             .spawn(move || {
-                let mut last_cursor = std::time::Instant::now();
                 while !h.stop.load(Ordering::Acquire) {
                     match h.step(50_000) {
                         // Index in batches: a larger transaction amortises the B-tree work.
@@ -417,13 +427,6 @@ impl History {
                         Err(e) => {
                             tracing::error!(error = %e, "event history indexing failed; retrying");
                             std::thread::sleep(std::time::Duration::from_millis(500));
-                        }
-                    }
-                    if last_cursor.elapsed() > std::time::Duration::from_secs(5) {
-                        last_cursor = std::time::Instant::now();
-                        let pos = h.durable_position.load(Ordering::Acquire);
-                        if let Err(e) = h.journal.commit_cursor(CONSUMER, pos) {
-                            tracing::warn!(error = %e, "committing the history cursor failed");
                         }
                     }
                 }
