@@ -419,7 +419,7 @@ fn check(tmp: &Path, ledger: &Path, kills: u32, retries: u64, live_lag: &[String
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
         .sum();
-    let end = cairn_journal::Journal::open(&dir.join("journal"), Default::default())?.next_seq();
+    let end = cairn_journal::Journal::open(dir.join("journal"), Default::default())?.next_seq();
     let mut lagging = lagging_consumers(&dir, end, 10)?;
     lagging.extend(live_lag.iter().cloned());
     println!("kills of cairn serve  {kills}");
