@@ -589,8 +589,34 @@ impl TrailEngine {
             rep.files += self.finish_inflight(&mut inner)?;
         }
         rep.digests += self.emit_due_digests(&mut inner, now)?;
+        self.release_idle(&mut inner)?;
         self.publish(&inner);
         Ok(rep)
+    }
+
+    /// With nothing routed, open or being delivered, everything read so far needs no
+    /// delivery: move the cursor there (state first, then the journal's copy) when that frees
+    /// a segment — so a server whose trails log nothing does not keep its journal forever.
+    fn release_idle(&self, inner: &mut Inner) -> Result<()> {
+        let pos = inner.reader.position();
+        if !inner.intents.is_empty()
+            || inner.inflight.is_some()
+            || !inner.open.batches.is_empty()
+            || pos <= inner.cursor
+            || !self.journal.would_free_segments(pos)
+        {
+            return Ok(());
+        }
+        let w = self.db.begin_write().map_err(db_err)?;
+        w.open_table(META)
+            .map_err(db_err)?
+            .insert("cursor", pos)
+            .map_err(db_err)?;
+        w.commit().map_err(db_err)?;
+        inner.cursor = pos;
+        inner.open.seq_from = pos;
+        self.journal.commit_cursor(DELIVERY_CONSUMER, pos)?;
+        Ok(())
     }
 
     /// Consumes everything in the journal and delivers it now, then closes every open digest

@@ -434,3 +434,56 @@ fn flush_delivers_pending_events_and_closes_the_digest_window_now() {
     assert_eq!(d.len(), 2);
     assert!(d[1].ends_with("_20250601T090329Z.json.gz"), "{}", d[1]);
 }
+
+/// A journal whose events no trail delivers (no trail, or none logging) is still reclaimed:
+/// delivery moves its cursor past what needs nothing, so segments go.
+#[test]
+fn events_no_trail_delivers_do_not_keep_the_journal() {
+    let env = Env::new();
+    let journal = Arc::new(
+        Journal::open(
+            env.dir.path().join("journal"),
+            JournalOptions {
+                segment_bytes: 64 << 10,
+                ..JournalOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let root = RootKey::load_or_create(&env.dir.path().join("root.key")).unwrap();
+    let e = TrailEngine::open(
+        &env.dir.path().join("trail"),
+        journal.clone(),
+        env.store.clone(),
+        Arc::new(env.clock.clone()),
+        root,
+        EngineOptions::new(ACCOUNT),
+    )
+    .unwrap();
+    for _ in 0..2000 {
+        e.append_event(&mgmt(&env.clock, "RunInstances")).unwrap();
+    }
+    assert!(journal.segment_count() > 4);
+    while e.pump().unwrap().more {}
+    e.pump().unwrap();
+    assert!(
+        journal.segment_count() <= 2,
+        "{} segments kept",
+        journal.segment_count()
+    );
+    // Reopened, it reads on from there, and a trail started now delivers what follows.
+    drop(e);
+    let e = env.engine();
+    start(&e, &env.clock, validating("late"));
+    e.append_event(&mgmt(&env.clock, "AfterIdle")).unwrap();
+    e.pump().unwrap();
+    env.clock.advance(Duration::minutes(6));
+    e.pump().unwrap();
+    let names: Vec<String> = env
+        .records()
+        .iter()
+        .map(|r| r["eventName"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(names.contains(&"AfterIdle".to_string()), "{names:?}");
+    assert!(!names.contains(&"RunInstances".to_string()));
+}
