@@ -233,6 +233,11 @@ struct Inner {
     /// An epoch whose files are being compressed in the background. Nothing about it is
     /// durable yet: a crash now simply re-reads its records from the journal.
     inflight: Option<InFlight>,
+    /// A pump failed after its reader moved on: records may have been read and not
+    /// delivered, so [`TrailEngine::release_idle`] stays off until a restart.
+    reader_ahead: bool,
+    /// When [`TrailEngine::release_idle`] last moved the cursor.
+    last_release: Option<std::time::Instant>,
 }
 
 /// A closed epoch being compressed: everything of its intent but the file hashes.
@@ -396,6 +401,8 @@ impl TrailEngine {
                 chains,
                 intents,
                 inflight: None,
+                reader_ahead: false,
+                last_release: None,
             }),
             published,
             recovered,
@@ -549,11 +556,21 @@ impl TrailEngine {
     /// As [`TrailEngine::pump`], consuming at most `max_records` records (drivers of simulated
     /// time use small steps so delivery times follow event times).
     pub fn pump_limited(&self, max_records: usize) -> Result<PumpReport> {
-        let now = self.clock.now();
         let mut inner = self.lock();
+        let r = self.pump_locked(&mut inner, max_records);
+        if r.is_err() {
+            // The reader may have passed records (or an epoch) that were not delivered: until
+            // a restart rebuilds from the state's cursor, never move the cursor past them.
+            inner.reader_ahead = true;
+        }
+        r
+    }
+
+    fn pump_locked(&self, inner: &mut Inner, max_records: usize) -> Result<PumpReport> {
+        let now = self.clock.now();
         let mut rep = PumpReport::default();
-        self.retry_intents(&mut inner, now)?;
-        rep.files += self.settle_inflight(&mut inner, false)?;
+        self.retry_intents(inner, now)?;
+        rep.files += self.settle_inflight(inner, false)?;
         while (rep.records as usize) < max_records {
             let Some((seq, bytes)) = inner.reader.next_record()? else {
                 break;
@@ -561,17 +578,17 @@ impl TrailEngine {
             rep.records += 1;
             match entry::decode(&bytes)? {
                 Entry::Event { header, json } | Entry::Resolved { header, json, .. } => {
-                    self.route(&mut inner, &header, &json, now);
+                    self.route(inner, &header, &json, now);
                     if inner.open.full {
-                        rep.files += self.close_epoch(&mut inner, seq + 1, now)?;
+                        rep.files += self.close_epoch(inner, seq + 1, now)?;
                     }
                 }
                 // Delivered once resolved (with its outcome), never before; id marks never.
                 Entry::Pending { .. } | Entry::AuditIds(_) => {}
                 Entry::Command(cmd) => {
-                    rep.files += self.close_epoch(&mut inner, seq, now)?;
-                    rep.digests += self.emit_due_digests(&mut inner, now)?;
-                    rep.digests += self.apply(&mut inner, seq, cmd, now)?;
+                    rep.files += self.close_epoch(inner, seq, now)?;
+                    rep.digests += self.emit_due_digests(inner, now)?;
+                    rep.digests += self.apply(inner, seq, cmd, now)?;
                 }
             }
         }
@@ -579,18 +596,18 @@ impl TrailEngine {
         let pos = inner.reader.position();
         match inner.open.opened_at {
             Some(t) if now - t >= self.opts.delivery_interval => {
-                rep.files += self.close_epoch(&mut inner, pos, now)?;
+                rep.files += self.close_epoch(inner, pos, now)?;
             }
             None => inner.open.seq_from = pos,
             _ => {}
         }
         if !rep.more {
             // Caught up: nothing to overlap with, so land the files now.
-            rep.files += self.finish_inflight(&mut inner)?;
+            rep.files += self.finish_inflight(inner)?;
         }
-        rep.digests += self.emit_due_digests(&mut inner, now)?;
-        self.release_idle(&mut inner)?;
-        self.publish(&inner);
+        rep.digests += self.emit_due_digests(inner, now)?;
+        self.release_idle(inner)?;
+        self.publish(inner);
         Ok(rep)
     }
 
@@ -599,14 +616,20 @@ impl TrailEngine {
     /// a segment — so a server whose trails log nothing does not keep its journal forever.
     fn release_idle(&self, inner: &mut Inner) -> Result<()> {
         let pos = inner.reader.position();
-        if !inner.intents.is_empty()
+        if inner.reader_ahead
+            || !inner.intents.is_empty()
             || inner.inflight.is_some()
             || !inner.open.batches.is_empty()
             || pos <= inner.cursor
             || !self.journal.would_free_segments(pos)
+            // Another consumer may hold the segment: try at most once a second.
+            || inner
+                .last_release
+                .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1))
         {
             return Ok(());
         }
+        inner.last_release = Some(std::time::Instant::now());
         let w = self.db.begin_write().map_err(db_err)?;
         w.open_table(META)
             .map_err(db_err)?

@@ -394,7 +394,10 @@ impl History {
             st.insert("position", reader.position())
                 .map_err(|e| e.to_string())?;
         }
-        if n == 0 && !durable {
+        // Nothing new since the last durable commit: no commit, no cursor to move.
+        if n == 0
+            && (!durable || reader.position() == self.durable_position.load(Ordering::Acquire))
+        {
             tx.abort().map_err(|e| e.to_string())?;
             return Ok(0);
         }
