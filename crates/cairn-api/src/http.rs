@@ -155,9 +155,7 @@ async fn to_request(
     }
     // A body bound for a proxied bucket's upstream is streamed there, not read here.
     if crate::service::streams_body(api, &request) {
-        request.body_stream = Some(edge::BodyStream(Arc::new(std::sync::Mutex::new(Some(
-            body,
-        )))));
+        request.body_stream = Some(edge::BodyStream::new(body));
         return request;
     }
     let limit = edge::body_limit(api, &request);

@@ -399,6 +399,41 @@ impl cairn_store::BodyCipher for Marked {
             .ok_or("wrong context")?;
         Ok(body.iter().map(|b| b ^ 0x5a).collect())
     }
+    fn chunk_key(
+        &self,
+        context: &[u8],
+        _wrapped: Option<&[u8]>,
+    ) -> Result<Box<dyn cairn_store::ChunkKey>, String> {
+        Ok(Box::new(MarkedChunks(context.to_vec())))
+    }
+}
+
+/// Chunks of the toy cipher: XOR, and a "tag" that is the context's first bytes.
+struct MarkedChunks(Vec<u8>);
+impl MarkedChunks {
+    fn tag(&self) -> [u8; 16] {
+        let mut t = [0u8; 16];
+        for (i, b) in self.0.iter().take(16).enumerate() {
+            t[i] = *b;
+        }
+        t
+    }
+}
+impl cairn_store::ChunkKey for MarkedChunks {
+    fn seal(&self, _index: u64, _last: bool, buf: &mut Vec<u8>) -> Result<(), String> {
+        buf.iter_mut().for_each(|b| *b ^= 0x5a);
+        buf.extend_from_slice(&self.tag());
+        Ok(())
+    }
+    fn open(&self, _index: u64, _last: bool, buf: &mut Vec<u8>) -> Result<(), String> {
+        let n = buf.len().checked_sub(16).ok_or("short chunk")?;
+        if buf[n..] != self.tag() {
+            return Err("wrong context".into());
+        }
+        buf.truncate(n);
+        buf.iter_mut().for_each(|b| *b ^= 0x5a);
+        Ok(())
+    }
 }
 
 /// Multipart parts wait under the data directory readable by cairn's user only, sealed, and

@@ -9,7 +9,6 @@ use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
@@ -296,9 +295,9 @@ impl EmbeddedStore {
         Err(StoreError::NoSuchVersion(version_id.into()))
     }
 
-    /// A body as written: decrypted when it was sealed (a failed tag is corruption).
-    fn read_blob(&self, blob: &str, bucket: &str, key: &str) -> Result<Vec<u8>> {
-        let raw = fs::read(self.blobs.join(blob))?;
+    /// A body of an older whole-file format: decrypted when it was sealed (a failed tag is
+    /// corruption).
+    fn open_legacy(&self, raw: Vec<u8>, blob: &str, bucket: &str, key: &str) -> Result<Vec<u8>> {
         let corrupt = |reason: String| StoreError::Corrupt {
             bucket: bucket.into(),
             key: key.into(),
@@ -331,6 +330,56 @@ impl EmbeddedStore {
             .map_err(|e| corrupt(format!("the encrypted body does not authenticate: {e}")))
     }
 
+    /// A stream of one body file (see [`crate::body`]).
+    fn reader(
+        &self,
+        blob: &str,
+        info: &ObjectInfo,
+        md5: Option<&str>,
+        bucket: &str,
+        key: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<crate::BodyReader> {
+        let legacy = |raw: Vec<u8>| self.open_legacy(raw, blob, bucket, key);
+        crate::BodyReader::open(
+            &self.blobs.join(blob),
+            self.cipher.as_deref(),
+            blob.as_bytes(),
+            info.size,
+            range,
+            Some(md5.unwrap_or(&info.etag)),
+            &legacy,
+        )
+        .map_err(|e| match e {
+            StoreError::Corrupt { reason, .. } => StoreError::Corrupt {
+                bucket: bucket.into(),
+                key: key.into(),
+                reason,
+            },
+            e => e,
+        })
+    }
+
+    /// A whole body read into memory (checked: tags, or size and MD5).
+    fn read_whole(
+        &self,
+        blob: &str,
+        info: &ObjectInfo,
+        md5: Option<&str>,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Vec<u8>> {
+        use std::io::Read;
+        let mut r = self.reader(blob, info, md5, bucket, key, None)?;
+        let mut body = Vec::with_capacity(info.size.min(64 << 20) as usize);
+        r.read_to_end(&mut body).map_err(|e| StoreError::Corrupt {
+            bucket: bucket.into(),
+            key: key.into(),
+            reason: format!("body does not read back as written: {e}"),
+        })?;
+        Ok(body)
+    }
+
     fn sync_dir(p: &Path) -> Result<()> {
         File::open(p)?.sync_all()?;
         Ok(())
@@ -358,32 +407,14 @@ impl EmbeddedStore {
             .map(|_| uuid::Uuid::new_v4().simple().to_string())
             .collect();
         let write = |blob: &str, (body, wrapped): (&[u8], Option<&[u8]>)| -> Result<()> {
-            let mut f = File::create(self.tmp.join(blob))?;
-            match (&self.cipher, wrapped) {
-                (Some(c), Some(w)) => {
-                    let sealed = c
-                        .seal_wrapped(body, blob.as_bytes(), w)
-                        .map_err(StoreError::KeyUnavailable)?;
-                    f.write_all(WRAPPED_MAGIC)?;
-                    f.write_all(&(w.len() as u32).to_be_bytes())?;
-                    f.write_all(w)?;
-                    f.write_all(&sealed)?;
-                }
-                (None, Some(_)) => {
-                    return Err(StoreError::KeyUnavailable(
-                        "this store has no key service for SSE-KMS".into(),
-                    ))
-                }
-                (Some(c), None) => {
-                    let sealed = c
-                        .seal(body, blob.as_bytes())
-                        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
-                    f.write_all(SEALED_MAGIC)?;
-                    f.write_all(&sealed)?;
-                }
-                (None, None) => f.write_all(body)?,
-            }
-            f.sync_data()?;
+            let mut w = crate::BodyWriter::create(
+                &self.tmp.join(blob),
+                self.cipher.as_deref(),
+                blob.as_bytes(),
+                wrapped,
+            )?;
+            w.write(body)?;
+            w.finish()?;
             Ok(())
         };
         const SYNC_WIDTH: usize = 8;
@@ -681,16 +712,61 @@ impl ObjectStore for EmbeddedStore {
 
     fn get(&self, bucket: &str, key: &str) -> Result<Object> {
         let s = self.stored(bucket, key)?;
-        let body = self.read_blob(&s.blob, bucket, key)?;
-        let md5 = s.md5.as_ref().unwrap_or(&s.info.etag);
-        if body.len() as u64 != s.info.size || &etag_of(&body) != md5 {
-            return Err(StoreError::Corrupt {
-                bucket: bucket.into(),
-                key: key.into(),
-                reason: "body does not match its recorded size and MD5".into(),
-            });
-        }
+        let body = self.read_whole(&s.blob, &s.info, s.md5.as_deref(), bucket, key)?;
         Ok(Object { info: s.info, body })
+    }
+
+    fn stage_writer(
+        &self,
+        bucket: &str,
+        key: &str,
+        opts: &PutOptions,
+    ) -> Result<crate::StagingWriter> {
+        check_key(key)?;
+        if !self.bucket_exists(bucket)? {
+            return Err(StoreError::NoSuchBucket(bucket.into()));
+        }
+        if opts.if_none_match && self.stored(bucket, key).is_ok() {
+            return Err(StoreError::PreconditionFailed);
+        }
+        let blob = uuid::Uuid::new_v4().simple().to_string();
+        let tmp = self.tmp.join(&blob);
+        let writer = crate::BodyWriter::create(
+            &tmp,
+            self.cipher.as_deref(),
+            blob.as_bytes(),
+            opts.wrapped_key.as_deref(),
+        )?;
+        Ok(crate::StagingWriter {
+            bucket: bucket.into(),
+            key: key.into(),
+            opts: opts.clone(),
+            inner: Some(crate::WriterInner::Blob {
+                writer: Box::new(writer),
+                blob,
+                tmp,
+                dir: self.blobs.clone(),
+            }),
+        })
+    }
+
+    fn open_read(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        range: &dyn Fn(u64) -> Option<(u64, u64)>,
+    ) -> Result<(ObjectInfo, Box<dyn std::io::Read + Send>)> {
+        let (blob, info, md5) = match version_id {
+            None => {
+                let s = self.stored(bucket, key)?;
+                (s.blob, s.info, s.md5)
+            }
+            Some(v) => self.find_version(bucket, key, v)?,
+        };
+        let range = range(info.size);
+        let r = self.reader(&blob, &info, md5.as_deref(), bucket, key, range)?;
+        Ok((info, Box::new(r)))
     }
 
     fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
@@ -922,15 +998,7 @@ impl ObjectStore for EmbeddedStore {
 
     fn get_version(&self, bucket: &str, key: &str, version_id: &str) -> Result<Object> {
         let (blob, info, md5) = self.find_version(bucket, key, version_id)?;
-        let body = self.read_blob(&blob, bucket, key)?;
-        let want = md5.as_ref().unwrap_or(&info.etag);
-        if body.len() as u64 != info.size || &etag_of(&body) != want {
-            return Err(StoreError::Corrupt {
-                bucket: bucket.into(),
-                key: key.into(),
-                reason: format!("version {version_id} does not match its recorded size and MD5"),
-            });
-        }
+        let body = self.read_whole(&blob, &info, md5.as_deref(), bucket, key)?;
         Ok(Object { info, body })
     }
 

@@ -7,9 +7,11 @@
 //!
 //! Listing is by prefix and marker in byte-wise lexicographic order, as S3 ListObjects V1.
 
+pub mod body;
 mod embedded;
 mod remote;
 
+pub use body::{BodyReader, BodyWriter, ChunkKey};
 pub use embedded::EmbeddedStore;
 pub use remote::{RemoteConfig, RemoteStore};
 
@@ -40,6 +42,15 @@ pub trait BodyCipher: Send + Sync {
         _wrapped: &[u8],
     ) -> std::result::Result<Vec<u8>, String> {
         Err("no key service: SSE-KMS bodies cannot be read".into())
+    }
+    /// The key that seals the chunks of one streamed body file ([`body`]): derived from
+    /// `context` (the file's name), and from `wrapped` (an SSE-KMS envelope) when given.
+    fn chunk_key(
+        &self,
+        _context: &[u8],
+        _wrapped: Option<&[u8]>,
+    ) -> std::result::Result<Box<dyn ChunkKey>, String> {
+        Err("this cipher cannot seal streamed bodies".into())
     }
 }
 
@@ -291,6 +302,45 @@ pub trait ObjectStore: Send + Sync {
         })
     }
 
+    /// A PUT whose body is written as it arrives ([`StagingWriter`]), staged when finished.
+    /// Stores that cannot stream keep the body in memory.
+    fn stage_writer(&self, bucket: &str, key: &str, opts: &PutOptions) -> Result<StagingWriter> {
+        check_key(key)?;
+        if !self.bucket_exists(bucket)? {
+            return Err(StoreError::NoSuchBucket(bucket.into()));
+        }
+        Ok(StagingWriter {
+            bucket: bucket.into(),
+            key: key.into(),
+            opts: opts.clone(),
+            inner: Some(WriterInner::Memory(Vec::new())),
+        })
+    }
+
+    /// One version (the current one when `version_id` is `None`) with a byte range of its
+    /// body as a stream: `range` gets the body's size and gives `start..end` (the whole body
+    /// when `None`), so the range is of the very version whose attributes are returned. The
+    /// embedded store reads only what the range covers.
+    fn open_read(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        range: &dyn Fn(u64) -> Option<(u64, u64)>,
+    ) -> Result<(ObjectInfo, Box<dyn std::io::Read + Send>)> {
+        let o = match version_id {
+            None => self.get(bucket, key)?,
+            Some(v) => self.get_version(bucket, key, v)?,
+        };
+        let (a, b) = range(o.info.size).unwrap_or((0, o.body.len() as u64));
+        let body = o
+            .body
+            .get(a as usize..b as usize)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        Ok((o.info, Box::new(std::io::Cursor::new(body))))
+    }
+
     /// Makes a staged PUT the object.
     fn commit_staged(&self, s: Staged) -> Result<ObjectInfo> {
         match s.body {
@@ -338,6 +388,95 @@ pub struct Staged {
     /// Quoted hex MD5 of the body.
     pub md5: String,
     pub(crate) body: StagedBody,
+}
+
+/// A PUT's body being written as it arrives (see [`ObjectStore::stage_writer`]):
+/// [`StagingWriter::finish`] makes it a [`Staged`] write; dropped unfinished, it leaves
+/// nothing behind.
+pub struct StagingWriter {
+    pub(crate) bucket: String,
+    pub(crate) key: String,
+    pub(crate) opts: PutOptions,
+    pub(crate) inner: Option<WriterInner>,
+}
+
+pub(crate) enum WriterInner {
+    Memory(Vec<u8>),
+    Blob {
+        writer: Box<BodyWriter>,
+        blob: String,
+        tmp: std::path::PathBuf,
+        dir: std::path::PathBuf,
+    },
+}
+
+impl StagingWriter {
+    /// Appends to the body.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        match &mut self.inner {
+            Some(WriterInner::Memory(b)) => b.extend_from_slice(data),
+            Some(WriterInner::Blob { writer, .. }) => writer.write(data)?,
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        match &self.inner {
+            Some(WriterInner::Memory(b)) => b.len() as u64,
+            Some(WriterInner::Blob { writer, .. }) => writer.size(),
+            None => 0,
+        }
+    }
+
+    /// The body is complete: synced and in place, named by no metadata yet.
+    pub fn finish(mut self) -> Result<Staged> {
+        let inner = self
+            .inner
+            .take()
+            .ok_or_else(|| StoreError::Io(std::io::Error::other("writer already finished")))?;
+        let (size, md5, body) = match inner {
+            WriterInner::Memory(b) => (b.len() as u64, etag_of(&b), StagedBody::Memory(b)),
+            WriterInner::Blob {
+                writer,
+                blob,
+                tmp,
+                dir,
+            } => {
+                let done = (|| -> Result<(u64, String)> {
+                    let (size, md5) = writer.finish()?;
+                    std::fs::rename(&tmp, dir.join(&blob))?;
+                    std::fs::File::open(&dir)?.sync_all()?;
+                    Ok((size, md5))
+                })();
+                match done {
+                    Ok((size, md5)) => (size, md5, StagedBody::Blob(blob)),
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        let _ = std::fs::remove_file(dir.join(&blob));
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        Ok(Staged {
+            bucket: std::mem::take(&mut self.bucket),
+            key: std::mem::take(&mut self.key),
+            opts: std::mem::take(&mut self.opts),
+            size,
+            md5,
+            body,
+        })
+    }
+}
+
+impl Drop for StagingWriter {
+    fn drop(&mut self) {
+        if let Some(WriterInner::Blob { tmp, .. }) = self.inner.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
 }
 
 pub(crate) enum StagedBody {

@@ -88,7 +88,86 @@ fn open_with(key: &LessSafeKey, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>
     Ok(buf)
 }
 
+/// Seals the chunks of one streamed body (see `cairn_store::body`): AES-256-GCM under the
+/// file's own key; the nonce is the chunk's index with a flag on the last chunk, the file's
+/// name the associated data.
+struct ChunkGcm {
+    key: LessSafeKey,
+    context: Vec<u8>,
+}
+
+fn chunk_nonce(index: u64, last: bool) -> Nonce {
+    let mut n = [0u8; 12];
+    n[0] = u8::from(last);
+    n[4..].copy_from_slice(&index.to_be_bytes());
+    Nonce::assume_unique_for_key(n)
+}
+
+impl cairn_store::ChunkKey for ChunkGcm {
+    fn seal(&self, index: u64, last: bool, buf: &mut Vec<u8>) -> Result<(), String> {
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
+                chunk_nonce(index, last),
+                Aad::from(self.context.as_slice()),
+                buf,
+            )
+            .map_err(|_| "encryption failed".to_string())?;
+        buf.extend_from_slice(tag.as_ref());
+        Ok(())
+    }
+
+    fn open(&self, index: u64, last: bool, buf: &mut Vec<u8>) -> Result<(), String> {
+        let len = self
+            .key
+            .open_in_place(
+                chunk_nonce(index, last),
+                Aad::from(self.context.as_slice()),
+                buf,
+            )
+            .map_err(|_| "wrong key or tampered body".to_string())?
+            .len();
+        buf.truncate(len);
+        Ok(())
+    }
+}
+
+impl SseS3 {
+    /// The key of one streamed body file: derived apart from the whole-body keys (another
+    /// label), so no key ever meets both nonce schemes.
+    fn streamed_key(&self, context: &[u8], wrapped: Option<&[u8]>) -> Result<LessSafeKey, String> {
+        let k = match wrapped {
+            Some(w) => {
+                let kms = self.kms.as_ref().ok_or("no key service")?;
+                let data_key = kms.open_envelope(w).map_err(|e| e.to_string())?;
+                hmac::sign(
+                    &hmac::Key::new(hmac::HMAC_SHA256, &data_key),
+                    &[b"cairn sse-kms chunked v1\0".as_slice(), context].concat(),
+                )
+            }
+            None => hmac::sign(
+                &self.master,
+                &[b"cairn sse-s3 chunked v1\0".as_slice(), context].concat(),
+            ),
+        };
+        UnboundKey::new(&AES_256_GCM, k.as_ref())
+            .map(LessSafeKey::new)
+            .map_err(|_| "bad body key".to_string())
+    }
+}
+
 impl cairn_store::BodyCipher for SseS3 {
+    fn chunk_key(
+        &self,
+        context: &[u8],
+        wrapped: Option<&[u8]>,
+    ) -> Result<Box<dyn cairn_store::ChunkKey>, String> {
+        Ok(Box::new(ChunkGcm {
+            key: self.streamed_key(context, wrapped)?,
+            context: context.to_vec(),
+        }))
+    }
+
     fn seal_wrapped(
         &self,
         plain: &[u8],
@@ -121,6 +200,102 @@ mod tests {
     use super::*;
     use cairn_store::{BodyCipher, EmbeddedStore, ObjectStore, PutOptions};
     use std::sync::Arc;
+
+    fn read_range(s: &EmbeddedStore, range: Option<(u64, u64)>) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let (_, mut r) = s
+            .open_read("bkt", "k", None, &|_| range)
+            .map_err(std::io::Error::other)?;
+        let mut out = vec![];
+        r.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn streamed_bodies_read_by_range_and_every_change_to_the_file_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let cipher: Arc<dyn BodyCipher> = Arc::new(SseS3::from_root(&[9u8; 32]));
+        let s = EmbeddedStore::open_with_cipher(dir.path(), Some(cipher.clone())).unwrap();
+        s.create_bucket("bkt").unwrap();
+        // Three and a bit chunks, written in odd-sized pieces.
+        let body: Vec<u8> = (0..(3 * cairn_store::body::CHUNK + 777))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let mut w = s.stage_writer("bkt", "k", &PutOptions::default()).unwrap();
+        for piece in body.chunks(10_000) {
+            w.write(piece).unwrap();
+        }
+        let staged = w.finish().unwrap();
+        assert_eq!(staged.size, body.len() as u64);
+        s.commit_staged(staged).unwrap();
+        assert_eq!(s.get("bkt", "k").unwrap().body, body);
+        let c = cairn_store::body::CHUNK as u64;
+        for (a, b) in [
+            (0, 1),
+            (c - 1, c + 1),
+            (5, 3 * c + 777),
+            (2 * c, 2 * c),
+            (3 * c, 3 * c + 777),
+        ] {
+            assert_eq!(
+                read_range(&s, Some((a, b))).unwrap(),
+                body[a as usize..b as usize],
+                "range {a}..{b}"
+            );
+        }
+        let file = std::fs::read_dir(dir.path().join("blobs"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let raw = std::fs::read(&file).unwrap();
+        let header = 11 + 4;
+        let sealed = cairn_store::body::CHUNK + cairn_store::body::TAG;
+        // Swapped chunks, a flipped bit, a cut and an appended byte: none reads back.
+        let mut swapped = raw.clone();
+        let (a, b) = swapped[header..].split_at_mut(sealed);
+        a[..sealed].swap_with_slice(&mut b[..sealed]);
+        let mut flipped = raw.clone();
+        flipped[header + sealed + 100] ^= 1;
+        let cut = raw[..raw.len() - (777 + 16)].to_vec();
+        let mut longer = raw.clone();
+        longer.push(0);
+        for (what, bad) in [
+            ("swap", swapped),
+            ("flip", flipped),
+            ("cut", cut),
+            ("append", longer),
+        ] {
+            std::fs::write(&file, &bad).unwrap();
+            assert!(s.get("bkt", "k").is_err(), "{what}: whole read");
+            assert!(read_range(&s, Some((c, c + 10))).is_err(), "{what}: range");
+        }
+        // The last chunk is flagged: a body cut at a chunk boundary does not open either.
+        std::fs::write(&file, &raw).unwrap();
+        assert_eq!(read_range(&s, None).unwrap(), body);
+    }
+
+    #[test]
+    fn an_empty_streamed_body_is_sealed_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let cipher: Arc<dyn BodyCipher> = Arc::new(SseS3::from_root(&[9u8; 32]));
+        let s = EmbeddedStore::open_with_cipher(dir.path(), Some(cipher)).unwrap();
+        s.create_bucket("bkt").unwrap();
+        s.put("bkt", "k", b"", &PutOptions::default()).unwrap();
+        assert_eq!(s.get("bkt", "k").unwrap().body, b"");
+        let file = std::fs::read_dir(dir.path().join("blobs"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut raw = std::fs::read(&file).unwrap();
+        assert_eq!(raw.len(), 11 + 4 + 16);
+        raw[20] ^= 1;
+        std::fs::write(&file, &raw).unwrap();
+        assert!(s.get("bkt", "k").is_err());
+    }
 
     #[test]
     fn bodies_are_encrypted_on_disk_and_tampering_is_corruption() {

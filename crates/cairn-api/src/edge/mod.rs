@@ -18,7 +18,7 @@ pub use ctx::{
     access_denied, AbortFn, Audit, CommitFn, Committed, Ctx, Deferred, EffectFn, EffectOutcome,
 };
 pub use record::bound_record;
-pub use request::{BodyProblem, BodyStream, ClientInfo, HttpRequest, TlsInfo};
+pub use request::{BodyProblem, BodyStream, ChunkSigning, ClientInfo, HttpRequest, TlsInfo};
 
 use crate::protocol::{self, ApiError, Protocol, Reply};
 use crate::service::{service_for, Registered};

@@ -50,11 +50,50 @@ pub enum BodyProblem {
 
 /// A request body left unread for streaming; taken once.
 #[derive(Clone, Debug, Default)]
-pub struct BodyStream(pub Arc<std::sync::Mutex<Option<hyper::body::Incoming>>>);
+pub struct BodyStream {
+    body: Arc<std::sync::Mutex<Option<hyper::body::Incoming>>>,
+    /// How an `aws-chunked` body's chunk signatures are checked, once the request's seed
+    /// signature is verified (S3's `prepare` sets it).
+    signing: Arc<std::sync::Mutex<Option<ChunkSigning>>>,
+}
 
 impl BodyStream {
+    pub fn new(body: hyper::body::Incoming) -> BodyStream {
+        BodyStream {
+            body: Arc::new(std::sync::Mutex::new(Some(body))),
+            signing: Default::default(),
+        }
+    }
+
     pub fn take(&self) -> Option<hyper::body::Incoming> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.body.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    pub fn set_signing(&self, s: ChunkSigning) {
+        *self.signing.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
+    }
+
+    pub fn signing(&self) -> Option<ChunkSigning> {
+        self.signing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// What a signed chunk chain is checked against: the request's signing key, timestamp and
+/// scope, and the seed (header) signature that starts the chain.
+#[derive(Clone)]
+pub struct ChunkSigning {
+    pub key: Vec<u8>,
+    pub amz_date: String,
+    pub scope: String,
+    pub seed: String,
+}
+
+impl std::fmt::Debug for ChunkSigning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChunkSigning")
     }
 }
 

@@ -2,7 +2,7 @@
 //! UploadPartCopy).
 
 use super::get::{archived, archived_error, etag_matches};
-use super::put::{stage_put, AnswerFn, ObjectHeaders};
+use super::put::{defer_commit, AnswerFn, ObjectHeaders};
 use super::{access, s3_time, store_error, with_store, S3Error, S3Request};
 use crate::edge::Ctx;
 use crate::protocol::xml::document_in;
@@ -114,7 +114,7 @@ pub(crate) async fn read_copy_source(
     ctx: &mut Ctx<'_>,
     req: &S3Request,
     src: &CopySource,
-) -> Result<cairn_store::Object, ApiError> {
+) -> Result<ObjectInfo, ApiError> {
     if ctx.api.opts.proxies.contains_key(&src.bucket) {
         ctx.no_authorization_needed();
         return Err(S3Error::NotImplemented(
@@ -143,13 +143,10 @@ pub(crate) async fn read_copy_source(
     authorized?;
     let (sb, sk, sv) = (src.bucket.clone(), src.key.clone(), src.version_id.clone());
     let got = with_store(ctx, move |store| {
-        Ok(match &sv {
-            Some(v) => store.get_version(&sb, &sk, v),
-            None => store.get(&sb, &sk),
-        })
+        Ok(store.head_version(&sb, &sk, sv.as_deref()))
     })
     .await?;
-    let obj = match got {
+    let info = match got {
         Ok(o) => o,
         Err(StoreError::DeleteMarker(_)) if src.version_id.is_some() => {
             return Err(S3Error::InvalidRequest(
@@ -160,25 +157,55 @@ pub(crate) async fn read_copy_source(
         Err(StoreError::DeleteMarker(_)) => return Err(S3Error::NoSuchKey(src.key.clone()).into()),
         Err(e) => return Err(store_error(e, &src.bucket, Some(&src.key))),
     };
-    if archived(&obj.info) {
-        return Err(archived_error(&obj.info));
+    if archived(&info) {
+        return Err(archived_error(&info));
     }
     // An SSE-KMS source is read through KMS, as a GetObject would (every copy path: CopyObject
     // and UploadPartCopy).
-    super::sse::check_read(ctx, &obj.info.system)?;
+    super::sse::check_read(ctx, &info.system)?;
+    source_conditions(src, &info)?;
+    Ok(info)
+}
+
+/// `x-amz-copy-source-If-Match` / `-If-None-Match` against the source's ETag.
+fn source_conditions(src: &CopySource, info: &ObjectInfo) -> Result<(), ApiError> {
     if let Some(m) = &src.if_match {
-        if !etag_matches(m, &obj.info.etag) {
+        if !etag_matches(m, &info.etag) {
             return Err(S3Error::PreconditionFailed("x-amz-copy-source-If-Match".into()).into());
         }
     }
     if let Some(m) = &src.if_none_match {
-        if etag_matches(m, &obj.info.etag) {
+        if etag_matches(m, &info.etag) {
             return Err(
                 S3Error::PreconditionFailed("x-amz-copy-source-If-None-Match".into()).into(),
             );
         }
     }
-    Ok(obj)
+    Ok(())
+}
+
+/// Opens the body of a copy source [`read_copy_source`] accepted (`range`: `start..end`),
+/// in the worker that reads it. The version read is the one checked (a source replaced in
+/// between is checked again).
+pub(crate) fn open_copy_source(
+    store: &dyn cairn_store::ObjectStore,
+    src: &CopySource,
+    checked: &ObjectInfo,
+    range: Option<(u64, u64)>,
+) -> Result<Box<dyn std::io::Read + Send>, ApiError> {
+    let version = checked.version_id.as_deref().or(src.version_id.as_deref());
+    let (info, r) = store
+        .open_read(&src.bucket, &src.key, version, &|_| range)
+        .map_err(|e| store_error(e, &src.bucket, Some(&src.key)))?;
+    if info.etag != checked.etag || info.size != checked.size {
+        source_conditions(src, &info)?;
+        return Err(ApiError::new(
+            "InternalError",
+            500,
+            "The copy source changed while it was read. Please try again.",
+        ));
+    }
+    Ok(r)
 }
 
 #[derive(Serialize)]
@@ -205,11 +232,12 @@ pub(super) async fn copy(
         )
         .into());
     }
-    let src = read_copy_source(ctx, req, src).await?;
+    let source = src.clone();
+    let info = read_copy_source(ctx, req, src).await?;
     let mut opts = PutOptions {
-        content_type: src.info.content_type.clone(),
-        content_encoding: src.info.content_encoding.clone(),
-        metadata: src.info.metadata.clone(),
+        content_type: info.content_type.clone(),
+        content_encoding: info.content_encoding.clone(),
+        metadata: info.metadata.clone(),
         ..Default::default()
     };
     if i.replace_metadata {
@@ -220,7 +248,7 @@ pub(super) async fn copy(
     i.headers.system(ctx, bucket, false, &mut opts)?;
     // Tags travel with the copy unless the request replaces them.
     if !i.replace_tags {
-        match src.info.system.get("tagging") {
+        match info.system.get("tagging") {
             Some(t) => opts.system.insert("tagging".into(), t.clone()),
             None => opts.system.remove("tagging"),
         };
@@ -233,13 +261,22 @@ pub(super) async fn copy(
         bytes::Bytes::from(document_in("CopyObjectResult", S3_XMLNS, &doc))
     });
     let sse = super::sse::apply(ctx, i.headers.sse.as_deref(), bucket, key, &mut opts).await?;
-    let body = bytes::Bytes::from(src.body);
-    stage_put(ctx, bucket, key, body, opts, Some(answer)).await?;
+    let (b2, k2, checked) = (bucket.to_string(), key.to_string(), info.clone());
+    let staged = with_store(ctx, move |store| {
+        let body = open_copy_source(store, &source, &checked, None)?;
+        let mut w = store
+            .stage_writer(&b2, &k2, &opts)
+            .map_err(|e| store_error(e, &b2, Some(&k2)))?;
+        super::multipart::copy_to(body, &mut |d| w.write(d).map_err(ApiError::internal))?;
+        w.finish().map_err(|e| store_error(e, &b2, Some(&k2)))
+    })
+    .await?;
+    defer_commit(ctx, staged, Some(answer));
     let mut r = Reply::s3_xml(200, String::new());
     for (h, v) in sse {
         r = r.header(&h, v);
     }
-    if let Some(v) = &src.info.version_id {
+    if let Some(v) = &info.version_id {
         r = r.header("x-amz-copy-source-version-id", v.clone());
     }
     Ok(r)

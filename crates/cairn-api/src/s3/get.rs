@@ -75,15 +75,44 @@ pub(super) async fn get(
         req.object_key().to_string(),
         req.version_id.clone(),
     );
+    // The attributes and the body come from one read of one version (a range of it: only
+    // the chunks it covers are opened); bodies up to `INLINE_BYTES` are read here, longer
+    // ones stream to the client from a reader of their own.
+    let range_header = if head { None } else { i.range.clone() };
     let (info, body) = with_store(ctx, move |store| {
-        match (&vid, head) {
-            (Some(v), _) => store
-                .get_version(&b, &k, v)
-                .map(|o| (o.info, if head { Vec::new() } else { o.body })),
-            (None, true) => store.head(&b, &k).map(|i| (i, Vec::new())),
-            (None, false) => store.get(&b, &k).map(|o| (o.info, o.body)),
+        if head {
+            return match &vid {
+                Some(v) => store.version_info(&b, &k, v),
+                None => store.head(&b, &k),
+            }
+            .map(|i| (i, Body::Empty))
+            .map_err(|e| store_error(e, &b, Some(&k)));
         }
-        .map_err(|e| store_error(e, &b, Some(&k)))
+        let range = |size: u64| match range_header.as_deref().map(|r| byte_range(r, size)) {
+            Some(RangeAnswer::Part(a, b)) => Some((a, b + 1)),
+            Some(RangeAnswer::Unsatisfiable) => Some((0, 0)),
+            _ => None,
+        };
+        let (info, mut r) = store
+            .open_read(&b, &k, vid.as_deref(), &range)
+            .map_err(|e| store_error(e, &b, Some(&k)))?;
+        let len = range(info.size).map_or(info.size, |(a, b)| b - a);
+        if len > INLINE_BYTES {
+            return Ok((info, Body::Stream(r, len)));
+        }
+        let mut body = Vec::with_capacity(len as usize);
+        std::io::Read::read_to_end(&mut r, &mut body).map_err(|e| {
+            store_error(
+                cairn_store::StoreError::Corrupt {
+                    bucket: b.clone(),
+                    key: k.clone(),
+                    reason: e.to_string(),
+                },
+                &b,
+                Some(&k),
+            )
+        })?;
+        Ok((info, Body::Whole(body)))
     })
     .await?;
     let size = info.size;
@@ -118,14 +147,21 @@ pub(super) async fn get(
         },
         _ => None,
     };
-    let (status, body) = match range {
-        Some((a, b)) => (206, body[a as usize..=b as usize].to_vec()),
-        None => (200, body),
+    let status = if range.is_some() { 206 } else { 200 };
+    let sent = match range {
+        _ if head => 0,
+        Some((a, b)) => b - a + 1,
+        None => size,
     };
-    let sent = if head { 0 } else { body.len() as u64 };
     transfer(ctx, req, 0, sent);
     let mut r = object_headers(super::empty(status), &info);
-    r.body = bytes::Bytes::from(body);
+    match body {
+        Body::Empty => {}
+        Body::Whole(b) => r.body = bytes::Bytes::from(b),
+        Body::Stream(reader, len) => {
+            r.stream = Some(crate::protocol::Streamed::new(stream_body(reader, len)));
+        }
+    }
     if let Some(v) = &info.version_id {
         r = r.header("x-amz-version-id", v.clone());
     }
@@ -139,6 +175,89 @@ pub(super) async fn get(
         r = r.header("content-length", size.to_string());
     }
     Ok(r)
+}
+
+/// Bodies at most this long are read whole before answering; longer ones stream.
+const INLINE_BYTES: u64 = 1 << 20;
+
+enum Body {
+    Empty,
+    Whole(Vec<u8>),
+    /// A reader and the bytes it will give.
+    Stream(Box<dyn std::io::Read + Send>, u64),
+}
+
+/// A response body fed by a blocking reader, 256 KiB at a time with at most four pieces in
+/// flight. A read error ends the body early (the client sees fewer bytes than declared);
+/// a client that goes away stops the reader.
+pub(crate) fn stream_body(
+    mut reader: Box<dyn std::io::Read + Send>,
+    len: u64,
+) -> crate::protocol::StreamBody {
+    use http_body_util::BodyExt as _;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, crate::protocol::BoxError>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut left = len;
+        while left > 0 {
+            let mut buf = vec![0u8; (256u64 << 10).min(left) as usize];
+            let piece = match std::io::Read::read(&mut reader, &mut buf) {
+                Ok(0) => Err("stored body ended early".into()),
+                Ok(n) => {
+                    buf.truncate(n);
+                    left -= n as u64;
+                    Ok(bytes::Bytes::from(buf))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "a stored body failed while streaming");
+                    Err(Box::new(e) as crate::protocol::BoxError)
+                }
+            };
+            let failed = piece.is_err();
+            if tx.blocking_send(piece).is_err() || failed {
+                return;
+            }
+        }
+    });
+    ChannelBody { rx, left: len }.boxed_unsync()
+}
+
+struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, crate::protocol::BoxError>>,
+    left: u64,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = crate::protocol::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            std::task::Poll::Ready(Some(Ok(b))) => {
+                self.left = self.left.saturating_sub(b.len() as u64);
+                std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(b))))
+            }
+            std::task::Poll::Ready(Some(Err(e))) => std::task::Poll::Ready(Some(Err(e))),
+            std::task::Poll::Ready(None) => {
+                std::task::Poll::Ready(Some(Err("stored body ended early".into())))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left)
+    }
 }
 
 fn object_headers(mut r: Reply, info: &ObjectInfo) -> Reply {

@@ -15,6 +15,7 @@ pub mod delete;
 pub mod delivery;
 pub mod error;
 pub mod get;
+mod intake;
 pub mod lifecycle;
 pub mod list;
 pub mod lock;
@@ -81,7 +82,7 @@ impl Service for S3 {
         !router::read_only(name)
     }
     fn streams_body(&self, api: &Api, req: &HttpRequest) -> bool {
-        proxy::streams_request(api, req)
+        proxy::streams_request(api, req) || streams_to_store(api, req)
     }
     fn prepare(&self, req: &mut HttpRequest, signed: Signed<'_>) -> Result<(), ApiError> {
         chunked::decode_request(req, signed.auth, signed.secret)
@@ -101,6 +102,24 @@ impl Service for S3 {
     ) -> BoxFuture<'a, Result<Reply, ApiError>> {
         Box::pin(handle(ctx, call))
     }
+}
+
+/// Whether `req` is a PutObject or UploadPart on an embedded bucket, whose body the handler
+/// receives as it arrives ([`intake`]) rather than the edge reading it whole.
+fn streams_to_store(api: &Api, req: &HttpRequest) -> bool {
+    if req.method != "PUT" {
+        return false;
+    }
+    // Only an S3 request (a request signed for another service never skips hashing).
+    let signed_for_s3 = req.query.contains("AWSAccessKeyId=")
+        || crate::edge::presented(req).is_ok_and(|a| a.service == "s3");
+    let t = target(req);
+    signed_for_s3
+        && t.key.is_some()
+        && t.bucket
+            .as_ref()
+            .is_some_and(|b| !api.opts.proxies.contains_key(b))
+        && matches!(router::classify(req), "PutObject" | "UploadPart")
 }
 
 async fn handle(ctx: &mut Ctx<'_>, call: S3Call) -> Result<Reply, ApiError> {

@@ -7,7 +7,8 @@
 //! `md5(part md5s)-N`. Where uploads wait, and how they expire, is [`super::uploads`].
 use super::copy::{read_copy_source, CopySource};
 use super::list::ListInput;
-use super::put::{content_md5_matches, stage_put, ObjectHeaders};
+use super::put::{content_md5_matches, ObjectHeaders};
+use super::store_error;
 use super::uploads::{
     discard_upload, load, part_key, parts_of, upload_key, uploads, Part, PartFiles, Upload,
 };
@@ -22,8 +23,8 @@ use std::collections::BTreeMap;
 
 /// Smallest part except the last (S3's rule).
 pub const MIN_PART_BYTES: u64 = 5 << 20;
-/// Largest object cairn assembles from parts (bodies are assembled in memory for now).
-pub const MAX_ASSEMBLED_BYTES: u64 = 2 << 30;
+/// Largest object cairn assembles from parts (S3's object limit, 5 TiB).
+pub const MAX_ASSEMBLED_BYTES: u64 = 5 << 40;
 
 /// CreateMultipartUpload's input: the new object's headers and its checksum algorithm.
 #[derive(Debug, Clone)]
@@ -197,7 +198,8 @@ struct Initiated {
     upload_id: String,
 }
 
-/// PUT /bucket/key?partNumber=N&uploadId=ID
+/// PUT /bucket/key?partNumber=N&uploadId=ID: the body received as it arrives into a new
+/// part file ([`super::intake`]).
 pub(super) async fn upload_part(
     ctx: &mut Ctx<'_>,
     req: &S3Request,
@@ -205,17 +207,48 @@ pub(super) async fn upload_part(
 ) -> Result<Reply, ApiError> {
     let (id, n) = (i.upload_id.as_str(), i.part_number);
     let up = load(ctx, id, &req.bucket, req.object_key())?;
-    let body = req.body.clone();
-    let mut checksum = super::chunked::verify(&req.headers, &body)?;
+    super::intake::declared_length(req)?;
+    let file = format!("{n:05}-{}", uuid::Uuid::new_v4().simple());
+    let writer = PartFiles::of(ctx.api).writer(id, &file)?;
+    let got = super::intake::receive(ctx, req, writer).await?;
+    let sink = got.sink;
+    let (size, etag) = ctx.api.blocking(move || sink.finish()).await?;
+    let files = PartFiles::of(ctx.api);
+    let md5 = hex::decode(etag.trim_matches('"')).unwrap_or_default();
+    if let Err(e) = content_md5_matches(req.header("content-md5"), &md5) {
+        files.remove(id, &file);
+        return Err(e);
+    }
+    let mut checksum = got.checksum;
     if checksum.is_none() {
         if let Some(a) = &up.checksum_algorithm {
-            checksum = Some((a.clone(), super::chunked::checksum_b64(a, &body)));
+            // Computed from the part file (the client asked for it at creation only).
+            let (f2, id2, file2, a2) = (files.clone(), id.to_string(), file.clone(), a.clone());
+            let v = ctx
+                .api
+                .blocking(move || {
+                    let r = f2.reader(&id2, &file2, size)?;
+                    let mut c = super::chunked::Checksums::for_request(&[(
+                        "x-amz-checksum-algorithm".to_string(),
+                        a2.clone(),
+                    )]);
+                    copy_to(r, &mut |d| {
+                        c.update(d);
+                        Ok(())
+                    })?;
+                    c.finish(&[("x-amz-checksum-algorithm".to_string(), a2)])
+                })
+                .await;
+            match v {
+                Ok(v) => checksum = v,
+                Err(e) => {
+                    files.remove(id, &file);
+                    return Err(e);
+                }
+            }
         }
     }
-    let md5 = md5::Md5::digest(&body);
-    content_md5_matches(req.header("content-md5"), &md5)?;
-    let etag = format!("\"{}\"", hex::encode(md5));
-    stage_part(ctx, id, n, body, etag.clone(), checksum.clone()).await?;
+    record_part(ctx, id, n, file, size, etag.clone(), checksum.clone())?;
     let mut r = empty(200).header("etag", etag);
     if let Some((alg, v)) = checksum {
         r = r.header(&format!("x-amz-checksum-{alg}"), v);
@@ -223,27 +256,45 @@ pub(super) async fn upload_part(
     Ok(r)
 }
 
-/// Writes part `n` of upload `id` to a new file, invisible until the request's event is
-/// durable; then its record names it and the file it replaces goes. A refused event leaves
-/// the upload as it was.
-async fn stage_part(
+/// Passes everything `r` reads to `out`, 256 KiB at a time.
+pub(super) fn copy_to(
+    mut r: impl std::io::Read,
+    out: &mut dyn FnMut(&[u8]) -> Result<(), ApiError>,
+) -> Result<u64, ApiError> {
+    let mut buf = vec![0u8; 256 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ApiError::internal(format!("stored body: {e}"))),
+        };
+        out(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+/// Makes the written part file `file` part `n` of upload `id` once the request's event is
+/// durable; then the file it replaces goes. A refused event removes the file and leaves the
+/// upload as it was.
+fn record_part(
     ctx: &mut Ctx<'_>,
     id: &str,
     n: u16,
-    body: bytes::Bytes,
+    file: String,
+    size: u64,
     etag: String,
     checksum: Option<(String, String)>,
 ) -> Result<(), ApiError> {
     let files = PartFiles::of(ctx.api);
-    let file = format!("{n:05}-{}", uuid::Uuid::new_v4().simple());
-    let size = body.len() as u64;
-    {
-        let (files, id, file) = (files.clone(), id.to_string(), file.clone());
-        ctx.api
-            .blocking(move || files.write(&id, &file, &body))
-            .await?;
-    }
-    let old: Option<Part> = ctx.api.meta.get(&part_key(id, n))?;
+    let old: Option<Part> = match ctx.api.meta.get(&part_key(id, n)) {
+        Ok(o) => o,
+        Err(e) => {
+            files.remove(id, &file);
+            return Err(e);
+        }
+    };
     let record = Part {
         etag,
         size,
@@ -326,15 +377,27 @@ pub(super) async fn upload_part_copy(
 ) -> Result<Reply, ApiError> {
     let (id, n) = (i.part.upload_id.as_str(), i.part.part_number);
     load(ctx, id, &req.bucket, req.object_key())?;
-    let obj = read_copy_source(ctx, req, &i.source).await?;
-    let range = copy_range(i.source.range.as_deref(), obj.info.size)?;
-    let body = match range {
-        Some((a, b)) => bytes::Bytes::copy_from_slice(&obj.body[a as usize..=b as usize]),
-        None => bytes::Bytes::from(obj.body),
-    };
-    let etag = format!("\"{}\"", hex::encode(md5::Md5::digest(&body)));
+    let info = read_copy_source(ctx, req, &i.source).await?;
+    let range = copy_range(i.source.range.as_deref(), info.size)?;
+    if range.map_or(info.size, |(a, b)| b - a + 1) > super::intake::MAX_PUT_BYTES {
+        return Err(S3Error::EntityTooLarge.into());
+    }
+    let file = format!("{n:05}-{}", uuid::Uuid::new_v4().simple());
+    let mut writer = PartFiles::of(ctx.api).writer(id, &file)?;
+    let (source, checked) = (i.source.clone(), info.clone());
+    let (size, etag) = super::with_store(ctx, move |store| {
+        let body = super::copy::open_copy_source(
+            store,
+            &source,
+            &checked,
+            range.map(|(a, b)| (a, b + 1)),
+        )?;
+        super::multipart::copy_to(body, &mut |d| super::intake::Sink::write(&mut writer, d))?;
+        writer.finish()
+    })
+    .await?;
     transfer(ctx, req, 0, 0);
-    stage_part(ctx, id, n, body, etag.clone(), None).await?;
+    record_part(ctx, id, n, file, size, etag.clone(), None)?;
     let mut r = document(
         "CopyPartResult",
         &CopyPartResult {
@@ -342,7 +405,7 @@ pub(super) async fn upload_part_copy(
             etag,
         },
     );
-    if let Some(v) = &obj.info.version_id {
+    if let Some(v) = &info.version_id {
         r = r.header("x-amz-copy-source-version-id", v.clone());
     }
     Ok(r)
@@ -460,17 +523,22 @@ pub(super) async fn complete(
                 .map_err(|_| ApiError::internal("an upload's key envelope is not base64"))?,
         );
     }
-    let body = ctx
-        .api
-        .blocking(move || {
-            let mut body = Vec::with_capacity(total as usize);
-            for f in &files {
-                body.extend(part_files.read(&upload_id, f)?);
-            }
-            Ok(bytes::Bytes::from(body))
-        })
-        .await?;
-    stage_put(ctx, bucket, key, body, opts, None).await?;
+    // The object is written from the part files as a stream (constant memory), then made the
+    // object once the request's event is durable.
+    let sizes: Vec<u64> = wanted.iter().map(|(n, _)| have[n].size).collect();
+    let (b2, k2) = (bucket.to_string(), key.to_string());
+    let staged = super::with_store(ctx, move |store| {
+        let mut w = store
+            .stage_writer(&b2, &k2, &opts)
+            .map_err(|e| store_error(e, &b2, Some(&k2)))?;
+        for (f, size) in files.iter().zip(sizes) {
+            let r = part_files.reader(&upload_id, f, size)?;
+            copy_to(r, &mut |d| w.write(d).map_err(ApiError::internal))?;
+        }
+        w.finish().map_err(|e| store_error(e, &b2, Some(&k2)))
+    })
+    .await?;
+    super::put::defer_commit(ctx, staged, None);
     // The parts go once the object is made (a refused event leaves the upload to retry).
     defer_discard(ctx, id, &have);
     transfer(ctx, req, req.body.len() as u64, 0);

@@ -171,8 +171,9 @@ pub struct PutInput {
     pub has_length: bool,
 }
 
-/// PutObject (the edge has already decoded an aws-chunked body): Content-MD5 and the
-/// flexible checksums checked, user metadata and the checksum kept.
+/// PutObject: the body received as it arrives into a staged object ([`super::intake`]),
+/// Content-MD5, the signed payload hash and the flexible checksums checked on the way, user
+/// metadata and the checksum kept.
 pub(super) async fn put(
     ctx: &mut Ctx<'_>,
     req: &S3Request,
@@ -186,25 +187,46 @@ pub(super) async fn put(
     if key.len() > cairn_store::MAX_KEY_BYTES {
         return Err(S3Error::KeyTooLong.into());
     }
-    let body = req.body.clone();
-    if i.headers.content_md5.is_some() {
-        use md5::Digest as _;
-        content_md5_matches(i.headers.content_md5.as_deref(), &md5::Md5::digest(&body))?;
-    }
-    let checksum = super::chunked::verify(&req.headers, &body)?;
+    super::intake::declared_length(req)?;
     let mut opts = PutOptions {
         content_type: i.headers.content_type.clone(),
         content_encoding: i.headers.content_encoding.clone(),
         metadata: i.headers.metadata.clone(),
         ..Default::default()
     };
-    if let Some((alg, v)) = &checksum {
-        opts.system.insert(format!("checksum-{alg}"), v.clone());
-    }
     i.headers.system(ctx, &req.bucket, true, &mut opts)?;
     let sse = super::sse::apply(ctx, i.headers.sse.as_deref(), &req.bucket, key, &mut opts).await?;
-    let size = body.len() as u64;
-    let etag = stage_put(ctx, &req.bucket, key, body, opts, None).await?;
+    let (b2, k2) = (req.bucket.clone(), key.to_string());
+    let writer = super::with_store(ctx, move |store| {
+        store
+            .stage_writer(&b2, &k2, &opts)
+            .map_err(|e| store_error(e, &b2, Some(&k2)))
+    })
+    .await?;
+    let got = super::intake::receive(ctx, req, writer).await?;
+    let (store, content_md5) = (ctx.api.store.clone(), i.headers.content_md5.clone());
+    let (sink, checksum) = (got.sink, got.checksum);
+    let kept = checksum.clone();
+    let staged = ctx
+        .api
+        .blocking(move || {
+            let mut staged = sink.finish().map_err(ApiError::internal)?;
+            let md5 = hex::decode(staged.md5.trim_matches('"')).unwrap_or_default();
+            if let Err(e) = content_md5_matches(content_md5.as_deref(), &md5) {
+                store.discard_staged(staged);
+                return Err(e);
+            }
+            if let Some((alg, v)) = &kept {
+                staged
+                    .opts
+                    .system
+                    .insert(format!("checksum-{alg}"), v.clone());
+            }
+            Ok(staged)
+        })
+        .await?;
+    let size = staged.size;
+    let etag = defer_commit(ctx, staged, None);
     transfer(ctx, req, size, 0);
     let mut r = super::empty(200).header("etag", etag);
     for (h, v) in sse {
@@ -221,33 +243,22 @@ pub(super) async fn put(
 /// Builds a reply body from the object a deferred write made (CopyObjectResult).
 pub(crate) type AnswerFn = Box<dyn FnOnce(&ObjectInfo) -> bytes::Bytes + Send + Sync>;
 
-/// Stages a PUT (the body written durably, invisibly) and defers making it the object until
-/// the request's event is durable. Returns the staged write's ETag; the commit adds
-/// `x-amz-version-id` and, through `answer`, may replace the reply's body.
-pub(crate) async fn stage_put(
+/// Defers making a staged write the object until the request's event is durable (a refused
+/// event discards it). Returns its ETag.
+pub(crate) fn defer_commit(
     ctx: &mut Ctx<'_>,
-    bucket: &str,
-    key: &str,
-    body: bytes::Bytes,
-    opts: PutOptions,
+    staged: cairn_store::Staged,
     answer: Option<AnswerFn>,
-) -> Result<String, ApiError> {
-    let (b2, k2) = (bucket.to_string(), key.to_string());
-    let staged = super::with_store(ctx, move |store| {
-        store
-            .stage(&b2, &k2, &body, &opts)
-            .map_err(|e| store_error(e, &b2, Some(&k2)))
-    })
-    .await?;
+) -> String {
     let etag = staged
         .opts
         .etag
         .clone()
         .unwrap_or_else(|| staged.md5.clone());
+    let (b3, k3) = (staged.bucket.clone(), staged.key.clone());
     let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(staged)));
     let (s1, s2) = (slot.clone(), slot);
     let (st1, st2) = (ctx.api.store.clone(), ctx.api.store.clone());
-    let (b3, k3) = (bucket.to_string(), key.to_string());
     ctx.defer(
         Box::new(move || {
             let s = s1
@@ -273,7 +284,7 @@ pub(crate) async fn stage_put(
             }
         })),
     );
-    Ok(etag)
+    etag
 }
 
 /// Checks a sent `Content-MD5` against the body's MD5 `digest` (already computed):

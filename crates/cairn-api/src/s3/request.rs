@@ -25,6 +25,9 @@ pub struct S3Request {
     /// Query parameters, decoded (for condition keys).
     pub query: Vec<(String, String)>,
     pub body: Bytes,
+    /// The body left unread for a handler that streams it (PutObject, UploadPart; see
+    /// `intake`), when `body` is empty.
+    pub body_stream: Option<crate::edge::BodyStream>,
     /// Signed with Signature Version 2 (a presigned URL).
     pub sig_v2: bool,
     /// Signed in an `Authorization` header (else in the query).
@@ -82,6 +85,7 @@ impl S3Request {
             headers: req.headers.clone(),
             query: req.query_params(),
             body: req.body.clone(),
+            body_stream: req.body_stream.clone(),
             sig_v2: req
                 .query
                 .split('&')

@@ -10,7 +10,6 @@ use crate::edge::Ctx;
 use crate::protocol::ApiError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Upload {
@@ -76,43 +75,54 @@ impl PartFiles {
             .create(self.dir.join(id))
     }
 
-    /// Writes a part file durably (sealed, mode 0600).
-    pub(super) fn write(&self, id: &str, file: &str, body: &[u8]) -> Result<(), ApiError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let sealed;
-        let data: &[u8] = match &self.cipher {
-            Some(c) => {
-                sealed = c
-                    .seal(body, &Self::context(id, file))
-                    .map_err(ApiError::internal)?;
-                &sealed
-            }
-            None => body,
-        };
+    /// A new part file, written as a stream (sealed in chunks, mode 0600) under a temp name
+    /// until [`PartWriter::finish`].
+    pub(super) fn writer(&self, id: &str, file: &str) -> Result<PartWriter, ApiError> {
         let path = self.dir.join(id).join(file);
         let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(ApiError::internal)?;
-        f.write_all(data).map_err(ApiError::internal)?;
-        f.sync_all().map_err(ApiError::internal)?;
-        std::fs::rename(&tmp, &path).map_err(ApiError::internal)?;
-        Ok(())
+        let writer = cairn_store::BodyWriter::create(
+            &tmp,
+            self.cipher.as_ref().map(|c| &*c.0),
+            &Self::context(id, file),
+            None,
+        )
+        .map_err(ApiError::internal)?;
+        Ok(PartWriter {
+            writer: Some(writer),
+            tmp,
+            path,
+        })
     }
 
-    /// Reads a part file back (a file that does not open under its name is corruption).
-    pub(super) fn read(&self, id: &str, file: &str) -> Result<Vec<u8>, ApiError> {
-        let raw = std::fs::read(self.dir.join(id).join(file)).map_err(ApiError::internal)?;
-        match &self.cipher {
+    /// Reads a part file of `size` bytes as a stream (a file that does not open under its
+    /// name is corruption). Part files of the older whole-file format are opened whole.
+    pub(super) fn reader(
+        &self,
+        id: &str,
+        file: &str,
+        size: u64,
+    ) -> Result<cairn_store::BodyReader, ApiError> {
+        let context = Self::context(id, file);
+        let legacy = |raw: Vec<u8>| match &self.cipher {
             Some(c) => c
-                .open(&raw, &Self::context(id, file))
-                .map_err(|e| ApiError::internal(format!("part file {id}/{file}: {e}"))),
+                .open(&raw, &context)
+                .map_err(|e| cairn_store::StoreError::Corrupt {
+                    bucket: String::new(),
+                    key: String::new(),
+                    reason: e,
+                }),
             None => Ok(raw),
-        }
+        };
+        cairn_store::BodyReader::open(
+            &self.dir.join(id).join(file),
+            self.cipher.as_ref().map(|c| &*c.0),
+            &context,
+            size,
+            None,
+            None,
+            &legacy,
+        )
+        .map_err(|e| ApiError::internal(format!("part file {id}/{file}: {e}")))
     }
 
     pub(super) fn remove(&self, id: &str, file: &str) {
@@ -121,6 +131,48 @@ impl PartFiles {
 
     pub(super) fn remove_upload(&self, id: &str) {
         let _ = std::fs::remove_dir_all(self.dir.join(id));
+    }
+}
+
+/// A part file being written; dropped unfinished, it is removed.
+pub(super) struct PartWriter {
+    writer: Option<cairn_store::BodyWriter>,
+    tmp: std::path::PathBuf,
+    path: std::path::PathBuf,
+}
+
+impl PartWriter {
+    /// Syncs the part file and puts it in place: `(size, quoted hex MD5)`.
+    pub(super) fn finish(mut self) -> Result<(u64, String), ApiError> {
+        let w = self
+            .writer
+            .take()
+            .ok_or_else(|| ApiError::internal("part written twice"))?;
+        let (size, md5) = w.finish().map_err(ApiError::internal)?;
+        std::fs::rename(&self.tmp, &self.path).map_err(ApiError::internal)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(ApiError::internal)?;
+        }
+        Ok((size, md5))
+    }
+}
+
+impl super::intake::Sink for PartWriter {
+    fn write(&mut self, data: &[u8]) -> Result<(), ApiError> {
+        match &mut self.writer {
+            Some(w) => w.write(data).map_err(ApiError::internal),
+            None => Err(ApiError::internal("part already finished")),
+        }
+    }
+}
+
+impl Drop for PartWriter {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 

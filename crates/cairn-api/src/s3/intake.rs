@@ -1,0 +1,199 @@
+//! The bodies of PutObject and UploadPart, received as they arrive and written as they are
+//! received, in constant memory, up to S3's 5 GiB for one request.
+//!
+//! The edge leaves these bodies unread (`streams_body`); the handler sends each frame to a
+//! blocking worker that decodes `aws-chunked` framing (checking every chunk's signature),
+//! hashes (the signed payload hash, the flexible checksums) and writes the data to a sink (a
+//! staged object or a part file). Nothing written becomes visible before every check has
+//! passed at the end: a failed check drops the sink, which removes what it wrote.
+
+use super::chunked::{self, Checksums, Decoder};
+use super::{S3Error, S3Request};
+use crate::edge::Ctx;
+use crate::protocol::ApiError;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+/// The most one PutObject or UploadPart may carry (S3's single-PUT limit).
+pub const MAX_PUT_BYTES: u64 = 5 << 30;
+
+/// Where a received body goes.
+pub(super) trait Sink: Send + 'static {
+    fn write(&mut self, data: &[u8]) -> Result<(), ApiError>;
+}
+
+impl Sink for cairn_store::StagingWriter {
+    fn write(&mut self, data: &[u8]) -> Result<(), ApiError> {
+        cairn_store::StagingWriter::write(self, data).map_err(ApiError::internal)
+    }
+}
+
+/// A body received whole and checked.
+pub(super) struct Received<S> {
+    pub sink: S,
+    /// The flexible checksum to keep: `(alg, base64 value)`.
+    pub checksum: Option<(String, String)>,
+}
+
+/// The body's length as declared (the decoded length of an aws-chunked body), refused with
+/// EntityTooLarge above `MAX_PUT_BYTES`.
+pub(super) fn declared_length(req: &S3Request) -> Result<Option<u64>, ApiError> {
+    let h = if chunked::mode(req.header("x-amz-content-sha256")).is_some() {
+        "x-amz-decoded-content-length"
+    } else {
+        "content-length"
+    };
+    let n = req.header(h).and_then(|v| v.trim().parse::<u64>().ok());
+    if n.is_some_and(|n| n > MAX_PUT_BYTES) {
+        return Err(S3Error::EntityTooLarge.into());
+    }
+    Ok(n)
+}
+
+/// What the worker checks as the body passes.
+struct Intake {
+    decoder: Option<Decoder>,
+    /// The raw body's SHA-256, and the signed hash it must equal.
+    sha: Option<(Sha256, String)>,
+    checksums: Checksums,
+    received: u64,
+    trailer: bool,
+}
+
+impl Intake {
+    fn feed(&mut self, raw: &[u8], sink: &mut dyn Sink) -> Result<(), ApiError> {
+        if let Some((h, _)) = &mut self.sha {
+            h.update(raw);
+        }
+        let (checksums, received) = (&mut self.checksums, &mut self.received);
+        let mut out = |data: &[u8]| -> Result<(), ApiError> {
+            *received += data.len() as u64;
+            if *received > MAX_PUT_BYTES {
+                return Err(S3Error::EntityTooLarge.into());
+            }
+            checksums.update(data);
+            sink.write(data)
+        };
+        match &mut self.decoder {
+            Some(d) => d.feed(raw, &mut out),
+            None => out(raw),
+        }
+    }
+
+    fn finish(self, headers: &[(String, String)]) -> Result<Option<(String, String)>, ApiError> {
+        let mut all = headers.to_vec();
+        if let Some(d) = self.decoder {
+            let trailers = d.finish()?;
+            let declared = headers
+                .iter()
+                .find(|(k, _)| k == "x-amz-decoded-content-length")
+                .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+                .ok_or(S3Error::MissingContentLength)?;
+            chunked::check_decoded(headers, declared, self.received, &trailers, self.trailer)?;
+            for (k, v) in trailers {
+                if !all.iter().any(|(n, _)| *n == k) {
+                    all.push((k, v));
+                }
+            }
+        }
+        if let Some((h, declared)) = self.sha {
+            let computed = hex::encode(h.finalize());
+            if !computed.eq_ignore_ascii_case(&declared) {
+                return Err(ApiError::client(
+                    "XAmzContentSHA256Mismatch",
+                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                )
+                .with("ClientComputedContentSHA256", declared)
+                .with("S3ComputedContentSHA256", computed));
+            }
+        }
+        self.checksums.finish(&all)
+    }
+}
+
+/// Receives the request's body into `sink`: streamed when the edge left it unread, else the
+/// body the edge read (already decoded and hash-checked). Any failed check is an error and
+/// `sink` is dropped.
+pub(super) async fn receive<S: Sink>(
+    ctx: &Ctx<'_>,
+    req: &S3Request,
+    mut sink: S,
+) -> Result<Received<S>, ApiError> {
+    let headers = req.headers.clone();
+    let streamed = req
+        .body_stream
+        .as_ref()
+        .and_then(|s| s.take().map(|b| (s.signing(), b)));
+    let Some((signing, mut body)) = streamed else {
+        let body = req.body.clone();
+        let (sink, checksum) = ctx
+            .api
+            .blocking(move || {
+                let mut i = Intake {
+                    decoder: None,
+                    sha: None,
+                    checksums: Checksums::for_request(&headers),
+                    received: 0,
+                    trailer: false,
+                };
+                i.feed(&body, &mut sink)?;
+                let checksum = i.finish(&headers)?;
+                Ok((sink, checksum))
+            })
+            .await?;
+        return Ok(Received { sink, checksum });
+    };
+    let declared = req.header("x-amz-content-sha256").unwrap_or_default();
+    let mode = chunked::mode(Some(declared));
+    if mode.is_some_and(|(signed, _)| signed) && signing.is_none() {
+        return Err(S3Error::InvalidRequest(
+            "Signed aws-chunked bodies need an Authorization header signature.".into(),
+        )
+        .into());
+    }
+    let mut intake = Intake {
+        decoder: mode.map(|(_, trailer)| Decoder::new(signing, trailer)),
+        sha: cairn_iam::sigv4::is_sha256_hex(declared)
+            .then(|| (Sha256::new(), declared.to_ascii_lowercase())),
+        checksums: Checksums::for_request(&headers),
+        received: 0,
+        trailer: mode.is_some_and(|(_, t)| t),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, ApiError>>(8);
+    let worker = ctx.api.blocking(move || {
+        while let Some(piece) = rx.blocking_recv() {
+            intake.feed(&piece?, &mut sink)?;
+        }
+        let checksum = intake.finish(&headers)?;
+        Ok(Received { sink, checksum })
+    });
+    let idle = ctx.api.opts.body_timeout;
+    let pump = async move {
+        use hyper::body::Body as _;
+        loop {
+            let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx));
+            let next = match tokio::time::timeout(idle, frame).await {
+                Err(_) => Err(ApiError::client(
+                    "RequestTimeout",
+                    "Your socket connection to the server was not read from or written to within the timeout period. Idle connections will be closed.",
+                )),
+                Ok(None) => return,
+                Ok(Some(Err(e))) => Err(ApiError::client(
+                    "IncompleteBody",
+                    format!("The request body terminated unexpectedly: {e}"),
+                )),
+                Ok(Some(Ok(f))) => match f.into_data() {
+                    Ok(d) => Ok(d),
+                    Err(_) => continue,
+                },
+            };
+            let failed = next.is_err();
+            // The worker stopped (a failed check): its error is the answer.
+            if tx.send(next).await.is_err() || failed {
+                return;
+            }
+        }
+    };
+    let ((), received) = tokio::join!(pump, worker);
+    received
+}
