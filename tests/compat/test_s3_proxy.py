@@ -358,3 +358,21 @@ def test_presign_mb_and_chunked_uploads_through_the_proxy(setup, aws_bin):
     assert status == 400 and "BadDigest" in text.decode()
     with pytest.raises(ClientError):
         direct.head_object(Bucket=UPSTREAM_BUCKET, Key="chunked-bad.bin")
+    # Larger than any body cairn reads whole (16 MiB): decoded on its way and re-encoded for
+    # the upstream with the trailer; a bad trailer still stores nothing upstream.
+    big = os.urandom(20 << 20) + b"end"
+    crc = base64.b64encode(zlib.crc32(big).to_bytes(4, "big")).decode()
+    pieces = [big[i:i + 65536] for i in range(0, len(big), 65536)] + [b""]
+    hs["x-amz-decoded-content-length"] = str(len(big))
+    (status, _, text), _ = send(srv, "PUT", f"/{PROXIED}/chunked-big.bin", headers=hs,
+                                body=chunked_body(pieces, trailer=("x-amz-checksum-crc32", crc)),
+                                payload="STREAMING-UNSIGNED-PAYLOAD-TRAILER")
+    assert status == 200, text
+    up = direct.get_object(Bucket=UPSTREAM_BUCKET, Key="chunked-big.bin", ChecksumMode="ENABLED")
+    assert up["Body"].read() == big and up.get("ChecksumCRC32") == crc
+    (status, _, text), _ = send(srv, "PUT", f"/{PROXIED}/chunked-big-bad.bin", headers=hs,
+                                body=chunked_body(pieces, trailer=("x-amz-checksum-crc32", "AAAAAA==")),
+                                payload="STREAMING-UNSIGNED-PAYLOAD-TRAILER")
+    assert status == 400 and "BadDigest" in text.decode(), text
+    with pytest.raises(ClientError):
+        direct.head_object(Bucket=UPSTREAM_BUCKET, Key="chunked-big-bad.bin")

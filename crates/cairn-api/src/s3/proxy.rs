@@ -144,18 +144,13 @@ fn full(b: Bytes) -> StreamBody {
         .boxed_unsync()
 }
 
-/// Whether `req` should keep its body unread for streaming: a PUT to a proxied bucket whose
-/// body is not aws-chunked (chunk signatures are checked by cairn on a read body).
+/// Whether `req` should keep its body unread for streaming: a PUT to a proxied bucket.
 pub fn streams_request(api: &crate::Api, req: &HttpRequest) -> bool {
     if req.method != "PUT" || api.opts.proxies.is_empty() {
         return false;
     }
-    if req
-        .header("x-amz-content-sha256")
-        .is_some_and(|v| v.starts_with("STREAMING-"))
-    {
-        return false;
-    }
+    // aws-chunked bodies stream too, decoded on their way (SigV4a's are refused by
+    // `prepare`).
     // Only an S3 request keeps its body unread (S3 signs a declared payload hash; the
     // upstream checks it): a request signed for another service never skips hashing.
     let signed_for_s3 = req.query.contains("AWSAccessKeyId=")
@@ -356,7 +351,68 @@ pub async fn forward(ctx: &mut Ctx<'_>, req: &S3Request, fwd: Forward) -> Result
     // The body: streamed when the edge left it unread, else what was received (decoded).
     let declared = req.header("x-amz-content-sha256").unwrap_or("");
     let streamed = fwd.body_stream.as_ref().and_then(|s| s.take());
+    let signing = fwd.body_stream.as_ref().and_then(|s| s.signing());
+    let body_error: BodyError = Default::default();
+    let chunked_mode = super::chunked::mode(Some(declared));
     let (payload_hash, length, body): (String, Option<String>, StreamBody) = match streamed {
+        // An aws-chunked body is decoded on its way: chunk signatures and trailing checksums
+        // are cairn's to check, and the upstream gets the plain body, its last piece held
+        // back until every check has passed (a failed one cuts the body short, so the
+        // upstream stores nothing).
+        Some(incoming) if chunked_mode.is_some() => {
+            let (signed, trailer) = chunked_mode.unwrap_or_default();
+            if signed && signing.is_none() {
+                return Err(S3Error::InvalidRequest(
+                    "Signed aws-chunked bodies need an Authorization header signature.".into(),
+                )
+                .into());
+            }
+            let len = req
+                .header("x-amz-decoded-content-length")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or(S3Error::MissingContentLength)?;
+            if len > super::intake::MAX_PUT_BYTES {
+                return Err(S3Error::EntityTooLarge.into());
+            }
+            // A trailing checksum goes on to the upstream as a trailer of a re-encoded
+            // (unsigned) aws-chunked body, so the upstream keeps it with the object.
+            let rechunk = trailer.then(|| trailer_checksum(&req.headers)).flatten();
+            let (hash, length) = match &rechunk {
+                Some((alg, value_len)) => {
+                    match headers.iter_mut().find(|(k, _)| k == "content-encoding") {
+                        Some((_, v)) => *v = format!("aws-chunked, {v}"),
+                        None => headers.push(("content-encoding".into(), "aws-chunked".into())),
+                    }
+                    headers.push(("x-amz-decoded-content-length".into(), len.to_string()));
+                    headers.push(("x-amz-trailer".into(), format!("x-amz-checksum-{alg}")));
+                    let encoded = rechunked_length(len, alg, *value_len);
+                    (
+                        "STREAMING-UNSIGNED-PAYLOAD-TRAILER".to_string(),
+                        encoded.to_string(),
+                    )
+                }
+                None => {
+                    headers.retain(|(k, _)| k != "x-amz-sdk-checksum-algorithm");
+                    ("UNSIGNED-PAYLOAD".to_string(), len.to_string())
+                }
+            };
+            let b = Decoding {
+                inner: incoming,
+                decoder: Some(super::chunked::Decoder::new(signing, trailer)),
+                checksums: Some(super::chunked::Checksums::for_request(&req.headers)),
+                headers: req.headers.clone(),
+                declared: len,
+                trailer,
+                rechunk: rechunk.map(|(alg, _)| alg),
+                pending: bytes::BytesMut::new(),
+                held: None,
+                ready: std::collections::VecDeque::new(),
+                done: false,
+                error: body_error.clone(),
+            }
+            .boxed_unsync();
+            (hash, Some(length), b)
+        }
         Some(incoming) => {
             let hash = if cairn_iam::sigv4::is_sha256_hex(declared) {
                 declared.to_ascii_lowercase()
@@ -459,6 +515,7 @@ pub async fn forward(ctx: &mut Ctx<'_>, req: &S3Request, fwd: Forward) -> Result
         authentication_method: req.authentication_method(),
         bytes_in,
         request_id: ctx.request_id.clone(),
+        body_error,
     };
     // A write reaches the upstream only once its record is durable (as pending; the outcome
     // completes it). A read changes nothing upstream and is recorded with its answer.
@@ -490,6 +547,207 @@ struct Exchange {
     authentication_method: &'static str,
     bytes_in: u64,
     request_id: String,
+    /// Why cairn cut the forwarded body short, if it did.
+    body_error: BodyError,
+}
+
+type BodyError = std::sync::Arc<std::sync::Mutex<Option<ApiError>>>;
+
+/// Data bytes per chunk of a re-encoded body.
+const RECHUNK: usize = 64 * 1024;
+
+/// The one checksum a request's `x-amz-trailer` declares: its algorithm and the length of
+/// its base64 value.
+fn trailer_checksum(headers: &[(String, String)]) -> Option<(String, usize)> {
+    let t = headers
+        .iter()
+        .find(|(k, _)| k == "x-amz-trailer")
+        .map(|(_, v)| v.trim().to_ascii_lowercase())?;
+    let alg = t.strip_prefix("x-amz-checksum-")?;
+    let raw: usize = match alg {
+        "crc32" | "crc32c" => 4,
+        "crc64nvme" => 8,
+        "sha1" => 20,
+        "sha256" => 32,
+        _ => return None,
+    };
+    Some((alg.to_string(), raw.div_ceil(3) * 4))
+}
+
+/// The length of `len` data bytes re-encoded in `RECHUNK`-byte chunks with one checksum
+/// trailer.
+fn rechunked_length(len: u64, alg: &str, value_len: usize) -> u64 {
+    let frame = |n: u64| format!("{n:x}").len() as u64 + 2 + n + 2;
+    let full = len / RECHUNK as u64;
+    let rest = len % RECHUNK as u64;
+    full * frame(RECHUNK as u64)
+        + if rest > 0 { frame(rest) } else { 0 }
+        + 3
+        + format!("x-amz-checksum-{alg}:").len() as u64
+        + value_len as u64
+        + 4
+}
+
+/// A forwarded aws-chunked body, decoded as it passes (see `forward`), and re-encoded as
+/// unsigned aws-chunked when a checksum trails it.
+struct Decoding {
+    inner: hyper::body::Incoming,
+    decoder: Option<super::chunked::Decoder>,
+    checksums: Option<super::chunked::Checksums>,
+    headers: Vec<(String, String)>,
+    declared: u64,
+    trailer: bool,
+    /// The trailing checksum's algorithm, when the body is re-encoded.
+    rechunk: Option<String>,
+    /// Decoded bytes not yet framed as a chunk (re-encoding).
+    pending: bytes::BytesMut,
+    /// The last piece, sent only once the body checked out.
+    held: Option<Bytes>,
+    ready: std::collections::VecDeque<Bytes>,
+    done: bool,
+    error: BodyError,
+}
+
+impl Decoding {
+    fn fail(&mut self, e: ApiError) -> BoxError {
+        let msg = e.message.clone();
+        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        self.done = true;
+        msg.into()
+    }
+
+    /// Passes decoded bytes on: as they are, or framed in `RECHUNK`-byte chunks. The last
+    /// piece is held back.
+    fn pass(&mut self, data: Bytes) {
+        let mut out = Vec::new();
+        if self.rechunk.is_some() {
+            self.pending.extend_from_slice(&data);
+            while self.pending.len() >= RECHUNK {
+                let chunk = self.pending.split_to(RECHUNK);
+                out.push(frame_chunk(&chunk));
+            }
+        } else if !data.is_empty() {
+            out.push(data);
+        }
+        for piece in out {
+            if let Some(prev) = self.held.replace(piece) {
+                self.ready.push_back(prev);
+            }
+        }
+    }
+
+    /// The body ended: the decoder's end, the decoded length, the trailing checksums.
+    fn finish(&mut self) -> Result<(), ApiError> {
+        let d = self
+            .decoder
+            .take()
+            .ok_or_else(|| ApiError::internal("body decoded twice"))?;
+        let received = d.decoded();
+        let trailers = d.finish()?;
+        super::chunked::check_decoded(
+            &self.headers,
+            self.declared,
+            received,
+            &trailers,
+            self.trailer,
+        )?;
+        let mut all = self.headers.clone();
+        all.extend(trailers);
+        let kept = match self.checksums.take() {
+            Some(c) => c.finish(&all)?,
+            None => None,
+        };
+        if let Some(held) = self.held.take() {
+            self.ready.push_back(held);
+        }
+        if let Some(alg) = &self.rechunk {
+            if !self.pending.is_empty() {
+                let rest = self.pending.split();
+                self.ready.push_back(frame_chunk(&rest));
+            }
+            let value = kept
+                .filter(|(a, _)| a == alg)
+                .map(|(_, v)| v)
+                .ok_or_else(malformed_trailer_error)?;
+            self.ready.push_back(Bytes::from(format!(
+                "0\r\nx-amz-checksum-{alg}:{value}\r\n\r\n"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn frame_chunk(data: &[u8]) -> Bytes {
+    let mut b = Vec::with_capacity(data.len() + 12);
+    b.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    b.extend_from_slice(data);
+    b.extend_from_slice(b"\r\n");
+    Bytes::from(b)
+}
+
+fn malformed_trailer_error() -> ApiError {
+    ApiError::client(
+        "MalformedTrailerError",
+        "The request contained trailing data that was not well-formed or did not conform to our published schema.",
+    )
+}
+
+impl hyper::body::Body for Decoding {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        loop {
+            if let Some(b) = self.ready.pop_front() {
+                return Poll::Ready(Some(Ok(hyper::body::Frame::data(b))));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let frame = match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(f) => f,
+            };
+            match frame {
+                None => {
+                    if let Err(e) = self.finish() {
+                        return Poll::Ready(Some(Err(self.fail(e))));
+                    }
+                    self.done = true;
+                }
+                Some(Err(e)) => {
+                    let e = ApiError::client(
+                        "IncompleteBody",
+                        format!("The request body terminated unexpectedly: {e}"),
+                    );
+                    return Poll::Ready(Some(Err(self.fail(e))));
+                }
+                Some(Ok(f)) => {
+                    let Ok(data) = f.into_data() else { continue };
+                    let mut out = bytes::BytesMut::new();
+                    let this = &mut *self;
+                    let (Some(d), Some(c)) = (&mut this.decoder, &mut this.checksums) else {
+                        continue;
+                    };
+                    let fed = d.feed(&data, &mut |piece| {
+                        c.update(piece);
+                        out.extend_from_slice(piece);
+                        Ok(())
+                    });
+                    if let Err(e) = fed {
+                        return Poll::Ready(Some(Err(self.fail(e))));
+                    }
+                    if !out.is_empty() {
+                        self.pass(out.freeze());
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Exchange {
@@ -501,7 +759,13 @@ impl Exchange {
         {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                out.reply = Err(service_unavailable(e));
+                // A body cairn cut short says why; anything else is the upstream's failure.
+                let cut = self
+                    .body_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                out.reply = Err(cut.unwrap_or_else(|| service_unavailable(e)));
                 return out;
             }
             Err(_) => {
