@@ -130,6 +130,48 @@ def test_a_body_declared_over_5_gib_is_refused_before_it_is_read(cairn_server_fa
     assert keys == ["k"]
 
 
+def leftovers(srv):
+    """Temp files under the data directory (staged bodies and parts being written)."""
+    return [p for p in srv.data.rglob("*") if p.is_file() and (p.parent.name == "tmp" or p.suffix == ".tmp")]
+
+
+def test_bodies_cut_off_by_their_client_leave_nothing_behind(cairn_server_factory):
+    srv = cairn_server_factory()
+    s3 = srv.client("s3")
+    s3.create_bucket(Bucket="cut-off")
+    up = s3.create_multipart_upload(Bucket="cut-off", Key="p")["UploadId"]
+    import datetime
+    import hmac
+    import time
+    for path, query in [("/cut-off/k", ""), ("/cut-off/p", f"partNumber=1&uploadId={up}")]:
+        for _ in range(3):
+            now = datetime.datetime.now(datetime.timezone.utc)
+            amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+            scope = f"{day}/us-east-1/s3/aws4_request"
+            hs = {"host": f"127.0.0.1:{srv.port}", "x-amz-date": amz_date,
+                  "x-amz-content-sha256": "UNSIGNED-PAYLOAD", "content-length": str(10 * MIB)}
+            signed = sorted(hs)
+            creq = "\n".join(["PUT", path, s3raw.canonical_query(query), *[f"{h}:{hs[h]}" for h in signed], "",
+                              ";".join(signed), "UNSIGNED-PAYLOAD"])
+            sts = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(creq.encode()).hexdigest()])
+            sig = hmac.new(s3raw.signing_key(srv.secret, day), sts.encode(), hashlib.sha256).hexdigest()
+            hs["authorization"] = (f"AWS4-HMAC-SHA256 Credential={srv.key}/{scope}, "
+                                   f"SignedHeaders={';'.join(signed)}, Signature={sig}")
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+            conn.putrequest("PUT", path + (f"?{query}" if query else ""), skip_host=True, skip_accept_encoding=True)
+            for k, v in hs.items():
+                conn.putheader(k, v)
+            conn.endheaders()
+            conn.send(os.urandom(3 * MIB))
+            conn.close()         # 3 of the 10 MiB declared, then gone
+    deadline = time.time() + 10
+    while leftovers(srv) and time.time() < deadline:
+        time.sleep(0.1)
+    assert leftovers(srv) == []
+    assert "Contents" not in s3.list_objects_v2(Bucket="cut-off")
+    assert "Parts" not in s3.list_parts(Bucket="cut-off", Key="p", UploadId=up)
+
+
 def test_a_multipart_upload_survives_kill_9_and_completes(cairn_server_factory):
     srv = cairn_server_factory()
     s3 = srv.client("s3")

@@ -375,7 +375,21 @@ async fn respond(
     }
     let request = to_request(&api, req, peer, tls).await;
     let head = request.method == "HEAD";
-    let reply = edge::handle(&api, request).await;
+    // The request runs in a task of its own: a client that goes away cannot cancel it
+    // halfway (a staged body left unnamed, an effect whose event is durable never made).
+    let handler = {
+        let api = api.clone();
+        tokio::spawn(async move { edge::handle(&api, request).await })
+    };
+    let reply = match handler.await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "a request handler failed");
+            let mut r = hyper::Response::new(full(Bytes::new()));
+            *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+            return Ok(r);
+        }
+    };
     let streamed = reply.stream.as_ref().and_then(|s| s.take());
     let has_stream = streamed.is_some();
     let mut resp = hyper::Response::new(match (head, streamed) {

@@ -44,8 +44,12 @@ pub struct ApiOptions {
     pub default_region: String,
     /// Accept the well-known `test`/`test` credentials as the account root (development only).
     pub dev_credentials: bool,
-    /// Largest request body accepted (bytes): an S3 object in one PUT.
+    /// Largest request body read whole (bytes). PutObject and UploadPart bodies stream
+    /// instead, up to `max_object_bytes`.
     pub max_body_bytes: usize,
+    /// Largest body of one PutObject or UploadPart, streamed to disk (S3's limit, 5 GiB, at
+    /// most).
+    pub max_object_bytes: u64,
     /// Largest body of an API call (JSON, query, REST-JSON protocols).
     pub max_api_body_bytes: usize,
     /// Request bodies buffered at once, in bytes, across all connections; a request waits
@@ -99,6 +103,7 @@ impl ApiOptions {
             default_region: "us-east-1".into(),
             dev_credentials: false,
             max_body_bytes: 16 << 20,
+            max_object_bytes: 5 << 30,
             max_api_body_bytes: 2 << 20,
             max_buffered_body_bytes: 256 << 20,
             max_buffered_body_bytes_per_client: 64 << 20,

@@ -237,9 +237,15 @@ impl BodyReader {
             if b.len() as u64 != size {
                 return Err(corrupt("body does not match its recorded size".into()));
             }
+            // In memory already: checked whole, whatever range is read.
+            if let Some(m) = md5 {
+                if format!("\"{}\"", hex::encode(md5::Md5::digest(b))) != m {
+                    return Err(corrupt("body does not match its recorded MD5".into()));
+                }
+            }
         }
         let check_md5 = match (&source, md5) {
-            (Source::Plain(_) | Source::Whole(_), Some(m)) if range.is_none() => {
+            (Source::Plain(_), Some(m)) if range.is_none() => {
                 Some((md5::Md5::new(), m.to_string()))
             }
             _ => None,

@@ -12,7 +12,8 @@
 //! dev = false                      # accept the well-known test/test credentials as root
 //! history_days = 90                # LookupEvents retention
 //! lookup_extensions = false        # LookupEvents: AND of several attributes, data events
-//! max_body_bytes = 16777216        # largest request body
+//! max_body_bytes = 16777216        # largest request body read whole
+//! max_object_bytes = 5368709120    # largest PutObject/UploadPart body (streamed to disk)
 //! multipart_expiry_days = 7        # incomplete multipart uploads are aborted after this
 //!                                  # (a bucket's AbortIncompleteMultipartUpload rule wins)
 //! max_api_body_bytes = 2097152     # largest body of a JSON/query API call
@@ -92,6 +93,7 @@ pub struct FileConfig {
     pub history_days: Option<i64>,
     pub lookup_extensions: Option<bool>,
     pub max_body_bytes: Option<usize>,
+    pub max_object_bytes: Option<u64>,
     pub multipart_expiry_days: Option<i64>,
     pub max_api_body_bytes: Option<usize>,
     pub max_buffered_body_bytes: Option<usize>,

@@ -327,6 +327,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     if let Some(m) = file.max_body_bytes {
         opts.max_body_bytes = m;
     }
+    if let Some(m) = file.max_object_bytes {
+        if m > 5 << 30 {
+            anyhow::bail!("max_object_bytes may be at most 5 GiB (S3's single-PUT limit)");
+        }
+        opts.max_object_bytes = m;
+    }
     if let Some(m) = file.max_api_body_bytes {
         opts.max_api_body_bytes = m;
     }

@@ -233,6 +233,7 @@ pub struct Decoder {
     decoded: u64,
     trailers: Vec<(String, String)>,
     trailer_sig: Option<String>,
+    trailer_lines: usize,
     canonical: String,
 }
 
@@ -255,6 +256,7 @@ impl Decoder {
             decoded: 0,
             trailers: Vec::new(),
             trailer_sig: None,
+            trailer_lines: 0,
             canonical: String::new(),
         }
     }
@@ -392,6 +394,12 @@ impl Decoder {
             self.state = State::Done;
             return Ok(());
         }
+        // Nothing may trail a body that declared no trailer (nothing would sign it), and a
+        // trailer has a few lines at most.
+        self.trailer_lines += 1;
+        if !self.trailer || self.trailer_lines > 16 {
+            return Err(malformed_trailer());
+        }
         let l = std::str::from_utf8(l).map_err(|_| malformed_trailer())?;
         let (name, value) = l.split_once(':').ok_or_else(malformed_trailer)?;
         let name = name.trim().to_ascii_lowercase();
@@ -399,9 +407,6 @@ impl Decoder {
         if name == "x-amz-trailer-signature" {
             self.trailer_sig = Some(value);
             return Ok(());
-        }
-        if self.trailers.len() >= 16 {
-            return Err(malformed_trailer());
         }
         self.canonical.push_str(&format!("{name}:{value}\n"));
         self.trailers.push((name, value));
@@ -771,6 +776,23 @@ mod tests {
             decode(b"3\r\nabc\r\n", None, false).unwrap_err().code,
             "IncompleteBody"
         );
+    }
+
+    #[test]
+    fn nothing_trails_a_body_that_declared_no_trailer() {
+        // Unsigned lines after the last chunk would become headers nobody signed.
+        let mut b = aws_example_body();
+        b.truncate(b.len() - 2);
+        b.extend_from_slice(b"x-amz-acl:public-read\r\n\r\n");
+        assert_eq!(
+            decode(&b, Some(&signer()), false).unwrap_err().code,
+            "MalformedTrailerError"
+        );
+        let many = format!(
+            "0\r\n{}\r\n",
+            "x-amz-checksum-crc32:AAAAAA==\r\n".repeat(17)
+        );
+        assert!(decode(many.as_bytes(), None, true).is_err());
     }
 
     #[test]

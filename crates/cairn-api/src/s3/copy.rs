@@ -234,6 +234,13 @@ pub(super) async fn copy(
     }
     let source = src.clone();
     let info = read_copy_source(ctx, req, src).await?;
+    if info.size > super::intake::MAX_PUT_BYTES {
+        return Err(S3Error::InvalidRequest(format!(
+            "The specified copy source is larger than the maximum allowable size for a copy source: {}",
+            super::intake::MAX_PUT_BYTES
+        ))
+        .into());
+    }
     let mut opts = PutOptions {
         content_type: info.content_type.clone(),
         content_encoding: info.content_encoding.clone(),

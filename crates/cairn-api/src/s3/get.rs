@@ -8,6 +8,7 @@ use crate::protocol::{ApiError, Reply};
 use cairn_record::Arn;
 use cairn_store::ObjectInfo;
 use serde::Serialize;
+use std::future::Future as _;
 
 /// GetObject's and HeadObject's input: the conditions, the range, whether the stored
 /// checksum is wanted.
@@ -187,47 +188,31 @@ enum Body {
     Stream(Box<dyn std::io::Read + Send>, u64),
 }
 
-/// A response body fed by a blocking reader, 256 KiB at a time with at most four pieces in
-/// flight. A read error ends the body early (the client sees fewer bytes than declared);
-/// a client that goes away stops the reader.
+/// A response body fed by a blocking reader, 256 KiB at a time: each piece is read in the
+/// blocking pool only when the client has taken the one before (no thread waits on a slow
+/// client). A read error ends the body early (the client sees fewer bytes than declared).
 pub(crate) fn stream_body(
-    mut reader: Box<dyn std::io::Read + Send>,
+    reader: Box<dyn std::io::Read + Send>,
     len: u64,
 ) -> crate::protocol::StreamBody {
     use http_body_util::BodyExt as _;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, crate::protocol::BoxError>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut left = len;
-        while left > 0 {
-            let mut buf = vec![0u8; (256u64 << 10).min(left) as usize];
-            let piece = match std::io::Read::read(&mut reader, &mut buf) {
-                Ok(0) => Err("stored body ended early".into()),
-                Ok(n) => {
-                    buf.truncate(n);
-                    left -= n as u64;
-                    Ok(bytes::Bytes::from(buf))
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::error!(error = %e, "a stored body failed while streaming");
-                    Err(Box::new(e) as crate::protocol::BoxError)
-                }
-            };
-            let failed = piece.is_err();
-            if tx.blocking_send(piece).is_err() || failed {
-                return;
-            }
-        }
-    });
-    ChannelBody { rx, left: len }.boxed_unsync()
+    ReaderBody {
+        reader: Some(reader),
+        reading: None,
+        left: len,
+    }
+    .boxed_unsync()
 }
 
-struct ChannelBody {
-    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, crate::protocol::BoxError>>,
+type Piece = (Box<dyn std::io::Read + Send>, std::io::Result<Vec<u8>>);
+
+struct ReaderBody {
+    reader: Option<Box<dyn std::io::Read + Send>>,
+    reading: Option<tokio::task::JoinHandle<Piece>>,
     left: u64,
 }
 
-impl hyper::body::Body for ChannelBody {
+impl hyper::body::Body for ReaderBody {
     type Data = bytes::Bytes;
     type Error = crate::protocol::BoxError;
 
@@ -235,19 +220,56 @@ impl hyper::body::Body for ChannelBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::task::Poll;
         if self.left == 0 {
-            return std::task::Poll::Ready(None);
+            return Poll::Ready(None);
         }
-        match self.rx.poll_recv(cx) {
-            std::task::Poll::Ready(Some(Ok(b))) => {
-                self.left = self.left.saturating_sub(b.len() as u64);
-                std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(b))))
+        if self.reading.is_none() {
+            let Some(mut reader) = self.reader.take() else {
+                return Poll::Ready(Some(Err("stored body failed".into())));
+            };
+            let want = (256u64 << 10).min(self.left) as usize;
+            self.reading = Some(tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; want];
+                let mut n = 0;
+                let got = loop {
+                    match std::io::Read::read(&mut reader, &mut buf[n..]) {
+                        Ok(0) => break Err(std::io::ErrorKind::UnexpectedEof.into()),
+                        Ok(k) => {
+                            n += k;
+                            if n == want {
+                                break Ok(buf);
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                (reader, got)
+            }));
+        }
+        let Some(h) = self.reading.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let (reader, got) = match std::pin::Pin::new(h).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(p)) => p,
+            Poll::Ready(Err(e)) => {
+                self.reading = None;
+                return Poll::Ready(Some(Err(Box::new(e))));
             }
-            std::task::Poll::Ready(Some(Err(e))) => std::task::Poll::Ready(Some(Err(e))),
-            std::task::Poll::Ready(None) => {
-                std::task::Poll::Ready(Some(Err("stored body ended early".into())))
+        };
+        self.reading = None;
+        match got {
+            Ok(b) => {
+                self.reader = Some(reader);
+                self.left -= b.len() as u64;
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(bytes::Bytes::from(b)))))
             }
-            std::task::Poll::Pending => std::task::Poll::Pending,
+            Err(e) => {
+                tracing::error!(error = %e, "a stored body failed while streaming");
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
         }
     }
 

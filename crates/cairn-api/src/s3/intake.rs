@@ -17,6 +17,9 @@ use sha2::{Digest, Sha256};
 /// The most one PutObject or UploadPart may carry (S3's single-PUT limit).
 pub const MAX_PUT_BYTES: u64 = 5 << 30;
 
+/// Bytes of a body handed to the blocking pool at a time.
+const BATCH_BYTES: usize = 256 << 10;
+
 /// Where a received body goes.
 pub(super) trait Sink: Send + 'static {
     fn write(&mut self, data: &[u8]) -> Result<(), ApiError>;
@@ -36,15 +39,15 @@ pub(super) struct Received<S> {
 }
 
 /// The body's length as declared (the decoded length of an aws-chunked body), refused with
-/// EntityTooLarge above `MAX_PUT_BYTES`.
-pub(super) fn declared_length(req: &S3Request) -> Result<Option<u64>, ApiError> {
+/// EntityTooLarge above `limit` (`ApiOptions::max_object_bytes`).
+pub(super) fn declared_length(req: &S3Request, limit: u64) -> Result<Option<u64>, ApiError> {
     let h = if chunked::mode(req.header("x-amz-content-sha256")).is_some() {
         "x-amz-decoded-content-length"
     } else {
         "content-length"
     };
     let n = req.header(h).and_then(|v| v.trim().parse::<u64>().ok());
-    if n.is_some_and(|n| n > MAX_PUT_BYTES) {
+    if n.is_some_and(|n| n > limit.min(MAX_PUT_BYTES)) {
         return Err(S3Error::EntityTooLarge.into());
     }
     Ok(n)
@@ -58,6 +61,7 @@ struct Intake {
     checksums: Checksums,
     received: u64,
     trailer: bool,
+    limit: u64,
 }
 
 impl Intake {
@@ -65,10 +69,10 @@ impl Intake {
         if let Some((h, _)) = &mut self.sha {
             h.update(raw);
         }
-        let (checksums, received) = (&mut self.checksums, &mut self.received);
+        let (checksums, received, limit) = (&mut self.checksums, &mut self.received, self.limit);
         let mut out = |data: &[u8]| -> Result<(), ApiError> {
             *received += data.len() as u64;
-            if *received > MAX_PUT_BYTES {
+            if *received > limit {
                 return Err(S3Error::EntityTooLarge.into());
             }
             checksums.update(data);
@@ -120,10 +124,16 @@ pub(super) async fn receive<S: Sink>(
     mut sink: S,
 ) -> Result<Received<S>, ApiError> {
     let headers = req.headers.clone();
-    let streamed = req
-        .body_stream
-        .as_ref()
-        .and_then(|s| s.take().map(|b| (s.signing(), b)));
+    let limit = ctx.api.opts.max_object_bytes.min(MAX_PUT_BYTES);
+    // A stream already taken is an error, never an empty body taken as checked.
+    let streamed = match &req.body_stream {
+        Some(s) => Some(
+            s.take()
+                .map(|b| (s.signing(), b))
+                .ok_or_else(|| ApiError::internal("a streamed body was taken twice"))?,
+        ),
+        None => None,
+    };
     let Some((signing, mut body)) = streamed else {
         let body = req.body.clone();
         let (sink, checksum) = ctx
@@ -135,6 +145,7 @@ pub(super) async fn receive<S: Sink>(
                     checksums: Checksums::for_request(&headers),
                     received: 0,
                     trailer: false,
+                    limit,
                 };
                 i.feed(&body, &mut sink)?;
                 let checksum = i.finish(&headers)?;
@@ -151,49 +162,78 @@ pub(super) async fn receive<S: Sink>(
         )
         .into());
     }
-    let mut intake = Intake {
+    let intake = Intake {
         decoder: mode.map(|(_, trailer)| Decoder::new(signing, trailer)),
         sha: cairn_iam::sigv4::is_sha256_hex(declared)
             .then(|| (Sha256::new(), declared.to_ascii_lowercase())),
         checksums: Checksums::for_request(&headers),
         received: 0,
         trailer: mode.is_some_and(|(_, t)| t),
+        limit,
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, ApiError>>(8);
-    let worker = ctx.api.blocking(move || {
-        while let Some(piece) = rx.blocking_recv() {
-            intake.feed(&piece?, &mut sink)?;
-        }
-        let checksum = intake.finish(&headers)?;
-        Ok(Received { sink, checksum })
-    });
+    // The network is read here; the work (decoding, hashing, writing) runs in the blocking
+    // pool one batch at a time, one batch in flight while the next is read: no thread waits
+    // on a slow client.
     let idle = ctx.api.opts.body_timeout;
-    let pump = async move {
+    let mut ready: Option<(Intake, S)> = Some((intake, sink));
+    let mut inflight: Option<tokio::task::JoinHandle<Result<(Intake, S), ApiError>>> = None;
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batched = 0usize;
+    loop {
         use hyper::body::Body as _;
-        loop {
-            let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx));
-            let next = match tokio::time::timeout(idle, frame).await {
-                Err(_) => Err(ApiError::client(
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx));
+        let end = match tokio::time::timeout(idle, frame).await {
+            Err(_) => {
+                return Err(ApiError::client(
                     "RequestTimeout",
                     "Your socket connection to the server was not read from or written to within the timeout period. Idle connections will be closed.",
-                )),
-                Ok(None) => return,
-                Ok(Some(Err(e))) => Err(ApiError::client(
+                ))
+            }
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::client(
                     "IncompleteBody",
                     format!("The request body terminated unexpectedly: {e}"),
-                )),
-                Ok(Some(Ok(f))) => match f.into_data() {
-                    Ok(d) => Ok(d),
-                    Err(_) => continue,
-                },
-            };
-            let failed = next.is_err();
-            // The worker stopped (a failed check): its error is the answer.
-            if tx.send(next).await.is_err() || failed {
-                return;
+                ))
             }
+            Ok(Some(Ok(f))) => {
+                if let Ok(d) = f.into_data() {
+                    batched += d.len();
+                    batch.push(d);
+                }
+                false
+            }
+            Ok(None) => true,
+        };
+        if batched >= BATCH_BYTES || (end && !batch.is_empty()) {
+            let (mut intake, mut sink) = match inflight.take() {
+                Some(h) => h.await.map_err(ApiError::internal)??,
+                None => ready
+                    .take()
+                    .ok_or_else(|| ApiError::internal("body intake lost"))?,
+            };
+            let work = std::mem::take(&mut batch);
+            batched = 0;
+            inflight = Some(tokio::task::spawn_blocking(move || {
+                for piece in &work {
+                    intake.feed(piece, &mut sink)?;
+                }
+                Ok((intake, sink))
+            }));
         }
+        if end {
+            break;
+        }
+    }
+    let (intake, sink) = match inflight.take() {
+        Some(h) => h.await.map_err(ApiError::internal)??,
+        None => ready
+            .take()
+            .ok_or_else(|| ApiError::internal("body intake lost"))?,
     };
-    let ((), received) = tokio::join!(pump, worker);
-    received
+    ctx.api
+        .blocking(move || {
+            let checksum = intake.finish(&headers)?;
+            Ok(Received { sink, checksum })
+        })
+        .await
 }

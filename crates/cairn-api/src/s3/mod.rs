@@ -111,8 +111,13 @@ fn streams_to_store(api: &Api, req: &HttpRequest) -> bool {
         return false;
     }
     // Only an S3 request (a request signed for another service never skips hashing).
-    let signed_for_s3 = req.query.contains("AWSAccessKeyId=")
-        || crate::edge::presented(req).is_ok_and(|a| a.service == "s3");
+    let signed_for_s3 = crate::service::service_for(req, Some("s3"))
+        .is_ok_and(|s| s.signing_name() == "s3")
+        && (req
+            .query_params()
+            .iter()
+            .any(|(k, _)| k == "AWSAccessKeyId")
+            || crate::edge::presented(req).is_ok_and(|a| a.service == "s3"));
     let t = target(req);
     signed_for_s3
         && t.key.is_some()

@@ -207,7 +207,8 @@ pub(super) async fn upload_part(
 ) -> Result<Reply, ApiError> {
     let (id, n) = (i.upload_id.as_str(), i.part_number);
     let up = load(ctx, id, &req.bucket, req.object_key())?;
-    super::intake::declared_length(req)?;
+    super::intake::declared_length(req, ctx.api.opts.max_object_bytes)?;
+    super::put::content_md5_well_formed(req.header("content-md5"))?;
     let file = format!("{n:05}-{}", uuid::Uuid::new_v4().simple());
     let writer = PartFiles::of(ctx.api).writer(id, &file)?;
     let got = super::intake::receive(ctx, req, writer).await?;
@@ -379,7 +380,12 @@ pub(super) async fn upload_part_copy(
     load(ctx, id, &req.bucket, req.object_key())?;
     let info = read_copy_source(ctx, req, &i.source).await?;
     let range = copy_range(i.source.range.as_deref(), info.size)?;
-    if range.map_or(info.size, |(a, b)| b - a + 1) > super::intake::MAX_PUT_BYTES {
+    let limit = ctx
+        .api
+        .opts
+        .max_object_bytes
+        .min(super::intake::MAX_PUT_BYTES);
+    if range.map_or(info.size, |(a, b)| b - a + 1) > limit {
         return Err(S3Error::EntityTooLarge.into());
     }
     let file = format!("{n:05}-{}", uuid::Uuid::new_v4().simple());

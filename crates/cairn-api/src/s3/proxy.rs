@@ -371,7 +371,13 @@ pub async fn forward(ctx: &mut Ctx<'_>, req: &S3Request, fwd: Forward) -> Result
                 .header("x-amz-decoded-content-length")
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .ok_or(S3Error::MissingContentLength)?;
-            if len > super::intake::MAX_PUT_BYTES {
+            if len
+                > ctx
+                    .api
+                    .opts
+                    .max_object_bytes
+                    .min(super::intake::MAX_PUT_BYTES)
+            {
                 return Err(S3Error::EntityTooLarge.into());
             }
             // A trailing checksum goes on to the upstream as a trailer of a re-encoded

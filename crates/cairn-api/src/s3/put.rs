@@ -187,7 +187,8 @@ pub(super) async fn put(
     if key.len() > cairn_store::MAX_KEY_BYTES {
         return Err(S3Error::KeyTooLong.into());
     }
-    super::intake::declared_length(req)?;
+    super::intake::declared_length(req, ctx.api.opts.max_object_bytes)?;
+    content_md5_well_formed(i.headers.content_md5.as_deref())?;
     let mut opts = PutOptions {
         content_type: i.headers.content_type.clone(),
         content_encoding: i.headers.content_encoding.clone(),
@@ -285,6 +286,21 @@ pub(crate) fn defer_commit(
         })),
     );
     etag
+}
+
+/// A sent `Content-MD5` must be base64 of 16 bytes (InvalidDigest), checked before a body
+/// is read.
+pub(crate) fn content_md5_well_formed(given: Option<&str>) -> Result<(), ApiError> {
+    match given {
+        Some(g) => content_md5_matches(Some(g), &[0u8; 16]).or_else(|e| {
+            if e.code == "BadDigest" {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Checks a sent `Content-MD5` against the body's MD5 `digest` (already computed):

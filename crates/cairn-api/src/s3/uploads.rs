@@ -148,14 +148,19 @@ impl PartWriter {
             .writer
             .take()
             .ok_or_else(|| ApiError::internal("part written twice"))?;
-        let (size, md5) = w.finish().map_err(ApiError::internal)?;
-        std::fs::rename(&self.tmp, &self.path).map_err(ApiError::internal)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(ApiError::internal)?;
-        }
-        Ok((size, md5))
+        let done = (|| -> std::io::Result<(u64, String)> {
+            let (size, md5) = w.finish()?;
+            std::fs::rename(&self.tmp, &self.path)?;
+            if let Some(dir) = self.path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok((size, md5))
+        })();
+        done.map_err(|e| {
+            let _ = std::fs::remove_file(&self.tmp);
+            let _ = std::fs::remove_file(&self.path);
+            ApiError::internal(e)
+        })
     }
 }
 
