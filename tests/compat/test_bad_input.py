@@ -17,6 +17,7 @@ METRICS_TOKEN = "bad-input-metrics-token"
 BUCKET = "edge-bucket"
 CONFIG = f"""
 max_body_bytes = 65536
+max_object_bytes = 65536
 [[bucket]]
 name = "{BUCKET}"
 """
