@@ -36,7 +36,9 @@ pub struct IngestArgs {
     pub hours: f64,
     /// Concurrent appenders (each append waits for its own durability): async tasks on one
     /// runtime thread, as the server's requests append (or OS threads with `--blocking`).
-    #[arg(long, default_value_t = 64)]
+    /// The default models a server at 100k requests/s: with a few milliseconds per request,
+    /// some hundreds are in flight (Little's law); one group commit takes at most this many.
+    #[arg(long, default_value_t = 512)]
     pub producers: usize,
     /// Each appender is an OS thread blocked in `append_batch` (the pre-async baseline).
     #[arg(long)]
