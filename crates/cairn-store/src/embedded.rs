@@ -162,10 +162,21 @@ fn require_bucket(r: &redb::ReadTransaction, bucket: &str) -> Result<()> {
 /// Object store on the local disk. Safe to share between threads.
 pub struct EmbeddedStore {
     db: Database,
+    /// Staged writes waiting to be committed together (`commit_grouped`).
+    queue: std::sync::Mutex<CommitQueue>,
+    queue_cv: std::sync::Condvar,
     blobs: PathBuf,
     tmp: PathBuf,
     /// Encrypts bodies written from now on; bodies written without it stay readable.
     cipher: Option<std::sync::Arc<dyn crate::BodyCipher>>,
+}
+
+#[derive(Default)]
+struct CommitQueue {
+    next: u64,
+    pending: Vec<(u64, Staged, String)>,
+    done: std::collections::HashMap<u64, Result<ObjectInfo>>,
+    leading: bool,
 }
 
 /// First bytes of an encrypted body file.
@@ -207,6 +218,8 @@ impl EmbeddedStore {
         }
         let store = EmbeddedStore {
             db,
+            queue: Default::default(),
+            queue_cv: Default::default(),
             blobs,
             tmp,
             cipher,
@@ -401,7 +414,11 @@ impl EmbeddedStore {
     /// Writes bodies to temp files (synced concurrently, at most 8 at a time, encrypted when
     /// a cipher is set), then renames them into `blobs/` with one directory sync. They stay
     /// invisible until metadata names them (and are swept at open if none ever does).
-    fn write_blobs(&self, bodies: &[(&[u8], Option<&[u8]>)]) -> Result<Vec<String>> {
+    fn write_blobs(
+        &self,
+        bodies: &[(&[u8], Option<&[u8]>)],
+        sync_dir: bool,
+    ) -> Result<Vec<String>> {
         let blobs: Vec<String> = bodies
             .iter()
             .map(|_| uuid::Uuid::new_v4().simple().to_string())
@@ -447,9 +464,11 @@ impl EmbeddedStore {
                 return Err(e.into());
             }
         }
-        if let Err(e) = Self::sync_dir(&self.blobs) {
-            self.remove_blobs(&blobs);
-            return Err(e);
+        if sync_dir {
+            if let Err(e) = Self::sync_dir(&self.blobs) {
+                self.remove_blobs(&blobs);
+                return Err(e);
+            }
         }
         Ok(blobs)
     }
@@ -465,6 +484,83 @@ impl EmbeddedStore {
     /// rules: the old current version is archived, or dropped when unversioned or a null
     /// version is replaced). On failure the new body files are removed.
     fn commit_versions(&self, items: &[NewVersion<'_>]) -> Result<Vec<ObjectInfo>> {
+        let r = self.try_commit_versions(items);
+        if r.is_err() {
+            let blobs: Vec<String> = items.iter().map(|i| i.blob.clone()).collect();
+            self.remove_blobs(&blobs);
+        }
+        r
+    }
+
+    /// Staged writes made objects together (group commit): concurrent `commit_staged` calls
+    /// queue here, and one of them (the leader) syncs the body directory once and commits
+    /// everything queued in one transaction, then wakes the others. A batch that fails is
+    /// committed one by one, so one write's failure (a precondition) is its own.
+    fn commit_grouped(&self, item: Staged, blob: String) -> Result<ObjectInfo> {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let ticket = q.next;
+        q.next += 1;
+        q.pending.push((ticket, item, blob));
+        loop {
+            if let Some(r) = q.done.remove(&ticket) {
+                return r;
+            }
+            if q.leading {
+                q = self.queue_cv.wait(q).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            q.leading = true;
+            let batch = std::mem::take(&mut q.pending);
+            drop(q);
+            let outcomes = self.commit_batch(&batch);
+            q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            for ((ticket, _, _), r) in batch.iter().zip(outcomes) {
+                q.done.insert(*ticket, r);
+            }
+            q.leading = false;
+            self.queue_cv.notify_all();
+        }
+    }
+
+    fn commit_batch(&self, batch: &[(u64, Staged, String)]) -> Vec<Result<ObjectInfo>> {
+        let items: Vec<NewVersion<'_>> = batch
+            .iter()
+            .map(|(_, s, blob)| NewVersion {
+                bucket: &s.bucket,
+                key: &s.key,
+                opts: &s.opts,
+                size: s.size,
+                md5: s.md5.clone(),
+                blob: blob.clone(),
+            })
+            .collect();
+        // The staged files' names become durable with one directory sync for the batch.
+        if let Err(e) = Self::sync_dir(&self.blobs) {
+            let msg = e.to_string();
+            let blobs: Vec<String> = items.iter().map(|i| i.blob.clone()).collect();
+            self.remove_blobs(&blobs);
+            return items
+                .iter()
+                .map(|_| Err(StoreError::Io(std::io::Error::other(msg.clone()))))
+                .collect();
+        }
+        match self.try_commit_versions(&items) {
+            Ok(infos) => infos.into_iter().map(Ok).collect(),
+            Err(_) if items.len() > 1 => items
+                .iter()
+                .map(|i| {
+                    self.commit_versions(std::slice::from_ref(i))
+                        .map(|mut v| v.remove(0))
+                })
+                .collect(),
+            Err(e) => {
+                self.remove_blobs(&[items[0].blob.clone()]);
+                vec![Err(e)]
+            }
+        }
+    }
+
+    fn try_commit_versions(&self, items: &[NewVersion<'_>]) -> Result<Vec<ObjectInfo>> {
         let now = chrono::Utc::now();
         let mut infos: Vec<ObjectInfo> = items
             .iter()
@@ -546,11 +642,7 @@ impl EmbeddedStore {
                 }
                 Ok(infos)
             }
-            Err(e) => {
-                let blobs: Vec<String> = items.iter().map(|i| i.blob.clone()).collect();
-                self.remove_blobs(&blobs);
-                Err(e)
-            }
+            Err(e) => Err(e),
         }
     }
 }
@@ -651,7 +743,7 @@ impl ObjectStore for EmbeddedStore {
             .iter()
             .map(|i| (i.body, i.opts.wrapped_key.as_deref()))
             .collect();
-        let blobs = self.write_blobs(&bodies)?;
+        let blobs = self.write_blobs(&bodies, true)?;
         let metas: Vec<NewVersion<'_>> = items
             .iter()
             .zip(&blobs)
@@ -676,7 +768,8 @@ impl ObjectStore for EmbeddedStore {
             return Err(StoreError::PreconditionFailed);
         }
         let blob = self
-            .write_blobs(&[(body, opts.wrapped_key.as_deref())])?
+            // The directory is synced when the write is committed (once per group).
+            .write_blobs(&[(body, opts.wrapped_key.as_deref())], false)?
             .remove(0);
         Ok(Staged {
             bucket: bucket.into(),
@@ -688,20 +781,11 @@ impl ObjectStore for EmbeddedStore {
         })
     }
 
-    fn commit_staged(&self, s: Staged) -> Result<ObjectInfo> {
-        let blob = match s.body {
-            StagedBody::Blob(b) => b,
-            StagedBody::Memory(b) => return self.put(&s.bucket, &s.key, &b, &s.opts),
-        };
-        let meta = NewVersion {
-            bucket: &s.bucket,
-            key: &s.key,
-            opts: &s.opts,
-            size: s.size,
-            md5: s.md5.clone(),
-            blob,
-        };
-        Ok(self.commit_versions(std::slice::from_ref(&meta))?.remove(0))
+    fn commit_staged(&self, mut s: Staged) -> Result<ObjectInfo> {
+        match std::mem::replace(&mut s.body, StagedBody::Memory(Vec::new())) {
+            StagedBody::Blob(blob) => self.commit_grouped(s, blob),
+            StagedBody::Memory(b) => self.put(&s.bucket, &s.key, &b, &s.opts),
+        }
     }
 
     fn discard_staged(&self, s: Staged) {

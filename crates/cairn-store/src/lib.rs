@@ -444,10 +444,11 @@ impl StagingWriter {
                 tmp,
                 dir,
             } => {
+                // The directory is synced when the write is committed (once per group of
+                // commits), before any metadata names the file.
                 let done = (|| -> Result<(u64, String)> {
                     let (size, md5) = writer.finish()?;
                     std::fs::rename(&tmp, dir.join(&blob))?;
-                    std::fs::File::open(&dir)?.sync_all()?;
                     Ok((size, md5))
                 })();
                 match done {

@@ -390,3 +390,55 @@ fn version_pages_walk_the_whole_listing_for_every_page_size() {
     let (after_a, _) = s.list_versions("vbk", "", Some(("a", None)), 1000).unwrap();
     assert_eq!(after_a[0].info.key, "b/x");
 }
+
+/// Staged writes committed from many threads at once are made in groups (one directory sync
+/// and one transaction per group): each gets its own outcome — every unconditional write
+/// lands, and of the conditional creates of one key exactly one wins.
+#[test]
+fn concurrent_commits_are_grouped_and_each_gets_its_own_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    s.create_bucket("bkt").unwrap();
+    let outcomes: Vec<_> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..32)
+            .map(|i| {
+                let s = s.clone();
+                sc.spawn(move || {
+                    let (key, opts) = if i % 2 == 0 {
+                        (format!("k{i}"), PutOptions::default())
+                    } else {
+                        (
+                            "contested".to_string(),
+                            PutOptions {
+                                if_none_match: true,
+                                ..Default::default()
+                            },
+                        )
+                    };
+                    let body = format!("body {i}").into_bytes();
+                    let mut w = s.stage_writer("bkt", &key, &PutOptions::default()).unwrap();
+                    w.write(&body).unwrap();
+                    let mut staged = w.finish().unwrap();
+                    staged.opts = opts;
+                    (i, key, body, s.commit_staged(staged).is_ok())
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, key, body, ok) in &outcomes {
+        if i % 2 == 0 {
+            assert!(ok, "write {i}");
+            assert_eq!(&s.get("bkt", key).unwrap().body, body);
+        }
+    }
+    let winners: Vec<_> = outcomes
+        .iter()
+        .filter(|(i, _, _, ok)| i % 2 == 1 && *ok)
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one conditional create wins");
+    assert_eq!(s.get("bkt", "contested").unwrap().body, winners[0].2);
+    // The losers' bodies are gone: only the 17 objects' files remain.
+    let files = std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
+    assert_eq!(files, 17);
+}
