@@ -376,3 +376,78 @@ def test_presign_mb_and_chunked_uploads_through_the_proxy(setup, aws_bin):
     assert status == 400 and "BadDigest" in text.decode(), text
     with pytest.raises(ClientError):
         direct.head_object(Bucket=UPSTREAM_BUCKET, Key="chunked-big-bad.bin")
+
+
+def signed_chunked_put(srv, key, chunks, *, declared=None, tamper=False):
+    """A chunk-signed aws-chunked PUT (`declared`: the x-amz-decoded-content-length sent;
+    `tamper`: the last data chunk's signature, or the final one's, is wrong)."""
+    import datetime
+    import hashlib
+    import hmac
+    import http.client
+    now = datetime.datetime.now(datetime.timezone.utc)
+    amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    scope = f"{day}/us-east-1/s3/aws4_request"
+    mode = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+    length = sum(len(c) for c in chunks) if declared is None else declared
+    hs = {"host": f"127.0.0.1:{srv.port}", "x-amz-date": amz_date, "x-amz-content-sha256": mode,
+          "content-encoding": "aws-chunked", "x-amz-decoded-content-length": str(length)}
+    signed = sorted(hs)
+    path = f"/{PROXIED}/{key}"
+    creq = "\n".join(["PUT", path, "", *[f"{h}:{hs[h]}" for h in signed], "", ";".join(signed), mode])
+    sts = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(creq.encode()).hexdigest()])
+
+    def h(k, m):
+        return hmac.new(k, m.encode(), hashlib.sha256).digest()
+    k = h(h(h(h(("AWS4" + srv.secret).encode(), day), "us-east-1"), "s3"), "aws4_request")
+    seed = hmac.new(k, sts.encode(), hashlib.sha256).hexdigest()
+    hs["authorization"] = (f"AWS4-HMAC-SHA256 Credential={srv.key}/{scope}, SignedHeaders={';'.join(signed)}, "
+                           f"Signature={seed}")
+    empty = hashlib.sha256(b"").hexdigest()
+    body, prev = b"", seed
+    frames = [*chunks, b""]
+    bad = len(frames) - 2 if len(frames) > 1 else 0
+    for n, data in enumerate(frames):
+        csts = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, prev, empty, hashlib.sha256(data).hexdigest()])
+        sig = hmac.new(k, csts.encode(), hashlib.sha256).hexdigest()
+        prev = sig
+        if tamper and n == bad:
+            sig = ("0" if sig[0] != "0" else "1") + sig[1:]
+        body += f"{len(data):x};chunk-signature={sig}\r\n".encode() + data + b"\r\n"
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+    conn.request("PUT", path, body=body, headers=hs)
+    r = conn.getresponse()
+    out = (r.status, r.read())
+    conn.close()
+    return out
+
+
+def test_an_empty_chunk_signed_body_is_checked_before_the_upstream_sees_it(setup):
+    """An empty aws-chunked body has no data to hold back: cairn checks its framing and
+    final chunk signature whole before the upstream gets anything."""
+    srv, direct = setup
+    status, text = signed_chunked_put(srv, "empty-bad-sig", [], tamper=True)
+    assert status == 403 and b"SignatureDoesNotMatch" in text, text
+    with pytest.raises(ClientError):
+        direct.head_object(Bucket=UPSTREAM_BUCKET, Key="empty-bad-sig")
+    status, text = signed_chunked_put(srv, "empty-good", [])
+    assert status == 200, text
+    assert direct.get_object(Bucket=UPSTREAM_BUCKET, Key="empty-good")["Body"].read() == b""
+
+
+def test_a_chunked_body_longer_than_declared_never_reaches_the_upstream_whole(setup):
+    """The upstream takes Content-Length bytes as the whole body: a decoded body longer than
+    its declared length (here with a bad chunk signature too) must not give it a prefix."""
+    srv, direct = setup
+    data = os.urandom(200_000)
+    status, text = signed_chunked_put(srv, "too-long", [data], declared=10, tamper=True)
+    assert status in (400, 403), text
+    with pytest.raises(ClientError):
+        direct.head_object(Bucket=UPSTREAM_BUCKET, Key="too-long")
+    status, text = signed_chunked_put(srv, "too-long-2", [data[:100_000], data[100_000:]], declared=10)
+    assert status in (400, 403), text
+    with pytest.raises(ClientError):
+        direct.head_object(Bucket=UPSTREAM_BUCKET, Key="too-long-2")
+    status, text = signed_chunked_put(srv, "just-right", [data[:100_000], data[100_000:]])
+    assert status == 200, text
+    assert direct.get_object(Bucket=UPSTREAM_BUCKET, Key="just-right")["Body"].read() == data

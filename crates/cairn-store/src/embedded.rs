@@ -512,7 +512,20 @@ impl EmbeddedStore {
             q.leading = true;
             let batch = std::mem::take(&mut q.pending);
             drop(q);
-            let outcomes = self.commit_batch(&batch);
+            // A panic below must not leave the queue led by nobody: its batch fails instead.
+            let outcomes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.commit_batch(&batch)
+            }))
+            .unwrap_or_else(|_| {
+                batch
+                    .iter()
+                    .map(|_| {
+                        Err(StoreError::Io(std::io::Error::other(
+                            "the group commit failed unexpectedly",
+                        )))
+                    })
+                    .collect()
+            });
             q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             for ((ticket, _, _), r) in batch.iter().zip(outcomes) {
                 q.done.insert(*ticket, r);

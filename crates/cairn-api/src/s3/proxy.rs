@@ -411,13 +411,48 @@ pub async fn forward(ctx: &mut Ctx<'_>, req: &S3Request, fwd: Forward) -> Result
                 trailer,
                 rechunk: rechunk.map(|(alg, _)| alg),
                 pending: bytes::BytesMut::new(),
+                passed: 0,
                 held: None,
                 ready: std::collections::VecDeque::new(),
                 done: false,
                 error: body_error.clone(),
             }
             .boxed_unsync();
-            (hash, Some(length), b)
+            if len == 0 {
+                // Nothing to hold back: an empty body is checked whole (its framing is all
+                // there is) before anything is sent.
+                let mut b = b;
+                let mut whole = bytes::BytesMut::new();
+                let mut broken = false;
+                while let Some(f) = b.frame().await {
+                    match f.map(|f| f.into_data()) {
+                        Ok(Ok(d)) => whole.extend_from_slice(&d),
+                        Ok(Err(_)) => {}
+                        Err(_) => {
+                            broken = true;
+                            break;
+                        }
+                    }
+                    if whole.len() > 64 << 10 {
+                        broken = true;
+                        break;
+                    }
+                }
+                let cut = body_error.lock().unwrap_or_else(|p| p.into_inner()).take();
+                match (broken, cut) {
+                    (_, Some(e)) => return Err(e),
+                    (true, None) => {
+                        return Err(ApiError::client(
+                            "InvalidRequest",
+                            "The aws-chunked request body is malformed",
+                        ))
+                    }
+                    (false, None) => {}
+                }
+                (hash, Some(length), full(whole.freeze()))
+            } else {
+                (hash, Some(length), b)
+            }
         }
         Some(incoming) => {
             let hash = if cairn_iam::sigv4::is_sha256_hex(declared) {
@@ -607,6 +642,9 @@ struct Decoding {
     rechunk: Option<String>,
     /// Decoded bytes not yet framed as a chunk (re-encoding).
     pending: bytes::BytesMut,
+    /// Decoded bytes passed on so far (never more than `declared`: the upstream would take
+    /// a prefix as the whole body).
+    passed: u64,
     /// The last piece, sent only once the body checked out.
     held: Option<Bytes>,
     ready: std::collections::VecDeque<Bytes>,
@@ -616,6 +654,10 @@ struct Decoding {
 
 impl Decoding {
     fn fail(&mut self, e: ApiError) -> BoxError {
+        // Nothing queued goes out after a failure.
+        self.ready.clear();
+        self.held = None;
+        self.pending.clear();
         let msg = e.message.clone();
         *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
         self.done = true;
@@ -663,18 +705,23 @@ impl Decoding {
             Some(c) => c.finish(&all)?,
             None => None,
         };
+        // Every check is done before anything held is released.
+        let value = match &self.rechunk {
+            Some(alg) => Some(
+                kept.filter(|(a, _)| a == alg)
+                    .map(|(_, v)| v)
+                    .ok_or_else(malformed_trailer_error)?,
+            ),
+            None => None,
+        };
         if let Some(held) = self.held.take() {
             self.ready.push_back(held);
         }
-        if let Some(alg) = &self.rechunk {
+        if let (Some(alg), Some(value)) = (&self.rechunk, value) {
             if !self.pending.is_empty() {
                 let rest = self.pending.split();
                 self.ready.push_back(frame_chunk(&rest));
             }
-            let value = kept
-                .filter(|(a, _)| a == alg)
-                .map(|(_, v)| v)
-                .ok_or_else(malformed_trailer_error)?;
             self.ready.push_back(Bytes::from(format!(
                 "0\r\nx-amz-checksum-{alg}:{value}\r\n\r\n"
             )));
@@ -739,7 +786,15 @@ impl hyper::body::Body for Decoding {
                     let (Some(d), Some(c)) = (&mut this.decoder, &mut this.checksums) else {
                         continue;
                     };
+                    let (passed, declared) = (&mut this.passed, this.declared);
                     let fed = d.feed(&data, &mut |piece| {
+                        *passed += piece.len() as u64;
+                        if *passed > declared {
+                            return Err(ApiError::client(
+                                "IncompleteBody",
+                                "The decoded body is longer than x-amz-decoded-content-length",
+                            ));
+                        }
                         c.update(piece);
                         out.extend_from_slice(piece);
                         Ok(())
