@@ -40,18 +40,29 @@ def moto():
     exe = os.environ.get("CAIRN_MOTO_SERVER") or shutil.which("moto_server")
     if not exe:
         pytest.fail("moto_server is not installed")
-    port = free_port()
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    # A free port can be taken between the probe and moto's bind: a server that exits at
+    # once is started again on another port (three tries); a slow start gets 60 s.
+    for attempt in range(3):
+        port = free_port()
+        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        started = False
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                started = True
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    break
+                time.sleep(0.1)
+        if started:
             break
-        except OSError:
-            if time.time() > deadline:
-                proc.kill()
-                pytest.fail("moto_server did not start")
-            time.sleep(0.1)
+        proc.kill()
+        proc.wait()
+        if attempt == 2:
+            pytest.fail(f"moto_server did not start (exit status {proc.returncode})")
     yield f"http://127.0.0.1:{port}"
     proc.kill()
     proc.wait()
