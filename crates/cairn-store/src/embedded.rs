@@ -414,11 +414,7 @@ impl EmbeddedStore {
     /// Writes bodies to temp files (synced concurrently, at most 8 at a time, encrypted when
     /// a cipher is set), then renames them into `blobs/` with one directory sync. They stay
     /// invisible until metadata names them (and are swept at open if none ever does).
-    fn write_blobs(
-        &self,
-        bodies: &[(&[u8], Option<&[u8]>)],
-        sync_dir: bool,
-    ) -> Result<Vec<String>> {
+    fn write_blobs(&self, bodies: &[(&[u8], Option<&[u8]>)]) -> Result<Vec<String>> {
         let blobs: Vec<String> = bodies
             .iter()
             .map(|_| uuid::Uuid::new_v4().simple().to_string())
@@ -464,11 +460,9 @@ impl EmbeddedStore {
                 return Err(e.into());
             }
         }
-        if sync_dir {
-            if let Err(e) = Self::sync_dir(&self.blobs) {
-                self.remove_blobs(&blobs);
-                return Err(e);
-            }
+        if let Err(e) = Self::sync_dir(&self.blobs) {
+            self.remove_blobs(&blobs);
+            return Err(e);
         }
         Ok(blobs)
     }
@@ -756,7 +750,7 @@ impl ObjectStore for EmbeddedStore {
             .iter()
             .map(|i| (i.body, i.opts.wrapped_key.as_deref()))
             .collect();
-        let blobs = self.write_blobs(&bodies, true)?;
+        let blobs = self.write_blobs(&bodies)?;
         let metas: Vec<NewVersion<'_>> = items
             .iter()
             .zip(&blobs)
@@ -770,28 +764,6 @@ impl ObjectStore for EmbeddedStore {
             })
             .collect();
         self.commit_versions(&metas)
-    }
-
-    fn stage(&self, bucket: &str, key: &str, body: &[u8], opts: &PutOptions) -> Result<Staged> {
-        check_key(key)?;
-        if !self.bucket_exists(bucket)? {
-            return Err(StoreError::NoSuchBucket(bucket.into()));
-        }
-        if opts.if_none_match && self.stored(bucket, key).is_ok() {
-            return Err(StoreError::PreconditionFailed);
-        }
-        let blob = self
-            // The directory is synced when the write is committed (once per group).
-            .write_blobs(&[(body, opts.wrapped_key.as_deref())], false)?
-            .remove(0);
-        Ok(Staged {
-            bucket: bucket.into(),
-            key: key.into(),
-            opts: opts.clone(),
-            size: body.len() as u64,
-            md5: etag_of(body),
-            body: StagedBody::Blob(blob),
-        })
     }
 
     fn commit_staged(&self, mut s: Staged) -> Result<ObjectInfo> {

@@ -285,23 +285,6 @@ pub trait ObjectStore: Send + Sync {
 
     fn put(&self, bucket: &str, key: &str, body: &[u8], opts: &PutOptions) -> Result<ObjectInfo>;
 
-    /// Writes a PUT's body without making it visible (see [`Staged`]). Checks what can be
-    /// checked now (the key, the bucket, `If-None-Match`).
-    fn stage(&self, bucket: &str, key: &str, body: &[u8], opts: &PutOptions) -> Result<Staged> {
-        check_key(key)?;
-        if !self.bucket_exists(bucket)? {
-            return Err(StoreError::NoSuchBucket(bucket.into()));
-        }
-        Ok(Staged {
-            bucket: bucket.into(),
-            key: key.into(),
-            opts: opts.clone(),
-            size: body.len() as u64,
-            md5: etag_of(body),
-            body: StagedBody::Memory(body.to_vec()),
-        })
-    }
-
     /// A PUT whose body is written as it arrives ([`StagingWriter`]), staged when finished.
     /// Stores that cannot stream keep the body in memory.
     fn stage_writer(&self, bucket: &str, key: &str, opts: &PutOptions) -> Result<StagingWriter> {

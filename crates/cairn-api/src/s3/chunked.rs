@@ -304,7 +304,7 @@ impl Decoder {
                     self.decoded += n as u64;
                     input = rest;
                     if left == n {
-                        self.end_chunk(false)?;
+                        self.end_chunk()?;
                         self.state = State::DataEnd(0);
                     } else {
                         self.state = State::Data(left - n);
@@ -345,7 +345,7 @@ impl Decoder {
             self.hash = Sha256::new();
         }
         if size == 0 {
-            self.end_chunk(true)?;
+            self.end_chunk()?;
             self.state = State::Trailer;
             return Ok(());
         }
@@ -367,7 +367,7 @@ impl Decoder {
     }
 
     /// Checks the signature of the chunk just read.
-    fn end_chunk(&mut self, _last: bool) -> Result<(), ApiError> {
+    fn end_chunk(&mut self) -> Result<(), ApiError> {
         let Some(s) = &self.signer else {
             return Ok(());
         };
