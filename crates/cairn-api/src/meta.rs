@@ -15,7 +15,7 @@ pub struct Meta {
 
 impl Meta {
     pub fn open(path: &Path) -> Result<Meta, String> {
-        let db = Database::create(path).map_err(|e| e.to_string())?;
+        let db = cairn_db::create(path).map_err(|e| e.to_string())?;
         let tx = db.begin_write().map_err(|e| e.to_string())?;
         tx.open_table(META).map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;

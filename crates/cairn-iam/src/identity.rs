@@ -275,7 +275,7 @@ impl Role {
 impl Directory {
     /// Opens (or creates) the directory database at `path`.
     pub fn open(path: &Path, account: &str, sealer: Arc<dyn Sealer>) -> Result<Directory> {
-        let db = Database::create(path).map_err(internal)?;
+        let db = cairn_db::create(path).map_err(internal)?;
         {
             let tx = db.begin_write().map_err(internal)?;
             tx.open_table(ENTITIES).map_err(internal)?;

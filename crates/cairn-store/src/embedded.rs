@@ -207,7 +207,7 @@ impl EmbeddedStore {
         let tmp = dir.join("tmp");
         fs::create_dir_all(&blobs)?;
         fs::create_dir_all(&tmp)?;
-        let db = Database::create(dir.join("meta.redb")).map_err(db_err)?;
+        let db = cairn_db::create(&dir.join("meta.redb")).map_err(db_err)?;
         {
             let w = db.begin_write().map_err(db_err)?;
             w.open_table(BUCKETS).map_err(db_err)?;

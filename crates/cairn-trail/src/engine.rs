@@ -353,7 +353,7 @@ impl TrailEngine {
         opts: EngineOptions,
     ) -> Result<TrailEngine> {
         std::fs::create_dir_all(state_dir)?;
-        let db = Arc::new(Database::create(state_dir.join("trail.redb")).map_err(db_err)?);
+        let db = Arc::new(cairn_db::create(&state_dir.join("trail.redb")).map_err(db_err)?);
         {
             let w = db.begin_write().map_err(db_err)?;
             w.open_table(META).map_err(db_err)?;

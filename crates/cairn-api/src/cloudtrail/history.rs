@@ -270,7 +270,7 @@ impl Query {
 
 impl History {
     pub fn open(path: &Path, journal: Arc<Journal>) -> Result<Arc<History>, String> {
-        let db = Database::create(path).map_err(|e| e.to_string())?;
+        let db = cairn_db::create(path).map_err(|e| e.to_string())?;
         let mut start = {
             let tx = db.begin_write().map_err(|e| e.to_string())?;
             let pos = {
