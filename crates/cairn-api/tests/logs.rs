@@ -190,3 +190,96 @@ fn metric_filters_turn_matching_events_into_data_points() {
     assert_eq!((bytes[0].1.count, bytes[0].1.sum), (3, 15.0));
     rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
 }
+
+fn form(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The trail delivery to CloudWatch Logs never judges a record with trail state older than
+/// the record: a StartLogging journaled but not yet applied by the engine holds back the
+/// events after it instead of letting them be read as "not logging" and skipped for good
+/// (a flaky compat test found this race).
+#[test]
+fn events_after_a_start_logging_the_engine_has_not_applied_yet_wait_for_it() {
+    let bed = common::testbed(Arc::new(cairn_record::SystemClock), None, |_| {});
+    let api = bed.api.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let server = rt
+        .block_on(cairn_api::serve(api.clone(), listener, None))
+        .unwrap();
+    let addr = server.local_addr.to_string();
+    let root = wire::Signer {
+        key: &bed.key,
+        secret: &bed.secret,
+    };
+    let logs = |op: &str, body: &str| {
+        let target = format!("Logs_20140328.{op}");
+        let extra = [
+            ("x-amz-target", target.as_str()),
+            ("content-type", "application/x-amz-json-1.1"),
+        ];
+        wire::signed(&addr, &root, "POST", "/", "", "logs", &extra, body)
+    };
+    let acct = common::ACCOUNT;
+    let garn = format!("arn:aws:logs:us-east-1:{acct}:log-group:/ct");
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"cloudtrail.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let allow = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":["logs:CreateLogStream","logs:PutLogEvents"],"Resource":"{garn}:*"}}]}}"#
+    );
+    for f in [
+        format!(
+            "Action=CreateRole&Version=2010-05-08&RoleName=ct&AssumeRolePolicyDocument={}",
+            form(trust)
+        ),
+        format!(
+            "Action=PutRolePolicy&Version=2010-05-08&RoleName=ct&PolicyName=cw&PolicyDocument={}",
+            form(&allow)
+        ),
+    ] {
+        let (st, out) = wire::iam_call(&addr, &root, &f);
+        assert_eq!(st, 200, "{out}");
+    }
+    let (st, out) = logs("CreateLogGroup", r#"{"logGroupName":"/ct"}"#);
+    assert_eq!(st, 200, "{out}");
+    let (st, out) = wire::s3_call(&addr, &root, "PUT", "/ct-bucket", "", "");
+    assert_eq!(st, 200, "{out}");
+    let (st, out) = wire::call(
+        &addr,
+        &root,
+        "CreateTrail",
+        &format!(
+            r#"{{"Name":"cw-trail","S3BucketName":"ct-bucket","CloudWatchLogsLogGroupArn":"{garn}:*","CloudWatchLogsRoleArn":"arn:aws:iam::{acct}:role/ct"}}"#
+        ),
+    );
+    assert_eq!(st, 200, "{out}");
+    let cw = cairn_api::logs::deliver::CwDelivery::new(api.clone());
+    cw.step().unwrap();
+    // The command is durable, the engine has not read it yet; a call follows it.
+    api.engine
+        .command(cairn_trail::TrailCommand::StartLogging {
+            name: "cw-trail".into(),
+            at: Utc::now(),
+        })
+        .unwrap();
+    let (st, out) = wire::call(&addr, &root, "DescribeTrails", "{}");
+    assert_eq!(st, 200, "{out}");
+    cw.step().unwrap();
+    while api.engine.pump().unwrap().more {}
+    cw.step().unwrap();
+    let (st, out) = logs("FilterLogEvents", r#"{"logGroupName":"/ct"}"#);
+    assert_eq!(st, 200, "{out}");
+    assert!(
+        out.contains(r#"\"eventName\":\"DescribeTrails\""#),
+        "the DescribeTrails after StartLogging was not delivered: {out}"
+    );
+}

@@ -1416,10 +1416,16 @@ impl TrailEngine {
         Ok(true)
     }
 
-    /// Every trail's state.
     /// Every trail's state as of the last pump.
     pub fn trails(&self) -> Vec<TrailState> {
         self.snapshot().1.values().cloned().collect()
+    }
+
+    /// Every trail's state together with the journal position it reflects: every command
+    /// below the position has been applied, none at or after it.
+    pub fn trails_at(&self) -> (u64, Vec<TrailState>) {
+        let (pos, trails) = self.snapshot();
+        (pos, trails.values().cloned().collect())
     }
 
     pub fn trail(&self, name: &str) -> Option<TrailState> {

@@ -14,7 +14,8 @@
 //!
 //! Which trails select an event is decided with the trails as they are when the event is
 //! delivered (normally well under a second after it was recorded), not as they were when it
-//! was recorded.
+//! was recorded — but never with a state older than the event: only records below the trail
+//! engine's applied position are read (a StartLogging is always seen by the events after it).
 
 use super::groups::{group_key, LogGroup};
 use super::streams::{stream_key, LogStream};
@@ -232,9 +233,9 @@ impl CwDelivery {
         })
     }
 
-    fn targets(&self) -> Vec<Target> {
+    fn targets(&self, trails: Vec<cairn_trail::TrailState>) -> Vec<Target> {
         let mut out = Vec::new();
-        for t in self.api.engine.trails() {
+        for t in trails {
             if let Some((g, r)) =
                 crate::cloudtrail::cloud_watch_target(&self.api.meta, &t.config.name)
             {
@@ -280,7 +281,10 @@ impl CwDelivery {
         journal
             .register_consumer(CONSUMER)
             .map_err(|e| e.to_string())?;
-        let targets = self.targets();
+        // Records are read only below the position the trails' state reflects: a record read
+        // with an older state could miss the StartLogging just before it (and be skipped).
+        let (applied, trails) = self.api.engine.trails_at();
+        let targets = self.targets(trails);
         let mut positions = self.positions()?;
         // New targets start at the journal's end; trails that lost their log group forget
         // their position (and status).
@@ -328,7 +332,7 @@ impl CwDelivery {
         else {
             return Ok(0);
         };
-        if from >= journal.next_seq() {
+        if from >= applied {
             return Ok(0);
         }
         // What each ready trail may deliver now (checked before reading).
@@ -349,7 +353,7 @@ impl CwDelivery {
         // trail → region → events
         let mut batches: HashMap<String, BTreeMap<String, Vec<NewEvent>>> = HashMap::new();
         let mut n = 0;
-        while n < ROUND {
+        while n < ROUND && reader.position() < applied {
             let Some((seq, bytes)) = reader.next_record().map_err(|e| e.to_string())? else {
                 break;
             };
