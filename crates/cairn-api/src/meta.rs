@@ -50,10 +50,17 @@ impl Meta {
     }
 
     pub fn delete(&self, key: &str) -> Result<(), ApiError> {
+        self.delete_all(&[key])
+    }
+
+    /// Deletes every key of `keys` in one transaction: all go, or (after a crash) none.
+    pub fn delete_all(&self, keys: &[&str]) -> Result<(), ApiError> {
         let tx = self.db.begin_write().map_err(ApiError::internal)?;
         {
             let mut t = tx.open_table(META).map_err(ApiError::internal)?;
-            t.remove(key).map_err(ApiError::internal)?;
+            for key in keys {
+                t.remove(*key).map_err(ApiError::internal)?;
+            }
         }
         tx.commit().map_err(ApiError::internal)
     }

@@ -137,10 +137,21 @@ pub struct Client {
     ca_bundle: Option<PathBuf>,
 }
 
-/// An HTTP answer: status and body.
+/// An HTTP answer: status, headers (names lowercased) and body.
 pub struct Answer {
     pub status: u16,
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The first header named `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl Client {
@@ -286,7 +297,17 @@ impl Client {
         {
             body = dechunk(&body)?;
         }
-        Ok(Answer { status, body })
+        let headers = head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// `host:port`, with the scheme's default port when the endpoint names none.

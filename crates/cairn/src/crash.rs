@@ -43,6 +43,10 @@ pub struct CrashTestArgs {
     /// --max-ms 1200) so each server answers some requests.
     #[arg(long)]
     pub serve: bool,
+    /// With --serve: an upstream S3 (e.g. a moto_server) for a proxied bucket the mixed load
+    /// also writes (any credentials are sent to it).
+    #[arg(long)]
+    pub s3_upstream: Option<String>,
 }
 
 #[derive(Args, Debug)]

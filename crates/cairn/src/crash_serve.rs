@@ -4,10 +4,14 @@
 //! `cairn serve` at random points and restarts it. The ledger holds every acknowledged
 //! (id, eventID). At the end: each acknowledged id is delivered exactly once, under the
 //! eventID its answer named (idempotency across the crash that lost an answer), and the
-//! trail's digest chain validates.
+//! trail's digest chain validates. Beside them runs the mixed load of `crash_mixed` (objects,
+//! multipart uploads, users and policies, side trails; a proxied bucket with `--s3-upstream`),
+//! whose every acknowledged effect and event is checked too, and around every kill LookupEvents
+//! is asked the same question before and after the restart.
 
 use crate::client::{self, Client};
 use crate::crash::CrashTestArgs;
+use crate::crash_mixed;
 use anyhow::{bail, Context, Result};
 use cairn_store::ObjectStore;
 use rand::{Rng, SeedableRng};
@@ -108,6 +112,15 @@ impl Server {
     }
 }
 
+/// What the harness signs the upstream S3's own requests with (moto takes any).
+fn upstream_creds() -> crate::aws_env::Credentials {
+    crate::aws_env::Credentials {
+        key: "crash".into(),
+        secret: "crash".into(),
+        token: None,
+    }
+}
+
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -163,7 +176,8 @@ fn put_audit_events(c: &Client, channel: &str, ids: &[String]) -> Result<Option<
     }
 }
 
-/// Creates the trail (with ActivityAuditLog selected) and the channel; returns its ARN.
+/// Creates the trail (management events, the load's S3 data events, ActivityAuditLog) and
+/// the channel; returns its ARN.
 fn set_up(c: &Client) -> Result<String> {
     c.cloudtrail(
         "CreateTrail",
@@ -172,6 +186,13 @@ fn set_up(c: &Client) -> Result<String> {
     c.cloudtrail(
         "PutEventSelectors",
         &json!({"TrailName": TRAIL, "AdvancedEventSelectors": [
+            {"Name": "management", "FieldSelectors": [{"Field": "eventCategory", "Equals": ["Management"]}]},
+            {"Name": "objects", "FieldSelectors": [
+                {"Field": "eventCategory", "Equals": ["Data"]},
+                {"Field": "resources.type", "Equals": ["AWS::S3::Object"]},
+                {"Field": "resources.ARN", "StartsWith": [
+                    format!("arn:aws:s3:::{}/", crash_mixed::DATA_BUCKET),
+                    format!("arn:aws:s3:::{}/", crash_mixed::PROXY_BUCKET)]}]},
             {"Name": "audit", "FieldSelectors": [{"Field": "eventCategory", "Equals": ["ActivityAuditLog"]}]}]}),
     )?;
     c.cloudtrail("StartLogging", &json!({"Name": TRAIL}))?;
@@ -210,10 +231,35 @@ pub fn harness(a: CrashTestArgs) -> Result<i32> {
         secret: creds["SecretAccessKey"].as_str().unwrap_or_default().into(),
         token: None,
     };
-    std::fs::write(
-        tmp.join("cairn.toml"),
-        format!("[[bucket]]\nname = \"{BUCKET}\"\n"),
-    )?;
+    let mut config = format!(
+        "[[bucket]]\nname = \"{BUCKET}\"\n[[bucket]]\nname = \"{}\"\n",
+        crash_mixed::DATA_BUCKET
+    );
+    if let Some(up) = &a.s3_upstream {
+        // The upstream's bucket, made there directly.
+        let u = Client::new(up, "us-east-1".into(), upstream_creds(), None)?;
+        let made = u.exchange(&client::signed_request(
+            u.signing().0,
+            u.signing().1,
+            "us-east-1",
+            "s3",
+            ("PUT", &format!("/{}", crash_mixed::PROXY_BUCKET), ""),
+            &[(
+                "x-amz-content-sha256",
+                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            )],
+            b"",
+            false,
+        ))?;
+        if !matches!(made.status, 200 | 409) {
+            bail!("creating the upstream bucket answered {}", made.status);
+        }
+        config.push_str(&format!(
+            "[[bucket]]\nname = \"{}\"\n[bucket.proxy]\nendpoint = \"{up}\"\nregion = \"us-east-1\"\naccess_key_id = \"crash\"\nsecret_access_key = \"crash\"\n",
+            crash_mixed::PROXY_BUCKET
+        ));
+    }
+    std::fs::write(tmp.join("cairn.toml"), config)?;
     let mut server = Server {
         bin,
         dir: tmp.clone(),
@@ -280,6 +326,38 @@ pub fn harness(a: CrashTestArgs) -> Result<i32> {
         }));
     }
 
+    // The mixed load: objects (embedded, and proxied with an upstream), users, side trails.
+    let started_ms = chrono::Utc::now().timestamp_millis();
+    let mixed = Arc::new(crash_mixed::Load {
+        endpoint: endpoint.clone(),
+        creds: creds.clone(),
+        ledger: Arc::default(),
+        stop: stop.clone(),
+        failure: failure.clone(),
+    });
+    let mut workers = vec![];
+    {
+        let mut buckets = vec![crash_mixed::DATA_BUCKET, crash_mixed::DATA_BUCKET];
+        if a.s3_upstream.is_some() {
+            buckets.push(crash_mixed::PROXY_BUCKET);
+        }
+        for (i, b) in buckets.into_iter().enumerate() {
+            let (l, seed) = (
+                mixed.clone(),
+                a.seed.wrapping_mul(1000).wrapping_add(i as u64),
+            );
+            workers.push(std::thread::spawn(move || {
+                crash_mixed::s3_worker(l, b, i, seed)
+            }));
+        }
+        let l = mixed.clone();
+        workers.push(std::thread::spawn(move || crash_mixed::iam_worker(l)));
+        let (l, seed) = (mixed.clone(), a.seed);
+        workers.push(std::thread::spawn(move || {
+            crash_mixed::trail_worker(l, BUCKET, seed)
+        }));
+    }
+    let mut lookup_checks = 0u64;
     let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
     let bar = indicatif::ProgressBar::new(a.kills as u64);
     bar.set_style(
@@ -293,14 +371,28 @@ pub fn harness(a: CrashTestArgs) -> Result<i32> {
         if let Some(e) = failure.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             bail!("a sender failed: {e}");
         }
+        // LookupEvents, asked the same before the kill and after the restart, forgets nothing.
+        let (from, to) = crash_mixed::lookup_window();
+        let before = crash_mixed::lookup_ids(&c, from, to).ok();
         server.kill()?;
         server.start()?;
+        if let Some(before) = before {
+            let after = crash_mixed::lookup_ids(&c, from, to)?;
+            if !before.is_subset(&after) {
+                bail!(
+                    "LookupEvents forgot {} CreateUser events across a restart: {:?}",
+                    before.difference(&after).count(),
+                    before.difference(&after).take(5).collect::<Vec<_>>()
+                );
+            }
+            lookup_checks += before.len() as u64;
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();
     // Let every sender finish its batch against a live server, then stop them.
     stop.store(true, Ordering::Release);
-    for s in senders {
+    for s in senders.into_iter().chain(workers) {
         let _ = s.join();
     }
     if let Some(e) = failure.lock().unwrap_or_else(|p| p.into_inner()).clone() {
@@ -317,6 +409,10 @@ pub fn harness(a: CrashTestArgs) -> Result<i32> {
         .map(|l| format!("{l} (while running)"))
         .collect();
     c.cloudtrail("CairnFlushTrail", &json!({"Name": TRAIL}))?;
+    let mut problems = crash_mixed::check_effects(&c, &mixed.ledger, started_ms)?;
+    println!(
+        "LookupEvents probes    {lookup_checks} events answered before a kill, all again after it"
+    );
     c.cloudtrail("StopLogging", &json!({"Name": TRAIL}))?;
     server.stop()?;
     let verdict = check(
@@ -325,6 +421,8 @@ pub fn harness(a: CrashTestArgs) -> Result<i32> {
         a.kills,
         retries.load(Ordering::Relaxed),
         &live_lag,
+        &mixed.ledger,
+        &mut problems,
     )?;
     if verdict == 0 && a.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -354,7 +452,15 @@ fn lagging_consumers(dir: &Path, end: u64, part: u64) -> Result<Vec<String>> {
     Ok(lagging)
 }
 
-fn check(tmp: &Path, ledger: &Path, kills: u32, retries: u64, live_lag: &[String]) -> Result<i32> {
+fn check(
+    tmp: &Path,
+    ledger: &Path,
+    kills: u32,
+    retries: u64,
+    live_lag: &[String],
+    mixed: &crash_mixed::Ledger,
+    problems: &mut Vec<String>,
+) -> Result<i32> {
     let mut acked: HashMap<String, String> = HashMap::new();
     let mut answered_twice_differently = 0u64;
     for line in std::fs::read_to_string(ledger)?.lines() {
@@ -370,6 +476,8 @@ fn check(tmp: &Path, ledger: &Path, kills: u32, retries: u64, live_lag: &[String
     let store = crate::install::open_store(&dir)?;
     // uid → eventIDs delivered for it.
     let mut delivered: HashMap<String, Vec<String>> = HashMap::new();
+    // requestID → the errorCode of each record with it (the mixed load's requests).
+    let mut by_request: HashMap<String, Vec<Option<String>>> = HashMap::new();
     let logs = cairn_store::list_all(&store, BUCKET, &format!("AWSLogs/{ACCOUNT}/CloudTrail/"))?;
     for o in &logs {
         let body = store.get(BUCKET, &o.key)?.body;
@@ -378,6 +486,12 @@ fn check(tmp: &Path, ledger: &Path, kills: u32, retries: u64, live_lag: &[String
         let v: Value = serde_json::from_slice(&json).with_context(|| o.key.clone())?;
         for r in v["Records"].as_array().into_iter().flatten() {
             if r["eventCategory"] != "ActivityAuditLog" {
+                if let Some(id) = r["requestID"].as_str() {
+                    by_request
+                        .entry(id.to_string())
+                        .or_default()
+                        .push(r["errorCode"].as_str().map(str::to_string));
+                }
                 continue;
             }
             delivered
@@ -459,7 +573,13 @@ fn check(tmp: &Path, ledger: &Path, kills: u32, retries: u64, live_lag: &[String
     if strict.exit_code != 0 {
         print!("{}", strict.stderr());
     }
-    let ok = lost.is_empty()
+    problems.extend(crash_mixed::check_events(mixed, &by_request));
+    println!("mixed load problems   {}", problems.len());
+    for p in problems.iter().take(20) {
+        println!("  {p}");
+    }
+    let ok = problems.is_empty()
+        && lost.is_empty()
         && dups.is_empty()
         && segments <= 2
         && lagging.is_empty()

@@ -10,6 +10,7 @@ mod bench_s3;
 mod client;
 mod config;
 mod crash;
+mod crash_mixed;
 mod crash_serve;
 mod install;
 mod serve;

@@ -132,6 +132,45 @@ impl PartFiles {
     pub(super) fn remove_upload(&self, id: &str) {
         let _ = std::fs::remove_dir_all(self.dir.join(id));
     }
+
+    /// Upload directories untouched for an hour: candidates for [`sweep_orphans`].
+    fn idle_dirs(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        rd.filter_map(|e| e.ok())
+            .filter(|e| {
+                e.metadata().is_ok_and(|m| {
+                    m.is_dir()
+                        && m.modified()
+                            .ok()
+                            .and_then(|t| t.elapsed().ok())
+                            .is_some_and(|age| age.as_secs() >= 3600)
+                })
+            })
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect()
+    }
+}
+
+/// Removes the part directories of uploads that no longer exist (a crash between an upload's
+/// discard and the removal of its files, or between its directory and its record). Only
+/// directories idle for an hour are considered, and they are listed before the uploads, so
+/// an upload being created or written is never touched. Returns how many went.
+fn sweep_orphans(meta: &crate::meta::Meta, files: &PartFiles) -> Result<usize, ApiError> {
+    let idle = files.idle_dirs();
+    if idle.is_empty() {
+        return Ok(0);
+    }
+    let live: std::collections::HashSet<String> =
+        uploads(meta)?.into_iter().map(|(id, _)| id).collect();
+    let mut n = 0;
+    for d in idle.iter().filter(|d| !live.contains(*d)) {
+        tracing::info!(upload = %d, "removing the part files of an upload that no longer exists");
+        files.remove_upload(d);
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// A part file being written; dropped unfinished, it is removed.
@@ -240,10 +279,12 @@ pub(super) fn discard_upload(
     id: &str,
     numbers: &[u16],
 ) -> Result<(), ApiError> {
-    for n in numbers {
-        meta.delete(&part_key(id, *n))?;
-    }
-    meta.delete(&upload_key(id))?;
+    // One transaction: a crash must not leave the upload with some of its parts gone (a
+    // resent CompleteMultipartUpload would then answer InvalidPart for a finished upload;
+    // the crash test of `cairn serve` found it).
+    let mut keys: Vec<String> = numbers.iter().map(|n| part_key(id, *n)).collect();
+    keys.push(upload_key(id));
+    meta.delete_all(&keys.iter().map(String::as_str).collect::<Vec<_>>())?;
     files.remove_upload(id);
     Ok(())
 }
@@ -257,6 +298,7 @@ pub fn expire_uploads(
     rules: &BTreeMap<String, Vec<(String, i64)>>,
 ) -> Result<u64, ApiError> {
     let files = PartFiles::of(api);
+    sweep_orphans(&api.meta, &files)?;
     let mut n = 0;
     for (id, up) in uploads(&api.meta)? {
         let days = rules
@@ -279,4 +321,60 @@ pub fn expire_uploads(
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn age(dir: &std::path::Path, secs: u64) {
+        let t = std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
+        std::fs::File::open(dir).unwrap().set_modified(t).unwrap();
+    }
+
+    #[test]
+    fn discarding_an_upload_is_one_transaction_and_orphaned_part_files_are_swept() {
+        let d = tempfile::tempdir().unwrap();
+        let meta = crate::meta::Meta::open(&d.path().join("meta.redb")).unwrap();
+        let files = PartFiles {
+            dir: d.path().join("multipart"),
+            cipher: None,
+        };
+        let up = Upload {
+            bucket: "b".into(),
+            key: "k".into(),
+            initiated: chrono::Utc::now(),
+            content_type: None,
+            content_encoding: None,
+            metadata: BTreeMap::new(),
+            checksum_algorithm: None,
+            system: BTreeMap::new(),
+        };
+        for id in ["live", "done", "old-live"] {
+            files.create_dir(id).unwrap();
+            meta.put(&upload_key(id), &up).unwrap();
+            meta.put(&part_key(id, 1), &serde_json::json!({})).unwrap();
+        }
+        files.create_dir("orphan").unwrap();
+        files.create_dir("fresh-orphan").unwrap();
+        discard_upload(&meta, &files, "done", &[1]).unwrap();
+        assert!(meta
+            .get::<serde_json::Value>(&upload_key("done"))
+            .unwrap()
+            .is_none());
+        assert!(meta
+            .get::<serde_json::Value>(&part_key("done", 1))
+            .unwrap()
+            .is_none());
+        for id in ["orphan", "old-live"] {
+            age(&files.dir.join(id), 7200);
+        }
+        // Only an orphan idle for an hour goes: not a live upload, not a fresh directory
+        // (an upload whose record is being committed).
+        assert_eq!(sweep_orphans(&meta, &files).unwrap(), 1);
+        assert!(!files.dir.join("orphan").exists());
+        for id in ["live", "old-live", "fresh-orphan"] {
+            assert!(files.dir.join(id).exists(), "{id}");
+        }
+    }
 }
