@@ -1,7 +1,8 @@
 //! `cairn bench dynamodb`: GetItem and PutItem of 1 KiB items with N concurrent keep-alive
 //! clients, through cairn (authenticated, authorized, recorded as data events a trail
 //! selects, forwarded) and against the same upstream directly, interleaved in one run
-//! (dynalite from npm unless `--upstream` names another). Reports each phase's rate and
+//! (dynalite from npm, or `--dynalite PATH`); `--no-data-events` measures the same calls
+//! with no trail selecting them. Reports each phase's rate and
 //! p99, the throughput ratio cairn/direct and the p99 cairn adds.
 
 use crate::bench_s3::{free_port, wait_port, which, Procs};
@@ -31,6 +32,10 @@ pub struct DdbBenchArgs {
     /// Load-generator threads.
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
+    /// The trail selects no DynamoDB data events (management events only): the item calls
+    /// are still authenticated, authorized and journaled, but no trail delivers them.
+    #[arg(long)]
+    pub no_data_events: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -173,7 +178,14 @@ pub fn dynamodb(a: DdbBenchArgs) -> Result<()> {
     let dir = tmp.path().join("cairn");
     let (key, secret) = crate::bench_api::init_data_dir(&exe, &dir)?;
     let addr = format!("127.0.0.1:{}", free_port()?);
-    let config = "[[bucket]]\nname = \"bench-logs\"\n[[trail]]\nname = \"bench-trail\"\nbucket = \"bench-logs\"\nevent_selectors = '[{\"ReadWriteType\":\"All\",\"IncludeManagementEvents\":true,\"DataResources\":[{\"Type\":\"AWS::DynamoDB::Table\",\"Values\":[\"arn:aws:dynamodb\"]}]}]'\n";
+    let resources = if a.no_data_events {
+        ""
+    } else {
+        r#","DataResources":[{"Type":"AWS::DynamoDB::Table","Values":["arn:aws:dynamodb"]}]"#
+    };
+    let config = format!(
+        "[[bucket]]\nname = \"bench-logs\"\n[[trail]]\nname = \"bench-trail\"\nbucket = \"bench-logs\"\nevent_selectors = '[{{\"ReadWriteType\":\"All\",\"IncludeManagementEvents\":true{resources}}}]'\n"
+    );
     std::fs::write(tmp.path().join("cairn.toml"), config)?;
     let mut server = Command::new(&exe)
         .args(["serve", "--listen", &addr, "--delivery-interval", "5s"])
