@@ -11,6 +11,7 @@ upstream."""
 import gzip
 import json
 import re
+import zlib
 from pathlib import Path
 
 import boto3
@@ -594,3 +595,125 @@ def test_an_https_upstream_is_verified_against_the_configured_ca(cairn_server_fa
     assert code(e) == ("ServiceUnavailable", 503)
     assert "Item" not in upstream_client(dynalite).get_item(TableName="ddb-tls", Key={"pk": {"S": "untrusted"}})
     front.close()
+
+
+def raw_call(srv, op, payload):
+    """One signed DynamoDB call as raw HTTP: (status, headers lowercased, body bytes)."""
+    body = json.dumps(payload).encode()
+    h = signed(srv, "dynamodb", "POST", "/", body, headers={"X-Amz-Target": f"DynamoDB_20120810.{op}",
+                                                           "Content-Type": "application/x-amz-json-1.0"})
+    st, headers, out = send(srv, "POST", "/", h, body)
+    return st, {k.lower(): v for k, v in headers.items()}, out
+
+
+def test_every_answer_carries_the_crc32_of_the_bytes_sent(setup):
+    """The SDKs check `x-amz-crc32` against the body they receive: it must stay right when the
+    answer streams through untouched (item calls), when cairn rewrites it (the upstream's ARNs
+    become cairn's in control-plane answers), for upstream errors and for cairn's own."""
+    srv, _ = setup
+    table = "ddb-crc"
+    calls = [
+        ("CreateTable", {"TableName": table, "BillingMode": "PAY_PER_REQUEST",
+                         "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+                         "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}]}),
+        ("DescribeTable", {"TableName": table}),
+        ("PutItem", {"TableName": table, "Item": {"pk": {"S": "k"}, "v": {"S": "x" * 3000}}}),
+        ("GetItem", {"TableName": table, "Key": {"pk": {"S": "k"}}}),
+        ("Scan", {"TableName": table}),
+        ("ListTables", {}),
+        ("GetItem", {"TableName": "ddb-crc-missing", "Key": {"pk": {"S": "k"}}}),
+        ("PutItem", {"TableName": table, "Item": {"nokey": {"S": "v"}}}),
+        ("NoSuchOperation", {}),
+        ("DeleteTable", {"TableName": table}),
+    ]
+    seen = []
+    for op, payload in calls:
+        if op == "PutItem" and len(seen) == 2:
+            ddb(srv).get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+        st, headers, out = raw_call(srv, op, payload)
+        assert "x-amz-crc32" in headers, (op, st, headers)
+        assert int(headers["x-amz-crc32"]) == zlib.crc32(out), (op, st, out[:200])
+        seen.append((op, st))
+    assert [s for _, s in seen[:6]] == [200] * 6, seen
+    assert all(s == 400 for _, s in seen[6:9]), seen
+    # The rewritten answer names cairn's account, not the upstream's.
+    st, _, out = raw_call(srv, "DescribeTable", {"TableName": "ddb-crc-missing"})
+    assert st == 400
+
+
+def records_under(srv, prefix, trail):
+    srv.flush(trail)
+    s3 = srv.client("s3")
+    out = []
+    for o in s3.list_objects_v2(Bucket=LOGS, Prefix=prefix).get("Contents", []):
+        if "/CloudTrail/" in o["Key"]:
+            out += json.loads(gzip.decompress(s3.get_object(Bucket=LOGS, Key=o["Key"])["Body"].read()))["Records"]
+    return out
+
+
+def make_table(c, name):
+    try:
+        c.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                       AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                       KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    except ClientError as e:
+        assert e.response["Error"]["Code"] == "ResourceInUseException"
+    c.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+
+
+def test_batch_and_transaction_calls_list_every_table_they_touch(moto_setup):
+    srv, _ = moto_setup
+    c = ddb(srv)
+    other = "ddb-other"
+    for t in (AUDITED, other):
+        make_table(c, t)
+    c.batch_write_item(RequestItems={
+        AUDITED: [{"PutRequest": {"Item": {"pk": {"S": "b1"}, "v": {"S": f"{SENTINEL}-bw"}}}}],
+        other: [{"PutRequest": {"Item": {"pk": {"S": "b2"}}}}]})
+    got = c.batch_get_item(RequestItems={AUDITED: {"Keys": [{"pk": {"S": "b1"}}]},
+                                         other: {"Keys": [{"pk": {"S": "b2"}}]}})
+    assert {t: len(v) for t, v in got["Responses"].items()} == {AUDITED: 1, other: 1}
+    c.execute_transaction(TransactStatements=[
+        {"Statement": f"UPDATE \"{AUDITED}\" SET v = ? WHERE pk = 'b1'", "Parameters": [{"S": f"{SENTINEL}-xt"}]},
+        {"Statement": f"UPDATE \"{other}\" SET v = ? WHERE pk = 'b2'", "Parameters": [{"S": f"{SENTINEL}-xt2"}]}])
+    c.batch_execute_statement(Statements=[
+        {"Statement": f"SELECT * FROM \"{AUDITED}\" WHERE pk = ?", "Parameters": [{"S": "b1"}]},
+        {"Statement": f"SELECT * FROM \"{other}\" WHERE pk = ?", "Parameters": [{"S": "b2"}]}])
+    records, text = delivered(srv)
+    data = [r for r in records if r.get("eventCategory") == "Data"]
+    both = {arn(AUDITED), arn(other)}
+    for name, read in (("BatchWriteItem", False), ("BatchGetItem", True), ("ExecuteTransaction", False),
+                       ("BatchExecuteStatement", True)):
+        rs = [r for r in data if r["eventName"] == name and "errorCode" not in r
+              and {x["ARN"] for x in r["resources"]} == both]
+        assert len(rs) == 1, (name, [(r["eventName"], r.get("resources")) for r in data if r["eventName"] == name])
+        assert rs[0]["readOnly"] is read, rs[0]
+    assert_nowhere(srv, text)
+
+
+def test_advanced_selectors_choose_dynamodb_data_events_by_arn_prefix_read_only_and_name(moto_setup):
+    srv, _ = moto_setup
+    c = ddb(srv)
+    make_table(c, AUDITED)
+    ct = srv.client("cloudtrail")
+    ct.create_trail(Name="ddb-advanced", S3BucketName=LOGS, S3KeyPrefix="adv")
+    ct.put_event_selectors(TrailName="ddb-advanced", AdvancedEventSelectors=[{"Name": "ddb writes", "FieldSelectors": [
+        {"Field": "eventCategory", "Equals": ["Data"]},
+        {"Field": "resources.type", "Equals": ["AWS::DynamoDB::Table"]},
+        {"Field": "resources.ARN", "StartsWith": ["arn:aws:dynamodb"]},
+        {"Field": "readOnly", "Equals": ["false"]},
+        {"Field": "eventName", "NotEquals": ["DeleteItem"]}]}])
+    ct.start_logging(Name="ddb-advanced")
+    c.put_item(TableName=AUDITED, Item={"pk": {"S": "adv"}})
+    c.get_item(TableName=AUDITED, Key={"pk": {"S": "adv"}})
+    c.update_item(TableName=AUDITED, Key={"pk": {"S": "adv"}}, UpdateExpression="SET n = :v",
+                  ExpressionAttributeValues={":v": {"N": "1"}})
+    c.delete_item(TableName=AUDITED, Key={"pk": {"S": "adv"}})
+    c.describe_table(TableName=AUDITED)
+    recs = records_under(srv, "adv/AWSLogs/", "ddb-advanced")
+    ddb_recs = [r for r in recs if r["eventSource"] == "dynamodb.amazonaws.com"]
+    assert sorted(r["eventName"] for r in ddb_recs) == ["PutItem", "UpdateItem"], \
+        [(r["eventName"], r.get("eventCategory")) for r in ddb_recs]
+    assert all(r["eventCategory"] == "Data" and r["readOnly"] is False for r in ddb_recs)
+    ct.stop_logging(Name="ddb-advanced")
+    ct.delete_trail(Name="ddb-advanced")
