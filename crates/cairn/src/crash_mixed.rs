@@ -30,6 +30,8 @@ pub const PROXY_BUCKET: &str = "crash-proxied";
 /// trails per region; the main trail is one).
 const SIDE_TRAILS: usize = 3;
 const PART: usize = 5 << 20;
+/// Objects a worker keeps before it only deletes.
+const LIVE_OBJECTS: usize = 48;
 
 /// What became of one request.
 #[derive(Debug, Clone)]
@@ -244,11 +246,15 @@ pub fn s3_worker(load: Arc<Load>, bucket: &'static str, wid: usize, seed: u64) {
     let mut n = 0u64;
     while !load.stopped() {
         n += 1;
-        if n.is_multiple_of(12) {
-            if let Err(e) = multipart(&load, &c, bucket, &format!("mp{wid}/{n}")) {
-                return load.fail(format!("multipart upload in {bucket}: {e:#}"));
+        // Deletes keep what the load stores bounded (a long run would fill the disk).
+        if live.len() < LIVE_OBJECTS && n.is_multiple_of(12) {
+            let key = format!("mp{wid}/{n}");
+            match multipart(&load, &c, bucket, &key) {
+                Ok(true) => live.push(key),
+                Ok(false) => {}
+                Err(e) => return load.fail(format!("multipart upload in {bucket}: {e:#}")),
             }
-        } else if n.is_multiple_of(4) && !live.is_empty() {
+        } else if (n.is_multiple_of(4) || live.len() >= LIVE_OBJECTS) && !live.is_empty() {
             let key = live.swap_remove(rng.gen_range(0..live.len()));
             let effect = Effect::Deleted {
                 bucket: bucket.into(),
@@ -284,8 +290,8 @@ pub fn s3_worker(load: Arc<Load>, bucket: &'static str, wid: usize, seed: u64) {
 }
 
 /// One multipart upload (a 5 MiB part and a small one), every step sent again until it is
-/// answered.
-fn multipart(load: &Load, c: &Client, bucket: &str, key: &str) -> Result<()> {
+/// answered. Returns whether the object was made (false: the load stopped first).
+fn multipart(load: &Load, c: &Client, bucket: &str, key: &str) -> Result<bool> {
     let path = format!("/{bucket}/{key}");
     let mut interrupted = false;
     let Some((o, a)) = until_answered(
@@ -296,7 +302,7 @@ fn multipart(load: &Load, c: &Client, bucket: &str, key: &str) -> Result<()> {
         || s3_msg(c, "POST", &path, "uploads=", b""),
         &mut interrupted,
     ) else {
-        return Ok(());
+        return Ok(false);
     };
     if !matches!(o, Outcome::Acked(_)) {
         bail!("CreateMultipartUpload answered {}", a.status);
@@ -320,7 +326,7 @@ fn multipart(load: &Load, c: &Client, bucket: &str, key: &str) -> Result<()> {
             || s3_msg(c, "PUT", &path, &query, p),
             &mut interrupted,
         ) else {
-            return Ok(());
+            return Ok(false);
         };
         if !matches!(o, Outcome::Acked(_)) {
             bail!(
@@ -364,7 +370,7 @@ fn multipart(load: &Load, c: &Client, bucket: &str, key: &str) -> Result<()> {
                 interrupted = true;
                 complete_cut = true;
                 if load.stopped() {
-                    return Ok(());
+                    return Ok(false);
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -400,7 +406,7 @@ fn multipart(load: &Load, c: &Client, bucket: &str, key: &str) -> Result<()> {
             .interrupted_uploads_finished
             .fetch_add(1, Ordering::Relaxed);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// CreateUser, then PutUserPolicy on each user created, until the load stops.
