@@ -2,7 +2,7 @@
 //! selectors, CloudTrail Lake channels. A small embedded table of JSON values.
 
 use crate::protocol::ApiError;
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::Path;
@@ -55,11 +55,31 @@ impl Meta {
 
     /// Deletes every key of `keys` in one transaction: all go, or (after a crash) none.
     pub fn delete_all(&self, keys: &[&str]) -> Result<(), ApiError> {
+        self.delete_all_under(keys, "")
+    }
+
+    /// Deletes `keys` and, when `prefix` is not empty, every key starting with it, in one
+    /// transaction.
+    pub fn delete_all_under(&self, keys: &[&str], prefix: &str) -> Result<(), ApiError> {
         let tx = self.db.begin_write().map_err(ApiError::internal)?;
         {
             let mut t = tx.open_table(META).map_err(ApiError::internal)?;
             for key in keys {
                 t.remove(*key).map_err(ApiError::internal)?;
+            }
+            if !prefix.is_empty() {
+                let under: Vec<String> = t
+                    .range(prefix..)
+                    .map_err(ApiError::internal)?
+                    .map_while(|e| {
+                        e.ok()
+                            .map(|(k, _)| k.value().to_string())
+                            .filter(|k| k.starts_with(prefix))
+                    })
+                    .collect();
+                for key in under {
+                    t.remove(key.as_str()).map_err(ApiError::internal)?;
+                }
             }
         }
         tx.commit().map_err(ApiError::internal)

@@ -21,7 +21,10 @@ pub fn create(path: &Path) -> Result<Database, DatabaseError> {
 /// [`create`] with `builder`'s settings (cache size, …).
 pub fn create_with(builder: &Builder, path: &Path) -> Result<Database, DatabaseError> {
     match std::fs::metadata(path) {
-        Ok(_) => return builder.create(path),
+        // An empty file never held data (an older binary's creation cut short before its
+        // first write): built again like a missing one, not in place.
+        Ok(m) if m.len() > 0 => return builder.create(path),
+        Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err(e)),
     }
@@ -94,6 +97,17 @@ mod tests {
             r.open_table(T).unwrap().get("a").unwrap().unwrap().value(),
             1
         );
+    }
+
+    #[test]
+    fn an_empty_file_is_built_again_under_a_temporary_name() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.redb");
+        std::fs::write(&p, b"").unwrap();
+        let db = create(&p).unwrap();
+        let w = db.begin_write().unwrap();
+        w.open_table(T).unwrap().insert("a", 2).unwrap();
+        w.commit().unwrap();
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub const PROXY_BUCKET: &str = "crash-proxied";
 /// trails per region; the main trail is one).
 const SIDE_TRAILS: usize = 3;
 const PART: usize = 5 << 20;
+/// Worker threads of the mixed load, at most (three S3, IAM, trails).
+const WORKERS_MAX: u64 = 5;
 /// Objects a worker keeps before it only deletes.
 const LIVE_OBJECTS: usize = 48;
 
@@ -559,9 +561,14 @@ enum Want {
 
 /// Reads back every effect through the running server. Returns the problems found and a
 /// summary line per kind.
-pub fn check_effects(c: &Client, ledger: &Ledger, started_ms: i64) -> Result<Vec<String>> {
+pub fn check_effects(
+    c: &Client,
+    ledger: &Ledger,
+    started_ms: i64,
+) -> Result<(Vec<String>, Finals)> {
     let entries = ledger.entries.lock().unwrap_or_else(|p| p.into_inner());
     let mut problems = Vec::new();
+    let mut finals = Finals::default();
     let mut objects: BTreeMap<(String, String), Want> = BTreeMap::new();
     let mut users: BTreeMap<String, Want> = BTreeMap::new();
     let mut policies: BTreeMap<String, Want> = BTreeMap::new();
@@ -649,6 +656,9 @@ pub fn check_effects(c: &Client, ledger: &Ledger, started_ms: i64) -> Result<Vec
                 have.as_deref().unwrap_or("nothing")
             ));
         }
+        finals
+            .present
+            .insert(format!("{bucket}/{key}"), have.is_some());
     }
     for (user, want) in &users {
         let a = c.exchange(&iam_msg(
@@ -663,6 +673,7 @@ pub fn check_effects(c: &Client, ledger: &Ledger, started_ms: i64) -> Result<Vec
         if exists != matches!(want, Want::Present(_)) && !matches!(want, Want::Maybe(_)) {
             problems.push(format!("user {user}: want {want:?}, exists {exists}"));
         }
+        finals.present.insert(format!("user {user}"), exists);
     }
     for (user, want) in &policies {
         let a = c.exchange(&iam_msg(
@@ -693,10 +704,17 @@ pub fn check_effects(c: &Client, ledger: &Ledger, started_ms: i64) -> Result<Vec
         if !ok {
             problems.push(format!("policy of {user}: want {want:?}, have {have:?}"));
         }
+        finals
+            .present
+            .insert(format!("policy {user}"), have.is_some());
     }
     for (trail, want) in &trails {
         let st = c.cloudtrail("GetTrailStatus", &json!({ "Name": trail }));
-        let exists = st.is_ok();
+        let exists = match &st {
+            Ok(_) => true,
+            Err(e) if e.to_string().contains("(TrailNotFoundException)") => false,
+            Err(e) => bail!("GetTrailStatus {trail}: {e:#}"),
+        };
         if exists != matches!(want, Want::Present(_)) && !matches!(want, Want::Maybe(_)) {
             problems.push(format!("trail {trail}: want {want:?}, exists {exists}"));
         }
@@ -731,17 +749,126 @@ pub fn check_effects(c: &Client, ledger: &Ledger, started_ms: i64) -> Result<Vec
         users.len(),
         trails.len()
     );
-    Ok(problems)
+    Ok((problems, finals))
+}
+
+/// What the end state holds, by what names it: `bucket/key`, `user NAME`, `policy NAME`.
+#[derive(Default)]
+pub struct Finals {
+    pub present: BTreeMap<String, bool>,
+}
+
+/// What a delivered record of PutObject, DeleteObject, CompleteMultipartUpload, CreateUser
+/// or PutUserPolicy names (as [`Finals`] does): (operation, what).
+pub fn named(r: &Value) -> Option<(String, String)> {
+    let name = r["eventName"].as_str()?;
+    let p = &r["requestParameters"];
+    let what = match name {
+        "PutObject" | "DeleteObject" | "CompleteMultipartUpload" => {
+            format!("{}/{}", p["bucketName"].as_str()?, p["key"].as_str()?)
+        }
+        "CreateUser" => format!("user {}", p["userName"].as_str()?),
+        "PutUserPolicy" => format!("policy {}", p["userName"].as_str()?),
+        _ => return None,
+    };
+    Some((name.to_string(), what))
 }
 
 /// Checks each ledger request against the delivered records (request id → the `errorCode` of
-/// each record with that id).
+/// each record with that id), and every effect against its success records (`successes`:
+/// (operation, what it names) → how many records say it succeeded): an effect that is there
+/// has one (`unknowns`: records of requests cut by a crash whose outcome is unknown count
+/// too), for unanswered requests as well; one that is not there has no success record.
 pub fn check_events(
     ledger: &Ledger,
     delivered: &HashMap<String, Vec<Option<String>>>,
+    successes: &HashMap<(String, String), usize>,
+    unknowns: &HashMap<(String, String), usize>,
+    finals: &Finals,
+    kills: u32,
 ) -> Vec<String> {
     let entries = ledger.entries.lock().unwrap_or_else(|p| p.into_inner());
     let mut problems = Vec::new();
+    // Per object: whether its put, its delete, its multipart completion was attempted.
+    let mut attempted: BTreeMap<String, (bool, bool, bool)> = BTreeMap::new();
+    for e in entries.iter() {
+        if matches!(e.outcome, Outcome::NotSent) {
+            continue;
+        }
+        let op = e.op.split(' ').next().unwrap_or_default();
+        if let Effect::Object { bucket, key, .. } | Effect::Deleted { bucket, key } = &e.effect {
+            let a = attempted.entry(format!("{bucket}/{key}")).or_default();
+            match op {
+                "PutObject" => a.0 = true,
+                "DeleteObject" => a.1 = true,
+                "CompleteMultipartUpload" => a.2 = true,
+                _ => {}
+            }
+        }
+    }
+    let count = |op: &str, what: &str| {
+        successes
+            .get(&(op.to_string(), what.to_string()))
+            .copied()
+            .unwrap_or(0)
+    };
+    let maybe = |op: &str, what: &str| {
+        unknowns
+            .get(&(op.to_string(), what.to_string()))
+            .copied()
+            .unwrap_or(0)
+    };
+    // An effect that is there has its record: a success, or "outcome unknown" (a request a
+    // crash cut between its intent and its outcome). A success on record for an effect that
+    // is not there is what an audit trail must never say.
+    let mut lies = Vec::new();
+    for (what, (put, del, complete)) in &attempted {
+        let present = finals.present.get(what).copied().unwrap_or(false);
+        let (puts, dels, completes) = (
+            count("PutObject", what),
+            count("DeleteObject", what),
+            count("CompleteMultipartUpload", what),
+        );
+        let made = puts + completes;
+        let maybe_made = maybe("PutObject", what) + maybe("CompleteMultipartUpload", what);
+        let maybe_del = maybe("DeleteObject", what);
+        let attempted_ok =
+            (*put || puts == 0) && (*complete || completes == 0) && (*del || dels == 0);
+        if !attempted_ok || puts > 1 || dels > 1 {
+            problems.push(format!(
+                "{what}: success records PutObject {puts}, CompleteMultipartUpload {completes}, DeleteObject {dels} for what was sent"
+            ));
+        } else if present && made + maybe_made == 0 {
+            problems.push(format!(
+                "{what}: there, but no record of its making (DeleteObject {dels})"
+            ));
+        } else if (present && dels > 0) || (!present && made > 0 && dels == 0 && maybe_del == 0) {
+            lies.push(what.clone());
+        }
+    }
+    for (what, present) in &finals.present {
+        let op = match what.split(' ').next() {
+            Some("user") => "CreateUser",
+            Some("policy") => "PutUserPolicy",
+            _ => continue,
+        };
+        let n = count(op, what);
+        if n > 1 || (*present && n + maybe(op, what) == 0) {
+            problems.push(format!(
+                "{what}: present {present}, {n} {op} success records"
+            ));
+        } else if !*present && n == 1 {
+            lies.push(what.clone());
+        }
+    }
+    println!(
+        "recorded as done, not there  {} {:?}",
+        lies.len(),
+        lies.iter().take(5).collect::<Vec<_>>()
+    );
+    for what in &lies {
+        problems.push(format!("{what}: a success on record for what is not there"));
+    }
     let (mut acked, mut refused, mut unknown) = (0u64, 0u64, 0u64);
     for e in entries.iter() {
         match &e.outcome {
@@ -775,6 +902,16 @@ pub fn check_events(
         "mixed requests        {acked} acknowledged, {refused} refused, {unknown} unanswered; {} interrupted multipart uploads finished",
         ledger.interrupted_uploads_finished.load(Ordering::Relaxed)
     );
+    // A kill cuts at most one request of each worker; more unanswered ones mean the server
+    // failed to answer without being killed.
+    if unknown > u64::from(kills) * WORKERS_MAX {
+        problems.push(format!(
+            "{unknown} requests unanswered for {kills} kills: the server hangs or drops answers"
+        ));
+    }
+    if acked == 0 {
+        problems.push("no request of the mixed load was acknowledged".into());
+    }
     problems
 }
 

@@ -409,7 +409,7 @@ pub fn harness(a: CrashTestArgs) -> Result<i32> {
         .map(|l| format!("{l} (while running)"))
         .collect();
     c.cloudtrail("CairnFlushTrail", &json!({"Name": TRAIL}))?;
-    let mut problems = crash_mixed::check_effects(&c, &mixed.ledger, started_ms)?;
+    let (mut problems, finals) = crash_mixed::check_effects(&c, &mixed.ledger, started_ms)?;
     println!(
         "LookupEvents probes    {lookup_checks} events answered before a kill, all again after it"
     );
@@ -422,6 +422,7 @@ pub fn harness(a: CrashTestArgs) -> Result<i32> {
         retries.load(Ordering::Relaxed),
         &live_lag,
         &mixed.ledger,
+        &finals,
         &mut problems,
     )?;
     if verdict == 0 && a.data_dir.is_none() {
@@ -452,6 +453,7 @@ fn lagging_consumers(dir: &Path, end: u64, part: u64) -> Result<Vec<String>> {
     Ok(lagging)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check(
     tmp: &Path,
     ledger: &Path,
@@ -459,6 +461,7 @@ fn check(
     retries: u64,
     live_lag: &[String],
     mixed: &crash_mixed::Ledger,
+    finals: &crash_mixed::Finals,
     problems: &mut Vec<String>,
 ) -> Result<i32> {
     let mut acked: HashMap<String, String> = HashMap::new();
@@ -478,6 +481,11 @@ fn check(
     let mut delivered: HashMap<String, Vec<String>> = HashMap::new();
     // requestID → the errorCode of each record with it (the mixed load's requests).
     let mut by_request: HashMap<String, Vec<Option<String>>> = HashMap::new();
+    // (operation, what it names) → records saying it succeeded; how often each request id of
+    // those operations was delivered.
+    let mut successes: HashMap<(String, String), usize> = HashMap::new();
+    let mut unknowns: HashMap<(String, String), usize> = HashMap::new();
+    let mut load_ids: HashMap<String, usize> = HashMap::new();
     let logs = cairn_store::list_all(&store, BUCKET, &format!("AWSLogs/{ACCOUNT}/CloudTrail/"))?;
     for o in &logs {
         let body = store.get(BUCKET, &o.key)?.body;
@@ -491,6 +499,18 @@ fn check(
                         .entry(id.to_string())
                         .or_default()
                         .push(r["errorCode"].as_str().map(str::to_string));
+                }
+                if let Some(named) = crash_mixed::named(r) {
+                    *load_ids
+                        .entry(r["requestID"].as_str().unwrap_or_default().to_string())
+                        .or_default() += 1;
+                    if r["errorCode"].is_null() {
+                        *successes.entry(named).or_default() += 1;
+                    } else if r["errorMessage"].as_str().is_some_and(|m| {
+                        m.starts_with("cairn stopped before this request's outcome was known")
+                    }) {
+                        *unknowns.entry(named).or_default() += 1;
+                    }
                 }
                 continue;
             }
@@ -573,7 +593,17 @@ fn check(
     if strict.exit_code != 0 {
         print!("{}", strict.stderr());
     }
-    problems.extend(crash_mixed::check_events(mixed, &by_request));
+    problems.extend(crash_mixed::check_events(
+        mixed,
+        &by_request,
+        &successes,
+        &unknowns,
+        finals,
+        kills,
+    ));
+    for (id, n) in load_ids.iter().filter(|(_, n)| **n > 1) {
+        problems.push(format!("request {id} delivered {n} times"));
+    }
     println!("mixed load problems   {}", problems.len());
     for p in problems.iter().take(20) {
         println!("  {p}");

@@ -219,7 +219,8 @@ pub(super) fn flush(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Answer {
         log_files: None,
         digest_files: None,
     })?;
-    ctx.defer(
+    // The flush delivers its own call, as before it.
+    ctx.defer_event_first(
         Box::new(move || {
             let rep = engine.flush().map_err(ApiError::internal)?;
             let done = Flushed {

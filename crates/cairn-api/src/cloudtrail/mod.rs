@@ -326,7 +326,7 @@ pub(crate) fn map_trail_error(e: cairn_trail::TrailError) -> ApiError {
 /// ends. The commit waits until the engine applied it (callers read their own writes).
 pub(crate) fn defer_command(ctx: &mut Ctx<'_>, cmd: TrailCommand) {
     let engine = ctx.api.engine.clone();
-    ctx.defer(
+    ctx.defer_event_first(
         Box::new(move || {
             let seq = engine.command(cmd).map_err(map_trail_error)?;
             engine.apply_through(seq).map_err(ApiError::internal)?;

@@ -92,6 +92,10 @@ pub type EffectFn = Box<
 pub struct Deferred {
     pub commit: CommitFn,
     pub abort: Option<AbortFn>,
+    /// The request's final record is journaled before this change, not an intent before and
+    /// the outcome after it: for trail commands, whose trail must deliver the event that
+    /// changes it (a StopLogging is delivered by the trail it stops).
+    pub event_first: bool,
 }
 
 /// A handler's view of one authenticated request.
@@ -150,7 +154,21 @@ impl<'a> Ctx<'a> {
 
     /// Defers a change until the request's event is durable (see [`Deferred`]).
     pub fn defer(&mut self, commit: CommitFn, abort: Option<AbortFn>) {
-        self.deferred.push(Deferred { commit, abort });
+        self.deferred.push(Deferred {
+            commit,
+            abort,
+            event_first: false,
+        });
+    }
+
+    /// As [`Ctx::defer`], with the request's final record journaled before the change (see
+    /// [`Deferred::event_first`]).
+    pub fn defer_event_first(&mut self, commit: CommitFn, abort: Option<AbortFn>) {
+        self.deferred.push(Deferred {
+            commit,
+            abort,
+            event_first: true,
+        });
     }
 
     /// Registers an effect outside cairn (a write to an upstream): the request's record is

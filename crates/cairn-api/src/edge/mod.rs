@@ -538,6 +538,43 @@ async fn finish(
     if result.is_ok() {
         with.extend(after.carried);
     }
+    // Changes made after the event is durable: the event is journaled as an intent first and
+    // its outcome after the changes, so a crash or a failed commit in between never leaves a
+    // success on record for a change that was not made (a crash is resolved as "outcome
+    // unknown" at the next start). The crash test of `cairn serve` found PutObject events
+    // recorded as successes for objects a kill kept from being committed.
+    if result.is_ok()
+        && !after.deferred.is_empty()
+        && !after.deferred.iter().any(|d| d.event_first)
+        && with.is_empty()
+        && after.carried_ids.is_none()
+    {
+        let reply = match api.record_pending(&rec).await {
+            Err(e) => {
+                for d in after.deferred {
+                    if let Some(a) = d.abort {
+                        a();
+                    }
+                }
+                protocol::error_reply(protocol, &e, request_id, head)
+            }
+            Ok(pending) => {
+                let result = commit_deferred(after.deferred, result, label).await;
+                if let Err(e) = &result {
+                    rec.error_code = Some(e.code.clone());
+                    rec.error_message = Some(e.message.clone());
+                    rec.response_elements = None;
+                }
+                match (api.record_resolved(pending, &rec).await, result) {
+                    (Ok(()), Ok(r)) => r,
+                    (Ok(()), Err(e)) | (Err(e), _) => {
+                        protocol::error_reply(protocol, &e, request_id, head)
+                    }
+                }
+            }
+        };
+        return answer(api, reply, protocol, request_id, started, label);
+    }
     let recorded = match after.carried_ids {
         // Audit events with their id mark: journaled in a task of its own, so a client that
         // goes away cannot leave the batch's outcome unknown to the idempotency index.

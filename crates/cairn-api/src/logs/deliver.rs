@@ -286,12 +286,13 @@ impl CwDelivery {
         let (applied, trails) = self.api.engine.trails_at();
         let targets = self.targets(trails);
         let mut positions = self.positions()?;
-        // New targets start at the journal's end; trails that lost their log group forget
-        // their position (and status).
+        // New targets start where the state they were found in was taken (every event after
+        // it is theirs to judge); trails that lost their log group forget their position
+        // (and status).
         let mut changes = Vec::new();
         for t in &targets {
             if !positions.contains_key(&t.trail.config.name) {
-                let p = journal.next_seq();
+                let p = applied;
                 positions.insert(t.trail.config.name.clone(), p);
                 changes.push((
                     position_key(&t.trail.config.name),

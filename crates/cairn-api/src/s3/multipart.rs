@@ -546,7 +546,7 @@ pub(super) async fn complete(
     .await?;
     super::put::defer_commit(ctx, staged, None);
     // The parts go once the object is made (a refused event leaves the upload to retry).
-    defer_discard(ctx, id, &have);
+    defer_discard(ctx, id);
     transfer(ctx, req, req.body.len() as u64, 0);
     let answer = Completed {
         location: format!("http://{}/{bucket}/{key}", req.host),
@@ -595,12 +595,11 @@ fn composite_checksum(
 }
 
 /// Defers removing an upload's records and part files until the event is durable.
-fn defer_discard(ctx: &mut Ctx<'_>, id: &str, parts: &BTreeMap<u16, Part>) {
+fn defer_discard(ctx: &mut Ctx<'_>, id: &str) {
     let (meta, files, id) = (ctx.api.meta.clone(), PartFiles::of(ctx.api), id.to_string());
-    let numbers: Vec<u16> = parts.keys().copied().collect();
     ctx.defer(
         Box::new(move || {
-            discard_upload(&meta, &files, &id, &numbers)?;
+            discard_upload(&meta, &files, &id)?;
             Ok(Committed::default())
         }),
         None,
@@ -610,8 +609,7 @@ fn defer_discard(ctx: &mut Ctx<'_>, id: &str, parts: &BTreeMap<u16, Part>) {
 /// DELETE /bucket/key?uploadId=ID
 pub(super) fn abort(ctx: &mut Ctx<'_>, req: &S3Request, i: PartInput) -> Result<Reply, ApiError> {
     load(ctx, &i.upload_id, &req.bucket, req.object_key())?;
-    let parts: BTreeMap<u16, Part> = parts_of(ctx, &i.upload_id)?.into_iter().collect();
-    defer_discard(ctx, &i.upload_id, &parts);
+    defer_discard(ctx, &i.upload_id);
     Ok(empty(204))
 }
 

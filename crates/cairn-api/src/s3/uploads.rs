@@ -162,10 +162,14 @@ fn sweep_orphans(meta: &crate::meta::Meta, files: &PartFiles) -> Result<usize, A
     if idle.is_empty() {
         return Ok(0);
     }
-    let live: std::collections::HashSet<String> =
-        uploads(meta)?.into_iter().map(|(id, _)| id).collect();
+    // Every upload record counts, even one that no longer parses.
+    let live: std::collections::HashSet<String> = meta
+        .scan::<serde_json::Value>("upload/")?
+        .into_iter()
+        .filter_map(|(k, _)| k["upload/".len()..].split('/').next().map(str::to_string))
+        .collect();
     let mut n = 0;
-    for d in idle.iter().filter(|d| !live.contains(*d)) {
+    for d in idle.iter().filter(|d| valid_id(d) && !live.contains(*d)) {
         tracing::info!(upload = %d, "removing the part files of an upload that no longer exists");
         files.remove_upload(d);
         n += 1;
@@ -277,14 +281,12 @@ pub(super) fn discard_upload(
     meta: &crate::meta::Meta,
     files: &PartFiles,
     id: &str,
-    numbers: &[u16],
 ) -> Result<(), ApiError> {
-    // One transaction: a crash must not leave the upload with some of its parts gone (a
-    // resent CompleteMultipartUpload would then answer InvalidPart for a finished upload;
-    // the crash test of `cairn serve` found it).
-    let mut keys: Vec<String> = numbers.iter().map(|n| part_key(id, *n)).collect();
-    keys.push(upload_key(id));
-    meta.delete_all(&keys.iter().map(String::as_str).collect::<Vec<_>>())?;
+    // One transaction, with every part record there is then (a part uploaded meanwhile
+    // too): a crash must not leave the upload with some of its parts gone (a resent
+    // CompleteMultipartUpload would then answer InvalidPart for a finished upload; the crash
+    // test of `cairn serve` found it).
+    meta.delete_all_under(&[&upload_key(id)], &format!("upload/{id}/part/"))?;
     files.remove_upload(id);
     Ok(())
 }
@@ -310,13 +312,7 @@ pub fn expire_uploads(
             .min()
             .unwrap_or(api.opts.multipart_expiry_days);
         if crate::s3::lifecycle::due(up.initiated, days) <= now {
-            let numbers: Vec<u16> = api
-                .meta
-                .scan::<serde_json::Value>(&format!("upload/{id}/part/"))?
-                .into_iter()
-                .filter_map(|(k, _)| k.rsplit('/').next()?.parse().ok())
-                .collect();
-            discard_upload(&api.meta, &files, &id, &numbers)?;
+            discard_upload(&api.meta, &files, &id)?;
             n += 1;
         }
     }
@@ -326,6 +322,12 @@ pub fn expire_uploads(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LIVE: &str = "00000000000000000000000000000001";
+    const DONE: &str = "00000000000000000000000000000002";
+    const OLD_LIVE: &str = "00000000000000000000000000000003";
+    const ORPHAN: &str = "00000000000000000000000000000004";
+    const FRESH: &str = "00000000000000000000000000000005";
 
     fn age(dir: &std::path::Path, secs: u64) {
         let t = std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
@@ -350,30 +352,35 @@ mod tests {
             checksum_algorithm: None,
             system: BTreeMap::new(),
         };
-        for id in ["live", "done", "old-live"] {
+        for id in [LIVE, DONE, OLD_LIVE] {
             files.create_dir(id).unwrap();
             meta.put(&upload_key(id), &up).unwrap();
             meta.put(&part_key(id, 1), &serde_json::json!({})).unwrap();
         }
-        files.create_dir("orphan").unwrap();
-        files.create_dir("fresh-orphan").unwrap();
-        discard_upload(&meta, &files, "done", &[1]).unwrap();
+        files.create_dir(ORPHAN).unwrap();
+        files.create_dir(FRESH).unwrap();
+        // Not an upload id: never swept, however old.
+        files.create_dir("not-an-upload").unwrap();
+        age(&files.dir.join("not-an-upload"), 7200);
+        meta.put(&part_key(DONE, 2), &serde_json::json!({}))
+            .unwrap(); // uploaded meanwhile
+        discard_upload(&meta, &files, DONE).unwrap();
         assert!(meta
-            .get::<serde_json::Value>(&upload_key("done"))
+            .get::<serde_json::Value>(&upload_key(DONE))
             .unwrap()
             .is_none());
         assert!(meta
-            .get::<serde_json::Value>(&part_key("done", 1))
+            .get::<serde_json::Value>(&part_key(DONE, 1))
             .unwrap()
             .is_none());
-        for id in ["orphan", "old-live"] {
+        for id in [ORPHAN, OLD_LIVE] {
             age(&files.dir.join(id), 7200);
         }
         // Only an orphan idle for an hour goes: not a live upload, not a fresh directory
         // (an upload whose record is being committed).
         assert_eq!(sweep_orphans(&meta, &files).unwrap(), 1);
-        assert!(!files.dir.join("orphan").exists());
-        for id in ["live", "old-live", "fresh-orphan"] {
+        assert!(!files.dir.join(ORPHAN).exists());
+        for id in [LIVE, OLD_LIVE, FRESH, "not-an-upload"] {
             assert!(files.dir.join(id).exists(), "{id}");
         }
     }
