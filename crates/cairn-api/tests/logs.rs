@@ -87,14 +87,7 @@ fn retention_deletes_only_what_is_older_than_the_group_keeps() {
 fn metric_filters_turn_matching_events_into_data_points() {
     let bed = common::testbed(Arc::new(cairn_record::SystemClock), None, |_| {});
     let api = bed.api.clone();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let server = rt
-        .block_on(cairn_api::serve(api.clone(), listener, None))
-        .unwrap();
-    let addr = server.local_addr.to_string();
+    let (rt, server, addr) = common::serve(&api);
     let root = wire::Signer {
         key: &bed.key,
         secret: &bed.secret,
@@ -210,14 +203,7 @@ fn form(s: &str) -> String {
 fn events_after_a_start_logging_the_engine_has_not_applied_yet_wait_for_it() {
     let bed = common::testbed(Arc::new(cairn_record::SystemClock), None, |_| {});
     let api = bed.api.clone();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let server = rt
-        .block_on(cairn_api::serve(api.clone(), listener, None))
-        .unwrap();
-    let addr = server.local_addr.to_string();
+    let (rt, server, addr) = common::serve(&api);
     let root = wire::Signer {
         key: &bed.key,
         secret: &bed.secret,
@@ -282,4 +268,5 @@ fn events_after_a_start_logging_the_engine_has_not_applied_yet_wait_for_it() {
         out.contains(r#"\"eventName\":\"DescribeTrails\""#),
         "the DescribeTrails after StartLogging was not delivered: {out}"
     );
+    rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
 }

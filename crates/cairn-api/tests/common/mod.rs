@@ -197,3 +197,17 @@ pub fn dynamodb_target(endpoint: &str) -> cairn_api::dynamodb::Target {
         account: None,
     }
 }
+
+/// Serves `api` over HTTP on a free loopback port: the runtime it runs on, the server and
+/// its address.
+pub fn serve(api: &Arc<cairn_api::Api>) -> (tokio::runtime::Runtime, cairn_api::Server, String) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let server = rt
+        .block_on(cairn_api::serve(api.clone(), listener, None))
+        .unwrap();
+    let addr = server.local_addr.to_string();
+    (rt, server, addr)
+}
