@@ -121,6 +121,16 @@ fn upstream_creds() -> crate::aws_env::Credentials {
     }
 }
 
+/// A harness that fails midway still stops the server it started.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
