@@ -242,14 +242,7 @@ fn every_mutating_operation_of_every_service_fails_closed() {
     );
     let api = bed.api.clone();
     let multipart = api.opts.multipart_dir.clone();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let server = rt
-        .block_on(cairn_api::serve(api.clone(), listener, None))
-        .unwrap();
-    let addr = server.local_addr.to_string();
+    let (rt, server, addr) = common::serve(&api);
     let root = Signer {
         key: &bed.key,
         secret: &bed.secret,
@@ -397,22 +390,7 @@ fn every_mutating_operation_of_every_service_fails_closed() {
     let (g1, g2) = (grant(&k1), grant(&k1));
 
     // CloudWatch Logs: two groups, one with a stream.
-    let logs_call = |op: &str, body: &str| {
-        let target = format!("Logs_20140328.{op}");
-        ok(wire::signed(
-            &addr,
-            &root,
-            "POST",
-            "/",
-            "",
-            "logs",
-            &[
-                ("x-amz-target", target.as_str()),
-                ("content-type", "application/x-amz-json-1.1"),
-            ],
-            body,
-        ))
-    };
+    let logs_call = |op: &str, body: &str| ok(wire::logs_call(&addr, &root, op, body));
     logs_call(
         "CreateLogGroup",
         r#"{"logGroupName":"/g/one","tags":{"t":"v"}}"#,

@@ -93,20 +93,7 @@ fn metric_filters_turn_matching_events_into_data_points() {
         secret: &bed.secret,
     };
     let call = |op: &str, body: String| {
-        let target = format!("Logs_20140328.{op}");
-        let (st, out) = wire::signed(
-            &addr,
-            &root,
-            "POST",
-            "/",
-            "",
-            "logs",
-            &[
-                ("x-amz-target", target.as_str()),
-                ("content-type", "application/x-amz-json-1.1"),
-            ],
-            &body,
-        );
+        let (st, out) = wire::logs_call(&addr, &root, op, &body);
         assert_eq!(st, 200, "{op}: {out}");
     };
     call("CreateLogGroup", r#"{"logGroupName":"/mf"}"#.into());
@@ -208,14 +195,7 @@ fn events_after_a_start_logging_the_engine_has_not_applied_yet_wait_for_it() {
         key: &bed.key,
         secret: &bed.secret,
     };
-    let logs = |op: &str, body: &str| {
-        let target = format!("Logs_20140328.{op}");
-        let extra = [
-            ("x-amz-target", target.as_str()),
-            ("content-type", "application/x-amz-json-1.1"),
-        ];
-        wire::signed(&addr, &root, "POST", "/", "", "logs", &extra, body)
-    };
+    let logs = |op: &str, body: &str| wire::logs_call(&addr, &root, op, body);
     let acct = common::ACCOUNT;
     let garn = format!("arn:aws:logs:us-east-1:{acct}:log-group:/ct");
     let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"cloudtrail.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;

@@ -72,6 +72,16 @@ pub fn call(addr: &str, w: &Signer, op: &str, body: &str) -> (u16, String) {
     signed(addr, w, "POST", "/", "", "cloudtrail", &extra, body)
 }
 
+/// A CloudWatch Logs (awsJson 1.1) call.
+pub fn logs_call(addr: &str, w: &Signer, op: &str, body: &str) -> (u16, String) {
+    let target = format!("Logs_20140328.{op}");
+    let extra = [
+        ("x-amz-target", target.as_str()),
+        ("content-type", "application/x-amz-json-1.1"),
+    ];
+    signed(addr, w, "POST", "/", "", "logs", &extra, body)
+}
+
 /// An S3 call.
 pub fn s3_call(
     addr: &str,
