@@ -105,7 +105,9 @@ pub type UpstreamCalls = Arc<std::sync::Mutex<Vec<(String, String)>>>;
 
 /// A stand-in DynamoDB upstream on loopback: every call is answered `{}` (200), except
 /// DescribeTable, which describes the named table with partition key `pk` (as a real
-/// upstream would, in its own account `000000000000`). Returns its endpoint and every call
+/// upstream would, in its own account `000000000000`), and other calls on the tables
+/// `throttled` (400 ProvisionedThroughputExceededException), `broken` (500) and
+/// `unavailable` (503), answered as DynamoDB does (with `x-amz-crc32`). Returns its endpoint and every call
 /// it received as `(operation, body)`, DescribeTable included.
 #[allow(dead_code)]
 pub fn fake_dynamodb() -> (String, UpstreamCalls) {
@@ -124,6 +126,7 @@ pub fn fake_dynamodb() -> (String, UpstreamCalls) {
                 loop {
                     let mut target = String::new();
                     let mut len = 0usize;
+                    let mut close = false;
                     let mut line = String::new();
                     if r.read_line(&mut line).unwrap_or(0) == 0 {
                         return;
@@ -140,6 +143,7 @@ pub fn fake_dynamodb() -> (String, UpstreamCalls) {
                         if let Some((k, v)) = l.split_once(':') {
                             match k.to_ascii_lowercase().as_str() {
                                 "content-length" => len = v.trim().parse().unwrap_or(0),
+                                "connection" => close = v.trim().eq_ignore_ascii_case("close"),
                                 "x-amz-target" => {
                                     target =
                                         v.trim().trim_start_matches("DynamoDB_20120810.").into()
@@ -153,7 +157,26 @@ pub fn fake_dynamodb() -> (String, UpstreamCalls) {
                         return;
                     }
                     let body = String::from_utf8_lossy(&body).into_owned();
-                    let answer = if target == "DescribeTable" {
+                    // Item calls on these tables fail upstream as DynamoDB's do.
+                    let failing = [
+                        ("throttled", "400 Bad Request", "ProvisionedThroughputExceededException", "The level of configured provisioned throughput for the table was exceeded. Consider increasing your provisioning level with the UpdateTable API."),
+                        ("broken", "500 Internal Server Error", "InternalServerError", "Internal server error"),
+                        ("unavailable", "503 Service Unavailable", "ServiceUnavailable", "The service is unavailable"),
+                    ];
+                    let table = serde_json::from_str::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["TableName"].as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    let failure = failing
+                        .iter()
+                        .find(|f| f.0 == table && target != "DescribeTable");
+                    let status = failure.map_or("200 OK", |f| f.1);
+                    let answer = if let Some(f) = failure {
+                        format!(
+                            r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{}","message":"{}"}}"#,
+                            f.2, f.3
+                        )
+                    } else if target == "DescribeTable" {
                         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                         let t = v["TableName"].as_str().unwrap_or("t").to_string();
                         serde_json::json!({"Table": {
@@ -167,11 +190,13 @@ pub fn fake_dynamodb() -> (String, UpstreamCalls) {
                     };
                     calls.lock().unwrap().push((target, body));
                     let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n",
+                        "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.0\r\nx-amz-crc32: {}\r\nx-amzn-requestid: UPSTREAMREQUESTID\r\ncontent-length: {}\r\n\r\n",
+                        crc32fast::hash(answer.as_bytes()),
                         answer.len()
                     );
                     if w.write_all(head.as_bytes()).is_err()
                         || w.write_all(answer.as_bytes()).is_err()
+                        || close
                     {
                         return;
                     }

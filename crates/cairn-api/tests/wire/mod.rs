@@ -24,6 +24,22 @@ pub fn signed(
     extra: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
+    let (status, _, body) = signed_full(addr, w, method, path, query, service, extra, body);
+    (status, body)
+}
+
+/// [`signed`], with the answer's headers (names lowercased).
+#[allow(clippy::too_many_arguments)]
+pub fn signed_full(
+    addr: &str,
+    w: &Signer,
+    method: &str,
+    path: &str,
+    query: &str,
+    service: &str,
+    extra: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
     let sha = hex::encode(Sha256::digest(body.as_bytes()));
     let mut headers = vec![("host".to_string(), addr.to_string())];
     headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -58,8 +74,14 @@ pub fn signed(
         .nth(1)
         .and_then(|x| x.parse().ok())
         .unwrap();
-    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    (status, body.to_string())
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
 }
 
 /// A CloudTrail (awsJson) call.
