@@ -332,6 +332,12 @@ fn metrics_response(api: &Api) -> hyper::Response<Body> {
         .set(api.engine.journal().next_seq() as i64);
     m.delivery_position.set(api.engine.position() as i64);
     m.history_position.set(api.history.position() as i64);
+    if let Some(s) = api.disk.refresh() {
+        m.disk_free.set(s.free.min(i64::MAX as u64) as i64);
+        m.disk_reserve.set(s.reserve.min(i64::MAX as u64) as i64);
+    }
+    m.disk_reserve_reached.set(api.disk.reached() as i64);
+    m.disk_refused.set(api.disk.refused() as i64);
     let mut r = hyper::Response::new(full(Bytes::from(m.render())));
     r.headers_mut().insert(
         "content-type",

@@ -12,6 +12,7 @@
 //! [`cloudtrail::history`], a journal consumer that indexes management events.
 
 pub mod cloudtrail;
+pub mod disk;
 pub mod dynamodb;
 pub mod edge;
 pub mod http;
@@ -88,6 +89,12 @@ pub struct ApiOptions {
     /// The DynamoDB-compatible database DynamoDB calls go to (`None`: DynamoDB calls are
     /// answered with how to configure one).
     pub dynamodb: Option<dynamodb::Target>,
+    /// Filesystems whose free space is held to `disk_reserve` (the data directory, the
+    /// journal, multipart staging); empty watches nothing.
+    pub disk_paths: Vec<std::path::PathBuf>,
+    /// Free space kept for reads, deletes, delivery and the journal records of refused
+    /// requests ([`disk`]).
+    pub disk_reserve: disk::Reserve,
 }
 
 impl ApiOptions {
@@ -120,6 +127,8 @@ impl ApiOptions {
             multipart_expiry_days: 7,
             proxies: Default::default(),
             dynamodb: None,
+            disk_paths: Vec::new(),
+            disk_reserve: disk::Reserve::Default,
         }
     }
 }
@@ -182,6 +191,8 @@ pub struct Api {
     /// position at or below their pending entry. The `pending` journal consumer never passes
     /// the lowest, so a crash leaves every unresolved entry for [`Api::resolve_orphans`].
     pending: std::sync::Mutex<PendingSet>,
+    /// Free space held back from requests that would grow the data.
+    pub disk: disk::DiskReserve,
 }
 
 #[derive(Default)]
@@ -235,6 +246,7 @@ impl Api {
             started: chrono::Utc::now(),
             pending: std::sync::Mutex::new(PendingSet::default()),
             body_bytes_by_peer: Default::default(),
+            disk: disk::DiskReserve::new(opts.disk_paths.clone(), opts.disk_reserve),
             body_budget: Arc::new(tokio::sync::Semaphore::new(
                 opts.max_buffered_body_bytes
                     .min(tokio::sync::Semaphore::MAX_PERMITS),

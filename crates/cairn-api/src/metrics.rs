@@ -22,6 +22,10 @@ pub struct Metrics {
     pub journal_next_seq: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub delivery_position: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub history_position: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub disk_free: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub disk_reserve: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub disk_reserve_reached: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub disk_refused: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -75,7 +79,35 @@ impl Metrics {
             "Journal position the LookupEvents index has consumed",
             history_position.clone(),
         );
+        let disk_free = Gauge::default();
+        registry.register(
+            "disk_free_bytes",
+            "Free bytes on the tightest watched filesystem (data directory, journal, multipart staging)",
+            disk_free.clone(),
+        );
+        let disk_reserve = Gauge::default();
+        registry.register(
+            "disk_reserve_bytes",
+            "Free space kept back on that filesystem; below it, requests that would grow the data get 503",
+            disk_reserve.clone(),
+        );
+        let disk_reserve_reached = Gauge::default();
+        registry.register(
+            "disk_reserve_reached",
+            "1 while free space is below the reserve",
+            disk_reserve_reached.clone(),
+        );
+        let disk_refused = Gauge::default();
+        registry.register(
+            "disk_refused_requests",
+            "Requests refused with 503 for want of disk space since start",
+            disk_refused.clone(),
+        );
         Metrics {
+            disk_free,
+            disk_reserve,
+            disk_reserve_reached,
+            disk_refused,
             registry,
             requests,
             latency,

@@ -238,7 +238,12 @@ fn every_mutating_operation_of_every_service_fails_closed() {
     let bed = common::testbed(
         Arc::new(SystemClock),
         Some(Arc::new(Switch(fail.clone()))),
-        |o| o.dynamodb = Some(common::dynamodb_target(&ddb_endpoint)),
+        |o| {
+            o.dynamodb = Some(common::dynamodb_target(&ddb_endpoint));
+            // Watched, with no reserve until the reserve phase arms one.
+            o.disk_paths = vec![o.multipart_dir.clone()];
+            o.disk_reserve = cairn_api::disk::Reserve::Bytes(0);
+        },
     );
     let api = bed.api.clone();
     let multipart = api.opts.multipart_dir.clone();
@@ -298,7 +303,7 @@ fn every_mutating_operation_of_every_service_fails_closed() {
     )
     .unwrap();
     let dir = &api.iam;
-    for u in ["alice", "bob", "carol"] {
+    for u in ["alice", "bob", "carol", "eve"] {
         dir.create_user(u, None, now).unwrap();
     }
     let alice_key = dir.create_access_key("alice", now).unwrap();
@@ -729,6 +734,55 @@ fn every_mutating_operation_of_every_service_fails_closed() {
         }
     }
     fail.store(false, Ordering::SeqCst);
+
+    // With the disk at its reserve (issue 16): every case that would grow the data gets a
+    // retryable 503 naming the reserve, and nothing changed; a caller without permission
+    // gets its refusal, not a word about the disk.
+    api.disk
+        .set_reserve(cairn_api::disk::Reserve::Bytes(u64::MAX / 4));
+    let eve_key = dir.create_access_key("eve", now).unwrap();
+    let eve = Signer {
+        key: &eve_key.id,
+        secret: &eve_key.secret,
+    };
+    let (st, body) = wire::s3_call(&addr, &eve, "PUT", "/data/eve", "", "x");
+    assert_eq!(st, 403, "{body}");
+    assert!(
+        body.contains("AccessDenied") && !body.contains("reserve"),
+        "{body}"
+    );
+    let before = state(&api, &multipart, &upstream);
+    let mut held = 0;
+    for c in cases.iter().filter(|c| !cairn_api::disk::frees(c.op)) {
+        let (st, body) = send(c);
+        assert_eq!(
+            st, 503,
+            "{}:{} at the reserve answered {st}: {body}",
+            c.service, c.op
+        );
+        let code = if c.service == "s3" {
+            "SlowDown"
+        } else {
+            "ServiceUnavailable"
+        };
+        assert!(
+            body.contains(code) && body.contains("reserve"),
+            "{}:{}: {body}",
+            c.service,
+            c.op
+        );
+        assert_eq!(
+            state(&api, &multipart, &upstream),
+            before,
+            "{}:{} changed state at the disk reserve",
+            c.service,
+            c.op
+        );
+        held += 1;
+    }
+    assert!(held > 40, "only {held} cases grow the data");
+    assert!(api.disk.reached());
+    api.disk.set_reserve(cairn_api::disk::Reserve::Bytes(0));
 
     // Recovered: every case succeeds, in order.
     for c in &cases {

@@ -100,6 +100,21 @@ pub enum StoreError {
 
 impl StoreError {
     /// The S3 error code for this error.
+    /// Whether the operating system refused the write for want of space (ENOSPC, EDQUOT).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            StoreError::Io(e) => {
+                matches!(e.raw_os_error(), Some(28) | Some(122))
+                    || e.kind() == std::io::ErrorKind::StorageFull
+                    || e.kind() == std::io::ErrorKind::QuotaExceeded
+            }
+            StoreError::Db(m) | StoreError::Remote(m) => {
+                m.contains("(os error 28)") || m.contains("(os error 122)")
+            }
+            _ => false,
+        }
+    }
+
     pub fn s3_code(&self) -> &'static str {
         match self {
             StoreError::NoSuchBucket(_) => "NoSuchBucket",
@@ -112,6 +127,8 @@ impl StoreError {
             StoreError::AccessDenied(_) => "AccessDenied",
             StoreError::DeleteMarker(_) => "MethodNotAllowed",
             StoreError::KeyUnavailable(_) => "KMS.DisabledException",
+            // What a trail's LatestDeliveryError says when the store's disk is full.
+            e if e.is_no_space() => "InsufficientStorage",
             _ => "InternalError",
         }
     }

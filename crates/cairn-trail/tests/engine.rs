@@ -15,10 +15,12 @@ use std::sync::Arc;
 const ACCOUNT: &str = "111122223333";
 const BUCKET: &str = "trail-bucket";
 
-/// An embedded store whose PUTs fail while `fail` is set.
+/// An embedded store whose PUTs fail while `fail` is set (as a missing bucket), or while
+/// `full` is set (as a full disk: ENOSPC).
 struct Flaky {
     inner: EmbeddedStore,
     fail: AtomicBool,
+    full: AtomicBool,
 }
 
 impl ObjectStore for Flaky {
@@ -37,6 +39,9 @@ impl ObjectStore for Flaky {
     ) -> cairn_store::Result<ObjectInfo> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(StoreError::NoSuchBucket(b.into()));
+        }
+        if self.full.load(Ordering::SeqCst) {
+            return Err(StoreError::Io(std::io::Error::from_raw_os_error(28)));
         }
         self.inner.put(b, k, body, o)
     }
@@ -66,6 +71,7 @@ impl Env {
         let store = Arc::new(Flaky {
             inner: EmbeddedStore::open(dir.path().join("store")).unwrap(),
             fail: AtomicBool::new(false),
+            full: AtomicBool::new(false),
         });
         store.create_bucket(BUCKET).unwrap();
         let clock = ManualClock::new(Utc.with_ymd_and_hms(2025, 6, 1, 8, 3, 9).unwrap());
@@ -141,6 +147,36 @@ fn mgmt(clock: &ManualClock, name: &str) -> cairn_record::EventRecord {
         builder::root_identity(ACCOUNT, None),
         false,
     )
+}
+
+#[test]
+fn a_full_disk_is_reported_by_get_trail_status_and_delivery_resumes_when_space_returns() {
+    let env = Env::new();
+    let e = env.engine();
+    start(&e, &env.clock, validating("trl"));
+    e.append_event(&mgmt(&env.clock, "A")).unwrap();
+    e.pump().unwrap();
+    env.store.full.store(true, Ordering::SeqCst);
+    env.clock.advance(Duration::minutes(6));
+    e.pump().unwrap();
+    let st = e.trail("trl").unwrap();
+    assert_eq!(
+        st.latest_delivery_error.as_deref(),
+        Some("InsufficientStorage")
+    );
+    assert!(env.keys("CloudTrail").is_empty());
+    env.store.full.store(false, Ordering::SeqCst);
+    env.clock.advance(Duration::minutes(1));
+    e.pump().unwrap();
+    let st = e.trail("trl").unwrap();
+    assert!(st.latest_delivery_error.is_none());
+    assert_eq!(env.keys("CloudTrail").len(), 1);
+    let names: Vec<_> = env
+        .records()
+        .iter()
+        .map(|r| r["eventName"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.contains(&"A".to_string()), "{names:?}");
 }
 
 #[test]

@@ -15,6 +15,10 @@
 //! max_body_bytes = 16777216        # largest request body read whole
 //! max_object_bytes = 5368709120    # largest PutObject/UploadPart body (streamed to disk)
 //! multipart_expiry_days = 7        # incomplete multipart uploads are aborted after this
+//! disk_reserve = "default"         # free space kept on the data directory's filesystems
+//!                                  # ("512MiB", "2%", "0" = off; default: the larger of
+//!                                  # 1% and 512 MiB); below it, requests that would grow
+//!                                  # the data get 503 SlowDown / ServiceUnavailable
 //!                                  # (a bucket's AbortIncompleteMultipartUpload rule wins)
 //! max_api_body_bytes = 2097152     # largest body of a JSON/query API call
 //! max_buffered_body_bytes = 268435456  # request bodies buffered at once, all connections
@@ -95,6 +99,7 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub max_object_bytes: Option<u64>,
     pub multipart_expiry_days: Option<i64>,
+    pub disk_reserve: Option<String>,
     pub max_api_body_bytes: Option<usize>,
     pub max_buffered_body_bytes: Option<usize>,
     pub max_buffered_body_bytes_per_client: Option<usize>,

@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// http://127.0.0.1:8000 for dynalite or DynamoDB Local); overrides `[dynamodb] upstream`.
     #[arg(long)]
     pub dynamodb_upstream: Option<String>,
+    /// Free space kept on the data directory's filesystems ("512MiB", "2%", "0" = off;
+    /// default: the larger of 1% and 512 MiB); overrides `disk_reserve`.
+    #[arg(long)]
+    pub disk_reserve: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -318,6 +322,14 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     opts.part_cipher = Some(cairn_api::PartCipher(std::sync::Arc::new(
         crate::sse::SseS3::from_root(&crate::install::root_key_bytes(&a.data_dir)?),
     )));
+    if let Some(r) = a.disk_reserve.as_ref().or(file.disk_reserve.as_ref()) {
+        opts.disk_reserve = cairn_api::disk::Reserve::parse(r).map_err(anyhow::Error::msg)?;
+    }
+    opts.disk_paths = vec![
+        a.data_dir.clone(),
+        a.data_dir.join("journal"),
+        opts.multipart_dir.clone(),
+    ];
     if let Some(d) = file.multipart_expiry_days {
         if d < 1 {
             anyhow::bail!("multipart_expiry_days must be at least 1");

@@ -120,6 +120,9 @@ pub struct Ctx<'a> {
     /// An effect outside cairn, run once the record is durable as pending; its outcome
     /// becomes the answer and completes the record. (In a mutex only so `Ctx` stays `Sync`.)
     pub(super) effect: Option<std::sync::Mutex<EffectFn>>,
+    /// A request that would grow the data: its size and protocol, checked against the disk
+    /// reserve ([`crate::disk`]) at its first successful authorization.
+    pub(super) reserve: Option<(u64, crate::protocol::Protocol)>,
 }
 
 impl<'a> Ctx<'a> {
@@ -149,6 +152,7 @@ impl<'a> Ctx<'a> {
             authorized: false,
             deferred: Vec::new(),
             effect: None,
+            reserve: None,
         }
     }
 
@@ -269,6 +273,22 @@ impl<'a> Ctx<'a> {
         resource_policies: &[Policy],
     ) -> Result<(), ApiError> {
         self.authorized = true;
+        self.decide(action, resource, resource_policies)?;
+        if let Some((incoming, protocol)) = self.reserve.take() {
+            self.api
+                .disk
+                .admit(incoming)
+                .map_err(|s| s.error(protocol))?;
+        }
+        Ok(())
+    }
+
+    fn decide(
+        &mut self,
+        action: &str,
+        resource: &str,
+        resource_policies: &[Policy],
+    ) -> Result<(), ApiError> {
         if self.caller.is_root() && resource_policies.is_empty() {
             return Ok(());
         }

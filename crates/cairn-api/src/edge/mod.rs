@@ -86,6 +86,11 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
         request_id.clone(),
         &name,
     );
+    if service.mutates(&name) && !crate::disk::frees(&name) {
+        // Held to the disk reserve once authorized (an unauthorized caller learns nothing of
+        // the disk), before the handler writes anything.
+        ctx.reserve = Some((incoming_bytes(&req), protocol));
+    }
     let result = run(service, &mut ctx, &req, &name).await;
     let result = result.map_err(|e| fix_denied_protocol(e, protocol));
     let rec = build_record(&ctx, service.event_source(), &result);
@@ -229,6 +234,16 @@ fn admit(
     }
 }
 
+/// The bytes a request would add to the data: its declared body (decoded length for
+/// `aws-chunked`), or the body read.
+fn incoming_bytes(req: &HttpRequest) -> u64 {
+    let declared = |h: &str| req.header(h).and_then(|v| v.trim().parse::<u64>().ok());
+    declared("x-amz-decoded-content-length")
+        .or_else(|| declared("content-length"))
+        .unwrap_or(0)
+        .max(req.body.len() as u64)
+}
+
 /// Routes an authenticated request to its typed operation and runs it. A handler that
 /// returns without authorizing is an internal error; a request whose inputs do not parse
 /// never reaches a handler.
@@ -247,6 +262,17 @@ async fn run(
         }
     };
     let result = service.handle(ctx, op).await;
+    // A handler that authorized by its own rules (KMS key policies) is held to the reserve
+    // here, before anything it prepared is made.
+    let result = match (result, ctx.reserve.take()) {
+        (Ok(r), Some((incoming, protocol))) => ctx
+            .api
+            .disk
+            .admit(incoming)
+            .map(|_| r)
+            .map_err(|s| s.error(protocol)),
+        (r, _) => r,
+    };
     match result {
         Ok(_) if !ctx.authorized => Err(ApiError::internal(format!(
             "handler for {name} returned without authorizing"

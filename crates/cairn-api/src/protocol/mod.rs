@@ -83,7 +83,17 @@ impl ApiError {
     }
 
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
-        tracing::error!(error = %e, "internal error");
+        let text = e.to_string();
+        if crate::disk::is_no_space(&text) {
+            // Not the client's fault and not a bug: a retryable answer (issue 16).
+            tracing::warn!(error = %text, "a write failed for want of disk space");
+            return ApiError::new(
+                "ServiceUnavailable",
+                503,
+                "cairn's data volume is full; nothing was done. Retry once space is freed.",
+            );
+        }
+        tracing::error!(error = %text, "internal error");
         ApiError::new(
             "InternalFailure",
             500,
@@ -224,6 +234,16 @@ pub fn xml_escape(s: &str) -> String {
 
 /// Renders `e` in `protocol`'s error shape.
 pub fn error_reply(protocol: Protocol, e: &ApiError, request_id: &str, head: bool) -> Reply {
+    let reply = error_body_reply(protocol, e, request_id, head);
+    // A 503 is always worth retrying (a busy or full server): say when.
+    if e.status == 503 {
+        reply.header("retry-after", "1")
+    } else {
+        reply
+    }
+}
+
+fn error_body_reply(protocol: Protocol, e: &ApiError, request_id: &str, head: bool) -> Reply {
     match protocol {
         Protocol::Json => Reply {
             status: e.status,

@@ -275,6 +275,14 @@ pub fn store_error(e: StoreError, bucket: &str, key: Option<&str>) -> ApiError {
         // The body's KMS key cannot be used (disabled, pending deletion, deleted): S3 passes
         // KMS's refusal on.
         StoreError::KeyUnavailable(m) => ApiError::new("KMS.DisabledException", 400, m),
+        e if e.is_no_space() => {
+            tracing::warn!(error = %e, "a store write failed for want of disk space");
+            ApiError::new(
+                "SlowDown",
+                503,
+                "Please reduce your request rate. cairn's data volume is full; nothing was done. Retry once space is freed.",
+            )
+        }
         e => ApiError::internal(e),
     }
 }

@@ -1,0 +1,376 @@
+//! The disk reserve: free space cairn keeps for what must never fail for want of room.
+//!
+//! Requests that would grow the data (PUTs, uploads, new trails, channels' audit events: every
+//! mutating operation except those that free space) are refused with a retryable 503
+//! (`SlowDown` in S3, `ServiceUnavailable` elsewhere) once a watched filesystem's free space,
+//! less the request's body, would fall below the reserve. What stays allowed has the reserve:
+//! reads, deletes, lifecycle expirations, delivery of journaled events, and the journal
+//! records of every request (refused ones included).
+//!
+//! Free space is read with `statvfs` on every request that would grow the data (a syscall of
+//! a few microseconds), so a burst cannot run past the reserve between samples. Reaching the
+//! reserve and leaving it are each logged once.
+
+use crate::protocol::{ApiError, Protocol};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// How large the reserve is, per watched filesystem.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reserve {
+    /// The larger of 1% of the filesystem and 512 MiB (the default).
+    Default,
+    /// A fixed number of bytes (0 turns the reserve off).
+    Bytes(u64),
+    /// A share of the filesystem's size, in percent.
+    Percent(f64),
+}
+
+impl Reserve {
+    /// `"512MiB"`, `"2GiB"`, `"1048576"`, `"1%"`, or `"default"`.
+    pub fn parse(s: &str) -> Result<Reserve, String> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("default") {
+            return Ok(Reserve::Default);
+        }
+        if let Some(p) = t.strip_suffix('%') {
+            let v: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| format!("disk reserve {s:?}: not a percentage"))?;
+            if !(0.0..=50.0).contains(&v) {
+                return Err(format!("disk reserve {s:?}: between 0% and 50%"));
+            }
+            return Ok(Reserve::Percent(v));
+        }
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (n, unit) = t.split_at(split);
+        let n: u64 = n.parse().map_err(|_| {
+            format!("disk reserve {s:?}: expected bytes like 512MiB or a percentage like 1%")
+        })?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" | "K" | "KB" => 1 << 10,
+            "MiB" | "M" | "MB" => 1 << 20,
+            "GiB" | "G" | "GB" => 1 << 30,
+            "TiB" | "T" | "TB" => 1 << 40,
+            u => return Err(format!("disk reserve {s:?}: unknown unit {u:?}")),
+        };
+        n.checked_mul(mult)
+            .map(Reserve::Bytes)
+            .ok_or_else(|| format!("disk reserve {s:?}: too large"))
+    }
+
+    /// The reserve in bytes on a filesystem of `total` bytes.
+    pub fn bytes(&self, total: u64) -> u64 {
+        match *self {
+            Reserve::Default => (total / 100).max(512 << 20),
+            Reserve::Bytes(b) => b,
+            Reserve::Percent(p) => (total as f64 * p / 100.0) as u64,
+        }
+    }
+}
+
+/// One filesystem's free space as last read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// Bytes an unprivileged writer may still use.
+    pub free: u64,
+    pub reserve: u64,
+}
+
+/// The watched paths and what was last seen of them.
+pub struct DiskReserve {
+    paths: Vec<PathBuf>,
+    reserve: std::sync::RwLock<Reserve>,
+    below: AtomicBool,
+    /// The least free space over the watched paths at the last reading, and its reserve.
+    last_free: AtomicU64,
+    last_reserve: AtomicU64,
+    refused: AtomicU64,
+    /// The largest request refused since the reserve was reached.
+    wanted: AtomicU64,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone)]
+pub struct Shortfall {
+    pub path: PathBuf,
+    pub free: u64,
+    pub reserve: u64,
+    pub incoming: u64,
+}
+
+impl Shortfall {
+    /// The retryable answer: S3's `SlowDown`, elsewhere `ServiceUnavailable`; 503 either way.
+    pub fn error(&self, protocol: Protocol) -> ApiError {
+        let why = format!(
+            "cairn's data volume ({}) has {} MiB free, below its reserve of {} MiB{}; writes resume once space is freed",
+            self.path.display(),
+            self.free >> 20,
+            self.reserve >> 20,
+            if self.incoming > 0 {
+                format!(" after this request's {} bytes", self.incoming)
+            } else {
+                String::new()
+            }
+        );
+        match protocol {
+            Protocol::S3 => ApiError::new(
+                "SlowDown",
+                503,
+                format!("Please reduce your request rate. {why}"),
+            ),
+            _ => ApiError::new("ServiceUnavailable", 503, why),
+        }
+    }
+}
+
+impl DiskReserve {
+    pub fn new(paths: Vec<PathBuf>, reserve: Reserve) -> DiskReserve {
+        DiskReserve {
+            paths,
+            reserve: std::sync::RwLock::new(reserve),
+            below: AtomicBool::new(false),
+            last_free: AtomicU64::new(u64::MAX),
+            last_reserve: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            wanted: AtomicU64::new(0),
+        }
+    }
+
+    /// Watches nothing (tests that do not exercise it).
+    pub fn off() -> DiskReserve {
+        DiskReserve::new(Vec::new(), Reserve::Bytes(0))
+    }
+
+    fn read(path: &std::path::Path, reserve: Reserve) -> Option<Sample> {
+        let st = rustix::fs::statvfs(path).ok()?;
+        let unit = st.f_frsize.max(1);
+        let total = st.f_blocks.saturating_mul(unit);
+        Some(Sample {
+            free: st.f_bavail.saturating_mul(unit),
+            reserve: reserve.bytes(total),
+        })
+    }
+
+    /// Changes the reserve (tests arm and disarm it).
+    pub fn set_reserve(&self, r: Reserve) {
+        *self.reserve.write().unwrap_or_else(|p| p.into_inner()) = r;
+    }
+
+    /// Reads every watched filesystem; the tightest one (least room above its reserve).
+    pub fn sample(&self) -> Option<(PathBuf, Sample)> {
+        let reserve = *self.reserve.read().unwrap_or_else(|p| p.into_inner());
+        let mut worst: Option<(PathBuf, Sample)> = None;
+        for p in &self.paths {
+            let Some(s) = Self::read(p, reserve) else {
+                continue;
+            };
+            let room = s.free as i128 - s.reserve as i128;
+            if worst
+                .as_ref()
+                .is_none_or(|(_, w)| room < w.free as i128 - w.reserve as i128)
+            {
+                worst = Some((p.clone(), s));
+            }
+        }
+        if let Some((_, s)) = &worst {
+            self.last_free.store(s.free, Ordering::Relaxed);
+            self.last_reserve.store(s.reserve, Ordering::Relaxed);
+        }
+        worst
+    }
+
+    /// Admits a request that would grow the data by about `incoming` bytes, or says why not.
+    ///
+    /// The reserve is reached when a request is refused (its body would take the free space
+    /// below the reserve); from then on every request that would grow the data is refused,
+    /// whatever its size, until the free space would fit the last refused request above the
+    /// reserve again (so a client sees one clear state, not small writes slipping through
+    /// between refused large ones).
+    pub fn admit(&self, incoming: u64) -> Result<(), Shortfall> {
+        let Some((path, s)) = self.sample() else {
+            return Ok(());
+        };
+        self.maybe_leave(&path, s);
+        let short = s.reserve > 0
+            && (self.below.load(Ordering::Relaxed) || s.free.saturating_sub(incoming) < s.reserve);
+        if !short {
+            return Ok(());
+        }
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        self.wanted.fetch_max(incoming, Ordering::Relaxed);
+        if !self.below.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                path = %path.display(),
+                free_mib = s.free >> 20,
+                reserve_mib = s.reserve >> 20,
+                "disk reserve reached: requests that would grow the data are refused with 503 until space is freed"
+            );
+        }
+        Err(Shortfall {
+            path,
+            free: s.free,
+            reserve: s.reserve,
+            incoming,
+        })
+    }
+
+    /// Leaves the reserve once the largest request refused there would fit above it.
+    fn maybe_leave(&self, path: &std::path::Path, s: Sample) {
+        if !self.below.load(Ordering::Relaxed) {
+            return;
+        }
+        let wanted = self.wanted.load(Ordering::Relaxed);
+        if s.reserve == 0 || s.free >= s.reserve.saturating_add(wanted).max(s.reserve + 1) {
+            self.wanted.store(0, Ordering::Relaxed);
+            if self.below.swap(false, Ordering::Relaxed) {
+                // At the level of the warning it ends, so whoever saw one sees the other.
+                tracing::warn!(
+                    path = %path.display(),
+                    free_mib = s.free >> 20,
+                    reserve_mib = s.reserve >> 20,
+                    "disk reserve left: writes are accepted again"
+                );
+            }
+        }
+    }
+
+    /// Reads the filesystems again (the metrics endpoint) and notes a reserve left.
+    pub fn refresh(&self) -> Option<Sample> {
+        let (path, s) = self.sample()?;
+        self.maybe_leave(&path, s);
+        Some(s)
+    }
+
+    /// Whether the reserve was reached at the last reading.
+    pub fn reached(&self) -> bool {
+        self.below.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused for want of space since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether an operation that changes something frees space or holds it level rather than
+/// growing the data: deletes, aborts, removals, stops. Everything else that mutates is held to
+/// the reserve.
+pub fn frees(name: &str) -> bool {
+    const FREEING: &[&str] = &[
+        "Delete",
+        "Remove",
+        "Untag",
+        "Detach",
+        "Abort",
+        "Stop",
+        "Disable",
+        "Deactivate",
+        "Cancel",
+        "ScheduleKeyDeletion",
+        "Revoke",
+        "Retire",
+    ];
+    FREEING.iter().any(|p| name.starts_with(p))
+}
+
+/// Whether `error` text is the operating system saying the disk is full (ENOSPC, EDQUOT):
+/// errors from below (redb, the store) reach the edge as text.
+pub fn is_no_space(error: &str) -> bool {
+    error.contains("(os error 28)")
+        || error.contains("(os error 122)")
+        || error.contains("No space left on device")
+        || error.contains("Disk quota exceeded")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserves_parse_and_scale() {
+        assert_eq!(Reserve::parse("512MiB").unwrap(), Reserve::Bytes(512 << 20));
+        assert_eq!(Reserve::parse("0").unwrap(), Reserve::Bytes(0));
+        assert_eq!(Reserve::parse(" 2 GiB").unwrap(), Reserve::Bytes(2 << 30));
+        assert_eq!(Reserve::parse("1%").unwrap(), Reserve::Percent(1.0));
+        assert_eq!(Reserve::parse("default").unwrap(), Reserve::Default);
+        for bad in [
+            "",
+            "MiB",
+            "12 parsecs",
+            "-1",
+            "80%",
+            "x%",
+            "99999999999999999999GiB",
+        ] {
+            assert!(Reserve::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(Reserve::Default.bytes(10 << 30), 512 << 20);
+        assert_eq!(Reserve::Default.bytes(1000 << 30), 10 << 30);
+        assert_eq!(Reserve::Percent(2.0).bytes(100 << 20), 2 << 20);
+    }
+
+    #[test]
+    fn a_request_that_would_cross_the_reserve_is_refused_with_a_503() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = DiskReserve::new(vec![dir.path().into()], Reserve::Bytes(0))
+            .sample()
+            .unwrap()
+            .1
+            .free;
+        assert!(free > 1 << 20);
+        // A reserve just under what is free: a small request fits, a larger one does not.
+        let d = DiskReserve::new(vec![dir.path().into()], Reserve::Bytes(free - (1 << 20)));
+        let _ = d.admit(0);
+        let s = d.admit(64 << 20).unwrap_err();
+        assert_eq!(s.error(Protocol::S3).code, "SlowDown");
+        assert_eq!(s.error(Protocol::S3).status, 503);
+        assert_eq!(s.error(Protocol::Json).code, "ServiceUnavailable");
+        assert!(s.error(Protocol::Json).message.contains("reserve"));
+        // Once reached, every growing request is refused until the refused one would fit.
+        assert!(d.reached());
+        assert!(d.admit(0).is_err());
+        d.set_reserve(Reserve::Bytes(1 << 20));
+        assert!(d.admit(0).is_ok());
+        assert!(!d.reached());
+        // A reserve above what is free refuses everything that grows the data.
+        let full = DiskReserve::new(vec![dir.path().into()], Reserve::Bytes(u64::MAX / 2));
+        assert!(full.admit(0).is_err());
+        assert!(full.reached());
+        assert_eq!(full.refused(), 1);
+        // Nothing watched: nothing refused.
+        assert!(DiskReserve::off().admit(u64::MAX).is_ok());
+    }
+
+    #[test]
+    fn freeing_operations_are_told_apart() {
+        for n in [
+            "DeleteObject",
+            "DeleteObjects",
+            "AbortMultipartUpload",
+            "StopLogging",
+        ] {
+            assert!(frees(n), "{n}");
+        }
+        for n in [
+            "PutObject",
+            "UploadPart",
+            "CreateTrail",
+            "PutAuditEvents",
+            "CopyObject",
+            "PutLogEvents",
+            // It copies the parts into the object before they are deleted.
+            "CompleteMultipartUpload",
+        ] {
+            assert!(!frees(n), "{n}");
+        }
+        assert!(is_no_space(
+            "storage I/O error: No space left on device (os error 28)"
+        ));
+        assert!(!is_no_space(
+            "storage I/O error: Permission denied (os error 13)"
+        ));
+    }
+}
