@@ -22,9 +22,11 @@ def canonical_query(query):
     return "&".join(f"{k}={v}" for k, v in sorted(pairs))
 
 
-def send(srv, method, path, *, query="", headers=None, body=b"", payload=None, secret=None, tls_ca=None):
+def send(srv, method, path, *, query="", headers=None, body=b"", payload=None, secret=None, tls_ca=None,
+         chunked=False):
     """Signs (header SigV4, S3) and sends one request; `path` is sent and signed as given
-    (already percent-encoded). Returns (status, headers dict, body bytes)."""
+    (already percent-encoded). Returns (status, headers dict, body bytes). `chunked` sends
+    the body with `Transfer-Encoding: chunked` (1 MiB chunks) and no length."""
     now = datetime.datetime.now(datetime.timezone.utc)
     amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
     scope = f"{day}/us-east-1/s3/aws4_request"
@@ -45,8 +47,19 @@ def send(srv, method, path, *, query="", headers=None, body=b"", payload=None, s
     conn.putrequest(method, path + (f"?{query}" if query else ""), skip_host=True, skip_accept_encoding=True)
     for k, v in hs.items():
         conn.putheader(k, v)
-    conn.putheader("content-length", str(len(body)))
-    conn.endheaders(body)
+    if chunked:
+        conn.putheader("transfer-encoding", "chunked")
+        conn.endheaders()
+        try:
+            for i in range(0, len(body), 1 << 20):
+                piece = body[i:i + (1 << 20)]
+                conn.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            conn.send(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # answered (and closed) before the whole body was sent
+    else:
+        conn.putheader("content-length", str(len(body)))
+        conn.endheaders(body)
     r = conn.getresponse()
     out = (r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
     conn.close()

@@ -254,3 +254,42 @@ def test_without_a_reserve_a_full_disk_is_still_a_retryable_503_and_recovers(cai
         assert "for want of disk space" in log
     finally:
         subprocess.run(["umount", "-l", str(tmp_path)], capture_output=True)
+
+
+def test_a_body_of_undeclared_size_stops_at_the_reserve(cairn_bin, tmp_path):
+    """A PUT with `Transfer-Encoding: chunked` and no length sends 64 MiB to a volume with
+    ~45 MiB above the reserve; a check made only at the start would let it through (and
+    so would one for many bodies admitted at once). The body is written in batches, each
+    checked against the reserve: it is refused with 503 SlowDown when the volume reaches the
+    reserve, its staged file is removed, and the reserve was not eaten."""
+    from s3raw import send
+
+    mount_tmpfs(tmp_path, 96)
+    try:
+        s = CairnServer(cairn_bin, tmp_path, config=f'disk_reserve = "{RESERVE_MIB}MiB"\n[[bucket]]\nname = "{BUCKET}"\n')
+        try:
+            body = os.urandom(64 * MIB)
+            free_before = free_mib(tmp_path)
+            assert RESERVE_MIB + 30 < free_before < RESERVE_MIB + 64, free_before
+            (status, headers, text), _ = send(s, "PUT", f"/{BUCKET}/undeclared", body=body,
+                                              payload="UNSIGNED-PAYLOAD", chunked=True)
+            assert status == 503, text
+            assert b"<Code>SlowDown</Code>" in text and b"reserve" in text, text
+            assert headers.get("retry-after") == "1"
+            # Nothing of it stays: the staged body is gone (the batch being written when the
+            # reserve was reached finishes first) and the space is back.
+            deadline = time.time() + 10
+            while free_mib(tmp_path) < free_before - 2 and time.time() < deadline:
+                time.sleep(0.1)
+            assert free_mib(tmp_path) > free_before - 2, (free_before, free_mib(tmp_path))
+            c = s3(s)
+            with pytest.raises(ClientError):
+                c.head_object(Bucket=BUCKET, Key="undeclared")
+            # Space is back above the reserve's margin: writes go on.
+            c.put_object(Bucket=BUCKET, Key="after", Body=b"small")
+            log = (tmp_path / "serve.log").read_text()
+            assert log.count("disk reserve reached") == 1 and log.count("disk reserve left") == 1, log[-2000:]
+        finally:
+            s.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(tmp_path)], capture_output=True)

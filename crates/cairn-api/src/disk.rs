@@ -1,15 +1,15 @@
 //! The disk reserve: free space cairn keeps for what must never fail for want of room.
 //!
-//! Requests that would grow the data (PUTs, uploads, new trails, channels' audit events: every
-//! mutating operation except those that free space) are refused with a retryable 503
+//! Requests that would grow the data (PUTs, uploads, copies, new trails, channels' audit
+//! events: the mutating operations [`held`] names) are refused with a retryable 503
 //! (`SlowDown` in S3, `ServiceUnavailable` elsewhere) once a watched filesystem's free space,
-//! less the request's body, would fall below the reserve. What stays allowed has the reserve:
+//! less the request's declared body, would fall below the reserve; streamed bodies are checked
+//! again as they are written ([`DiskReserve::room`]). What is not held has the reserve:
 //! reads, deletes, lifecycle expirations, delivery of journaled events, and the journal
 //! records of every request (refused ones included).
 //!
-//! Free space is read with `statvfs` on every request that would grow the data (a syscall of
-//! a few microseconds), so a burst cannot run past the reserve between samples. Reaching the
-//! reserve and leaving it are each logged once.
+//! Free space is read with `statvfs` on every check (a syscall of a few microseconds).
+//! Reaching the reserve and leaving it are each logged once.
 
 use crate::protocol::{ApiError, Protocol};
 use std::path::PathBuf;
@@ -88,8 +88,12 @@ pub struct DiskReserve {
     last_free: AtomicU64,
     last_reserve: AtomicU64,
     refused: AtomicU64,
-    /// The largest request refused since the reserve was reached.
-    wanted: AtomicU64,
+}
+
+/// How far above the reserve free space must come back before writes resume once it was
+/// reached: a quarter of the reserve, at most 64 MiB.
+pub fn margin(reserve: u64) -> u64 {
+    (reserve / 4).min(64 << 20)
 }
 
 /// Why a request was refused.
@@ -104,17 +108,9 @@ pub struct Shortfall {
 impl Shortfall {
     /// The retryable answer: S3's `SlowDown`, elsewhere `ServiceUnavailable`; 503 either way.
     pub fn error(&self, protocol: Protocol) -> ApiError {
-        let why = format!(
-            "cairn's data volume ({}) has {} MiB free, below its reserve of {} MiB{}; writes resume once space is freed",
-            self.path.display(),
-            self.free >> 20,
-            self.reserve >> 20,
-            if self.incoming > 0 {
-                format!(" after this request's {} bytes", self.incoming)
-            } else {
-                String::new()
-            }
-        );
+        // The path and the figures are in the server's log, not told to clients.
+        let why =
+            "cairn's data volume is at its free-space reserve; writes resume once space is freed";
         match protocol {
             Protocol::S3 => ApiError::new(
                 "SlowDown",
@@ -135,7 +131,6 @@ impl DiskReserve {
             last_free: AtomicU64::new(u64::MAX),
             last_reserve: AtomicU64::new(0),
             refused: AtomicU64::new(0),
-            wanted: AtomicU64::new(0),
         }
     }
 
@@ -182,32 +177,29 @@ impl DiskReserve {
         worst
     }
 
-    /// Admits a request that would grow the data by about `incoming` bytes, or says why not.
+    /// Admits a request that would grow the data by about `incoming` bytes (as declared: a
+    /// client's number, so it only ever decides that one request), or says why not.
     ///
-    /// The reserve is reached when a request is refused (its body would take the free space
-    /// below the reserve); from then on every request that would grow the data is refused,
-    /// whatever its size, until the free space would fit the last refused request above the
-    /// reserve again (so a client sees one clear state, not small writes slipping through
-    /// between refused large ones).
+    /// A refusal with the volume within [`margin`] of its reserve reaches the reserve: from
+    /// then on every request that would grow the data is refused, whatever its size, until
+    /// the free space is the margin above the reserve again (a client sees one clear state,
+    /// not small writes slipping through between refused large ones). A large request
+    /// refused on a volume with room to spare changes nothing for the others.
     pub fn admit(&self, incoming: u64) -> Result<(), Shortfall> {
         let Some((path, s)) = self.sample() else {
             return Ok(());
         };
         self.maybe_leave(&path, s);
-        let short = s.reserve > 0
-            && (self.below.load(Ordering::Relaxed) || s.free.saturating_sub(incoming) < s.reserve);
-        if !short {
+        if s.reserve == 0 {
+            return Ok(());
+        }
+        let below = self.below.load(Ordering::Relaxed);
+        if !below && s.free.saturating_sub(incoming) >= s.reserve {
             return Ok(());
         }
         self.refused.fetch_add(1, Ordering::Relaxed);
-        self.wanted.fetch_max(incoming, Ordering::Relaxed);
-        if !self.below.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                path = %path.display(),
-                free_mib = s.free >> 20,
-                reserve_mib = s.reserve >> 20,
-                "disk reserve reached: requests that would grow the data are refused with 503 until space is freed"
-            );
+        if s.free < s.reserve.saturating_add(margin(s.reserve)) {
+            self.enter(&path, s);
         }
         Err(Shortfall {
             path,
@@ -217,23 +209,52 @@ impl DiskReserve {
         })
     }
 
-    /// Leaves the reserve once the largest request refused there would fit above it.
+    /// For a write under way (a streamed body, a copy): whether the volume is still above its
+    /// reserve. A body whose size was not declared, or was understated, or many admitted at
+    /// once, stop here rather than eat the reserve.
+    pub fn room(&self) -> Result<(), Shortfall> {
+        let Some((path, s)) = self.sample() else {
+            return Ok(());
+        };
+        if s.reserve == 0 || s.free >= s.reserve {
+            return Ok(());
+        }
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        self.enter(&path, s);
+        Err(Shortfall {
+            path,
+            free: s.free,
+            reserve: s.reserve,
+            incoming: 0,
+        })
+    }
+
+    fn enter(&self, path: &std::path::Path, s: Sample) {
+        if !self.below.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                path = %path.display(),
+                free_mib = s.free >> 20,
+                reserve_mib = s.reserve >> 20,
+                "disk reserve reached: requests that would grow the data are refused with 503 until space is freed"
+            );
+        }
+    }
+
+    /// Leaves the reserve once the free space is the margin above it.
     fn maybe_leave(&self, path: &std::path::Path, s: Sample) {
         if !self.below.load(Ordering::Relaxed) {
             return;
         }
-        let wanted = self.wanted.load(Ordering::Relaxed);
-        if s.reserve == 0 || s.free >= s.reserve.saturating_add(wanted).max(s.reserve + 1) {
-            self.wanted.store(0, Ordering::Relaxed);
-            if self.below.swap(false, Ordering::Relaxed) {
-                // At the level of the warning it ends, so whoever saw one sees the other.
-                tracing::warn!(
-                    path = %path.display(),
-                    free_mib = s.free >> 20,
-                    reserve_mib = s.reserve >> 20,
-                    "disk reserve left: writes are accepted again"
-                );
-            }
+        if (s.reserve == 0 || s.free >= s.reserve.saturating_add(margin(s.reserve)))
+            && self.below.swap(false, Ordering::Relaxed)
+        {
+            // At the level of the warning it ends, so whoever saw one sees the other.
+            tracing::warn!(
+                path = %path.display(),
+                free_mib = s.free >> 20,
+                reserve_mib = s.reserve >> 20,
+                "disk reserve left: writes are accepted again"
+            );
         }
     }
 
@@ -255,10 +276,13 @@ impl DiskReserve {
     }
 }
 
-/// Whether an operation that changes something frees space or holds it level rather than
-/// growing the data: deletes, aborts, removals, stops. Everything else that mutates is held to
-/// the reserve.
-pub fn frees(name: &str) -> bool {
+/// Whether a mutating operation of `service` (its signing name) is held to the reserve.
+/// Not held: what frees space or holds it level (deletes, aborts, removals, stops — a delete
+/// on a versioned bucket adds a marker of a few hundred bytes), what is needed to free it
+/// (AssumeRole: role users need sessions to delete; lifecycle and retention rules; the
+/// flush, which delivers), and DynamoDB, whose writes land in the upstream's storage (their
+/// records grow the journal no more than reads do).
+pub fn held(service: &str, name: &str) -> bool {
     const FREEING: &[&str] = &[
         "Delete",
         "Remove",
@@ -273,16 +297,22 @@ pub fn frees(name: &str) -> bool {
         "Revoke",
         "Retire",
     ];
-    FREEING.iter().any(|p| name.starts_with(p))
+    const NEEDED_TO_FREE: &[&str] = &[
+        "AssumeRole",
+        "CairnFlushTrail",
+        "PutBucketLifecycle",
+        "PutBucketLifecycleConfiguration",
+        "PutRetentionPolicy",
+    ];
+    service != "dynamodb"
+        && !FREEING.iter().any(|p| name.starts_with(p))
+        && !NEEDED_TO_FREE.contains(&name)
 }
 
 /// Whether `error` text is the operating system saying the disk is full (ENOSPC, EDQUOT):
 /// errors from below (redb, the store) reach the edge as text.
 pub fn is_no_space(error: &str) -> bool {
-    error.contains("(os error 28)")
-        || error.contains("(os error 122)")
-        || error.contains("No space left on device")
-        || error.contains("Disk quota exceeded")
+    error.contains("(os error 28)") || error.contains("(os error 122)")
 }
 
 #[cfg(test)]
@@ -320,51 +350,75 @@ mod tests {
             .unwrap()
             .1
             .free;
-        assert!(free > 1 << 20);
-        // A reserve just under what is free: a small request fits, a larger one does not.
-        let d = DiskReserve::new(vec![dir.path().into()], Reserve::Bytes(free - (1 << 20)));
-        let _ = d.admit(0);
-        let s = d.admit(64 << 20).unwrap_err();
+        assert!(free > 1 << 30, "the test needs 1 GiB free");
+        const MIB: u64 = 1 << 20;
+        // 256 MiB above the reserve: small requests fit; a 1 GiB one is refused alone, and
+        // the volume is not at its reserve (it has room for others).
+        let d = DiskReserve::new(vec![dir.path().into()], Reserve::Bytes(free - 256 * MIB));
+        assert!(d.admit(0).is_ok());
+        let s = d.admit(1 << 30).unwrap_err();
+        assert!(!d.reached());
+        assert!(d.admit(MIB).is_ok());
         assert_eq!(s.error(Protocol::S3).code, "SlowDown");
         assert_eq!(s.error(Protocol::S3).status, 503);
         assert_eq!(s.error(Protocol::Json).code, "ServiceUnavailable");
-        assert!(s.error(Protocol::Json).message.contains("reserve"));
-        // Once reached, every growing request is refused until the refused one would fit.
+        let m = s.error(Protocol::Json).message;
+        assert!(m.contains("reserve") && !m.contains(&dir.path().display().to_string()));
+        // Within the margin (64 MiB) of the reserve, a refusal reaches it: then every growing
+        // request is refused, however small, until free space is the margin above it again.
+        d.set_reserve(Reserve::Bytes(free - 16 * MIB));
+        assert!(d.admit(32 * MIB).is_err());
         assert!(d.reached());
         assert!(d.admit(0).is_err());
-        d.set_reserve(Reserve::Bytes(1 << 20));
+        assert!(
+            d.room().is_ok(),
+            "writes under way go on while above the reserve"
+        );
+        d.set_reserve(Reserve::Bytes(free - 256 * MIB));
         assert!(d.admit(0).is_ok());
         assert!(!d.reached());
-        // A reserve above what is free refuses everything that grows the data.
+        // A huge declared size decides nothing beyond its own request.
+        assert!(d.admit(u64::MAX).is_err());
+        assert!(!d.reached() && d.admit(0).is_ok());
+        // Below the reserve: everything that grows the data is refused, writes under way too.
         let full = DiskReserve::new(vec![dir.path().into()], Reserve::Bytes(u64::MAX / 2));
         assert!(full.admit(0).is_err());
         assert!(full.reached());
-        assert_eq!(full.refused(), 1);
+        assert!(full.room().is_err());
+        assert_eq!(full.refused(), 2);
         // Nothing watched: nothing refused.
         assert!(DiskReserve::off().admit(u64::MAX).is_ok());
+        assert_eq!(margin(512 * MIB), 64 * MIB);
+        assert_eq!(margin(24 * MIB), 6 * MIB);
     }
 
     #[test]
-    fn freeing_operations_are_told_apart() {
-        for n in [
-            "DeleteObject",
-            "DeleteObjects",
-            "AbortMultipartUpload",
-            "StopLogging",
+    fn what_is_held_to_the_reserve() {
+        for (svc, n) in [
+            ("s3", "DeleteObject"),
+            ("s3", "DeleteObjects"),
+            ("s3", "AbortMultipartUpload"),
+            ("s3", "PutBucketLifecycleConfiguration"),
+            ("cloudtrail", "StopLogging"),
+            ("cloudtrail", "CairnFlushTrail"),
+            ("sts", "AssumeRole"),
+            ("logs", "PutRetentionPolicy"),
+            ("dynamodb", "PutItem"),
         ] {
-            assert!(frees(n), "{n}");
+            assert!(!held(svc, n), "{svc}:{n}");
         }
-        for n in [
-            "PutObject",
-            "UploadPart",
-            "CreateTrail",
-            "PutAuditEvents",
-            "CopyObject",
-            "PutLogEvents",
+        for (svc, n) in [
+            ("s3", "PutObject"),
+            ("s3", "UploadPart"),
+            ("s3", "CopyObject"),
             // It copies the parts into the object before they are deleted.
-            "CompleteMultipartUpload",
+            ("s3", "CompleteMultipartUpload"),
+            ("cloudtrail", "CreateTrail"),
+            ("cloudtrail-data", "PutAuditEvents"),
+            ("logs", "PutLogEvents"),
+            ("iam", "CreateUser"),
         ] {
-            assert!(!frees(n), "{n}");
+            assert!(held(svc, n), "{svc}:{n}");
         }
         assert!(is_no_space(
             "storage I/O error: No space left on device (os error 28)"

@@ -273,14 +273,33 @@ impl<'a> Ctx<'a> {
         resource_policies: &[Policy],
     ) -> Result<(), ApiError> {
         self.authorized = true;
-        self.decide(action, resource, resource_policies)?;
-        if let Some((incoming, protocol)) = self.reserve.take() {
-            self.api
-                .disk
-                .admit(incoming)
-                .map_err(|s| s.error(protocol))?;
+        self.decide(action, resource, resource_policies)
+    }
+
+    /// Holds a request that would grow the data to the disk reserve ([`crate::disk`]), once:
+    /// call it after every authorization check and before writing anything.
+    pub fn check_reserve(&mut self) -> Result<(), ApiError> {
+        match self.reserve.take() {
+            Some((incoming, protocol)) => {
+                self.api.disk.admit(incoming).map_err(|s| s.error(protocol))
+            }
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Holds `bytes` more that this request will write (a copy's source, a completed
+    /// upload's parts) to the disk reserve.
+    pub fn check_reserve_for(&self, bytes: u64) -> Result<(), ApiError> {
+        self.api
+            .disk
+            .admit(bytes)
+            .map_err(|s| s.error(crate::protocol::Protocol::S3))
+    }
+
+    /// The request writes somewhere other than cairn's disk (a proxied bucket): only its
+    /// record stays here, as a read's does.
+    pub fn writes_elsewhere(&mut self) {
+        self.reserve = None;
     }
 
     fn decide(

@@ -86,9 +86,11 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
         request_id.clone(),
         &name,
     );
-    if service.mutates(&name) && !crate::disk::frees(&name) {
-        // Held to the disk reserve once authorized (an unauthorized caller learns nothing of
-        // the disk), before the handler writes anything.
+    if service.mutates(&name) && crate::disk::held(service.signing_name(), &name) {
+        // Held to the disk reserve once fully authorized (an unauthorized caller learns
+        // nothing of the disk), before anything is written: S3 checks before its dispatch
+        // (bodies are written while the handler runs), everything else after its handler
+        // (their changes wait for the event).
         ctx.reserve = Some((incoming_bytes(&req), protocol));
     }
     let result = run(service, &mut ctx, &req, &name).await;
@@ -262,16 +264,11 @@ async fn run(
         }
     };
     let result = service.handle(ctx, op).await;
-    // A handler that authorized by its own rules (KMS key policies) is held to the reserve
-    // here, before anything it prepared is made.
-    let result = match (result, ctx.reserve.take()) {
-        (Ok(r), Some((incoming, protocol))) => ctx
-            .api
-            .disk
-            .admit(incoming)
-            .map(|_| r)
-            .map_err(|s| s.error(protocol)),
-        (r, _) => r,
+    // Held to the reserve here, after the handler authorized and prepared its changes and
+    // before any is made (S3 checked before its dispatch).
+    let result = match result {
+        Ok(r) => ctx.check_reserve().map(|_| r),
+        e => e,
     };
     match result {
         Ok(_) if !ctx.authorized => Err(ApiError::internal(format!(

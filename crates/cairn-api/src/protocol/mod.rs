@@ -86,7 +86,7 @@ impl ApiError {
         let text = e.to_string();
         if crate::disk::is_no_space(&text) {
             // Not the client's fault and not a bug: a retryable answer (issue 16).
-            tracing::warn!(error = %text, "a write failed for want of disk space");
+            tracing::error!(error = %text, "a write failed for want of disk space");
             return ApiError::new(
                 "ServiceUnavailable",
                 503,

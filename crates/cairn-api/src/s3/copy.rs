@@ -241,6 +241,7 @@ pub(super) async fn copy(
         ))
         .into());
     }
+    ctx.check_reserve_for(info.size)?;
     let mut opts = PutOptions {
         content_type: info.content_type.clone(),
         content_encoding: info.content_encoding.clone(),

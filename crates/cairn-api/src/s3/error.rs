@@ -276,7 +276,7 @@ pub fn store_error(e: StoreError, bucket: &str, key: Option<&str>) -> ApiError {
         // KMS's refusal on.
         StoreError::KeyUnavailable(m) => ApiError::new("KMS.DisabledException", 400, m),
         e if e.is_no_space() => {
-            tracing::warn!(error = %e, "a store write failed for want of disk space");
+            tracing::error!(error = %e, "a store write failed for want of disk space");
             ApiError::new(
                 "SlowDown",
                 503,

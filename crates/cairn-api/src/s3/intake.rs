@@ -205,6 +205,12 @@ pub(super) async fn receive<S: Sink>(
             Ok(None) => true,
         };
         if batched >= BATCH_BYTES || (end && !batch.is_empty()) {
+            // A body of undeclared or understated size, or one of many admitted at once,
+            // stops at the disk reserve instead of eating it (its staged file is dropped).
+            ctx.api
+                .disk
+                .room()
+                .map_err(|s| s.error(crate::protocol::Protocol::S3))?;
             let (mut intake, mut sink) = match inflight.take() {
                 Some(h) => h.await.map_err(ApiError::internal)??,
                 None => ready

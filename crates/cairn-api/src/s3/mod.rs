@@ -131,6 +131,7 @@ async fn handle(ctx: &mut Ctx<'_>, call: S3Call) -> Result<Reply, ApiError> {
     match call {
         S3Call::Proxied(req, fwd) => {
             record(ctx, &req, fwd.name);
+            ctx.writes_elsewhere();
             if !ctx.caller.is_root() {
                 ctx.keys = access::request_keys(ctx, &req, fwd.name);
             }
@@ -178,6 +179,9 @@ async fn handle(ctx: &mut Ctx<'_>, call: S3Call) -> Result<Reply, ApiError> {
             if needs_bucket(name) {
                 bucket_must_exist(ctx, &req.bucket)?;
             }
+            // Every check passed: a write that would grow the data meets the disk reserve
+            // before its body is read.
+            ctx.check_reserve()?;
             dispatch(ctx, &req, op).await
         }
     }

@@ -385,9 +385,11 @@ pub(super) async fn upload_part_copy(
         .opts
         .max_object_bytes
         .min(super::intake::MAX_PUT_BYTES);
-    if range.map_or(info.size, |(a, b)| b - a + 1) > limit {
+    let copied = range.map_or(info.size, |(a, b)| b - a + 1);
+    if copied > limit {
         return Err(S3Error::EntityTooLarge.into());
     }
+    ctx.check_reserve_for(copied)?;
     let file = format!("{n:05}-{}", uuid::Uuid::new_v4().simple());
     let mut writer = PartFiles::of(ctx.api).writer(id, &file)?;
     let (source, checked) = (i.source.clone(), info.clone());
@@ -496,6 +498,8 @@ pub(super) async fn complete(
     if total > MAX_ASSEMBLED_BYTES {
         return Err(S3Error::EntityTooLarge.into());
     }
+    // The object is a copy of the parts until they are deleted.
+    ctx.check_reserve_for(total)?;
     let mut md5s = Vec::new();
     for (n, _) in &wanted {
         let raw = hex::decode(have[n].etag.trim_matches('"'))
