@@ -124,6 +124,16 @@ impl Shortfall {
 
 impl DiskReserve {
     pub fn new(paths: Vec<PathBuf>, reserve: Reserve) -> DiskReserve {
+        // One path per filesystem: every check reads each once (the data directory, journal
+        // and staging usually share one).
+        let mut seen = std::collections::HashSet::new();
+        let paths = paths
+            .into_iter()
+            .filter(|p| {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata(p).map_or(true, |m| seen.insert(m.dev()))
+            })
+            .collect();
         DiskReserve {
             paths,
             reserve: std::sync::RwLock::new(reserve),
@@ -157,6 +167,14 @@ impl DiskReserve {
     /// Reads every watched filesystem; the tightest one (least room above its reserve).
     pub fn sample(&self) -> Option<(PathBuf, Sample)> {
         let reserve = *self.reserve.read().unwrap_or_else(|p| p.into_inner());
+        if reserve == Reserve::Bytes(0) && !self.below.load(Ordering::Relaxed) {
+            // Off: requests need not read anything.
+            return None;
+        }
+        self.read_all(reserve)
+    }
+
+    fn read_all(&self, reserve: Reserve) -> Option<(PathBuf, Sample)> {
         let mut worst: Option<(PathBuf, Sample)> = None;
         for p in &self.paths {
             let Some(s) = Self::read(p, reserve) else {
@@ -260,7 +278,8 @@ impl DiskReserve {
 
     /// Reads the filesystems again (the metrics endpoint) and notes a reserve left.
     pub fn refresh(&self) -> Option<Sample> {
-        let (path, s) = self.sample()?;
+        let reserve = *self.reserve.read().unwrap_or_else(|p| p.into_inner());
+        let (path, s) = self.read_all(reserve)?;
         self.maybe_leave(&path, s);
         Some(s)
     }
@@ -346,11 +365,13 @@ mod tests {
     fn a_request_that_would_cross_the_reserve_is_refused_with_a_503() {
         let dir = tempfile::tempdir().unwrap();
         let free = DiskReserve::new(vec![dir.path().into()], Reserve::Bytes(0))
-            .sample()
+            .refresh()
             .unwrap()
-            .1
             .free;
         assert!(free > 1 << 30, "the test needs 1 GiB free");
+        // One reading per filesystem.
+        let twice = vec![dir.path().to_path_buf(), dir.path().join(".")];
+        assert_eq!(DiskReserve::new(twice, Reserve::Default).paths.len(), 1);
         const MIB: u64 = 1 << 20;
         // 256 MiB above the reserve: small requests fit; a 1 GiB one is refused alone, and
         // the volume is not at its reserve (it has room for others).
