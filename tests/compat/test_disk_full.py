@@ -293,3 +293,133 @@ def test_a_body_of_undeclared_size_stops_at_the_reserve(cairn_bin, tmp_path):
             s.stop()
     finally:
         subprocess.run(["umount", "-l", str(tmp_path)], capture_output=True)
+
+
+def test_sigkill_at_the_reserve_loses_nothing_and_every_outcome_matches_the_store(cairn_bin, tmp_path):
+    """The crash test's disk-full phase: writers PUT 1 MiB objects into a small volume kept
+    at its reserve (a deleter frees a little at a time), while `cairn serve` is SIGKILLed
+    at random moments. Afterwards: every acknowledged PUT reads back and every acknowledged
+    DELETE stayed deleted; every request the client saw answered is delivered exactly once
+    with the outcome it was answered with (no errorCode for a 2xx, SlowDown for a refusal);
+    no request is delivered twice; and the store agrees with the events: an object exists
+    if and only if a PUT of it is on record as a success (or as an unanswered request whose
+    outcome a crash left unknown) and no later DELETE of it succeeded."""
+    import hashlib
+    import random
+    import threading
+
+    from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+
+    mount_tmpfs(tmp_path, 96)
+    rng = random.Random(1616)
+    try:
+        s = CairnServer(cairn_bin, tmp_path, config=CONFIG, delivery="1s")
+        ops = []          # [kind, key, outcome, request id, sha]
+        lock = threading.Lock()
+
+        def client():
+            return boto3.client("s3", endpoint_url=s.endpoint, region_name="us-east-1",
+                                aws_access_key_id=s.key, aws_secret_access_key=s.secret,
+                                config=Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=15))
+
+        def attempt(entry, call):
+            try:
+                r = call()
+                entry[2], entry[3] = "acked", r["ResponseMetadata"]["RequestId"]
+            except ClientError as e:
+                meta = e.response["ResponseMetadata"]
+                assert meta["HTTPStatusCode"] == 503 and e.response["Error"]["Code"] == "SlowDown", e.response
+                entry[2], entry[3] = "refused", meta.get("RequestId")
+            except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectionError, OSError):
+                entry[2] = "unanswered"
+
+        def writer(wid, stop):
+            c, n = client(), 0
+            while not stop.is_set():
+                n += 1
+                body = os.urandom(MIB)
+                entry = ["put", f"r{round_no}-w{wid}-{n}", None, None, hashlib.sha256(body).hexdigest()]
+                with lock:
+                    ops.append(entry)
+                attempt(entry, lambda: c.put_object(Bucket=BUCKET, Key=entry[1], Body=body))
+                if entry[2] != "acked":
+                    time.sleep(0.05)
+
+        def deleter(stop):
+            c = client()
+            while not stop.is_set():
+                time.sleep(0.15)
+                with lock:
+                    deleted = {o[1] for o in ops if o[0] == "delete"}
+                    live = [o[1] for o in ops if o[0] == "put" and o[2] == "acked" and o[1] not in deleted]
+                if not live:
+                    continue
+                entry = ["delete", live[0], None, None, None]
+                with lock:
+                    ops.append(entry)
+                attempt(entry, lambda: c.delete_object(Bucket=BUCKET, Key=entry[1]))
+
+        for round_no in range(5):
+            stop = threading.Event()
+            threads = [threading.Thread(target=writer, args=(w, stop)) for w in range(3)]
+            threads.append(threading.Thread(target=deleter, args=(stop,)))
+            for t in threads:
+                t.start()
+            time.sleep(1.5 + rng.random() * 2.0)
+            s.proc.kill()
+            s.proc.wait()
+            stop.set()
+            for t in threads:
+                t.join()
+            s.log.close()
+            s.start()
+        from collections import Counter
+        print("disk-full crash phase:", Counter((o[0], o[2]) for o in ops))
+        assert any(o[2] == "refused" for o in ops), "the volume never reached its reserve"
+        assert sum(o[2] == "acked" for o in ops if o[0] == "put") > 20
+
+        c = client()
+        present = {o["Key"] for p in c.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+                   for o in p.get("Contents", [])}
+        deleted_acked = {o[1] for o in ops if o[0] == "delete" and o[2] == "acked"}
+        deleted_maybe = {o[1] for o in ops if o[0] == "delete" and o[2] == "unanswered"}
+        for kind, key, outcome, _, sha in ops:
+            if kind == "put" and outcome == "acked" and key not in deleted_acked | deleted_maybe:
+                assert key in present, f"acknowledged PUT {key} lost"
+                got = hashlib.sha256(c.get_object(Bucket=BUCKET, Key=key)["Body"].read()).hexdigest()
+                assert got == sha, f"{key} read back different bytes"
+            if kind == "put" and outcome == "refused":
+                assert key not in present, f"refused PUT {key} stored"
+        for key in deleted_acked:
+            assert key not in present, f"acknowledged DELETE of {key} undone"
+
+        s.flush(TRAIL)
+        recs = [r for r in delivered(s) if r.get("eventSource") == "s3.amazonaws.com"
+                and r["eventName"] in ("PutObject", "DeleteObject")
+                and (r.get("requestParameters") or {}).get("bucketName") == BUCKET]
+        by_id = {}
+        for r in recs:
+            by_id.setdefault(r["requestID"], []).append(r)
+        dups = {k: len(v) for k, v in by_id.items() if len(v) > 1}
+        assert not dups, f"delivered more than once: {dups}"
+        for kind, key, outcome, rid, _ in ops:
+            if outcome in ("acked", "refused"):
+                assert rid in by_id, f"{kind} {key} ({outcome}) not delivered"
+                rec = by_id[rid][0]
+                assert rec["requestParameters"]["key"] == key
+                assert rec.get("errorCode") == (None if outcome == "acked" else "SlowDown"), rec
+        # The store agrees with the events.
+        unanswered_puts = {o[1] for o in ops if o[0] == "put" and o[2] == "unanswered"}
+        ok_put = {r["requestParameters"]["key"] for r in recs if r["eventName"] == "PutObject" and not r.get("errorCode")}
+        unknown_put = {r["requestParameters"]["key"] for r in recs if r["eventName"] == "PutObject"
+                       and r.get("errorCode") == "ServiceUnavailable"}
+        ok_del = {r["requestParameters"]["key"] for r in recs if r["eventName"] == "DeleteObject"
+                  and r.get("errorCode") in (None, "ServiceUnavailable")}
+        for key in present:
+            assert key in ok_put or (key in unknown_put and key in unanswered_puts), \
+                f"{key} is stored but no PUT of it is on record as a success"
+        for key in ok_put - ok_del:
+            assert key in present, f"{key}: PUT on record as a success, object absent, no DELETE on record"
+        s.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(tmp_path)], capture_output=True)
