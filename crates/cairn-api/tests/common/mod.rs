@@ -42,6 +42,16 @@ pub fn testbed(
     faults: Option<Arc<dyn FaultInjector>>,
     tune: impl FnOnce(&mut ApiOptions),
 ) -> Testbed {
+    testbed_wrapped(clock, faults, tune, |s| s)
+}
+
+/// [`testbed`], with the store requests see wrapped by `wrap` (a fault injector).
+pub fn testbed_wrapped(
+    clock: Arc<dyn Clock>,
+    faults: Option<Arc<dyn FaultInjector>>,
+    tune: impl FnOnce(&mut ApiOptions),
+    wrap: impl FnOnce(Arc<EmbeddedStore>) -> Arc<dyn ObjectStore>,
+) -> Testbed {
     let dir = tempfile::tempdir().unwrap();
     let journal = Arc::new(
         Journal::open(
@@ -74,7 +84,7 @@ pub fn testbed(
     opts.multipart_dir = dir.path().join("multipart");
     std::fs::create_dir_all(&opts.multipart_dir).unwrap();
     tune(&mut opts);
-    let s: Arc<dyn ObjectStore> = store.clone();
+    let s: Arc<dyn ObjectStore> = wrap(store.clone());
     let kms =
         Arc::new(cairn_kms::Kms::open(&dir.path().join("kms.redb"), &[7u8; 32], ACCOUNT).unwrap());
     let logs =

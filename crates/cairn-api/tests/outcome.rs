@@ -1,0 +1,228 @@
+//! Events tell the outcome (issue 16, item 1), deterministically: the embedded store's commit
+//! fails after the request's event is durable. The client gets a server error; the object
+//! does not exist; the request is on record once, with the error (journaled as an intent,
+//! resolved with the outcome), never as a success. Once the store recovers, the same request
+//! succeeds and is on record as a success.
+
+mod common;
+mod wire;
+
+use cairn_record::SystemClock;
+use cairn_store::{
+    DeleteOutcome, EmbeddedStore, ListPage, Object, ObjectInfo, ObjectStore, PutOptions, Result,
+    StagingWriter, StoreError, VersionEntry, Versioning,
+};
+use cairn_trail::entry::{decode, Entry};
+use chrono::{DateTime, Utc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use wire::Signer;
+
+/// The embedded store, whose commits fail while `fail` is set.
+struct CommitFails {
+    inner: Arc<EmbeddedStore>,
+    fail: Arc<AtomicBool>,
+}
+
+impl CommitFails {
+    fn check(&self) -> Result<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Io(std::io::Error::other(
+                "injected commit failure",
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl ObjectStore for CommitFails {
+    fn create_bucket(&self, b: &str) -> Result<()> {
+        self.inner.create_bucket(b)
+    }
+    fn bucket_exists(&self, b: &str) -> Result<bool> {
+        self.inner.bucket_exists(b)
+    }
+    fn list_buckets(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
+        self.inner.list_buckets()
+    }
+    fn delete_bucket(&self, b: &str) -> Result<()> {
+        self.inner.delete_bucket(b)
+    }
+    fn versioning(&self, b: &str) -> Result<Option<Versioning>> {
+        self.inner.versioning(b)
+    }
+    fn set_versioning(&self, b: &str, s: Versioning) -> Result<()> {
+        self.inner.set_versioning(b, s)
+    }
+    fn delete_object(&self, b: &str, k: &str) -> Result<DeleteOutcome> {
+        self.check()?;
+        self.inner.delete_object(b, k)
+    }
+    fn delete_version(&self, b: &str, k: &str, v: &str) -> Result<DeleteOutcome> {
+        self.check()?;
+        self.inner.delete_version(b, k, v)
+    }
+    fn get_version(&self, b: &str, k: &str, v: &str) -> Result<Object> {
+        self.inner.get_version(b, k, v)
+    }
+    fn list_versions(
+        &self,
+        b: &str,
+        p: &str,
+        after: Option<(&str, Option<&str>)>,
+        max: usize,
+    ) -> Result<(Vec<VersionEntry>, bool)> {
+        self.inner.list_versions(b, p, after, max)
+    }
+    fn head_version(&self, b: &str, k: &str, v: Option<&str>) -> Result<ObjectInfo> {
+        self.inner.head_version(b, k, v)
+    }
+    fn version_info(&self, b: &str, k: &str, v: &str) -> Result<ObjectInfo> {
+        self.inner.version_info(b, k, v)
+    }
+    fn update_system(
+        &self,
+        b: &str,
+        k: &str,
+        v: Option<&str>,
+        change: &mut dyn FnMut(&mut ObjectInfo) -> Result<()>,
+    ) -> Result<ObjectInfo> {
+        self.check()?;
+        self.inner.update_system(b, k, v, change)
+    }
+    fn put(&self, b: &str, k: &str, body: &[u8], o: &PutOptions) -> Result<ObjectInfo> {
+        self.check()?;
+        self.inner.put(b, k, body, o)
+    }
+    fn stage_writer(&self, b: &str, k: &str, o: &PutOptions) -> Result<StagingWriter> {
+        self.inner.stage_writer(b, k, o)
+    }
+    fn open_read(
+        &self,
+        b: &str,
+        k: &str,
+        v: Option<&str>,
+        range: &dyn Fn(u64) -> Option<(u64, u64)>,
+    ) -> Result<(ObjectInfo, Box<dyn std::io::Read + Send>)> {
+        self.inner.open_read(b, k, v, range)
+    }
+    fn commit_staged(&self, s: cairn_store::Staged) -> Result<ObjectInfo> {
+        if let Err(e) = self.check() {
+            self.inner.discard_staged(s);
+            return Err(e);
+        }
+        self.inner.commit_staged(s)
+    }
+    fn discard_staged(&self, s: cairn_store::Staged) {
+        self.inner.discard_staged(s)
+    }
+    fn get(&self, b: &str, k: &str) -> Result<Object> {
+        self.inner.get(b, k)
+    }
+    fn head(&self, b: &str, k: &str) -> Result<ObjectInfo> {
+        self.inner.head(b, k)
+    }
+    fn delete(&self, b: &str, k: &str) -> Result<()> {
+        self.check()?;
+        self.inner.delete(b, k)
+    }
+    fn list(&self, b: &str, p: &str, after: Option<&str>, n: usize) -> Result<ListPage> {
+        self.inner.list(b, p, after, n)
+    }
+}
+
+/// The delivered-kind records of the journal with this request id: (resolved?, record).
+fn records_of(api: &cairn_api::Api, request_id: &str) -> Vec<(bool, serde_json::Value)> {
+    let mut r = api.engine.journal().reader(0).unwrap();
+    let mut out = Vec::new();
+    while let Some((_, bytes)) = r.next_record().unwrap() {
+        let (resolved, json) = match decode(&bytes).unwrap() {
+            Entry::Event { json, .. } => (false, json),
+            Entry::Resolved { json, .. } => (true, json),
+            _ => continue,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        if v["requestID"] == request_id {
+            out.push((resolved, v));
+        }
+    }
+    out
+}
+
+fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
+    h.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_commit_that_fails_after_the_event_is_recorded_as_failed_never_as_a_success() {
+    let fail = Arc::new(AtomicBool::new(false));
+    let f2 = fail.clone();
+    let bed = common::testbed_wrapped(
+        Arc::new(SystemClock),
+        None,
+        |_| {},
+        move |inner| Arc::new(CommitFails { inner, fail: f2 }),
+    );
+    bed.store.create_bucket("data").unwrap();
+    bed.store
+        .put("data", "kept", b"kept", &PutOptions::default())
+        .unwrap();
+    let (rt, server, addr) = common::serve(&bed.api);
+    let root = Signer {
+        key: &bed.key,
+        secret: &bed.secret,
+    };
+    let send = |method: &str, path: &str, body: &str| {
+        wire::signed_full(&addr, &root, method, path, "", "s3", &[], body)
+    };
+
+    fail.store(true, Ordering::SeqCst);
+    for (method, path, name) in [
+        ("PUT", "/data/new", "PutObject"),
+        ("DELETE", "/data/kept", "DeleteObject"),
+    ] {
+        let (st, headers, body) = send(method, path, "body");
+        assert_eq!(st, 500, "{name}: {body}");
+        assert!(
+            body.contains("InternalError") || body.contains("InternalFailure"),
+            "{body}"
+        );
+        let rid = header(&headers, "x-amz-request-id");
+        let recs = records_of(&bed.api, rid);
+        assert_eq!(recs.len(), 1, "{name}: {recs:?}");
+        let (resolved, rec) = &recs[0];
+        assert!(
+            resolved,
+            "{name}: journaled as an intent, resolved with the outcome"
+        );
+        assert_eq!(rec["eventName"], name);
+        assert!(
+            rec["errorCode"].as_str().is_some_and(|c| !c.is_empty()),
+            "{name} on record as a success though its change was not made: {rec}"
+        );
+    }
+    assert!(
+        bed.store.head("data", "new").is_err(),
+        "the failed PUT left an object"
+    );
+    assert!(
+        bed.store.head("data", "kept").is_ok(),
+        "the failed DELETE deleted"
+    );
+
+    fail.store(false, Ordering::SeqCst);
+    let (st, headers, body) = send("PUT", "/data/new", "body");
+    assert_eq!(st, 200, "{body}");
+    let recs = records_of(&bed.api, header(&headers, "x-amz-request-id"));
+    assert_eq!(recs.len(), 1);
+    assert!(
+        recs[0].1.get("errorCode").is_none_or(|c| c.is_null()),
+        "{:?}",
+        recs[0]
+    );
+    assert_eq!(bed.store.get("data", "new").unwrap().body, b"body");
+    rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
+}
