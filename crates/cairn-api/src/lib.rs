@@ -427,6 +427,29 @@ impl Api {
         outcome.map(|start| start + n)
     }
 
+    /// Records a request's event, the events it carries and its trail commands (after them)
+    /// as one batch; returns the batch's first position once it is durable.
+    pub async fn record_with_commands(
+        &self,
+        rec: &EventRecord,
+        carried: &[EventRecord],
+        commands: &[&cairn_trail::TrailCommand],
+    ) -> Result<u64, ApiError> {
+        use cairn_trail::entry;
+        let mut entries: Vec<Vec<u8>> = std::iter::once(rec)
+            .chain(carried)
+            .map(entry::encode_event)
+            .collect();
+        let events = entries.len() as u64;
+        entries.extend(commands.iter().map(|c| entry::encode_command(c)));
+        let queued = self.engine.try_append_entries_async(&entries);
+        let outcome = self
+            .durable(queued, || entries, |e, es| e.append_entries(&es))
+            .await;
+        self.count(&outcome, events);
+        outcome
+    }
+
     /// Records a request's event with the events it carries (PutAuditEvents' audit events)
     /// as one batch: none is durable without the others, and the caller waits for all.
     pub async fn record_with(

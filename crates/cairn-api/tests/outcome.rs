@@ -226,3 +226,76 @@ fn a_commit_that_fails_after_the_event_is_recorded_as_failed_never_as_a_success(
     assert_eq!(bed.store.get("data", "new").unwrap().body, b"body");
     rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
 }
+
+/// Lets `armed` journal syncs through, fails the next one, then lets everything through.
+struct FailOneSync(Arc<std::sync::atomic::AtomicI64>);
+impl cairn_journal::FaultInjector for FailOneSync {
+    fn before_sync(&self) -> std::io::Result<()> {
+        if self.0.fetch_sub(1, Ordering::SeqCst) == 0 {
+            return Err(std::io::Error::other("injected EIO"));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_trail_command_is_durable_with_its_event_or_not_at_all() {
+    // A journal sync that fails right after the event's: when the command was journaled on
+    // its own after the event, StopLogging was on record as a success while the trail kept
+    // logging. Now the event and the command are one batch: both or neither.
+    let armed = Arc::new(std::sync::atomic::AtomicI64::new(i64::MAX));
+    let bed = common::testbed(
+        Arc::new(SystemClock),
+        Some(Arc::new(FailOneSync(armed.clone()))),
+        |_| {},
+    );
+    bed.store.create_bucket("logs").unwrap();
+    let (rt, server, addr) = common::serve(&bed.api);
+    let root = Signer {
+        key: &bed.key,
+        secret: &bed.secret,
+    };
+    let call = |op: &str, body: &str| wire::call(&addr, &root, op, body);
+    let (st, body) = call("CreateTrail", r#"{"Name":"tr1","S3BucketName":"logs"}"#);
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(call("StartLogging", r#"{"Name":"tr1"}"#).0, 200);
+    assert!(bed.api.engine.trail("tr1").unwrap().logging);
+
+    armed.store(1, Ordering::SeqCst);
+    let (st, body) = call("StopLogging", r#"{"Name":"tr1"}"#);
+    assert_eq!(st, 200, "{body}");
+    assert!(!bed.api.engine.trail("tr1").unwrap().logging);
+    // In the journal: the event, then its command, adjacent (one batch).
+    let mut r = bed.api.engine.journal().reader(0).unwrap();
+    let mut entries = Vec::new();
+    while let Some((seq, bytes)) = r.next_record().unwrap() {
+        entries.push((seq, decode(&bytes).unwrap()));
+    }
+    let stop_event = entries
+        .iter()
+        .position(|(_, e)| match e {
+            Entry::Event { json, .. } => {
+                serde_json::from_slice::<serde_json::Value>(json).unwrap()["eventName"]
+                    == "StopLogging"
+            }
+            _ => false,
+        })
+        .expect("the StopLogging event");
+    assert!(
+        matches!(
+            entries.get(stop_event + 1),
+            Some((
+                _,
+                Entry::Command(cairn_trail::TrailCommand::StopLogging { .. })
+            ))
+        ),
+        "the command does not follow its event"
+    );
+
+    // The batch itself failing: neither is durable, nothing changes, the client gets 503.
+    armed.store(0, Ordering::SeqCst);
+    let (st, body) = call("DeleteTrail", r#"{"Name":"tr1"}"#);
+    assert_eq!(st, 503, "{body}");
+    assert!(bed.api.engine.trail("tr1").is_some());
+    rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
+}

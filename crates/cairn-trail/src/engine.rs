@@ -537,14 +537,20 @@ impl TrailEngine {
 
     /// Appends a trail command durably (after validating what can be validated up front).
     pub fn command(&self, cmd: TrailCommand) -> Result<u64> {
-        if let TrailCommand::Put { config, .. } = &cmd {
+        Self::validate_command(&cmd)?;
+        Ok(self.journal.append(&entry::encode_command(&cmd))?)
+    }
+
+    /// What can be validated of a command before it is journaled.
+    pub fn validate_command(cmd: &TrailCommand) -> Result<()> {
+        if let TrailCommand::Put { config, .. } = cmd {
             crate::validate_trail_name(&config.name).map_err(TrailError::Invalid)?;
             config
                 .selectors
                 .validate()
                 .map_err(|e| TrailError::Invalid(e.message))?;
         }
-        Ok(self.journal.append(&entry::encode_command(&cmd))?)
+        Ok(())
     }
 
     /// One step of delivery at the clock's current time: consume journal records, deliver an

@@ -140,7 +140,7 @@ pub(super) fn stop(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Answer {
     require_home(ctx, &t)?;
     // Stopping waits for the event: the trail it stops delivers it.
     let (name, at) = (t.config.name.clone(), ctx.now);
-    defer_command(ctx, TrailCommand::StopLogging { name, at });
+    defer_command(ctx, TrailCommand::StopLogging { name, at })?;
     Ok(empty())
 }
 

@@ -321,17 +321,26 @@ pub(crate) fn map_trail_error(e: cairn_trail::TrailError) -> ApiError {
     }
 }
 
-/// Defers a trail command until the request's own event is durable, so the event precedes
-/// the change in the journal: a StopLogging or DeleteTrail is delivered by the trail it
-/// ends. The commit waits until the engine applied it (callers read their own writes).
-pub(crate) fn defer_command(ctx: &mut Ctx<'_>, cmd: TrailCommand) {
+/// Journals a trail command in one batch with the request's own event, after it: the event
+/// precedes the change (a StopLogging or DeleteTrail is delivered by the trail it ends), and
+/// neither is durable without the other (an event never says a change succeeded that was
+/// not recorded). The commit waits until the engine applied it (callers read their own
+/// writes); a command that is durable but not yet applied is applied at the next start.
+pub(crate) fn defer_command(ctx: &mut Ctx<'_>, cmd: TrailCommand) -> Result<(), ApiError> {
+    cairn_trail::TrailEngine::validate_command(&cmd).map_err(map_trail_error)?;
     let engine = ctx.api.engine.clone();
-    ctx.defer_event_first(
+    let at = std::sync::Arc::new(std::sync::OnceLock::new());
+    let seq = at.clone();
+    ctx.defer_journaled_command(
+        cmd,
+        at,
         Box::new(move || {
-            let seq = engine.command(cmd).map_err(map_trail_error)?;
+            let seq = *seq
+                .get()
+                .ok_or_else(|| ApiError::internal("a trail command was not journaled"))?;
             engine.apply_through(seq).map_err(ApiError::internal)?;
             Ok(Committed::default())
         }),
-        None,
     );
+    Ok(())
 }

@@ -88,7 +88,7 @@ pub(super) async fn put_event(
     c.selectors = selectors;
     let answer = answer(c.arn(), &c.selectors)?;
     let at = ctx.now;
-    defer_command(ctx, TrailCommand::Put { config: c, at });
+    defer_command(ctx, TrailCommand::Put { config: c, at })?;
     ctx.hold_until_made(guard);
     Ok(answer)
 }

@@ -591,7 +591,7 @@ pub(super) async fn create(ctx: &mut Ctx<'_>, action: &str, f: TrailFields) -> A
     start_cloud_watch(ctx, &name, cw);
     ctx.defer_meta_put(tags::key(&c.arn()), tags);
     let at = ctx.now;
-    defer_command(ctx, TrailCommand::Put { config: c, at });
+    defer_command(ctx, TrailCommand::Put { config: c, at })?;
     ctx.hold_until_made(guard);
     Ok(answer)
 }
@@ -621,7 +621,7 @@ pub(super) async fn update(ctx: &mut Ctx<'_>, action: &str, f: TrailFields) -> A
     start_cloud_watch(ctx, &c.name, cw);
     if c != t.config {
         let at = ctx.now;
-        defer_command(ctx, TrailCommand::Put { config: c, at });
+        defer_command(ctx, TrailCommand::Put { config: c, at })?;
     }
     ctx.hold_until_made(guard);
     Ok(answer)
@@ -637,7 +637,7 @@ pub(super) async fn delete(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Answ
             name: name.clone(),
             at,
         },
-    );
+    )?;
     for k in [
         extra_key(&name),
         insights_key(&name),

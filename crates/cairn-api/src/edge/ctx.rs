@@ -96,6 +96,14 @@ pub struct Deferred {
     /// the outcome after it: for trail commands, whose trail must deliver the event that
     /// changes it (a StopLogging is delivered by the trail it stops).
     pub event_first: bool,
+    /// A trail command journaled in the same batch as the request's event (after it): both
+    /// are durable or neither, so the event of a change that was never recorded cannot be
+    /// delivered as a success. The edge sets the cell to the command's journal position
+    /// before `commit` runs (which then waits for the engine to apply it).
+    pub command: Option<(
+        cairn_trail::TrailCommand,
+        std::sync::Arc<std::sync::OnceLock<u64>>,
+    )>,
 }
 
 /// A handler's view of one authenticated request.
@@ -162,6 +170,7 @@ impl<'a> Ctx<'a> {
             commit,
             abort,
             event_first: false,
+            command: None,
         });
     }
 
@@ -172,6 +181,23 @@ impl<'a> Ctx<'a> {
             commit,
             abort,
             event_first: true,
+            command: None,
+        });
+    }
+
+    /// Journals `cmd` with the request's event, in one batch after it; `commit` runs once
+    /// both are durable, with the command's position in `at` (see [`Deferred::command`]).
+    pub fn defer_journaled_command(
+        &mut self,
+        cmd: cairn_trail::TrailCommand,
+        at: std::sync::Arc<std::sync::OnceLock<u64>>,
+        commit: CommitFn,
+    ) {
+        self.deferred.push(Deferred {
+            commit,
+            abort: None,
+            event_first: true,
+            command: Some((cmd, at)),
         });
     }
 

@@ -598,6 +598,42 @@ async fn finish(
         };
         return answer(api, reply, protocol, request_id, started, label);
     }
+    // Trail commands go into the journal with the event, after it (see `Deferred::command`).
+    let commands: Vec<&cairn_trail::TrailCommand> = if result.is_ok() {
+        after
+            .deferred
+            .iter()
+            .filter_map(|d| d.command.as_ref().map(|(c, _)| c))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if !commands.is_empty() {
+        let recorded = api.record_with_commands(&rec, &with, &commands).await;
+        let mut next = recorded
+            .as_ref()
+            .map_or(0, |start| start + 1 + with.len() as u64);
+        if recorded.is_ok() {
+            for d in &after.deferred {
+                if let Some((_, at)) = &d.command {
+                    let _ = at.set(next);
+                    next += 1;
+                }
+            }
+        }
+        return finish_recorded(
+            api,
+            recorded.map(|_| ()),
+            result,
+            after.deferred,
+            protocol,
+            request_id,
+            started,
+            label,
+            head,
+        )
+        .await;
+    }
     let recorded = match after.carried_ids {
         // Audit events with their id mark: journaled in a task of its own, so a client that
         // goes away cannot leave the batch's outcome unknown to the idempotency index.
@@ -616,11 +652,39 @@ async fn finish(
         }
         _ => api.record_with(&rec, &with).await,
     };
+    finish_recorded(
+        api,
+        recorded,
+        result,
+        after.deferred,
+        protocol,
+        request_id,
+        started,
+        label,
+        head,
+    )
+    .await
+}
+
+/// Makes the deferred changes of a request whose event was journaled (or forgets them when
+/// it was not, or the handler failed), and answers.
+#[allow(clippy::too_many_arguments)]
+async fn finish_recorded(
+    api: &Arc<Api>,
+    recorded: Result<(), ApiError>,
+    result: Result<Reply, ApiError>,
+    deferred: Vec<Deferred>,
+    protocol: Protocol,
+    request_id: &str,
+    started: std::time::Instant,
+    label: &str,
+    head: bool,
+) -> Reply {
     let result = match (&recorded, result) {
-        (Ok(()), Ok(r)) => commit_deferred(after.deferred, Ok(r), label).await,
+        (Ok(()), Ok(r)) => commit_deferred(deferred, Ok(r), label).await,
         (_, r) => {
             // Nothing prepared becomes visible: the event is not durable (or the handler failed).
-            for d in after.deferred {
+            for d in deferred {
                 if let Some(a) = d.abort {
                     a();
                 }
