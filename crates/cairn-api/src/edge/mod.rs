@@ -511,8 +511,16 @@ pub async fn fuzz_as_root(api: &Arc<Api>, mut req: HttpRequest) -> (Reply, Vec<u
     let rec = build_record(&ctx, service.event_source(), &result).to_json();
     let deferred = std::mem::take(&mut ctx.deferred);
     drop(ctx);
+    // Nothing is recorded here, but trail commands are journaled as the edge would.
+    for d in &deferred {
+        if let (Some((cmd, at)), Ok(_)) = (&d.command, &result) {
+            if let Ok(seq) = api.engine.command(cmd.clone()) {
+                let _ = at.set(seq);
+            }
+        }
+    }
     let result = match result {
-        Ok(r) => commit_deferred(deferred, Ok(r), &name).await,
+        Ok(r) => commit_deferred(commands_first(deferred), Ok(r), &name).await,
         Err(e) => Err(e),
     };
     let reply = match result {
@@ -609,6 +617,8 @@ async fn finish(
         Vec::new()
     };
     if !commands.is_empty() {
+        // No request both carries audit ids (PutAuditEvents) and changes trails.
+        debug_assert!(after.carried_ids.is_none());
         let recorded = api.record_with_commands(&rec, &with, &commands).await;
         let mut next = recorded
             .as_ref()
@@ -625,7 +635,7 @@ async fn finish(
             api,
             recorded.map(|_| ()),
             result,
-            after.deferred,
+            commands_first(after.deferred),
             protocol,
             request_id,
             started,
@@ -664,6 +674,18 @@ async fn finish(
         head,
     )
     .await
+}
+
+/// The deferred changes with the journaled trail commands' first: a command is durable with
+/// the event, so it is applied before anything that could fail after it (metadata writes),
+/// and before the control lock (a later deferred) is released — a failure then can neither
+/// skip a durable command's application nor let a concurrent request check against a state
+/// the command is about to change.
+fn commands_first(deferred: Vec<Deferred>) -> Vec<Deferred> {
+    let (mut commands, rest): (Vec<_>, Vec<_>) =
+        deferred.into_iter().partition(|d| d.command.is_some());
+    commands.extend(rest);
+    commands
 }
 
 /// Makes the deferred changes of a request whose event was journaled (or forgets them when
