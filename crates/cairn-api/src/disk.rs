@@ -12,7 +12,7 @@
 //! Reaching the reserve and leaving it are each logged once.
 
 use crate::protocol::{ApiError, Protocol};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// How large the reserve is, per watched filesystem.
@@ -84,9 +84,6 @@ pub struct DiskReserve {
     paths: Vec<PathBuf>,
     reserve: std::sync::RwLock<Reserve>,
     below: AtomicBool,
-    /// The least free space over the watched paths at the last reading, and its reserve.
-    last_free: AtomicU64,
-    last_reserve: AtomicU64,
     refused: AtomicU64,
 }
 
@@ -96,19 +93,13 @@ pub fn margin(reserve: u64) -> u64 {
     (reserve / 4).min(64 << 20)
 }
 
-/// Why a request was refused.
-#[derive(Debug, Clone)]
-pub struct Shortfall {
-    pub path: PathBuf,
-    pub free: u64,
-    pub reserve: u64,
-    pub incoming: u64,
-}
+/// A request refused for want of space (the path and figures go to the log, not to clients).
+#[derive(Debug, Clone, Copy)]
+pub struct Shortfall;
 
 impl Shortfall {
     /// The retryable answer: S3's `SlowDown`, elsewhere `ServiceUnavailable`; 503 either way.
     pub fn error(&self, protocol: Protocol) -> ApiError {
-        // The path and the figures are in the server's log, not told to clients.
         let why =
             "cairn's data volume is at its free-space reserve; writes resume once space is freed";
         match protocol {
@@ -138,8 +129,6 @@ impl DiskReserve {
             paths,
             reserve: std::sync::RwLock::new(reserve),
             below: AtomicBool::new(false),
-            last_free: AtomicU64::new(u64::MAX),
-            last_reserve: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         }
     }
@@ -149,7 +138,7 @@ impl DiskReserve {
         DiskReserve::new(Vec::new(), Reserve::Bytes(0))
     }
 
-    fn read(path: &std::path::Path, reserve: Reserve) -> Option<Sample> {
+    fn read(path: &Path, reserve: Reserve) -> Option<Sample> {
         let st = rustix::fs::statvfs(path).ok()?;
         let unit = st.f_frsize.max(1);
         let total = st.f_blocks.saturating_mul(unit);
@@ -165,7 +154,7 @@ impl DiskReserve {
     }
 
     /// Reads every watched filesystem; the tightest one (least room above its reserve).
-    pub fn sample(&self) -> Option<(PathBuf, Sample)> {
+    pub fn sample(&self) -> Option<(&Path, Sample)> {
         let reserve = *self.reserve.read().unwrap_or_else(|p| p.into_inner());
         if reserve == Reserve::Bytes(0) && !self.below.load(Ordering::Relaxed) {
             // Off: requests need not read anything.
@@ -174,8 +163,8 @@ impl DiskReserve {
         self.read_all(reserve)
     }
 
-    fn read_all(&self, reserve: Reserve) -> Option<(PathBuf, Sample)> {
-        let mut worst: Option<(PathBuf, Sample)> = None;
+    fn read_all(&self, reserve: Reserve) -> Option<(&Path, Sample)> {
+        let mut worst: Option<(&Path, Sample)> = None;
         for p in &self.paths {
             let Some(s) = Self::read(p, reserve) else {
                 continue;
@@ -185,12 +174,8 @@ impl DiskReserve {
                 .as_ref()
                 .is_none_or(|(_, w)| room < w.free as i128 - w.reserve as i128)
             {
-                worst = Some((p.clone(), s));
+                worst = Some((p.as_path(), s));
             }
-        }
-        if let Some((_, s)) = &worst {
-            self.last_free.store(s.free, Ordering::Relaxed);
-            self.last_reserve.store(s.reserve, Ordering::Relaxed);
         }
         worst
     }
@@ -207,7 +192,7 @@ impl DiskReserve {
         let Some((path, s)) = self.sample() else {
             return Ok(());
         };
-        self.maybe_leave(&path, s);
+        self.maybe_leave(path, s);
         if s.reserve == 0 {
             return Ok(());
         }
@@ -217,14 +202,9 @@ impl DiskReserve {
         }
         self.refused.fetch_add(1, Ordering::Relaxed);
         if s.free < s.reserve.saturating_add(margin(s.reserve)) {
-            self.enter(&path, s);
+            self.enter(path, s);
         }
-        Err(Shortfall {
-            path,
-            free: s.free,
-            reserve: s.reserve,
-            incoming,
-        })
+        Err(Shortfall)
     }
 
     /// For a write under way (a streamed body, a copy): whether the volume is still above its
@@ -238,16 +218,11 @@ impl DiskReserve {
             return Ok(());
         }
         self.refused.fetch_add(1, Ordering::Relaxed);
-        self.enter(&path, s);
-        Err(Shortfall {
-            path,
-            free: s.free,
-            reserve: s.reserve,
-            incoming: 0,
-        })
+        self.enter(path, s);
+        Err(Shortfall)
     }
 
-    fn enter(&self, path: &std::path::Path, s: Sample) {
+    fn enter(&self, path: &Path, s: Sample) {
         if !self.below.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 path = %path.display(),
@@ -259,7 +234,7 @@ impl DiskReserve {
     }
 
     /// Leaves the reserve once the free space is the margin above it.
-    fn maybe_leave(&self, path: &std::path::Path, s: Sample) {
+    fn maybe_leave(&self, path: &Path, s: Sample) {
         if !self.below.load(Ordering::Relaxed) {
             return;
         }
@@ -280,7 +255,7 @@ impl DiskReserve {
     pub fn refresh(&self) -> Option<Sample> {
         let reserve = *self.reserve.read().unwrap_or_else(|p| p.into_inner());
         let (path, s) = self.read_all(reserve)?;
-        self.maybe_leave(&path, s);
+        self.maybe_leave(path, s);
         Some(s)
     }
 
@@ -326,12 +301,6 @@ pub fn held(service: &str, name: &str) -> bool {
     service != "dynamodb"
         && !FREEING.iter().any(|p| name.starts_with(p))
         && !NEEDED_TO_FREE.contains(&name)
-}
-
-/// Whether `error` text is the operating system saying the disk is full (ENOSPC, EDQUOT):
-/// errors from below (redb, the store) reach the edge as text.
-pub fn is_no_space(error: &str) -> bool {
-    error.contains("(os error 28)") || error.contains("(os error 122)")
 }
 
 #[cfg(test)]
@@ -441,10 +410,10 @@ mod tests {
         ] {
             assert!(held(svc, n), "{svc}:{n}");
         }
-        assert!(is_no_space(
+        assert!(cairn_store::no_space_text(
             "storage I/O error: No space left on device (os error 28)"
         ));
-        assert!(!is_no_space(
+        assert!(!cairn_store::no_space_text(
             "storage I/O error: Permission denied (os error 13)"
         ));
     }

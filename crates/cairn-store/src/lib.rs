@@ -98,8 +98,13 @@ pub enum StoreError {
     DeleteMarker(String),
 }
 
+/// Whether error text carries the operating system's "no space" (ENOSPC, EDQUOT): errors
+/// from below (redb, the journal) reach their callers as text.
+pub fn no_space_text(text: &str) -> bool {
+    text.contains("(os error 28)") || text.contains("(os error 122)")
+}
+
 impl StoreError {
-    /// The S3 error code for this error.
     /// Whether the operating system refused the write for want of space (ENOSPC, EDQUOT).
     pub fn is_no_space(&self) -> bool {
         match self {
@@ -108,13 +113,12 @@ impl StoreError {
                     || e.kind() == std::io::ErrorKind::StorageFull
                     || e.kind() == std::io::ErrorKind::QuotaExceeded
             }
-            StoreError::Db(m) | StoreError::Remote(m) => {
-                m.contains("(os error 28)") || m.contains("(os error 122)")
-            }
+            StoreError::Db(m) | StoreError::Remote(m) => no_space_text(m),
             _ => false,
         }
     }
 
+    /// The S3 error code for this error.
     pub fn s3_code(&self) -> &'static str {
         match self {
             StoreError::NoSuchBucket(_) => "NoSuchBucket",

@@ -128,8 +128,9 @@ pub struct Ctx<'a> {
     /// An effect outside cairn, run once the record is durable as pending; its outcome
     /// becomes the answer and completes the record. (In a mutex only so `Ctx` stays `Sync`.)
     pub(super) effect: Option<std::sync::Mutex<EffectFn>>,
-    /// A request that would grow the data: its size and protocol, checked against the disk
-    /// reserve ([`crate::disk`]) at its first successful authorization.
+    /// A request that would grow the data: its declared size and protocol, checked against
+    /// the disk reserve ([`crate::disk`]) once by [`Ctx::check_reserve`] (S3 before its
+    /// dispatch, the edge after any other handler).
     pub(super) reserve: Option<(u64, crate::protocol::Protocol)>,
 }
 

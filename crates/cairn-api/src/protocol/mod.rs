@@ -84,7 +84,7 @@ impl ApiError {
 
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
         let text = e.to_string();
-        if crate::disk::is_no_space(&text) {
+        if cairn_store::no_space_text(&text) {
             // Not the client's fault and not a bug: a retryable answer (issue 16).
             tracing::error!(error = %text, "a write failed for want of disk space");
             return ApiError::new(
