@@ -338,6 +338,29 @@ fn metrics_response(api: &Api) -> hyper::Response<Body> {
     }
     m.disk_reserve_reached.set(api.disk.reached() as i64);
     m.disk_refused.set(api.disk.refused() as i64);
+    let mem = &api.opts.memory;
+    m.memory_limit.set(mem.limit.min(i64::MAX as u64) as i64);
+    for (name, bytes) in &mem.shares {
+        m.memory_share
+            .get_or_create(&crate::metrics::ShareLabels {
+                share: name.clone(),
+            })
+            .set((*bytes).min(i64::MAX as u64) as i64);
+    }
+    m.set_used("journal_queue", api.engine.journal().pending_bytes());
+    m.set_used("delivery", api.engine.buffered_bytes());
+    m.set_used("history_batch", api.history.batch_in_use());
+    let budget = api
+        .opts
+        .max_buffered_body_bytes
+        .min(tokio::sync::Semaphore::MAX_PERMITS);
+    m.set_used(
+        "request_bodies",
+        budget.saturating_sub(api.body_budget.available_permits()),
+    );
+    let (rss, fds) = crate::metrics::process_usage();
+    m.resident.set(rss.min(i64::MAX as u64) as i64);
+    m.open_fds.set(fds as i64);
     let mut r = hyper::Response::new(full(Bytes::from(m.render())));
     r.headers_mut().insert(
         "content-type",

@@ -95,6 +95,16 @@ pub struct ApiOptions {
     /// Free space kept for reads, deletes, delivery and the journal records of refused
     /// requests ([`disk`]).
     pub disk_reserve: disk::Reserve,
+    /// The memory budget and its shares, as the server split them (reported by
+    /// `/_cairn/metrics`; empty when the embedding process set none).
+    pub memory: MemoryReport,
+}
+
+/// How the server's `memory_limit` was split: each share's name, bytes and what it holds.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryReport {
+    pub limit: u64,
+    pub shares: Vec<(String, u64)>,
 }
 
 impl ApiOptions {
@@ -129,6 +139,7 @@ impl ApiOptions {
             dynamodb: None,
             disk_paths: Vec::new(),
             disk_reserve: disk::Reserve::Default,
+            memory: MemoryReport::default(),
         }
     }
 }

@@ -8,6 +8,11 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShareLabels {
+    pub share: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub operation: String,
     pub status: u16,
@@ -26,6 +31,11 @@ pub struct Metrics {
     pub disk_reserve: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub disk_reserve_reached: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub disk_refused: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub memory_limit: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub memory_share: Family<ShareLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    pub memory_used: Family<ShareLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    pub resident: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub open_fds: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -103,7 +113,44 @@ impl Metrics {
             "Requests refused with 503 for want of disk space since start",
             disk_refused.clone(),
         );
+        let memory_limit = Gauge::default();
+        registry.register(
+            "memory_limit_bytes",
+            "The memory budget (memory_limit) the server splits among its caches and buffers",
+            memory_limit.clone(),
+        );
+        let memory_share =
+            Family::<ShareLabels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
+        registry.register(
+            "memory_share_bytes",
+            "Bytes of the memory budget given to each share",
+            memory_share.clone(),
+        );
+        let memory_used =
+            Family::<ShareLabels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
+        registry.register(
+            "memory_used_bytes",
+            "Bytes a share holds now, for the shares cairn counts itself (redb page caches are bounded by their share but not counted)",
+            memory_used.clone(),
+        );
+        let resident = Gauge::default();
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident set size of the server process",
+            resident.clone(),
+        );
+        let open_fds = Gauge::default();
+        registry.register(
+            "process_open_fds",
+            "File descriptors the server process holds open",
+            open_fds.clone(),
+        );
         Metrics {
+            memory_limit,
+            memory_share,
+            memory_used,
+            resident,
+            open_fds,
             disk_free,
             disk_reserve,
             disk_reserve_reached,
@@ -129,10 +176,37 @@ impl Metrics {
         self.latency.observe(seconds);
     }
 
+    /// Sets a share's current use.
+    pub fn set_used(&self, share: &str, bytes: usize) {
+        self.memory_used
+            .get_or_create(&ShareLabels {
+                share: share.to_string(),
+            })
+            .set(bytes.min(i64::MAX as usize) as i64);
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut s = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
         s
     }
+}
+
+/// The process's resident bytes and open file descriptors (Linux `/proc`; zeros elsewhere).
+pub fn process_usage() -> (u64, usize) {
+    let page = rustix::param::page_size() as u64;
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map(|pages| pages * page)
+        .unwrap_or(0);
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    (rss, fds)
 }

@@ -8,14 +8,52 @@
 //! has made it whole, so the real name only ever holds a complete database. An existing database
 //! is opened as redb opens it (repairing it after an unclean shutdown).
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use redb::{Builder, Database, DatabaseError, StorageError};
 
-/// Opens the database at `path`, creating it if there is none; see the crate docs.
+/// The page cache a database gets when the process set none for its file name (redb's own
+/// default is 1 GiB per database, which five databases under load did fill).
+pub const DEFAULT_CACHE_BYTES: usize = 16 << 20;
+
+static CACHE_SIZES: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+
+/// Sets the page cache of every database later opened by [`create`] whose file is named
+/// `file_name` — either `NAME.redb` or `DIR/NAME.redb` (its directory's name and its own, which
+/// wins) — the server splits its memory budget this way.
+pub fn set_cache_size(file_name: &str, bytes: usize) {
+    CACHE_SIZES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(file_name.to_string(), bytes.max(1 << 20));
+}
+
+/// The page cache [`create`] gives the database at `path`.
+pub fn cache_size(path: &Path) -> usize {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let dir = path
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let sizes = CACHE_SIZES.lock().unwrap_or_else(|e| e.into_inner());
+    sizes
+        .get(&format!("{dir}/{name}"))
+        .or_else(|| sizes.get(name))
+        .copied()
+        .unwrap_or(DEFAULT_CACHE_BYTES)
+}
+
+/// Opens the database at `path`, creating it if there is none, with the page cache set for
+/// its file name ([`set_cache_size`]); see the crate docs.
 pub fn create(path: &Path) -> Result<Database, DatabaseError> {
-    create_with(&Builder::new(), path)
+    create_with(Builder::new().set_cache_size(cache_size(path)), path)
 }
 
 /// [`create`] with `builder`'s settings (cache size, …).
@@ -62,6 +100,18 @@ fn io_err(e: io::Error) -> DatabaseError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_sizes_by_name_and_directory() {
+        set_cache_size("t-one.redb", 3 << 20);
+        set_cache_size("store/t-two.redb", 5 << 20);
+        assert_eq!(cache_size(Path::new("/x/y/t-one.redb")), 3 << 20);
+        assert_eq!(cache_size(Path::new("/x/store/t-two.redb")), 5 << 20);
+        assert_eq!(
+            cache_size(Path::new("/x/api/t-two.redb")),
+            DEFAULT_CACHE_BYTES
+        );
+    }
     use redb::{ReadableTableMetadata, TableDefinition};
 
     const T: TableDefinition<&str, u64> = TableDefinition::new("t");

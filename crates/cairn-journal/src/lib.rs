@@ -453,6 +453,11 @@ impl Journal {
         st.segments.len() > 1 && st.segments[1].0 <= seq
     }
 
+    /// Bytes queued and not yet durable now.
+    pub fn pending_bytes(&self) -> usize {
+        lock(&self.shared.state).pending_bytes
+    }
+
     /// The most bytes ever queued and not yet durable at once.
     pub fn peak_pending_bytes(&self) -> usize {
         lock(&self.shared.state).peak_pending_bytes

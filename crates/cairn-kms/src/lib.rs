@@ -121,8 +121,7 @@ fn aes(key: &[u8]) -> Result<LessSafeKey> {
 impl Kms {
     /// Opens (creating) the key store at `path`, sealing material under `root` (32 bytes).
     pub fn open(path: &Path, root: &[u8], account: &str) -> Result<Kms> {
-        let db = cairn_db::create_with(Database::builder().set_cache_size(4 << 20), path)
-            .map_err(internal)?;
+        let db = cairn_db::create(path).map_err(internal)?;
         let w = db.begin_write().map_err(internal)?;
         w.open_table(KEYS).map_err(internal)?;
         w.open_table(ALIASES).map_err(internal)?;

@@ -204,8 +204,7 @@ fn range_of_group(gid: u64) -> std::ops::RangeInclusive<(u64, i64, u64)> {
 impl LogStore {
     /// Opens (creating) the store at `path`; `root` (32 bytes) derives the key of slot 0.
     pub fn open(path: &Path, root: &[u8]) -> Result<LogStore> {
-        let db = cairn_db::create_with(Database::builder().set_cache_size(16 << 20), path)
-            .map_err(internal)?;
+        let db = cairn_db::create(path).map_err(internal)?;
         let w = db.begin_write().map_err(internal)?;
         w.open_table(GROUPS).map_err(internal)?;
         w.open_table(STREAMS).map_err(internal)?;

@@ -305,6 +305,8 @@ pub struct TrailEngine {
     published: std::sync::RwLock<(u64, Arc<BTreeMap<String, TrailState>>)>,
     /// Deliveries a crash had interrupted, finished when this engine opened.
     recovered: usize,
+    /// Uncompressed bytes the open epoch holds (readable while a pump holds `inner`).
+    buffered: std::sync::atomic::AtomicUsize,
 }
 
 /// Every row of a table of JSON values, keyed by what `key` makes of the stored key.
@@ -406,6 +408,7 @@ impl TrailEngine {
             }),
             published,
             recovered,
+            buffered: std::sync::atomic::AtomicUsize::new(0),
         };
         {
             let mut inner = engine.lock();
@@ -723,6 +726,8 @@ impl TrailEngine {
             };
             b.push(json, h.time);
             open.bytes += json.len() + 1;
+            self.buffered
+                .store(open.bytes, std::sync::atomic::Ordering::Relaxed);
             open.records += 1;
             if b.raw_len() >= self.opts.max_file_bytes
                 || open.bytes >= self.opts.max_epoch_bytes
@@ -745,6 +750,7 @@ impl TrailEngine {
         }
         let epoch = inner.epoch;
         let open = std::mem::replace(&mut inner.open, OpenEpoch::new(seq_to));
+        self.buffered.store(0, std::sync::atomic::Ordering::Relaxed);
         let mut builders = vec![];
         let mut intents = vec![];
         for (trail, regions) in open.batches {
@@ -1453,6 +1459,12 @@ impl TrailEngine {
     /// How many deliveries interrupted by a crash this engine finished when it opened.
     pub fn recovered_deliveries(&self) -> usize {
         self.recovered
+    }
+
+    /// Uncompressed record bytes the open epoch holds (bounded by
+    /// [`EngineOptions::max_epoch_bytes`]).
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Journal position up to which delivery has consumed (and whose effects [`TrailEngine::trail`]

@@ -20,10 +20,15 @@
 //!                                  # 1% and 512 MiB); below it, requests that would grow
 //!                                  # the data get 503 SlowDown / ServiceUnavailable
 //!                                  # (a bucket's AbortIncompleteMultipartUpload rule wins)
+//! memory_limit = "512MiB"          # the memory budget, split among every cache and buffer
+//!                                  # by fixed shares (src/memory.rs; /_cairn/metrics
+//!                                  # reports them); RSS stays under it plus ~100 MiB
 //! max_api_body_bytes = 2097152     # largest body of a JSON/query API call
-//! max_buffered_body_bytes = 268435456  # request bodies buffered at once, all connections
+//! max_buffered_body_bytes = …      # request bodies buffered at once, all connections
+//!                                  # (default: memory_limit's request_bodies share, 20%)
 //! max_buffered_body_bytes_per_client = 67108864  # … of which one client address may hold
-//! max_connections = 4096           # connections served at once (more wait in the backlog)
+//! max_connections = …              # connections served at once (more wait in the backlog;
+//!                                  # default: the connections share / 32 KiB, at most 4096)
 //! header_timeout = "20s"           # to send request headers (also closes idle keep-alives)
 //! body_timeout = "20s"             # a body may go this long without a byte (20× in all)
 //! tls_handshake_timeout = "10s"
@@ -100,6 +105,7 @@ pub struct FileConfig {
     pub max_object_bytes: Option<u64>,
     pub multipart_expiry_days: Option<i64>,
     pub disk_reserve: Option<String>,
+    pub memory_limit: Option<String>,
     pub max_api_body_bytes: Option<usize>,
     pub max_buffered_body_bytes: Option<usize>,
     pub max_buffered_body_bytes_per_client: Option<usize>,

@@ -148,8 +148,14 @@ impl Installation {
     ) -> Result<Installation> {
         let config = install_config(dir, account)?;
         let journal = Arc::new(
-            Journal::open(dir.join("journal"), JournalOptions::default())
-                .context("opening the journal")?,
+            Journal::open(
+                dir.join("journal"),
+                JournalOptions {
+                    max_pending_bytes: crate::memory::current().share("journal_queue") as usize,
+                    ..JournalOptions::default()
+                },
+            )
+            .context("opening the journal")?,
         );
         let kms = Arc::new(open_kms(dir, &config.account_id)?);
         let store = Arc::new(open_store_with(dir, kms.clone())?);

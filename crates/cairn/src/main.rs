@@ -13,6 +13,7 @@ mod crash;
 mod crash_mixed;
 mod crash_serve;
 mod install;
+mod memory;
 mod serve;
 mod sse;
 mod synth;

@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// default: the larger of 1% and 512 MiB); overrides `disk_reserve`.
     #[arg(long)]
     pub disk_reserve: Option<String>,
+    /// The memory budget split among caches and buffers ("512MiB", "2GiB"; default
+    /// 512MiB); overrides `memory_limit`.
+    #[arg(long)]
+    pub memory_limit: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -207,6 +211,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("cairn.toml"));
     let file = FileConfig::load(&config_path, a.config.is_some())?;
+    // The budget sizes every database cache and buffer opened below.
+    let budget = match a.memory_limit.as_ref().or(file.memory_limit.as_ref()) {
+        Some(s) => crate::memory::Budget::parse(s)?,
+        None => crate::memory::current(),
+    };
+    crate::memory::set(budget);
     let account = a.account_id.clone().or(file.account_id.clone());
     let delivery = parse_duration(
         a.delivery_interval
@@ -246,6 +256,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             o.bucket_kms = Some(cairn_api::s3::delivery::default_kms_key(meta.clone()));
             o.delivery_interval = delivery;
             o.digest_interval = digest;
+            // An open epoch and the one being compressed share the delivery share.
+            o.max_epoch_bytes = (budget.share("delivery") / 2) as usize;
             if let Some(r) = &regions {
                 o.regions = r.clone();
             }
@@ -269,9 +281,10 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         )
         .map_err(|e| anyhow::anyhow!("opening the log event store: {e}"))?,
     );
-    let history = History::open(
+    let history = History::open_with(
         &a.data_dir.join("api").join("history.redb"),
         inst.journal.clone(),
+        budget.share("history_batch") as usize,
     )
     .map_err(|e| anyhow::anyhow!("opening event history: {e}"))?;
     apply_buckets(&file, inst.store.as_ref(), &meta)?;
@@ -348,6 +361,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     if let Some(m) = file.max_api_body_bytes {
         opts.max_api_body_bytes = m;
     }
+    opts.max_buffered_body_bytes = budget.share("request_bodies") as usize;
     if let Some(m) = file.max_buffered_body_bytes {
         opts.max_buffered_body_bytes = m;
     }
@@ -359,9 +373,14 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     opts.max_buffered_body_bytes_per_client = opts
         .max_buffered_body_bytes_per_client
         .clamp(opts.max_body_bytes + 1, opts.max_buffered_body_bytes);
+    opts.max_connections = opts
+        .max_connections
+        .min((budget.share("connections") / crate::memory::PER_CONNECTION) as usize)
+        .max(64);
     if let Some(m) = file.max_connections {
         opts.max_connections = m.max(1);
     }
+    opts.memory = budget.report();
     let std_duration = |v: &Option<String>, default: std::time::Duration| -> Result<_> {
         Ok(match v {
             Some(v) => parse_duration(v)?
