@@ -80,6 +80,15 @@ pub(crate) async fn read_response(
     s: &mut tokio::net::TcpStream,
     buf: &mut Vec<u8>,
 ) -> Result<(u16, u64, bool)> {
+    read_response_into(s, buf, None).await
+}
+
+/// [`read_response`], copying the body into `body` when given.
+pub(crate) async fn read_response_into(
+    s: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    mut body: Option<&mut Vec<u8>>,
+) -> Result<(u16, u64, bool)> {
     let mut chunk = [0u8; 16384];
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -109,6 +118,10 @@ pub(crate) async fn read_response(
                     bail!("connection closed mid-response");
                 }
                 buf.extend_from_slice(&chunk[..n]);
+            }
+            if let Some(b) = body.as_deref_mut() {
+                b.clear();
+                b.extend_from_slice(&buf[end + 4..total]);
             }
             buf.drain(..total);
             return Ok((status, len as u64, close));

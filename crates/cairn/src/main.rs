@@ -7,6 +7,7 @@ mod bench_ddb;
 mod bench_kms;
 mod bench_logs;
 mod bench_s3;
+mod bench_soak;
 mod client;
 mod config;
 mod crash;
@@ -116,6 +117,9 @@ enum BenchCmd {
     /// DynamoDB: GetItem and PutItem of 1 KiB items with 16 clients through cairn vs the
     /// upstream (dynalite) directly, interleaved.
     Dynamodb(bench_ddb::DdbBenchArgs),
+    /// Mixed signed traffic at a fixed rate for minutes: throughput, p99, RSS, open files and
+    /// disk sampled into a CSV and an SVG plot, then the ledger checks.
+    Soak(bench_soak::SoakBenchArgs),
 }
 
 /// One line of `cairn status`.
@@ -270,6 +274,7 @@ fn main() {
         Cmd::Bench(BenchCmd::Kms(a)) => report(bench_kms::kms(a)),
         Cmd::Bench(BenchCmd::Logs(a)) => report(bench_logs::logs(a)),
         Cmd::Bench(BenchCmd::Dynamodb(a)) => report(bench_ddb::dynamodb(a)),
+        Cmd::Bench(BenchCmd::Soak(a)) => report(bench_soak::soak(a)),
         Cmd::CrashTest(a) => match if a.serve {
             crash_serve::harness(a)
         } else {

@@ -14,9 +14,9 @@
 //! | `trail_cache`    |  2 | page cache of the trail engine's state (`trail/trail.redb`)  |
 //! | `meta_cache`     |  1 | page cache of control metadata (`api/meta.redb`)             |
 //! | `kms_cache`      |  1 | page cache of KMS keys (`kms.redb`)                          |
-//! | `connections`    | 16 | connection buffers: `max_connections` is the share / 32 KiB  |
+//! | `connections`    | 16 | connection buffers: `max_connections` is the share / 64 KiB  |
 //!
-//! Outside the budget (the fixed overhead, measured at ~100 MiB and documented in README):
+//! Outside the budget ([`FIXED_OVERHEAD`], 128 MiB; ~80 MiB measured idle):
 //! the binary and its thread stacks, the tokio runtime, allocator slack, and what grows with
 //! configuration rather than load (the identity directory, KMS keys, trail configurations
 //! are held in memory whole).
@@ -25,10 +25,14 @@ use anyhow::{bail, Result};
 use cairn_api::MemoryReport;
 
 pub const DEFAULT_LIMIT: u64 = 512 << 20;
+/// What the process holds outside the budget (code, thread stacks, the runtime, allocator
+/// slack): RSS stays under the limit plus this. Measured: ~80 MiB idle.
+pub const FIXED_OVERHEAD: u64 = 128 << 20;
 /// Below this the shares are too small for one request of the largest size.
 pub const MIN_LIMIT: u64 = 128 << 20;
-/// Buffer memory one connection is counted for (hyper's read and write buffers).
-pub const PER_CONNECTION: u64 = 32 << 10;
+/// Buffer memory one connection is counted for: hyper's read buffer is capped at 64 KiB
+/// (`MAX_HEADER_BYTES`); bodies and answers are held by the other shares.
+pub const PER_CONNECTION: u64 = 64 << 10;
 
 pub const SHARES: &[(&str, u64)] = &[
     ("request_bodies", 20),
@@ -90,13 +94,21 @@ impl Budget {
         }
     }
 
-    /// The split as `/_cairn/metrics` reports it.
-    pub fn report(&self) -> MemoryReport {
+    /// The split as `/_cairn/metrics` reports it, with the shares a setting overrode
+    /// (`applied`: name → bytes).
+    pub fn report_effective(&self, applied: &[(&str, u64)]) -> MemoryReport {
         MemoryReport {
             limit: self.limit,
             shares: SHARES
                 .iter()
-                .map(|(n, _)| (n.to_string(), self.share(n)))
+                .map(|(n, _)| {
+                    let v = applied
+                        .iter()
+                        .find(|(a, _)| a == n)
+                        .map(|(_, v)| *v)
+                        .unwrap_or_else(|| self.share(n));
+                    (n.to_string(), v)
+                })
                 .collect(),
         }
     }
@@ -130,7 +142,8 @@ mod tests {
         assert!(Budget::parse("64MiB").is_err());
         assert!(Budget::parse("10%").is_err());
         assert!(Budget::parse("lots").is_err());
-        let r = b.report();
+        let r = b.report_effective(&[("connections", 7)]);
+        assert!(r.shares.contains(&("connections".to_string(), 7)));
         assert_eq!(r.shares.len(), SHARES.len());
         assert!(r.shares.iter().map(|(_, v)| v).sum::<u64>() <= b.limit);
     }

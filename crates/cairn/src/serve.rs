@@ -380,7 +380,14 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     if let Some(m) = file.max_connections {
         opts.max_connections = m.max(1);
     }
-    opts.memory = budget.report();
+    // What /_cairn/metrics reports: the shares as applied (a setting of cairn.toml wins).
+    opts.memory = budget.report_effective(&[
+        ("request_bodies", opts.max_buffered_body_bytes as u64),
+        (
+            "connections",
+            opts.max_connections as u64 * crate::memory::PER_CONNECTION,
+        ),
+    ]);
     let std_duration = |v: &Option<String>, default: std::time::Duration| -> Result<_> {
         Ok(match v {
             Some(v) => parse_duration(v)?

@@ -37,6 +37,8 @@ const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const TIMES: TableDefinition<&[u8], u64> = TableDefinition::new("times");
 /// key: partition hash (4) ‖ attribute (1) ‖ value hash (8) ‖ newest-first second ‖ seq → ().
 const ATTRS: TableDefinition<&[u8], ()> = TableDefinition::new("attr_hashes");
+/// key: newest record time of a block (u64 BE) ‖ block id → (): what retention scans.
+const BLOCK_TIMES: TableDefinition<&[u8], ()> = TableDefinition::new("block_times");
 const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
 /// The layout before blocks (whole records, attribute values in keys): read once at open,
 /// moved into the blocks, then deleted.
@@ -255,7 +257,110 @@ struct OpenBlock {
     records: Vec<(u64, Vec<u8>)>,
     raw: usize,
     max_time: i64,
+    /// The newest time its `block_times` entry is under (`None`: not written yet).
+    stored_max: Option<i64>,
 }
+
+impl OpenBlock {
+    fn empty(id: u64) -> OpenBlock {
+        OpenBlock {
+            id,
+            records: Vec::new(),
+            raw: 0,
+            max_time: 0,
+            stored_max: None,
+        }
+    }
+}
+
+fn block_time_key(max_time: i64, id: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&(max_time.max(0) as u64).to_be_bytes());
+    k[8..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The tables a block lives in, opened in one write transaction: its records, its entry in
+/// `block_times` (newest record time ‖ id: what retention scans), and the id counter.
+struct BlockTables<'t> {
+    blocks: redb::Table<'t, u64, &'static [u8]>,
+    block_times: redb::Table<'t, &'static [u8], ()>,
+    state: redb::Table<'t, &'static str, u64>,
+}
+
+impl<'t> BlockTables<'t> {
+    fn open(tx: &'t redb::WriteTransaction) -> Result<Self, String> {
+        Ok(BlockTables {
+            blocks: tx.open_table(BLOCKS).map_err(err)?,
+            block_times: tx.open_table(BLOCK_TIMES).map_err(err)?,
+            state: tx.open_table(STATE).map_err(err)?,
+        })
+    }
+
+    /// A new block id: ids only grow (a deleted block's id is never reused).
+    fn alloc(&mut self) -> Result<u64, String> {
+        let last = self
+            .blocks
+            .last()
+            .map_err(err)?
+            .map(|(k, _)| k.value() + 1)
+            .unwrap_or(0);
+        let counted = self
+            .state
+            .get("next_block")
+            .map_err(err)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        let id = last.max(counted);
+        self.state.insert("next_block", id + 1).map_err(err)?;
+        Ok(id)
+    }
+
+    /// The open block as the database holds it, or a new one.
+    fn reopen(&mut self) -> Result<OpenBlock, String> {
+        let id = self
+            .state
+            .get("open_block")
+            .map_err(err)?
+            .map(|v| v.value());
+        let Some(id) = id else {
+            return Ok(OpenBlock::empty(self.alloc()?));
+        };
+        let (records, stored) = match self.blocks.get(id).map_err(err)? {
+            Some(v) => (decode_block(v.value()), Some(block_max_time(v.value()))),
+            None => (Vec::new(), None),
+        };
+        Ok(OpenBlock {
+            id,
+            raw: records.iter().map(|(_, j)| j.len() + 12).sum(),
+            records,
+            max_time: stored.unwrap_or(0),
+            stored_max: stored,
+        })
+    }
+
+    /// Writes `b` (again) and files it under its newest record's time.
+    fn write(&mut self, b: &mut OpenBlock) -> Result<(), String> {
+        self.blocks
+            .insert(b.id, encode_block(&b.records, b.max_time).as_slice())
+            .map_err(err)?;
+        if b.stored_max != Some(b.max_time) {
+            if let Some(old) = b.stored_max {
+                self.block_times
+                    .remove(block_time_key(old, b.id).as_slice())
+                    .map_err(err)?;
+            }
+            self.block_times
+                .insert(block_time_key(b.max_time, b.id).as_slice(), ())
+                .map_err(err)?;
+            b.stored_max = Some(b.max_time);
+        }
+        Ok(())
+    }
+}
+
+/// A block's records: (journal seq, record JSON), in seq order.
+type Records = Vec<(u64, Vec<u8>)>;
 
 fn encode_block(records: &[(u64, Vec<u8>)], max_time: i64) -> Vec<u8> {
     let mut raw = Vec::with_capacity(records.iter().map(|(_, j)| j.len() + 12).sum());
@@ -319,38 +424,73 @@ fn decode_block(v: &[u8]) -> Vec<(u64, Vec<u8>)> {
     out
 }
 
-/// Reads records by block id, keeping the last block decoded (a page of hits mostly shares
-/// blocks).
+/// Reads records by block id, keeping the last few blocks decoded (a page of hits mostly
+/// shares blocks) and counting the blocks it decoded.
 struct BlockReader<'t, T: ReadableTable<u64, &'static [u8]>> {
     table: &'t T,
-    id: Option<u64>,
-    records: Vec<(u64, Vec<u8>)>,
+    /// Most recently used last.
+    cache: Vec<(u64, Records)>,
+    decoded: usize,
 }
+
+const READER_CACHE: usize = 8;
 
 impl<'t, T: ReadableTable<u64, &'static [u8]>> BlockReader<'t, T> {
     fn new(table: &'t T) -> Self {
         BlockReader {
             table,
-            id: None,
-            records: Vec::new(),
+            cache: Vec::new(),
+            decoded: 0,
         }
     }
 
     fn get(&mut self, block: u64, seq: u64) -> Result<Option<&[u8]>, redb::StorageError> {
-        if self.id != Some(block) {
-            self.records = match self.table.get(block)? {
-                Some(v) => decode_block(v.value()),
-                None => Vec::new(),
-            };
-            self.id = Some(block);
+        Ok(self.get_counted(block, seq)?.0)
+    }
+
+    /// [`BlockReader::get`], with the number of blocks decoded so far.
+    fn get_counted(
+        &mut self,
+        block: u64,
+        seq: u64,
+    ) -> Result<(Option<&[u8]>, usize), redb::StorageError> {
+        match self.cache.iter().position(|(id, _)| *id == block) {
+            Some(i) => {
+                let hit = self.cache.remove(i);
+                self.cache.push(hit);
+            }
+            None => {
+                let records = match self.table.get(block)? {
+                    Some(v) => decode_block(v.value()),
+                    None => Vec::new(),
+                };
+                self.decoded += 1;
+                if self.cache.len() == READER_CACHE {
+                    self.cache.remove(0);
+                }
+                self.cache.push((block, records));
+            }
         }
-        Ok(self
-            .records
-            .binary_search_by_key(&seq, |(s, _)| *s)
-            .ok()
-            .map(|i| self.records[i].1.as_slice()))
+        let Some((_, records)) = self.cache.last() else {
+            return Ok((None, self.decoded));
+        };
+        Ok((
+            records
+                .binary_search_by_key(&seq, |(s, _)| *s)
+                .ok()
+                .map(|i| records[i].1.as_slice()),
+            self.decoded,
+        ))
     }
 }
+
+/// What one LookupEvents page may scan before it answers with what it found and a
+/// NextToken at the scan position (a filter that rejects nearly everything must not turn
+/// one request into a read of the whole history).
+const MAX_CANDIDATES: usize = 20_000;
+const MAX_BLOCKS_DECODED: usize = 256;
+/// Index entries of expired events removed per retention transaction.
+const PRUNE_BATCH: usize = 20_000;
 
 pub struct History {
     db: Database,
@@ -437,6 +577,7 @@ impl History {
             let tx = db.begin_write().map_err(err)?;
             let pos = {
                 tx.open_table(BLOCKS).map_err(err)?;
+                tx.open_table(BLOCK_TIMES).map_err(err)?;
                 tx.open_table(TIMES).map_err(err)?;
                 tx.open_table(ATTRS).map_err(err)?;
                 let t = tx.open_table(STATE).map_err(err)?;
@@ -481,7 +622,7 @@ impl History {
 
     /// Moves a history written in the layout before blocks into blocks, a bounded batch per
     /// transaction (each commits its moved records and their removal together: a crash
-    /// resumes where it stopped), then drops the old tables and compacts the file.
+    /// resumes where it stopped), then drops the old tables (their pages are reused).
     fn migrate(&self) -> Result<(), String> {
         let present = {
             let tx = self.db.begin_read().map_err(err)?;
@@ -520,37 +661,32 @@ impl History {
                     true
                 } else {
                     batch.sort_by_key(|(_, s, _)| *s);
-                    let mut blocks = tx.open_table(BLOCKS).map_err(err)?;
+                    let mut bt = BlockTables::open(&tx)?;
                     let mut times = tx.open_table(TIMES).map_err(err)?;
                     let mut attrs = tx.open_table(ATTRS).map_err(err)?;
-                    let mut next = next_block_id(&blocks)?;
-                    let mut cur: Vec<(u64, Vec<u8>)> = Vec::new();
-                    let (mut raw, mut max_time) = (0usize, 0i64);
+                    let mut cur = OpenBlock::empty(bt.alloc()?);
                     let n = batch.len();
                     for (i, (key, seq, json)) in batch.into_iter().enumerate() {
                         old.remove(key.as_slice()).map_err(err)?;
                         if let Some(st) = Stored::parse(&json) {
                             let t = rev(st.time);
                             times
-                                .insert(time_key(&st.part, t, seq).as_slice(), next)
+                                .insert(time_key(&st.part, t, seq).as_slice(), cur.id)
                                 .map_err(err)?;
                             for (a, v) in &st.attrs {
                                 attrs
                                     .insert(attr_key(&st.part, *a, v, t, seq).as_slice(), ())
                                     .map_err(err)?;
                             }
-                            raw += json.len() + 12;
-                            max_time = max_time.max(st.time);
-                            cur.push((seq, json));
+                            cur.raw += json.len() + 12;
+                            cur.max_time = cur.max_time.max(st.time);
+                            cur.records.push((seq, json));
                         }
-                        if !cur.is_empty() && (raw >= BLOCK_BYTES || i + 1 == n) {
-                            blocks
-                                .insert(next, encode_block(&cur, max_time).as_slice())
-                                .map_err(err)?;
-                            next += 1;
-                            cur.clear();
-                            raw = 0;
-                            max_time = 0;
+                        if !cur.records.is_empty() && (cur.raw >= BLOCK_BYTES || i + 1 == n) {
+                            bt.write(&mut cur)?;
+                            if i + 1 < n {
+                                cur = OpenBlock::empty(bt.alloc()?);
+                            }
                         }
                     }
                     moved += n;
@@ -629,38 +765,11 @@ impl History {
         let mut bytes = 0;
         let index_data = self.index_data.load(Ordering::Acquire);
         {
-            let mut blocks = tx.open_table(BLOCKS).map_err(err)?;
+            let mut bt = BlockTables::open(&tx)?;
             let mut times = tx.open_table(TIMES).map_err(err)?;
             let mut attrs = tx.open_table(ATTRS).map_err(err)?;
-            let mut st = tx.open_table(STATE).map_err(err)?;
             if open.is_none() {
-                *open = Some(
-                    match st.get("open_block").map_err(err)?.map(|v| v.value()) {
-                        Some(id) => {
-                            let records = match blocks.get(id).map_err(err)? {
-                                Some(v) => decode_block(v.value()),
-                                None => Vec::new(),
-                            };
-                            let max_time = records
-                                .iter()
-                                .filter_map(|(_, j)| Stored::parse(j).map(|s| s.time))
-                                .max()
-                                .unwrap_or(0);
-                            OpenBlock {
-                                id,
-                                raw: records.iter().map(|(_, j)| j.len() + 12).sum(),
-                                records,
-                                max_time,
-                            }
-                        }
-                        None => OpenBlock {
-                            id: next_block_id(&blocks)?,
-                            records: Vec::new(),
-                            raw: 0,
-                            max_time: 0,
-                        },
-                    },
-                );
+                *open = Some(bt.reopen()?);
             }
             let Some(block) = open.as_mut() else {
                 return Ok(0);
@@ -702,33 +811,22 @@ impl History {
                 block.records.push((seq, json));
                 changed = true;
                 if block.raw >= BLOCK_BYTES {
-                    blocks
-                        .insert(
-                            block.id,
-                            encode_block(&block.records, block.max_time).as_slice(),
-                        )
-                        .map_err(err)?;
-                    block.id += 1;
-                    block.records.clear();
-                    block.raw = 0;
-                    block.max_time = 0;
+                    bt.write(block)?;
+                    *block = OpenBlock::empty(bt.alloc()?);
                     changed = false;
                 }
             }
             if changed {
-                blocks
-                    .insert(
-                        block.id,
-                        encode_block(&block.records, block.max_time).as_slice(),
-                    )
-                    .map_err(err)?;
+                bt.write(block)?;
             }
             if block.records.is_empty() {
-                st.remove("open_block").map_err(err)?;
+                bt.state.remove("open_block").map_err(err)?;
             } else {
-                st.insert("open_block", block.id).map_err(err)?;
+                bt.state.insert("open_block", block.id).map_err(err)?;
             }
-            st.insert("position", reader.position()).map_err(err)?;
+            bt.state
+                .insert("position", reader.position())
+                .map_err(err)?;
         }
         // Nothing new since the last durable commit: no commit, no cursor to move.
         if n == 0
@@ -821,36 +919,46 @@ impl History {
         let lo_t = rev(q.end.timestamp());
         let hi_t = rev(q.start.timestamp());
         let (from_t, from_seq) = match q.after {
-            Some((t, s)) => (t.min(u32::MAX as u64) as u32, s.saturating_add(1)),
-            None => (lo_t, 0),
+            // A position before the end time (only a forged token has one) starts at it.
+            Some((t, s)) if t >= lo_t as u64 => {
+                (t.min(u32::MAX as u64) as u32, s.saturating_add(1))
+            }
+            _ => (lo_t, 0),
         };
         if from_t > hi_t {
             return Ok((Vec::new(), None));
         }
         let mut out = Vec::new();
         let mut last = None;
-        let mut more = false;
+        let mut scanned = 0usize;
         // ReadOnly is not indexed: the first other attribute is the index scanned (or the
         // time index); every attribute, that one included, is checked against the record.
         let indexed: Option<&(u8, String)> = q.attributes.iter().find(|(k, _)| *k != 2);
-        let mut take = |json: &[u8], t: u32, s: u64| -> bool {
-            let Some(st) = Stored::parse(json) else {
-                return true;
-            };
-            if st.part != part
-                || rev(st.time) != t
-                || !q.attributes.iter().all(|(k, v)| st.has(*k, v))
-            {
-                return true;
+        // Whether to go on after the candidate at (t, s): false once the page is full (the
+        // position is that of its last event) or the scan reached its bound (the position
+        // is the candidate's: the next page goes on from there).
+        let mut take = |json: Option<&[u8]>, decoded: usize, t: u32, s: u64| -> bool {
+            scanned += 1;
+            if let Some(st) = json.and_then(Stored::parse) {
+                if st.part == part
+                    && rev(st.time) == t
+                    && q.attributes.iter().all(|(k, v)| st.has(*k, v))
+                {
+                    if out.len() == q.max_results {
+                        return false;
+                    }
+                    out.push(lookup_event(&st.rec, json.unwrap_or_default()));
+                    last = Some((t as u64, s));
+                    return true;
+                }
             }
-            if out.len() == q.max_results {
-                more = true;
+            if scanned >= MAX_CANDIDATES || decoded >= MAX_BLOCKS_DECODED {
+                last = Some((t as u64, s));
                 return false;
             }
-            out.push(lookup_event(&st.rec, json));
-            last = Some((t as u64, s));
             true
         };
+        let mut stopped = false;
         match indexed {
             None => {
                 let lo = time_key(&part, from_t, from_seq);
@@ -861,10 +969,11 @@ impl History {
                 {
                     let (k, b) = row.map_err(ApiError::internal)?;
                     let (t, s) = tail(k.value());
-                    let Some(json) = reader.get(b.value(), s).map_err(ApiError::internal)? else {
-                        continue;
-                    };
-                    if !take(json, t, s) {
+                    let (json, decoded) = reader
+                        .get_counted(b.value(), s)
+                        .map_err(ApiError::internal)?;
+                    if !take(json, decoded, t, s) {
+                        stopped = true;
                         break;
                     }
                 }
@@ -884,106 +993,108 @@ impl History {
                 {
                     let (k, _) = row.map_err(ApiError::internal)?;
                     let (t, s) = tail(k.value());
-                    let Some(b) = times
+                    let (json, decoded) = match times
                         .get(time_key(&part, t, s).as_slice())
                         .map_err(ApiError::internal)?
-                    else {
-                        continue;
+                    {
+                        Some(b) => reader
+                            .get_counted(b.value(), s)
+                            .map_err(ApiError::internal)?,
+                        None => (None, 0),
                     };
-                    let Some(json) = reader.get(b.value(), s).map_err(ApiError::internal)? else {
-                        continue;
-                    };
-                    if !take(json, t, s) {
+                    if !take(json, decoded, t, s) {
+                        stopped = true;
                         break;
                     }
                 }
             }
         }
-        Ok((out, if more { last } else { None }))
+        Ok((out, if stopped { last } else { None }))
     }
 
-    /// Deletes events older than `before` (retention): their index entries, and every block
-    /// whose records are all older. Returns the number of events removed from the index.
+    /// Deletes events older than `before` (retention): their index entries, then every block
+    /// whose records are all older (the open block stays). Bounded transactions: the indexer
+    /// goes on between them. Returns the number of events removed from the index.
     pub fn prune(&self, regions: &[String], before: DateTime<Utc>) -> Result<usize, String> {
         let cut = before.timestamp();
-        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let open_id = open.as_ref().map(|b| b.id);
-        let tx = self.db.begin_write().map_err(err)?;
         let mut n = 0;
-        {
-            let mut times = tx.open_table(TIMES).map_err(err)?;
-            let mut attrs = tx.open_table(ATTRS).map_err(err)?;
-            let mut blocks = tx.open_table(BLOCKS).map_err(err)?;
-            let open_id = match open_id {
-                Some(id) => Some(id),
-                None => tx
-                    .open_table(STATE)
-                    .map_err(err)?
-                    .get("open_block")
-                    .map_err(err)?
-                    .map(|v| v.value()),
-            };
-            for r in regions {
-                for data in [false, true] {
-                    let part = partition(r, data);
-                    // Strictly older than the cut: newest-first seconds above rev(cut).
-                    let lo = time_key(&part, rev(cut).saturating_add(1), 0);
-                    let hi = time_key(&part, u32::MAX, u64::MAX);
-                    if lo > hi {
-                        continue;
-                    }
-                    let old: Vec<(u32, u64, u64)> = times
-                        .range(lo.as_slice()..=hi.as_slice())
-                        .map_err(err)?
-                        .filter_map(|row| row.ok())
-                        .map(|(k, b)| {
-                            let (t, s) = tail(k.value());
-                            (t, s, b.value())
-                        })
-                        .collect();
-                    let mut reader = BlockReader::new(&blocks);
-                    for (t, s, b) in old {
-                        let json = reader.get(b, s).map_err(err)?;
-                        if let Some(st) = json.and_then(Stored::parse) {
-                            for (a, v) in &st.attrs {
-                                attrs
-                                    .remove(attr_key(&part, *a, v, t, s).as_slice())
-                                    .map_err(err)?;
+        for r in regions {
+            for data in [false, true] {
+                let part = partition(r, data);
+                // Strictly older than the cut: newest-first seconds above rev(cut).
+                let lo = time_key(&part, rev(cut).saturating_add(1), 0);
+                let hi = time_key(&part, u32::MAX, u64::MAX);
+                loop {
+                    let tx = self.db.begin_write().map_err(err)?;
+                    let removed = {
+                        let mut times = tx.open_table(TIMES).map_err(err)?;
+                        let mut attrs = tx.open_table(ATTRS).map_err(err)?;
+                        let blocks = tx.open_table(BLOCKS).map_err(err)?;
+                        let old: Vec<(u32, u64, u64)> = times
+                            .range(lo.as_slice()..=hi.as_slice())
+                            .map_err(err)?
+                            .take(PRUNE_BATCH)
+                            .filter_map(|row| row.ok())
+                            .map(|(k, b)| {
+                                let (t, s) = tail(k.value());
+                                (t, s, b.value())
+                            })
+                            .collect();
+                        let mut reader = BlockReader::new(&blocks);
+                        for (t, s, b) in &old {
+                            let json = reader.get(*b, *s).map_err(err)?;
+                            if let Some(st) = json.and_then(Stored::parse) {
+                                for (a, v) in &st.attrs {
+                                    attrs
+                                        .remove(attr_key(&part, *a, v, *t, *s).as_slice())
+                                        .map_err(err)?;
+                                }
                             }
+                            times
+                                .remove(time_key(&part, *t, *s).as_slice())
+                                .map_err(err)?;
                         }
-                        times
-                            .remove(time_key(&part, t, s).as_slice())
-                            .map_err(err)?;
-                        n += 1;
+                        old.len()
+                    };
+                    tx.commit().map_err(err)?;
+                    n += removed;
+                    if removed < PRUNE_BATCH {
+                        break;
                     }
                 }
             }
-            // Blocks are written in journal order, which follows time closely: the oldest
-            // run of blocks whose newest record expired is deleted (the open block stays).
-            let expired: Vec<u64> = blocks
-                .iter()
+        }
+        // Blocks whose newest record expired, found by `block_times` in time order.
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut bt = BlockTables::open(&tx)?;
+            let open_id = match open.as_ref() {
+                Some(b) => Some(b.id),
+                None => bt.state.get("open_block").map_err(err)?.map(|v| v.value()),
+            };
+            let hi = block_time_key(cut, 0);
+            let expired: Vec<(Vec<u8>, u64)> = bt
+                .block_times
+                .range(..hi.as_slice())
                 .map_err(err)?
                 .filter_map(|row| row.ok())
-                .take_while(|(id, v)| {
-                    Some(id.value()) != open_id && block_max_time(v.value()) < cut
+                .map(|(k, _)| {
+                    let k = k.value().to_vec();
+                    let mut id = [0u8; 8];
+                    id.copy_from_slice(&k[8..16]);
+                    (k, u64::from_be_bytes(id))
                 })
-                .map(|(id, _)| id.value())
+                .filter(|(_, id)| Some(*id) != open_id)
                 .collect();
-            for id in expired {
-                blocks.remove(id).map_err(err)?;
+            for (k, id) in expired {
+                bt.block_times.remove(k.as_slice()).map_err(err)?;
+                bt.blocks.remove(id).map_err(err)?;
             }
         }
         tx.commit().map_err(err)?;
         Ok(n)
     }
-}
-
-fn next_block_id(blocks: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64, String> {
-    Ok(blocks
-        .last()
-        .map_err(err)?
-        .map(|(k, _)| k.value() + 1)
-        .unwrap_or(0))
 }
 
 /// Epoch seconds → time (for tokens and tests).
@@ -1136,6 +1247,88 @@ mod tests {
         assert_eq!(times.iter().unwrap().count(), 100);
         // EventId, EventName, EventSource, Username, AccessKeyId per event.
         assert_eq!(attrs.iter().unwrap().count(), 500);
+    }
+
+    fn append_all(journal: &Journal, recs: &[EventRecord]) {
+        let enc: Vec<Vec<u8>> = recs.iter().map(entry::encode_event).collect();
+        let refs: Vec<&[u8]> = enc.iter().map(|e| e.as_slice()).collect();
+        journal.append_batch(&refs).unwrap();
+    }
+
+    fn block_ids(h: &History) -> Vec<u64> {
+        let tx = h.db.begin_read().unwrap();
+        let t = tx.open_table(BLOCKS).unwrap();
+        t.iter().unwrap().map(|r| r.unwrap().0.value()).collect()
+    }
+
+    #[test]
+    fn retention_finds_expired_blocks_behind_a_newer_one_and_never_reuses_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal =
+            Arc::new(Journal::open(dir.path().join("j"), JournalOptions::default()).unwrap());
+        let h = History::open(&dir.path().join("h.redb"), journal.clone()).unwrap();
+        let now = Utc::now();
+        // A block of events stamped a day ahead (a clock step) comes first in journal order.
+        let ahead: Vec<EventRecord> = (0..200)
+            .map(|i| event(i, now + Duration::days(1)))
+            .collect();
+        append_all(&journal, &ahead);
+        while h.step(1000).unwrap() > 0 {}
+        h.force_durable.store(true, Ordering::Release);
+        let old: Vec<EventRecord> = (0..1000)
+            .map(|i| event(i, now - Duration::days(100) + Duration::seconds(i)))
+            .collect();
+        append_all(&journal, &old);
+        while h.step(1000).unwrap() > 0 {}
+        let before = block_ids(&h);
+        let n = h
+            .prune(&["us-east-1".into()], now - Duration::days(90))
+            .unwrap();
+        assert_eq!(n, 1000);
+        let after = block_ids(&h);
+        // Blocks 0 (ahead) and the one mixing both stay, and the open one.
+        assert!(
+            after.len() <= 3 && after.len() + 3 <= before.len(),
+            "blocks of expired events are deleted though a newer block precedes them: {before:?} → {after:?}"
+        );
+        // Everything expires (but the open block, which goes on filling); new blocks get new
+        // ids.
+        let max_before = *before.iter().max().unwrap();
+        h.prune(&["us-east-1".into()], now + Duration::days(3))
+            .unwrap();
+        append_all(
+            &journal,
+            &(0..300).map(|i| event(i, now)).collect::<Vec<_>>(),
+        );
+        while h.step(1000).unwrap() > 0 {}
+        let fresh = block_ids(&h);
+        assert!(
+            fresh.iter().all(|id| *id >= max_before) && fresh.len() >= 2,
+            "{fresh:?} after {max_before}"
+        );
+        assert_eq!(all(&h, query(vec![], now)).len(), 300);
+    }
+
+    #[test]
+    fn a_page_that_filters_out_everything_stops_at_its_bound_with_a_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal =
+            Arc::new(Journal::open(dir.path().join("j"), JournalOptions::default()).unwrap());
+        let h = History::open(&dir.path().join("h.redb"), journal.clone()).unwrap();
+        let now = Utc::now();
+        // Odd events only: ReadOnly=false; one read-only event, the oldest.
+        let mut recs: Vec<EventRecord> = (0..(MAX_CANDIDATES as i64 + 5000))
+            .map(|i| event(2 * i + 1, now - Duration::seconds(30_000 - i)))
+            .collect();
+        recs.insert(0, event(0, now - Duration::seconds(40_000)));
+        append_all(&journal, &recs);
+        while h.step(100_000).unwrap() > 0 {}
+        let q = query(vec![(2, "true".into())], now);
+        let (page, next) = h.lookup(&q).unwrap();
+        assert!(page.is_empty());
+        assert!(next.is_some(), "the scan stops at its bound and says where");
+        let got = all(&h, q);
+        assert_eq!(got.len(), 1, "following the tokens finds the one match");
     }
 
     #[test]

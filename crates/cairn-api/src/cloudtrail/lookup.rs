@@ -139,7 +139,9 @@ pub(super) async fn lookup_events(ctx: &mut Ctx<'_>, action: &str, i: LookupEven
             .decode(tok.as_bytes())
             .map_err(|_| bad())?;
         let pt: PageToken = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-        if pt.q != fp {
+        // Positions are newest-first seconds (u32): a token from before the history kept
+        // blocks (milliseconds) is refused, not read as the end of the results.
+        if pt.q != fp || pt.t > u32::MAX as u64 {
             return Err(bad());
         }
         q.after = Some((pt.t, pt.s));

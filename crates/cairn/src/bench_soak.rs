@@ -1,0 +1,1020 @@
+//! `cairn bench soak`: a long run of mixed signed traffic at a fixed rate against a real
+//! `cairn serve`, sampling throughput, p99 latency, the server's RSS, its open files and its
+//! data directory every few seconds. Writes `soak.csv`, `soak.svg` (all five over time, the
+//! memory budget drawn on the RSS panel) and `summary.json` into `--out`, and ends with the
+//! crash tests' ledger checks:
+//! - every object's last acknowledged PUT reads back byte for byte, every acknowledged
+//!   DELETE left it gone (each connection owns its keys, so per key the ledger is exact);
+//! - every answered request of the mix is delivered in the trail's log files exactly as often
+//!   as it was answered, with an `errorCode` exactly when its answer was an error;
+//! - every acknowledged PutAuditEvents id is delivered exactly once;
+//! - the trail's log files and digests validate (strict).
+//!
+//! The mix: CloudTrail GetTrailStatus, DescribeTrails, LookupEvents; S3 GetObject, PutObject
+//! (4 KiB), DeleteObject as data events; IAM GetUser, ListUsers; STS GetCallerIdentity;
+//! PutAuditEvents of one event.
+
+use crate::bench_api::{bench_server, read_response_into};
+use crate::client::{self, Client};
+use anyhow::{bail, Context, Result};
+use cairn_store::ObjectStore;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+
+const ACCOUNT: &str = "123456789012";
+const LOGS: &str = "soak-logs";
+const DATA: &str = "soak-data";
+const TRAIL: &str = "soak";
+const KEYS_PER_CONNECTION: usize = 64;
+const OBJECT_BYTES: usize = 4096;
+
+#[derive(clap::Args, Debug)]
+pub struct SoakBenchArgs {
+    /// Length of the run.
+    #[arg(long, default_value_t = 30.0)]
+    pub minutes: f64,
+    /// Requests per second to offer (spread evenly over the connections).
+    #[arg(long, default_value_t = 10_000.0)]
+    pub rate: f64,
+    /// Keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 5.0)]
+    pub sample_seconds: f64,
+    /// Where soak.csv, soak.svg and summary.json go.
+    #[arg(long, default_value = "soak-out")]
+    pub out: PathBuf,
+    /// The server's data directory (default: a temporary one).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The server's memory_limit.
+    #[arg(long, default_value = "512MiB")]
+    pub memory_limit: String,
+    /// Load-generator threads.
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Op {
+    GetTrailStatus,
+    DescribeTrails,
+    LookupEvents,
+    GetObject,
+    PutObject,
+    DeleteObject,
+    GetUser,
+    ListUsers,
+    GetCallerIdentity,
+    PutAuditEvents,
+}
+
+/// (operation, weight): what a run's requests are made of.
+const MIX: &[(Op, u32)] = &[
+    (Op::GetTrailStatus, 28),
+    (Op::DescribeTrails, 5),
+    (Op::LookupEvents, 1),
+    (Op::GetObject, 20),
+    (Op::PutObject, 12),
+    (Op::DeleteObject, 4),
+    (Op::GetUser, 8),
+    (Op::ListUsers, 4),
+    (Op::GetCallerIdentity, 8),
+    (Op::PutAuditEvents, 10),
+];
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::GetTrailStatus => "GetTrailStatus",
+            Op::DescribeTrails => "DescribeTrails",
+            Op::LookupEvents => "LookupEvents",
+            Op::GetObject => "GetObject",
+            Op::PutObject => "PutObject",
+            Op::DeleteObject => "DeleteObject",
+            Op::GetUser => "GetUser",
+            Op::ListUsers => "ListUsers",
+            Op::GetCallerIdentity => "GetCallerIdentity",
+            Op::PutAuditEvents => "PutAuditEvents",
+        }
+    }
+
+    /// Whether the trail records this call (PutAuditEvents' own data event is not selected:
+    /// its events are checked by id instead).
+    fn delivered(self) -> bool {
+        self != Op::PutAuditEvents
+    }
+
+    fn pick(rng: &mut SmallRng) -> Op {
+        let total: u32 = MIX.iter().map(|(_, w)| w).sum();
+        let mut x = rng.gen_range(0..total);
+        for (op, w) in MIX {
+            if x < *w {
+                return *op;
+            }
+            x -= w;
+        }
+        Op::GetTrailStatus
+    }
+}
+
+/// What the ledger knows of one key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyState {
+    Absent,
+    Has([u8; 32]),
+    /// A request on it went unanswered: its effect is unknown.
+    Unknown,
+}
+
+/// Counts of one operation's answers.
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    ok: u64,
+    err: u64,
+    unanswered: u64,
+}
+
+/// What the connections share with the sampler and the final check.
+struct Shared {
+    latencies: Mutex<Vec<u32>>,
+    done: AtomicU64,
+    counts: Mutex<HashMap<Op, Counts>>,
+    audit_acked: Mutex<HashSet<String>>,
+    audit_sent: AtomicU64,
+    problems: Mutex<Vec<String>>,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn count(&self, op: Op, status: Option<u16>) {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let e = c.entry(op).or_default();
+        match status {
+            Some(200..=299) => e.ok += 1,
+            Some(_) => e.err += 1,
+            None => e.unanswered += 1,
+        }
+    }
+
+    fn problem(&self, p: String) {
+        let mut v = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        if v.len() < 50 {
+            v.push(p);
+        }
+    }
+}
+
+/// Signs the mix's requests for one server.
+#[derive(Clone)]
+struct Signer {
+    host: String,
+    key: String,
+    secret: String,
+    channel: String,
+}
+
+impl Signer {
+    fn creds(&self) -> (&str, &str, Option<&str>) {
+        (&self.key, &self.secret, None)
+    }
+
+    fn cloudtrail(&self, op: &str, body: &Value) -> Vec<u8> {
+        client::signed_cloudtrail_request(
+            &self.host,
+            self.creds(),
+            "us-east-1",
+            op,
+            body.to_string().as_bytes(),
+            true,
+        )
+    }
+
+    fn form(&self, service: &str, form: &str) -> Vec<u8> {
+        client::signed_post(
+            &self.host,
+            self.creds(),
+            "us-east-1",
+            service,
+            &[(
+                "content-type",
+                "application/x-www-form-urlencoded; charset=utf-8",
+            )],
+            form.as_bytes(),
+            true,
+        )
+    }
+
+    fn s3(&self, method: &str, key: &str, body: &[u8]) -> Vec<u8> {
+        let sha = hex::encode(Sha256::digest(body));
+        client::signed_request(
+            &self.host,
+            self.creds(),
+            "us-east-1",
+            "s3",
+            (method, &format!("/{DATA}/{key}"), ""),
+            &[("x-amz-content-sha256", &sha)],
+            body,
+            true,
+        )
+    }
+
+    fn audit(&self, id: &str) -> Vec<u8> {
+        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let data = json!({
+            "version": "1.0",
+            "userIdentity": {"type": "Soak", "principalId": "soak"},
+            "eventSource": "soak.cairn.example", "eventName": "Send",
+            "eventTime": now, "UID": id, "recipientAccountId": ACCOUNT,
+        });
+        let body = json!({"auditEvents": [{"id": id, "eventData": data.to_string()}]});
+        client::signed_request(
+            &self.host,
+            self.creds(),
+            "us-east-1",
+            "cloudtrail-data",
+            (
+                "POST",
+                "/PutAuditEvents",
+                &format!(
+                    "channelArn={}",
+                    percent_encoding::utf8_percent_encode(
+                        &self.channel,
+                        percent_encoding::NON_ALPHANUMERIC
+                    )
+                ),
+            ),
+            &[("content-type", "application/json")],
+            body.to_string().as_bytes(),
+            true,
+        )
+    }
+}
+
+fn object_body(conn: usize, key: usize, n: u64) -> Vec<u8> {
+    let seed = format!("{conn}/{key}/{n}/");
+    seed.bytes().cycle().take(OBJECT_BYTES).collect()
+}
+
+/// One keep-alive connection offering `period`-spaced requests until told to stop.
+async fn connection(
+    id: usize,
+    addr: String,
+    signer: Signer,
+    period: Duration,
+    shared: Arc<Shared>,
+) -> Vec<KeyState> {
+    let mut keys = vec![KeyState::Absent; KEYS_PER_CONNECTION];
+    let mut rng = SmallRng::seed_from_u64(id as u64 * 7919 + 1);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Start the connections spread over one period, not all at once.
+    tokio::time::sleep(period.mul_f64(id as f64 / 64.0 % 1.0)).await;
+    let mut stream: Option<tokio::net::TcpStream> = None;
+    let mut buf = Vec::new();
+    let mut body = Vec::new();
+    let mut n = 0u64;
+    while !shared.stop.load(Ordering::Acquire) {
+        tick.tick().await;
+        n += 1;
+        let op = Op::pick(&mut rng);
+        let k = rng.gen_range(0..KEYS_PER_CONNECTION);
+        let key = format!("c{id}-k{k}");
+        let mut put_sha = None;
+        let mut audit_id = None;
+        let msg = match op {
+            Op::GetTrailStatus => signer.cloudtrail("GetTrailStatus", &json!({"Name": TRAIL})),
+            Op::DescribeTrails => signer.cloudtrail("DescribeTrails", &json!({})),
+            Op::LookupEvents => signer.cloudtrail(
+                "LookupEvents",
+                &json!({"LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": "ListUsers"}],
+                    "StartTime": chrono::Utc::now().timestamp() - 60, "MaxResults": 10}),
+            ),
+            Op::GetObject => signer.s3("GET", &key, b""),
+            Op::PutObject => {
+                let b = object_body(id, k, n);
+                put_sha = Some(<[u8; 32]>::from(Sha256::digest(&b)));
+                signer.s3("PUT", &key, &b)
+            }
+            Op::DeleteObject => signer.s3("DELETE", &key, b""),
+            Op::GetUser => signer.form("iam", "Action=GetUser&UserName=soak-user&Version=2010-05-08"),
+            Op::ListUsers => signer.form("iam", "Action=ListUsers&Version=2010-05-08"),
+            Op::GetCallerIdentity => {
+                signer.form("sts", "Action=GetCallerIdentity&Version=2011-06-15")
+            }
+            Op::PutAuditEvents => {
+                let a = format!("soak-{id}-{n}");
+                shared.audit_sent.fetch_add(1, Ordering::Relaxed);
+                let m = signer.audit(&a);
+                audit_id = Some(a);
+                m
+            }
+        };
+        let t = Instant::now();
+        let answer = exchange(&addr, &mut stream, &mut buf, &msg, &mut body).await;
+        let status = answer.as_ref().ok().copied();
+        if answer.is_err() {
+            stream = None;
+            buf.clear();
+        }
+        shared
+            .latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        shared.done.fetch_add(1, Ordering::Relaxed);
+        shared.count(op, status);
+        match (op, status) {
+            (Op::PutObject, Some(200)) => keys[k] = KeyState::Has(put_sha.unwrap_or_default()),
+            (Op::DeleteObject, Some(204)) => keys[k] = KeyState::Absent,
+            (Op::PutObject | Op::DeleteObject, None) => keys[k] = KeyState::Unknown,
+            (Op::GetObject, Some(s)) => match keys[k] {
+                KeyState::Has(sha)
+                    if s != 200 || <[u8; 32]>::from(Sha256::digest(&body)) != sha =>
+                {
+                    shared.problem(format!(
+                        "GET {key} answered {s} or other bytes than its last acknowledged PUT"
+                    ))
+                }
+                KeyState::Absent if s != 404 => shared.problem(format!(
+                    "GET {key} answered {s}; it was deleted or never written"
+                )),
+                _ => {}
+            },
+            (Op::PutAuditEvents, Some(200)) => {
+                let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let ok = v["successful"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|e| e["id"].as_str() == audit_id.as_deref()));
+                if ok {
+                    if let Some(a) = audit_id {
+                        shared
+                            .audit_acked
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(a);
+                    }
+                }
+            }
+            (_, Some(s)) if s >= 500 => {
+                shared.problem(format!("{} answered {s}", op.name()));
+            }
+            _ => {}
+        }
+    }
+    keys
+}
+
+/// Sends `msg` on the connection (opening it if needed) and reads the answer.
+async fn exchange(
+    addr: &str,
+    stream: &mut Option<tokio::net::TcpStream>,
+    buf: &mut Vec<u8>,
+    msg: &[u8],
+    body: &mut Vec<u8>,
+) -> Result<u16> {
+    if stream.is_none() {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        *stream = Some(s);
+        buf.clear();
+    }
+    let Some(s) = stream.as_mut() else {
+        bail!("no connection");
+    };
+    s.write_all(msg).await?;
+    let (status, _, close) = read_response_into(s, buf, Some(body)).await?;
+    if close {
+        *stream = None;
+    }
+    Ok(status)
+}
+
+/// One sample of the run.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    minutes: f64,
+    req_per_s: f64,
+    p99_ms: f64,
+    rss_mib: f64,
+    open_fds: f64,
+    data_mib: f64,
+    /// Bytes of the data directory beyond object bodies and delivered files, per event.
+    bytes_per_event: f64,
+    /// Those bytes, and the events so far (for the marginal cost per event).
+    beyond: f64,
+    events: f64,
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    for e in rd.flatten() {
+        let Ok(m) = e.metadata() else { continue };
+        if m.is_dir() {
+            total += dir_bytes(&e.path());
+        } else {
+            total += m.blocks() * 512;
+        }
+    }
+    total
+}
+
+fn proc_usage(pid: u32) -> (f64, f64) {
+    let rss_kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+        })
+        .unwrap_or(0.0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    (rss_kb / 1024.0, fds as f64)
+}
+
+fn events_so_far(shared: &Shared) -> u64 {
+    let c = shared.counts.lock().unwrap_or_else(|e| e.into_inner());
+    let answered: u64 = c.values().map(|c| c.ok + c.err).sum();
+    answered
+        + shared
+            .audit_acked
+            .lock()
+            .map(|a| a.len() as u64)
+            .unwrap_or(0)
+}
+
+/// Least-squares slope of `y` over `x`.
+fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    if sxx == 0.0 {
+        0.0
+    } else {
+        sxy / sxx
+    }
+}
+
+fn plot(path: &Path, samples: &[Sample], budget_mib: f64) -> Result<()> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (1000, 1300)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((5, 1));
+    type Field = fn(&Sample) -> f64;
+    let series: [(&str, Field, Option<f64>); 5] = [
+        ("requests per second", |s| s.req_per_s, None),
+        ("p99 latency (ms)", |s| s.p99_ms, None),
+        (
+            "server RSS (MiB); red: memory_limit plus the fixed overhead",
+            |s| s.rss_mib,
+            Some(budget_mib),
+        ),
+        ("server open files", |s| s.open_fds, None),
+        ("data directory (MiB)", |s| s.data_mib, None),
+    ];
+    let xmax = samples.last().map(|s| s.minutes).unwrap_or(1.0).max(0.1);
+    for (area, (title, f, line)) in panels.iter().zip(series) {
+        let top = samples
+            .iter()
+            .map(f)
+            .fold(line.unwrap_or(0.0), f64::max)
+            .max(1.0)
+            * 1.1;
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 18))
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0f64..xmax, 0f64..top)?;
+        chart.configure_mesh().x_desc("minutes").draw()?;
+        chart.draw_series(LineSeries::new(
+            samples.iter().map(|s| (s.minutes, f(s))),
+            &BLUE,
+        ))?;
+        if let Some(l) = line {
+            chart.draw_series(LineSeries::new(vec![(0.0, l), (xmax, l)], &RED))?;
+        }
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// The lean view of a delivered record the check needs.
+#[derive(serde::Deserialize)]
+struct Lean {
+    #[serde(rename = "eventName", default)]
+    name: String,
+    #[serde(rename = "eventCategory", default)]
+    category: String,
+    #[serde(rename = "errorCode", default)]
+    error: Option<String>,
+    #[serde(rename = "eventData", default)]
+    data: Option<LeanData>,
+}
+
+#[derive(serde::Deserialize)]
+struct LeanData {
+    #[serde(rename = "UID", default)]
+    uid: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct LeanFile {
+    #[serde(rename = "Records")]
+    records: Vec<Lean>,
+}
+
+/// Delivered records: per event name (ok, error) counts, and per audit id how often.
+type Delivered = (HashMap<String, (u64, u64)>, HashMap<String, u32>);
+
+fn delivered(dir: &Path) -> Result<Delivered> {
+    use rayon::prelude::*;
+    let store = crate::install::open_store(dir)?;
+    let logs = cairn_store::list_all(&store, LOGS, &format!("AWSLogs/{ACCOUNT}/CloudTrail/"))?;
+    let per_file: Vec<Result<Delivered>> = logs
+        .par_iter()
+        .map(|o| {
+            let body = store.get(LOGS, &o.key)?.body;
+            let mut raw = Vec::new();
+            flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut raw)?;
+            let f: LeanFile = serde_json::from_slice(&raw).with_context(|| o.key.clone())?;
+            let mut names: HashMap<String, (u64, u64)> = HashMap::new();
+            let mut ids: HashMap<String, u32> = HashMap::new();
+            for r in f.records {
+                if r.category == "ActivityAuditLog" {
+                    if let Some(uid) = r.data.and_then(|d| d.uid) {
+                        *ids.entry(uid).or_default() += 1;
+                    }
+                    continue;
+                }
+                let e = names.entry(r.name).or_default();
+                if r.error.is_some() {
+                    e.1 += 1;
+                } else {
+                    e.0 += 1;
+                }
+            }
+            Ok((names, ids))
+        })
+        .collect();
+    let mut names: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut ids: HashMap<String, u32> = HashMap::new();
+    for r in per_file {
+        let (n, i) = r?;
+        for (k, (a, b)) in n {
+            let e = names.entry(k).or_default();
+            e.0 += a;
+            e.1 += b;
+        }
+        for (k, c) in i {
+            *ids.entry(k).or_default() += c;
+        }
+    }
+    Ok((names, ids))
+}
+
+fn set_up(c: &Client, addr: &str, signer: &Signer) -> Result<String> {
+    c.cloudtrail(
+        "CreateTrail",
+        &json!({"Name": TRAIL, "S3BucketName": LOGS, "EnableLogFileValidation": true,
+            "IsMultiRegionTrail": true}),
+    )?;
+    c.cloudtrail(
+        "PutEventSelectors",
+        &json!({"TrailName": TRAIL, "AdvancedEventSelectors": [
+            {"Name": "management", "FieldSelectors": [{"Field": "eventCategory", "Equals": ["Management"]}]},
+            {"Name": "objects", "FieldSelectors": [
+                {"Field": "eventCategory", "Equals": ["Data"]},
+                {"Field": "resources.type", "Equals": ["AWS::S3::Object"]},
+                {"Field": "resources.ARN", "StartsWith": [format!("arn:aws:s3:::{DATA}/")]}]},
+            {"Name": "audit", "FieldSelectors": [{"Field": "eventCategory", "Equals": ["ActivityAuditLog"]}]}]}),
+    )?;
+    c.cloudtrail("StartLogging", &json!({"Name": TRAIL}))?;
+    let ch = c.cloudtrail(
+        "CreateChannel",
+        &json!({"Name": "soak", "Source": "Custom", "Destinations": [
+            {"Type": "EVENT_DATA_STORE", "Location": format!("arn:aws:cloudtrail:us-east-1:{ACCOUNT}:eventdatastore/soak")}]}),
+    )?;
+    let (status, body) = crate::bench_s3::once_body(
+        addr,
+        &client::signed_form_request(
+            &signer.host,
+            signer.creds(),
+            "us-east-1",
+            "iam",
+            "Action=CreateUser&UserName=soak-user&Version=2010-05-08",
+        ),
+    )?;
+    if status != 200 {
+        bail!(
+            "CreateUser answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    ch["ChannelArn"]
+        .as_str()
+        .map(str::to_string)
+        .context("CreateChannel gave no ChannelArn")
+}
+
+pub fn soak(a: SoakBenchArgs) -> Result<()> {
+    let budget = crate::memory::Budget::parse(&a.memory_limit)?;
+    std::fs::create_dir_all(&a.out)?;
+    let tmp = tempfile::tempdir()?;
+    let data_dir = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().join("data"));
+    let config = format!(
+        "metrics_public = true\nmemory_limit = \"{}\"\ndigest_interval = \"1m\"\n[[bucket]]\nname = \"{LOGS}\"\n[[bucket]]\nname = \"{DATA}\"\n",
+        a.memory_limit
+    );
+    let (mut server, addr, key, secret) =
+        bench_server(tmp.path(), Some(data_dir.clone()), &config)?;
+    let pid = server.id();
+    let endpoint = format!("http://{addr}");
+    let creds = crate::aws_env::Credentials {
+        key: key.clone(),
+        secret: secret.clone(),
+        token: None,
+    };
+    let result = (|| -> Result<Value> {
+        let c = Client::new(&endpoint, "us-east-1".into(), creds, None)?;
+        let mut signer = Signer {
+            host: addr.clone(),
+            key: key.clone(),
+            secret: secret.clone(),
+            channel: String::new(),
+        };
+        signer.channel = set_up(&c, &addr, &signer)?;
+        let shared = Arc::new(Shared {
+            latencies: Mutex::new(Vec::new()),
+            done: AtomicU64::new(0),
+            counts: Mutex::new(HashMap::new()),
+            audit_acked: Mutex::new(HashSet::new()),
+            audit_sent: AtomicU64::new(0),
+            problems: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        });
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(a.client_threads.max(1))
+            .enable_all()
+            .build()?;
+        let period = Duration::from_secs_f64(a.connections as f64 / a.rate.max(1.0));
+        let tasks: Vec<_> = (0..a.connections)
+            .map(|i| {
+                rt.spawn(connection(
+                    i,
+                    addr.clone(),
+                    signer.clone(),
+                    period,
+                    shared.clone(),
+                ))
+            })
+            .collect();
+
+        let bar = indicatif::ProgressBar::new((a.minutes * 60.0) as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} s  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let mut csv = std::fs::File::create(a.out.join("soak.csv"))?;
+        writeln!(
+            csv,
+            "minutes,req_per_s,p99_ms,rss_mib,open_fds,data_dir_mib,bytes_per_event_beyond_bodies_and_logs"
+        )?;
+        let started = Instant::now();
+        let end = started + Duration::from_secs_f64(a.minutes * 60.0);
+        let mut samples: Vec<Sample> = Vec::new();
+        let mut last = (Instant::now(), 0u64);
+        let sample = |last: &mut (Instant, u64)| -> Result<Sample> {
+            let now = Instant::now();
+            let done = shared.done.load(Ordering::Relaxed);
+            let mut lat =
+                std::mem::take(&mut *shared.latencies.lock().unwrap_or_else(|e| e.into_inner()));
+            lat.sort_unstable();
+            let p99 = lat
+                .get(((lat.len() as f64 - 1.0) * 0.99).max(0.0) as usize)
+                .copied()
+                .unwrap_or(0) as f64
+                / 1000.0;
+            let (rss, fds) = proc_usage(pid);
+            let total = dir_bytes(&data_dir);
+            let bodies = dir_bytes(&data_dir.join("store").join("blobs"));
+            let events = events_so_far(&shared).max(1);
+            let s = Sample {
+                minutes: started.elapsed().as_secs_f64() / 60.0,
+                req_per_s: (done - last.1) as f64 / now.duration_since(last.0).as_secs_f64(),
+                p99_ms: p99,
+                rss_mib: rss,
+                open_fds: fds,
+                data_mib: total as f64 / (1 << 20) as f64,
+                bytes_per_event: total.saturating_sub(bodies) as f64 / events as f64,
+                beyond: total.saturating_sub(bodies) as f64,
+                events: events as f64,
+            };
+            *last = (now, done);
+            Ok(s)
+        };
+        while Instant::now() < end {
+            std::thread::sleep(Duration::from_secs_f64(a.sample_seconds).min(end - Instant::now()));
+            let s = sample(&mut last)?;
+            samples.push(s);
+            writeln!(
+                csv,
+                "{:.3},{:.0},{:.2},{:.1},{},{:.1},{:.0}",
+                s.minutes,
+                s.req_per_s,
+                s.p99_ms,
+                s.rss_mib,
+                s.open_fds,
+                s.data_mib,
+                s.bytes_per_event
+            )?;
+            bar.set_position(started.elapsed().as_secs());
+            bar.set_message(format!(
+                "{:.0} req/s  p99 {:.1} ms  RSS {:.0} MiB  {} fds  {:.0} MiB on disk",
+                s.req_per_s, s.p99_ms, s.rss_mib, s.open_fds, s.data_mib
+            ));
+        }
+        shared.stop.store(true, Ordering::Release);
+        let mut keys: Vec<Vec<KeyState>> = Vec::new();
+        for t in tasks {
+            keys.push(rt.block_on(t)?);
+        }
+        bar.finish_and_clear();
+        // Let the consumers pass the journal's tail, then sample the settled footprint.
+        std::thread::sleep(Duration::from_secs(8));
+        let settled = sample(&mut last)?;
+        plot(
+            &a.out.join("soak.svg"),
+            &samples,
+            ((budget.limit + crate::memory::FIXED_OVERHEAD) >> 20) as f64,
+        )?;
+
+        // Ledger: each key's last acknowledged state, read through the API.
+        let mut key_problems = 0u64;
+        let mut checked = 0u64;
+        for (i, ks) in keys.iter().enumerate() {
+            for (k, st) in ks.iter().enumerate() {
+                if *st == KeyState::Unknown {
+                    continue;
+                }
+                let (status, body) = crate::bench_s3::once_body(&addr, &{
+                    let mut m = signer.s3("GET", &format!("c{i}-k{k}"), b"");
+                    // once_body reads to the end: ask the server to close.
+                    let at = m.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0);
+                    m.splice(at..at, b"\r\nconnection: close".iter().copied());
+                    m
+                })?;
+                shared.count(Op::GetObject, Some(status));
+                checked += 1;
+                let ok = match st {
+                    KeyState::Has(sha) => {
+                        status == 200 && <[u8; 32]>::from(Sha256::digest(&body)) == *sha
+                    }
+                    KeyState::Absent => status == 404,
+                    KeyState::Unknown => true,
+                };
+                if !ok {
+                    key_problems += 1;
+                    shared.problem(format!(
+                        "object c{i}-k{k}: answered {status}, not its acknowledged state"
+                    ));
+                }
+            }
+        }
+        Ok(json!({
+            "samples": samples.len(),
+            "settled": {"rss_mib": settled.rss_mib, "data_dir_mib": settled.data_mib,
+                "bytes_per_event_beyond_bodies_and_logs": settled.bytes_per_event},
+            "objects_checked": checked,
+            "object_problems": key_problems,
+            "samples_data": samples.iter().map(|s| json!([s.minutes, s.req_per_s, s.p99_ms, s.rss_mib, s.open_fds, s.data_mib, s.bytes_per_event, s.beyond, s.events])).collect::<Vec<_>>(),
+            "shared": {
+                "counts": shared.counts.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(op, c)| (op.name().to_string(), json!([c.ok, c.err, c.unanswered]))).collect::<BTreeMap<_, _>>(),
+                "audit_acked": shared.audit_acked.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect::<Vec<_>>(),
+                "audit_sent": shared.audit_sent.load(Ordering::Relaxed),
+                "problems": shared.problems.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            },
+        }))
+    })();
+    // Stop the server: it delivers everything it holds before it exits.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    let _ = server.wait();
+    let run = result?;
+    finish(&a, &data_dir, budget, &run)
+}
+
+/// The ledger checks over the delivered files, the summary and its report.
+fn finish(
+    a: &SoakBenchArgs,
+    data_dir: &Path,
+    budget: crate::memory::Budget,
+    run: &Value,
+) -> Result<()> {
+    let mut problems: Vec<String> = run["shared"]["problems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str().map(str::to_string))
+        .collect();
+    let (names, ids) = delivered(data_dir)?;
+    let mut per_op = BTreeMap::new();
+    for (op, c) in run["shared"]["counts"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let ok = c[0].as_u64().unwrap_or(0);
+        let err = c[1].as_u64().unwrap_or(0);
+        let unanswered = c[2].as_u64().unwrap_or(0);
+        let (dok, derr) = names.get(&op).copied().unwrap_or((0, 0));
+        let is_delivered = MIX
+            .iter()
+            .find(|(o, _)| o.name() == op)
+            .is_some_and(|(o, _)| o.delivered());
+        if is_delivered && unanswered == 0 && (dok != ok || derr != err) {
+            problems.push(format!(
+                "{op}: answered {ok} ok / {err} errors, delivered {dok} / {derr}"
+            ));
+        }
+        per_op.insert(
+            op,
+            json!({"ok": ok, "errors": err, "unanswered": unanswered,
+            "delivered_ok": dok, "delivered_errors": derr}),
+        );
+    }
+    let acked: Vec<String> = run["shared"]["audit_acked"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    let lost = acked.iter().filter(|id| !ids.contains_key(*id)).count();
+    let twice = ids.values().filter(|n| **n > 1).count();
+    if lost > 0 || twice > 0 {
+        problems.push(format!(
+            "PutAuditEvents: {lost} acknowledged ids not delivered, {twice} delivered more than once"
+        ));
+    }
+    if run["object_problems"].as_u64().unwrap_or(0) > 0 {
+        problems.push(format!(
+            "{} objects do not hold their last acknowledged state",
+            run["object_problems"]
+        ));
+    }
+    // The delivered files and digests validate.
+    let store = crate::install::open_store(data_dir)?;
+    let reader = cairn_trail::StateReader::open(&data_dir.join("trail"))?;
+    let keys = crate::validate_cmd::DataDirKeys(reader);
+    let mut opts = cairn_verify::ValidateOptions::new(
+        format!("arn:aws:cloudtrail:us-east-1:{ACCOUNT}:trail/{TRAIL}"),
+        LOGS,
+        chrono::Utc::now() - chrono::Duration::minutes((a.minutes as i64) + 30),
+        chrono::Utc::now(),
+    );
+    opts.strict = true;
+    let v = cairn_verify::validate(&store, &keys, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let validation = format!(
+        "exit {}: {} digests and {} log files valid, {} digests and {} log files invalid",
+        v.exit_code, v.valid_digests, v.valid_logs, v.invalid_digests, v.invalid_logs
+    );
+    if v.exit_code != 0 || v.valid_logs == 0 {
+        problems.push(format!(
+            "validate-logs --strict: {validation}: {}",
+            v.stderr()
+        ));
+    }
+
+    let samples: Vec<(f64, f64, f64)> = run["samples_data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s[0].as_f64().unwrap_or(0.0),
+                s[3].as_f64().unwrap_or(0.0),
+                s[1].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    let total_min = samples.last().map(|s| s.0).unwrap_or(0.0);
+    // The trend over the last 20 minutes (or the last two thirds of a shorter run).
+    let from = (total_min - 20.0).max(total_min / 3.0);
+    let tail: Vec<(f64, f64)> = samples
+        .iter()
+        .filter(|s| s.0 >= from)
+        .map(|s| (s.0, s.1))
+        .collect();
+    let rss_slope = slope(&tail);
+    // What each further event costs on disk over the same stretch (fixed costs, such as
+    // the databases' initial sizes, fall out).
+    let rows: Vec<&Value> = run["samples_data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let marginal = match (
+        rows.iter().find(|s| s[0].as_f64().unwrap_or(0.0) >= from),
+        rows.last(),
+    ) {
+        (Some(a), Some(b)) => {
+            let de = b[8].as_f64().unwrap_or(0.0) - a[8].as_f64().unwrap_or(0.0);
+            let db = b[7].as_f64().unwrap_or(0.0) - a[7].as_f64().unwrap_or(0.0);
+            if de > 0.0 {
+                db / de
+            } else {
+                0.0
+            }
+        }
+        _ => 0.0,
+    };
+    let peak = samples.iter().map(|s| s.1).fold(0.0, f64::max);
+    let rates: Vec<f64> = samples.iter().map(|s| s.2).collect();
+    let mean_rate = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
+    let summary = json!({
+        "minutes": a.minutes,
+        "offered_req_per_s": a.rate,
+        "mean_req_per_s": mean_rate,
+        "memory_limit_mib": budget.limit >> 20,
+        "fixed_overhead_mib": crate::memory::FIXED_OVERHEAD >> 20,
+        "peak_rss_mib": peak,
+        "rss_slope_mib_per_min_last_20_min": rss_slope,
+        "marginal_bytes_per_event_last_20_min": marginal,
+        "settled": run["settled"],
+        "operations": per_op,
+        "audit_events": {"sent": run["shared"]["audit_sent"], "acknowledged": acked.len(),
+            "lost": lost, "delivered_twice": twice},
+        "objects_checked": run["objects_checked"],
+        "validation": validation,
+        "problems": problems,
+    });
+    std::fs::write(
+        a.out.join("summary.json"),
+        serde_json::to_vec_pretty(&summary)?,
+    )?;
+    println!(
+        "soak: {:.1} min at {:.0} req/s offered, {:.0} mean; peak RSS {:.0} MiB (budget {} MiB); RSS slope over the last 20 min {:+.2} MiB/min",
+        total_min,
+        a.rate,
+        mean_rate,
+        peak,
+        budget.limit >> 20,
+        rss_slope
+    );
+    println!(
+        "settled: {:.0} MiB on disk, {:.0} bytes per event beyond object bodies and delivered files ({:.0} per further event over the last 20 min)",
+        run["settled"]["data_dir_mib"].as_f64().unwrap_or(0.0),
+        run["settled"]["bytes_per_event_beyond_bodies_and_logs"]
+            .as_f64()
+            .unwrap_or(0.0),
+        marginal
+    );
+    println!(
+        "ledger: {} objects checked, {} audit events acknowledged; wrote {}/soak.csv, soak.svg, summary.json",
+        run["objects_checked"],
+        acked.len(),
+        a.out.display()
+    );
+    if peak > ((budget.limit + crate::memory::FIXED_OVERHEAD) >> 20) as f64 {
+        problems.push(format!(
+            "peak RSS {peak:.0} MiB is above memory_limit plus the fixed overhead"
+        ));
+    }
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("PROBLEM: {p}");
+        }
+        bail!("{} ledger problems", problems.len());
+    }
+    println!("ledger: PASS (nothing acknowledged lost, nothing delivered twice, logs validate)");
+    Ok(())
+}
