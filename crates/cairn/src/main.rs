@@ -247,6 +247,13 @@ fn trail_flush(name: &str, g: &aws_env::AwsGlobals) -> anyhow::Result<()> {
 }
 
 fn main() {
+    // No transparent huge pages for this process (and the servers it starts): mimalloc gives
+    // memory back 4 KiB at a time, which a huge page cannot do. Measured under `bench soak`
+    // at 10k req/s offered: peak RSS 964 MiB with them, 331 MiB without, same throughput.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
