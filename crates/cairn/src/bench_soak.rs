@@ -598,26 +598,11 @@ fn delivered(dir: &Path) -> Result<Delivered> {
 }
 
 fn set_up(c: &Client, addr: &str, signer: &Signer) -> Result<String> {
-    c.cloudtrail(
-        "CreateTrail",
-        &json!({"Name": TRAIL, "S3BucketName": LOGS, "EnableLogFileValidation": true,
-            "IsMultiRegionTrail": true}),
-    )?;
-    c.cloudtrail(
-        "PutEventSelectors",
-        &json!({"TrailName": TRAIL, "AdvancedEventSelectors": [
-            {"Name": "management", "FieldSelectors": [{"Field": "eventCategory", "Equals": ["Management"]}]},
-            {"Name": "objects", "FieldSelectors": [
-                {"Field": "eventCategory", "Equals": ["Data"]},
-                {"Field": "resources.type", "Equals": ["AWS::S3::Object"]},
-                {"Field": "resources.ARN", "StartsWith": [format!("arn:aws:s3:::{DATA}/")]}]},
-            {"Name": "audit", "FieldSelectors": [{"Field": "eventCategory", "Equals": ["ActivityAuditLog"]}]}]}),
-    )?;
-    c.cloudtrail("StartLogging", &json!({"Name": TRAIL}))?;
-    let ch = c.cloudtrail(
-        "CreateChannel",
-        &json!({"Name": "soak", "Source": "Custom", "Destinations": [
-            {"Type": "EVENT_DATA_STORE", "Location": format!("arn:aws:cloudtrail:us-east-1:{ACCOUNT}:eventdatastore/soak")}]}),
+    let channel = crate::crash_serve::trail_with_channel(
+        c,
+        (TRAIL, LOGS),
+        &[format!("arn:aws:s3:::{DATA}/")],
+        "soak",
     )?;
     let (status, body) = crate::bench_s3::once_body(
         addr,
@@ -635,10 +620,7 @@ fn set_up(c: &Client, addr: &str, signer: &Signer) -> Result<String> {
             String::from_utf8_lossy(&body)
         );
     }
-    ch["ChannelArn"]
-        .as_str()
-        .map(str::to_string)
-        .context("CreateChannel gave no ChannelArn")
+    Ok(channel)
 }
 
 pub fn soak(a: SoakBenchArgs) -> Result<()> {

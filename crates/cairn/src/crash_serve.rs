@@ -189,27 +189,45 @@ fn put_audit_events(c: &Client, channel: &str, ids: &[String]) -> Result<Option<
 /// Creates the trail (management events, the load's S3 data events, ActivityAuditLog) and
 /// the channel; returns its ARN.
 fn set_up(c: &Client) -> Result<String> {
+    trail_with_channel(
+        c,
+        (TRAIL, BUCKET),
+        &[
+            format!("arn:aws:s3:::{}/", crash_mixed::DATA_BUCKET),
+            format!("arn:aws:s3:::{}/", crash_mixed::PROXY_BUCKET),
+        ],
+        "crash",
+    )
+}
+
+/// A logging trail `name` into `bucket` recording management events, S3 object data events
+/// under `objects` (ARN prefixes) and ActivityAuditLog events, and a channel `channel` for
+/// PutAuditEvents; returns the channel's ARN (the crash test's and the soak's set-up).
+pub(crate) fn trail_with_channel(
+    c: &Client,
+    (name, bucket): (&str, &str),
+    objects: &[String],
+    channel: &str,
+) -> Result<String> {
     c.cloudtrail(
         "CreateTrail",
-        &json!({"Name": TRAIL, "S3BucketName": BUCKET, "EnableLogFileValidation": true}),
+        &json!({"Name": name, "S3BucketName": bucket, "EnableLogFileValidation": true}),
     )?;
     c.cloudtrail(
         "PutEventSelectors",
-        &json!({"TrailName": TRAIL, "AdvancedEventSelectors": [
+        &json!({"TrailName": name, "AdvancedEventSelectors": [
             {"Name": "management", "FieldSelectors": [{"Field": "eventCategory", "Equals": ["Management"]}]},
             {"Name": "objects", "FieldSelectors": [
                 {"Field": "eventCategory", "Equals": ["Data"]},
                 {"Field": "resources.type", "Equals": ["AWS::S3::Object"]},
-                {"Field": "resources.ARN", "StartsWith": [
-                    format!("arn:aws:s3:::{}/", crash_mixed::DATA_BUCKET),
-                    format!("arn:aws:s3:::{}/", crash_mixed::PROXY_BUCKET)]}]},
+                {"Field": "resources.ARN", "StartsWith": objects}]},
             {"Name": "audit", "FieldSelectors": [{"Field": "eventCategory", "Equals": ["ActivityAuditLog"]}]}]}),
     )?;
-    c.cloudtrail("StartLogging", &json!({"Name": TRAIL}))?;
+    c.cloudtrail("StartLogging", &json!({"Name": name}))?;
     let ch = c.cloudtrail(
         "CreateChannel",
-        &json!({"Name": "crash", "Source": "Custom", "Destinations": [
-            {"Type": "EVENT_DATA_STORE", "Location": format!("arn:aws:cloudtrail:us-east-1:{ACCOUNT}:eventdatastore/crash")}]}),
+        &json!({"Name": channel, "Source": "Custom", "Destinations": [
+            {"Type": "EVENT_DATA_STORE", "Location": format!("arn:aws:cloudtrail:us-east-1:{ACCOUNT}:eventdatastore/{channel}")}]}),
     )?;
     ch["ChannelArn"]
         .as_str()
