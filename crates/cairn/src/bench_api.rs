@@ -83,11 +83,19 @@ pub(crate) async fn read_response(
     read_response_into(s, buf, None).await
 }
 
-/// [`read_response`], copying the body into `body` when given.
+/// What [`read_response_into`] keeps of an answer.
+#[derive(Default)]
+pub(crate) struct Captured {
+    pub(crate) body: Vec<u8>,
+    /// `x-amzn-RequestId` or `x-amz-request-id`.
+    pub(crate) request_id: String,
+}
+
+/// [`read_response`], keeping the body and the request id in `keep` when given.
 pub(crate) async fn read_response_into(
     s: &mut tokio::net::TcpStream,
     buf: &mut Vec<u8>,
-    mut body: Option<&mut Vec<u8>>,
+    mut keep: Option<&mut Captured>,
 ) -> Result<(u16, u64, bool)> {
     let mut chunk = [0u8; 16384];
     loop {
@@ -100,8 +108,18 @@ pub(crate) async fn read_response_into(
                 .context("status")?;
             let mut len = 0usize;
             let mut close = head.starts_with("HTTP/1.0");
+            if let Some(c) = keep.as_deref_mut() {
+                c.request_id.clear();
+            }
             for l in head.lines().skip(1) {
                 if let Some((k, v)) = l.split_once(':') {
+                    if k.eq_ignore_ascii_case("x-amzn-requestid")
+                        || k.eq_ignore_ascii_case("x-amz-request-id")
+                    {
+                        if let Some(c) = keep.as_deref_mut() {
+                            c.request_id = v.trim().to_string();
+                        }
+                    }
                     if k.eq_ignore_ascii_case("content-length") {
                         len = v.trim().parse().unwrap_or(0);
                     } else if k.eq_ignore_ascii_case("connection") {
@@ -119,9 +137,9 @@ pub(crate) async fn read_response_into(
                 }
                 buf.extend_from_slice(&chunk[..n]);
             }
-            if let Some(b) = body.as_deref_mut() {
-                b.clear();
-                b.extend_from_slice(&buf[end + 4..total]);
+            if let Some(c) = keep.as_deref_mut() {
+                c.body.clear();
+                c.body.extend_from_slice(&buf[end + 4..total]);
             }
             buf.drain(..total);
             return Ok((status, len as u64, close));

@@ -24,10 +24,10 @@
 //!                                  # by fixed shares (src/memory.rs; /_cairn/metrics
 //!                                  # reports them); RSS stays under it plus 128 MiB
 //! max_api_body_bytes = 2097152     # largest body of a JSON/query API call
-//! max_buffered_body_bytes = …      # request bodies buffered at once, all connections
+//! max_buffered_body_bytes = 107374180  # request bodies buffered at once, all connections
 //!                                  # (default: memory_limit's request_bodies share, 20%)
 //! max_buffered_body_bytes_per_client = 67108864  # … of which one client address may hold
-//! max_connections = …              # connections served at once (more wait in the backlog;
+//! max_connections = 1310           # connections served at once (more wait in the backlog;
 //!                                  # default: the connections share / 64 KiB, at most 4096)
 //! header_timeout = "20s"           # to send request headers (also closes idle keep-alives)
 //! body_timeout = "20s"             # a body may go this long without a byte (20× in all)

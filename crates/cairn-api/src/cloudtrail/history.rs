@@ -491,6 +491,8 @@ const MAX_CANDIDATES: usize = 20_000;
 const MAX_BLOCKS_DECODED: usize = 256;
 /// Index entries of expired events removed per retention transaction.
 const PRUNE_BATCH: usize = 20_000;
+/// Expired blocks deleted per retention transaction.
+const PRUNE_BLOCKS: usize = 200;
 
 pub struct History {
     db: Database,
@@ -617,6 +619,7 @@ impl History {
             index_data: AtomicBool::new(true),
         };
         h.migrate()?;
+        h.backfill_block_times()?;
         Ok(Arc::new(h))
     }
 
@@ -702,6 +705,32 @@ impl History {
             tx.commit().map_err(err)?;
         }
         tracing::info!(records = moved, "event history moved to compressed blocks");
+        Ok(())
+    }
+
+    /// Files every block under its newest record's time when `block_times` is empty but
+    /// blocks exist (a history written before retention scanned by time).
+    fn backfill_block_times(&self) -> Result<(), String> {
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut bt = BlockTables::open(&tx)?;
+            if bt.block_times.first().map_err(err)?.is_some() {
+                return Ok(());
+            }
+            let rows: Vec<(u64, i64)> = bt
+                .blocks
+                .iter()
+                .map_err(err)?
+                .filter_map(|r| r.ok())
+                .map(|(k, v)| (k.value(), block_max_time(v.value())))
+                .collect();
+            for (id, t) in rows {
+                bt.block_times
+                    .insert(block_time_key(t, id).as_slice(), ())
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
         Ok(())
     }
 
@@ -1064,35 +1093,66 @@ impl History {
                 }
             }
         }
-        // Blocks whose newest record expired, found by `block_times` in time order.
-        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = self.db.begin_write().map_err(err)?;
-        {
-            let mut bt = BlockTables::open(&tx)?;
-            let open_id = match open.as_ref() {
-                Some(b) => Some(b.id),
-                None => bt.state.get("open_block").map_err(err)?.map(|v| v.value()),
+        // Blocks whose newest record expired, found by `block_times` in time order, a bounded
+        // number per transaction. Each block's records lose whatever index entries they still
+        // have first (a region no longer configured, a block sealed while this ran): nothing
+        // is left pointing at a block that is gone.
+        loop {
+            let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            let tx = self.db.begin_write().map_err(err)?;
+            let deleted = {
+                let mut bt = BlockTables::open(&tx)?;
+                let mut times = tx.open_table(TIMES).map_err(err)?;
+                let mut attrs = tx.open_table(ATTRS).map_err(err)?;
+                let open_id = match open.as_ref() {
+                    Some(b) => Some(b.id),
+                    None => bt.state.get("open_block").map_err(err)?.map(|v| v.value()),
+                };
+                let hi = block_time_key(cut, 0);
+                let expired: Vec<(Vec<u8>, u64)> = bt
+                    .block_times
+                    .range(..hi.as_slice())
+                    .map_err(err)?
+                    .filter_map(|row| row.ok())
+                    .map(|(k, _)| {
+                        let k = k.value().to_vec();
+                        let mut id = [0u8; 8];
+                        id.copy_from_slice(&k[8..16]);
+                        (k, u64::from_be_bytes(id))
+                    })
+                    .filter(|(_, id)| Some(*id) != open_id)
+                    .take(PRUNE_BLOCKS)
+                    .collect();
+                for (k, id) in &expired {
+                    let records = match bt.blocks.get(*id).map_err(err)? {
+                        Some(v) => decode_block(v.value()),
+                        None => Vec::new(),
+                    };
+                    for (seq, json) in &records {
+                        let Some(st) = Stored::parse(json) else {
+                            continue;
+                        };
+                        let t = rev(st.time);
+                        times
+                            .remove(time_key(&st.part, t, *seq).as_slice())
+                            .map_err(err)?;
+                        for (a, v) in &st.attrs {
+                            attrs
+                                .remove(attr_key(&st.part, *a, v, t, *seq).as_slice())
+                                .map_err(err)?;
+                        }
+                    }
+                    bt.block_times.remove(k.as_slice()).map_err(err)?;
+                    bt.blocks.remove(*id).map_err(err)?;
+                }
+                expired.len()
             };
-            let hi = block_time_key(cut, 0);
-            let expired: Vec<(Vec<u8>, u64)> = bt
-                .block_times
-                .range(..hi.as_slice())
-                .map_err(err)?
-                .filter_map(|row| row.ok())
-                .map(|(k, _)| {
-                    let k = k.value().to_vec();
-                    let mut id = [0u8; 8];
-                    id.copy_from_slice(&k[8..16]);
-                    (k, u64::from_be_bytes(id))
-                })
-                .filter(|(_, id)| Some(*id) != open_id)
-                .collect();
-            for (k, id) in expired {
-                bt.block_times.remove(k.as_slice()).map_err(err)?;
-                bt.blocks.remove(id).map_err(err)?;
+            tx.commit().map_err(err)?;
+            drop(open);
+            if deleted < PRUNE_BLOCKS {
+                break;
             }
         }
-        tx.commit().map_err(err)?;
         Ok(n)
     }
 }
@@ -1306,6 +1366,62 @@ mod tests {
             fresh.iter().all(|id| *id >= max_before) && fresh.len() >= 2,
             "{fresh:?} after {max_before}"
         );
+        assert_eq!(all(&h, query(vec![], now)).len(), 300);
+    }
+
+    /// Index entries that name a block or a time entry that is gone.
+    fn dangling(h: &History) -> usize {
+        let tx = h.db.begin_read().unwrap();
+        let blocks = tx.open_table(BLOCKS).unwrap();
+        let times = tx.open_table(TIMES).unwrap();
+        let attrs = tx.open_table(ATTRS).unwrap();
+        let mut n = 0;
+        for r in times.iter().unwrap() {
+            let (_, b) = r.unwrap();
+            if blocks.get(b.value()).unwrap().is_none() {
+                n += 1;
+            }
+        }
+        for r in attrs.iter().unwrap() {
+            let (k, _) = r.unwrap();
+            let k = k.value();
+            let mut part = [0u8; 4];
+            part.copy_from_slice(&k[..4]);
+            let (t, s) = tail(k);
+            if times
+                .get(time_key(&part, t, s).as_slice())
+                .unwrap()
+                .is_none()
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn retention_leaves_no_index_entry_naming_a_deleted_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal =
+            Arc::new(Journal::open(dir.path().join("j"), JournalOptions::default()).unwrap());
+        let h = History::open(&dir.path().join("h.redb"), journal.clone()).unwrap();
+        let now = Utc::now();
+        // Old events of a region retention is not told about, then current ones.
+        let mut old: Vec<EventRecord> = (0..500)
+            .map(|i| {
+                let mut e = event(i, now - Duration::days(100));
+                e.aws_region = "eu-west-2".into();
+                e
+            })
+            .collect();
+        old.extend((0..300).map(|i| event(i, now)));
+        append_all(&journal, &old);
+        while h.step(1000).unwrap() > 0 {}
+        let before = block_ids(&h).len();
+        h.prune(&["us-east-1".into()], now - Duration::days(90))
+            .unwrap();
+        assert!(block_ids(&h).len() < before, "the old region's blocks go");
+        assert_eq!(dangling(&h), 0);
         assert_eq!(all(&h, query(vec![], now)).len(), 300);
     }
 
