@@ -1,6 +1,7 @@
 """A bounded footprint (issue 15): one memory budget split into documented shares that
 /_cairn/metrics reports, a bad budget refused at start, LookupEvents over the compact
 history, and `cairn bench soak` end to end (samples, plot, ledger)."""
+import base64
 import json
 import re
 import subprocess
@@ -8,6 +9,7 @@ import time
 import urllib.request
 
 import pytest
+from botocore.exceptions import ClientError
 
 
 def metrics(srv):
@@ -35,6 +37,10 @@ def test_the_memory_budget_is_split_and_reported(cairn_server_factory):
         assert name in shares, name
     assert sum(int(v) for v in shares.values()) <= 256 << 20
     assert int(shares["request_bodies"]) == (256 << 20) // 100 * 20
+    # Page caches as the databases were opened with them.
+    assert int(shares["history_cache"]) == (256 << 20) // 100 * 10
+    assert int(shares["store_cache"]) == (256 << 20) // 100 * 8
+    assert int(shares["meta_cache"]) == (256 << 20) // 100 * 1
     for used in ["journal_queue", "delivery", "history_batch", "request_bodies"]:
         assert gauge(text, "cairn_memory_used_bytes", used) <= int(shares[used])
     rss = gauge(text, "cairn_process_resident_memory_bytes")
@@ -79,6 +85,20 @@ def test_lookup_events_pages_through_the_compact_history(cairn_server_factory):
             break
     assert sorted(seen) == sorted(f"fp-{i}" for i in range(60)), "each CreateUser once"
     assert pages >= 9
+
+    # A tampered NextToken (a position no page gives: the old millisecond form) is refused,
+    # not read as the end of the results.
+    first = ct.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "CreateUser"}],
+                             MaxResults=7)
+    raw = first["NextToken"]
+    tok = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    tok["t"] = 2**63
+    forged = base64.urlsafe_b64encode(json.dumps(tok).encode()).decode().rstrip("=")
+    with pytest.raises(ClientError) as e:
+        ct.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "CreateUser"}],
+                         MaxResults=7, NextToken=forged)
+    assert e.value.response["Error"]["Code"] == "InvalidNextTokenException"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     one = ct.lookup_events(LookupAttributes=[{"AttributeKey": "Username", "AttributeValue": "root"}],
                            MaxResults=50)["Events"]
     assert one and all(e["Username"] == "root" for e in one)

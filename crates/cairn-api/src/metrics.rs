@@ -195,8 +195,15 @@ impl Metrics {
 
 /// The process's resident bytes and open file descriptors (Linux `/proc`; zeros elsewhere).
 pub fn process_usage() -> (u64, usize) {
+    let (rss, fds) = process_usage_of("self");
+    // Less the descriptor of the listing itself.
+    (rss, fds.saturating_sub(1))
+}
+
+/// Resident bytes and open file descriptors of `/proc/<proc>` (`self` or a pid).
+pub fn process_usage_of(proc: &str) -> (u64, usize) {
     let page = rustix::param::page_size() as u64;
-    let rss = std::fs::read_to_string("/proc/self/statm")
+    let rss = std::fs::read_to_string(format!("/proc/{proc}/statm"))
         .ok()
         .and_then(|s| {
             s.split_whitespace()
@@ -205,9 +212,8 @@ pub fn process_usage() -> (u64, usize) {
         })
         .map(|pages| pages * page)
         .unwrap_or(0);
-    // Less the descriptor of the listing itself.
-    let fds = std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count().saturating_sub(1))
+    let fds = std::fs::read_dir(format!("/proc/{proc}/fd"))
+        .map(|d| d.count())
         .unwrap_or(0);
     (rss, fds)
 }

@@ -72,8 +72,9 @@ pub struct IngestArgs {
     pub kms: bool,
 }
 
-fn peak_rss_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// A KiB figure (`VmRSS:`, `VmHWM:`) of `/proc/<proc>/status` (`self` or a pid).
+pub(crate) fn status_kib(proc: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{proc}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -239,7 +240,7 @@ pub fn ingest(a: IngestArgs) -> Result<()> {
         })
         .collect();
     let raw_bytes: usize = entries.iter().map(|e| e.2).sum();
-    let rss_generated = peak_rss_kib("VmRSS:");
+    let rss_generated = status_kib("self", "VmRSS:");
 
     let next = AtomicUsize::new(0);
     let sim_now = AtomicI64::new(t0.timestamp_millis());
@@ -432,7 +433,7 @@ pub fn ingest(a: IngestArgs) -> Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     // Before the bound below, which copies every record into one buffer.
-    let peak_rss = peak_rss_kib("VmHWM:");
+    let peak_rss = status_kib("self", "VmHWM:");
     bar.finish_and_clear();
 
     let mut lat = latencies.into_inner().unwrap_or_default();

@@ -486,21 +486,10 @@ fn dir_bytes(p: &Path) -> u64 {
     total
 }
 
+/// The server's RSS (MiB) and open files.
 fn proc_usage(pid: u32) -> (f64, f64) {
-    let rss_kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-        })
-        .unwrap_or(0.0);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    (rss_kb / 1024.0, fds as f64)
+    let (rss, fds) = cairn_api::metrics::process_usage_of(&pid.to_string());
+    (rss as f64 / (1 << 20) as f64, fds as f64)
 }
 
 fn events_so_far(shared: &Shared) -> u64 {
@@ -919,17 +908,7 @@ struct Run {
 }
 
 fn proc_hwm(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-        })
-        .unwrap_or(0.0)
-        / 1024.0
+    crate::bench::status_kib(&pid.to_string(), "VmHWM:") as f64 / 1024.0
 }
 
 /// The ledger checks over the delivered files, the summary and its report.

@@ -102,10 +102,16 @@ impl Budget {
             shares: SHARES
                 .iter()
                 .map(|(n, _)| {
+                    // A page cache is reported as `cairn_db` will apply it.
+                    let cache = CACHES
+                        .iter()
+                        .find(|(c, _)| c == n)
+                        .map(|(_, file)| cairn_db::cache_size(std::path::Path::new(file)) as u64);
                     let v = applied
                         .iter()
                         .find(|(a, _)| a == n)
                         .map(|(_, v)| *v)
+                        .or(cache)
                         .unwrap_or_else(|| self.share(n));
                     (n.to_string(), v)
                 })

@@ -154,30 +154,51 @@ fn lookup_username(kind: &str, user_name: Option<&str>, arn: Option<&str>) -> Op
     }
 }
 
-/// The attribute values an event is indexed under.
-fn attributes(header: &entry::EventHeader, lite: &Lite) -> Vec<(u8, String)> {
-    let f = &header.facts;
+/// Who made an event, as far as the lookup attributes need: type, user name, ARN, access key.
+type Who<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+
+/// The attribute values an event is indexed under (the indexer reads them from a `Lite`, a
+/// stored record from its `EventRecord`: one computation for both).
+fn attributes(
+    facts: &cairn_record::selector::EventFacts,
+    event_id: &str,
+    who: Option<Who>,
+) -> Vec<(u8, String)> {
     let mut attrs = vec![
-        (0u8, lite.event_id.to_string()),
-        (1, f.name.clone()),
-        (6, f.source.clone()),
+        (0u8, event_id.to_string()),
+        (1, facts.name.clone()),
+        (6, facts.source.clone()),
     ];
     // ReadOnly (two values) is answered by filtering the time index, not indexed.
-    if let Some(id) = &lite.user_identity {
-        if let Some(u) = lookup_username(&id.kind, id.user_name.as_deref(), id.arn.as_deref()) {
+    if let Some((kind, user_name, arn, key)) = who {
+        if let Some(u) = lookup_username(kind, user_name, arn) {
             attrs.push((3, u));
         }
-        if let Some(a) = &id.access_key_id {
+        if let Some(a) = key {
             attrs.push((7, a.to_string()));
         }
     }
-    for (ty, name, _) in &f.resources {
+    for (ty, name, _) in &facts.resources {
         attrs.push((4, ty.clone()));
         attrs.push((5, name.clone()));
     }
     attrs.sort();
     attrs.dedup();
     attrs
+}
+
+impl Lite<'_> {
+    fn attributes(&self, facts: &cairn_record::selector::EventFacts) -> Vec<(u8, String)> {
+        let who = self.user_identity.as_ref().map(|i| {
+            (
+                i.kind.as_ref(),
+                i.user_name.as_deref(),
+                i.arn.as_deref(),
+                i.access_key_id.as_deref(),
+            )
+        });
+        attributes(facts, &self.event_id, who)
+    }
 }
 
 /// The `Event` shape of LookupEvents for a stored record.
@@ -228,16 +249,20 @@ struct Stored {
 impl Stored {
     fn parse(json: &[u8]) -> Option<Stored> {
         let rec: EventRecord = serde_json::from_slice(json).ok()?;
-        let lite = serde_json::from_slice::<Lite>(json).ok()?;
-        let header = entry::EventHeader {
-            facts: cairn_record::selector::EventFacts::from(&rec),
-            time: rec.event_time.timestamp(),
-        };
-        let data = header.facts.category == cairn_record::record::category::DATA;
+        let facts = cairn_record::selector::EventFacts::from(&rec);
+        let who = rec.user_identity.as_ref().map(|i| {
+            (
+                i.identity_type.as_str(),
+                i.user_name.as_deref(),
+                i.arn.as_deref(),
+                i.access_key_id.as_deref(),
+            )
+        });
+        let data = facts.category == cairn_record::record::category::DATA;
         Some(Stored {
-            part: partition(&header.facts.region, data),
-            time: header.time,
-            attrs: attributes(&header, &lite),
+            part: partition(&facts.region, data),
+            time: rec.event_time.timestamp(),
+            attrs: attributes(&facts, &rec.event_id, who),
             rec,
         })
     }
@@ -830,7 +855,7 @@ impl History {
                 times
                     .insert(time_key(&part, t, seq).as_slice(), block.id)
                     .map_err(err)?;
-                for (k, v) in attributes(&header, &lite) {
+                for (k, v) in lite.attributes(&header.facts) {
                     attrs
                         .insert(attr_key(&part, k, &v, t, seq).as_slice(), ())
                         .map_err(err)?;
@@ -1169,6 +1194,15 @@ mod tests {
     use cairn_record::builder;
     use chrono::Duration;
 
+    /// A journal and a history over it in a new directory.
+    fn fresh() -> (tempfile::TempDir, Arc<Journal>, Arc<History>) {
+        let dir = tempfile::tempdir().unwrap();
+        let journal =
+            Arc::new(Journal::open(dir.path().join("j"), JournalOptions::default()).unwrap());
+        let h = History::open(&dir.path().join("h.redb"), journal.clone()).unwrap();
+        (dir, journal, h)
+    }
+
     fn event(i: i64, at: DateTime<Utc>) -> EventRecord {
         let id = builder::iam_user_identity(
             "123456789012",
@@ -1222,9 +1256,7 @@ mod tests {
 
     #[test]
     fn blocks_fill_across_steps_and_restarts() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal =
-            Arc::new(Journal::open(dir.path().join("j"), JournalOptions::default()).unwrap());
+        let (dir, journal, _) = fresh();
         let now = Utc::now();
         let mut ids = Vec::new();
         let path = dir.path().join("h.redb");
@@ -1278,10 +1310,7 @@ mod tests {
 
     #[test]
     fn prune_deletes_expired_blocks_and_entries() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal =
-            Arc::new(Journal::open(dir.path().join("j"), JournalOptions::default()).unwrap());
-        let h = History::open(&dir.path().join("h.redb"), journal.clone()).unwrap();
+        let (_dir, journal, h) = fresh();
         let now = Utc::now();
         for i in 0..400i64 {
             let rec = event(i, now - Duration::hours(400 - i));
@@ -1323,10 +1352,7 @@ mod tests {
 
     #[test]
     fn retention_finds_expired_blocks_behind_a_newer_one_and_never_reuses_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal =
-            Arc::new(Journal::open(dir.path().join("j"), JournalOptions::default()).unwrap());
-        let h = History::open(&dir.path().join("h.redb"), journal.clone()).unwrap();
+        let (_dir, journal, h) = fresh();
         let now = Utc::now();
         // A block of events stamped a day ahead (a clock step) comes first in journal order.
         let ahead: Vec<EventRecord> = (0..200)
@@ -1401,10 +1427,7 @@ mod tests {
 
     #[test]
     fn retention_leaves_no_index_entry_naming_a_deleted_block() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal =
-            Arc::new(Journal::open(dir.path().join("j"), JournalOptions::default()).unwrap());
-        let h = History::open(&dir.path().join("h.redb"), journal.clone()).unwrap();
+        let (_dir, journal, h) = fresh();
         let now = Utc::now();
         // Old events of a region retention is not told about, then current ones.
         let mut old: Vec<EventRecord> = (0..500)
@@ -1427,10 +1450,7 @@ mod tests {
 
     #[test]
     fn a_page_that_filters_out_everything_stops_at_its_bound_with_a_token() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal =
-            Arc::new(Journal::open(dir.path().join("j"), JournalOptions::default()).unwrap());
-        let h = History::open(&dir.path().join("h.redb"), journal.clone()).unwrap();
+        let (_dir, journal, h) = fresh();
         let now = Utc::now();
         // Odd events only: ReadOnly=false; one read-only event, the oldest.
         let mut recs: Vec<EventRecord> = (0..(MAX_CANDIDATES as i64 + 5000))
@@ -1449,10 +1469,9 @@ mod tests {
 
     #[test]
     fn the_old_layout_is_moved_into_blocks() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal =
-            Arc::new(Journal::open(dir.path().join("j"), JournalOptions::default()).unwrap());
-        let path = dir.path().join("h.redb");
+        let (dir, journal, _) = fresh();
+        // A file of its own: written in the old layout only.
+        let path = dir.path().join("old.redb");
         let now = Utc::now();
         let mut ids = Vec::new();
         {
