@@ -378,6 +378,46 @@ pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec
     hmac_sha256(&k, b"aws4_request")
 }
 
+/// Scopes whose signing key is kept: a key changes only with its secret or its day, and
+/// deriving it is four HMACs per request. Past this many, the cache starts again empty.
+const KEY_CACHE_ENTRIES: usize = 4096;
+
+type KeyCache = std::collections::HashMap<(String, String), (Vec<u8>, hmac::Key)>;
+
+/// The HMAC key of [`signing_key`] for `secret` under `access_key_id` and a scope, derived
+/// once per (key, scope). An entry holds the secret it was derived from and is used only
+/// when that equals (in constant time) the secret given now: a rotated secret derives anew.
+fn cached_signing_key(
+    access_key_id: &str,
+    secret: &str,
+    date: &str,
+    region: &str,
+    service: &str,
+) -> hmac::Key {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<KeyCache>> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let scope = format!("{date}/{region}/{service}");
+    let id = (access_key_id.to_string(), scope);
+    {
+        let c = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((held, key)) = c.get(&id) {
+            if aws_lc_rs::constant_time::verify_slices_are_equal(held, secret.as_bytes()).is_ok() {
+                return key.clone();
+            }
+        }
+    }
+    let key = hmac::Key::new(
+        hmac::HMAC_SHA256,
+        &signing_key(secret, date, region, service),
+    );
+    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if c.len() >= KEY_CACHE_ENTRIES {
+        c.clear();
+    }
+    c.insert(id, (secret.as_bytes().to_vec(), key.clone()));
+    key
+}
+
 /// The canonical request of spec §4.1 for `auth`'s signed headers.
 pub fn canonical_request(req: &Request, auth: &Authorization) -> Result<String, AuthError> {
     let mut headers = String::new();
@@ -506,8 +546,14 @@ pub fn check_signature(req: &Request, auth: &Authorization, secret: &str) -> Res
         auth.scope(),
         hex::encode(Sha256::digest(cr.as_bytes()))
     );
-    let key = signing_key(secret, &auth.date, &auth.region, &auth.service);
-    let expected = hex::encode(hmac_sha256(&key, sts.as_bytes()));
+    let key = cached_signing_key(
+        &auth.access_key_id,
+        secret,
+        &auth.date,
+        &auth.region,
+        &auth.service,
+    );
+    let expected = hex::encode(hmac::sign(&key, sts.as_bytes()));
     let provided = auth.signature.to_ascii_lowercase();
     aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), provided.as_bytes())
         .map_err(|_| AuthError::SignatureMismatch)
@@ -584,8 +630,8 @@ pub fn sign(
         auth.scope(),
         hex::encode(Sha256::digest(cr.as_bytes()))
     );
-    let key = signing_key(secret, &auth.date, region, service);
-    let sig = hex::encode(hmac_sha256(&key, sts.as_bytes()));
+    let key = cached_signing_key(access_key_id, secret, &auth.date, region, service);
+    let sig = hex::encode(hmac::sign(&key, sts.as_bytes()));
     added.push((
         "authorization".into(),
         format!(
@@ -633,8 +679,15 @@ mod sign_tests {
         };
         let auth = parse(&req).unwrap();
         verify(&req, &auth, "secret", now).unwrap();
+        // The signing key cached for this key id and scope is only used with its own
+        // secret: a rotated (or guessed) secret never verifies through it, either way round.
         assert_eq!(
             verify(&req, &auth, "other", now),
+            Err(AuthError::SignatureMismatch)
+        );
+        verify(&req, &auth, "secret", now).unwrap();
+        assert_eq!(
+            verify(&req, &auth, "secreT", now),
             Err(AuthError::SignatureMismatch)
         );
     }

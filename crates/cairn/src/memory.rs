@@ -17,9 +17,10 @@
 //! | `connections`    | 16 | connection buffers: `max_connections` is the share / 64 KiB  |
 //!
 //! Outside the budget ([`FIXED_OVERHEAD`], 128 MiB; ~80 MiB measured idle):
-//! the binary and its thread stacks, the tokio runtime, allocator slack, and what grows with
-//! configuration rather than load (the identity directory, KMS keys, trail configurations
-//! are held in memory whole).
+//! the binary and its thread stacks (at most [`BLOCKING_THREADS`] blocking threads), the
+//! tokio runtime, allocator slack (freed pages are returned at once: `main` sets mimalloc's
+//! purge delay to 0), and what grows with configuration rather than load (the identity
+//! directory, KMS keys, trail configurations are held in memory whole).
 
 use anyhow::{bail, Result};
 use cairn_api::MemoryReport;
@@ -28,6 +29,10 @@ pub const DEFAULT_LIMIT: u64 = 512 << 20;
 /// What the process holds outside the budget (code, thread stacks, the runtime, allocator
 /// slack): RSS stays under the limit plus this. Measured: ~80 MiB idle.
 pub const FIXED_OVERHEAD: u64 = 128 << 20;
+/// Threads for blocking work (store reads and writes, their syncs, index queries). Each one
+/// keeps a stack and its own allocator pages, so their number is part of the fixed overhead:
+/// tokio's default (512) let a soak hold ~90 of them.
+pub const BLOCKING_THREADS: usize = 64;
 /// Below this the shares are too small for one request of the largest size.
 pub const MIN_LIMIT: u64 = 128 << 20;
 /// Buffer memory one connection is counted for: hyper's read buffer is capped at 64 KiB

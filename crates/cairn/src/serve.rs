@@ -532,6 +532,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("cairn-http")
+        .max_blocking_threads(crate::memory::BLOCKING_THREADS)
         .build()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let metrics_listen = file.metrics_listen.clone();

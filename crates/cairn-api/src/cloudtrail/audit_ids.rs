@@ -72,7 +72,9 @@ pub struct AuditIds {
     /// Journal position applied (and committed) so far.
     applied: AtomicU64,
     ready: AtomicBool,
-    step_lock: Mutex<()>,
+    /// One step at a time; holds the journal reader between steps (opening one walks its
+    /// segment's record headers from the start: done once, not at every step).
+    step_lock: Mutex<Option<cairn_journal::JournalReader>>,
 }
 
 /// What a request learns about one id.
@@ -157,7 +159,7 @@ impl AuditIds {
             inner: Mutex::new(Inner::default()),
             applied: AtomicU64::new(0),
             ready: AtomicBool::new(false),
-            step_lock: Mutex::new(()),
+            step_lock: Mutex::new(None),
         })
     }
 
@@ -202,9 +204,28 @@ impl AuditIds {
 
     /// Applies up to `max` journal records beyond the index; returns how many were read.
     pub fn step(&self, max: usize) -> Result<usize, String> {
-        let _one = self.step_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.step_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let r = self.step_with(max, &mut slot);
+        if r.is_err() {
+            // A read that failed part-way leaves the reader inside a frame: open a new one.
+            *slot = None;
+        }
+        r
+    }
+
+    fn step_with(
+        &self,
+        max: usize,
+        slot: &mut Option<cairn_journal::JournalReader>,
+    ) -> Result<usize, String> {
         let from = self.applied.load(Ordering::Acquire);
-        let mut reader = self.journal.reader(from).map_err(err)?;
+        // A reader left elsewhere (a step that failed after reading) starts again at `from`.
+        if slot.as_ref().map(|r| r.position()) != Some(from) {
+            *slot = Some(self.journal.reader(from).map_err(err)?);
+        }
+        let Some(reader) = slot.as_mut() else {
+            return Ok(0);
+        };
         let mut marks = vec![];
         let mut n = 0;
         while n < max {

@@ -1,12 +1,16 @@
 //! Event history for LookupEvents: a journal consumer that indexes events by region and time
-//! (newest first) and by each of the eight lookup attributes.
+//! and by each of the eight lookup attributes; lookups read the indexes backwards (newest
+//! first).
 //!
 //! Compact by design (issue 15: ≤ 1 KB per event beyond the delivered files):
 //! - records are kept in **blocks** of up to [`BLOCK_BYTES`] of consecutive records,
 //!   deflate-compressed together (CloudTrail records repeat most of their bytes; a block
 //!   costs ~5–10% of its records). The newest block stays open and is rewritten at each
 //!   step until it is full;
-//! - the time index maps (partition, newest-first second, journal seq) → block id;
+//! - the time index maps (partition, second, journal seq) → block id. Keys are fixed-width
+//!   and ascend with time, so a new event's entries go at the end of their key run (an
+//!   index in newest-first order put every insert at the front of a leaf, moving the whole
+//!   leaf each time: that was most of the indexer's cost);
 //! - attribute index keys hold an 8-byte hash of the value, not the value: a hit is
 //!   confirmed against the record itself before it is answered (a collision costs a read,
 //!   never a wrong answer).
@@ -33,10 +37,10 @@ pub const CONSUMER: &str = "history";
 /// block id → header (max event time i64 BE, raw length u32 BE, records u32 BE) ‖ raw
 /// deflate of the records, each `seq u64 BE ‖ len u32 BE ‖ JSON`.
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
-/// key: partition hash (4) ‖ newest-first second (u32 BE) ‖ seq (u64 BE) → block id.
-const TIMES: TableDefinition<&[u8], u64> = TableDefinition::new("times");
-/// key: partition hash (4) ‖ attribute (1) ‖ value hash (8) ‖ newest-first second ‖ seq → ().
-const ATTRS: TableDefinition<&[u8], ()> = TableDefinition::new("attr_hashes");
+/// key: partition hash (4) ‖ second (u32 BE) ‖ seq (u64 BE) → block id.
+const TIMES: TableDefinition<&[u8; 16], u64> = TableDefinition::new("event_times");
+/// key: partition hash (4) ‖ attribute (1) ‖ value hash (8) ‖ second ‖ seq → ().
+const ATTRS: TableDefinition<&[u8; 25], ()> = TableDefinition::new("event_attrs");
 /// key: newest record time of a block (u64 BE) ‖ block id → (): what retention scans.
 const BLOCK_TIMES: TableDefinition<&[u8], ()> = TableDefinition::new("block_times");
 const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
@@ -44,6 +48,10 @@ const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
 /// moved into the blocks, then deleted.
 const OLD_EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
 const OLD_ATTRS: TableDefinition<&[u8], ()> = TableDefinition::new("attrs");
+/// The indexes in newest-first order (second stored as `u32::MAX - second`), before they
+/// ascended: rewritten into [`TIMES`] and [`ATTRS`] at open, then deleted.
+const REV_TIMES: TableDefinition<&[u8], u64> = TableDefinition::new("times");
+const REV_ATTRS: TableDefinition<&[u8], ()> = TableDefinition::new("attr_hashes");
 
 /// Uncompressed bytes at which a block is sealed.
 pub const BLOCK_BYTES: usize = 128 << 10;
@@ -61,9 +69,16 @@ pub const ATTRIBUTE_KEYS: [&str; 8] = [
     "AccessKeyId",
 ];
 
-/// Newest-first seconds (u32 holds seconds until 2106).
-fn rev(secs: i64) -> u32 {
-    u32::MAX - secs.clamp(0, u32::MAX as i64) as u32
+/// An event time as the index keys hold it (u32 holds seconds until 2106).
+fn secs(t: i64) -> u32 {
+    t.clamp(0, u32::MAX as i64) as u32
+}
+
+/// Newest-first seconds: the unit of a page position (NextToken), as before the keys
+/// ascended (tokens from then are refused by their version: within a second they ran in
+/// the other direction). Its own inverse.
+fn rev(s: u32) -> u32 {
+    u32::MAX - s
 }
 
 /// The partition of an event: its region, with data events apart (they are opt-in).
@@ -110,7 +125,7 @@ fn attr_key(part: &[u8; 4], attr: u8, value: &str, t: u32, seq: u64) -> [u8; 25]
     k
 }
 
-/// The (newest-first second, seq) suffix of an index key.
+/// The (second, seq) suffix of an index key.
 fn tail(key: &[u8]) -> (u32, u64) {
     let n = key.len();
     let mut t = [0u8; 4];
@@ -644,6 +659,7 @@ impl History {
             index_data: AtomicBool::new(true),
         };
         h.migrate()?;
+        h.ascend()?;
         h.backfill_block_times()?;
         Ok(Arc::new(h))
     }
@@ -697,13 +713,13 @@ impl History {
                     for (i, (key, seq, json)) in batch.into_iter().enumerate() {
                         old.remove(key.as_slice()).map_err(err)?;
                         if let Some(st) = Stored::parse(&json) {
-                            let t = rev(st.time);
+                            let t = secs(st.time);
                             times
-                                .insert(time_key(&st.part, t, seq).as_slice(), cur.id)
+                                .insert(&time_key(&st.part, t, seq), cur.id)
                                 .map_err(err)?;
                             for (a, v) in &st.attrs {
                                 attrs
-                                    .insert(attr_key(&st.part, *a, v, t, seq).as_slice(), ())
+                                    .insert(&attr_key(&st.part, *a, v, t, seq), ())
                                     .map_err(err)?;
                             }
                             cur.raw += json.len() + 12;
@@ -730,6 +746,80 @@ impl History {
             tx.commit().map_err(err)?;
         }
         tracing::info!(records = moved, "event history moved to compressed blocks");
+        Ok(())
+    }
+
+    /// Rewrites indexes kept newest-first (the layout before the keys ascended) into the
+    /// ascending tables, a bounded batch per transaction (each commits the rewritten entries
+    /// and their removal together: a crash resumes where it stopped), then drops the old
+    /// tables. Only the second in each key changes.
+    fn ascend(&self) -> Result<(), String> {
+        let present = {
+            let tx = self.db.begin_read().map_err(err)?;
+            let names: Vec<String> = tx
+                .list_tables()
+                .map_err(err)?
+                .map(|t| t.name().to_string())
+                .collect();
+            names
+                .iter()
+                .any(|n| n == REV_TIMES.name() || n == REV_ATTRS.name())
+        };
+        if !present {
+            return Ok(());
+        }
+        /// The key with its second (at `at`) turned from newest-first to ascending.
+        fn flip<const N: usize>(old: &[u8], at: usize) -> Option<[u8; N]> {
+            let mut k: [u8; N] = old.try_into().ok()?;
+            let mut t = [0u8; 4];
+            t.copy_from_slice(&k[at..at + 4]);
+            k[at..at + 4].copy_from_slice(&rev(u32::from_be_bytes(t)).to_be_bytes());
+            Some(k)
+        }
+        const BATCH: usize = 100_000;
+        let mut moved = 0usize;
+        loop {
+            let tx = self.db.begin_write().map_err(err)?;
+            let n = {
+                let mut old_times = tx.open_table(REV_TIMES).map_err(err)?;
+                let mut old_attrs = tx.open_table(REV_ATTRS).map_err(err)?;
+                let mut times = tx.open_table(TIMES).map_err(err)?;
+                let mut attrs = tx.open_table(ATTRS).map_err(err)?;
+                let mut n = 0;
+                while n < BATCH {
+                    // From the oldest (the old tables' end): the new keys go in as appends.
+                    let Some((k, b)) = old_times.pop_last().map_err(err)? else {
+                        break;
+                    };
+                    if let Some(k) = flip::<16>(k.value(), 4) {
+                        times.insert(&k, b.value()).map_err(err)?;
+                    }
+                    n += 1;
+                }
+                while n < BATCH {
+                    let Some((k, _)) = old_attrs.pop_last().map_err(err)? else {
+                        break;
+                    };
+                    if let Some(k) = flip::<25>(k.value(), 13) {
+                        attrs.insert(&k, ()).map_err(err)?;
+                    }
+                    n += 1;
+                }
+                n
+            };
+            if n == 0 {
+                tx.delete_table(REV_TIMES).map_err(err)?;
+                tx.delete_table(REV_ATTRS).map_err(err)?;
+                tx.commit().map_err(err)?;
+                break;
+            }
+            tx.commit().map_err(err)?;
+            moved += n;
+        }
+        tracing::info!(
+            entries = moved,
+            "event history index rewritten in time order"
+        );
         Ok(())
     }
 
@@ -851,13 +941,13 @@ impl History {
                     continue;
                 };
                 let part = partition(&header.facts.region, data);
-                let t = rev(header.time);
+                let t = secs(header.time);
                 times
-                    .insert(time_key(&part, t, seq).as_slice(), block.id)
+                    .insert(&time_key(&part, t, seq), block.id)
                     .map_err(err)?;
                 for (k, v) in lite.attributes(&header.facts) {
                     attrs
-                        .insert(attr_key(&part, k, &v, t, seq).as_slice(), ())
+                        .insert(&attr_key(&part, k, &v, t, seq), ())
                         .map_err(err)?;
                 }
                 block.raw += json.len() + 12;
@@ -969,17 +1059,25 @@ impl History {
         let blocks = tx.open_table(BLOCKS).map_err(ApiError::internal)?;
         let mut reader = BlockReader::new(&blocks);
         let part = partition(&q.region, q.data_events);
-        // Newest first: the scan runs from the end time (inclusive) towards the start time.
-        let lo_t = rev(q.end.timestamp());
-        let hi_t = rev(q.start.timestamp());
-        let (from_t, from_seq) = match q.after {
-            // A position before the end time (only a forged token has one) starts at it.
-            Some((t, s)) if t >= lo_t as u64 => {
-                (t.min(u32::MAX as u64) as u32, s.saturating_add(1))
-            }
-            _ => (lo_t, 0),
+        // Newest first: the scan runs backwards from the end time (inclusive) or from just
+        // before the page position, down to the start time.
+        let start_t = secs(q.start.timestamp());
+        let end_t = secs(q.end.timestamp());
+        let after = q
+            .after
+            .map(|(t, s)| (rev(t.min(u32::MAX as u64) as u32), s));
+        let (upto_t, upto_seq) = match after {
+            // A position after the end time (only a forged token has one) starts at it.
+            Some((t, s)) if t <= end_t => match s.checked_sub(1) {
+                Some(s) => (t, s),
+                None => match t.checked_sub(1) {
+                    Some(t) => (t, u64::MAX),
+                    None => return Ok((Vec::new(), None)),
+                },
+            },
+            _ => (end_t, u64::MAX),
         };
-        if from_t > hi_t {
+        if upto_t < start_t {
             return Ok((Vec::new(), None));
         }
         let mut out = Vec::new();
@@ -995,19 +1093,19 @@ impl History {
             scanned += 1;
             if let Some(st) = json.and_then(Stored::parse) {
                 if st.part == part
-                    && rev(st.time) == t
+                    && secs(st.time) == t
                     && q.attributes.iter().all(|(k, v)| st.has(*k, v))
                 {
                     if out.len() == q.max_results {
                         return false;
                     }
                     out.push(lookup_event(&st.rec, json.unwrap_or_default()));
-                    last = Some((t as u64, s));
+                    last = Some((rev(t) as u64, s));
                     return true;
                 }
             }
             if scanned >= MAX_CANDIDATES || decoded >= MAX_BLOCKS_DECODED {
-                last = Some((t as u64, s));
+                last = Some((rev(t) as u64, s));
                 return false;
             }
             true
@@ -1015,11 +1113,12 @@ impl History {
         let mut stopped = false;
         match indexed {
             None => {
-                let lo = time_key(&part, from_t, from_seq);
-                let hi = time_key(&part, hi_t, u64::MAX);
+                let lo = time_key(&part, start_t, 0);
+                let hi = time_key(&part, upto_t, upto_seq);
                 for row in times
-                    .range(lo.as_slice()..=hi.as_slice())
+                    .range::<&[u8; 16]>(&lo..=&hi)
                     .map_err(ApiError::internal)?
+                    .rev()
                 {
                     let (k, b) = row.map_err(ApiError::internal)?;
                     let (t, s) = tail(k.value());
@@ -1034,21 +1133,17 @@ impl History {
             }
             Some((attr, value)) => {
                 let attrs = tx.open_table(ATTRS).map_err(ApiError::internal)?;
-                let prefix = attr_prefix(&part, *attr, value);
-                let mut lo = prefix.to_vec();
-                let mut hi = prefix.to_vec();
-                lo.extend_from_slice(&from_t.to_be_bytes());
-                lo.extend_from_slice(&from_seq.to_be_bytes());
-                hi.extend_from_slice(&hi_t.to_be_bytes());
-                hi.extend_from_slice(&u64::MAX.to_be_bytes());
+                let lo = attr_key(&part, *attr, value, start_t, 0);
+                let hi = attr_key(&part, *attr, value, upto_t, upto_seq);
                 for row in attrs
-                    .range(lo.as_slice()..=hi.as_slice())
+                    .range::<&[u8; 25]>(&lo..=&hi)
                     .map_err(ApiError::internal)?
+                    .rev()
                 {
                     let (k, _) = row.map_err(ApiError::internal)?;
                     let (t, s) = tail(k.value());
                     let (json, decoded) = match times
-                        .get(time_key(&part, t, s).as_slice())
+                        .get(&time_key(&part, t, s))
                         .map_err(ApiError::internal)?
                     {
                         Some(b) => reader
@@ -1075,9 +1170,14 @@ impl History {
         for r in regions {
             for data in [false, true] {
                 let part = partition(r, data);
-                // Strictly older than the cut: newest-first seconds above rev(cut).
-                let lo = time_key(&part, rev(cut).saturating_add(1), 0);
-                let hi = time_key(&part, u32::MAX, u64::MAX);
+                // Strictly older than the cut.
+                let lo = time_key(&part, 0, 0);
+                let Some(hi) = secs(cut)
+                    .checked_sub(1)
+                    .map(|t| time_key(&part, t, u64::MAX))
+                else {
+                    continue;
+                };
                 loop {
                     let tx = self.db.begin_write().map_err(err)?;
                     let removed = {
@@ -1085,7 +1185,7 @@ impl History {
                         let mut attrs = tx.open_table(ATTRS).map_err(err)?;
                         let blocks = tx.open_table(BLOCKS).map_err(err)?;
                         let old: Vec<(u32, u64, u64)> = times
-                            .range(lo.as_slice()..=hi.as_slice())
+                            .range::<&[u8; 16]>(&lo..=&hi)
                             .map_err(err)?
                             .take(PRUNE_BATCH)
                             .filter_map(|row| row.ok())
@@ -1099,14 +1199,10 @@ impl History {
                             let json = reader.get(*b, *s).map_err(err)?;
                             if let Some(st) = json.and_then(Stored::parse) {
                                 for (a, v) in &st.attrs {
-                                    attrs
-                                        .remove(attr_key(&part, *a, v, *t, *s).as_slice())
-                                        .map_err(err)?;
+                                    attrs.remove(&attr_key(&part, *a, v, *t, *s)).map_err(err)?;
                                 }
                             }
-                            times
-                                .remove(time_key(&part, *t, *s).as_slice())
-                                .map_err(err)?;
+                            times.remove(&time_key(&part, *t, *s)).map_err(err)?;
                         }
                         old.len()
                     };
@@ -1157,13 +1253,11 @@ impl History {
                         let Some(st) = Stored::parse(json) else {
                             continue;
                         };
-                        let t = rev(st.time);
-                        times
-                            .remove(time_key(&st.part, t, *seq).as_slice())
-                            .map_err(err)?;
+                        let t = secs(st.time);
+                        times.remove(&time_key(&st.part, t, *seq)).map_err(err)?;
                         for (a, v) in &st.attrs {
                             attrs
-                                .remove(attr_key(&st.part, *a, v, t, *seq).as_slice())
+                                .remove(&attr_key(&st.part, *a, v, t, *seq))
                                 .map_err(err)?;
                         }
                     }
@@ -1414,15 +1508,90 @@ mod tests {
             let mut part = [0u8; 4];
             part.copy_from_slice(&k[..4]);
             let (t, s) = tail(k);
-            if times
-                .get(time_key(&part, t, s).as_slice())
-                .unwrap()
-                .is_none()
-            {
+            if times.get(&time_key(&part, t, s)).unwrap().is_none() {
                 n += 1;
             }
         }
         n
+    }
+
+    /// Pages of one query, newest first, with events sharing seconds: every event once,
+    /// in (second, seq) order from the newest.
+    fn assert_paged_newest_first(h: &History, q: Query, expect: usize) {
+        let mut q = q;
+        q.max_results = 7;
+        let got = all(h, q);
+        assert_eq!(got.len(), expect);
+        let mut ids: Vec<&str> = got.iter().map(|e| e["EventId"].as_str().unwrap()).collect();
+        let times: Vec<i64> = got
+            .iter()
+            .map(|e| e["EventTime"].as_i64().unwrap())
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), expect, "no event twice across pages");
+    }
+
+    #[test]
+    fn the_newest_first_layout_is_rewritten_ascending() {
+        let (dir, journal, h) = fresh();
+        let now = Utc::now();
+        // Ten events in each second: pages end inside a second.
+        let recs: Vec<EventRecord> = (0..400)
+            .map(|i| event(i, now - Duration::seconds(40 - i / 10)))
+            .collect();
+        append_all(&journal, &recs);
+        while h.step(1000).unwrap() > 0 {}
+        let queries = [
+            query(vec![], now),
+            query(vec![(3, "alice".into())], now),
+            query(vec![(2, "true".into()), (1, "GetTrail".into())], now),
+            query(vec![(0, recs[123].event_id.clone())], now),
+        ];
+        let before: Vec<Vec<Value>> = queries.iter().map(|q| all(&h, q.clone())).collect();
+        assert_eq!(before[0].len(), 400);
+        assert_paged_newest_first(&h, queries[0].clone(), 400);
+        assert_paged_newest_first(&h, queries[1].clone(), 134);
+        // The index as the layout before wrote it: seconds newest-first, in the old tables.
+        {
+            let tx = h.db.begin_write().unwrap();
+            {
+                let times = tx.open_table(TIMES).unwrap();
+                let attrs = tx.open_table(ATTRS).unwrap();
+                let mut old_times = tx.open_table(REV_TIMES).unwrap();
+                let mut old_attrs = tx.open_table(REV_ATTRS).unwrap();
+                for r in times.iter().unwrap() {
+                    let (k, b) = r.unwrap();
+                    let mut k = *k.value();
+                    let (t, _) = tail(&k);
+                    k[4..8].copy_from_slice(&rev(t).to_be_bytes());
+                    old_times.insert(k.as_slice(), b.value()).unwrap();
+                }
+                for r in attrs.iter().unwrap() {
+                    let (k, _) = r.unwrap();
+                    let mut k = *k.value();
+                    let (t, _) = tail(&k);
+                    k[13..17].copy_from_slice(&rev(t).to_be_bytes());
+                    old_attrs.insert(k.as_slice(), ()).unwrap();
+                }
+            }
+            tx.delete_table(TIMES).unwrap();
+            tx.delete_table(ATTRS).unwrap();
+            tx.commit().unwrap();
+        }
+        drop(h);
+        let h = History::open(&dir.path().join("h.redb"), journal).unwrap();
+        let after: Vec<Vec<Value>> = queries.iter().map(|q| all(&h, q.clone())).collect();
+        assert_eq!(after, before, "the same answers from the rewritten index");
+        assert_paged_newest_first(&h, queries[0].clone(), 400);
+        let tx = h.db.begin_read().unwrap();
+        let names: Vec<String> = tx
+            .list_tables()
+            .unwrap()
+            .map(|t| t.name().to_string())
+            .collect();
+        assert!(!names.iter().any(|n| n == "times" || n == "attr_hashes"));
     }
 
     #[test]

@@ -44,12 +44,23 @@ pub(super) fn input(body: &Map<String, Value>) -> Result<LookupEventsInput, ApiE
     Ok(i)
 }
 
+/// The version of [`PageToken`] this build writes. Version 1 (no `v`) ran through the
+/// events of one second in the other direction: continuing one would skip some and repeat
+/// others, so it is refused.
+const TOKEN_VERSION: u32 = 2;
+
 #[derive(Serialize, Deserialize)]
 struct PageToken {
     /// Fingerprint of the query.
     q: String,
     t: u64,
     s: u64,
+    #[serde(default = "first_version")]
+    v: u32,
+}
+
+fn first_version() -> u32 {
+    1
 }
 
 #[derive(Serialize)]
@@ -141,7 +152,7 @@ pub(super) async fn lookup_events(ctx: &mut Ctx<'_>, action: &str, i: LookupEven
         let pt: PageToken = serde_json::from_slice(&bytes).map_err(|_| bad())?;
         // Positions are newest-first seconds (u32): a token from before the history kept
         // blocks (milliseconds) is refused, not read as the end of the results.
-        if pt.q != fp || pt.t > u32::MAX as u64 {
+        if pt.q != fp || pt.t > u32::MAX as u64 || pt.v != TOKEN_VERSION {
             return Err(bad());
         }
         q.after = Some((pt.t, pt.s));
@@ -156,7 +167,13 @@ pub(super) async fn lookup_events(ctx: &mut Ctx<'_>, action: &str, i: LookupEven
     let (events, next) = ctx.api.blocking(move || history.lookup(&q)).await?;
     let next_token = match next {
         Some((t, s)) => {
-            let tok = serde_json::to_vec(&PageToken { q: fp, t, s }).map_err(ApiError::internal)?;
+            let tok = serde_json::to_vec(&PageToken {
+                q: fp,
+                t,
+                s,
+                v: TOKEN_VERSION,
+            })
+            .map_err(ApiError::internal)?;
             Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tok))
         }
         None => None,
