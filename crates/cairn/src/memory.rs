@@ -18,7 +18,7 @@
 //!
 //! Outside the budget ([`FIXED_OVERHEAD`], 128 MiB; ~80 MiB measured idle):
 //! the binary and its thread stacks (at most [`BLOCKING_THREADS`] blocking threads), the
-//! tokio runtime, allocator slack (freed pages are returned at once: `main` sets mimalloc's
+//! tokio runtime, allocator slack (freed pages go back at once: `main` sets mimalloc's
 //! purge delay to 0), and what grows with configuration rather than load (the identity
 //! directory, KMS keys, trail configurations are held in memory whole).
 

@@ -664,20 +664,18 @@ impl History {
         Ok(Arc::new(h))
     }
 
+    /// Whether the database holds a table of one of these names.
+    fn has_table(&self, names: &[&str]) -> Result<bool, String> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let mut tables = tx.list_tables().map_err(err)?;
+        Ok(tables.any(|t| names.contains(&t.name())))
+    }
+
     /// Moves a history written in the layout before blocks into blocks, a bounded batch per
     /// transaction (each commits its moved records and their removal together: a crash
     /// resumes where it stopped), then drops the old tables (their pages are reused).
     fn migrate(&self) -> Result<(), String> {
-        let present = {
-            let tx = self.db.begin_read().map_err(err)?;
-            let names: Vec<String> = tx
-                .list_tables()
-                .map_err(err)?
-                .map(|t| t.name().to_string())
-                .collect();
-            names.iter().any(|n| n == "events")
-        };
-        if !present {
+        if !self.has_table(&[OLD_EVENTS.name()])? {
             return Ok(());
         }
         let mut moved = 0usize;
@@ -754,18 +752,7 @@ impl History {
     /// and their removal together: a crash resumes where it stopped), then drops the old
     /// tables. Only the second in each key changes.
     fn ascend(&self) -> Result<(), String> {
-        let present = {
-            let tx = self.db.begin_read().map_err(err)?;
-            let names: Vec<String> = tx
-                .list_tables()
-                .map_err(err)?
-                .map(|t| t.name().to_string())
-                .collect();
-            names
-                .iter()
-                .any(|n| n == REV_TIMES.name() || n == REV_ATTRS.name())
-        };
-        if !present {
+        if !self.has_table(&[REV_TIMES.name(), REV_ATTRS.name()])? {
             return Ok(());
         }
         /// The key with its second (at `at`) turned from newest-first to ascending.
