@@ -384,20 +384,14 @@ const KEY_CACHE_ENTRIES: usize = 4096;
 
 type KeyCache = std::collections::HashMap<(String, String), (Vec<u8>, hmac::Key)>;
 
-/// The HMAC key of [`signing_key`] for `secret` under `access_key_id` and a scope, derived
-/// once per (key, scope). An entry holds the secret it was derived from and is used only
-/// when that equals (in constant time) the secret given now: a rotated secret derives anew.
-fn cached_signing_key(
-    access_key_id: &str,
-    secret: &str,
-    date: &str,
-    region: &str,
-    service: &str,
-) -> hmac::Key {
+/// The HMAC key of [`signing_key`] for `secret` under `auth`'s access key id and `scope`
+/// (its [`Authorization::scope`]), derived once per (key, scope). An entry holds the secret
+/// it was derived from and is used only when that equals (in constant time) the secret
+/// given now: a rotated secret derives anew.
+fn cached_signing_key(auth: &Authorization, scope: &str, secret: &str) -> hmac::Key {
     static CACHE: std::sync::OnceLock<std::sync::Mutex<KeyCache>> = std::sync::OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    let scope = format!("{date}/{region}/{service}");
-    let id = (access_key_id.to_string(), scope);
+    let id = (auth.access_key_id.clone(), scope.to_string());
     {
         let c = cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((held, key)) = c.get(&id) {
@@ -408,7 +402,7 @@ fn cached_signing_key(
     }
     let key = hmac::Key::new(
         hmac::HMAC_SHA256,
-        &signing_key(secret, date, region, service),
+        &signing_key(secret, &auth.date, &auth.region, &auth.service),
     );
     let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
     if c.len() >= KEY_CACHE_ENTRIES {
@@ -540,19 +534,13 @@ pub fn check_signature(req: &Request, auth: &Authorization, secret: &str) -> Res
         return Err(AuthError::MissingContentSha256);
     }
     let cr = canonical_request(req, auth)?;
+    let scope = auth.scope();
     let sts = format!(
-        "{ALGORITHM}\n{}\n{}\n{}",
+        "{ALGORITHM}\n{}\n{scope}\n{}",
         auth.amz_date,
-        auth.scope(),
         hex::encode(Sha256::digest(cr.as_bytes()))
     );
-    let key = cached_signing_key(
-        &auth.access_key_id,
-        secret,
-        &auth.date,
-        &auth.region,
-        &auth.service,
-    );
+    let key = cached_signing_key(auth, &scope, secret);
     let expected = hex::encode(hmac::sign(&key, sts.as_bytes()));
     let provided = auth.signature.to_ascii_lowercase();
     aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), provided.as_bytes())
@@ -625,18 +613,17 @@ pub fn sign(
         ..*req
     };
     let cr = canonical_request(&signed_req, &auth).unwrap_or_default();
+    let scope = auth.scope();
     let sts = format!(
-        "{ALGORITHM}\n{amz_date}\n{}\n{}",
-        auth.scope(),
+        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
         hex::encode(Sha256::digest(cr.as_bytes()))
     );
-    let key = cached_signing_key(access_key_id, secret, &auth.date, region, service);
+    let key = cached_signing_key(&auth, &scope, secret);
     let sig = hex::encode(hmac::sign(&key, sts.as_bytes()));
     added.push((
         "authorization".into(),
         format!(
-            "{ALGORITHM} Credential={access_key_id}/{}, SignedHeaders={}, Signature={sig}",
-            auth.scope(),
+            "{ALGORITHM} Credential={access_key_id}/{scope}, SignedHeaders={}, Signature={sig}",
             auth.signed_headers.join(";")
         ),
     ));
