@@ -292,24 +292,74 @@ impl Stored {
 }
 
 /// A block being filled: its id, its records and their largest event time.
+///
+/// Its buffers (the records, the compressor, the compressed block) are kept from one block
+/// to the next: the indexer rewrites the open block at every step, and allocating them anew
+/// each time was most of what the allocator returned to the system and faulted back in.
 struct OpenBlock {
     id: u64,
-    records: Vec<(u64, Vec<u8>)>,
-    raw: usize,
+    /// The records as a block holds them (`seq u64 BE ‖ len u32 BE ‖ JSON` each).
+    raw: Vec<u8>,
+    count: u32,
     max_time: i64,
     /// The newest time its `block_times` entry is under (`None`: not written yet).
     stored_max: Option<i64>,
+    deflate: libdeflater::Compressor,
+    stored: Vec<u8>,
 }
 
 impl OpenBlock {
     fn empty(id: u64) -> OpenBlock {
         OpenBlock {
             id,
-            records: Vec::new(),
-            raw: 0,
+            raw: Vec::new(),
+            count: 0,
             max_time: 0,
             stored_max: None,
+            deflate: libdeflater::Compressor::new(
+                libdeflater::CompressionLvl::new(4).unwrap_or_default(),
+            ),
+            stored: Vec::new(),
         }
+    }
+
+    /// Block `id`, empty, in this block's buffers.
+    fn restart(&mut self, id: u64) {
+        self.id = id;
+        self.raw.clear();
+        self.count = 0;
+        self.max_time = 0;
+        self.stored_max = None;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn push(&mut self, seq: u64, json: &[u8], time: i64) {
+        self.raw.extend_from_slice(&seq.to_be_bytes());
+        self.raw
+            .extend_from_slice(&(json.len() as u32).to_be_bytes());
+        self.raw.extend_from_slice(json);
+        self.count += 1;
+        self.max_time = self.max_time.max(time);
+    }
+
+    /// The block as stored: header ‖ raw deflate of the records.
+    fn encode(&mut self) -> &[u8] {
+        let bound = HEADER + self.deflate.deflate_compress_bound(self.raw.len());
+        self.stored.clear();
+        self.stored.resize(bound, 0);
+        // The bound guarantees room.
+        let n = self
+            .deflate
+            .deflate_compress(&self.raw, &mut self.stored[HEADER..])
+            .unwrap_or(0);
+        self.stored.truncate(HEADER + n);
+        self.stored[..8].copy_from_slice(&self.max_time.to_be_bytes());
+        self.stored[8..12].copy_from_slice(&(self.raw.len() as u32).to_be_bytes());
+        self.stored[12..16].copy_from_slice(&self.count.to_be_bytes());
+        &self.stored
     }
 }
 
@@ -366,24 +416,27 @@ impl<'t> BlockTables<'t> {
         let Some(id) = id else {
             return Ok(OpenBlock::empty(self.alloc()?));
         };
-        let (records, stored) = match self.blocks.get(id).map_err(err)? {
-            Some(v) => (decode_block(v.value()), Some(block_max_time(v.value()))),
-            None => (Vec::new(), None),
-        };
-        Ok(OpenBlock {
-            id,
-            raw: records.iter().map(|(_, j)| j.len() + 12).sum(),
-            records,
-            max_time: stored.unwrap_or(0),
-            stored_max: stored,
-        })
+        let mut b = OpenBlock::empty(id);
+        if let Some(v) = self.blocks.get(id).map_err(err)? {
+            let stored = block_max_time(v.value());
+            if let Some(mut raw) = block_raw(v.value()) {
+                // Whole records only: a record cut short (and whatever follows) is dropped.
+                let (count, end) =
+                    records(&raw).fold((0, 0), |(n, e), (_, j)| (n + 1, e + 12 + j.len()));
+                raw.truncate(end);
+                b.count = count;
+                b.raw = raw;
+            }
+            b.max_time = stored;
+            b.stored_max = Some(stored);
+        }
+        Ok(b)
     }
 
     /// Writes `b` (again) and files it under its newest record's time.
     fn write(&mut self, b: &mut OpenBlock) -> Result<(), String> {
-        self.blocks
-            .insert(b.id, encode_block(&b.records, b.max_time).as_slice())
-            .map_err(err)?;
+        let id = b.id;
+        self.blocks.insert(id, b.encode()).map_err(err)?;
         if b.stored_max != Some(b.max_time) {
             if let Some(old) = b.stored_max {
                 self.block_times
@@ -402,25 +455,6 @@ impl<'t> BlockTables<'t> {
 /// A block's records: (journal seq, record JSON), in seq order.
 type Records = Vec<(u64, Vec<u8>)>;
 
-fn encode_block(records: &[(u64, Vec<u8>)], max_time: i64) -> Vec<u8> {
-    let mut raw = Vec::with_capacity(records.iter().map(|(_, j)| j.len() + 12).sum());
-    for (seq, json) in records {
-        raw.extend_from_slice(&seq.to_be_bytes());
-        raw.extend_from_slice(&(json.len() as u32).to_be_bytes());
-        raw.extend_from_slice(json);
-    }
-    let mut c =
-        libdeflater::Compressor::new(libdeflater::CompressionLvl::new(4).unwrap_or_default());
-    let mut out = vec![0u8; HEADER + c.deflate_compress_bound(raw.len())];
-    // The bound guarantees room.
-    let n = c.deflate_compress(&raw, &mut out[HEADER..]).unwrap_or(0);
-    out.truncate(HEADER + n);
-    out[..8].copy_from_slice(&max_time.to_be_bytes());
-    out[8..12].copy_from_slice(&(raw.len() as u32).to_be_bytes());
-    out[12..16].copy_from_slice(&(records.len() as u32).to_be_bytes());
-    out
-}
-
 fn block_max_time(v: &[u8]) -> i64 {
     let mut t = [0u8; 8];
     if v.len() >= 8 {
@@ -432,8 +466,16 @@ fn block_max_time(v: &[u8]) -> i64 {
 /// The records of a stored block; an unreadable block reads as empty (its events are not
 /// answered rather than failing every query that touches it).
 fn decode_block(v: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    match block_raw(v) {
+        Some(raw) => records(&raw).map(|(seq, j)| (seq, j.to_vec())).collect(),
+        None => Vec::new(),
+    }
+}
+
+/// A stored block's records, decompressed (`None`: it does not decompress).
+fn block_raw(v: &[u8]) -> Option<Vec<u8>> {
     if v.len() < HEADER {
-        return Vec::new();
+        return None;
     }
     let mut n = [0u8; 4];
     n.copy_from_slice(&v[8..12]);
@@ -445,23 +487,25 @@ fn decode_block(v: &[u8]) -> Vec<(u64, Vec<u8>)> {
         .unwrap_or(false);
     if !ok {
         tracing::error!("an event history block does not decompress; its events are skipped");
-        return Vec::new();
+        return None;
     }
-    let mut out = Vec::new();
+    Some(raw)
+}
+
+/// The (seq, JSON) records of a block's raw bytes, up to the first that is cut short.
+fn records(raw: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
     let mut at = 0;
-    while at + 12 <= raw.len() {
+    std::iter::from_fn(move || {
+        let head = raw.get(at..at + 12)?;
         let mut s = [0u8; 8];
-        s.copy_from_slice(&raw[at..at + 8]);
+        s.copy_from_slice(&head[..8]);
         let mut l = [0u8; 4];
-        l.copy_from_slice(&raw[at + 8..at + 12]);
+        l.copy_from_slice(&head[8..]);
         let len = u32::from_be_bytes(l) as usize;
-        let Some(json) = raw.get(at + 12..at + 12 + len) else {
-            break;
-        };
-        out.push((u64::from_be_bytes(s), json.to_vec()));
+        let json = raw.get(at + 12..at + 12 + len)?;
         at += 12 + len;
-    }
-    out
+        Some((u64::from_be_bytes(s), json))
+    })
 }
 
 /// Reads records by block id, keeping the last few blocks decoded (a page of hits mostly
@@ -720,14 +764,12 @@ impl History {
                                     .insert(&attr_key(&st.part, *a, v, t, seq), ())
                                     .map_err(err)?;
                             }
-                            cur.raw += json.len() + 12;
-                            cur.max_time = cur.max_time.max(st.time);
-                            cur.records.push((seq, json));
+                            cur.push(seq, &json, st.time);
                         }
-                        if !cur.records.is_empty() && (cur.raw >= BLOCK_BYTES || i + 1 == n) {
+                        if !cur.is_empty() && (cur.raw.len() >= BLOCK_BYTES || i + 1 == n) {
                             bt.write(&mut cur)?;
                             if i + 1 < n {
-                                cur = OpenBlock::empty(bt.alloc()?);
+                                cur.restart(bt.alloc()?);
                             }
                         }
                     }
@@ -937,20 +979,18 @@ impl History {
                         .insert(&attr_key(&part, k, &v, t, seq), ())
                         .map_err(err)?;
                 }
-                block.raw += json.len() + 12;
-                block.max_time = block.max_time.max(header.time);
-                block.records.push((seq, json));
+                block.push(seq, &json, header.time);
                 changed = true;
-                if block.raw >= BLOCK_BYTES {
+                if block.raw.len() >= BLOCK_BYTES {
                     bt.write(block)?;
-                    *block = OpenBlock::empty(bt.alloc()?);
+                    block.restart(bt.alloc()?);
                     changed = false;
                 }
             }
             if changed {
                 bt.write(block)?;
             }
-            if block.records.is_empty() {
+            if block.is_empty() {
                 bt.state.remove("open_block").map_err(err)?;
             } else {
                 bt.state.insert("open_block", block.id).map_err(err)?;
