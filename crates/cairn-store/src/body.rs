@@ -15,7 +15,7 @@ use crate::BodyCipher;
 use md5::Digest;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Plaintext bytes per sealed chunk.
 pub const CHUNK: usize = 64 * 1024;
@@ -35,8 +35,12 @@ pub trait ChunkKey: Send + Sync {
 
 /// Writes one body file as a stream: sealed in chunks when a key is given, the plaintext's
 /// MD5 and size kept on the way. [`BodyWriter::finish`] syncs it.
+///
+/// A writer made by [`BodyWriter::spillable`] keeps the body in memory until it outgrows a
+/// limit (then it creates its file and goes on there): a small body can be stored with its
+/// metadata, in the same bytes a file would hold ([`BodyWriter::finish_kept`]).
 pub struct BodyWriter {
-    file: io::BufWriter<File>,
+    out: Out,
     key: Option<Box<dyn ChunkKey>>,
     pending: Vec<u8>,
     index: u64,
@@ -54,34 +58,47 @@ impl BodyWriter {
         context: &[u8],
         wrapped: Option<&[u8]>,
     ) -> Result<BodyWriter, crate::StoreError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let key = match (cipher, wrapped) {
-            (Some(c), w) => Some(
-                c.chunk_key(context, w)
-                    .map_err(crate::StoreError::KeyUnavailable)?,
-            ),
-            (None, Some(_)) => {
-                return Err(crate::StoreError::KeyUnavailable(
-                    "this store has no key service for SSE-KMS".into(),
-                ))
-            }
-            (None, None) => None,
+        let key = chunk_key(cipher, context, wrapped)?;
+        let mut out = Out::Memory {
+            buf: Vec::new(),
+            path: path.to_path_buf(),
+            limit: 0,
         };
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)?;
-        let mut file = io::BufWriter::with_capacity(CHUNK + TAG + 64, f);
+        out.spill()?;
+        Self::start(out, key, wrapped)
+    }
+
+    /// As [`BodyWriter::create`], but `path` is created only once the stored bytes would
+    /// pass `limit`: until then the body is in memory.
+    pub fn spillable(
+        path: &Path,
+        cipher: Option<&dyn BodyCipher>,
+        context: &[u8],
+        wrapped: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<BodyWriter, crate::StoreError> {
+        let key = chunk_key(cipher, context, wrapped)?;
+        let out = Out::Memory {
+            buf: Vec::new(),
+            path: path.to_path_buf(),
+            limit,
+        };
+        Self::start(out, key, wrapped)
+    }
+
+    fn start(
+        mut out: Out,
+        key: Option<Box<dyn ChunkKey>>,
+        wrapped: Option<&[u8]>,
+    ) -> Result<BodyWriter, crate::StoreError> {
         if key.is_some() {
             let w = wrapped.unwrap_or_default();
-            file.write_all(STREAM_MAGIC)?;
-            file.write_all(&(w.len() as u32).to_be_bytes())?;
-            file.write_all(w)?;
+            out.write_all(STREAM_MAGIC)?;
+            out.write_all(&(w.len() as u32).to_be_bytes())?;
+            out.write_all(w)?;
         }
         Ok(BodyWriter {
-            file,
+            out,
             key,
             pending: Vec::with_capacity(CHUNK + TAG),
             index: 0,
@@ -101,7 +118,7 @@ impl BodyWriter {
                 .map_err(io::Error::other)?;
             self.index += 1;
         }
-        self.file.write_all(&self.pending)?;
+        self.out.write_all(&self.pending)?;
         self.pending.clear();
         Ok(())
     }
@@ -122,26 +139,148 @@ impl BodyWriter {
         Ok(())
     }
 
-    /// Seals the last chunk and syncs the file: `(size, quoted hex MD5)`.
-    pub fn finish(mut self) -> io::Result<(u64, String)> {
+    /// Seals the last chunk and syncs the file: `(size, quoted hex MD5)`. A body still in
+    /// memory is written to its file first.
+    pub fn finish(self) -> io::Result<(u64, String)> {
+        let (size, md5, kept) = self.finish_kept()?;
+        if let Some((bytes, path)) = kept {
+            let mut out = Out::Memory {
+                buf: bytes,
+                path,
+                limit: 0,
+            };
+            out.spill()?;
+            out.sync()?;
+        }
+        Ok((size, md5))
+    }
+
+    /// Seals the last chunk: `(size, quoted hex MD5, the stored bytes and the path they were
+    /// never written to)` for a body still in memory, else its file synced and `None`.
+    #[allow(clippy::type_complexity)]
+    pub fn finish_kept(mut self) -> io::Result<(u64, String, Option<(Vec<u8>, PathBuf)>)> {
         if self.key.is_some() || !self.pending.is_empty() {
             self.seal_pending(true)?;
         }
-        let f = self.file.into_inner().map_err(|e| e.into_error())?;
-        f.sync_data()?;
-        Ok((
-            self.size,
-            format!("\"{}\"", hex::encode(self.md5.finalize())),
-        ))
+        let md5 = format!("\"{}\"", hex::encode(self.md5.finalize()));
+        match self.out {
+            Out::Memory { buf, path, .. } => Ok((self.size, md5, Some((buf, path)))),
+            out => {
+                out.sync()?;
+                Ok((self.size, md5, None))
+            }
+        }
+    }
+}
+
+/// The key that seals a body's chunks (`None`: the body is stored plain).
+fn chunk_key(
+    cipher: Option<&dyn BodyCipher>,
+    context: &[u8],
+    wrapped: Option<&[u8]>,
+) -> Result<Option<Box<dyn ChunkKey>>, crate::StoreError> {
+    match (cipher, wrapped) {
+        (Some(c), w) => Ok(Some(
+            c.chunk_key(context, w)
+                .map_err(crate::StoreError::KeyUnavailable)?,
+        )),
+        (None, Some(_)) => Err(crate::StoreError::KeyUnavailable(
+            "this store has no key service for SSE-KMS".into(),
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Where a writer's bytes go: its file, or memory until they pass `limit`.
+enum Out {
+    File(io::BufWriter<File>),
+    Memory {
+        buf: Vec<u8>,
+        path: PathBuf,
+        limit: usize,
+    },
+}
+
+impl Out {
+    /// Creates the file (mode 0600) and moves what memory holds into it.
+    fn spill(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let Out::Memory { buf, path, .. } = self else {
+            return Ok(());
+        };
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&*path)?;
+        let mut file = io::BufWriter::with_capacity(CHUNK + TAG + 64, f);
+        file.write_all(buf)?;
+        *self = Out::File(file);
+        Ok(())
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        if let Out::Memory { buf, limit, .. } = self {
+            if buf.len() + data.len() <= *limit {
+                buf.extend_from_slice(data);
+                return Ok(());
+            }
+            self.spill()?;
+        }
+        match self {
+            Out::File(f) => f.write_all(data),
+            Out::Memory { .. } => Ok(()),
+        }
+    }
+
+    fn sync(self) -> io::Result<()> {
+        if let Out::File(f) = self {
+            f.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+/// A body's stored bytes: its file, or bytes kept with its metadata.
+enum Medium {
+    File(File),
+    Bytes(io::Cursor<Vec<u8>>),
+}
+
+impl Medium {
+    fn len(&self) -> io::Result<u64> {
+        match self {
+            Medium::File(f) => Ok(f.metadata()?.len()),
+            Medium::Bytes(b) => Ok(b.get_ref().len() as u64),
+        }
+    }
+}
+
+impl Read for Medium {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Medium::File(f) => f.read(out),
+            Medium::Bytes(b) => b.read(out),
+        }
+    }
+}
+
+impl Seek for Medium {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        match self {
+            Medium::File(f) => f.seek(to),
+            Medium::Bytes(b) => b.seek(to),
+        }
     }
 }
 
 enum Source {
     /// The plain body.
-    Plain(File),
+    Plain(Medium),
     /// Chunked and sealed; `data_at` is where chunk 0 starts.
     Sealed {
-        file: File,
+        file: Medium,
         key: Box<dyn ChunkKey>,
         data_at: u64,
     },
@@ -180,6 +319,34 @@ impl BodyReader {
         md5: Option<&str>,
         legacy: &dyn Fn(Vec<u8>) -> Result<Vec<u8>, crate::StoreError>,
     ) -> Result<BodyReader, crate::StoreError> {
+        let file = Medium::File(File::open(path)?);
+        Self::from_medium(file, cipher, context, size, range, md5, legacy)
+    }
+
+    /// As [`BodyReader::open`], for the stored bytes of a body kept in memory (what
+    /// [`BodyWriter::finish_kept`] gave).
+    pub fn from_bytes(
+        stored: Vec<u8>,
+        cipher: Option<&dyn BodyCipher>,
+        context: &[u8],
+        size: u64,
+        range: Option<(u64, u64)>,
+        md5: Option<&str>,
+        legacy: &dyn Fn(Vec<u8>) -> Result<Vec<u8>, crate::StoreError>,
+    ) -> Result<BodyReader, crate::StoreError> {
+        let bytes = Medium::Bytes(io::Cursor::new(stored));
+        Self::from_medium(bytes, cipher, context, size, range, md5, legacy)
+    }
+
+    fn from_medium(
+        mut file: Medium,
+        cipher: Option<&dyn BodyCipher>,
+        context: &[u8],
+        size: u64,
+        range: Option<(u64, u64)>,
+        md5: Option<&str>,
+        legacy: &dyn Fn(Vec<u8>) -> Result<Vec<u8>, crate::StoreError>,
+    ) -> Result<BodyReader, crate::StoreError> {
         let corrupt = |reason: String| crate::StoreError::Corrupt {
             bucket: String::new(),
             key: String::new(),
@@ -191,7 +358,6 @@ impl BodyReader {
                 "range {start}..{end} outside {size} bytes"
             )));
         }
-        let mut file = File::open(path)?;
         let mut magic = [0u8; 11];
         let n = read_up_to(&mut file, &mut magic)?;
         let source = if n == STREAM_MAGIC.len() && magic == STREAM_MAGIC {
@@ -213,7 +379,7 @@ impl BodyReader {
             let data_at = (STREAM_MAGIC.len() + 4 + wlen) as u64;
             // The file must be exactly the sealed chunks: nothing cut, nothing appended.
             let want = data_at + size + chunks(size) * TAG as u64;
-            let have = file.metadata()?.len();
+            let have = file.len()?;
             if have != want {
                 return Err(corrupt(format!(
                     "body file is {have} bytes, {want} expected"
@@ -229,7 +395,7 @@ impl BodyReader {
             Source::Plain(file)
         };
         if let Source::Plain(f) = &source {
-            if f.metadata()?.len() != size {
+            if f.len()? != size {
                 return Err(corrupt("body does not match its recorded size".into()));
             }
         }
@@ -309,7 +475,7 @@ impl BodyReader {
 }
 
 /// Reads until `buf` is full or the file ends; the bytes read.
-fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+fn read_up_to(f: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match f.read(&mut buf[n..])? {

@@ -5,7 +5,7 @@ use crate::{
     ObjectStore, PutItem, PutOptions, Result, Staged, StagedBody, StoreError, VersionEntry,
     Versioning,
 };
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -17,6 +17,12 @@ const OBJECTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("obje
 /// so a key's versions iterate newest first. The current version stays in OBJECTS.
 const VERSIONS: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("versions");
 const SEQ: TableDefinition<&str, u64> = TableDefinition::new("seq");
+/// Small bodies kept with their metadata (a PUT then needs no file and no sync of its own,
+/// only its share of a group commit): blob id → the bytes its body file would hold.
+const INLINE: TableDefinition<&str, &[u8]> = TableDefinition::new("inline_bodies");
+
+/// Stored bytes up to which a streamed PUT's body is kept in [`INLINE`] rather than a file.
+pub const INLINE_MAX: usize = 32 << 10;
 
 type VersionsTable<'t> = redb::Table<'t, (&'static str, &'static str, u64), &'static [u8]>;
 
@@ -63,6 +69,16 @@ fn next_seq(w: &redb::WriteTransaction) -> Result<u64> {
         + 1;
     t.insert("version", n).map_err(db_err)?;
     Ok(n)
+}
+
+/// Forgets the inline bodies among `dead` (bodies no metadata names after `w`), in `w`
+/// itself; body files among them are removed by the caller once `w` has committed.
+fn drop_inline(w: &redb::WriteTransaction, dead: &[String]) -> Result<()> {
+    let mut t = w.open_table(INLINE).map_err(db_err)?;
+    for b in dead {
+        t.remove(b.as_str()).map_err(db_err)?;
+    }
+    Ok(())
 }
 
 /// Moves a current object into the version table.
@@ -174,7 +190,7 @@ pub struct EmbeddedStore {
 #[derive(Default)]
 struct CommitQueue {
     next: u64,
-    pending: Vec<(u64, Staged, String)>,
+    pending: Vec<(u64, Staged, String, Option<Vec<u8>>)>,
     done: std::collections::HashMap<u64, Result<ObjectInfo>>,
     leading: bool,
 }
@@ -214,6 +230,7 @@ impl EmbeddedStore {
             w.open_table(OBJECTS).map_err(db_err)?;
             w.open_table(VERSIONS).map_err(db_err)?;
             w.open_table(SEQ).map_err(db_err)?;
+            w.open_table(INLINE).map_err(db_err)?;
             w.commit().map_err(db_err)?;
         }
         let store = EmbeddedStore {
@@ -254,6 +271,27 @@ impl EmbeddedStore {
                 tracing::info!(blob = %e.path().display(), "removing unreferenced object body");
                 fs::remove_file(e.path())?;
             }
+        }
+        // Inline bodies come and go in their metadata's transactions; none should be left
+        // unnamed, but one that is goes too.
+        let mut dead = Vec::new();
+        for item in r
+            .open_table(INLINE)
+            .map_err(db_err)?
+            .iter()
+            .map_err(db_err)?
+        {
+            let (k, _) = item.map_err(db_err)?;
+            if !live.contains(k.value()) {
+                dead.push(k.value().to_string());
+            }
+        }
+        drop(r);
+        if !dead.is_empty() {
+            tracing::info!(bodies = dead.len(), "removing unreferenced inline bodies");
+            let w = self.db.begin_write().map_err(db_err)?;
+            drop_inline(&w, &dead)?;
+            w.commit().map_err(db_err)?;
         }
         Ok(())
     }
@@ -354,15 +392,33 @@ impl EmbeddedStore {
         range: Option<(u64, u64)>,
     ) -> Result<crate::BodyReader> {
         let legacy = |raw: Vec<u8>| self.open_legacy(raw, blob, bucket, key);
-        crate::BodyReader::open(
-            &self.blobs.join(blob),
-            self.cipher.as_deref(),
-            blob.as_bytes(),
-            info.size,
-            range,
-            Some(md5.unwrap_or(&info.etag)),
-            &legacy,
-        )
+        let inline = {
+            let r = self.db.begin_read().map_err(db_err)?;
+            let t = r.open_table(INLINE).map_err(db_err)?;
+            let v = t.get(blob).map_err(db_err)?.map(|v| v.value().to_vec());
+            v
+        };
+        let (cipher, md5) = (self.cipher.as_deref(), Some(md5.unwrap_or(&info.etag)));
+        match inline {
+            Some(stored) => crate::BodyReader::from_bytes(
+                stored,
+                cipher,
+                blob.as_bytes(),
+                info.size,
+                range,
+                md5,
+                &legacy,
+            ),
+            None => crate::BodyReader::open(
+                &self.blobs.join(blob),
+                cipher,
+                blob.as_bytes(),
+                info.size,
+                range,
+                md5,
+                &legacy,
+            ),
+        }
         .map_err(|e| match e {
             StoreError::Corrupt { reason, .. } => StoreError::Corrupt {
                 bucket: bucket.into(),
@@ -393,6 +449,17 @@ impl EmbeddedStore {
         Ok(body)
     }
 
+    /// How many bodies are kept with their metadata (see [`INLINE_MAX`]).
+    pub fn inline_bodies(&self) -> Result<usize> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let n = r
+            .open_table(INLINE)
+            .map_err(db_err)?
+            .len()
+            .map_err(db_err)?;
+        Ok(n as usize)
+    }
+
     fn sync_dir(p: &Path) -> Result<()> {
         File::open(p)?.sync_all()?;
         Ok(())
@@ -408,6 +475,8 @@ struct NewVersion<'a> {
     /// Quoted hex MD5 of the body.
     md5: String,
     blob: String,
+    /// The body's stored bytes when it is kept in [`INLINE`], not in a file.
+    inline: Option<&'a [u8]>,
 }
 
 impl EmbeddedStore {
@@ -490,11 +559,16 @@ impl EmbeddedStore {
     /// queue here, and one of them (the leader) syncs the body directory once and commits
     /// everything queued in one transaction, then wakes the others. A batch that fails is
     /// committed one by one, so one write's failure (a precondition) is its own.
-    fn commit_grouped(&self, item: Staged, blob: String) -> Result<ObjectInfo> {
+    fn commit_grouped(
+        &self,
+        item: Staged,
+        blob: String,
+        inline: Option<Vec<u8>>,
+    ) -> Result<ObjectInfo> {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let ticket = q.next;
         q.next += 1;
-        q.pending.push((ticket, item, blob));
+        q.pending.push((ticket, item, blob, inline));
         loop {
             if let Some(r) = q.done.remove(&ticket) {
                 return r;
@@ -521,7 +595,7 @@ impl EmbeddedStore {
                     .collect()
             });
             q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            for ((ticket, _, _), r) in batch.iter().zip(outcomes) {
+            for ((ticket, ..), r) in batch.iter().zip(outcomes) {
                 q.done.insert(*ticket, r);
             }
             q.leading = false;
@@ -529,20 +603,31 @@ impl EmbeddedStore {
         }
     }
 
-    fn commit_batch(&self, batch: &[(u64, Staged, String)]) -> Vec<Result<ObjectInfo>> {
+    fn commit_batch(
+        &self,
+        batch: &[(u64, Staged, String, Option<Vec<u8>>)],
+    ) -> Vec<Result<ObjectInfo>> {
         let items: Vec<NewVersion<'_>> = batch
             .iter()
-            .map(|(_, s, blob)| NewVersion {
+            .map(|(_, s, blob, inline)| NewVersion {
                 bucket: &s.bucket,
                 key: &s.key,
                 opts: &s.opts,
                 size: s.size,
                 md5: s.md5.clone(),
                 blob: blob.clone(),
+                inline: inline.as_deref(),
             })
             .collect();
-        // The staged files' names become durable with one directory sync for the batch.
-        if let Err(e) = Self::sync_dir(&self.blobs) {
+        // The staged files' names become durable with one directory sync for the batch
+        // (inline bodies need none: they commit with their metadata).
+        let files = items.iter().any(|i| i.inline.is_none());
+        let synced = if files {
+            Self::sync_dir(&self.blobs)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = synced {
             let msg = e.to_string();
             let blobs: Vec<String> = items.iter().map(|i| i.blob.clone()).collect();
             self.remove_blobs(&blobs);
@@ -637,8 +722,13 @@ impl EmbeddedStore {
                 .map_err(db_err)?;
                 t.insert((i.bucket, i.key), value.as_slice())
                     .map_err(db_err)?;
+                if let Some(stored) = i.inline {
+                    let mut it = w.open_table(INLINE).map_err(db_err)?;
+                    it.insert(i.blob.as_str(), stored).map_err(db_err)?;
+                }
                 old_blobs.extend(old);
             }
+            drop_inline(&w, &old_blobs)?;
             w.commit().map_err(db_err)?;
             Ok(old_blobs)
         })();
@@ -761,6 +851,7 @@ impl ObjectStore for EmbeddedStore {
                 size: i.body.len() as u64,
                 md5: etag_of(i.body),
                 blob: blob.clone(),
+                inline: None,
             })
             .collect();
         self.commit_versions(&metas)
@@ -768,7 +859,8 @@ impl ObjectStore for EmbeddedStore {
 
     fn commit_staged(&self, mut s: Staged) -> Result<ObjectInfo> {
         match std::mem::replace(&mut s.body, StagedBody::Memory(Vec::new())) {
-            StagedBody::Blob(blob) => self.commit_grouped(s, blob),
+            StagedBody::Blob(blob) => self.commit_grouped(s, blob, None),
+            StagedBody::Inline { blob, stored } => self.commit_grouped(s, blob, Some(stored)),
             StagedBody::Memory(b) => self.put(&s.bucket, &s.key, &b, &s.opts),
         }
     }
@@ -800,11 +892,12 @@ impl ObjectStore for EmbeddedStore {
         }
         let blob = uuid::Uuid::new_v4().simple().to_string();
         let tmp = self.tmp.join(&blob);
-        let writer = crate::BodyWriter::create(
+        let writer = crate::BodyWriter::spillable(
             &tmp,
             self.cipher.as_deref(),
             blob.as_bytes(),
             opts.wrapped_key.as_deref(),
+            INLINE_MAX,
         )?;
         Ok(crate::StagingWriter {
             bucket: bucket.into(),
@@ -907,6 +1000,7 @@ impl ObjectStore for EmbeddedStore {
                 }
             }
         };
+        drop_inline(&w, &dead)?;
         w.commit().map_err(db_err)?;
         for b in dead {
             let _ = fs::remove_file(self.blobs.join(b));
@@ -979,6 +1073,7 @@ impl ObjectStore for EmbeddedStore {
         if !has_current {
             promote(&w, bucket, key)?;
         }
+        drop_inline(&w, dead.as_slice())?;
         w.commit().map_err(db_err)?;
         if let Some(b) = dead {
             let _ = fs::remove_file(self.blobs.join(b));

@@ -12,7 +12,7 @@ mod embedded;
 mod remote;
 
 pub use body::{BodyReader, BodyWriter, ChunkKey};
-pub use embedded::EmbeddedStore;
+pub use embedded::{EmbeddedStore, INLINE_MAX};
 pub use remote::{RemoteConfig, RemoteStore};
 
 use chrono::{DateTime, Utc};
@@ -349,7 +349,9 @@ pub trait ObjectStore: Send + Sync {
     fn commit_staged(&self, s: Staged) -> Result<ObjectInfo> {
         match s.body {
             StagedBody::Memory(b) => self.put(&s.bucket, &s.key, &b, &s.opts),
-            StagedBody::Blob(_) => Err(StoreError::Unsupported("staged by another store".into())),
+            StagedBody::Blob(_) | StagedBody::Inline { .. } => {
+                Err(StoreError::Unsupported("staged by another store".into()))
+            }
         }
     }
 
@@ -448,18 +450,24 @@ impl StagingWriter {
                 tmp,
                 dir,
             } => {
-                // The directory is synced when the write is committed (once per group of
-                // commits), before any metadata names the file.
-                let done = (|| -> Result<(u64, String)> {
-                    let (size, md5) = writer.finish()?;
-                    std::fs::rename(&tmp, dir.join(&blob))?;
-                    Ok((size, md5))
+                // A body small enough to stay in memory is stored with its metadata, in
+                // the commit's own transaction. A file is synced here; the directory is
+                // synced when the write is committed (once per group of commits), before
+                // any metadata names the file.
+                let placed = dir.join(&blob);
+                let done = (|| -> Result<(u64, String, StagedBody)> {
+                    let (size, md5, kept) = writer.finish_kept()?;
+                    if let Some((stored, _)) = kept {
+                        return Ok((size, md5, StagedBody::Inline { blob, stored }));
+                    }
+                    std::fs::rename(&tmp, &placed)?;
+                    Ok((size, md5, StagedBody::Blob(blob)))
                 })();
                 match done {
-                    Ok((size, md5)) => (size, md5, StagedBody::Blob(blob)),
+                    Ok(done) => done,
                     Err(e) => {
                         let _ = std::fs::remove_file(&tmp);
-                        let _ = std::fs::remove_file(dir.join(&blob));
+                        let _ = std::fs::remove_file(&placed);
                         return Err(e);
                     }
                 }
@@ -489,6 +497,8 @@ pub(crate) enum StagedBody {
     Memory(Vec<u8>),
     /// The embedded store's body file (durable, named by no metadata yet).
     Blob(String),
+    /// A small body's stored bytes (the body file's format), written with its metadata.
+    Inline { blob: String, stored: Vec<u8> },
 }
 
 /// Lists every key under `prefix` (following pages).

@@ -393,52 +393,71 @@ fn version_pages_walk_the_whole_listing_for_every_page_size() {
 
 /// Staged writes committed from many threads at once are made in groups (one directory sync
 /// and one transaction per group): each gets its own outcome — every unconditional write
-/// lands, and of the conditional creates of one key exactly one wins.
+/// lands, and of the conditional creates of one key exactly one wins. Small bodies are kept
+/// with their metadata, larger ones in files: the same either way.
 #[test]
 fn concurrent_commits_are_grouped_and_each_gets_its_own_outcome() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = std::sync::Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    s.create_bucket("bkt").unwrap();
-    let outcomes: Vec<_> = std::thread::scope(|sc| {
-        let hs: Vec<_> = (0..32)
-            .map(|i| {
-                let s = s.clone();
-                sc.spawn(move || {
-                    let (key, opts) = if i % 2 == 0 {
-                        (format!("k{i}"), PutOptions::default())
-                    } else {
-                        (
-                            "contested".to_string(),
-                            PutOptions {
-                                if_none_match: true,
-                                ..Default::default()
-                            },
-                        )
-                    };
-                    let body = format!("body {i}").into_bytes();
-                    let mut w = s.stage_writer("bkt", &key, &PutOptions::default()).unwrap();
-                    w.write(&body).unwrap();
-                    let mut staged = w.finish().unwrap();
-                    staged.opts = opts;
-                    (i, key, body, s.commit_staged(staged).is_ok())
+    for (size, inline) in [(10, true), (cairn_store::INLINE_MAX + 1, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        s.create_bucket("bkt").unwrap();
+        let outcomes: Vec<_> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..32)
+                .map(|i| {
+                    let s = s.clone();
+                    sc.spawn(move || {
+                        let (key, opts) = if i % 2 == 0 {
+                            (format!("k{i}"), PutOptions::default())
+                        } else {
+                            (
+                                "contested".to_string(),
+                                PutOptions {
+                                    if_none_match: true,
+                                    ..Default::default()
+                                },
+                            )
+                        };
+                        let mut body = format!("body {i} ").into_bytes();
+                        body.resize(size, b'.');
+                        let mut w = s.stage_writer("bkt", &key, &PutOptions::default()).unwrap();
+                        w.write(&body).unwrap();
+                        let mut staged = w.finish().unwrap();
+                        staged.opts = opts;
+                        (i, key, body, s.commit_staged(staged).is_ok())
+                    })
                 })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for (i, key, body, ok) in &outcomes {
-        if i % 2 == 0 {
-            assert!(ok, "write {i}");
-            assert_eq!(&s.get("bkt", key).unwrap().body, body);
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (i, key, body, ok) in &outcomes {
+            if i % 2 == 0 {
+                assert!(ok, "write {i}");
+                assert_eq!(&s.get("bkt", key).unwrap().body, body);
+            }
         }
+        let winners: Vec<_> = outcomes
+            .iter()
+            .filter(|(i, _, _, ok)| i % 2 == 1 && *ok)
+            .collect();
+        assert_eq!(winners.len(), 1, "exactly one conditional create wins");
+        assert_eq!(s.get("bkt", "contested").unwrap().body, winners[0].2);
+        // The losers' bodies are gone: only the 17 objects' bodies remain.
+        let files = std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
+        let kept = s.inline_bodies().unwrap();
+        assert_eq!((files, kept), if inline { (0, 17) } else { (17, 0) });
+        // Overwritten and deleted, their bodies go with them, wherever they were kept.
+        let even: Vec<String> = (0..32).step_by(2).map(|i| format!("k{i}")).collect();
+        for k in &even[..8] {
+            let mut w = s.stage_writer("bkt", k, &PutOptions::default()).unwrap();
+            w.write(b"again").unwrap();
+            s.commit_staged(w.finish().unwrap()).unwrap();
+        }
+        for k in &even[8..] {
+            s.delete("bkt", k).unwrap();
+        }
+        let files = std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
+        let kept = s.inline_bodies().unwrap();
+        assert_eq!(files + kept, 9, "size {size}");
+        assert_eq!(kept, if inline { 9 } else { 8 });
     }
-    let winners: Vec<_> = outcomes
-        .iter()
-        .filter(|(i, _, _, ok)| i % 2 == 1 && *ok)
-        .collect();
-    assert_eq!(winners.len(), 1, "exactly one conditional create wins");
-    assert_eq!(s.get("bkt", "contested").unwrap().body, winners[0].2);
-    // The losers' bodies are gone: only the 17 objects' files remain.
-    let files = std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
-    assert_eq!(files, 17);
 }

@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -176,6 +176,9 @@ struct Shared {
     audit_sent: AtomicU64,
     problems: Mutex<Vec<String>>,
     stop: AtomicBool,
+    /// Objects an acknowledged PUT made and no acknowledged DELETE removed since: their
+    /// bodies are counted as bodies wherever the store keeps them.
+    live_objects: AtomicI64,
 }
 
 impl Shared {
@@ -381,9 +384,17 @@ async fn connection(
             .push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
         shared.done.fetch_add(1, Ordering::Relaxed);
         shared.count(op, status, &answer.request_id);
+        let live = |st: KeyState| matches!(st, KeyState::Has(_)) as i64;
+        let before = live(keys[k]);
         match (op, status) {
-            (Op::PutObject, Some(200)) => keys[k] = KeyState::Has(put_sha.unwrap_or_default()),
-            (Op::DeleteObject, Some(204)) => keys[k] = KeyState::Absent,
+            (Op::PutObject, Some(200)) => {
+                keys[k] = KeyState::Has(put_sha.unwrap_or_default());
+                shared.live_objects.fetch_add(1 - before, Ordering::Relaxed);
+            }
+            (Op::DeleteObject, Some(204)) => {
+                keys[k] = KeyState::Absent;
+                shared.live_objects.fetch_sub(before, Ordering::Relaxed);
+            }
             (Op::PutObject | Op::DeleteObject, None) => keys[k] = KeyState::Unknown,
             (Op::GetObject, Some(s)) => match keys[k] {
                 KeyState::Has(sha) if s != 200 || <[u8; 32]>::from(Sha256::digest(body)) != sha => {
@@ -714,6 +725,7 @@ pub fn soak(a: SoakBenchArgs) -> Result<()> {
             audit_sent: AtomicU64::new(0),
             problems: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            live_objects: AtomicI64::new(0),
         });
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(a.client_threads.max(1))
@@ -761,7 +773,19 @@ pub fn soak(a: SoakBenchArgs) -> Result<()> {
                 / 1000.0;
             let (rss, fds) = proc_usage(pid);
             let total = dir_bytes(&data_dir);
-            let bodies = dir_bytes(&data_dir.join("store").join("blobs"));
+            // Body files, and the bodies small enough to be kept in the store's database
+            // (sealed: the stream header and one chunk's tag).
+            let inline = shared.live_objects.load(Ordering::Relaxed).max(0) as u64
+                * (OBJECT_BYTES
+                    + cairn_store::body::STREAM_MAGIC.len()
+                    + 4
+                    + cairn_store::body::TAG) as u64;
+            let bodies = dir_bytes(&data_dir.join("store").join("blobs"))
+                + if OBJECT_BYTES <= cairn_store::INLINE_MAX {
+                    inline
+                } else {
+                    0
+                };
             let events = events_so_far(&shared).max(1);
             let s = Sample {
                 minutes: started.elapsed().as_secs_f64() / 60.0,

@@ -338,4 +338,76 @@ mod tests {
         let s4 = EmbeddedStore::open_with_cipher(dir.path(), Some(cipher)).unwrap();
         assert_eq!(s4.get("bkt", "k").unwrap().body, secret);
     }
+
+    /// A small streamed body is kept in the store's database, not a file: sealed there the
+    /// same way (no plaintext in the database file), and a changed bit is corruption, on a
+    /// whole read and on a range.
+    #[test]
+    fn small_bodies_kept_with_their_metadata_are_sealed_and_checked() {
+        use redb::{ReadableTable, TableDefinition};
+        let dir = tempfile::tempdir().unwrap();
+        let cipher: Arc<dyn BodyCipher> = Arc::new(SseS3::from_root(&[9u8; 32]));
+        let s = EmbeddedStore::open_with_cipher(dir.path(), Some(cipher.clone())).unwrap();
+        s.create_bucket("bkt").unwrap();
+        let secret = b"the quick brown fox jumps over the lazy dog".repeat(20);
+        let mut w = s.stage_writer("bkt", "k", &PutOptions::default()).unwrap();
+        w.write(&secret).unwrap();
+        s.commit_staged(w.finish().unwrap()).unwrap();
+        assert_eq!(s.get("bkt", "k").unwrap().body, secret);
+        assert_eq!(read_range(&s, Some((4, 9))).unwrap(), b"quick");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("blobs")).unwrap().count(),
+            0
+        );
+        assert_eq!(s.inline_bodies().unwrap(), 1);
+        drop(s);
+        let meta = dir.path().join("meta.redb");
+        let raw = std::fs::read(&meta).unwrap();
+        assert!(
+            !raw.windows(9).any(|w| w == b"quick bro"),
+            "plaintext in the database"
+        );
+        const INLINE: TableDefinition<&str, &[u8]> = TableDefinition::new("inline_bodies");
+        for at in [12, 20, 11 + 4 + secret.len() + 3] {
+            {
+                let db = cairn_db::create(&meta).unwrap();
+                let w = db.begin_write().unwrap();
+                {
+                    let mut t = w.open_table(INLINE).unwrap();
+                    let (k, mut v) = {
+                        let (k, v) = t.first().unwrap().unwrap();
+                        (k.value().to_string(), v.value().to_vec())
+                    };
+                    v[at] ^= 1;
+                    t.insert(k.as_str(), v.as_slice()).unwrap();
+                }
+                w.commit().unwrap();
+            }
+            let s = EmbeddedStore::open_with_cipher(dir.path(), Some(cipher.clone())).unwrap();
+            assert!(
+                matches!(
+                    s.get("bkt", "k"),
+                    Err(cairn_store::StoreError::Corrupt { .. })
+                ),
+                "byte {at} changed: whole read"
+            );
+            assert!(read_range(&s, Some((4, 9))).is_err(), "byte {at}: range");
+            drop(s);
+            // Changed back: it reads again.
+            let db = cairn_db::create(&meta).unwrap();
+            let w = db.begin_write().unwrap();
+            {
+                let mut t = w.open_table(INLINE).unwrap();
+                let (k, mut v) = {
+                    let (k, v) = t.first().unwrap().unwrap();
+                    (k.value().to_string(), v.value().to_vec())
+                };
+                v[at] ^= 1;
+                t.insert(k.as_str(), v.as_slice()).unwrap();
+            }
+            w.commit().unwrap();
+        }
+        let s = EmbeddedStore::open_with_cipher(dir.path(), Some(cipher)).unwrap();
+        assert_eq!(s.get("bkt", "k").unwrap().body, secret);
+    }
 }
