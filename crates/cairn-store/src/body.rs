@@ -230,7 +230,7 @@ impl Out {
         }
         match self {
             Out::File(f) => f.write_all(data),
-            Out::Memory { .. } => Ok(()),
+            Out::Memory { .. } => Err(io::Error::other("a body spilled to no file")),
         }
     }
 
@@ -397,6 +397,13 @@ impl BodyReader {
         if let Source::Plain(f) = &source {
             if f.len()? != size {
                 return Err(corrupt("body does not match its recorded size".into()));
+            }
+            // A plain body held in memory is checked whole, whatever range is read (a file's
+            // is checked as a whole read streams through it).
+            if let (Medium::Bytes(b), Some(m)) = (f, md5) {
+                if format!("\"{}\"", hex::encode(md5::Md5::digest(b.get_ref()))) != m {
+                    return Err(corrupt("body does not match its recorded MD5".into()));
+                }
             }
         }
         if let Source::Whole(b) = &source {

@@ -162,6 +162,62 @@ struct Stored {
     md5: Option<String>,
 }
 
+/// One version's body id, attributes and body MD5 as `r` sees them (a delete marker is
+/// [`StoreError::DeleteMarker`]).
+fn find_version_in(
+    r: &redb::ReadTransaction,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+) -> Result<(String, ObjectInfo, Option<String>)> {
+    let ot = r.open_table(OBJECTS).map_err(db_err)?;
+    let current = ot
+        .get((bucket, key))
+        .map_err(db_err)?
+        .and_then(|v| serde_json::from_slice::<Stored>(v.value()).ok())
+        .filter(|c| vid_of(&c.info) == version_id);
+    if let Some(c) = current {
+        return Ok((c.blob, c.info, c.md5));
+    }
+    let vt = r.open_table(VERSIONS).map_err(db_err)?;
+    for row in vt
+        .range((bucket, key, 0)..=(bucket, key, u64::MAX))
+        .map_err(db_err)?
+    {
+        let (_, v) = row.map_err(db_err)?;
+        let v: StoredVersion = serde_json::from_slice(v.value()).map_err(db_err)?;
+        if vid_of(&v.info) == version_id {
+            return match (v.delete_marker, v.blob) {
+                (false, Some(b)) => Ok((b, v.info, v.md5)),
+                _ => Err(StoreError::DeleteMarker(version_id.into())),
+            };
+        }
+    }
+    Err(StoreError::NoSuchVersion(version_id.into()))
+}
+
+/// The current version of `key` as `r` sees it.
+fn stored_in(r: &redb::ReadTransaction, bucket: &str, key: &str) -> Result<Stored> {
+    let t = r.open_table(OBJECTS).map_err(db_err)?;
+    let v = t
+        .get((bucket, key))
+        .map_err(db_err)?
+        .ok_or_else(|| StoreError::NoSuchKey {
+            bucket: bucket.into(),
+            key: key.into(),
+        })?;
+    serde_json::from_slice(v.value()).map_err(db_err)
+}
+
+/// A version found to be read: its body id, attributes, body MD5 and, when the body is kept
+/// inline, its stored bytes.
+struct Located {
+    blob: String,
+    info: ObjectInfo,
+    md5: Option<String>,
+    inline: Option<Vec<u8>>,
+}
+
 /// `NoSuchBucket` unless `bucket` exists, as seen by read transaction `r`.
 fn require_bucket(r: &redb::ReadTransaction, bucket: &str) -> Result<()> {
     match r
@@ -299,15 +355,34 @@ impl EmbeddedStore {
     fn stored(&self, bucket: &str, key: &str) -> Result<Stored> {
         let r = self.db.begin_read().map_err(db_err)?;
         require_bucket(&r, bucket)?;
-        let t = r.open_table(OBJECTS).map_err(db_err)?;
-        let v = t
-            .get((bucket, key))
+        stored_in(&r, bucket, key)
+    }
+
+    /// One version (the current one when `version_id` is `None`) with, for a body kept
+    /// inline, its stored bytes — read in the same transaction as the metadata naming them,
+    /// so a concurrent overwrite cannot take the body away in between.
+    fn locate(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Result<Located> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        require_bucket(&r, bucket)?;
+        let (blob, info, md5) = match version_id {
+            None => {
+                let s = stored_in(&r, bucket, key)?;
+                (s.blob, s.info, s.md5)
+            }
+            Some(v) => find_version_in(&r, bucket, key, v)?,
+        };
+        let inline = r
+            .open_table(INLINE)
             .map_err(db_err)?
-            .ok_or_else(|| StoreError::NoSuchKey {
-                bucket: bucket.into(),
-                key: key.into(),
-            })?;
-        serde_json::from_slice(v.value()).map_err(db_err)
+            .get(blob.as_str())
+            .map_err(db_err)?
+            .map(|v| v.value().to_vec());
+        Ok(Located {
+            blob,
+            info,
+            md5,
+            inline,
+        })
     }
 
     /// One version's body file, attributes and body MD5 (a read transaction; a delete marker
@@ -320,30 +395,7 @@ impl EmbeddedStore {
     ) -> Result<(String, ObjectInfo, Option<String>)> {
         let r = self.db.begin_read().map_err(db_err)?;
         require_bucket(&r, bucket)?;
-        let ot = r.open_table(OBJECTS).map_err(db_err)?;
-        let current = ot
-            .get((bucket, key))
-            .map_err(db_err)?
-            .and_then(|v| serde_json::from_slice::<Stored>(v.value()).ok())
-            .filter(|c| vid_of(&c.info) == version_id);
-        if let Some(c) = current {
-            return Ok((c.blob, c.info, c.md5));
-        }
-        let vt = r.open_table(VERSIONS).map_err(db_err)?;
-        for row in vt
-            .range((bucket, key, 0)..=(bucket, key, u64::MAX))
-            .map_err(db_err)?
-        {
-            let (_, v) = row.map_err(db_err)?;
-            let v: StoredVersion = serde_json::from_slice(v.value()).map_err(db_err)?;
-            if vid_of(&v.info) == version_id {
-                return match (v.delete_marker, v.blob) {
-                    (false, Some(b)) => Ok((b, v.info, v.md5)),
-                    _ => Err(StoreError::DeleteMarker(version_id.into())),
-                };
-            }
-        }
-        Err(StoreError::NoSuchVersion(version_id.into()))
+        find_version_in(&r, bucket, key, version_id)
     }
 
     /// A body of an older whole-file format: decrypted when it was sealed (a failed tag is
@@ -384,21 +436,23 @@ impl EmbeddedStore {
     /// A stream of one body file (see [`crate::body`]).
     fn reader(
         &self,
-        blob: &str,
-        info: &ObjectInfo,
-        md5: Option<&str>,
+        at: Located,
         bucket: &str,
         key: &str,
         range: Option<(u64, u64)>,
     ) -> Result<crate::BodyReader> {
+        let Located {
+            blob,
+            info,
+            md5,
+            inline,
+        } = at;
+        let blob = blob.as_str();
         let legacy = |raw: Vec<u8>| self.open_legacy(raw, blob, bucket, key);
-        let inline = {
-            let r = self.db.begin_read().map_err(db_err)?;
-            let t = r.open_table(INLINE).map_err(db_err)?;
-            let v = t.get(blob).map_err(db_err)?.map(|v| v.value().to_vec());
-            v
-        };
-        let (cipher, md5) = (self.cipher.as_deref(), Some(md5.unwrap_or(&info.etag)));
+        let (cipher, md5) = (
+            self.cipher.as_deref(),
+            Some(md5.as_deref().unwrap_or(&info.etag)),
+        );
         match inline {
             Some(stored) => crate::BodyReader::from_bytes(
                 stored,
@@ -430,23 +484,17 @@ impl EmbeddedStore {
     }
 
     /// A whole body read into memory (checked: tags, or size and MD5).
-    fn read_whole(
-        &self,
-        blob: &str,
-        info: &ObjectInfo,
-        md5: Option<&str>,
-        bucket: &str,
-        key: &str,
-    ) -> Result<Vec<u8>> {
+    fn read_whole(&self, at: Located, bucket: &str, key: &str) -> Result<Object> {
         use std::io::Read;
-        let mut r = self.reader(blob, info, md5, bucket, key, None)?;
+        let info = at.info.clone();
+        let mut r = self.reader(at, bucket, key, None)?;
         let mut body = Vec::with_capacity(info.size.min(64 << 20) as usize);
         r.read_to_end(&mut body).map_err(|e| StoreError::Corrupt {
             bucket: bucket.into(),
             key: key.into(),
             reason: format!("body does not read back as written: {e}"),
         })?;
-        Ok(body)
+        Ok(Object { info, body })
     }
 
     /// How many bodies are kept with their metadata (see [`INLINE_MAX`]).
@@ -872,9 +920,8 @@ impl ObjectStore for EmbeddedStore {
     }
 
     fn get(&self, bucket: &str, key: &str) -> Result<Object> {
-        let s = self.stored(bucket, key)?;
-        let body = self.read_whole(&s.blob, &s.info, s.md5.as_deref(), bucket, key)?;
-        Ok(Object { info: s.info, body })
+        let at = self.locate(bucket, key, None)?;
+        self.read_whole(at, bucket, key)
     }
 
     fn stage_writer(
@@ -919,15 +966,9 @@ impl ObjectStore for EmbeddedStore {
         version_id: Option<&str>,
         range: &dyn Fn(u64) -> Option<(u64, u64)>,
     ) -> Result<(ObjectInfo, Box<dyn std::io::Read + Send>)> {
-        let (blob, info, md5) = match version_id {
-            None => {
-                let s = self.stored(bucket, key)?;
-                (s.blob, s.info, s.md5)
-            }
-            Some(v) => self.find_version(bucket, key, v)?,
-        };
-        let range = range(info.size);
-        let r = self.reader(&blob, &info, md5.as_deref(), bucket, key, range)?;
+        let at = self.locate(bucket, key, version_id)?;
+        let (info, range) = (at.info.clone(), range(at.info.size));
+        let r = self.reader(at, bucket, key, range)?;
         Ok((info, Box::new(r)))
     }
 
@@ -1161,9 +1202,8 @@ impl ObjectStore for EmbeddedStore {
     }
 
     fn get_version(&self, bucket: &str, key: &str, version_id: &str) -> Result<Object> {
-        let (blob, info, md5) = self.find_version(bucket, key, version_id)?;
-        let body = self.read_whole(&blob, &info, md5.as_deref(), bucket, key)?;
-        Ok(Object { info, body })
+        let at = self.locate(bucket, key, Some(version_id))?;
+        self.read_whole(at, bucket, key)
     }
 
     fn list_versions(

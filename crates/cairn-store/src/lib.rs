@@ -3,6 +3,7 @@
 //! * [`EmbeddedStore`] — the default: object bodies in files named by random ids (keys are
 //!   opaque strings and never become paths), written crash-safely (temp file, fsync, rename,
 //!   directory fsync), metadata in an embedded database (redb), MD5 checked on every read.
+//!   A small streamed body is kept in the database instead, committed with its metadata.
 //! * [`RemoteStore`] — any S3-compatible service, through the `object_store` crate.
 //!
 //! Listing is by prefix and marker in byte-wise lexicographic order, as S3 ListObjects V1.
@@ -383,7 +384,8 @@ pub struct PutItem<'a> {
     pub opts: &'a PutOptions,
 }
 
-/// A PUT whose body is written durably but is not visible yet: [`ObjectStore::commit_staged`]
+/// A PUT whose body is written (durably in its own file, or held to be committed with its
+/// metadata when small) but is not visible yet: [`ObjectStore::commit_staged`]
 /// makes it the object, [`ObjectStore::discard_staged`] forgets it. The API stages a write,
 /// records the request's event, and commits only once the event is durable.
 pub struct Staged {
@@ -436,7 +438,8 @@ impl StagingWriter {
         }
     }
 
-    /// The body is complete: synced and in place, named by no metadata yet.
+    /// The body is complete: synced and in place, named by no metadata yet — or, small
+    /// enough, held in memory to be committed with its metadata (durable only then).
     pub fn finish(mut self) -> Result<Staged> {
         let inner = self
             .inner

@@ -310,6 +310,9 @@ async fn connection(
     shared: Arc<Shared>,
 ) -> Vec<KeyState> {
     let mut keys = vec![KeyState::Absent; KEYS_PER_CONNECTION];
+    // Whether `live_objects` counts the key: an unanswered request leaves it as it was (an
+    // overcount of bodies at worst, which understates what lies beyond them).
+    let mut counted = [false; KEYS_PER_CONNECTION];
     let mut rng = SmallRng::seed_from_u64(id as u64 * 7919 + 1);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -384,16 +387,18 @@ async fn connection(
             .push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
         shared.done.fetch_add(1, Ordering::Relaxed);
         shared.count(op, status, &answer.request_id);
-        let live = |st: KeyState| matches!(st, KeyState::Has(_)) as i64;
-        let before = live(keys[k]);
         match (op, status) {
             (Op::PutObject, Some(200)) => {
                 keys[k] = KeyState::Has(put_sha.unwrap_or_default());
-                shared.live_objects.fetch_add(1 - before, Ordering::Relaxed);
+                if !std::mem::replace(&mut counted[k], true) {
+                    shared.live_objects.fetch_add(1, Ordering::Relaxed);
+                }
             }
             (Op::DeleteObject, Some(204)) => {
                 keys[k] = KeyState::Absent;
-                shared.live_objects.fetch_sub(before, Ordering::Relaxed);
+                if std::mem::replace(&mut counted[k], false) {
+                    shared.live_objects.fetch_sub(1, Ordering::Relaxed);
+                }
             }
             (Op::PutObject | Op::DeleteObject, None) => keys[k] = KeyState::Unknown,
             (Op::GetObject, Some(s)) => match keys[k] {

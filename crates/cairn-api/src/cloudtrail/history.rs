@@ -346,20 +346,20 @@ impl OpenBlock {
     }
 
     /// The block as stored: header ‖ raw deflate of the records.
-    fn encode(&mut self) -> &[u8] {
+    fn encode(&mut self) -> Result<&[u8], String> {
         let bound = HEADER + self.deflate.deflate_compress_bound(self.raw.len());
         self.stored.clear();
         self.stored.resize(bound, 0);
-        // The bound guarantees room.
+        // The bound guarantees room; a failure is not stored as an empty block.
         let n = self
             .deflate
             .deflate_compress(&self.raw, &mut self.stored[HEADER..])
-            .unwrap_or(0);
+            .map_err(|e| format!("compressing an event history block: {e:?}"))?;
         self.stored.truncate(HEADER + n);
         self.stored[..8].copy_from_slice(&self.max_time.to_be_bytes());
         self.stored[8..12].copy_from_slice(&(self.raw.len() as u32).to_be_bytes());
         self.stored[12..16].copy_from_slice(&self.count.to_be_bytes());
-        &self.stored
+        Ok(&self.stored)
     }
 }
 
@@ -436,7 +436,7 @@ impl<'t> BlockTables<'t> {
     /// Writes `b` (again) and files it under its newest record's time.
     fn write(&mut self, b: &mut OpenBlock) -> Result<(), String> {
         let id = b.id;
-        self.blocks.insert(id, b.encode()).map_err(err)?;
+        self.blocks.insert(id, b.encode()?).map_err(err)?;
         if b.stored_max != Some(b.max_time) {
             if let Some(old) = b.stored_max {
                 self.block_times
