@@ -112,6 +112,11 @@ impl BodyWriter {
         self.size
     }
 
+    /// Whether the body is still held in memory (no file yet: finishing it does no I/O).
+    pub fn in_memory(&self) -> bool {
+        matches!(self.out, Out::Memory { .. })
+    }
+
     fn seal_pending(&mut self, last: bool) -> io::Result<()> {
         if let Some(k) = &self.key {
             k.seal(self.index, last, &mut self.pending)

@@ -236,7 +236,6 @@ pub struct EmbeddedStore {
     db: Database,
     /// Staged writes waiting to be committed together (`commit_grouped`).
     queue: std::sync::Mutex<CommitQueue>,
-    queue_cv: std::sync::Condvar,
     blobs: PathBuf,
     tmp: PathBuf,
     /// Encrypts bodies written from now on; bodies written without it stay readable.
@@ -245,10 +244,52 @@ pub struct EmbeddedStore {
 
 #[derive(Default)]
 struct CommitQueue {
-    next: u64,
-    pending: Vec<(u64, Staged, String, Option<Vec<u8>>)>,
-    done: std::collections::HashMap<u64, Result<ObjectInfo>>,
+    pending: Vec<Queued>,
+    /// A writer is committing a group (the others wait on their slots).
     leading: bool,
+}
+
+/// A staged write waiting in the group commit queue.
+struct Queued {
+    item: Staged,
+    blob: String,
+    inline: Option<Vec<u8>>,
+    slot: std::sync::Arc<Slot>,
+}
+
+/// Where one queued write learns its outcome, or that it leads the next group: each waiter
+/// is woken once, by name (no wake-up convoy on a shared condition variable).
+#[derive(Default)]
+struct Slot {
+    state: std::sync::Mutex<SlotState>,
+    cv: std::sync::Condvar,
+}
+
+#[derive(Default)]
+enum SlotState {
+    #[default]
+    Waiting,
+    Lead,
+    Done(Result<ObjectInfo>),
+}
+
+impl Slot {
+    fn set(&self, state: SlotState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        self.cv.notify_one();
+    }
+
+    /// Waits until the write is done (`Some`) or its writer is to lead (`None`).
+    fn wait(&self) -> Option<Result<ObjectInfo>> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match std::mem::take(&mut *st) {
+                SlotState::Done(r) => return Some(r),
+                SlotState::Lead => return None,
+                SlotState::Waiting => st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+            }
+        }
+    }
 }
 
 /// First bytes of an encrypted body file.
@@ -292,7 +333,6 @@ impl EmbeddedStore {
         let store = EmbeddedStore {
             db,
             queue: Default::default(),
-            queue_cv: Default::default(),
             blobs,
             tmp,
             cipher,
@@ -605,66 +645,81 @@ impl EmbeddedStore {
 
     /// Staged writes made objects together (group commit): concurrent `commit_staged` calls
     /// queue here, and one of them (the leader) syncs the body directory once and commits
-    /// everything queued in one transaction, then wakes the others. A batch that fails is
-    /// committed one by one, so one write's failure (a precondition) is its own.
+    /// everything queued in one transaction, then answers each through its own slot and
+    /// hands the lead to the first write queued meanwhile. A batch that fails is committed
+    /// one by one, so one write's failure (a precondition) is its own.
     fn commit_grouped(
         &self,
         item: Staged,
         blob: String,
         inline: Option<Vec<u8>>,
     ) -> Result<ObjectInfo> {
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let ticket = q.next;
-        q.next += 1;
-        q.pending.push((ticket, item, blob, inline));
-        loop {
-            if let Some(r) = q.done.remove(&ticket) {
+        let slot = std::sync::Arc::new(Slot::default());
+        let lead = {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.pending.push(Queued {
+                item,
+                blob,
+                inline,
+                slot: slot.clone(),
+            });
+            !std::mem::replace(&mut q.leading, true)
+        };
+        if !lead {
+            if let Some(r) = slot.wait() {
                 return r;
             }
-            if q.leading {
-                q = self.queue_cv.wait(q).unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            q.leading = true;
-            let batch = std::mem::take(&mut q.pending);
-            drop(q);
-            // A panic below must not leave the queue led by nobody: its batch fails instead.
-            let outcomes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.commit_batch(&batch)
-            }))
-            .unwrap_or_else(|_| {
-                batch
-                    .iter()
-                    .map(|_| {
-                        Err(StoreError::Io(std::io::Error::other(
-                            "the group commit failed unexpectedly",
-                        )))
-                    })
-                    .collect()
-            });
-            q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            for ((ticket, ..), r) in batch.iter().zip(outcomes) {
-                q.done.insert(*ticket, r);
-            }
-            q.leading = false;
-            self.queue_cv.notify_all();
         }
+        // Leading: commit everything queued (this write among it), answer each, and hand
+        // the lead to the first write queued meanwhile.
+        let batch =
+            std::mem::take(&mut self.queue.lock().unwrap_or_else(|p| p.into_inner()).pending);
+        // A panic below must not leave the queue led by nobody: its batch fails instead.
+        let outcomes =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit_batch(&batch)))
+                .unwrap_or_else(|_| {
+                    batch
+                        .iter()
+                        .map(|_| {
+                            Err(StoreError::Io(std::io::Error::other(
+                                "the group commit failed unexpectedly",
+                            )))
+                        })
+                        .collect()
+                });
+        let mut mine = None;
+        for (q, r) in batch.iter().zip(outcomes) {
+            if std::sync::Arc::ptr_eq(&q.slot, &slot) {
+                mine = Some(r);
+            } else {
+                q.slot.set(SlotState::Done(r));
+            }
+        }
+        {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            match q.pending.first() {
+                Some(next) => next.slot.set(SlotState::Lead),
+                None => q.leading = false,
+            }
+        }
+        mine.unwrap_or_else(|| {
+            Err(StoreError::Io(std::io::Error::other(
+                "a write left the group commit unanswered",
+            )))
+        })
     }
 
-    fn commit_batch(
-        &self,
-        batch: &[(u64, Staged, String, Option<Vec<u8>>)],
-    ) -> Vec<Result<ObjectInfo>> {
+    fn commit_batch(&self, batch: &[Queued]) -> Vec<Result<ObjectInfo>> {
         let items: Vec<NewVersion<'_>> = batch
             .iter()
-            .map(|(_, s, blob, inline)| NewVersion {
-                bucket: &s.bucket,
-                key: &s.key,
-                opts: &s.opts,
-                size: s.size,
-                md5: s.md5.clone(),
-                blob: blob.clone(),
-                inline: inline.as_deref(),
+            .map(|q| NewVersion {
+                bucket: &q.item.bucket,
+                key: &q.item.key,
+                opts: &q.item.opts,
+                size: q.item.size,
+                md5: q.item.md5.clone(),
+                blob: q.blob.clone(),
+                inline: q.inline.as_deref(),
             })
             .collect();
         // The staged files' names become durable with one directory sync for the batch

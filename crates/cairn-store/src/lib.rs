@@ -438,6 +438,16 @@ impl StagingWriter {
         }
     }
 
+    /// Whether the body so far is small and held in memory: [`StagingWriter::finish`] then
+    /// does no I/O and little work (it may run where blocking is not allowed).
+    pub fn in_memory(&self) -> bool {
+        match &self.inner {
+            Some(WriterInner::Memory(b)) => b.len() <= INLINE_MAX,
+            Some(WriterInner::Blob { writer, .. }) => writer.in_memory(),
+            None => true,
+        }
+    }
+
     /// The body is complete: synced and in place, named by no metadata yet — or, small
     /// enough, held in memory to be committed with its metadata (durable only then).
     pub fn finish(mut self) -> Result<Staged> {

@@ -207,25 +207,30 @@ pub(super) async fn put(
     let got = super::intake::receive(ctx, req, writer).await?;
     let (store, content_md5) = (ctx.api.store.clone(), i.headers.content_md5.clone());
     let (sink, checksum) = (got.sink, got.checksum);
+    let in_memory = sink.in_memory();
     let kept = checksum.clone();
-    let staged = ctx
-        .api
-        .blocking(move || {
-            let mut staged = sink.finish().map_err(ApiError::internal)?;
-            let md5 = hex::decode(staged.md5.trim_matches('"')).unwrap_or_default();
-            if let Err(e) = content_md5_matches(content_md5.as_deref(), &md5) {
-                store.discard_staged(staged);
-                return Err(e);
-            }
-            if let Some((alg, v)) = &kept {
-                staged
-                    .opts
-                    .system
-                    .insert(format!("checksum-{alg}"), v.clone());
-            }
-            Ok(staged)
-        })
-        .await?;
+    let finish = move || {
+        let mut staged = sink.finish().map_err(ApiError::internal)?;
+        let md5 = hex::decode(staged.md5.trim_matches('"')).unwrap_or_default();
+        if let Err(e) = content_md5_matches(content_md5.as_deref(), &md5) {
+            store.discard_staged(staged);
+            return Err(e);
+        }
+        if let Some((alg, v)) = &kept {
+            staged
+                .opts
+                .system
+                .insert(format!("checksum-{alg}"), v.clone());
+        }
+        Ok(staged)
+    };
+    // A body still in memory (small enough to be committed with its metadata) finishes
+    // without I/O: no hop to a blocking thread for it.
+    let staged = if in_memory {
+        finish()?
+    } else {
+        ctx.api.blocking(finish).await?
+    };
     let size = staged.size;
     let etag = defer_commit(ctx, staged, None);
     transfer(ctx, req, size, 0);
