@@ -184,6 +184,9 @@ struct State {
     /// Framed records (seq and CRC not yet stamped) waiting for the writer.
     buf: Vec<u8>,
     offsets: Vec<usize>,
+    /// The last batch's buffers, emptied, for the next batch (see [`SPARE_MAX`]).
+    spare: Vec<u8>,
+    spare_offsets: Vec<usize>,
     /// The slot of the batch being filled.
     filling: Arc<BatchSlot>,
     /// True while the writer sleeps waiting for work.
@@ -238,6 +241,8 @@ impl Journal {
             state: Mutex::new(State {
                 buf: Vec::new(),
                 offsets: Vec::new(),
+                spare: Vec::new(),
+                spare_offsets: Vec::new(),
                 filling: Arc::new(BatchSlot::default()),
                 writer_idle: false,
                 pending_bytes: 0,
@@ -485,9 +490,12 @@ impl Drop for Journal {
     }
 }
 
+/// Largest batch buffer kept for the next batch (a burst's larger one is freed).
+const SPARE_MAX: usize = 4 << 20;
+
 fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
     loop {
-        let (mut buf, offsets, slot, mut seq) = {
+        let (mut buf, mut offsets, slot, mut seq) = {
             let mut st = lock(&sh.state);
             while st.buf.is_empty() && !st.closed {
                 st.writer_idle = true;
@@ -497,10 +505,12 @@ fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
             if st.buf.is_empty() && st.closed {
                 return;
             }
-            // Keep the next batch's buffer as large as this one was, to avoid regrowing.
-            let cap = st.buf.capacity();
-            let buf = std::mem::replace(&mut st.buf, Vec::with_capacity(cap));
-            let offsets = std::mem::take(&mut st.offsets);
+            // The next batch fills the last one's buffers: no allocation, and no pages the
+            // allocator gave back to be faulted in again at every batch.
+            let spare = std::mem::take(&mut st.spare);
+            let buf = std::mem::replace(&mut st.buf, spare);
+            let spare = std::mem::take(&mut st.spare_offsets);
+            let offsets = std::mem::replace(&mut st.offsets, spare);
             let slot = std::mem::replace(&mut st.filling, Arc::new(BatchSlot::default()));
             (buf, offsets, slot, st.next_seq)
         };
@@ -584,6 +594,12 @@ fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
             st.next_seq = first_seq + n;
         }
         st.pending_bytes = st.pending_bytes.saturating_sub(buf.len());
+        if buf.capacity() <= SPARE_MAX {
+            buf.clear();
+            offsets.clear();
+            st.spare = buf;
+            st.spare_offsets = offsets;
+        }
         drop(st);
         sh.space.notify_all();
         *slot.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
