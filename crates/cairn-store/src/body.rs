@@ -112,9 +112,16 @@ impl BodyWriter {
         self.size
     }
 
-    /// Whether the body is still held in memory (no file yet: finishing it does no I/O).
+    /// Whether finishing the body now keeps it in memory (no file, no I/O): what it holds,
+    /// with the unsealed last chunk and its tag, stays within its limit.
     pub fn in_memory(&self) -> bool {
-        matches!(self.out, Out::Memory { .. })
+        match &self.out {
+            Out::Memory { buf, limit, .. } => {
+                let tag = if self.key.is_some() { TAG } else { 0 };
+                buf.len() + self.pending.len() + tag <= *limit
+            }
+            Out::File(_) => false,
+        }
     }
 
     fn seal_pending(&mut self, last: bool) -> io::Result<()> {

@@ -550,3 +550,31 @@ fn inline_bodies_live_exactly_as_long_as_a_version_names_them() {
     assert_eq!(s.inline_bodies().unwrap(), 1);
     assert_eq!(s.get("logs", "kept").unwrap().body, b"kept");
 }
+
+/// A writer says it is in memory only while finishing it keeps it there: the request then
+/// finishes it without a blocking thread, so a body that would spill to a file must not.
+#[test]
+fn a_writer_is_in_memory_only_while_finishing_keeps_it_there() {
+    let (d, s) = store();
+    for (n, kept) in [
+        (INLINE_MAX, true),
+        (INLINE_MAX + 1, false),
+        (40 << 10, false),
+        (100 << 10, false),
+    ] {
+        let key = format!("k{n}");
+        let mut w = s
+            .stage_writer("logs", &key, &PutOptions::default())
+            .unwrap();
+        w.write(&vec![7u8; n]).unwrap();
+        assert_eq!(w.in_memory(), kept, "{n} bytes");
+        let files = body_files(&d);
+        s.commit_staged(w.finish().unwrap()).unwrap();
+        assert_eq!(
+            body_files(&d) == files,
+            kept,
+            "{n} bytes: a file only when not kept"
+        );
+        assert_eq!(s.get("logs", &key).unwrap().body.len(), n);
+    }
+}

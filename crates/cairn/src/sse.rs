@@ -410,4 +410,24 @@ mod tests {
         let s = EmbeddedStore::open_with_cipher(dir.path(), Some(cipher)).unwrap();
         assert_eq!(s.get("bkt", "k").unwrap().body, secret);
     }
+
+    /// Sealed, a body's stored bytes carry the stream header and a tag: it is in memory (and
+    /// kept with its metadata) only while those fit the limit too.
+    #[test]
+    fn a_sealed_body_is_in_memory_only_while_its_stored_bytes_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let cipher: Arc<dyn BodyCipher> = Arc::new(SseS3::from_root(&[9u8; 32]));
+        let s = EmbeddedStore::open_with_cipher(dir.path(), Some(cipher)).unwrap();
+        s.create_bucket("bkt").unwrap();
+        let fits = cairn_store::INLINE_MAX
+            - (cairn_store::body::STREAM_MAGIC.len() + 4 + cairn_store::body::TAG);
+        for (n, kept) in [(fits, true), (fits + 1, false)] {
+            let mut w = s.stage_writer("bkt", "k", &PutOptions::default()).unwrap();
+            w.write(&vec![1u8; n]).unwrap();
+            assert_eq!(w.in_memory(), kept, "{n} bytes");
+            s.commit_staged(w.finish().unwrap()).unwrap();
+            assert_eq!(s.inline_bodies().unwrap(), kept as usize, "{n} bytes");
+            assert_eq!(s.get("bkt", "k").unwrap().body.len(), n);
+        }
+    }
 }
