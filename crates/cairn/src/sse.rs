@@ -368,32 +368,8 @@ mod tests {
             "plaintext in the database"
         );
         const INLINE: TableDefinition<&str, &[u8]> = TableDefinition::new("inline_bodies");
-        for at in [12, 20, 11 + 4 + secret.len() + 3] {
-            {
-                let db = cairn_db::create(&meta).unwrap();
-                let w = db.begin_write().unwrap();
-                {
-                    let mut t = w.open_table(INLINE).unwrap();
-                    let (k, mut v) = {
-                        let (k, v) = t.first().unwrap().unwrap();
-                        (k.value().to_string(), v.value().to_vec())
-                    };
-                    v[at] ^= 1;
-                    t.insert(k.as_str(), v.as_slice()).unwrap();
-                }
-                w.commit().unwrap();
-            }
-            let s = EmbeddedStore::open_with_cipher(dir.path(), Some(cipher.clone())).unwrap();
-            assert!(
-                matches!(
-                    s.get("bkt", "k"),
-                    Err(cairn_store::StoreError::Corrupt { .. })
-                ),
-                "byte {at} changed: whole read"
-            );
-            assert!(read_range(&s, Some((4, 9))).is_err(), "byte {at}: range");
-            drop(s);
-            // Changed back: it reads again.
+        // Flips one bit of the stored body's byte `at`, in the database itself.
+        let flip = |at: usize| {
             let db = cairn_db::create(&meta).unwrap();
             let w = db.begin_write().unwrap();
             {
@@ -406,6 +382,21 @@ mod tests {
                 t.insert(k.as_str(), v.as_slice()).unwrap();
             }
             w.commit().unwrap();
+        };
+        for at in [12, 20, 11 + 4 + secret.len() + 3] {
+            flip(at);
+            let s = EmbeddedStore::open_with_cipher(dir.path(), Some(cipher.clone())).unwrap();
+            assert!(
+                matches!(
+                    s.get("bkt", "k"),
+                    Err(cairn_store::StoreError::Corrupt { .. })
+                ),
+                "byte {at} changed: whole read"
+            );
+            assert!(read_range(&s, Some((4, 9))).is_err(), "byte {at}: range");
+            drop(s);
+            // Changed back: it reads again.
+            flip(at);
         }
         let s = EmbeddedStore::open_with_cipher(dir.path(), Some(cipher)).unwrap();
         assert_eq!(s.get("bkt", "k").unwrap().body, secret);
