@@ -196,6 +196,8 @@ struct State {
     peak_pending_bytes: usize,
     /// Next sequence number to assign; all below are durable.
     next_seq: u64,
+    /// Records of the batch being written (taken out of `offsets`, not yet durable).
+    writing: u64,
     segments: Vec<(u64, PathBuf)>,
     closed: bool,
 }
@@ -248,6 +250,7 @@ impl Journal {
                 pending_bytes: 0,
                 peak_pending_bytes: 0,
                 next_seq,
+                writing: 0,
                 segments,
                 closed: false,
             }),
@@ -344,6 +347,13 @@ impl Journal {
     /// The sequence number the next durable record will get; every lower one is durable.
     pub fn next_seq(&self) -> u64 {
         lock(&self.shared.state).next_seq
+    }
+
+    /// The position after every record queued so far, durable or not: what
+    /// [`Journal::next_seq`] reaches once they are (unless a batch of them fails).
+    pub fn queued_end(&self) -> u64 {
+        let st = lock(&self.shared.state);
+        st.next_seq + st.writing + st.offsets.len() as u64
     }
 
     /// A reader positioned at `seq` (which may equal [`Journal::next_seq`]).
@@ -512,6 +522,7 @@ fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
             let spare = std::mem::take(&mut st.spare_offsets);
             let offsets = std::mem::replace(&mut st.offsets, spare);
             let slot = std::mem::replace(&mut st.filling, Arc::new(BatchSlot::default()));
+            st.writing = offsets.len() as u64;
             (buf, offsets, slot, st.next_seq)
         };
         let first_seq = seq;
@@ -593,6 +604,7 @@ fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
         if matches!(outcome, BatchOutcome::Durable { .. }) {
             st.next_seq = first_seq + n;
         }
+        st.writing = 0;
         st.pending_bytes = st.pending_bytes.saturating_sub(buf.len());
         if buf.capacity() <= SPARE_MAX {
             buf.clear();

@@ -389,3 +389,71 @@ fn async_append_reports_full_queue_instead_of_blocking() {
         r.unwrap();
     }
 }
+
+/// Holds the writer before its sync until released, and says when it got there.
+struct Gate {
+    state: std::sync::Mutex<(bool, bool)>,
+    cv: std::sync::Condvar,
+}
+impl Gate {
+    fn open(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.cv.notify_all();
+    }
+}
+/// Opens the gate when dropped, so a failed assertion does not leave the writer held (and
+/// the journal's drop waiting for it).
+struct OpenOnDrop(Arc<Gate>);
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+impl FaultInjector for Gate {
+    fn before_sync(&self) -> io::Result<()> {
+        let mut st = self.state.lock().unwrap();
+        st.0 = true;
+        self.cv.notify_all();
+        while !st.1 {
+            st = self.cv.wait(st).unwrap();
+        }
+        Ok(())
+    }
+}
+
+/// `queued_end` counts every record queued, the batch being written included: what a reader
+/// that must see everything recorded so far (LookupEvents) waits for.
+#[test]
+fn queued_end_counts_the_batch_being_written_and_the_queue_behind_it() {
+    let d = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate {
+        state: std::sync::Mutex::new((false, false)),
+        cv: std::sync::Condvar::new(),
+    });
+    let j = Journal::open(
+        d.path(),
+        JournalOptions {
+            faults: Some(gate.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let _open = OpenOnDrop(gate.clone());
+    let first = j.try_append_async(&[b"one", b"two"]).unwrap().unwrap();
+    {
+        let mut st = gate.state.lock().unwrap();
+        while !st.0 {
+            st = gate.cv.wait(st).unwrap();
+        }
+    }
+    // The writer holds the first batch (taken from the queue, not durable).
+    assert_eq!(j.next_seq(), 0);
+    assert_eq!(j.queued_end(), 2);
+    let second = j.try_append_async(&[b"three"]).unwrap().unwrap();
+    assert_eq!(j.queued_end(), 3);
+    gate.open();
+    assert_eq!(futures::executor::block_on(first).unwrap(), 0..2);
+    assert_eq!(futures::executor::block_on(second).unwrap(), 2..3);
+    assert_eq!(j.next_seq(), 3);
+    assert_eq!(j.queued_end(), 3);
+}

@@ -157,8 +157,10 @@ pub(super) async fn lookup_events(ctx: &mut Ctx<'_>, action: &str, i: LookupEven
         }
         q.after = Some((pt.t, pt.s));
     }
-    // Read-your-writes: wait (briefly) until the index holds every event recorded so far.
-    let target = ctx.api.engine.journal().next_seq();
+    // Read-your-writes: wait (briefly) until the index holds every event recorded so far,
+    // including those queued and not yet durable (an outcome journaled after its answer,
+    // `Api::resolve_kept`).
+    let target = ctx.api.engine.journal().queued_end();
     ctx.api
         .history
         .caught_up(target, std::time::Duration::from_secs(5))
