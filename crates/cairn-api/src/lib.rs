@@ -338,6 +338,76 @@ impl Api {
         Ok(())
     }
 
+    /// Journals the outcome `entry` of the pending entry at `pending`, whose store write kept
+    /// it in the same transaction as the change (`ObjectStore::keeps_outbox`): it is durable
+    /// already, and a stop before the journal has it is resolved from the store at the next
+    /// start (`resolve_orphans`). Returns once the entry is queued on the journal, so what
+    /// the client does after its answer (a StopLogging, a flush, a lookup) is journaled after
+    /// it; only the wait for it to be durable is left to a task. When the journal's queue is
+    /// full the entry is appended durably here, before the answer, for the same reason. A
+    /// failed append is retried until the journal takes it (a journal batch that fails after
+    /// the answer is the one case where a later request can be journaled first); the pending
+    /// entry holds the journal's `pending` cursor back meanwhile.
+    pub async fn resolve_kept(self: &Arc<Self>, pending: u64, entry: Vec<u8>) {
+        let queued = self
+            .engine
+            .try_append_entries_async(std::slice::from_ref(&entry));
+        let durable = match queued {
+            Ok(Some(fut)) => Some(fut),
+            Ok(None) => {
+                let appended = self
+                    .durable(
+                        Ok(None),
+                        || vec![entry.clone()],
+                        |e, es| e.append_entries(&es),
+                    )
+                    .await;
+                if appended.is_ok() {
+                    self.kept_resolved(pending);
+                    return;
+                }
+                None
+            }
+            Err(_) => None,
+        };
+        let api = self.clone();
+        tokio::spawn(async move {
+            let mut first = durable;
+            let mut wait = std::time::Duration::from_millis(100);
+            loop {
+                let queued = match first.take() {
+                    Some(fut) => Ok(Some(fut)),
+                    None => api
+                        .engine
+                        .try_append_entries_async(std::slice::from_ref(&entry)),
+                };
+                let appended = api
+                    .durable(
+                        queued,
+                        || vec![entry.clone()],
+                        |e, es| e.append_entries(&es),
+                    )
+                    .await;
+                match appended {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(pending, error = %e.message, "journaling a kept outcome failed; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(std::time::Duration::from_secs(10));
+                    }
+                }
+            }
+            api.kept_resolved(pending);
+        });
+    }
+
+    /// The kept outcome of `pending` is durable in the journal: the entry no longer holds
+    /// the cursor back, and the store's copy goes with a later commit.
+    fn kept_resolved(&self, pending: u64) {
+        self.pending_set().floors.remove(&(pending | (1 << 63)));
+        self.store.outbox_release(pending);
+    }
+
     /// Moves the `pending` consumer's durable cursor up to the oldest unresolved entry (or the
     /// journal's end when none is). Cheap when nothing changed; call periodically.
     pub fn checkpoint_pending(&self) -> Result<(), ApiError> {
@@ -361,8 +431,10 @@ impl Api {
     }
 
     /// At start, before serving: every pending entry a crash left without its outcome is
-    /// resolved as failed with an unknown outcome (the effect may or may not have happened
-    /// upstream; the trail says so rather than claim either). Returns how many were resolved.
+    /// resolved — with the outcome its store write kept, when the write was made (see
+    /// [`Api::resolve_kept`]); otherwise as failed with an unknown outcome (the effect may or
+    /// may not have happened upstream; the trail says so rather than claim either). Returns
+    /// how many were resolved as unknown.
     pub fn resolve_orphans(&self) -> Result<usize, ApiError> {
         use cairn_trail::entry::{self, Entry};
         let journal = self.engine.journal();
@@ -383,7 +455,16 @@ impl Api {
             }
         }
         let n = open.len();
+        let mut kept = 0;
         for (seq, json) in open {
+            // A store write that kept its outcome with it was made: that outcome is its record.
+            if let Some(entry) = self.store.outbox_record(seq).map_err(ApiError::internal)? {
+                self.engine
+                    .append_entries(&[entry])
+                    .map_err(ApiError::internal)?;
+                kept += 1;
+                continue;
+            }
             let mut rec: EventRecord = serde_json::from_slice(&json).map_err(ApiError::internal)?;
             rec.error_code = Some("ServiceUnavailable".into());
             rec.error_message = Some(
@@ -396,12 +477,20 @@ impl Api {
                 .map_err(ApiError::internal)?;
             tracing::warn!(request_id = ?rec.request_id, "a request left pending by a crash is recorded with an unknown outcome");
         }
+        if kept > 0 {
+            tracing::info!(
+                kept,
+                "outcomes kept with their store writes are journaled after a stop"
+            );
+        }
+        // Every kept outcome is in the journal now (durably), or was before the stop.
+        self.store.outbox_clear().map_err(ApiError::internal)?;
         let end = journal.next_seq();
         journal
             .commit_cursor(PENDING_CONSUMER, end)
             .map_err(ApiError::internal)?;
         self.pending_set().committed = Some(end);
-        Ok(n)
+        Ok(n - kept)
     }
 
     /// Appends `rec` to the journal and waits until it is durable. Never blocks a runtime

@@ -299,3 +299,142 @@ fn a_trail_command_is_durable_with_its_event_or_not_at_all() {
     assert!(bed.api.engine.trail("tr1").is_some());
     rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
 }
+
+/// The resolved entry of `request_id`'s pending one, once journaled: (pending position, record).
+fn resolved_of(api: &cairn_api::Api, request_id: &str) -> Option<(u64, serde_json::Value)> {
+    let mut r = api.engine.journal().reader(0).unwrap();
+    while let Some((_, bytes)) = r.next_record().unwrap() {
+        if let Entry::Resolved { pending, json, .. } = decode(&bytes).unwrap() {
+            let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            if v["requestID"] == request_id {
+                return Some((pending, v));
+            }
+        }
+    }
+    None
+}
+
+/// A PUT to the embedded store keeps its outcome in the transaction that makes the object,
+/// and the outcome is journaled after the answer: it arrives, as a success, and the kept
+/// copy is dropped by a later commit.
+#[test]
+fn a_put_keeps_its_outcome_with_the_object_until_the_journal_has_it() {
+    let bed = common::testbed(Arc::new(SystemClock), None, |_| {});
+    bed.store.create_bucket("data").unwrap();
+    let (rt, server, addr) = common::serve(&bed.api);
+    let root = Signer {
+        key: &bed.key,
+        secret: &bed.secret,
+    };
+    let send = |path: &str| wire::signed_full(&addr, &root, "PUT", path, "", "s3", &[], "body");
+    let (st, headers, body) = send("/data/first");
+    assert_eq!(st, 200, "{body}");
+    let rid = header(&headers, "x-amz-request-id").to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (pending, rec) = loop {
+        if let Some(found) = resolved_of(&bed.api, &rid) {
+            break found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outcome never reached the journal"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(rec["eventName"], "PutObject");
+    assert!(rec.get("errorCode").is_none_or(|c| c.is_null()), "{rec}");
+    assert_eq!(records_of(&bed.api, &rid).len(), 1, "journaled once");
+    // Released once durable in the journal, dropped by the next commit.
+    let mut n = 0;
+    while bed.store.outbox_record(pending).unwrap().is_some() {
+        n += 1;
+        assert!(n < 200, "the kept outcome is never dropped");
+        let (st, _, body) = send(&format!("/data/next-{n}"));
+        assert_eq!(st, 200, "{body}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
+}
+
+/// A stop between a PUT's commit and its outcome's journaling: at the next start the kept
+/// outcome is the request's record (a success: the object was made), not "outcome unknown";
+/// a pending request whose write never committed is still resolved as unknown.
+#[test]
+fn a_stop_after_a_commit_resolves_the_request_with_the_outcome_kept_with_it() {
+    let bed = common::testbed(Arc::new(SystemClock), None, |_| {});
+    bed.store.create_bucket("data").unwrap();
+    let (rt, server, addr) = common::serve(&bed.api);
+    let root = Signer {
+        key: &bed.key,
+        secret: &bed.secret,
+    };
+    // A genuine PutObject record to replay as two requests a crash interrupted.
+    let (st, headers, body) =
+        wire::signed_full(&addr, &root, "PUT", "/data/seed", "", "s3", &[], "body");
+    assert_eq!(st, 200, "{body}");
+    let rid = header(&headers, "x-amz-request-id").to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let template = loop {
+        if let Some((_, v)) = resolved_of(&bed.api, &rid) {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
+    let record = |request_id: &str| {
+        let mut v = template.clone();
+        v["requestID"] = request_id.into();
+        v["eventID"] = uuid_like(request_id).into();
+        serde_json::from_value::<cairn_record::EventRecord>(v).unwrap()
+    };
+    let made = record("made-before-the-stop");
+    let lost = record("never-committed");
+    let seq = rt.block_on(bed.api.record_pending(&made)).unwrap();
+    rt.block_on(bed.api.record_pending(&lost)).unwrap();
+    let mut w = bed
+        .store
+        .stage_writer("data", "made", &PutOptions::default())
+        .unwrap();
+    w.write(b"made").unwrap();
+    let mut staged = w.finish().unwrap();
+    staged.outbox = Some((seq, cairn_trail::entry::encode_resolved(seq, &made)));
+    bed.store.commit_staged(staged).unwrap();
+    // Stopped here: neither outcome is journaled.
+    assert!(resolved_of(&bed.api, "made-before-the-stop").is_none());
+
+    let unknown = bed.api.resolve_orphans().unwrap();
+    assert_eq!(
+        unknown, 1,
+        "only the request whose write never committed is unknown"
+    );
+    let (p, rec) = resolved_of(&bed.api, "made-before-the-stop").expect("resolved");
+    assert_eq!(p, seq);
+    assert!(
+        rec.get("errorCode").is_none_or(|c| c.is_null()),
+        "a made PUT resolved as anything but its success: {rec}"
+    );
+    assert_eq!(bed.store.get("data", "made").unwrap().body, b"made");
+    let (_, rec) = resolved_of(&bed.api, "never-committed").expect("resolved");
+    assert_eq!(rec["errorCode"], "ServiceUnavailable");
+    assert!(
+        bed.store.outbox_record(seq).unwrap().is_none(),
+        "kept outcome left behind"
+    );
+}
+
+fn uuid_like(seed: &str) -> String {
+    let h = format!(
+        "{:032x}",
+        seed.bytes()
+            .fold(0u128, |a, b| a.wrapping_mul(131).wrapping_add(b as u128))
+    );
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}

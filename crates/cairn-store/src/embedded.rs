@@ -20,6 +20,9 @@ const SEQ: TableDefinition<&str, u64> = TableDefinition::new("seq");
 /// Small bodies kept with their metadata (a PUT then needs no file and no sync of its own,
 /// only its share of a group commit): blob id → the bytes its body file would hold.
 const INLINE: TableDefinition<&str, &[u8]> = TableDefinition::new("inline_bodies");
+/// Records committed with the writes they describe ([`crate::Staged::outbox`]), by key,
+/// until they are durable elsewhere ([`ObjectStore::outbox_release`]).
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
 /// Stored bytes up to which a streamed PUT's body is kept in [`INLINE`] rather than a file.
 pub const INLINE_MAX: usize = 32 << 10;
@@ -240,6 +243,10 @@ pub struct EmbeddedStore {
     tmp: PathBuf,
     /// Encrypts bodies written from now on; bodies written without it stay readable.
     cipher: Option<std::sync::Arc<dyn crate::BodyCipher>>,
+    /// Outbox records durable elsewhere, dropped by the next commit of versions (a PUT, a
+    /// copy, a completed upload) or at the next open; a commit that panics forgets them
+    /// until then.
+    released: std::sync::Mutex<Vec<u64>>,
 }
 
 #[derive(Default)]
@@ -328,6 +335,7 @@ impl EmbeddedStore {
             w.open_table(VERSIONS).map_err(db_err)?;
             w.open_table(SEQ).map_err(db_err)?;
             w.open_table(INLINE).map_err(db_err)?;
+            w.open_table(OUTBOX).map_err(db_err)?;
             w.commit().map_err(db_err)?;
         }
         let store = EmbeddedStore {
@@ -336,6 +344,7 @@ impl EmbeddedStore {
             blobs,
             tmp,
             cipher,
+            released: Default::default(),
         };
         store.sweep()?;
         Ok(store)
@@ -565,6 +574,8 @@ struct NewVersion<'a> {
     blob: String,
     /// The body's stored bytes when it is kept in [`INLINE`], not in a file.
     inline: Option<&'a [u8]>,
+    /// A record committed with the version, under its key ([`OUTBOX`]).
+    outbox: Option<(u64, &'a [u8])>,
 }
 
 impl EmbeddedStore {
@@ -720,6 +731,7 @@ impl EmbeddedStore {
                 md5: q.item.md5.clone(),
                 blob: q.blob.clone(),
                 inline: q.inline.as_deref(),
+                outbox: q.item.outbox.as_ref().map(|(k, r)| (*k, r.as_slice())),
             })
             .collect();
         // The staged files' names become durable with one directory sync for the batch
@@ -771,6 +783,8 @@ impl EmbeddedStore {
                 system: i.opts.system.clone(),
             })
             .collect();
+        let released =
+            std::mem::take(&mut *self.released.lock().unwrap_or_else(|p| p.into_inner()));
         let result = (|| -> Result<Vec<String>> {
             let w = self.db.begin_write().map_err(db_err)?;
             let mut old_blobs = vec![];
@@ -829,12 +843,28 @@ impl EmbeddedStore {
                     let mut it = w.open_table(INLINE).map_err(db_err)?;
                     it.insert(i.blob.as_str(), stored).map_err(db_err)?;
                 }
+                if let Some((k, rec)) = i.outbox {
+                    let mut ot = w.open_table(OUTBOX).map_err(db_err)?;
+                    ot.insert(k, rec).map_err(db_err)?;
+                }
                 old_blobs.extend(old);
             }
             drop_inline(&w, &old_blobs)?;
+            // Records durable elsewhere go with this commit (back in the list if it fails).
+            let mut ot = w.open_table(OUTBOX).map_err(db_err)?;
+            for k in &released {
+                ot.remove(*k).map_err(db_err)?;
+            }
+            drop(ot);
             w.commit().map_err(db_err)?;
             Ok(old_blobs)
         })();
+        if result.is_err() && !released.is_empty() {
+            self.released
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(released);
+        }
         match result {
             Ok(old) => {
                 for b in old {
@@ -955,6 +985,7 @@ impl ObjectStore for EmbeddedStore {
                 md5: etag_of(i.body),
                 blob: blob.clone(),
                 inline: None,
+                outbox: None,
             })
             .collect();
         self.commit_versions(&metas)
@@ -964,8 +995,57 @@ impl ObjectStore for EmbeddedStore {
         match std::mem::replace(&mut s.body, StagedBody::Memory(Vec::new())) {
             StagedBody::Blob(blob) => self.commit_grouped(s, blob, None),
             StagedBody::Inline { blob, stored } => self.commit_grouped(s, blob, Some(stored)),
-            StagedBody::Memory(b) => self.put(&s.bucket, &s.key, &b, &s.opts),
+            StagedBody::Memory(b) => {
+                check_key(&s.key)?;
+                let blob = self
+                    .write_blobs(&[(&b, s.opts.wrapped_key.as_deref())])?
+                    .remove(0);
+                let item = NewVersion {
+                    bucket: &s.bucket,
+                    key: &s.key,
+                    opts: &s.opts,
+                    size: b.len() as u64,
+                    md5: etag_of(&b),
+                    blob,
+                    inline: None,
+                    outbox: s.outbox.as_ref().map(|(k, r)| (*k, r.as_slice())),
+                };
+                Ok(self.commit_versions(std::slice::from_ref(&item))?.remove(0))
+            }
         }
+    }
+
+    fn keeps_outbox(&self) -> bool {
+        true
+    }
+
+    fn outbox_record(&self, key: u64) -> Result<Option<Vec<u8>>> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(OUTBOX).map_err(db_err)?;
+        Ok(t.get(key).map_err(db_err)?.map(|v| v.value().to_vec()))
+    }
+
+    fn outbox_release(&self, key: u64) {
+        self.released
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(key);
+    }
+
+    fn outbox_clear(&self) -> Result<usize> {
+        let w = self.db.begin_write().map_err(db_err)?;
+        let n = {
+            let mut t = w.open_table(OUTBOX).map_err(db_err)?;
+            let n = t.len().map_err(db_err)? as usize;
+            t.retain(|_, _| false).map_err(db_err)?;
+            n
+        };
+        w.commit().map_err(db_err)?;
+        self.released
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        Ok(n)
     }
 
     fn discard_staged(&self, s: Staged) {

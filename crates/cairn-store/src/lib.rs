@@ -360,6 +360,30 @@ pub trait ObjectStore: Send + Sync {
     fn discard_staged(&self, s: Staged) {
         let _ = s;
     }
+
+    /// Whether [`ObjectStore::commit_staged`] keeps a staged write's [`Staged::outbox`]
+    /// record in the transaction that makes the object, so the record is durable exactly
+    /// when the object is. Stores that cannot keep it say so and ignore it; the caller then
+    /// journals the outcome before answering.
+    fn keeps_outbox(&self) -> bool {
+        false
+    }
+
+    /// The outbox record kept under `key` by a committed write, if still kept.
+    fn outbox_record(&self, key: u64) -> Result<Option<Vec<u8>>> {
+        let _ = key;
+        Ok(None)
+    }
+
+    /// The record under `key` is durable elsewhere: it is dropped with a later commit.
+    fn outbox_release(&self, key: u64) {
+        let _ = key;
+    }
+
+    /// Drops every outbox record (at start, once each is durable elsewhere).
+    fn outbox_clear(&self) -> Result<usize> {
+        Ok(0)
+    }
     fn get(&self, bucket: &str, key: &str) -> Result<Object>;
     fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo>;
     fn delete(&self, bucket: &str, key: &str) -> Result<()>;
@@ -395,6 +419,10 @@ pub struct Staged {
     pub size: u64,
     /// Quoted hex MD5 of the body.
     pub md5: String,
+    /// A record to keep, under its key, in the transaction that makes the object (see
+    /// [`ObjectStore::keeps_outbox`]): the request's outcome, so a crash after the commit
+    /// cannot leave the object without its event.
+    pub outbox: Option<(u64, Vec<u8>)>,
     pub(crate) body: StagedBody,
 }
 
@@ -492,6 +520,7 @@ impl StagingWriter {
             opts: std::mem::take(&mut self.opts),
             size,
             md5,
+            outbox: None,
             body,
         })
     }

@@ -438,8 +438,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         clock,
     );
 
-    // Requests a crash left between their pending record and its outcome are recorded with
-    // an unknown outcome before anything else is served.
+    // Requests a crash left between their pending record and its outcome are recorded, before
+    // anything else is served, with the outcome their store write kept, or else as unknown.
     let orphans = api
         .resolve_orphans()
         .map_err(|e| anyhow::anyhow!("resolving pending requests: {}", e.message))?;

@@ -104,7 +104,20 @@ pub struct Deferred {
         cairn_trail::TrailCommand,
         std::sync::Arc<std::sync::OnceLock<u64>>,
     )>,
+    /// The change is a store write that can keep the request's outcome record with it (see
+    /// [`cairn_store::ObjectStore::keeps_outbox`]). When it is the request's only change and
+    /// the request carries no other events (a PutObject or CopyObject; not an SSE-KMS PUT,
+    /// whose KMS calls are recorded with it, nor CompleteMultipartUpload, which has two
+    /// changes), the edge puts the journal position of the request's pending entry and the
+    /// encoded outcome here before `commit` runs: the outcome is then durable with the
+    /// change, and the answer does not wait for the journal to sync it. Left empty, the
+    /// change is made the usual way.
+    pub outbox: Option<Outbox>,
 }
+
+/// Where the edge leaves a request's outcome record for a store write to keep (see
+/// [`Deferred::outbox`]): its pending entry's position and the encoded outcome.
+pub type Outbox = std::sync::Arc<std::sync::Mutex<Option<(u64, Vec<u8>)>>>;
 
 /// A handler's view of one authenticated request.
 pub struct Ctx<'a> {
@@ -172,6 +185,19 @@ impl<'a> Ctx<'a> {
             abort,
             event_first: false,
             command: None,
+            outbox: None,
+        });
+    }
+
+    /// As [`Ctx::defer`], for a store write that keeps the request's outcome record with it
+    /// (see [`Deferred::outbox`]).
+    pub fn defer_with_outbox(&mut self, commit: CommitFn, abort: Option<AbortFn>, cell: Outbox) {
+        self.deferred.push(Deferred {
+            commit,
+            abort,
+            event_first: false,
+            command: None,
+            outbox: Some(cell),
         });
     }
 
@@ -183,6 +209,7 @@ impl<'a> Ctx<'a> {
             abort,
             event_first: true,
             command: None,
+            outbox: None,
         });
     }
 
@@ -199,6 +226,7 @@ impl<'a> Ctx<'a> {
             abort: None,
             event_first: true,
             command: Some((cmd, at)),
+            outbox: None,
         });
     }
 

@@ -16,6 +16,7 @@ mod request;
 pub use auth::{body_limit, preauthenticate, presented, Caller, Preauth};
 pub use ctx::{
     access_denied, AbortFn, Audit, CommitFn, Committed, Ctx, Deferred, EffectFn, EffectOutcome,
+    Outbox,
 };
 pub use record::bound_record;
 pub use request::{BodyProblem, BodyStream, ChunkSigning, ClientInfo, HttpRequest, TlsInfo};
@@ -590,7 +591,32 @@ async fn finish(
                 protocol::error_reply(protocol, &e, request_id, head)
             }
             Ok(pending) => {
+                // A store write that keeps the outcome with it: the outcome is durable when
+                // the change is; the answer waits only for it to be queued (`Api::resolve_kept`).
+                let kept = match after.deferred.as_slice() {
+                    [d] => d.outbox.clone().map(|cell| {
+                        let entry = cairn_trail::entry::encode_resolved(pending, &rec);
+                        *cell.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some((pending, entry.clone()));
+                        entry
+                    }),
+                    _ => None,
+                };
                 let result = commit_deferred(after.deferred, result, label).await;
+                if let Some(entry) = kept {
+                    // Made when it says so, or when its record is there (a commit that
+                    // failed after making the change): its outcome is then the kept one.
+                    let made =
+                        result.is_ok() || matches!(api.store.outbox_record(pending), Ok(Some(_)));
+                    if made {
+                        api.resolve_kept(pending, entry).await;
+                        let reply = match result {
+                            Ok(r) => r,
+                            Err(e) => protocol::error_reply(protocol, &e, request_id, head),
+                        };
+                        return answer(api, reply, protocol, request_id, started, label);
+                    }
+                }
                 if let Err(e) = &result {
                     rec.error_code = Some(e.code.clone());
                     rec.error_message = Some(e.message.clone());

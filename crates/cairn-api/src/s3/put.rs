@@ -265,31 +265,37 @@ pub(crate) fn defer_commit(
     let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(staged)));
     let (s1, s2) = (slot.clone(), slot);
     let (st1, st2) = (ctx.api.store.clone(), ctx.api.store.clone());
-    ctx.defer(
-        Box::new(move || {
-            let s = s1
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-                .ok_or_else(|| ApiError::internal("a staged write was used twice"))?;
-            let info = st1
-                .commit_staged(s)
-                .map_err(|e| store_error(e, &b3, Some(&k3)))?;
-            Ok(Committed {
-                headers: info
-                    .version_id
-                    .clone()
-                    .map(|v| vec![("x-amz-version-id".to_string(), v)])
-                    .unwrap_or_default(),
-                body: answer.map(|f| f(&info)),
-            })
-        }),
-        Some(Box::new(move || {
-            if let Some(s) = s2.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                st2.discard_staged(s);
-            }
-        })),
-    );
+    let outbox: crate::edge::Outbox = Default::default();
+    let o1 = outbox.clone();
+    let commit: crate::edge::CommitFn = Box::new(move || {
+        let mut s = s1
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| ApiError::internal("a staged write was used twice"))?;
+        s.outbox = o1.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let info = st1
+            .commit_staged(s)
+            .map_err(|e| store_error(e, &b3, Some(&k3)))?;
+        Ok(Committed {
+            headers: info
+                .version_id
+                .clone()
+                .map(|v| vec![("x-amz-version-id".to_string(), v)])
+                .unwrap_or_default(),
+            body: answer.map(|f| f(&info)),
+        })
+    });
+    let abort: crate::edge::AbortFn = Box::new(move || {
+        if let Some(s) = s2.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            st2.discard_staged(s);
+        }
+    });
+    if ctx.api.store.keeps_outbox() {
+        ctx.defer_with_outbox(commit, Some(abort), outbox);
+    } else {
+        ctx.defer(commit, Some(abort));
+    }
     etag
 }
 
