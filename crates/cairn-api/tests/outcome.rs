@@ -314,43 +314,63 @@ fn resolved_of(api: &cairn_api::Api, request_id: &str) -> Option<(u64, serde_jso
     None
 }
 
-/// A PUT to the embedded store keeps its outcome in the transaction that makes the object,
-/// and the outcome is journaled after the answer: it arrives, as a success, and the kept
-/// copy is dropped by a later commit.
-#[test]
-fn a_put_keeps_its_outcome_with_the_object_until_the_journal_has_it() {
-    let bed = common::testbed(Arc::new(SystemClock), None, |_| {});
-    bed.store.create_bucket("data").unwrap();
-    let (rt, server, addr) = common::serve(&bed.api);
-    let root = Signer {
-        key: &bed.key,
-        secret: &bed.secret,
-    };
-    let send = |path: &str| wire::signed_full(&addr, &root, "PUT", path, "", "s3", &[], "body");
-    let (st, headers, body) = send("/data/first");
+/// A PUT of `path` through the server at `addr`, answered 200, and its resolved entry once
+/// journaled (within 5 s): (pending position, record).
+fn put_resolved(
+    api: &cairn_api::Api,
+    addr: &str,
+    root: &Signer<'_>,
+    path: &str,
+) -> (u64, serde_json::Value) {
+    let (st, headers, body) = wire::signed_full(addr, root, "PUT", path, "", "s3", &[], "body");
     assert_eq!(st, 200, "{body}");
     let rid = header(&headers, "x-amz-request-id").to_string();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let (pending, rec) = loop {
-        if let Some(found) = resolved_of(&bed.api, &rid) {
-            break found;
+    loop {
+        if let Some(found) = resolved_of(api, &rid) {
+            assert_eq!(records_of(api, &rid).len(), 1, "journaled once");
+            return found;
         }
         assert!(
             std::time::Instant::now() < deadline,
             "the outcome never reached the journal"
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A testbed on the embedded store with a bucket `data`, served.
+fn served_with_bucket() -> (
+    common::Testbed,
+    tokio::runtime::Runtime,
+    cairn_api::Server,
+    String,
+) {
+    let bed = common::testbed(Arc::new(SystemClock), None, |_| {});
+    bed.store.create_bucket("data").unwrap();
+    let (rt, server, addr) = common::serve(&bed.api);
+    (bed, rt, server, addr)
+}
+
+/// A PUT to the embedded store keeps its outcome in the transaction that makes the object,
+/// and the outcome is journaled after the answer: it arrives, as a success, and the kept
+/// copy is dropped by a later commit.
+#[test]
+fn a_put_keeps_its_outcome_with_the_object_until_the_journal_has_it() {
+    let (bed, rt, server, addr) = served_with_bucket();
+    let root = Signer {
+        key: &bed.key,
+        secret: &bed.secret,
     };
+    let (pending, rec) = put_resolved(&bed.api, &addr, &root, "/data/first");
     assert_eq!(rec["eventName"], "PutObject");
     assert!(rec.get("errorCode").is_none_or(|c| c.is_null()), "{rec}");
-    assert_eq!(records_of(&bed.api, &rid).len(), 1, "journaled once");
     // Released once durable in the journal, dropped by the next commit.
     let mut n = 0;
     while bed.store.outbox_record(pending).unwrap().is_some() {
         n += 1;
         assert!(n < 200, "the kept outcome is never dropped");
-        let (st, _, body) = send(&format!("/data/next-{n}"));
-        assert_eq!(st, 200, "{body}");
+        put_resolved(&bed.api, &addr, &root, &format!("/data/next-{n}"));
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
@@ -361,31 +381,18 @@ fn a_put_keeps_its_outcome_with_the_object_until_the_journal_has_it() {
 /// a pending request whose write never committed is still resolved as unknown.
 #[test]
 fn a_stop_after_a_commit_resolves_the_request_with_the_outcome_kept_with_it() {
-    let bed = common::testbed(Arc::new(SystemClock), None, |_| {});
-    bed.store.create_bucket("data").unwrap();
-    let (rt, server, addr) = common::serve(&bed.api);
+    let (bed, rt, server, addr) = served_with_bucket();
     let root = Signer {
         key: &bed.key,
         secret: &bed.secret,
     };
     // A genuine PutObject record to replay as two requests a crash interrupted.
-    let (st, headers, body) =
-        wire::signed_full(&addr, &root, "PUT", "/data/seed", "", "s3", &[], "body");
-    assert_eq!(st, 200, "{body}");
-    let rid = header(&headers, "x-amz-request-id").to_string();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let template = loop {
-        if let Some((_, v)) = resolved_of(&bed.api, &rid) {
-            break v;
-        }
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
+    let (_, template) = put_resolved(&bed.api, &addr, &root, "/data/seed");
     rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
     let record = |request_id: &str| {
         let mut v = template.clone();
         v["requestID"] = request_id.into();
-        v["eventID"] = uuid_like(request_id).into();
+        v["eventID"] = uuid::Uuid::new_v4().to_string().into();
         serde_json::from_value::<cairn_record::EventRecord>(v).unwrap()
     };
     let made = record("made-before-the-stop");
@@ -421,20 +428,4 @@ fn a_stop_after_a_commit_resolves_the_request_with_the_outcome_kept_with_it() {
         bed.store.outbox_record(seq).unwrap().is_none(),
         "kept outcome left behind"
     );
-}
-
-fn uuid_like(seed: &str) -> String {
-    let h = format!(
-        "{:032x}",
-        seed.bytes()
-            .fold(0u128, |a, b| a.wrapping_mul(131).wrapping_add(b as u128))
-    );
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }
