@@ -324,11 +324,15 @@ fn put_resolved(
 ) -> (u64, serde_json::Value) {
     let (st, headers, body) = wire::signed_full(addr, root, "PUT", path, "", "s3", &[], "body");
     assert_eq!(st, 200, "{body}");
-    let rid = header(&headers, "x-amz-request-id").to_string();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    put_resolved_wait(api, header(&headers, "x-amz-request-id"))
+}
+
+/// The resolved entry of `rid`, once journaled (within 15 s), journaled once.
+fn put_resolved_wait(api: &cairn_api::Api, rid: &str) -> (u64, serde_json::Value) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
-        if let Some(found) = resolved_of(api, &rid) {
-            assert_eq!(records_of(api, &rid).len(), 1, "journaled once");
+        if let Some(found) = resolved_of(api, rid) {
+            assert_eq!(records_of(api, rid).len(), 1, "journaled once");
             return found;
         }
         assert!(
@@ -339,39 +343,87 @@ fn put_resolved(
     }
 }
 
-/// A testbed on the embedded store with a bucket `data`, served.
-fn served_with_bucket() -> (
-    common::Testbed,
-    tokio::runtime::Runtime,
-    cairn_api::Server,
-    String,
-) {
-    let bed = common::testbed(Arc::new(SystemClock), None, |_| {});
-    bed.store.create_bucket("data").unwrap();
-    let (rt, server, addr) = common::serve(&bed.api);
-    (bed, rt, server, addr)
+/// Lets `allowed` journal syncs through while `failing`, fails the rest; all pass otherwise.
+struct FailAfter {
+    allowed: std::sync::atomic::AtomicI64,
+    failing: AtomicBool,
+}
+impl cairn_journal::FaultInjector for FailAfter {
+    fn before_sync(&self) -> std::io::Result<()> {
+        if self.failing.load(Ordering::SeqCst) && self.allowed.fetch_sub(1, Ordering::SeqCst) <= 0 {
+            return Err(std::io::Error::other("injected EIO"));
+        }
+        Ok(())
+    }
 }
 
 /// A PUT to the embedded store keeps its outcome in the transaction that makes the object,
-/// and the outcome is journaled after the answer: it arrives, as a success, and the kept
-/// copy is dropped by a later commit.
+/// and is answered before the journal has synced it: with the journal failing after the
+/// pending entry, the client still gets 200, the store holds the success record, and once
+/// the journal recovers the outcome arrives, once, and the kept copy is dropped.
 #[test]
 fn a_put_keeps_its_outcome_with_the_object_until_the_journal_has_it() {
-    let (bed, rt, server, addr) = served_with_bucket();
+    let faults = Arc::new(FailAfter {
+        allowed: std::sync::atomic::AtomicI64::new(1),
+        failing: AtomicBool::new(true),
+    });
+    let bed = common::testbed(Arc::new(SystemClock), Some(faults.clone()), |_| {});
+    bed.store.create_bucket("data").unwrap();
+    let (rt, server, addr) = common::serve(&bed.api);
     let root = Signer {
         key: &bed.key,
         secret: &bed.secret,
     };
-    let (pending, rec) = put_resolved(&bed.api, &addr, &root, "/data/first");
+    let (st, headers, body) =
+        wire::signed_full(&addr, &root, "PUT", "/data/first", "", "s3", &[], "body");
+    assert_eq!(st, 200, "answered once the outcome was kept: {body}");
+    let rid = header(&headers, "x-amz-request-id").to_string();
+    // The pending entry (the one sync let through) names the request.
+    let mut r = bed.api.engine.journal().reader(0).unwrap();
+    let mut pending = None;
+    while let Some((seq, bytes)) = r.next_record().unwrap() {
+        if let Entry::Pending { json, .. } = decode(&bytes).unwrap() {
+            let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            if v["requestID"] == rid.as_str() {
+                pending = Some(seq);
+            }
+        }
+    }
+    let pending = pending.expect("the pending entry is durable");
+    assert!(
+        resolved_of(&bed.api, &rid).is_none(),
+        "the journal was failing"
+    );
+    let kept = bed
+        .store
+        .outbox_record(pending)
+        .unwrap()
+        .expect("the outcome is kept with the object");
+    match decode(&kept).unwrap() {
+        Entry::Resolved {
+            pending: p, json, ..
+        } => {
+            assert_eq!(p, pending);
+            let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            assert_eq!(v["eventName"], "PutObject");
+            assert!(v.get("errorCode").is_none_or(|c| c.is_null()), "{v}");
+        }
+        _ => panic!("the kept record is not the resolved entry"),
+    }
+    assert_eq!(bed.store.get("data", "first").unwrap().body, b"body");
+
+    faults.failing.store(false, Ordering::SeqCst);
+    let (_, rec) = put_resolved(&bed.api, &addr, &root, "/data/second");
     assert_eq!(rec["eventName"], "PutObject");
+    let (p, rec) = put_resolved_wait(&bed.api, &rid);
+    assert_eq!(p, pending);
     assert!(rec.get("errorCode").is_none_or(|c| c.is_null()), "{rec}");
-    // Released once durable in the journal, dropped by the next commit.
+    // Released once durable in the journal, dropped by a later commit.
     let mut n = 0;
     while bed.store.outbox_record(pending).unwrap().is_some() {
         n += 1;
         assert!(n < 200, "the kept outcome is never dropped");
         put_resolved(&bed.api, &addr, &root, &format!("/data/next-{n}"));
-        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
 }
@@ -381,7 +433,9 @@ fn a_put_keeps_its_outcome_with_the_object_until_the_journal_has_it() {
 /// a pending request whose write never committed is still resolved as unknown.
 #[test]
 fn a_stop_after_a_commit_resolves_the_request_with_the_outcome_kept_with_it() {
-    let (bed, rt, server, addr) = served_with_bucket();
+    let bed = common::testbed(Arc::new(SystemClock), None, |_| {});
+    bed.store.create_bucket("data").unwrap();
+    let (rt, server, addr) = common::serve(&bed.api);
     let root = Signer {
         key: &bed.key,
         secret: &bed.secret,

@@ -642,6 +642,43 @@ impl EmbeddedStore {
         }
     }
 
+    /// [`ObjectStore::put_many`], with `kept` committed as the outbox record of the last item
+    /// (a staged write held in memory, [`ObjectStore::commit_staged`]).
+    fn put_kept(
+        &self,
+        items: &[PutItem<'_>],
+        kept: Option<(u64, &[u8])>,
+    ) -> Result<Vec<ObjectInfo>> {
+        for i in items {
+            check_key(i.key)?;
+            if !self.bucket_exists(i.bucket)? {
+                return Err(StoreError::NoSuchBucket(i.bucket.into()));
+            }
+        }
+        let bodies: Vec<(&[u8], Option<&[u8]>)> = items
+            .iter()
+            .map(|i| (i.body, i.opts.wrapped_key.as_deref()))
+            .collect();
+        let blobs = self.write_blobs(&bodies)?;
+        let last = items.len().saturating_sub(1);
+        let metas: Vec<NewVersion<'_>> = items
+            .iter()
+            .zip(&blobs)
+            .enumerate()
+            .map(|(n, (i, blob))| NewVersion {
+                bucket: i.bucket,
+                key: i.key,
+                opts: i.opts,
+                size: i.body.len() as u64,
+                md5: etag_of(i.body),
+                blob: blob.clone(),
+                inline: None,
+                outbox: if n == last { kept } else { None },
+            })
+            .collect();
+        self.commit_versions(&metas)
+    }
+
     /// Makes each body file the current version of its key, in one transaction (versioning
     /// rules: the old current version is archived, or dropped when unversioned or a null
     /// version is replaced). On failure the new body files are removed.
@@ -963,32 +1000,7 @@ impl ObjectStore for EmbeddedStore {
     /// Writes every body to a temp file and syncs them concurrently, renames them into place
     /// with one directory sync, then commits all their metadata in one transaction.
     fn put_many(&self, items: &[PutItem<'_>]) -> Result<Vec<ObjectInfo>> {
-        for i in items {
-            check_key(i.key)?;
-            if !self.bucket_exists(i.bucket)? {
-                return Err(StoreError::NoSuchBucket(i.bucket.into()));
-            }
-        }
-        let bodies: Vec<(&[u8], Option<&[u8]>)> = items
-            .iter()
-            .map(|i| (i.body, i.opts.wrapped_key.as_deref()))
-            .collect();
-        let blobs = self.write_blobs(&bodies)?;
-        let metas: Vec<NewVersion<'_>> = items
-            .iter()
-            .zip(&blobs)
-            .map(|(i, blob)| NewVersion {
-                bucket: i.bucket,
-                key: i.key,
-                opts: i.opts,
-                size: i.body.len() as u64,
-                md5: etag_of(i.body),
-                blob: blob.clone(),
-                inline: None,
-                outbox: None,
-            })
-            .collect();
-        self.commit_versions(&metas)
+        self.put_kept(items, None)
     }
 
     fn commit_staged(&self, mut s: Staged) -> Result<ObjectInfo> {
@@ -996,21 +1008,14 @@ impl ObjectStore for EmbeddedStore {
             StagedBody::Blob(blob) => self.commit_grouped(s, blob, None),
             StagedBody::Inline { blob, stored } => self.commit_grouped(s, blob, Some(stored)),
             StagedBody::Memory(b) => {
-                check_key(&s.key)?;
-                let blob = self
-                    .write_blobs(&[(&b, s.opts.wrapped_key.as_deref())])?
-                    .remove(0);
-                let item = NewVersion {
+                let item = PutItem {
                     bucket: &s.bucket,
                     key: &s.key,
+                    body: &b,
                     opts: &s.opts,
-                    size: b.len() as u64,
-                    md5: etag_of(&b),
-                    blob,
-                    inline: None,
-                    outbox: s.outbox.as_ref().map(|(k, r)| (*k, r.as_slice())),
                 };
-                Ok(self.commit_versions(std::slice::from_ref(&item))?.remove(0))
+                let kept = s.outbox.as_ref().map(|(k, r)| (*k, r.as_slice()));
+                Ok(self.put_kept(std::slice::from_ref(&item), kept)?.remove(0))
             }
         }
     }
