@@ -13,7 +13,12 @@
 //!   leaf each time: that was most of the indexer's cost);
 //! - attribute index keys hold an 8-byte hash of the value, not the value: a hit is
 //!   confirmed against the record itself before it is answered (a collision costs a read,
-//!   never a wrong answer).
+//!   never a wrong answer);
+//! - the attribute index holds **postings**: one entry per value and second per indexing
+//!   step, listing that step's events (journal seqs), not one entry per event and value.
+//!   The values most events share (event name and source, user, access key, resource) cost
+//!   one B-tree insert per step instead of one per event (a GetTrailStatus load spent more
+//!   than half the indexer in those inserts).
 //!
 //! The index and its journal position commit in one database transaction, so after a crash
 //! the consumer resumes exactly where the index stops. The journal cursor is committed
@@ -39,7 +44,14 @@ pub const CONSUMER: &str = "history";
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 /// key: partition hash (4) ‖ second (u32 BE) ‖ seq (u64 BE) → block id.
 const TIMES: TableDefinition<&[u8; 16], u64> = TableDefinition::new("event_times");
-/// key: partition hash (4) ‖ attribute (1) ‖ value hash (8) ‖ second ‖ seq → ().
+/// key: partition hash (4) ‖ attribute (1) ‖ value hash (8) ‖ second (u32 BE) ‖ first seq
+/// (u64 BE) → the posting's other seqs: those of one step's events at that second with that
+/// value, ascending, as LEB128 deltas from the one before (empty: the first alone). Postings
+/// at one second hold disjoint, ascending seq ranges (each step reads past the last), so
+/// their keys and contents, read backwards, are newest-first (second, seq) order.
+const POSTINGS: TableDefinition<&[u8; 25], &[u8]> = TableDefinition::new("event_postings");
+/// The attribute index before postings (one entry per event and value; the same keys, no
+/// value): moved into [`POSTINGS`] at open, then deleted.
 const ATTRS: TableDefinition<&[u8; 25], ()> = TableDefinition::new("event_attrs");
 /// key: newest record time of a block (u64 BE) ‖ block id → (): what retention scans.
 const BLOCK_TIMES: TableDefinition<&[u8], ()> = TableDefinition::new("block_times");
@@ -49,7 +61,7 @@ const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
 const OLD_EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
 const OLD_ATTRS: TableDefinition<&[u8], ()> = TableDefinition::new("attrs");
 /// The indexes in newest-first order (second stored as `u32::MAX - second`), before they
-/// ascended: rewritten into [`TIMES`] and [`ATTRS`] at open, then deleted.
+/// ascended: rewritten into [`TIMES`] and [`POSTINGS`] at open, then deleted.
 const REV_TIMES: TableDefinition<&[u8], u64> = TableDefinition::new("times");
 const REV_ATTRS: TableDefinition<&[u8], ()> = TableDefinition::new("attr_hashes");
 
@@ -123,6 +135,112 @@ fn attr_key(part: &[u8; 4], attr: u8, value: &str, t: u32, seq: u64) -> [u8; 25]
     k[13..17].copy_from_slice(&t.to_be_bytes());
     k[17..].copy_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// Appends `d` as LEB128.
+fn push_varint(out: &mut Vec<u8>, mut d: u64) {
+    loop {
+        let b = (d & 0x7f) as u8;
+        d >>= 7;
+        if d == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// The seqs of a posting, ascending: its key's first seq, then the deltas of its value (a
+/// malformed tail is ignored).
+fn posting_seqs(first: u64, rest: &[u8]) -> Vec<u64> {
+    let mut out = Vec::with_capacity(1 + rest.len() / 2);
+    out.push(first);
+    let (mut cur, mut d, mut shift) = (first, 0u64, 0u32);
+    for &b in rest {
+        if shift > 63 {
+            break;
+        }
+        d |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            cur = cur.saturating_add(d);
+            out.push(cur);
+            (d, shift) = (0, 0);
+        } else {
+            shift += 7;
+        }
+    }
+    out
+}
+
+/// One posting being built by an indexing step.
+struct Posting {
+    first: u64,
+    last: u64,
+    rest: Vec<u8>,
+}
+
+impl Posting {
+    fn new(seq: u64) -> Posting {
+        Posting {
+            first: seq,
+            last: seq,
+            rest: Vec::new(),
+        }
+    }
+
+    /// Adds `seq` (a step reads the journal in order: each seq is above the last).
+    fn add(&mut self, seq: u64) {
+        if seq > self.last {
+            push_varint(&mut self.rest, seq - self.last);
+            self.last = seq;
+        }
+    }
+}
+
+/// The postings of one step: (attribute prefix ‖ second) → posting, in key order (inserted
+/// sorted, they touch each B-tree leaf once).
+#[derive(Default)]
+struct StepPostings(std::collections::BTreeMap<[u8; 17], Posting>);
+
+impl StepPostings {
+    fn add(&mut self, prefix: &[u8; 13], t: u32, seq: u64) {
+        let mut k = [0u8; 17];
+        k[..13].copy_from_slice(prefix);
+        k[13..].copy_from_slice(&t.to_be_bytes());
+        self.0
+            .entry(k)
+            .and_modify(|p| p.add(seq))
+            .or_insert_with(|| Posting::new(seq));
+    }
+
+    fn write(self, table: &mut redb::Table<&[u8; 25], &[u8]>) -> Result<(), String> {
+        for (k, p) in self.0 {
+            let mut key = [0u8; 25];
+            key[..17].copy_from_slice(&k);
+            key[17..].copy_from_slice(&p.first.to_be_bytes());
+            table.insert(&key, p.rest.as_slice()).map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes every posting of these (attribute prefix, second) pairs: at retention, whole
+/// seconds expire, so every event a posting lists is gone with it.
+fn remove_postings(
+    table: &mut redb::Table<&[u8; 25], &[u8]>,
+    keys: std::collections::BTreeSet<([u8; 13], u32)>,
+) -> Result<(), String> {
+    for (prefix, t) in keys {
+        let mut lo = [0u8; 25];
+        lo[..13].copy_from_slice(&prefix);
+        lo[13..17].copy_from_slice(&t.to_be_bytes());
+        let mut hi = lo;
+        hi[17..].copy_from_slice(&u64::MAX.to_be_bytes());
+        table
+            .retain_in::<&[u8; 25], _>(&lo..=&hi, |_, _| false)
+            .map_err(err)?;
+    }
+    Ok(())
 }
 
 /// The (second, seq) suffix of an index key.
@@ -665,7 +783,7 @@ impl History {
                 tx.open_table(BLOCKS).map_err(err)?;
                 tx.open_table(BLOCK_TIMES).map_err(err)?;
                 tx.open_table(TIMES).map_err(err)?;
-                tx.open_table(ATTRS).map_err(err)?;
+                tx.open_table(POSTINGS).map_err(err)?;
                 let t = tx.open_table(STATE).map_err(err)?;
                 let p = t.get("position").map_err(err)?.map(|v| v.value());
                 p
@@ -704,6 +822,7 @@ impl History {
         };
         h.migrate()?;
         h.ascend()?;
+        h.to_postings()?;
         h.backfill_block_times()?;
         Ok(Arc::new(h))
     }
@@ -749,7 +868,7 @@ impl History {
                     batch.sort_by_key(|(_, s, _)| *s);
                     let mut bt = BlockTables::open(&tx)?;
                     let mut times = tx.open_table(TIMES).map_err(err)?;
-                    let mut attrs = tx.open_table(ATTRS).map_err(err)?;
+                    let mut postings = tx.open_table(POSTINGS).map_err(err)?;
                     let mut cur = OpenBlock::empty(bt.alloc()?);
                     let n = batch.len();
                     for (i, (key, seq, json)) in batch.into_iter().enumerate() {
@@ -760,8 +879,8 @@ impl History {
                                 .insert(&time_key(&st.part, t, seq), cur.id)
                                 .map_err(err)?;
                             for (a, v) in &st.attrs {
-                                attrs
-                                    .insert(&attr_key(&st.part, *a, v, t, seq), ())
+                                postings
+                                    .insert(&attr_key(&st.part, *a, v, t, seq), &[][..])
                                     .map_err(err)?;
                             }
                             cur.push(seq, &json, st.time);
@@ -813,7 +932,7 @@ impl History {
                 let mut old_times = tx.open_table(REV_TIMES).map_err(err)?;
                 let mut old_attrs = tx.open_table(REV_ATTRS).map_err(err)?;
                 let mut times = tx.open_table(TIMES).map_err(err)?;
-                let mut attrs = tx.open_table(ATTRS).map_err(err)?;
+                let mut postings = tx.open_table(POSTINGS).map_err(err)?;
                 let mut n = 0;
                 while n < BATCH {
                     // From the oldest (the old tables' end): the new keys go in as appends.
@@ -830,7 +949,7 @@ impl History {
                         break;
                     };
                     if let Some(k) = flip::<25>(k.value(), 13) {
-                        attrs.insert(&k, ()).map_err(err)?;
+                        postings.insert(&k, &[][..]).map_err(err)?;
                     }
                     n += 1;
                 }
@@ -848,6 +967,44 @@ impl History {
         tracing::info!(
             entries = moved,
             "event history index rewritten in time order"
+        );
+        Ok(())
+    }
+
+    /// Moves the attribute index of one entry per event and value into postings of one
+    /// event each (the same keys), a bounded batch per transaction, then drops it.
+    fn to_postings(&self) -> Result<(), String> {
+        if !self.has_table(&[ATTRS.name()])? {
+            return Ok(());
+        }
+        const BATCH: usize = 100_000;
+        let mut moved = 0usize;
+        loop {
+            let tx = self.db.begin_write().map_err(err)?;
+            let n = {
+                let mut old = tx.open_table(ATTRS).map_err(err)?;
+                let mut postings = tx.open_table(POSTINGS).map_err(err)?;
+                let mut n = 0;
+                while n < BATCH {
+                    let Some((k, _)) = old.pop_first().map_err(err)? else {
+                        break;
+                    };
+                    postings.insert(k.value(), &[][..]).map_err(err)?;
+                    n += 1;
+                }
+                n
+            };
+            if n == 0 {
+                tx.delete_table(ATTRS).map_err(err)?;
+                tx.commit().map_err(err)?;
+                break;
+            }
+            tx.commit().map_err(err)?;
+            moved += n;
+        }
+        tracing::info!(
+            entries = moved,
+            "event history attribute index moved into postings"
         );
         Ok(())
     }
@@ -940,7 +1097,8 @@ impl History {
         {
             let mut bt = BlockTables::open(&tx)?;
             let mut times = tx.open_table(TIMES).map_err(err)?;
-            let mut attrs = tx.open_table(ATTRS).map_err(err)?;
+            let mut postings = tx.open_table(POSTINGS).map_err(err)?;
+            let mut step_postings = StepPostings::default();
             if open.is_none() {
                 *open = Some(bt.reopen()?);
             }
@@ -975,9 +1133,7 @@ impl History {
                     .insert(&time_key(&part, t, seq), block.id)
                     .map_err(err)?;
                 for (k, v) in lite.attributes(&header.facts) {
-                    attrs
-                        .insert(&attr_key(&part, k, &v, t, seq), ())
-                        .map_err(err)?;
+                    step_postings.add(&attr_prefix(&part, k, &v), t, seq);
                 }
                 block.push(seq, &json, header.time);
                 changed = true;
@@ -990,6 +1146,7 @@ impl History {
             if changed {
                 bt.write(block)?;
             }
+            step_postings.write(&mut postings)?;
             if block.is_empty() {
                 bt.state.remove("open_block").map_err(err)?;
             } else {
@@ -1159,28 +1316,35 @@ impl History {
                 }
             }
             Some((attr, value)) => {
-                let attrs = tx.open_table(ATTRS).map_err(ApiError::internal)?;
+                let postings = tx.open_table(POSTINGS).map_err(ApiError::internal)?;
+                // Postings that start at or before the position; seqs after it (in the one
+                // at the position's second) are skipped.
                 let lo = attr_key(&part, *attr, value, start_t, 0);
                 let hi = attr_key(&part, *attr, value, upto_t, upto_seq);
-                for row in attrs
+                'scan: for row in postings
                     .range::<&[u8; 25]>(&lo..=&hi)
                     .map_err(ApiError::internal)?
                     .rev()
                 {
-                    let (k, _) = row.map_err(ApiError::internal)?;
-                    let (t, s) = tail(k.value());
-                    let (json, decoded) = match times
-                        .get(&time_key(&part, t, s))
-                        .map_err(ApiError::internal)?
-                    {
-                        Some(b) => reader
-                            .get_counted(b.value(), s)
-                            .map_err(ApiError::internal)?,
-                        None => (None, 0),
-                    };
-                    if !take(json, decoded, t, s) {
-                        stopped = true;
-                        break;
+                    let (k, rest) = row.map_err(ApiError::internal)?;
+                    let (t, first) = tail(k.value());
+                    for s in posting_seqs(first, rest.value()).into_iter().rev() {
+                        if t == upto_t && s > upto_seq {
+                            continue;
+                        }
+                        let (json, decoded) = match times
+                            .get(&time_key(&part, t, s))
+                            .map_err(ApiError::internal)?
+                        {
+                            Some(b) => reader
+                                .get_counted(b.value(), s)
+                                .map_err(ApiError::internal)?,
+                            None => (None, 0),
+                        };
+                        if !take(json, decoded, t, s) {
+                            stopped = true;
+                            break 'scan;
+                        }
                     }
                 }
             }
@@ -1209,7 +1373,7 @@ impl History {
                     let tx = self.db.begin_write().map_err(err)?;
                     let removed = {
                         let mut times = tx.open_table(TIMES).map_err(err)?;
-                        let mut attrs = tx.open_table(ATTRS).map_err(err)?;
+                        let mut postings = tx.open_table(POSTINGS).map_err(err)?;
                         let blocks = tx.open_table(BLOCKS).map_err(err)?;
                         let old: Vec<(u32, u64, u64)> = times
                             .range::<&[u8; 16]>(&lo..=&hi)
@@ -1222,15 +1386,17 @@ impl History {
                             })
                             .collect();
                         let mut reader = BlockReader::new(&blocks);
+                        let mut gone = std::collections::BTreeSet::new();
                         for (t, s, b) in &old {
                             let json = reader.get(*b, *s).map_err(err)?;
                             if let Some(st) = json.and_then(Stored::parse) {
                                 for (a, v) in &st.attrs {
-                                    attrs.remove(&attr_key(&part, *a, v, *t, *s)).map_err(err)?;
+                                    gone.insert((attr_prefix(&part, *a, v), *t));
                                 }
                             }
                             times.remove(&time_key(&part, *t, *s)).map_err(err)?;
                         }
+                        remove_postings(&mut postings, gone)?;
                         old.len()
                     };
                     tx.commit().map_err(err)?;
@@ -1251,7 +1417,8 @@ impl History {
             let deleted = {
                 let mut bt = BlockTables::open(&tx)?;
                 let mut times = tx.open_table(TIMES).map_err(err)?;
-                let mut attrs = tx.open_table(ATTRS).map_err(err)?;
+                let mut postings = tx.open_table(POSTINGS).map_err(err)?;
+                let mut gone = std::collections::BTreeSet::new();
                 let open_id = match open.as_ref() {
                     Some(b) => Some(b.id),
                     None => bt.state.get("open_block").map_err(err)?.map(|v| v.value()),
@@ -1283,14 +1450,13 @@ impl History {
                         let t = secs(st.time);
                         times.remove(&time_key(&st.part, t, *seq)).map_err(err)?;
                         for (a, v) in &st.attrs {
-                            attrs
-                                .remove(&attr_key(&st.part, *a, v, t, *seq))
-                                .map_err(err)?;
+                            gone.insert((attr_prefix(&st.part, *a, v), t));
                         }
                     }
                     bt.block_times.remove(k.as_slice()).map_err(err)?;
                     bt.blocks.remove(*id).map_err(err)?;
                 }
+                remove_postings(&mut postings, gone)?;
                 expired.len()
             };
             tx.commit().map_err(err)?;
@@ -1457,11 +1623,12 @@ mod tests {
             .iter()
             .all(|e| e["EventTime"].as_i64().unwrap() >= cut.timestamp()));
         let tx = h.db.begin_read().unwrap();
-        let attrs = tx.open_table(ATTRS).unwrap();
+        let postings = tx.open_table(POSTINGS).unwrap();
         let times = tx.open_table(TIMES).unwrap();
         assert_eq!(times.iter().unwrap().count(), 100);
-        // EventId, EventName, EventSource, Username, AccessKeyId per event.
-        assert_eq!(attrs.iter().unwrap().count(), 500);
+        // EventId, EventName, EventSource, Username, AccessKeyId per event (each event is
+        // alone in its second).
+        assert_eq!(postings.iter().unwrap().count(), 500);
     }
 
     fn append_all(journal: &Journal, recs: &[EventRecord]) {
@@ -1526,7 +1693,7 @@ mod tests {
         let tx = h.db.begin_read().unwrap();
         let blocks = tx.open_table(BLOCKS).unwrap();
         let times = tx.open_table(TIMES).unwrap();
-        let attrs = tx.open_table(ATTRS).unwrap();
+        let postings = tx.open_table(POSTINGS).unwrap();
         let mut n = 0;
         for r in times.iter().unwrap() {
             let (_, b) = r.unwrap();
@@ -1534,14 +1701,16 @@ mod tests {
                 n += 1;
             }
         }
-        for r in attrs.iter().unwrap() {
-            let (k, _) = r.unwrap();
+        for r in postings.iter().unwrap() {
+            let (k, rest) = r.unwrap();
             let k = k.value();
             let mut part = [0u8; 4];
             part.copy_from_slice(&k[..4]);
-            let (t, s) = tail(k);
-            if times.get(&time_key(&part, t, s)).unwrap().is_none() {
-                n += 1;
+            let (t, first) = tail(k);
+            for s in posting_seqs(first, rest.value()) {
+                if times.get(&time_key(&part, t, s)).unwrap().is_none() {
+                    n += 1;
+                }
             }
         }
         n
@@ -1584,7 +1753,7 @@ mod tests {
             let tx = h.db.begin_write().unwrap();
             {
                 let times = tx.open_table(TIMES).unwrap();
-                let attrs = tx.open_table(ATTRS).unwrap();
+                let postings = tx.open_table(POSTINGS).unwrap();
                 let mut old_times = tx.open_table(REV_TIMES).unwrap();
                 let mut old_attrs = tx.open_table(REV_ATTRS).unwrap();
                 for r in times.iter().unwrap() {
@@ -1594,16 +1763,19 @@ mod tests {
                     k[4..8].copy_from_slice(&rev(t).to_be_bytes());
                     old_times.insert(k.as_slice(), b.value()).unwrap();
                 }
-                for r in attrs.iter().unwrap() {
-                    let (k, _) = r.unwrap();
+                for r in postings.iter().unwrap() {
+                    let (k, rest) = r.unwrap();
                     let mut k = *k.value();
-                    let (t, _) = tail(&k);
+                    let (t, first) = tail(&k);
                     k[13..17].copy_from_slice(&rev(t).to_be_bytes());
-                    old_attrs.insert(k.as_slice(), ()).unwrap();
+                    for s in posting_seqs(first, rest.value()) {
+                        k[17..].copy_from_slice(&s.to_be_bytes());
+                        old_attrs.insert(k.as_slice(), ()).unwrap();
+                    }
                 }
             }
             tx.delete_table(TIMES).unwrap();
-            tx.delete_table(ATTRS).unwrap();
+            tx.delete_table(POSTINGS).unwrap();
             tx.commit().unwrap();
         }
         drop(h);
@@ -1612,6 +1784,108 @@ mod tests {
         assert_eq!(after, before, "the same answers from the rewritten index");
         assert_paged_newest_first(&h, queries[0].clone(), 400);
         assert!(!h.has_table(&["times", "attr_hashes"]).unwrap());
+    }
+
+    #[test]
+    fn postings_round_trip_their_seqs() {
+        for seqs in [
+            vec![7u64],
+            vec![0, 1, 2, 3],
+            vec![5, 200, 70_000, 70_001, u64::MAX / 2, u64::MAX],
+        ] {
+            let mut p = Posting::new(seqs[0]);
+            for s in &seqs[1..] {
+                p.add(*s);
+            }
+            // A seq at or below the last is not added twice.
+            p.add(seqs[seqs.len() - 1]);
+            assert_eq!(posting_seqs(p.first, &p.rest), seqs);
+        }
+        // A truncated or overlong tail is ignored, never a panic.
+        assert_eq!(posting_seqs(1, &[0x80]), vec![1]);
+        assert_eq!(posting_seqs(1, &[0xff; 12]), vec![1]);
+    }
+
+    #[test]
+    fn a_step_keeps_one_posting_per_value_and_second() {
+        let (_dir, journal, h) = fresh();
+        let now = Utc::now();
+        // 40 seconds, ten events in each.
+        let recs: Vec<EventRecord> = (0..400)
+            .map(|i| event(i, now - Duration::seconds(40 - i / 10)))
+            .collect();
+        // Two steps that split second 25.
+        append_all(&journal, &recs[..255]);
+        while h.step(1000).unwrap() > 0 {}
+        append_all(&journal, &recs[255..]);
+        while h.step(1000).unwrap() > 0 {}
+        {
+            let tx = h.db.begin_read().unwrap();
+            let postings = tx.open_table(POSTINGS).unwrap();
+            let mut per_attr = [0usize; 8];
+            for r in postings.iter().unwrap() {
+                per_attr[r.unwrap().0.value()[4] as usize] += 1;
+            }
+            // EventId: one per event. The source and the access key have one value each: a
+            // posting for each second, and one more for the second the steps split. The
+            // event name and the user have two.
+            assert_eq!(per_attr[0], 400);
+            assert_eq!(per_attr[6], 41);
+            assert_eq!(per_attr[7], 41);
+            assert_eq!(per_attr[1], 82);
+            assert_eq!(per_attr[3], 82);
+        }
+        assert_eq!(dangling(&h), 0);
+        // Pages of 7 end inside postings; every event once, newest first.
+        assert_paged_newest_first(&h, query(vec![(1, "GetTrail".into())], now), 200);
+        assert_paged_newest_first(&h, query(vec![(3, "alice".into())], now), 134);
+        let one = all(&h, query(vec![(0, recs[123].event_id.clone())], now));
+        assert_eq!(newest_first_ids(&one), vec![recs[123].event_id.clone()]);
+    }
+
+    #[test]
+    fn the_per_event_attribute_index_is_moved_into_postings() {
+        let (dir, journal, h) = fresh();
+        let now = Utc::now();
+        let recs: Vec<EventRecord> = (0..300)
+            .map(|i| event(i, now - Duration::seconds(30 - i / 10)))
+            .collect();
+        append_all(&journal, &recs);
+        while h.step(1000).unwrap() > 0 {}
+        let queries = [
+            query(vec![], now),
+            query(vec![(3, "alice".into())], now),
+            query(vec![(1, "GetTrail".into())], now),
+            query(vec![(0, recs[77].event_id.clone())], now),
+        ];
+        let before: Vec<Vec<Value>> = queries.iter().map(|q| all(&h, q.clone())).collect();
+        assert_eq!(before[0].len(), 300);
+        // The index as the layout before postings wrote it: one entry per event and value.
+        {
+            let tx = h.db.begin_write().unwrap();
+            {
+                let postings = tx.open_table(POSTINGS).unwrap();
+                let mut old = tx.open_table(ATTRS).unwrap();
+                for r in postings.iter().unwrap() {
+                    let (k, rest) = r.unwrap();
+                    let mut k = *k.value();
+                    let (_, first) = tail(&k);
+                    for s in posting_seqs(first, rest.value()) {
+                        k[17..].copy_from_slice(&s.to_be_bytes());
+                        old.insert(&k, ()).unwrap();
+                    }
+                }
+            }
+            tx.delete_table(POSTINGS).unwrap();
+            tx.commit().unwrap();
+        }
+        drop(h);
+        let h = History::open(&dir.path().join("h.redb"), journal).unwrap();
+        let after: Vec<Vec<Value>> = queries.iter().map(|q| all(&h, q.clone())).collect();
+        assert_eq!(after, before, "the same answers from the moved index");
+        assert_paged_newest_first(&h, queries[1].clone(), 100);
+        assert!(!h.has_table(&["event_attrs"]).unwrap());
+        assert_eq!(dangling(&h), 0);
     }
 
     #[test]
@@ -1716,11 +1990,11 @@ mod probe {
         let tx = db.begin_read().unwrap();
         let b = tx.open_table(BLOCKS).unwrap();
         let t = tx.open_table(TIMES).unwrap();
-        let a = tx.open_table(ATTRS).unwrap();
+        let a = tx.open_table(POSTINGS).unwrap();
         for (n, s, len) in [
             ("blocks", b.stats().unwrap(), b.len().unwrap()),
             ("times", t.stats().unwrap(), t.len().unwrap()),
-            ("attrs", a.stats().unwrap(), a.len().unwrap()),
+            ("postings", a.stats().unwrap(), a.len().unwrap()),
         ] {
             println!(
                 "{n}: len {len} leaf_pages {} branch {} stored {} meta {} frag {}",
