@@ -27,6 +27,28 @@ pub fn fast_uuid() -> String {
         .to_string()
 }
 
+/// An event's ID: a UUID with 74 random bits that carries `time` (to the millisecond) in its
+/// first 48 (RFC 9562 version 7). The LookupEvents index files an ID under its time, so IDs
+/// minted as events happen go at the end of the index instead of at random places in it.
+/// The time is the event's own (`eventTime`), so the ID reveals nothing the record does not.
+pub fn event_uuid(time: DateTime<Utc>) -> String {
+    let ms = time.timestamp_millis().max(0) as u64;
+    uuid::Builder::from_unix_timestamp_millis(ms, &rand::random())
+        .into_uuid()
+        .to_string()
+}
+
+/// The second an event ID minted by [`event_uuid`] carries (`None` for other IDs).
+pub fn event_uuid_second(id: &str) -> Option<i64> {
+    let u = uuid::Uuid::try_parse(id).ok()?;
+    if u.get_version_num() != 7 {
+        return None;
+    }
+    let b = u.as_bytes();
+    let ms = u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]]);
+    Some((ms / 1000) as i64)
+}
+
 /// A new record with every required field set and the rest empty.
 pub fn base(
     event_source: &str,
@@ -55,7 +77,7 @@ pub fn base(
         response_elements: None,
         additional_event_data: None,
         request_id: Some(fast_uuid()),
-        event_id: fast_uuid(),
+        event_id: event_uuid(time),
         read_only: None,
         resources: None,
         event_type: "AwsApiCall".into(),
@@ -341,5 +363,29 @@ pub fn assumed_role_identity(
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn event_ids_carry_their_second_and_differ() {
+        let t = Utc.timestamp_millis_opt(1_764_633_600_123).unwrap();
+        let a = event_uuid(t);
+        let b = event_uuid(t);
+        assert_ne!(a, b);
+        let u = uuid::Uuid::try_parse(&a).unwrap();
+        assert_eq!(u.get_version_num(), 7);
+        assert_eq!(u.get_variant(), uuid::Variant::RFC4122);
+        assert_eq!(event_uuid_second(&a), Some(1_764_633_600));
+        // Other IDs carry no second.
+        assert_eq!(event_uuid_second(&fast_uuid()), None);
+        assert_eq!(event_uuid_second("not-a-uuid"), None);
+        // Times before 1970 are filed at 0, never a panic.
+        let old = Utc.timestamp_opt(-5, 0).unwrap();
+        assert_eq!(event_uuid_second(&event_uuid(old)), Some(0));
     }
 }
