@@ -27,12 +27,12 @@ pub fn fast_uuid() -> String {
         .to_string()
 }
 
-/// An event's ID: a UUID with 74 random bits that carries `time` (to the millisecond) in its
-/// first 48 (RFC 9562 version 7). The LookupEvents index files an ID under its time, so IDs
+/// An event's ID: a UUID with 74 random bits that carries `time`'s whole second in its first
+/// 48 (RFC 9562 version 7). The LookupEvents index files an ID under its second, so IDs
 /// minted as events happen go at the end of the index instead of at random places in it.
-/// The time is the event's own (`eventTime`), so the ID reveals nothing the record does not.
+/// The second is the record's own `eventTime`, so the ID reveals nothing the record does not.
 pub fn event_uuid(time: DateTime<Utc>) -> String {
-    let ms = time.timestamp_millis().max(0) as u64;
+    let ms = time.timestamp().max(0) as u64 * 1000;
     uuid::Builder::from_unix_timestamp_millis(ms, &rand::random())
         .into_uuid()
         .to_string()
@@ -381,6 +381,11 @@ mod tests {
         assert_eq!(u.get_version_num(), 7);
         assert_eq!(u.get_variant(), uuid::Variant::RFC4122);
         assert_eq!(event_uuid_second(&a), Some(1_764_633_600));
+        // Only the second, as the record has it: the milliseconds are not in the ID.
+        assert_eq!(
+            &u.as_bytes()[..6],
+            &(1_764_633_600_000u64.to_be_bytes()[2..])
+        );
         // Other IDs carry no second.
         assert_eq!(event_uuid_second(&fast_uuid()), None);
         assert_eq!(event_uuid_second("not-a-uuid"), None);

@@ -172,7 +172,7 @@ impl Synth {
         r.request_id = Some(uuid_like(&mut self.rng));
         // As cairn mints them: the event's time, then random bits (from the seeded generator).
         r.event_id = uuid::Builder::from_unix_timestamp_millis(
-            r.event_time.timestamp_millis().max(0) as u64,
+            r.event_time.timestamp().max(0) as u64 * 1000,
             &self.rng.gen(),
         )
         .into_uuid()

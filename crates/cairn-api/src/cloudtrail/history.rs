@@ -108,7 +108,9 @@ fn partition(region: &str, data: bool) -> [u8; 4] {
 /// that second and keeps 4 bytes of hash, so IDs minted in time order are filed at the end
 /// of the EventId run: a random hash put every new ID at a random leaf of a B-tree as large
 /// as the history, a page copied and written per event. (cairn minted only version 4 IDs
-/// before; those keep the whole hash, so an existing index needs no change.)
+/// before; those keep the whole hash, so an existing index needs no change. The exception is
+/// a benchmark's data directory: synthesized events had random hex IDs, one in 16 of them
+/// v7-shaped, and those are no longer found by EventId.)
 fn value_hash(attr: u8, value: &str) -> [u8; 8] {
     let mut h = Sha256::new();
     h.update([attr]);
@@ -173,7 +175,12 @@ fn posting_seqs(first: u64, rest: &[u8]) -> Vec<u64> {
         }
         d |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
-            cur = cur.saturating_add(d);
+            // Seqs only rise: a zero or overflowing delta is corruption, and what follows it
+            // is not trusted (never an event twice, never one out of order).
+            match cur.checked_add(d) {
+                Some(next) if d > 0 => cur = next,
+                _ => break,
+            }
             out.push(cur);
             (d, shift) = (0, 0);
         } else {
@@ -1815,6 +1822,14 @@ mod tests {
         // A truncated or overlong tail is ignored, never a panic.
         assert_eq!(posting_seqs(1, &[0x80]), vec![1]);
         assert_eq!(posting_seqs(1, &[0xff; 12]), vec![1]);
+        // A zero or overflowing delta ends the posting: no seq twice, none falling.
+        assert_eq!(posting_seqs(1, &[2, 0, 3]), vec![1, 3]);
+        let mut wrap = Vec::new();
+        push_varint(&mut wrap, u64::MAX);
+        assert_eq!(
+            posting_seqs(5, &[[1u8].as_slice(), &wrap, &[1]].concat()),
+            vec![5, 6]
+        );
     }
 
     #[test]
