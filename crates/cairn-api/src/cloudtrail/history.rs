@@ -943,10 +943,8 @@ impl History {
             Some(k)
         }
         const BATCH: usize = 100_000;
-        let mut moved = 0usize;
-        loop {
-            let tx = self.db.begin_write().map_err(err)?;
-            let n = {
+        let moved = self.in_batches(
+            |tx| {
                 let mut old_times = tx.open_table(REV_TIMES).map_err(err)?;
                 let mut old_attrs = tx.open_table(REV_ATTRS).map_err(err)?;
                 let mut times = tx.open_table(TIMES).map_err(err)?;
@@ -971,22 +969,42 @@ impl History {
                     }
                     n += 1;
                 }
-                n
-            };
-            if n == 0 {
+                Ok(n)
+            },
+            |tx| {
                 tx.delete_table(REV_TIMES).map_err(err)?;
                 tx.delete_table(REV_ATTRS).map_err(err)?;
-                tx.commit().map_err(err)?;
-                break;
-            }
-            tx.commit().map_err(err)?;
-            moved += n;
-        }
+                Ok(())
+            },
+        )?;
         tracing::info!(
             entries = moved,
             "event history index rewritten in time order"
         );
         Ok(())
+    }
+
+    /// Runs `batch` in one write transaction after another until it moves nothing, then
+    /// `finish` (dropping the old tables) in that last one. Each transaction commits the
+    /// entries it moved with their removal: a crash resumes where it stopped. Returns the
+    /// number moved.
+    fn in_batches(
+        &self,
+        mut batch: impl FnMut(&redb::WriteTransaction) -> Result<usize, String>,
+        finish: impl FnOnce(&redb::WriteTransaction) -> Result<(), String>,
+    ) -> Result<usize, String> {
+        let mut moved = 0;
+        loop {
+            let tx = self.db.begin_write().map_err(err)?;
+            let n = batch(&tx)?;
+            if n == 0 {
+                finish(&tx)?;
+                tx.commit().map_err(err)?;
+                return Ok(moved);
+            }
+            tx.commit().map_err(err)?;
+            moved += n;
+        }
     }
 
     /// Moves the attribute index of one entry per event and value into postings of one
@@ -996,10 +1014,8 @@ impl History {
             return Ok(());
         }
         const BATCH: usize = 100_000;
-        let mut moved = 0usize;
-        loop {
-            let tx = self.db.begin_write().map_err(err)?;
-            let n = {
+        let moved = self.in_batches(
+            |tx| {
                 let mut old = tx.open_table(ATTRS).map_err(err)?;
                 let mut postings = tx.open_table(POSTINGS).map_err(err)?;
                 let mut n = 0;
@@ -1010,16 +1026,10 @@ impl History {
                     postings.insert(k.value(), &[][..]).map_err(err)?;
                     n += 1;
                 }
-                n
-            };
-            if n == 0 {
-                tx.delete_table(ATTRS).map_err(err)?;
-                tx.commit().map_err(err)?;
-                break;
-            }
-            tx.commit().map_err(err)?;
-            moved += n;
-        }
+                Ok(n)
+            },
+            |tx| tx.delete_table(ATTRS).map(drop).map_err(err),
+        )?;
         tracing::info!(
             entries = moved,
             "event history attribute index moved into postings"
@@ -1746,16 +1756,30 @@ mod tests {
         assert_eq!(ids.len(), expect, "no event twice across pages");
     }
 
-    #[test]
-    fn the_newest_first_layout_is_rewritten_ascending() {
+    /// A fresh history with `n` events indexed, ten in each second up to now (pages of 7
+    /// end inside a second).
+    fn indexed_ten_a_second(
+        n: i64,
+    ) -> (
+        tempfile::TempDir,
+        Arc<Journal>,
+        Arc<History>,
+        Vec<EventRecord>,
+        DateTime<Utc>,
+    ) {
         let (dir, journal, h) = fresh();
         let now = Utc::now();
-        // Ten events in each second: pages end inside a second.
-        let recs: Vec<EventRecord> = (0..400)
-            .map(|i| event(i, now - Duration::seconds(40 - i / 10)))
+        let recs: Vec<EventRecord> = (0..n)
+            .map(|i| event(i, now - Duration::seconds(n / 10 - i / 10)))
             .collect();
         append_all(&journal, &recs);
         while h.step(1000).unwrap() > 0 {}
+        (dir, journal, h, recs, now)
+    }
+
+    #[test]
+    fn the_newest_first_layout_is_rewritten_ascending() {
+        let (dir, journal, h, recs, now) = indexed_ten_a_second(400);
         let queries = [
             query(vec![], now),
             query(vec![(3, "alice".into())], now),
@@ -1904,13 +1928,7 @@ mod tests {
 
     #[test]
     fn the_per_event_attribute_index_is_moved_into_postings() {
-        let (dir, journal, h) = fresh();
-        let now = Utc::now();
-        let recs: Vec<EventRecord> = (0..300)
-            .map(|i| event(i, now - Duration::seconds(30 - i / 10)))
-            .collect();
-        append_all(&journal, &recs);
-        while h.step(1000).unwrap() > 0 {}
+        let (dir, journal, h, recs, now) = indexed_ten_a_second(300);
         let queries = [
             query(vec![], now),
             query(vec![(3, "alice".into())], now),
