@@ -406,9 +406,11 @@ async fn respond(
     let head = request.method == "HEAD";
     // The request runs in a task of its own: a client that goes away cannot cancel it
     // halfway (a staged body left unnamed, an effect whose event is durable never made).
+    // Boxed: the handler's future holds every service's states (kilobytes), and a task moves
+    // its future into place and its stages around; a box moves a pointer.
     let handler = {
         let api = api.clone();
-        tokio::spawn(async move { edge::handle(&api, request).await })
+        tokio::spawn(Box::pin(async move { edge::handle(&api, request).await }))
     };
     let reply = match handler.await {
         Ok(r) => r,

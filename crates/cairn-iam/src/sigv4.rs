@@ -33,15 +33,11 @@ pub struct Request<'a> {
 }
 
 impl Request<'_> {
-    fn header_values(&self, name: &str) -> Vec<&str> {
+    fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
-            .collect()
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.header_values(name).into_iter().next()
     }
 }
 
@@ -414,37 +410,62 @@ fn cached_signing_key(auth: &Authorization, scope: &str, secret: &str) -> hmac::
 
 /// The canonical request of spec §4.1 for `auth`'s signed headers.
 pub fn canonical_request(req: &Request, auth: &Authorization) -> Result<String, AuthError> {
-    let mut headers = String::new();
-    for name in &auth.signed_headers {
-        let values = req.header_values(name);
-        if values.is_empty() {
-            return Err(malformed(format!("signed header {name} is not present")));
-        }
-        let joined: Vec<String> = values
-            .iter()
-            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect();
-        headers.push_str(&format!("{name}:{}\n", joined.join(",")));
-    }
     let payload = if req.s3 {
         match (req.header(X_AMZ_CONTENT_SHA256), auth.presigned()) {
-            (Some(v), _) => v.to_string(),
-            (None, true) => UNSIGNED_PAYLOAD.to_string(),
+            (Some(v), _) => v,
+            (None, true) => UNSIGNED_PAYLOAD,
             (None, false) => return Err(AuthError::MissingContentSha256),
         }
     } else {
         // Other services sign the hash of the body as received: a declared hash is never
         // trusted in its place (an unsigned header naming another body's hash would let a
         // signed request carry any body).
-        req.body_sha256.to_string()
+        req.body_sha256
     };
-    Ok(format!(
-        "{}\n{}\n{}\n{headers}\n{}\n{payload}",
-        req.method.to_ascii_uppercase(),
-        canonical_uri(req),
-        canonical_query(req.query, auth.presigned()),
-        auth.signed_headers.join(";"),
-    ))
+    // Written into one buffer (this runs for every request).
+    let mut out = String::with_capacity(512);
+    out.push_str(&req.method.to_ascii_uppercase());
+    out.push('\n');
+    out.push_str(&canonical_uri(req));
+    out.push('\n');
+    out.push_str(&canonical_query(req.query, auth.presigned()));
+    out.push('\n');
+    for name in &auth.signed_headers {
+        // `name:v1,v2\n`, each value's runs of whitespace as one space, trimmed.
+        out.push_str(name);
+        out.push(':');
+        let mut values = 0;
+        for (_, v) in req
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        {
+            if values > 0 {
+                out.push(',');
+            }
+            values += 1;
+            for (i, word) in v.split_whitespace().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                out.push_str(word);
+            }
+        }
+        if values == 0 {
+            return Err(malformed(format!("signed header {name} is not present")));
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+    for (i, name) in auth.signed_headers.iter().enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        out.push_str(name);
+    }
+    out.push('\n');
+    out.push_str(payload);
+    Ok(out)
 }
 
 /// Whether `s` is a hex SHA-256 (a declared payload hash, as opposed to a payload mode such
@@ -677,6 +698,90 @@ mod sign_tests {
             verify(&req, &auth, "secreT", now),
             Err(AuthError::SignatureMismatch)
         );
+    }
+}
+
+#[cfg(test)]
+mod canonical_tests {
+    use super::*;
+
+    fn auth(signed: &[&str]) -> Authorization {
+        Authorization {
+            access_key_id: "AKIDEXAMPLE".into(),
+            date: "20150830".into(),
+            region: "us-east-1".into(),
+            service: "iam".into(),
+            signed_headers: signed.iter().map(|h| h.to_string()).collect(),
+            signature: String::new(),
+            amz_date: "20150830T123600Z".into(),
+            expires: None,
+        }
+    }
+
+    /// The example of AWS's "Create a canonical request" documentation, byte for byte.
+    #[test]
+    fn the_documented_canonical_request() {
+        let headers = vec![
+            (
+                "Content-Type".to_string(),
+                "application/x-www-form-urlencoded; charset=utf-8".to_string(),
+            ),
+            ("Host".to_string(), "iam.amazonaws.com".to_string()),
+            ("X-Amz-Date".to_string(), "20150830T123600Z".to_string()),
+        ];
+        let empty = hex::encode(Sha256::digest(b""));
+        let req = Request {
+            method: "get",
+            path: "/",
+            query: "Version=2010-05-08&Action=ListUsers",
+            headers: &headers,
+            body_sha256: &empty,
+            s3: false,
+        };
+        assert_eq!(
+            canonical_request(&req, &auth(&["content-type", "host", "x-amz-date"])).unwrap(),
+            "GET\n/\nAction=ListUsers&Version=2010-05-08\n\
+             content-type:application/x-www-form-urlencoded; charset=utf-8\n\
+             host:iam.amazonaws.com\nx-amz-date:20150830T123600Z\n\n\
+             content-type;host;x-amz-date\n\
+             e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    /// As AWS's test suite (get-header-key-duplicate, get-header-value-trim): repeated
+    /// headers joined by commas in the order sent, runs of whitespace as one space, trimmed;
+    /// a signed header that is missing is refused.
+    #[test]
+    fn repeated_headers_and_whitespace() {
+        let headers = vec![
+            ("host".to_string(), "example.amazonaws.com".to_string()),
+            ("My-Header1".to_string(), "value2".to_string()),
+            ("my-header1".to_string(), "  value1 ".to_string()),
+            ("My-Header2".to_string(), "\"a   b \t  c\"".to_string()),
+            ("x-amz-date".to_string(), "20150830T123600Z".to_string()),
+        ];
+        let empty = hex::encode(Sha256::digest(b""));
+        let req = Request {
+            method: "GET",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body_sha256: &empty,
+            s3: false,
+        };
+        let signed = ["host", "my-header1", "my-header2", "x-amz-date"];
+        assert_eq!(
+            canonical_request(&req, &auth(&signed)).unwrap(),
+            format!(
+                "GET\n/\n\nhost:example.amazonaws.com\nmy-header1:value2,value1\n\
+                 my-header2:\"a b c\"\nx-amz-date:20150830T123600Z\n\n{}\n{empty}",
+                signed.join(";")
+            )
+        );
+        assert!(matches!(
+            canonical_request(&req, &auth(&["host", "my-header3"])),
+            Err(AuthError::Malformed(_))
+        ));
     }
 }
 
