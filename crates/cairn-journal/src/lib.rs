@@ -10,9 +10,13 @@
 //!   error; the partial batch is truncated away and the journal continues in a fresh segment,
 //!   so it keeps working once space returns. A failed `fdatasync` is never retried and then
 //!   acknowledged (fsyncgate).
-//! * **Recovery.** On open every segment is checked. A torn tail (a partial or bad record at
-//!   the end of the newest segment, with nothing valid after it) is truncated: it was never
-//!   acknowledged. So are the whole records before it that belong to the same append batch:
+//! * **Preallocated.** The active segment is filled with zeros ahead of its records, which
+//!   overwrite them: a sync writes data without a file system journal commit for a new size.
+//!   Readers stop at the durable end; a sealed segment is cut to its records.
+//! * **Recovery.** On open every segment is checked. A torn tail is truncated: it was never
+//!   acknowledged. That is a partial or bad record in the newest segment with nothing valid
+//!   after it, or one over a sector still all zeros with valid records only within the last
+//!   write's window ([`TORN_WINDOW`]: part of an unsynced write never reached the disk). So are the whole records before it that belong to the same append batch:
 //!   a batch (a request's event with the events it carries) is recovered whole or not at all. A bad record anywhere else is [`JournalError::Corrupt`]: reported, never
 //!   skipped.
 //! * **Consumers** keep durable cursors; a segment is deleted only once every registered
@@ -199,6 +203,9 @@ struct State {
     /// Records of the batch being written (taken out of `offsets`, not yet durable).
     writing: u64,
     segments: Vec<(u64, PathBuf)>,
+    /// The active segment (its first seq) and where its durable records end. Its file runs
+    /// on past that in preallocated zeros, which readers must not take for records.
+    active_end: (u64, u64),
     closed: bool,
 }
 
@@ -234,8 +241,9 @@ impl Journal {
             let path = segment::create(&dir, next_seq)?;
             segments.push((next_seq, path));
         }
-        let active_path = segments.last().map(|s| s.1.clone()).unwrap_or_default();
-        let active = OpenOptions::new().append(true).open(&active_path)?;
+        let (active_first, active_path) = segments.last().cloned().unwrap_or_default();
+        let active = OpenOptions::new().write(true).open(&active_path)?;
+        // Recovery leaves the active segment at its last whole batch: no zeros after it.
         let active_len = active.metadata()?.len();
         let shared = Arc::new(Shared {
             dir,
@@ -252,6 +260,7 @@ impl Journal {
                 next_seq,
                 writing: 0,
                 segments,
+                active_end: (active_first, active_len),
                 closed: false,
             }),
             wake_writer: Condvar::new(),
@@ -503,7 +512,35 @@ impl Drop for Journal {
 /// Largest batch buffer kept for the next batch (a burst's larger one is freed).
 const SPARE_MAX: usize = 4 << 20;
 
+/// The active segment is filled with zeros this far ahead of its records (in steps of this
+/// size). A batch then overwrites blocks the file already has, and its `fdatasync` writes
+/// data only; appending grew the file at every batch, and each sync also committed the
+/// file system's journal for the new size and blocks (measured here: ~25–35% of a sync's
+/// time, ~20% of its CPU, before the file system journal thread's own share).
+pub const PREALLOCATE: u64 = 4 << 20;
+
+/// The most bytes written between two syncs of the journal: after a crash, recovery takes
+/// a damaged frame followed by valid ones for a torn tail only within this distance.
+pub const TORN_WINDOW: usize = 1 << 20;
+
+/// Fills `file` with zeros from `from` up to `to`.
+fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
 fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
+    use std::os::unix::fs::FileExt;
+    let mut active_first = lock(&sh.state).active_end.0;
+    // How far the active segment's file runs (records, then zeros).
+    let mut allocated = active_len;
     loop {
         let (mut buf, mut offsets, slot, mut seq) = {
             let mut st = lock(&sh.state);
@@ -540,19 +577,45 @@ fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
         let mut new_segment = None;
         let outcome = (|| -> Result<()> {
             if active_len > 0 && active_len + buf.len() as u64 > sh.opts.segment_bytes {
+                // A sealed segment holds exactly its records: its zeros go first.
+                active.set_len(active_len)?;
+                active.sync_all()?;
                 let path = segment::create(&sh.dir, first_seq)?;
-                active = OpenOptions::new().append(true).open(&path)?;
+                active = OpenOptions::new().write(true).open(&path)?;
                 active_len = 0;
+                allocated = 0;
                 new_segment = Some((first_seq, path));
             }
             if let Some(f) = &sh.opts.faults {
                 f.before_write(buf.len())?;
             }
-            active.write_all(&buf)?;
-            if let Some(f) = &sh.opts.faults {
-                f.before_sync()?;
+            let end = active_len + buf.len() as u64;
+            if end > allocated {
+                // Never past the segment's size (it is closed there), and best effort: on a
+                // full disk the records still go in, the file growing with them as before.
+                let to =
+                    (end.div_ceil(PREALLOCATE) * PREALLOCATE).min(end.max(sh.opts.segment_bytes));
+                allocated = match zero_fill(&active, end, to) {
+                    Ok(()) => to,
+                    Err(_) => end,
+                };
             }
-            active.sync_data()?;
+            // A large batch goes to disk a window at a time, each synced before the next is
+            // written: a crash leaves at most one window unsynced, which is what recovery
+            // accepts as a torn tail (see `segment::recover`).
+            let mut at = 0;
+            loop {
+                let upto = (at + TORN_WINDOW).min(buf.len());
+                active.write_all_at(&buf[at..upto], active_len + at as u64)?;
+                if let Some(f) = &sh.opts.faults {
+                    f.before_sync()?;
+                }
+                active.sync_data()?;
+                if upto == buf.len() {
+                    break;
+                }
+                at = upto;
+            }
             Ok(())
         })();
         let outcome = match outcome {
@@ -570,7 +633,7 @@ fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
                     .map_err(JournalError::from)
                     .and_then(|_| {
                         let path = segment::create(&sh.dir, first_seq)?;
-                        let f = OpenOptions::new().append(true).open(&path)?;
+                        let f = OpenOptions::new().write(true).open(&path)?;
                         Ok((f, path))
                     });
                 match healed {
@@ -584,6 +647,7 @@ fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
                         }
                         active = f;
                         active_len = 0;
+                        allocated = 0;
                         new_segment = Some((first_seq, path));
                     }
                     Err(e2) => {
@@ -600,7 +664,10 @@ fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
                 st.segments.pop();
             }
             st.segments.push((s, p));
+            active_first = s;
         }
+        // Readers see the new end no later than the records below it.
+        st.active_end = (active_first, active_len);
         if matches!(outcome, BatchOutcome::Durable { .. }) {
             st.next_seq = first_seq + n;
         }

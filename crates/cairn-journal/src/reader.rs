@@ -3,7 +3,7 @@
 use crate::segment::{check_frame, FrameCheck};
 use crate::{lock, JournalError, Result, Shared, HEADER};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use std::sync::Arc;
 pub struct JournalReader {
     shared: Arc<Shared>,
     next: u64,
-    file: Option<(u64, PathBuf, BufReader<File>, u64)>,
+    file: Option<(u64, PathBuf, BufReader<Bounded>, u64)>,
     header: [u8; HEADER],
 }
 
@@ -53,7 +53,13 @@ impl JournalReader {
             None => true,
         };
         if reopen {
-            let mut r = BufReader::with_capacity(1 << 20, File::open(&path)?);
+            let bounded = Bounded {
+                shared: self.shared.clone(),
+                first,
+                file: File::open(&path)?,
+                pos: 0,
+            };
+            let mut r = BufReader::with_capacity(1 << 20, bounded);
             let mut off = 0u64;
             let mut seq = first;
             // Skip to the wanted record by walking headers.
@@ -108,5 +114,50 @@ impl JournalReader {
         }
         frame.drain(..HEADER);
         Ok(Some((seq, frame)))
+    }
+}
+
+/// A segment file read no further than its durable end. The active segment's file runs on in
+/// preallocated zeros (and a batch being written): a read-ahead must not buffer those and
+/// serve them later as records. A sealed segment holds exactly its records.
+pub(crate) struct Bounded {
+    shared: Arc<Shared>,
+    first: u64,
+    file: File,
+    pos: u64,
+}
+
+impl Read for Bounded {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let end = {
+            let st = lock(&self.shared.state);
+            if st.active_end.0 == self.first {
+                st.active_end.1
+            } else {
+                u64::MAX
+            }
+        };
+        let room = end.saturating_sub(self.pos).min(buf.len() as u64) as usize;
+        if room == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..room], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Bounded {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let pos = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(_) => None,
+        };
+        self.pos = pos.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "journal reader seek")
+        })?;
+        Ok(self.pos)
     }
 }

@@ -118,7 +118,11 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
                     }
                 }
                 FrameCheck::Bad(reason) => {
-                    if !last || valid_frame_after(&data, off + 1) {
+                    // The active segment's preallocated zeros: never written, nothing torn.
+                    if last && data[off..].iter().all(|&b| b == 0) {
+                        break;
+                    }
+                    if !last || !torn_write(&data, off) {
                         tracing::error!(segment = %path.display(), offset = off, %reason, "journal corruption");
                         return Err(JournalError::Corrupt {
                             segment: path.clone(),
@@ -134,9 +138,15 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
         // The newest segment ends inside a batch (torn, or cut after a record that said more
         // follow): the batch was never acknowledged; drop all of it.
         if last && whole.0 < data.len() {
-            let reason = torn.unwrap_or_else(|| "an append batch cut short".into());
-            tracing::warn!(segment = %path.display(), offset = whole.0, %reason,
-                dropped = data.len() - whole.0, "truncating torn journal tail");
+            if data[whole.0..].iter().all(|&b| b == 0) {
+                // Only the writer's zeros follow the last batch: the file is cut back to its
+                // records (the writer fills ahead again).
+                tracing::debug!(segment = %path.display(), offset = whole.0, "unused preallocation");
+            } else {
+                let reason = torn.unwrap_or_else(|| "an append batch cut short".into());
+                tracing::warn!(segment = %path.display(), offset = whole.0, %reason,
+                    dropped = data.len() - whole.0, "truncating torn journal tail");
+            }
             let f = OpenOptions::new().write(true).open(path)?;
             f.set_len(whole.0 as u64)?;
             f.sync_all()?;
@@ -146,21 +156,54 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
     Ok(Recovered { segments, next_seq })
 }
 
-/// Whether any complete, checksum-valid frame starts at or after `from`: if so, a bad frame
-/// before it is corruption in the middle of the log, not a torn tail.
-fn valid_frame_after(data: &[u8], from: usize) -> bool {
+/// Sector size of the zeros a torn write leaves: the writer preallocates with zeros, and a
+/// sector the crash kept from disk still holds them.
+const SECTOR: usize = 512;
+
+/// Whether the bad frame at `off` in the newest segment is what a crash during the last,
+/// unsynced write leaves, rather than corruption of records already acknowledged:
+/// - nothing valid follows it (a write cut short at the end), or
+/// - it lies over a sector still all zeros (part of the write never reached the disk), and
+///   every valid frame after it ends within [`crate::TORN_WINDOW`] (the most the writer
+///   writes between two syncs; a valid frame beyond was synced, so the damage before it
+///   is corruption).
+///
+/// A changed byte that leaves no zero sector (bit rot, a stray write) is corruption, as
+/// before preallocation.
+fn torn_write(data: &[u8], off: usize) -> bool {
+    let Some(last_end) = last_valid_frame_end(data, off + 1) else {
+        return true;
+    };
+    let extent = match data.get(off + 4..off + 8) {
+        Some(f) => {
+            let len = crate::frame_len(u32::from_le_bytes([f[0], f[1], f[2], f[3]]));
+            HEADER + len.min(crate::MAX_RECORD_BYTES)
+        }
+        None => HEADER,
+    };
+    let first = off.div_ceil(SECTOR) * SECTOR;
+    let zeroed = (first..off + extent).step_by(SECTOR).any(|s| {
+        data.get(s..s + SECTOR)
+            .is_some_and(|b| b.iter().all(|&x| x == 0))
+    });
+    zeroed && last_end <= off + crate::TORN_WINDOW
+}
+
+/// Where the furthest complete, checksum-valid frame starting at or after `from` ends.
+fn last_valid_frame_end(data: &[u8], from: usize) -> Option<usize> {
     let magic = MAGIC.to_le_bytes();
+    let mut end = None;
     let mut i = from;
     while i + HEADER <= data.len() {
         match data[i..].windows(4).position(|w| w == magic) {
             Some(p) => {
-                if matches!(check_frame(data, i + p, None), FrameCheck::Ok { .. }) {
-                    return true;
+                if let FrameCheck::Ok { len, .. } = check_frame(data, i + p, None) {
+                    end = Some(i + p + HEADER + len);
                 }
                 i += p + 1;
             }
-            None => return false,
+            None => break,
         }
     }
-    false
+    end
 }

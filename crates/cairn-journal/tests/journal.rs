@@ -12,6 +12,12 @@ fn read_all(j: &Journal, from: u64) -> Vec<(u64, Vec<u8>)> {
     out
 }
 
+/// Opens and closes the journal in `dir`: recovery cuts the active segment back to its
+/// records (the writer fills ahead with zeros), so a test sees the records alone.
+fn settle(dir: &std::path::Path) {
+    drop(Journal::open(dir, JournalOptions::default()).unwrap());
+}
+
 #[test]
 fn appended_records_read_back_in_order_after_reopen() {
     let d = tempfile::tempdir().unwrap();
@@ -83,6 +89,7 @@ fn torn_tail_is_truncated_and_acknowledged_records_survive() {
             j.append(&i.to_le_bytes()).unwrap();
         }
     }
+    settle(d.path());
     let seg = std::fs::read_dir(d.path())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -104,19 +111,23 @@ fn torn_tail_is_truncated_and_acknowledged_records_survive() {
 #[test]
 fn a_batch_cut_by_a_crash_is_dropped_whole() {
     let d = tempfile::tempdir().unwrap();
-    let (one, batch_at);
     {
         let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
         j.append(b"alone").unwrap();
-        one = std::fs::read_dir(d.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.extension().is_some_and(|e| e == "log"))
-            .unwrap();
-        batch_at = std::fs::metadata(&one).unwrap().len() as usize;
+    }
+    settle(d.path());
+    let one = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .unwrap();
+    let batch_at = std::fs::metadata(&one).unwrap().len() as usize;
+    {
+        let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
         j.append_batch(&[b"first of three", b"second of three", b"third of three"])
             .unwrap();
     }
+    settle(d.path());
     let whole = std::fs::read(&one).unwrap();
     // A crash after two whole records of the batch, or in its last one: the batch was never
     // acknowledged, and none of it may survive (a request's event without what it carries).
@@ -456,4 +467,141 @@ fn queued_end_counts_the_batch_being_written_and_the_queue_behind_it() {
     assert_eq!(futures::executor::block_on(second).unwrap(), 2..3);
     assert_eq!(j.next_seq(), 3);
     assert_eq!(j.queued_end(), 3);
+}
+
+fn only_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .unwrap()
+}
+
+fn kilobyte_record(i: u32) -> Vec<u8> {
+    format!("{{\"record\":{i},\"pad\":\"{}\"}}", "x".repeat(1000)).into_bytes()
+}
+
+#[test]
+fn the_active_segment_is_filled_ahead_and_readers_never_take_its_zeros_for_records() {
+    let d = tempfile::tempdir().unwrap();
+    let j = Arc::new(Journal::open(d.path(), JournalOptions::default()).unwrap());
+    // A reader that follows the writer: its read-ahead must stop where durable records end.
+    let follower = {
+        let j = j.clone();
+        std::thread::spawn(move || {
+            let mut r = j.reader(0).unwrap();
+            let mut got = 0u32;
+            while got < 300 {
+                match r.next_record().unwrap() {
+                    Some((seq, p)) => {
+                        assert_eq!(seq, got as u64);
+                        assert_eq!(p, kilobyte_record(got));
+                        got += 1;
+                    }
+                    None => std::thread::yield_now(),
+                }
+            }
+        })
+    };
+    for i in 0..300u32 {
+        j.append(&kilobyte_record(i)).unwrap();
+    }
+    follower.join().unwrap();
+    let seg = only_segment(d.path());
+    let len = std::fs::metadata(&seg).unwrap().len();
+    assert_eq!(len, PREALLOCATE, "zeros ahead of the records");
+    drop(j);
+    // Reopened: every record, and the file cut back to them (the zeros were never written).
+    let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
+    assert_eq!(read_all(&j, 0).len(), 300);
+    assert!(std::fs::metadata(&seg).unwrap().len() < len);
+    assert_eq!(j.append(b"next").unwrap(), 300);
+}
+
+/// Appends `n` records of about a kilobyte and returns the segment's bytes (records, then
+/// the zeros the writer filled ahead) and where each record starts.
+fn kilobyte_log(dir: &std::path::Path, n: u32) -> (std::path::PathBuf, Vec<u8>, Vec<usize>) {
+    let mut starts = vec![];
+    {
+        let j = Journal::open(dir, JournalOptions::default()).unwrap();
+        let mut at = 0;
+        for i in 0..n {
+            starts.push(at);
+            at += 20 + kilobyte_record(i).len();
+            j.append(&kilobyte_record(i)).unwrap();
+        }
+    }
+    let seg = only_segment(dir);
+    let data = std::fs::read(&seg).unwrap();
+    (seg, data, starts)
+}
+
+#[test]
+fn a_write_torn_over_preallocated_zeros_is_a_torn_tail() {
+    let d = tempfile::tempdir().unwrap();
+    let (seg, mut data, starts) = kilobyte_log(d.path(), 300);
+    // A crash kept one sector of the last write from disk; sectors after it got there.
+    let hole = (starts[280] + 600).div_ceil(512) * 512;
+    data[hole..hole + 512].fill(0);
+    std::fs::write(&seg, &data).unwrap();
+    let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
+    let recs = read_all(&j, 0);
+    // Everything before the damaged record survives; it and what follows were one
+    // unacknowledged write.
+    let damaged = starts.iter().rposition(|&s| s <= hole).unwrap();
+    assert_eq!(recs.len(), damaged);
+    assert_eq!(recs[damaged - 1].1, kilobyte_record(damaged as u32 - 1));
+    assert_eq!(j.append(b"next").unwrap(), damaged as u64);
+}
+
+#[test]
+fn zeros_or_changed_bytes_under_records_synced_since_are_corruption() {
+    // A zeroed sector with more than one write window of valid records after it: those were
+    // synced later, so the damage is to acknowledged records.
+    let d = tempfile::tempdir().unwrap();
+    let (seg, mut data, starts) = kilobyte_log(d.path(), 1500);
+    assert!(starts[1499] - starts[100] > TORN_WINDOW);
+    let hole = (starts[100] + 600).div_ceil(512) * 512;
+    data[hole..hole + 512].fill(0);
+    std::fs::write(&seg, &data).unwrap();
+    assert!(matches!(
+        Journal::open(d.path(), JournalOptions::default()),
+        Err(JournalError::Corrupt { .. })
+    ));
+    // A changed byte (no zero sector) in a record near the end: corruption too.
+    let d = tempfile::tempdir().unwrap();
+    let (seg, mut data, starts) = kilobyte_log(d.path(), 300);
+    data[starts[295] + 300] ^= 0x20;
+    std::fs::write(&seg, &data).unwrap();
+    assert!(matches!(
+        Journal::open(d.path(), JournalOptions::default()),
+        Err(JournalError::Corrupt { .. })
+    ));
+}
+
+struct CountSyncs(AtomicUsize);
+impl FaultInjector for CountSyncs {
+    fn before_sync(&self) -> io::Result<()> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_large_batch_is_synced_a_window_at_a_time() {
+    let d = tempfile::tempdir().unwrap();
+    let syncs = Arc::new(CountSyncs(AtomicUsize::new(0)));
+    let j = Journal::open(
+        d.path(),
+        JournalOptions {
+            faults: Some(syncs.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let big = vec![7u8; 3 << 20];
+    j.append_batch(&[&big, b"after"]).unwrap();
+    // Never more than one window written since the last sync: what a crash may tear.
+    assert!(syncs.0.load(Ordering::SeqCst) >= (3 << 20) / TORN_WINDOW);
+    assert_eq!(read_all(&j, 0)[1].1, b"after".to_vec());
 }
