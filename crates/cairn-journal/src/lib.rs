@@ -14,16 +14,18 @@
 //!   overwrite them: a sync writes data without a file system journal commit for a new size.
 //!   Readers stop at the durable end; a sealed segment is cut to its records.
 //! * **Recovery.** On open every segment is checked. A torn tail is truncated: it was never
-//!   acknowledged. That is a partial or bad record in the newest segment with nothing valid
-//!   after it, or one over a sector still all zeros with valid records only within the last
-//!   write's window ([`TORN_WINDOW`]: part of an unsynced write never reached the disk). So are the whole records before it that belong to the same append batch:
+//!   acknowledged. That is a bad record in the newest segment with nothing valid after it,
+//!   or with valid records after it that all belong to its own write: the first record of
+//!   each write (group-commit batch) is marked, and only the last write can be unsynced at a
+//!   crash (the disk may have kept any part of it, since it overwrites preallocated zeros). So are the whole records before it that belong to the same append batch:
 //!   a batch (a request's event with the events it carries) is recovered whole or not at all. A bad record anywhere else is [`JournalError::Corrupt`]: reported, never
 //!   skipped.
 //! * **Consumers** keep durable cursors; a segment is deleted only once every registered
 //!   consumer has passed it.
 //!
 //! Frame layout (little endian): `magic u32 | len u32 | seq u64 | crc32c u32 | payload`, the
-//! CRC covering `len`, `seq` and the payload. The top bit of `len` says more records of the
+//! CRC covering `len`, `seq` and the payload. The magic is `0xCA124A02` on the first record
+//! of a write, `0xCA124A01` on the others (older journals have only the latter). The top bit of `len` says more records of the
 //! same batch follow.
 
 mod reader;
@@ -38,6 +40,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 pub(crate) const MAGIC: u32 = 0xCA12_4A01;
+/// The magic of the first frame of each write (group-commit batch): recovery tells the last
+/// write, the only one a crash may leave unsynced, from the ones before it.
+pub(crate) const MAGIC_WRITE: u32 = 0xCA12_4A02;
 pub(crate) const HEADER: usize = 20;
 /// Set in a frame's length field when more records of the same append batch follow it.
 pub(crate) const MORE: u32 = 1 << 31;
@@ -519,10 +524,6 @@ const SPARE_MAX: usize = 4 << 20;
 /// time, ~20% of its CPU, before the file system journal thread's own share).
 pub const PREALLOCATE: u64 = 4 << 20;
 
-/// The most bytes written between two syncs of the journal: after a crash, recovery takes
-/// a damaged frame followed by valid ones for a torn tail only within this distance.
-pub const TORN_WINDOW: usize = 1 << 20;
-
 /// Fills `file` with zeros from `from` up to `to`.
 fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
@@ -563,6 +564,9 @@ fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
             (buf, offsets, slot, st.next_seq)
         };
         let first_seq = seq;
+        if let Some(&off) = offsets.first() {
+            buf[off..off + 4].copy_from_slice(&MAGIC_WRITE.to_le_bytes());
+        }
         for &off in &offsets {
             let len = frame_len(u32::from_le_bytes(
                 buf[off + 4..off + 8].try_into().unwrap_or_default(),
@@ -592,35 +596,30 @@ fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
             let end = active_len + buf.len() as u64;
             if end > allocated {
                 // Never past the segment's size (it is closed there), and best effort: on a
-                // full disk the records still go in, the file growing with them as before.
+                // full disk the zeros written are cut off again and the records go in as
+                // appends, as before.
                 let to =
                     (end.div_ceil(PREALLOCATE) * PREALLOCATE).min(end.max(sh.opts.segment_bytes));
-                allocated = match zero_fill(&active, end, to) {
-                    Ok(()) => to,
-                    Err(_) => end,
-                };
-            }
-            // A large batch goes to disk a window at a time, each synced before the next is
-            // written: a crash leaves at most one window unsynced, which is what recovery
-            // accepts as a torn tail (see `segment::recover`).
-            let mut at = 0;
-            loop {
-                let upto = (at + TORN_WINDOW).min(buf.len());
-                active.write_all_at(&buf[at..upto], active_len + at as u64)?;
-                if let Some(f) = &sh.opts.faults {
-                    f.before_sync()?;
+                match zero_fill(&active, end, to) {
+                    Ok(()) => allocated = to,
+                    Err(_) => {
+                        // Only zeros go: never below the records (`allocated` covers them).
+                        let _ = active.set_len(allocated);
+                    }
                 }
-                active.sync_data()?;
-                if upto == buf.len() {
-                    break;
-                }
-                at = upto;
             }
+            active.write_all_at(&buf, active_len)?;
+            if let Some(f) = &sh.opts.faults {
+                f.before_sync()?;
+            }
+            active.sync_data()?;
             Ok(())
         })();
         let outcome = match outcome {
             Ok(()) => {
                 active_len += buf.len() as u64;
+                // Records written where no zeros were (the fill failed) extend the file too.
+                allocated = allocated.max(active_len);
                 BatchOutcome::Durable { first_seq }
             }
             Err(e) => {

@@ -1,6 +1,6 @@
 //! Segment files: naming, creation, and recovery scanning.
 
-use crate::{frame_len, JournalError, Result, HEADER, MAGIC, MAX_RECORD_BYTES, MORE};
+use crate::{frame_len, JournalError, Result, HEADER, MAGIC, MAGIC_WRITE, MAX_RECORD_BYTES, MORE};
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -36,10 +36,12 @@ pub(crate) struct Recovered {
 
 /// Why a frame at some offset is not a valid record.
 pub(crate) enum FrameCheck {
-    /// `more`: further records of the same append batch follow this one.
+    /// `more`: further records of the same append batch follow this one; `write`: the first
+    /// record of a write (group-commit batch).
     Ok {
         len: usize,
         more: bool,
+        write: bool,
     },
     Bad(String),
 }
@@ -51,7 +53,7 @@ pub(crate) fn check_frame(data: &[u8], off: usize, expect: Option<u64>) -> Frame
     }
     let h = &data[off..off + HEADER];
     let magic = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-    if magic != MAGIC {
+    if magic != MAGIC && magic != MAGIC_WRITE {
         return FrameCheck::Bad("bad magic".into());
     }
     let field = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
@@ -77,6 +79,7 @@ pub(crate) fn check_frame(data: &[u8], off: usize, expect: Option<u64>) -> Frame
     FrameCheck::Ok {
         len,
         more: field & MORE != 0,
+        write: magic == MAGIC_WRITE,
     }
 }
 
@@ -108,9 +111,12 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
         // Where the last complete batch ends (offset, next sequence).
         let mut whole = (0usize, next_seq);
         let mut torn = None;
+        // Whether a write's first record was read: the segment marks its writes.
+        let mut marked = false;
         while off < data.len() {
             match check_frame(&data, off, Some(next_seq)) {
-                FrameCheck::Ok { len, more } => {
+                FrameCheck::Ok { len, more, write } => {
+                    marked |= write;
                     off += HEADER + len;
                     next_seq += 1;
                     if !more {
@@ -122,7 +128,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
                     if last && data[off..].iter().all(|&b| b == 0) {
                         break;
                     }
-                    if !last || !torn_write(&data, off) {
+                    if !last || !torn_write(&data, off, marked) {
                         tracing::error!(segment = %path.display(), offset = off, %reason, "journal corruption");
                         return Err(JournalError::Corrupt {
                             segment: path.clone(),
@@ -156,54 +162,46 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
     Ok(Recovered { segments, next_seq })
 }
 
-/// Sector size of the zeros a torn write leaves: the writer preallocates with zeros, and a
-/// sector the crash kept from disk still holds them.
-const SECTOR: usize = 512;
-
-/// Whether the bad frame at `off` in the newest segment is what a crash during the last,
-/// unsynced write leaves, rather than corruption of records already acknowledged:
-/// - nothing valid follows it (a write cut short at the end), or
-/// - it lies over a sector still all zeros (part of the write never reached the disk), and
-///   every valid frame after it ends within [`crate::TORN_WINDOW`] (the most the writer
-///   writes between two syncs; a valid frame beyond was synced, so the damage before it
-///   is corruption).
+/// Whether the bad frame at `off` in the newest segment is what a crash leaves, rather than
+/// damage to records already acknowledged. A crash can leave only the last write unsynced,
+/// and each write's first record is marked (`MAGIC_WRITE`):
+/// - nothing valid follows the bad frame (a write cut short at the end), or
+/// - valid records follow, but none starts a write, and the segment marks its writes (so
+///   they all belong to the write the bad frame is in: the last one, which the disk kept
+///   only in part — the journal overwrites preallocated zeros, so any of its sectors may
+///   have been lost).
 ///
-/// A changed byte that leaves no zero sector (bit rot, a stray write) is corruption, as
-/// before preallocation.
-fn torn_write(data: &[u8], off: usize) -> bool {
-    let Some(last_end) = last_valid_frame_end(data, off + 1) else {
-        return true;
-    };
-    let extent = match data.get(off + 4..off + 8) {
-        Some(f) => {
-            let len = crate::frame_len(u32::from_le_bytes([f[0], f[1], f[2], f[3]]));
-            HEADER + len.min(crate::MAX_RECORD_BYTES)
-        }
-        None => HEADER,
-    };
-    let first = off.div_ceil(SECTOR) * SECTOR;
-    let zeroed = (first..off + extent).step_by(SECTOR).any(|s| {
-        data.get(s..s + SECTOR)
-            .is_some_and(|b| b.iter().all(|&x| x == 0))
-    });
-    zeroed && last_end <= off + crate::TORN_WINDOW
+/// A bad frame with the start of a later write after it was synced before that write: it is
+/// corruption. (So is one in a segment from before writes were marked.)
+fn torn_write(data: &[u8], off: usize, marked: bool) -> bool {
+    match valid_frames_after(data, off + 1) {
+        None => true,
+        Some(later_write) => marked && !later_write,
+    }
 }
 
-/// Where the furthest complete, checksum-valid frame starting at or after `from` ends.
-fn last_valid_frame_end(data: &[u8], from: usize) -> Option<usize> {
-    let magic = MAGIC.to_le_bytes();
-    let mut end = None;
+/// Whether a complete, checksum-valid frame starts at or after `from` (`None`: none does), and
+/// if so whether one of them starts a write.
+fn valid_frames_after(data: &[u8], from: usize) -> Option<bool> {
+    let mut found = None;
     let mut i = from;
     while i + HEADER <= data.len() {
-        match data[i..].windows(4).position(|w| w == magic) {
+        let next = data[i..].windows(4).position(|w| {
+            let m = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            m == MAGIC || m == MAGIC_WRITE
+        });
+        match next {
             Some(p) => {
-                if let FrameCheck::Ok { len, .. } = check_frame(data, i + p, None) {
-                    end = Some(i + p + HEADER + len);
+                if let FrameCheck::Ok { write, .. } = check_frame(data, i + p, None) {
+                    if write {
+                        return Some(true);
+                    }
+                    found = Some(false);
                 }
                 i += p + 1;
             }
             None => break,
         }
     }
-    end
+    found
 }

@@ -518,17 +518,29 @@ fn the_active_segment_is_filled_ahead_and_readers_never_take_its_zeros_for_recor
     assert_eq!(j.append(b"next").unwrap(), 300);
 }
 
-/// Appends `n` records of about a kilobyte and returns the segment's bytes (records, then
-/// the zeros the writer filled ahead) and where each record starts.
-fn kilobyte_log(dir: &std::path::Path, n: u32) -> (std::path::PathBuf, Vec<u8>, Vec<usize>) {
+/// Appends `singles` records of about a kilobyte one by one (a write each), then `batch` more
+/// in one write, and returns the segment's bytes (records, then the zeros the writer filled
+/// ahead) and where each record starts.
+fn kilobyte_log(
+    dir: &std::path::Path,
+    singles: u32,
+    batch: u32,
+) -> (std::path::PathBuf, Vec<u8>, Vec<usize>) {
     let mut starts = vec![];
+    let mut at = 0;
     {
         let j = Journal::open(dir, JournalOptions::default()).unwrap();
-        let mut at = 0;
-        for i in 0..n {
+        for i in 0..singles + batch {
             starts.push(at);
             at += 20 + kilobyte_record(i).len();
-            j.append(&kilobyte_record(i)).unwrap();
+            if i < singles {
+                j.append(&kilobyte_record(i)).unwrap();
+            }
+        }
+        let rest: Vec<Vec<u8>> = (singles..singles + batch).map(kilobyte_record).collect();
+        let refs: Vec<&[u8]> = rest.iter().map(|r| r.as_slice()).collect();
+        if !refs.is_empty() {
+            j.append_batch(&refs).unwrap();
         }
     }
     let seg = only_segment(dir);
@@ -539,69 +551,54 @@ fn kilobyte_log(dir: &std::path::Path, n: u32) -> (std::path::PathBuf, Vec<u8>, 
 #[test]
 fn a_write_torn_over_preallocated_zeros_is_a_torn_tail() {
     let d = tempfile::tempdir().unwrap();
-    let (seg, mut data, starts) = kilobyte_log(d.path(), 300);
+    let (seg, mut data, starts) = kilobyte_log(d.path(), 250, 50);
     // A crash kept one sector of the last write from disk; sectors after it got there.
-    let hole = (starts[280] + 600).div_ceil(512) * 512;
+    let hole = (starts[262] + 600).div_ceil(512) * 512;
     data[hole..hole + 512].fill(0);
     std::fs::write(&seg, &data).unwrap();
     let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
+    // That write was never acknowledged: all of it goes, everything before it stays.
     let recs = read_all(&j, 0);
-    // Everything before the damaged record survives; it and what follows were one
-    // unacknowledged write.
-    let damaged = starts.iter().rposition(|&s| s <= hole).unwrap();
-    assert_eq!(recs.len(), damaged);
-    assert_eq!(recs[damaged - 1].1, kilobyte_record(damaged as u32 - 1));
-    assert_eq!(j.append(b"next").unwrap(), damaged as u64);
+    assert_eq!(recs.len(), 250);
+    assert_eq!(recs[249].1, kilobyte_record(249));
+    assert_eq!(j.append(b"next").unwrap(), 250);
 }
 
 #[test]
-fn zeros_or_changed_bytes_under_records_synced_since_are_corruption() {
-    // A zeroed sector with more than one write window of valid records after it: those were
-    // synced later, so the damage is to acknowledged records.
+fn damage_under_records_synced_since_is_corruption() {
+    // Zeros, as a lost sector leaves, under a record with later writes after it: that record
+    // was synced before them, so it was acknowledged.
     let d = tempfile::tempdir().unwrap();
-    let (seg, mut data, starts) = kilobyte_log(d.path(), 1500);
-    assert!(starts[1499] - starts[100] > TORN_WINDOW);
-    let hole = (starts[100] + 600).div_ceil(512) * 512;
+    let (seg, mut data, starts) = kilobyte_log(d.path(), 300, 0);
+    let hole = (starts[280] + 600).div_ceil(512) * 512;
     data[hole..hole + 512].fill(0);
     std::fs::write(&seg, &data).unwrap();
     assert!(matches!(
         Journal::open(d.path(), JournalOptions::default()),
         Err(JournalError::Corrupt { .. })
     ));
-    // A changed byte (no zero sector) in a record near the end: corruption too.
+    // A changed byte in the length of a record near the end (pointing it into the zeros
+    // after the records): corruption too.
     let d = tempfile::tempdir().unwrap();
-    let (seg, mut data, starts) = kilobyte_log(d.path(), 300);
-    data[starts[295] + 300] ^= 0x20;
+    let (seg, mut data, starts) = kilobyte_log(d.path(), 300, 0);
+    data[starts[298] + 6] ^= 0x10;
     std::fs::write(&seg, &data).unwrap();
     assert!(matches!(
         Journal::open(d.path(), JournalOptions::default()),
         Err(JournalError::Corrupt { .. })
     ));
-}
-
-struct CountSyncs(AtomicUsize);
-impl FaultInjector for CountSyncs {
-    fn before_sync(&self) -> io::Result<()> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
-
-#[test]
-fn a_large_batch_is_synced_a_window_at_a_time() {
+    // A segment from before writes were marked: damage with anything valid after it is
+    // corruption, as it always was.
     let d = tempfile::tempdir().unwrap();
-    let syncs = Arc::new(CountSyncs(AtomicUsize::new(0)));
-    let j = Journal::open(
-        d.path(),
-        JournalOptions {
-            faults: Some(syncs.clone()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let big = vec![7u8; 3 << 20];
-    j.append_batch(&[&big, b"after"]).unwrap();
-    // Never more than one window written since the last sync: what a crash may tear.
-    assert!(syncs.0.load(Ordering::SeqCst) >= (3 << 20) / TORN_WINDOW);
-    assert_eq!(read_all(&j, 0)[1].1, b"after".to_vec());
+    let (seg, mut data, starts) = kilobyte_log(d.path(), 0, 300);
+    for &s in &starts {
+        data[s..s + 4].copy_from_slice(&0xCA12_4A01u32.to_le_bytes());
+    }
+    let hole = (starts[280] + 600).div_ceil(512) * 512;
+    data[hole..hole + 512].fill(0);
+    std::fs::write(&seg, &data).unwrap();
+    assert!(matches!(
+        Journal::open(d.path(), JournalOptions::default()),
+        Err(JournalError::Corrupt { .. })
+    ));
 }
