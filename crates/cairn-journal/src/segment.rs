@@ -128,7 +128,15 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
                     if last && data[off..].iter().all(|&b| b == 0) {
                         break;
                     }
-                    if !last || !torn_write(&data, off, marked) {
+                    // The bad frame itself may start a write: its header survived (its magic says
+                    // so), or it is the segment's first frame in a file this version filled
+                    // with zeros ahead (the older journal never ends a segment in zeros).
+                    let starts_write = data.get(off..off + 4)
+                        == Some(&MAGIC_WRITE.to_le_bytes()[..])
+                        || (off == 0
+                            && data.len() >= 512
+                            && data[data.len() - 512..].iter().all(|&b| b == 0));
+                    if !last || !torn_write(&data, off, marked || starts_write) {
                         tracing::error!(segment = %path.display(), offset = off, %reason, "journal corruption");
                         return Err(JournalError::Corrupt {
                             segment: path.clone(),

@@ -565,6 +565,21 @@ fn a_write_torn_over_preallocated_zeros_is_a_torn_tail() {
 }
 
 #[test]
+fn a_segment_first_write_torn_at_its_first_record_is_a_torn_tail() {
+    // Its first record's header lost, or only its payload: either way the write it starts
+    // was never acknowledged.
+    for hole in [0usize, 512] {
+        let d = tempfile::tempdir().unwrap();
+        let (seg, mut data, _) = kilobyte_log(d.path(), 0, 50);
+        data[hole..hole + 512].fill(0);
+        std::fs::write(&seg, &data).unwrap();
+        let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
+        assert!(read_all(&j, 0).is_empty(), "hole at {hole}");
+        assert_eq!(j.append(b"next").unwrap(), 0);
+    }
+}
+
+#[test]
 fn damage_under_records_synced_since_is_corruption() {
     // Zeros, as a lost sector leaves, under a record with later writes after it: that record
     // was synced before them, so it was acknowledged.
