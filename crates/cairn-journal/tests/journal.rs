@@ -579,41 +579,36 @@ fn a_segment_first_write_torn_at_its_first_record_is_a_torn_tail() {
     }
 }
 
+/// A [`kilobyte_log`] changed by `damage` does not open: it is reported as corruption.
+fn opens_corrupt(singles: u32, batch: u32, damage: impl FnOnce(&mut Vec<u8>, &[usize])) {
+    let d = tempfile::tempdir().unwrap();
+    let (seg, mut data, starts) = kilobyte_log(d.path(), singles, batch);
+    damage(&mut data, &starts);
+    std::fs::write(&seg, &data).unwrap();
+    assert!(matches!(
+        Journal::open(d.path(), JournalOptions::default()),
+        Err(JournalError::Corrupt { .. })
+    ));
+}
+
 #[test]
 fn damage_under_records_synced_since_is_corruption() {
     // Zeros, as a lost sector leaves, under a record with later writes after it: that record
     // was synced before them, so it was acknowledged.
-    let d = tempfile::tempdir().unwrap();
-    let (seg, mut data, starts) = kilobyte_log(d.path(), 300, 0);
-    let hole = (starts[280] + 600).div_ceil(512) * 512;
-    data[hole..hole + 512].fill(0);
-    std::fs::write(&seg, &data).unwrap();
-    assert!(matches!(
-        Journal::open(d.path(), JournalOptions::default()),
-        Err(JournalError::Corrupt { .. })
-    ));
+    opens_corrupt(300, 0, |data, starts| {
+        let hole = (starts[280] + 600).div_ceil(512) * 512;
+        data[hole..hole + 512].fill(0);
+    });
     // A changed byte in the length of a record near the end (pointing it into the zeros
     // after the records): corruption too.
-    let d = tempfile::tempdir().unwrap();
-    let (seg, mut data, starts) = kilobyte_log(d.path(), 300, 0);
-    data[starts[298] + 6] ^= 0x10;
-    std::fs::write(&seg, &data).unwrap();
-    assert!(matches!(
-        Journal::open(d.path(), JournalOptions::default()),
-        Err(JournalError::Corrupt { .. })
-    ));
+    opens_corrupt(300, 0, |data, starts| data[starts[298] + 6] ^= 0x10);
     // A segment from before writes were marked: damage with anything valid after it is
     // corruption, as it always was.
-    let d = tempfile::tempdir().unwrap();
-    let (seg, mut data, starts) = kilobyte_log(d.path(), 0, 300);
-    for &s in &starts {
-        data[s..s + 4].copy_from_slice(&0xCA12_4A01u32.to_le_bytes());
-    }
-    let hole = (starts[280] + 600).div_ceil(512) * 512;
-    data[hole..hole + 512].fill(0);
-    std::fs::write(&seg, &data).unwrap();
-    assert!(matches!(
-        Journal::open(d.path(), JournalOptions::default()),
-        Err(JournalError::Corrupt { .. })
-    ));
+    opens_corrupt(0, 300, |data, starts| {
+        for &s in starts {
+            data[s..s + 4].copy_from_slice(&0xCA12_4A01u32.to_le_bytes());
+        }
+        let hole = (starts[280] + 600).div_ceil(512) * 512;
+        data[hole..hole + 512].fill(0);
+    });
 }
