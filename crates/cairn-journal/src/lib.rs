@@ -521,8 +521,11 @@ const SPARE_MAX: usize = 4 << 20;
 /// size). A batch then overwrites blocks the file already has, and its `fdatasync` writes
 /// data only; appending grew the file at every batch, and each sync also committed the
 /// file system's journal for the new size and blocks (measured here: ~25–35% of a sync's
-/// time, ~20% of its CPU, before the file system journal thread's own share).
-pub const PREALLOCATE: u64 = 4 << 20;
+/// time, ~20% of its CPU, before the file system journal thread's own share). 1 MiB: the
+/// commit it still costs comes once a MiB (against about a thousand syncs a second under
+/// load), while the zeros a running journal holds unused, and the fill one batch's sync
+/// carries, stay small (4 MiB took a disk-reserve test's whole margin).
+pub const PREALLOCATE: u64 = 1 << 20;
 
 /// Fills `file` with zeros from `from` up to `to`.
 fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
