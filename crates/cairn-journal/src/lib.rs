@@ -2,7 +2,7 @@
 //!
 //! * **Durable appends.** [`Journal::append`] returns only after the record is written and
 //!   `fdatasync`ed. Concurrent appends are group-committed: a single writer thread takes every
-//!   record queued since its last write, writes them with one `write` and one `fdatasync`, then
+//!   record queued since its last write, writes them with one `pwrite` and one `fdatasync`, then
 //!   wakes all of their callers.
 //! * **Bounded memory, back-pressure.** Queued bytes are capped ([`JournalOptions::max_pending_bytes`]);
 //!   appenders block while the queue is full.
@@ -17,16 +17,17 @@
 //!   acknowledged. That is a bad record in the newest segment with nothing valid after it,
 //!   or with valid records after it that all belong to its own write: the first record of
 //!   each write (group-commit batch) is marked, and only the last write can be unsynced at a
-//!   crash (the disk may have kept any part of it, since it overwrites preallocated zeros). So are the whole records before it that belong to the same append batch:
-//!   a batch (a request's event with the events it carries) is recovered whole or not at all. A bad record anywhere else is [`JournalError::Corrupt`]: reported, never
-//!   skipped.
+//!   crash (the disk may have kept any part of it, since it overwrites preallocated zeros).
+//!   So are the whole records before it that belong to the same append batch: a batch (a
+//!   request's event with the events it carries) is recovered whole or not at all. A bad
+//!   record anywhere else is [`JournalError::Corrupt`]: reported, never skipped.
 //! * **Consumers** keep durable cursors; a segment is deleted only once every registered
 //!   consumer has passed it.
 //!
 //! Frame layout (little endian): `magic u32 | len u32 | seq u64 | crc32c u32 | payload`, the
 //! CRC covering `len`, `seq` and the payload. The magic is `0xCA124A02` on the first record
-//! of a write, `0xCA124A01` on the others (older journals have only the latter). The top bit of `len` says more records of the
-//! same batch follow.
+//! of a write, `0xCA124A01` on the others (older journals have only the latter). The top bit
+//! of `len` says more records of the same batch follow.
 
 mod reader;
 mod segment;
