@@ -73,7 +73,7 @@ pub fn encode_audit_ids(ids: &AuditIds) -> Vec<u8> {
     out
 }
 
-/// `1 | u32 header length | header JSON | record JSON`.
+/// `1 | u32 header length | header | record JSON` (the header: [`HEADER_V1`], then postcard).
 pub fn encode_event(rec: &EventRecord) -> Vec<u8> {
     encode_event_json(rec, &rec.to_json())
 }
@@ -83,12 +83,12 @@ pub fn encode_event_json(rec: &EventRecord, json: &[u8]) -> Vec<u8> {
     encode_record(KIND_EVENT, None, rec, json)
 }
 
-/// `3 | u32 header length | header JSON | record JSON`: a request's record before its effect.
+/// `3 | u32 header length | header | record JSON`: a request's record before its effect.
 pub fn encode_pending(rec: &EventRecord) -> Vec<u8> {
     encode_record(KIND_PENDING, None, rec, &rec.to_json())
 }
 
-/// `4 | u64 pending position | u32 header length | header JSON | record JSON`: the final
+/// `4 | u64 pending position | u32 header length | header | record JSON`: the final
 /// record of the pending entry at `pending`.
 pub fn encode_resolved(pending: u64, rec: &EventRecord) -> Vec<u8> {
     encode_record(KIND_RESOLVED, Some(pending), rec, &rec.to_json())
@@ -99,19 +99,43 @@ fn encode_record(kind: u8, pending: Option<u64>, rec: &EventRecord, json: &[u8])
         facts: EventFacts::from(rec),
         time: rec.event_time.timestamp(),
     };
-    let h = serde_json::to_vec(&header).unwrap_or_default();
-    let mut out = Vec::with_capacity(13 + h.len() + json.len());
+    let mut out = Vec::with_capacity(256 + json.len());
     out.push(kind);
     if let Some(p) = pending {
         out.extend_from_slice(&p.to_le_bytes());
     }
-    out.extend_from_slice(&(h.len() as u32).to_le_bytes());
-    out.extend_from_slice(&h);
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.push(HEADER_V1);
+    // Writing into a Vec cannot fail, and the header has no map or unsized field that
+    // postcard could refuse.
+    let mut out = postcard::to_extend(&header, out).unwrap_or_default();
+    let n = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&n.to_le_bytes());
     out.extend_from_slice(json);
     out
 }
 
-/// Reads `u32 header length | header JSON | record JSON`.
+/// The first byte of a binary (postcard) header: the fields of [`EventHeader`] in order. A
+/// header that begins with `{` is JSON, as every header was before; both are read. A change
+/// to the header's fields takes a new version byte (postcard is not self-describing).
+const HEADER_V1: u8 = 0x01;
+
+fn decode_header(h: &[u8]) -> std::result::Result<EventHeader, String> {
+    match h.first() {
+        Some(&HEADER_V1) => postcard::from_bytes(&h[1..]).map_err(|e| e.to_string()),
+        Some(b'{') => serde_json::from_slice(h).map_err(|e| e.to_string()),
+        _ => Err("unknown event header format".into()),
+    }
+}
+
+/// Whether a journal entry is an [`AuditIds`] record, read from its kind alone (consumers
+/// that want only these skip every other entry without decoding it).
+pub fn is_audit_ids(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&KIND_AUDIT_IDS)
+}
+
+/// Reads `u32 header length | header | record JSON`.
 fn decode_record(bytes: &[u8]) -> Result<(EventHeader, Vec<u8>)> {
     let bad = |m: &str| TrailError::Entry(m.to_string());
     let n = bytes.get(0..4).ok_or_else(|| bad("short event"))?;
@@ -119,7 +143,7 @@ fn decode_record(bytes: &[u8]) -> Result<(EventHeader, Vec<u8>)> {
     let h = bytes
         .get(4..4 + n)
         .ok_or_else(|| bad("short event header"))?;
-    let header: EventHeader = serde_json::from_slice(h).map_err(|e| bad(&e.to_string()))?;
+    let header = decode_header(h).map_err(|e| bad(&e))?;
     Ok((header, bytes[4 + n..].to_vec()))
 }
 
@@ -157,5 +181,121 @@ pub fn decode(bytes: &[u8]) -> Result<Entry> {
             serde_json::from_slice(&bytes[1..]).map_err(|e| bad(&e.to_string()))?,
         )),
         _ => Err(bad("unknown entry kind")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_record::builder;
+    use cairn_record::record::Resource;
+
+    fn record() -> EventRecord {
+        let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default();
+        let who = builder::iam_user_identity("123456789012", "alice", "AIDAEXAMPLE", "AKIAEX");
+        let mut r = builder::s3_object(
+            "PutObject",
+            "eu-west-1",
+            at,
+            who,
+            "123456789012",
+            "logs",
+            "a/b",
+            "logs.s3.amazonaws.com",
+        );
+        r.session_credential_from_console = Some("true".into());
+        r.resources.get_or_insert_with(Vec::new).push(Resource {
+            account_id: None,
+            resource_type: "AWS::S3::Object".into(),
+            arn: None,
+            arn_prefix: Some("arn:aws:s3:::logs/a/".into()),
+        });
+        r
+    }
+
+    fn facts_of(e: &Entry) -> (&EventHeader, &[u8]) {
+        match e {
+            Entry::Event { header, json }
+            | Entry::Pending { header, json }
+            | Entry::Resolved { header, json, .. } => (header, json),
+            _ => panic!("not a record entry"),
+        }
+    }
+
+    #[test]
+    fn record_entries_round_trip_with_a_binary_header() {
+        let rec = record();
+        let json = rec.to_json();
+        for bytes in [
+            encode_event(&rec),
+            encode_pending(&rec),
+            encode_resolved(77, &rec),
+        ] {
+            let e = decode(&bytes).expect("decodes");
+            if let Entry::Resolved { pending, .. } = &e {
+                assert_eq!(*pending, 77);
+            }
+            let (h, j) = facts_of(&e);
+            assert_eq!(h.facts, EventFacts::from(&rec));
+            assert!(h.facts.resources.iter().any(|r| r.2), "a prefix resource");
+            assert_eq!(h.time, rec.event_time.timestamp());
+            assert_eq!(j, &json[..]);
+            // The header is binary, behind its version byte.
+            let at = if bytes[0] == KIND_RESOLVED { 9 } else { 1 };
+            assert_eq!(bytes[at + 4], HEADER_V1);
+        }
+    }
+
+    #[test]
+    fn entries_with_a_json_header_are_still_read() {
+        let rec = record();
+        let header = EventHeader {
+            facts: EventFacts::from(&rec),
+            time: rec.event_time.timestamp(),
+        };
+        let h = serde_json::to_vec(&header).unwrap_or_default();
+        let mut old = vec![KIND_RESOLVED];
+        old.extend_from_slice(&5u64.to_le_bytes());
+        old.extend_from_slice(&(h.len() as u32).to_le_bytes());
+        old.extend_from_slice(&h);
+        old.extend_from_slice(&rec.to_json());
+        let e = decode(&old).expect("an old entry decodes");
+        let (got, j) = facts_of(&e);
+        assert_eq!(got.facts, header.facts);
+        assert_eq!(got.time, header.time);
+        assert_eq!(j, &rec.to_json()[..]);
+    }
+
+    #[test]
+    fn a_damaged_header_is_refused_not_misread() {
+        let bytes = encode_event(&record());
+        let n = u32::from_le_bytes(bytes[1..5].try_into().unwrap_or_default()) as usize;
+        // An unknown version byte.
+        let mut b = bytes.clone();
+        b[5] = 0x02;
+        assert!(decode(&b).is_err());
+        // A header cut short inside a field.
+        let mut b = vec![KIND_EVENT];
+        b.extend_from_slice(&((n / 2) as u32).to_le_bytes());
+        b.extend_from_slice(&bytes[5..5 + n / 2]);
+        assert!(decode(&b).is_err());
+        // A length past the end.
+        let mut b = bytes.clone();
+        b[1..5].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+        assert!(decode(&b).is_err());
+    }
+
+    #[test]
+    fn audit_ids_are_known_by_their_kind_alone() {
+        let ids = AuditIds {
+            channel: "arn:aws:cloudtrail:eu-west-1:123456789012:channel/c".into(),
+            time: 1,
+            ids: vec![("a".into(), "b".into())],
+        };
+        let bytes = encode_audit_ids(&ids);
+        assert!(is_audit_ids(&bytes));
+        assert!(matches!(decode(&bytes), Ok(Entry::AuditIds(m)) if m == ids));
+        assert!(!is_audit_ids(&encode_event(&record())));
+        assert!(!is_audit_ids(&[]));
     }
 }

@@ -233,6 +233,9 @@ impl AuditIds {
                 break;
             };
             n += 1;
+            if !entry::is_audit_ids(&bytes) {
+                continue;
+            }
             if let Ok(Entry::AuditIds(m)) = entry::decode(&bytes) {
                 marks.push(m);
             }
