@@ -145,7 +145,8 @@ async fn to_request(
     };
     // A request that cannot authenticate is answered without reading its body: nobody
     // without a valid key makes cairn buffer anything.
-    match edge::preauthenticate(api, &request) {
+    let presented = edge::presented(&request);
+    match edge::preauthenticate(api, &request, &presented) {
         edge::Preauth::Refused => {
             request.body_unread = true;
             return request;
@@ -158,7 +159,8 @@ async fn to_request(
         request.body_stream = Some(edge::BodyStream::new(body));
         return request;
     }
-    let limit = edge::body_limit(api, &request);
+    let scope = presented.as_ref().ok().map(|a| a.service.as_str());
+    let limit = edge::body_limit(api, &request, scope);
     match read_body(api, body, &request, limit).await {
         Ok(b) => request.body = b,
         Err(p) => request.body_problem = Some(p),

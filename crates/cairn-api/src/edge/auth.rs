@@ -57,23 +57,32 @@ pub enum Preauth {
 /// region or clock, or (S3, whose signature covers the declared payload hash, not the body) a
 /// wrong signature. The listener then answers without reading the body, so nobody without a
 /// valid key (and, for S3, a valid signature) can make cairn buffer one.
-pub fn preauthenticate(api: &Api, req: &HttpRequest) -> Preauth {
-    match preauth(api, req) {
+/// `presented` is [`presented`]`(req)`, read once by the caller.
+pub fn preauthenticate(
+    api: &Api,
+    req: &HttpRequest,
+    presented: &Result<sigv4::Authorization, AuthError>,
+) -> Preauth {
+    match preauth(api, req, presented) {
         None => Preauth::Refused,
         Some(true) => Preauth::SignatureValid,
         Some(false) => Preauth::NeedsBody,
     }
 }
 
-fn preauth(api: &Api, req: &HttpRequest) -> Option<bool> {
+fn preauth(
+    api: &Api,
+    req: &HttpRequest,
+    presented: &Result<sigv4::Authorization, AuthError>,
+) -> Option<bool> {
     let now = api.clock.now();
-    let scope = presented(req).ok().map(|a| a.service);
-    let service = service_for(req, scope.as_deref()).ok()?;
+    let scope = presented.as_ref().ok().map(|a| a.service.as_str());
+    let service = service_for(req, scope).ok()?;
     if let Some(v2) = sigv2(service, req) {
         return authenticate_v2(api, req, v2, now).ok().map(|_| false);
     }
     let parse_req = signed_view(req);
-    let auth = sigv4::parse(&parse_req).ok()?;
+    let auth = presented.as_ref().ok()?;
     if auth.service != service.signing_name() || !api.opts.regions.contains(&auth.region) {
         return None;
     }
@@ -83,22 +92,28 @@ fn preauth(api: &Api, req: &HttpRequest) -> Option<bool> {
         s3: protocol == Protocol::S3,
         ..parse_req
     };
-    sigv4::check_headers(&sreq, &auth, now).ok()?;
+    sigv4::check_headers(&sreq, auth, now).ok()?;
     if sigv4::signature_needs_body(&sreq) {
         return Some(false);
     }
-    sigv4::check_signature(&sreq, &auth, &secret).ok()?;
+    sigv4::check_signature(&sreq, auth, &secret).ok()?;
     Some(true)
 }
 
 /// The largest body a request to this service may have: S3 objects up to `max_body_bytes`,
 /// API calls (JSON, query, REST-JSON) up to `max_api_body_bytes`.
-pub fn body_limit(api: &Api, req: &HttpRequest) -> usize {
-    let scope = presented(req).ok().map(|a| a.service);
-    match service_for(req, scope.as_deref()).map(|s| s.protocol()) {
-        Ok(Protocol::S3) => api.opts.max_body_bytes,
+/// `scope` is the service of the request's presented credential, if it has one.
+pub fn body_limit(api: &Api, req: &HttpRequest, scope: Option<&str>) -> usize {
+    let protocol = service_for(req, scope).map(|s| s.protocol()).ok();
+    protocol_body_limit(api, protocol)
+}
+
+/// [`body_limit`] once the request's protocol is known (`None`: no service claims it).
+pub fn protocol_body_limit(api: &Api, protocol: Option<Protocol>) -> usize {
+    match protocol {
+        Some(Protocol::S3) => api.opts.max_body_bytes,
         // DynamoDB takes up to 16 MB in one call (BatchWriteItem).
-        Ok(Protocol::Json10) => (16 << 20) + (64 << 10),
+        Some(Protocol::Json10) => (16 << 20) + (64 << 10),
         _ => api.opts.max_api_body_bytes.min(api.opts.max_body_bytes),
     }
 }

@@ -340,7 +340,7 @@ fn precheck(api: &Api, req: &HttpRequest, protocol: Protocol) -> Result<(), ApiE
         }
     }
     // Bodies handed in whole (not through the listener) are held to the same limit.
-    let limit = body_limit(api, req);
+    let limit = auth::protocol_body_limit(api, Some(protocol));
     if req.body.len() > limit {
         let mut r = req.clone();
         r.body = Bytes::new();
