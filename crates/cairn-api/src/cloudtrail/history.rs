@@ -444,6 +444,11 @@ struct OpenBlock {
     stored: Vec<u8>,
 }
 
+/// libdeflate's level for history blocks. On records, level 1 compresses ~1.7× faster
+/// than level 4 (measured: 410–440 against ~250 MB/s) for blocks ~7% larger; the indexer
+/// compresses every event once, which was about a third of its CPU at level 4.
+const BLOCK_LEVEL: i32 = 1;
+
 impl OpenBlock {
     fn empty(id: u64) -> OpenBlock {
         OpenBlock {
@@ -453,7 +458,7 @@ impl OpenBlock {
             max_time: 0,
             stored_max: None,
             deflate: libdeflater::Compressor::new(
-                libdeflater::CompressionLvl::new(4).unwrap_or_default(),
+                libdeflater::CompressionLvl::new(BLOCK_LEVEL).unwrap_or_default(),
             ),
             stored: Vec::new(),
         }
