@@ -11,7 +11,20 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 pub struct Meta {
     db: Database,
+    cache: std::sync::Mutex<Cache>,
 }
+
+/// The values `get` read last (absent ones too: most trails have no CloudWatch Logs target,
+/// and GetTrailStatus asks on every call). Every write empties it and moves `generation`, and
+/// a read that began before a write does not fill it, so it never answers older than the
+/// table. Bounded: emptied when full (keys can come from clients).
+#[derive(Default)]
+struct Cache {
+    generation: u64,
+    values: std::collections::HashMap<String, Option<std::sync::Arc<[u8]>>>,
+}
+
+const CACHE_ENTRIES: usize = 4096;
 
 impl Meta {
     pub fn open(path: &Path) -> Result<Meta, String> {
@@ -19,7 +32,10 @@ impl Meta {
         let tx = db.begin_write().map_err(|e| e.to_string())?;
         tx.open_table(META).map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;
-        Ok(Meta { db })
+        Ok(Meta {
+            db,
+            cache: Default::default(),
+        })
     }
 
     /// The database, for tables of their own (the audit-id index).
@@ -27,26 +43,68 @@ impl Meta {
         &self.db
     }
 
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ApiError> {
-        let tx = self.db.begin_read().map_err(ApiError::internal)?;
-        let t = tx.open_table(META).map_err(ApiError::internal)?;
-        match t.get(key).map_err(ApiError::internal)? {
-            Some(v) => Ok(Some(
-                serde_json::from_slice(v.value()).map_err(ApiError::internal)?,
-            )),
-            None => Ok(None),
+        self.read_through(key, || {})?
+            .map(|b| serde_json::from_slice(&b).map_err(ApiError::internal))
+            .transpose()
+    }
+
+    /// `key`'s stored bytes, from the cache or the table; `between` runs after a table read
+    /// and before the cache is filled with it (a test's write goes there).
+    fn read_through(
+        &self,
+        key: &str,
+        between: impl FnOnce(),
+    ) -> Result<Option<std::sync::Arc<[u8]>>, ApiError> {
+        let generation = {
+            let c = self.cache();
+            if let Some(v) = c.values.get(key) {
+                return Ok(v.clone());
+            }
+            c.generation
+        };
+        let value: Option<std::sync::Arc<[u8]>> = {
+            let tx = self.db.begin_read().map_err(ApiError::internal)?;
+            let t = tx.open_table(META).map_err(ApiError::internal)?;
+            t.get(key)
+                .map_err(ApiError::internal)?
+                .map(|v| v.value().into())
+        };
+        between();
+        let mut c = self.cache();
+        if c.generation == generation {
+            if c.values.len() >= CACHE_ENTRIES {
+                c.values.clear();
+            }
+            c.values.insert(key.to_string(), value.clone());
         }
+        Ok(value)
+    }
+
+    /// After every write, committed or not: nothing read before it is answered again.
+    fn written(&self) {
+        let mut c = self.cache();
+        c.generation += 1;
+        c.values.clear();
     }
 
     pub fn put<T: Serialize>(&self, key: &str, v: &T) -> Result<(), ApiError> {
         let bytes = serde_json::to_vec(v).map_err(ApiError::internal)?;
-        let tx = self.db.begin_write().map_err(ApiError::internal)?;
-        {
-            let mut t = tx.open_table(META).map_err(ApiError::internal)?;
-            t.insert(key, bytes.as_slice())
-                .map_err(ApiError::internal)?;
-        }
-        tx.commit().map_err(ApiError::internal)
+        let put = (|| {
+            let tx = self.db.begin_write().map_err(ApiError::internal)?;
+            {
+                let mut t = tx.open_table(META).map_err(ApiError::internal)?;
+                t.insert(key, bytes.as_slice())
+                    .map_err(ApiError::internal)?;
+            }
+            tx.commit().map_err(ApiError::internal)
+        })();
+        self.written();
+        put
     }
 
     pub fn delete(&self, key: &str) -> Result<(), ApiError> {
@@ -61,6 +119,12 @@ impl Meta {
     /// Deletes `keys` and, when `prefix` is not empty, every key starting with it, in one
     /// transaction.
     pub fn delete_all_under(&self, keys: &[&str], prefix: &str) -> Result<(), ApiError> {
+        let deleted = self.remove_under(keys, prefix);
+        self.written();
+        deleted
+    }
+
+    fn remove_under(&self, keys: &[&str], prefix: &str) -> Result<(), ApiError> {
         let tx = self.db.begin_write().map_err(ApiError::internal)?;
         {
             let mut t = tx.open_table(META).map_err(ApiError::internal)?;
@@ -101,5 +165,64 @@ impl Meta {
             ));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_follow_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("meta.redb")).unwrap();
+        assert_eq!(m.get::<String>("a").unwrap(), None);
+        m.put("a", &"one").unwrap();
+        assert_eq!(m.get::<String>("a").unwrap().as_deref(), Some("one"));
+        assert_eq!(m.get::<String>("a").unwrap().as_deref(), Some("one"));
+        m.put("a", &"two").unwrap();
+        assert_eq!(m.get::<String>("a").unwrap().as_deref(), Some("two"));
+        m.put("p/1", &"x").unwrap();
+        assert_eq!(m.get::<String>("p/1").unwrap().as_deref(), Some("x"));
+        m.delete_all_under(&["a"], "p/").unwrap();
+        assert_eq!(m.get::<String>("a").unwrap(), None);
+        assert_eq!(m.get::<String>("p/1").unwrap(), None);
+        m.put("a", &"three").unwrap();
+        assert_eq!(m.get::<String>("a").unwrap().as_deref(), Some("three"));
+        // A value of the wrong shape is an error, cached or not.
+        assert!(m.get::<u32>("a").is_err());
+        assert!(m.get::<u32>("a").is_err());
+    }
+
+    #[test]
+    fn a_read_that_began_before_a_write_does_not_fill_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("meta.redb")).unwrap();
+        m.put("a", &"old").unwrap();
+        // The table is read, then a write lands before the read fills the cache.
+        let seen = m.read_through("a", || m.put("a", &"new").unwrap()).unwrap();
+        assert_eq!(seen.as_deref(), Some(&b"\"old\""[..]));
+        assert_eq!(m.get::<String>("a").unwrap().as_deref(), Some("new"));
+        // The same for a key that was absent.
+        let seen = m
+            .read_through("b", || m.put("b", &"made").unwrap())
+            .unwrap();
+        assert_eq!(seen, None);
+        assert_eq!(m.get::<String>("b").unwrap().as_deref(), Some("made"));
+        // A write elsewhere empties the cache; then a delete lands between read and fill.
+        m.put("c", &"other").unwrap();
+        let seen = m.read_through("b", || m.delete("b").unwrap()).unwrap();
+        assert!(seen.is_some());
+        assert_eq!(m.get::<String>("b").unwrap(), None);
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("meta.redb")).unwrap();
+        for i in 0..CACHE_ENTRIES * 2 + 3 {
+            assert_eq!(m.get::<String>(&format!("k{i}")).unwrap(), None);
+            assert!(m.cache().values.len() <= CACHE_ENTRIES);
+        }
     }
 }
