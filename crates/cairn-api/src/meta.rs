@@ -15,9 +15,10 @@ pub struct Meta {
 }
 
 /// The values `get` read last (absent ones too: most trails have no CloudWatch Logs target,
-/// and GetTrailStatus asks on every call). Every write empties it and moves `generation`, and
-/// a read that began before a write does not fill it, so it never answers older than the
-/// table. Bounded: emptied when full (keys can come from clients).
+/// and GetTrailStatus asks on every call). Every write drops the keys it wrote and moves
+/// `generation`, and a read that began before a write does not fill it, so it never answers
+/// older than the table. Bounded in entries and in each entry's size, and emptied when full
+/// (keys can come from clients).
 #[derive(Default)]
 struct Cache {
     generation: u64,
@@ -25,6 +26,9 @@ struct Cache {
 }
 
 const CACHE_ENTRIES: usize = 4096;
+/// Larger entries (key and value) are read from the table every time: a client can make a
+/// read of a key it chose (a bucket's name), so the cache holds at most 4,096 × 1 KiB.
+const CACHE_ITEM_BYTES: usize = 1024;
 
 impl Meta {
     pub fn open(path: &Path) -> Result<Meta, String> {
@@ -75,8 +79,9 @@ impl Meta {
                 .map(|v| v.value().into())
         };
         between();
+        let size = key.len() + value.as_ref().map_or(0, |v| v.len());
         let mut c = self.cache();
-        if c.generation == generation {
+        if c.generation == generation && size <= CACHE_ITEM_BYTES {
             if c.values.len() >= CACHE_ENTRIES {
                 c.values.clear();
             }
@@ -85,11 +90,18 @@ impl Meta {
         Ok(value)
     }
 
-    /// After every write, committed or not: nothing read before it is answered again.
-    fn written(&self) {
+    /// After every write, committed or not: the keys it wrote (`keys`, and every key under
+    /// `prefix` when that is not empty) are read from the table again, and no read that
+    /// began before it fills the cache.
+    fn written(&self, keys: &[&str], prefix: &str) {
         let mut c = self.cache();
         c.generation += 1;
-        c.values.clear();
+        for k in keys {
+            c.values.remove(*k);
+        }
+        if !prefix.is_empty() {
+            c.values.retain(|k, _| !k.starts_with(prefix));
+        }
     }
 
     pub fn put<T: Serialize>(&self, key: &str, v: &T) -> Result<(), ApiError> {
@@ -103,7 +115,7 @@ impl Meta {
             }
             tx.commit().map_err(ApiError::internal)
         })();
-        self.written();
+        self.written(&[key], "");
         put
     }
 
@@ -120,7 +132,7 @@ impl Meta {
     /// transaction.
     pub fn delete_all_under(&self, keys: &[&str], prefix: &str) -> Result<(), ApiError> {
         let deleted = self.remove_under(keys, prefix);
-        self.written();
+        self.written(keys, prefix);
         deleted
     }
 
@@ -209,11 +221,32 @@ mod tests {
             .unwrap();
         assert_eq!(seen, None);
         assert_eq!(m.get::<String>("b").unwrap().as_deref(), Some("made"));
-        // A write elsewhere empties the cache; then a delete lands between read and fill.
-        m.put("c", &"other").unwrap();
+        // A write of the key drops it from the cache; then a delete lands between the
+        // table read and the fill.
+        m.put("b", &"again").unwrap();
         let seen = m.read_through("b", || m.delete("b").unwrap()).unwrap();
         assert!(seen.is_some());
         assert_eq!(m.get::<String>("b").unwrap(), None);
+    }
+
+    #[test]
+    fn a_write_keeps_other_keys_cached_and_drops_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("meta.redb")).unwrap();
+        m.put("a", &"1").unwrap();
+        m.put("p/x", &"2").unwrap();
+        m.put("q", &"3").unwrap();
+        for k in ["a", "p/x", "q"] {
+            m.get::<String>(k).unwrap();
+        }
+        m.put("a", &"4").unwrap();
+        assert!(!m.cache().values.contains_key("a"));
+        assert!(m.cache().values.contains_key("q"));
+        m.delete_all_under(&["q"], "p/").unwrap();
+        assert!(m.cache().values.is_empty());
+        assert_eq!(m.get::<String>("a").unwrap().as_deref(), Some("4"));
+        assert_eq!(m.get::<String>("p/x").unwrap(), None);
+        assert_eq!(m.get::<String>("q").unwrap(), None);
     }
 
     #[test]
@@ -224,5 +257,14 @@ mod tests {
             assert_eq!(m.get::<String>(&format!("k{i}")).unwrap(), None);
             assert!(m.cache().values.len() <= CACHE_ENTRIES);
         }
+        // A key a client could make long is not kept, nor is a large value.
+        m.put("c", &"other").unwrap();
+        let long = "b".repeat(CACHE_ITEM_BYTES + 1);
+        assert_eq!(m.get::<String>(&long).unwrap(), None);
+        assert!(!m.cache().values.contains_key(&long));
+        let big = "v".repeat(CACHE_ITEM_BYTES);
+        m.put("big", &big).unwrap();
+        assert_eq!(m.get::<String>("big").unwrap(), Some(big));
+        assert!(!m.cache().values.contains_key("big"));
     }
 }
