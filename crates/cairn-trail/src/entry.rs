@@ -104,14 +104,12 @@ fn encode_record(kind: u8, pending: Option<u64>, rec: &EventRecord, json: &[u8])
     if let Some(p) = pending {
         out.extend_from_slice(&p.to_le_bytes());
     }
-    let at = out.len();
-    out.extend_from_slice(&[0; 4]);
-    out.push(HEADER_V1);
-    // Writing into a Vec cannot fail, and the header has no map or unsized field that
-    // postcard could refuse.
-    let mut out = postcard::to_extend(&header, out).unwrap_or_default();
-    let n = (out.len() - at - 4) as u32;
-    out[at..at + 4].copy_from_slice(&n.to_le_bytes());
+    // postcard cannot fail on this header (strings, options and a Vec); were it ever to,
+    // the header is written as JSON, which is still read.
+    let h = postcard::to_extend(&header, vec![HEADER_V1])
+        .unwrap_or_else(|_| serde_json::to_vec(&header).unwrap_or_default());
+    out.extend_from_slice(&(h.len() as u32).to_le_bytes());
+    out.extend_from_slice(&h);
     out.extend_from_slice(json);
     out
 }
@@ -123,7 +121,12 @@ const HEADER_V1: u8 = 0x01;
 
 fn decode_header(h: &[u8]) -> std::result::Result<EventHeader, String> {
     match h.first() {
-        Some(&HEADER_V1) => postcard::from_bytes(&h[1..]).map_err(|e| e.to_string()),
+        Some(&HEADER_V1) => match postcard::take_from_bytes(&h[1..]) {
+            // Every byte is the header's: a longer one is not this version.
+            Ok((header, [])) => Ok(header),
+            Ok(_) => Err("bytes after the event header".into()),
+            Err(e) => Err(e.to_string()),
+        },
         Some(b'{') => serde_json::from_slice(h).map_err(|e| e.to_string()),
         _ => Err("unknown event header format".into()),
     }
@@ -278,6 +281,13 @@ mod tests {
         let mut b = vec![KIND_EVENT];
         b.extend_from_slice(&((n / 2) as u32).to_le_bytes());
         b.extend_from_slice(&bytes[5..5 + n / 2]);
+        assert!(decode(&b).is_err());
+        // A header with a byte more than its fields (a later version's field, say).
+        let mut b = vec![KIND_EVENT];
+        b.extend_from_slice(&((n + 1) as u32).to_le_bytes());
+        b.extend_from_slice(&bytes[5..5 + n]);
+        b.push(0);
+        b.extend_from_slice(&bytes[5 + n..]);
         assert!(decode(&b).is_err());
         // A length past the end.
         let mut b = bytes.clone();
