@@ -12,6 +12,15 @@ fn read_all(j: &Journal, from: u64) -> Vec<(u64, Vec<u8>)> {
     out
 }
 
+/// The journal's one segment file in `dir`.
+fn only_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .unwrap()
+}
+
 /// Opens and closes the journal in `dir`: recovery cuts the active segment back to its
 /// records (the writer fills ahead with zeros), so a test sees the records alone.
 fn settle(dir: &std::path::Path) {
@@ -90,11 +99,7 @@ fn torn_tail_is_truncated_and_acknowledged_records_survive() {
         }
     }
     settle(d.path());
-    let seg = std::fs::read_dir(d.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "log"))
-        .unwrap();
+    let seg = only_segment(d.path());
     // A half-written record at the end, as a crash mid-write leaves it.
     let mut data = std::fs::read(&seg).unwrap();
     let full = data.len();
@@ -116,11 +121,7 @@ fn a_batch_cut_by_a_crash_is_dropped_whole() {
         j.append(b"alone").unwrap();
     }
     settle(d.path());
-    let one = std::fs::read_dir(d.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "log"))
-        .unwrap();
+    let one = only_segment(d.path());
     let batch_at = std::fs::metadata(&one).unwrap().len() as usize;
     {
         let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
@@ -157,11 +158,7 @@ fn corruption_in_the_middle_is_reported_not_skipped() {
             j.append(format!("record number {i}").as_bytes()).unwrap();
         }
     }
-    let seg = std::fs::read_dir(d.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "log"))
-        .unwrap();
+    let seg = only_segment(d.path());
     let mut data = std::fs::read(&seg).unwrap();
     data[20 + 3] ^= 0xff; // inside record 0's payload
     std::fs::write(&seg, &data).unwrap();
@@ -467,14 +464,6 @@ fn queued_end_counts_the_batch_being_written_and_the_queue_behind_it() {
     assert_eq!(futures::executor::block_on(second).unwrap(), 2..3);
     assert_eq!(j.next_seq(), 3);
     assert_eq!(j.queued_end(), 3);
-}
-
-fn only_segment(dir: &std::path::Path) -> std::path::PathBuf {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "log"))
-        .unwrap()
 }
 
 fn kilobyte_record(i: u32) -> Vec<u8> {
