@@ -124,6 +124,27 @@ impl BodyWriter {
         }
     }
 
+    /// Whether writing `more` plaintext bytes, and then finishing, keeps the body in memory
+    /// (no file created, no I/O): [`BodyWriter::in_memory`] after the write.
+    pub fn takes_in_memory(&self, more: usize) -> bool {
+        match &self.out {
+            Out::Memory { buf, limit, .. } => {
+                // Every chunk sealed on the way adds a tag; the last one is sealed at finish.
+                let tags = if self.key.is_some() {
+                    TAG * ((self.pending.len() + more) / CHUNK + 1)
+                } else {
+                    0
+                };
+                buf.len()
+                    .saturating_add(self.pending.len())
+                    .saturating_add(more)
+                    .saturating_add(tags)
+                    <= *limit
+            }
+            Out::File(_) => false,
+        }
+    }
+
     fn seal_pending(&mut self, last: bool) -> io::Result<()> {
         if let Some(k) = &self.key {
             k.seal(self.index, last, &mut self.pending)

@@ -76,12 +76,17 @@ fn next_seq(w: &redb::WriteTransaction) -> Result<u64> {
 
 /// Forgets the inline bodies among `dead` (bodies no metadata names after `w`), in `w`
 /// itself; body files among them are removed by the caller once `w` has committed.
-fn drop_inline(w: &redb::WriteTransaction, dead: &[String]) -> Result<()> {
+fn drop_inline(w: &redb::WriteTransaction, dead: &[String]) -> Result<Vec<String>> {
     let mut t = w.open_table(INLINE).map_err(db_err)?;
+    let mut files = Vec::new();
     for b in dead {
-        t.remove(b.as_str()).map_err(db_err)?;
+        if t.remove(b.as_str()).map_err(db_err)?.is_none() {
+            files.push(b.clone());
+        }
     }
-    Ok(())
+    // The bodies that were files: the caller unlinks them once the commit is durable (an
+    // inline body has no file, and an unlink of a missing one costs a path lookup).
+    Ok(files)
 }
 
 /// Moves a current object into the version table.
@@ -265,11 +270,14 @@ struct Queued {
 }
 
 /// Where one queued write learns its outcome, or that it leads the next group: each waiter
-/// is woken once, by name (no wake-up convoy on a shared condition variable).
+/// is woken once, by name (no wake-up convoy on a shared condition variable). A thread
+/// waits on the condition variable; a task (`ObjectStore::commit_staged_async`) registers
+/// its waker and is never asked to lead (it has no thread to block).
 #[derive(Default)]
 struct Slot {
-    state: std::sync::Mutex<SlotState>,
+    state: std::sync::Mutex<(SlotState, Option<std::task::Waker>)>,
     cv: std::sync::Condvar,
+    is_async: bool,
 }
 
 #[derive(Default)]
@@ -282,18 +290,50 @@ enum SlotState {
 
 impl Slot {
     fn set(&self, state: SlotState) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        let waker = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.0 = state;
+            st.1.take()
+        };
         self.cv.notify_one();
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     /// Waits until the write is done (`Some`) or its writer is to lead (`None`).
     fn wait(&self) -> Option<Result<ObjectInfo>> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            match std::mem::take(&mut *st) {
+            match std::mem::take(&mut st.0) {
                 SlotState::Done(r) => return Some(r),
                 SlotState::Lead => return None,
                 SlotState::Waiting => st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+            }
+        }
+    }
+}
+
+/// The outcome of a write queued by a task (see [`Slot`]).
+struct SlotFuture(std::sync::Arc<Slot>);
+
+impl std::future::Future for SlotFuture {
+    type Output = Result<ObjectInfo>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let mut st = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        match std::mem::take(&mut st.0) {
+            SlotState::Done(r) => std::task::Poll::Ready(r),
+            // Never handed to a task's slot; were it ever, the write would wait forever.
+            SlotState::Lead => std::task::Poll::Ready(Err(StoreError::Io(std::io::Error::other(
+                "a queued write was asked to lead",
+            )))),
+            SlotState::Waiting => {
+                st.1 = Some(cx.waker().clone());
+                std::task::Poll::Pending
             }
         }
     }
@@ -703,58 +743,98 @@ impl EmbeddedStore {
         inline: Option<Vec<u8>>,
     ) -> Result<ObjectInfo> {
         let slot = std::sync::Arc::new(Slot::default());
-        let lead = {
-            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            q.pending.push(Queued {
-                item,
-                blob,
-                inline,
-                slot: slot.clone(),
-            });
-            !std::mem::replace(&mut q.leading, true)
-        };
-        if !lead {
+        if !self.enqueue(item, blob, inline, &slot) {
             if let Some(r) = slot.wait() {
                 return r;
             }
         }
-        // Leading: commit everything queued (this write among it), answer each, and hand
-        // the lead to the first write queued meanwhile.
-        let batch =
-            std::mem::take(&mut self.queue.lock().unwrap_or_else(|p| p.into_inner()).pending);
-        // A panic below must not leave the queue led by nobody: its batch fails instead.
-        let outcomes =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit_batch(&batch)))
-                .unwrap_or_else(|_| {
-                    batch
-                        .iter()
-                        .map(|_| {
-                            Err(StoreError::Io(std::io::Error::other(
-                                "the group commit failed unexpectedly",
-                            )))
-                        })
-                        .collect()
-                });
-        let mut mine = None;
-        for (q, r) in batch.iter().zip(outcomes) {
-            if std::sync::Arc::ptr_eq(&q.slot, &slot) {
-                mine = Some(r);
-            } else {
-                q.slot.set(SlotState::Done(r));
-            }
-        }
-        {
-            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            match q.pending.first() {
-                Some(next) => next.slot.set(SlotState::Lead),
-                None => q.leading = false,
-            }
-        }
-        mine.unwrap_or_else(|| {
+        self.lead(Some(&slot)).unwrap_or_else(|| {
             Err(StoreError::Io(std::io::Error::other(
                 "a write left the group commit unanswered",
             )))
         })
+    }
+
+    /// Queues a write for the group commit; whether its writer is to lead now.
+    fn enqueue(
+        &self,
+        item: Staged,
+        blob: String,
+        inline: Option<Vec<u8>>,
+        slot: &std::sync::Arc<Slot>,
+    ) -> bool {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.pending.push(Queued {
+            item,
+            blob,
+            inline,
+            slot: slot.clone(),
+        });
+        !std::mem::replace(&mut q.leading, true)
+    }
+
+    /// [`EmbeddedStore::commit_grouped`] for a task: the write waits in the queue without a
+    /// thread; when nobody leads, a blocking-pool thread is started to lead.
+    fn commit_grouped_async(
+        self: std::sync::Arc<Self>,
+        item: Staged,
+        blob: String,
+        inline: Option<Vec<u8>>,
+    ) -> futures::future::BoxFuture<'static, Result<ObjectInfo>> {
+        let slot = std::sync::Arc::new(Slot {
+            is_async: true,
+            ..Default::default()
+        });
+        if self.enqueue(item, blob, inline, &slot) {
+            let store = self.clone();
+            let lead = move || {
+                store.lead(None);
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => drop(h.spawn_blocking(lead)),
+                Err(_) => drop(std::thread::spawn(lead)),
+            }
+        }
+        Box::pin(SlotFuture(slot))
+    }
+
+    /// Leading: commits everything queued (`mine` among it, when a thread's own write),
+    /// answers each, and hands the lead to the first write queued meanwhile — or, when
+    /// that write is a task's, goes on leading. Returns `mine`'s outcome.
+    fn lead(&self, mine: Option<&std::sync::Arc<Slot>>) -> Option<Result<ObjectInfo>> {
+        let mut outcome = None;
+        loop {
+            let batch =
+                std::mem::take(&mut self.queue.lock().unwrap_or_else(|p| p.into_inner()).pending);
+            // A panic below must not leave the queue led by nobody: its batch fails instead.
+            let outcomes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.commit_batch(&batch)
+            }))
+            .unwrap_or_else(|_| {
+                batch
+                    .iter()
+                    .map(|_| {
+                        Err(StoreError::Io(std::io::Error::other(
+                            "the group commit failed unexpectedly",
+                        )))
+                    })
+                    .collect()
+            });
+            for (q, r) in batch.iter().zip(outcomes) {
+                if mine.is_some_and(|m| std::sync::Arc::ptr_eq(&q.slot, m)) {
+                    outcome = Some(r);
+                } else {
+                    q.slot.set(SlotState::Done(r));
+                }
+            }
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            match q.pending.first() {
+                Some(next) if next.slot.is_async => continue,
+                Some(next) => next.slot.set(SlotState::Lead),
+                None => q.leading = false,
+            }
+            return outcome;
+        }
     }
 
     fn commit_batch(&self, batch: &[Queued]) -> Vec<Result<ObjectInfo>> {
@@ -886,7 +966,7 @@ impl EmbeddedStore {
                 }
                 old_blobs.extend(old);
             }
-            drop_inline(&w, &old_blobs)?;
+            let old_blobs = drop_inline(&w, &old_blobs)?;
             // Records durable elsewhere go with this commit (back in the list if it fails).
             let mut ot = w.open_table(OUTBOX).map_err(db_err)?;
             for k in &released {
@@ -1020,7 +1100,31 @@ impl ObjectStore for EmbeddedStore {
         }
     }
 
+    fn commit_staged_async(
+        self: std::sync::Arc<Self>,
+        mut s: Staged,
+    ) -> futures::future::BoxFuture<'static, Result<ObjectInfo>> {
+        match std::mem::replace(&mut s.body, StagedBody::Memory(Vec::new())) {
+            StagedBody::Blob(blob) => self.commit_grouped_async(s, blob, None),
+            StagedBody::Inline { blob, stored } => self.commit_grouped_async(s, blob, Some(stored)),
+            body => {
+                s.body = body;
+                Box::pin(async move {
+                    tokio::task::spawn_blocking(move || self.commit_staged(s))
+                        .await
+                        .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?
+                })
+            }
+        }
+    }
+
     fn keeps_outbox(&self) -> bool {
+        true
+    }
+
+    /// A staged body starts in memory (`BodyWriter::spillable`); the bucket and
+    /// If-None-Match checks read the metadata database.
+    fn stages_inline(&self) -> bool {
         true
     }
 
@@ -1181,7 +1285,7 @@ impl ObjectStore for EmbeddedStore {
                 }
             }
         };
-        drop_inline(&w, &dead)?;
+        let dead = drop_inline(&w, &dead)?;
         w.commit().map_err(db_err)?;
         for b in dead {
             let _ = fs::remove_file(self.blobs.join(b));
@@ -1254,9 +1358,9 @@ impl ObjectStore for EmbeddedStore {
         if !has_current {
             promote(&w, bucket, key)?;
         }
-        drop_inline(&w, dead.as_slice())?;
+        let dead = drop_inline(&w, dead.as_slice())?;
         w.commit().map_err(db_err)?;
-        if let Some(b) = dead {
+        for b in dead {
             let _ = fs::remove_file(self.blobs.join(b));
         }
         Ok(DeleteOutcome {

@@ -222,8 +222,8 @@ pub struct ListPage {
 }
 
 /// Object storage. Synchronous: the embedded store is file I/O; the remote store runs its
-/// own runtime. Callers in async code use `spawn_blocking`.
-pub trait ObjectStore: Send + Sync {
+/// own runtime. Callers in async code use `spawn_blocking` (or the `_async` forms).
+pub trait ObjectStore: Send + Sync + 'static {
     /// Creates a bucket; succeeds if it already exists.
     fn create_bucket(&self, bucket: &str) -> Result<()>;
     fn bucket_exists(&self, bucket: &str) -> Result<bool>;
@@ -356,6 +356,27 @@ pub trait ObjectStore: Send + Sync {
         }
     }
 
+    /// Whether [`ObjectStore::stage_writer`] is cheap enough to call on an async runtime's
+    /// thread: no network and no file I/O beyond reading already-open metadata (the
+    /// embedded store; a remote store blocks on its own runtime and must not).
+    fn stages_inline(&self) -> bool {
+        false
+    }
+
+    /// [`ObjectStore::commit_staged`] for async callers (inside a tokio runtime): by default
+    /// on the blocking pool; the embedded store queues the write for its group commit and
+    /// the future waits for its outcome, so no thread waits for each write.
+    fn commit_staged_async(
+        self: std::sync::Arc<Self>,
+        s: Staged,
+    ) -> futures::future::BoxFuture<'static, Result<ObjectInfo>> {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || self.commit_staged(s))
+                .await
+                .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?
+        })
+    }
+
     /// Forgets a staged PUT.
     fn discard_staged(&self, s: Staged) {
         let _ = s;
@@ -472,6 +493,16 @@ impl StagingWriter {
         match &self.inner {
             Some(WriterInner::Memory(b)) => b.len() <= INLINE_MAX,
             Some(WriterInner::Blob { writer, .. }) => writer.in_memory(),
+            None => true,
+        }
+    }
+
+    /// Whether `more` bytes can be written and the body finished without any I/O (see
+    /// [`StagingWriter::in_memory`]).
+    pub fn takes_in_memory(&self, more: usize) -> bool {
+        match &self.inner {
+            Some(WriterInner::Memory(b)) => b.len().saturating_add(more) <= INLINE_MAX,
+            Some(WriterInner::Blob { writer, .. }) => writer.takes_in_memory(more),
             None => true,
         }
     }

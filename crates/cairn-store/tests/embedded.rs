@@ -462,6 +462,91 @@ fn concurrent_commits_are_grouped_and_each_gets_its_own_outcome() {
     }
 }
 
+/// Writes queued by tasks (`commit_staged_async`, which wait without a thread) and by
+/// threads (`commit_staged`) share one group commit: every write gets its own outcome, a
+/// task is never left waiting for a leader, and exactly one conditional create of a contested
+/// key wins, whichever kind made it. Outside a runtime an async commit still completes.
+#[test]
+fn tasks_and_threads_share_the_group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    s.create_bucket("bkt").unwrap();
+    let stage = |s: &EmbeddedStore, i: usize, contested: bool| {
+        let key = if contested {
+            "contested".to_string()
+        } else {
+            format!("k{i}")
+        };
+        let mut body = format!("body {i} ").into_bytes();
+        // Inline bodies and files, in the same groups.
+        body.resize(
+            if i.is_multiple_of(3) {
+                INLINE_MAX + 10
+            } else {
+                100
+            },
+            b'.',
+        );
+        let mut w = s.stage_writer("bkt", &key, &PutOptions::default()).unwrap();
+        w.write(&body).unwrap();
+        let mut staged = w.finish().unwrap();
+        staged.opts.if_none_match = contested;
+        (key, body, staged)
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let (tasks, threads) = std::thread::scope(|sc| {
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let s = s.clone();
+                sc.spawn(move || {
+                    let (key, body, staged) = stage(&s, 1000 + i, i.is_multiple_of(4));
+                    (key, body, s.commit_staged(staged).is_ok())
+                })
+            })
+            .collect();
+        let tasks = rt.block_on(async {
+            let hs: Vec<_> = (0..48)
+                .map(|i| {
+                    let s = s.clone();
+                    tokio::spawn(async move {
+                        let (key, body, staged) = stage(&s, i, i.is_multiple_of(8));
+                        let ok = s.clone().commit_staged_async(staged).await.is_ok();
+                        (key, body, ok)
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for h in hs {
+                out.push(h.await.unwrap());
+            }
+            out
+        });
+        let threads: Vec<_> = threads.into_iter().map(|h| h.join().unwrap()).collect();
+        (tasks, threads)
+    });
+    let all: Vec<_> = tasks.iter().chain(threads.iter()).collect();
+    for (key, body, ok) in &all {
+        if key != "contested" {
+            assert!(ok, "{key}");
+            assert_eq!(&s.get("bkt", key).unwrap().body, body, "{key}");
+        }
+    }
+    let winners: Vec<_> = all
+        .iter()
+        .filter(|(k, _, ok)| k == "contested" && *ok)
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one conditional create wins");
+    assert_eq!(s.get("bkt", "contested").unwrap().body, winners[0].1);
+    // No runtime: the group is led by a thread of its own.
+    let (key, body, staged) = stage(&s, 5000, false);
+    let done = futures::executor::block_on(s.clone().commit_staged_async(staged));
+    assert!(done.is_ok());
+    assert_eq!(s.get("bkt", &key).unwrap().body, body);
+}
+
 /// A streamed PUT: its body written in `pieces`, committed.
 fn staged_put(s: &EmbeddedStore, key: &str, body: &[u8], piece: usize) -> ObjectInfo {
     let mut w = s.stage_writer("logs", key, &PutOptions::default()).unwrap();
@@ -566,7 +651,16 @@ fn a_writer_is_in_memory_only_while_finishing_keeps_it_there() {
         let mut w = s
             .stage_writer("logs", &key, &PutOptions::default())
             .unwrap();
-        w.write(&vec![7u8; n]).unwrap();
+        // Asked before the bytes come (the intake feeds a small body on the request's
+        // thread only when the answer is yes), whole and after a first piece.
+        assert_eq!(w.takes_in_memory(n), kept, "{n} bytes, asked first");
+        w.write(&vec![7u8; n / 3]).unwrap();
+        assert_eq!(
+            w.takes_in_memory(n - n / 3),
+            kept,
+            "{n} bytes, asked after a piece"
+        );
+        w.write(&vec![7u8; n - n / 3]).unwrap();
         assert_eq!(w.in_memory(), kept, "{n} bytes");
         let files = body_files(&d);
         s.commit_staged(w.finish().unwrap()).unwrap();

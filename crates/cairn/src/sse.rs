@@ -414,6 +414,7 @@ mod tests {
             - (cairn_store::body::STREAM_MAGIC.len() + 4 + cairn_store::body::TAG);
         for (n, kept) in [(fits, true), (fits + 1, false)] {
             let mut w = s.stage_writer("bkt", "k", &PutOptions::default()).unwrap();
+            assert_eq!(w.takes_in_memory(n), kept, "{n} bytes, asked first");
             w.write(&vec![1u8; n]).unwrap();
             assert_eq!(w.in_memory(), kept, "{n} bytes");
             s.commit_staged(w.finish().unwrap()).unwrap();

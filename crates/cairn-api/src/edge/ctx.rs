@@ -47,8 +47,22 @@ pub struct Committed {
     pub body: Option<Bytes>,
 }
 
-/// Makes a prepared change visible.
+/// Makes a prepared change visible (on the blocking pool: it may do I/O).
 pub type CommitFn = Box<dyn FnOnce() -> Result<Committed, ApiError> + Send + Sync>;
+/// Makes a prepared change visible, as a future that waits without a thread (a write queued
+/// for the store's group commit).
+pub type AsyncCommitFn = Box<
+    dyn FnOnce() -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Committed, ApiError>> + Send>,
+        > + Send
+        + Sync,
+>;
+
+/// How a deferred change is made.
+pub enum Commit {
+    Blocking(CommitFn),
+    Async(AsyncCommitFn),
+}
 /// Forgets a prepared change.
 pub type AbortFn = Box<dyn FnOnce() + Send + Sync>;
 
@@ -90,7 +104,7 @@ pub type EffectFn = Box<
 /// request's event is durable, and forgets it when the journal refuses the event (the
 /// client then gets 503 and nothing changed — fail closed).
 pub struct Deferred {
-    pub commit: CommitFn,
+    pub commit: Commit,
     pub abort: Option<AbortFn>,
     /// The request's final record is journaled before this change, not an intent before and
     /// the outcome after it: for trail commands, whose trail must deliver the event that
@@ -181,7 +195,7 @@ impl<'a> Ctx<'a> {
     /// Defers a change until the request's event is durable (see [`Deferred`]).
     pub fn defer(&mut self, commit: CommitFn, abort: Option<AbortFn>) {
         self.deferred.push(Deferred {
-            commit,
+            commit: Commit::Blocking(commit),
             abort,
             event_first: false,
             command: None,
@@ -189,15 +203,21 @@ impl<'a> Ctx<'a> {
         });
     }
 
-    /// As [`Ctx::defer`], for a store write that keeps the request's outcome record with it
-    /// (see [`Deferred::outbox`]).
-    pub fn defer_with_outbox(&mut self, commit: CommitFn, abort: Option<AbortFn>, cell: Outbox) {
+    /// As [`Ctx::defer`], for a change made by a future (see [`AsyncCommitFn`]), and, with
+    /// `cell`, a store write that keeps the request's outcome record with it (see
+    /// [`Deferred::outbox`]).
+    pub fn defer_async(
+        &mut self,
+        commit: AsyncCommitFn,
+        abort: Option<AbortFn>,
+        cell: Option<Outbox>,
+    ) {
         self.deferred.push(Deferred {
-            commit,
+            commit: Commit::Async(commit),
             abort,
             event_first: false,
             command: None,
-            outbox: Some(cell),
+            outbox: cell,
         });
     }
 
@@ -205,7 +225,7 @@ impl<'a> Ctx<'a> {
     /// [`Deferred::event_first`]).
     pub fn defer_event_first(&mut self, commit: CommitFn, abort: Option<AbortFn>) {
         self.deferred.push(Deferred {
-            commit,
+            commit: Commit::Blocking(commit),
             abort,
             event_first: true,
             command: None,
@@ -222,7 +242,7 @@ impl<'a> Ctx<'a> {
         commit: CommitFn,
     ) {
         self.deferred.push(Deferred {
-            commit,
+            commit: Commit::Blocking(commit),
             abort: None,
             event_first: true,
             command: Some((cmd, at)),

@@ -15,8 +15,8 @@ mod request;
 
 pub use auth::{body_limit, preauthenticate, presented, Caller, Preauth};
 pub use ctx::{
-    access_denied, AbortFn, Audit, CommitFn, Committed, Ctx, Deferred, EffectFn, EffectOutcome,
-    Outbox,
+    access_denied, AbortFn, AsyncCommitFn, Audit, Commit, CommitFn, Committed, Ctx, Deferred,
+    EffectFn, EffectOutcome, Outbox,
 };
 pub use record::bound_record;
 pub use request::{BodyProblem, BodyStream, ChunkSigning, ClientInfo, HttpRequest, TlsInfo};
@@ -429,9 +429,12 @@ async fn commit_deferred(
     let mut result = result;
     let mut pending = deferred.into_iter();
     while let Some(d) = pending.next() {
-        let outcome = tokio::task::spawn_blocking(d.commit)
-            .await
-            .unwrap_or_else(|e| Err(ApiError::internal(format!("commit task failed: {e}"))));
+        let outcome = match d.commit {
+            Commit::Blocking(f) => tokio::task::spawn_blocking(f)
+                .await
+                .unwrap_or_else(|e| Err(ApiError::internal(format!("commit task failed: {e}")))),
+            Commit::Async(f) => f().await,
+        };
         match (outcome, &mut result) {
             (Ok(c), Ok(reply)) => {
                 reply.headers.extend(c.headers);

@@ -23,13 +23,29 @@ const BATCH_BYTES: usize = 256 << 10;
 /// Where a received body goes.
 pub(super) trait Sink: Send + 'static {
     fn write(&mut self, data: &[u8]) -> Result<(), ApiError>;
+
+    /// Whether `more` bytes can be written without any I/O (the sink keeps them in memory):
+    /// a small body is then received on the request's own thread, with no hop to the
+    /// blocking pool (each costs two thread switches, more than hashing a few KiB).
+    fn takes_in_memory(&self, _more: usize) -> bool {
+        false
+    }
 }
 
 impl Sink for cairn_store::StagingWriter {
     fn write(&mut self, data: &[u8]) -> Result<(), ApiError> {
         cairn_store::StagingWriter::write(self, data).map_err(ApiError::internal)
     }
+
+    fn takes_in_memory(&self, more: usize) -> bool {
+        cairn_store::StagingWriter::takes_in_memory(self, more)
+    }
 }
+
+/// The most raw body bytes received on the request's own thread (see
+/// [`Sink::takes_in_memory`]); past it, or when the sink would write a file, the work goes
+/// to the blocking pool.
+const INLINE_INTAKE_BYTES: usize = 64 << 10;
 
 /// A body received whole and checked.
 pub(super) struct Received<S> {
@@ -136,22 +152,25 @@ pub(super) async fn receive<S: Sink>(
     };
     let Some((signing, mut body)) = streamed else {
         let body = req.body.clone();
-        let (sink, checksum) = ctx
-            .api
-            .blocking(move || {
-                let mut i = Intake {
-                    decoder: None,
-                    sha: None,
-                    checksums: Checksums::for_request(&headers),
-                    received: 0,
-                    trailer: false,
-                    limit,
-                };
-                i.feed(&body, &mut sink)?;
-                let checksum = i.finish(&headers)?;
-                Ok((sink, checksum))
-            })
-            .await?;
+        let small = body.len() <= INLINE_INTAKE_BYTES && sink.takes_in_memory(body.len());
+        let work = move || {
+            let mut i = Intake {
+                decoder: None,
+                sha: None,
+                checksums: Checksums::for_request(&headers),
+                received: 0,
+                trailer: false,
+                limit,
+            };
+            i.feed(&body, &mut sink)?;
+            let checksum = i.finish(&headers)?;
+            Ok((sink, checksum))
+        };
+        let (sink, checksum) = if small {
+            work()?
+        } else {
+            ctx.api.blocking(work).await?
+        };
         return Ok(Received { sink, checksum });
     };
     let declared = req.header("x-amz-content-sha256").unwrap_or_default();
@@ -218,13 +237,21 @@ pub(super) async fn receive<S: Sink>(
                     .ok_or_else(|| ApiError::internal("body intake lost"))?,
             };
             let work = std::mem::take(&mut batch);
-            batched = 0;
-            inflight = Some(tokio::task::spawn_blocking(move || {
+            let here = end && batched <= INLINE_INTAKE_BYTES && sink.takes_in_memory(batched);
+            let feed = move || {
                 for piece in &work {
                     intake.feed(piece, &mut sink)?;
                 }
                 Ok((intake, sink))
-            }));
+            };
+            // A small body whose sink keeps it in memory is fed here: no I/O, a few µs of
+            // hashing (and sealing), no thread switch.
+            if here {
+                ready = Some(feed()?);
+            } else {
+                inflight = Some(tokio::task::spawn_blocking(feed));
+            }
+            batched = 0;
         }
         if end {
             break;
@@ -236,10 +263,8 @@ pub(super) async fn receive<S: Sink>(
             .take()
             .ok_or_else(|| ApiError::internal("body intake lost"))?,
     };
-    ctx.api
-        .blocking(move || {
-            let checksum = intake.finish(&headers)?;
-            Ok(Received { sink, checksum })
-        })
-        .await
+    // Finishing checks hashes and trailers; it touches no file (the sink is finished by its
+    // owner), so it runs here.
+    let checksum = intake.finish(&headers)?;
+    Ok(Received { sink, checksum })
 }

@@ -198,12 +198,17 @@ pub(super) async fn put(
     i.headers.system(ctx, &req.bucket, true, &mut opts)?;
     let sse = super::sse::apply(ctx, i.headers.sse.as_deref(), &req.bucket, key, &mut opts).await?;
     let (b2, k2) = (req.bucket.clone(), key.to_string());
-    let writer = super::with_store(ctx, move |store| {
+    let stage = move |store: &dyn cairn_store::ObjectStore| {
         store
             .stage_writer(&b2, &k2, &opts)
             .map_err(|e| store_error(e, &b2, Some(&k2)))
-    })
-    .await?;
+    };
+    // The embedded store stages without I/O (the body starts in memory): no thread hop.
+    let writer = if ctx.api.store.stages_inline() {
+        stage(ctx.api.store.as_ref())?
+    } else {
+        super::with_store(ctx, stage).await?
+    };
     let got = super::intake::receive(ctx, req, writer).await?;
     let (store, content_md5) = (ctx.api.store.clone(), i.headers.content_md5.clone());
     let (sink, checksum) = (got.sink, got.checksum);
@@ -267,23 +272,28 @@ pub(crate) fn defer_commit(
     let (st1, st2) = (ctx.api.store.clone(), ctx.api.store.clone());
     let outbox: crate::edge::Outbox = Default::default();
     let o1 = outbox.clone();
-    let commit: crate::edge::CommitFn = Box::new(move || {
-        let mut s = s1
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .ok_or_else(|| ApiError::internal("a staged write was used twice"))?;
-        s.outbox = o1.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let info = st1
-            .commit_staged(s)
-            .map_err(|e| store_error(e, &b3, Some(&k3)))?;
-        Ok(Committed {
-            headers: info
-                .version_id
-                .clone()
-                .map(|v| vec![("x-amz-version-id".to_string(), v)])
-                .unwrap_or_default(),
-            body: answer.map(|f| f(&info)),
+    // Queued for the store's group commit; the request's task waits for its outcome
+    // without holding a thread.
+    let commit: crate::edge::AsyncCommitFn = Box::new(move || {
+        Box::pin(async move {
+            let mut s = s1
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .ok_or_else(|| ApiError::internal("a staged write was used twice"))?;
+            s.outbox = o1.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let info = st1
+                .commit_staged_async(s)
+                .await
+                .map_err(|e| store_error(e, &b3, Some(&k3)))?;
+            Ok(Committed {
+                headers: info
+                    .version_id
+                    .clone()
+                    .map(|v| vec![("x-amz-version-id".to_string(), v)])
+                    .unwrap_or_default(),
+                body: answer.map(|f| f(&info)),
+            })
         })
     });
     let abort: crate::edge::AbortFn = Box::new(move || {
@@ -291,11 +301,8 @@ pub(crate) fn defer_commit(
             st2.discard_staged(s);
         }
     });
-    if ctx.api.store.keeps_outbox() {
-        ctx.defer_with_outbox(commit, Some(abort), outbox);
-    } else {
-        ctx.defer(commit, Some(abort));
-    }
+    let cell = ctx.api.store.keeps_outbox().then_some(outbox);
+    ctx.defer_async(commit, Some(abort), cell);
     etag
 }
 
