@@ -1109,11 +1109,7 @@ impl ObjectStore for EmbeddedStore {
             StagedBody::Inline { blob, stored } => self.commit_grouped_async(s, blob, Some(stored)),
             body => {
                 s.body = body;
-                Box::pin(async move {
-                    tokio::task::spawn_blocking(move || self.commit_staged(s))
-                        .await
-                        .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?
-                })
+                crate::commit_on_blocking_pool(self, s)
             }
         }
     }

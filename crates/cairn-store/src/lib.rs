@@ -370,11 +370,7 @@ pub trait ObjectStore: Send + Sync + 'static {
         self: std::sync::Arc<Self>,
         s: Staged,
     ) -> futures::future::BoxFuture<'static, Result<ObjectInfo>> {
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || self.commit_staged(s))
-                .await
-                .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?
-        })
+        commit_on_blocking_pool(self, s)
     }
 
     /// Forgets a staged PUT.
@@ -445,6 +441,19 @@ pub struct Staged {
     /// cannot leave the object without its event.
     pub outbox: Option<(u64, Vec<u8>)>,
     pub(crate) body: StagedBody,
+}
+
+/// [`ObjectStore::commit_staged`] on the blocking pool, as a future (the default
+/// [`ObjectStore::commit_staged_async`], and the embedded store's for a body it did not stage).
+pub(crate) fn commit_on_blocking_pool<S: ObjectStore + ?Sized>(
+    store: std::sync::Arc<S>,
+    s: Staged,
+) -> futures::future::BoxFuture<'static, Result<ObjectInfo>> {
+    Box::pin(async move {
+        tokio::task::spawn_blocking(move || store.commit_staged(s))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?
+    })
 }
 
 /// A PUT's body being written as it arrives (see [`ObjectStore::stage_writer`]):
