@@ -124,6 +124,12 @@ impl BodyWriter {
         }
     }
 
+    /// Whether the body's file has been created (a spillable writer creates it only once
+    /// the body outgrows memory).
+    pub fn spilled(&self) -> bool {
+        matches!(self.out, Out::File(_))
+    }
+
     /// Whether writing `more` plaintext bytes, and then finishing, keeps the body in memory
     /// (no file created, no I/O): [`BodyWriter::in_memory`] after the write.
     pub fn takes_in_memory(&self, more: usize) -> bool {
@@ -248,9 +254,10 @@ impl Out {
             .mode(0o600)
             .open(&*path)?;
         let mut file = io::BufWriter::with_capacity(CHUNK + TAG + 64, f);
-        file.write_all(buf)?;
+        let written = file.write_all(buf);
+        // The file exists from here on, written or not: the writer's owner removes it.
         *self = Out::File(file);
-        Ok(())
+        written
     }
 
     fn write_all(&mut self, data: &[u8]) -> io::Result<()> {

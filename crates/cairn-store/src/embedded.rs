@@ -267,6 +267,9 @@ struct Queued {
     blob: String,
     inline: Option<Vec<u8>>,
     slot: std::sync::Arc<Slot>,
+    /// A task's write holds the store, so whoever leads can hand the lead on to a new
+    /// blocking-pool leader ([`spawn_leader`]) rather than lead on for it.
+    owner: Option<std::sync::Arc<EmbeddedStore>>,
 }
 
 /// Where one queued write learns its outcome, or that it leads the next group: each waiter
@@ -277,7 +280,6 @@ struct Queued {
 struct Slot {
     state: std::sync::Mutex<(SlotState, Option<std::task::Waker>)>,
     cv: std::sync::Condvar,
-    is_async: bool,
 }
 
 #[derive(Default)]
@@ -311,6 +313,34 @@ impl Slot {
                 SlotState::Waiting => st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
             }
         }
+    }
+}
+
+/// Starts a leader of `store`'s group commit on the blocking pool (on a thread of its own
+/// outside a runtime). A pool that drops the job unrun (its runtime shutting down) starts a
+/// thread to lead instead: the queue, marked as led, is never left led by nobody.
+fn spawn_leader(store: std::sync::Arc<EmbeddedStore>) {
+    struct Leader(Option<std::sync::Arc<EmbeddedStore>>);
+    impl Leader {
+        fn run(mut self) {
+            if let Some(store) = self.0.take() {
+                store.lead(None);
+            }
+        }
+    }
+    impl Drop for Leader {
+        fn drop(&mut self) {
+            if let Some(store) = self.0.take() {
+                std::thread::spawn(move || {
+                    store.lead(None);
+                });
+            }
+        }
+    }
+    let leader = Leader(Some(store));
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => drop(h.spawn_blocking(move || leader.run())),
+        Err(_) => drop(std::thread::spawn(move || leader.run())),
     }
 }
 
@@ -743,7 +773,7 @@ impl EmbeddedStore {
         inline: Option<Vec<u8>>,
     ) -> Result<ObjectInfo> {
         let slot = std::sync::Arc::new(Slot::default());
-        if !self.enqueue(item, blob, inline, &slot) {
+        if !self.enqueue(item, blob, inline, &slot, None) {
             if let Some(r) = slot.wait() {
                 return r;
             }
@@ -762,6 +792,7 @@ impl EmbeddedStore {
         blob: String,
         inline: Option<Vec<u8>>,
         slot: &std::sync::Arc<Slot>,
+        owner: Option<std::sync::Arc<EmbeddedStore>>,
     ) -> bool {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         q.pending.push(Queued {
@@ -769,6 +800,7 @@ impl EmbeddedStore {
             blob,
             inline,
             slot: slot.clone(),
+            owner,
         });
         !std::mem::replace(&mut q.leading, true)
     }
@@ -781,26 +813,18 @@ impl EmbeddedStore {
         blob: String,
         inline: Option<Vec<u8>>,
     ) -> futures::future::BoxFuture<'static, Result<ObjectInfo>> {
-        let slot = std::sync::Arc::new(Slot {
-            is_async: true,
-            ..Default::default()
-        });
-        if self.enqueue(item, blob, inline, &slot) {
-            let store = self.clone();
-            let lead = move || {
-                store.lead(None);
-            };
-            match tokio::runtime::Handle::try_current() {
-                Ok(h) => drop(h.spawn_blocking(lead)),
-                Err(_) => drop(std::thread::spawn(lead)),
-            }
+        let slot = std::sync::Arc::new(Slot::default());
+        if self.enqueue(item, blob, inline, &slot, Some(self.clone())) {
+            spawn_leader(self);
         }
         Box::pin(SlotFuture(slot))
     }
 
     /// Leading: commits everything queued (`mine` among it, when a thread's own write),
-    /// answers each, and hands the lead to the first write queued meanwhile — or, when
-    /// that write is a task's, goes on leading. Returns `mine`'s outcome.
+    /// answers each, and hands the lead to the first write queued meanwhile. When that
+    /// write is a task's, a blocking-pool leader goes on leading, and a thread with its own
+    /// outcome starts one and returns (it never leads for others' writes after its own).
+    /// Returns `mine`'s outcome.
     fn lead(&self, mine: Option<&std::sync::Arc<Slot>>) -> Option<Result<ObjectInfo>> {
         let mut outcome = None;
         loop {
@@ -829,8 +853,11 @@ impl EmbeddedStore {
             }
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             match q.pending.first() {
-                Some(next) if next.slot.is_async => continue,
-                Some(next) => next.slot.set(SlotState::Lead),
+                Some(next) => match &next.owner {
+                    Some(_) if mine.is_none() => continue,
+                    Some(store) => spawn_leader(store.clone()),
+                    None => next.slot.set(SlotState::Lead),
+                },
                 None => q.leading = false,
             }
             return outcome;

@@ -568,8 +568,12 @@ impl StagingWriter {
 
 impl Drop for StagingWriter {
     fn drop(&mut self) {
-        if let Some(WriterInner::Blob { tmp, .. }) = self.inner.take() {
-            let _ = std::fs::remove_file(tmp);
+        // A body that never left memory has no file to remove (and a refused small PUT
+        // makes no system call on the request's thread).
+        if let Some(WriterInner::Blob { tmp, writer, .. }) = self.inner.take() {
+            if writer.spilled() {
+                let _ = std::fs::remove_file(tmp);
+            }
         }
     }
 }

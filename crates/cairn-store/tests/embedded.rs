@@ -547,6 +547,47 @@ fn tasks_and_threads_share_the_group_commit() {
     assert_eq!(s.get("bkt", &key).unwrap().body, body);
 }
 
+/// A small staged PUT of `key` in bucket `bkt`.
+fn small_staged(s: &EmbeddedStore, key: &str) -> cairn_store::Staged {
+    let mut w = s.stage_writer("bkt", key, &PutOptions::default()).unwrap();
+    w.write(format!("body of {key}").as_bytes()).unwrap();
+    w.finish().unwrap()
+}
+
+/// A task's write whose blocking-pool leader is dropped unrun — its runtime is shutting
+/// down — is still committed (a thread leads instead), and the store's later commits do
+/// not hang behind a leader that never ran.
+#[test]
+fn a_leader_dropped_by_a_shutting_down_runtime_still_leads() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    s.create_bucket("bkt").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    let handle = rt.handle().clone();
+    rt.shutdown_background();
+    let staged = small_staged(&s, "a");
+    let fut = {
+        let _in = handle.enter();
+        s.clone().commit_staged_async(staged)
+    };
+    let (done, is_done) = std::sync::mpsc::channel();
+    let s2 = s.clone();
+    std::thread::spawn(move || {
+        let first = futures::executor::block_on(fut).is_ok();
+        let second = s2.commit_staged(small_staged(&s2, "b")).is_ok();
+        let _ = done.send((first, second));
+    });
+    let (first, second) = is_done
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the group commit was left led by nobody");
+    assert!(first && second);
+    assert_eq!(s.get("bkt", "a").unwrap().body, b"body of a");
+    assert_eq!(s.get("bkt", "b").unwrap().body, b"body of b");
+}
+
 /// A streamed PUT: its body written in `pieces`, committed.
 fn staged_put(s: &EmbeddedStore, key: &str, body: &[u8], piece: usize) -> ObjectInfo {
     let mut w = s.stage_writer("logs", key, &PutOptions::default()).unwrap();
