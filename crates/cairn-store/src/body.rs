@@ -255,7 +255,8 @@ impl Out {
             .open(&*path)?;
         let mut file = io::BufWriter::with_capacity(CHUNK + TAG + 64, f);
         let written = file.write_all(buf);
-        // The file exists from here on, written or not: the writer's owner removes it.
+        // The file exists from here on, written or not: it counts as spilled, so a dropped
+        // staging writer removes it (a writer that failed is never written to again).
         *self = Out::File(file);
         written
     }

@@ -259,6 +259,9 @@ struct CommitQueue {
     pending: Vec<Queued>,
     /// A writer is committing a group (the others wait on their slots).
     leading: bool,
+    /// Tests: called by the leader after each group is answered, outside the lock.
+    #[cfg(test)]
+    after_group: Option<Box<dyn FnMut() + Send>>,
 }
 
 /// A staged write waiting in the group commit queue.
@@ -317,8 +320,9 @@ impl Slot {
 }
 
 /// Starts a leader of `store`'s group commit on the blocking pool (on a thread of its own
-/// outside a runtime). A pool that drops the job unrun (its runtime shutting down) starts a
-/// thread to lead instead: the queue, marked as led, is never left led by nobody.
+/// outside a runtime). A pool that drops the job unrun (its runtime shutting down) or
+/// cannot take it starts a thread to lead instead, and where no thread can be started the
+/// caller leads: the queue, marked as led, is not left led by nobody.
 fn spawn_leader(store: std::sync::Arc<EmbeddedStore>) {
     struct Leader(Option<std::sync::Arc<EmbeddedStore>>);
     impl Leader {
@@ -331,16 +335,27 @@ fn spawn_leader(store: std::sync::Arc<EmbeddedStore>) {
     impl Drop for Leader {
         fn drop(&mut self) {
             if let Some(store) = self.0.take() {
-                std::thread::spawn(move || {
+                let s = store.clone();
+                if std::thread::Builder::new()
+                    .name("store-commit".into())
+                    .spawn(move || {
+                        s.lead(None);
+                    })
+                    .is_err()
+                {
                     store.lead(None);
-                });
+                }
             }
         }
     }
     let leader = Leader(Some(store));
     match tokio::runtime::Handle::try_current() {
-        Ok(h) => drop(h.spawn_blocking(move || leader.run())),
-        Err(_) => drop(std::thread::spawn(move || leader.run())),
+        // A pool that cannot start a thread panics; the job, dropped on the way, leads.
+        Ok(h) => drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+            move || h.spawn_blocking(move || leader.run()),
+        ))),
+        // Outside a runtime the job's own drop starts its thread.
+        Err(_) => drop(leader),
     }
 }
 
@@ -820,10 +835,11 @@ impl EmbeddedStore {
         Box::pin(SlotFuture(slot))
     }
 
-    /// Leading: commits everything queued (`mine` among it, when a thread's own write),
+    /// Leading: commits everything queued (`mine` among it, when a caller's own write),
     /// answers each, and hands the lead to the first write queued meanwhile. When that
-    /// write is a task's, a blocking-pool leader goes on leading, and a thread with its own
-    /// outcome starts one and returns (it never leads for others' writes after its own).
+    /// write is a task's, a leader with no write of its own (`mine` is `None`) goes on
+    /// leading, and a caller with its own outcome starts one ([`spawn_leader`], outside
+    /// the queue's lock) and returns: it never leads for others' writes after its own.
     /// Returns `mine`'s outcome.
     fn lead(&self, mine: Option<&std::sync::Arc<Slot>>) -> Option<Result<ObjectInfo>> {
         let mut outcome = None;
@@ -851,16 +867,38 @@ impl EmbeddedStore {
                     q.slot.set(SlotState::Done(r));
                 }
             }
-            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            match q.pending.first() {
-                Some(next) => match &next.owner {
-                    Some(_) if mine.is_none() => continue,
-                    Some(store) => spawn_leader(store.clone()),
-                    None => next.slot.set(SlotState::Lead),
-                },
-                None => q.leading = false,
+            #[cfg(test)]
+            self.after_group();
+            let handoff = {
+                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                match q.pending.first() {
+                    Some(next) => match &next.owner {
+                        Some(_) if mine.is_none() => continue,
+                        Some(store) => Some(store.clone()),
+                        None => {
+                            next.slot.set(SlotState::Lead);
+                            None
+                        }
+                    },
+                    None => {
+                        q.leading = false;
+                        None
+                    }
+                }
+            };
+            if let Some(store) = handoff {
+                spawn_leader(store);
             }
             return outcome;
+        }
+    }
+
+    #[cfg(test)]
+    fn after_group(&self) {
+        let hook = self.queue.lock().unwrap().after_group.take();
+        if let Some(mut h) = hook {
+            h();
+            self.queue.lock().unwrap().after_group = Some(h);
         }
     }
 
@@ -1604,5 +1642,55 @@ impl ObjectStore for EmbeddedStore {
             page.objects.push(s.info);
         }
         Ok(page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A caller that leads its own write's group and then finds a task's write queued
+    /// hands the lead on and returns: the task's group is committed on another thread.
+    #[test]
+    fn a_caller_hands_a_task_queue_to_another_leader() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        s.create_bucket("bkt").unwrap();
+        let staged = |s: &EmbeddedStore, key: &str| {
+            let mut w = s.stage_writer("bkt", key, &PutOptions::default()).unwrap();
+            w.write(key.as_bytes()).unwrap();
+            w.finish().unwrap()
+        };
+        type Pending = futures::future::BoxFuture<'static, Result<ObjectInfo>>;
+        let groups = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task: std::sync::Arc<std::sync::Mutex<Option<Pending>>> = Default::default();
+        {
+            let (s2, groups, task) = (s.clone(), groups.clone(), task.clone());
+            let mut queued = false;
+            s.queue.lock().unwrap().after_group = Some(Box::new(move || {
+                groups.lock().unwrap().push(std::thread::current().id());
+                // After the first group, a task's write arrives.
+                if !std::mem::replace(&mut queued, true) {
+                    let fut = s2.clone().commit_staged_async(staged(&s2, "task"));
+                    *task.lock().unwrap() = Some(fut);
+                }
+            }));
+        }
+        s.commit_staged(staged(&s, "thread")).unwrap();
+        let fut = task
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the hook queued a task's write");
+        futures::executor::block_on(fut).unwrap();
+        let groups = groups.lock().unwrap().clone();
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        assert_eq!(groups[0], std::thread::current().id());
+        assert_ne!(
+            groups[1], groups[0],
+            "the caller led the task's group itself"
+        );
+        s.queue.lock().unwrap().after_group = None;
+        assert_eq!(s.get("bkt", "task").unwrap().body, b"task");
     }
 }
