@@ -259,7 +259,8 @@ struct CommitQueue {
     pending: Vec<Queued>,
     /// A writer is committing a group (the others wait on their slots).
     leading: bool,
-    /// Tests: called by the leader after each group is answered, outside the lock.
+    /// Tests: called by the leader after each group is committed, before its writes are
+    /// answered (so a test that waits for an answer sees the call), outside the lock.
     #[cfg(test)]
     after_group: Option<Box<dyn FnMut() + Send>>,
 }
@@ -860,6 +861,8 @@ impl EmbeddedStore {
                     })
                     .collect()
             });
+            #[cfg(test)]
+            self.after_group();
             for (q, r) in batch.iter().zip(outcomes) {
                 if mine.is_some_and(|m| std::sync::Arc::ptr_eq(&q.slot, m)) {
                     outcome = Some(r);
@@ -867,8 +870,6 @@ impl EmbeddedStore {
                     q.slot.set(SlotState::Done(r));
                 }
             }
-            #[cfg(test)]
-            self.after_group();
             let handoff = {
                 let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
                 match q.pending.first() {
