@@ -4,7 +4,7 @@ use crate::digest::{
 };
 use crate::entry::{self, Entry, EventHeader};
 use crate::keys::{sign_hex, KeyRing, KeyWindow, PublicKeyInfo, RootKey};
-use crate::logfile::{LogFile, LogFileBuilder};
+use crate::logfile::{BufferPool, LogFile, LogFileBuilder};
 use crate::names;
 use crate::{Result, TrailError};
 use cairn_journal::{Journal, JournalReader};
@@ -307,7 +307,12 @@ pub struct TrailEngine {
     recovered: usize,
     /// Uncompressed bytes the open epoch holds (readable while a pump holds `inner`).
     buffered: std::sync::atomic::AtomicUsize,
+    /// Buffers of finished files, for the next epoch's (at most one epoch's bound).
+    buffers: Arc<BufferPool>,
 }
+
+/// Kept file buffers are freed after this long unused.
+const BUFFERS_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Every row of a table of JSON values, keyed by what `key` makes of the stored key.
 fn json_rows<K, M, T>(
@@ -387,6 +392,7 @@ impl TrailEngine {
         let reader = journal.reader(cursor)?;
         let recovered = intents.len();
         let published = std::sync::RwLock::new((cursor, Arc::new(trails.clone())));
+        let buffers = BufferPool::new(opts.max_epoch_bytes);
         let engine = TrailEngine {
             journal,
             store,
@@ -409,6 +415,7 @@ impl TrailEngine {
             published,
             recovered,
             buffered: std::sync::atomic::AtomicUsize::new(0),
+            buffers,
         };
         {
             let mut inner = engine.lock();
@@ -616,6 +623,7 @@ impl TrailEngine {
         }
         rep.digests += self.emit_due_digests(inner, now)?;
         self.release_idle(inner)?;
+        self.buffers.trim_idle(BUFFERS_IDLE);
         self.publish(inner);
         Ok(rep)
     }
@@ -703,6 +711,7 @@ impl TrailEngine {
 
     fn route(&self, inner: &mut Inner, h: &EventHeader, json: &[u8], now: DateTime<Utc>) {
         let level = self.opts.gzip_level;
+        let buffers = &self.buffers;
         let Inner { trails, open, .. } = inner;
         for (name, st) in trails.iter() {
             if !st.logging
@@ -719,7 +728,10 @@ impl TrailEngine {
                 continue;
             };
             if !regions.contains_key(h.facts.region.as_str()) {
-                regions.insert(h.facts.region.clone(), LogFileBuilder::new(level));
+                regions.insert(
+                    h.facts.region.clone(),
+                    LogFileBuilder::pooled(level, buffers),
+                );
             }
             let Some(b) = regions.get_mut(h.facts.region.as_str()) else {
                 continue;
@@ -872,7 +884,7 @@ impl TrailEngine {
         let mut builders: Vec<LogFileBuilder> = intent
             .files
             .iter()
-            .map(|_| LogFileBuilder::new(self.opts.gzip_level))
+            .map(|_| LogFileBuilder::pooled(self.opts.gzip_level, &self.buffers))
             .collect();
         let mut r = self.journal.reader(intent.seq_from)?;
         while r.position() < intent.seq_to {
@@ -1461,10 +1473,10 @@ impl TrailEngine {
         self.recovered
     }
 
-    /// Uncompressed record bytes the open epoch holds (bounded by
-    /// [`EngineOptions::max_epoch_bytes`]).
+    /// Uncompressed record bytes the open epoch holds, and the capacity of file buffers kept
+    /// for the next epoch (each bounded by [`EngineOptions::max_epoch_bytes`]).
     pub fn buffered_bytes(&self) -> usize {
-        self.buffered.load(std::sync::atomic::Ordering::Relaxed)
+        self.buffered.load(std::sync::atomic::Ordering::Relaxed) + self.buffers.kept_bytes()
     }
 
     /// Journal position up to which delivery has consumed (and whose effects [`TrailEngine::trail`]
