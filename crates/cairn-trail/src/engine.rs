@@ -307,7 +307,9 @@ pub struct TrailEngine {
     recovered: usize,
     /// Uncompressed bytes the open epoch holds (readable while a pump holds `inner`).
     buffered: std::sync::atomic::AtomicUsize,
-    /// Buffers of finished files, for the next epoch's (at most one epoch's bound).
+    /// Uncompressed bytes of the epoch being compressed.
+    compressing: std::sync::atomic::AtomicUsize,
+    /// Buffers of finished files, for the next epoch's.
     buffers: Arc<BufferPool>,
 }
 
@@ -392,7 +394,11 @@ impl TrailEngine {
         let reader = journal.reader(cursor)?;
         let recovered = intents.len();
         let published = std::sync::RwLock::new((cursor, Arc::new(trails.clone())));
-        let buffers = BufferPool::new(opts.max_epoch_bytes);
+        // A buffer grows by doubling, so a file filled to the epoch's bound has a capacity of
+        // up to twice it (a cap of the bound itself kept no buffer of a one-file epoch). What
+        // is kept is what the epoch just delivered held, and the next epoch takes it instead
+        // of allocating anew: delivery's peak stays an open and a compressing epoch.
+        let buffers = BufferPool::new(opts.max_epoch_bytes.saturating_mul(2));
         let engine = TrailEngine {
             journal,
             store,
@@ -415,6 +421,7 @@ impl TrailEngine {
             published,
             recovered,
             buffered: std::sync::atomic::AtomicUsize::new(0),
+            compressing: std::sync::atomic::AtomicUsize::new(0),
             buffers,
         };
         {
@@ -755,6 +762,8 @@ impl TrailEngine {
     /// the background, so routing goes on meanwhile. The previous in-flight epoch is finished
     /// first (intents and cursors advance in order). Returns files finished by this call.
     fn close_epoch(&self, inner: &mut Inner, seq_to: u64, now: DateTime<Utc>) -> Result<u64> {
+        // Buffers the open epoch did not take go: the pool holds only the epoch finished next.
+        self.buffers.clear();
         let mut done = self.finish_inflight(inner)?;
         if inner.open.batches.is_empty() {
             inner.open = OpenEpoch::new(seq_to);
@@ -763,6 +772,8 @@ impl TrailEngine {
         let epoch = inner.epoch;
         let open = std::mem::replace(&mut inner.open, OpenEpoch::new(seq_to));
         self.buffered.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.compressing
+            .store(open.bytes, std::sync::atomic::Ordering::Relaxed);
         let mut builders = vec![];
         let mut intents = vec![];
         for (trail, regions) in open.batches {
@@ -840,6 +851,8 @@ impl TrailEngine {
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(()),
             }
         };
+        self.compressing
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         let files =
             received.map_err(|_| TrailError::Invalid("log file compression failed".into()))?;
         let mut intent = f.intent;
@@ -1473,10 +1486,12 @@ impl TrailEngine {
         self.recovered
     }
 
-    /// Uncompressed record bytes the open epoch holds, and the capacity of file buffers kept
-    /// for the next epoch (each bounded by [`EngineOptions::max_epoch_bytes`]).
+    /// What delivery holds: the uncompressed records of the open epoch and of the one being
+    /// compressed (each bounded by [`EngineOptions::max_epoch_bytes`]), and the capacity of
+    /// the file buffers kept for the next files.
     pub fn buffered_bytes(&self) -> usize {
-        self.buffered.load(std::sync::atomic::Ordering::Relaxed) + self.buffers.kept_bytes()
+        use std::sync::atomic::Ordering::Relaxed;
+        self.buffered.load(Relaxed) + self.compressing.load(Relaxed) + self.buffers.kept_bytes()
     }
 
     /// Journal position up to which delivery has consumed (and whose effects [`TrailEngine::trail`]

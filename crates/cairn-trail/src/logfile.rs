@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 const FIRST_CAPACITY: usize = 256 << 10;
 
 /// Uncompressed buffers of finished files, kept for the next files: at most `cap` bytes of
-/// capacity in all (the engine passes one epoch's bound, so delivery holds no more than an
-/// open and a compressing epoch, as before), and none once unused for a few seconds.
+/// capacity in all, none once unused for a few seconds. The engine passes what one epoch's
+/// buffers may reach and clears the pool whenever an epoch closes, so the pool holds only
+/// the last delivered epoch's buffers the open epoch has not taken: delivery holds no more
+/// than an open and a compressing epoch, as before.
 pub struct BufferPool {
     cap: usize,
     inner: Mutex<Kept>,
@@ -74,8 +76,17 @@ impl BufferPool {
     pub fn trim_idle(&self, idle: Duration) {
         let mut k = self.lock();
         if k.last_used.is_some_and(|t| t.elapsed() >= idle) {
-            *k = Kept::default();
+            let old = std::mem::take(&mut *k);
+            drop(k);
+            // Unmapped outside the lock.
+            drop(old);
         }
+    }
+
+    /// Frees every kept buffer.
+    pub fn clear(&self) {
+        let old = std::mem::take(&mut *self.lock());
+        drop(old);
     }
 
     /// Capacity kept, in bytes.
@@ -283,6 +294,14 @@ mod tests {
         assert_eq!(first.gz, fresh.gz);
         assert_eq!(second.gz, fresh.gz);
         assert_eq!(second.sha256, fresh.sha256);
+        // A shorter file in the longer one's buffer holds nothing of it.
+        let mut short = LogFileBuilder::pooled(6, &pool);
+        short.push(b"{\"eventID\":\"x\"}", 0);
+        let short = short.finish();
+        assert_eq!(gunzip(&short.gz), b"{\"Records\":[{\"eventID\":\"x\"}]}");
+        let mut alone = LogFileBuilder::new(6);
+        alone.push(b"{\"eventID\":\"x\"}", 0);
+        assert_eq!(short.gz, alone.finish().gz);
     }
 
     #[test]
@@ -320,10 +339,13 @@ mod tests {
         let mut b = LogFileBuilder::new(6);
         b.push(rec.as_bytes(), 0);
         let f = b.finish();
-        assert!(f.gz.len() > rec.len() / 4, "the fallback path ran");
-        assert_eq!(
-            gunzip(&f.gz),
-            format!("{{\"Records\":[{rec}]}}").into_bytes()
-        );
+        let raw = format!("{{\"Records\":[{rec}]}}").into_bytes();
+        assert!(f.gz.len() > raw.len() / 4 + 4096, "the fallback path ran");
+        assert_eq!(gunzip(&f.gz), raw);
+        // The same bytes as one call with room for the worst case.
+        let mut c = libdeflater::Compressor::new(libdeflater::CompressionLvl::new(6).unwrap());
+        let mut whole = vec![0u8; c.gzip_compress_bound(raw.len())];
+        let n = c.gzip_compress(&raw, &mut whole).unwrap();
+        assert_eq!(f.gz, whole[..n]);
     }
 }

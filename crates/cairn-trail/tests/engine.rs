@@ -78,6 +78,9 @@ impl Env {
         Env { dir, store, clock }
     }
     fn engine(&self) -> TrailEngine {
+        self.engine_with(EngineOptions::new(ACCOUNT))
+    }
+    fn engine_with(&self, opts: EngineOptions) -> TrailEngine {
         let journal = Arc::new(
             Journal::open(self.dir.path().join("journal"), JournalOptions::default()).unwrap(),
         );
@@ -88,7 +91,7 @@ impl Env {
             self.store.clone(),
             Arc::new(self.clock.clone()),
             root,
-            EngineOptions::new(ACCOUNT),
+            opts,
         )
         .unwrap()
     }
@@ -522,4 +525,35 @@ fn events_no_trail_delivers_do_not_keep_the_journal() {
         .collect();
     assert!(names.contains(&"AfterIdle".to_string()), "{names:?}");
     assert!(!names.contains(&"RunInstances".to_string()));
+}
+
+#[test]
+fn a_full_epochs_file_buffer_is_kept_for_the_next_epoch() {
+    // One trail, one region: each epoch is one file, full at `max_epoch_bytes`. Its buffer
+    // (grown by doubling past the bound) is kept for the next epoch's file, not freed.
+    let env = Env::new();
+    let mut opts = EngineOptions::new(ACCOUNT);
+    opts.max_epoch_bytes = 200 << 10;
+    let e = env.engine_with(opts);
+    start(&e, &env.clock, validating("pooled"));
+    let mut n = 0;
+    while e.buffered_bytes() < 150 << 10 {
+        e.append_event(&mgmt(&env.clock, &format!("Op{n}")))
+            .unwrap();
+        e.pump().unwrap();
+        n += 1;
+        assert!(n < 100_000, "the epoch never filled");
+    }
+    // Past the bound: the epoch closes and its file is delivered.
+    for i in 0..n {
+        e.append_event(&mgmt(&env.clock, &format!("More{i}")))
+            .unwrap();
+    }
+    e.flush().unwrap();
+    assert!(
+        e.buffered_bytes() >= 200 << 10,
+        "the delivered file's buffer is kept: {}",
+        e.buffered_bytes()
+    );
+    assert_eq!(env.records().len(), 2 * n);
 }
