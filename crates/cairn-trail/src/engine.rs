@@ -762,8 +762,8 @@ impl TrailEngine {
     /// the background, so routing goes on meanwhile. The previous in-flight epoch is finished
     /// first (intents and cursors advance in order). Returns files finished by this call.
     fn close_epoch(&self, inner: &mut Inner, seq_to: u64, now: DateTime<Utc>) -> Result<u64> {
-        // Buffers the open epoch did not take go: the pool holds only the epoch finished next.
-        self.buffers.clear();
+        // Buffers that no epoch took while this one was open go.
+        self.buffers.age();
         let mut done = self.finish_inflight(inner)?;
         if inner.open.batches.is_empty() {
             inner.open = OpenEpoch::new(seq_to);

@@ -19,9 +19,10 @@ const FIRST_CAPACITY: usize = 256 << 10;
 
 /// Uncompressed buffers of finished files, kept for the next files: at most `cap` bytes of
 /// capacity in all, none once unused for a few seconds. The engine passes what one epoch's
-/// buffers may reach and clears the pool whenever an epoch closes, so the pool holds only
-/// the last delivered epoch's buffers the open epoch has not taken: delivery holds no more
-/// than an open and a compressing epoch, as before.
+/// buffers may reach and ages the pool whenever an epoch closes: a buffer no epoch took
+/// while one was open is freed. An epoch's buffers come back while the next one is open
+/// (compression runs beside it) and serve the one after; with the buffers of the epochs
+/// around them, delivery holds no more than two epochs' worth, as before.
 pub struct BufferPool {
     cap: usize,
     inner: Mutex<Kept>,
@@ -29,7 +30,8 @@ pub struct BufferPool {
 
 #[derive(Default)]
 struct Kept {
-    bufs: Vec<Vec<u8>>,
+    /// Each buffer, and whether an epoch has closed since it was given.
+    bufs: Vec<(Vec<u8>, bool)>,
     bytes: usize,
     last_used: Option<Instant>,
 }
@@ -50,10 +52,10 @@ impl BufferPool {
     fn take(&self) -> Vec<u8> {
         let mut k = self.lock();
         k.last_used = Some(Instant::now());
-        let largest = (0..k.bufs.len()).max_by_key(|&i| k.bufs[i].capacity());
+        let largest = (0..k.bufs.len()).max_by_key(|&i| k.bufs[i].0.capacity());
         match largest {
             Some(i) => {
-                let b = k.bufs.swap_remove(i);
+                let (b, _) = k.bufs.swap_remove(i);
                 k.bytes -= b.capacity();
                 b
             }
@@ -68,7 +70,7 @@ impl BufferPool {
         k.last_used = Some(Instant::now());
         if k.bytes + b.capacity() <= self.cap {
             k.bytes += b.capacity();
-            k.bufs.push(b);
+            k.bufs.push((b, false));
         }
     }
 
@@ -83,10 +85,18 @@ impl BufferPool {
         }
     }
 
-    /// Frees every kept buffer.
-    pub fn clear(&self) {
-        let old = std::mem::take(&mut *self.lock());
-        drop(old);
+    /// An epoch closed: frees the buffers kept since before the last one closed (no epoch
+    /// took them), and marks the others.
+    pub fn age(&self) {
+        let mut k = self.lock();
+        let (stale, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut k.bufs)
+            .into_iter()
+            .partition(|(_, old)| *old);
+        k.bytes -= stale.iter().map(|(b, _)| b.capacity()).sum::<usize>();
+        k.bufs = kept.into_iter().map(|(b, _)| (b, true)).collect();
+        drop(k);
+        // Unmapped outside the lock.
+        drop(stale);
     }
 
     /// Capacity kept, in bytes.
@@ -319,6 +329,26 @@ mod tests {
         pool.trim_idle(Duration::from_secs(60));
         assert_eq!(pool.kept_bytes(), 600 << 10, "used just now: kept");
         pool.trim_idle(Duration::ZERO);
+        assert_eq!(pool.kept_bytes(), 0);
+    }
+
+    #[test]
+    fn a_buffer_no_epoch_took_is_freed_at_the_second_close() {
+        let pool = BufferPool::new(64 << 20);
+        pool.give(Vec::with_capacity(1 << 20));
+        pool.age();
+        // Given while one epoch was open, kept for the next one.
+        assert_eq!(pool.kept_bytes(), 1 << 20);
+        pool.give(Vec::with_capacity(2 << 20));
+        pool.age();
+        assert_eq!(
+            pool.kept_bytes(),
+            2 << 20,
+            "the first went at the second close"
+        );
+        // An old buffer is still handed out (largest first).
+        assert_eq!(pool.take().capacity(), 2 << 20);
+        pool.age();
         assert_eq!(pool.kept_bytes(), 0);
     }
 
