@@ -305,11 +305,8 @@ pub struct TrailEngine {
     published: std::sync::RwLock<(u64, Arc<BTreeMap<String, TrailState>>)>,
     /// Deliveries a crash had interrupted, finished when this engine opened.
     recovered: usize,
-    /// Uncompressed bytes the open epoch holds (readable while a pump holds `inner`).
-    buffered: std::sync::atomic::AtomicUsize,
-    /// Uncompressed bytes of the epoch being compressed.
-    compressing: std::sync::atomic::AtomicUsize,
-    /// Buffers of finished files, for the next epoch's.
+    /// What delivery holds (the open and compressing epochs' bytes, readable while a pump
+    /// holds `inner`), and the buffers of finished files kept for the next epochs'.
     buffers: Arc<BufferPool>,
 }
 
@@ -394,10 +391,7 @@ impl TrailEngine {
         let reader = journal.reader(cursor)?;
         let recovered = intents.len();
         let published = std::sync::RwLock::new((cursor, Arc::new(trails.clone())));
-        // A buffer grows by doubling, so a file filled to the epoch's bound has a capacity of
-        // up to twice it (a cap of the bound itself kept no buffer of a one-file epoch). What
-        // is kept is what the epoch just delivered held, and the next epoch takes it instead
-        // of allocating anew: delivery's peak stays an open and a compressing epoch.
+        // Delivery's bound: an open and a compressing epoch. Buffers are kept only within it.
         let buffers = BufferPool::new(opts.max_epoch_bytes.saturating_mul(2));
         let engine = TrailEngine {
             journal,
@@ -420,8 +414,6 @@ impl TrailEngine {
             }),
             published,
             recovered,
-            buffered: std::sync::atomic::AtomicUsize::new(0),
-            compressing: std::sync::atomic::AtomicUsize::new(0),
             buffers,
         };
         {
@@ -745,7 +737,8 @@ impl TrailEngine {
             };
             b.push(json, h.time);
             open.bytes += json.len() + 1;
-            self.buffered
+            buffers
+                .open
                 .store(open.bytes, std::sync::atomic::Ordering::Relaxed);
             open.records += 1;
             if b.raw_len() >= self.opts.max_file_bytes
@@ -771,8 +764,11 @@ impl TrailEngine {
         }
         let epoch = inner.epoch;
         let open = std::mem::replace(&mut inner.open, OpenEpoch::new(seq_to));
-        self.buffered.store(0, std::sync::atomic::Ordering::Relaxed);
-        self.compressing
+        self.buffers
+            .open
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.buffers
+            .compressing
             .store(open.bytes, std::sync::atomic::Ordering::Relaxed);
         let mut builders = vec![];
         let mut intents = vec![];
@@ -851,7 +847,8 @@ impl TrailEngine {
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(()),
             }
         };
-        self.compressing
+        self.buffers
+            .compressing
             .store(0, std::sync::atomic::Ordering::Relaxed);
         let files =
             received.map_err(|_| TrailError::Invalid("log file compression failed".into()))?;
@@ -897,7 +894,7 @@ impl TrailEngine {
         let mut builders: Vec<LogFileBuilder> = intent
             .files
             .iter()
-            .map(|_| LogFileBuilder::pooled(self.opts.gzip_level, &self.buffers))
+            .map(|_| LogFileBuilder::new(self.opts.gzip_level))
             .collect();
         let mut r = self.journal.reader(intent.seq_from)?;
         while r.position() < intent.seq_to {
@@ -1490,8 +1487,7 @@ impl TrailEngine {
     /// compressed (each bounded by [`EngineOptions::max_epoch_bytes`]), and the capacity of
     /// the file buffers kept for the next files.
     pub fn buffered_bytes(&self) -> usize {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.buffered.load(Relaxed) + self.compressing.load(Relaxed) + self.buffers.kept_bytes()
+        self.buffers.held_bytes()
     }
 
     /// Journal position up to which delivery has consumed (and whose effects [`TrailEngine::trail`]

@@ -11,21 +11,28 @@
 //! about half its time under a backlog.
 
 use sha2::{Digest as _, Sha256};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A buffer's first capacity when no kept one is free.
 const FIRST_CAPACITY: usize = 256 << 10;
 
-/// Uncompressed buffers of finished files, kept for the next files: at most `cap` bytes of
-/// capacity in all, none once unused for a few seconds. The engine passes what one epoch's
-/// buffers may reach and ages the pool whenever an epoch closes: a buffer no epoch took
-/// while one was open is freed. An epoch's buffers come back while the next one is open
-/// (compression runs beside it) and serve the one after; with the buffers of the epochs
-/// around them, delivery holds no more than two epochs' worth, as before.
+/// What delivery holds, and the uncompressed buffers of finished files kept for the next
+/// files. `cap` bounds the whole: the open epoch's records, the compressing epoch's, and the
+/// capacity kept (a buffer is kept only where it fits beside the other two), so keeping
+/// buffers never lets delivery hold more than it could without them. The engine ages the
+/// pool whenever an epoch closes (a buffer no epoch took while one was open is freed), and
+/// it is emptied after a few seconds unused. An epoch's buffers come back while the next
+/// one is open (compression runs beside it) and serve the one after.
 pub struct BufferPool {
     cap: usize,
     inner: Mutex<Kept>,
+    /// Uncompressed bytes of the open epoch's files (set by the engine).
+    pub open: AtomicUsize,
+    /// Uncompressed bytes of the epoch being compressed (set by the engine when it closes;
+    /// each of its buffers moves from here to the pool as its file is finished).
+    pub compressing: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -41,6 +48,8 @@ impl BufferPool {
         Arc::new(BufferPool {
             cap,
             inner: Mutex::new(Kept::default()),
+            open: AtomicUsize::new(0),
+            compressing: AtomicUsize::new(0),
         })
     }
 
@@ -63,12 +72,18 @@ impl BufferPool {
         }
     }
 
-    /// Keeps `b` if it fits under the cap.
+    /// Takes back a finished file's buffer (its bytes leave the compressing epoch) and keeps
+    /// it if it fits under the cap beside what delivery holds.
     fn give(&self, mut b: Vec<u8>) {
+        let len = b.len();
+        let _ = self
+            .compressing
+            .fetch_update(Relaxed, Relaxed, |c| Some(c.saturating_sub(len)));
         b.clear();
         let mut k = self.lock();
         k.last_used = Some(Instant::now());
-        if k.bytes + b.capacity() <= self.cap {
+        let held = self.open.load(Relaxed) + self.compressing.load(Relaxed);
+        if held + k.bytes + b.capacity() <= self.cap {
             k.bytes += b.capacity();
             k.bufs.push((b, false));
         }
@@ -102,6 +117,12 @@ impl BufferPool {
     /// Capacity kept, in bytes.
     pub fn kept_bytes(&self) -> usize {
         self.lock().bytes
+    }
+
+    /// What delivery holds: the open and the compressing epochs' records and the capacity
+    /// kept (at most `cap`, but for a file grown past it before it was given back).
+    pub fn held_bytes(&self) -> usize {
+        self.open.load(Relaxed) + self.compressing.load(Relaxed) + self.kept_bytes()
     }
 }
 
@@ -330,6 +351,24 @@ mod tests {
         assert_eq!(pool.kept_bytes(), 600 << 10, "used just now: kept");
         pool.trim_idle(Duration::ZERO);
         assert_eq!(pool.kept_bytes(), 0);
+    }
+
+    #[test]
+    fn a_buffer_is_kept_only_beside_what_delivery_holds() {
+        let pool = BufferPool::new(1 << 20);
+        // An open epoch of 600 KiB: a 600 KiB buffer does not fit beside it.
+        pool.open.store(600 << 10, Relaxed);
+        pool.give(Vec::with_capacity(600 << 10));
+        assert_eq!(pool.kept_bytes(), 0);
+        // A compressing epoch's buffer moves its bytes from the epoch to the pool.
+        pool.open.store(0, Relaxed);
+        pool.compressing.store(700 << 10, Relaxed);
+        let mut b = Vec::with_capacity(800 << 10);
+        b.resize(700 << 10, 1);
+        pool.give(b);
+        assert_eq!(pool.compressing.load(Relaxed), 0);
+        assert_eq!(pool.kept_bytes(), 800 << 10);
+        assert_eq!(pool.held_bytes(), 800 << 10);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! | share            | %  | holds                                                        |
 //! |------------------|----|--------------------------------------------------------------|
 //! | `request_bodies` | 20 | request bodies buffered at once, all connections             |
-//! | `delivery`       | 24 | trail delivery: the open epoch's records (half the share) and the one being compressed (the other half; its buffers are then kept for the next epoch) |
+//! | `delivery`       | 24 | trail delivery: the open epoch's records (half the share) and the one being compressed (the other half); finished files' buffers are kept for the next epochs only within the share |
 //! | `journal_queue`  |  8 | journal appends queued and not yet durable (back-pressure)   |
 //! | `history_cache`  | 10 | page cache of the LookupEvents index (`api/history.redb`)    |
 //! | `history_batch`  |  4 | records one indexing step takes (its write transaction)      |
