@@ -593,9 +593,6 @@ impl<'t> BlockTables<'t> {
     }
 }
 
-/// A block's records: (journal seq, record JSON), in seq order.
-type Records = Vec<(u64, Vec<u8>)>;
-
 fn block_max_time(v: &[u8]) -> i64 {
     let mut t = [0u8; 8];
     if v.len() >= 8 {
@@ -615,26 +612,40 @@ fn decode_block(v: &[u8]) -> Vec<(u64, Vec<u8>)> {
 
 /// A stored block's records, decompressed (`None`: it does not decompress).
 fn block_raw(v: &[u8]) -> Option<Vec<u8>> {
+    let mut raw = Vec::new();
+    inflate_into(&mut libdeflater::Decompressor::new(), v, &mut raw).then_some(raw)
+}
+
+/// Decompresses a stored block's records into `raw` (its buffer reused); false when the
+/// block does not decompress.
+fn inflate_into(d: &mut libdeflater::Decompressor, v: &[u8], raw: &mut Vec<u8>) -> bool {
+    raw.clear();
     if v.len() < HEADER {
-        return None;
+        return false;
     }
     let mut n = [0u8; 4];
     n.copy_from_slice(&v[8..12]);
     let raw_len = u32::from_be_bytes(n) as usize;
-    let mut raw = vec![0u8; raw_len];
-    let ok = libdeflater::Decompressor::new()
-        .deflate_decompress(&v[HEADER..], &mut raw)
+    raw.resize(raw_len, 0);
+    let ok = d
+        .deflate_decompress(&v[HEADER..], raw)
         .map(|got| got == raw_len)
         .unwrap_or(false);
     if !ok {
+        raw.clear();
         tracing::error!("an event history block does not decompress; its events are skipped");
-        return None;
     }
-    Some(raw)
+    ok
 }
 
 /// The (seq, JSON) records of a block's raw bytes, up to the first that is cut short.
 fn records(raw: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    spans(raw).map(|(seq, start, len)| (seq, &raw[start..start + len]))
+}
+
+/// Where the records of a block's raw bytes lie: (seq, start, len) each, up to the first
+/// that is cut short.
+fn spans(raw: &[u8]) -> impl Iterator<Item = (u64, usize, usize)> + '_ {
     let mut at = 0;
     std::iter::from_fn(move || {
         let head = raw.get(at..at + 12)?;
@@ -643,19 +654,45 @@ fn records(raw: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
         let mut l = [0u8; 4];
         l.copy_from_slice(&head[8..]);
         let len = u32::from_be_bytes(l) as usize;
-        let json = raw.get(at + 12..at + 12 + len)?;
-        at += 12 + len;
-        Some((u64::from_be_bytes(s), json))
+        let start = at + 12;
+        raw.get(start..start + len)?;
+        at = start + len;
+        Some((u64::from_be_bytes(s), start, len))
     })
 }
+
+/// A decoded block: its records' bytes and, in seq order, where each lies in them.
+#[derive(Default)]
+struct Decoded {
+    raw: Vec<u8>,
+    /// (seq, start, len) of each record in `raw`.
+    at: Vec<(u64, u32, u32)>,
+}
+
+impl Decoded {
+    fn get(&self, seq: u64) -> Option<&[u8]> {
+        let i = self.at.binary_search_by_key(&seq, |(s, _, _)| *s).ok()?;
+        let (_, start, len) = self.at[i];
+        self.raw.get(start as usize..start as usize + len as usize)
+    }
+}
+
+/// Decoded blocks' buffers, kept for the next reader: a lookup decodes a block or a few
+/// (mostly the open one), and allocating those afresh faulted their pages in each time
+/// (freed pages go back to the OS at once), about half of a lookup's CPU under load.
+/// Bounded by [`POOL_BUFFERS`] buffers of at most [`POOL_BUFFER_BYTES`] each.
+static DECODED_POOL: Mutex<Vec<Decoded>> = Mutex::new(Vec::new());
+const POOL_BUFFERS: usize = 4;
+const POOL_BUFFER_BYTES: usize = 2 * BLOCK_BYTES;
 
 /// Reads records by block id, keeping the last few blocks decoded (a page of hits mostly
 /// shares blocks) and counting the blocks it decoded.
 struct BlockReader<'t, T: ReadableTable<u64, &'static [u8]>> {
     table: &'t T,
     /// Most recently used last.
-    cache: Vec<(u64, Records)>,
+    cache: Vec<(u64, Decoded)>,
     decoded: usize,
+    inflater: libdeflater::Decompressor,
 }
 
 const READER_CACHE: usize = 8;
@@ -666,6 +703,7 @@ impl<'t, T: ReadableTable<u64, &'static [u8]>> BlockReader<'t, T> {
             table,
             cache: Vec::new(),
             decoded: 0,
+            inflater: libdeflater::Decompressor::new(),
         }
     }
 
@@ -685,27 +723,51 @@ impl<'t, T: ReadableTable<u64, &'static [u8]>> BlockReader<'t, T> {
                 self.cache.push(hit);
             }
             None => {
-                let records = match self.table.get(block)? {
-                    Some(v) => decode_block(v.value()),
-                    None => Vec::new(),
+                let mut d = if self.cache.len() == READER_CACHE {
+                    self.cache.remove(0).1
+                } else {
+                    lock_pool().pop().unwrap_or_default()
                 };
-                self.decoded += 1;
-                if self.cache.len() == READER_CACHE {
-                    self.cache.remove(0);
+                d.at.clear();
+                let ok = match self.table.get(block)? {
+                    Some(v) => inflate_into(&mut self.inflater, v.value(), &mut d.raw),
+                    None => false,
+                };
+                if ok {
+                    d.at.extend(spans(&d.raw).map(|(s, start, len)| (s, start as u32, len as u32)));
                 }
-                self.cache.push((block, records));
+                self.decoded += 1;
+                self.cache.push((block, d));
             }
         }
-        let Some((_, records)) = self.cache.last() else {
+        let Some((_, d)) = self.cache.last() else {
             return Ok((None, self.decoded));
         };
-        Ok((
-            records
-                .binary_search_by_key(&seq, |(s, _)| *s)
-                .ok()
-                .map(|i| records[i].1.as_slice()),
-            self.decoded,
-        ))
+        Ok((d.get(seq), self.decoded))
+    }
+}
+
+fn lock_pool() -> std::sync::MutexGuard<'static, Vec<Decoded>> {
+    DECODED_POOL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<T: ReadableTable<u64, &'static [u8]>> Drop for BlockReader<'_, T> {
+    fn drop(&mut self) {
+        // Newest last: the most recently used go back first and are taken first.
+        let keep: Vec<Decoded> = self
+            .cache
+            .drain(..)
+            .rev()
+            .map(|(_, d)| d)
+            .filter(|d| d.raw.capacity() <= POOL_BUFFER_BYTES)
+            .take(POOL_BUFFERS)
+            .collect();
+        let mut pool = lock_pool();
+        for d in keep {
+            if pool.len() < POOL_BUFFERS {
+                pool.push(d);
+            }
+        }
     }
 }
 
@@ -1631,6 +1693,63 @@ mod tests {
         );
         assert_eq!(stops.len(), 100);
         assert!(stops.iter().all(|e| e["EventName"] == "StopLogging"));
+    }
+
+    #[test]
+    fn a_reused_block_buffer_answers_only_its_own_records() {
+        let small = |id: u64| format!("{{\"small\":{id},\"pad\":\"{}\"}}", "y".repeat(1000));
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("b.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(BLOCKS).unwrap();
+            // Block 0: large, seqs 0..400; blocks 1..=8: smaller, seqs 1000·id + 0..3, long
+            // enough that block 0's first records' places lie within them.
+            let mut big = OpenBlock::empty(0);
+            for s in 0..400u64 {
+                big.push(
+                    s,
+                    format!("{{\"big\":{s},\"pad\":\"{}\"}}", "x".repeat(200)).as_bytes(),
+                    1,
+                );
+            }
+            t.insert(0, big.encode().unwrap()).unwrap();
+            for id in 1..=8u64 {
+                let mut b = OpenBlock::empty(id);
+                for s in 0..3 {
+                    b.push(1000 * id + s, small(id).as_bytes(), 1);
+                }
+                t.insert(id, b.encode().unwrap()).unwrap();
+            }
+            // Block 9 does not decompress.
+            t.insert(9, [0u8; HEADER + 8].as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+        let tx = db.begin_read().unwrap();
+        let t = tx.open_table(BLOCKS).unwrap();
+        let mut r = BlockReader::new(&t);
+        assert!(r.get(0, 399).unwrap().unwrap().starts_with(b"{\"big\":399"));
+        for id in 1..=7 {
+            assert_eq!(r.get(id, 1000 * id).unwrap().unwrap(), small(id).as_bytes());
+        }
+        // The cache is full: block 8 takes block 0's (larger) buffer.
+        assert_eq!(r.get(8, 8001).unwrap().unwrap(), small(8).as_bytes());
+        for s in [0, 5, 399] {
+            assert_eq!(
+                r.get(8, s).unwrap(),
+                None,
+                "seq {s} of block 0 read from block 8"
+            );
+        }
+        assert_eq!(r.get(8, 8003).unwrap(), None);
+        // An unreadable block read into block 1's buffer holds nothing of it.
+        assert_eq!(r.get(9, 1000).unwrap(), None);
+        assert_eq!(r.get(9, 1001).unwrap(), None);
+        // Pooled buffers serve a later reader as well.
+        drop(r);
+        let mut r = BlockReader::new(&t);
+        assert_eq!(r.get(3, 3002).unwrap().unwrap(), small(3).as_bytes());
+        assert_eq!(r.get(3, 399).unwrap(), None);
     }
 
     #[test]
