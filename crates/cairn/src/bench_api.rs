@@ -97,7 +97,9 @@ pub(crate) async fn read_response_into(
     buf: &mut Vec<u8>,
     mut keep: Option<&mut Captured>,
 ) -> Result<(u16, u64, bool)> {
-    let mut chunk = [0u8; 16384];
+    // Reads go straight into `buf`'s spare room: zeroing a chunk per call was ~4% of the
+    // load generator's time under `bench soak`.
+    const READ: usize = 16384;
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = std::str::from_utf8(&buf[..end]).context("response head")?;
@@ -131,11 +133,10 @@ pub(crate) async fn read_response_into(
             }
             let total = end + 4 + len;
             while buf.len() < total {
-                let n = s.read(&mut chunk).await?;
-                if n == 0 {
+                buf.reserve(READ.max(total - buf.len()));
+                if s.read_buf(buf).await? == 0 {
                     bail!("connection closed mid-response");
                 }
-                buf.extend_from_slice(&chunk[..n]);
             }
             if let Some(c) = keep.as_deref_mut() {
                 c.body.clear();
@@ -144,11 +145,10 @@ pub(crate) async fn read_response_into(
             buf.drain(..total);
             return Ok((status, len as u64, close));
         }
-        let n = s.read(&mut chunk).await?;
-        if n == 0 {
+        buf.reserve(READ);
+        if s.read_buf(buf).await? == 0 {
             bail!("connection closed");
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 

@@ -508,6 +508,21 @@ fn proc_usage(pid: u32) -> (f64, f64) {
     (rss as f64 / (1 << 20) as f64, fds as f64)
 }
 
+/// CPU seconds (user and system) a process has used so far; 0 when unreadable.
+fn cpu_seconds(pid: &str) -> f64 {
+    // SAFETY: sysconf reads a constant of the system; no pointers involved.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces): utime is the 12th.
+            let rest = s.get(s.rfind(')')? + 2..)?;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+        })
+        .map_or(0.0, |t| t / ticks)
+}
+
 fn events_so_far(shared: &Shared) -> u64 {
     let c = shared.counts.lock().unwrap_or_else(|e| e.into_inner());
     let answered: u64 = c.values().map(|c| c.ok + c.err).sum();
@@ -763,6 +778,8 @@ pub fn soak(a: SoakBenchArgs) -> Result<()> {
         )?;
         let started = Instant::now();
         let end = started + Duration::from_secs_f64(a.minutes * 60.0);
+        let cpu_at_start = (cpu_seconds(&pid.to_string()), cpu_seconds("self"));
+        let done_at_start = shared.done.load(Ordering::Relaxed);
         let mut samples: Vec<Sample> = Vec::new();
         let mut last = (Instant::now(), 0u64);
         let sample = |last: &mut (Instant, u64)| -> Result<Sample> {
@@ -827,6 +844,17 @@ pub fn soak(a: SoakBenchArgs) -> Result<()> {
                 s.req_per_s, s.p99_ms, s.rss_mib, s.open_fds, s.data_mib
             ));
         }
+        // CPU per request over the load: the server's, and this load generator's (the same
+        // two cores serve both).
+        let load_done = shared
+            .done
+            .load(Ordering::Relaxed)
+            .saturating_sub(done_at_start)
+            .max(1) as f64;
+        let cpu_us_per_request = (
+            (cpu_seconds(&pid.to_string()) - cpu_at_start.0) * 1e6 / load_done,
+            (cpu_seconds("self") - cpu_at_start.1) * 1e6 / load_done,
+        );
         shared.stop.store(true, Ordering::Release);
         // Each connection ends after its request in flight (30 s at most); one that does not
         // is aborted and its keys are unknown.
@@ -912,6 +940,7 @@ pub fn soak(a: SoakBenchArgs) -> Result<()> {
             problems,
             // The kernel's high-water mark: the true peak, between samples too.
             hwm_mib: proc_hwm(pid),
+            cpu_us_per_request,
         })
     })();
     // Stop the server: it delivers everything it holds before it exits.
@@ -934,6 +963,8 @@ struct Run {
     audit_sent: u64,
     problems: Vec<String>,
     hwm_mib: f64,
+    /// CPU µs per answered request during the load: (server, load generator).
+    cpu_us_per_request: (f64, f64),
 }
 
 fn proc_hwm(pid: u32) -> f64 {
@@ -1067,6 +1098,8 @@ fn finish(
         "offered_req_per_s": a.rate,
         "connections": a.connections,
         "mean_req_per_s": mean_rate,
+        "server_cpu_us_per_request": run.cpu_us_per_request.0,
+        "generator_cpu_us_per_request": run.cpu_us_per_request.1,
         "memory_limit_mib": budget.limit >> 20,
         "fixed_overhead_mib": crate::memory::FIXED_OVERHEAD >> 20,
         "peak_rss_mib": peak,
@@ -1087,10 +1120,12 @@ fn finish(
         serde_json::to_vec_pretty(&summary)?,
     )?;
     println!(
-        "soak: {total_min:.1} min at {:.0} req/s offered, {mean_rate:.0} mean; peak RSS {peak:.0} MiB (budget {} MiB + {} MiB fixed); RSS slope over the last 20 min {rss_slope:+.2} MiB/min",
+        "soak: {total_min:.1} min at {:.0} req/s offered, {mean_rate:.0} mean; peak RSS {peak:.0} MiB (budget {} MiB + {} MiB fixed); RSS slope over the last 20 min {rss_slope:+.2} MiB/min; CPU per request {:.0} µs server, {:.0} µs load generator",
         a.rate,
         budget.limit >> 20,
         crate::memory::FIXED_OVERHEAD >> 20,
+        run.cpu_us_per_request.0,
+        run.cpu_us_per_request.1,
     );
     println!(
         "settled: {:.0} MiB on disk, {:.0} bytes per event beyond object bodies and delivered files ({marginal:.0} per further event over the last 20 min)",
