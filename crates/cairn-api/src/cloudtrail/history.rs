@@ -616,8 +616,12 @@ fn block_raw(v: &[u8]) -> Option<Vec<u8>> {
     inflate_into(&mut libdeflater::Decompressor::new(), v, &mut raw).then_some(raw)
 }
 
+/// Most bytes deflate can expand one byte into (a run of 258 per 2 bits, rounded up).
+const DEFLATE_MAX_RATIO: usize = 1032;
+
 /// Decompresses a stored block's records into `raw` (its buffer reused); false when the
-/// block does not decompress.
+/// block does not decompress. A stated size no deflate stream of the block's length can
+/// reach (a damaged or forged header) is refused before any buffer is sized for it.
 fn inflate_into(d: &mut libdeflater::Decompressor, v: &[u8], raw: &mut Vec<u8>) -> bool {
     raw.clear();
     if v.len() < HEADER {
@@ -626,11 +630,12 @@ fn inflate_into(d: &mut libdeflater::Decompressor, v: &[u8], raw: &mut Vec<u8>) 
     let mut n = [0u8; 4];
     n.copy_from_slice(&v[8..12]);
     let raw_len = u32::from_be_bytes(n) as usize;
-    raw.resize(raw_len, 0);
-    let ok = d
-        .deflate_decompress(&v[HEADER..], raw)
-        .map(|got| got == raw_len)
-        .unwrap_or(false);
+    let ok = raw_len <= (v.len() - HEADER).saturating_mul(DEFLATE_MAX_RATIO) && {
+        raw.resize(raw_len, 0);
+        d.deflate_decompress(&v[HEADER..], raw)
+            .map(|got| got == raw_len)
+            .unwrap_or(false)
+    };
     if !ok {
         raw.clear();
         tracing::error!("an event history block does not decompress; its events are skipped");
@@ -680,7 +685,8 @@ impl Decoded {
 /// Decoded blocks' buffers, kept for the next reader: a lookup decodes a block or a few
 /// (mostly the open one), and allocating those afresh faulted their pages in each time
 /// (freed pages go back to the OS at once), about half of a lookup's CPU under load.
-/// Bounded by [`POOL_BUFFERS`] buffers of at most [`POOL_BUFFER_BYTES`] each.
+/// Bounded by [`POOL_BUFFERS`] buffers of at most [`POOL_BUFFER_BYTES`] each (and their
+/// record tables, 16 bytes per record of at least 12).
 static DECODED_POOL: Mutex<Vec<Decoded>> = Mutex::new(Vec::new());
 const POOL_BUFFERS: usize = 4;
 const POOL_BUFFER_BYTES: usize = 2 * BLOCK_BYTES;
@@ -753,7 +759,7 @@ fn lock_pool() -> std::sync::MutexGuard<'static, Vec<Decoded>> {
 
 impl<T: ReadableTable<u64, &'static [u8]>> Drop for BlockReader<'_, T> {
     fn drop(&mut self) {
-        // Newest last: the most recently used go back first and are taken first.
+        // The most recently used are kept when more than the pool takes come back.
         let keep: Vec<Decoded> = self
             .cache
             .drain(..)
@@ -1721,8 +1727,13 @@ mod tests {
                 }
                 t.insert(id, b.encode().unwrap()).unwrap();
             }
-            // Block 9 does not decompress.
-            t.insert(9, [0u8; HEADER + 8].as_slice()).unwrap();
+            // Block 9 states 4,000 bytes and does not decompress; block 10 states 4 GiB.
+            let mut bad = vec![0u8; HEADER];
+            bad[8..12].copy_from_slice(&4000u32.to_be_bytes());
+            bad.extend_from_slice(&[0xff; 16]);
+            t.insert(9, bad.as_slice()).unwrap();
+            bad[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
+            t.insert(10, bad.as_slice()).unwrap();
         }
         tx.commit().unwrap();
         let tx = db.begin_read().unwrap();
@@ -1742,11 +1753,25 @@ mod tests {
             );
         }
         assert_eq!(r.get(8, 8003).unwrap(), None);
-        // An unreadable block read into block 1's buffer holds nothing of it.
+        // An unreadable block read into block 1's buffer holds nothing of it, nor does an
+        // absent one read into block 2's; a forged size is refused before it is allocated.
         assert_eq!(r.get(9, 1000).unwrap(), None);
         assert_eq!(r.get(9, 1001).unwrap(), None);
-        // Pooled buffers serve a later reader as well.
+        assert_eq!(r.get(42, 2000).unwrap(), None);
+        assert_eq!(r.get(42, 2001).unwrap(), None);
+        assert_eq!(r.get(10, 3000).unwrap(), None);
+        assert!(r
+            .cache
+            .iter()
+            .all(|(_, d)| d.raw.capacity() <= POOL_BUFFER_BYTES));
+        // Pooled buffers serve a later reader as well: one left with another block's
+        // records and table (a parallel test may take it first; it is cleared either way).
         drop(r);
+        let stale = Decoded {
+            raw: small(7).repeat(3).into_bytes(),
+            at: vec![(3002, 0, 100), (399, 0, 100)],
+        };
+        lock_pool().push(stale);
         let mut r = BlockReader::new(&t);
         assert_eq!(r.get(3, 3002).unwrap().unwrap(), small(3).as_bytes());
         assert_eq!(r.get(3, 399).unwrap(), None);
