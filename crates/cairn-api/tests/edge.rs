@@ -670,3 +670,66 @@ fn history_pages_newest_first_filters_and_prunes() {
         .all(|e| e["EventTime"].as_i64().unwrap() >= (now - Duration::minutes(100)).timestamp()));
     let _ = SystemClock.now();
 }
+
+/// A later LookupEvents page waits for the index only as far as its first page did: what
+/// was recorded after the first page (nothing indexes it here: no indexer thread runs, the
+/// test steps the index) does not hold it up, while a first page still waits for every
+/// event recorded before it (read-your-writes).
+#[test]
+fn a_later_lookup_page_waits_only_as_far_as_its_first_page() {
+    let w = world();
+    let (rt, server, addr) = common::serve(&w.api);
+    for _ in 0..3 {
+        assert_eq!(call(&addr, &w, "DescribeTrails", "{}").0, 200);
+    }
+    while w.api.history.step(1000).unwrap() > 0 {}
+    let page = |token: Option<&str>, max: u32| {
+        let mut q = serde_json::json!({"MaxResults": max, "LookupAttributes":
+            [{"AttributeKey": "EventName", "AttributeValue": "DescribeTrails"}]});
+        if let Some(t) = token {
+            q["NextToken"] = serde_json::json!(t);
+        }
+        let at = std::time::Instant::now();
+        let (status, body) = call(&addr, &w, "LookupEvents", &q.to_string());
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let ids: Vec<String> = v["Events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["EventId"].as_str().unwrap().to_string())
+            .collect();
+        let next = v["NextToken"].as_str().map(str::to_string);
+        (ids, next, at.elapsed())
+    };
+    // Each page's own LookupEvents event is recorded after it and never indexed here: a
+    // page that waited for the journal's end would wait out its 5 s limit.
+    let (first, mut token, took) = page(None, 1);
+    assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+    let mut seen = first;
+    while let Some(t) = token {
+        let (ids, next, took) = page(Some(&t), 1);
+        assert!(
+            took < std::time::Duration::from_secs(2),
+            "a later page waited for events recorded after the first: {took:?}"
+        );
+        seen.extend(ids);
+        token = next;
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 3, "every event once across the pages: {seen:?}");
+
+    // A first page waits for what was recorded before it, and answers with it.
+    assert_eq!(call(&addr, &w, "DescribeTrails", "{}").0, 200);
+    let api = w.api.clone();
+    let stepper = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        while api.history.step(1000).unwrap() > 0 {}
+    });
+    let (ids, _, took) = page(None, 50);
+    stepper.join().unwrap();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    assert!(took >= std::time::Duration::from_millis(250), "{took:?}");
+    rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
+}

@@ -57,6 +57,11 @@ struct PageToken {
     s: u64,
     #[serde(default = "first_version")]
     v: u32,
+    /// The journal position the first page waited for: a later page needs the index only
+    /// that far (it reads older events than the first page did), not up to whatever was
+    /// recorded since. Tokens without it wait for the journal's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    w: Option<u64>,
 }
 
 fn first_version() -> u32 {
@@ -144,6 +149,7 @@ pub(super) async fn lookup_events(ctx: &mut Ctx<'_>, action: &str, i: LookupEven
         after: None,
     };
     let fp = q.fingerprint(&i.raw_start, &i.raw_end);
+    let mut waited = None;
     if let Some(tok) = &i.next_token {
         let bad = || ApiError::client("InvalidNextTokenException", "Invalid NextToken.");
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -156,11 +162,14 @@ pub(super) async fn lookup_events(ctx: &mut Ctx<'_>, action: &str, i: LookupEven
             return Err(bad());
         }
         q.after = Some((pt.t, pt.s));
+        waited = pt.w;
     }
     // Read-your-writes: wait (briefly) until the index holds every event recorded so far,
     // including those queued and not yet durable (an outcome journaled after its answer,
-    // `Api::resolve_kept`).
-    let target = ctx.api.engine.journal().queued_end();
+    // `Api::resolve_kept`). A later page waits for what its first page waited for (after a
+    // restart the index may be behind it again), never for more than is recorded.
+    let end = ctx.api.engine.journal().queued_end();
+    let target = waited.map_or(end, |w| w.min(end));
     ctx.api
         .history
         .caught_up(target, std::time::Duration::from_secs(5))
@@ -174,6 +183,7 @@ pub(super) async fn lookup_events(ctx: &mut Ctx<'_>, action: &str, i: LookupEven
                 t,
                 s,
                 v: TOKEN_VERSION,
+                w: Some(target),
             })
             .map_err(ApiError::internal)?;
             Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tok))
