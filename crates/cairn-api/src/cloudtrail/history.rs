@@ -42,7 +42,8 @@ pub const CONSUMER: &str = "history";
 /// block id → header (max event time i64 BE, raw length u32 BE, records u32 BE) ‖ raw
 /// deflate of the records, each `seq u64 BE ‖ len u32 BE ‖ JSON`.
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
-/// key: partition hash (4) ‖ second (u32 BE) ‖ seq (u64 BE) → block id.
+/// key: partition hash (4) ‖ second (u32 BE) ‖ seq (u64 BE) → block id, or (top bit set) 31
+/// bits of the event ID's hash ‖ block id (u32): see [`times_value`].
 const TIMES: TableDefinition<&[u8; 16], u64> = TableDefinition::new("event_times");
 /// key: partition hash (4) ‖ attribute (1) ‖ value hash (8) ‖ second (u32 BE) ‖ first seq
 /// (u64 BE) → the posting's other seqs: those of one step's events at that second with that
@@ -132,6 +133,42 @@ fn time_key(part: &[u8; 4], t: u32, seq: u64) -> [u8; 16] {
     k[4..8].copy_from_slice(&t.to_be_bytes());
     k[8..].copy_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// An event's entry in [`TIMES`]. An event ID that carries the second the event is filed at
+/// (as cairn mints them) is filed there, not in a posting of its own: its 31-bit hash goes
+/// into the entry (top bit set, block id in the low 32 bits), and a lookup by that ID scans
+/// the entries of its second for the hash. That was one B-tree insert per event (every ID
+/// is its own posting), about half of the indexer's inserts. Other IDs, and blocks past
+/// `u32::MAX`, keep the plain block id and a posting. Returns the entry, and whether the ID
+/// is filed in it (no posting).
+fn times_value(block: u64, event_id: &str, t: u32) -> (u64, bool) {
+    let by_time = block <= u32::MAX as u64
+        && cairn_record::builder::event_uuid_second(event_id).map(secs) == Some(t);
+    if !by_time {
+        return (block, false);
+    }
+    (1 << 63 | (id_hash(event_id) as u64) << 32 | block, true)
+}
+
+/// The 31 bits of an event ID's hash [`times_value`] files it under.
+fn id_hash(event_id: &str) -> u32 {
+    let h = value_hash(0, event_id);
+    u32::from_be_bytes([h[4], h[5], h[6], h[7]]) & 0x7fff_ffff
+}
+
+/// The block a [`TIMES`] entry names.
+fn times_block(v: u64) -> u64 {
+    if v >> 63 == 1 {
+        v & 0xffff_ffff
+    } else {
+        v
+    }
+}
+
+/// The ID hash a [`TIMES`] entry carries, if any.
+fn times_id_hash(v: u64) -> Option<u32> {
+    (v >> 63 == 1).then_some((v >> 32) as u32 & 0x7fff_ffff)
 }
 
 fn attr_prefix(part: &[u8; 4], attr: u8, value: &str) -> [u8; 13] {
@@ -1230,10 +1267,12 @@ impl History {
                 };
                 let part = partition(&header.facts.region, data);
                 let t = secs(header.time);
-                times
-                    .insert(&time_key(&part, t, seq), block.id)
-                    .map_err(err)?;
+                let (value, id_by_time) = times_value(block.id, &lite.event_id, t);
+                times.insert(&time_key(&part, t, seq), value).map_err(err)?;
                 for (k, v) in lite.attributes(&header.facts) {
+                    if k == 0 && id_by_time {
+                        continue;
+                    }
                     step_postings.add(&attr_prefix(&part, k, &v), t, seq);
                 }
                 block.push(seq, &json, header.time);
@@ -1408,7 +1447,7 @@ impl History {
                     let (k, b) = row.map_err(ApiError::internal)?;
                     let (t, s) = tail(k.value());
                     let (json, decoded) = reader
-                        .get_counted(b.value(), s)
+                        .get_counted(times_block(b.value()), s)
                         .map_err(ApiError::internal)?;
                     if !take(json, decoded, t, s) {
                         stopped = true;
@@ -1418,6 +1457,41 @@ impl History {
             }
             Some((attr, value)) => {
                 let postings = tx.open_table(POSTINGS).map_err(ApiError::internal)?;
+                // An event ID filed by its second (`times_value`): that second's time
+                // entries with its hash, newest first, ahead of any posting (an ID names one
+                // event: cairn mints them, 74 random bits each; only a forged journal could
+                // repeat one, and its events might then page out of time order). The scan
+                // reads every entry of one second of one partition (the peak rate at which
+                // events are recorded: ~25,000 under `bench api`), keys only; blocks are
+                // read for matching hashes alone.
+                let id_second = (*attr == 0)
+                    .then(|| cairn_record::builder::event_uuid_second(value).map(secs))
+                    .flatten()
+                    .filter(|t| (start_t..=upto_t).contains(t));
+                if let Some(t) = id_second {
+                    let want = id_hash(value);
+                    let hi_seq = if t == upto_t { upto_seq } else { u64::MAX };
+                    let lo = time_key(&part, t, 0);
+                    let hi = time_key(&part, t, hi_seq);
+                    for row in times
+                        .range::<&[u8; 16]>(&lo..=&hi)
+                        .map_err(ApiError::internal)?
+                        .rev()
+                    {
+                        let (k, b) = row.map_err(ApiError::internal)?;
+                        if times_id_hash(b.value()) != Some(want) {
+                            continue;
+                        }
+                        let (t, s) = tail(k.value());
+                        let (json, decoded) = reader
+                            .get_counted(times_block(b.value()), s)
+                            .map_err(ApiError::internal)?;
+                        if !take(json, decoded, t, s) {
+                            stopped = true;
+                            break;
+                        }
+                    }
+                }
                 // Postings that start at or before the position; seqs after it (in the one
                 // at the position's second) are skipped.
                 let lo = attr_key(&part, *attr, value, start_t, 0);
@@ -1427,6 +1501,9 @@ impl History {
                     .map_err(ApiError::internal)?
                     .rev()
                 {
+                    if stopped {
+                        break;
+                    }
                     let (k, rest) = row.map_err(ApiError::internal)?;
                     let (t, first) = tail(k.value());
                     for s in posting_seqs(first, rest.value()).into_iter().rev() {
@@ -1438,7 +1515,7 @@ impl History {
                             .map_err(ApiError::internal)?
                         {
                             Some(b) => reader
-                                .get_counted(b.value(), s)
+                                .get_counted(times_block(b.value()), s)
                                 .map_err(ApiError::internal)?,
                             None => (None, 0),
                         };
@@ -1489,10 +1566,14 @@ impl History {
                         let mut reader = BlockReader::new(&blocks);
                         let mut gone = std::collections::BTreeSet::new();
                         for (t, s, b) in &old {
-                            let json = reader.get(*b, *s).map_err(err)?;
+                            let json = reader.get(times_block(*b), *s).map_err(err)?;
                             if let Some(st) = json.and_then(Stored::parse) {
+                                // An ID filed in its time entry has no posting to remove.
+                                let id_filed = times_id_hash(*b).is_some();
                                 for (a, v) in &st.attrs {
-                                    gone.insert((attr_prefix(&part, *a, v), *t));
+                                    if !(*a == 0 && id_filed) {
+                                        gone.insert((attr_prefix(&part, *a, v), *t));
+                                    }
                                 }
                             }
                             times.remove(&time_key(&part, *t, *s)).map_err(err)?;
@@ -1549,9 +1630,14 @@ impl History {
                             continue;
                         };
                         let t = secs(st.time);
-                        times.remove(&time_key(&st.part, t, *seq)).map_err(err)?;
+                        let id_filed = times
+                            .remove(&time_key(&st.part, t, *seq))
+                            .map_err(err)?
+                            .is_some_and(|v| times_id_hash(v.value()).is_some());
                         for (a, v) in &st.attrs {
-                            gone.insert((attr_prefix(&st.part, *a, v), t));
+                            if !(*a == 0 && id_filed) {
+                                gone.insert((attr_prefix(&st.part, *a, v), t));
+                            }
                         }
                     }
                     bt.block_times.remove(k.as_slice()).map_err(err)?;
@@ -1803,9 +1889,9 @@ mod tests {
         let postings = tx.open_table(POSTINGS).unwrap();
         let times = tx.open_table(TIMES).unwrap();
         assert_eq!(times.iter().unwrap().count(), 100);
-        // EventId, EventName, EventSource, Username, AccessKeyId per event (each event is
-        // alone in its second).
-        assert_eq!(postings.iter().unwrap().count(), 500);
+        // EventName, EventSource, Username, AccessKeyId per event (each event is alone in
+        // its second; its ID is filed in its time entry).
+        assert_eq!(postings.iter().unwrap().count(), 400);
     }
 
     fn append_all(journal: &Journal, recs: &[EventRecord]) {
@@ -1874,7 +1960,7 @@ mod tests {
         let mut n = 0;
         for r in times.iter().unwrap() {
             let (_, b) = r.unwrap();
-            if blocks.get(b.value()).unwrap().is_none() {
+            if blocks.get(times_block(b.value())).unwrap().is_none() {
                 n += 1;
             }
         }
@@ -1924,6 +2010,82 @@ mod tests {
         append_all(&journal, &recs);
         while h.step(1000).unwrap() > 0 {}
         (dir, journal, h, recs, now)
+    }
+
+    #[test]
+    fn a_time_entry_holds_its_block_and_the_id_it_files() {
+        let t = secs(1_800_000_000);
+        let id = builder::event_uuid(from_epoch(1_800_000_000));
+        for block in [0, 1, 77, u32::MAX as u64] {
+            let (v, filed) = times_value(block, &id, t);
+            assert!(filed);
+            assert_eq!(times_block(v), block);
+            assert_eq!(times_id_hash(v), Some(id_hash(&id)));
+        }
+        // A block id past 32 bits, an ID of another second, or one without a second: a
+        // plain block id, and the ID keeps its posting.
+        for (block, id, at) in [
+            (u32::MAX as u64 + 1, id.clone(), t),
+            (5, id.clone(), t + 1),
+            (5, builder::fast_uuid(), t),
+        ] {
+            let (v, filed) = times_value(block, &id, at);
+            assert!(!filed);
+            assert_eq!(v, block);
+            assert_eq!(times_block(v), block);
+            assert_eq!(times_id_hash(v), None);
+        }
+    }
+
+    /// A lookup by an ID filed in its time entry honours a page position inside its second
+    /// and the query's time range.
+    #[test]
+    fn an_id_filed_by_time_is_found_only_within_the_position_and_range() {
+        let (_dir, _journal, h, recs, now) = indexed_ten_a_second(100);
+        let target = &recs[54];
+        let t = secs(target.event_time.timestamp());
+        let seq = {
+            let tx = h.db.begin_read().unwrap();
+            let times = tx.open_table(TIMES).unwrap();
+            let part = partition("us-east-1", false);
+            let lo = time_key(&part, t, 0);
+            let hi = time_key(&part, t, u64::MAX);
+            let hits: Vec<u64> = times
+                .range::<&[u8; 16]>(&lo..=&hi)
+                .unwrap()
+                .map(|r| r.unwrap())
+                .filter(|(_, v)| times_id_hash(v.value()) == Some(id_hash(&target.event_id)))
+                .map(|(k, _)| tail(k.value()).1)
+                .collect();
+            assert_eq!(hits.len(), 1, "filed in its time entry");
+            hits[0]
+        };
+        let q = |after: Option<(u64, u64)>| {
+            let mut q = query(vec![(0, target.event_id.clone())], now);
+            q.after = after;
+            q
+        };
+        let found = |q: Query| newest_first_ids(&all(&h, q));
+        let id = vec![target.event_id.clone()];
+        assert_eq!(found(q(None)), id);
+        // A position just after it (the next page starts below the position) finds it; one
+        // at it or before it does not.
+        assert_eq!(found(q(Some((rev(t) as u64, seq + 1)))), id);
+        assert!(found(q(Some((rev(t) as u64, seq)))).is_empty());
+        assert!(found(q(Some((rev(t) as u64 + 1, u64::MAX)))).is_empty());
+        // A range that ends before its second, or starts after it.
+        let mut early = q(None);
+        early.end = from_epoch(t as i64 - 1);
+        assert!(found(early).is_empty());
+        let mut late = q(None);
+        late.start = from_epoch(t as i64 + 1);
+        assert!(found(late).is_empty());
+        // Another event's ID with this event's second finds that event only.
+        let other = &recs[55];
+        assert_eq!(secs(other.event_time.timestamp()), t);
+        let mut oq = q(None);
+        oq.attributes = vec![(0, other.event_id.clone())];
+        assert_eq!(found(oq), vec![other.event_id.clone()]);
     }
 
     #[test]
@@ -2025,10 +2187,11 @@ mod tests {
             for r in postings.iter().unwrap() {
                 per_attr[r.unwrap().0.value()[4] as usize] += 1;
             }
-            // EventId: one per event. The source and the access key have one value each: a
-            // posting for each second, and one more for the second the steps split. The
-            // event name and the user have two.
-            assert_eq!(per_attr[0], 400);
+            // EventId: none (each ID carries its event's second: it is filed in the time
+            // entry). The source and the access key have one value each: a posting for each
+            // second, and one more for the second the steps split. The event name and the
+            // user have two.
+            assert_eq!(per_attr[0], 0);
             assert_eq!(per_attr[6], 41);
             assert_eq!(per_attr[7], 41);
             assert_eq!(per_attr[1], 82);
@@ -2053,8 +2216,60 @@ mod tests {
         for r in recs.iter_mut().step_by(7) {
             r.event_id = builder::fast_uuid();
         }
+        // IDs that carry another second than their event's (a record stamped again after
+        // its ID was minted): filed in a posting, not in the time entry.
+        for r in recs.iter_mut().skip(3).step_by(11) {
+            r.event_time += Duration::seconds(2);
+        }
         append_all(&journal, &recs);
         while h.step(1000).unwrap() > 0 {}
+        // The first events as an index from before IDs were filed in time entries holds
+        // them: a plain block id, and a posting of each ID.
+        {
+            let tx = h.db.begin_write().unwrap();
+            {
+                let mut times = tx.open_table(TIMES).unwrap();
+                let mut postings = tx.open_table(POSTINGS).unwrap();
+                let part = partition("us-east-1", false);
+                let old: Vec<([u8; 16], u64)> = times
+                    .iter()
+                    .unwrap()
+                    .take(6)
+                    .map(|r| r.unwrap())
+                    .map(|(k, v)| (*k.value(), v.value()))
+                    .collect();
+                let blocks = tx.open_table(BLOCKS).unwrap();
+                let mut reader = BlockReader::new(&blocks);
+                let mut filed = 0;
+                for (k, v) in old {
+                    let (t, seq) = tail(&k);
+                    if times_id_hash(v).is_none() {
+                        continue;
+                    }
+                    let json = reader.get(times_block(v), seq).unwrap().unwrap();
+                    let id = Stored::parse(json).unwrap().rec.event_id;
+                    times.insert(&k, times_block(v)).unwrap();
+                    postings
+                        .insert(&attr_key(&part, 0, &id, t, seq), [].as_slice())
+                        .unwrap();
+                    filed += 1;
+                }
+                assert_eq!(filed, 4);
+            }
+            tx.commit().unwrap();
+        }
+        let tx = h.db.begin_read().unwrap();
+        let postings = tx.open_table(POSTINGS).unwrap();
+        let id_postings = postings
+            .iter()
+            .unwrap()
+            .filter(|r| r.as_ref().unwrap().0.value()[4] == 0)
+            .count();
+        drop(postings);
+        drop(tx);
+        // 9 version 4 IDs, 6 shifted ones (one of them also version 4), 4 old entries (the
+        // first 6 time entries less the version 4 one and the shifted one among them).
+        assert_eq!(id_postings, 18);
         let ids: Vec<[u8; 8]> = recs
             .iter()
             .filter(|r| builder::event_uuid_second(&r.event_id).is_some())
