@@ -284,6 +284,23 @@ pub fn api(a: ApiBenchArgs) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let (mut server, addr, key, secret) =
         bench_server(tmp.path(), a.data_dir.clone(), BENCH_CONFIG)?;
+    let pid = server.id().to_string();
+    // CPU per answered request of each phase, the server's and this load generator's (the
+    // same two cores serve both: the rate alone does not say which got cheaper).
+    let cpu_per_request = |before: (f64, f64), p: &Phase| -> (f64, f64) {
+        let n = p.requests.max(1) as f64;
+        (
+            (crate::bench_soak::cpu_seconds(&pid) - before.0) * 1e6 / n,
+            (crate::bench_soak::cpu_seconds("self") - before.1) * 1e6 / n,
+        )
+    };
+    let cpu_now = || {
+        (
+            crate::bench_soak::cpu_seconds(&pid),
+            crate::bench_soak::cpu_seconds("self"),
+        )
+    };
+    let mut cpu = ((0.0, 0.0), (0.0, 0.0));
     let result = (|| -> Result<(Phase, Phase)> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(a.client_threads)
@@ -306,8 +323,12 @@ pub fn api(a: ApiBenchArgs) -> Result<()> {
         });
         // Warm up both paths, then measure baseline and authenticated back to back.
         rt.block_on(drive(addr.clone(), a.connections, 1.0, authed.clone()))?;
+        let at = cpu_now();
         let base = rt.block_on(drive(addr.clone(), a.connections, a.seconds, baseline))?;
+        cpu.0 = cpu_per_request(at, &base);
+        let at = cpu_now();
         let auth = rt.block_on(drive(addr.clone(), a.connections, a.seconds, authed))?;
+        cpu.1 = cpu_per_request(at, &auth);
         Ok((base, auth))
     })();
     unsafe {
@@ -318,26 +339,32 @@ pub fn api(a: ApiBenchArgs) -> Result<()> {
     let out = json!({
         "connections": a.connections,
         "seconds_per_phase": a.seconds,
-        "baseline_static": {"requests": base.requests, "errors": base.errors, "req_per_s": base.rps(), "p50_ms": base.pct(0.5), "p99_ms": base.pct(0.99)},
-        "authenticated_journaled_GetTrailStatus": {"requests": auth.requests, "errors": auth.errors, "req_per_s": auth.rps(), "p50_ms": auth.pct(0.5), "p99_ms": auth.pct(0.99)},
+        "baseline_static": {"requests": base.requests, "errors": base.errors, "req_per_s": base.rps(), "p50_ms": base.pct(0.5), "p99_ms": base.pct(0.99),
+            "server_cpu_us_per_request": cpu.0.0, "generator_cpu_us_per_request": cpu.0.1},
+        "authenticated_journaled_GetTrailStatus": {"requests": auth.requests, "errors": auth.errors, "req_per_s": auth.rps(), "p50_ms": auth.pct(0.5), "p99_ms": auth.pct(0.99),
+            "server_cpu_us_per_request": cpu.1.0, "generator_cpu_us_per_request": cpu.1.1},
         "ratio": auth.rps() / base.rps(),
     });
     if a.json {
         println!("{out}");
     } else {
         println!(
-            "baseline (unauthenticated static): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} errors)",
+            "baseline (unauthenticated static): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} errors); CPU per request {:.1} µs server, {:.1} µs load generator",
             base.rps(),
             base.pct(0.5),
             base.pct(0.99),
-            base.errors
+            base.errors,
+            cpu.0 .0,
+            cpu.0 .1
         );
         println!(
-            "authenticated + journaled GetTrailStatus: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} errors)",
+            "authenticated + journaled GetTrailStatus: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} errors); CPU per request {:.1} µs server, {:.1} µs load generator",
             auth.rps(),
             auth.pct(0.5),
             auth.pct(0.99),
-            auth.errors
+            auth.errors,
+            cpu.1 .0,
+            cpu.1 .1
         );
         println!("ratio: {:.2}", auth.rps() / base.rps());
     }

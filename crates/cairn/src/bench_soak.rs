@@ -509,7 +509,7 @@ fn proc_usage(pid: u32) -> (f64, f64) {
 }
 
 /// CPU seconds (user and system) a process has used so far; 0 when unreadable.
-fn cpu_seconds(pid: &str) -> f64 {
+pub(crate) fn cpu_seconds(pid: &str) -> f64 {
     // SAFETY: sysconf reads a constant of the system; no pointers involved.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
