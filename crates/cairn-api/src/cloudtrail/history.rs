@@ -1439,21 +1439,7 @@ impl History {
             None => {
                 let lo = time_key(&part, start_t, 0);
                 let hi = time_key(&part, upto_t, upto_seq);
-                for row in times
-                    .range::<&[u8; 16]>(&lo..=&hi)
-                    .map_err(ApiError::internal)?
-                    .rev()
-                {
-                    let (k, b) = row.map_err(ApiError::internal)?;
-                    let (t, s) = tail(k.value());
-                    let (json, decoded) = reader
-                        .get_counted(times_block(b.value()), s)
-                        .map_err(ApiError::internal)?;
-                    if !take(json, decoded, t, s) {
-                        stopped = true;
-                        break;
-                    }
-                }
+                stopped = !scan_times(&times, &mut reader, &lo, &hi, None, &mut take)?;
             }
             Some((attr, value)) => {
                 let postings = tx.open_table(POSTINGS).map_err(ApiError::internal)?;
@@ -1469,28 +1455,11 @@ impl History {
                     .flatten()
                     .filter(|t| (start_t..=upto_t).contains(t));
                 if let Some(t) = id_second {
-                    let want = id_hash(value);
                     let hi_seq = if t == upto_t { upto_seq } else { u64::MAX };
                     let lo = time_key(&part, t, 0);
                     let hi = time_key(&part, t, hi_seq);
-                    for row in times
-                        .range::<&[u8; 16]>(&lo..=&hi)
-                        .map_err(ApiError::internal)?
-                        .rev()
-                    {
-                        let (k, b) = row.map_err(ApiError::internal)?;
-                        if times_id_hash(b.value()) != Some(want) {
-                            continue;
-                        }
-                        let (t, s) = tail(k.value());
-                        let (json, decoded) = reader
-                            .get_counted(times_block(b.value()), s)
-                            .map_err(ApiError::internal)?;
-                        if !take(json, decoded, t, s) {
-                            stopped = true;
-                            break;
-                        }
-                    }
+                    let want = Some(id_hash(value));
+                    stopped = !scan_times(&times, &mut reader, &lo, &hi, want, &mut take)?;
                 }
                 // Postings that start at or before the position; seqs after it (in the one
                 // at the position's second) are skipped.
@@ -1654,6 +1623,36 @@ impl History {
         }
         Ok(n)
     }
+}
+
+/// Hands `take` the records of the time entries in `lo..=hi`, newest first (only those that
+/// file the ID hash `want`, when given); false once `take` stopped the scan.
+fn scan_times<T: ReadableTable<u64, &'static [u8]>>(
+    times: &impl ReadableTable<&'static [u8; 16], u64>,
+    reader: &mut BlockReader<'_, T>,
+    lo: &[u8; 16],
+    hi: &[u8; 16],
+    want: Option<u32>,
+    take: &mut impl FnMut(Option<&[u8]>, usize, u32, u64) -> bool,
+) -> Result<bool, ApiError> {
+    for row in times
+        .range::<&[u8; 16]>(lo..=hi)
+        .map_err(ApiError::internal)?
+        .rev()
+    {
+        let (k, b) = row.map_err(ApiError::internal)?;
+        if want.is_some() && times_id_hash(b.value()) != want {
+            continue;
+        }
+        let (t, s) = tail(k.value());
+        let (json, decoded) = reader
+            .get_counted(times_block(b.value()), s)
+            .map_err(ApiError::internal)?;
+        if !take(json, decoded, t, s) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Epoch seconds → time (for tokens and tests).
