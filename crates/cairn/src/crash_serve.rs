@@ -402,8 +402,10 @@ pub fn harness(a: CrashTestArgs) -> Result<i32> {
         // LookupEvents, asked the same before the kill and after the restart, forgets nothing.
         let (from, to) = crash_mixed::lookup_window();
         let before = crash_mixed::lookup_ids(&c, from, to).ok();
+        mixed.ledger.killing();
         server.kill()?;
         server.start()?;
+        mixed.ledger.restarted();
         if let Some(before) = before {
             let after = crash_mixed::lookup_ids(&c, from, to)?;
             if !before.is_subset(&after) {
