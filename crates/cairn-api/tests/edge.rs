@@ -720,6 +720,21 @@ fn a_later_lookup_page_waits_only_as_far_as_its_first_page() {
     seen.dedup();
     assert_eq!(seen.len(), 3, "every event once across the pages: {seen:?}");
 
+    // A token whose position was tampered with (the client holds it) waits no longer than a
+    // first page, never past what is recorded, and answers the same page.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (_, token, _) = page(None, 1);
+    let token = token.unwrap();
+    let mut raw: serde_json::Value = serde_json::from_slice(&b64.decode(&token).unwrap()).unwrap();
+    assert!(raw["w"].is_u64(), "{raw}");
+    raw["w"] = serde_json::json!(u64::MAX);
+    let forged = b64.encode(raw.to_string());
+    let (honest_ids, _, _) = page(Some(&token), 1);
+    let (forged_ids, _, took) = page(Some(&forged), 1);
+    assert_eq!(forged_ids, honest_ids);
+    assert!(took < std::time::Duration::from_secs(7), "{took:?}");
+
     // A first page waits for what was recorded before it, and answers with it.
     assert_eq!(call(&addr, &w, "DescribeTrails", "{}").0, 200);
     let api = w.api.clone();
