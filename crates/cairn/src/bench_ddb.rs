@@ -45,6 +45,8 @@ struct Phase {
     errors: usize,
     seconds: f64,
     latencies_us: Vec<u32>,
+    /// CPU µs per answered request of cairn, the upstream and the load generator.
+    cpu_us: [f64; 3],
 }
 
 impl Phase {
@@ -143,6 +145,7 @@ async fn drive(
         errors: l.errors,
         seconds: l.seconds,
         latencies_us: l.latencies_us,
+        cpu_us: [0.0; 3],
     })
 }
 
@@ -200,6 +203,14 @@ pub fn dynamodb(a: DdbBenchArgs) -> Result<()> {
         .stderr(Stdio::null())
         .spawn()?;
     wait_port(&addr, &mut server)?;
+    // CPU seconds so far of cairn, the upstream (node runs the dynalite script itself) and
+    // this process, to charge each phase its CPU per answered request.
+    let pids = [
+        server.id().to_string(),
+        procs.0[0].id().to_string(),
+        "self".to_string(),
+    ];
+    let cpu_now = || pids.each_ref().map(|p| crate::bench_soak::cpu_seconds(p));
     procs.0.push(server);
 
     let direct = Target {
@@ -242,7 +253,12 @@ pub fn dynamodb(a: DdbBenchArgs) -> Result<()> {
         for op in ["PutItem", "GetItem"] {
             for (label, t) in [("direct", &direct), ("cairn", &cairn)] {
                 bar.set_message(format!("round {}: {label} {op}", round + 1));
-                let p = rt.block_on(drive(t.clone(), a.clients, a.seconds, op, a.item_bytes))?;
+                let before = cpu_now();
+                let mut p =
+                    rt.block_on(drive(t.clone(), a.clients, a.seconds, op, a.item_bytes))?;
+                let after = cpu_now();
+                let n = p.requests.max(1) as f64;
+                p.cpu_us = std::array::from_fn(|i| (after[i] - before[i]) * 1e6 / n);
                 let better = best.get(&(label, op)).is_none_or(|b| p.rps() > b.rps());
                 if better {
                     best.insert((label, op), p);
@@ -258,8 +274,10 @@ pub fn dynamodb(a: DdbBenchArgs) -> Result<()> {
         let (d, c) = (&best[&("direct", op)], &best[&("cairn", op)]);
         rows.push(json!({
             "op": op,
-            "direct": {"req_per_s": d.rps(), "p50_ms": d.pct_ms(0.5), "p99_ms": d.pct_ms(0.99), "errors": d.errors},
-            "cairn": {"req_per_s": c.rps(), "p50_ms": c.pct_ms(0.5), "p99_ms": c.pct_ms(0.99), "errors": c.errors},
+            "direct": {"req_per_s": d.rps(), "p50_ms": d.pct_ms(0.5), "p99_ms": d.pct_ms(0.99), "errors": d.errors,
+                "cpu_us_per_request": {"upstream": d.cpu_us[1], "generator": d.cpu_us[2]}},
+            "cairn": {"req_per_s": c.rps(), "p50_ms": c.pct_ms(0.5), "p99_ms": c.pct_ms(0.99), "errors": c.errors,
+                "cpu_us_per_request": {"cairn": c.cpu_us[0], "upstream": c.cpu_us[1], "generator": c.cpu_us[2]}},
             "ratio": c.rps() / d.rps(),
             "added_p99_ms": c.pct_ms(0.99) - d.pct_ms(0.99),
         }));
@@ -287,6 +305,25 @@ pub fn dynamodb(a: DdbBenchArgs) -> Result<()> {
                 r["added_p99_ms"].as_f64().unwrap_or_default(),
                 r["direct"]["errors"].as_u64().unwrap_or_default()
                     + r["cairn"]["errors"].as_u64().unwrap_or_default(),
+            );
+        }
+        println!(
+            "CPU µs per request (direct: upstream, generator; cairn: cairn, upstream, generator)"
+        );
+        for r in &rows {
+            let (d, c) = (
+                &r["direct"]["cpu_us_per_request"],
+                &r["cairn"]["cpu_us_per_request"],
+            );
+            let f = |v: &serde_json::Value| v.as_f64().unwrap_or_default();
+            println!(
+                "{:<8} direct {:>6.1} {:>6.1}   cairn {:>6.1} {:>6.1} {:>6.1}",
+                r["op"].as_str().unwrap_or_default(),
+                f(&d["upstream"]),
+                f(&d["generator"]),
+                f(&c["cairn"]),
+                f(&c["upstream"]),
+                f(&c["generator"]),
             );
         }
     }
