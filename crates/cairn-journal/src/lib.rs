@@ -116,14 +116,34 @@ pub struct JournalOptions {
     pub segment_bytes: u64,
     /// Appenders block while this many bytes are queued and not yet durable.
     pub max_pending_bytes: usize,
+    /// Group commit's pace when the process keeps the machine busy: the writer then starts
+    /// a sync no sooner than this after the last one started (or once [`LINGER_MAX_BYTES`]
+    /// are queued), so that one sync carries the appends that arrive meanwhile. Each sync
+    /// costs CPU whatever it carries (the block layer, the device's doorbell, waking its
+    /// callers): when CPU is what runs out, fewer syncs serve more requests. Otherwise a
+    /// sync starts as soon as anything is queued (the lowest latency). Zero: never wait.
+    pub sync_interval: std::time::Duration,
+    /// The share of the machine's cores this process must have used over the last
+    /// [`BUSY_WINDOW`] for the pace to apply (0: always, e.g. in tests). A batch of a single
+    /// append (a lone caller) never waits for the pace.
+    pub busy_cpu_share: f64,
     pub faults: Option<Arc<dyn FaultInjector>>,
 }
+
+/// How often the writer measures the process's CPU use (see
+/// [`JournalOptions::busy_cpu_share`]).
+pub const BUSY_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Queued bytes past which the writer stops waiting for [`JournalOptions::sync_interval`].
+pub const LINGER_MAX_BYTES: usize = 256 << 10;
 
 impl Default for JournalOptions {
     fn default() -> Self {
         JournalOptions {
             segment_bytes: 64 << 20,
             max_pending_bytes: 64 << 20,
+            sync_interval: std::time::Duration::from_millis(1),
+            busy_cpu_share: 0.75,
             faults: None,
         }
     }
@@ -201,6 +221,8 @@ struct State {
     filling: Arc<BatchSlot>,
     /// True while the writer sleeps waiting for work.
     writer_idle: bool,
+    /// Appends (calls, not records) queued in the batch being filled.
+    filling_appends: usize,
     pending_bytes: usize,
     /// Highest `pending_bytes` ever reached (the back-pressure bound is observable).
     peak_pending_bytes: usize,
@@ -261,6 +283,7 @@ impl Journal {
                 spare_offsets: Vec::new(),
                 filling: Arc::new(BatchSlot::default()),
                 writer_idle: false,
+                filling_appends: 0,
                 pending_bytes: 0,
                 peak_pending_bytes: 0,
                 next_seq,
@@ -346,6 +369,7 @@ impl Journal {
             st.buf.extend_from_slice(p);
         }
         st.pending_bytes += bytes;
+        st.filling_appends += 1;
         st.peak_pending_bytes = st.peak_pending_bytes.max(st.pending_bytes);
         if st.writer_idle {
             st.writer_idle = false;
@@ -541,11 +565,68 @@ fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether this process has used at least a share of the machine's cores, as measured over
+/// the last [`BUSY_WINDOW`] (process CPU time against wall time).
+struct Busy {
+    threshold: f64,
+    since: std::time::Instant,
+    cpu_since: std::time::Duration,
+    busy: bool,
+}
+
+impl Busy {
+    fn new(share: f64) -> Busy {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        Busy {
+            threshold: share * cores,
+            since: std::time::Instant::now(),
+            cpu_since: process_cpu(),
+            busy: share <= 0.0,
+        }
+    }
+
+    fn now(&mut self) -> bool {
+        if self.threshold <= 0.0 {
+            return true;
+        }
+        let wall = self.since.elapsed();
+        if wall >= BUSY_WINDOW {
+            let cpu = process_cpu();
+            let used = cpu.saturating_sub(self.cpu_since).as_secs_f64();
+            self.busy = used >= self.threshold * wall.as_secs_f64();
+            self.since = std::time::Instant::now();
+            self.cpu_since = cpu;
+        }
+        self.busy
+    }
+}
+
+/// CPU time this process has used, all threads.
+fn process_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
 fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
     use std::os::unix::fs::FileExt;
     let mut active_first = lock(&sh.state).active_end.0;
     // How far the active segment's file runs (records, then zeros).
     let mut allocated = active_len;
+    // When the last sync started, and how many appends its batch carried.
+    let mut last_sync = std::time::Instant::now();
+    let mut last_appends = 0usize;
+    let mut busy = Busy::new(sh.opts.busy_cpu_share);
     loop {
         let (mut buf, mut offsets, slot, mut seq) = {
             let mut st = lock(&sh.state);
@@ -554,6 +635,23 @@ fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
                 st = sh.wake_writer.wait(st).unwrap_or_else(|e| e.into_inner());
             }
             st.writer_idle = false;
+            // Others are appending too: let this batch gather until the pace allows a sync.
+            // (Appenders do not wake a writer that is not idle: it sleeps the rest out.)
+            if last_appends > 1 && busy.now() {
+                let due = last_sync + sh.opts.sync_interval;
+                while !st.closed && st.buf.len() < LINGER_MAX_BYTES {
+                    let now = std::time::Instant::now();
+                    if now >= due {
+                        break;
+                    }
+                    st = sh
+                        .wake_writer
+                        .wait_timeout(st, due - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+            last_appends = std::mem::take(&mut st.filling_appends);
             if st.buf.is_empty() && st.closed {
                 return;
             }
@@ -616,6 +714,7 @@ fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
             if let Some(f) = &sh.opts.faults {
                 f.before_sync()?;
             }
+            last_sync = std::time::Instant::now();
             active.sync_data()?;
             Ok(())
         })();

@@ -89,6 +89,110 @@ fn concurrent_appends_share_fsyncs_and_get_unique_sequence_numbers() {
     );
 }
 
+/// Counts the writer's syncs.
+struct SyncCount(Arc<AtomicUsize>);
+impl FaultInjector for SyncCount {
+    fn before_sync(&self) -> io::Result<()> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn concurrent_appends_are_synced_at_the_pace_and_a_lone_caller_never_waits_for_it() {
+    // A lone caller: every batch is one append, so none waits for the pace (3 s here).
+    let d = tempfile::tempdir().unwrap();
+    let syncs = Arc::new(AtomicUsize::new(0));
+    let opts = |interval_ms: u64| JournalOptions {
+        sync_interval: std::time::Duration::from_millis(interval_ms),
+        // Paced whether or not the process is busy (a test's threads mostly wait).
+        busy_cpu_share: 0.0,
+        faults: Some(Arc::new(SyncCount(syncs.clone()))),
+        ..Default::default()
+    };
+    let j = Journal::open(d.path(), opts(3000)).unwrap();
+    let t = std::time::Instant::now();
+    for i in 0..4u32 {
+        j.append(&i.to_le_bytes()).unwrap();
+    }
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(2500),
+        "four appends one after another took {:?}: a lone caller waited for the pace",
+        t.elapsed()
+    );
+    assert_eq!(syncs.load(Ordering::SeqCst), 4);
+    drop(j);
+
+    // Eight callers at once: after the first batches, a sync starts no sooner than 100 ms
+    // after the last one did, and carries what arrived meanwhile.
+    let d = tempfile::tempdir().unwrap();
+    syncs.store(0, Ordering::SeqCst);
+    let j = Arc::new(Journal::open(d.path(), opts(100)).unwrap());
+    let t = std::time::Instant::now();
+    let threads: Vec<_> = (0..8)
+        .map(|k| {
+            let j = j.clone();
+            std::thread::spawn(move || {
+                for i in 0..10 {
+                    j.append(format!("{k}:{i}").as_bytes()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    let elapsed = t.elapsed();
+    let n = syncs.load(Ordering::SeqCst);
+    // Unpaced: the first batch, and one after any batch a single caller made alone.
+    let paced_at_most = (elapsed.as_millis() / 100) as usize + 1;
+    assert!(
+        n <= paced_at_most + 4,
+        "{n} syncs in {elapsed:?} for 80 appends: not paced at 100 ms"
+    );
+    assert!(
+        elapsed >= std::time::Duration::from_millis(300),
+        "{elapsed:?}: no pace at all"
+    );
+    assert_eq!(read_all(&j, 0).len(), 80);
+}
+
+#[test]
+fn concurrent_appends_do_not_wait_for_the_pace_while_the_process_is_not_busy() {
+    // Pacing only while the process uses 1000 times the machine's cores: never.
+    let d = tempfile::tempdir().unwrap();
+    let j = Arc::new(
+        Journal::open(
+            d.path(),
+            JournalOptions {
+                sync_interval: std::time::Duration::from_secs(3),
+                busy_cpu_share: 1000.0,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let t = std::time::Instant::now();
+    let threads: Vec<_> = (0..8)
+        .map(|k| {
+            let j = j.clone();
+            std::thread::spawn(move || {
+                for i in 0..10 {
+                    j.append(format!("{k}:{i}").as_bytes()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(2500),
+        "80 appends took {:?}: they waited for the pace of an idle process",
+        t.elapsed()
+    );
+}
+
 #[test]
 fn torn_tail_is_truncated_and_acknowledged_records_survive() {
     let d = tempfile::tempdir().unwrap();
