@@ -89,6 +89,23 @@ fn concurrent_appends_share_fsyncs_and_get_unique_sequence_numbers() {
     );
 }
 
+/// Eight threads append ten records each at once; returns when all are durable.
+fn eight_callers_append_ten_each(j: &Arc<Journal>) {
+    let threads: Vec<_> = (0..8)
+        .map(|k| {
+            let j = j.clone();
+            std::thread::spawn(move || {
+                for i in 0..10 {
+                    j.append(format!("{k}:{i}").as_bytes()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+}
+
 /// Counts the writer's syncs.
 struct SyncCount(Arc<AtomicUsize>);
 impl FaultInjector for SyncCount {
@@ -129,19 +146,7 @@ fn concurrent_appends_are_synced_at_the_pace_and_a_lone_caller_never_waits_for_i
     syncs.store(0, Ordering::SeqCst);
     let j = Arc::new(Journal::open(d.path(), opts(100)).unwrap());
     let t = std::time::Instant::now();
-    let threads: Vec<_> = (0..8)
-        .map(|k| {
-            let j = j.clone();
-            std::thread::spawn(move || {
-                for i in 0..10 {
-                    j.append(format!("{k}:{i}").as_bytes()).unwrap();
-                }
-            })
-        })
-        .collect();
-    for th in threads {
-        th.join().unwrap();
-    }
+    eight_callers_append_ten_each(&j);
     let elapsed = t.elapsed();
     let n = syncs.load(Ordering::SeqCst);
     // Unpaced: the first batch, and one after any batch a single caller made alone.
@@ -173,19 +178,7 @@ fn concurrent_appends_do_not_wait_for_the_pace_while_the_process_is_not_busy() {
         .unwrap(),
     );
     let t = std::time::Instant::now();
-    let threads: Vec<_> = (0..8)
-        .map(|k| {
-            let j = j.clone();
-            std::thread::spawn(move || {
-                for i in 0..10 {
-                    j.append(format!("{k}:{i}").as_bytes()).unwrap();
-                }
-            })
-        })
-        .collect();
-    for th in threads {
-        th.join().unwrap();
-    }
+    eight_callers_append_ten_each(&j);
     assert!(
         t.elapsed() < std::time::Duration::from_millis(2500),
         "80 appends took {:?}: they waited for the pace of an idle process",
