@@ -6,8 +6,7 @@
 //! - records are kept in **blocks** of up to [`BLOCK_BYTES`] of consecutive records,
 //!   deflate-compressed together (CloudTrail records repeat most of their bytes; a block
 //!   costs ~5–10% of its records). The newest block stays open and is rewritten at each
-//!   step until it is full, undeflated (marked [`RAW_BLOCK`]; at most [`BLOCK_BYTES`]):
-//!   it is compressed once, when it is sealed;
+//!   step until it is full;
 //! - the time index maps (partition, second, journal seq) → block id. Keys are fixed-width
 //!   and ascend with time, so a new event's entries go at the end of their key run (an
 //!   index in newest-first order put every insert at the front of a leaf, moving the whole
@@ -482,10 +481,6 @@ struct OpenBlock {
     stored: Vec<u8>,
 }
 
-/// The header's record count has this bit when the block's records are stored as they are
-/// (the open block), not deflated. A block holds far fewer than 2³¹ records.
-const RAW_BLOCK: u32 = 1 << 31;
-
 /// libdeflate's level for history blocks. On records, level 1 compresses ~1.7× faster
 /// than level 4 (measured: 410–440 against ~250 MB/s) for blocks ~7% larger; the indexer
 /// compresses every event once, which was about a third of its CPU at level 4.
@@ -528,20 +523,8 @@ impl OpenBlock {
         self.max_time = self.max_time.max(time);
     }
 
-    /// The block as stored: header ‖ raw deflate of the records, once `sealed`; until then
-    /// header ‖ the records as they are, marked [`RAW_BLOCK`] (the open block is rewritten
-    /// at every indexing step: compressing it each time cost ~20% of the indexer).
-    fn encode(&mut self, sealed: bool) -> Result<&[u8], String> {
-        if !sealed {
-            self.stored.clear();
-            self.stored.extend_from_slice(&self.max_time.to_be_bytes());
-            self.stored
-                .extend_from_slice(&(self.raw.len() as u32).to_be_bytes());
-            self.stored
-                .extend_from_slice(&(self.count | RAW_BLOCK).to_be_bytes());
-            self.stored.extend_from_slice(&self.raw);
-            return Ok(&self.stored);
-        }
+    /// The block as stored: header ‖ raw deflate of the records.
+    fn encode(&mut self) -> Result<&[u8], String> {
         let bound = HEADER + self.deflate.deflate_compress_bound(self.raw.len());
         self.stored.clear();
         self.stored.resize(bound, 0);
@@ -628,11 +611,10 @@ impl<'t> BlockTables<'t> {
         Ok(b)
     }
 
-    /// Writes `b` (again; compressed once `sealed`) and files it under its newest record's
-    /// time.
-    fn write(&mut self, b: &mut OpenBlock, sealed: bool) -> Result<(), String> {
+    /// Writes `b` (again) and files it under its newest record's time.
+    fn write(&mut self, b: &mut OpenBlock) -> Result<(), String> {
         let id = b.id;
-        self.blocks.insert(id, b.encode(sealed)?).map_err(err)?;
+        self.blocks.insert(id, b.encode()?).map_err(err)?;
         if b.stored_max != Some(b.max_time) {
             if let Some(old) = b.stored_max {
                 self.block_times
@@ -685,18 +667,6 @@ fn inflate_into(d: &mut libdeflater::Decompressor, v: &[u8], raw: &mut Vec<u8>) 
     let mut n = [0u8; 4];
     n.copy_from_slice(&v[8..12]);
     let raw_len = u32::from_be_bytes(n) as usize;
-    let mut c = [0u8; 4];
-    c.copy_from_slice(&v[12..16]);
-    if u32::from_be_bytes(c) & RAW_BLOCK != 0 {
-        // The open block, stored as it is: its stated size must be what it holds.
-        let ok = v.len() - HEADER == raw_len;
-        if ok {
-            raw.extend_from_slice(&v[HEADER..]);
-        } else {
-            tracing::error!("an event history block is cut short; its events are skipped");
-        }
-        return ok;
-    }
     let ok = raw_len <= (v.len() - HEADER).saturating_mul(DEFLATE_MAX_RATIO) && {
         raw.resize(raw_len, 0);
         d.deflate_decompress(&v[HEADER..], raw)
@@ -1044,7 +1014,7 @@ impl History {
                             cur.push(seq, &json, st.time);
                         }
                         if !cur.is_empty() && (cur.raw.len() >= BLOCK_BYTES || i + 1 == n) {
-                            bt.write(&mut cur, true)?;
+                            bt.write(&mut cur)?;
                             if i + 1 < n {
                                 cur.restart(bt.alloc()?);
                             }
@@ -1308,13 +1278,13 @@ impl History {
                 block.push(seq, &json, header.time);
                 changed = true;
                 if block.raw.len() >= BLOCK_BYTES {
-                    bt.write(block, true)?;
+                    bt.write(block)?;
                     block.restart(bt.alloc()?);
                     changed = false;
                 }
             }
             if changed {
-                bt.write(block, false)?;
+                bt.write(block)?;
             }
             step_postings.write(&mut postings)?;
             if block.is_empty() {
@@ -1834,13 +1804,13 @@ mod tests {
                     1,
                 );
             }
-            t.insert(0, big.encode(true).unwrap()).unwrap();
+            t.insert(0, big.encode().unwrap()).unwrap();
             for id in 1..=8u64 {
                 let mut b = OpenBlock::empty(id);
                 for s in 0..3 {
                     b.push(1000 * id + s, small(id).as_bytes(), 1);
                 }
-                t.insert(id, b.encode(id % 2 == 0).unwrap()).unwrap();
+                t.insert(id, b.encode().unwrap()).unwrap();
             }
             // Block 9 states 4,000 bytes and does not decompress; block 10 states 4 GiB.
             let mut bad = vec![0u8; HEADER];
@@ -1849,12 +1819,6 @@ mod tests {
             t.insert(9, bad.as_slice()).unwrap();
             bad[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
             t.insert(10, bad.as_slice()).unwrap();
-            // Block 11: an open (undeflated) block whose records were cut short of its size.
-            let mut open = OpenBlock::empty(11);
-            open.push(11_000, small(11).as_bytes(), 1);
-            let mut cut = open.encode(false).unwrap().to_vec();
-            cut.truncate(cut.len() - 10);
-            t.insert(11, cut.as_slice()).unwrap();
         }
         tx.commit().unwrap();
         let tx = db.begin_read().unwrap();
@@ -1880,7 +1844,6 @@ mod tests {
         assert_eq!(r.get(9, 1001).unwrap(), None);
         assert_eq!(r.get(42, 2000).unwrap(), None);
         assert_eq!(r.get(42, 2001).unwrap(), None);
-        assert_eq!(r.get(11, 11_000).unwrap(), None);
         assert_eq!(r.get(10, 3000).unwrap(), None);
         assert!(r
             .cache
