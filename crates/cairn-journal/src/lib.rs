@@ -116,16 +116,19 @@ pub struct JournalOptions {
     pub segment_bytes: u64,
     /// Appenders block while this many bytes are queued and not yet durable.
     pub max_pending_bytes: usize,
-    /// Group commit's pace when the process keeps the machine busy: the writer then starts
-    /// a sync no sooner than this after the last one started (or once [`LINGER_MAX_BYTES`]
-    /// are queued), so that one sync carries the appends that arrive meanwhile. Each sync
-    /// costs CPU whatever it carries (the block layer, the device's doorbell, waking its
-    /// callers): when CPU is what runs out, fewer syncs serve more requests. Otherwise a
-    /// sync starts as soon as anything is queued (the lowest latency). Zero: never wait.
+    /// Group commit's pace when the process keeps the machine busy: after a batch of more
+    /// than one append, the writer starts the next sync no sooner than this after that one
+    /// started (or once [`LINGER_MAX_BYTES`] are queued), so that one sync carries the
+    /// appends that arrive meanwhile. Each sync costs CPU whatever it carries (the block
+    /// layer, the device's doorbell, waking its callers): when CPU is what runs out, fewer
+    /// syncs serve more requests. Otherwise a sync starts as soon as anything is queued
+    /// (the lowest latency). An append waits for the pace at most once, at most this long;
+    /// one after a batch of a single append (a lone caller's) never does. Zero: never wait.
     pub sync_interval: std::time::Duration,
-    /// The share of the machine's cores this process must have used over the last
-    /// [`BUSY_WINDOW`] for the pace to apply (0: always, e.g. in tests). A batch of a single
-    /// append (a lone caller) never waits for the pace.
+    /// The share of the machine's cores (`available_parallelism`) this process must have
+    /// used since the writer last measured, at least [`BUSY_WINDOW`] before, for the pace
+    /// to apply (0: always, e.g. in tests). On a machine with many more cores than cairn's
+    /// threads can use, the pace never applies.
     pub busy_cpu_share: f64,
     pub faults: Option<Arc<dyn FaultInjector>>,
 }
@@ -223,6 +226,9 @@ struct State {
     writer_idle: bool,
     /// Appends (calls, not records) queued in the batch being filled.
     filling_appends: usize,
+    /// True while the writer waits for the pace: an append that brings the queue to
+    /// [`LINGER_MAX_BYTES`] wakes it.
+    lingering: bool,
     pending_bytes: usize,
     /// Highest `pending_bytes` ever reached (the back-pressure bound is observable).
     peak_pending_bytes: usize,
@@ -284,6 +290,7 @@ impl Journal {
                 filling: Arc::new(BatchSlot::default()),
                 writer_idle: false,
                 filling_appends: 0,
+                lingering: false,
                 pending_bytes: 0,
                 peak_pending_bytes: 0,
                 next_seq,
@@ -373,6 +380,9 @@ impl Journal {
         st.peak_pending_bytes = st.peak_pending_bytes.max(st.pending_bytes);
         if st.writer_idle {
             st.writer_idle = false;
+            sh.wake_writer.notify_one();
+        } else if st.lingering && st.buf.len() >= LINGER_MAX_BYTES {
+            st.lingering = false;
             sh.wake_writer.notify_one();
         }
         drop(st);
@@ -570,7 +580,8 @@ fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
 struct Busy {
     threshold: f64,
     since: std::time::Instant,
-    cpu_since: std::time::Duration,
+    /// The process's CPU time at `since` (`None`: it could not be read).
+    cpu_since: Option<std::time::Duration>,
     busy: bool,
 }
 
@@ -592,8 +603,13 @@ impl Busy {
         let wall = self.since.elapsed();
         if wall >= BUSY_WINDOW {
             let cpu = process_cpu();
-            let used = cpu.saturating_sub(self.cpu_since).as_secs_f64();
-            self.busy = used >= self.threshold * wall.as_secs_f64();
+            // A reading that failed (either end) says nothing: not busy.
+            self.busy = match (self.cpu_since, cpu) {
+                (Some(a), Some(b)) => {
+                    b.saturating_sub(a).as_secs_f64() >= self.threshold * wall.as_secs_f64()
+                }
+                _ => false,
+            };
             self.since = std::time::Instant::now();
             self.cpu_since = cpu;
         }
@@ -601,8 +617,8 @@ impl Busy {
     }
 }
 
-/// CPU time this process has used, all threads.
-fn process_cpu() -> std::time::Duration {
+/// CPU time this process has used, all threads (`None`: the clock could not be read).
+fn process_cpu() -> Option<std::time::Duration> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -610,12 +626,12 @@ fn process_cpu() -> std::time::Duration {
     // SAFETY: `ts` is a valid, writable timespec for the call's duration.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
     if rc != 0 {
-        return std::time::Duration::ZERO;
+        return None;
     }
-    std::time::Duration::new(
+    Some(std::time::Duration::new(
         ts.tv_sec.max(0) as u64,
         ts.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
+    ))
 }
 
 fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
@@ -636,20 +652,24 @@ fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
             }
             st.writer_idle = false;
             // Others are appending too: let this batch gather until the pace allows a sync.
-            // (Appenders do not wake a writer that is not idle: it sleeps the rest out.)
-            if last_appends > 1 && busy.now() {
-                let due = last_sync + sh.opts.sync_interval;
+            // (Appenders wake a lingering writer only for a full queue: it sleeps the rest
+            // out.)
+            // (An interval past what an Instant can hold means no pace.)
+            let due = last_sync.checked_add(sh.opts.sync_interval);
+            if let Some(due) = due.filter(|_| last_appends > 1 && busy.now()) {
                 while !st.closed && st.buf.len() < LINGER_MAX_BYTES {
                     let now = std::time::Instant::now();
                     if now >= due {
                         break;
                     }
+                    st.lingering = true;
                     st = sh
                         .wake_writer
                         .wait_timeout(st, due - now)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                 }
+                st.lingering = false;
             }
             last_appends = std::mem::take(&mut st.filling_appends);
             if st.buf.is_empty() && st.closed {
@@ -788,5 +808,35 @@ fn writer_loop(sh: Arc<Shared>, mut active: File, mut active_len: u64) {
         for w in std::mem::take(&mut *slot.wakers.lock().unwrap_or_else(|e| e.into_inner())) {
             w.wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_process_reads_busy_while_a_thread_spins() {
+        // A quarter of the machine's cores: one spinning thread is more than that on up to
+        // three cores; beyond, the threshold is scaled to one core's worth.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let mut b = Busy::new((0.25 * cores).min(0.5) / cores);
+        assert!(!b.now(), "busy before any window was measured");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spin = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            })
+        };
+        std::thread::sleep(BUSY_WINDOW * 3);
+        let busy = b.now();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        spin.join().unwrap();
+        assert!(busy, "a spinning thread for 60 ms did not read as busy");
+        assert!(process_cpu().is_some());
     }
 }

@@ -89,20 +89,43 @@ fn concurrent_appends_share_fsyncs_and_get_unique_sequence_numbers() {
     );
 }
 
-/// Eight threads append ten records each at once; returns when all are durable.
-fn eight_callers_append_ten_each(j: &Arc<Journal>) {
+/// Eight threads, started together, append ten records of `size` bytes each; returns when
+/// all are durable.
+fn eight_callers_append(j: &Arc<Journal>, size: usize) {
+    let start = Arc::new(std::sync::Barrier::new(8));
     let threads: Vec<_> = (0..8)
         .map(|k| {
-            let j = j.clone();
+            let (j, start) = (j.clone(), start.clone());
             std::thread::spawn(move || {
+                start.wait();
                 for i in 0..10 {
-                    j.append(format!("{k}:{i}").as_bytes()).unwrap();
+                    let mut rec = format!("{k}:{i}:").into_bytes();
+                    rec.resize(size, b'.');
+                    j.append(&rec).unwrap();
                 }
             })
         })
         .collect();
     for th in threads {
         th.join().unwrap();
+    }
+}
+
+/// Records each batch: when its sync started and the bytes it wrote.
+struct SyncLog(Arc<std::sync::Mutex<Vec<(std::time::Instant, usize)>>>);
+impl FaultInjector for SyncLog {
+    fn before_write(&self, bytes: usize) -> io::Result<()> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((std::time::Instant::now(), bytes));
+        Ok(())
+    }
+    fn before_sync(&self) -> io::Result<()> {
+        if let Some(last) = self.0.lock().unwrap().last_mut() {
+            last.0 = std::time::Instant::now();
+        }
+        Ok(())
     }
 }
 
@@ -120,14 +143,14 @@ fn concurrent_appends_are_synced_at_the_pace_and_a_lone_caller_never_waits_for_i
     // A lone caller: every batch is one append, so none waits for the pace (3 s here).
     let d = tempfile::tempdir().unwrap();
     let syncs = Arc::new(AtomicUsize::new(0));
-    let opts = |interval_ms: u64| JournalOptions {
-        sync_interval: std::time::Duration::from_millis(interval_ms),
+    let opts = JournalOptions {
+        sync_interval: std::time::Duration::from_secs(3),
         // Paced whether or not the process is busy (a test's threads mostly wait).
         busy_cpu_share: 0.0,
         faults: Some(Arc::new(SyncCount(syncs.clone()))),
         ..Default::default()
     };
-    let j = Journal::open(d.path(), opts(3000)).unwrap();
+    let j = Journal::open(d.path(), opts).unwrap();
     let t = std::time::Instant::now();
     for i in 0..4u32 {
         j.append(&i.to_le_bytes()).unwrap();
@@ -140,25 +163,43 @@ fn concurrent_appends_are_synced_at_the_pace_and_a_lone_caller_never_waits_for_i
     assert_eq!(syncs.load(Ordering::SeqCst), 4);
     drop(j);
 
-    // Eight callers at once: after the first batches, a sync starts no sooner than 100 ms
-    // after the last one did, and carries what arrived meanwhile.
+    // Eight callers at once, each append 100 bytes: after every batch of more than one
+    // append, the next sync starts no sooner than 100 ms after that batch's did.
     let d = tempfile::tempdir().unwrap();
-    syncs.store(0, Ordering::SeqCst);
-    let j = Arc::new(Journal::open(d.path(), opts(100)).unwrap());
-    let t = std::time::Instant::now();
-    eight_callers_append_ten_each(&j);
-    let elapsed = t.elapsed();
-    let n = syncs.load(Ordering::SeqCst);
-    // Unpaced: the first batch, and one after any batch a single caller made alone.
-    let paced_at_most = (elapsed.as_millis() / 100) as usize + 1;
-    assert!(
-        n <= paced_at_most + 4,
-        "{n} syncs in {elapsed:?} for 80 appends: not paced at 100 ms"
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let j = Arc::new(
+        Journal::open(
+            d.path(),
+            JournalOptions {
+                sync_interval: std::time::Duration::from_millis(100),
+                busy_cpu_share: 0.0,
+                faults: Some(Arc::new(SyncLog(log.clone()))),
+                ..Default::default()
+            },
+        )
+        .unwrap(),
     );
+    eight_callers_append(&j, 100);
+    let log = log.lock().unwrap().clone();
+    let frame = 100 + 20;
+    let mut paced = 0;
+    for w in log.windows(2) {
+        let ((t0, bytes), (t1, _)) = (w[0], w[1]);
+        if bytes / frame > 1 {
+            paced += 1;
+            assert!(
+                t1.duration_since(t0) >= std::time::Duration::from_millis(95),
+                "a sync {:?} after one of {} appends: not paced at 100 ms",
+                t1.duration_since(t0),
+                bytes / frame
+            );
+        }
+    }
     assert!(
-        elapsed >= std::time::Duration::from_millis(300),
-        "{elapsed:?}: no pace at all"
+        paced > 0,
+        "no batch of more than one append: nothing was tested"
     );
+    assert_eq!(log.iter().map(|(_, b)| b / frame).sum::<usize>(), 80);
     assert_eq!(read_all(&j, 0).len(), 80);
 }
 
@@ -178,7 +219,7 @@ fn concurrent_appends_do_not_wait_for_the_pace_while_the_process_is_not_busy() {
         .unwrap(),
     );
     let t = std::time::Instant::now();
-    eight_callers_append_ten_each(&j);
+    eight_callers_append(&j, 100);
     assert!(
         t.elapsed() < std::time::Duration::from_millis(2500),
         "80 appends took {:?}: they waited for the pace of an idle process",
