@@ -291,16 +291,22 @@ async fn single(
         i => i.map(str::to_string),
     };
     let read_only = !DynamoOp::mutates(name);
-    // Recorded on its table even if its schema cannot be read (the upstream is down).
-    let params = records::item_call(name, &table, body, None);
-    ctx.audit.data_event = Some(data_event(
-        ctx,
-        name,
-        std::slice::from_ref(&table),
-        params,
-        read_only,
-    ));
-    let schema = schema_of(ctx, target, &table).await?;
+    let schema = match schema::cached(&ctx.api.dynamodb, &table) {
+        Some(Known::Schema(s)) => Some(s),
+        Some(Known::NoTable) => None,
+        None => {
+            // Recorded on its table even if its schema cannot be read (the upstream is down).
+            let params = records::item_call(name, &table, body, None);
+            ctx.audit.data_event = Some(data_event(
+                ctx,
+                name,
+                std::slice::from_ref(&table),
+                params,
+                read_only,
+            ));
+            schema_of(ctx, target, &table).await?
+        }
+    };
     let s = schema.as_deref();
     let params = records::item_call(name, &table, body, s);
     ctx.audit.data_event = Some(data_event(

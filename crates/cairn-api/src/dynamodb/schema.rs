@@ -95,16 +95,21 @@ impl State {
     }
 }
 
+/// The key schema of `table` if the cache holds a fresh answer (no upstream call).
+pub fn cached(state: &State, table: &str) -> Option<Known> {
+    let cache = state.schemas.lock().unwrap_or_else(|p| p.into_inner());
+    match cache.get(table) {
+        Some((at, Some(k))) if at.elapsed() < TTL => Some(Known::Schema(k.clone())),
+        Some((at, None)) if at.elapsed() < MISSING_TTL => Some(Known::NoTable),
+        _ => None,
+    }
+}
+
 /// The key schema of `table`, from the cache or the upstream. `Err`: the upstream could not
 /// say (unreachable, or an answer cairn cannot read).
 pub async fn of(state: &Arc<State>, target: &Target, table: &str) -> Result<Known, ApiError> {
-    {
-        let cache = state.schemas.lock().unwrap_or_else(|p| p.into_inner());
-        match cache.get(table) {
-            Some((at, Some(k))) if at.elapsed() < TTL => return Ok(Known::Schema(k.clone())),
-            Some((at, None)) if at.elapsed() < MISSING_TTL => return Ok(Known::NoTable),
-            _ => {}
-        }
+    if let Some(k) = cached(state, table) {
+        return Ok(k);
     }
     let body = Bytes::from(serde_json::json!({ "TableName": table }).to_string());
     let req = upstream::request(target, "DescribeTable", body)?;
