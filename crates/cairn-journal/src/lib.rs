@@ -146,7 +146,7 @@ impl Default for JournalOptions {
             segment_bytes: 64 << 20,
             max_pending_bytes: 64 << 20,
             sync_interval: std::time::Duration::from_millis(1),
-            busy_cpu_share: 0.75,
+            busy_cpu_share: 0.5,
             faults: None,
         }
     }
