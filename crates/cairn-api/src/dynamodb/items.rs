@@ -10,7 +10,7 @@
 use super::expr::{self, scalar};
 use super::partiql::{self, Statement};
 use super::records;
-use super::schema::{self, KeySchema, Known};
+use super::schema::{self, KeySchema};
 use super::upstream::{Answer, Target};
 use super::{Call, DynamoOp};
 use crate::edge::Ctx;
@@ -136,10 +136,22 @@ async fn schema_of(
     target: &Target,
     table: &str,
 ) -> Result<Option<Arc<KeySchema>>, ApiError> {
-    Ok(match schema::of(&ctx.api.dynamodb, target, table).await? {
-        Known::Schema(s) => Some(s),
-        Known::NoTable => None,
-    })
+    Ok(schema::of(&ctx.api.dynamodb, target, table).await?.schema())
+}
+
+/// Makes `name` on its one table the request's data event, its key attributes named by
+/// `schema`.
+fn record_item_call(
+    ctx: &mut Ctx<'_>,
+    name: &str,
+    table: &String,
+    body: &Map<String, Value>,
+    schema: Option<&KeySchema>,
+    read_only: bool,
+) {
+    let params = records::item_call(name, table, body, schema);
+    let tables = std::slice::from_ref(table);
+    ctx.audit.data_event = Some(data_event(ctx, name, tables, params, read_only));
 }
 
 fn obj<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a Map<String, Value>> {
@@ -292,30 +304,15 @@ async fn single(
     };
     let read_only = !DynamoOp::mutates(name);
     let schema = match schema::cached(&ctx.api.dynamodb, &table) {
-        Some(Known::Schema(s)) => Some(s),
-        Some(Known::NoTable) => None,
+        Some(known) => known.schema(),
         None => {
             // Recorded on its table even if its schema cannot be read (the upstream is down).
-            let params = records::item_call(name, &table, body, None);
-            ctx.audit.data_event = Some(data_event(
-                ctx,
-                name,
-                std::slice::from_ref(&table),
-                params,
-                read_only,
-            ));
+            record_item_call(ctx, name, &table, body, None, read_only);
             schema_of(ctx, target, &table).await?
         }
     };
     let s = schema.as_deref();
-    let params = records::item_call(name, &table, body, s);
-    ctx.audit.data_event = Some(data_event(
-        ctx,
-        name,
-        std::slice::from_ref(&table),
-        params,
-        read_only,
-    ));
+    record_item_call(ctx, name, &table, body, s, read_only);
 
     let mut k = Keys::default();
     match name {

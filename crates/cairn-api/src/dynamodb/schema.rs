@@ -85,6 +85,16 @@ pub enum Known {
     NoTable,
 }
 
+impl Known {
+    /// The schema, if the table exists.
+    pub fn schema(self) -> Option<Arc<KeySchema>> {
+        match self {
+            Known::Schema(s) => Some(s),
+            Known::NoTable => None,
+        }
+    }
+}
+
 impl State {
     /// Forgets `table`'s schema (it was deleted or created through cairn).
     pub fn forget_schema(&self, table: &str) {
