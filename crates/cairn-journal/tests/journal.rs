@@ -204,6 +204,82 @@ fn concurrent_appends_are_synced_at_the_pace_and_a_lone_caller_never_waits_for_i
 }
 
 #[test]
+fn a_full_queue_wakes_a_writer_lingering_for_the_pace() {
+    // A pace of 3 s, always applied: after a batch of more than one append the writer
+    // lingers, and only an append that fills the queue to LINGER_MAX_BYTES cuts that short.
+    let d = tempfile::tempdir().unwrap();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let j = Arc::new(
+        Journal::open(
+            d.path(),
+            JournalOptions {
+                sync_interval: std::time::Duration::from_secs(3),
+                busy_cpu_share: 0.0,
+                faults: Some(Arc::new(SyncLog(log.clone()))),
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    // Eight callers at once until the last batch synced carried more than one append
+    // (each round's first append usually syncs alone, the other seven queue behind it).
+    let frame = 100 + 20;
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        assert!(
+            rounds <= 20,
+            "no batch of more than one append in 20 rounds"
+        );
+        let start = Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (j, start) = (j.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    j.append(&[b'.'; 100]).unwrap();
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        if log
+            .lock()
+            .unwrap()
+            .last()
+            .is_some_and(|(_, b)| b / frame > 1)
+        {
+            break;
+        }
+    }
+    // A small append now lingers for the pace; a large one arriving meanwhile fills the
+    // queue and wakes the writer: both are synced long before the 3 s are out.
+    let t = std::time::Instant::now();
+    let small = {
+        let j = j.clone();
+        std::thread::spawn(move || {
+            j.append(b"small").unwrap();
+            t.elapsed()
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    j.append(&vec![b'L'; LINGER_MAX_BYTES]).unwrap();
+    let large = t.elapsed();
+    let small = small.join().unwrap();
+    assert!(
+        small >= std::time::Duration::from_millis(250),
+        "the small append was synced after {small:?}: the writer did not linger, nothing was tested"
+    );
+    assert!(
+        large < std::time::Duration::from_millis(2000) && small < large + std::time::Duration::from_millis(500),
+        "synced after {small:?} (small) and {large:?} (large): the full queue did not wake the lingering writer"
+    );
+    let n = read_all(&j, 0).len();
+    assert_eq!(n, 8 * rounds + 2);
+}
+
+#[test]
 fn concurrent_appends_do_not_wait_for_the_pace_while_the_process_is_not_busy() {
     // Pacing only while the process uses 1000 times the machine's cores: never.
     let d = tempfile::tempdir().unwrap();
