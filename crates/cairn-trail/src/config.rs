@@ -34,8 +34,24 @@ impl TrailConfig {
         }
     }
 
+    /// `arn:aws:cloudtrail:<home region>:<account>:trail/<name>` ([`cairn_record::Arn::trail`]),
+    /// written into one string: every request that names a trail asks for it.
     pub fn arn(&self) -> String {
-        cairn_record::Arn::trail(&self.home_region, &self.account, &self.name).to_string()
+        let parts = [
+            "arn:",
+            cairn_record::arn::PARTITION,
+            ":cloudtrail:",
+            &self.home_region,
+            ":",
+            &self.account,
+            ":trail/",
+            &self.name,
+        ];
+        let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for p in parts {
+            s.push_str(p);
+        }
+        s
     }
 
     pub fn scope(&self) -> TrailScope {
@@ -165,5 +181,18 @@ mod tests {
         assert!(validate_trail_name("abc!").is_err());
         assert!(validate_trail_name("192.168.5.4").is_err());
         assert!(validate_trail_name(&"a".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn a_trails_arn_is_the_arn_of_its_name() {
+        let c = TrailConfig::new("audit.trail_1", "123456789012", "eu-west-1", "b");
+        assert_eq!(
+            c.arn(),
+            cairn_record::Arn::trail("eu-west-1", "123456789012", "audit.trail_1").to_string()
+        );
+        assert_eq!(
+            c.arn(),
+            "arn:aws:cloudtrail:eu-west-1:123456789012:trail/audit.trail_1"
+        );
     }
 }
