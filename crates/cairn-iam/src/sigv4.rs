@@ -573,16 +573,41 @@ pub fn check_signature(req: &Request, auth: &Authorization, secret: &str) -> Res
     }
     let cr = canonical_request(req, auth)?;
     let scope = auth.scope();
-    let sts = format!(
-        "{ALGORITHM}\n{}\n{scope}\n{}",
-        auth.amz_date,
-        hex::encode(Sha256::digest(cr.as_bytes()))
-    );
+    let sts = string_to_sign(&auth.amz_date, &scope, &cr);
     let key = cached_signing_key(auth, &scope, secret);
-    let expected = hex::encode(hmac::sign(&key, sts.as_bytes()));
-    let provided = auth.signature.to_ascii_lowercase();
-    aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), provided.as_bytes())
+    let expected = hex32(hmac::sign(&key, sts.as_bytes()).as_ref());
+    // The signature as given, lowercased on the stack (any other length cannot match).
+    let mut provided = [0u8; 64];
+    if auth.signature.len() == provided.len() {
+        provided.copy_from_slice(auth.signature.as_bytes());
+        provided.make_ascii_lowercase();
+    }
+    aws_lc_rs::constant_time::verify_slices_are_equal(&expected, &provided)
         .map_err(|_| AuthError::SignatureMismatch)
+}
+
+/// Lowercase hex of a 32-byte value (a SHA-256 digest, an HMAC-SHA256 tag), on the stack:
+/// this runs twice per request. (Any other length gives zeros, which match nothing.)
+fn hex32(d: &[u8]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    if hex::encode_to_slice(d, &mut out).is_err() {
+        out = [0u8; 64];
+    }
+    out
+}
+
+/// The string to sign of spec §4.1: algorithm, request time, scope, hash of the canonical
+/// request.
+fn string_to_sign(amz_date: &str, scope: &str, canonical: &str) -> String {
+    let hash = hex32(&Sha256::digest(canonical.as_bytes()));
+    let mut sts =
+        String::with_capacity(ALGORITHM.len() + amz_date.len() + scope.len() + hash.len() + 3);
+    for part in [ALGORITHM, "\n", amz_date, "\n", scope, "\n"] {
+        sts.push_str(part);
+    }
+    // Hex digits are ASCII.
+    sts.extend(hash.iter().map(|&b| b as char));
+    sts
 }
 
 /// Whether [`check_signature`] can run before the body is read: S3 signs the declared
@@ -652,10 +677,7 @@ pub fn sign(
     };
     let cr = canonical_request(&signed_req, &auth).unwrap_or_default();
     let scope = auth.scope();
-    let sts = format!(
-        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
-        hex::encode(Sha256::digest(cr.as_bytes()))
-    );
+    let sts = string_to_sign(&amz_date, &scope, &cr);
     let key = cached_signing_key(&auth, &scope, secret);
     let sig = hex::encode(hmac::sign(&key, sts.as_bytes()));
     added.push((
@@ -715,6 +737,36 @@ mod sign_tests {
             verify(&req, &auth, "secreT", now),
             Err(AuthError::SignatureMismatch)
         );
+        // The signature is hex in either case, and nothing but its 64 digits matches.
+        let with = |sig: String| Authorization {
+            signature: sig,
+            ..auth.clone()
+        };
+        verify(
+            &req,
+            &with(auth.signature.to_ascii_uppercase()),
+            "secret",
+            now,
+        )
+        .unwrap();
+        for bad in [
+            format!("{}0", auth.signature),
+            auth.signature[..63].to_string(),
+            String::new(),
+            format!("{}g", &auth.signature[..63]),
+        ] {
+            assert_eq!(
+                verify(&req, &with(bad), "secret", now),
+                Err(AuthError::SignatureMismatch)
+            );
+        }
+    }
+
+    #[test]
+    fn hex32_is_lowercase_hex_of_32_bytes_and_nothing_else() {
+        let d: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37)).collect();
+        assert_eq!(&hex32(&d)[..], hex::encode(&d).as_bytes());
+        assert_eq!(hex32(&d[..31]), [0u8; 64]);
     }
 }
 
