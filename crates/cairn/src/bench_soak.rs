@@ -157,6 +157,58 @@ struct Counts {
     fp_err: u64,
 }
 
+/// Latencies of one operation's answered requests, in buckets of [`LATENCY_BUCKET_US`] (the
+/// last bucket holds everything slower).
+#[derive(Clone)]
+struct Latencies(Vec<u64>);
+
+const LATENCY_BUCKET_US: u64 = 100;
+const LATENCY_BUCKETS: usize = 2_000;
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Latencies(vec![0; LATENCY_BUCKETS])
+    }
+}
+
+impl Latencies {
+    fn add(&mut self, us: u64) {
+        let b = ((us / LATENCY_BUCKET_US) as usize).min(LATENCY_BUCKETS - 1);
+        self.0[b] += 1;
+    }
+
+    fn count(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// The latency (ms, its bucket's upper edge) at or below which `q` of the requests fell.
+    fn quantile_ms(&self, q: f64) -> f64 {
+        let n = self.count();
+        let want = ((n as f64 * q).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in self.0.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return ((i as u64 + 1) * LATENCY_BUCKET_US) as f64 / 1000.0;
+            }
+        }
+        0.0
+    }
+
+    /// The share of requests that took longer than `period` (each costs its connection
+    /// offered requests: it sends one per period at most).
+    fn share_over(&self, period: Duration) -> f64 {
+        let n = self.count();
+        let from = (period.as_micros() as u64).div_ceil(LATENCY_BUCKET_US) as usize;
+        let over: u64 = self.0.iter().skip(from).sum();
+        if n == 0 {
+            0.0
+        } else {
+            over as f64 / n as f64
+        }
+    }
+}
+
 /// A request id's share of a fingerprint (a wrapping sum over a multiset of ids).
 fn fingerprint(request_id: &str) -> u64 {
     let d = Sha256::digest(request_id.as_bytes());
@@ -170,6 +222,8 @@ struct Shared {
     latencies: Mutex<Vec<u32>>,
     done: AtomicU64,
     counts: Mutex<HashMap<Op, Counts>>,
+    /// Per operation, the latencies of answered requests.
+    op_latencies: Mutex<HashMap<Op, Latencies>>,
     audit_acked: Mutex<HashSet<String>>,
     /// Ids whose call was answered with a failure (they must not be delivered).
     audit_failed: Mutex<HashSet<String>>,
@@ -380,11 +434,21 @@ async fn connection(
             }
         };
         let body = &answer.body;
+        let took = t.elapsed().as_micros().min(u32::MAX as u128) as u32;
         shared
             .latencies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            .push(took);
+        if status.is_some() {
+            shared
+                .op_latencies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(op)
+                .or_default()
+                .add(took as u64);
+        }
         shared.done.fetch_add(1, Ordering::Relaxed);
         shared.count(op, status, &answer.request_id);
         match (op, status) {
@@ -740,6 +804,7 @@ pub fn soak(a: SoakBenchArgs) -> Result<()> {
             latencies: Mutex::new(Vec::new()),
             done: AtomicU64::new(0),
             counts: Mutex::new(HashMap::new()),
+            op_latencies: Mutex::new(HashMap::new()),
             audit_acked: Mutex::new(HashSet::new()),
             audit_failed: Mutex::new(HashSet::new()),
             audit_sent: AtomicU64::new(0),
@@ -929,11 +994,17 @@ pub fn soak(a: SoakBenchArgs) -> Result<()> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let latencies = shared
+            .op_latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         Ok(Run {
             samples,
             settled,
             checked,
             counts,
+            latencies,
             acked: take(&shared.audit_acked),
             failed: take(&shared.audit_failed),
             audit_sent: shared.audit_sent.load(Ordering::Relaxed),
@@ -958,6 +1029,7 @@ struct Run {
     settled: Sample,
     checked: u64,
     counts: HashMap<Op, Counts>,
+    latencies: HashMap<Op, Latencies>,
     acked: HashSet<String>,
     failed: HashSet<String>,
     audit_sent: u64,
@@ -981,6 +1053,8 @@ fn finish(
     let mut problems = run.problems.clone();
     let (names, ids) = delivered(data_dir)?;
     let mut per_op = BTreeMap::new();
+    let mut latency = BTreeMap::new();
+    let period = Duration::from_secs_f64(a.connections as f64 / a.rate.max(1.0));
     let (mut answered, mut unanswered_all) = (0u64, 0u64);
     for (op, _) in MIX {
         let c = run.counts.get(op).copied().unwrap_or_default();
@@ -1018,6 +1092,12 @@ fn finish(
             op.name(),
             json!({"ok": c.ok, "errors": c.err, "unanswered": c.unanswered,
                 "delivered_ok": d.ok, "delivered_errors": d.err}),
+        );
+        let l = run.latencies.get(op).cloned().unwrap_or_default();
+        latency.insert(
+            op.name(),
+            json!({"p50": l.quantile_ms(0.5), "p99": l.quantile_ms(0.99),
+                "share_over_period": l.share_over(period)}),
         );
     }
     if answered == 0 || unanswered_all * 200 > answered + unanswered_all {
@@ -1109,6 +1189,10 @@ fn finish(
         "settled": {"rss_mib": run.settled.rss_mib, "data_dir_mib": run.settled.data_mib,
             "bytes_per_event_beyond_bodies_and_logs": run.settled.bytes_per_event},
         "operations": per_op,
+        // Per operation, answered requests' latency (ms, 0.1 ms buckets) and the share
+        // slower than a connection's period (each such request costs offered throughput).
+        "latency_ms": latency,
+        "connection_period_ms": period.as_secs_f64() * 1000.0,
         "audit_events": {"sent": run.audit_sent, "acknowledged": run.acked.len(),
             "refused": run.failed.len(), "lost": lost, "delivered_twice": twice},
         "objects_checked": run.checked,
@@ -1127,6 +1211,20 @@ fn finish(
         run.cpu_us_per_request.0,
         run.cpu_us_per_request.1,
     );
+    println!(
+        "latency per operation (p50 / p99 ms, share slower than a connection's {:.1} ms period):",
+        period.as_secs_f64() * 1000.0
+    );
+    for (op, _) in MIX {
+        let l = run.latencies.get(op).cloned().unwrap_or_default();
+        println!(
+            "  {:<18} {:>6.1} / {:>6.1}  {:>5.1}%",
+            op.name(),
+            l.quantile_ms(0.5),
+            l.quantile_ms(0.99),
+            100.0 * l.share_over(period)
+        );
+    }
     println!(
         "settled: {:.0} MiB on disk, {:.0} bytes per event beyond object bodies and delivered files ({marginal:.0} per further event over the last 20 min)",
         run.settled.data_mib, run.settled.bytes_per_event,
