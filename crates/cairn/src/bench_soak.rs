@@ -1245,3 +1245,35 @@ fn finish(
     println!("ledger: PASS (nothing acknowledged lost, nothing delivered twice, logs validate)");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_give_quantiles_and_the_share_over_a_period() {
+        let mut l = Latencies::default();
+        // 90 requests at 1.05 ms, 9 at 7.5 ms, 1 far past the last bucket.
+        for _ in 0..90 {
+            l.add(1_050);
+        }
+        for _ in 0..9 {
+            l.add(7_500);
+        }
+        l.add(10_000_000);
+        assert_eq!(l.count(), 100);
+        // Each quantile is its bucket's upper edge.
+        assert_eq!(l.quantile_ms(0.5), 1.1);
+        assert_eq!(l.quantile_ms(0.9), 1.1);
+        assert_eq!(l.quantile_ms(0.95), 7.6);
+        assert_eq!(l.quantile_ms(0.99), 7.6);
+        assert_eq!(l.quantile_ms(1.0), 200.0);
+        assert_eq!(l.share_over(Duration::from_micros(6_400)), 0.10);
+        assert_eq!(l.share_over(Duration::from_millis(8)), 0.01);
+        assert_eq!(Latencies::default().quantile_ms(0.99), 0.0);
+        assert_eq!(
+            Latencies::default().share_over(Duration::from_millis(1)),
+            0.0
+        );
+    }
+}
