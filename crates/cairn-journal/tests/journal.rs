@@ -112,7 +112,7 @@ fn eight_callers_append(j: &Arc<Journal>, size: usize) {
 }
 
 /// Records each batch: when its sync started and the bytes it wrote.
-struct SyncLog(Arc<std::sync::Mutex<Vec<(std::time::Instant, usize)>>>);
+struct SyncLog(Syncs);
 impl FaultInjector for SyncLog {
     fn before_write(&self, bytes: usize) -> io::Result<()> {
         self.0
@@ -127,6 +127,22 @@ impl FaultInjector for SyncLog {
         }
         Ok(())
     }
+}
+
+/// The log of each batch's sync.
+type Syncs = Arc<std::sync::Mutex<Vec<(std::time::Instant, usize)>>>;
+
+/// A journal in `dir` paced at `interval` whether or not the process is busy (a test's
+/// threads mostly wait), with its batches logged.
+fn paced_and_logged(dir: &std::path::Path, interval: std::time::Duration) -> (Arc<Journal>, Syncs) {
+    let log: Syncs = Default::default();
+    let opts = JournalOptions {
+        sync_interval: interval,
+        busy_cpu_share: 0.0,
+        faults: Some(Arc::new(SyncLog(log.clone()))),
+        ..Default::default()
+    };
+    (Arc::new(Journal::open(dir, opts).unwrap()), log)
 }
 
 /// Counts the writer's syncs.
@@ -166,19 +182,7 @@ fn concurrent_appends_are_synced_at_the_pace_and_a_lone_caller_never_waits_for_i
     // Eight callers at once, each append 100 bytes: after every batch of more than one
     // append, the next sync starts no sooner than 100 ms after that batch's did.
     let d = tempfile::tempdir().unwrap();
-    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let j = Arc::new(
-        Journal::open(
-            d.path(),
-            JournalOptions {
-                sync_interval: std::time::Duration::from_millis(100),
-                busy_cpu_share: 0.0,
-                faults: Some(Arc::new(SyncLog(log.clone()))),
-                ..Default::default()
-            },
-        )
-        .unwrap(),
-    );
+    let (j, log) = paced_and_logged(d.path(), std::time::Duration::from_millis(100));
     eight_callers_append(&j, 100);
     let log = log.lock().unwrap().clone();
     let frame = 100 + 20;
@@ -208,19 +212,7 @@ fn a_full_queue_wakes_a_writer_lingering_for_the_pace() {
     // A pace of 3 s, always applied: after a batch of more than one append the writer
     // lingers, and only an append that fills the queue to LINGER_MAX_BYTES cuts that short.
     let d = tempfile::tempdir().unwrap();
-    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let j = Arc::new(
-        Journal::open(
-            d.path(),
-            JournalOptions {
-                sync_interval: std::time::Duration::from_secs(3),
-                busy_cpu_share: 0.0,
-                faults: Some(Arc::new(SyncLog(log.clone()))),
-                ..Default::default()
-            },
-        )
-        .unwrap(),
-    );
+    let (j, log) = paced_and_logged(d.path(), std::time::Duration::from_secs(3));
     // Eight callers at once until the last batch synced carried more than one append
     // (each round's first append usually syncs alone, the other seven queue behind it).
     let frame = 100 + 20;
