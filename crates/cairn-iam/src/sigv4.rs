@@ -575,23 +575,32 @@ pub fn check_signature(req: &Request, auth: &Authorization, secret: &str) -> Res
     let scope = auth.scope();
     let sts = string_to_sign(&auth.amz_date, &scope, &cr);
     let key = cached_signing_key(auth, &scope, secret);
-    let expected = hex32(hmac::sign(&key, sts.as_bytes()).as_ref());
-    // The signature as given, lowercased on the stack (any other length cannot match).
-    let mut provided = [0u8; 64];
-    if auth.signature.len() == provided.len() {
-        provided.copy_from_slice(auth.signature.as_bytes());
-        provided.make_ascii_lowercase();
-    }
+    let tag = hmac::sign(&key, sts.as_bytes());
+    let expected = hex32(
+        tag.as_ref()
+            .try_into()
+            .map_err(|_| AuthError::SignatureMismatch)?,
+    );
+    // The signature as given, lowercased on the stack: any other length is refused here (the
+    // length is no secret).
+    let provided: &[u8; 64] = auth
+        .signature
+        .as_bytes()
+        .try_into()
+        .map_err(|_| AuthError::SignatureMismatch)?;
+    let provided = provided.to_ascii_lowercase();
     aws_lc_rs::constant_time::verify_slices_are_equal(&expected, &provided)
         .map_err(|_| AuthError::SignatureMismatch)
 }
 
 /// Lowercase hex of a 32-byte value (a SHA-256 digest, an HMAC-SHA256 tag), on the stack:
-/// this runs twice per request. (Any other length gives zeros, which match nothing.)
-fn hex32(d: &[u8]) -> [u8; 64] {
+/// this runs twice per request.
+fn hex32(d: &[u8; 32]) -> [u8; 64] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 64];
-    if hex::encode_to_slice(d, &mut out).is_err() {
-        out = [0u8; 64];
+    for (i, b) in d.iter().enumerate() {
+        out[2 * i] = DIGITS[(b >> 4) as usize];
+        out[2 * i + 1] = DIGITS[(b & 0x0f) as usize];
     }
     out
 }
@@ -599,7 +608,7 @@ fn hex32(d: &[u8]) -> [u8; 64] {
 /// The string to sign of spec §4.1: algorithm, request time, scope, hash of the canonical
 /// request.
 fn string_to_sign(amz_date: &str, scope: &str, canonical: &str) -> String {
-    let hash = hex32(&Sha256::digest(canonical.as_bytes()));
+    let hash = hex32(&Sha256::digest(canonical.as_bytes()).into());
     let mut sts =
         String::with_capacity(ALGORITHM.len() + amz_date.len() + scope.len() + hash.len() + 3);
     for part in [ALGORITHM, "\n", amz_date, "\n", scope, "\n"] {
@@ -763,10 +772,10 @@ mod sign_tests {
     }
 
     #[test]
-    fn hex32_is_lowercase_hex_of_32_bytes_and_nothing_else() {
-        let d: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37)).collect();
-        assert_eq!(&hex32(&d)[..], hex::encode(&d).as_bytes());
-        assert_eq!(hex32(&d[..31]), [0u8; 64]);
+    fn hex32_is_lowercase_hex() {
+        let d: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37));
+        assert_eq!(&hex32(&d)[..], hex::encode(d).as_bytes());
+        assert_eq!(&hex32(&[0xff; 32])[..], "f".repeat(64).as_bytes());
     }
 }
 

@@ -23,7 +23,7 @@ pub struct ArnError(pub String);
 impl Arn {
     pub fn new(service: &str, region: &str, account: &str, resource: &str) -> Arn {
         Arn {
-            partition: "aws".into(),
+            partition: PARTITION.into(),
             service: service.into(),
             region: region.into(),
             account: account.into(),
