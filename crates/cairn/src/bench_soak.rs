@@ -158,49 +158,66 @@ struct Counts {
 }
 
 /// Latencies of one operation's answered requests, in buckets of [`LATENCY_BUCKET_US`] (the
-/// last bucket holds everything slower).
+/// last bucket holds everything slower, and the slowest is kept). Unanswered requests are
+/// counted in the ledger, not here.
 #[derive(Clone)]
-struct Latencies(Vec<u64>);
+struct Latencies {
+    buckets: Vec<u64>,
+    max_us: u64,
+}
 
 const LATENCY_BUCKET_US: u64 = 100;
 const LATENCY_BUCKETS: usize = 2_000;
 
 impl Default for Latencies {
     fn default() -> Self {
-        Latencies(vec![0; LATENCY_BUCKETS])
+        Latencies {
+            buckets: vec![0; LATENCY_BUCKETS],
+            max_us: 0,
+        }
     }
 }
 
 impl Latencies {
     fn add(&mut self, us: u64) {
         let b = ((us / LATENCY_BUCKET_US) as usize).min(LATENCY_BUCKETS - 1);
-        self.0[b] += 1;
+        self.buckets[b] += 1;
+        self.max_us = self.max_us.max(us);
     }
 
     fn count(&self) -> u64 {
-        self.0.iter().sum()
+        self.buckets.iter().sum()
     }
 
-    /// The latency (ms, its bucket's upper edge) at or below which `q` of the requests fell.
+    /// The latency (ms, its bucket's upper edge; in the last bucket, the slowest request's)
+    /// at or below which `q` of the requests fell.
     fn quantile_ms(&self, q: f64) -> f64 {
         let n = self.count();
         let want = ((n as f64 * q).ceil() as u64).max(1);
         let mut seen = 0;
-        for (i, c) in self.0.iter().enumerate() {
+        for (i, c) in self.buckets.iter().enumerate() {
             seen += c;
             if seen >= want {
-                return ((i as u64 + 1) * LATENCY_BUCKET_US) as f64 / 1000.0;
+                let edge = if i + 1 == LATENCY_BUCKETS {
+                    self.max_us
+                } else {
+                    (i as u64 + 1) * LATENCY_BUCKET_US
+                };
+                return edge as f64 / 1000.0;
             }
         }
         0.0
     }
 
     /// The share of requests that took longer than `period` (each costs its connection
-    /// offered requests: it sends one per period at most).
+    /// offered requests: it sends one per period at most). Counted from the bucket after
+    /// the one `period` falls in, so a request at most one bucket slower may be missed (a
+    /// period past the buckets counts everything in the last one).
     fn share_over(&self, period: Duration) -> f64 {
         let n = self.count();
-        let from = (period.as_micros() as u64).div_ceil(LATENCY_BUCKET_US) as usize;
-        let over: u64 = self.0.iter().skip(from).sum();
+        let from = ((period.as_micros() as u64).div_ceil(LATENCY_BUCKET_US) as usize)
+            .min(LATENCY_BUCKETS - 1);
+        let over: u64 = self.buckets.iter().skip(from).sum();
         if n == 0 {
             0.0
         } else {
@@ -1267,9 +1284,12 @@ mod tests {
         assert_eq!(l.quantile_ms(0.9), 1.1);
         assert_eq!(l.quantile_ms(0.95), 7.6);
         assert_eq!(l.quantile_ms(0.99), 7.6);
-        assert_eq!(l.quantile_ms(1.0), 200.0);
+        // The slowest is itself, past the last bucket's edge.
+        assert_eq!(l.quantile_ms(1.0), 10_000.0);
         assert_eq!(l.share_over(Duration::from_micros(6_400)), 0.10);
         assert_eq!(l.share_over(Duration::from_millis(8)), 0.01);
+        // A period past the buckets still counts what lies beyond them.
+        assert_eq!(l.share_over(Duration::from_secs(1)), 0.01);
         assert_eq!(Latencies::default().quantile_ms(0.99), 0.0);
         assert_eq!(
             Latencies::default().share_over(Duration::from_millis(1)),
