@@ -238,9 +238,7 @@ fn fingerprint(request_id: &str) -> u64 {
 struct Shared {
     latencies: Mutex<Vec<u32>>,
     done: AtomicU64,
-    counts: Mutex<HashMap<Op, Counts>>,
-    /// Per operation, the latencies of answered requests.
-    op_latencies: Mutex<HashMap<Op, Latencies>>,
+    counts: Mutex<Tallies>,
     audit_acked: Mutex<HashSet<String>>,
     /// Ids whose call was answered with a failure (they must not be delivered).
     audit_failed: Mutex<HashSet<String>>,
@@ -252,10 +250,22 @@ struct Shared {
     live_objects: AtomicI64,
 }
 
+/// Per operation, what was answered and (for the load's requests) how fast.
+#[derive(Default, Clone)]
+struct Tallies {
+    counts: HashMap<Op, Counts>,
+    latencies: HashMap<Op, Latencies>,
+}
+
 impl Shared {
-    fn count(&self, op: Op, status: Option<u16>, request_id: &str) {
-        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let e = c.entry(op).or_default();
+    /// Counts an answer to `op` (or its absence); `took` is a load request's latency, kept
+    /// when it was answered.
+    fn count(&self, op: Op, status: Option<u16>, request_id: &str, took: Option<u64>) {
+        let mut t = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(us), Some(_)) = (took, status) {
+            t.latencies.entry(op).or_default().add(us);
+        }
+        let e = t.counts.entry(op).or_default();
         match status {
             Some(200..=299) => {
                 e.ok += 1;
@@ -457,17 +467,8 @@ async fn connection(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(took);
-        if status.is_some() {
-            shared
-                .op_latencies
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(op)
-                .or_default()
-                .add(took as u64);
-        }
         shared.done.fetch_add(1, Ordering::Relaxed);
-        shared.count(op, status, &answer.request_id);
+        shared.count(op, status, &answer.request_id, Some(took as u64));
         match (op, status) {
             (Op::PutObject, Some(200)) => {
                 keys[k] = KeyState::Has(put_sha.unwrap_or_default());
@@ -605,8 +606,8 @@ pub(crate) fn cpu_seconds(pid: &str) -> f64 {
 }
 
 fn events_so_far(shared: &Shared) -> u64 {
-    let c = shared.counts.lock().unwrap_or_else(|e| e.into_inner());
-    let answered: u64 = c.values().map(|c| c.ok + c.err).sum();
+    let t = shared.counts.lock().unwrap_or_else(|e| e.into_inner());
+    let answered: u64 = t.counts.values().map(|c| c.ok + c.err).sum();
     answered
         + shared
             .audit_acked
@@ -820,8 +821,7 @@ pub fn soak(a: SoakBenchArgs) -> Result<()> {
         let shared = Arc::new(Shared {
             latencies: Mutex::new(Vec::new()),
             done: AtomicU64::new(0),
-            counts: Mutex::new(HashMap::new()),
-            op_latencies: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Tallies::default()),
             audit_acked: Mutex::new(HashSet::new()),
             audit_failed: Mutex::new(HashSet::new()),
             audit_sent: AtomicU64::new(0),
@@ -975,7 +975,7 @@ pub fn soak(a: SoakBenchArgs) -> Result<()> {
                     .header("x-amz-request-id")
                     .unwrap_or_default()
                     .to_string();
-                shared.count(Op::GetObject, Some(got.status), &rid);
+                shared.count(Op::GetObject, Some(got.status), &rid, None);
                 checked += 1;
                 let ok = match st {
                     KeyState::Has(sha) => {
@@ -1001,18 +1001,13 @@ pub fn soak(a: SoakBenchArgs) -> Result<()> {
         let take = |m: &Mutex<HashSet<String>>| {
             std::mem::take(&mut *m.lock().unwrap_or_else(|e| e.into_inner()))
         };
-        let counts = shared
+        let Tallies { counts, latencies } = shared
             .counts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let problems = shared
             .problems
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let latencies = shared
-            .op_latencies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
@@ -1071,6 +1066,7 @@ fn finish(
     let (names, ids) = delivered(data_dir)?;
     let mut per_op = BTreeMap::new();
     let mut latency = BTreeMap::new();
+    let mut latency_rows = Vec::new();
     let period = Duration::from_secs_f64(a.connections as f64 / a.rate.max(1.0));
     let (mut answered, mut unanswered_all) = (0u64, 0u64);
     for (op, _) in MIX {
@@ -1110,12 +1106,18 @@ fn finish(
             json!({"ok": c.ok, "errors": c.err, "unanswered": c.unanswered,
                 "delivered_ok": d.ok, "delivered_errors": d.err}),
         );
-        let l = run.latencies.get(op).cloned().unwrap_or_default();
+        let (p50, p99, over) = run.latencies.get(op).map_or((0.0, 0.0, 0.0), |l| {
+            (
+                l.quantile_ms(0.5),
+                l.quantile_ms(0.99),
+                l.share_over(period),
+            )
+        });
         latency.insert(
             op.name(),
-            json!({"p50": l.quantile_ms(0.5), "p99": l.quantile_ms(0.99),
-                "share_over_period": l.share_over(period)}),
+            json!({"p50": p50, "p99": p99, "share_over_period": over}),
         );
+        latency_rows.push((op.name(), p50, p99, over));
     }
     if answered == 0 || unanswered_all * 200 > answered + unanswered_all {
         problems.push(format!(
@@ -1232,14 +1234,10 @@ fn finish(
         "latency per operation (p50 / p99 ms, share slower than a connection's {:.1} ms period):",
         period.as_secs_f64() * 1000.0
     );
-    for (op, _) in MIX {
-        let l = run.latencies.get(op).cloned().unwrap_or_default();
+    for (name, p50, p99, over) in latency_rows {
         println!(
-            "  {:<18} {:>6.1} / {:>6.1}  {:>5.1}%",
-            op.name(),
-            l.quantile_ms(0.5),
-            l.quantile_ms(0.99),
-            100.0 * l.share_over(period)
+            "  {name:<18} {p50:>6.1} / {p99:>6.1}  {:>5.1}%",
+            100.0 * over
         );
     }
     println!(
