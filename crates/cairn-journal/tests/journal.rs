@@ -89,16 +89,16 @@ fn concurrent_appends_share_fsyncs_and_get_unique_sequence_numbers() {
     );
 }
 
-/// Eight threads, started together, append ten records of `size` bytes each; returns when
-/// all are durable.
-fn eight_callers_append(j: &Arc<Journal>, size: usize) {
+/// Eight threads, started together, append `each` records of `size` bytes each; returns
+/// when all are durable.
+fn eight_callers_append(j: &Arc<Journal>, size: usize, each: usize) {
     let start = Arc::new(std::sync::Barrier::new(8));
     let threads: Vec<_> = (0..8)
         .map(|k| {
             let (j, start) = (j.clone(), start.clone());
             std::thread::spawn(move || {
                 start.wait();
-                for i in 0..10 {
+                for i in 0..each {
                     let mut rec = format!("{k}:{i}:").into_bytes();
                     rec.resize(size, b'.');
                     j.append(&rec).unwrap();
@@ -183,7 +183,7 @@ fn concurrent_appends_are_synced_at_the_pace_and_a_lone_caller_never_waits_for_i
     // append, the next sync starts no sooner than 100 ms after that batch's did.
     let d = tempfile::tempdir().unwrap();
     let (j, log) = paced_and_logged(d.path(), std::time::Duration::from_millis(100));
-    eight_callers_append(&j, 100);
+    eight_callers_append(&j, 100, 10);
     let log = log.lock().unwrap().clone();
     let frame = 100 + 20;
     let mut paced = 0;
@@ -223,19 +223,7 @@ fn a_full_queue_wakes_a_writer_lingering_for_the_pace() {
             rounds <= 20,
             "no batch of more than one append in 20 rounds"
         );
-        let start = Arc::new(std::sync::Barrier::new(8));
-        let threads: Vec<_> = (0..8)
-            .map(|_| {
-                let (j, start) = (j.clone(), start.clone());
-                std::thread::spawn(move || {
-                    start.wait();
-                    j.append(&[b'.'; 100]).unwrap();
-                })
-            })
-            .collect();
-        for th in threads {
-            th.join().unwrap();
-        }
+        eight_callers_append(&j, 100, 1);
         if log
             .lock()
             .unwrap()
@@ -287,7 +275,7 @@ fn concurrent_appends_do_not_wait_for_the_pace_while_the_process_is_not_busy() {
         .unwrap(),
     );
     let t = std::time::Instant::now();
-    eight_callers_append(&j, 100);
+    eight_callers_append(&j, 100, 10);
     assert!(
         t.elapsed() < std::time::Duration::from_millis(2500),
         "80 appends took {:?}: they waited for the pace of an idle process",
