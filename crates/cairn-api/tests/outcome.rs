@@ -428,6 +428,74 @@ fn a_put_keeps_its_outcome_with_the_object_until_the_journal_has_it() {
     rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
 }
 
+/// A DeleteObject of the current object keeps its outcome in the transaction that deletes
+/// it, as a PUT does: with the journal failing after the pending entry, the client still
+/// gets 204, the object is gone, the store holds the success record, and once the journal
+/// recovers the outcome arrives, once.
+#[test]
+fn a_delete_keeps_its_outcome_with_the_deletion_until_the_journal_has_it() {
+    let faults = Arc::new(FailAfter {
+        allowed: std::sync::atomic::AtomicI64::new(0),
+        failing: AtomicBool::new(false),
+    });
+    let bed = common::testbed(Arc::new(SystemClock), Some(faults.clone()), |_| {});
+    bed.store.create_bucket("data").unwrap();
+    let (rt, server, addr) = common::serve(&bed.api);
+    let root = Signer {
+        key: &bed.key,
+        secret: &bed.secret,
+    };
+    put_resolved(&bed.api, &addr, &root, "/data/doomed");
+    faults.allowed.store(1, Ordering::SeqCst);
+    faults.failing.store(true, Ordering::SeqCst);
+    let (st, headers, body) =
+        wire::signed_full(&addr, &root, "DELETE", "/data/doomed", "", "s3", &[], "");
+    assert_eq!(st, 204, "answered once the outcome was kept: {body}");
+    let rid = header(&headers, "x-amz-request-id").to_string();
+    let mut r = bed.api.engine.journal().reader(0).unwrap();
+    let mut pending = None;
+    while let Some((seq, bytes)) = r.next_record().unwrap() {
+        if let Entry::Pending { json, .. } = decode(&bytes).unwrap() {
+            let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            if v["requestID"] == rid.as_str() {
+                pending = Some(seq);
+            }
+        }
+    }
+    let pending = pending.expect("the pending entry is durable");
+    assert!(
+        resolved_of(&bed.api, &rid).is_none(),
+        "the journal was failing"
+    );
+    let kept = bed
+        .store
+        .outbox_record(pending)
+        .unwrap()
+        .expect("the outcome is kept with the deletion");
+    match decode(&kept).unwrap() {
+        Entry::Resolved {
+            pending: p, json, ..
+        } => {
+            assert_eq!(p, pending);
+            let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            assert_eq!(v["eventName"], "DeleteObject");
+            assert!(v.get("errorCode").is_none_or(|c| c.is_null()), "{v}");
+        }
+        _ => panic!("the kept record is not the resolved entry"),
+    }
+    assert!(matches!(
+        bed.store.get("data", "doomed"),
+        Err(StoreError::NoSuchKey { .. })
+    ));
+
+    faults.failing.store(false, Ordering::SeqCst);
+    let (p, rec) = put_resolved_wait(&bed.api, &rid);
+    assert_eq!(p, pending);
+    assert_eq!(rec["eventName"], "DeleteObject");
+    assert!(rec.get("errorCode").is_none_or(|c| c.is_null()), "{rec}");
+    rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
+}
+
 /// A stop between a PUT's commit and its outcome's journaling: at the next start the kept
 /// outcome is the request's record (a success: the object was made), not "outcome unknown";
 /// a pending request whose write never committed is still resolved as unknown.

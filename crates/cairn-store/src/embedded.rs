@@ -265,11 +265,9 @@ struct CommitQueue {
     after_group: Option<Box<dyn FnMut() + Send>>,
 }
 
-/// A staged write waiting in the group commit queue.
+/// A change waiting in the group commit queue.
 struct Queued {
-    item: Staged,
-    blob: String,
-    inline: Option<Vec<u8>>,
+    change: Change,
     slot: std::sync::Arc<Slot>,
     /// A task's write holds the store, so whoever leads can hand the lead on to a new
     /// blocking-pool leader ([`spawn_leader`]) rather than lead on for it.
@@ -286,12 +284,80 @@ struct Slot {
     cv: std::sync::Condvar,
 }
 
+/// What a group commit makes: a staged PUT's new version, or a DeleteObject (the current
+/// object removed, or a delete marker added), each with the request's outcome record when
+/// the caller gives one ([`crate::Staged::outbox`]).
+enum Change {
+    Put {
+        item: Box<Staged>,
+        blob: String,
+        inline: Option<Vec<u8>>,
+    },
+    Delete {
+        bucket: String,
+        key: String,
+        outbox: Option<(u64, Vec<u8>)>,
+    },
+}
+
+impl Change {
+    /// A staged PUT as a change for the group commit; given back when its body is still in
+    /// memory (not staged by this store: written with [`EmbeddedStore::put_kept`]).
+    fn of_staged(mut s: Box<Staged>) -> std::result::Result<Change, Box<Staged>> {
+        match std::mem::replace(&mut s.body, StagedBody::Memory(Vec::new())) {
+            StagedBody::Blob(blob) => Ok(Change::Put {
+                item: s,
+                blob,
+                inline: None,
+            }),
+            StagedBody::Inline { blob, stored } => Ok(Change::Put {
+                item: s,
+                blob,
+                inline: Some(stored),
+            }),
+            body => {
+                s.body = body;
+                Err(s)
+            }
+        }
+    }
+}
+
+/// What a committed [`Change`] made.
+#[derive(Debug)]
+enum Made {
+    Put(ObjectInfo),
+    Delete(DeleteOutcome),
+}
+
+fn made_put(r: Result<Made>) -> Result<ObjectInfo> {
+    match r? {
+        Made::Put(info) => Ok(info),
+        Made::Delete(_) => Err(mixed_up()),
+    }
+}
+
+fn made_delete(r: Result<Made>) -> Result<DeleteOutcome> {
+    match r? {
+        Made::Delete(d) => Ok(d),
+        Made::Put(_) => Err(mixed_up()),
+    }
+}
+
+/// A slot answered with another kind of change than its own (never: each slot is answered
+/// with the outcome of the change queued with it).
+fn mixed_up() -> StoreError {
+    StoreError::Io(std::io::Error::other(
+        "the group commit answered a change with another's outcome",
+    ))
+}
+
 #[derive(Default)]
 enum SlotState {
     #[default]
     Waiting,
     Lead,
-    Done(Result<ObjectInfo>),
+    Done(Result<Made>),
 }
 
 impl Slot {
@@ -308,7 +374,7 @@ impl Slot {
     }
 
     /// Waits until the write is done (`Some`) or its writer is to lead (`None`).
-    fn wait(&self) -> Option<Result<ObjectInfo>> {
+    fn wait(&self) -> Option<Result<Made>> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             match std::mem::take(&mut st.0) {
@@ -364,7 +430,7 @@ fn spawn_leader(store: std::sync::Arc<EmbeddedStore>) {
 struct SlotFuture(std::sync::Arc<Slot>);
 
 impl std::future::Future for SlotFuture {
-    type Output = Result<ObjectInfo>;
+    type Output = Result<Made>;
 
     fn poll(
         self: std::pin::Pin<&mut Self>,
@@ -650,6 +716,7 @@ impl EmbeddedStore {
 }
 
 /// The metadata of a new current version whose body file is already in place.
+#[derive(Clone)]
 struct NewVersion<'a> {
     bucket: &'a str,
     key: &'a str,
@@ -769,27 +836,25 @@ impl EmbeddedStore {
     /// rules: the old current version is archived, or dropped when unversioned or a null
     /// version is replaced). On failure the new body files are removed.
     fn commit_versions(&self, items: &[NewVersion<'_>]) -> Result<Vec<ObjectInfo>> {
-        let r = self.try_commit_versions(items);
-        if r.is_err() {
-            let blobs: Vec<String> = items.iter().map(|i| i.blob.clone()).collect();
-            self.remove_blobs(&blobs);
+        let ops: Vec<Op<'_>> = items.iter().map(|i| Op::Put(i.clone())).collect();
+        match self.try_commit_ops(&ops) {
+            Ok(made) => made.into_iter().map(|m| made_put(Ok(m))).collect(),
+            Err(e) => {
+                self.remove_blobs(&Op::blobs(&ops));
+                Err(e)
+            }
         }
-        r
     }
 
-    /// Staged writes made objects together (group commit): concurrent `commit_staged` calls
-    /// queue here, and one of them (the leader) syncs the body directory once and commits
-    /// everything queued in one transaction, then answers each through its own slot and
-    /// hands the lead to the first write queued meanwhile. A batch that fails is committed
-    /// one by one, so one write's failure (a precondition) is its own.
-    fn commit_grouped(
-        &self,
-        item: Staged,
-        blob: String,
-        inline: Option<Vec<u8>>,
-    ) -> Result<ObjectInfo> {
+    /// Changes made together (group commit): concurrent `commit_staged` and
+    /// `delete_object_async` calls queue here, and one of them (the leader) syncs the body
+    /// directory once and commits everything queued in one transaction, in the order
+    /// queued, then answers each through its own slot and hands the lead to the first
+    /// change queued meanwhile. A batch that fails is committed one by one, so one change's
+    /// failure (a precondition) is its own.
+    fn commit_grouped(&self, change: Change) -> Result<Made> {
         let slot = std::sync::Arc::new(Slot::default());
-        if !self.enqueue(item, blob, inline, &slot, None) {
+        if !self.enqueue(change, &slot, None) {
             if let Some(r) = slot.wait() {
                 return r;
             }
@@ -801,39 +866,30 @@ impl EmbeddedStore {
         })
     }
 
-    /// Queues a write for the group commit; whether its writer is to lead now.
+    /// Queues a change for the group commit; whether its writer is to lead now.
     fn enqueue(
         &self,
-        item: Staged,
-        blob: String,
-        inline: Option<Vec<u8>>,
+        change: Change,
         slot: &std::sync::Arc<Slot>,
         owner: Option<std::sync::Arc<EmbeddedStore>>,
     ) -> bool {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         q.pending.push(Queued {
-            item,
-            blob,
-            inline,
+            change,
             slot: slot.clone(),
             owner,
         });
         !std::mem::replace(&mut q.leading, true)
     }
 
-    /// [`EmbeddedStore::commit_grouped`] for a task: the write waits in the queue without a
-    /// thread; when nobody leads, a blocking-pool thread is started to lead.
-    fn commit_grouped_async(
-        self: std::sync::Arc<Self>,
-        item: Staged,
-        blob: String,
-        inline: Option<Vec<u8>>,
-    ) -> futures::future::BoxFuture<'static, Result<ObjectInfo>> {
+    /// [`EmbeddedStore::commit_grouped`] for a task: the change waits in the queue without
+    /// a thread; when nobody leads, a blocking-pool thread is started to lead.
+    fn commit_grouped_async(self: std::sync::Arc<Self>, change: Change) -> SlotFuture {
         let slot = std::sync::Arc::new(Slot::default());
-        if self.enqueue(item, blob, inline, &slot, Some(self.clone())) {
+        if self.enqueue(change, &slot, Some(self.clone())) {
             spawn_leader(self);
         }
-        Box::pin(SlotFuture(slot))
+        SlotFuture(slot)
     }
 
     /// Leading: commits everything queued (`mine` among it, when a caller's own write),
@@ -842,7 +898,7 @@ impl EmbeddedStore {
     /// leading, and a caller with its own outcome starts one ([`spawn_leader`], outside
     /// the queue's lock) and returns: it never leads for others' writes after its own.
     /// Returns `mine`'s outcome.
-    fn lead(&self, mine: Option<&std::sync::Arc<Slot>>) -> Option<Result<ObjectInfo>> {
+    fn lead(&self, mine: Option<&std::sync::Arc<Slot>>) -> Option<Result<Made>> {
         let mut outcome = None;
         loop {
             let batch =
@@ -903,23 +959,36 @@ impl EmbeddedStore {
         }
     }
 
-    fn commit_batch(&self, batch: &[Queued]) -> Vec<Result<ObjectInfo>> {
-        let items: Vec<NewVersion<'_>> = batch
+    fn commit_batch(&self, batch: &[Queued]) -> Vec<Result<Made>> {
+        let ops: Vec<Op<'_>> = batch
             .iter()
-            .map(|q| NewVersion {
-                bucket: &q.item.bucket,
-                key: &q.item.key,
-                opts: &q.item.opts,
-                size: q.item.size,
-                md5: q.item.md5.clone(),
-                blob: q.blob.clone(),
-                inline: q.inline.as_deref(),
-                outbox: q.item.outbox.as_ref().map(|(k, r)| (*k, r.as_slice())),
+            .map(|q| match &q.change {
+                Change::Put { item, blob, inline } => Op::Put(NewVersion {
+                    bucket: &item.bucket,
+                    key: &item.key,
+                    opts: &item.opts,
+                    size: item.size,
+                    md5: item.md5.clone(),
+                    blob: blob.clone(),
+                    inline: inline.as_deref(),
+                    outbox: item.outbox.as_ref().map(|(k, r)| (*k, r.as_slice())),
+                }),
+                Change::Delete {
+                    bucket,
+                    key,
+                    outbox,
+                } => Op::Delete {
+                    bucket,
+                    key,
+                    outbox: outbox.as_ref().map(|(k, r)| (*k, r.as_slice())),
+                },
             })
             .collect();
         // The staged files' names become durable with one directory sync for the batch
         // (inline bodies need none: they commit with their metadata).
-        let files = items.iter().any(|i| i.inline.is_none());
+        let files = ops
+            .iter()
+            .any(|o| matches!(o, Op::Put(i) if i.inline.is_none()));
         let synced = if files {
             Self::sync_dir(&self.blobs)
         } else {
@@ -927,112 +996,64 @@ impl EmbeddedStore {
         };
         if let Err(e) = synced {
             let msg = e.to_string();
-            let blobs: Vec<String> = items.iter().map(|i| i.blob.clone()).collect();
-            self.remove_blobs(&blobs);
-            return items
+            self.remove_blobs(&Op::blobs(&ops));
+            return ops
                 .iter()
                 .map(|_| Err(StoreError::Io(std::io::Error::other(msg.clone()))))
                 .collect();
         }
-        match self.try_commit_versions(&items) {
-            Ok(infos) => infos.into_iter().map(Ok).collect(),
-            Err(_) if items.len() > 1 => items
+        match self.try_commit_ops(&ops) {
+            Ok(made) => made.into_iter().map(Ok).collect(),
+            Err(_) if ops.len() > 1 => ops
                 .iter()
-                .map(|i| {
-                    self.commit_versions(std::slice::from_ref(i))
-                        .map(|mut v| v.remove(0))
+                .map(|o| {
+                    let one = std::slice::from_ref(o);
+                    let r = self.try_commit_ops(one).map(|mut m| m.remove(0));
+                    if r.is_err() {
+                        self.remove_blobs(&Op::blobs(one));
+                    }
+                    r
                 })
                 .collect(),
             Err(e) => {
-                self.remove_blobs(&[items[0].blob.clone()]);
+                self.remove_blobs(&Op::blobs(&ops));
                 vec![Err(e)]
             }
         }
     }
 
-    fn try_commit_versions(&self, items: &[NewVersion<'_>]) -> Result<Vec<ObjectInfo>> {
+    /// Makes `ops` in one transaction, in order: each PUT's body the current version of
+    /// its key, each DeleteObject's removal or delete marker (see
+    /// [`ObjectStore::delete_object`]), each op's outbox record kept with it.
+    fn try_commit_ops(&self, ops: &[Op<'_>]) -> Result<Vec<Made>> {
         let now = chrono::Utc::now();
-        let mut infos: Vec<ObjectInfo> = items
-            .iter()
-            .map(|i| ObjectInfo {
-                key: i.key.into(),
-                size: i.size,
-                etag: i.opts.etag.clone().unwrap_or_else(|| i.md5.clone()),
-                last_modified: now,
-                content_type: i.opts.content_type.clone(),
-                content_encoding: i.opts.content_encoding.clone(),
-                metadata: i.opts.metadata.clone(),
-                version_id: None,
-                system: i.opts.system.clone(),
-            })
-            .collect();
         let released =
             std::mem::take(&mut *self.released.lock().unwrap_or_else(|p| p.into_inner()));
-        let result = (|| -> Result<Vec<String>> {
+        let result = (|| -> Result<(Vec<Made>, Vec<String>)> {
             let w = self.db.begin_write().map_err(db_err)?;
-            let mut old_blobs = vec![];
-            for (i, info) in items.iter().zip(infos.iter_mut()) {
-                let state = {
-                    let bt = w.open_table(BUCKETS).map_err(db_err)?;
-                    let rec = bt.get(i.bucket).map_err(db_err)?;
-                    match rec {
-                        Some(v) => bucket_record(v.value()).versioning,
-                        None => return Err(StoreError::NoSuchBucket(i.bucket.into())),
+            let mut dead = vec![];
+            let mut made = Vec::with_capacity(ops.len());
+            for op in ops {
+                let outbox = match op {
+                    Op::Put(i) => {
+                        made.push(Made::Put(put_in(&w, i, now, &mut dead)?));
+                        i.outbox
+                    }
+                    Op::Delete {
+                        bucket,
+                        key,
+                        outbox,
+                    } => {
+                        made.push(Made::Delete(delete_in(&w, bucket, key, now, &mut dead)?));
+                        *outbox
                     }
                 };
-                let old = {
-                    let t = w.open_table(OBJECTS).map_err(db_err)?;
-                    let old = t
-                        .get((i.bucket, i.key))
-                        .map_err(db_err)?
-                        .and_then(|v| serde_json::from_slice::<Stored>(v.value()).ok());
-                    old
-                };
-                if old.is_some() && i.opts.if_none_match {
-                    return Err(StoreError::PreconditionFailed);
-                }
-                info.version_id = match state {
-                    None => None,
-                    Some(Versioning::Enabled) => Some(new_version_id()),
-                    Some(Versioning::Suspended) => Some("null".into()),
-                };
-                // The previous current version: gone (unversioned, or a null version being
-                // replaced), or kept as a non-current version.
-                let old = match (state, old) {
-                    (None, Some(o)) => Some(o.blob),
-                    (Some(st), Some(o)) => {
-                        if st == Versioning::Suspended && vid_of(&o.info) == "null" {
-                            Some(o.blob)
-                        } else {
-                            archive(&w, i.bucket, i.key, o)?;
-                            None
-                        }
-                    }
-                    (_, None) => None,
-                };
-                if state == Some(Versioning::Suspended) {
-                    old_blobs.extend(drop_null_versions(&w, i.bucket, i.key)?);
-                }
-                let mut t = w.open_table(OBJECTS).map_err(db_err)?;
-                let value = serde_json::to_vec(&Stored {
-                    blob: i.blob.clone(),
-                    info: info.clone(),
-                    md5: i.opts.etag.as_ref().map(|_| i.md5.clone()),
-                })
-                .map_err(db_err)?;
-                t.insert((i.bucket, i.key), value.as_slice())
-                    .map_err(db_err)?;
-                if let Some(stored) = i.inline {
-                    let mut it = w.open_table(INLINE).map_err(db_err)?;
-                    it.insert(i.blob.as_str(), stored).map_err(db_err)?;
-                }
-                if let Some((k, rec)) = i.outbox {
+                if let Some((k, rec)) = outbox {
                     let mut ot = w.open_table(OUTBOX).map_err(db_err)?;
                     ot.insert(k, rec).map_err(db_err)?;
                 }
-                old_blobs.extend(old);
             }
-            let old_blobs = drop_inline(&w, &old_blobs)?;
+            let dead = drop_inline(&w, &dead)?;
             // Records durable elsewhere go with this commit (back in the list if it fails).
             let mut ot = w.open_table(OUTBOX).map_err(db_err)?;
             for k in &released {
@@ -1040,7 +1061,7 @@ impl EmbeddedStore {
             }
             drop(ot);
             w.commit().map_err(db_err)?;
-            Ok(old_blobs)
+            Ok((made, dead))
         })();
         if result.is_err() && !released.is_empty() {
             self.released
@@ -1048,16 +1069,178 @@ impl EmbeddedStore {
                 .unwrap_or_else(|p| p.into_inner())
                 .extend(released);
         }
-        match result {
-            Ok(old) => {
-                for b in old {
-                    let _ = fs::remove_file(self.blobs.join(b));
-                }
-                Ok(infos)
+        let (made, dead) = result?;
+        for b in dead {
+            let _ = fs::remove_file(self.blobs.join(b));
+        }
+        Ok(made)
+    }
+}
+
+/// One change of a group commit, borrowed from its [`Change`] (or a caller's items).
+enum Op<'a> {
+    Put(NewVersion<'a>),
+    Delete {
+        bucket: &'a str,
+        key: &'a str,
+        outbox: Option<(u64, &'a [u8])>,
+    },
+}
+
+impl Op<'_> {
+    /// The new body files of `ops` (removed when they are not committed).
+    fn blobs(ops: &[Op<'_>]) -> Vec<String> {
+        ops.iter()
+            .filter_map(|o| match o {
+                Op::Put(i) => Some(i.blob.clone()),
+                Op::Delete { .. } => None,
+            })
+            .collect()
+    }
+}
+
+/// A bucket's versioning state, read in `w` (NoSuchBucket when it has gone).
+fn versioning_in(w: &redb::WriteTransaction, bucket: &str) -> Result<Option<Versioning>> {
+    let bt = w.open_table(BUCKETS).map_err(db_err)?;
+    let rec = bt.get(bucket).map_err(db_err)?;
+    match rec {
+        Some(v) => Ok(bucket_record(v.value()).versioning),
+        None => Err(StoreError::NoSuchBucket(bucket.into())),
+    }
+}
+
+/// Makes `i`'s body the current version of its key in `w` (the old current version
+/// archived, or its body added to `dead` when unversioned or a null version is replaced).
+fn put_in(
+    w: &redb::WriteTransaction,
+    i: &NewVersion<'_>,
+    now: chrono::DateTime<chrono::Utc>,
+    dead: &mut Vec<String>,
+) -> Result<ObjectInfo> {
+    let state = versioning_in(w, i.bucket)?;
+    let old = {
+        let t = w.open_table(OBJECTS).map_err(db_err)?;
+        let old = t
+            .get((i.bucket, i.key))
+            .map_err(db_err)?
+            .and_then(|v| serde_json::from_slice::<Stored>(v.value()).ok());
+        old
+    };
+    if old.is_some() && i.opts.if_none_match {
+        return Err(StoreError::PreconditionFailed);
+    }
+    let info = ObjectInfo {
+        key: i.key.into(),
+        size: i.size,
+        etag: i.opts.etag.clone().unwrap_or_else(|| i.md5.clone()),
+        last_modified: now,
+        content_type: i.opts.content_type.clone(),
+        content_encoding: i.opts.content_encoding.clone(),
+        metadata: i.opts.metadata.clone(),
+        version_id: match state {
+            None => None,
+            Some(Versioning::Enabled) => Some(new_version_id()),
+            Some(Versioning::Suspended) => Some("null".into()),
+        },
+        system: i.opts.system.clone(),
+    };
+    // The previous current version: gone (unversioned, or a null version being
+    // replaced), or kept as a non-current version.
+    let old = match (state, old) {
+        (None, Some(o)) => Some(o.blob),
+        (Some(st), Some(o)) => {
+            if st == Versioning::Suspended && vid_of(&o.info) == "null" {
+                Some(o.blob)
+            } else {
+                archive(w, i.bucket, i.key, o)?;
+                None
             }
-            Err(e) => Err(e),
+        }
+        (_, None) => None,
+    };
+    if state == Some(Versioning::Suspended) {
+        dead.extend(drop_null_versions(w, i.bucket, i.key)?);
+    }
+    let mut t = w.open_table(OBJECTS).map_err(db_err)?;
+    let value = serde_json::to_vec(&Stored {
+        blob: i.blob.clone(),
+        info: info.clone(),
+        md5: i.opts.etag.as_ref().map(|_| i.md5.clone()),
+    })
+    .map_err(db_err)?;
+    t.insert((i.bucket, i.key), value.as_slice())
+        .map_err(db_err)?;
+    if let Some(stored) = i.inline {
+        let mut it = w.open_table(INLINE).map_err(db_err)?;
+        it.insert(i.blob.as_str(), stored).map_err(db_err)?;
+    }
+    dead.extend(old);
+    Ok(info)
+}
+
+/// DeleteObject in `w`: removes the current object (its body added to `dead`), or in a
+/// versioned bucket archives it behind a new delete marker.
+fn delete_in(
+    w: &redb::WriteTransaction,
+    bucket: &str,
+    key: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    dead: &mut Vec<String>,
+) -> Result<DeleteOutcome> {
+    let state = versioning_in(w, bucket)?;
+    let old = {
+        let mut t = w.open_table(OBJECTS).map_err(db_err)?;
+        let old = t
+            .remove((bucket, key))
+            .map_err(db_err)?
+            .and_then(|v| serde_json::from_slice::<Stored>(v.value()).ok());
+        old
+    };
+    let Some(st) = state else {
+        dead.extend(old.map(|o| o.blob));
+        return Ok(DeleteOutcome::default());
+    };
+    if let Some(o) = old {
+        if st == Versioning::Suspended && vid_of(&o.info) == "null" {
+            dead.push(o.blob);
+        } else {
+            archive(w, bucket, key, o)?;
         }
     }
+    if st == Versioning::Suspended {
+        dead.extend(drop_null_versions(w, bucket, key)?);
+    }
+    let vid = match st {
+        Versioning::Enabled => new_version_id(),
+        Versioning::Suspended => "null".into(),
+    };
+    let marker = StoredVersion {
+        blob: None,
+        info: ObjectInfo {
+            key: key.into(),
+            size: 0,
+            etag: String::new(),
+            last_modified: now,
+            content_type: None,
+            content_encoding: None,
+            metadata: Default::default(),
+            version_id: Some(vid.clone()),
+            system: Default::default(),
+        },
+        md5: None,
+        delete_marker: true,
+    };
+    let seq = next_seq(w)?;
+    let mut vt = w.open_table(VERSIONS).map_err(db_err)?;
+    vt.insert(
+        (bucket, key, u64::MAX - seq),
+        serde_json::to_vec(&marker).map_err(db_err)?.as_slice(),
+    )
+    .map_err(db_err)?;
+    Ok(DeleteOutcome {
+        version_id: Some(vid),
+        delete_marker: true,
+    })
 }
 
 impl ObjectStore for EmbeddedStore {
@@ -1149,15 +1332,17 @@ impl ObjectStore for EmbeddedStore {
         self.put_kept(items, None)
     }
 
-    fn commit_staged(&self, mut s: Staged) -> Result<ObjectInfo> {
-        match std::mem::replace(&mut s.body, StagedBody::Memory(Vec::new())) {
-            StagedBody::Blob(blob) => self.commit_grouped(s, blob, None),
-            StagedBody::Inline { blob, stored } => self.commit_grouped(s, blob, Some(stored)),
-            StagedBody::Memory(b) => {
+    fn commit_staged(&self, s: Staged) -> Result<ObjectInfo> {
+        match Change::of_staged(Box::new(s)) {
+            Ok(change) => made_put(self.commit_grouped(change)),
+            Err(s) => {
+                let StagedBody::Memory(b) = &s.body else {
+                    return Err(mixed_up());
+                };
                 let item = PutItem {
                     bucket: &s.bucket,
                     key: &s.key,
-                    body: &b,
+                    body: b,
                     opts: &s.opts,
                 };
                 let kept = s.outbox.as_ref().map(|(k, r)| (*k, r.as_slice()));
@@ -1168,15 +1353,14 @@ impl ObjectStore for EmbeddedStore {
 
     fn commit_staged_async(
         self: std::sync::Arc<Self>,
-        mut s: Staged,
+        s: Staged,
     ) -> futures::future::BoxFuture<'static, Result<ObjectInfo>> {
-        match std::mem::replace(&mut s.body, StagedBody::Memory(Vec::new())) {
-            StagedBody::Blob(blob) => self.commit_grouped_async(s, blob, None),
-            StagedBody::Inline { blob, stored } => self.commit_grouped_async(s, blob, Some(stored)),
-            body => {
-                s.body = body;
-                crate::commit_on_blocking_pool(self, s)
+        match Change::of_staged(Box::new(s)) {
+            Ok(change) => {
+                let made = self.commit_grouped_async(change);
+                Box::pin(async move { made_put(made.await) })
             }
+            Err(s) => crate::commit_on_blocking_pool(self, *s),
         }
     }
 
@@ -1287,72 +1471,25 @@ impl ObjectStore for EmbeddedStore {
     }
 
     fn delete_object(&self, bucket: &str, key: &str) -> Result<DeleteOutcome> {
-        let state = self.versioning(bucket)?;
-        let w = self.db.begin_write().map_err(db_err)?;
-        let old = {
-            let mut t = w.open_table(OBJECTS).map_err(db_err)?;
-            let old = t
-                .remove((bucket, key))
-                .map_err(db_err)?
-                .and_then(|v| serde_json::from_slice::<Stored>(v.value()).ok());
-            old
-        };
-        let mut dead = Vec::new();
-        let outcome = match state {
-            None => {
-                dead.extend(old.map(|o| o.blob));
-                DeleteOutcome::default()
-            }
-            Some(st) => {
-                if let Some(o) = old {
-                    if st == Versioning::Suspended && vid_of(&o.info) == "null" {
-                        dead.push(o.blob);
-                    } else {
-                        archive(&w, bucket, key, o)?;
-                    }
-                }
-                if st == Versioning::Suspended {
-                    dead.extend(drop_null_versions(&w, bucket, key)?);
-                }
-                let vid = match st {
-                    Versioning::Enabled => new_version_id(),
-                    Versioning::Suspended => "null".into(),
-                };
-                let marker = StoredVersion {
-                    blob: None,
-                    info: ObjectInfo {
-                        key: key.into(),
-                        size: 0,
-                        etag: String::new(),
-                        last_modified: chrono::Utc::now(),
-                        content_type: None,
-                        content_encoding: None,
-                        metadata: Default::default(),
-                        version_id: Some(vid.clone()),
-                        system: Default::default(),
-                    },
-                    md5: None,
-                    delete_marker: true,
-                };
-                let seq = next_seq(&w)?;
-                let mut vt = w.open_table(VERSIONS).map_err(db_err)?;
-                vt.insert(
-                    (bucket, key, u64::MAX - seq),
-                    serde_json::to_vec(&marker).map_err(db_err)?.as_slice(),
-                )
-                .map_err(db_err)?;
-                DeleteOutcome {
-                    version_id: Some(vid),
-                    delete_marker: true,
-                }
-            }
-        };
-        let dead = drop_inline(&w, &dead)?;
-        w.commit().map_err(db_err)?;
-        for b in dead {
-            let _ = fs::remove_file(self.blobs.join(b));
-        }
-        Ok(outcome)
+        made_delete(self.commit_grouped(Change::Delete {
+            bucket: bucket.into(),
+            key: key.into(),
+            outbox: None,
+        }))
+    }
+
+    fn delete_object_async(
+        self: std::sync::Arc<Self>,
+        bucket: String,
+        key: String,
+        outbox: Option<(u64, Vec<u8>)>,
+    ) -> futures::future::BoxFuture<'static, Result<DeleteOutcome>> {
+        let made = self.commit_grouped_async(Change::Delete {
+            bucket,
+            key,
+            outbox,
+        });
+        Box::pin(async move { made_delete(made.await) })
     }
 
     fn versioning(&self, bucket: &str) -> Result<Option<Versioning>> {
@@ -1649,6 +1786,75 @@ impl ObjectStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Changes queued together are made in one transaction, in the order queued: a PUT
+    /// then a DeleteObject of one key leave it absent, a DeleteObject then a PUT leave the
+    /// new body; a deletion keeps its outbox record, and in a versioned bucket makes a
+    /// delete marker.
+    #[test]
+    fn one_group_makes_puts_and_deletes_in_the_order_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        s.create_bucket("bkt").unwrap();
+        s.create_bucket("ver").unwrap();
+        s.set_versioning("ver", Versioning::Enabled).unwrap();
+        let opts = PutOptions::default();
+        s.put("bkt", "put-then-delete", b"old", &opts).unwrap();
+        s.put("bkt", "delete-then-put", b"old", &opts).unwrap();
+        s.put("ver", "kept", b"v1", &opts).unwrap();
+        let put = |key: &str, body: &[u8]| {
+            let mut w = s.stage_writer("bkt", key, &opts).unwrap();
+            w.write(body).unwrap();
+            Change::of_staged(Box::new(w.finish().unwrap()))
+                .ok()
+                .unwrap()
+        };
+        let delete = |bucket: &str, key: &str, outbox: Option<(u64, Vec<u8>)>| Change::Delete {
+            bucket: bucket.into(),
+            key: key.into(),
+            outbox,
+        };
+        let changes = vec![
+            put("put-then-delete", b"new"),
+            delete("bkt", "put-then-delete", Some((7, b"deleted".to_vec()))),
+            delete("bkt", "delete-then-put", None),
+            put("delete-then-put", b"new"),
+            delete("ver", "kept", None),
+        ];
+        let groups = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        {
+            let groups = groups.clone();
+            s.queue.lock().unwrap().after_group = Some(Box::new(move || {
+                groups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }));
+        }
+        let slots: Vec<std::sync::Arc<Slot>> = changes.iter().map(|_| Default::default()).collect();
+        let leads: Vec<bool> = changes
+            .into_iter()
+            .zip(&slots)
+            .map(|(c, slot)| s.enqueue(c, slot, None))
+            .collect();
+        assert_eq!(leads, [true, false, false, false, false]);
+        let first = s.lead(Some(&slots[0])).unwrap();
+        let mut made = vec![first];
+        made.extend(slots[1..].iter().map(|slot| slot.wait().unwrap()));
+        assert_eq!(groups.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let made: Vec<Made> = made.into_iter().map(|m| m.unwrap()).collect();
+        assert!(matches!(made[0], Made::Put(_)), "{made:?}");
+        assert!(matches!(made[3], Made::Put(_)), "{made:?}");
+        assert!(
+            matches!(&made[4], Made::Delete(d) if d.delete_marker && d.version_id.is_some()),
+            "{made:?}"
+        );
+        assert!(matches!(
+            s.get("bkt", "put-then-delete"),
+            Err(StoreError::NoSuchKey { .. })
+        ));
+        assert_eq!(s.get("bkt", "delete-then-put").unwrap().body, b"new");
+        assert!(s.head("ver", "kept").is_err());
+        assert_eq!(s.outbox_record(7).unwrap().unwrap(), b"deleted");
+        s.queue.lock().unwrap().after_group = None;
+    }
 
     /// A caller that leads its own write's group and then finds a task's write queued
     /// hands the lead on and returns: the task's group is committed on another thread.

@@ -373,14 +373,34 @@ pub trait ObjectStore: Send + Sync + 'static {
         commit_on_blocking_pool(self, s)
     }
 
+    /// [`ObjectStore::delete_object`] for async callers (inside a tokio runtime), keeping
+    /// `outbox` (the request's outcome record, under its key) in the transaction that makes
+    /// the deletion when the store [keeps outboxes](ObjectStore::keeps_outbox). By default on
+    /// the blocking pool, `outbox` ignored; the embedded store queues the deletion for its
+    /// group commit with the PUTs.
+    fn delete_object_async(
+        self: std::sync::Arc<Self>,
+        bucket: String,
+        key: String,
+        outbox: Option<(u64, Vec<u8>)>,
+    ) -> futures::future::BoxFuture<'static, Result<DeleteOutcome>> {
+        let _ = outbox;
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || self.delete_object(&bucket, &key))
+                .await
+                .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?
+        })
+    }
+
     /// Forgets a staged PUT.
     fn discard_staged(&self, s: Staged) {
         let _ = s;
     }
 
     /// Whether [`ObjectStore::commit_staged`] keeps a staged write's [`Staged::outbox`]
-    /// record in the transaction that makes the object, so the record is durable exactly
-    /// when the object is. Stores that cannot keep it say so and ignore it; the caller then
+    /// record in the transaction that makes the object (and
+    /// [`ObjectStore::delete_object_async`] its record in the one that deletes it), so the
+    /// record is durable exactly when the change is. Stores that cannot keep it say so and ignore it; the caller then
     /// journals the outcome before answering.
     fn keeps_outbox(&self) -> bool {
         false

@@ -120,12 +120,12 @@ pub struct Deferred {
     )>,
     /// The change is a store write that can keep the request's outcome record with it (see
     /// [`cairn_store::ObjectStore::keeps_outbox`]). When it is the request's only change and
-    /// the request carries no other events (a PutObject or CopyObject; not an SSE-KMS PUT,
-    /// whose KMS calls are recorded with it, nor CompleteMultipartUpload, which has two
-    /// changes), the edge puts the journal position of the request's pending entry and the
-    /// encoded outcome here before `commit` runs: the outcome is then durable with the
-    /// change, and the answer does not wait for the journal to sync it. Left empty, the
-    /// change is made the usual way.
+    /// the request carries no other events (a PutObject, CopyObject or DeleteObject of the
+    /// current object; not an SSE-KMS PUT, whose KMS calls are recorded with it, nor
+    /// CompleteMultipartUpload, which has two changes), the edge puts the journal position
+    /// of the request's pending entry and the encoded outcome here before `commit` runs: the
+    /// outcome is then durable with the change, and the answer does not wait for the
+    /// journal to sync it. Left empty, the change is made the usual way.
     pub outbox: Option<Outbox>,
 }
 

@@ -89,24 +89,53 @@ pub(super) async fn delete(ctx: &mut Ctx<'_>, req: &S3Request) -> Result<Reply, 
         }
     }
     let store = ctx.api.store.clone();
+    let Some(v) = vid else {
+        // The current object: queued for the store's group commit with the PUTs, keeping
+        // the request's outcome with the deletion (see `Deferred::outbox`), so the answer
+        // waits for one commit and no thread waits for it.
+        let outbox: crate::edge::Outbox = Default::default();
+        let cell = store.keeps_outbox().then(|| outbox.clone());
+        let commit: crate::edge::AsyncCommitFn = Box::new(move || {
+            Box::pin(async move {
+                let kept = outbox.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let outcome = store
+                    .delete_object_async(bucket.clone(), key.clone(), kept)
+                    .await
+                    .or_else(|e| match e {
+                        StoreError::NoSuchKey { .. } => Ok(Default::default()),
+                        e => Err(e),
+                    })
+                    .map_err(|e| store_error(e, &bucket, Some(&key)))?;
+                Ok(deleted(outcome))
+            })
+        });
+        ctx.defer_async(commit, None, cell);
+        return Ok(empty(204));
+    };
     ctx.defer(
         Box::new(move || {
-            let outcome = remove(store.as_ref(), &bucket, &key, vid.as_deref())?;
-            let mut headers = vec![];
-            if let Some(v) = outcome.version_id {
-                headers.push(("x-amz-version-id".to_string(), v));
-            }
-            if outcome.delete_marker {
-                headers.push(("x-amz-delete-marker".to_string(), "true".to_string()));
-            }
-            Ok(Committed {
-                headers,
-                body: None,
-            })
+            let outcome = remove(store.as_ref(), &bucket, &key, Some(&v))?;
+            Ok(deleted(outcome))
         }),
         None,
     );
     Ok(empty(204))
+}
+
+/// A DeleteObject's answer headers: the version it created or removed, and whether that is
+/// a delete marker.
+fn deleted(outcome: cairn_store::DeleteOutcome) -> Committed {
+    let mut headers = vec![];
+    if let Some(v) = outcome.version_id {
+        headers.push(("x-amz-version-id".to_string(), v));
+    }
+    if outcome.delete_marker {
+        headers.push(("x-amz-delete-marker".to_string(), "true".to_string()));
+    }
+    Committed {
+        headers,
+        body: None,
+    }
 }
 
 #[derive(Serialize, Default)]
