@@ -322,6 +322,21 @@ pub trait ObjectStore: Send + Sync + 'static {
         })
     }
 
+    /// [`ObjectStore::open_read`] when it needs no file or network I/O (async callers run it
+    /// in place): the embedded store's answer for a body kept with its metadata, or for a
+    /// missing object. `None` when the body is elsewhere (then `open_read` on the blocking
+    /// pool); the default.
+    fn open_read_held(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        range: &dyn Fn(u64) -> Option<(u64, u64)>,
+    ) -> Option<Result<(ObjectInfo, Box<dyn std::io::Read + Send>)>> {
+        let _ = (bucket, key, version_id, range);
+        None
+    }
+
     /// One version (the current one when `version_id` is `None`) with a byte range of its
     /// body as a stream: `range` gets the body's size and gives `start..end` (the whole body
     /// when `None`), so the range is of the very version whose attributes are returned. The

@@ -80,42 +80,40 @@ pub(super) async fn get(
     // the chunks it covers are opened); bodies up to `INLINE_BYTES` are read here, longer
     // ones stream to the client from a reader of their own.
     let range_header = if head { None } else { i.range.clone() };
-    let (info, body) = with_store(ctx, move |store| {
-        if head {
-            return match &vid {
-                Some(v) => store.version_info(&b, &k, v),
-                None => store.head(&b, &k),
-            }
-            .map(|i| (i, Body::Empty))
-            .map_err(|e| store_error(e, &b, Some(&k)));
+    let range = move |size: u64| match range_header.as_deref().map(|r| byte_range(r, size)) {
+        Some(RangeAnswer::Part(a, b)) => Some((a, b + 1)),
+        Some(RangeAnswer::Unsatisfiable) => Some((0, 0)),
+        _ => None,
+    };
+    // A body kept with its metadata is read here, without a trip to the blocking pool.
+    let held = if head {
+        None
+    } else {
+        ctx.api.store.open_read_held(&b, &k, vid.as_deref(), &range)
+    };
+    let (info, body) = match held {
+        Some(opened) => {
+            let (info, r) = opened.map_err(|e| store_error(e, &b, Some(&k)))?;
+            read_body(info, r, &range, &b, &k)?
         }
-        let range = |size: u64| match range_header.as_deref().map(|r| byte_range(r, size)) {
-            Some(RangeAnswer::Part(a, b)) => Some((a, b + 1)),
-            Some(RangeAnswer::Unsatisfiable) => Some((0, 0)),
-            _ => None,
-        };
-        let (info, mut r) = store
-            .open_read(&b, &k, vid.as_deref(), &range)
-            .map_err(|e| store_error(e, &b, Some(&k)))?;
-        let len = range(info.size).map_or(info.size, |(a, b)| b - a);
-        if len > INLINE_BYTES {
-            return Ok((info, Body::Stream(r, len)));
+        None => {
+            with_store(ctx, move |store| {
+                if head {
+                    return match &vid {
+                        Some(v) => store.version_info(&b, &k, v),
+                        None => store.head(&b, &k),
+                    }
+                    .map(|i| (i, Body::Empty))
+                    .map_err(|e| store_error(e, &b, Some(&k)));
+                }
+                let (info, r) = store
+                    .open_read(&b, &k, vid.as_deref(), &range)
+                    .map_err(|e| store_error(e, &b, Some(&k)))?;
+                read_body(info, r, &range, &b, &k)
+            })
+            .await?
         }
-        let mut body = Vec::with_capacity(len as usize);
-        std::io::Read::read_to_end(&mut r, &mut body).map_err(|e| {
-            store_error(
-                cairn_store::StoreError::Corrupt {
-                    bucket: b.clone(),
-                    key: k.clone(),
-                    reason: e.to_string(),
-                },
-                &b,
-                Some(&k),
-            )
-        })?;
-        Ok((info, Body::Whole(body)))
-    })
-    .await?;
+    };
     let size = info.size;
     if !head && archived(&info) {
         return Err(archived_error(&info));
@@ -180,6 +178,34 @@ pub(super) async fn get(
 
 /// Bodies at most this long are read whole before answering; longer ones stream.
 const INLINE_BYTES: u64 = 1 << 20;
+
+/// The body of an opened object (`range` of it): read whole when at most `INLINE_BYTES`,
+/// else left to stream.
+fn read_body(
+    info: ObjectInfo,
+    mut r: Box<dyn std::io::Read + Send>,
+    range: &dyn Fn(u64) -> Option<(u64, u64)>,
+    bucket: &str,
+    key: &str,
+) -> Result<(ObjectInfo, Body), ApiError> {
+    let len = range(info.size).map_or(info.size, |(a, b)| b - a);
+    if len > INLINE_BYTES {
+        return Ok((info, Body::Stream(r, len)));
+    }
+    let mut body = Vec::with_capacity(len as usize);
+    std::io::Read::read_to_end(&mut r, &mut body).map_err(|e| {
+        store_error(
+            cairn_store::StoreError::Corrupt {
+                bucket: bucket.into(),
+                key: key.into(),
+                reason: e.to_string(),
+            },
+            bucket,
+            Some(key),
+        )
+    })?;
+    Ok((info, Body::Whole(body)))
+}
 
 enum Body {
     Empty,
