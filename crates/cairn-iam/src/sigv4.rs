@@ -657,8 +657,9 @@ pub fn sign(
     service: &str,
     now: DateTime<Utc>,
 ) -> Vec<(String, String)> {
-    let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
-    let mut headers: Vec<(String, String)> = req.headers.to_vec();
+    let amz_date = amz_date_of(now);
+    let mut headers: Vec<(String, String)> = Vec::with_capacity(req.headers.len() + 2);
+    headers.extend_from_slice(req.headers);
     headers.push((X_AMZ_DATE.into(), amz_date.clone()));
     let mut added = vec![(X_AMZ_DATE.to_string(), amz_date.clone())];
     if req.s3 {
@@ -678,7 +679,7 @@ pub fn sign(
         service: service.into(),
         signed_headers: names,
         signature: String::new(),
-        amz_date: amz_date.clone(),
+        amz_date,
         expires: None,
     };
     let signed_req = Request {
@@ -687,17 +688,52 @@ pub fn sign(
     };
     let cr = canonical_request(&signed_req, &auth).unwrap_or_default();
     let scope = auth.scope();
-    let sts = string_to_sign(&amz_date, &scope, &cr);
+    let sts = string_to_sign(&auth.amz_date, &scope, &cr);
     let key = cached_signing_key(&auth, &scope, secret);
-    let sig = hex::encode(hmac::sign(&key, sts.as_bytes()));
-    added.push((
-        "authorization".into(),
-        format!(
-            "{ALGORITHM} Credential={access_key_id}/{scope}, SignedHeaders={}, Signature={sig}",
-            auth.signed_headers.join(";")
-        ),
-    ));
+    let tag = hmac::sign(&key, sts.as_bytes());
+    let sig = hex32(tag.as_ref().try_into().unwrap_or(&[0u8; 32]));
+    let mut value = String::with_capacity(256);
+    for part in [
+        ALGORITHM,
+        " Credential=",
+        access_key_id,
+        "/",
+        &scope,
+        ", SignedHeaders=",
+    ] {
+        value.push_str(part);
+    }
+    for (i, name) in auth.signed_headers.iter().enumerate() {
+        if i > 0 {
+            value.push(';');
+        }
+        value.push_str(name);
+    }
+    value.push_str(", Signature=");
+    value.extend(sig.iter().map(|&b| b as char));
+    added.push(("authorization".into(), value));
     added
+}
+
+/// `YYYYMMDDTHHMMSSZ` (ISO 8601 basic, UTC) of `now`, written by hand: chrono's format
+/// string parser was most of a signing client's formatting.
+fn amz_date_of(now: DateTime<Utc>) -> String {
+    use chrono::{Datelike, Timelike};
+    fn digits(s: &mut String, n: u32, width: u32) {
+        for p in (0..width).rev() {
+            s.push(char::from(b'0' + (n / 10u32.pow(p) % 10) as u8));
+        }
+    }
+    let mut s = String::with_capacity(16);
+    digits(&mut s, now.year().clamp(0, 9999) as u32, 4);
+    digits(&mut s, now.month(), 2);
+    digits(&mut s, now.day(), 2);
+    s.push('T');
+    digits(&mut s, now.hour(), 2);
+    digits(&mut s, now.minute(), 2);
+    digits(&mut s, now.second(), 2);
+    s.push('Z');
+    s
 }
 
 #[cfg(test)]

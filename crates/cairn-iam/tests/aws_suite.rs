@@ -132,3 +132,38 @@ fn a_suite_vector_with_one_changed_byte_fails() {
         Err(AuthError::SignatureMismatch)
     );
 }
+
+/// Signing (what cairn's own clients do) gives the suite's headers: `x-amz-date` written
+/// from the time, and the get-vanilla signature in the authorization header.
+#[test]
+fn signing_get_vanilla_gives_the_suites_signature() {
+    let headers = vec![("host".to_string(), "example.amazonaws.com".to_string())];
+    let body_sha = hex::encode(Sha256::digest(b""));
+    let req = Request {
+        method: "GET",
+        path: "/",
+        query: "",
+        headers: &headers,
+        body_sha256: &body_sha,
+        s3: false,
+    };
+    let now = Utc.with_ymd_and_hms(2015, 8, 30, 12, 36, 0).unwrap();
+    let added = sigv4::sign(&req, "AKIDEXAMPLE", SECRET, "us-east-1", "service", now);
+    assert_eq!(
+        added,
+        vec![
+            ("x-amz-date".to_string(), "20150830T123600Z".to_string()),
+            (
+                "authorization".to_string(),
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, \
+                 SignedHeaders=host;x-amz-date, \
+                 Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
+                    .to_string()
+            ),
+        ]
+    );
+    // Single-digit fields are zero-padded.
+    let early = Utc.with_ymd_and_hms(2009, 1, 2, 3, 4, 5).unwrap();
+    let added = sigv4::sign(&req, "AKIDEXAMPLE", SECRET, "us-east-1", "service", early);
+    assert_eq!(added[0].1, "20090102T030405Z");
+}

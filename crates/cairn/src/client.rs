@@ -115,16 +115,20 @@ pub(crate) fn signed_request(
     } else {
         format!("{path}?{query}")
     };
-    let mut msg = format!("{method} {target} HTTP/1.1\r\n");
+    let mut out = Vec::with_capacity(1024 + body.len());
+    for part in [method, " ", &target, " HTTP/1.1\r\n"] {
+        out.extend_from_slice(part.as_bytes());
+    }
     for (k, v) in headers.iter().chain(added.iter()) {
-        msg.push_str(&format!("{k}: {v}\r\n"));
+        for part in [k.as_str(), ": ", v.as_str(), "\r\n"] {
+            out.extend_from_slice(part.as_bytes());
+        }
     }
-    msg.push_str(&format!("content-length: {}\r\n", body.len()));
+    out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
     if !keep_alive {
-        msg.push_str("connection: close\r\n");
+        out.extend_from_slice(b"connection: close\r\n");
     }
-    msg.push_str("\r\n");
-    let mut out = msg.into_bytes();
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
     out
 }
