@@ -357,6 +357,43 @@ impl cairn_journal::FaultInjector for FailAfter {
     }
 }
 
+/// The journal position of `rid`'s pending entry, whose outcome is not journaled (the
+/// journal is failing) but kept in the store: a success of `event`.
+fn kept_success(bed: &common::Testbed, rid: &str, event: &str) -> u64 {
+    let mut r = bed.api.engine.journal().reader(0).unwrap();
+    let mut pending = None;
+    while let Some((seq, bytes)) = r.next_record().unwrap() {
+        if let Entry::Pending { json, .. } = decode(&bytes).unwrap() {
+            let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            if v["requestID"] == rid {
+                pending = Some(seq);
+            }
+        }
+    }
+    let pending = pending.expect("the pending entry is durable");
+    assert!(
+        resolved_of(&bed.api, rid).is_none(),
+        "the journal was failing"
+    );
+    let kept = bed
+        .store
+        .outbox_record(pending)
+        .unwrap()
+        .expect("the outcome is kept with the change");
+    match decode(&kept).unwrap() {
+        Entry::Resolved {
+            pending: p, json, ..
+        } => {
+            assert_eq!(p, pending);
+            let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            assert_eq!(v["eventName"], event);
+            assert!(v.get("errorCode").is_none_or(|c| c.is_null()), "{v}");
+        }
+        _ => panic!("the kept record is not the resolved entry"),
+    }
+    pending
+}
+
 /// A PUT to the embedded store keeps its outcome in the transaction that makes the object,
 /// and is answered before the journal has synced it: with the journal failing after the
 /// pending entry, the client still gets 200, the store holds the success record, and once
@@ -379,37 +416,7 @@ fn a_put_keeps_its_outcome_with_the_object_until_the_journal_has_it() {
     assert_eq!(st, 200, "answered once the outcome was kept: {body}");
     let rid = header(&headers, "x-amz-request-id").to_string();
     // The pending entry (the one sync let through) names the request.
-    let mut r = bed.api.engine.journal().reader(0).unwrap();
-    let mut pending = None;
-    while let Some((seq, bytes)) = r.next_record().unwrap() {
-        if let Entry::Pending { json, .. } = decode(&bytes).unwrap() {
-            let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
-            if v["requestID"] == rid.as_str() {
-                pending = Some(seq);
-            }
-        }
-    }
-    let pending = pending.expect("the pending entry is durable");
-    assert!(
-        resolved_of(&bed.api, &rid).is_none(),
-        "the journal was failing"
-    );
-    let kept = bed
-        .store
-        .outbox_record(pending)
-        .unwrap()
-        .expect("the outcome is kept with the object");
-    match decode(&kept).unwrap() {
-        Entry::Resolved {
-            pending: p, json, ..
-        } => {
-            assert_eq!(p, pending);
-            let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
-            assert_eq!(v["eventName"], "PutObject");
-            assert!(v.get("errorCode").is_none_or(|c| c.is_null()), "{v}");
-        }
-        _ => panic!("the kept record is not the resolved entry"),
-    }
+    let pending = kept_success(&bed, &rid, "PutObject");
     assert_eq!(bed.store.get("data", "first").unwrap().body, b"body");
 
     faults.failing.store(false, Ordering::SeqCst);
@@ -452,37 +459,7 @@ fn a_delete_keeps_its_outcome_with_the_deletion_until_the_journal_has_it() {
         wire::signed_full(&addr, &root, "DELETE", "/data/doomed", "", "s3", &[], "");
     assert_eq!(st, 204, "answered once the outcome was kept: {body}");
     let rid = header(&headers, "x-amz-request-id").to_string();
-    let mut r = bed.api.engine.journal().reader(0).unwrap();
-    let mut pending = None;
-    while let Some((seq, bytes)) = r.next_record().unwrap() {
-        if let Entry::Pending { json, .. } = decode(&bytes).unwrap() {
-            let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
-            if v["requestID"] == rid.as_str() {
-                pending = Some(seq);
-            }
-        }
-    }
-    let pending = pending.expect("the pending entry is durable");
-    assert!(
-        resolved_of(&bed.api, &rid).is_none(),
-        "the journal was failing"
-    );
-    let kept = bed
-        .store
-        .outbox_record(pending)
-        .unwrap()
-        .expect("the outcome is kept with the deletion");
-    match decode(&kept).unwrap() {
-        Entry::Resolved {
-            pending: p, json, ..
-        } => {
-            assert_eq!(p, pending);
-            let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
-            assert_eq!(v["eventName"], "DeleteObject");
-            assert!(v.get("errorCode").is_none_or(|c| c.is_null()), "{v}");
-        }
-        _ => panic!("the kept record is not the resolved entry"),
-    }
+    let pending = kept_success(&bed, &rid, "DeleteObject");
     assert!(matches!(
         bed.store.get("data", "doomed"),
         Err(StoreError::NoSuchKey { .. })
