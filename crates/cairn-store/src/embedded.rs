@@ -457,6 +457,17 @@ const SEALED_MAGIC: &[u8] = b"CAIRN-SSE1\0";
 /// (u32, big-endian), the wrapped key, the sealed body.
 const WRAPPED_MAGIC: &[u8] = b"CAIRN-SSE2\0";
 
+/// Whether stored body bytes are sealed under a wrapped key (SSE-KMS), which reading them
+/// unwraps through the caller's cipher.
+fn names_wrapped_key(stored: &[u8]) -> bool {
+    if let Some(rest) = stored.strip_prefix(crate::body::STREAM_MAGIC) {
+        return rest
+            .get(..4)
+            .is_some_and(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) > 0);
+    }
+    stored.starts_with(WRAPPED_MAGIC)
+}
+
 fn db_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Db(e.to_string())
 }
@@ -985,24 +996,40 @@ impl EmbeddedStore {
             })
             .collect();
         // The staged files' names become durable with one directory sync for the batch
-        // (inline bodies need none: they commit with their metadata).
-        let files = ops
-            .iter()
-            .any(|o| matches!(o, Op::Put(i) if i.inline.is_none()));
-        let synced = if files {
+        // (inline bodies and deletions need none: they commit with their metadata). When it
+        // fails, only the writes whose files it was for fail.
+        let has_file = |o: &Op<'_>| matches!(o, Op::Put(i) if i.inline.is_none());
+        let synced = if ops.iter().any(has_file) {
             Self::sync_dir(&self.blobs)
         } else {
             Ok(())
         };
-        if let Err(e) = synced {
-            let msg = e.to_string();
-            self.remove_blobs(&Op::blobs(&ops));
-            return ops
-                .iter()
-                .map(|_| Err(StoreError::Io(std::io::Error::other(msg.clone()))))
-                .collect();
+        let Err(e) = synced else {
+            return self.commit_in_order(&ops);
+        };
+        let msg = e.to_string();
+        let (filed, rest): (Vec<usize>, Vec<usize>) =
+            (0..ops.len()).partition(|&n| has_file(&ops[n]));
+        let filed_ops: Vec<Op<'_>> = filed.iter().map(|&n| ops[n].clone()).collect();
+        self.remove_blobs(&Op::blobs(&filed_ops));
+        let rest_ops: Vec<Op<'_>> = rest.iter().map(|&n| ops[n].clone()).collect();
+        let mut out: Vec<Option<Result<Made>>> = (0..ops.len()).map(|_| None).collect();
+        for n in filed {
+            out[n] = Some(Err(StoreError::Io(std::io::Error::other(msg.clone()))));
         }
-        match self.try_commit_ops(&ops) {
+        for (n, r) in rest.into_iter().zip(self.commit_in_order(&rest_ops)) {
+            out[n] = Some(r);
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(mixed_up())))
+            .collect()
+    }
+
+    /// Makes `ops` in one transaction ([`EmbeddedStore::try_commit_ops`]); when that fails,
+    /// one by one, so one change's failure (a precondition) is its own. A PUT that is not
+    /// made has its new body file removed.
+    fn commit_in_order(&self, ops: &[Op<'_>]) -> Vec<Result<Made>> {
+        match self.try_commit_ops(ops) {
             Ok(made) => made.into_iter().map(Ok).collect(),
             Err(_) if ops.len() > 1 => ops
                 .iter()
@@ -1016,7 +1043,7 @@ impl EmbeddedStore {
                 })
                 .collect(),
             Err(e) => {
-                self.remove_blobs(&Op::blobs(&ops));
+                self.remove_blobs(&Op::blobs(ops));
                 vec![Err(e)]
             }
         }
@@ -1078,6 +1105,7 @@ impl EmbeddedStore {
 }
 
 /// One change of a group commit, borrowed from its [`Change`] (or a caller's items).
+#[derive(Clone)]
 enum Op<'a> {
     Put(NewVersion<'a>),
     Delete {
@@ -1462,8 +1490,11 @@ impl ObjectStore for EmbeddedStore {
         Ok((info, Box::new(r)))
     }
 
-    /// Reads the metadata database only (redb, whose pages are mostly in its cache): the
-    /// answer when the body is inline or the object is missing; `None` for a body file.
+    /// Reads the metadata database only (redb: its pages mostly in its cache, a miss a read
+    /// from the page cache): the answer when the body is inline or the object is missing;
+    /// `None` for a body file, and for an inline body sealed under a wrapped (SSE-KMS) key,
+    /// whose unwrapping may read the key store. A body file's GET looks its metadata up
+    /// again on the blocking pool (one redb lookup, against a file read of over 32 KiB).
     fn open_read_held(
         &self,
         bucket: &str,
@@ -1472,7 +1503,7 @@ impl ObjectStore for EmbeddedStore {
         range: &dyn Fn(u64) -> Option<(u64, u64)>,
     ) -> Option<Result<(ObjectInfo, Box<dyn std::io::Read + Send>)>> {
         let at = match self.locate(bucket, key, version_id) {
-            Ok(at) if at.inline.is_none() => return None,
+            Ok(at) if at.inline.as_deref().is_none_or(names_wrapped_key) => return None,
             Ok(at) => at,
             Err(e) => return Some(Err(e)),
         };
@@ -1875,6 +1906,78 @@ mod tests {
         assert!(s.head("ver", "kept").is_err());
         assert_eq!(s.outbox_record(7).unwrap().unwrap(), b"deleted");
         s.queue.lock().unwrap().after_group = None;
+    }
+
+    /// Inline bodies sealed under a wrapped (SSE-KMS) key are left to the blocking pool:
+    /// their header names a key, the older whole-body format says so by its magic.
+    #[test]
+    fn wrapped_keys_are_told_from_their_headers() {
+        let sealed = |wlen: u32| {
+            let mut b = crate::body::STREAM_MAGIC.to_vec();
+            b.extend_from_slice(&wlen.to_be_bytes());
+            b.extend(std::iter::repeat_n(1u8, wlen as usize + 20));
+            b
+        };
+        assert!(!names_wrapped_key(&sealed(0)), "SSE-S3: no wrapped key");
+        assert!(names_wrapped_key(&sealed(40)));
+        assert!(names_wrapped_key(&[WRAPPED_MAGIC, b"rest"].concat()));
+        assert!(!names_wrapped_key(&[SEALED_MAGIC, b"rest"].concat()));
+        assert!(!names_wrapped_key(b"plain body"));
+        assert!(
+            !names_wrapped_key(crate::body::STREAM_MAGIC),
+            "truncated header"
+        );
+    }
+
+    /// A failed sync of the body directory fails only the writes whose files it was for: a
+    /// deletion and a small PUT queued with them are made.
+    #[test]
+    fn a_failed_directory_sync_fails_only_the_writes_with_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        s.create_bucket("bkt").unwrap();
+        let opts = PutOptions::default();
+        s.put("bkt", "doomed", b"old", &opts).unwrap();
+        let put = |key: &str, body: &[u8]| {
+            let mut w = s.stage_writer("bkt", key, &opts).unwrap();
+            w.write(body).unwrap();
+            Change::of_staged(Box::new(w.finish().unwrap()))
+                .ok()
+                .unwrap()
+        };
+        let big = vec![7u8; INLINE_MAX * 2];
+        let changes = vec![
+            put("big", &big),
+            Change::Delete {
+                bucket: "bkt".into(),
+                key: "doomed".into(),
+                outbox: Some((9, b"deleted".to_vec())),
+            },
+            put("small", b"small"),
+        ];
+        // The body directory cannot be opened for its sync.
+        let moved = dir.path().join("blobs-away");
+        fs::rename(&s.blobs, &moved).unwrap();
+        let slots: Vec<std::sync::Arc<Slot>> = changes.iter().map(|_| Default::default()).collect();
+        for (c, slot) in changes.into_iter().zip(&slots) {
+            s.enqueue(c, slot, None);
+        }
+        let mut made = vec![s.lead(Some(&slots[0])).unwrap()];
+        made.extend(slots[1..].iter().map(|slot| slot.wait().unwrap()));
+        fs::rename(&moved, &s.blobs).unwrap();
+        assert!(made[0].is_err(), "{made:?}");
+        assert!(matches!(made[1], Ok(Made::Delete(_))), "{made:?}");
+        assert!(matches!(made[2], Ok(Made::Put(_))), "{made:?}");
+        assert!(matches!(
+            s.get("bkt", "big"),
+            Err(StoreError::NoSuchKey { .. })
+        ));
+        assert!(matches!(
+            s.get("bkt", "doomed"),
+            Err(StoreError::NoSuchKey { .. })
+        ));
+        assert_eq!(s.get("bkt", "small").unwrap().body, b"small");
+        assert_eq!(s.outbox_record(9).unwrap().unwrap(), b"deleted");
     }
 
     /// A body kept with its metadata is read without file I/O (the GET path runs it on an

@@ -322,10 +322,10 @@ pub trait ObjectStore: Send + Sync + 'static {
         })
     }
 
-    /// [`ObjectStore::open_read`] when it needs no file or network I/O (async callers run it
-    /// in place): the embedded store's answer for a body kept with its metadata, or for a
-    /// missing object. `None` when the body is elsewhere (then `open_read` on the blocking
-    /// pool); the default.
+    /// [`ObjectStore::open_read`] when it needs no I/O beyond the metadata database's pages
+    /// (async callers run it in place): the embedded store's answer for a body kept with its
+    /// metadata (not sealed under a wrapped key), or for a missing object. `None` otherwise
+    /// (then `open_read` on the blocking pool), and by default.
     fn open_read_held(
         &self,
         bucket: &str,
