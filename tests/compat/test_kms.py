@@ -442,6 +442,10 @@ def test_sse_kms_objects(srv):
     with pytest.raises(ClientError) as e:
         s3.get_object(Bucket="kms-data", Key="secret")
     assert (code(e), status(e)) == ("KMS.DisabledException", 400)
+    # ...but only to callers allowed to use the key: the others learn nothing of its state.
+    with pytest.raises(ClientError) as e:
+        s3only.get_object(Bucket="kms-data", Key="secret")
+    assert (code(e), status(e)) == ("AccessDenied", 403)
     with pytest.raises(ClientError) as e:
         s3.put_object(Bucket="kms-default", Key="d2", Body=b"x")
     assert code(e) == "KMS.DisabledException"

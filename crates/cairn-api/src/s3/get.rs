@@ -91,11 +91,11 @@ pub(super) async fn get(
     } else {
         ctx.api.store.open_read_held(&b, &k, vid.as_deref(), &range)
     };
-    let (info, body) = match held {
-        Some(opened) => {
-            let (info, r) = opened.map_err(|e| store_error(e, &b, Some(&k)))?;
-            read_body(info, r, &range, &b, &k)?
-        }
+    let (b2, k2, v2) = (b.clone(), k.clone(), vid.clone());
+    let opened = match held {
+        Some(opened) => opened
+            .map_err(|e| store_error(e, &b, Some(&k)))
+            .and_then(|(info, r)| read_body(info, r, &range, &b, &k)),
         None => {
             with_store(ctx, move |store| {
                 if head {
@@ -111,8 +111,22 @@ pub(super) async fn get(
                     .map_err(|e| store_error(e, &b, Some(&k)))?;
                 read_body(info, r, &range, &b, &k)
             })
-            .await?
+            .await
         }
+    };
+    let (info, body) = match opened {
+        // Opening an SSE-KMS body unwraps its key, which fails while the key is unusable:
+        // the caller's kms:Decrypt is checked first, so a caller who may not use the key
+        // learns nothing of its state (AccessDenied, not KMS.DisabledException).
+        Err(e) if e.code.starts_with("KMS.") => {
+            let info =
+                with_store(ctx, move |s| Ok(s.head_version(&b2, &k2, v2.as_deref()))).await?;
+            if let Ok(info) = info {
+                super::sse::check_read(ctx, &info.system)?;
+            }
+            return Err(e);
+        }
+        opened => opened?,
     };
     let size = info.size;
     if !head && archived(&info) {
