@@ -1839,6 +1839,29 @@ impl ObjectStore for EmbeddedStore {
 mod tests {
     use super::*;
 
+    /// A PUT of `body` to `bkt/key`, staged, as a change for the group commit.
+    fn staged_put(s: &EmbeddedStore, key: &str, body: &[u8]) -> Change {
+        let mut w = s.stage_writer("bkt", key, &PutOptions::default()).unwrap();
+        w.write(body).unwrap();
+        Change::of_staged(Box::new(w.finish().unwrap()))
+            .ok()
+            .unwrap()
+    }
+
+    /// Queues `changes` while nobody leads, then leads: the first queued leads the rest.
+    fn one_group(s: &EmbeddedStore, changes: Vec<Change>) -> Vec<Result<Made>> {
+        let slots: Vec<std::sync::Arc<Slot>> = changes.iter().map(|_| Default::default()).collect();
+        let leads: Vec<bool> = changes
+            .into_iter()
+            .zip(&slots)
+            .map(|(c, slot)| s.enqueue(c, slot, None))
+            .collect();
+        assert!(leads[0] && !leads[1..].iter().any(|l| *l), "{leads:?}");
+        let mut made = vec![s.lead(Some(&slots[0])).unwrap()];
+        made.extend(slots[1..].iter().map(|slot| slot.wait().unwrap()));
+        made
+    }
+
     /// Changes queued together are made in one transaction, in the order queued: a PUT
     /// then a DeleteObject of one key leave it absent, a DeleteObject then a PUT leave the
     /// new body; a deletion keeps its outbox record, and in a versioned bucket makes a
@@ -1854,13 +1877,7 @@ mod tests {
         s.put("bkt", "put-then-delete", b"old", &opts).unwrap();
         s.put("bkt", "delete-then-put", b"old", &opts).unwrap();
         s.put("ver", "kept", b"v1", &opts).unwrap();
-        let put = |key: &str, body: &[u8]| {
-            let mut w = s.stage_writer("bkt", key, &opts).unwrap();
-            w.write(body).unwrap();
-            Change::of_staged(Box::new(w.finish().unwrap()))
-                .ok()
-                .unwrap()
-        };
+        let put = |key: &str, body: &[u8]| staged_put(&s, key, body);
         let delete = |bucket: &str, key: &str, outbox: Option<(u64, Vec<u8>)>| Change::Delete {
             bucket: bucket.into(),
             key: key.into(),
@@ -1880,16 +1897,7 @@ mod tests {
                 groups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }));
         }
-        let slots: Vec<std::sync::Arc<Slot>> = changes.iter().map(|_| Default::default()).collect();
-        let leads: Vec<bool> = changes
-            .into_iter()
-            .zip(&slots)
-            .map(|(c, slot)| s.enqueue(c, slot, None))
-            .collect();
-        assert_eq!(leads, [true, false, false, false, false]);
-        let first = s.lead(Some(&slots[0])).unwrap();
-        let mut made = vec![first];
-        made.extend(slots[1..].iter().map(|slot| slot.wait().unwrap()));
+        let made = one_group(&s, changes);
         assert_eq!(groups.load(std::sync::atomic::Ordering::SeqCst), 1);
         let made: Vec<Made> = made.into_iter().map(|m| m.unwrap()).collect();
         assert!(matches!(made[0], Made::Put(_)), "{made:?}");
@@ -1938,13 +1946,7 @@ mod tests {
         s.create_bucket("bkt").unwrap();
         let opts = PutOptions::default();
         s.put("bkt", "doomed", b"old", &opts).unwrap();
-        let put = |key: &str, body: &[u8]| {
-            let mut w = s.stage_writer("bkt", key, &opts).unwrap();
-            w.write(body).unwrap();
-            Change::of_staged(Box::new(w.finish().unwrap()))
-                .ok()
-                .unwrap()
-        };
+        let put = |key: &str, body: &[u8]| staged_put(&s, key, body);
         let big = vec![7u8; INLINE_MAX * 2];
         let changes = vec![
             put("big", &big),
@@ -1958,12 +1960,7 @@ mod tests {
         // The body directory cannot be opened for its sync.
         let moved = dir.path().join("blobs-away");
         fs::rename(&s.blobs, &moved).unwrap();
-        let slots: Vec<std::sync::Arc<Slot>> = changes.iter().map(|_| Default::default()).collect();
-        for (c, slot) in changes.into_iter().zip(&slots) {
-            s.enqueue(c, slot, None);
-        }
-        let mut made = vec![s.lead(Some(&slots[0])).unwrap()];
-        made.extend(slots[1..].iter().map(|slot| slot.wait().unwrap()));
+        let made = one_group(&s, changes);
         fs::rename(&moved, &s.blobs).unwrap();
         assert!(made[0].is_err(), "{made:?}");
         assert!(matches!(made[1], Ok(Made::Delete(_))), "{made:?}");

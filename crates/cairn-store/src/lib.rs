@@ -415,8 +415,8 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Whether [`ObjectStore::commit_staged`] keeps a staged write's [`Staged::outbox`]
     /// record in the transaction that makes the object (and
     /// [`ObjectStore::delete_object_async`] its record in the one that deletes it), so the
-    /// record is durable exactly when the change is. Stores that cannot keep it say so and ignore it; the caller then
-    /// journals the outcome before answering.
+    /// record is durable exactly when the change is. Stores that cannot keep it say so and
+    /// ignore it; the caller then journals the outcome before answering.
     fn keeps_outbox(&self) -> bool {
         false
     }

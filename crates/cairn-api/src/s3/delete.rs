@@ -59,15 +59,25 @@ fn remove(
     key: &str,
     version: Option<&str>,
 ) -> Result<cairn_store::DeleteOutcome, ApiError> {
-    match version {
+    let outcome = match version {
         Some(v) => store.delete_version(bucket, key, v),
         None => store.delete_object(bucket, key),
-    }
-    .or_else(|e| match e {
-        StoreError::NoSuchKey { .. } => Ok(Default::default()),
-        e => Err(e),
-    })
-    .map_err(|e| store_error(e, bucket, Some(key)))
+    };
+    missing_is_deleted(outcome, bucket, key)
+}
+
+/// A deletion's outcome as answered: a missing key counts as deleted (S3 answers 204).
+fn missing_is_deleted(
+    outcome: Result<cairn_store::DeleteOutcome, StoreError>,
+    bucket: &str,
+    key: &str,
+) -> Result<cairn_store::DeleteOutcome, ApiError> {
+    outcome
+        .or_else(|e| match e {
+            StoreError::NoSuchKey { .. } => Ok(Default::default()),
+            e => Err(e),
+        })
+        .map_err(|e| store_error(e, bucket, Some(key)))
 }
 
 pub(super) async fn delete(ctx: &mut Ctx<'_>, req: &S3Request) -> Result<Reply, ApiError> {
@@ -100,13 +110,8 @@ pub(super) async fn delete(ctx: &mut Ctx<'_>, req: &S3Request) -> Result<Reply, 
                 let kept = outbox.lock().unwrap_or_else(|p| p.into_inner()).take();
                 let outcome = store
                     .delete_object_async(bucket.clone(), key.clone(), kept)
-                    .await
-                    .or_else(|e| match e {
-                        StoreError::NoSuchKey { .. } => Ok(Default::default()),
-                        e => Err(e),
-                    })
-                    .map_err(|e| store_error(e, &bucket, Some(&key)))?;
-                Ok(deleted(outcome))
+                    .await;
+                Ok(deleted(missing_is_deleted(outcome, &bucket, &key)?))
             })
         });
         ctx.defer_async(commit, None, cell);

@@ -91,12 +91,12 @@ pub(super) async fn get(
     } else {
         ctx.api.store.open_read_held(&b, &k, vid.as_deref(), &range)
     };
-    let (b2, k2, v2) = (b.clone(), k.clone(), vid.clone());
     let opened = match held {
         Some(opened) => opened
             .map_err(|e| store_error(e, &b, Some(&k)))
             .and_then(|(info, r)| read_body(info, r, &range, &b, &k)),
         None => {
+            let (b, k, vid) = (b.clone(), k.clone(), vid.clone());
             with_store(ctx, move |store| {
                 if head {
                     return match &vid {
@@ -119,8 +119,7 @@ pub(super) async fn get(
         // the caller's kms:Decrypt is checked first, so a caller who may not use the key
         // learns nothing of its state (AccessDenied, not KMS.DisabledException).
         Err(e) if e.code.starts_with("KMS.") => {
-            let info =
-                with_store(ctx, move |s| Ok(s.head_version(&b2, &k2, v2.as_deref()))).await?;
+            let info = with_store(ctx, move |s| Ok(s.head_version(&b, &k, vid.as_deref()))).await?;
             if let Ok(info) = info {
                 super::sse::check_read(ctx, &info.system)?;
             }
