@@ -116,3 +116,61 @@ fn upstream_errors_pass_through_byte_for_byte_and_are_recorded_as_errors() {
     }
     rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
 }
+
+/// An item call refused before its table is known (a table name DynamoDB would refuse) is
+/// still recorded as that call's data event, read-only as its kind is, with the error, and
+/// reaches the upstream never.
+#[test]
+fn item_calls_refused_before_their_table_is_known_are_data_events() {
+    let (endpoint, calls) = common::fake_dynamodb();
+    let bed = common::testbed(Arc::new(SystemClock), None, |o| {
+        o.dynamodb = Some(common::dynamodb_target(&endpoint))
+    });
+    let (rt, server, addr) = common::serve(&bed.api);
+    let root = Signer {
+        key: &bed.key,
+        secret: &bed.secret,
+    };
+    for (op, body, read_only) in [
+        (
+            "PutItem",
+            r#"{"TableName":"x!","Item":{"pk":{"S":"SENTINEL-VALUE"}}}"#,
+            false,
+        ),
+        (
+            "GetItem",
+            r#"{"TableName":"ab","Key":{"pk":{"S":"SENTINEL-VALUE"}}}"#,
+            true,
+        ),
+        (
+            "BatchGetItem",
+            r#"{"RequestItems":{"no/such":{"Keys":[{"pk":{"S":"SENTINEL-VALUE"}}]}}}"#,
+            true,
+        ),
+    ] {
+        let target = format!("DynamoDB_20120810.{op}");
+        let extra = [
+            ("x-amz-target", target.as_str()),
+            ("content-type", "application/x-amz-json-1.0"),
+        ];
+        let got = wire::signed_full(&addr, &root, "POST", "/", "", "dynamodb", &extra, body);
+        assert_eq!(got.0, 400, "{op}: {}", got.2);
+        assert!(got.2.contains("ValidationException"), "{op}: {}", got.2);
+        let rid = header(&got.1, "x-amzn-requestid").expect("a request id");
+        let recs = journal_records(&bed.api);
+        let mine: Vec<_> = recs.iter().filter(|(_, r)| r["requestID"] == rid).collect();
+        assert_eq!(mine.len(), 1, "{op}: {mine:?}");
+        let rec = &mine[0].1;
+        assert_eq!(rec["eventName"], op);
+        assert_eq!(rec["eventCategory"], "Data", "{rec}");
+        assert_eq!(rec["managementEvent"], false, "{rec}");
+        assert_eq!(rec["readOnly"], read_only, "{rec}");
+        assert_eq!(rec["errorCode"], "ValidationException", "{rec}");
+        assert!(!rec.to_string().contains("SENTINEL"), "{rec}");
+    }
+    assert!(
+        calls.lock().unwrap().is_empty(),
+        "a refused call reached the upstream"
+    );
+    rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
+}

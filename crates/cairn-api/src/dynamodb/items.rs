@@ -266,25 +266,24 @@ impl Keys {
 pub async fn handle(ctx: &mut Ctx<'_>, target: &Target, call: Call) -> Result<Reply, ApiError> {
     let Call { op, mut body, .. } = call;
     let name = op.name();
-    // Recorded as a data event even if it is refused before its tables are known.
-    ctx.audit.data_event = Some(data_event(
-        ctx,
-        name,
-        &[],
-        json!({}),
-        !DynamoOp::mutates(name),
-    ));
-    let read_only = match op {
-        DynamoOp::BatchGetItem(_) => batch_get(ctx, target, &mut body).await?,
-        DynamoOp::BatchWriteItem(_) => batch_write(ctx, target, &mut body).await?,
+    let decided = match op {
+        DynamoOp::BatchGetItem(_) => batch_get(ctx, target, &mut body).await,
+        DynamoOp::BatchWriteItem(_) => batch_write(ctx, target, &mut body).await,
         DynamoOp::TransactGetItems(_) | DynamoOp::TransactWriteItems(_) => {
-            transact(ctx, target, name, &mut body).await?
+            transact(ctx, target, name, &mut body).await
         }
         DynamoOp::ExecuteStatement(_)
         | DynamoOp::BatchExecuteStatement(_)
-        | DynamoOp::ExecuteTransaction(_) => statements(ctx, target, name, &body).await?,
-        _ => single(ctx, target, name, &mut body).await?,
+        | DynamoOp::ExecuteTransaction(_) => statements(ctx, target, name, &body).await,
+        _ => single(ctx, target, name, &mut body).await,
     };
+    // Recorded as a data event even if it was refused before its tables were known (built
+    // only then: a call that names its tables has its event already).
+    if ctx.audit.data_event.is_none() {
+        let read_only = !DynamoOp::mutates(name);
+        ctx.audit.data_event = Some(data_event(ctx, name, &[], json!({}), read_only));
+    }
+    let read_only = decided?;
     super::forward(ctx, target, name, &body, read_only, Answer::Stream).await
 }
 
