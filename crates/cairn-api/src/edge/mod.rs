@@ -96,7 +96,7 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
     }
     let result = run(service, &mut ctx, &req, &name).await;
     let result = result.map_err(|e| fix_denied_protocol(e, protocol));
-    let rec = build_record(&ctx, service.event_source(), &result);
+    let rec = build_record(&mut ctx, service.event_source(), &result);
     let after = After {
         deferred: std::mem::take(&mut ctx.deferred),
         carried: std::mem::take(&mut ctx.audit.carried),
@@ -512,7 +512,7 @@ pub async fn fuzz_as_root(api: &Arc<Api>, mut req: HttpRequest) -> (Reply, Vec<u
         &name,
     );
     let result = run(service, &mut ctx, &req, &name).await;
-    let rec = build_record(&ctx, service.event_source(), &result).to_json();
+    let rec = build_record(&mut ctx, service.event_source(), &result).to_json();
     let deferred = std::mem::take(&mut ctx.deferred);
     drop(ctx);
     // Nothing is recorded here, but trail commands are journaled as the edge would.

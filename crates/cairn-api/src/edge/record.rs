@@ -41,47 +41,52 @@ pub(super) fn refused_record(
 }
 
 /// The event of a request a handler saw: the data event it built, or a management event from
-/// its [`Audit`](super::Audit); the caller, the outcome, no authentication parameters.
+/// its [`Audit`](super::Audit); the caller, the outcome, no authentication parameters. Takes
+/// what it keeps out of the audit (the context is dropped next): the event, its parameters
+/// and response are moved, not copied.
 pub(super) fn build_record(
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     event_source: &str,
     result: &Result<Reply, ApiError>,
 ) -> EventRecord {
-    let a = &ctx.audit;
-    let mut rec = match &a.data_event {
-        Some(d) => d.clone(),
+    let a = &mut ctx.audit;
+    let identity = ctx.caller.identity.clone();
+    let mut rec = match a.data_event.take() {
+        Some(mut d) => {
+            d.user_identity = Some(identity);
+            d
+        }
         None => {
             let mut r = builder::management(
                 event_source,
                 &a.event_name,
                 &ctx.region,
                 ctx.now,
-                ctx.caller.identity.clone(),
+                identity,
                 a.read_only,
             );
-            r.request_parameters = a.request_parameters.clone();
-            r.resources = a.resources.clone();
+            r.request_parameters = a.request_parameters.take();
+            r.resources = a.resources.take();
             r.api_version = a.api_version.map(str::to_string);
             r
         }
     };
-    rec.user_identity = Some(ctx.caller.identity.clone());
     if let Some(Value::Object(m)) = rec.request_parameters.as_mut() {
         m.retain(|k, _| !protocol::is_auth_param(k));
     }
     rec.recipient_account_id = Some(ctx.api.opts.account.clone());
     rec.request_id = Some(ctx.request_id.clone());
     if a.additional_event_data.is_some() {
-        rec.additional_event_data = a.additional_event_data.clone();
+        rec.additional_event_data = a.additional_event_data.take();
     }
     match result {
         Ok(_) if a.error.is_some() => {
-            let (code, message) = a.error.clone().unwrap_or_default();
+            let (code, message) = a.error.take().unwrap_or_default();
             rec.error_code = Some(code);
             rec.error_message = Some(message);
             rec.response_elements = None;
         }
-        Ok(_) => rec.response_elements = a.response_elements.clone(),
+        Ok(_) => rec.response_elements = a.response_elements.take(),
         Err(e) => {
             rec.error_code = Some(e.code.clone());
             rec.error_message = Some(e.message.clone());
