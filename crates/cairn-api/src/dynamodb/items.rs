@@ -234,17 +234,17 @@ impl Keys {
         }
     }
 
-    fn apply(&self, ctx: &mut Ctx<'_>, body: &Map<String, Value>) {
+    /// Sets the condition keys for the table's authorization (the keys are used up: each
+    /// table's share is authorized once).
+    fn apply(self, ctx: &mut Ctx<'_>, body: &Map<String, Value>) {
         ctx.keys.remove_prefix("dynamodb:");
         if !self.leading.is_empty() {
-            ctx.keys
-                .set_many("dynamodb:LeadingKeys", self.leading.clone());
+            ctx.keys.set_many("dynamodb:LeadingKeys", self.leading);
         }
         if !self.attributes.is_empty() {
-            ctx.keys
-                .set_many("dynamodb:Attributes", self.attributes.clone());
+            ctx.keys.set_many("dynamodb:Attributes", self.attributes);
         }
-        let select = self.select.clone().unwrap_or_else(|| {
+        let select = self.select.unwrap_or_else(|| {
             if self.all_attributes {
                 "ALL_ATTRIBUTES".into()
             } else {
@@ -252,8 +252,8 @@ impl Keys {
             }
         });
         ctx.keys.set("dynamodb:Select", select);
-        if let Some(r) = &self.return_values {
-            ctx.keys.set("dynamodb:ReturnValues", r.clone());
+        if let Some(r) = self.return_values {
+            ctx.keys.set("dynamodb:ReturnValues", r);
         }
         ctx.keys.set(
             "dynamodb:ReturnConsumedCapacity",
