@@ -147,6 +147,13 @@ fn item_calls_refused_before_their_table_is_known_are_data_events() {
             r#"{"RequestItems":{"no/such":{"Keys":[{"pk":{"S":"SENTINEL-VALUE"}}]}}}"#,
             true,
         ),
+        // A statement cairn cannot read: its table is never known (PartiQL calls count as
+        // writes).
+        (
+            "ExecuteStatement",
+            r#"{"Statement":"FROB 'SENTINEL-VALUE'"}"#,
+            false,
+        ),
     ] {
         let target = format!("DynamoDB_20120810.{op}");
         let extra = [
@@ -166,6 +173,9 @@ fn item_calls_refused_before_their_table_is_known_are_data_events() {
         assert_eq!(rec["managementEvent"], false, "{rec}");
         assert_eq!(rec["readOnly"], read_only, "{rec}");
         assert_eq!(rec["errorCode"], "ValidationException", "{rec}");
+        // The placeholder names no table and keeps nothing of the body.
+        assert!(rec["resources"].is_null(), "{rec}");
+        assert_eq!(rec["requestParameters"], serde_json::json!({}), "{rec}");
         assert!(!rec.to_string().contains("SENTINEL"), "{rec}");
     }
     assert!(
