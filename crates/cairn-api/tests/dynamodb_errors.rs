@@ -49,13 +49,27 @@ fn journal_records(api: &cairn_api::Api) -> Vec<(bool, serde_json::Value)> {
     out
 }
 
-#[test]
-fn upstream_errors_pass_through_byte_for_byte_and_are_recorded_as_errors() {
+/// A served testbed whose DynamoDB upstream is the stand-in (`common::fake_dynamodb`): the
+/// upstream's endpoint and calls, the testbed, its runtime, server and address.
+fn served_with_fake_upstream() -> (
+    String,
+    common::UpstreamCalls,
+    common::Testbed,
+    tokio::runtime::Runtime,
+    cairn_api::Server,
+    String,
+) {
     let (endpoint, calls) = common::fake_dynamodb();
     let bed = common::testbed(Arc::new(SystemClock), None, |o| {
         o.dynamodb = Some(common::dynamodb_target(&endpoint))
     });
     let (rt, server, addr) = common::serve(&bed.api);
+    (endpoint, calls, bed, rt, server, addr)
+}
+
+#[test]
+fn upstream_errors_pass_through_byte_for_byte_and_are_recorded_as_errors() {
+    let (endpoint, calls, bed, rt, server, addr) = served_with_fake_upstream();
     let root = Signer {
         key: &bed.key,
         secret: &bed.secret,
@@ -122,11 +136,7 @@ fn upstream_errors_pass_through_byte_for_byte_and_are_recorded_as_errors() {
 /// reaches the upstream never.
 #[test]
 fn item_calls_refused_before_their_table_is_known_are_data_events() {
-    let (endpoint, calls) = common::fake_dynamodb();
-    let bed = common::testbed(Arc::new(SystemClock), None, |o| {
-        o.dynamodb = Some(common::dynamodb_target(&endpoint))
-    });
-    let (rt, server, addr) = common::serve(&bed.api);
+    let (_, calls, bed, rt, server, addr) = served_with_fake_upstream();
     let root = Signer {
         key: &bed.key,
         secret: &bed.secret,
