@@ -1008,20 +1008,17 @@ impl EmbeddedStore {
             return self.commit_in_order(&ops);
         };
         let msg = e.to_string();
-        let (filed, rest): (Vec<usize>, Vec<usize>) =
-            (0..ops.len()).partition(|&n| has_file(&ops[n]));
-        let filed_ops: Vec<Op<'_>> = filed.iter().map(|&n| ops[n].clone()).collect();
-        self.remove_blobs(&Op::blobs(&filed_ops));
-        let rest_ops: Vec<Op<'_>> = rest.iter().map(|&n| ops[n].clone()).collect();
-        let mut out: Vec<Option<Result<Made>>> = (0..ops.len()).map(|_| None).collect();
-        for n in filed {
-            out[n] = Some(Err(StoreError::Io(std::io::Error::other(msg.clone()))));
-        }
-        for (n, r) in rest.into_iter().zip(self.commit_in_order(&rest_ops)) {
-            out[n] = Some(r);
-        }
-        out.into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(mixed_up())))
+        let (filed, rest): (Vec<Op<'_>>, Vec<Op<'_>>) = ops.iter().cloned().partition(has_file);
+        self.remove_blobs(&Op::blobs(&filed));
+        let mut made = self.commit_in_order(&rest).into_iter();
+        ops.iter()
+            .map(|o| {
+                if has_file(o) {
+                    Err(StoreError::Io(std::io::Error::other(msg.clone())))
+                } else {
+                    made.next().unwrap_or_else(|| Err(mixed_up()))
+                }
+            })
             .collect()
     }
 

@@ -76,18 +76,17 @@ pub(super) fn build_record(
     }
     rec.recipient_account_id = Some(ctx.api.opts.account.clone());
     rec.request_id = Some(ctx.request_id.clone());
-    if a.additional_event_data.is_some() {
-        rec.additional_event_data = a.additional_event_data.take();
+    if let Some(d) = a.additional_event_data.take() {
+        rec.additional_event_data = Some(d);
     }
-    match result {
-        Ok(_) if a.error.is_some() => {
-            let (code, message) = a.error.take().unwrap_or_default();
+    match (result, a.error.take()) {
+        (Ok(_), Some((code, message))) => {
             rec.error_code = Some(code);
             rec.error_message = Some(message);
             rec.response_elements = None;
         }
-        Ok(_) => rec.response_elements = a.response_elements.take(),
-        Err(e) => {
+        (Ok(_), None) => rec.response_elements = a.response_elements.take(),
+        (Err(e), _) => {
             rec.error_code = Some(e.code.clone());
             rec.error_message = Some(e.message.clone());
             rec.response_elements = None;
