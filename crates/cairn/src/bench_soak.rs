@@ -72,6 +72,13 @@ pub struct SoakBenchArgs {
     /// Load-generator threads.
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
+    /// Skip the requests a connection's schedule called for while its previous request was
+    /// out (the rate actually offered then falls whenever answers are slower than a
+    /// connection's period). By default they go out as soon as the connection is free, so
+    /// the offered rate holds while the server has capacity (as wrk2 does); how late they go
+    /// out is reported as the schedule's lag.
+    #[arg(long)]
+    pub drop_late: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -255,6 +262,8 @@ struct Shared {
 struct Tallies {
     counts: HashMap<Op, Counts>,
     latencies: HashMap<Op, Latencies>,
+    /// How long after its scheduled moment each request went out.
+    lag: Latencies,
 }
 
 impl Shared {
@@ -277,6 +286,15 @@ impl Shared {
             }
             None => e.unanswered += 1,
         }
+    }
+
+    /// Counts how late (µs) a load request went out against its connection's schedule.
+    fn lagged(&self, us: u64) {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lag
+            .add(us);
     }
 
     fn problem(&self, p: String) {
@@ -387,7 +405,7 @@ async fn connection(
     (id, connections): (usize, usize),
     addr: String,
     signer: Signer,
-    period: Duration,
+    (period, drop_late): (Duration, bool),
     shared: Arc<Shared>,
 ) -> Vec<KeyState> {
     let mut keys = vec![KeyState::Absent; KEYS_PER_CONNECTION];
@@ -395,17 +413,23 @@ async fn connection(
     // overcount of bodies at worst, which understates what lies beyond them).
     let mut counted = [false; KEYS_PER_CONNECTION];
     let mut rng = SmallRng::seed_from_u64(id as u64 * 7919 + 1);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Start the connections spread over one period, not all at once.
-    tokio::time::sleep(period.mul_f64(id as f64 / connections as f64)).await;
+    // The connections' schedules are spread over one period, not all in step.
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + period.mul_f64(id as f64 / connections as f64),
+        period,
+    );
+    tick.set_missed_tick_behavior(if drop_late {
+        tokio::time::MissedTickBehavior::Delay
+    } else {
+        tokio::time::MissedTickBehavior::Burst
+    });
     let mut stream: Option<tokio::net::TcpStream> = None;
     let mut last_used = Instant::now();
     let mut buf = Vec::new();
     let mut answer = Captured::default();
     let mut n = 0u64;
     while !shared.stop.load(Ordering::Acquire) {
-        tick.tick().await;
+        let due = tick.tick().await;
         n += 1;
         let op = Op::pick(&mut rng);
         let k = rng.gen_range(0..KEYS_PER_CONNECTION);
@@ -446,6 +470,7 @@ async fn connection(
             stream = None;
         }
         let t = Instant::now();
+        shared.lagged(due.elapsed().as_micros() as u64);
         let got = tokio::time::timeout(
             Duration::from_secs(30),
             exchange(&addr, &mut stream, &mut buf, &msg, &mut answer),
@@ -840,7 +865,7 @@ pub fn soak(a: SoakBenchArgs) -> Result<()> {
                     (i, a.connections),
                     addr.clone(),
                     signer.clone(),
-                    period,
+                    (period, a.drop_late),
                     shared.clone(),
                 ))
             })
@@ -1001,7 +1026,11 @@ pub fn soak(a: SoakBenchArgs) -> Result<()> {
         let take = |m: &Mutex<HashSet<String>>| {
             std::mem::take(&mut *m.lock().unwrap_or_else(|e| e.into_inner()))
         };
-        let Tallies { counts, latencies } = shared
+        let Tallies {
+            counts,
+            latencies,
+            lag,
+        } = shared
             .counts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1017,6 +1046,7 @@ pub fn soak(a: SoakBenchArgs) -> Result<()> {
             checked,
             counts,
             latencies,
+            lag,
             acked: take(&shared.audit_acked),
             failed: take(&shared.audit_failed),
             audit_sent: shared.audit_sent.load(Ordering::Relaxed),
@@ -1042,6 +1072,7 @@ struct Run {
     checked: u64,
     counts: HashMap<Op, Counts>,
     latencies: HashMap<Op, Latencies>,
+    lag: Latencies,
     acked: HashSet<String>,
     failed: HashSet<String>,
     audit_sent: u64,
@@ -1212,6 +1243,11 @@ fn finish(
         // slower than a connection's period (each such request costs offered throughput).
         "latency_ms": latency,
         "connection_period_ms": period.as_secs_f64() * 1000.0,
+        // How late requests went out against their connection's schedule (ms): small
+        // while the server keeps up with the offered rate.
+        "schedule": {"late_requests_dropped": a.drop_late, "lag_p50_ms": run.lag.quantile_ms(0.5),
+            "lag_p99_ms": run.lag.quantile_ms(0.99), "lag_max_ms": run.lag.max_us as f64 / 1000.0,
+            "share_late_by_over_a_period": run.lag.share_over(period)},
         "audit_events": {"sent": run.audit_sent, "acknowledged": run.acked.len(),
             "refused": run.failed.len(), "lost": lost, "delivered_twice": twice},
         "objects_checked": run.checked,
@@ -1229,6 +1265,14 @@ fn finish(
         crate::memory::FIXED_OVERHEAD >> 20,
         run.cpu_us_per_request.0,
         run.cpu_us_per_request.1,
+    );
+    println!(
+        "schedule lag{}: p50 {:.1} / p99 {:.1} / max {:.1} ms; {:.2}% of requests sent over a period late",
+        if a.drop_late { " (late requests dropped)" } else { "" },
+        run.lag.quantile_ms(0.5),
+        run.lag.quantile_ms(0.99),
+        run.lag.max_us as f64 / 1000.0,
+        100.0 * run.lag.share_over(period),
     );
     println!(
         "latency per operation (p50 / p99 ms, share slower than a connection's {:.1} ms period):",
