@@ -19,9 +19,13 @@
 //! (4 KiB), DeleteObject as data events; IAM GetUser, ListUsers; STS GetCallerIdentity;
 //! PutAuditEvents of one event.
 //!
-//! Each connection paces itself to `connections / rate` seconds per request; when the server
-//! answers slower than that, the connection waits for its answer (the achieved rate is what
-//! the machine sustains). Latency is measured from a request's send to its answer.
+//! Each connection keeps a schedule of one request per `connections / rate` seconds, with one
+//! request out at a time: a request the schedule called for while the previous one was out
+//! goes out as soon as the answer comes (so the offered rate holds while the server has the
+//! capacity; how late requests went out is reported as the schedule's lag). After a request
+//! goes unanswered (a timeout, a cut connection) the schedule restarts from then, and the
+//! requests it called for meanwhile are counted as not sent. `--drop-late` restarts it after
+//! every late answer instead. Latency is measured from a request's send to its answer.
 
 use crate::bench_api::{bench_server, read_response_into, Captured};
 use crate::client::{self, Client};
@@ -72,11 +76,11 @@ pub struct SoakBenchArgs {
     /// Load-generator threads.
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
-    /// Skip the requests a connection's schedule called for while its previous request was
-    /// out (the rate actually offered then falls whenever answers are slower than a
-    /// connection's period). By default they go out as soon as the connection is free, so
-    /// the offered rate holds while the server has capacity (as wrk2 does); how late they go
-    /// out is reported as the schedule's lag.
+    /// Restart a connection's schedule after every answer slower than its period: of the
+    /// requests it called for meanwhile one goes out at once, the rest never (the rate
+    /// offered then falls whenever answers are slow). By default they all go out as soon as
+    /// the connection is free, so the offered rate holds while the server has the capacity
+    /// (as wrk2 keeps its rate); how late they went out is reported as the schedule's lag.
     #[arg(long)]
     pub drop_late: bool,
 }
@@ -164,30 +168,39 @@ struct Counts {
     fp_err: u64,
 }
 
-/// Latencies of one operation's answered requests, in buckets of [`LATENCY_BUCKET_US`] (the
-/// last bucket holds everything slower, and the slowest is kept). Unanswered requests are
-/// counted in the ledger, not here.
+/// Latencies of one operation's answered requests, in [`LATENCY_BUCKETS`] buckets of
+/// `bucket_us` ([`LATENCY_BUCKET_US`] unless made [`Latencies::with_bucket`]; the last bucket
+/// holds everything slower, and the slowest is kept). Unanswered requests are counted in the
+/// ledger, not here.
 #[derive(Clone)]
 struct Latencies {
     buckets: Vec<u64>,
+    bucket_us: u64,
     max_us: u64,
 }
 
 const LATENCY_BUCKET_US: u64 = 100;
 const LATENCY_BUCKETS: usize = 2_000;
+/// The schedule's lag is kept in 1 ms buckets (up to 2 s).
+const LAG_BUCKET_US: u64 = 1_000;
 
 impl Default for Latencies {
     fn default() -> Self {
-        Latencies {
-            buckets: vec![0; LATENCY_BUCKETS],
-            max_us: 0,
-        }
+        Latencies::with_bucket(LATENCY_BUCKET_US)
     }
 }
 
 impl Latencies {
+    fn with_bucket(bucket_us: u64) -> Latencies {
+        Latencies {
+            buckets: vec![0; LATENCY_BUCKETS],
+            bucket_us: bucket_us.max(1),
+            max_us: 0,
+        }
+    }
+
     fn add(&mut self, us: u64) {
-        let b = ((us / LATENCY_BUCKET_US) as usize).min(LATENCY_BUCKETS - 1);
+        let b = ((us / self.bucket_us) as usize).min(LATENCY_BUCKETS - 1);
         self.buckets[b] += 1;
         self.max_us = self.max_us.max(us);
     }
@@ -208,7 +221,7 @@ impl Latencies {
                 let edge = if i + 1 == LATENCY_BUCKETS {
                     self.max_us
                 } else {
-                    (i as u64 + 1) * LATENCY_BUCKET_US
+                    (i as u64 + 1) * self.bucket_us
                 };
                 return edge as f64 / 1000.0;
             }
@@ -216,13 +229,13 @@ impl Latencies {
         0.0
     }
 
-    /// The share of requests that took longer than `period` (each costs its connection
-    /// offered requests: it sends one per period at most). Counted from the bucket after
+    /// The share of requests that took longer than `period` (the requests their connection's
+    /// schedule called for meanwhile went out late). Counted from the bucket after
     /// the one `period` falls in, so a request at most one bucket slower may be missed (a
     /// period past the buckets counts everything in the last one).
     fn share_over(&self, period: Duration) -> f64 {
         let n = self.count();
-        let from = ((period.as_micros() as u64).div_ceil(LATENCY_BUCKET_US) as usize)
+        let from = ((period.as_micros() as u64).div_ceil(self.bucket_us) as usize)
             .min(LATENCY_BUCKETS - 1);
         let over: u64 = self.buckets.iter().skip(from).sum();
         if n == 0 {
@@ -258,21 +271,34 @@ struct Shared {
 }
 
 /// Per operation, what was answered and (for the load's requests) how fast.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 struct Tallies {
     counts: HashMap<Op, Counts>,
     latencies: HashMap<Op, Latencies>,
-    /// How long after its scheduled moment each request went out.
+    /// How long after its scheduled moment each load request went out.
     lag: Latencies,
 }
 
+impl Default for Tallies {
+    fn default() -> Self {
+        Tallies {
+            counts: HashMap::new(),
+            latencies: HashMap::new(),
+            lag: Latencies::with_bucket(LAG_BUCKET_US),
+        }
+    }
+}
+
 impl Shared {
-    /// Counts an answer to `op` (or its absence); `took` is a load request's latency, kept
-    /// when it was answered.
-    fn count(&self, op: Op, status: Option<u16>, request_id: &str, took: Option<u64>) {
+    /// Counts an answer to `op` (or its absence); for a load request, `load` is (how late
+    /// it went out against its schedule, its latency — kept when it was answered), in µs.
+    fn count(&self, op: Op, status: Option<u16>, request_id: &str, load: Option<(u64, u64)>) {
         let mut t = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let (Some(us), Some(_)) = (took, status) {
-            t.latencies.entry(op).or_default().add(us);
+        if let Some((lag, took)) = load {
+            t.lag.add(lag);
+            if status.is_some() {
+                t.latencies.entry(op).or_default().add(took);
+            }
         }
         let e = t.counts.entry(op).or_default();
         match status {
@@ -286,15 +312,6 @@ impl Shared {
             }
             None => e.unanswered += 1,
         }
-    }
-
-    /// Counts how late (µs) a load request went out against its connection's schedule.
-    fn lagged(&self, us: u64) {
-        self.counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .lag
-            .add(us);
     }
 
     fn problem(&self, p: String) {
@@ -470,7 +487,7 @@ async fn connection(
             stream = None;
         }
         let t = Instant::now();
-        shared.lagged(due.elapsed().as_micros() as u64);
+        let lag = due.elapsed().as_micros() as u64;
         let got = tokio::time::timeout(
             Duration::from_secs(30),
             exchange(&addr, &mut stream, &mut buf, &msg, &mut answer),
@@ -493,7 +510,13 @@ async fn connection(
             .unwrap_or_else(|e| e.into_inner())
             .push(took);
         shared.done.fetch_add(1, Ordering::Relaxed);
-        shared.count(op, status, &answer.request_id, Some(took as u64));
+        shared.count(op, status, &answer.request_id, Some((lag, took as u64)));
+        if status.is_none() {
+            // The connection was cut or timed out: the schedule restarts from now, and what
+            // it called for meanwhile is not sent (a 30 s timeout would otherwise owe ~4,700
+            // requests at once, and every later one would report their lag).
+            tick.reset();
+        }
         match (op, status) {
             (Op::PutObject, Some(200)) => {
                 keys[k] = KeyState::Has(put_sha.unwrap_or_default());
@@ -962,6 +985,8 @@ pub fn soak(a: SoakBenchArgs) -> Result<()> {
             (cpu_seconds(&pid.to_string()) - cpu_at_start.0) * 1e6 / load_done,
             (cpu_seconds("self") - cpu_at_start.1) * 1e6 / load_done,
         );
+        // What the schedules called for over the sampled time, and what went out.
+        let scheduled = (a.rate * started.elapsed().as_secs_f64(), load_done);
         shared.stop.store(true, Ordering::Release);
         // Each connection ends after its request in flight (30 s at most); one that does not
         // is aborted and its keys are unknown.
@@ -1054,6 +1079,7 @@ pub fn soak(a: SoakBenchArgs) -> Result<()> {
             // The kernel's high-water mark: the true peak, between samples too.
             hwm_mib: proc_hwm(pid),
             cpu_us_per_request,
+            scheduled,
         })
     })();
     // Stop the server: it delivers everything it holds before it exits.
@@ -1080,6 +1106,9 @@ struct Run {
     hwm_mib: f64,
     /// CPU µs per answered request during the load: (server, load generator).
     cpu_us_per_request: (f64, f64),
+    /// Over the sampled time: (requests the connections' schedules called for, requests
+    /// sent).
+    scheduled: (f64, f64),
 }
 
 fn proc_hwm(pid: u32) -> f64 {
@@ -1240,12 +1269,14 @@ fn finish(
             "bytes_per_event_beyond_bodies_and_logs": run.settled.bytes_per_event},
         "operations": per_op,
         // Per operation, answered requests' latency (ms, 0.1 ms buckets) and the share
-        // slower than a connection's period (each such request costs offered throughput).
+        // slower than a connection's period (the requests called for meanwhile went late).
         "latency_ms": latency,
         "connection_period_ms": period.as_secs_f64() * 1000.0,
         // How late requests went out against their connection's schedule (ms): small
-        // while the server keeps up with the offered rate.
-        "schedule": {"late_requests_dropped": a.drop_late, "lag_p50_ms": run.lag.quantile_ms(0.5),
+        // while the server keeps up with the offered rate; and how many went out of those
+        // the schedules called for over the sampled time.
+        "schedule": {"late_requests_dropped": a.drop_late, "called_for": run.scheduled.0.round(),
+            "sent": run.scheduled.1, "lag_p50_ms": run.lag.quantile_ms(0.5),
             "lag_p99_ms": run.lag.quantile_ms(0.99), "lag_max_ms": run.lag.max_us as f64 / 1000.0,
             "share_late_by_over_a_period": run.lag.share_over(period)},
         "audit_events": {"sent": run.audit_sent, "acknowledged": run.acked.len(),
@@ -1267,8 +1298,11 @@ fn finish(
         run.cpu_us_per_request.1,
     );
     println!(
-        "schedule lag{}: p50 {:.1} / p99 {:.1} / max {:.1} ms; {:.2}% of requests sent over a period late",
-        if a.drop_late { " (late requests dropped)" } else { "" },
+        "schedule{}: {:.0} of {:.0} requests called for sent ({:.2}%); lag p50 {:.1} / p99 {:.1} / max {:.1} ms; {:.2}% sent over a period late",
+        if a.drop_late { " (restarted after each late answer)" } else { "" },
+        run.scheduled.1,
+        run.scheduled.0,
+        100.0 * run.scheduled.1 / run.scheduled.0.max(1.0),
         run.lag.quantile_ms(0.5),
         run.lag.quantile_ms(0.99),
         run.lag.max_us as f64 / 1000.0,
