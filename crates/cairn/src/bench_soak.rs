@@ -177,6 +177,8 @@ struct Latencies {
     buckets: Vec<u64>,
     bucket_us: u64,
     max_us: u64,
+    /// Every request's time, summed (for the mean, which bounds what the connections carry).
+    sum_us: u64,
 }
 
 const LATENCY_BUCKET_US: u64 = 100;
@@ -196,6 +198,7 @@ impl Latencies {
             buckets: vec![0; LATENCY_BUCKETS],
             bucket_us: bucket_us.max(1),
             max_us: 0,
+            sum_us: 0,
         }
     }
 
@@ -203,6 +206,7 @@ impl Latencies {
         let b = ((us / self.bucket_us) as usize).min(LATENCY_BUCKETS - 1);
         self.buckets[b] += 1;
         self.max_us = self.max_us.max(us);
+        self.sum_us = self.sum_us.saturating_add(us);
     }
 
     fn count(&self) -> u64 {
@@ -244,6 +248,12 @@ impl Latencies {
             over as f64 / n as f64
         }
     }
+}
+
+/// What `connections` closed-loop connections (one request out each) can carry at most when
+/// an answer takes `mean_answer_ms` on average (Little's law); `None` before any answer.
+fn connections_carry(connections: usize, mean_answer_ms: f64) -> Option<f64> {
+    (mean_answer_ms > 0.0).then(|| connections as f64 * 1000.0 / mean_answer_ms)
 }
 
 /// A request id's share of a fingerprint (a wrapping sum over a multiset of ids).
@@ -1129,6 +1139,15 @@ fn finish(
     let mut latency_rows = Vec::new();
     let period = Duration::from_secs_f64(a.connections as f64 / a.rate.max(1.0));
     let (mut answered, mut unanswered_all) = (0u64, 0u64);
+    let (timed, time_us) = run.latencies.values().fold((0u64, 0u64), |(n, t), l| {
+        (n + l.count(), t.saturating_add(l.sum_us))
+    });
+    let mean_answer_ms = if timed == 0 {
+        0.0
+    } else {
+        time_us as f64 / timed as f64 / 1000.0
+    };
+    let carry = connections_carry(a.connections, mean_answer_ms);
     for (op, _) in MIX {
         let c = run.counts.get(op).copied().unwrap_or_default();
         let d = names.get(op.name()).copied().unwrap_or_default();
@@ -1278,7 +1297,10 @@ fn finish(
         "schedule": {"late_requests_dropped": a.drop_late, "called_for": run.scheduled.0.round(),
             "sent": run.scheduled.1, "lag_p50_ms": run.lag.quantile_ms(0.5),
             "lag_p99_ms": run.lag.quantile_ms(0.99), "lag_max_ms": run.lag.max_us as f64 / 1000.0,
-            "share_late_by_over_a_period": run.lag.share_over(period)},
+            "share_late_by_over_a_period": run.lag.share_over(period),
+            // The mean answer, and what the connections can carry at it: near or under the
+            // offered rate, the lag is the load generator's (raise --connections).
+            "mean_answer_ms": mean_answer_ms, "connections_can_carry_req_per_s": carry},
         "audit_events": {"sent": run.audit_sent, "acknowledged": run.acked.len(),
             "refused": run.failed.len(), "lost": lost, "delivered_twice": twice},
         "objects_checked": run.checked,
@@ -1308,6 +1330,13 @@ fn finish(
         run.lag.max_us as f64 / 1000.0,
         100.0 * run.lag.share_over(period),
     );
+    if let Some(carry) = carry {
+        println!(
+            "connections: the mean answer took {mean_answer_ms:.2} ms, so {} connections carry at most {carry:.0} req/s, {:.2}x the rate offered (a backlog drains only at the surplus: near 1x, raise --connections before reading the lag as the server's)",
+            a.connections,
+            carry / a.rate.max(1.0),
+        );
+    }
     println!(
         "latency per operation (p50 / p99 ms, share slower than a connection's {:.1} ms period):",
         period.as_secs_f64() * 1000.0
@@ -1355,6 +1384,7 @@ mod tests {
         }
         l.add(10_000_000);
         assert_eq!(l.count(), 100);
+        assert_eq!(l.sum_us, 90 * 1_050 + 9 * 7_500 + 10_000_000);
         // Each quantile is its bucket's upper edge.
         assert_eq!(l.quantile_ms(0.5), 1.1);
         assert_eq!(l.quantile_ms(0.9), 1.1);
@@ -1371,5 +1401,14 @@ mod tests {
             Latencies::default().share_over(Duration::from_millis(1)),
             0.0
         );
+    }
+
+    #[test]
+    fn connections_carry_what_littles_law_allows() {
+        // 64 connections answered in 6.4 ms on average carry 10k req/s; in 4 ms, 16k.
+        assert_eq!(connections_carry(64, 6.4).map(f64::round), Some(10_000.0));
+        assert_eq!(connections_carry(64, 4.0), Some(16_000.0));
+        assert_eq!(connections_carry(128, 6.4).map(f64::round), Some(20_000.0));
+        assert_eq!(connections_carry(64, 0.0), None);
     }
 }
