@@ -4,6 +4,11 @@
 //! (dynalite from npm, or `--dynalite PATH`); `--no-data-events` measures the same calls
 //! with no trail selecting them. Reports each phase's rate and
 //! p99, the throughput ratio cairn/direct and the p99 cairn adds.
+//!
+//! A third target in the same rounds is a plain TCP relay in a process of its own
+//! (`cairn bench relay`: bytes copied both ways, no HTTP, no authentication, no journal) in
+//! front of the same upstream: what one more hop costs on this machine, the ceiling of any
+//! proxy's ratio here.
 
 use crate::bench_s3::{free_port, wait_port, which, Procs};
 use anyhow::{Context, Result};
@@ -45,8 +50,8 @@ struct Phase {
     errors: usize,
     seconds: f64,
     latencies_us: Vec<u32>,
-    /// CPU µs per answered request of cairn, the upstream and the load generator.
-    cpu_us: [f64; 3],
+    /// CPU µs per answered request of cairn, the upstream, the load generator and the relay.
+    cpu_us: [f64; 4],
 }
 
 impl Phase {
@@ -145,7 +150,7 @@ async fn drive(
         errors: l.errors,
         seconds: l.seconds,
         latencies_us: l.latencies_us,
-        cpu_us: [0.0; 3],
+        cpu_us: [0.0; 4],
     })
 }
 
@@ -177,6 +182,14 @@ pub fn dynamodb(a: DdbBenchArgs) -> Result<()> {
         c
     })?;
 
+    let relay_addr = procs.start("relay", &bar, |port| {
+        let mut c = Command::new(&exe);
+        c.args(["bench", "relay", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--to", &up]);
+        c
+    })?;
+
     bar.set_message("starting cairn serve");
     let dir = tmp.path().join("cairn");
     let (key, secret) = crate::bench_api::init_data_dir(&exe, &dir)?;
@@ -203,12 +216,13 @@ pub fn dynamodb(a: DdbBenchArgs) -> Result<()> {
         .stderr(Stdio::null())
         .spawn()?;
     wait_port(&addr, &mut server)?;
-    // CPU seconds so far of cairn, the upstream (node runs the dynalite script itself) and
-    // this process, to charge each phase its CPU per answered request.
+    // CPU seconds so far of cairn, the upstream (node runs the dynalite script itself), this
+    // process and the relay, to charge each phase its CPU per answered request.
     let pids = [
         server.id().to_string(),
         procs.0[0].id().to_string(),
         "self".to_string(),
+        procs.0[1].id().to_string(),
     ];
     let cpu_now = || pids.each_ref().map(|p| crate::bench_soak::cpu_seconds(p));
     procs.0.push(server);
@@ -222,6 +236,11 @@ pub fn dynamodb(a: DdbBenchArgs) -> Result<()> {
         addr: addr.clone(),
         key,
         secret,
+    };
+    // Signed for the upstream: the relay passes the bytes on unread.
+    let relay = Target {
+        addr: relay_addr,
+        ..direct.clone()
     };
     // The table and every client's item, made directly.
     let create = json!({"TableName": "bench", "BillingMode": "PAY_PER_REQUEST",
@@ -251,7 +270,7 @@ pub fn dynamodb(a: DdbBenchArgs) -> Result<()> {
     let mut best: std::collections::BTreeMap<(&str, &str), Phase> = Default::default();
     for round in 0..a.rounds.max(1) {
         for op in ["PutItem", "GetItem"] {
-            for (label, t) in [("direct", &direct), ("cairn", &cairn)] {
+            for (label, t) in [("direct", &direct), ("relay", &relay), ("cairn", &cairn)] {
                 bar.set_message(format!("round {}: {label} {op}", round + 1));
                 let before = cpu_now();
                 let mut p =
@@ -272,10 +291,14 @@ pub fn dynamodb(a: DdbBenchArgs) -> Result<()> {
     let mut rows = Vec::new();
     for op in ["PutItem", "GetItem"] {
         let (d, c) = (&best[&("direct", op)], &best[&("cairn", op)]);
+        let r = &best[&("relay", op)];
         rows.push(json!({
             "op": op,
             "direct": {"req_per_s": d.rps(), "p50_ms": d.pct_ms(0.5), "p99_ms": d.pct_ms(0.99), "errors": d.errors,
                 "cpu_us_per_request": {"upstream": d.cpu_us[1], "generator": d.cpu_us[2]}},
+            "relay": {"req_per_s": r.rps(), "p50_ms": r.pct_ms(0.5), "p99_ms": r.pct_ms(0.99), "errors": r.errors,
+                "cpu_us_per_request": {"relay": r.cpu_us[3], "upstream": r.cpu_us[1], "generator": r.cpu_us[2]},
+                "ratio": r.rps() / d.rps(), "added_p99_ms": r.pct_ms(0.99) - d.pct_ms(0.99)},
             "cairn": {"req_per_s": c.rps(), "p50_ms": c.pct_ms(0.5), "p99_ms": c.pct_ms(0.99), "errors": c.errors,
                 "cpu_us_per_request": {"cairn": c.cpu_us[0], "upstream": c.cpu_us[1], "generator": c.cpu_us[2]}},
             "ratio": c.rps() / d.rps(),
@@ -307,8 +330,23 @@ pub fn dynamodb(a: DdbBenchArgs) -> Result<()> {
                     + r["cairn"]["errors"].as_u64().unwrap_or_default(),
             );
         }
+        println!("a plain TCP relay in front of the same upstream (the ceiling of any proxy here)");
+        for r in &rows {
+            let x = &r["relay"];
+            println!(
+                "{:<8} {:>12} {:>10} {:>12.0} {:>10.2} {:>7.2} {:>10.2} {:>7}",
+                r["op"].as_str().unwrap_or_default(),
+                "",
+                "",
+                x["req_per_s"].as_f64().unwrap_or_default(),
+                x["p99_ms"].as_f64().unwrap_or_default(),
+                x["ratio"].as_f64().unwrap_or_default(),
+                x["added_p99_ms"].as_f64().unwrap_or_default(),
+                x["errors"].as_u64().unwrap_or_default(),
+            );
+        }
         println!(
-            "CPU µs per request (direct: upstream, generator; cairn: cairn, upstream, generator)"
+            "CPU µs per request (direct: upstream, generator; relay: relay, upstream, generator; cairn: cairn, upstream, generator)"
         );
         for r in &rows {
             let (d, c) = (
@@ -316,11 +354,15 @@ pub fn dynamodb(a: DdbBenchArgs) -> Result<()> {
                 &r["cairn"]["cpu_us_per_request"],
             );
             let f = |v: &serde_json::Value| v.as_f64().unwrap_or_default();
+            let x = &r["relay"]["cpu_us_per_request"];
             println!(
-                "{:<8} direct {:>6.1} {:>6.1}   cairn {:>6.1} {:>6.1} {:>6.1}",
+                "{:<8} direct {:>6.1} {:>6.1}   relay {:>6.1} {:>6.1} {:>6.1}   cairn {:>6.1} {:>6.1} {:>6.1}",
                 r["op"].as_str().unwrap_or_default(),
                 f(&d["upstream"]),
                 f(&d["generator"]),
+                f(&x["relay"]),
+                f(&x["upstream"]),
+                f(&x["generator"]),
                 f(&c["cairn"]),
                 f(&c["upstream"]),
                 f(&c["generator"]),
@@ -328,4 +370,75 @@ pub fn dynamodb(a: DdbBenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `cairn bench relay`: accepts connections on `listen` and copies bytes both ways to a new
+/// connection to `to` each, until either side closes. No parsing, no buffering beyond the
+/// copy's: the cheapest hop a proxy can be, for `cairn bench dynamodb`'s ceiling. Runs until
+/// killed.
+pub fn relay(listen: &str, to: &str) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let l = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        serve_relay(l, to.to_string()).await
+    })
+}
+
+async fn serve_relay(l: tokio::net::TcpListener, to: String) -> Result<()> {
+    loop {
+        let (mut inbound, _) = l.accept().await?;
+        let to = to.clone();
+        tokio::spawn(async move {
+            let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await else {
+                return;
+            };
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// What goes into the relay comes out of the upstream and back, on every connection, and
+    /// a close from the upstream reaches the client.
+    #[tokio::test]
+    async fn the_relay_copies_both_ways_on_each_connection() {
+        let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up_addr = up.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = up.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    let n = s.read(&mut buf).await.unwrap();
+                    let mut answer = b"up:".to_vec();
+                    answer.extend_from_slice(&buf[..n]);
+                    s.write_all(&answer).await.unwrap();
+                    // Closes: the client must see the end.
+                });
+            }
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay_addr = l.local_addr().unwrap();
+        tokio::spawn(serve_relay(l, up_addr));
+        for word in ["one", "two"] {
+            let mut c = tokio::net::TcpStream::connect(relay_addr).await.unwrap();
+            c.write_all(word.as_bytes()).await.unwrap();
+            let mut got = Vec::new();
+            tokio::time::timeout(std::time::Duration::from_secs(5), c.read_to_end(&mut got))
+                .await
+                .expect("the upstream's close reaches the client")
+                .unwrap();
+            assert_eq!(got, format!("up:{word}").into_bytes());
+        }
+    }
 }

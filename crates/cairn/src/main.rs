@@ -162,6 +162,14 @@ enum BenchCmd {
     /// Mixed signed traffic at a fixed rate for minutes: throughput, p99, RSS, open files and
     /// disk sampled into a CSV and an SVG plot, then the ledger checks.
     Soak(bench_soak::SoakBenchArgs),
+    /// A plain TCP relay (`bench dynamodb`'s one-more-hop ceiling); runs until killed.
+    #[command(hide = true)]
+    Relay {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        to: String,
+    },
 }
 
 /// One line of `cairn status`.
@@ -328,6 +336,7 @@ fn main() {
         Cmd::Bench(BenchCmd::Logs(a)) => report(bench_logs::logs(a)),
         Cmd::Bench(BenchCmd::Dynamodb(a)) => report(bench_ddb::dynamodb(a)),
         Cmd::Bench(BenchCmd::Soak(a)) => report(bench_soak::soak(a)),
+        Cmd::Bench(BenchCmd::Relay { listen, to }) => report(bench_ddb::relay(&listen, &to)),
         Cmd::CrashTest(a) => match if a.serve {
             crash_serve::harness(a)
         } else {
