@@ -375,17 +375,30 @@ pub fn dynamodb(a: DdbBenchArgs) -> Result<()> {
 /// `cairn bench relay`: accepts connections on `listen` and copies bytes both ways to a new
 /// connection to `to` each, until either side closes. No parsing, no buffering beyond the
 /// copy's: the cheapest hop a proxy can be, for `cairn bench dynamodb`'s ceiling. Runs until
-/// killed.
+/// killed. It authenticates nobody, so it listens on a loopback address only.
 pub fn relay(listen: &str, to: &str) -> Result<()> {
+    let at = loopback(listen)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let l = tokio::net::TcpListener::bind(listen)
+        let l = tokio::net::TcpListener::bind(at)
             .await
             .with_context(|| format!("binding {listen}"))?;
         serve_relay(l, to.to_string()).await
     })
+}
+
+/// `listen` as a socket address, if it is a loopback one.
+fn loopback(listen: &str) -> Result<std::net::SocketAddr> {
+    let at: std::net::SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--listen {listen}: not an IP address and port"))?;
+    anyhow::ensure!(
+        at.ip().is_loopback(),
+        "--listen {listen}: the relay authenticates nobody; it listens on a loopback address only"
+    );
+    Ok(at)
 }
 
 async fn serve_relay(l: tokio::net::TcpListener, to: String) -> Result<()> {
@@ -410,6 +423,16 @@ mod tests {
 
     /// What goes into the relay comes out of the upstream and back, on every connection, and
     /// a close from the upstream reaches the client.
+    #[test]
+    fn the_relay_listens_on_loopback_only() {
+        for listen in ["0.0.0.0:0", "[::]:0", "192.0.2.1:0", "localhost:0"] {
+            assert!(loopback(listen).is_err(), "{listen}");
+        }
+        for listen in ["127.0.0.1:0", "[::1]:0"] {
+            assert!(loopback(listen).is_ok(), "{listen}");
+        }
+    }
+
     #[tokio::test]
     async fn the_relay_copies_both_ways_on_each_connection() {
         let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
