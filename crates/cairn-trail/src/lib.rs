@@ -22,7 +22,7 @@ pub mod names;
 pub use config::{validate_trail_name, TrailCommand, TrailConfig, TrailState};
 pub use engine::{
     BucketKmsHook, DeliveryGuard, EngineOptions, LogKey, LogKeys, LogKeysHook, PumpReport,
-    StateReader, TrailEngine, DELIVERY_CONSUMER,
+    StateReader, TrailEngine, DEFAULT_GZIP_LEVEL, DELIVERY_CONSUMER,
 };
 pub use keys::{KeyRing, KeyWindow, PublicKeyInfo, RootKey};
 

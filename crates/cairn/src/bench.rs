@@ -47,7 +47,8 @@ pub struct IngestArgs {
     /// server coalescing concurrent requests). Latency is reported per call.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    #[arg(long, default_value_t = 6)]
+    /// gzip level of the delivered log files (and of the same-run bound).
+    #[arg(long, default_value_t = cairn_trail::DEFAULT_GZIP_LEVEL)]
     pub gzip_level: u32,
     /// Regions the events happen in (1–4; global-service events always land in us-east-1).
     #[arg(long, default_value_t = 4)]

@@ -230,6 +230,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             .or(file.digest_interval.as_deref())
             .unwrap_or("1h"),
     )?;
+    let gzip_level = log_gzip_level(&file)?;
     let lifecycle_every = parse_duration(
         a.lifecycle_interval
             .as_deref()
@@ -256,6 +257,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             o.bucket_kms = Some(cairn_api::s3::delivery::default_kms_key(meta.clone()));
             o.delivery_interval = delivery;
             o.digest_interval = digest;
+            o.gzip_level = gzip_level;
             // An open epoch and the one being compressed share the delivery share.
             o.max_epoch_bytes = (budget.share("delivery") / 2) as usize;
             if let Some(r) = &regions {
@@ -602,4 +604,35 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         flushed.files, flushed.digests
     );
     Ok(())
+}
+
+/// `log_gzip_level` from the configuration (gzip's levels, 1–9), or the default.
+fn log_gzip_level(file: &FileConfig) -> Result<u32> {
+    match file.log_gzip_level {
+        None => Ok(cairn_trail::DEFAULT_GZIP_LEVEL),
+        Some(l @ 1..=9) => Ok(l),
+        Some(l) => bail!("log_gzip_level = {l}: a gzip level is 1 (fastest) to 9 (smallest)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_gzip_level_is_a_gzip_level_or_the_default() {
+        let with = |l: Option<u32>| {
+            log_gzip_level(&FileConfig {
+                log_gzip_level: l,
+                ..Default::default()
+            })
+        };
+        assert_eq!(with(None).unwrap(), cairn_trail::DEFAULT_GZIP_LEVEL);
+        assert_eq!(with(Some(1)).unwrap(), 1);
+        assert_eq!(with(Some(9)).unwrap(), 9);
+        for bad in [0, 10, 12] {
+            let e = with(Some(bad)).unwrap_err().to_string();
+            assert!(e.contains("log_gzip_level"), "{e}");
+        }
+    }
 }
