@@ -9,7 +9,7 @@
 //! delivery_interval = "5m"         # how often log files are delivered
 //! digest_interval = "1h"           # digest window length
 //! log_gzip_level = 4               # gzip level of delivered log files, 1–9 (6: ~11%
-//!                                  # smaller files for ~1/3 more CPU per event delivered)
+//!                                  # smaller files, more CPU per event delivered)
 //! lifecycle_interval = "1m"        # how often S3 lifecycle rules are applied
 //! dev = false                      # accept the well-known test/test credentials as root
 //! history_days = 90                # LookupEvents retention
