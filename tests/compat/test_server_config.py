@@ -1,6 +1,7 @@
 """`cairn serve` configuration: trails declared in cairn.toml apply idempotently across
 restarts, no default credentials exist outside --dev, the root key can come from the
-environment, and the opt-in LookupEvents extensions."""
+environment, the opt-in LookupEvents extensions, and the delivered files' gzip level."""
+import gzip
 import json
 
 import pytest
@@ -132,3 +133,37 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_zero(cairn_server_fac
     # The acknowledged object survives: start again and read it.
     srv.start()
     assert srv.client("s3").get_object(Bucket="inflight-bucket", Key="obj")["Body"].read() == body
+
+
+def delivered_log_files(srv, bucket):
+    s3 = srv.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+            if "/CloudTrail/" in o["Key"] and o["Key"].endswith(".json.gz")]
+    return [s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys]
+
+
+@pytest.mark.parametrize("level,xfl", [(1, 4), (9, 2)])
+def test_log_gzip_level_reaches_the_delivered_files(cairn_server_factory, level, xfl):
+    """The configured level compresses the delivered log files: gzip's XFL byte says
+    "fastest" (4) for level 1 and "slowest" (2) for level 9, and a level outside 1–9 is
+    refused at start, naming the setting."""
+    srv = cairn_server_factory(config=f"log_gzip_level = {level}\n" + trail_config(True))
+    srv.client("iam").create_user(UserName=f"gz-{level}")
+    srv.flush("declared-trail")
+    files = delivered_log_files(srv, "declared-logs")
+    assert files, "a log file was delivered"
+    for f in files:
+        assert f[:3] == b"\x1f\x8b\x08" and f[8] == xfl, f[:10]
+    assert any(f'"gz-{level}"'.encode() in gzip.decompress(f) for f in files)
+
+
+def test_a_log_gzip_level_outside_1_to_9_stops_the_start(cairn_bin, tmp_path):
+    import subprocess
+    data = tmp_path / "data"
+    subprocess.run([cairn_bin, "init", "--data-dir", str(data), "--json"], check=True, capture_output=True)
+    cfg = tmp_path / "cairn.toml"
+    for bad in ("0", "10"):
+        cfg.write_text(f"log_gzip_level = {bad}\n")
+        r = subprocess.run([cairn_bin, "serve", "--data-dir", str(data), "--config", str(cfg),
+                            "--listen", "127.0.0.1:0"], capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and "log_gzip_level" in r.stderr, r.stderr

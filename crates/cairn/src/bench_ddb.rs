@@ -189,6 +189,11 @@ pub fn dynamodb(a: DdbBenchArgs) -> Result<()> {
             .args(["--to", &up]);
         c
     })?;
+    let relay_pid = procs
+        .0
+        .last()
+        .map(|c| c.id().to_string())
+        .unwrap_or_default();
 
     bar.set_message("starting cairn serve");
     let dir = tmp.path().join("cairn");
@@ -222,7 +227,7 @@ pub fn dynamodb(a: DdbBenchArgs) -> Result<()> {
         server.id().to_string(),
         procs.0[0].id().to_string(),
         "self".to_string(),
-        procs.0[1].id().to_string(),
+        relay_pid,
     ];
     let cpu_now = || pids.each_ref().map(|p| crate::bench_soak::cpu_seconds(p));
     procs.0.push(server);
@@ -421,8 +426,7 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// What goes into the relay comes out of the upstream and back, on every connection, and
-    /// a close from the upstream reaches the client.
+    /// The relay refuses every address but a loopback one (it authenticates nobody).
     #[test]
     fn the_relay_listens_on_loopback_only() {
         for listen in ["0.0.0.0:0", "[::]:0", "192.0.2.1:0", "localhost:0"] {
@@ -433,6 +437,8 @@ mod tests {
         }
     }
 
+    /// What goes into the relay comes out of the upstream and back, on every connection, and
+    /// a close from the upstream reaches the client.
     #[tokio::test]
     async fn the_relay_copies_both_ways_on_each_connection() {
         let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
