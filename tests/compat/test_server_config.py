@@ -3,6 +3,7 @@ restarts, no default credentials exist outside --dev, the root key can come from
 environment, the opt-in LookupEvents extensions, and the delivered files' gzip level."""
 import gzip
 import json
+import subprocess
 
 import pytest
 from botocore.exceptions import ClientError
@@ -145,8 +146,7 @@ def delivered_log_files(srv, bucket):
 @pytest.mark.parametrize("level,xfl", [(1, 4), (9, 2)])
 def test_log_gzip_level_reaches_the_delivered_files(cairn_server_factory, level, xfl):
     """The configured level compresses the delivered log files: gzip's XFL byte says
-    "fastest" (4) for level 1 and "slowest" (2) for level 9, and a level outside 1–9 is
-    refused at start, naming the setting."""
+    "fastest" (4) for level 1 and "slowest" (2) for level 9."""
     srv = cairn_server_factory(config=f"log_gzip_level = {level}\n" + trail_config(True))
     srv.client("iam").create_user(UserName=f"gz-{level}")
     srv.flush("declared-trail")
@@ -158,7 +158,7 @@ def test_log_gzip_level_reaches_the_delivered_files(cairn_server_factory, level,
 
 
 def test_a_log_gzip_level_outside_1_to_9_stops_the_start(cairn_bin, tmp_path):
-    import subprocess
+    """A level outside 1–9 is refused at start, with a message naming the setting."""
     data = tmp_path / "data"
     subprocess.run([cairn_bin, "init", "--data-dir", str(data), "--json"], check=True, capture_output=True)
     cfg = tmp_path / "cairn.toml"
