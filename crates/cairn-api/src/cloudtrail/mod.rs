@@ -262,7 +262,7 @@ async fn handle(ctx: &mut Ctx<'_>, call: CloudTrailCall) -> Result<Reply, ApiErr
         Op::GetTrail(t) => trails::get(ctx, action, t)?,
         Op::DescribeTrails(i) => trails::describe(ctx, action, i)?,
         Op::ListTrails => trails::list(ctx, action)?,
-        Op::GetTrailStatus(t) => logging::status(ctx, action, t)?,
+        Op::GetTrailStatus(t) => return logging::status(ctx, action, t),
         Op::StartLogging(t) => logging::start(ctx, action, t)?,
         Op::StopLogging(t) => logging::stop(ctx, action, t)?,
         Op::ListPublicKeys(r) => logging::public_keys(ctx, action, r)?,

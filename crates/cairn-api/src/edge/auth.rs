@@ -11,7 +11,6 @@ use cairn_iam::sigv4::{self, AuthError};
 use cairn_record::{builder, UserIdentity};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 use super::HttpRequest;
@@ -271,7 +270,7 @@ pub(super) fn authenticate(
     let body_sha = if req.body_stream.is_some() || (protocol == Protocol::S3 && !declared_hash) {
         declared.to_string()
     } else {
-        hex::encode(Sha256::digest(&req.body))
+        sigv4::sha256_hex(&req.body)
     };
     let sreq = sigv4::Request {
         body_sha256: &body_sha,

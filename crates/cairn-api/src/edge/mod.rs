@@ -38,7 +38,8 @@ pub async fn handle(api: &Arc<Api>, mut req: HttpRequest) -> Reply {
     let started = std::time::Instant::now();
     let now = api.clock.now();
     let request_id = builder::fast_uuid();
-    let presented = presented(&req);
+    // Read by the listener already (the headers have not changed since), or read here.
+    let presented = req.presented.take().unwrap_or_else(|| presented(&req));
     let region = region_of(presented.as_ref().ok(), api);
     let claimed = presented.as_ref().ok().map(|a| a.access_key_id.clone());
     let admitted = admit(api, &mut req, presented, now);

@@ -33,6 +33,9 @@ pub struct HttpRequest {
     pub body_unread: bool,
     /// The listener verified the (S3) signature from the headers already.
     pub signature_checked: bool,
+    /// The SigV4 authorization the listener read from the headers ([`super::presented`]),
+    /// kept for the edge so it is not parsed twice; `None` when nobody read it yet.
+    pub presented: Option<Result<cairn_iam::sigv4::Authorization, cairn_iam::sigv4::AuthError>>,
 }
 
 /// Why a request's body was not read whole.

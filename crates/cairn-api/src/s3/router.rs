@@ -668,6 +668,7 @@ mod tests {
             body_stream: None,
             body_unread: false,
             signature_checked: false,
+            presented: None,
         }
     }
 
