@@ -102,6 +102,7 @@ fn parse(data: &[u8]) -> Option<HttpRequest> {
         body_stream: None,
         body_unread: false,
         signature_checked: false,
+        presented: None,
     })
 }
 

@@ -174,13 +174,13 @@ async fn to_request(
     request
 }
 
+/// A sleep, pinned where it can be reset.
+type PinnedSleep = Pin<Box<Sleep>>;
+
 /// Reads a body of at most `limit` bytes within the server's budgets for buffered bodies (all
 /// connections, and each client address): a declared length is reserved before reading, a
 /// chunked body's bytes as they arrive, an empty body reserves nothing. Bytes must keep coming
 /// (`body_timeout` without one ends the read) and all of them within 20 times that.
-/// A sleep, pinned where it can be reset.
-type PinnedSleep = Pin<Box<Sleep>>;
-
 async fn read_body(
     api: &Arc<Api>,
     mut body: Incoming,
