@@ -62,6 +62,35 @@ def test_trail_lifecycle_and_shapes(srv, ct):
     assert upd["S3KeyPrefix"] == "audit2" and upd["TrailARN"] == arn
 
 
+def test_response_elements_are_logged_for_writes_with_an_answer_only(ct):
+    """CloudTrail records a write's answer (its top-level members in lowerCamelCase) as
+    responseElements, and null for a read or an empty answer: read back through LookupEvents."""
+    ct.create_trail(Name="elements-trail", S3BucketName=BUCKET)
+    status = ct.get_trail_status(Name="elements-trail")
+    ct.start_logging(Name="elements-trail")
+
+    def recorded(name):
+        for _ in range(50):
+            events = ct.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": name}],
+                                      MaxResults=50)["Events"]
+            for e in events:
+                rec = json.loads(e["CloudTrailEvent"])
+                if (rec.get("requestParameters") or {}).get("name") == "elements-trail":
+                    return rec
+            time.sleep(0.1)
+        raise AssertionError(f"no {name} event for elements-trail")
+
+    created = recorded("CreateTrail")["responseElements"]
+    assert created["name"] == "elements-trail" and created["s3BucketName"] == BUCKET, created
+    assert created["trailARN"] == f"arn:aws:cloudtrail:us-east-1:{ACCOUNT}:trail/elements-trail", created
+    read = recorded("GetTrailStatus")
+    assert read["readOnly"] is True and read["responseElements"] is None, read
+    assert status["IsLogging"] is False
+    assert recorded("StartLogging")["responseElements"] is None
+    ct.stop_logging(Name="elements-trail")
+    ct.delete_trail(Name="elements-trail")
+
+
 def test_shadow_trails_and_the_home_region_rule(srv, ct):
     west = srv.client("cloudtrail", region="us-west-2")
     arn = f"arn:aws:cloudtrail:us-east-1:{ACCOUNT}:trail/api-trail"

@@ -11,7 +11,6 @@ use chrono::{DateTime, Duration, Utc};
 use rand::Rng;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -220,10 +219,6 @@ fn random_secret() -> String {
         .collect()
 }
 
-fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
-
 fn secret_context(id: &str) -> Vec<u8> {
     format!("cairn-iam-secret:{id}").into_bytes()
 }
@@ -411,7 +406,7 @@ impl Directory {
     pub fn session_token_matches(k: &AccessKey, token: &str) -> bool {
         match &k.owner {
             KeyOwner::Session(s) => {
-                let got = sha256_hex(token.as_bytes());
+                let got = crate::sigv4::sha256_hex(token.as_bytes());
                 aws_lc_rs::constant_time::verify_slices_are_equal(
                     got.as_bytes(),
                     s.token_sha256.as_bytes(),
@@ -954,7 +949,7 @@ impl Directory {
                 session_name: session_name.into(),
                 created: now,
                 expires,
-                token_sha256: sha256_hex(token.as_bytes()),
+                token_sha256: crate::sigv4::sha256_hex(token.as_bytes()),
             }),
             status: KeyStatus::Active,
             created: now,
@@ -1017,6 +1012,7 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     /// A test sealer: XOR with a context-derived pad, enough to show the secret is not stored
     /// in clear and that the context binds.

@@ -593,8 +593,8 @@ pub fn check_signature(req: &Request, auth: &Authorization, secret: &str) -> Res
         .map_err(|_| AuthError::SignatureMismatch)
 }
 
-/// Lowercase hex of the SHA-256 of `data` (a signed body's hash: `hex::encode` goes through
-/// an iterator of chars, several times slower for every request).
+/// Lowercase hex of the SHA-256 of `data` (signed bodies' hashes, session tokens' digests:
+/// `hex::encode` goes through an iterator of chars, several times slower).
 pub fn sha256_hex(data: &[u8]) -> String {
     // Hex digits are ASCII: never the empty fallback.
     String::from_utf8(hex32(&Sha256::digest(data).into()).to_vec()).unwrap_or_default()

@@ -95,14 +95,7 @@ impl TrailStatus {
     }
 }
 
-/// GetTrailStatus, answered straight from its typed shape: a read logs no
-/// `responseElements`, so its answer never has to be a `Value` (which was ~3% of a server's
-/// CPU under `bench api`, GetTrailStatus being what monitoring polls).
-pub(super) fn status(
-    ctx: &mut Ctx<'_>,
-    action: &str,
-    id: TrailId,
-) -> Result<crate::protocol::Reply, ApiError> {
+pub(super) fn status(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Answer {
     let t = trail_arg(ctx, &id, action)?;
     let mut st = TrailStatus::of(&t);
     if super::cloud_watch_target(&ctx.api.meta, &t.config.name).is_some() {
@@ -112,7 +105,7 @@ pub(super) fn status(
             .and_then(chrono::DateTime::from_timestamp_millis);
         st.latest_cloud_watch_logs_delivery_error = cw.latest_error;
     }
-    Ok(json::reply(&st))
+    out(&st)
 }
 
 pub(super) fn start(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Answer {
@@ -134,7 +127,7 @@ pub(super) fn start(ctx: &mut Ctx<'_>, action: &str, id: TrailId) -> Answer {
             .await
             .unwrap_or_else(|e| Err(ApiError::internal(e)));
             EffectOutcome {
-                reply: started.map(|_| json::reply(&empty())),
+                reply: started.map(|_| empty().into_reply()),
                 ..Default::default()
             }
         })

@@ -72,7 +72,6 @@ pub(super) fn request(
     op: &str,
     body: Bytes,
 ) -> Result<hyper::Request<StreamBody>, ApiError> {
-    use sha2::Digest as _;
     let host = target
         .endpoint
         .split_once("://")
@@ -88,7 +87,7 @@ pub(super) fn request(
     if let Some(t) = &target.session_token {
         signed.push(("x-amz-security-token".into(), t.clone()));
     }
-    let hash = hex::encode(sha2::Sha256::digest(&body));
+    let hash = cairn_iam::sigv4::sha256_hex(&body);
     let sreq = cairn_iam::sigv4::Request {
         method: "POST",
         path: "/",

@@ -106,14 +106,23 @@ pub fn rest_reply<T: Serialize + ?Sized>(v: &T) -> Reply {
     with_type(v, "application/json")
 }
 
+/// An awsJson 1.1 answer of JSON serialized already.
+pub fn reply_serialized(body: Vec<u8>) -> Reply {
+    serialized(body, AMZ_JSON_1_1)
+}
+
+fn serialized(body: Vec<u8>, content_type: &str) -> Reply {
+    Reply {
+        status: 200,
+        headers: vec![("content-type".into(), content_type.into())],
+        body: Bytes::from(body),
+        stream: None,
+    }
+}
+
 fn with_type<T: Serialize + ?Sized>(v: &T, content_type: &str) -> Reply {
     match serde_json::to_vec(v) {
-        Ok(body) => Reply {
-            status: 200,
-            headers: vec![("content-type".into(), content_type.into())],
-            body: Bytes::from(body),
-            stream: None,
-        },
+        Ok(body) => serialized(body, content_type),
         Err(e) => {
             super::unserializable("JSON", &e);
             super::unserialized(super::Protocol::Json)

@@ -436,7 +436,7 @@ impl Decoder {
                 s.amz_date,
                 s.scope,
                 self.prev,
-                hex::encode(Sha256::digest(self.canonical.as_bytes()))
+                cairn_iam::sigv4::sha256_hex(self.canonical.as_bytes())
             );
             if !same(&hmac_hex(&s.key, &sts), &given) {
                 return Err(chunk_mismatch());

@@ -471,8 +471,7 @@ pub async fn forward(ctx: &mut Ctx<'_>, req: &S3Request, fwd: Forward) -> Result
             let hash = if declared == "UNSIGNED-PAYLOAD" && rewritten_body.is_none() {
                 declared.to_string()
             } else {
-                use sha2::Digest as _;
-                hex::encode(sha2::Sha256::digest(&body))
+                cairn_iam::sigv4::sha256_hex(&body)
             };
             (hash, Some(body.len().to_string()), full(body))
         }
